@@ -1,0 +1,105 @@
+"""The one error hierarchy of veilfl.
+
+Every exception the library raises on purpose derives from :class:`VeilflError`, so
+``except VeilflError`` catches them all. Messages are whole sentences that say what
+happened and, where there is one, what to do about it. No message ever contains a
+secret, a private key or a share.
+
+Hierarchy::
+
+    VeilflError
+    ├── ConfigurationError      a setting is missing, inconsistent or unsafe
+    ├── DataError               a data set cannot be found, read or partitioned
+    ├── WireFormatError         bytes on the wire do not decode (malformed body)
+    ├── ProtocolError           a well-formed message that the protocol refuses
+    │   ├── UnknownClientError      the client never joined this run
+    │   ├── RoundMismatchError      the message names a round that is not open
+    │   ├── StaleUpdateError        the update was trained on a version too old to accept
+    │   └── UpdateRejectedError     shapes, dtypes or values of an update are wrong
+    ├── CryptoError             an encryption, sharing or reconstruction step failed
+    │   ├── DecryptionError         a ciphertext was tampered with, truncated or misrouted
+    │   └── ReconstructionError     too few or inconsistent shares to reconstruct
+    ├── PrivacyError            a privacy guarantee would be broken or the budget is spent
+    ├── StorageError            run state or a checkpoint cannot be read or written
+    └── TransportError          a peer could not be reached or answered unexpectedly
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "ConfigurationError",
+    "CryptoError",
+    "DataError",
+    "DecryptionError",
+    "PrivacyError",
+    "ProtocolError",
+    "ReconstructionError",
+    "RoundMismatchError",
+    "StaleUpdateError",
+    "StorageError",
+    "TransportError",
+    "UnknownClientError",
+    "UpdateRejectedError",
+    "VeilflError",
+    "WireFormatError",
+]
+
+
+class VeilflError(Exception):
+    """Root of every error veilfl raises on purpose."""
+
+
+class ConfigurationError(VeilflError):
+    """A setting is missing, inconsistent or unsafe."""
+
+
+class DataError(VeilflError):
+    """A data set cannot be found, read or partitioned as asked."""
+
+
+class WireFormatError(VeilflError):
+    """Bytes received from a peer do not decode into the expected message."""
+
+
+class ProtocolError(VeilflError):
+    """A well-formed message that the protocol refuses in the current state."""
+
+
+class UnknownClientError(ProtocolError):
+    """The message comes from a client id that never joined this run."""
+
+
+class RoundMismatchError(ProtocolError):
+    """The message names a round that is not the one open."""
+
+
+class StaleUpdateError(ProtocolError):
+    """The update was trained on a model version too old to accept."""
+
+
+class UpdateRejectedError(ProtocolError):
+    """The update's names, shapes, dtypes or values do not fit the model."""
+
+
+class CryptoError(VeilflError):
+    """An encryption, secret-sharing or reconstruction step failed."""
+
+
+class DecryptionError(CryptoError):
+    """A ciphertext failed authentication: tampered, truncated, replayed or misrouted."""
+
+
+class ReconstructionError(CryptoError):
+    """Too few, or inconsistent, shares to reconstruct the secret."""
+
+
+class PrivacyError(VeilflError):
+    """A privacy guarantee would be broken, or the privacy budget is spent."""
+
+
+class StorageError(VeilflError):
+    """Run state or a checkpoint cannot be read or written."""
+
+
+class TransportError(VeilflError):
+    """A peer could not be reached, or answered in a way the protocol does not allow."""
