@@ -75,7 +75,8 @@ class TensorSpec:
             array = weights[name]
             if tuple(array.shape) != shape:
                 raise UpdateRejectedError(
-                    f"Tensor {name!r} has shape {tuple(array.shape)}, but the model expects {shape}."
+                    f"Tensor {name!r} has shape {tuple(array.shape)}, "
+                    f"but the model expects {shape}."
                 )
             if array.dtype != np.float32:
                 raise UpdateRejectedError(
@@ -138,7 +139,9 @@ def zeros_like(spec: TensorSpec) -> Weights:
     }
 
 
-def add_scaled(base: Mapping[str, FloatArray], delta: Mapping[str, FloatArray], scale: float) -> Weights:
+def add_scaled(
+    base: Mapping[str, FloatArray], delta: Mapping[str, FloatArray], scale: float
+) -> Weights:
     """Return ``base + scale * delta``, tensor by tensor, as float32."""
     return {
         name: (array + np.float32(scale) * delta[name]).astype(np.float32, copy=False)

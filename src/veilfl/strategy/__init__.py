@@ -1,1 +1,5 @@
-"""veilfl.strategy."""
+"""How a round's aggregate becomes the next global model."""
+
+from veilfl.strategy.fedavg import AggregateUpdate, FedAvg, WeightedSum
+
+__all__ = ["AggregateUpdate", "FedAvg", "WeightedSum"]

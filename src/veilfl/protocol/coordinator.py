@@ -1,0 +1,243 @@
+"""The coordinator's whole decision logic, transport-free and synchronous.
+
+:class:`SyncCoordinator` owns the round state machine, the global model and the
+aggregation of one round, and turns a closed round into the next model version. It
+does no networking and reads no clock: the HTTP server (``veilfl.server``) and the
+in-process simulator (``veilfl.sim``) call it with ``now`` and with decoded messages,
+so every protocol step has exactly one implementation.
+
+Two things are injected because they touch the outside world:
+
+* an :class:`AggregationBackend`, which turns a closed round's participant list into
+  an :class:`~veilfl.strategy.AggregateUpdate` (plaintext: sums the updates it was
+  given; secure aggregation: asks the aggregators for their share sums);
+* a :class:`RoundRecorder`, which persists each completed round (SQLite and
+  checkpoints on the server; nothing, or memory, in the simulator).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Protocol
+
+import numpy as np
+
+from veilfl.errors import ProtocolError
+from veilfl.protocol.messages import Task, UpdateHeader
+from veilfl.protocol.metrics import Evaluation, RoundMetrics
+from veilfl.protocol.sync_round import ClosedRound, RoundPhase, SyncRoundMachine
+from veilfl.strategy.fedavg import AggregateUpdate, FedAvg, WeightedSum
+from veilfl.tensors import FloatArray, TensorSpec, Weights, flatten, unflatten
+
+__all__ = [
+    "AggregationBackend",
+    "EvaluateFn",
+    "PlaintextAggregation",
+    "RoundRecorder",
+    "SyncCoordinator",
+]
+
+EvaluateFn = Callable[[Weights], Evaluation]
+
+
+class AggregationBackend(Protocol):
+    """Turns a closed round into its aggregate."""
+
+    def start_round(self, round_id: int) -> None:
+        """Forget everything from earlier rounds (or an earlier attempt at this one)."""
+
+    def aggregate(self, closed: ClosedRound) -> AggregateUpdate:
+        """The weighted sum over exactly ``closed.participants``."""
+        ...
+
+
+class RoundRecorder(Protocol):
+    """Persists completed rounds."""
+
+    def record_round(
+        self, metrics: RoundMetrics, closed: ClosedRound, *, new_version: int, weights: Weights
+    ) -> None:
+        """Durably record a completed round and the model it produced."""
+
+
+class PlaintextAggregation:
+    """Plain FedAvg aggregation: the coordinator sees each update and sums it at once.
+
+    Memory is O(model size): updates are folded into a running sum as they arrive.
+    """
+
+    def __init__(self, spec: TensorSpec) -> None:
+        self._spec = spec
+        self._round_id: int | None = None
+        self._sum = WeightedSum(spec.total_size)
+        self._clients: set[str] = set()
+
+    def start_round(self, round_id: int) -> None:
+        self._round_id = round_id
+        self._sum = WeightedSum(self._spec.total_size)
+        self._clients = set()
+
+    def add(self, header: UpdateHeader, delta: Weights) -> None:
+        """Fold one validated update into the round's sum."""
+        if header.round_id != self._round_id:
+            raise ProtocolError(f"Round {header.round_id} is not being aggregated.")
+        self._sum.add(flatten(delta, self._spec), weight=float(header.num_samples))
+        self._clients.add(header.client_id)
+
+    def aggregate(self, closed: ClosedRound) -> AggregateUpdate:
+        if set(closed.participant_ids) != self._clients:
+            raise ProtocolError("The participant list does not match the updates that were summed.")
+        return self._sum.result()
+
+
+@dataclass(frozen=True)
+class GlobalModel:
+    """A global model version as named tensors."""
+
+    version: int
+    weights: Weights
+
+
+class SyncCoordinator:
+    """Synchronous FedAvg rounds: sampling, collection, aggregation, evaluation, records.
+
+    Args:
+        machine: The round state machine (already positioned at the next round).
+        spec: Names and shapes of the model's tensors.
+        initial_weights: The global model at ``machine.model_version``.
+        aggregation: How a closed round becomes an aggregate.
+        strategy: How an aggregate becomes the next model.
+        evaluate: Optional server-side evaluation of each new model.
+        recorder: Optional persistence of each completed round.
+    """
+
+    def __init__(
+        self,
+        *,
+        machine: SyncRoundMachine,
+        spec: TensorSpec,
+        initial_weights: Weights,
+        aggregation: AggregationBackend,
+        strategy: FedAvg,
+        evaluate: EvaluateFn | None = None,
+        recorder: RoundRecorder | None = None,
+    ) -> None:
+        spec.check(initial_weights)
+        self._machine = machine
+        self._spec = spec
+        self._flat: FloatArray = flatten(initial_weights, spec)
+        self._aggregation = aggregation
+        self._strategy = strategy
+        self._evaluate = evaluate
+        self._recorder = recorder
+        self._history: list[RoundMetrics] = []
+
+    # ----------------------------------------------------------------- queries
+    @property
+    def machine(self) -> SyncRoundMachine:
+        """The round state machine (read it; drive it through this class)."""
+        return self._machine
+
+    @property
+    def spec(self) -> TensorSpec:
+        """The model's tensor names and shapes."""
+        return self._spec
+
+    @property
+    def history(self) -> tuple[RoundMetrics, ...]:
+        """Metrics of the rounds this coordinator completed (since it started)."""
+        return tuple(self._history)
+
+    @property
+    def done(self) -> bool:
+        """Whether every planned round is complete."""
+        return self._machine.phase is RoundPhase.DONE
+
+    def global_model(self) -> GlobalModel:
+        """The current global model."""
+        return GlobalModel(self._machine.model_version, unflatten(self._flat.copy(), self._spec))
+
+    # ---------------------------------------------------------------- commands
+    def join(self, client_id: str, *, now: float) -> None:
+        """Register a client."""
+        self._machine.join(client_id, now=now)
+
+    def task_for(self, client_id: str, *, now: float) -> Task:
+        """Advance time, then tell ``client_id`` what to do."""
+        self.tick(now=now)
+        return self._machine.task_for(client_id, now=now)
+
+    def submit_plaintext_update(self, header: UpdateHeader, delta: Weights, *, now: float) -> bool:
+        """Accept one client's plaintext update (plaintext aggregation only).
+
+        Validates everything before changing anything: a rejected update leaves the
+        round exactly as it was.
+
+        Returns:
+            True if accepted now, False if it was a duplicate of an accepted one.
+
+        Raises:
+            ProtocolError: (a subclass) naming what is wrong.
+        """
+        if not isinstance(self._aggregation, PlaintextAggregation):
+            raise ProtocolError(
+                "This run uses secure aggregation; upload shares to the aggregators instead."
+            )
+        if not self._machine.check_update(header):
+            return False
+        self._spec.check(delta)
+        self._aggregation.add(header, delta)
+        self._machine.accept_update(header)
+        self.tick(now=now)
+        return True
+
+    def record_share_upload(self, header: UpdateHeader, *, now: float) -> bool:
+        """Note that a client's update reached the aggregators (secure aggregation)."""
+        accepted = self._machine.accept_update(header)
+        self.tick(now=now)
+        return accepted
+
+    def tick(self, *, now: float) -> RoundMetrics | None:
+        """Advance time; if the open round can close, aggregate it and apply the result.
+
+        Returns:
+            The completed round's metrics, or None if no round completed.
+        """
+        outcome = self._machine.tick(now=now)
+        if outcome.opened is not None:
+            self._aggregation.start_round(outcome.opened)
+        if not outcome.ready_to_close:
+            return None
+        return self._finish_round(now=now)
+
+    # ----------------------------------------------------------------- private
+    def _finish_round(self, *, now: float) -> RoundMetrics:
+        closed = self._machine.close(now=now)
+        started = time.perf_counter()
+        aggregate = self._aggregation.aggregate(closed)
+        new_flat = self._strategy.apply(self._flat, aggregate)
+        aggregation_s = time.perf_counter() - started
+        new_weights = unflatten(new_flat, self._spec)
+        evaluation = self._evaluate(new_weights) if self._evaluate is not None else None
+        weights = np.array([p.num_samples for p in closed.participants], dtype=np.float64)
+        losses = np.array([p.loss for p in closed.participants], dtype=np.float64)
+        metrics = RoundMetrics(
+            round_id=closed.round_id,
+            num_clients=len(closed.participants),
+            train_loss=float(np.average(losses, weights=weights)),
+            test_loss=None if evaluation is None else evaluation.loss,
+            test_accuracy=None if evaluation is None else evaluation.accuracy,
+            seconds=(now - closed.opened_at) + aggregation_s,
+        )
+        new_version = closed.base_version + 1
+        if self._recorder is not None:
+            self._recorder.record_round(
+                metrics, closed, new_version=new_version, weights=new_weights
+            )
+        self._flat = new_flat
+        self._machine.complete()
+        self._history.append(metrics)
+        self.tick(now=now)
+        return metrics

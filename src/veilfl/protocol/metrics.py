@@ -1,0 +1,43 @@
+"""What a round produces for people to read: evaluation results and round metrics."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+__all__ = ["Evaluation", "RoundMetrics"]
+
+
+@dataclass(frozen=True)
+class Evaluation:
+    """A model's loss and accuracy on held-out data.
+
+    Attributes:
+        loss: Mean loss.
+        accuracy: Fraction of correct predictions, in [0, 1].
+    """
+
+    loss: float
+    accuracy: float
+
+
+@dataclass(frozen=True)
+class RoundMetrics:
+    """One completed round, as shown in tables, metrics files and plots.
+
+    Attributes:
+        round_id: The round.
+        num_clients: Clients whose updates the round aggregated.
+        train_loss: Sample-weighted mean of the clients' local training losses.
+        test_loss: Server-side test loss of the new model, if evaluated.
+        test_accuracy: Server-side test accuracy in [0, 1], if evaluated.
+        seconds: Wall time from the round's opening to its new model.
+        epsilon: Privacy spent so far (at the run's delta), when DP is on.
+    """
+
+    round_id: int
+    num_clients: int
+    train_loss: float
+    test_loss: float | None
+    test_accuracy: float | None
+    seconds: float
+    epsilon: float | None = None

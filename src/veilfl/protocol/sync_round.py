@@ -1,0 +1,405 @@
+"""The synchronous FedAvg round as a pure state machine (McMahan et al. 2017).
+
+No I/O, no clock and no global randomness: the caller passes ``now`` (seconds on any
+monotonic clock) and a seeded or system random source for client sampling. The HTTP
+coordinator and the in-process simulator drive this same machine.
+
+Life of a round::
+
+    (idle) --tick: enough clients joined--> OPEN --all sampled reported, or deadline
+    with >= min_clients--> CLOSING --complete()--> (idle, next round)
+
+    OPEN --deadline with < min_clients--> OPEN again with a fresh sample (a restart)
+
+Clients that were sampled but never report (stragglers, dropouts) are simply left out
+when the round closes; the round needs only ``min_clients`` reports.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+from dataclasses import dataclass, field
+from enum import StrEnum
+
+from veilfl.errors import (
+    ConfigurationError,
+    ProtocolError,
+    RoundMismatchError,
+    StaleUpdateError,
+    UnknownClientError,
+)
+from veilfl.protocol.messages import ClientReport, Task, UpdateHeader
+
+__all__ = [
+    "ClosedRound",
+    "RoundConfig",
+    "RoundPhase",
+    "RoundStatus",
+    "SyncRoundMachine",
+    "TickOutcome",
+]
+
+
+@dataclass(frozen=True)
+class RoundConfig:
+    """How synchronous rounds are run.
+
+    Attributes:
+        num_rounds: Rounds to run before the run is done.
+        clients_per_round: Clients sampled per round (a count). Exclusive with ``fraction``.
+        fraction: Fraction C of joined clients sampled per round (at least one client).
+        min_clients: Reports needed to close a round; fewer at the deadline restarts it.
+        min_available_clients: Joined clients needed before the first round opens
+            (defaults to the larger of ``min_clients`` and ``clients_per_round``).
+        round_timeout_s: Seconds a round stays open before closing with who reported.
+        poll_interval_s: How long a client not needed now is told to wait.
+    """
+
+    num_rounds: int
+    clients_per_round: int | None = None
+    fraction: float | None = None
+    min_clients: int = 1
+    min_available_clients: int | None = None
+    round_timeout_s: float = 120.0
+    poll_interval_s: float = 0.5
+
+    def __post_init__(self) -> None:
+        if self.num_rounds < 1:
+            raise ConfigurationError("num_rounds must be at least 1.")
+        if (self.clients_per_round is None) == (self.fraction is None):
+            raise ConfigurationError(
+                "Give exactly one of clients_per_round (a count) or fraction (of joined clients)."
+            )
+        if self.clients_per_round is not None and self.clients_per_round < 1:
+            raise ConfigurationError("clients_per_round must be at least 1.")
+        if self.fraction is not None and not 0 < self.fraction <= 1:
+            raise ConfigurationError("fraction must be in (0, 1].")
+        if self.min_clients < 1:
+            raise ConfigurationError("min_clients must be at least 1.")
+        if self.clients_per_round is not None and self.min_clients > self.clients_per_round:
+            raise ConfigurationError(
+                f"min_clients ({self.min_clients}) cannot exceed clients_per_round "
+                f"({self.clients_per_round}): the round could never close."
+            )
+        if self.round_timeout_s <= 0 or self.poll_interval_s <= 0:
+            raise ConfigurationError("round_timeout_s and poll_interval_s must be positive.")
+
+    @property
+    def clients_needed_to_start(self) -> int:
+        """Joined clients required before a round opens."""
+        if self.min_available_clients is not None:
+            return max(self.min_available_clients, self.min_clients)
+        return max(self.min_clients, self.clients_per_round or 1)
+
+    def sample_size(self, num_available: int) -> int:
+        """How many of ``num_available`` joined clients to sample."""
+        if self.clients_per_round is not None:
+            return min(self.clients_per_round, num_available)
+        assert self.fraction is not None
+        wanted = max(math.ceil(self.fraction * num_available), self.min_clients, 1)
+        return min(wanted, num_available)
+
+
+class RoundPhase(StrEnum):
+    """Where the machine stands."""
+
+    IDLE = "idle"
+    OPEN = "open"
+    CLOSING = "closing"
+    DONE = "done"
+
+
+@dataclass(frozen=True)
+class ClosedRound:
+    """A round whose participant list is final.
+
+    Attributes:
+        round_id: The round.
+        base_version: The model version every participant trained from.
+        participants: The accepted reports, in arrival order.
+        opened_at: When the round (last) opened.
+        closed_at: When it closed.
+        sampled: How many clients had been sampled.
+    """
+
+    round_id: int
+    base_version: int
+    participants: tuple[ClientReport, ...]
+    opened_at: float
+    closed_at: float
+    sampled: int
+
+    @property
+    def participant_ids(self) -> tuple[str, ...]:
+        """Client ids of the participants, in arrival order."""
+        return tuple(report.client_id for report in self.participants)
+
+
+@dataclass(frozen=True)
+class TickOutcome:
+    """What a call to :meth:`SyncRoundMachine.tick` changed.
+
+    Attributes:
+        opened: A round opened (or reopened after a restart) with this id.
+        restarted: The open round was restarted because too few clients reported.
+        ready_to_close: The open round can close now; call :meth:`SyncRoundMachine.close`.
+    """
+
+    opened: int | None = None
+    restarted: bool = False
+    ready_to_close: bool = False
+
+
+@dataclass(frozen=True)
+class RoundStatus:
+    """A read-only view for status pages and logs."""
+
+    phase: RoundPhase
+    round_id: int
+    model_version: int
+    joined: int
+    sampled: int
+    reported: int
+    deadline: float | None
+
+
+@dataclass
+class _OpenRound:
+    round_id: int
+    base_version: int
+    sampled: frozenset[str]
+    opened_at: float
+    deadline: float
+    reports: dict[str, ClientReport] = field(default_factory=dict)
+
+
+class SyncRoundMachine:
+    """Client sampling, deadlines, stragglers and round closing for synchronous FedAvg.
+
+    Args:
+        config: Round settings.
+        rng: Random source for client sampling. Pass ``random.Random(seed)`` for
+            repeatable experiments, or ``random.SystemRandom()``.
+        next_round: The round to run next (``last completed + 1`` after a restart).
+        model_version: The current global model version.
+    """
+
+    def __init__(
+        self,
+        config: RoundConfig,
+        *,
+        rng: random.Random,
+        next_round: int = 1,
+        model_version: int = 0,
+    ) -> None:
+        self._config = config
+        self._rng = rng
+        self._round_id = next_round
+        self._version = model_version
+        self._joined: dict[str, float] = {}
+        self._open: _OpenRound | None = None
+        self._closing = False
+        self._restarts = 0
+
+    # ----------------------------------------------------------------- queries
+    @property
+    def config(self) -> RoundConfig:
+        """The round settings."""
+        return self._config
+
+    @property
+    def phase(self) -> RoundPhase:
+        """The current phase."""
+        if self._round_id > self._config.num_rounds:
+            return RoundPhase.DONE
+        if self._open is None:
+            return RoundPhase.IDLE
+        return RoundPhase.CLOSING if self._closing else RoundPhase.OPEN
+
+    @property
+    def model_version(self) -> int:
+        """The current global model version."""
+        return self._version
+
+    @property
+    def round_id(self) -> int:
+        """The round open now, or the next one to open."""
+        return self._round_id
+
+    @property
+    def restarts(self) -> int:
+        """How many times a round was restarted for lack of reports."""
+        return self._restarts
+
+    def is_joined(self, client_id: str) -> bool:
+        """Whether ``client_id`` joined this run."""
+        return client_id in self._joined
+
+    def status(self) -> RoundStatus:
+        """A snapshot for status pages."""
+        open_round = self._open
+        return RoundStatus(
+            phase=self.phase,
+            round_id=self._round_id,
+            model_version=self._version,
+            joined=len(self._joined),
+            sampled=len(open_round.sampled) if open_round else 0,
+            reported=len(open_round.reports) if open_round else 0,
+            deadline=open_round.deadline if open_round else None,
+        )
+
+    # ---------------------------------------------------------------- commands
+    def join(self, client_id: str, *, now: float) -> None:
+        """Register a client. Joining twice is harmless."""
+        if not client_id:
+            raise ProtocolError("A client id must not be empty.")
+        self._joined.setdefault(client_id, now)
+
+    def task_for(self, client_id: str, *, now: float) -> Task:
+        """What ``client_id`` should do now (call :meth:`tick` first).
+
+        Raises:
+            UnknownClientError: if the client never joined.
+        """
+        self._require_joined(client_id)
+        if self.phase is RoundPhase.DONE:
+            return Task.done()
+        open_round = self._open
+        if (
+            open_round is not None
+            and not self._closing
+            and client_id in open_round.sampled
+            and client_id not in open_round.reports
+        ):
+            return Task.train(round_id=open_round.round_id, model_version=open_round.base_version)
+        return Task.wait(retry_after_s=self._config.poll_interval_s)
+
+    def check_update(self, header: UpdateHeader) -> bool:
+        """Validate an update's header without changing any state.
+
+        Returns:
+            True if the update would be accepted; False if this client's update for
+            this round is already in (a retry: the caller answers as for a success).
+
+        Raises:
+            UnknownClientError: the client never joined.
+            RoundMismatchError: the round is not open, or the client was not sampled.
+            StaleUpdateError: the update was trained on another model version.
+        """
+        self._require_joined(header.client_id)
+        open_round = self._open
+        if open_round is None or header.round_id != open_round.round_id:
+            current = "none" if open_round is None else str(open_round.round_id)
+            raise RoundMismatchError(
+                f"Round {header.round_id} is not open (open round: {current}); ask for a new task."
+            )
+        if header.client_id in open_round.reports:
+            return False
+        if self._closing:
+            raise RoundMismatchError(
+                f"Round {header.round_id} has closed; the update arrived too late."
+            )
+        if header.client_id not in open_round.sampled:
+            raise RoundMismatchError(
+                f"Client {header.client_id!r} was not sampled for round {header.round_id}."
+            )
+        if header.base_version != open_round.base_version:
+            raise StaleUpdateError(
+                f"The update was trained on model version {header.base_version}, but round "
+                f"{header.round_id} uses version {open_round.base_version}; fetch the model "
+                "again."
+            )
+        return True
+
+    def accept_update(self, header: UpdateHeader) -> bool:
+        """Record an update whose payload the caller has already validated.
+
+        Returns:
+            True if newly accepted; False for a duplicate (nothing changes).
+
+        Raises:
+            The errors of :meth:`check_update`; on any of them nothing changes.
+        """
+        if not self.check_update(header):
+            return False
+        assert self._open is not None
+        self._open.reports[header.client_id] = ClientReport(
+            client_id=header.client_id, num_samples=header.num_samples, loss=header.loss
+        )
+        return True
+
+    def tick(self, *, now: float) -> TickOutcome:
+        """Advance time: open a round, restart a starved one, or signal it can close."""
+        if self.phase is RoundPhase.DONE or self._closing:
+            return TickOutcome()
+        open_round = self._open
+        if open_round is None:
+            if len(self._joined) < self._config.clients_needed_to_start:
+                return TickOutcome()
+            self._open = self._sample(now)
+            return TickOutcome(opened=self._round_id)
+        if len(open_round.reports) == len(open_round.sampled):
+            return TickOutcome(ready_to_close=True)
+        if now >= open_round.deadline:
+            if len(open_round.reports) >= self._config.min_clients:
+                return TickOutcome(ready_to_close=True)
+            self._restarts += 1
+            self._open = self._sample(now)
+            return TickOutcome(opened=self._round_id, restarted=True)
+        return TickOutcome()
+
+    def close(self, *, now: float) -> ClosedRound:
+        """Fix the participant list of the open round; no update is accepted after this.
+
+        Raises:
+            ProtocolError: if no round is open or it lacks ``min_clients`` reports.
+        """
+        open_round = self._open
+        if open_round is None or self._closing:
+            raise ProtocolError("There is no open round to close.")
+        if len(open_round.reports) < self._config.min_clients:
+            raise ProtocolError(
+                f"Round {open_round.round_id} has {len(open_round.reports)} reports but needs "
+                f"{self._config.min_clients} to close."
+            )
+        self._closing = True
+        return ClosedRound(
+            round_id=open_round.round_id,
+            base_version=open_round.base_version,
+            participants=tuple(open_round.reports.values()),
+            opened_at=open_round.opened_at,
+            closed_at=now,
+            sampled=len(open_round.sampled),
+        )
+
+    def complete(self) -> int:
+        """Mark the closing round done and the new model version current.
+
+        Returns:
+            The new model version.
+        """
+        if self._open is None or not self._closing:
+            raise ProtocolError("complete() needs a round closed with close().")
+        self._open = None
+        self._closing = False
+        self._round_id += 1
+        self._version += 1
+        return self._version
+
+    # ----------------------------------------------------------------- private
+    def _require_joined(self, client_id: str) -> None:
+        if client_id not in self._joined:
+            raise UnknownClientError(f"Client {client_id!r} has not joined this run; join first.")
+
+    def _sample(self, now: float) -> _OpenRound:
+        available = sorted(self._joined)
+        size = self._config.sample_size(len(available))
+        sampled = frozenset(self._rng.sample(available, size))
+        return _OpenRound(
+            round_id=self._round_id,
+            base_version=self._version,
+            sampled=sampled,
+            opened_at=now,
+            deadline=now + self._config.round_timeout_s,
+        )
