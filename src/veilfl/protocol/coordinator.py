@@ -133,6 +133,7 @@ class SyncCoordinator:
         self._evaluate = evaluate
         self._recorder = recorder
         self._history: list[RoundMetrics] = []
+        self._closed: ClosedRound | None = None
 
     # ----------------------------------------------------------------- queries
     @property
@@ -205,16 +206,22 @@ class SyncCoordinator:
         Returns:
             The completed round's metrics, or None if no round completed.
         """
+        if self._closed is not None:
+            # An earlier attempt to finish this round failed (say, an aggregator was
+            # unreachable); the participant list stays fixed, so try again.
+            return self._finish_round(now=now)
         outcome = self._machine.tick(now=now)
         if outcome.opened is not None:
             self._aggregation.start_round(outcome.opened)
         if not outcome.ready_to_close:
             return None
+        self._closed = self._machine.close(now=now)
         return self._finish_round(now=now)
 
     # ----------------------------------------------------------------- private
     def _finish_round(self, *, now: float) -> RoundMetrics:
-        closed = self._machine.close(now=now)
+        closed = self._closed
+        assert closed is not None
         started = time.perf_counter()
         aggregate = self._aggregation.aggregate(closed)
         new_flat = self._strategy.apply(self._flat, aggregate)
@@ -237,6 +244,7 @@ class SyncCoordinator:
                 metrics, closed, new_version=new_version, weights=new_weights
             )
         self._flat = new_flat
+        self._closed = None
         self._machine.complete()
         self._history.append(metrics)
         self.tick(now=now)

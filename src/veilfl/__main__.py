@@ -1,0 +1,7 @@
+"""``python -m veilfl``."""
+
+import sys
+
+from veilfl.cli.main import main
+
+sys.exit(main())

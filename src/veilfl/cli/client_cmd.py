@@ -1,0 +1,53 @@
+"""``veilfl client``: one federated client training on its MNIST partition."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+
+import torch
+
+from veilfl.cli.common import add_data_options, add_log_option, client_dataset, configure_logging
+from veilfl.client.http_client import run_client
+from veilfl.ml.learner import mnist_learner
+from veilfl.ml.training import TrainProgress
+
+__all__ = ["add_parser", "run"]
+
+logger = logging.getLogger("veilfl.client")
+
+
+def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """Register ``veilfl client``."""
+    parser = subparsers.add_parser("client", help="run one federated client (HTTP)")
+    parser.add_argument("--server", required=True, help="coordinator URL")
+    parser.add_argument("--client-index", type=int, required=True, help="which partition")
+    parser.add_argument("--model", default="simple-cnn", help="model (must match the run)")
+    parser.add_argument("--seed", type=int, default=None, help="seed of local shuffling")
+    parser.add_argument("--threads", type=int, default=1, help="torch CPU threads")
+    add_data_options(parser)
+    add_log_option(parser)
+    parser.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    """Join the run and train until it is done."""
+    configure_logging(args.log_level, prefix=f"[client {args.client_index}] ")
+    torch.set_num_threads(args.threads)
+    data = client_dataset(args, args.client_index)
+    logger.info("loaded %d local examples", len(data))
+
+    def show(progress: TrainProgress) -> None:
+        logger.debug(
+            "epoch %d/%d batch %d/%d loss %.4f",
+            progress.epoch, progress.epochs, progress.batch,
+            progress.batches_per_epoch, progress.running_loss,
+        )
+
+    learner = mnist_learner(args.model, seed=args.seed, progress=show)
+    summary = asyncio.run(
+        run_client(args.server, learner, data, name=f"client-{args.client_index}")
+    )
+    logger.info("done: trained %d rounds", summary.rounds_trained)
+    return 0

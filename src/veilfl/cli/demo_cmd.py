@@ -1,0 +1,170 @@
+"""``veilfl demo``: a coordinator and several client processes on loopback, training MNIST.
+
+Prints a table row per round as rounds complete, and leaves ``metrics.json``,
+``metrics.csv``, ``metrics.png`` and every process's log in the run folder.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import socket
+import subprocess
+import sys
+import time
+from datetime import datetime
+from pathlib import Path
+from typing import IO
+
+import httpx
+
+from veilfl.cli.common import add_log_option
+from veilfl.errors import TransportError
+from veilfl.protocol.metrics import RoundMetrics
+from veilfl.reporting import format_round_row, format_round_table_header
+
+__all__ = ["add_parser", "run"]
+
+
+def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """Register ``veilfl demo``."""
+    parser = subparsers.add_parser(
+        "demo", help="coordinator + client processes on loopback, training MNIST"
+    )
+    parser.add_argument("--run-dir", type=Path, default=None, help="run folder")
+    parser.add_argument("--clients", type=int, default=4, help="client processes")
+    parser.add_argument("--rounds", type=int, default=5, help="rounds")
+    parser.add_argument("--model", default="simple-cnn", help="simple-cnn or mnist-cnn")
+    parser.add_argument("--epochs", type=int, default=1, help="local epochs per round")
+    parser.add_argument("--batch-size", type=int, default=32, help="local batch size")
+    parser.add_argument("--lr", type=float, default=0.05, help="local learning rate")
+    parser.add_argument(
+        "--examples-per-client", type=int, default=None, help="cap on each client's examples"
+    )
+    parser.add_argument("--partition", choices=["iid", "dirichlet", "shards"], default="iid")
+    parser.add_argument("--test-examples", type=int, default=None, help="test subset size")
+    parser.add_argument("--timeout", type=float, default=1800.0, help="give up after (s)")
+    add_log_option(parser)
+    parser.set_defaults(func=run)
+
+
+def free_port() -> int:
+    """A TCP port on loopback that was free a moment ago."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def run(args: argparse.Namespace) -> int:
+    """Start the processes, show rounds as they complete, and clean up."""
+    run_dir: Path = args.run_dir or Path("runs") / f"demo-{datetime.now():%Y%m%d-%H%M%S}"
+    logs = run_dir / "logs"
+    logs.mkdir(parents=True, exist_ok=True)
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    common = ["--log-level", args.log_level]
+    data = ["--num-clients", str(args.clients), "--partition", args.partition]
+    if args.examples_per_client is not None:
+        data += ["--examples-per-client", str(args.examples_per_client)]
+    server_cmd = [
+        sys.executable, "-m", "veilfl", "server", "--run-dir", str(run_dir),
+        "--port", str(port), "--model", args.model, "--rounds", str(args.rounds),
+        "--clients-per-round", str(args.clients), "--min-clients", str(max(1, args.clients - 1)),
+        "--epochs", str(args.epochs), "--batch-size", str(args.batch_size), "--lr", str(args.lr),
+        *(["--test-examples", str(args.test_examples)] if args.test_examples else []),
+        *common,
+    ]
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
+    print(f"veilfl demo: {args.clients} clients, {args.rounds} rounds, model {args.model}")
+    print(f"run folder: {run_dir}   coordinator: {url}")
+    processes: list[tuple[str, subprocess.Popen[bytes], IO[bytes]]] = []
+
+    def start(name: str, cmd: list[str]) -> None:
+        log = (logs / f"{name}.log").open("wb")
+        processes.append((name, subprocess.Popen(cmd, stdout=log, stderr=log, env=env), log))
+
+    started = time.monotonic()
+    try:
+        start("server", server_cmd)
+        for index in range(args.clients):
+            start(
+                f"client-{index}",
+                [
+                    sys.executable, "-m", "veilfl", "client", "--server", url,
+                    "--client-index", str(index), "--model", args.model, *data, *common,
+                ],
+            )
+        print(format_round_table_header(), flush=True)
+        shown = _follow(url, args, processes, started)
+        failed = _wait_all(processes, logs)
+    except KeyboardInterrupt:
+        print("\ninterrupted; stopping the processes", file=sys.stderr)
+        return 130
+    finally:
+        for _, process, log in processes:
+            if process.poll() is None:
+                process.terminate()
+                try:
+                    process.wait(timeout=10)
+                except subprocess.TimeoutExpired:
+                    process.kill()
+            log.close()
+    if failed or not shown:
+        return 1
+    last = shown[-1]
+    accuracy = "-" if last.test_accuracy is None else f"{100 * last.test_accuracy:.2f}%"
+    print(f"\nfinished {len(shown)} rounds in {time.monotonic() - started:.0f} s; "
+          f"final test accuracy {accuracy}")
+    for name in ("metrics.json", "metrics.csv", "metrics.png"):
+        print(f"  {run_dir / name}")
+    return 0
+
+
+def _follow(
+    url: str,
+    args: argparse.Namespace,
+    processes: list[tuple[str, subprocess.Popen[bytes], IO[bytes]]],
+    started: float,
+) -> list[RoundMetrics]:
+    """Print each round as the coordinator completes it, until the run is done."""
+    shown: list[RoundMetrics] = []
+    server = processes[0][1]
+    with httpx.Client(base_url=url, timeout=10.0) as http:
+        while time.monotonic() - started < args.timeout:
+            if server.poll() is not None:
+                break
+            try:
+                rows = http.get("/v1/metrics").json()
+                status = http.get("/v1/status").json()
+            except (httpx.HTTPError, ValueError):
+                time.sleep(0.5)
+                continue
+            for row in rows[len(shown):]:
+                metrics = RoundMetrics(**row)
+                shown.append(metrics)
+                print(format_round_row(metrics), flush=True)
+            if status.get("done"):
+                break
+            time.sleep(0.5)
+        else:
+            raise TransportError(f"The demo did not finish within {args.timeout:.0f} s.")
+    return shown
+
+
+def _wait_all(
+    processes: list[tuple[str, subprocess.Popen[bytes], IO[bytes]]], logs: Path
+) -> bool:
+    """Wait for every process; print the log tail of any that failed."""
+    failed = False
+    for name, process, _ in processes:
+        try:
+            code = process.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            code = -9
+        if code != 0:
+            failed = True
+            tail = (logs / f"{name}.log").read_text(errors="replace").splitlines()[-15:]
+            print(f"\n{name} exited with code {code}; last lines of its log:", file=sys.stderr)
+            print("\n".join(tail), file=sys.stderr)
+    return failed

@@ -1,0 +1,139 @@
+"""``veilfl server``: the coordinator, serving one run over HTTP."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+from pathlib import Path
+
+import uvicorn
+
+from veilfl.cli.common import add_log_option, configure_logging, test_dataset
+from veilfl.ml.learner import mnist_learner
+from veilfl.protocol.messages import LocalTrainingPlan
+from veilfl.protocol.sync_round import RoundConfig
+from veilfl.server.app import create_app
+from veilfl.server.run_setup import CoordinatorSettings, metrics_from_store, prepare_run
+from veilfl.server.service import CoordinatorService
+
+__all__ = ["add_parser", "run"]
+
+logger = logging.getLogger("veilfl.server")
+
+
+def add_round_options(parser: argparse.ArgumentParser) -> None:
+    """Options that define the rounds and local training (shared with simulate)."""
+    group = parser.add_argument_group("rounds")
+    group.add_argument("--model", default="simple-cnn", help="simple-cnn or mnist-cnn")
+    group.add_argument("--rounds", type=int, default=5, help="number of rounds")
+    group.add_argument("--clients-per-round", type=int, default=None, help="clients sampled")
+    group.add_argument("--fraction", type=float, default=None, help="fraction C sampled")
+    group.add_argument("--min-clients", type=int, default=1, help="reports needed to close")
+    group.add_argument("--min-available", type=int, default=None, help="joins before round 1")
+    group.add_argument("--round-timeout", type=float, default=120.0, help="round deadline (s)")
+    group.add_argument("--lr", type=float, default=0.05, help="local SGD learning rate")
+    group.add_argument("--momentum", type=float, default=0.9, help="local SGD momentum")
+    group.add_argument("--epochs", type=int, default=1, help="local epochs E")
+    group.add_argument("--batch-size", type=int, default=32, help="local batch size B")
+    group.add_argument("--max-batches", type=int, default=None, help="cap batches per epoch")
+    group.add_argument("--server-lr", type=float, default=1.0, help="server learning rate")
+    group.add_argument("--seed", type=int, default=0, help="seed for model init and sampling")
+
+
+def settings_from_args(args: argparse.Namespace) -> CoordinatorSettings:
+    """The run settings the round options describe."""
+    per_round = args.clients_per_round
+    if per_round is None and args.fraction is None:
+        per_round = args.min_clients
+    return CoordinatorSettings(
+        model_name=args.model,
+        rounds=RoundConfig(
+            num_rounds=args.rounds,
+            clients_per_round=per_round,
+            fraction=args.fraction,
+            min_clients=args.min_clients,
+            min_available_clients=args.min_available,
+            round_timeout_s=args.round_timeout,
+        ),
+        plan=LocalTrainingPlan(
+            learning_rate=args.lr,
+            momentum=args.momentum,
+            epochs=args.epochs,
+            batch_size=args.batch_size,
+            max_batches=args.max_batches,
+        ),
+        server_learning_rate=args.server_lr,
+        seed=args.seed,
+    )
+
+
+def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """Register ``veilfl server``."""
+    parser = subparsers.add_parser("server", help="run the coordinator (HTTP)")
+    parser.add_argument("--run-dir", type=Path, required=True, help="run folder (resumable)")
+    parser.add_argument("--host", default="127.0.0.1", help="address to listen on")
+    parser.add_argument("--port", type=int, default=8080, help="port to listen on")
+    parser.add_argument("--mnist-dir", type=Path, default=None, help="MNIST IDX folder")
+    parser.add_argument(
+        "--test-examples", type=int, default=None, help="evaluate on this many test examples"
+    )
+    parser.add_argument(
+        "--max-update-mb", type=float, default=64.0, help="largest update body accepted (MiB)"
+    )
+    parser.add_argument(
+        "--linger", type=float, default=3.0, help="seconds to keep serving after the last round"
+    )
+    add_round_options(parser)
+    add_log_option(parser)
+    parser.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    """Serve the run until its last round completes."""
+    configure_logging(args.log_level)
+    settings = settings_from_args(args)
+    learner = mnist_learner(settings.model_name)
+    test = test_dataset(args.mnist_dir, args.test_examples)
+    prepared = prepare_run(
+        args.run_dir,
+        settings,
+        initial_weights=lambda seed: learner.initial_weights(seed=seed),
+        evaluate=learner.evaluator(test),
+    )
+    if prepared.resumed_from_round is not None:
+        logger.info(
+            "resuming run %s after round %d",
+            prepared.run_info.run_id,
+            prepared.resumed_from_round,
+        )
+    service = CoordinatorService(
+        prepared.coordinator,
+        run_info=prepared.run_info,
+        register_client=prepared.register_client,
+        max_update_bytes=int(args.max_update_mb * 2**20),
+    )
+    app = create_app(service, metrics=lambda: metrics_from_store(prepared.store))
+    config = uvicorn.Config(
+        app, host=args.host, port=args.port, log_level=args.log_level, lifespan="on"
+    )
+    server = uvicorn.Server(config)
+
+    async def serve() -> None:
+        serving = asyncio.create_task(server.serve())
+        finished = asyncio.create_task(service.finished.wait())
+        done, _ = await asyncio.wait({serving, finished}, return_when=asyncio.FIRST_COMPLETED)
+        if finished in done:
+            logger.info("all %d rounds complete; serving %.0f s more", settings.rounds.num_rounds, args.linger)
+            await asyncio.sleep(args.linger)
+            server.should_exit = True
+        await serving
+
+    if prepared.coordinator.done:
+        logger.info("run %s is already complete", prepared.run_info.run_id)
+        return 0
+    try:
+        asyncio.run(serve())
+    finally:
+        prepared.store.close()
+    return 0

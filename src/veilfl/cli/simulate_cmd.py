@@ -1,0 +1,84 @@
+"""``veilfl simulate``: many virtual clients in one process, no HTTP."""
+
+from __future__ import annotations
+
+import argparse
+from datetime import datetime
+from pathlib import Path
+
+import torch
+
+from veilfl.cli.common import add_data_options, add_log_option, configure_logging, test_dataset
+from veilfl.cli.server_cmd import add_round_options, settings_from_args
+from veilfl.ml.datasets import load_mnist
+from veilfl.ml.learner import mnist_learner
+from veilfl.ml.partition import partition
+from veilfl.protocol.metrics import RoundMetrics
+from veilfl.reporting import (
+    format_round_row,
+    format_round_table_header,
+    plot_metrics,
+    write_metrics,
+)
+from veilfl.sim.simulator import SimulationConfig, simulate
+
+__all__ = ["add_parser", "run"]
+
+
+def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """Register ``veilfl simulate``."""
+    parser = subparsers.add_parser("simulate", help="simulate N clients in one process")
+    parser.add_argument("--run-dir", type=Path, default=None, help="where metrics go")
+    parser.add_argument("--test-examples", type=int, default=None, help="test subset size")
+    parser.add_argument("--dropout", type=float, default=0.0, help="per-round dropout chance")
+    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    add_round_options(parser)
+    add_data_options(parser)
+    add_log_option(parser)
+    parser.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    """Run the simulation and write metrics and a plot."""
+    configure_logging(args.log_level)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    settings = settings_from_args(args)
+    splits = load_mnist(source=args.mnist_dir)
+    parts = partition(
+        args.partition, splits.train.labels, args.num_clients, seed=args.data_seed,
+        alpha=args.alpha,
+    )
+    cap = args.examples_per_client
+    client_data = [splits.train.subset(p if cap is None else p[:cap]) for p in parts]
+    run_dir = args.run_dir or Path("runs") / f"sim-{datetime.now():%Y%m%d-%H%M%S}"
+    run_dir.mkdir(parents=True, exist_ok=True)
+    print(f"simulating {args.num_clients} clients; run folder {run_dir}")
+    print(format_round_table_header(), flush=True)
+
+    def show(metrics: RoundMetrics) -> None:
+        print(format_round_row(metrics), flush=True)
+
+    result = simulate(
+        mnist_learner(settings.model_name, seed=settings.seed),
+        client_data=client_data,
+        test_data=test_dataset(args.mnist_dir, args.test_examples),
+        config=SimulationConfig(
+            rounds=settings.rounds,
+            plan=settings.plan,
+            server_learning_rate=settings.server_learning_rate,
+            dropout_probability=args.dropout,
+            seed=settings.seed,
+        ),
+        on_round=show,
+    )
+    history = list(result.history)
+    json_path, csv_path = write_metrics(run_dir, history)
+    png = plot_metrics(run_dir, history, title=f"veilfl simulation, {args.num_clients} clients")
+    t = result.timings
+    print(
+        f"time: training {t.training:.1f} s, transfer {t.transfer:.1f} s, "
+        f"aggregation {t.aggregation:.1f} s, evaluation {t.evaluation:.1f} s"
+    )
+    print(f"wrote {json_path}, {csv_path}, {png}")
+    return 0

@@ -1,0 +1,77 @@
+"""How veilfl errors become HTTP answers: one table, shared by every service.
+
+Every rejection is a 4xx JSON body ``{"error": <class name>, "message": <sentence>}``
+that says what was wrong; the request changed nothing.
+"""
+
+from __future__ import annotations
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+
+from veilfl.errors import (
+    ConfigurationError,
+    CryptoError,
+    DecryptionError,
+    PrivacyError,
+    ProtocolError,
+    RoundMismatchError,
+    StaleUpdateError,
+    UnknownClientError,
+    UpdateRejectedError,
+    VeilflError,
+    WireFormatError,
+)
+
+__all__ = ["STATUS_BY_ERROR", "error_body", "install_error_handlers", "status_for"]
+
+STATUS_BY_ERROR: tuple[tuple[type[VeilflError], int], ...] = (
+    (UnknownClientError, 404),
+    (RoundMismatchError, 409),
+    (StaleUpdateError, 409),
+    (UpdateRejectedError, 422),
+    (WireFormatError, 400),
+    (DecryptionError, 400),
+    (CryptoError, 400),
+    (PrivacyError, 409),
+    (ProtocolError, 409),
+    (ConfigurationError, 400),
+)
+
+
+def status_for(error: VeilflError) -> int:
+    """The HTTP status for ``error`` (500 for errors that are the server's fault)."""
+    for error_type, status in STATUS_BY_ERROR:
+        if isinstance(error, error_type):
+            return status
+    return 500
+
+
+def error_body(error_type: str, message: str) -> dict[str, str]:
+    """The JSON body of an error answer."""
+    return {"error": error_type, "message": message}
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    """Answer veilfl errors and request-validation errors as JSON with a clear message."""
+
+    async def on_veilfl_error(request: Request, exc: Exception) -> JSONResponse:
+        assert isinstance(exc, VeilflError)
+        return JSONResponse(
+            status_code=status_for(exc), content=error_body(type(exc).__name__, str(exc))
+        )
+
+    async def on_validation_error(request: Request, exc: Exception) -> JSONResponse:
+        assert isinstance(exc, RequestValidationError)
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in err.get('loc', ()))}: {err.get('msg', 'invalid')}"
+            for err in exc.errors()
+        )
+        return JSONResponse(
+            status_code=422,
+            content=error_body("RequestValidationError", f"The request is invalid: {problems}."),
+        )
+
+    app.add_exception_handler(VeilflError, on_veilfl_error)
+    app.add_exception_handler(RequestValidationError, on_validation_error)

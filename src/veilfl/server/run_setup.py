@@ -1,0 +1,231 @@
+"""Building a coordinator from a run folder: new, or resumed after a restart.
+
+A run folder holds ``run.sqlite`` (run state, in WAL mode), ``checkpoints/`` (one
+safetensors file per model version, written atomically) and the metrics files. A
+coordinator started on a folder that already holds a run resumes after its last
+completed round, from that round's checkpoint: nothing completed is lost.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import time
+import uuid
+from collections.abc import Callable, Mapping
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from veilfl.errors import ConfigurationError, StorageError
+from veilfl.protocol.coordinator import EvaluateFn, PlaintextAggregation, SyncCoordinator
+from veilfl.protocol.messages import LocalTrainingPlan, RunInfo
+from veilfl.protocol.metrics import RoundMetrics
+from veilfl.protocol.sync_round import ClosedRound, RoundConfig, SyncRoundMachine
+from veilfl.reporting import plot_metrics, write_metrics
+from veilfl.server.checkpoints import CheckpointStore
+from veilfl.server.run_store import ParticipantRecord, RoundRecord, RunStore
+from veilfl.strategy.fedavg import FedAvg
+from veilfl.tensors import Weights, spec_of
+
+__all__ = ["CoordinatorSettings", "DurableRecorder", "PreparedRun", "prepare_run"]
+
+
+@dataclass(frozen=True)
+class CoordinatorSettings:
+    """Everything that defines a run; stored with it so a restart resumes the same run.
+
+    Attributes:
+        model_name: Registered model every party builds.
+        rounds: Round settings.
+        plan: Local training hyper-parameters.
+        server_learning_rate: FedAvg server learning rate.
+        seed: Seeds the initial model and client sampling.
+    """
+
+    model_name: str
+    rounds: RoundConfig
+    plan: LocalTrainingPlan = field(default_factory=LocalTrainingPlan)
+    server_learning_rate: float = 1.0
+    seed: int = 0
+
+    def to_json(self) -> dict[str, Any]:
+        """A JSON-ready dict."""
+        return asdict(self)
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> CoordinatorSettings:
+        """Inverse of :meth:`to_json`."""
+        return cls(
+            model_name=str(data["model_name"]),
+            rounds=RoundConfig(**data["rounds"]),
+            plan=LocalTrainingPlan(**data["plan"]),
+            server_learning_rate=float(data["server_learning_rate"]),
+            seed=int(data["seed"]),
+        )
+
+
+class DurableRecorder:
+    """Persists each completed round: checkpoint first, then the run-state row.
+
+    The checkpoint of version v+1 is written (atomically) before the row that says
+    round r completed, in one SQLite transaction. A crash between the two leaves an
+    unreferenced checkpoint that the redone round overwrites; a crash before either
+    loses only the round in progress.
+    """
+
+    def __init__(self, run_dir: Path, store: RunStore, checkpoints: CheckpointStore) -> None:
+        self._run_dir = run_dir
+        self._store = store
+        self._checkpoints = checkpoints
+
+    def record_round(
+        self, metrics: RoundMetrics, closed: ClosedRound, *, new_version: int, weights: Weights
+    ) -> None:
+        """Write the checkpoint, then the round, then refresh the metrics files."""
+        self._checkpoints.save(new_version, weights, metadata={"round_id": str(closed.round_id)})
+        self._store.record_round(
+            RoundRecord(
+                round_id=closed.round_id,
+                model_version_before=closed.base_version,
+                model_version_after=new_version,
+                opened_at=closed.opened_at,
+                closed_at=closed.closed_at,
+                num_participants=len(closed.participants),
+                train_loss=metrics.train_loss,
+                test_loss=metrics.test_loss,
+                test_accuracy=metrics.test_accuracy,
+                seconds=metrics.seconds,
+                extra_json=json.dumps({"epsilon": metrics.epsilon, "sampled": closed.sampled}),
+            ),
+            [
+                ParticipantRecord(
+                    round_id=closed.round_id,
+                    client_id=p.client_id,
+                    num_samples=p.num_samples,
+                    loss=p.loss,
+                )
+                for p in closed.participants
+            ],
+        )
+        history = metrics_from_store(self._store)
+        write_metrics(self._run_dir, history)
+        plot_metrics(self._run_dir, history, title=f"veilfl run {self._store.run_id()}")
+
+
+def metrics_from_store(store: RunStore) -> list[RoundMetrics]:
+    """Every completed round's metrics, in order."""
+    out = []
+    for record in store.completed_rounds():
+        extra = json.loads(record.extra_json or "{}")
+        out.append(
+            RoundMetrics(
+                round_id=record.round_id,
+                num_clients=record.num_participants,
+                train_loss=record.train_loss,
+                test_loss=record.test_loss,
+                test_accuracy=record.test_accuracy,
+                seconds=record.seconds,
+                epsilon=extra.get("epsilon"),
+            )
+        )
+    return out
+
+
+@dataclass
+class PreparedRun:
+    """A coordinator core ready to serve, with the stores behind it."""
+
+    coordinator: SyncCoordinator
+    run_info: RunInfo
+    store: RunStore
+    checkpoints: CheckpointStore
+    resumed_from_round: int | None
+
+    def register_client(self, client_id: str, name: str) -> None:
+        """Persist a joined client."""
+        self.store.add_client(client_id, name, time.time())
+
+
+def prepare_run(
+    run_dir: Path,
+    settings: CoordinatorSettings,
+    *,
+    initial_weights: Callable[[int], Weights],
+    evaluate: EvaluateFn | None,
+) -> PreparedRun:
+    """Open (or create) the run in ``run_dir`` and build its coordinator core.
+
+    Args:
+        run_dir: The run folder.
+        settings: The run's settings. On resume they must match the stored ones.
+        initial_weights: Builds the version-0 model from a seed (new runs only).
+        evaluate: Server-side evaluation of each new model.
+
+    Raises:
+        ConfigurationError: if the folder holds a run with other settings.
+        StorageError: if the run state or a checkpoint cannot be read.
+    """
+    run_dir.mkdir(parents=True, exist_ok=True)
+    store = RunStore(run_dir / "run.sqlite")
+    checkpoints = CheckpointStore(run_dir / "checkpoints")
+    stored_id = store.run_id()
+    if stored_id is None:
+        run_id = uuid.uuid4().hex[:16]
+        store.initialise(run_id, settings.to_json())
+    else:
+        run_id = stored_id
+        stored = CoordinatorSettings.from_json(store.config())
+        if stored != settings:
+            raise ConfigurationError(
+                f"The run folder {run_dir} holds run {run_id} with other settings; "
+                "use a new folder, or start with the same settings to resume."
+            )
+    last = store.last_completed_round()
+    if last is None:
+        version = 0
+        next_round = 1
+        if not checkpoints.path_for(0).exists():
+            checkpoints.save(0, initial_weights(settings.seed))
+    else:
+        version = last.model_version_after
+        next_round = last.round_id + 1
+    try:
+        weights = checkpoints.load(version)
+    except StorageError as exc:
+        raise StorageError(
+            f"Run {run_id} completed round {next_round - 1}, but its checkpoint (version "
+            f"{version}) cannot be loaded: {exc}"
+        ) from exc
+    machine = SyncRoundMachine(
+        settings.rounds,
+        rng=random.Random(f"{settings.seed}:{next_round}"),
+        next_round=next_round,
+        model_version=version,
+    )
+    for client in store.clients():
+        machine.join(client.client_id, now=0.0)
+    spec = spec_of(weights)
+    recorder = DurableRecorder(run_dir, store, checkpoints)
+    coordinator = SyncCoordinator(
+        machine=machine,
+        spec=spec,
+        initial_weights=weights,
+        aggregation=PlaintextAggregation(spec),
+        strategy=FedAvg(server_learning_rate=settings.server_learning_rate),
+        evaluate=evaluate,
+        recorder=recorder,
+    )
+    return PreparedRun(
+        coordinator=coordinator,
+        run_info=RunInfo(
+            run_id=run_id,
+            model_name=settings.model_name,
+            num_rounds=settings.rounds.num_rounds,
+            plan=settings.plan,
+        ),
+        store=store,
+        checkpoints=checkpoints,
+        resumed_from_round=None if last is None else last.round_id,
+    )
+

@@ -1,0 +1,183 @@
+"""The coordinator's async edge: one :class:`SyncCoordinator` behind an asyncio lock.
+
+Every request is turned into one call on the transport-free core. CPU-heavy work
+(decoding an update, folding it into the sum, closing a round, evaluating, writing a
+checkpoint) runs in a worker thread, so the event loop keeps serving other clients
+while it happens. Calls into the core are serialised by one lock, so the core itself
+needs no locking.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+from veilfl.errors import RoundMismatchError
+from veilfl.protocol.coordinator import SyncCoordinator
+from veilfl.protocol.messages import RunInfo, Task, UpdateHeader
+from veilfl.protocol.metrics import RoundMetrics
+from veilfl.tensors import Weights
+from veilfl.wire.tensor_codec import decode_weights, encode_weights
+
+__all__ = ["CoordinatorService", "EncodedModel"]
+
+logger = logging.getLogger(__name__)
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class EncodedModel:
+    """A global model version, encoded once for every client that downloads it."""
+
+    version: int
+    body: bytes
+
+
+class CoordinatorService:
+    """Serialises access to the coordinator core and keeps CPU work off the event loop.
+
+    Args:
+        coordinator: The protocol core.
+        run_info: What joining clients are told about the run.
+        register_client: Persists a newly joined client (called in a worker thread).
+        on_round: Called (in a worker thread) with each completed round's metrics.
+        max_update_bytes: Largest update body accepted.
+        clock: Monotonic clock in seconds.
+    """
+
+    def __init__(
+        self,
+        coordinator: SyncCoordinator,
+        *,
+        run_info: RunInfo,
+        register_client: Callable[[str, str], None] | None = None,
+        on_round: Callable[[RoundMetrics], None] | None = None,
+        max_update_bytes: int,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._core = coordinator
+        self._run_info = run_info
+        self._register_client = register_client
+        self._on_round = on_round
+        self._max_update_bytes = max_update_bytes
+        self._clock = clock
+        self._lock = asyncio.Lock()
+        self._encoded: EncodedModel | None = None
+        self._ticker: asyncio.Task[None] | None = None
+        self.finished = asyncio.Event()
+
+    @property
+    def run_info(self) -> RunInfo:
+        """The run's public description."""
+        return self._run_info
+
+    async def start(self, *, tick_interval_s: float = 0.25) -> None:
+        """Start the background ticker that fires round deadlines."""
+        self._ticker = asyncio.create_task(self._tick_forever(tick_interval_s))
+
+    async def stop(self) -> None:
+        """Stop the background ticker."""
+        if self._ticker is not None:
+            self._ticker.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._ticker
+
+    async def join(self, client_id: str, name: str) -> None:
+        """Register a client (idempotent)."""
+        async with self._lock:
+            if not self._core.machine.is_joined(client_id) and self._register_client:
+                await asyncio.to_thread(self._register_client, client_id, name)
+            self._core.join(client_id, now=self._clock())
+
+    async def task_for(self, client_id: str) -> Task:
+        """What a client should do now."""
+        return await self._locked(self._core.task_for, client_id, now=self._clock())
+
+    async def model(self) -> EncodedModel:
+        """The current global model, encoded (cached per version)."""
+        async with self._lock:
+            version = self._core.machine.model_version
+            if self._encoded is None or self._encoded.version != version:
+                weights = self._core.global_model().weights
+                body = await asyncio.to_thread(
+                    encode_weights, weights, metadata={"model_version": str(version)}
+                )
+                self._encoded = EncodedModel(version=version, body=body)
+            return self._encoded
+
+    async def submit_update(self, body: bytes, *, round_id: int) -> tuple[UpdateHeader, bool]:
+        """Decode, validate and accept one plaintext update sent for ``round_id``.
+
+        Returns:
+            The update's header, and False if it duplicated an accepted update.
+
+        Raises:
+            VeilflError: (a subclass) naming what is wrong; state is then unchanged.
+        """
+        delta, metadata = await asyncio.to_thread(
+            decode_weights, body, spec=self._core.spec, max_bytes=self._max_update_bytes
+        )
+        header = UpdateHeader.from_metadata(metadata)
+        if header.round_id != round_id:
+            raise RoundMismatchError(
+                f"The URL names round {round_id} but the update says round {header.round_id}."
+            )
+        accepted = await self._locked(
+            self._core.submit_plaintext_update, header, delta, now=self._clock()
+        )
+        return header, accepted
+
+    async def status(self) -> dict[str, Any]:
+        """A JSON-ready snapshot of the run."""
+        async with self._lock:
+            status = self._core.machine.status()
+            return {
+                "run_id": self._run_info.run_id,
+                "phase": status.phase.value,
+                "round_id": status.round_id,
+                "model_version": status.model_version,
+                "num_rounds": self._core.machine.config.num_rounds,
+                "joined": status.joined,
+                "sampled": status.sampled,
+                "reported": status.reported,
+                "done": self._core.done,
+            }
+
+    def global_weights(self) -> Weights:
+        """The current global weights (for tests and shutdown)."""
+        return self._core.global_model().weights
+
+    # ----------------------------------------------------------------- private
+    async def _locked(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+        async with self._lock:
+            before = len(self._core.history)
+            result = await asyncio.to_thread(fn, *args, **kwargs)
+            await self._after_call(before)
+            return result
+
+    async def _after_call(self, rounds_before: int) -> None:
+        for metrics in self._core.history[rounds_before:]:
+            logger.info(
+                "round %d complete: %d clients, train loss %.4f, test accuracy %s",
+                metrics.round_id,
+                metrics.num_clients,
+                metrics.train_loss,
+                "-" if metrics.test_accuracy is None else f"{metrics.test_accuracy:.4f}",
+            )
+            if self._on_round is not None:
+                await asyncio.to_thread(self._on_round, metrics)
+        if self._core.done:
+            self.finished.set()
+
+    async def _tick_forever(self, interval_s: float) -> None:
+        while not self.finished.is_set():
+            await asyncio.sleep(interval_s)
+            try:
+                await self._locked(self._core.tick, now=self._clock())
+            except Exception:  # a tick must never kill the ticker; log and go on
+                logger.exception("Closing the round failed; will retry on the next tick.")
