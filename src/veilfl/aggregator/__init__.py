@@ -1,1 +1,3 @@
 """veilfl.aggregator."""
+
+__all__: list[str] = []

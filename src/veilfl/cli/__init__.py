@@ -1,1 +1,3 @@
 """veilfl.cli."""
+
+__all__: list[str] = []

@@ -41,8 +41,11 @@ def run(args: argparse.Namespace) -> int:
     def show(progress: TrainProgress) -> None:
         logger.debug(
             "epoch %d/%d batch %d/%d loss %.4f",
-            progress.epoch, progress.epochs, progress.batch,
-            progress.batches_per_epoch, progress.running_loss,
+            progress.epoch,
+            progress.epochs,
+            progress.batch,
+            progress.batches_per_epoch,
+            progress.running_loss,
         )
 
     learner = mnist_learner(args.model, seed=args.seed, progress=show)

@@ -67,10 +67,28 @@ def run(args: argparse.Namespace) -> int:
     if args.examples_per_client is not None:
         data += ["--examples-per-client", str(args.examples_per_client)]
     server_cmd = [
-        sys.executable, "-m", "veilfl", "server", "--run-dir", str(run_dir),
-        "--port", str(port), "--model", args.model, "--rounds", str(args.rounds),
-        "--clients-per-round", str(args.clients), "--min-clients", str(max(1, args.clients - 1)),
-        "--epochs", str(args.epochs), "--batch-size", str(args.batch_size), "--lr", str(args.lr),
+        sys.executable,
+        "-m",
+        "veilfl",
+        "server",
+        "--run-dir",
+        str(run_dir),
+        "--port",
+        str(port),
+        "--model",
+        args.model,
+        "--rounds",
+        str(args.rounds),
+        "--clients-per-round",
+        str(args.clients),
+        "--min-clients",
+        str(max(1, args.clients - 1)),
+        "--epochs",
+        str(args.epochs),
+        "--batch-size",
+        str(args.batch_size),
+        "--lr",
+        str(args.lr),
         *(["--test-examples", str(args.test_examples)] if args.test_examples else []),
         *common,
     ]
@@ -90,8 +108,18 @@ def run(args: argparse.Namespace) -> int:
             start(
                 f"client-{index}",
                 [
-                    sys.executable, "-m", "veilfl", "client", "--server", url,
-                    "--client-index", str(index), "--model", args.model, *data, *common,
+                    sys.executable,
+                    "-m",
+                    "veilfl",
+                    "client",
+                    "--server",
+                    url,
+                    "--client-index",
+                    str(index),
+                    "--model",
+                    args.model,
+                    *data,
+                    *common,
                 ],
             )
         print(format_round_table_header(), flush=True)
@@ -113,8 +141,10 @@ def run(args: argparse.Namespace) -> int:
         return 1
     last = shown[-1]
     accuracy = "-" if last.test_accuracy is None else f"{100 * last.test_accuracy:.2f}%"
-    print(f"\nfinished {len(shown)} rounds in {time.monotonic() - started:.0f} s; "
-          f"final test accuracy {accuracy}")
+    print(
+        f"\nfinished {len(shown)} rounds in {time.monotonic() - started:.0f} s; "
+        f"final test accuracy {accuracy}"
+    )
     for name in ("metrics.json", "metrics.csv", "metrics.png"):
         print(f"  {run_dir / name}")
     return 0
@@ -139,7 +169,7 @@ def _follow(
             except (httpx.HTTPError, ValueError):
                 time.sleep(0.5)
                 continue
-            for row in rows[len(shown):]:
+            for row in rows[len(shown) :]:
                 metrics = RoundMetrics(**row)
                 shown.append(metrics)
                 print(format_round_row(metrics), flush=True)
@@ -151,9 +181,7 @@ def _follow(
     return shown
 
 
-def _wait_all(
-    processes: list[tuple[str, subprocess.Popen[bytes], IO[bytes]]], logs: Path
-) -> bool:
+def _wait_all(processes: list[tuple[str, subprocess.Popen[bytes], IO[bytes]]], logs: Path) -> bool:
     """Wait for every process; print the log tail of any that failed."""
     failed = False
     for name, process, _ in processes:

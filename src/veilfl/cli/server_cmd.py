@@ -124,7 +124,11 @@ def run(args: argparse.Namespace) -> int:
         finished = asyncio.create_task(service.finished.wait())
         done, _ = await asyncio.wait({serving, finished}, return_when=asyncio.FIRST_COMPLETED)
         if finished in done:
-            logger.info("all %d rounds complete; serving %.0f s more", settings.rounds.num_rounds, args.linger)
+            logger.info(
+                "all %d rounds complete; serving %.0f s more",
+                settings.rounds.num_rounds,
+                args.linger,
+            )
             await asyncio.sleep(args.linger)
             server.should_exit = True
         await serving

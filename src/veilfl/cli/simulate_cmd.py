@@ -46,7 +46,10 @@ def run(args: argparse.Namespace) -> int:
     settings = settings_from_args(args)
     splits = load_mnist(source=args.mnist_dir)
     parts = partition(
-        args.partition, splits.train.labels, args.num_clients, seed=args.data_seed,
+        args.partition,
+        splits.train.labels,
+        args.num_clients,
+        seed=args.data_seed,
         alpha=args.alpha,
     )
     cap = args.examples_per_client

@@ -1,1 +1,3 @@
 """veilfl.client."""
+
+__all__: list[str] = []

@@ -48,7 +48,7 @@ class RetryPolicy:
 
     def backoff(self, attempt: int) -> float:
         """Seconds to wait before retry number ``attempt`` (1-based), with jitter."""
-        base = min(self.max_backoff_s, self.initial_backoff_s * 2 ** (attempt - 1))
+        base = min(self.max_backoff_s, self.initial_backoff_s * 2.0 ** (attempt - 1))
         return base * (0.5 + random.random() / 2)  # jitter only; not a secret
 
 
@@ -86,7 +86,12 @@ class _Coordinator(Generic[DataT]):
             wait = self._retry.backoff(attempt)
             logger.warning(
                 "%s %s failed (%s); retrying in %.1f s (attempt %d of %d)",
-                method, path, last_problem, wait, attempt, self._retry.max_attempts,
+                method,
+                path,
+                last_problem,
+                wait,
+                attempt,
+                self._retry.max_attempts,
             )
             await asyncio.sleep(wait)
         raise TransportError(
@@ -180,13 +185,17 @@ async def run_client(
             )
             if response.status_code == 409:
                 refused += 1
-                logger.warning("round %d refused the update: %s", round_id, _error_message(response))
+                logger.warning(
+                    "round %d refused the update: %s", round_id, _error_message(response)
+                )
                 continue
             _raise_for_status(response, "upload an update", expected=202)
             trained += 1
             logger.info(
                 "round %d: uploaded (%d samples, loss %.4f)",
-                round_id, update.num_samples, update.mean_loss,
+                round_id,
+                update.num_samples,
+                update.mean_loss,
             )
 
 

@@ -1,1 +1,3 @@
 """veilfl.crypto."""
+
+__all__: list[str] = []

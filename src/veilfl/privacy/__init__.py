@@ -1,1 +1,3 @@
 """veilfl.privacy."""
+
+__all__: list[str] = []

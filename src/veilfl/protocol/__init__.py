@@ -1,1 +1,3 @@
 """veilfl.protocol."""
+
+__all__: list[str] = []

@@ -1,1 +1,3 @@
 """veilfl.server."""
+
+__all__: list[str] = []

@@ -228,4 +228,3 @@ def prepare_run(
         checkpoints=checkpoints,
         resumed_from_round=None if last is None else last.round_id,
     )
-

@@ -1,1 +1,3 @@
 """veilfl.wire."""
+
+__all__: list[str] = []

@@ -1,0 +1,105 @@
+"""Round metrics for people: a table on the terminal, JSON and CSV files, a PNG plot."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from collections.abc import Sequence
+from dataclasses import asdict, fields
+from pathlib import Path
+
+from veilfl.protocol.metrics import RoundMetrics
+from veilfl.server.checkpoints import write_atomically
+
+__all__ = [
+    "RoundMetrics",
+    "format_round_row",
+    "format_round_table_header",
+    "plot_metrics",
+    "write_metrics",
+]
+
+_COLUMNS = (
+    ("round", 5),
+    ("clients", 7),
+    ("train loss", 10),
+    ("test loss", 9),
+    ("test acc", 8),
+    ("epsilon", 7),
+    ("seconds", 7),
+)
+
+
+def format_round_table_header() -> str:
+    """The header line of the per-round table."""
+    head = "  ".join(f"{name:>{width}}" for name, width in _COLUMNS)
+    return f"{head}\n{'-' * len(head)}"
+
+
+def _number(value: float | None, spec: str) -> str:
+    return "-" if value is None else format(value, spec)
+
+
+def format_round_row(metrics: RoundMetrics) -> str:
+    """One line of the per-round table."""
+    accuracy = None if metrics.test_accuracy is None else 100 * metrics.test_accuracy
+    cells = (
+        str(metrics.round_id),
+        str(metrics.num_clients),
+        _number(metrics.train_loss, ".4f"),
+        _number(metrics.test_loss, ".4f"),
+        "-" if accuracy is None else f"{accuracy:.2f}%",
+        _number(metrics.epsilon, ".3f"),
+        _number(metrics.seconds, ".1f"),
+    )
+    return "  ".join(f"{cell:>{width}}" for cell, (_, width) in zip(cells, _COLUMNS, strict=True))
+
+
+def write_metrics(run_dir: Path, metrics: Sequence[RoundMetrics]) -> tuple[Path, Path]:
+    """Write ``metrics.json`` and ``metrics.csv`` into ``run_dir`` (atomically)."""
+    rows = [asdict(m) for m in metrics]
+    json_path = run_dir / "metrics.json"
+    csv_path = run_dir / "metrics.csv"
+    write_atomically(json_path, json.dumps(rows, indent=2).encode())
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=[f.name for f in fields(RoundMetrics)])
+    writer.writeheader()
+    writer.writerows(rows)
+    write_atomically(csv_path, buffer.getvalue().encode())
+    return json_path, csv_path
+
+
+def plot_metrics(run_dir: Path, metrics: Sequence[RoundMetrics], *, title: str) -> Path:
+    """Draw test accuracy, losses and (when present) epsilon per round into ``metrics.png``."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    rounds = [m.round_id for m in metrics]
+    with_epsilon = any(m.epsilon is not None for m in metrics)
+    panels = 3 if with_epsilon else 2
+    figure = Figure(figsize=(4.2 * panels, 3.6), dpi=110)
+    FigureCanvasAgg(figure)
+    axes = figure.subplots(1, panels)
+    accuracy = [None if m.test_accuracy is None else 100 * m.test_accuracy for m in metrics]
+    axes[0].plot(rounds, accuracy, marker="o", color="tab:blue")
+    axes[0].set(title="test accuracy", xlabel="round", ylabel="%")
+    axes[0].grid(alpha=0.3)
+    axes[1].plot(rounds, [m.train_loss for m in metrics], marker="o", label="train (clients)")
+    axes[1].plot(rounds, [m.test_loss for m in metrics], marker="s", label="test")
+    axes[1].set(title="loss", xlabel="round")
+    axes[1].legend()
+    axes[1].grid(alpha=0.3)
+    if with_epsilon:
+        axes[2].plot(rounds, [m.epsilon for m in metrics], marker="o", color="tab:red")
+        axes[2].set(title="privacy spent", xlabel="round", ylabel="epsilon")
+        axes[2].grid(alpha=0.3)
+    for axis in axes:
+        axis.xaxis.get_major_locator().set_params(integer=True)
+    figure.suptitle(title)
+    figure.tight_layout()
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format="png")
+    path = run_dir / "metrics.png"
+    write_atomically(path, buffer.getvalue())
+    return path

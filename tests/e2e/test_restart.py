@@ -1,0 +1,103 @@
+"""A coordinator killed after round 2 and restarted resumes at round 3."""
+
+from __future__ import annotations
+
+import signal
+import time
+from pathlib import Path
+
+import httpx
+import numpy as np
+import pytest
+from tests.e2e.processes import free_port, running, veilfl_command, wait_until_serving
+
+from veilfl.protocol.messages import UpdateHeader
+from veilfl.wire.tensor_codec import decode_weights, encode_weights
+
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(300)]
+
+
+def _play_round(http: httpx.Client, client_ids: list[str], seed: int) -> None:
+    """Act as every client for one round: fetch the model, upload a small delta."""
+    rng = np.random.default_rng(seed)
+    for client_id in client_ids:
+        task = http.get(f"/v1/clients/{client_id}/task").json()
+        assert task["kind"] == "train", task
+        weights, _ = decode_weights(http.get("/v1/model").content)
+        delta = {
+            name: rng.normal(0, 0.01, size=array.shape).astype(np.float32)
+            for name, array in weights.items()
+        }
+        header = UpdateHeader(
+            client_id=client_id,
+            round_id=task["round_id"],
+            base_version=task["model_version"],
+            num_samples=10,
+            loss=1.0,
+        )
+        response = http.post(
+            f"/v1/rounds/{task['round_id']}/updates",
+            content=encode_weights(delta, metadata=header.to_metadata()),
+        )
+        assert response.status_code == 202, response.text
+
+
+def _wait_for_round(http: httpx.Client, round_id: int) -> None:
+    for _ in range(200):
+        if http.get("/v1/status").json()["round_id"] == round_id:
+            return
+        time.sleep(0.05)
+    raise AssertionError(f"round {round_id} never opened")
+
+
+def test_killed_coordinator_resumes_after_the_last_completed_round(tmp_path: Path) -> None:
+    run_dir = tmp_path / "run"
+    log = tmp_path / "server.log"
+
+    def server(port: int) -> list[str]:
+        return veilfl_command(
+            "server",
+            "--run-dir",
+            str(run_dir),
+            "--port",
+            str(port),
+            "--rounds",
+            "4",
+            "--clients-per-round",
+            "2",
+            "--min-clients",
+            "2",
+            "--test-examples",
+            "200",
+        )
+
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    with running(server(port), log) as first, httpx.Client(base_url=url, timeout=30) as http:
+        wait_until_serving(url, first, log)
+        ids = [http.post("/v1/clients", json={"name": n}).json()["client_id"] for n in "ab"]
+        _play_round(http, ids, seed=1)
+        _wait_for_round(http, 2)
+        _play_round(http, ids, seed=2)
+        _wait_for_round(http, 3)
+        model_after_round_2 = http.get("/v1/model").content
+        first.send_signal(signal.SIGKILL)
+        first.wait(timeout=30)
+
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    with running(server(port), log) as second, httpx.Client(base_url=url, timeout=30) as http:
+        wait_until_serving(url, second, log)
+        status = http.get("/v1/status").json()
+        assert (status["round_id"], status["model_version"]) == (3, 2)
+        resumed = http.get("/v1/model")
+        assert resumed.headers["X-Model-Version"] == "2"
+        before, _ = decode_weights(model_after_round_2)
+        after, _ = decode_weights(resumed.content)
+        for name in before:
+            np.testing.assert_array_equal(before[name], after[name])
+        assert [m["round_id"] for m in http.get("/v1/metrics").json()] == [1, 2]
+        # The same clients carry on without joining again.
+        _play_round(http, ids, seed=3)
+        _wait_for_round(http, 4)
+        assert [m["round_id"] for m in http.get("/v1/metrics").json()] == [1, 2, 3]
