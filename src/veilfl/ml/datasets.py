@@ -200,7 +200,9 @@ def synthetic_dataset(
         num_classes: Number of labels.
         image_shape: Shape of one example.
     """
-    patterns = np.random.default_rng(12345).random((num_classes, *image_shape), dtype=np.float32)
+    patterns = (np.random.default_rng(12345).random((num_classes, *image_shape)) > 0.5).astype(
+        np.float32
+    )
     rng = np.random.default_rng(seed)
     labels = rng.integers(0, num_classes, size=num_examples).astype(np.int64)
     noise = rng.normal(0.0, 0.3, size=(num_examples, *image_shape)).astype(np.float32)

@@ -31,7 +31,7 @@ def encode_weights(
 ) -> bytes:
     """Encode float32 tensors (in their order) and string metadata as safetensors bytes."""
     arrays = {
-        name: np.ascontiguousarray(array, dtype=np.float32) for name, array in weights.items()
+        name: np.array(array, dtype=np.float32, order="C") for name, array in weights.items()
     }
     return bytes(save(arrays, metadata=dict(metadata) if metadata else None))
 

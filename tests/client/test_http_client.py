@@ -1,0 +1,112 @@
+"""The client loop against an in-process coordinator, including flaky transport."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+
+import httpx
+import pytest
+
+from veilfl.client.http_client import RetryPolicy, run_client
+from veilfl.errors import TransportError
+from veilfl.ml.datasets import synthetic_dataset
+from veilfl.ml.learner import mnist_learner
+from veilfl.ml.partition import partition_iid
+from veilfl.protocol.coordinator import PlaintextAggregation, SyncCoordinator
+from veilfl.protocol.messages import LocalTrainingPlan, RunInfo
+from veilfl.protocol.sync_round import RoundConfig, SyncRoundMachine
+from veilfl.server.app import create_app
+from veilfl.server.service import CoordinatorService
+from veilfl.strategy.fedavg import FedAvg
+from veilfl.tensors import spec_of
+
+pytestmark = pytest.mark.timeout(120)
+FAST = RetryPolicy(max_attempts=8, initial_backoff_s=0.01, max_backoff_s=0.05)
+
+
+def _service(rounds: int) -> CoordinatorService:
+    learner = mnist_learner("simple-cnn", seed=0)
+    start = learner.initial_weights(seed=0)
+    core = SyncCoordinator(
+        machine=SyncRoundMachine(
+            RoundConfig(num_rounds=rounds, clients_per_round=2, poll_interval_s=0.01),
+            rng=random.Random(0),
+        ),
+        spec=spec_of(start),
+        initial_weights=start,
+        aggregation=PlaintextAggregation(spec_of(start)),
+        strategy=FedAvg(),
+    )
+    return CoordinatorService(
+        core,
+        run_info=RunInfo(
+            run_id="r",
+            model_name="simple-cnn",
+            num_rounds=rounds,
+            plan=LocalTrainingPlan(max_batches=2),
+        ),
+        max_update_bytes=1 << 24,
+    )
+
+
+class _Flaky(httpx.AsyncBaseTransport):
+    """Fails every other request with a connection error or a 503."""
+
+    def __init__(self, inner: httpx.AsyncBaseTransport) -> None:
+        self.inner = inner
+        self.calls = 0
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        self.calls += 1
+        if self.calls % 3 == 1:
+            raise httpx.ConnectError("simulated outage", request=request)
+        if self.calls % 3 == 2:
+            return httpx.Response(503, json={"message": "busy"})
+        return await self.inner.handle_async_request(request)
+
+
+@pytest.mark.parametrize("flaky", [False, True])
+async def test_two_clients_complete_every_round(flaky: bool) -> None:
+    service = _service(rounds=2)
+    app = create_app(service, metrics=lambda: [])
+    await service.start(tick_interval_s=0.01)
+    data = synthetic_dataset(num_examples=200, seed=0)
+    parts = partition_iid(len(data), 2, seed=0)
+    try:
+        transports = []
+        for _ in parts:
+            transport: httpx.AsyncBaseTransport = httpx.ASGITransport(app=app)
+            if flaky:
+                transport = _Flaky(transport)
+            transports.append(transport)
+        summaries = await asyncio.gather(
+            *(
+                run_client(
+                    "http://test",
+                    mnist_learner("simple-cnn", seed=i),
+                    data.subset(part),
+                    retry=FAST,
+                    transport=transport,
+                )
+                for i, (part, transport) in enumerate(zip(parts, transports, strict=True))
+            )
+        )
+    finally:
+        await service.stop()
+    assert [s.rounds_trained for s in summaries] == [2, 2]
+    assert service.finished.is_set()
+
+
+async def test_unreachable_coordinator_gives_up_with_a_clear_error() -> None:
+    def refuse(request: httpx.Request) -> httpx.Response:
+        raise httpx.ConnectError("connection refused", request=request)
+
+    with pytest.raises(TransportError, match="did not answer POST /v1/clients after 3"):
+        await run_client(
+            "http://test",
+            mnist_learner(),
+            synthetic_dataset(num_examples=10, seed=0),
+            retry=RetryPolicy(max_attempts=3, initial_backoff_s=0.001),
+            transport=httpx.MockTransport(refuse),
+        )

@@ -1,0 +1,83 @@
+"""The in-process simulator drives the real protocol core."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from veilfl.errors import ConfigurationError
+from veilfl.ml.datasets import synthetic_dataset
+from veilfl.ml.learner import mnist_learner
+from veilfl.ml.partition import partition_iid
+from veilfl.protocol.messages import LocalTrainingPlan
+from veilfl.protocol.sync_round import RoundConfig
+from veilfl.sim.simulator import SimulationConfig, simulate
+
+
+def _clients(count: int) -> list:  # type: ignore[type-arg]
+    data = synthetic_dataset(num_examples=100 * count, seed=0)
+    return [data.subset(p) for p in partition_iid(len(data), count, seed=0)]
+
+
+def test_simulation_learns_and_reports_every_round() -> None:
+    seen = []
+    result = simulate(
+        mnist_learner("simple-cnn", seed=0),
+        client_data=_clients(5),
+        test_data=synthetic_dataset(num_examples=300, seed=9),
+        config=SimulationConfig(
+            rounds=RoundConfig(num_rounds=4, clients_per_round=5),
+            plan=LocalTrainingPlan(learning_rate=0.05, momentum=0.5, batch_size=20, epochs=4),
+        ),
+        on_round=seen.append,
+    )
+    assert [m.round_id for m in result.history] == [1, 2, 3, 4] == [m.round_id for m in seen]
+    accuracy = [m.test_accuracy for m in result.history]
+    assert accuracy[-1] is not None and accuracy[0] is not None
+    assert accuracy[-1] > max(0.5, accuracy[0])
+    assert result.timings.training > 0
+
+
+def test_dropouts_close_rounds_at_the_deadline_with_fewer_clients() -> None:
+    result = simulate(
+        mnist_learner("simple-cnn", seed=0),
+        client_data=_clients(20),
+        test_data=None,
+        config=SimulationConfig(
+            rounds=RoundConfig(num_rounds=3, fraction=0.5, min_clients=2, round_timeout_s=5.0),
+            plan=LocalTrainingPlan(max_batches=1),
+            dropout_probability=0.3,
+            seed=4,
+        ),
+    )
+    assert len(result.history) == 3
+    assert all(2 <= m.num_clients <= 10 for m in result.history)
+    assert any(m.num_clients < 10 for m in result.history)
+
+
+def test_same_seed_gives_the_same_model() -> None:
+    def run() -> dict[str, np.ndarray]:
+        return simulate(
+            mnist_learner("simple-cnn", seed=1),
+            client_data=_clients(4),
+            test_data=None,
+            config=SimulationConfig(
+                rounds=RoundConfig(num_rounds=2, clients_per_round=2),
+                plan=LocalTrainingPlan(max_batches=2),
+                seed=3,
+            ),
+        ).final_weights
+
+    first, second = run(), run()
+    for name in first:
+        np.testing.assert_array_equal(first[name], second[name])
+
+
+def test_no_clients_is_refused() -> None:
+    with pytest.raises(ConfigurationError, match="at least one"):
+        simulate(
+            mnist_learner(),
+            client_data=[],
+            test_data=None,
+            config=SimulationConfig(rounds=RoundConfig(num_rounds=1, clients_per_round=1)),
+        )
