@@ -1,1 +1,3 @@
 """veilfl.secagg."""
+
+__all__: list[str] = []

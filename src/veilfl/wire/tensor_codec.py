@@ -30,9 +30,7 @@ def encode_weights(
     weights: Mapping[str, np.ndarray], *, metadata: Mapping[str, str] | None = None
 ) -> bytes:
     """Encode float32 tensors (in their order) and string metadata as safetensors bytes."""
-    arrays = {
-        name: np.array(array, dtype=np.float32, order="C") for name, array in weights.items()
-    }
+    arrays = {name: np.array(array, dtype=np.float32, order="C") for name, array in weights.items()}
     return bytes(save(arrays, metadata=dict(metadata) if metadata else None))
 
 

@@ -1,0 +1,177 @@
+"""One aggregator's part of secure aggregation, as a pure state machine.
+
+An aggregator receives, from each client, one HPKE-sealed Shamir share of the
+client's encoded update. It opens the envelope (the HPKE ``info`` binds run, round,
+client and this aggregator's index, so a share replayed into another round or sent
+to another aggregator does not open), checks it, and adds it into a running sum:
+memory is O(model size) however many clients report. It never sees a plaintext
+update: a share on its own is uniformly random (Shamir 1979).
+
+When the coordinator closes the round it names the final participant list P. The
+aggregator answers with the sum of the shares of exactly P. Clients it summed but
+that are not in P (they uploaded here but not to every aggregator the coordinator
+uses, or reported too late) are subtracted again; their individual shares are kept
+in a :class:`ShareArchive` for that purpose, which the edge backs with files so that
+memory stays O(model size).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Protocol
+
+import numpy as np
+
+from veilfl.crypto.envelope import PrivateKey, ShareContext, decode_share, open_sealed
+from veilfl.crypto.field import PrimeField
+from veilfl.crypto.shamir import Share
+from veilfl.errors import ProtocolError, RoundMismatchError
+
+__all__ = ["AggregatorRound", "InMemoryShareArchive", "ShareArchive", "ShareReceipt"]
+
+
+class ShareArchive(Protocol):
+    """Keeps each client's share of one round until the round is aggregated."""
+
+    def put(self, client_id: str, share: Share) -> None:
+        """Store ``client_id``'s share."""
+
+    def get(self, client_id: str) -> Share:
+        """Return the stored share of ``client_id``."""
+        ...
+
+    def clear(self) -> None:
+        """Forget every stored share."""
+
+
+class InMemoryShareArchive:
+    """A :class:`ShareArchive` in memory (simulator and tests)."""
+
+    def __init__(self) -> None:
+        self._shares: dict[str, Share] = {}
+
+    def put(self, client_id: str, share: Share) -> None:
+        self._shares[client_id] = share
+
+    def get(self, client_id: str) -> Share:
+        return self._shares[client_id]
+
+    def clear(self) -> None:
+        self._shares.clear()
+
+
+@dataclass(frozen=True)
+class ShareReceipt:
+    """The answer to a share upload."""
+
+    aggregator_index: int
+    round_id: int
+    client_id: str
+    duplicate: bool
+
+
+class AggregatorRound:
+    """Aggregator ``index``'s running sum of shares for one round of one run.
+
+    Args:
+        run_id: The run (bound into every envelope).
+        round_id: The round (bound into every envelope).
+        index: This aggregator's share index, 1..m.
+        vector_length: Length of every shared vector.
+        field: The prime field of the shares.
+        private_key: This aggregator's HPKE private key.
+        archive: Where individual shares wait until the round is aggregated.
+    """
+
+    def __init__(
+        self,
+        *,
+        run_id: str,
+        round_id: int,
+        index: int,
+        vector_length: int,
+        field: PrimeField,
+        private_key: PrivateKey,
+        archive: ShareArchive,
+    ) -> None:
+        self._run_id = run_id
+        self._round_id = round_id
+        self._index = index
+        self._length = vector_length
+        self._field = field
+        self._key = private_key
+        self._archive = archive
+        self._sum = np.zeros(vector_length, dtype=np.uint64)
+        self._clients: set[str] = set()
+        self._sealed = False
+
+    @property
+    def round_id(self) -> int:
+        """The round this state sums."""
+        return self._round_id
+
+    @property
+    def clients(self) -> frozenset[str]:
+        """Clients whose shares are in the sum."""
+        return frozenset(self._clients)
+
+    def receive(self, client_id: str, envelope: bytes) -> ShareReceipt:
+        """Open, check and add one client's sealed share.
+
+        A second upload from the same client is acknowledged and ignored. Any
+        rejection leaves the state exactly as it was.
+
+        Raises:
+            DecryptionError: the envelope is tampered, truncated, replayed or misrouted.
+            WireFormatError: the opened share is malformed or of the wrong length.
+            RoundMismatchError: the round was already aggregated.
+        """
+        if self._sealed:
+            raise RoundMismatchError(
+                f"Round {self._round_id} was already aggregated by aggregator {self._index}."
+            )
+        if client_id in self._clients:
+            return ShareReceipt(self._index, self._round_id, client_id, duplicate=True)
+        context = ShareContext(
+            run_id=self._run_id,
+            round_id=self._round_id,
+            client_id=client_id,
+            aggregator_index=self._index,
+        )
+        plaintext = open_sealed(envelope, self._key, context=context)
+        share = decode_share(plaintext, expected_length=self._length, field=self._field)
+        if share.index != self._index:
+            raise ProtocolError(
+                f"The share is for aggregator {share.index}, not aggregator {self._index}."
+            )
+        self._archive.put(client_id, share)
+        self._sum = self._field.add(self._sum, share.values)
+        self._clients.add(client_id)
+        return ShareReceipt(self._index, self._round_id, client_id, duplicate=False)
+
+    def aggregate(self, participants: Iterable[str]) -> Share:
+        """The sum of the shares of exactly ``participants``; no share is accepted after.
+
+        Raises:
+            ProtocolError: if a participant's share never reached this aggregator.
+        """
+        wanted = set(participants)
+        missing = wanted - self._clients
+        if missing:
+            raise ProtocolError(
+                f"Aggregator {self._index} holds no share from {len(missing)} of the "
+                f"participants (for example {sorted(missing)[0]!r}); choose aggregators "
+                "that hold every participant."
+            )
+        total = self._sum.copy()
+        for client_id in sorted(self._clients - wanted):
+            total = self._field.sub(total, self._archive.get(client_id).values)
+        self._sealed = True
+        return Share(index=self._index, values=total)
+
+    def discard(self) -> None:
+        """Forget the round's shares."""
+        self._archive.clear()
+        self._clients.clear()
+        self._sum = np.zeros(self._length, dtype=np.uint64)
