@@ -51,6 +51,9 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=None)
     parser.add_argument("--out", type=Path, default=None, help="JSON summary path")
+    parser.add_argument(
+        "--stop-at", type=float, default=0.99, help="stop once test accuracy reaches this"
+    )
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -94,6 +97,7 @@ def main() -> None:
             seed=args.seed,
         ),
         on_round=on_round,
+        stop_when=lambda m: (m.test_accuracy or 0.0) >= args.stop_at,
     )
     wall = time.perf_counter() - started
     rounds = len(result.history)

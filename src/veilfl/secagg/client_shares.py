@@ -12,6 +12,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
+import numpy.typing as npt
 
 from veilfl.crypto.csprng import CsprngStream
 from veilfl.crypto.envelope import PublicKey, ShareContext, encode_share, seal
@@ -30,11 +31,14 @@ class SealedShare:
     envelope: bytes
 
 
-def secure_vector(delta: FloatArray, *, weight: float, loss: float) -> FloatArray:
-    """``[w·Δ, w, w·min(loss, LOSS_RANGE)/LOSS_RANGE]`` as float32."""
+def secure_vector(
+    delta: FloatArray, *, weight: float, loss: float
+) -> npt.NDArray[np.float64]:
+    """``[w·Δ, w, w·min(loss, LOSS_RANGE)/LOSS_RANGE]``, in float64 so that the only
+    rounding is the encoding's."""
     clipped_loss = min(max(loss, 0.0), LOSS_RANGE) / LOSS_RANGE
-    extra = np.array([weight, weight * clipped_loss], dtype=np.float32)
-    return np.concatenate([(np.float32(weight) * delta).astype(np.float32), extra])
+    extra = np.array([weight, weight * clipped_loss], dtype=np.float64)
+    return np.concatenate([weight * delta.astype(np.float64), extra])
 
 
 def seal_update(

@@ -101,6 +101,7 @@ def simulate(
     config: SimulationConfig,
     initial_weights: Weights | None = None,
     on_round: Callable[[RoundMetrics], None] | None = None,
+    stop_when: Callable[[RoundMetrics], bool] | None = None,
 ) -> SimulationResult[DataT]:
     """Run federated training with one virtual client per entry of ``client_data``.
 
@@ -111,6 +112,7 @@ def simulate(
         config: Simulation settings.
         initial_weights: Starting model (default: ``learner.initial_weights(seed)``).
         on_round: Called with each completed round's metrics.
+        stop_when: Ends the simulation early once it returns True for a round.
 
     Returns:
         The history, the final weights and where the time went.
@@ -185,10 +187,13 @@ def simulate(
             started = time.perf_counter()
             coordinator.tick(now=clock.now())
             timings.aggregation += time.perf_counter() - started
-        for metrics in coordinator.history[completed:]:
+        new_rounds = coordinator.history[completed:]
+        completed = len(coordinator.history)
+        for metrics in new_rounds:
             if on_round is not None:
                 on_round(metrics)
-        completed = len(coordinator.history)
+        if stop_when is not None and any(stop_when(m) for m in new_rounds):
+            break
     timings.aggregation -= timings.evaluation
     return SimulationResult(
         history=coordinator.history,
