@@ -19,13 +19,13 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Protocol
 
 import numpy as np
 
-from veilfl.errors import ProtocolError
-from veilfl.protocol.messages import Task, UpdateHeader
+from veilfl.errors import ProtocolError, UpdateRejectedError
+from veilfl.protocol.messages import ClientReport, Task, UpdateHeader
 from veilfl.protocol.metrics import Evaluation, RoundMetrics
 from veilfl.protocol.sync_round import ClosedRound, RoundPhase, SyncRoundMachine
 from veilfl.strategy.fedavg import AggregateUpdate, FedAvg, WeightedSum
@@ -34,12 +34,31 @@ from veilfl.tensors import FloatArray, TensorSpec, Weights, flatten, unflatten
 __all__ = [
     "AggregationBackend",
     "EvaluateFn",
+    "GlobalModel",
     "PlaintextAggregation",
+    "RoundAggregate",
     "RoundRecorder",
     "SyncCoordinator",
 ]
 
 EvaluateFn = Callable[[Weights], Evaluation]
+
+
+@dataclass(frozen=True)
+class RoundAggregate:
+    """What an aggregation backend returns for a closed round.
+
+    Attributes:
+        update: The weighted delta sum and total weight.
+        participants: The clients the sums cover (may be fewer than reported, when
+            some clients' shares did not reach enough aggregators).
+        mean_loss: The weighted mean training loss, when the backend computed it
+            (secure aggregation); otherwise it comes from the clients' reports.
+    """
+
+    update: AggregateUpdate
+    participants: tuple[str, ...]
+    mean_loss: float | None = None
 
 
 class AggregationBackend(Protocol):
@@ -48,8 +67,8 @@ class AggregationBackend(Protocol):
     def start_round(self, round_id: int) -> None:
         """Forget everything from earlier rounds (or an earlier attempt at this one)."""
 
-    def aggregate(self, closed: ClosedRound) -> AggregateUpdate:
-        """The weighted sum over exactly ``closed.participants``."""
+    def aggregate(self, closed: ClosedRound) -> RoundAggregate:
+        """The weighted sum over the participants it can vouch for."""
         ...
 
 
@@ -80,16 +99,25 @@ class PlaintextAggregation:
         self._clients = set()
 
     def add(self, header: UpdateHeader, delta: Weights) -> None:
-        """Fold one validated update into the round's sum."""
+        """Fold one validated update into the round's sum.
+
+        Raises:
+            UpdateRejectedError: if the header states no sample count.
+        """
         if header.round_id != self._round_id:
             raise ProtocolError(f"Round {header.round_id} is not being aggregated.")
+        if header.num_samples is None or header.loss is None:
+            raise UpdateRejectedError(
+                "A plaintext update must state num_samples and loss in its metadata."
+            )
         self._sum.add(flatten(delta, self._spec), weight=float(header.num_samples))
         self._clients.add(header.client_id)
 
-    def aggregate(self, closed: ClosedRound) -> AggregateUpdate:
+    def aggregate(self, closed: ClosedRound) -> RoundAggregate:
+        """The running sum, which must cover exactly the round's participants."""
         if set(closed.participant_ids) != self._clients:
             raise ProtocolError("The participant list does not match the updates that were summed.")
-        return self._sum.result()
+        return RoundAggregate(update=self._sum.result(), participants=closed.participant_ids)
 
 
 @dataclass(frozen=True)
@@ -220,20 +248,26 @@ class SyncCoordinator:
 
     # ----------------------------------------------------------------- private
     def _finish_round(self, *, now: float) -> RoundMetrics:
-        closed = self._closed
-        assert closed is not None
+        assert self._closed is not None
         started = time.perf_counter()
-        aggregate = self._aggregation.aggregate(closed)
-        new_flat = self._strategy.apply(self._flat, aggregate)
+        aggregate = self._aggregation.aggregate(self._closed)
+        kept = set(aggregate.participants)
+        closed = replace(
+            self._closed,
+            participants=tuple(p for p in self._closed.participants if p.client_id in kept),
+        )
+        new_flat = self._strategy.apply(self._flat, aggregate.update)
         aggregation_s = time.perf_counter() - started
         new_weights = unflatten(new_flat, self._spec)
         evaluation = self._evaluate(new_weights) if self._evaluate is not None else None
-        weights = np.array([p.num_samples for p in closed.participants], dtype=np.float64)
-        losses = np.array([p.loss for p in closed.participants], dtype=np.float64)
         metrics = RoundMetrics(
             round_id=closed.round_id,
             num_clients=len(closed.participants),
-            train_loss=float(np.average(losses, weights=weights)),
+            train_loss=(
+                aggregate.mean_loss
+                if aggregate.mean_loss is not None
+                else _weighted_mean_loss(closed.participants)
+            ),
             test_loss=None if evaluation is None else evaluation.loss,
             test_accuracy=None if evaluation is None else evaluation.accuracy,
             seconds=(now - closed.opened_at) + aggregation_s,
@@ -249,3 +283,12 @@ class SyncCoordinator:
         self._history.append(metrics)
         self.tick(now=now)
         return metrics
+
+
+def _weighted_mean_loss(reports: tuple[ClientReport, ...]) -> float:
+    """Sample-weighted mean of the reported losses (plaintext mode)."""
+    weights = np.array([r.num_samples or 0 for r in reports], dtype=np.float64)
+    losses = np.array([r.loss if r.loss is not None else np.nan for r in reports])
+    if weights.sum() <= 0 or np.isnan(losses).any():
+        return float("nan")
+    return float(np.average(losses, weights=weights))

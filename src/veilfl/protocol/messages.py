@@ -146,21 +146,27 @@ class RunInfo:
 
 @dataclass(frozen=True)
 class UpdateHeader:
-    """The metadata that travels with a client's model update.
+    """The metadata that travels with a client's model update, or with its receipt.
+
+    In plaintext mode the client states its sample count (the FedAvg weight) and its
+    training loss. Under secure aggregation both travel inside the secret-shared vector
+    instead; the receipt then says which aggregators acknowledged the client's shares.
 
     Attributes:
         client_id: Who sends it.
         round_id: The round it is for.
         base_version: The global model version it was trained from.
-        num_samples: Local examples used (the FedAvg weight).
-        loss: Mean local training loss.
+        num_samples: Local examples used (plaintext mode only).
+        loss: Mean local training loss (plaintext mode only).
+        aggregators: Indices of the aggregators holding this client's shares (secure mode).
     """
 
     client_id: str
     round_id: int
     base_version: int
-    num_samples: int
-    loss: float
+    num_samples: int | None = None
+    loss: float | None = None
+    aggregators: tuple[int, ...] = ()
 
     def __post_init__(self) -> None:
         if not self.client_id:
@@ -169,20 +175,27 @@ class UpdateHeader:
             raise WireFormatError("The update's round_id must be at least 1.")
         if self.base_version < 0:
             raise WireFormatError("The update's base_version must not be negative.")
-        if self.num_samples < 1:
+        if self.num_samples is not None and self.num_samples < 1:
             raise WireFormatError("The update's num_samples must be at least 1.")
-        if not math.isfinite(self.loss):
+        if self.loss is not None and not math.isfinite(self.loss):
             raise WireFormatError("The update's loss must be a finite number.")
+        if len(set(self.aggregators)) != len(self.aggregators) or any(
+            not 1 <= j <= 16 for j in self.aggregators
+        ):
+            raise WireFormatError("The aggregator indices must be distinct, in 1..16.")
 
     def to_metadata(self) -> dict[str, str]:
         """String metadata for the binary update body."""
-        return {
+        metadata = {
             "client_id": self.client_id,
             "round_id": str(self.round_id),
             "base_version": str(self.base_version),
-            "num_samples": str(self.num_samples),
-            "loss": repr(float(self.loss)),
         }
+        if self.num_samples is not None:
+            metadata["num_samples"] = str(self.num_samples)
+        if self.loss is not None:
+            metadata["loss"] = repr(float(self.loss))
+        return metadata
 
     @classmethod
     def from_metadata(cls, metadata: dict[str, str]) -> UpdateHeader:
@@ -196,8 +209,8 @@ class UpdateHeader:
                 client_id=metadata["client_id"],
                 round_id=int(metadata["round_id"]),
                 base_version=int(metadata["base_version"]),
-                num_samples=int(metadata["num_samples"]),
-                loss=float(metadata["loss"]),
+                num_samples=(int(metadata["num_samples"]) if "num_samples" in metadata else None),
+                loss=float(metadata["loss"]) if "loss" in metadata else None,
             )
         except KeyError as exc:
             raise WireFormatError(f"The update's metadata lacks the field {exc}.") from exc
@@ -210,5 +223,6 @@ class ClientReport:
     """An accepted update's metadata, as the round state machine records it."""
 
     client_id: str
-    num_samples: int
-    loss: float
+    num_samples: int | None
+    loss: float | None
+    aggregators: tuple[int, ...] = ()

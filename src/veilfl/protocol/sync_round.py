@@ -325,7 +325,10 @@ class SyncRoundMachine:
             return False
         assert self._open is not None
         self._open.reports[header.client_id] = ClientReport(
-            client_id=header.client_id, num_samples=header.num_samples, loss=header.loss
+            client_id=header.client_id,
+            num_samples=header.num_samples,
+            loss=header.loss,
+            aggregators=header.aggregators,
         )
         return True
 

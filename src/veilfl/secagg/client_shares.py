@@ -31,9 +31,7 @@ class SealedShare:
     envelope: bytes
 
 
-def secure_vector(
-    delta: FloatArray, *, weight: float, loss: float
-) -> npt.NDArray[np.float64]:
+def secure_vector(delta: FloatArray, *, weight: float, loss: float) -> npt.NDArray[np.float64]:
     """``[w·Δ, w, w·min(loss, LOSS_RANGE)/LOSS_RANGE]``, in float64 so that the only
     rounding is the encoding's."""
     clipped_loss = min(max(loss, 0.0), LOSS_RANGE) / LOSS_RANGE

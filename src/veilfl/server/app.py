@@ -23,6 +23,7 @@ from fastapi import FastAPI, Request, Response
 from pydantic import BaseModel, Field
 
 from veilfl.errors import WireFormatError
+from veilfl.protocol.messages import UpdateHeader
 from veilfl.protocol.metrics import RoundMetrics
 from veilfl.server.http_errors import install_error_handlers
 from veilfl.server.service import CoordinatorService
@@ -52,6 +53,14 @@ class TaskResponse(BaseModel):
     round_id: int | None
     model_version: int | None
     retry_after_s: float
+
+
+class ShareReceiptRequest(BaseModel):
+    """Body of ``POST /v1/rounds/{round_id}/receipts`` (secure aggregation)."""
+
+    client_id: str = Field(min_length=1, max_length=200)
+    base_version: int = Field(ge=0)
+    aggregators: list[int] = Field(min_length=1, max_length=16)
 
 
 class UploadResponse(BaseModel):
@@ -149,6 +158,17 @@ def create_app(
         if not body:
             raise WireFormatError("The update body is empty; send safetensors bytes.")
         _, accepted = await service.submit_update(body, round_id=round_id)
+        return UploadResponse(accepted=True, duplicate=not accepted, round_id=round_id)
+
+    @app.post("/v1/rounds/{round_id}/receipts", status_code=202, response_model=UploadResponse)
+    async def receipt(round_id: int, request: ShareReceiptRequest) -> UploadResponse:
+        header = UpdateHeader(
+            client_id=request.client_id,
+            round_id=round_id,
+            base_version=request.base_version,
+            aggregators=tuple(request.aggregators),
+        )
+        accepted = await service.submit_receipt(header)
         return UploadResponse(accepted=True, duplicate=not accepted, round_id=round_id)
 
     @app.get("/v1/status")

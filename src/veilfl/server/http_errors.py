@@ -18,6 +18,7 @@ from veilfl.errors import (
     ProtocolError,
     RoundMismatchError,
     StaleUpdateError,
+    TransportError,
     UnknownClientError,
     UpdateRejectedError,
     VeilflError,
@@ -37,6 +38,7 @@ STATUS_BY_ERROR: tuple[tuple[type[VeilflError], int], ...] = (
     (PrivacyError, 409),
     (ProtocolError, 409),
     (ConfigurationError, 400),
+    (TransportError, 503),
 )
 
 

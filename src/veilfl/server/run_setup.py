@@ -18,17 +18,72 @@ from pathlib import Path
 from typing import Any
 
 from veilfl.errors import ConfigurationError, StorageError
-from veilfl.protocol.coordinator import EvaluateFn, PlaintextAggregation, SyncCoordinator
+from veilfl.keyfiles import PublicKeyFile
+from veilfl.protocol.coordinator import (
+    AggregationBackend,
+    EvaluateFn,
+    PlaintextAggregation,
+    SyncCoordinator,
+)
 from veilfl.protocol.messages import LocalTrainingPlan, RunInfo
 from veilfl.protocol.metrics import RoundMetrics
 from veilfl.protocol.sync_round import ClosedRound, RoundConfig, SyncRoundMachine
 from veilfl.reporting import plot_metrics, write_metrics
+from veilfl.secagg.config import EXTRA_COORDINATES, SecureAggregationConfig
+from veilfl.secagg.coordinator_aggregation import SecureAggregation
+from veilfl.server.aggregator_link import HttpAggregatorLink
 from veilfl.server.checkpoints import CheckpointStore
 from veilfl.server.run_store import ParticipantRecord, RoundRecord, RunStore
 from veilfl.strategy.fedavg import FedAvg
 from veilfl.tensors import Weights, spec_of
 
-__all__ = ["CoordinatorSettings", "DurableRecorder", "PreparedRun", "prepare_run"]
+__all__ = [
+    "AggregatorEndpoint",
+    "CoordinatorSettings",
+    "DurableRecorder",
+    "PreparedRun",
+    "SecureSettings",
+    "metrics_from_store",
+    "prepare_run",
+]
+
+
+@dataclass(frozen=True)
+class AggregatorEndpoint:
+    """Where aggregator ``index`` listens, and its public key (as published).
+
+    Attributes:
+        index: Share index, 1..m.
+        url: Base URL.
+        kem: The key's KEM.
+        public_key: The public key, base64.
+    """
+
+    index: int
+    url: str
+    kem: str
+    public_key: str
+
+    def published(self) -> dict[str, Any]:
+        """What clients are told about this aggregator."""
+        key = PublicKeyFile.from_json({"kem": self.kem, "public_key": self.public_key})
+        return {"index": self.index, "url": self.url, **key.to_json()}
+
+
+@dataclass(frozen=True)
+class SecureSettings:
+    """Secure aggregation for a run: parameters and the aggregators."""
+
+    config: SecureAggregationConfig
+    aggregators: tuple[AggregatorEndpoint, ...]
+
+    def __post_init__(self) -> None:
+        indices = sorted(a.index for a in self.aggregators)
+        if indices != list(range(1, self.config.num_aggregators + 1)):
+            raise ConfigurationError(
+                f"Secure aggregation with {self.config.num_aggregators} aggregators needs "
+                f"aggregators 1..{self.config.num_aggregators}; got {indices}."
+            )
 
 
 @dataclass(frozen=True)
@@ -41,6 +96,7 @@ class CoordinatorSettings:
         plan: Local training hyper-parameters.
         server_learning_rate: FedAvg server learning rate.
         seed: Seeds the initial model and client sampling.
+        secure: Secure aggregation, or None for plaintext FedAvg.
     """
 
     model_name: str
@@ -48,6 +104,7 @@ class CoordinatorSettings:
     plan: LocalTrainingPlan = field(default_factory=LocalTrainingPlan)
     server_learning_rate: float = 1.0
     seed: int = 0
+    secure: SecureSettings | None = None
 
     def to_json(self) -> dict[str, Any]:
         """A JSON-ready dict."""
@@ -62,6 +119,16 @@ class CoordinatorSettings:
             plan=LocalTrainingPlan(**data["plan"]),
             server_learning_rate=float(data["server_learning_rate"]),
             seed=int(data["seed"]),
+            secure=(
+                None
+                if data.get("secure") is None
+                else SecureSettings(
+                    config=SecureAggregationConfig(**data["secure"]["config"]),
+                    aggregators=tuple(
+                        AggregatorEndpoint(**a) for a in data["secure"]["aggregators"]
+                    ),
+                )
+            ),
         )
 
 
@@ -207,11 +274,26 @@ def prepare_run(
         machine.join(client.client_id, now=0.0)
     spec = spec_of(weights)
     recorder = DurableRecorder(run_dir, store, checkpoints)
+    aggregation: AggregationBackend = PlaintextAggregation(spec)
+    secure_info: dict[str, Any] | None = None
+    if settings.secure is not None:
+        vector_length = spec.total_size + EXTRA_COORDINATES
+        link = HttpAggregatorLink(
+            {a.index: a.url for a in settings.secure.aggregators}, vector_length=vector_length
+        )
+        aggregation = SecureAggregation(
+            settings.secure.config, link, min_participants=settings.rounds.min_clients
+        )
+        secure_info = {
+            "config": settings.secure.config.to_json(),
+            "aggregators": [a.published() for a in settings.secure.aggregators],
+            "vector_length": vector_length,
+        }
     coordinator = SyncCoordinator(
         machine=machine,
         spec=spec,
         initial_weights=weights,
-        aggregation=PlaintextAggregation(spec),
+        aggregation=aggregation,
         strategy=FedAvg(server_learning_rate=settings.server_learning_rate),
         evaluate=evaluate,
         recorder=recorder,
@@ -223,6 +305,7 @@ def prepare_run(
             model_name=settings.model_name,
             num_rounds=settings.rounds.num_rounds,
             plan=settings.plan,
+            secure=secure_info,
         ),
         store=store,
         checkpoints=checkpoints,

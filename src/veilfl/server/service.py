@@ -17,7 +17,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
-from veilfl.errors import RoundMismatchError
+from veilfl.errors import ProtocolError, RoundMismatchError
 from veilfl.protocol.coordinator import SyncCoordinator
 from veilfl.protocol.messages import RunInfo, Task, UpdateHeader
 from veilfl.protocol.metrics import RoundMetrics
@@ -131,6 +131,24 @@ class CoordinatorService:
             self._core.submit_plaintext_update, header, delta, now=self._clock()
         )
         return header, accepted
+
+    async def submit_receipt(self, header: UpdateHeader) -> bool:
+        """Record that a client's shares reached the aggregators (secure aggregation).
+
+        Returns:
+            False if the receipt duplicated an accepted one.
+        """
+        if self._run_info.secure is None:
+            raise ProtocolError(
+                "This run aggregates in plaintext; upload the update to /v1/rounds/{round}/updates."
+            )
+        threshold = int(self._run_info.secure["config"]["threshold"])
+        if len(header.aggregators) < threshold:
+            raise ProtocolError(
+                f"The receipt lists {len(header.aggregators)} aggregators; at least {threshold} "
+                "must hold the shares."
+            )
+        return await self._locked(self._core.record_share_upload, header, now=self._clock())
 
     async def status(self) -> dict[str, Any]:
         """A JSON-ready snapshot of the run."""

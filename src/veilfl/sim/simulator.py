@@ -13,14 +13,19 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Generic, TypeVar
 
+from veilfl.crypto.csprng import CsprngStream
 from veilfl.errors import ConfigurationError
 from veilfl.ml.learner import Learner
-from veilfl.protocol.coordinator import PlaintextAggregation, SyncCoordinator
+from veilfl.protocol.coordinator import AggregationBackend, PlaintextAggregation, SyncCoordinator
 from veilfl.protocol.messages import LocalTrainingPlan, TaskKind, UpdateHeader
 from veilfl.protocol.metrics import RoundMetrics
 from veilfl.protocol.sync_round import RoundConfig, SyncRoundMachine
+from veilfl.secagg.client_shares import seal_update
+from veilfl.secagg.config import SecureAggregationConfig
+from veilfl.secagg.coordinator_aggregation import SecureAggregation
+from veilfl.sim.in_process_aggregators import InProcessAggregators
 from veilfl.strategy.fedavg import FedAvg
-from veilfl.tensors import Weights, spec_of
+from veilfl.tensors import Weights, flatten, spec_of
 from veilfl.wire.tensor_codec import decode_weights, encode_weights
 
 __all__ = ["PhaseTimings", "SimulationConfig", "SimulationResult", "simulate"]
@@ -40,6 +45,8 @@ class SimulationConfig:
         seed: Seeds client sampling, dropouts and the initial model.
         through_wire: Encode and decode every update with the wire codec, to count
             (in-process) transfer cost.
+        secure: Secure-aggregation parameters; None aggregates in plaintext.
+        aggregators_down: Aggregators that are unreachable for the whole simulation.
     """
 
     rounds: RoundConfig
@@ -48,6 +55,8 @@ class SimulationConfig:
     dropout_probability: float = 0.0
     seed: int = 0
     through_wire: bool = True
+    secure: SecureAggregationConfig | None = None
+    aggregators_down: frozenset[int] = frozenset()
 
     def __post_init__(self) -> None:
         if not 0 <= self.dropout_probability < 1:
@@ -56,9 +65,14 @@ class SimulationConfig:
 
 @dataclass
 class PhaseTimings:
-    """Seconds spent per phase over a whole simulation."""
+    """Seconds spent per phase over a whole simulation.
+
+    ``protection`` is the clients' secure-aggregation work (encode, share, seal);
+    ``aggregation`` includes the aggregators' and the coordinator's work.
+    """
 
     training: float = 0.0
+    protection: float = 0.0
     transfer: float = 0.0
     aggregation: float = 0.0
     evaluation: float = 0.0
@@ -132,7 +146,21 @@ def simulate(
         finally:
             timings.evaluation += time.perf_counter() - started
 
-    aggregation = PlaintextAggregation(spec)
+    aggregators: InProcessAggregators | None = None
+    aggregation: AggregationBackend
+    if config.secure is not None:
+        aggregators = InProcessAggregators(
+            config.secure,
+            run_id="simulation",
+            model_size=spec.total_size,
+            down=config.aggregators_down,
+        )
+        aggregation = SecureAggregation(
+            config.secure, aggregators, min_participants=config.rounds.min_clients
+        )
+    else:
+        aggregation = PlaintextAggregation(spec)
+    csprng = CsprngStream()
     coordinator = SyncCoordinator(
         machine=SyncRoundMachine(config.rounds, rng=random.Random(config.seed)),
         spec=spec,
@@ -165,6 +193,36 @@ def simulate(
                 scratch_model, global_model.weights, client_data[index], config.plan
             )
             timings.training += time.perf_counter() - started
+            if aggregators is not None:
+                assert config.secure is not None
+                started = time.perf_counter()
+                sealed = seal_update(
+                    flatten(update.delta, spec),
+                    num_samples=update.num_samples,
+                    loss=update.mean_loss,
+                    config=config.secure,
+                    public_keys=aggregators.public_keys,
+                    run_id="simulation",
+                    round_id=task.round_id,
+                    client_id=client_id,
+                    rng=csprng,
+                )
+                timings.protection += time.perf_counter() - started
+                started = time.perf_counter()
+                acknowledged = aggregators.upload(task.round_id, client_id, sealed)
+                timings.transfer += time.perf_counter() - started
+                if len(acknowledged) < config.secure.threshold:
+                    continue
+                receipt = UpdateHeader(
+                    client_id=client_id,
+                    round_id=task.round_id,
+                    base_version=task.model_version,
+                    aggregators=acknowledged,
+                )
+                started = time.perf_counter()
+                coordinator.record_share_upload(receipt, now=clock.now())
+                timings.aggregation += time.perf_counter() - started
+                continue
             header = UpdateHeader(
                 client_id=client_id,
                 round_id=task.round_id,

@@ -1,0 +1,218 @@
+"""The aggregator's async HTTP edge (``veilfl aggregator``).
+
+It learns the run (id and vector length) from the coordinator, then takes sealed
+shares from clients and answers the coordinator's request for an aggregate share.
+Decrypting and adding a share is CPU work and runs in a worker thread; one lock
+serialises access to the pure :class:`~veilfl.secagg.aggregator_node.AggregatorNode`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import tempfile
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+import httpx
+from fastapi import FastAPI, Header, Request, Response
+from pydantic import BaseModel, Field
+
+from veilfl.aggregator.share_spool import FileShareArchive
+from veilfl.crypto.envelope import encode_share
+from veilfl.crypto.field import MERSENNE_31
+from veilfl.crypto.keys import AggregatorKeyPair
+from veilfl.errors import ConfigurationError, TransportError, WireFormatError
+from veilfl.secagg.aggregator_node import AggregatorNode
+from veilfl.secagg.aggregator_state import ShareArchive, ShareReceipt
+from veilfl.server.http_errors import install_error_handlers
+
+__all__ = ["AggregatorService", "create_aggregator_app", "fetch_run"]
+
+logger = logging.getLogger(__name__)
+BINARY = "application/octet-stream"
+CLIENT_HEADER = "X-Veilfl-Client"
+
+
+async def fetch_run(coordinator_url: str, *, attempts: int = 60) -> dict[str, Any]:
+    """The coordinator's run description, retried while it starts up.
+
+    Raises:
+        TransportError: if the coordinator does not answer.
+    """
+    async with httpx.AsyncClient(base_url=coordinator_url, timeout=10.0) as http:
+        for _ in range(attempts):
+            try:
+                response = await http.get("/v1/run")
+                if response.status_code == 200:
+                    body: dict[str, Any] = response.json()
+                    return body
+            except httpx.TransportError:
+                pass
+            await asyncio.sleep(0.5)
+    raise TransportError(f"The coordinator at {coordinator_url} did not describe its run.")
+
+
+class AggregatorService:
+    """Aggregator ``index``: a lock around an :class:`AggregatorNode`.
+
+    Args:
+        index: Share index, 1..m.
+        keypair: This aggregator's key pair.
+        spool: Folder for shares waiting to be aggregated (default: a temporary one).
+    """
+
+    def __init__(self, *, index: int, keypair: AggregatorKeyPair, spool: Path | None) -> None:
+        self.index = index
+        self._keypair = keypair
+        self._spool = spool or Path(tempfile.mkdtemp(prefix=f"veilfl-aggregator-{index}-"))
+        self._lock = asyncio.Lock()
+        self._node: AggregatorNode | None = None
+        self._vector_length = 0
+
+    def attach(self, run: dict[str, Any]) -> None:
+        """Serve the run described by the coordinator.
+
+        Raises:
+            ConfigurationError: if the run has no secure aggregation, or publishes
+                another key for this aggregator.
+        """
+        secure = run.get("secure")
+        if not secure:
+            raise ConfigurationError("The coordinator's run does not use secure aggregation.")
+        published = {a["index"]: a for a in secure["aggregators"]}
+        mine = published.get(self.index)
+        if mine is None or mine["fingerprint"] != self._keypair.fingerprint:
+            raise ConfigurationError(
+                f"The coordinator does not publish this aggregator's key as aggregator "
+                f"{self.index}; check --index and the key file."
+            )
+        self._vector_length = int(secure["vector_length"])
+        self._node = AggregatorNode(
+            index=self.index,
+            keypair=self._keypair,
+            run_id=str(run["run_id"]),
+            vector_length=self._vector_length,
+            archive_for_round=self._archive,
+        )
+        logger.info("aggregator %d serving run %s", self.index, run["run_id"])
+
+    def _archive(self, round_id: int) -> ShareArchive:
+        return FileShareArchive(
+            self._spool / f"round-{round_id}", vector_length=self._vector_length, field=MERSENNE_31
+        )
+
+    def _require_node(self) -> AggregatorNode:
+        if self._node is None:
+            raise TransportError("The aggregator has not attached to a run yet; retry shortly.")
+        return self._node
+
+    async def receive(self, round_id: int, client_id: str, envelope: bytes) -> ShareReceipt:
+        """Open, check and add one sealed share."""
+        node = self._require_node()
+        async with self._lock:
+            return await asyncio.to_thread(node.receive, round_id, client_id, envelope)
+
+    async def aggregate(self, round_id: int, participants: Sequence[str]) -> bytes:
+        """The encoded aggregate share over ``participants``."""
+        node = self._require_node()
+        async with self._lock:
+            share = await asyncio.to_thread(node.aggregate, round_id, participants)
+        return await asyncio.to_thread(encode_share, share)
+
+    def status(self) -> dict[str, Any]:
+        """Rounds held and how many clients each has summed."""
+        rounds = self._node.open_rounds if self._node else {}
+        return {
+            "index": self.index,
+            "attached": self._node is not None,
+            "fingerprint": self._keypair.fingerprint,
+            "rounds": {str(r): len(c) for r, c in rounds.items()},
+        }
+
+
+class AggregateRequest(BaseModel):
+    """Body of ``POST /v1/rounds/{round_id}/aggregate``."""
+
+    participants: list[str] = Field(min_length=1, max_length=100_000)
+
+
+class ShareAccepted(BaseModel):
+    """Answer to a share upload."""
+
+    aggregator_index: int
+    round_id: int
+    duplicate: bool
+
+
+def create_aggregator_app(
+    service: AggregatorService, *, coordinator_url: str | None, max_share_bytes: int
+) -> FastAPI:
+    """The aggregator's FastAPI application.
+
+    Args:
+        service: The aggregator.
+        coordinator_url: Where to learn the run at start-up (None: attach manually).
+        max_share_bytes: Largest envelope accepted.
+    """
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        if coordinator_url is not None:
+            service.attach(await fetch_run(coordinator_url))
+        yield
+
+    app = FastAPI(
+        title=f"veilfl aggregator {service.index}",
+        version="1",
+        description="Sums HPKE-sealed Shamir shares; answers with aggregate shares only.",
+        lifespan=lifespan,
+    )
+    install_error_handlers(app)
+
+    @app.post(
+        "/v1/rounds/{round_id}/shares",
+        status_code=202,
+        response_model=ShareAccepted,
+        openapi_extra={
+            "requestBody": {
+                "required": True,
+                "content": {BINARY: {"schema": {"type": "string", "format": "binary"}}},
+            }
+        },
+    )
+    async def upload_share(
+        round_id: int,
+        request: Request,
+        client_id: str = Header(alias=CLIENT_HEADER, min_length=1, max_length=200),
+    ) -> ShareAccepted:
+        body = await request.body()
+        if not body:
+            raise WireFormatError("The share body is empty; send the sealed share bytes.")
+        if len(body) > max_share_bytes:
+            raise WireFormatError(
+                f"The share is {len(body)} bytes, more than the {max_share_bytes} accepted."
+            )
+        receipt = await service.receive(round_id, client_id, body)
+        return ShareAccepted(
+            aggregator_index=receipt.aggregator_index,
+            round_id=receipt.round_id,
+            duplicate=receipt.duplicate,
+        )
+
+    @app.post(
+        "/v1/rounds/{round_id}/aggregate",
+        response_class=Response,
+        responses={200: {"content": {BINARY: {}}, "description": "the aggregate share"}},
+    )
+    async def aggregate(round_id: int, request: AggregateRequest) -> Response:
+        body = await service.aggregate(round_id, request.participants)
+        return Response(content=body, media_type=BINARY)
+
+    @app.get("/v1/status")
+    async def status() -> dict[str, Any]:
+        return service.status()
+
+    return app

@@ -1,0 +1,187 @@
+"""How a client hands in its update: in plaintext to the coordinator, or as sealed
+Shamir shares to the aggregators plus a receipt to the coordinator."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Mapping
+from typing import Any, Protocol
+
+import httpx
+
+from veilfl.client.peer import Peer, RetryPolicy
+from veilfl.crypto.csprng import CsprngStream
+from veilfl.errors import ConfigurationError, TransportError
+from veilfl.keyfiles import PublicKeyFile
+from veilfl.ml.learner import LocalUpdate
+from veilfl.protocol.messages import UpdateHeader
+from veilfl.secagg.client_shares import SealedShare, seal_update
+from veilfl.secagg.config import SecureAggregationConfig
+from veilfl.tensors import flatten, spec_of
+from veilfl.wire.tensor_codec import encode_weights
+
+__all__ = ["PlaintextUploader", "SecureUploader", "Uploader"]
+
+logger = logging.getLogger(__name__)
+BINARY = "application/octet-stream"
+CLIENT_HEADER = "X-Veilfl-Client"
+
+
+class Uploader(Protocol):
+    """Sends one round's update; returns the coordinator's answer (None: not sent)."""
+
+    description: str
+
+    async def send(
+        self, *, client_id: str, round_id: int, base_version: int, update: LocalUpdate
+    ) -> httpx.Response | None:
+        """Deliver the update."""
+        ...
+
+    async def close(self) -> None:
+        """Release connections."""
+
+
+class PlaintextUploader:
+    """The update's tensors go to the coordinator as safetensors bytes."""
+
+    description = "plaintext FedAvg"
+
+    def __init__(self, coordinator: Peer) -> None:
+        self._coordinator = coordinator
+
+    async def send(
+        self, *, client_id: str, round_id: int, base_version: int, update: LocalUpdate
+    ) -> httpx.Response | None:
+        """Upload the delta with its sample count and loss."""
+        header = UpdateHeader(
+            client_id=client_id,
+            round_id=round_id,
+            base_version=base_version,
+            num_samples=update.num_samples,
+            loss=update.mean_loss,
+        )
+        body = await asyncio.to_thread(encode_weights, update.delta, metadata=header.to_metadata())
+        return await self._coordinator.request(
+            "POST",
+            f"/v1/rounds/{round_id}/updates",
+            content=body,
+            headers={"Content-Type": BINARY},
+            expect=(202,),
+        )
+
+    async def close(self) -> None:
+        """Nothing to release."""
+
+
+class SecureUploader:
+    """Share j goes, HPKE-sealed, to aggregator j; the coordinator gets a receipt.
+
+    Args:
+        coordinator: The coordinator.
+        run: The run description from the coordinator (with its ``secure`` block).
+        expected_fingerprints: Aggregator index to expected key fingerprint.
+        transport: An httpx transport for the aggregators (tests).
+    """
+
+    def __init__(
+        self,
+        coordinator: Peer,
+        run: Mapping[str, Any],
+        *,
+        expected_fingerprints: Mapping[int, str] | None,
+        transport: httpx.AsyncBaseTransport | None = None,
+    ) -> None:
+        secure = run["secure"]
+        self._coordinator = coordinator
+        self._run_id = str(run["run_id"])
+        self._config = SecureAggregationConfig(**secure["config"])
+        published = sorted(secure["aggregators"], key=lambda a: int(a["index"]))
+        keys = [PublicKeyFile.from_json(a) for a in published]
+        if expected_fingerprints is None:
+            logger.warning(
+                "aggregator keys are taken from the coordinator unverified; pass the "
+                "aggregators' fingerprints to detect a substituted key"
+            )
+        else:
+            for entry, key in zip(published, keys, strict=True):
+                wanted = expected_fingerprints.get(int(entry["index"]))
+                if wanted != key.fingerprint:
+                    raise ConfigurationError(
+                        f"Aggregator {entry['index']}'s published key has fingerprint "
+                        f"{key.fingerprint}, not the expected {wanted}; refusing to send shares."
+                    )
+        self._public_keys = [k.key for k in keys]
+        retry = RetryPolicy(max_attempts=3, initial_backoff_s=0.2, timeout_s=60.0)
+        self._clients = [
+            httpx.AsyncClient(base_url=str(a["url"]), timeout=retry.timeout_s, transport=transport)
+            for a in published
+        ]
+        self._aggregators = [Peer(c, retry) for c in self._clients]
+        self._csprng = CsprngStream()
+        self.description = (
+            f"secure aggregation, {self._config.threshold} of "
+            f"{self._config.num_aggregators} aggregators"
+        )
+
+    async def send(
+        self, *, client_id: str, round_id: int, base_version: int, update: LocalUpdate
+    ) -> httpx.Response | None:
+        """Seal and upload the shares; report the aggregators that took them."""
+        sealed = await asyncio.to_thread(
+            seal_update,
+            flatten(update.delta, spec_of(update.delta)),
+            num_samples=update.num_samples,
+            loss=update.mean_loss,
+            config=self._config,
+            public_keys=self._public_keys,
+            run_id=self._run_id,
+            round_id=round_id,
+            client_id=client_id,
+            rng=self._csprng,
+        )
+        results = await asyncio.gather(
+            *(self._send_share(client_id, round_id, share) for share in sealed)
+        )
+        acknowledged = [index for index in results if index is not None]
+        if len(acknowledged) < self._config.threshold:
+            return None
+        return await self._coordinator.request(
+            "POST",
+            f"/v1/rounds/{round_id}/receipts",
+            json={
+                "client_id": client_id,
+                "base_version": base_version,
+                "aggregators": acknowledged,
+            },
+            expect=(202,),
+        )
+
+    async def _send_share(self, client_id: str, round_id: int, share: SealedShare) -> int | None:
+        peer = self._aggregators[share.aggregator_index - 1]
+        try:
+            response = await peer.request(
+                "POST",
+                f"/v1/rounds/{round_id}/shares",
+                content=share.envelope,
+                headers={"Content-Type": BINARY, CLIENT_HEADER: client_id},
+                expect=(202,),
+            )
+        except TransportError as exc:
+            logger.warning("aggregator %d unreachable: %s", share.aggregator_index, exc)
+            return None
+        if response.status_code != 202:
+            logger.warning(
+                "aggregator %d refused the share (HTTP %d): %s",
+                share.aggregator_index,
+                response.status_code,
+                response.text[:200],
+            )
+            return None
+        return share.aggregator_index
+
+    async def close(self) -> None:
+        """Close the aggregator connections."""
+        for client in self._clients:
+            await client.aclose()

@@ -1,0 +1,99 @@
+"""An aggregator across rounds: one :class:`AggregatorRound` per round, old ones dropped.
+
+Pure and synchronous; the HTTP aggregator service and the simulator drive it.
+Memory stays O(model size) per open round: a round's state is dropped as soon as a
+later round starts (the coordinator only starts round r + 1 after reconstructing r).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+
+from veilfl.crypto.field import MERSENNE_31, PrimeField
+from veilfl.crypto.keys import AggregatorKeyPair
+from veilfl.crypto.shamir import Share
+from veilfl.errors import RoundMismatchError
+from veilfl.secagg.aggregator_state import AggregatorRound, ShareArchive, ShareReceipt
+
+__all__ = ["AggregatorNode"]
+
+
+class AggregatorNode:
+    """Aggregator ``index`` of run ``run_id``.
+
+    Args:
+        index: This aggregator's share index, 1..m.
+        keypair: Its HPKE key pair.
+        run_id: The run it serves.
+        vector_length: Length of the shared vectors (model size plus extra coordinates).
+        archive_for_round: Makes the share archive of a round.
+        field: The prime field.
+    """
+
+    def __init__(
+        self,
+        *,
+        index: int,
+        keypair: AggregatorKeyPair,
+        run_id: str,
+        vector_length: int,
+        archive_for_round: Callable[[int], ShareArchive],
+        field: PrimeField = MERSENNE_31,
+    ) -> None:
+        self.index = index
+        self._keypair = keypair
+        self._run_id = run_id
+        self._length = vector_length
+        self._archive_for_round = archive_for_round
+        self._field = field
+        self._rounds: dict[int, AggregatorRound] = {}
+        self._latest = 0
+
+    @property
+    def open_rounds(self) -> dict[int, frozenset[str]]:
+        """Each round held, with the clients summed so far."""
+        return {r: state.clients for r, state in self._rounds.items()}
+
+    def receive(self, round_id: int, client_id: str, envelope: bytes) -> ShareReceipt:
+        """Take one client's sealed share for ``round_id``.
+
+        Raises:
+            RoundMismatchError: for a round older than one already started.
+            DecryptionError, WireFormatError, ProtocolError: as
+                :meth:`AggregatorRound.receive`; the state is then unchanged.
+        """
+        state = self._round(round_id)
+        return state.receive(client_id, envelope)
+
+    def aggregate(self, round_id: int, participants: Iterable[str]) -> Share:
+        """The aggregate share of ``round_id`` over exactly ``participants``.
+
+        Raises:
+            ProtocolError: if a participant's share is not here.
+            RoundMismatchError: for a round already dropped.
+        """
+        return self._round(round_id).aggregate(participants)
+
+    def _round(self, round_id: int) -> AggregatorRound:
+        if round_id < self._latest:
+            raise RoundMismatchError(
+                f"Aggregator {self.index} has moved on to round {self._latest}; round "
+                f"{round_id} is closed."
+            )
+        if round_id > self._latest:
+            for old in list(self._rounds):
+                self._rounds.pop(old).discard()
+            self._latest = round_id
+        state = self._rounds.get(round_id)
+        if state is None:
+            state = AggregatorRound(
+                run_id=self._run_id,
+                round_id=round_id,
+                index=self.index,
+                vector_length=self._length,
+                field=self._field,
+                private_key=self._keypair.private_key,
+                archive=self._archive_for_round(round_id),
+            )
+            self._rounds[round_id] = state
+        return state
