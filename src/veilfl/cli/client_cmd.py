@@ -26,6 +26,13 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
     parser.add_argument("--model", default="simple-cnn", help="model (must match the run)")
     parser.add_argument("--seed", type=int, default=None, help="seed of local shuffling")
     parser.add_argument("--threads", type=int, default=1, help="torch CPU threads")
+    parser.add_argument(
+        "--aggregator-fingerprint",
+        action="append",
+        default=[],
+        metavar="FINGERPRINT",
+        help="expected key fingerprint of each aggregator, in index order (repeat)",
+    )
     add_data_options(parser)
     add_log_option(parser)
     parser.set_defaults(func=run)
@@ -50,7 +57,17 @@ def run(args: argparse.Namespace) -> int:
 
     learner = mnist_learner(args.model, seed=args.seed, progress=show)
     summary = asyncio.run(
-        run_client(args.server, learner, data, name=f"client-{args.client_index}")
+        run_client(
+            args.server,
+            learner,
+            data,
+            name=f"client-{args.client_index}",
+            aggregator_fingerprints=(
+                dict(enumerate(args.aggregator_fingerprint, start=1))
+                if args.aggregator_fingerprint
+                else None
+            ),
+        )
     )
     logger.info("done: trained %d rounds", summary.rounds_trained)
     return 0

@@ -19,7 +19,10 @@ from typing import IO
 import httpx
 
 from veilfl.cli.common import add_log_option
+from veilfl.cli.keys_cmd import key_paths
+from veilfl.crypto.keys import generate_keypair
 from veilfl.errors import TransportError
+from veilfl.keyfiles import read_public_key, write_keypair
 from veilfl.protocol.metrics import RoundMetrics
 from veilfl.reporting import format_round_row, format_round_table_header
 
@@ -44,6 +47,13 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
     parser.add_argument("--partition", choices=["iid", "dirichlet", "shards"], default="iid")
     parser.add_argument("--test-examples", type=int, default=None, help="test subset size")
     parser.add_argument("--timeout", type=float, default=1800.0, help="give up after (s)")
+    parser.add_argument(
+        "--plaintext",
+        action="store_true",
+        help="plain FedAvg without secure aggregation (for comparison)",
+    )
+    parser.add_argument("--aggregators", type=int, default=3, help="aggregator processes (m)")
+    parser.add_argument("--threshold", type=int, default=2, help="shares to reconstruct (t)")
     add_log_option(parser)
     parser.set_defaults(func=run)
 
@@ -93,7 +103,50 @@ def run(args: argparse.Namespace) -> int:
         *common,
     ]
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
-    print(f"veilfl demo: {args.clients} clients, {args.rounds} rounds, model {args.model}")
+    aggregator_cmds: list[list[str]] = []
+    fingerprints: list[str] = []
+    if not args.plaintext:
+        keys = run_dir / "keys"
+        urls = []
+        for index in range(1, args.aggregators + 1):
+            private, public = key_paths(keys, index)
+            if not private.exists():
+                write_keypair(generate_keypair(), private, public)
+            fingerprints.append(read_public_key(public).fingerprint)
+            aggregator_port = free_port()
+            urls.append(f"http://127.0.0.1:{aggregator_port}")
+            server_cmd += ["--aggregator", f"{urls[-1]},{public}"]
+            aggregator_cmds.append(
+                [
+                    sys.executable,
+                    "-m",
+                    "veilfl",
+                    "aggregator",
+                    "--index",
+                    str(index),
+                    "--key",
+                    str(private),
+                    "--coordinator",
+                    url,
+                    "--port",
+                    str(aggregator_port),
+                    *common,
+                ]
+            )
+        server_cmd += [
+            "--threshold",
+            str(args.threshold),
+            "--max-clients",
+            str(max(args.clients, 2)),
+            "--max-samples-per-client",
+            str(-(-50_000 // args.clients)),
+        ]
+    mode = (
+        "plaintext FedAvg"
+        if args.plaintext
+        else f"secure aggregation ({args.threshold} of {args.aggregators} aggregators)"
+    )
+    print(f"veilfl demo: {args.clients} clients, {args.rounds} rounds, model {args.model}, {mode}")
     print(f"run folder: {run_dir}   coordinator: {url}")
     processes: list[tuple[str, subprocess.Popen[bytes], IO[bytes]]] = []
 
@@ -104,6 +157,9 @@ def run(args: argparse.Namespace) -> int:
     started = time.monotonic()
     try:
         start("server", server_cmd)
+        for index, cmd in enumerate(aggregator_cmds, start=1):
+            start(f"aggregator-{index}", cmd)
+        verify = [flag for fp in fingerprints for flag in ("--aggregator-fingerprint", fp)]
         for index in range(args.clients):
             start(
                 f"client-{index}",
@@ -119,6 +175,7 @@ def run(args: argparse.Namespace) -> int:
                     "--model",
                     args.model,
                     *data,
+                    *verify,
                     *common,
                 ],
             )
@@ -164,8 +221,9 @@ def _follow(
             if server.poll() is not None:
                 break
             try:
-                rows = http.get("/v1/metrics").json()
+                # Status first: once it says done, the metrics already hold every round.
                 status = http.get("/v1/status").json()
+                rows = http.get("/v1/metrics").json()
             except (httpx.HTTPError, ValueError):
                 time.sleep(0.5)
                 continue
@@ -185,6 +243,8 @@ def _wait_all(processes: list[tuple[str, subprocess.Popen[bytes], IO[bytes]]], l
     """Wait for every process; print the log tail of any that failed."""
     failed = False
     for name, process, _ in processes:
+        if name.startswith("aggregator"):
+            continue  # aggregators serve until stopped; the caller stops them
         try:
             code = process.wait(timeout=60)
         except subprocess.TimeoutExpired:

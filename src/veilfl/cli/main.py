@@ -1,4 +1,4 @@
-"""The ``veilfl`` command line: ``demo``, ``server``, ``client``, ``simulate``."""
+"""The ``veilfl`` command line: demo, server, client, aggregator, keys, simulate."""
 
 from __future__ import annotations
 
@@ -7,7 +7,14 @@ import sys
 from collections.abc import Sequence
 
 from veilfl import __version__
-from veilfl.cli import client_cmd, demo_cmd, server_cmd, simulate_cmd
+from veilfl.cli import (
+    aggregator_cmd,
+    client_cmd,
+    demo_cmd,
+    keys_cmd,
+    server_cmd,
+    simulate_cmd,
+)
 from veilfl.errors import VeilflError
 
 __all__ = ["build_parser", "main"]
@@ -24,7 +31,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"veilfl {__version__}")
     subparsers = parser.add_subparsers(dest="command", required=True)
-    for module in (demo_cmd, server_cmd, client_cmd, simulate_cmd):
+    for module in (demo_cmd, server_cmd, client_cmd, aggregator_cmd, keys_cmd, simulate_cmd):
         module.add_parser(subparsers)
     return parser
 

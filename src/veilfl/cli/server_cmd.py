@@ -10,11 +10,20 @@ from pathlib import Path
 import uvicorn
 
 from veilfl.cli.common import add_log_option, configure_logging, test_dataset
+from veilfl.errors import ConfigurationError
+from veilfl.keyfiles import read_public_key
 from veilfl.ml.learner import mnist_learner
 from veilfl.protocol.messages import LocalTrainingPlan
 from veilfl.protocol.sync_round import RoundConfig
+from veilfl.secagg.config import SecureAggregationConfig
 from veilfl.server.app import create_app
-from veilfl.server.run_setup import CoordinatorSettings, metrics_from_store, prepare_run
+from veilfl.server.run_setup import (
+    AggregatorEndpoint,
+    CoordinatorSettings,
+    SecureSettings,
+    metrics_from_store,
+    prepare_run,
+)
 from veilfl.server.service import CoordinatorService
 
 __all__ = ["add_parser", "run"]
@@ -41,6 +50,35 @@ def add_round_options(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--seed", type=int, default=0, help="seed for model init and sampling")
 
 
+def secure_from_args(args: argparse.Namespace) -> SecureSettings | None:
+    """Secure-aggregation settings from ``--aggregator`` and friends."""
+    if not getattr(args, "aggregator", None):
+        return None
+    endpoints = []
+    for index, spec in enumerate(args.aggregator, start=1):
+        url, _, key_file = spec.partition(",")
+        if not url or not key_file:
+            raise ConfigurationError(f"--aggregator takes URL,PUBLIC_KEY_FILE; got {spec!r}.")
+        key = read_public_key(Path(key_file))
+        endpoints.append(
+            AggregatorEndpoint(
+                index=index,
+                url=url.rstrip("/"),
+                kem=key.kem,
+                public_key=key.to_json()["public_key"],
+            )
+        )
+    config = SecureAggregationConfig(
+        threshold=args.threshold,
+        num_aggregators=len(endpoints),
+        clip_range=args.clip_range,
+        max_clients=args.max_clients,
+        max_samples_per_client=args.max_samples_per_client,
+        kem=endpoints[0].kem,  # type: ignore[arg-type]
+    )
+    return SecureSettings(config=config, aggregators=tuple(endpoints))
+
+
 def settings_from_args(args: argparse.Namespace) -> CoordinatorSettings:
     """The run settings the round options describe."""
     per_round = args.clients_per_round
@@ -65,6 +103,7 @@ def settings_from_args(args: argparse.Namespace) -> CoordinatorSettings:
         ),
         server_learning_rate=args.server_lr,
         seed=args.seed,
+        secure=secure_from_args(args),
     )
 
 
@@ -83,6 +122,25 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
     )
     parser.add_argument(
         "--linger", type=float, default=3.0, help="seconds to keep serving after the last round"
+    )
+    secure = parser.add_argument_group("secure aggregation")
+    secure.add_argument(
+        "--aggregator",
+        action="append",
+        default=[],
+        metavar="URL,PUBLIC_KEY_FILE",
+        help="an aggregator (repeat, in index order); none means plaintext FedAvg",
+    )
+    secure.add_argument("--threshold", type=int, default=2, help="shares needed (t)")
+    secure.add_argument("--clip-range", type=float, default=1.0, help="per-coordinate clip")
+    secure.add_argument(
+        "--max-clients", type=int, default=1000, help="most updates summed in one round"
+    )
+    secure.add_argument(
+        "--max-samples-per-client",
+        type=int,
+        default=10_000,
+        help="sample count that gets the full FedAvg weight",
     )
     add_round_options(parser)
     add_log_option(parser)

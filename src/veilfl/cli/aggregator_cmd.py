@@ -1,0 +1,45 @@
+"""``veilfl aggregator``: one secure-aggregation server."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+import uvicorn
+
+from veilfl.aggregator.service import AggregatorService, create_aggregator_app
+from veilfl.cli.common import add_log_option, configure_logging
+from veilfl.keyfiles import read_private_key
+
+__all__ = ["add_parser", "run"]
+
+
+def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """Register ``veilfl aggregator``."""
+    parser = subparsers.add_parser("aggregator", help="run one secure-aggregation server")
+    parser.add_argument("--index", type=int, required=True, help="share index, 1..m")
+    parser.add_argument("--key", type=Path, required=True, help="private key file (0600)")
+    parser.add_argument("--coordinator", required=True, help="coordinator URL (to learn the run)")
+    parser.add_argument("--host", default="127.0.0.1", help="address to listen on")
+    parser.add_argument("--port", type=int, default=8090, help="port to listen on")
+    parser.add_argument("--spool", type=Path, default=None, help="folder for pending shares")
+    parser.add_argument(
+        "--max-share-mb", type=float, default=64.0, help="largest share accepted (MiB)"
+    )
+    add_log_option(parser)
+    parser.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    """Serve until stopped."""
+    configure_logging(args.log_level, prefix=f"[aggregator {args.index}] ")
+    service = AggregatorService(
+        index=args.index, keypair=read_private_key(args.key), spool=args.spool
+    )
+    app = create_aggregator_app(
+        service,
+        coordinator_url=args.coordinator,
+        max_share_bytes=int(args.max_share_mb * 2**20),
+    )
+    uvicorn.run(app, host=args.host, port=args.port, log_level=args.log_level)
+    return 0
