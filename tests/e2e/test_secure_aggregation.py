@@ -1,0 +1,176 @@
+"""Secure aggregation over loopback with 3 aggregator processes, one killed mid-round.
+
+The test plays the clients itself, so it knows every delta: the model the coordinator
+reconstructs must equal the plaintext weighted mean within the quantisation bound,
+although aggregator 3 died halfway through the uploads and one client dropped out
+after reaching only aggregator 1.
+"""
+
+from __future__ import annotations
+
+import signal
+import time
+from contextlib import ExitStack
+from pathlib import Path
+
+import httpx
+import numpy as np
+import pytest
+from tests.e2e.processes import free_port, running, veilfl_command, wait_until_serving
+
+from veilfl.crypto.csprng import CsprngStream
+from veilfl.crypto.keys import generate_keypair
+from veilfl.keyfiles import PublicKeyFile, write_keypair
+from veilfl.secagg.client_shares import seal_update
+from veilfl.secagg.config import SecureAggregationConfig
+from veilfl.tensors import flatten, spec_of, unflatten
+from veilfl.wire.tensor_codec import decode_weights
+
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(300)]
+
+
+def _wait_for_version(http: httpx.Client, version: int, timeout_s: float = 60.0) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if http.get("/v1/status").json()["model_version"] >= version:
+            return
+        time.sleep(0.1)
+    raise AssertionError(f"model version {version} never appeared")
+
+
+def test_round_completes_correctly_with_an_aggregator_killed_mid_round(tmp_path: Path) -> None:
+    # Arrange: keys, 3 aggregators and a coordinator on loopback.
+    coordinator_port = free_port()
+    url = f"http://127.0.0.1:{coordinator_port}"
+    aggregator_urls, aggregator_cmds, server_flags = [], [], []
+    for index in (1, 2, 3):
+        private, public = tmp_path / f"a{index}.key", tmp_path / f"a{index}.pub"
+        write_keypair(generate_keypair(), private, public)
+        port = free_port()
+        aggregator_urls.append(f"http://127.0.0.1:{port}")
+        server_flags += ["--aggregator", f"{aggregator_urls[-1]},{public}"]
+        aggregator_cmds.append(
+            veilfl_command(
+                "aggregator",
+                "--index",
+                str(index),
+                "--key",
+                str(private),
+                "--coordinator",
+                url,
+                "--port",
+                str(port),
+            )
+        )
+    server = veilfl_command(
+        "server",
+        "--run-dir",
+        str(tmp_path / "run"),
+        "--port",
+        str(coordinator_port),
+        "--rounds",
+        "1",
+        "--clients-per-round",
+        "5",
+        "--min-clients",
+        "3",
+        "--round-timeout",
+        "15",
+        "--threshold",
+        "2",
+        "--max-clients",
+        "10",
+        "--max-samples-per-client",
+        "1000",
+        "--test-examples",
+        "100",
+        *server_flags,
+    )
+    with ExitStack() as stack, httpx.Client(base_url=url, timeout=30) as http:
+        coordinator = stack.enter_context(running(server, tmp_path / "server.log"))
+        wait_until_serving(url, coordinator, tmp_path / "server.log")
+        aggregators = [
+            stack.enter_context(running(cmd, tmp_path / f"aggregator-{i}.log"))
+            for i, cmd in enumerate(aggregator_cmds, start=1)
+        ]
+        for aggregator_url, process in zip(aggregator_urls, aggregators, strict=True):
+            wait_until_serving(aggregator_url, process, tmp_path / "aggregator.log")
+
+        run = http.get("/v1/run").json()
+        config = SecureAggregationConfig(**run["secure"]["config"])
+        keys = [PublicKeyFile.from_json(a).key for a in run["secure"]["aggregators"]]
+        clients = [http.post("/v1/clients", json={"name": n}).json()["client_id"] for n in "abcde"]
+        start, _ = decode_weights(http.get("/v1/model").content)
+        spec = spec_of(start)
+        rng = np.random.default_rng(0)
+        deltas = {c: rng.normal(0, 0.01, spec.total_size).astype(np.float32) for c in clients}
+        samples = dict(zip(clients, [100, 250, 400, 700, 900], strict=True))
+        for client in clients:
+            assert http.get(f"/v1/clients/{client}/task").json()["kind"] == "train"
+
+        def upload(client: str, reach: list[int]) -> list[int]:
+            sealed = seal_update(
+                deltas[client],
+                num_samples=samples[client],
+                loss=1.0,
+                config=config,
+                public_keys=keys,
+                run_id=run["run_id"],
+                round_id=1,
+                client_id=client,
+                rng=CsprngStream(),
+            )
+            acknowledged = []
+            for share in sealed:
+                if share.aggregator_index not in reach:
+                    continue
+                try:
+                    response = httpx.post(
+                        f"{aggregator_urls[share.aggregator_index - 1]}/v1/rounds/1/shares",
+                        content=share.envelope,
+                        headers={"X-Veilfl-Client": client},
+                        timeout=10,
+                    )
+                except httpx.TransportError:
+                    continue
+                if response.status_code == 202:
+                    acknowledged.append(share.aggregator_index)
+            return acknowledged
+
+        def report(client: str, acknowledged: list[int]) -> None:
+            response = http.post(
+                "/v1/rounds/1/receipts",
+                json={"client_id": client, "base_version": 0, "aggregators": acknowledged},
+            )
+            assert response.status_code == 202, response.text
+
+        # Act: two clients reach all three aggregators ...
+        for client in clients[:2]:
+            report(client, upload(client, [1, 2, 3]))
+        # ... aggregator 3 dies mid-round ...
+        aggregators[2].send_signal(signal.SIGKILL)
+        aggregators[2].wait(timeout=30)
+        # ... two more clients reach only the survivors ...
+        for client in clients[2:4]:
+            acknowledged = upload(client, [1, 2, 3])
+            assert acknowledged == [1, 2]
+            report(client, acknowledged)
+        # ... and one drops out after reaching aggregator 1 alone (it never reports).
+        assert upload(clients[4], [1]) == [1]
+        _wait_for_version(http, 1)
+        final, _ = decode_weights(http.get("/v1/model").content, spec=spec)
+
+    # Assert: the plaintext weighted mean of the four reporters, within the bound.
+    reporters = clients[:4]
+    weights = np.array([samples[c] / 1000 for c in reporters])
+    mean = sum(w * deltas[c].astype(np.float64) for w, c in zip(weights, reporters, strict=True))
+    mean /= weights.sum()
+    expected = unflatten((flatten(start, spec) + mean).astype(np.float32), spec)
+    # Σw·Δ and Σw are each off by at most B, so the mean is off by (B + B·|mean|)/(Σw - B);
+    # 1e-6 covers rounding the new model to float32.
+    b = config.encoding().quantisation_bound(len(reporters))
+    bound = unflatten(
+        ((b + b * np.abs(mean)) / (weights.sum() - b) + 1e-6).astype(np.float32), spec
+    )
+    for name in spec.names:
+        assert np.all(np.abs(final[name] - expected[name]) <= bound[name]), name
