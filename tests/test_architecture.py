@@ -65,8 +65,29 @@ def test_the_architecture_check_would_catch_a_violation(tmp_path: Path) -> None:
     assert {m for m in _imports(sample) if _violates(m)} == {"asyncio", "veilfl.server.app"}
 
 
+def _uses_numpy_random(source: str) -> bool:
+    for node in ast.walk(ast.parse(source)):
+        if (
+            isinstance(node, ast.Attribute)
+            and node.attr == "random"
+            and isinstance(node.value, ast.Name)
+            and node.value.id in {"np", "numpy"}
+        ):
+            return True
+        if isinstance(node, ast.ImportFrom) and node.module and "numpy.random" in node.module:
+            return True
+        if isinstance(node, ast.Import) and any("numpy.random" in a.name for a in node.names):
+            return True
+    return False
+
+
 def test_secret_and_noise_randomness_never_comes_from_numpy_random() -> None:
     for folder in SECRET_RANDOMNESS:
         for path in sorted((PACKAGE / folder).glob("*.py")):
-            text = path.read_text()
-            assert "np.random" not in text and "numpy.random" not in text, path
+            assert not _uses_numpy_random(path.read_text()), path
+
+
+def test_the_randomness_check_would_catch_numpy_random() -> None:
+    assert _uses_numpy_random("import numpy as np\nnoise = np.random.normal(size=3)\n")
+    assert _uses_numpy_random("from numpy.random import default_rng\n")
+    assert not _uses_numpy_random('"""Never numpy.random."""\nimport secrets\n')
