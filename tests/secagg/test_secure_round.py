@@ -195,3 +195,43 @@ def test_aggregating_a_participant_the_aggregator_never_saw_is_refused() -> None
     _upload(config, aggregators, "a", np.zeros(2, np.float32), 5, only={1, 2})
     with pytest.raises(ProtocolError, match="holds no share"):
         aggregators[2].aggregate(["a"])
+
+
+def test_an_aggregator_answers_one_participant_list_per_round() -> None:
+    config = SecureAggregationConfig(threshold=2, num_aggregators=3, max_clients=8)
+    aggregators = _aggregators(config, 2, KEYS)
+    for client in ("a", "b", "c"):
+        _upload(config, aggregators, client, np.zeros(2, np.float32), 5)
+    first = aggregators[0].aggregate(["a", "b", "c"])
+    again = aggregators[0].aggregate(["c", "b", "a"])  # a retry gets the same answer
+    np.testing.assert_array_equal(first.values, again.values)
+    with pytest.raises(ProtocolError, match="reveal the difference"):
+        aggregators[0].aggregate(["a", "b"])
+
+
+def test_an_aggregator_refuses_to_sum_over_too_few_clients() -> None:
+    config = SecureAggregationConfig(threshold=2, num_aggregators=3, max_clients=8)
+    guarded = AggregatorRound(
+        run_id="run",
+        round_id=1,
+        index=1,
+        vector_length=2 + EXTRA_COORDINATES,
+        field=MERSENNE_31,
+        private_key=KEYS[0].private_key,
+        archive=InMemoryShareArchive(),
+        min_participants=2,
+    )
+    sealed = seal_update(
+        np.zeros(2, np.float32),
+        num_samples=5,
+        loss=1.0,
+        config=config,
+        public_keys=[k.public_key for k in KEYS[:3]],
+        run_id="run",
+        round_id=1,
+        client_id="victim",
+        rng=CsprngStream(),
+    )
+    guarded.receive("victim", sealed[0].envelope)
+    with pytest.raises(ProtocolError, match="at least 2"):
+        guarded.aggregate(["victim"])

@@ -62,10 +62,20 @@ class AggregatorService:
         index: Share index, 1..m.
         keypair: This aggregator's key pair.
         spool: Folder for shares waiting to be aggregated (default: a temporary one).
+        min_participants: The fewest clients this aggregator will sum over (set by
+            the aggregator's operator, not by the coordinator).
     """
 
-    def __init__(self, *, index: int, keypair: AggregatorKeyPair, spool: Path | None) -> None:
+    def __init__(
+        self,
+        *,
+        index: int,
+        keypair: AggregatorKeyPair,
+        spool: Path | None,
+        min_participants: int = 2,
+    ) -> None:
         self.index = index
+        self._min_participants = min_participants
         self._keypair = keypair
         self._spool = spool or Path(tempfile.mkdtemp(prefix=f"veilfl-aggregator-{index}-"))
         self._lock = asyncio.Lock()
@@ -96,6 +106,7 @@ class AggregatorService:
             run_id=str(run["run_id"]),
             vector_length=self._vector_length,
             archive_for_round=self._archive,
+            min_participants=self._min_participants,
         )
         logger.info("aggregator %d serving run %s", self.index, run["run_id"])
 

@@ -26,6 +26,12 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
     parser.add_argument(
         "--max-share-mb", type=float, default=64.0, help="largest share accepted (MiB)"
     )
+    parser.add_argument(
+        "--min-participants",
+        type=int,
+        default=2,
+        help="never answer with a sum over fewer clients than this",
+    )
     add_log_option(parser)
     parser.set_defaults(func=run)
 
@@ -34,7 +40,10 @@ def run(args: argparse.Namespace) -> int:
     """Serve until stopped."""
     configure_logging(args.log_level, prefix=f"[aggregator {args.index}] ")
     service = AggregatorService(
-        index=args.index, keypair=read_private_key(args.key), spool=args.spool
+        index=args.index,
+        keypair=read_private_key(args.key),
+        spool=args.spool,
+        min_participants=args.min_participants,
     )
     app = create_aggregator_app(
         service,

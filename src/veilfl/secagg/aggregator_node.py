@@ -28,6 +28,7 @@ class AggregatorNode:
         vector_length: Length of the shared vectors (model size plus extra coordinates).
         archive_for_round: Makes the share archive of a round.
         field: The prime field.
+        min_participants: The fewest clients this aggregator sums over.
     """
 
     def __init__(
@@ -39,8 +40,10 @@ class AggregatorNode:
         vector_length: int,
         archive_for_round: Callable[[int], ShareArchive],
         field: PrimeField = MERSENNE_31,
+        min_participants: int = 1,
     ) -> None:
         self.index = index
+        self._min_participants = min_participants
         self._keypair = keypair
         self._run_id = run_id
         self._length = vector_length
@@ -94,6 +97,7 @@ class AggregatorNode:
                 field=self._field,
                 private_key=self._keypair.private_key,
                 archive=self._archive_for_round(round_id),
+                min_participants=self._min_participants,
             )
             self._rounds[round_id] = state
         return state

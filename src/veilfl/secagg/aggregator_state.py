@@ -82,6 +82,8 @@ class AggregatorRound:
         field: The prime field of the shares.
         private_key: This aggregator's HPKE private key.
         archive: Where individual shares wait until the round is aggregated.
+        min_participants: The fewest clients this aggregator will ever sum over; a
+            sum over one client would be that client's share.
     """
 
     def __init__(
@@ -94,8 +96,11 @@ class AggregatorRound:
         field: PrimeField,
         private_key: PrivateKey,
         archive: ShareArchive,
+        min_participants: int = 1,
     ) -> None:
         self._run_id = run_id
+        self._min_participants = min_participants
+        self._answered: frozenset[str] | None = None
         self._round_id = round_id
         self._index = index
         self._length = vector_length
@@ -153,10 +158,25 @@ class AggregatorRound:
     def aggregate(self, participants: Iterable[str]) -> Share:
         """The sum of the shares of exactly ``participants``; no share is accepted after.
 
+        An aggregator answers for one participant list per round. A retry with the same
+        list gets the same answer; a different list is refused, since two sums over
+        lists that differ in one client would reveal that client's share.
+
         Raises:
-            ProtocolError: if a participant's share never reached this aggregator.
+            ProtocolError: if a participant's share never reached this aggregator, the
+                list is shorter than the minimum, or another list was already answered.
         """
-        wanted = set(participants)
+        wanted = frozenset(participants)
+        if self._answered is not None and wanted != self._answered:
+            raise ProtocolError(
+                f"Aggregator {self._index} already answered round {self._round_id} for another "
+                "participant list; answering a second list would reveal the difference."
+            )
+        if len(wanted) < self._min_participants:
+            raise ProtocolError(
+                f"Aggregator {self._index} sums over at least {self._min_participants} clients; "
+                f"the coordinator asked for {len(wanted)}."
+            )
         missing = wanted - self._clients
         if missing:
             raise ProtocolError(
@@ -168,6 +188,7 @@ class AggregatorRound:
         for client_id in sorted(self._clients - wanted):
             total = self._field.sub(total, self._archive.get(client_id).values)
         self._sealed = True
+        self._answered = wanted
         return Share(index=self._index, values=total)
 
     def discard(self) -> None:
