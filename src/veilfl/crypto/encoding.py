@@ -63,9 +63,15 @@ class FixedPointEncoding:
 
     def encode(self, vector: npt.NDArray[np.floating]) -> FieldArray:
         """Clip, scale, round to nearest and map into the field."""
-        clipped = np.clip(np.asarray(vector, dtype=np.float64), -self.clip_range, self.clip_range)
-        integers = np.rint(clipped * self.scale).astype(np.int64)
-        return (integers % np.int64(self.field.modulus)).astype(np.uint64)
+        limit = float(self.scale) * self.clip_range
+        scaled = np.multiply(vector, float(self.scale), dtype=np.float64)
+        np.clip(scaled, -limit, limit, out=scaled)
+        np.rint(scaled, out=scaled)
+        # |scaled| < p / 2, so scaled + p lies in (p/2, 3p/2): exact in float64.
+        scaled += float(self.field.modulus)
+        encoded = scaled.astype(np.uint64)
+        np.subtract(encoded, self.field.p, out=encoded, where=encoded >= self.field.p)
+        return encoded
 
     def decode_sum(self, elements: FieldArray) -> npt.NDArray[np.float64]:
         """Map field elements (a sum of encodings) back to floats."""

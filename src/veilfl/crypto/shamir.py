@@ -116,10 +116,19 @@ class ShamirScheme:
         coefficients = [rng.uniform_field(field, len(secret)) for _ in range(self.threshold - 1)]
         shares = []
         for x in range(1, self.num_shares + 1):
-            value = np.zeros(len(secret), dtype=np.uint64)
-            for coefficient in reversed(coefficients):  # Horner: x is at most 16
-                value = (value + coefficient) * np.uint64(x) % field.p
-            shares.append(Share(index=x, values=field.add(value, secret)))
+            # Horner's rule in place: every intermediate stays below 2**31 * 17.
+            if not coefficients:  # t = 1: every share is the secret itself
+                shares.append(Share(index=x, values=secret.copy()))
+                continue
+            value = coefficients[-1].copy()
+            for coefficient in reversed(coefficients[:-1]):
+                value *= np.uint64(x)
+                value += coefficient
+                np.remainder(value, field.p, out=value)
+            value *= np.uint64(x)
+            value += secret
+            np.remainder(value, field.p, out=value)
+            shares.append(Share(index=x, values=value))
         return shares
 
     def reconstruct(self, shares: Sequence[Share]) -> FieldArray:
@@ -144,8 +153,12 @@ class ShamirScheme:
             raise ReconstructionError("The shares have different lengths.")
         field = self.field
         total = np.zeros(lengths.pop(), dtype=np.uint64)
+        term = np.empty_like(total)
         for share, weight in zip(
             shares, lagrange_coefficients_at_zero(indices, field), strict=True
         ):
-            total = field.add(total, field.mul_scalar(share.values, weight))
+            np.multiply(share.values, np.uint64(weight), out=term)  # below 2**62
+            np.remainder(term, field.p, out=term)
+            total += term  # at most 16 terms below 2**31: no overflow
+        np.remainder(total, field.p, out=total)
         return total

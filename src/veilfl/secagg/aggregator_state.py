@@ -151,7 +151,8 @@ class AggregatorRound:
                 f"The share is for aggregator {share.index}, not aggregator {self._index}."
             )
         self._archive.put(client_id, share)
-        self._sum = self._field.add(self._sum, share.values)
+        # Unreduced: each share is below 2**31, so 2**33 of them fit in a uint64.
+        self._sum += share.values
         self._clients.add(client_id)
         return ShareReceipt(self._index, self._round_id, client_id, duplicate=False)
 
@@ -186,7 +187,8 @@ class AggregatorRound:
             )
         total = self._sum.copy()
         for client_id in sorted(self._clients - wanted):
-            total = self._field.sub(total, self._archive.get(client_id).values)
+            total -= self._archive.get(client_id).values  # it is part of the raw sum
+        np.remainder(total, self._field.p, out=total)
         self._sealed = True
         self._answered = wanted
         return Share(index=self._index, values=total)
