@@ -42,7 +42,11 @@ class CsprngStream:
 
     def random_uint32(self, count: int) -> npt.NDArray[np.uint32]:
         """``count`` uniform 32-bit integers."""
-        return np.frombuffer(self.random_bytes(4 * count), dtype="<u4").astype(np.uint32)
+        size = 4 * count
+        buffer = bytearray(size + 15)  # update_into wants room for one extra block
+        written = self._encryptor.update_into(bytes(size), buffer)
+        assert written == size
+        return np.frombuffer(buffer, dtype="<u4", count=count)
 
     def random_uint64(self, count: int) -> npt.NDArray[np.uint64]:
         """``count`` uniform 64-bit integers."""
@@ -56,6 +60,10 @@ class CsprngStream:
         """
         bits = field.modulus.bit_length()
         mask = np.uint32((1 << bits) - 1)
+        draw = self.random_uint32(count)
+        draw &= mask
+        if not (draw >= np.uint32(field.modulus)).any():  # the common case for 2**31 - 1
+            return draw.astype(np.uint64)
         out = np.empty(count, dtype=np.uint64)
         filled = 0
         while filled < count:

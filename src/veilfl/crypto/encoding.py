@@ -70,7 +70,9 @@ class FixedPointEncoding:
         # |scaled| < p / 2, so scaled + p lies in (p/2, 3p/2): exact in float64.
         scaled += float(self.field.modulus)
         encoded = scaled.astype(np.uint64)
-        np.subtract(encoded, self.field.p, out=encoded, where=encoded >= self.field.p)
+        # Reduce into [0, p) without a mask: for encoded < p, encoded - p wraps around
+        # to a huge value and the minimum keeps encoded.
+        np.minimum(encoded, encoded - self.field.p, out=encoded)
         return encoded
 
     def decode_sum(self, elements: FieldArray) -> npt.NDArray[np.float64]:

@@ -114,21 +114,36 @@ class ShamirScheme:
         if secret.size and int(secret.max()) >= field.modulus:
             raise ConfigurationError("The secret has values outside the field.")
         coefficients = [rng.uniform_field(field, len(secret)) for _ in range(self.threshold - 1)]
+        if len(coefficients) == 1:
+            return self._split_linear(secret, coefficients[0])
         shares = []
         for x in range(1, self.num_shares + 1):
             # Horner's rule in place: every intermediate stays below 2**31 * 17.
             if not coefficients:  # t = 1: every share is the secret itself
                 shares.append(Share(index=x, values=secret.copy()))
                 continue
-            value = coefficients[-1].copy()
+            value = np.multiply(coefficients[-1], np.uint64(x))
             for coefficient in reversed(coefficients[:-1]):
-                value *= np.uint64(x)
                 value += coefficient
                 np.remainder(value, field.p, out=value)
-            value *= np.uint64(x)
+                value *= np.uint64(x)
             value += secret
             np.remainder(value, field.p, out=value)
             shares.append(Share(index=x, values=value))
+        return shares
+
+    def _split_linear(self, secret: FieldArray, slope: FieldArray) -> list[Share]:
+        """t = 2: f(x) = s + c·x, so f(x + 1) = f(x) + c; additions only."""
+        p = self.field.p
+        scratch = np.empty_like(secret)
+        shares = []
+        previous = secret
+        for x in range(1, self.num_shares + 1):
+            value = np.add(previous, slope)  # both below p: the sum is below 2p
+            np.subtract(value, p, out=scratch)  # wraps around when value < p ...
+            np.minimum(value, scratch, out=value)  # ... so the minimum is value mod p
+            shares.append(Share(index=x, values=value))
+            previous = value
         return shares
 
     def reconstruct(self, shares: Sequence[Share]) -> FieldArray:

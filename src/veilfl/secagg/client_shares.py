@@ -17,7 +17,7 @@ import numpy.typing as npt
 from veilfl.crypto.csprng import CsprngStream
 from veilfl.crypto.envelope import PublicKey, ShareContext, encode_share, seal
 from veilfl.errors import ConfigurationError
-from veilfl.secagg.config import LOSS_RANGE, SecureAggregationConfig
+from veilfl.secagg.config import EXTRA_COORDINATES, LOSS_RANGE, SecureAggregationConfig
 from veilfl.tensors import FloatArray
 
 __all__ = ["SealedShare", "seal_update", "secure_vector"]
@@ -35,8 +35,10 @@ def secure_vector(delta: FloatArray, *, weight: float, loss: float) -> npt.NDArr
     """``[w·Δ, w, w·min(loss, LOSS_RANGE)/LOSS_RANGE]``, in float64 so that the only
     rounding is the encoding's."""
     clipped_loss = min(max(loss, 0.0), LOSS_RANGE) / LOSS_RANGE
-    extra = np.array([weight, weight * clipped_loss], dtype=np.float64)
-    return np.concatenate([weight * delta.astype(np.float64), extra])
+    vector = np.empty(delta.size + EXTRA_COORDINATES, dtype=np.float64)
+    np.multiply(delta, weight, out=vector[: delta.size], dtype=np.float64)
+    vector[delta.size :] = (weight, weight * clipped_loss)
+    return vector
 
 
 def seal_update(
