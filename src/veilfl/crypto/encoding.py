@@ -69,7 +69,7 @@ class FixedPointEncoding:
         np.rint(scaled, out=scaled)
         # |scaled| < p / 2, so scaled + p lies in (p/2, 3p/2): exact in float64.
         scaled += float(self.field.modulus)
-        encoded = scaled.astype(np.uint64)
+        encoded: FieldArray = scaled.astype(np.uint64)
         # Reduce into [0, p) without a mask: for encoded < p, encoded - p wraps around
         # to a huge value and the minimum keeps encoded.
         np.minimum(encoded, encoded - self.field.p, out=encoded)
