@@ -81,3 +81,28 @@ def test_no_clients_is_refused() -> None:
             test_data=None,
             config=SimulationConfig(rounds=RoundConfig(num_rounds=1, clients_per_round=1)),
         )
+
+
+def test_secure_simulation_matches_plaintext_and_survives_a_down_aggregator() -> None:
+    from veilfl.secagg.config import SecureAggregationConfig
+
+    def run(secure: SecureAggregationConfig | None, down: frozenset[int]) -> dict[str, np.ndarray]:
+        return simulate(
+            mnist_learner("simple-cnn", seed=1),
+            client_data=_clients(4),
+            test_data=None,
+            config=SimulationConfig(
+                rounds=RoundConfig(num_rounds=2, clients_per_round=4),
+                plan=LocalTrainingPlan(max_batches=2),
+                seed=3,
+                secure=secure,
+                aggregators_down=down,
+            ),
+        ).final_weights
+
+    config = SecureAggregationConfig(max_clients=4, max_samples_per_client=100)
+    plain = run(None, frozenset())
+    for down in (frozenset(), frozenset({2})):
+        secure = run(config, down)
+        for name in plain:
+            np.testing.assert_allclose(secure[name], plain[name], atol=1e-5)

@@ -20,6 +20,7 @@ from veilfl.reporting import (
     plot_metrics,
     write_metrics,
 )
+from veilfl.secagg.config import SecureAggregationConfig
 from veilfl.sim.simulator import SimulationConfig, simulate
 
 __all__ = ["add_parser", "run"]
@@ -32,6 +33,11 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
     parser.add_argument("--test-examples", type=int, default=None, help="test subset size")
     parser.add_argument("--dropout", type=float, default=0.0, help="per-round dropout chance")
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    secure = parser.add_argument_group("secure aggregation")
+    secure.add_argument("--secure", action="store_true", help="aggregate with Shamir shares")
+    secure.add_argument("--aggregators", type=int, default=3, help="aggregators (m)")
+    secure.add_argument("--threshold", type=int, default=2, help="shares to reconstruct (t)")
+    secure.add_argument("--clip-range", type=float, default=1.0, help="per-coordinate clip")
     add_round_options(parser)
     add_data_options(parser)
     add_log_option(parser)
@@ -56,7 +62,12 @@ def run(args: argparse.Namespace) -> int:
     client_data = [splits.train.subset(p if cap is None else p[:cap]) for p in parts]
     run_dir = args.run_dir or Path("runs") / f"sim-{datetime.now():%Y%m%d-%H%M%S}"
     run_dir.mkdir(parents=True, exist_ok=True)
-    print(f"simulating {args.num_clients} clients; run folder {run_dir}")
+    mode = (
+        f"secure aggregation ({args.threshold} of {args.aggregators})"
+        if args.secure
+        else "plaintext FedAvg"
+    )
+    print(f"simulating {args.num_clients} clients, {mode}; run folder {run_dir}")
     print(format_round_table_header(), flush=True)
 
     def show(metrics: RoundMetrics) -> None:
@@ -72,6 +83,17 @@ def run(args: argparse.Namespace) -> int:
             server_learning_rate=settings.server_learning_rate,
             dropout_probability=args.dropout,
             seed=settings.seed,
+            secure=(
+                SecureAggregationConfig(
+                    threshold=args.threshold,
+                    num_aggregators=args.aggregators,
+                    clip_range=args.clip_range,
+                    max_clients=max(args.num_clients, 2),
+                    max_samples_per_client=max(len(d) for d in client_data),
+                )
+                if args.secure
+                else None
+            ),
         ),
         on_round=show,
     )
@@ -80,7 +102,8 @@ def run(args: argparse.Namespace) -> int:
     png = plot_metrics(run_dir, history, title=f"veilfl simulation, {args.num_clients} clients")
     t = result.timings
     print(
-        f"time: training {t.training:.1f} s, transfer {t.transfer:.1f} s, "
+        f"time: training {t.training:.1f} s, protection {t.protection:.1f} s, "
+        f"transfer {t.transfer:.1f} s, "
         f"aggregation {t.aggregation:.1f} s, evaluation {t.evaluation:.1f} s"
     )
     print(f"wrote {json_path}, {csv_path}, {png}")
