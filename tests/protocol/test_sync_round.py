@@ -197,3 +197,16 @@ def test_close_without_enough_reports_is_refused() -> None:
 def test_inconsistent_config_is_refused(settings: dict[str, object]) -> None:
     with pytest.raises(ConfigurationError):
         RoundConfig(**settings)  # type: ignore[arg-type]
+
+
+def test_a_retry_after_the_round_completed_is_a_duplicate_not_an_error() -> None:
+    machine = _machine()
+    clients = _join(machine, 3)
+    machine.tick(now=0.0)
+    sampled = _sampled(machine, clients)
+    for client in sampled:
+        machine.accept_update(_header(client))
+    machine.tick(now=1.0)
+    machine.close(now=1.0)
+    machine.complete()
+    assert machine.accept_update(_header(sampled[0])) is False

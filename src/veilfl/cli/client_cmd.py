@@ -46,7 +46,9 @@ def run(args: argparse.Namespace) -> int:
     logger.info("loaded %d local examples", len(data))
 
     def show(progress: TrainProgress) -> None:
-        logger.debug(
+        epoch_done = progress.batch == progress.batches_per_epoch
+        logger.log(
+            logging.INFO if epoch_done else logging.DEBUG,
             "epoch %d/%d batch %d/%d loss %.4f",
             progress.epoch,
             progress.epochs,

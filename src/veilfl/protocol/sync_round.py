@@ -201,6 +201,7 @@ class SyncRoundMachine:
         self._open: _OpenRound | None = None
         self._closing = False
         self._restarts = 0
+        self._last_round: tuple[int, frozenset[str]] = (0, frozenset())
 
     # ----------------------------------------------------------------- queries
     @property
@@ -288,6 +289,9 @@ class SyncRoundMachine:
             StaleUpdateError: the update was trained on another model version.
         """
         self._require_joined(header.client_id)
+        last_round, last_participants = self._last_round
+        if header.round_id == last_round and header.client_id in last_participants:
+            return False  # a retry of an update the last completed round already used
         open_round = self._open
         if open_round is None or header.round_id != open_round.round_id:
             current = "none" if open_round is None else str(open_round.round_id)
@@ -384,6 +388,7 @@ class SyncRoundMachine:
         """
         if self._open is None or not self._closing:
             raise ProtocolError("complete() needs a round closed with close().")
+        self._last_round = (self._open.round_id, frozenset(self._open.reports))
         self._open = None
         self._closing = False
         self._round_id += 1

@@ -1,0 +1,77 @@
+"""Many clients at once: the event loop keeps answering while rounds run."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import time
+
+import httpx
+import numpy as np
+import pytest
+
+from veilfl.protocol.coordinator import PlaintextAggregation, SyncCoordinator
+from veilfl.protocol.messages import LocalTrainingPlan, RunInfo, UpdateHeader
+from veilfl.protocol.sync_round import RoundConfig, SyncRoundMachine
+from veilfl.server.app import create_app
+from veilfl.server.service import CoordinatorService
+from veilfl.strategy.fedavg import FedAvg
+from veilfl.tensors import spec_of
+from veilfl.wire.tensor_codec import encode_weights
+
+pytestmark = pytest.mark.timeout(120)
+CLIENTS = 300
+
+
+async def test_hundreds_of_concurrent_clients_each_counted_once() -> None:
+    start = {"w": np.zeros(50_000, np.float32)}
+    core = SyncCoordinator(
+        machine=SyncRoundMachine(
+            RoundConfig(
+                num_rounds=1, clients_per_round=CLIENTS, min_clients=CLIENTS, poll_interval_s=0.05
+            ),
+            rng=random.Random(0),
+        ),
+        spec=spec_of(start),
+        initial_weights=start,
+        aggregation=PlaintextAggregation(spec_of(start)),
+        strategy=FedAvg(),
+    )
+    service = CoordinatorService(
+        core,
+        run_info=RunInfo(run_id="r", model_name="m", num_rounds=1, plan=LocalTrainingPlan()),
+        max_update_bytes=1 << 22,
+    )
+    app = create_app(service, metrics=lambda: list(core.history))
+    await service.start(tick_interval_s=0.05)
+    latencies: list[float] = []
+
+    async def one_client(http: httpx.AsyncClient, index: int) -> None:
+        client_id = (await http.post("/v1/clients", json={"name": str(index)})).json()["client_id"]
+        while True:
+            began = time.perf_counter()
+            task = (await http.get(f"/v1/clients/{client_id}/task")).json()
+            latencies.append(time.perf_counter() - began)
+            if task["kind"] == "train":
+                break
+            await asyncio.sleep(0.05)
+        header = UpdateHeader(
+            client_id=client_id, round_id=1, base_version=0, num_samples=1, loss=0.0
+        )
+        body = encode_weights({"w": np.ones(50_000, np.float32)}, metadata=header.to_metadata())
+        for _ in range(2):  # a retried upload must not count twice
+            response = await http.post("/v1/rounds/1/updates", content=body)
+            assert response.status_code == 202
+
+    try:
+        async with httpx.AsyncClient(
+            transport=httpx.ASGITransport(app=app), base_url="http://test", timeout=60
+        ) as http:
+            await asyncio.gather(*(one_client(http, i) for i in range(CLIENTS)))
+        await asyncio.wait_for(service.finished.wait(), timeout=30)
+    finally:
+        await service.stop()
+    (metrics,) = core.history
+    assert metrics.num_clients == CLIENTS
+    np.testing.assert_allclose(core.global_model().weights["w"], 1.0)
+    assert max(latencies) < 5.0
