@@ -81,17 +81,23 @@ def plot_metrics(run_dir: Path, metrics: Sequence[RoundMetrics], *, title: str) 
     figure = Figure(figsize=(4.2 * panels, 3.6), dpi=110)
     FigureCanvasAgg(figure)
     axes = figure.subplots(1, panels)
+
+    def series(values: Sequence[float | None]) -> list[float]:
+        return [float("nan") if v is None else v for v in values]
+
     accuracy = [None if m.test_accuracy is None else 100 * m.test_accuracy for m in metrics]
-    axes[0].plot(rounds, accuracy, marker="o", color="tab:blue")
+    axes[0].plot(rounds, series(accuracy), marker="o", color="tab:blue")
     axes[0].set(title="test accuracy", xlabel="round", ylabel="%")
     axes[0].grid(alpha=0.3)
-    axes[1].plot(rounds, [m.train_loss for m in metrics], marker="o", label="train (clients)")
-    axes[1].plot(rounds, [m.test_loss for m in metrics], marker="s", label="test")
+    axes[1].plot(
+        rounds, series([m.train_loss for m in metrics]), marker="o", label="train (clients)"
+    )
+    axes[1].plot(rounds, series([m.test_loss for m in metrics]), marker="s", label="test")
     axes[1].set(title="loss", xlabel="round")
     axes[1].legend()
     axes[1].grid(alpha=0.3)
     if with_epsilon:
-        axes[2].plot(rounds, [m.epsilon for m in metrics], marker="o", color="tab:red")
+        axes[2].plot(rounds, series([m.epsilon for m in metrics]), marker="o", color="tab:red")
         axes[2].set(title="privacy spent", xlabel="round", ylabel="epsilon")
         axes[2].grid(alpha=0.3)
     for axis in axes:

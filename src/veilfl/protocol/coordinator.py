@@ -25,7 +25,9 @@ from typing import Protocol
 import numpy as np
 
 from veilfl.errors import ProtocolError, UpdateRejectedError
-from veilfl.protocol.messages import ClientReport, Task, UpdateHeader
+from veilfl.privacy.clipping import clip_l2
+from veilfl.privacy.dp_fedavg import ClientPrivacyPlan
+from veilfl.protocol.messages import ClientReport, Task, TaskKind, UpdateHeader
 from veilfl.protocol.metrics import Evaluation, RoundMetrics
 from veilfl.protocol.sync_round import ClosedRound, RoundPhase, SyncRoundMachine
 from veilfl.strategy.fedavg import AggregateUpdate, FedAvg, WeightedSum
@@ -54,11 +56,16 @@ class RoundAggregate:
             some clients' shares did not reach enough aggregators).
         mean_loss: The weighted mean training loss, when the backend computed it
             (secure aggregation); otherwise it comes from the clients' reports.
+        within_bound_count: Under DP, how many updates needed no clipping (noised
+            where the noise placement asks for it).
+        epsilon: Under DP, the privacy spent once this round is released.
     """
 
     update: AggregateUpdate
     participants: tuple[str, ...]
     mean_loss: float | None = None
+    within_bound_count: float | None = None
+    epsilon: float | None = None
 
 
 class AggregationBackend(Protocol):
@@ -69,6 +76,14 @@ class AggregationBackend(Protocol):
 
     def aggregate(self, closed: ClosedRound) -> RoundAggregate:
         """The weighted sum over the participants it can vouch for."""
+        ...
+
+    def client_privacy(self) -> ClientPrivacyPlan | None:
+        """What clients must do to their updates this round (None: nothing)."""
+        ...
+
+    def can_continue(self) -> bool:
+        """Whether another round may be released (False once a DP budget is spent)."""
         ...
 
 
@@ -85,18 +100,39 @@ class PlaintextAggregation:
     """Plain FedAvg aggregation: the coordinator sees each update and sums it at once.
 
     Memory is O(model size): updates are folded into a running sum as they arrive.
+
+    Args:
+        spec: The model's tensors.
+        uniform_weights: Weigh every client the same (DP-FedAvg).
     """
 
-    def __init__(self, spec: TensorSpec) -> None:
+    def __init__(self, spec: TensorSpec, *, uniform_weights: bool = False) -> None:
         self._spec = spec
+        self._clip_norm: float | None = None
+        self._uniform = uniform_weights
         self._round_id: int | None = None
         self._sum = WeightedSum(spec.total_size)
         self._clients: set[str] = set()
+        self._within_bound = 0
 
     def start_round(self, round_id: int) -> None:
         self._round_id = round_id
         self._sum = WeightedSum(self._spec.total_size)
         self._clients = set()
+        self._within_bound = 0
+
+    def clip_on_arrival(self, clip_norm: float | None) -> None:
+        """Central DP over plaintext (a trusted coordinator): clip each update to
+        ``clip_norm`` as it arrives and count those that needed no clipping."""
+        self._clip_norm = clip_norm
+
+    def client_privacy(self) -> ClientPrivacyPlan | None:
+        """Plaintext clients do nothing to their updates."""
+        return None
+
+    def can_continue(self) -> bool:
+        """No budget here."""
+        return True
 
     def add(self, header: UpdateHeader, delta: Weights) -> None:
         """Fold one validated update into the round's sum.
@@ -110,14 +146,24 @@ class PlaintextAggregation:
             raise UpdateRejectedError(
                 "A plaintext update must state num_samples and loss in its metadata."
             )
-        self._sum.add(flatten(delta, self._spec), weight=float(header.num_samples))
+        vector = flatten(delta, self._spec)
+        if self._clip_norm is not None:
+            clipped = clip_l2(vector, clip_norm=self._clip_norm)
+            vector = clipped.vector.astype(np.float32)
+            self._within_bound += int(clipped.within_bound)
+        weight = 1.0 if self._uniform else float(header.num_samples)
+        self._sum.add(vector, weight=weight)
         self._clients.add(header.client_id)
 
     def aggregate(self, closed: ClosedRound) -> RoundAggregate:
         """The running sum, which must cover exactly the round's participants."""
         if set(closed.participant_ids) != self._clients:
             raise ProtocolError("The participant list does not match the updates that were summed.")
-        return RoundAggregate(update=self._sum.result(), participants=closed.participant_ids)
+        return RoundAggregate(
+            update=self._sum.result(),
+            participants=closed.participant_ids,
+            within_bound_count=float(self._within_bound) if self._clip_norm else None,
+        )
 
 
 @dataclass(frozen=True)
@@ -196,7 +242,12 @@ class SyncCoordinator:
     def task_for(self, client_id: str, *, now: float) -> Task:
         """Advance time, then tell ``client_id`` what to do."""
         self.tick(now=now)
-        return self._machine.task_for(client_id, now=now)
+        task = self._machine.task_for(client_id, now=now)
+        if task.kind is TaskKind.TRAIN:
+            privacy = self._aggregation.client_privacy()
+            if privacy is not None:
+                task = replace(task, privacy=privacy.to_json())
+        return task
 
     def submit_plaintext_update(self, header: UpdateHeader, delta: Weights, *, now: float) -> bool:
         """Accept one client's plaintext update (plaintext aggregation only).
@@ -271,6 +322,7 @@ class SyncCoordinator:
             test_loss=None if evaluation is None else evaluation.loss,
             test_accuracy=None if evaluation is None else evaluation.accuracy,
             seconds=(now - closed.opened_at) + aggregation_s,
+            epsilon=aggregate.epsilon,
         )
         new_version = closed.base_version + 1
         if self._recorder is not None:
@@ -280,15 +332,17 @@ class SyncCoordinator:
         self._flat = new_flat
         self._closed = None
         self._machine.complete()
+        if not self._aggregation.can_continue():
+            self._machine.end_run()
         self._history.append(metrics)
         self.tick(now=now)
         return metrics
 
 
-def _weighted_mean_loss(reports: tuple[ClientReport, ...]) -> float:
-    """Sample-weighted mean of the reported losses (plaintext mode)."""
-    weights = np.array([r.num_samples or 0 for r in reports], dtype=np.float64)
-    losses = np.array([r.loss if r.loss is not None else np.nan for r in reports])
-    if weights.sum() <= 0 or np.isnan(losses).any():
-        return float("nan")
+def _weighted_mean_loss(reports: tuple[ClientReport, ...]) -> float | None:
+    """Sample-weighted mean of the reported losses (None where clients report none)."""
+    if any(r.loss is None or r.num_samples is None for r in reports):
+        return None
+    weights = np.array([r.num_samples for r in reports], dtype=np.float64)
+    losses = np.array([r.loss for r in reports], dtype=np.float64)
     return float(np.average(losses, weights=weights))

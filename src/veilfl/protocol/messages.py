@@ -41,12 +41,14 @@ class Task:
         round_id: The round to train for (``TRAIN`` only).
         model_version: The global model version to start from (``TRAIN`` only).
         retry_after_s: How long to wait before asking again (``WAIT`` only).
+        privacy: Under DP, the round's client privacy plan (clipping norm and noise).
     """
 
     kind: TaskKind
     round_id: int | None = None
     model_version: int | None = None
     retry_after_s: float = 0.0
+    privacy: dict[str, Any] | None = None
 
     def __post_init__(self) -> None:
         if self.kind is TaskKind.TRAIN and (self.round_id is None or self.model_version is None):
@@ -74,6 +76,7 @@ class Task:
             "round_id": self.round_id,
             "model_version": self.model_version,
             "retry_after_s": self.retry_after_s,
+            "privacy": self.privacy,
         }
 
     @classmethod
@@ -91,6 +94,7 @@ class Task:
                     None if data.get("model_version") is None else int(data["model_version"])
                 ),
                 retry_after_s=float(data.get("retry_after_s", 0.0)),
+                privacy=data.get("privacy"),
             )
         except (KeyError, TypeError, ValueError) as exc:
             raise WireFormatError(f"The server sent a task that does not parse: {exc}.") from exc

@@ -27,7 +27,8 @@ class RoundMetrics:
     Attributes:
         round_id: The round.
         num_clients: Clients whose updates the round aggregated.
-        train_loss: Sample-weighted mean of the clients' local training losses.
+        train_loss: Sample-weighted mean of the clients' local training losses (None
+            under DP with secure aggregation, where losses are not reported).
         test_loss: Server-side test loss of the new model, if evaluated.
         test_accuracy: Server-side test accuracy in [0, 1], if evaluated.
         seconds: Wall time from the round's opening to its new model.
@@ -36,7 +37,7 @@ class RoundMetrics:
 
     round_id: int
     num_clients: int
-    train_loss: float
+    train_loss: float | None
     test_loss: float | None
     test_accuracy: float | None
     seconds: float

@@ -202,6 +202,7 @@ class SyncRoundMachine:
         self._closing = False
         self._restarts = 0
         self._last_round: tuple[int, frozenset[str]] = (0, frozenset())
+        self._ended = False
 
     # ----------------------------------------------------------------- queries
     @property
@@ -212,7 +213,7 @@ class SyncRoundMachine:
     @property
     def phase(self) -> RoundPhase:
         """The current phase."""
-        if self._round_id > self._config.num_rounds:
+        if self._ended or self._round_id > self._config.num_rounds:
             return RoundPhase.DONE
         if self._open is None:
             return RoundPhase.IDLE
@@ -394,6 +395,16 @@ class SyncRoundMachine:
         self._round_id += 1
         self._version += 1
         return self._version
+
+    def end_run(self) -> None:
+        """End the run before its planned rounds (a privacy budget is spent).
+
+        Raises:
+            ProtocolError: while a round is open.
+        """
+        if self._open is not None:
+            raise ProtocolError("A run can only end between rounds.")
+        self._ended = True
 
     # ----------------------------------------------------------------- private
     def _require_joined(self, client_id: str) -> None:

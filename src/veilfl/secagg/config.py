@@ -12,9 +12,11 @@ from veilfl.errors import ConfigurationError
 
 __all__ = ["EXTRA_COORDINATES", "LOSS_RANGE", "SecureAggregationConfig"]
 
-#: Coordinates appended to the model delta inside the shared vector: the FedAvg weight
-#: and the weighted training loss, so neither is ever sent in the clear.
-EXTRA_COORDINATES = 2
+#: Coordinates appended to the model delta inside the shared vector, in this order:
+#: the FedAvg weight, the weighted training loss (scaled by 1/LOSS_RANGE) and, under
+#: adaptive DP clipping, the bit "this update was within the clipping norm". None of
+#: them is ever sent in the clear.
+EXTRA_COORDINATES = 3
 #: Losses are clipped to [0, LOSS_RANGE] and divided by it before sharing.
 LOSS_RANGE = 16.0
 

@@ -15,6 +15,7 @@ from typing import Protocol
 
 from veilfl.crypto.shamir import Share
 from veilfl.errors import ProtocolError, TransportError, WireFormatError
+from veilfl.privacy.dp_fedavg import ClientPrivacyPlan
 from veilfl.protocol.coordinator import RoundAggregate
 from veilfl.protocol.sync_round import ClosedRound
 from veilfl.secagg.config import SecureAggregationConfig
@@ -62,6 +63,14 @@ class SecureAggregation:
     def start_round(self, round_id: int) -> None:
         """Nothing to reset: aggregators key their state by round."""
 
+    def client_privacy(self) -> ClientPrivacyPlan | None:
+        """Secure aggregation alone asks nothing more of clients."""
+        return None
+
+    def can_continue(self) -> bool:
+        """No budget here."""
+        return True
+
     def aggregate(self, closed: ClosedRound) -> RoundAggregate:
         """Reconstruct the round's weighted sum from t aggregate shares.
 
@@ -105,4 +114,5 @@ class SecureAggregation:
                     update=result.update,
                     participants=plan.participants,
                     mean_loss=result.mean_loss,
+                    within_bound_count=result.within_bound_count,
                 )

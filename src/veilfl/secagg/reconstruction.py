@@ -80,10 +80,12 @@ def plan_aggregation(
 
 @dataclass(frozen=True)
 class SecureAggregate:
-    """A reconstructed round: the FedAvg aggregate and the weighted mean training loss."""
+    """A reconstructed round: the FedAvg aggregate, the weighted mean training loss and
+    the (possibly noised) count of updates that were within the DP clipping norm."""
 
     update: AggregateUpdate
     mean_loss: float
+    within_bound_count: float
 
 
 def reconstruct_aggregate(
@@ -102,7 +104,7 @@ def reconstruct_aggregate(
     field_sum = config.scheme().reconstruct(list(shares)[: config.threshold])
     decoded = config.encoding().decode_sum(field_sum)
     body = decoded[:-EXTRA_COORDINATES].astype(np.float64)
-    total_weight = float(decoded[-2])
+    total_weight, weighted_loss, within_bound = (float(v) for v in decoded[-EXTRA_COORDINATES:])
     if total_weight <= 0:
         raise ProtocolError(
             "The reconstructed total weight is not positive; shares were inconsistent."
@@ -113,5 +115,6 @@ def reconstruct_aggregate(
             total_weight=total_weight,
             num_contributors=num_participants,
         ),
-        mean_loss=float(decoded[-1]) / total_weight * LOSS_RANGE,
+        mean_loss=weighted_loss / total_weight * LOSS_RANGE,
+        within_bound_count=within_bound,
     )

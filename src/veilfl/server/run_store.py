@@ -36,7 +36,7 @@ CREATE TABLE IF NOT EXISTS rounds (
     opened_at REAL NOT NULL,
     closed_at REAL NOT NULL,
     num_participants INTEGER NOT NULL,
-    train_loss REAL NOT NULL,
+    train_loss REAL,
     test_loss REAL,
     test_accuracy REAL,
     seconds REAL NOT NULL,
@@ -71,7 +71,7 @@ class RoundRecord:
     opened_at: float
     closed_at: float
     num_participants: int
-    train_loss: float
+    train_loss: float | None
     test_loss: float | None
     test_accuracy: float | None
     seconds: float

@@ -21,6 +21,7 @@ from veilfl.errors import ProtocolError, RoundMismatchError
 from veilfl.protocol.coordinator import SyncCoordinator
 from veilfl.protocol.messages import RunInfo, Task, UpdateHeader
 from veilfl.protocol.metrics import RoundMetrics
+from veilfl.reporting import format_round_row
 from veilfl.tensors import Weights
 from veilfl.wire.tensor_codec import decode_weights, encode_weights
 
@@ -180,13 +181,7 @@ class CoordinatorService:
 
     async def _after_call(self, rounds_before: int) -> None:
         for metrics in self._core.history[rounds_before:]:
-            logger.info(
-                "round %d complete: %d clients, train loss %.4f, test accuracy %s",
-                metrics.round_id,
-                metrics.num_clients,
-                metrics.train_loss,
-                "-" if metrics.test_accuracy is None else f"{metrics.test_accuracy:.4f}",
-            )
+            logger.info("round complete: %s", format_round_row(metrics).strip())
             if self._on_round is not None:
                 await asyncio.to_thread(self._on_round, metrics)
         if self._core.done:

@@ -1,0 +1,217 @@
+"""Client-level DP-FedAvg (McMahan et al. 2018): settings and each side's pure steps.
+
+Every client's update is clipped to L2 norm C and weighted equally; a round releases
+the sum of the clipped updates plus Gaussian noise of standard deviation z·C, divided
+by the expected number of clients (the fixed-denominator estimator). Where the noise
+is added is selectable:
+
+* ``central`` — the coordinator adds N(0, (z·C)²) to the sum it reconstructed (it sees
+  the noiseless sum: trust it, or pair it with secure aggregation and trust it a little);
+* ``distributed`` — each client adds discrete Gaussian noise to its *encoded* update
+  before secret sharing, with variance 1/``min_clients`` of the total, so that the sum
+  of at least ``min_clients`` clients carries noise of standard deviation z·C and no
+  party, the coordinator included, ever sees an un-noised aggregate (Kairouz, Liu and
+  Steinke 2021, "The Distributed Discrete Gaussian Mechanism"). Needs secure
+  aggregation. Noise on Shamir shares would be multiplied by the Lagrange
+  coefficients at reconstruction; noise on the update before sharing is not;
+* ``local`` — each client adds the full N(0, (z·C)²) itself.
+
+With adaptive clipping (Andrew et al. 2021) each client also contributes a bit "my
+update was within C", summed with noise of standard deviation σ_b. The accountant is
+charged noise multiplier z; the update noise uses z_Δ = (z⁻² − (2σ_b)⁻²)^(−1/2) so that
+the two releases together cost exactly z (Andrew et al. 2021, Theorem 1).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import numpy as np
+import numpy.typing as npt
+
+from veilfl.crypto.csprng import CsprngStream
+from veilfl.errors import ConfigurationError
+from veilfl.privacy.clipping import AdaptiveClipping, clip_l2
+from veilfl.privacy.noise import gaussian
+
+__all__ = ["ClientPrivacyPlan", "DpConfig", "NoisePlacement", "PrivateVector", "privatize"]
+
+NoisePlacement = Literal["central", "distributed", "local"]
+
+
+@dataclass(frozen=True)
+class DpConfig:
+    """Differential-privacy settings of a run.
+
+    Attributes:
+        placement: Where the noise is added.
+        noise_multiplier: z, noise standard deviation over clipping norm (total).
+        clip_norm: C, the clipping norm (the initial one when adaptive).
+        delta: The delta at which epsilon is reported.
+        target_epsilon: Training stops before the round that would exceed it.
+        min_clients: Distributed noise is calibrated for at least this many clients.
+        adaptive: Adaptive clipping rule, or None for a fixed C.
+        count_stddev: σ_b, noise on the count of unclipped updates (adaptive only);
+            default: expected clients per round / 20, as Andrew et al. suggest.
+    """
+
+    placement: NoisePlacement
+    noise_multiplier: float
+    clip_norm: float
+    delta: float = 1e-5
+    target_epsilon: float | None = None
+    min_clients: int = 1
+    adaptive: AdaptiveClipping | None = None
+    count_stddev: float | None = None
+
+    def __post_init__(self) -> None:
+        if self.placement not in ("central", "distributed", "local"):
+            raise ConfigurationError(
+                f"Unknown noise placement {self.placement!r}; use central, distributed or local."
+            )
+        if not (self.noise_multiplier > 0 and math.isfinite(self.noise_multiplier)):
+            raise ConfigurationError(
+                "A DP run needs a positive noise multiplier; to train without noise, turn "
+                "differential privacy off explicitly."
+            )
+        if not (self.clip_norm > 0 and math.isfinite(self.clip_norm)):
+            raise ConfigurationError("A DP run needs a positive clipping norm.")
+        if not 0 < self.delta < 1:
+            raise ConfigurationError("delta must be in (0, 1).")
+        if self.min_clients < 1:
+            raise ConfigurationError("min_clients must be at least 1.")
+        if self.adaptive is not None and self.placement == "local":
+            raise ConfigurationError(
+                "Adaptive clipping needs a noised count of clipped updates, which local "
+                "noise does not provide; use a fixed clipping norm or central/distributed noise."
+            )
+
+    def count_noise(self, expected_clients: float) -> float:
+        """σ_b (0 without adaptive clipping)."""
+        if self.adaptive is None:
+            return 0.0
+        return self.count_stddev if self.count_stddev is not None else expected_clients / 20
+
+    def update_noise_multiplier(self, expected_clients: float) -> float:
+        """z_Δ: the multiplier left for the update once the count's noise is paid for.
+
+        Raises:
+            ConfigurationError: if the count noise is too small to leave any budget.
+        """
+        sigma_b = self.count_noise(expected_clients)
+        if sigma_b == 0:
+            return self.noise_multiplier
+        remainder = self.noise_multiplier**-2 - (2 * sigma_b) ** -2
+        if remainder <= 0:
+            raise ConfigurationError(
+                "The noise on the clipped count is too small for this noise multiplier; "
+                "raise count_stddev."
+            )
+        return float(remainder**-0.5)
+
+    def to_json(self) -> dict[str, Any]:
+        """A JSON-ready dict."""
+        return {
+            "placement": self.placement,
+            "noise_multiplier": self.noise_multiplier,
+            "clip_norm": self.clip_norm,
+            "delta": self.delta,
+            "target_epsilon": self.target_epsilon,
+            "min_clients": self.min_clients,
+            "adaptive": (
+                None
+                if self.adaptive is None
+                else {
+                    "target_quantile": self.adaptive.target_quantile,
+                    "learning_rate": self.adaptive.learning_rate,
+                }
+            ),
+            "count_stddev": self.count_stddev,
+        }
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> DpConfig:
+        """Inverse of :meth:`to_json`."""
+        adaptive = data.get("adaptive")
+        return cls(
+            placement=data["placement"],
+            noise_multiplier=float(data["noise_multiplier"]),
+            clip_norm=float(data["clip_norm"]),
+            delta=float(data["delta"]),
+            target_epsilon=data.get("target_epsilon"),
+            min_clients=int(data["min_clients"]),
+            adaptive=None if adaptive is None else AdaptiveClipping(**adaptive),
+            count_stddev=data.get("count_stddev"),
+        )
+
+
+@dataclass(frozen=True)
+class ClientPrivacyPlan:
+    """What a client must do to its update in one round (sent with its task).
+
+    Attributes:
+        placement: Where the noise goes.
+        clip_norm: This round's C.
+        update_stddev: Standard deviation of the client's own noise on each update
+            coordinate, in update units (local: z_Δ·C; distributed: z_Δ·C/√min_clients;
+            central: 0).
+        count_stddev: The client's own noise on its "unclipped" bit (distributed only).
+    """
+
+    placement: NoisePlacement
+    clip_norm: float
+    update_stddev: float
+    count_stddev: float
+
+    @classmethod
+    def for_round(
+        cls, config: DpConfig, *, clip_norm: float, expected_clients: float
+    ) -> ClientPrivacyPlan:
+        """The plan for a round with clipping norm ``clip_norm``."""
+        z_update = config.update_noise_multiplier(expected_clients)
+        sigma_b = config.count_noise(expected_clients)
+        if config.placement == "local":
+            return cls("local", clip_norm, z_update * clip_norm, 0.0)
+        if config.placement == "distributed":
+            share = math.sqrt(config.min_clients)
+            return cls("distributed", clip_norm, z_update * clip_norm / share, sigma_b / share)
+        return cls("central", clip_norm, 0.0, 0.0)
+
+    def to_json(self) -> dict[str, Any]:
+        """A JSON-ready dict."""
+        return dict(vars(self))
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> ClientPrivacyPlan:
+        """Inverse of :meth:`to_json`."""
+        return cls(
+            placement=data["placement"],
+            clip_norm=float(data["clip_norm"]),
+            update_stddev=float(data["update_stddev"]),
+            count_stddev=float(data["count_stddev"]),
+        )
+
+
+@dataclass(frozen=True)
+class PrivateVector:
+    """A clipped (and, for local noise, noised) update, ready to send or share."""
+
+    vector: npt.NDArray[np.float64]
+    within_bound: bool
+
+
+def privatize(
+    delta: npt.NDArray[np.floating], *, plan: ClientPrivacyPlan, rng: CsprngStream
+) -> PrivateVector:
+    """Clip the client's flat update to the plan's C; add local noise if asked.
+
+    Distributed noise is added later, to the encoded integers (see
+    :func:`veilfl.secagg.client_shares.seal_update`).
+    """
+    clipped = clip_l2(delta, clip_norm=plan.clip_norm)
+    vector = clipped.vector
+    if plan.placement == "local":
+        vector = vector + gaussian(rng, sigma=plan.update_stddev, count=vector.size)
+    return PrivateVector(vector=vector, within_bound=clipped.within_bound)

@@ -1,0 +1,131 @@
+"""Client-level DP-FedAvg around an aggregation backend (McMahan et al. 2018).
+
+Wraps the plaintext or the secure backend. Each round it tells clients how to clip
+(and, for local or distributed noise, how much noise to add), adds central noise to
+the aggregate when that is the placement, divides by the expected number of clients
+(the fixed-denominator estimator), adapts the clipping norm (Andrew et al. 2021)
+and charges the accountant. Once another round would exceed the target epsilon, it
+says the run cannot continue.
+"""
+
+from __future__ import annotations
+
+from veilfl.crypto.csprng import CsprngStream
+from veilfl.errors import ConfigurationError
+from veilfl.privacy.accountant import ClientLevelAccountant
+from veilfl.privacy.dp_fedavg import ClientPrivacyPlan, DpConfig
+from veilfl.privacy.noise import gaussian
+from veilfl.protocol.coordinator import AggregationBackend, PlaintextAggregation, RoundAggregate
+from veilfl.protocol.sync_round import ClosedRound
+from veilfl.strategy.fedavg import AggregateUpdate
+
+__all__ = ["PrivateAggregation"]
+
+
+class PrivateAggregation:
+    """DP-FedAvg: clipping, noise, fixed denominator, accounting.
+
+    Args:
+        inner: The backend that sums the (clipped) updates.
+        config: The DP settings.
+        expected_clients: Clients expected per round (the fixed denominator).
+        sample_rate: q, the chance a given client is sampled in a round.
+        rng: Noise source (default: keyed from ``os.urandom``).
+
+    Raises:
+        ConfigurationError: for distributed noise without secure aggregation, or a
+            budget too small for even one round.
+    """
+
+    def __init__(
+        self,
+        inner: AggregationBackend,
+        config: DpConfig,
+        *,
+        expected_clients: float,
+        sample_rate: float,
+        rng: CsprngStream | None = None,
+    ) -> None:
+        self._plaintext = isinstance(inner, PlaintextAggregation)
+        if self._plaintext and config.placement == "distributed":
+            raise ConfigurationError(
+                "Distributed noise needs secure aggregation: without it the coordinator "
+                "sees each client's update with only a fraction of the noise."
+            )
+        if expected_clients <= 0:
+            raise ConfigurationError("The expected number of clients must be positive.")
+        self._inner = inner
+        self._config = config
+        self._expected = expected_clients
+        self._clip_norm = config.clip_norm
+        self._rng = rng or CsprngStream()
+        self._accountant = ClientLevelAccountant(
+            noise_multiplier=config.noise_multiplier,
+            sample_rate=sample_rate,
+            delta=config.delta,
+            target_epsilon=config.target_epsilon,
+        )
+        if not self._accountant.can_release():
+            raise ConfigurationError(
+                f"One round already spends more than the target epsilon "
+                f"{config.target_epsilon}; raise the noise multiplier or the target."
+            )
+
+    @property
+    def clip_norm(self) -> float:
+        """This round's clipping norm."""
+        return self._clip_norm
+
+    @property
+    def accountant(self) -> ClientLevelAccountant:
+        """The privacy accountant."""
+        return self._accountant
+
+    def start_round(self, round_id: int) -> None:
+        """Start the inner backend's round (clipping on arrival when plaintext central)."""
+        self._inner.start_round(round_id)
+        if isinstance(self._inner, PlaintextAggregation):
+            central = self._config.placement == "central"
+            self._inner.clip_on_arrival(self._clip_norm if central else None)
+
+    def client_privacy(self) -> ClientPrivacyPlan | None:
+        """Clipping and noise for clients (none for central noise over plaintext, where
+        the trusted coordinator clips)."""
+        if self._plaintext and self._config.placement == "central":
+            return None
+        return ClientPrivacyPlan.for_round(
+            self._config, clip_norm=self._clip_norm, expected_clients=self._expected
+        )
+
+    def can_continue(self) -> bool:
+        """Whether one more round fits in the budget."""
+        return self._accountant.can_release()
+
+    def aggregate(self, closed: ClosedRound) -> RoundAggregate:
+        """Noise (if central), fixed denominator, adaptive clipping and accounting."""
+        inner = self._inner.aggregate(closed)
+        total = inner.update.weighted_delta_sum.copy()
+        within_bound = inner.within_bound_count
+        if self._config.placement == "central":
+            z_update = self._config.update_noise_multiplier(self._expected)
+            total += gaussian(self._rng, sigma=z_update * self._clip_norm, count=total.size)
+            if within_bound is not None and self._config.adaptive is not None:
+                sigma_b = self._config.count_noise(self._expected)
+                within_bound += float(gaussian(self._rng, sigma=sigma_b, count=1)[0])
+        epsilon = self._accountant.record_round()
+        if self._config.adaptive is not None and within_bound is not None:
+            fraction = min(max(within_bound / self._expected, 0.0), 1.0)
+            self._clip_norm = self._config.adaptive.next_clip_norm(
+                self._clip_norm, unclipped_fraction=fraction
+            )
+        return RoundAggregate(
+            update=AggregateUpdate(
+                weighted_delta_sum=total,
+                total_weight=self._expected,
+                num_contributors=inner.update.num_contributors,
+            ),
+            participants=inner.participants,
+            mean_loss=inner.mean_loss if self._plaintext else None,
+            within_bound_count=within_bound,
+            epsilon=epsilon,
+        )
