@@ -86,6 +86,10 @@ class AggregationBackend(Protocol):
         """Whether another round may be released (False once a DP budget is spent)."""
         ...
 
+    def plaintext(self) -> PlaintextAggregation | None:
+        """The backend that takes plaintext updates, if updates travel in the clear."""
+        ...
+
 
 class RoundRecorder(Protocol):
     """Persists completed rounds."""
@@ -133,6 +137,10 @@ class PlaintextAggregation:
     def can_continue(self) -> bool:
         """No budget here."""
         return True
+
+    def plaintext(self) -> PlaintextAggregation:
+        """Updates come here in the clear."""
+        return self
 
     def add(self, header: UpdateHeader, delta: Weights) -> None:
         """Fold one validated update into the round's sum.
@@ -261,14 +269,15 @@ class SyncCoordinator:
         Raises:
             ProtocolError: (a subclass) naming what is wrong.
         """
-        if not isinstance(self._aggregation, PlaintextAggregation):
+        plaintext = self._aggregation.plaintext()
+        if plaintext is None:
             raise ProtocolError(
                 "This run uses secure aggregation; upload shares to the aggregators instead."
             )
         if not self._machine.check_update(header):
             return False
         self._spec.check(delta)
-        self._aggregation.add(header, delta)
+        plaintext.add(header, delta)
         self._machine.accept_update(header)
         self.tick(now=now)
         return True

@@ -101,6 +101,10 @@ class PrivateAggregation:
         """Whether one more round fits in the budget."""
         return self._accountant.can_release()
 
+    def plaintext(self) -> PlaintextAggregation | None:
+        """The inner backend's plaintext entry point, if any."""
+        return self._inner.plaintext()
+
     def aggregate(self, closed: ClosedRound) -> RoundAggregate:
         """Noise (if central), fixed denominator, adaptive clipping and accounting."""
         inner = self._inner.aggregate(closed)

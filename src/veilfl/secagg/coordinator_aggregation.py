@@ -71,6 +71,10 @@ class SecureAggregation:
         """No budget here."""
         return True
 
+    def plaintext(self) -> None:
+        """Updates never travel in the clear here."""
+        return None
+
     def aggregate(self, closed: ClosedRound) -> RoundAggregate:
         """Reconstruct the round's weighted sum from t aggregate shares.
 

@@ -13,19 +13,23 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Generic, TypeVar
 
+import numpy as np
+
 from veilfl.crypto.csprng import CsprngStream
 from veilfl.errors import ConfigurationError
 from veilfl.ml.learner import Learner
+from veilfl.privacy.dp_fedavg import ClientPrivacyPlan, DpConfig, privatize
 from veilfl.protocol.coordinator import AggregationBackend, PlaintextAggregation, SyncCoordinator
 from veilfl.protocol.messages import LocalTrainingPlan, TaskKind, UpdateHeader
 from veilfl.protocol.metrics import RoundMetrics
+from veilfl.protocol.private_aggregation import PrivateAggregation
 from veilfl.protocol.sync_round import RoundConfig, SyncRoundMachine
 from veilfl.secagg.client_shares import seal_update
 from veilfl.secagg.config import SecureAggregationConfig
 from veilfl.secagg.coordinator_aggregation import SecureAggregation
 from veilfl.sim.in_process_aggregators import InProcessAggregators
 from veilfl.strategy.fedavg import FedAvg
-from veilfl.tensors import Weights, flatten, spec_of
+from veilfl.tensors import Weights, flatten, spec_of, unflatten
 from veilfl.wire.tensor_codec import decode_weights, encode_weights
 
 __all__ = ["PhaseTimings", "SimulationConfig", "SimulationResult", "simulate"]
@@ -47,6 +51,7 @@ class SimulationConfig:
             (in-process) transfer cost.
         secure: Secure-aggregation parameters; None aggregates in plaintext.
         aggregators_down: Aggregators that are unreachable for the whole simulation.
+        dp: Client-level differential privacy, or None.
     """
 
     rounds: RoundConfig
@@ -57,6 +62,7 @@ class SimulationConfig:
     through_wire: bool = True
     secure: SecureAggregationConfig | None = None
     aggregators_down: frozenset[int] = frozenset()
+    dp: DpConfig | None = None
 
     def __post_init__(self) -> None:
         if not 0 <= self.dropout_probability < 1:
@@ -159,7 +165,15 @@ def simulate(
             config.secure, aggregators, min_participants=config.rounds.min_clients
         )
     else:
-        aggregation = PlaintextAggregation(spec)
+        aggregation = PlaintextAggregation(spec, uniform_weights=config.dp is not None)
+    if config.dp is not None:
+        expected = config.rounds.sample_size(len(client_data))
+        aggregation = PrivateAggregation(
+            aggregation,
+            config.dp,
+            expected_clients=expected,
+            sample_rate=expected / len(client_data),
+        )
     csprng = CsprngStream()
     coordinator = SyncCoordinator(
         machine=SyncRoundMachine(config.rounds, rng=random.Random(config.seed)),
@@ -193,11 +207,19 @@ def simulate(
                 scratch_model, global_model.weights, client_data[index], config.plan
             )
             timings.training += time.perf_counter() - started
+            plan = None if task.privacy is None else ClientPrivacyPlan.from_json(task.privacy)
+            flat = flatten(update.delta, spec)
+            within_bound = False
+            if plan is not None:
+                started = time.perf_counter()
+                private = privatize(flat, plan=plan, rng=csprng)
+                flat, within_bound = private.vector.astype(np.float32), private.within_bound
+                timings.protection += time.perf_counter() - started
             if aggregators is not None:
                 assert config.secure is not None
                 started = time.perf_counter()
                 sealed = seal_update(
-                    flatten(update.delta, spec),
+                    flat,
                     num_samples=update.num_samples,
                     loss=update.mean_loss,
                     config=config.secure,
@@ -206,6 +228,8 @@ def simulate(
                     round_id=task.round_id,
                     client_id=client_id,
                     rng=csprng,
+                    privacy=plan,
+                    within_bound=within_bound,
                 )
                 timings.protection += time.perf_counter() - started
                 started = time.perf_counter()
@@ -230,7 +254,7 @@ def simulate(
                 num_samples=update.num_samples,
                 loss=update.mean_loss,
             )
-            delta = update.delta
+            delta = update.delta if plan is None else unflatten(flat, spec)
             if config.through_wire:
                 started = time.perf_counter()
                 body = encode_weights(delta, metadata=header.to_metadata())
