@@ -10,12 +10,17 @@ from pathlib import Path
 from veilfl.errors import ConfigurationError
 from veilfl.ml.datasets import ArrayDataset, load_mnist
 from veilfl.ml.partition import partition
+from veilfl.privacy.accountant import noise_multiplier_for
+from veilfl.privacy.clipping import AdaptiveClipping
+from veilfl.privacy.dp_fedavg import DpConfig
 
 __all__ = [
     "add_data_options",
+    "add_dp_options",
     "add_log_option",
     "client_dataset",
     "configure_logging",
+    "dp_from_args",
     "test_dataset",
 ]
 
@@ -96,3 +101,96 @@ def test_dataset(mnist_dir: Path | None, examples: int | None) -> ArrayDataset:
     if examples is not None and examples < len(test):
         return test.subset(list(range(examples)))
     return test
+
+
+def add_dp_options(parser: argparse.ArgumentParser) -> None:
+    """Client-level differential privacy (DP-FedAvg)."""
+    group = parser.add_argument_group("differential privacy")
+    group.add_argument(
+        "--dp",
+        choices=["off", "central", "distributed", "local"],
+        default="off",
+        help="where DP noise is added (distributed needs secure aggregation)",
+    )
+    group.add_argument("--noise-multiplier", type=float, default=None, help="z (noise / C)")
+    group.add_argument("--clip-norm", type=float, default=1.0, help="L2 clipping norm C")
+    group.add_argument("--delta", type=float, default=1e-5, help="delta for epsilon")
+    group.add_argument(
+        "--target-epsilon",
+        type=float,
+        default=None,
+        help="privacy budget; derives z when --noise-multiplier is not given, and "
+        "training stops once it is spent",
+    )
+    group.add_argument(
+        "--dp-min-clients",
+        type=int,
+        default=None,
+        help="distributed noise is calibrated for at least this many clients per round "
+        "(default: the minimum clients per round)",
+    )
+    group.add_argument(
+        "--adaptive-clipping",
+        type=float,
+        default=None,
+        metavar="QUANTILE",
+        help="adapt C toward this quantile of update norms (Andrew et al. 2021)",
+    )
+    group.add_argument(
+        "--allow-no-privacy",
+        action="store_true",
+        help="accept --dp with a zero noise multiplier (no guarantee; for experiments)",
+    )
+
+
+def dp_from_args(
+    args: argparse.Namespace, *, sample_rate: float, rounds: int, min_clients: int
+) -> DpConfig | None:
+    """The DP settings the options describe (None when DP is off).
+
+    Raises:
+        ConfigurationError: for a setting that gives no guarantee, unless allowed.
+    """
+    if args.dp == "off":
+        return None
+    noise = args.noise_multiplier
+    if noise is None and args.target_epsilon is not None:
+        noise = noise_multiplier_for(
+            target_epsilon=args.target_epsilon,
+            sample_rate=sample_rate,
+            rounds=rounds,
+            delta=args.delta,
+        )
+        logging.getLogger("veilfl").info(
+            "noise multiplier %.4f spends epsilon %.3f over %d rounds",
+            noise,
+            args.target_epsilon,
+            rounds,
+        )
+    if noise is None:
+        raise ConfigurationError(
+            "--dp needs --noise-multiplier or --target-epsilon (to derive it)."
+        )
+    if noise <= 0:
+        if not args.allow_no_privacy:
+            raise ConfigurationError(
+                "A zero noise multiplier gives no privacy guarantee; refusing. Pass "
+                "--allow-no-privacy to run it anyway, or --dp off."
+            )
+        logging.getLogger("veilfl").warning(
+            "differential privacy requested with no noise: there is NO privacy guarantee"
+        )
+        return None
+    return DpConfig(
+        placement=args.dp,
+        noise_multiplier=noise,
+        clip_norm=args.clip_norm,
+        delta=args.delta,
+        target_epsilon=args.target_epsilon,
+        min_clients=args.dp_min_clients or min_clients,
+        adaptive=(
+            None
+            if args.adaptive_clipping is None
+            else AdaptiveClipping(target_quantile=args.adaptive_clipping)
+        ),
+    )

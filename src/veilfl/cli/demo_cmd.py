@@ -53,6 +53,15 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
         help="plain FedAvg without secure aggregation (for comparison)",
     )
     parser.add_argument("--aggregators", type=int, default=3, help="aggregator processes (m)")
+    parser.add_argument(
+        "--dp",
+        choices=["off", "central", "distributed", "local"],
+        default="off",
+        help="client-level differential privacy (epsilon is printed per round)",
+    )
+    parser.add_argument("--noise-multiplier", type=float, default=None, help="DP noise z")
+    parser.add_argument("--target-epsilon", type=float, default=None, help="DP budget")
+    parser.add_argument("--clip-norm", type=float, default=1.0, help="DP clipping norm")
     parser.add_argument("--threshold", type=int, default=2, help="shares to reconstruct (t)")
     add_log_option(parser)
     parser.set_defaults(func=run)
@@ -102,6 +111,12 @@ def run(args: argparse.Namespace) -> int:
         *(["--test-examples", str(args.test_examples)] if args.test_examples else []),
         *common,
     ]
+    if args.dp != "off":
+        server_cmd += ["--dp", args.dp, "--clip-norm", str(args.clip_norm)]
+        if args.noise_multiplier is not None:
+            server_cmd += ["--noise-multiplier", str(args.noise_multiplier)]
+        if args.target_epsilon is not None:
+            server_cmd += ["--target-epsilon", str(args.target_epsilon)]
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
     aggregator_cmds: list[list[str]] = []
     fingerprints: list[str] = []

@@ -9,10 +9,17 @@ from pathlib import Path
 
 import uvicorn
 
-from veilfl.cli.common import add_log_option, configure_logging, test_dataset
+from veilfl.cli.common import (
+    add_dp_options,
+    add_log_option,
+    configure_logging,
+    dp_from_args,
+    test_dataset,
+)
 from veilfl.errors import ConfigurationError
 from veilfl.keyfiles import read_public_key
 from veilfl.ml.learner import mnist_learner
+from veilfl.privacy.dp_fedavg import DpConfig
 from veilfl.protocol.messages import LocalTrainingPlan
 from veilfl.protocol.sync_round import RoundConfig
 from veilfl.secagg.config import SecureAggregationConfig
@@ -50,7 +57,7 @@ def add_round_options(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--seed", type=int, default=0, help="seed for model init and sampling")
 
 
-def secure_from_args(args: argparse.Namespace) -> SecureSettings | None:
+def secure_from_args(args: argparse.Namespace, dp: DpConfig | None = None) -> SecureSettings | None:
     """Secure-aggregation settings from ``--aggregator`` and friends."""
     if not getattr(args, "aggregator", None):
         return None
@@ -71,7 +78,13 @@ def secure_from_args(args: argparse.Namespace) -> SecureSettings | None:
     config = SecureAggregationConfig(
         threshold=args.threshold,
         num_aggregators=len(endpoints),
-        clip_range=args.clip_range,
+        clip_range=(
+            args.clip_range
+            if args.clip_range is not None
+            else 1.0
+            if dp is None
+            else dp.clip_norm * (1 + 8 * dp.noise_multiplier)
+        ),
         max_clients=args.max_clients,
         max_samples_per_client=args.max_samples_per_client,
         kem=endpoints[0].kem,  # type: ignore[arg-type]
@@ -84,16 +97,28 @@ def settings_from_args(args: argparse.Namespace) -> CoordinatorSettings:
     per_round = args.clients_per_round
     if per_round is None and args.fraction is None:
         per_round = args.min_clients
+    rounds = RoundConfig(
+        num_rounds=args.rounds,
+        clients_per_round=per_round,
+        fraction=args.fraction,
+        min_clients=args.min_clients,
+        min_available_clients=args.min_available,
+        round_timeout_s=args.round_timeout,
+    )
+    population = getattr(args, "num_clients", None) or rounds.clients_needed_to_start
+    dp = (
+        dp_from_args(
+            args,
+            sample_rate=rounds.sample_size(population) / population,
+            rounds=rounds.num_rounds,
+            min_clients=rounds.min_clients,
+        )
+        if hasattr(args, "dp")
+        else None
+    )
     return CoordinatorSettings(
         model_name=args.model,
-        rounds=RoundConfig(
-            num_rounds=args.rounds,
-            clients_per_round=per_round,
-            fraction=args.fraction,
-            min_clients=args.min_clients,
-            min_available_clients=args.min_available,
-            round_timeout_s=args.round_timeout,
-        ),
+        rounds=rounds,
         plan=LocalTrainingPlan(
             learning_rate=args.lr,
             momentum=args.momentum,
@@ -103,7 +128,8 @@ def settings_from_args(args: argparse.Namespace) -> CoordinatorSettings:
         ),
         server_learning_rate=args.server_lr,
         seed=args.seed,
-        secure=secure_from_args(args),
+        secure=secure_from_args(args, dp),
+        dp=dp,
     )
 
 
@@ -132,7 +158,12 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
         help="an aggregator (repeat, in index order); none means plaintext FedAvg",
     )
     secure.add_argument("--threshold", type=int, default=2, help="shares needed (t)")
-    secure.add_argument("--clip-range", type=float, default=1.0, help="per-coordinate clip")
+    secure.add_argument(
+        "--clip-range",
+        type=float,
+        default=None,
+        help="per-coordinate clip before encoding (default 1, or C·(1 + 8z) under DP)",
+    )
     secure.add_argument(
         "--max-clients", type=int, default=1000, help="most updates summed in one round"
     )
@@ -143,6 +174,7 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
         help="sample count that gets the full FedAvg weight",
     )
     add_round_options(parser)
+    add_dp_options(parser)
     add_log_option(parser)
     parser.set_defaults(func=run)
 

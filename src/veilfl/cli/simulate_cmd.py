@@ -8,7 +8,13 @@ from pathlib import Path
 
 import torch
 
-from veilfl.cli.common import add_data_options, add_log_option, configure_logging, test_dataset
+from veilfl.cli.common import (
+    add_data_options,
+    add_dp_options,
+    add_log_option,
+    configure_logging,
+    test_dataset,
+)
 from veilfl.cli.server_cmd import add_round_options, settings_from_args
 from veilfl.ml.datasets import load_mnist
 from veilfl.ml.learner import mnist_learner
@@ -37,8 +43,9 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
     secure.add_argument("--secure", action="store_true", help="aggregate with Shamir shares")
     secure.add_argument("--aggregators", type=int, default=3, help="aggregators (m)")
     secure.add_argument("--threshold", type=int, default=2, help="shares to reconstruct (t)")
-    secure.add_argument("--clip-range", type=float, default=1.0, help="per-coordinate clip")
+    secure.add_argument("--clip-range", type=float, default=None, help="per-coordinate clip")
     add_round_options(parser)
+    add_dp_options(parser)
     add_data_options(parser)
     add_log_option(parser)
     parser.set_defaults(func=run)
@@ -83,11 +90,18 @@ def run(args: argparse.Namespace) -> int:
             server_learning_rate=settings.server_learning_rate,
             dropout_probability=args.dropout,
             seed=settings.seed,
+            dp=settings.dp,
             secure=(
                 SecureAggregationConfig(
                     threshold=args.threshold,
                     num_aggregators=args.aggregators,
-                    clip_range=args.clip_range,
+                    clip_range=(
+                        args.clip_range
+                        if args.clip_range is not None
+                        else 1.0
+                        if settings.dp is None
+                        else settings.dp.clip_norm * (1 + 8 * settings.dp.noise_multiplier)
+                    ),
                     max_clients=max(args.num_clients, 2),
                     max_samples_per_client=max(len(d) for d in client_data),
                 )

@@ -19,6 +19,7 @@ import httpx
 from veilfl.client.peer import Peer, RetryPolicy, error_message, raise_for_status
 from veilfl.client.uploads import PlaintextUploader, SecureUploader, Uploader
 from veilfl.ml.learner import Learner
+from veilfl.privacy.dp_fedavg import ClientPrivacyPlan
 from veilfl.protocol.messages import LocalTrainingPlan, TaskKind
 from veilfl.tensors import Weights
 from veilfl.wire.tensor_codec import decode_weights
@@ -109,8 +110,13 @@ async def run_client(
                 update = await asyncio.to_thread(
                     learner.local_update, model, global_weights, data, plan
                 )
+                privacy = task.get("privacy")
                 answer = await uploader.send(
-                    client_id=client_id, round_id=round_id, base_version=version, update=update
+                    client_id=client_id,
+                    round_id=round_id,
+                    base_version=version,
+                    update=update,
+                    privacy=None if privacy is None else ClientPrivacyPlan.from_json(privacy),
                 )
                 if answer is None or answer.status_code == 409:
                     refused += 1

@@ -9,16 +9,18 @@ from collections.abc import Mapping
 from typing import Any, Protocol
 
 import httpx
+import numpy as np
 
 from veilfl.client.peer import Peer, RetryPolicy
 from veilfl.crypto.csprng import CsprngStream
 from veilfl.errors import ConfigurationError, TransportError
 from veilfl.keyfiles import PublicKeyFile
 from veilfl.ml.learner import LocalUpdate
+from veilfl.privacy.dp_fedavg import ClientPrivacyPlan, privatize
 from veilfl.protocol.messages import UpdateHeader
 from veilfl.secagg.client_shares import SealedShare, seal_update
 from veilfl.secagg.config import SecureAggregationConfig
-from veilfl.tensors import flatten, spec_of
+from veilfl.tensors import flatten, spec_of, unflatten
 from veilfl.wire.tensor_codec import encode_weights
 
 __all__ = ["PlaintextUploader", "SecureUploader", "Uploader"]
@@ -34,9 +36,15 @@ class Uploader(Protocol):
     description: str
 
     async def send(
-        self, *, client_id: str, round_id: int, base_version: int, update: LocalUpdate
+        self,
+        *,
+        client_id: str,
+        round_id: int,
+        base_version: int,
+        update: LocalUpdate,
+        privacy: ClientPrivacyPlan | None,
     ) -> httpx.Response | None:
-        """Deliver the update."""
+        """Deliver the update (clipped and noised first, if the round's plan says so)."""
         ...
 
     async def close(self) -> None:
@@ -50,11 +58,25 @@ class PlaintextUploader:
 
     def __init__(self, coordinator: Peer) -> None:
         self._coordinator = coordinator
+        self._csprng = CsprngStream()
 
     async def send(
-        self, *, client_id: str, round_id: int, base_version: int, update: LocalUpdate
+        self,
+        *,
+        client_id: str,
+        round_id: int,
+        base_version: int,
+        update: LocalUpdate,
+        privacy: ClientPrivacyPlan | None,
     ) -> httpx.Response | None:
-        """Upload the delta with its sample count and loss."""
+        """Upload the delta (privatized under local DP) with its sample count and loss."""
+        delta = update.delta
+        if privacy is not None:
+            spec = spec_of(delta)
+            private = await asyncio.to_thread(
+                privatize, flatten(delta, spec), plan=privacy, rng=self._csprng
+            )
+            delta = unflatten(private.vector.astype(np.float32), spec)
         header = UpdateHeader(
             client_id=client_id,
             round_id=round_id,
@@ -62,7 +84,7 @@ class PlaintextUploader:
             num_samples=update.num_samples,
             loss=update.mean_loss,
         )
-        body = await asyncio.to_thread(encode_weights, update.delta, metadata=header.to_metadata())
+        body = await asyncio.to_thread(encode_weights, delta, metadata=header.to_metadata())
         return await self._coordinator.request(
             "POST",
             f"/v1/rounds/{round_id}/updates",
@@ -126,12 +148,24 @@ class SecureUploader:
         )
 
     async def send(
-        self, *, client_id: str, round_id: int, base_version: int, update: LocalUpdate
+        self,
+        *,
+        client_id: str,
+        round_id: int,
+        base_version: int,
+        update: LocalUpdate,
+        privacy: ClientPrivacyPlan | None,
     ) -> httpx.Response | None:
-        """Seal and upload the shares; report the aggregators that took them."""
+        """Clip (and noise) under DP, seal and upload the shares; report the aggregators
+        that took them."""
+        flat = flatten(update.delta, spec_of(update.delta))
+        within_bound = False
+        if privacy is not None:
+            private = await asyncio.to_thread(privatize, flat, plan=privacy, rng=self._csprng)
+            flat, within_bound = private.vector.astype(np.float32), private.within_bound
         sealed = await asyncio.to_thread(
             seal_update,
-            flatten(update.delta, spec_of(update.delta)),
+            flat,
             num_samples=update.num_samples,
             loss=update.mean_loss,
             config=self._config,
@@ -140,6 +174,8 @@ class SecureUploader:
             round_id=round_id,
             client_id=client_id,
             rng=self._csprng,
+            privacy=privacy,
+            within_bound=within_bound,
         )
         results = await asyncio.gather(
             *(self._send_share(client_id, round_id, share) for share in sealed)

@@ -1,9 +1,17 @@
 """Vectorised arithmetic in a prime field GF(p), on numpy uint64 arrays.
 
-The modulus must be a prime below 2**31: then the product of two reduced elements
-is below 2**62 and a sum of up to four such products still fits in a uint64, so
-every operation is exact in numpy's fixed-width integers with no Python loop over
-coordinates. The default is the Mersenne prime 2**31 - 1.
+Why p < 2**31: every reduced element is below 2**31, so
+
+* the product of two elements is below 2**62, and a sum of up to four such products
+  is below 2**64: Lagrange interpolation and Horner evaluation can multiply and add
+  in uint64 and reduce once every few terms, with no overflow and no Python loop over
+  coordinates;
+* a sum of up to 2**33 elements fits in a uint64, so an aggregator can keep an
+  unreduced running sum of shares and reduce once at the end;
+* an element fits in a little-endian uint32 on the wire (4 bytes per coordinate).
+
+The default is the Mersenne prime 2**31 - 1. Every function here expects its inputs
+reduced (in [0, p)) and returns reduced outputs; none does I/O or keeps state.
 """
 
 from __future__ import annotations
@@ -13,14 +21,21 @@ from dataclasses import dataclass
 import numpy as np
 import numpy.typing as npt
 
-from veilfl.errors import ConfigurationError
+from veilfl.errors import ConfigurationError, CryptoError
 
-__all__ = ["MERSENNE_31", "FieldArray", "PrimeField"]
+__all__ = ["MAX_SUM_TERMS", "MERSENNE_31", "FieldArray", "PrimeField"]
 
 FieldArray = npt.NDArray[np.uint64]
+"""A numpy array of field elements, dtype uint64, every value in [0, p)."""
+
+MAX_SUM_TERMS = 2**33
+"""How many reduced elements (each below 2**31) can be added in a uint64 without overflow."""
+
+_MAX_MODULUS = 2**31
 
 
 def _is_prime(n: int) -> bool:
+    """Deterministic Miller-Rabin: bases 2..17 are exact for n < 3.4e14 (Jaeschke 1993)."""
     if n < 2:
         return False
     for small in (2, 3, 5, 7, 11, 13, 17, 19, 23, 29, 31, 37):
@@ -30,7 +45,7 @@ def _is_prime(n: int) -> bool:
     while d % 2 == 0:
         d //= 2
         r += 1
-    for a in (2, 3, 5, 7, 11, 13, 17):  # deterministic for n < 3.4e14
+    for a in (2, 3, 5, 7, 11, 13, 17):
         x = pow(a, d, n)
         if x in (1, n - 1):
             continue
@@ -43,20 +58,34 @@ def _is_prime(n: int) -> bool:
     return True
 
 
+def _as_elements(a: npt.ArrayLike) -> FieldArray:
+    """``a`` as a uint64 array (no copy when it already is one)."""
+    return np.asarray(a, dtype=np.uint64)
+
+
 @dataclass(frozen=True)
 class PrimeField:
-    """GF(p) for a prime p < 2**31. Elements are uint64 values in [0, p).
+    """GF(p) for a prime 2 < p < 2**31. Elements are uint64 values in [0, p).
 
     Attributes:
         modulus: The prime p.
+
+    Raises:
+        ConfigurationError: if the modulus is not a prime in (2, 2**31).
     """
 
     modulus: int
 
     def __post_init__(self) -> None:
-        if not 2 < self.modulus < 2**31 or not _is_prime(self.modulus):
+        if (
+            isinstance(self.modulus, bool)
+            or not isinstance(self.modulus, int)
+            or not 2 < self.modulus < _MAX_MODULUS
+            or not _is_prime(self.modulus)
+        ):
             raise ConfigurationError(
-                f"The field modulus must be a prime between 3 and 2**31 - 1; got {self.modulus}."
+                "The field modulus must be an odd prime below 2**31 (so that products of "
+                f"elements fit in 64 bits); got {self.modulus!r}. Use MERSENNE_31."
             )
 
     @property
@@ -65,38 +94,49 @@ class PrimeField:
         return np.uint64(self.modulus)
 
     def element(self, value: int) -> int:
-        """``value`` reduced into [0, p)."""
+        """``value`` (any Python int, negative too) reduced into [0, p)."""
         return value % self.modulus
 
     def add(self, a: FieldArray, b: FieldArray) -> FieldArray:
         """Elementwise ``a + b``."""
-        return (a + b) % self.p
+        return np.remainder(_as_elements(a) + _as_elements(b), self.p)
 
     def sub(self, a: FieldArray, b: FieldArray) -> FieldArray:
         """Elementwise ``a - b``."""
-        return (a + (self.p - b)) % self.p
+        return np.remainder(_as_elements(a) + (self.p - _as_elements(b)), self.p)
 
     def neg(self, a: FieldArray) -> FieldArray:
         """Elementwise ``-a``."""
-        return (self.p - a) % self.p
+        return np.remainder(self.p - _as_elements(a), self.p)
 
     def mul_scalar(self, a: FieldArray, scalar: int) -> FieldArray:
-        """Elementwise ``scalar * a``."""
-        return (a * np.uint64(self.element(scalar))) % self.p
+        """Elementwise ``scalar * a`` (the product is below 2**62 before reduction)."""
+        return np.remainder(_as_elements(a) * np.uint64(self.element(scalar)), self.p)
 
     def sum(self, arrays: FieldArray, *, axis: int = 0) -> FieldArray:
-        """Sum along ``axis`` (safe for up to 2**32 terms: each term is below 2**31)."""
-        return np.asarray(arrays.sum(axis=axis, dtype=np.uint64) % self.p, dtype=np.uint64)
-
-    def inverse(self, value: int) -> int:
-        """The multiplicative inverse of a non-zero scalar.
+        """The field sum along ``axis``, reduced once at the end.
 
         Raises:
-            ZeroDivisionError: for zero.
+            ConfigurationError: for more than :data:`MAX_SUM_TERMS` terms, which could
+                overflow the uint64 accumulator.
+        """
+        arrays = _as_elements(arrays)
+        if arrays.shape[axis] > MAX_SUM_TERMS:
+            raise ConfigurationError(
+                f"Cannot sum more than 2**33 field vectors at once; got {arrays.shape[axis]}."
+            )
+        return np.asarray(np.remainder(arrays.sum(axis=axis, dtype=np.uint64), self.p))
+
+    def inverse(self, value: int) -> int:
+        """The multiplicative inverse of a non-zero scalar (``pow(value, -1, p)``).
+
+        Raises:
+            CryptoError: for a value that is zero modulo p.
         """
         if self.element(value) == 0:
-            raise ZeroDivisionError("Zero has no inverse in a field.")
+            raise CryptoError("Zero has no multiplicative inverse in a prime field.")
         return pow(value, -1, self.modulus)
 
 
 MERSENNE_31 = PrimeField(2**31 - 1)
+"""GF(2**31 - 1), the field veilfl shares in."""

@@ -139,6 +139,7 @@ class RunInfo:
         num_rounds: Planned number of rounds.
         plan: Local training hyper-parameters.
         secure: Extra JSON describing secure aggregation, if on.
+        dp: Extra JSON describing differential privacy, if on.
     """
 
     run_id: str
@@ -146,6 +147,7 @@ class RunInfo:
     num_rounds: int
     plan: LocalTrainingPlan
     secure: dict[str, Any] | None = field(default=None)
+    dp: dict[str, Any] | None = field(default=None)
 
 
 @dataclass(frozen=True)

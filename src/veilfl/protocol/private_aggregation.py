@@ -31,6 +31,7 @@ class PrivateAggregation:
         expected_clients: Clients expected per round (the fixed denominator).
         sample_rate: q, the chance a given client is sampled in a round.
         rng: Noise source (default: keyed from ``os.urandom``).
+        rounds_released: Rounds already released in this run (a resumed coordinator).
 
     Raises:
         ConfigurationError: for distributed noise without secure aggregation, or a
@@ -45,6 +46,7 @@ class PrivateAggregation:
         expected_clients: float,
         sample_rate: float,
         rng: CsprngStream | None = None,
+        rounds_released: int = 0,
     ) -> None:
         self._plaintext = isinstance(inner, PlaintextAggregation)
         if self._plaintext and config.placement == "distributed":
@@ -64,8 +66,9 @@ class PrivateAggregation:
             sample_rate=sample_rate,
             delta=config.delta,
             target_epsilon=config.target_epsilon,
+            rounds=rounds_released,
         )
-        if not self._accountant.can_release():
+        if rounds_released == 0 and not self._accountant.can_release():
             raise ConfigurationError(
                 f"One round already spends more than the target epsilon "
                 f"{config.target_epsilon}; raise the noise multiplier or the target."

@@ -53,6 +53,7 @@ class TaskResponse(BaseModel):
     round_id: int | None
     model_version: int | None
     retry_after_s: float
+    privacy: dict[str, Any] | None = None
 
 
 class ShareReceiptRequest(BaseModel):
@@ -85,6 +86,7 @@ def _run_json(service: CoordinatorService) -> dict[str, Any]:
             "max_batches": info.plan.max_batches,
         },
         "secure": info.secure,
+        "dp": info.dp,
     }
 
 

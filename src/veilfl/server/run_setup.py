@@ -19,6 +19,7 @@ from typing import Any
 
 from veilfl.errors import ConfigurationError, StorageError
 from veilfl.keyfiles import PublicKeyFile
+from veilfl.privacy.dp_fedavg import DpConfig
 from veilfl.protocol.coordinator import (
     AggregationBackend,
     EvaluateFn,
@@ -27,6 +28,7 @@ from veilfl.protocol.coordinator import (
 )
 from veilfl.protocol.messages import LocalTrainingPlan, RunInfo
 from veilfl.protocol.metrics import RoundMetrics
+from veilfl.protocol.private_aggregation import PrivateAggregation
 from veilfl.protocol.sync_round import ClosedRound, RoundConfig, SyncRoundMachine
 from veilfl.reporting import plot_metrics, write_metrics
 from veilfl.secagg.config import EXTRA_COORDINATES, SecureAggregationConfig
@@ -97,6 +99,7 @@ class CoordinatorSettings:
         server_learning_rate: FedAvg server learning rate.
         seed: Seeds the initial model and client sampling.
         secure: Secure aggregation, or None for plaintext FedAvg.
+        dp: Client-level differential privacy, or None.
     """
 
     model_name: str
@@ -105,10 +108,13 @@ class CoordinatorSettings:
     server_learning_rate: float = 1.0
     seed: int = 0
     secure: SecureSettings | None = None
+    dp: DpConfig | None = None
 
     def to_json(self) -> dict[str, Any]:
         """A JSON-ready dict."""
-        return asdict(self)
+        data = asdict(self)
+        data["dp"] = None if self.dp is None else self.dp.to_json()
+        return data
 
     @classmethod
     def from_json(cls, data: Mapping[str, Any]) -> CoordinatorSettings:
@@ -129,6 +135,7 @@ class CoordinatorSettings:
                     ),
                 )
             ),
+            dp=None if data.get("dp") is None else DpConfig.from_json(data["dp"]),
         )
 
 
@@ -289,6 +296,20 @@ def prepare_run(
             "aggregators": [a.published() for a in settings.secure.aggregators],
             "vector_length": vector_length,
         }
+    dp_info: dict[str, Any] | None = None
+    if settings.dp is not None:
+        if settings.secure is None:
+            aggregation = PlaintextAggregation(spec, uniform_weights=True)
+        population = settings.rounds.clients_needed_to_start
+        expected = settings.rounds.sample_size(population)
+        aggregation = PrivateAggregation(
+            aggregation,
+            settings.dp,
+            expected_clients=expected,
+            sample_rate=expected / population,
+            rounds_released=0 if last is None else last.round_id,
+        )
+        dp_info = {**settings.dp.to_json(), "sample_rate": expected / population}
     coordinator = SyncCoordinator(
         machine=machine,
         spec=spec,
@@ -306,6 +327,7 @@ def prepare_run(
             num_rounds=settings.rounds.num_rounds,
             plan=settings.plan,
             secure=secure_info,
+            dp=dp_info,
         ),
         store=store,
         checkpoints=checkpoints,
