@@ -39,10 +39,12 @@ DataT = TypeVar("DataT")
 
 @dataclass(frozen=True)
 class TrainOutcome:
-    """What a training function reports: examples used (the FedAvg weight) and loss."""
+    """What a training function reports: examples used (the FedAvg weight), loss and,
+    for sample-level DP training, the client's own epsilon so far."""
 
     num_samples: int
     mean_loss: float
+    epsilon: float | None = None
 
 
 @dataclass(frozen=True)
@@ -53,11 +55,13 @@ class LocalUpdate:
         delta: Local weights minus the global weights it started from.
         num_samples: Examples trained on.
         mean_loss: Mean local training loss.
+        epsilon: The client's sample-level epsilon so far (DP-SGD), if any.
     """
 
     delta: Weights
     num_samples: int
     mean_loss: float
+    epsilon: float | None = None
 
 
 TrainFn = Callable[[nn.Module, DataT, LocalTrainingPlan], TrainOutcome]
@@ -101,7 +105,10 @@ class Learner(Generic[DataT]):
             for name in global_weights
         }
         return LocalUpdate(
-            delta=delta, num_samples=outcome.num_samples, mean_loss=outcome.mean_loss
+            delta=delta,
+            num_samples=outcome.num_samples,
+            mean_loss=outcome.mean_loss,
+            epsilon=outcome.epsilon,
         )
 
     def evaluator(self, data: DataT) -> Callable[[Weights], Evaluation]:
