@@ -10,6 +10,7 @@ import torch
 
 from veilfl.cli.common import add_data_options, add_log_option, client_dataset, configure_logging
 from veilfl.client.http_client import run_client
+from veilfl.ml.dp_sgd import DpSgdConfig, dp_sgd_learner
 from veilfl.ml.learner import mnist_learner
 from veilfl.ml.training import TrainProgress
 
@@ -26,6 +27,16 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
     parser.add_argument("--model", default="simple-cnn", help="model (must match the run)")
     parser.add_argument("--seed", type=int, default=None, help="seed of local shuffling")
     parser.add_argument("--threads", type=int, default=1, help="torch CPU threads")
+    parser.add_argument(
+        "--dp-sgd-noise",
+        type=float,
+        default=None,
+        help="train with sample-level DP-SGD (Opacus) at this noise multiplier",
+    )
+    parser.add_argument(
+        "--dp-sgd-clip", type=float, default=1.0, help="DP-SGD per-example gradient clip"
+    )
+    parser.add_argument("--dp-sgd-delta", type=float, default=1e-5, help="DP-SGD delta")
     parser.add_argument(
         "--aggregator-fingerprint",
         action="append",
@@ -57,7 +68,21 @@ def run(args: argparse.Namespace) -> int:
             progress.running_loss,
         )
 
-    learner = mnist_learner(args.model, seed=args.seed, progress=show)
+    if args.dp_sgd_noise is not None:
+        learner, trainer = dp_sgd_learner(
+            args.model,
+            DpSgdConfig(
+                noise_multiplier=args.dp_sgd_noise,
+                max_grad_norm=args.dp_sgd_clip,
+                delta=args.dp_sgd_delta,
+            ),
+            seed=args.seed,
+        )
+        logger.info(
+            "training with DP-SGD (noise %.3f, clip %.3f)", args.dp_sgd_noise, args.dp_sgd_clip
+        )
+    else:
+        learner, trainer = mnist_learner(args.model, seed=args.seed, progress=show), None
     summary = asyncio.run(
         run_client(
             args.server,
@@ -72,4 +97,10 @@ def run(args: argparse.Namespace) -> int:
         )
     )
     logger.info("done: trained %d rounds", summary.rounds_trained)
+    if trainer is not None:
+        logger.info(
+            "sample-level privacy spent by this client: epsilon %.3f at delta %g",
+            trainer.epsilon,
+            args.dp_sgd_delta,
+        )
     return 0

@@ -126,10 +126,11 @@ async def run_client(
                 raise_for_status(answer, "upload an update", expected=202)
                 trained += 1
                 logger.info(
-                    "round %d: uploaded (%d samples, loss %.4f)",
+                    "round %d: uploaded (%d samples, loss %.4f%s)",
                     round_id,
                     update.num_samples,
                     update.mean_loss,
+                    "" if update.epsilon is None else f", own epsilon {update.epsilon:.3f}",
                 )
         finally:
             await uploader.close()
