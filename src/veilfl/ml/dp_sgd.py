@@ -70,7 +70,7 @@ def _use_csprng_noise(optimizer: DPOptimizer, rng: CsprngStream) -> None:
             p.grad = (summed + torch.from_numpy(noise).view_as(summed)).view_as(p)
             _mark_as_processed(p.summed_grad)
 
-    optimizer.add_noise = types.MethodType(add_noise, optimizer)  # type: ignore[method-assign]
+    optimizer.add_noise = types.MethodType(add_noise, optimizer)
 
 
 class DpSgdTrainer:
@@ -133,7 +133,7 @@ class DpSgdTrainer:
                     continue
                 dp_optimizer.zero_grad()
                 loss = nn.functional.cross_entropy(module(images), labels)
-                loss.backward()
+                loss.backward()  # type: ignore[no-untyped-call]
                 dp_optimizer.step()
                 losses.append(float(loss.detach()))
         set_weights(model, get_weights(private_copy))
