@@ -87,7 +87,9 @@ class DpSgdTrainer:
     ) -> None:
         self._model_fn = model_fn
         self._config = config
-        self._engine = PrivacyEngine(accountant="rdp")
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # Opacus warns about secure_mode; see module doc
+            self._engine = PrivacyEngine(accountant="rdp")
         self._rng = CsprngStream()
         self._seed = seed
 
