@@ -1,0 +1,298 @@
+"""Buffered asynchronous aggregation as a pure state machine: FedBuff (Nguyen et al.
+2022, "Federated Learning with Buffered Asynchronous Aggregation") and FedAsync
+(Xie, Koyejo and Gupta 2019, "Asynchronous Federated Optimization").
+
+There are no rounds. Any joined client may train at any time on the current model
+version. Before it uploads, it asks which buffer is open: the buffer's base version
+minus the version the client trained on is its *staleness* s, and its update's
+weight is fixed then (1/√(1 + s) by default), so that under secure aggregation the
+weight can go inside the shared vector. Updates staler than ``max_staleness`` are
+refused. Once a buffer holds K accepted updates it is released: the coordinator
+applies ``w ← w + η · Σ wᵢ Δᵢ / K`` (FedBuff, Algorithm 1) and the model version
+advances. FedAsync is the special case K = 1 with a staleness-discounted mixing rate
+(see :mod:`veilfl.strategy.buffered`).
+
+Like :mod:`veilfl.protocol.sync_round`, no clock, no I/O, no global randomness.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from enum import StrEnum
+
+from veilfl.errors import (
+    ConfigurationError,
+    ProtocolError,
+    RoundMismatchError,
+    StaleUpdateError,
+    UnknownClientError,
+)
+
+__all__ = [
+    "BufferConfig",
+    "BufferMode",
+    "BufferTicket",
+    "BufferedMachine",
+    "ReleasedBuffer",
+    "polynomial_staleness_weight",
+]
+
+
+def polynomial_staleness_weight(staleness: int, *, exponent: float = 0.5) -> float:
+    """``(1 + s)^-exponent``; exponent 0.5 gives FedBuff's 1/√(1 + s)."""
+    if staleness < 0:
+        raise ValueError("Staleness cannot be negative.")
+    return float((1 + staleness) ** -exponent)
+
+
+class BufferMode(StrEnum):
+    """How buffered updates become the next model."""
+
+    FEDBUFF = "fedbuff"
+    FEDASYNC = "fedasync"
+
+
+@dataclass(frozen=True)
+class BufferConfig:
+    """Settings of buffered asynchronous aggregation.
+
+    Attributes:
+        buffer_size: K, accepted updates per released buffer (1 for FedAsync).
+        max_staleness: Updates staler than this are refused.
+        max_versions: The run ends after this many released buffers.
+        mode: FedBuff or FedAsync.
+        staleness_exponent: a in the weight ``(1 + s)^-a``.
+        max_concurrency: Most clients training at once (others are told to wait).
+        poll_interval_s: How long a client that is not needed is told to wait.
+    """
+
+    buffer_size: int
+    max_staleness: int
+    max_versions: int
+    mode: BufferMode = BufferMode.FEDBUFF
+    staleness_exponent: float = 0.5
+    max_concurrency: int | None = None
+    poll_interval_s: float = 0.5
+
+    def __post_init__(self) -> None:
+        if self.buffer_size < 1:
+            raise ConfigurationError("The buffer size K must be at least 1.")
+        if self.mode is BufferMode.FEDASYNC and self.buffer_size != 1:
+            raise ConfigurationError("FedAsync applies every update on its own: use K = 1.")
+        if self.max_staleness < 0:
+            raise ConfigurationError("max_staleness must not be negative.")
+        if self.max_versions < 1:
+            raise ConfigurationError("max_versions must be at least 1.")
+        if not (self.staleness_exponent >= 0 and math.isfinite(self.staleness_exponent)):
+            raise ConfigurationError("The staleness exponent must be a number >= 0.")
+        if self.max_concurrency is not None and self.max_concurrency < 1:
+            raise ConfigurationError("max_concurrency must be at least 1, or None.")
+
+    def weight(self, staleness: int) -> float:
+        """The weight of an update with this staleness."""
+        return polynomial_staleness_weight(staleness, exponent=self.staleness_exponent)
+
+
+@dataclass(frozen=True)
+class BufferTicket:
+    """What a client learns just before uploading: where its update goes, with what weight.
+
+    Attributes:
+        buffer_id: The open buffer (plays the role of the round for aggregators).
+        base_version: The buffer's base model version.
+        trained_version: The version the client trained on.
+        staleness: ``base_version - trained_version``.
+        weight: The update's staleness weight, fixed now.
+    """
+
+    buffer_id: int
+    base_version: int
+    trained_version: int
+    staleness: int
+    weight: float
+
+
+@dataclass(frozen=True)
+class ReleasedBuffer:
+    """A full buffer, ready to be applied.
+
+    Attributes:
+        buffer_id: The buffer.
+        base_version: The model version its updates are applied to.
+        contributions: (client id, staleness, weight) of each accepted update, in order.
+    """
+
+    buffer_id: int
+    base_version: int
+    contributions: tuple[tuple[str, int, float], ...]
+
+    @property
+    def total_weight(self) -> float:
+        """Σ wᵢ."""
+        return sum(weight for _, _, weight in self.contributions)
+
+
+@dataclass
+class _OpenBuffer:
+    buffer_id: int
+    base_version: int
+    accepted: dict[str, tuple[int, float]] = field(default_factory=dict)
+
+
+class BufferedMachine:
+    """Tickets, staleness checks and buffer releases for FedBuff and FedAsync.
+
+    Args:
+        config: Buffer settings.
+        version: The current model version (after a restart, the last released one).
+        weight_fn: Override of the staleness weight (default: the config's polynomial).
+    """
+
+    def __init__(
+        self,
+        config: BufferConfig,
+        *,
+        version: int = 0,
+        weight_fn: Callable[[int], float] | None = None,
+    ) -> None:
+        self._config = config
+        self._version = version
+        self._weight = weight_fn or config.weight
+        self._joined: set[str] = set()
+        self._training: dict[str, int] = {}
+        self._buffer = _OpenBuffer(buffer_id=version + 1, base_version=version)
+        self._full: ReleasedBuffer | None = None
+        self._counted: set[tuple[int, str]] = set()
+
+    @property
+    def version(self) -> int:
+        """The current model version."""
+        return self._version
+
+    @property
+    def done(self) -> bool:
+        """Whether the planned number of buffers has been released."""
+        return self._version >= self._config.max_versions
+
+    @property
+    def open_buffer_id(self) -> int:
+        """The buffer accepting updates now."""
+        return self._buffer.buffer_id
+
+    @property
+    def pending(self) -> int:
+        """Accepted updates waiting in the open buffer."""
+        return len(self._buffer.accepted)
+
+    def join(self, client_id: str) -> None:
+        """Register a client."""
+        if not client_id:
+            raise ProtocolError("A client id must not be empty.")
+        self._joined.add(client_id)
+
+    def start_training(self, client_id: str) -> int | None:
+        """Let a client train on the current version, if concurrency allows.
+
+        Returns:
+            The version to train on, or None if the client should wait.
+        """
+        self._require_joined(client_id)
+        if self.done or self._full is not None:
+            return None
+        limit = self._config.max_concurrency
+        if client_id not in self._training and limit is not None and len(self._training) >= limit:
+            return None
+        self._training[client_id] = self._version
+        return self._version
+
+    def ticket(self, client_id: str, *, trained_version: int) -> BufferTicket:
+        """Which buffer the client's update goes to, and its weight.
+
+        Raises:
+            UnknownClientError: the client never joined.
+            StaleUpdateError: the update is staler than ``max_staleness``.
+            RoundMismatchError: the run is over or a full buffer awaits release.
+        """
+        self._require_joined(client_id)
+        if self.done:
+            raise RoundMismatchError("The run is over; no buffer is open.")
+        if self._full is not None:
+            raise RoundMismatchError("A full buffer is being applied; ask again shortly.")
+        if trained_version > self._version or trained_version < 0:
+            raise ProtocolError(
+                f"Version {trained_version} does not exist yet (current: {self._version})."
+            )
+        staleness = self._buffer.base_version - trained_version
+        if staleness > self._config.max_staleness:
+            raise StaleUpdateError(
+                f"The update was trained on version {trained_version}, {staleness} versions "
+                f"behind the open buffer (at most {self._config.max_staleness} are "
+                "accepted); fetch the current model and train again."
+            )
+        return BufferTicket(
+            buffer_id=self._buffer.buffer_id,
+            base_version=self._buffer.base_version,
+            trained_version=trained_version,
+            staleness=staleness,
+            weight=self._weight(staleness),
+        )
+
+    def accept(self, client_id: str, ticket: BufferTicket) -> bool:
+        """Count one update under its ticket; nothing changes on any error.
+
+        Returns:
+            True if newly accepted, False for a repeat (already counted).
+
+        Raises:
+            RoundMismatchError: the ticket's buffer is not the open one.
+        """
+        self._require_joined(client_id)
+        if (ticket.buffer_id, client_id) in self._counted:
+            return False
+        if ticket.buffer_id != self._buffer.buffer_id or self._full is not None:
+            raise RoundMismatchError(
+                f"Buffer {ticket.buffer_id} is not open (open: {self._buffer.buffer_id}); ask "
+                "for a new ticket."
+            )
+        if client_id in self._buffer.accepted:
+            return False
+        self._buffer.accepted[client_id] = (ticket.staleness, ticket.weight)
+        self._counted.add((ticket.buffer_id, client_id))
+        self._training.pop(client_id, None)
+        if len(self._buffer.accepted) >= self._config.buffer_size:
+            self._full = ReleasedBuffer(
+                buffer_id=self._buffer.buffer_id,
+                base_version=self._buffer.base_version,
+                contributions=tuple((c, s, w) for c, (s, w) in self._buffer.accepted.items()),
+            )
+        return True
+
+    def abandon(self, client_id: str) -> None:
+        """A client stopped training (dropped out); free its concurrency slot."""
+        self._training.pop(client_id, None)
+
+    def full_buffer(self) -> ReleasedBuffer | None:
+        """The buffer waiting to be applied, if any."""
+        return self._full
+
+    def released(self) -> int:
+        """Mark the full buffer applied; open the next. Returns the new version.
+
+        Raises:
+            ProtocolError: if no buffer is full.
+        """
+        if self._full is None:
+            raise ProtocolError("No buffer is full.")
+        self._version += 1
+        self._full = None
+        self._buffer = _OpenBuffer(buffer_id=self._version + 1, base_version=self._version)
+        # Forget dedup records of buffers no ticket can name any more.
+        oldest = self._buffer.buffer_id - self._config.max_staleness - 1
+        self._counted = {(b, c) for b, c in self._counted if b >= oldest}
+        return self._version
+
+    def _require_joined(self, client_id: str) -> None:
+        if client_id not in self._joined:
+            raise UnknownClientError(f"Client {client_id!r} has not joined this run; join first.")
