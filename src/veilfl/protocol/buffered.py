@@ -165,6 +165,12 @@ class BufferedMachine:
         self._buffer = _OpenBuffer(buffer_id=version + 1, base_version=version)
         self._full: ReleasedBuffer | None = None
         self._counted: set[tuple[int, str]] = set()
+        self._ended = False
+
+    @property
+    def config(self) -> BufferConfig:
+        """The buffer settings."""
+        return self._config
 
     @property
     def version(self) -> int:
@@ -174,7 +180,7 @@ class BufferedMachine:
     @property
     def done(self) -> bool:
         """Whether the planned number of buffers has been released."""
-        return self._version >= self._config.max_versions
+        return self._ended or self._version >= self._config.max_versions
 
     @property
     def open_buffer_id(self) -> int:
@@ -251,11 +257,7 @@ class BufferedMachine:
         self._require_joined(client_id)
         if (ticket.buffer_id, client_id) in self._counted:
             return False
-        if ticket.buffer_id != self._buffer.buffer_id or self._full is not None:
-            raise RoundMismatchError(
-                f"Buffer {ticket.buffer_id} is not open (open: {self._buffer.buffer_id}); ask "
-                "for a new ticket."
-            )
+        self.require_open(ticket.buffer_id)
         if client_id in self._buffer.accepted:
             return False
         self._buffer.accepted[client_id] = (ticket.staleness, ticket.weight)
@@ -268,6 +270,28 @@ class BufferedMachine:
                 contributions=tuple((c, s, w) for c, (s, w) in self._buffer.accepted.items()),
             )
         return True
+
+    def accept_would_repeat(self, client_id: str, buffer_id: int) -> bool:
+        """Whether an update of ``client_id`` for ``buffer_id`` was already counted."""
+        return (buffer_id, client_id) in self._counted or (
+            buffer_id == self._buffer.buffer_id and client_id in self._buffer.accepted
+        )
+
+    def require_open(self, buffer_id: int) -> None:
+        """Raise unless ``buffer_id`` is the open buffer.
+
+        Raises:
+            RoundMismatchError: naming the open buffer.
+        """
+        if buffer_id != self._buffer.buffer_id or self._full is not None:
+            raise RoundMismatchError(
+                f"Buffer {buffer_id} is not open (open: {self._buffer.buffer_id}); ask for a "
+                "new ticket."
+            )
+
+    def end_run(self) -> None:
+        """End the run early (a privacy budget is spent)."""
+        self._ended = True
 
     def abandon(self, client_id: str) -> None:
         """A client stopped training (dropped out); free its concurrency slot."""

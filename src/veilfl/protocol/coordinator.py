@@ -142,8 +142,14 @@ class PlaintextAggregation:
         """Updates come here in the clear."""
         return self
 
-    def add(self, header: UpdateHeader, delta: Weights) -> None:
+    def add(self, header: UpdateHeader, delta: Weights, *, weight: float | None = None) -> None:
         """Fold one validated update into the round's sum.
+
+        Args:
+            header: The update's metadata.
+            delta: The update.
+            weight: Its weight, when the protocol fixes it (a buffered update's staleness
+                weight); by default the sample count, or 1 under DP.
 
         Raises:
             UpdateRejectedError: if the header states no sample count.
@@ -159,7 +165,8 @@ class PlaintextAggregation:
             clipped = clip_l2(vector, clip_norm=self._clip_norm)
             vector = clipped.vector.astype(np.float32)
             self._within_bound += int(clipped.within_bound)
-        weight = 1.0 if self._uniform else float(header.num_samples)
+        if weight is None:
+            weight = 1.0 if self._uniform else float(header.num_samples)
         self._sum.add(vector, weight=weight)
         self._clients.add(header.client_id)
 

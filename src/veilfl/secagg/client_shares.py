@@ -89,6 +89,7 @@ def seal_update(
     rng: CsprngStream,
     privacy: ClientPrivacyPlan | None = None,
     within_bound: bool = False,
+    weight: float | None = None,
 ) -> list[SealedShare]:
     """Encode, share and seal one client's flat update, one envelope per aggregator.
 
@@ -105,6 +106,8 @@ def seal_update(
         privacy: Under DP, the round's plan: every client weighs 1, the loss is not
             reported, and distributed noise is added to the encoded integers.
         within_bound: Under adaptive clipping, whether the update needed no clipping.
+        weight: A weight fixed by the protocol (a buffered update's staleness weight,
+            at most 1); by default the sample-count weight, or 1 under DP.
 
     Raises:
         ConfigurationError: if the number of keys is not the number of aggregators.
@@ -115,9 +118,11 @@ def seal_update(
             f"got {len(public_keys)}."
         )
     if privacy is None:
-        vector = secure_vector(delta, weight=config.client_weight(num_samples), loss=loss)
+        chosen = config.client_weight(num_samples) if weight is None else weight
+        vector = secure_vector(delta, weight=chosen, loss=loss)
     else:
-        vector = secure_vector(delta, weight=1.0, loss=0.0, within_bound=within_bound)
+        chosen = 1.0 if weight is None else weight
+        vector = secure_vector(delta, weight=chosen, loss=0.0, within_bound=within_bound)
     encoding = config.encoding()
     encoded = encoding.encode(vector)
     if privacy is not None and privacy.placement == "distributed":
