@@ -5,14 +5,18 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import time
 
 import torch
+from torch import nn
 
 from veilfl.cli.common import add_data_options, add_log_option, client_dataset, configure_logging
 from veilfl.client.http_client import run_client
+from veilfl.ml.datasets import ArrayDataset
 from veilfl.ml.dp_sgd import DpSgdConfig, dp_sgd_learner
-from veilfl.ml.learner import mnist_learner
+from veilfl.ml.learner import Learner, TrainOutcome, mnist_learner
 from veilfl.ml.training import TrainProgress
+from veilfl.protocol.messages import LocalTrainingPlan
 
 __all__ = ["add_parser", "run"]
 
@@ -27,6 +31,12 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
     parser.add_argument("--model", default="simple-cnn", help="model (must match the run)")
     parser.add_argument("--seed", type=int, default=None, help="seed of local shuffling")
     parser.add_argument("--threads", type=int, default=1, help="torch CPU threads")
+    parser.add_argument(
+        "--slowdown",
+        type=float,
+        default=0.0,
+        help="extra seconds per local training (to act as a slow device in tests and demos)",
+    )
     parser.add_argument(
         "--dp-sgd-noise",
         type=float,
@@ -47,6 +57,17 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
     add_data_options(parser)
     add_log_option(parser)
     parser.set_defaults(func=run)
+
+
+def slowed_down(learner: Learner[ArrayDataset], seconds: float) -> Learner[ArrayDataset]:
+    """The same learner, taking ``seconds`` longer per local training."""
+
+    def train(model: nn.Module, data: ArrayDataset, plan: LocalTrainingPlan) -> TrainOutcome:
+        outcome = learner.train_fn(model, data, plan)
+        time.sleep(seconds)
+        return outcome
+
+    return Learner(model_fn=learner.model_fn, train_fn=train, evaluate_fn=learner.evaluate_fn)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -83,6 +104,8 @@ def run(args: argparse.Namespace) -> int:
         )
     else:
         learner, trainer = mnist_learner(args.model, seed=args.seed, progress=show), None
+    if args.slowdown > 0:
+        learner = slowed_down(learner, args.slowdown)
     summary = asyncio.run(
         run_client(
             args.server,

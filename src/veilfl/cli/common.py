@@ -44,6 +44,7 @@ def configure_logging(level: str, *, prefix: str = "") -> None:
         level=getattr(logging, level.upper()),
         format=f"%(asctime)s %(levelname)-7s {prefix}%(name)s: %(message)s",
         datefmt="%H:%M:%S",
+        force=True,  # libraries (absl, via dp-accounting) may have configured logging first
     )
     for noisy in ("httpx", "httpcore", "uvicorn.access"):
         logging.getLogger(noisy).setLevel(max(logging.WARNING, logging.getLogger().level))

@@ -20,6 +20,7 @@ from veilfl.errors import ConfigurationError
 from veilfl.keyfiles import read_public_key
 from veilfl.ml.learner import mnist_learner
 from veilfl.privacy.dp_fedavg import DpConfig
+from veilfl.protocol.buffered import BufferConfig, BufferMode
 from veilfl.protocol.messages import LocalTrainingPlan
 from veilfl.protocol.sync_round import RoundConfig
 from veilfl.secagg.config import SecureAggregationConfig
@@ -55,6 +56,19 @@ def add_round_options(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--max-batches", type=int, default=None, help="cap batches per epoch")
     group.add_argument("--server-lr", type=float, default=1.0, help="server learning rate")
     group.add_argument("--seed", type=int, default=0, help="seed for model init and sampling")
+    buffered = parser.add_argument_group("asynchronous aggregation")
+    buffered.add_argument(
+        "--mode",
+        choices=["sync", "fedbuff", "fedasync"],
+        default="sync",
+        help="synchronous rounds, or buffered asynchronous aggregation (--rounds = versions)",
+    )
+    buffered.add_argument("--buffer-size", type=int, default=10, help="FedBuff's K")
+    buffered.add_argument("--max-staleness", type=int, default=5, help="refuse staler updates")
+    buffered.add_argument(
+        "--max-concurrency", type=int, default=None, help="most clients training at once"
+    )
+    buffered.add_argument("--fedasync-mixing", type=float, default=0.6, help="FedAsync's alpha")
 
 
 def secure_from_args(args: argparse.Namespace, dp: DpConfig | None = None) -> SecureSettings | None:
@@ -130,6 +144,22 @@ def settings_from_args(args: argparse.Namespace) -> CoordinatorSettings:
         seed=args.seed,
         secure=secure_from_args(args, dp),
         dp=dp,
+        buffer=buffer_from_args(args),
+        fedasync_mixing=getattr(args, "fedasync_mixing", 0.6),
+    )
+
+
+def buffer_from_args(args: argparse.Namespace) -> BufferConfig | None:
+    """Buffered asynchronous settings (None for synchronous rounds)."""
+    mode = getattr(args, "mode", "sync")
+    if mode == "sync":
+        return None
+    return BufferConfig(
+        buffer_size=1 if mode == "fedasync" else args.buffer_size,
+        max_staleness=args.max_staleness,
+        max_versions=args.rounds,
+        mode=BufferMode(mode),
+        max_concurrency=args.max_concurrency,
     )
 
 

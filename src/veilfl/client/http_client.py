@@ -18,7 +18,7 @@ import httpx
 
 from veilfl.client.peer import Peer, RetryPolicy, error_message, raise_for_status
 from veilfl.client.uploads import PlaintextUploader, SecureUploader, Uploader
-from veilfl.ml.learner import Learner
+from veilfl.ml.learner import Learner, LocalUpdate
 from veilfl.privacy.dp_fedavg import ClientPrivacyPlan
 from veilfl.protocol.messages import LocalTrainingPlan, TaskKind
 from veilfl.tensors import Weights
@@ -103,21 +103,36 @@ async def run_client(
                     await asyncio.sleep(float(task["retry_after_s"]))
                     continue
                 round_id, version = int(task["round_id"]), int(task["model_version"])
-                global_weights = await _fetch_model(api, version)
-                if global_weights is None:
+                buffered = run.get("mode", "sync") != "sync"
+                fetched = await _fetch_model(api, version, any_version=buffered)
+                if fetched is None:
                     continue
+                version, global_weights = fetched
                 logger.info("round %d: training on model version %d", round_id, version)
                 update = await asyncio.to_thread(
                     learner.local_update, model, global_weights, data, plan
                 )
-                privacy = task.get("privacy")
-                answer = await uploader.send(
-                    client_id=client_id,
-                    round_id=round_id,
-                    base_version=version,
-                    update=update,
-                    privacy=None if privacy is None else ClientPrivacyPlan.from_json(privacy),
+                privacy_json = task.get("privacy")
+                privacy = (
+                    None if privacy_json is None else ClientPrivacyPlan.from_json(privacy_json)
                 )
+                if buffered:
+                    answer = await _send_buffered(
+                        api,
+                        uploader,
+                        client_id=client_id,
+                        version=version,
+                        update=update,
+                        privacy=privacy,
+                    )
+                else:
+                    answer = await uploader.send(
+                        client_id=client_id,
+                        round_id=round_id,
+                        base_version=version,
+                        update=update,
+                        privacy=privacy,
+                    )
                 if answer is None or answer.status_code == 409:
                     refused += 1
                     why = "too few aggregators" if answer is None else error_message(answer)
@@ -143,12 +158,47 @@ async def _join(api: Peer, name: str) -> tuple[str, dict[str, Any]]:
     return str(body["client_id"]), dict(body["run"])
 
 
-async def _fetch_model(api: Peer, version: int) -> Weights | None:
+async def _fetch_model(api: Peer, version: int, *, any_version: bool) -> tuple[int, Weights] | None:
+    """The served model; in a round, only if it is the round's version."""
     response = await api.request("GET", "/v1/model")
     raise_for_status(response, "download the model")
     served = int(response.headers.get("X-Model-Version", "-1"))
-    if served != version:
+    if served != version and not any_version:
         logger.info("model moved on to version %d; asking for a new task", served)
         return None
     weights, _ = await asyncio.to_thread(decode_weights, response.content)
-    return weights
+    return served, weights
+
+
+async def _send_buffered(
+    api: Peer,
+    uploader: Uploader,
+    *,
+    client_id: str,
+    version: int,
+    update: LocalUpdate,
+    privacy: ClientPrivacyPlan | None,
+    attempts: int = 3,
+) -> httpx.Response | None:
+    """Get a ticket (buffer and staleness weight), then upload; again if the buffer
+    closed in between."""
+    answer: httpx.Response | None = None
+    for _ in range(attempts):
+        response = await api.request(
+            "POST", "/v1/tickets", json={"client_id": client_id, "trained_version": version}
+        )
+        if response.status_code == 409:
+            return response  # too stale: the caller logs why and moves on
+        raise_for_status(response, "issue a ticket")
+        ticket = response.json()
+        answer = await uploader.send(
+            client_id=client_id,
+            round_id=int(ticket["buffer_id"]),
+            base_version=version,
+            update=update,
+            privacy=privacy,
+            weight=float(ticket["weight"]),
+        )
+        if answer is None or answer.status_code != 409:
+            return answer
+    return answer

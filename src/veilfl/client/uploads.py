@@ -43,8 +43,10 @@ class Uploader(Protocol):
         base_version: int,
         update: LocalUpdate,
         privacy: ClientPrivacyPlan | None,
+        weight: float | None = None,
     ) -> httpx.Response | None:
-        """Deliver the update (clipped and noised first, if the round's plan says so)."""
+        """Deliver the update (clipped and noised first, if the round's plan says so);
+        ``weight`` is a buffered update's staleness weight."""
         ...
 
     async def close(self) -> None:
@@ -68,8 +70,10 @@ class PlaintextUploader:
         base_version: int,
         update: LocalUpdate,
         privacy: ClientPrivacyPlan | None,
+        weight: float | None = None,
     ) -> httpx.Response | None:
-        """Upload the delta (privatized under local DP) with its sample count and loss."""
+        """Upload the delta (privatized under local DP) with its sample count and loss
+        (a buffered update's weight is recomputed by the coordinator)."""
         delta = update.delta
         if privacy is not None:
             spec = spec_of(delta)
@@ -155,9 +159,11 @@ class SecureUploader:
         base_version: int,
         update: LocalUpdate,
         privacy: ClientPrivacyPlan | None,
+        weight: float | None = None,
     ) -> httpx.Response | None:
-        """Clip (and noise) under DP, seal and upload the shares; report the aggregators
-        that took them."""
+        """Clip (and noise) under DP, seal and upload the shares (with the buffered
+        update's staleness weight inside, if any); report the aggregators that took
+        them."""
         flat = flatten(update.delta, spec_of(update.delta))
         within_bound = False
         if privacy is not None:
@@ -176,6 +182,7 @@ class SecureUploader:
             rng=self._csprng,
             privacy=privacy,
             within_bound=within_bound,
+            weight=weight,
         )
         results = await asyncio.gather(
             *(self._send_share(client_id, round_id, share) for share in sealed)

@@ -192,6 +192,10 @@ class BufferedMachine:
         """Accepted updates waiting in the open buffer."""
         return len(self._buffer.accepted)
 
+    def is_joined(self, client_id: str) -> bool:
+        """Whether ``client_id`` joined."""
+        return client_id in self._joined
+
     def join(self, client_id: str) -> None:
         """Register a client."""
         if not client_id:

@@ -101,17 +101,36 @@ class BufferedCoordinator:
         """The current model."""
         return GlobalModel(self._machine.version, unflatten(self._flat.copy(), self._spec))
 
-    def join(self, client_id: str) -> None:
+    def join(self, client_id: str, *, now: float = 0.0) -> None:
         """Register a client."""
         self._machine.join(client_id)
 
-    def task_for(self, client_id: str, *, retry_after_s: float) -> Task:
+    def is_joined(self, client_id: str) -> bool:
+        """Whether ``client_id`` joined."""
+        return self._machine.is_joined(client_id)
+
+    def tick(self, *, now: float) -> None:
+        """Nothing waits on time here: buffers release when full."""
+
+    def status(self) -> dict[str, object]:
+        """A JSON-ready snapshot."""
+        return {
+            "phase": "done" if self._machine.done else "open",
+            "round_id": self._machine.open_buffer_id,
+            "model_version": self._machine.version,
+            "num_rounds": self._machine.config.max_versions,
+            "pending": self._machine.pending,
+            "buffer_size": self._machine.config.buffer_size,
+            "done": self._machine.done,
+        }
+
+    def task_for(self, client_id: str, *, now: float = 0.0) -> Task:
         """Train on the current version, wait, or stop."""
         if self._machine.done:
             return Task.done()
         version = self._machine.start_training(client_id)
         if version is None:
-            return Task.wait(retry_after_s=retry_after_s)
+            return Task.wait(retry_after_s=self._machine.config.poll_interval_s)
         task = Task.train(round_id=self._machine.open_buffer_id, model_version=version)
         privacy = self._aggregation.client_privacy()
         if privacy is not None:
@@ -128,12 +147,13 @@ class BufferedCoordinator:
         return self._machine.ticket(client_id, trained_version=trained_version)
 
     def submit_plaintext_update(
-        self, header: UpdateHeader, delta: Weights, *, trained_version: int
+        self, header: UpdateHeader, delta: Weights, *, now: float = 0.0
     ) -> bool:
         """Accept a plaintext update into the buffer named by ``header.round_id``.
 
-        The staleness weight is recomputed here from ``trained_version``, never taken
-        from the client. Nothing changes on any error.
+        ``header.base_version`` is the version the client trained on; the staleness
+        weight is recomputed here from it, never taken from the client. Nothing changes
+        on any error.
 
         Returns:
             False for a repeat of an update already counted.
@@ -143,16 +163,17 @@ class BufferedCoordinator:
             raise ProtocolError(
                 "This run uses secure aggregation; upload shares to the aggregators instead."
             )
-        ticket = self._current_ticket(header.client_id, header.round_id, trained_version)
+        ticket = self._current_ticket(header.client_id, header.round_id, header.base_version)
         if ticket is None:
             return False
         self._spec.check(delta)
         plaintext.add(header, delta, weight=ticket.weight)
         return self._accept(header, ticket)
 
-    def record_share_upload(self, header: UpdateHeader, *, trained_version: int) -> bool:
-        """Accept a receipt: the client's shares for this buffer reached the aggregators."""
-        ticket = self._current_ticket(header.client_id, header.round_id, trained_version)
+    def record_share_upload(self, header: UpdateHeader, *, now: float = 0.0) -> bool:
+        """Accept a receipt: the client's shares for this buffer reached the aggregators
+        (``header.base_version`` is the version it trained on)."""
+        ticket = self._current_ticket(header.client_id, header.round_id, header.base_version)
         if ticket is None:
             return False
         return self._accept(header, ticket)

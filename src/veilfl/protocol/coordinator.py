@@ -249,6 +249,24 @@ class SyncCoordinator:
         """The current global model."""
         return GlobalModel(self._machine.model_version, unflatten(self._flat.copy(), self._spec))
 
+    def is_joined(self, client_id: str) -> bool:
+        """Whether ``client_id`` joined."""
+        return self._machine.is_joined(client_id)
+
+    def status(self) -> dict[str, object]:
+        """A JSON-ready snapshot."""
+        status = self._machine.status()
+        return {
+            "phase": status.phase.value,
+            "round_id": status.round_id,
+            "model_version": status.model_version,
+            "num_rounds": self._machine.config.num_rounds,
+            "joined": status.joined,
+            "sampled": status.sampled,
+            "reported": status.reported,
+            "done": self.done,
+        }
+
     # ---------------------------------------------------------------- commands
     def join(self, client_id: str, *, now: float) -> None:
         """Register a client."""

@@ -140,6 +140,7 @@ class RunInfo:
         plan: Local training hyper-parameters.
         secure: Extra JSON describing secure aggregation, if on.
         dp: Extra JSON describing differential privacy, if on.
+        mode: ``sync`` (rounds), ``fedbuff`` or ``fedasync`` (buffered, asynchronous).
     """
 
     run_id: str
@@ -148,6 +149,7 @@ class RunInfo:
     plan: LocalTrainingPlan
     secure: dict[str, Any] | None = field(default=None)
     dp: dict[str, Any] | None = field(default=None)
+    mode: str = "sync"
 
 
 @dataclass(frozen=True)

@@ -64,6 +64,23 @@ class ShareReceiptRequest(BaseModel):
     aggregators: list[int] = Field(min_length=1, max_length=16)
 
 
+class TicketRequest(BaseModel):
+    """Body of ``POST /v1/tickets`` (buffered asynchronous runs)."""
+
+    client_id: str = Field(min_length=1, max_length=200)
+    trained_version: int = Field(ge=0)
+
+
+class TicketResponse(BaseModel):
+    """Which buffer the update goes to, and its staleness weight (fixed now)."""
+
+    buffer_id: int
+    base_version: int
+    trained_version: int
+    staleness: int
+    weight: float
+
+
 class UploadResponse(BaseModel):
     """Answer to an update upload."""
 
@@ -87,6 +104,7 @@ def _run_json(service: CoordinatorService) -> dict[str, Any]:
         },
         "secure": info.secure,
         "dp": info.dp,
+        "mode": info.mode,
     }
 
 
@@ -172,6 +190,11 @@ def create_app(
         )
         accepted = await service.submit_receipt(header)
         return UploadResponse(accepted=True, duplicate=not accepted, round_id=round_id)
+
+    @app.post("/v1/tickets", response_model=TicketResponse)
+    async def ticket(request: TicketRequest) -> TicketResponse:
+        answer = await service.ticket(request.client_id, trained_version=request.trained_version)
+        return TicketResponse(**vars(answer))
 
     @app.get("/v1/status")
     async def status() -> dict[str, Any]:

@@ -20,6 +20,8 @@ from typing import Any
 from veilfl.errors import ConfigurationError, StorageError
 from veilfl.keyfiles import PublicKeyFile
 from veilfl.privacy.dp_fedavg import DpConfig
+from veilfl.protocol.buffered import BufferConfig, BufferedMachine, BufferMode
+from veilfl.protocol.buffered_coordinator import BufferedCoordinator
 from veilfl.protocol.coordinator import (
     AggregationBackend,
     EvaluateFn,
@@ -36,6 +38,8 @@ from veilfl.secagg.coordinator_aggregation import SecureAggregation
 from veilfl.server.aggregator_link import HttpAggregatorLink
 from veilfl.server.checkpoints import CheckpointStore
 from veilfl.server.run_store import ParticipantRecord, RoundRecord, RunStore
+from veilfl.server.service import CoordinatorCore
+from veilfl.strategy.buffered import FedAsync, FedBuff
 from veilfl.strategy.fedavg import FedAvg
 from veilfl.tensors import Weights, spec_of
 
@@ -100,6 +104,8 @@ class CoordinatorSettings:
         seed: Seeds the initial model and client sampling.
         secure: Secure aggregation, or None for plaintext FedAvg.
         dp: Client-level differential privacy, or None.
+        buffer: Buffered asynchronous aggregation (FedBuff/FedAsync); None for rounds.
+        fedasync_mixing: FedAsync's mixing rate α.
     """
 
     model_name: str
@@ -109,11 +115,15 @@ class CoordinatorSettings:
     seed: int = 0
     secure: SecureSettings | None = None
     dp: DpConfig | None = None
+    buffer: BufferConfig | None = None
+    fedasync_mixing: float = 0.6
 
     def to_json(self) -> dict[str, Any]:
         """A JSON-ready dict."""
         data = asdict(self)
         data["dp"] = None if self.dp is None else self.dp.to_json()
+        if self.buffer is not None:
+            data["buffer"] = {**asdict(self.buffer), "mode": self.buffer.mode.value}
         return data
 
     @classmethod
@@ -136,6 +146,12 @@ class CoordinatorSettings:
                 )
             ),
             dp=None if data.get("dp") is None else DpConfig.from_json(data["dp"]),
+            buffer=(
+                None
+                if data.get("buffer") is None
+                else BufferConfig(**{**data["buffer"], "mode": BufferMode(data["buffer"]["mode"])})
+            ),
+            fedasync_mixing=float(data.get("fedasync_mixing", 0.6)),
         )
 
 
@@ -210,7 +226,7 @@ def metrics_from_store(store: RunStore) -> list[RoundMetrics]:
 class PreparedRun:
     """A coordinator core ready to serve, with the stores behind it."""
 
-    coordinator: SyncCoordinator
+    coordinator: CoordinatorCore
     run_info: RunInfo
     store: RunStore
     checkpoints: CheckpointStore
@@ -271,14 +287,7 @@ def prepare_run(
             f"Run {run_id} completed round {next_round - 1}, but its checkpoint (version "
             f"{version}) cannot be loaded: {exc}"
         ) from exc
-    machine = SyncRoundMachine(
-        settings.rounds,
-        rng=random.Random(f"{settings.seed}:{next_round}"),
-        next_round=next_round,
-        model_version=version,
-    )
-    for client in store.clients():
-        machine.join(client.client_id, now=0.0)
+    buffered = settings.buffer
     spec = spec_of(weights)
     recorder = DurableRecorder(run_dir, store, checkpoints)
     aggregation: AggregationBackend = PlaintextAggregation(spec)
@@ -289,7 +298,11 @@ def prepare_run(
             {a.index: a.url for a in settings.secure.aggregators}, vector_length=vector_length
         )
         aggregation = SecureAggregation(
-            settings.secure.config, link, min_participants=settings.rounds.min_clients
+            settings.secure.config,
+            link,
+            min_participants=(
+                settings.rounds.min_clients if buffered is None else buffered.buffer_size
+            ),
         )
         secure_info = {
             "config": settings.secure.config.to_json(),
@@ -301,7 +314,11 @@ def prepare_run(
         if settings.secure is None:
             aggregation = PlaintextAggregation(spec, uniform_weights=True)
         population = settings.rounds.clients_needed_to_start
-        expected = settings.rounds.sample_size(population)
+        expected = (
+            settings.rounds.sample_size(population)
+            if buffered is None
+            else min(buffered.buffer_size, population)
+        )
         aggregation = PrivateAggregation(
             aggregation,
             settings.dp,
@@ -310,15 +327,39 @@ def prepare_run(
             rounds_released=0 if last is None else last.round_id,
         )
         dp_info = {**settings.dp.to_json(), "sample_rate": expected / population}
-    coordinator = SyncCoordinator(
-        machine=machine,
-        spec=spec,
-        initial_weights=weights,
-        aggregation=aggregation,
-        strategy=FedAvg(server_learning_rate=settings.server_learning_rate),
-        evaluate=evaluate,
-        recorder=recorder,
-    )
+    coordinator: CoordinatorCore
+    if buffered is None:
+        machine = SyncRoundMachine(
+            settings.rounds,
+            rng=random.Random(f"{settings.seed}:{next_round}"),
+            next_round=next_round,
+            model_version=version,
+        )
+        coordinator = SyncCoordinator(
+            machine=machine,
+            spec=spec,
+            initial_weights=weights,
+            aggregation=aggregation,
+            strategy=FedAvg(server_learning_rate=settings.server_learning_rate),
+            evaluate=evaluate,
+            recorder=recorder,
+        )
+    else:
+        coordinator = BufferedCoordinator(
+            machine=BufferedMachine(buffered, version=version),
+            spec=spec,
+            initial_weights=weights,
+            aggregation=aggregation,
+            strategy=(
+                FedAsync(mixing=settings.fedasync_mixing)
+                if buffered.mode is BufferMode.FEDASYNC
+                else FedBuff(server_learning_rate=settings.server_learning_rate)
+            ),
+            evaluate=evaluate,
+            recorder=recorder,
+        )
+    for client in store.clients():
+        coordinator.join(client.client_id, now=0.0)
     return PreparedRun(
         coordinator=coordinator,
         run_info=RunInfo(
@@ -328,6 +369,7 @@ def prepare_run(
             plan=settings.plan,
             secure=secure_info,
             dp=dp_info,
+            mode="sync" if buffered is None else buffered.mode.value,
         ),
         store=store,
         checkpoints=checkpoints,

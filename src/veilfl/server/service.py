@@ -15,20 +15,53 @@ import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import Any, Protocol, TypeVar
 
 from veilfl.errors import ProtocolError, RoundMismatchError
-from veilfl.protocol.coordinator import SyncCoordinator
+from veilfl.protocol.buffered import BufferTicket
+from veilfl.protocol.buffered_coordinator import BufferedCoordinator
+from veilfl.protocol.coordinator import GlobalModel
 from veilfl.protocol.messages import RunInfo, Task, UpdateHeader
 from veilfl.protocol.metrics import RoundMetrics
 from veilfl.reporting import format_round_row
-from veilfl.tensors import Weights
+from veilfl.tensors import TensorSpec, Weights
 from veilfl.wire.tensor_codec import decode_weights, encode_weights
 
-__all__ = ["CoordinatorService", "EncodedModel"]
+__all__ = ["CoordinatorCore", "CoordinatorService", "EncodedModel"]
 
 logger = logging.getLogger(__name__)
 T = TypeVar("T")
+
+
+class CoordinatorCore(Protocol):
+    """What the HTTP edge needs from a coordinator core (rounds or buffers)."""
+
+    @property
+    def spec(self) -> TensorSpec: ...
+
+    @property
+    def history(self) -> tuple[RoundMetrics, ...]: ...
+
+    @property
+    def done(self) -> bool: ...
+
+    def join(self, client_id: str, *, now: float) -> None: ...
+
+    def is_joined(self, client_id: str) -> bool: ...
+
+    def task_for(self, client_id: str, *, now: float) -> Task: ...
+
+    def submit_plaintext_update(
+        self, header: UpdateHeader, delta: Weights, *, now: float
+    ) -> bool: ...
+
+    def record_share_upload(self, header: UpdateHeader, *, now: float) -> bool: ...
+
+    def tick(self, *, now: float) -> object: ...
+
+    def global_model(self) -> GlobalModel: ...
+
+    def status(self) -> dict[str, object]: ...
 
 
 @dataclass(frozen=True)
@@ -53,7 +86,7 @@ class CoordinatorService:
 
     def __init__(
         self,
-        coordinator: SyncCoordinator,
+        coordinator: CoordinatorCore,
         *,
         run_info: RunInfo,
         register_client: Callable[[str, str], None] | None = None,
@@ -91,7 +124,7 @@ class CoordinatorService:
     async def join(self, client_id: str, name: str) -> None:
         """Register a client (idempotent)."""
         async with self._lock:
-            if not self._core.machine.is_joined(client_id) and self._register_client:
+            if not self._core.is_joined(client_id) and self._register_client:
                 await asyncio.to_thread(self._register_client, client_id, name)
             self._core.join(client_id, now=self._clock())
 
@@ -102,9 +135,10 @@ class CoordinatorService:
     async def model(self) -> EncodedModel:
         """The current global model, encoded (cached per version)."""
         async with self._lock:
-            version = self._core.machine.model_version
+            model = self._core.global_model()
+            version = model.version
             if self._encoded is None or self._encoded.version != version:
-                weights = self._core.global_model().weights
+                weights = model.weights
                 body = await asyncio.to_thread(
                     encode_weights, weights, metadata={"model_version": str(version)}
                 )
@@ -151,21 +185,21 @@ class CoordinatorService:
             )
         return await self._locked(self._core.record_share_upload, header, now=self._clock())
 
+    async def ticket(self, client_id: str, *, trained_version: int) -> BufferTicket:
+        """Where a client's update goes next (buffered asynchronous runs only).
+
+        Raises:
+            ProtocolError: in a run with synchronous rounds.
+        """
+        if not isinstance(self._core, BufferedCoordinator):
+            raise ProtocolError("This run has synchronous rounds; there are no buffer tickets.")
+        core = self._core
+        return await self._locked(lambda: core.ticket(client_id, trained_version=trained_version))
+
     async def status(self) -> dict[str, Any]:
         """A JSON-ready snapshot of the run."""
         async with self._lock:
-            status = self._core.machine.status()
-            return {
-                "run_id": self._run_info.run_id,
-                "phase": status.phase.value,
-                "round_id": status.round_id,
-                "model_version": status.model_version,
-                "num_rounds": self._core.machine.config.num_rounds,
-                "joined": status.joined,
-                "sampled": status.sampled,
-                "reported": status.reported,
-                "done": self._core.done,
-            }
+            return {"run_id": self._run_info.run_id, **self._core.status()}
 
     def global_weights(self) -> Weights:
         """The current global weights (for tests and shutdown)."""

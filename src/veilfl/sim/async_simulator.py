@@ -170,7 +170,7 @@ def simulate_async(
         virtual_now[0] = event.at
         client_id = ids[event.client]
         if event.kind == "ask":
-            task = coordinator.task_for(client_id, retry_after_s=poll)
+            task = coordinator.task_for(client_id)
             if task.kind is TaskKind.DONE:
                 continue
             if task.kind is TaskKind.WAIT:
@@ -243,23 +243,19 @@ def simulate_async(
                 receipt = UpdateHeader(
                     client_id=client_id,
                     round_id=ticket.buffer_id,
-                    base_version=ticket.base_version,
+                    base_version=version,
                     aggregators=acks,
                 )
-                accepted += int(coordinator.record_share_upload(receipt, trained_version=version))
+                accepted += int(coordinator.record_share_upload(receipt))
             else:
                 header = UpdateHeader(
                     client_id=client_id,
                     round_id=ticket.buffer_id,
-                    base_version=ticket.base_version,
+                    base_version=version,
                     num_samples=update.num_samples,
                     loss=update.mean_loss,
                 )
-                accepted += int(
-                    coordinator.submit_plaintext_update(
-                        header, unflatten(flat, spec), trained_version=version
-                    )
-                )
+                accepted += int(coordinator.submit_plaintext_update(header, unflatten(flat, spec)))
         _release_version(versions, in_flight, version, coordinator.machine.version)
         for metrics in coordinator.history[released_seen:]:
             if on_release is not None:

@@ -1,0 +1,96 @@
+"""FedBuff over loopback: secure aggregation with 3 aggregators and slow clients."""
+
+from __future__ import annotations
+
+import json
+from contextlib import ExitStack
+from pathlib import Path
+
+import pytest
+from tests.e2e.processes import free_port, running, veilfl_command, wait_until_serving
+
+from veilfl.crypto.keys import generate_keypair
+from veilfl.keyfiles import write_keypair
+
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(300)]
+
+
+def test_fedbuff_with_secure_aggregation_and_slow_clients(tmp_path: Path) -> None:
+    coordinator_port = free_port()
+    url = f"http://127.0.0.1:{coordinator_port}"
+    flags, aggregators = [], []
+    for index in (1, 2, 3):
+        private, public = tmp_path / f"a{index}.key", tmp_path / f"a{index}.pub"
+        write_keypair(generate_keypair(), private, public)
+        port = free_port()
+        flags += ["--aggregator", f"http://127.0.0.1:{port},{public}"]
+        aggregators.append(
+            (
+                f"http://127.0.0.1:{port}",
+                veilfl_command(
+                    "aggregator",
+                    "--index",
+                    str(index),
+                    "--key",
+                    str(private),
+                    "--coordinator",
+                    url,
+                    "--port",
+                    str(port),
+                ),
+            )
+        )
+    run_dir = tmp_path / "run"
+    server = veilfl_command(
+        "server",
+        "--run-dir",
+        str(run_dir),
+        "--port",
+        str(coordinator_port),
+        "--mode",
+        "fedbuff",
+        "--buffer-size",
+        "2",
+        "--max-staleness",
+        "3",
+        "--rounds",
+        "4",
+        "--min-clients",
+        "2",
+        "--min-available",
+        "4",
+        "--threshold",
+        "2",
+        "--max-clients",
+        "8",
+        "--test-examples",
+        "1000",
+        *flags,
+    )
+    data = ["--num-clients", "4", "--examples-per-client", "600"]
+    with ExitStack() as stack:
+        coordinator = stack.enter_context(running(server, tmp_path / "server.log"))
+        wait_until_serving(url, coordinator, tmp_path / "server.log")
+        for index, (aggregator_url, cmd) in enumerate(aggregators, start=1):
+            log = tmp_path / f"aggregator-{index}.log"
+            wait_until_serving(aggregator_url, stack.enter_context(running(cmd, log)), log)
+        clients = []
+        for index in range(4):
+            slow = ["--slowdown", "4"] if index >= 2 else []
+            log = tmp_path / f"client-{index}.log"
+            cmd = veilfl_command(
+                "client", "--server", url, "--client-index", str(index), *data, *slow
+            )
+            clients.append((stack.enter_context(running(cmd, log)), log))
+        for process, log in clients:
+            assert process.wait(timeout=240) == 0, log.read_text()[-3000:]
+        assert coordinator.wait(timeout=60) == 0, (tmp_path / "server.log").read_text()[-3000:]
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    assert [row["round_id"] for row in metrics] == [1, 2, 3, 4]
+    assert all(row["num_clients"] == 2 for row in metrics)
+    assert metrics[-1]["test_accuracy"] > metrics[0]["test_accuracy"]
+    # The fast clients did not wait for the slow ones: they filled more buffers.
+    logs = [log.read_text() for _, log in clients]
+    uploads = [text.count("uploaded (") for text in logs]
+    assert sum(uploads) >= 8
+    assert min(uploads[:2]) > max(uploads[2:])
