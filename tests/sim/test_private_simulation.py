@@ -71,10 +71,11 @@ def test_training_stops_when_the_budget_is_spent() -> None:
 def test_adaptive_clipping_runs_with_distributed_noise() -> None:
     dp = DpConfig(
         placement="distributed",
-        noise_multiplier=1.0,
+        noise_multiplier=0.8,
         clip_norm=0.01,
         min_clients=5,
         adaptive=AdaptiveClipping(target_quantile=0.5, learning_rate=0.5),
+        count_stddev=2.0,
     )
     result = _run(dp, secure=True)
     assert len(result.history) == 3
@@ -89,3 +90,20 @@ def test_distributed_noise_without_secure_aggregation_is_refused() -> None:
 def test_a_configuration_without_noise_is_refused() -> None:
     with pytest.raises(ConfigurationError, match="turn differential privacy off explicitly"):
         DpConfig(placement="central", noise_multiplier=0.0, clip_norm=1.0)
+
+
+@pytest.mark.parametrize("placement", ["central", "distributed", "local"])
+def test_clients_clip_to_the_round_plan_under_secure_aggregation(placement: str) -> None:
+    import numpy as np
+
+    from veilfl.tensors import flatten, spec_of
+
+    clip = 1e-4
+    dp = DpConfig(placement=placement, noise_multiplier=1e-3, clip_norm=clip, min_clients=5)  # type: ignore[arg-type]
+    result = _run(dp, secure=True)
+    start = mnist_learner("simple-cnn", seed=0).initial_weights(seed=0)
+    spec = spec_of(start)
+    moved = np.linalg.norm(flatten(result.final_weights, spec) - flatten(start, spec))
+    # Three rounds of a mean of updates clipped to 1e-4 (plus negligible noise) move the
+    # model by about 3e-4; unclipped SGD updates would move it by orders of magnitude more.
+    assert moved < 3 * clip * 2

@@ -1,36 +1,68 @@
-"""Field arithmetic, fixed-point encoding, Shamir sharing, CSPRNG streams and HPKE
-envelopes. Pure: no I/O."""
+"""The cryptographic core of veilfl: pure, synchronous, no I/O.
+
+* :mod:`~veilfl.crypto.field`: vectorised arithmetic in GF(p), p < 2**31.
+* :mod:`~veilfl.crypto.csprng`: an AES-256-CTR stream keyed from the OS CSPRNG.
+* :mod:`~veilfl.crypto.encoding`: fixed-point encoding of float vectors into the field.
+* :mod:`~veilfl.crypto.shamir`: t-of-m Shamir sharing of field vectors (Shamir 1979).
+* :mod:`~veilfl.crypto.envelope`: the binary share format and HPKE (RFC 9180) envelopes.
+* :mod:`~veilfl.crypto.keys`: aggregator key pairs and fingerprints (files live in
+  :mod:`veilfl.keyfiles`).
+"""
 
 from veilfl.crypto.csprng import CsprngStream
 from veilfl.crypto.encoding import FixedPointEncoding
 from veilfl.crypto.envelope import (
     KemChoice,
+    PrivateKey,
+    PublicKey,
     ShareContext,
     decode_share,
     encode_share,
     open_sealed,
     seal,
 )
-from veilfl.crypto.field import MERSENNE_31, PrimeField
-from veilfl.crypto.keys import AggregatorKeyPair, fingerprint, generate_keypair
-from veilfl.crypto.shamir import ShamirScheme, Share, lagrange_coefficients_at_zero, sum_shares
+from veilfl.crypto.field import MERSENNE_31, FieldArray, PrimeField
+from veilfl.crypto.keys import (
+    AggregatorKeyPair,
+    fingerprint,
+    generate_keypair,
+    load_private_key,
+    load_public_key,
+    public_key_bytes,
+)
+from veilfl.crypto.shamir import (
+    MAX_SHARES,
+    ShamirScheme,
+    Share,
+    add_shares,
+    lagrange_coefficients_at_zero,
+    sum_shares,
+)
 
 __all__ = [
+    "MAX_SHARES",
     "MERSENNE_31",
     "AggregatorKeyPair",
     "CsprngStream",
+    "FieldArray",
     "FixedPointEncoding",
     "KemChoice",
     "PrimeField",
+    "PrivateKey",
+    "PublicKey",
     "ShamirScheme",
     "Share",
     "ShareContext",
+    "add_shares",
     "decode_share",
     "encode_share",
     "fingerprint",
     "generate_keypair",
     "lagrange_coefficients_at_zero",
+    "load_private_key",
+    "load_public_key",
     "open_sealed",
+    "public_key_bytes",
     "seal",
     "sum_shares",
 ]

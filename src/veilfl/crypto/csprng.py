@@ -60,7 +60,7 @@ class CsprngStream:
     def __repr__(self) -> str:
         return "CsprngStream(<key hidden>)"
 
-    def __reduce__(self) -> object:
+    def __reduce__(self) -> str | tuple[object, ...]:
         raise TypeError("A CsprngStream cannot be pickled or copied: its key never leaves it.")
 
     def _keystream(self, size: int) -> bytearray:

@@ -129,10 +129,12 @@ class FixedPointEncoding:
         Raises:
             CryptoError: if the vector holds a NaN (infinities are clipped).
         """
-        scale = float(self.scale)
-        limit = scale * self.clip_range
-        scaled = np.multiply(vector, scale, dtype=np.float64)
-        np.clip(scaled, -limit, limit, out=scaled)
+        # Clip before scaling, in float64: nothing overflows, and |v| <= clip_range
+        # gives |v * scale| <= clip_range * scale, the float product the scale was
+        # chosen for (multiplication by a positive float is monotone).
+        scaled = np.array(vector, dtype=np.float64)  # a copy: the caller's vector stays
+        np.clip(scaled, -self.clip_range, self.clip_range, out=scaled)
+        scaled *= float(self.scale)
         if np.isnan(scaled).any():
             raise CryptoError(
                 f"Cannot encode a vector holding {int(np.isnan(scaled).sum())} NaN "
@@ -165,7 +167,7 @@ class FixedPointEncoding:
         signed = np.asarray(elements, dtype=np.uint64).astype(np.int64)
         if signed.size and int(signed.max()) >= self.field.modulus:
             raise CryptoError("Cannot decode values outside the field; reduce them mod p first.")
-        signed[signed > self.half] -= self.field.modulus
+        np.subtract(signed, self.field.modulus, out=signed, where=signed > self.half)
         return signed / float(self.scale)
 
     def quantisation_bound(self, num_summands: int, *, stochastic: bool = False) -> float:

@@ -99,19 +99,19 @@ class PrimeField:
 
     def add(self, a: FieldArray, b: FieldArray) -> FieldArray:
         """Elementwise ``a + b``."""
-        return np.remainder(_as_elements(a) + _as_elements(b), self.p)
+        return (_as_elements(a) + _as_elements(b)) % self.p
 
     def sub(self, a: FieldArray, b: FieldArray) -> FieldArray:
         """Elementwise ``a - b``."""
-        return np.remainder(_as_elements(a) + (self.p - _as_elements(b)), self.p)
+        return (_as_elements(a) + (self.p - _as_elements(b))) % self.p
 
     def neg(self, a: FieldArray) -> FieldArray:
         """Elementwise ``-a``."""
-        return np.remainder(self.p - _as_elements(a), self.p)
+        return (self.p - _as_elements(a)) % self.p
 
     def mul_scalar(self, a: FieldArray, scalar: int) -> FieldArray:
         """Elementwise ``scalar * a`` (the product is below 2**62 before reduction)."""
-        return np.remainder(_as_elements(a) * np.uint64(self.element(scalar)), self.p)
+        return (_as_elements(a) * np.uint64(self.element(scalar))) % self.p
 
     def sum(self, arrays: FieldArray, *, axis: int = 0) -> FieldArray:
         """The field sum along ``axis``, reduced once at the end.

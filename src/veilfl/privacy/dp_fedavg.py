@@ -106,8 +106,9 @@ class DpConfig:
         remainder = self.noise_multiplier**-2 - (2 * sigma_b) ** -2
         if remainder <= 0:
             raise ConfigurationError(
-                "The noise on the clipped count is too small for this noise multiplier; "
-                "raise count_stddev."
+                f"The noise on the clipped count (sigma_b = {sigma_b:g}) leaves no budget for "
+                f"noise multiplier {self.noise_multiplier:g}: adaptive clipping needs "
+                "z < 2 sigma_b; raise count_stddev or lower the noise multiplier."
             )
         return float(remainder**-0.5)
 

@@ -28,6 +28,7 @@ from veilfl.secagg.client_shares import seal_update
 from veilfl.secagg.config import SecureAggregationConfig
 from veilfl.secagg.coordinator_aggregation import SecureAggregation
 from veilfl.sim.in_process_aggregators import InProcessAggregators
+from veilfl.sim.profiles import ClientProfiles
 from veilfl.strategy.fedavg import FedAvg
 from veilfl.tensors import Weights, flatten, spec_of, unflatten
 from veilfl.wire.tensor_codec import decode_weights, encode_weights
@@ -52,6 +53,9 @@ class SimulationConfig:
         secure: Secure-aggregation parameters; None aggregates in plaintext.
         aggregators_down: Aggregators that are unreachable for the whole simulation.
         dp: Client-level differential privacy, or None.
+        profiles: Heterogeneous client speeds and dropouts; the clock is then virtual
+            and a round lasts until its slowest reporting client finishes (or its
+            deadline, when a sampled client dropped out).
     """
 
     rounds: RoundConfig
@@ -63,6 +67,7 @@ class SimulationConfig:
     secure: SecureAggregationConfig | None = None
     aggregators_down: frozenset[int] = frozenset()
     dp: DpConfig | None = None
+    profiles: ClientProfiles | None = None
 
     def __post_init__(self) -> None:
         if not 0 <= self.dropout_probability < 1:
@@ -100,14 +105,17 @@ class SimulationResult(Generic[DataT]):
 
 
 class _VirtualClock:
-    """Real elapsed time, plus the waits the simulator skips instead of sleeping."""
+    """Real elapsed time plus the waits the simulator skips instead of sleeping; or,
+    with client profiles, purely virtual time."""
 
-    def __init__(self) -> None:
+    def __init__(self, *, real: bool = True) -> None:
         self._start = time.perf_counter()
+        self._real = real
         self._skipped = 0.0
 
     def now(self) -> float:
-        return time.perf_counter() - self._start + self._skipped
+        real = time.perf_counter() - self._start if self._real else 0.0
+        return real + self._skipped
 
     def skip(self, seconds: float) -> None:
         self._skipped += seconds
@@ -184,8 +192,10 @@ def simulate(
         evaluate=timed_evaluate if evaluator is not None else None,  # type: ignore[arg-type]
     )
     client_ids = [f"sim-{index:05d}" for index in range(len(client_data))]
-    clock = _VirtualClock()
+    clock = _VirtualClock(real=config.profiles is None)
     now = clock.now()
+    speeds = config.profiles.speeds(len(client_data)) if config.profiles else None
+    task_rng = config.profiles.task_rng() if config.profiles else None
     for client_id in client_ids:
         coordinator.join(client_id, now=now)
     dropouts = random.Random(config.seed + 1)
@@ -195,12 +205,28 @@ def simulate(
         now = clock.now()
         coordinator.tick(now=now)
         global_model = coordinator.global_model()
+        working = []
+        slowest = 0.0
         for index, client_id in enumerate(client_ids):
             task = coordinator.machine.task_for(client_id, now=now)
             if task.kind is not TaskKind.TRAIN:
                 continue
             if dropouts.random() < config.dropout_probability:
                 continue
+            if config.profiles is not None:
+                assert speeds is not None and task_rng is not None
+                if task_rng.random() < config.profiles.dropout:
+                    continue
+                slowest = max(
+                    slowest,
+                    config.profiles.base_seconds
+                    * float(speeds[index])
+                    * float(task_rng.lognormal(0.0, config.profiles.jitter_sigma)),
+                )
+            working.append((index, client_id, coordinator.task_for(client_id, now=now)))
+        # With profiles, the round lasts until its slowest reporting client finishes.
+        clock.skip(slowest)
+        for index, client_id, task in working:
             assert task.round_id is not None and task.model_version is not None
             started = time.perf_counter()
             update = learner.local_update(
