@@ -6,17 +6,17 @@ import argparse
 import asyncio
 import logging
 import time
-
-import torch
-from torch import nn
+from typing import TYPE_CHECKING
 
 from veilfl.cli.common import add_data_options, add_log_option, client_dataset, configure_logging
-from veilfl.client.http_client import run_client
-from veilfl.ml.datasets import ArrayDataset
-from veilfl.ml.dp_sgd import DpSgdConfig, dp_sgd_learner
-from veilfl.ml.learner import Learner, TrainOutcome, mnist_learner
-from veilfl.ml.training import TrainProgress
-from veilfl.protocol.messages import LocalTrainingPlan
+
+if TYPE_CHECKING:
+    from torch import nn
+
+    from veilfl.ml.datasets import ArrayDataset
+    from veilfl.ml.learner import Learner, TrainOutcome
+    from veilfl.ml.training import TrainProgress
+    from veilfl.protocol.messages import LocalTrainingPlan
 
 __all__ = ["add_parser", "run"]
 
@@ -61,6 +61,7 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
 
 def slowed_down(learner: Learner[ArrayDataset], seconds: float) -> Learner[ArrayDataset]:
     """The same learner, taking ``seconds`` longer per local training."""
+    from veilfl.ml.learner import Learner
 
     def train(model: nn.Module, data: ArrayDataset, plan: LocalTrainingPlan) -> TrainOutcome:
         outcome = learner.train_fn(model, data, plan)
@@ -72,6 +73,12 @@ def slowed_down(learner: Learner[ArrayDataset], seconds: float) -> Learner[Array
 
 def run(args: argparse.Namespace) -> int:
     """Join the run and train until it is done."""
+    import torch
+
+    from veilfl.client.http_client import run_client
+    from veilfl.ml.dp_sgd import DpSgdConfig, dp_sgd_learner
+    from veilfl.ml.learner import mnist_learner
+
     configure_logging(args.log_level, prefix=f"[client {args.client_index}] ")
     torch.set_num_threads(args.threads)
     data = client_dataset(args, args.client_index)

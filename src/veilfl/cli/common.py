@@ -6,13 +6,15 @@ import argparse
 import logging
 import os
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from veilfl.errors import ConfigurationError
-from veilfl.ml.datasets import ArrayDataset, load_mnist
-from veilfl.ml.partition import partition
 from veilfl.privacy.accountant import noise_multiplier_for
 from veilfl.privacy.clipping import AdaptiveClipping
 from veilfl.privacy.dp_fedavg import DpConfig
+
+if TYPE_CHECKING:
+    from veilfl.ml.datasets import ArrayDataset
 
 __all__ = [
     "add_data_options",
@@ -82,6 +84,9 @@ def client_dataset(args: argparse.Namespace, client_index: int) -> ArrayDataset:
         raise ConfigurationError(
             f"Client index {client_index} is outside 0..{args.num_clients - 1}."
         )
+    from veilfl.ml.datasets import load_mnist  # torch: only for commands that train
+    from veilfl.ml.partition import partition
+
     splits = load_mnist(source=args.mnist_dir)
     parts = partition(
         args.partition,
@@ -98,6 +103,8 @@ def client_dataset(args: argparse.Namespace, client_index: int) -> ArrayDataset:
 
 def test_dataset(mnist_dir: Path | None, examples: int | None) -> ArrayDataset:
     """The MNIST test set, or its first ``examples`` examples."""
+    from veilfl.ml.datasets import load_mnist
+
     test = load_mnist(source=mnist_dir).test
     if examples is not None and examples < len(test):
         return test.subset(list(range(examples)))

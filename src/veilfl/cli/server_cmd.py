@@ -7,8 +7,6 @@ import asyncio
 import logging
 from pathlib import Path
 
-import uvicorn
-
 from veilfl.cli.common import (
     add_dp_options,
     add_log_option,
@@ -18,21 +16,12 @@ from veilfl.cli.common import (
 )
 from veilfl.errors import ConfigurationError
 from veilfl.keyfiles import read_public_key
-from veilfl.ml.learner import mnist_learner
 from veilfl.privacy.dp_fedavg import DpConfig
 from veilfl.protocol.buffered import BufferConfig, BufferMode
 from veilfl.protocol.messages import LocalTrainingPlan
 from veilfl.protocol.sync_round import RoundConfig
 from veilfl.secagg.config import SecureAggregationConfig
-from veilfl.server.app import create_app
-from veilfl.server.run_setup import (
-    AggregatorEndpoint,
-    CoordinatorSettings,
-    SecureSettings,
-    metrics_from_store,
-    prepare_run,
-)
-from veilfl.server.service import CoordinatorService
+from veilfl.server.run_setup import AggregatorEndpoint, CoordinatorSettings, SecureSettings
 
 __all__ = ["add_parser", "run"]
 
@@ -211,6 +200,13 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
 
 def run(args: argparse.Namespace) -> int:
     """Serve the run until its last round completes."""
+    import uvicorn
+
+    from veilfl.ml.learner import mnist_learner
+    from veilfl.server.app import create_app
+    from veilfl.server.run_setup import metrics_from_store, prepare_run
+    from veilfl.server.service import CoordinatorService
+
     configure_logging(args.log_level)
     settings = settings_from_args(args)
     learner = mnist_learner(settings.model_name)

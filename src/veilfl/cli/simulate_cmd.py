@@ -6,8 +6,6 @@ import argparse
 from datetime import datetime
 from pathlib import Path
 
-import torch
-
 from veilfl.cli.common import (
     add_data_options,
     add_dp_options,
@@ -16,9 +14,6 @@ from veilfl.cli.common import (
     test_dataset,
 )
 from veilfl.cli.server_cmd import add_round_options, settings_from_args
-from veilfl.ml.datasets import load_mnist
-from veilfl.ml.learner import mnist_learner
-from veilfl.ml.partition import partition
 from veilfl.protocol.metrics import RoundMetrics
 from veilfl.reporting import (
     format_round_row,
@@ -27,7 +22,6 @@ from veilfl.reporting import (
     write_metrics,
 )
 from veilfl.secagg.config import SecureAggregationConfig
-from veilfl.sim.simulator import SimulationConfig, simulate
 
 __all__ = ["add_parser", "run"]
 
@@ -53,6 +47,13 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
 
 def run(args: argparse.Namespace) -> int:
     """Run the simulation and write metrics and a plot."""
+    import torch
+
+    from veilfl.ml.datasets import load_mnist
+    from veilfl.ml.learner import mnist_learner
+    from veilfl.ml.partition import partition
+    from veilfl.sim.simulator import SimulationConfig, simulate
+
     configure_logging(args.log_level)
     if args.threads:
         torch.set_num_threads(args.threads)

@@ -1,0 +1,283 @@
+"""Load test: one coordinator and 3 aggregators on loopback, N concurrent HTTP clients.
+
+Starts the coordinator (FedBuff, secure aggregation 2-of-3) and the aggregators as
+processes, then runs N concurrent clients in this process. Each client joins, asks for
+a task, downloads the model, "trains" (sleeps a random 0.5-2 s: this tests the
+servers, not torch), gets a ticket, seals its update, uploads the shares to the three
+aggregators and hands in its receipt. Requests are bounded in number and time, and
+only loopback addresses are used.
+
+It prints accepted updates per second at the coordinator, p50/p99 upload latency (all
+three share uploads plus the receipt) and each server's peak memory, and checks that
+every update the clients saw accepted was counted exactly once.
+
+Run: .venv/bin/python benchmarks/load_test.py --clients 100 1000
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import random
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+import numpy as np
+
+from veilfl.crypto.csprng import CsprngStream
+from veilfl.crypto.keys import generate_keypair
+from veilfl.keyfiles import PublicKeyFile, write_keypair
+from veilfl.secagg.client_shares import seal_update
+from veilfl.secagg.config import SecureAggregationConfig
+from veilfl.wire.tensor_codec import decode_weights
+
+BUFFER = 50
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def _peak_rss_mib(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+async def _wait_serving(url: str, timeout_s: float = 60) -> None:
+    deadline = time.monotonic() + timeout_s
+    async with httpx.AsyncClient() as http:
+        while time.monotonic() < deadline:
+            try:
+                if (await http.get(f"{url}/v1/status", timeout=1)).status_code == 200:
+                    return
+            except httpx.HTTPError:
+                pass
+            await asyncio.sleep(0.2)
+    raise RuntimeError(f"{url} did not start")
+
+
+async def _client(
+    index: int,
+    url: str,
+    run: dict[str, Any],
+    http: httpx.AsyncClient,
+    latencies: list[float],
+    accepted: list[str],
+) -> None:
+    secure = run["secure"]
+    config = SecureAggregationConfig(**secure["config"])
+    keys = [PublicKeyFile.from_json(a).key for a in secure["aggregators"]]
+    urls = [a["url"] for a in secure["aggregators"]]
+    client_id = (await http.post(f"{url}/v1/clients", json={"name": f"load-{index}"})).json()[
+        "client_id"
+    ]
+    task = (await http.get(f"{url}/v1/clients/{client_id}/task")).json()
+    if task["kind"] != "train":
+        return
+    model = await http.get(f"{url}/v1/model")
+    version = int(model.headers["X-Model-Version"])
+    weights, _ = decode_weights(model.content)
+    size = sum(w.size for w in weights.values())
+    await asyncio.sleep(random.uniform(0.5, 2.0))  # "training"
+    for _ in range(3):
+        response = await http.post(
+            f"{url}/v1/tickets", json={"client_id": client_id, "trained_version": version}
+        )
+        if response.status_code != 200:
+            return  # stale or run over
+        ticket = response.json()
+        delta = np.full(size, 1e-4, dtype=np.float32)
+        sealed = seal_update(
+            delta,
+            num_samples=100,
+            loss=1.0,
+            config=config,
+            public_keys=keys,
+            run_id=run["run_id"],
+            round_id=ticket["buffer_id"],
+            client_id=client_id,
+            rng=CsprngStream(),
+            weight=ticket["weight"],
+        )
+        began = time.perf_counter()
+        answers = await asyncio.gather(
+            *(
+                http.post(
+                    f"{urls[s.aggregator_index - 1]}/v1/rounds/{ticket['buffer_id']}/shares",
+                    content=s.envelope,
+                    headers={"X-Veilfl-Client": client_id},
+                )
+                for s in sealed
+            )
+        )
+        acks = [
+            s.aggregator_index for s, a in zip(sealed, answers, strict=True) if a.status_code == 202
+        ]
+        receipt = await http.post(
+            f"{url}/v1/rounds/{ticket['buffer_id']}/receipts",
+            json={"client_id": client_id, "base_version": version, "aggregators": acks},
+        )
+        latencies.append(time.perf_counter() - began)
+        if receipt.status_code == 202:
+            if not receipt.json()["duplicate"]:
+                accepted.append(client_id)
+            return
+        if receipt.status_code != 409:
+            return
+
+
+async def _run(clients: int, workdir: Path) -> dict[str, Any]:
+    coordinator_port = _free_port()
+    url = f"http://127.0.0.1:{coordinator_port}"
+    processes: list[subprocess.Popen[bytes]] = []
+    flags = []
+    aggregator_cmds = []
+    for index in (1, 2, 3):
+        private, public = workdir / f"a{index}.key", workdir / f"a{index}.pub"
+        if not private.exists():
+            write_keypair(generate_keypair(), private, public)
+        port = _free_port()
+        flags += ["--aggregator", f"http://127.0.0.1:{port},{public}"]
+        aggregator_cmds.append(
+            [
+                sys.executable,
+                "-m",
+                "veilfl",
+                "aggregator",
+                "--index",
+                str(index),
+                "--key",
+                str(private),
+                "--coordinator",
+                url,
+                "--port",
+                str(port),
+                "--log-level",
+                "warning",
+            ]
+        )
+    versions = max(1, clients // BUFFER)
+    server = [
+        sys.executable,
+        "-m",
+        "veilfl",
+        "server",
+        "--run-dir",
+        str(workdir / f"run-{clients}"),
+        "--port",
+        str(coordinator_port),
+        "--mode",
+        "fedbuff",
+        "--buffer-size",
+        str(BUFFER),
+        "--max-staleness",
+        "100",
+        "--rounds",
+        str(versions),
+        "--min-clients",
+        "2",
+        "--threshold",
+        "2",
+        "--max-clients",
+        str(BUFFER),
+        "--test-examples",
+        "100",
+        "--log-level",
+        "warning",
+        "--linger",
+        "30",
+        *flags,
+    ]
+    log = (workdir / f"servers-{clients}.log").open("wb")
+    try:
+        processes.append(subprocess.Popen(server, stdout=log, stderr=log))
+        await _wait_serving(url)
+        for cmd in aggregator_cmds:
+            processes.append(subprocess.Popen(cmd, stdout=log, stderr=log))
+        async with httpx.AsyncClient() as http:
+            run = (await http.get(f"{url}/v1/run")).json()
+        for aggregator in run["secure"]["aggregators"]:
+            await _wait_serving(aggregator["url"])
+        latencies: list[float] = []
+        accepted: list[str] = []
+        limits = httpx.Limits(max_connections=clients, max_keepalive_connections=clients)
+        started = time.perf_counter()
+        async with httpx.AsyncClient(limits=limits, timeout=120) as http:
+            await asyncio.wait_for(
+                asyncio.gather(
+                    *(_client(i, url, run, http, latencies, accepted) for i in range(clients))
+                ),
+                timeout=600,
+            )
+            elapsed = time.perf_counter() - started
+            status = (await http.get(f"{url}/v1/status")).json()
+            metrics = (await http.get(f"{url}/v1/metrics")).json()
+        counted = sum(m["num_clients"] for m in metrics) + int(status.get("pending", 0))
+        return {
+            "clients": clients,
+            "accepted_by_clients": len(accepted),
+            "counted_by_coordinator": counted,
+            "distinct": len(set(accepted)),
+            "versions": status["model_version"],
+            "updates_per_second": len(accepted) / elapsed,
+            "p50_upload_s": float(np.percentile(latencies, 50)) if latencies else None,
+            "p99_upload_s": float(np.percentile(latencies, 99)) if latencies else None,
+            "peak_rss_mib": {
+                name: _peak_rss_mib(p.pid)
+                for name, p in zip(
+                    ["coordinator", "aggregator-1", "aggregator-2", "aggregator-3"],
+                    processes,
+                    strict=True,
+                )
+            },
+            "seconds": elapsed,
+        }
+    finally:
+        for process in processes:
+            process.send_signal(signal.SIGTERM)
+        for process in processes:
+            try:
+                process.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                process.kill()
+        log.close()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--clients", type=int, nargs="+", default=[100, 1000])
+    parser.add_argument("--out", type=Path, default=None)
+    args = parser.parse_args()
+    rows = []
+    with tempfile.TemporaryDirectory() as folder:
+        for clients in args.clients:
+            row = asyncio.run(_run(clients, Path(folder)))
+            rows.append(row)
+            rss = ", ".join(f"{k} {v:.0f}" for k, v in row["peak_rss_mib"].items())
+            print(
+                f"{clients:>5} clients: {row['accepted_by_clients']} accepted "
+                f"({row['counted_by_coordinator']} counted, {row['distinct']} distinct), "
+                f"{row['updates_per_second']:.1f} updates/s, upload p50 "
+                f"{row['p50_upload_s']:.3f} s p99 {row['p99_upload_s']:.3f} s; "
+                f"peak MiB: {rss}",
+                flush=True,
+            )
+    if args.out:
+        args.out.write_text(json.dumps(rows, indent=2))
+
+
+if __name__ == "__main__":
+    main()
