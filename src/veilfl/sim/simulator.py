@@ -20,7 +20,7 @@ from veilfl.errors import ConfigurationError
 from veilfl.ml.learner import Learner
 from veilfl.privacy.dp_fedavg import ClientPrivacyPlan, DpConfig, privatize
 from veilfl.protocol.coordinator import AggregationBackend, PlaintextAggregation, SyncCoordinator
-from veilfl.protocol.messages import LocalTrainingPlan, TaskKind, UpdateHeader
+from veilfl.protocol.messages import LocalTrainingPlan, Task, TaskKind, UpdateHeader
 from veilfl.protocol.metrics import RoundMetrics
 from veilfl.protocol.private_aggregation import PrivateAggregation
 from veilfl.protocol.sync_round import RoundConfig, SyncRoundMachine
@@ -205,28 +205,33 @@ def simulate(
         now = clock.now()
         coordinator.tick(now=now)
         global_model = coordinator.global_model()
-        working = []
-        slowest = 0.0
+        working: list[tuple[float, int, str, Task]] = []
         for index, client_id in enumerate(client_ids):
-            task = coordinator.machine.task_for(client_id, now=now)
+            task = coordinator.task_for(client_id, now=now)
             if task.kind is not TaskKind.TRAIN:
                 continue
             if dropouts.random() < config.dropout_probability:
                 continue
+            duration = 0.0
             if config.profiles is not None:
                 assert speeds is not None and task_rng is not None
                 if task_rng.random() < config.profiles.dropout:
                     continue
-                slowest = max(
-                    slowest,
+                duration = (
                     config.profiles.base_seconds
                     * float(speeds[index])
-                    * float(task_rng.lognormal(0.0, config.profiles.jitter_sigma)),
+                    * float(task_rng.lognormal(0.0, config.profiles.jitter_sigma))
                 )
-            working.append((index, client_id, coordinator.task_for(client_id, now=now)))
-        # With profiles, the round lasts until its slowest reporting client finishes.
-        clock.skip(slowest)
-        for index, client_id, task in working:
+            working.append((duration, index, client_id, task))
+        # Clients report in the order they finish; with profiles, in virtual time, and
+        # those still training at the deadline are stragglers the round closes without.
+        deadline = coordinator.machine.status().deadline
+        for duration, index, client_id, task in sorted(working, key=lambda w: w[0]):
+            if config.profiles is not None:
+                finish = now + duration
+                if deadline is not None and finish > deadline:
+                    break
+                clock.skip(max(0.0, finish - clock.now()))
             assert task.round_id is not None and task.model_version is not None
             started = time.perf_counter()
             update = learner.local_update(
@@ -290,8 +295,10 @@ def simulate(
             coordinator.submit_plaintext_update(header, delta, now=clock.now())
             timings.aggregation += time.perf_counter() - started
         if len(coordinator.history) == completed:
-            # Some sampled clients dropped out: let the deadline pass.
-            clock.skip(config.rounds.round_timeout_s)
+            # Some sampled clients dropped out or straggled: let the deadline pass.
+            deadline = coordinator.machine.status().deadline
+            wait = config.rounds.round_timeout_s if deadline is None else deadline - clock.now()
+            clock.skip(max(wait, 0.0))
             started = time.perf_counter()
             coordinator.tick(now=clock.now())
             timings.aggregation += time.perf_counter() - started
