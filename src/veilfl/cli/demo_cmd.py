@@ -54,6 +54,20 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
     )
     parser.add_argument("--aggregators", type=int, default=3, help="aggregator processes (m)")
     parser.add_argument(
+        "--mode",
+        choices=["sync", "fedbuff", "fedasync"],
+        default="sync",
+        help="synchronous rounds or buffered asynchronous aggregation",
+    )
+    parser.add_argument("--buffer-size", type=int, default=2, help="FedBuff's K (demo)")
+    parser.add_argument(
+        "--slow-clients",
+        type=int,
+        default=0,
+        help="how many clients act as slow devices (extra seconds per training)",
+    )
+    parser.add_argument("--slowdown", type=float, default=5.0, help="extra seconds when slow")
+    parser.add_argument(
         "--dp",
         choices=["off", "central", "distributed", "local"],
         default="off",
@@ -111,6 +125,8 @@ def run(args: argparse.Namespace) -> int:
         *(["--test-examples", str(args.test_examples)] if args.test_examples else []),
         *common,
     ]
+    if args.mode != "sync":
+        server_cmd += ["--mode", args.mode, "--buffer-size", str(args.buffer_size)]
     if args.dp != "off":
         server_cmd += ["--dp", args.dp, "--clip-norm", str(args.clip_norm)]
         if args.noise_multiplier is not None:
@@ -191,6 +207,11 @@ def run(args: argparse.Namespace) -> int:
                     args.model,
                     *data,
                     *verify,
+                    *(
+                        ["--slowdown", str(args.slowdown)]
+                        if index >= args.clients - args.slow_clients
+                        else []
+                    ),
                     *common,
                 ],
             )

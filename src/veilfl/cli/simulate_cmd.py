@@ -31,7 +31,16 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
     parser = subparsers.add_parser("simulate", help="simulate N clients in one process")
     parser.add_argument("--run-dir", type=Path, default=None, help="where metrics go")
     parser.add_argument("--test-examples", type=int, default=None, help="test subset size")
-    parser.add_argument("--dropout", type=float, default=0.0, help="per-round dropout chance")
+    parser.add_argument("--dropout", type=float, default=0.0, help="per-task dropout chance")
+    hetero = parser.add_argument_group("heterogeneous clients")
+    hetero.add_argument(
+        "--profiles",
+        action="store_true",
+        help="synchronous rounds in virtual time with the speed profiles below",
+    )
+    hetero.add_argument("--base-seconds", type=float, default=10.0, help="median task time")
+    hetero.add_argument("--speed-sigma", type=float, default=0.5, help="log-normal speed spread")
+    hetero.add_argument("--late-fraction", type=float, default=0.0, help="clients joining late")
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads")
     secure = parser.add_argument_group("secure aggregation")
     secure.add_argument("--secure", action="store_true", help="aggregate with Shamir shares")
@@ -52,6 +61,8 @@ def run(args: argparse.Namespace) -> int:
     from veilfl.ml.datasets import load_mnist
     from veilfl.ml.learner import mnist_learner
     from veilfl.ml.partition import partition
+    from veilfl.sim.async_simulator import AsyncSimulationConfig, simulate_async
+    from veilfl.sim.profiles import ClientProfiles
     from veilfl.sim.simulator import SimulationConfig, simulate
 
     configure_logging(args.log_level)
@@ -81,45 +92,87 @@ def run(args: argparse.Namespace) -> int:
     def show(metrics: RoundMetrics) -> None:
         print(format_round_row(metrics), flush=True)
 
+    secure = (
+        SecureAggregationConfig(
+            threshold=args.threshold,
+            num_aggregators=args.aggregators,
+            clip_range=(
+                args.clip_range
+                if args.clip_range is not None
+                else 1.0
+                if settings.dp is None
+                else settings.dp.clip_norm * (1 + 8 * settings.dp.noise_multiplier)
+            ),
+            max_clients=max(args.num_clients, 2),
+            max_samples_per_client=max(len(d) for d in client_data),
+        )
+        if args.secure
+        else None
+    )
+    profiles = ClientProfiles(
+        base_seconds=args.base_seconds,
+        speed_sigma=args.speed_sigma,
+        dropout=args.dropout,
+        late_fraction=args.late_fraction,
+        late_by_seconds=10 * args.base_seconds,
+        seed=settings.seed,
+    )
+    learner = mnist_learner(settings.model_name, seed=settings.seed)
+    test = test_dataset(args.mnist_dir, args.test_examples)
+    if settings.buffer is not None:
+        outcome = simulate_async(
+            learner,
+            client_data=client_data,
+            test_data=test,
+            config=AsyncSimulationConfig(
+                buffer=settings.buffer,
+                profiles=profiles,
+                plan=settings.plan,
+                server_learning_rate=settings.server_learning_rate,
+                fedasync_mixing=settings.fedasync_mixing,
+                secure=secure,
+                dp=settings.dp,
+                seed=settings.seed,
+            ),
+            on_release=show,
+        )
+        history = list(outcome.history)
+        print(
+            f"{outcome.accepted} updates accepted, {outcome.refused_stale} refused as stale, "
+            f"{outcome.dropped} dropped; virtual time {sum(m.seconds for m in history):.0f} s, "
+            f"wall time {outcome.wall_seconds:.1f} s"
+        )
+        write_and_plot(run_dir, history, args.num_clients)
+        return 0
     result = simulate(
-        mnist_learner(settings.model_name, seed=settings.seed),
+        learner,
         client_data=client_data,
-        test_data=test_dataset(args.mnist_dir, args.test_examples),
+        test_data=test,
         config=SimulationConfig(
             rounds=settings.rounds,
             plan=settings.plan,
             server_learning_rate=settings.server_learning_rate,
-            dropout_probability=args.dropout,
+            dropout_probability=0.0 if args.profiles else args.dropout,
             seed=settings.seed,
             dp=settings.dp,
-            secure=(
-                SecureAggregationConfig(
-                    threshold=args.threshold,
-                    num_aggregators=args.aggregators,
-                    clip_range=(
-                        args.clip_range
-                        if args.clip_range is not None
-                        else 1.0
-                        if settings.dp is None
-                        else settings.dp.clip_norm * (1 + 8 * settings.dp.noise_multiplier)
-                    ),
-                    max_clients=max(args.num_clients, 2),
-                    max_samples_per_client=max(len(d) for d in client_data),
-                )
-                if args.secure
-                else None
-            ),
+            secure=secure,
+            profiles=profiles if args.profiles else None,
         ),
         on_round=show,
     )
     history = list(result.history)
-    json_path, csv_path = write_metrics(run_dir, history)
-    png = plot_metrics(run_dir, history, title=f"veilfl simulation, {args.num_clients} clients")
     t = result.timings
     print(
         f"time: training {t.training:.1f} s, protection {t.protection:.1f} s, "
         f"transfer {t.transfer:.1f} s, "
         f"aggregation {t.aggregation:.1f} s, evaluation {t.evaluation:.1f} s"
     )
-    print(f"wrote {json_path}, {csv_path}, {png}")
+    write_and_plot(run_dir, history, args.num_clients)
     return 0
+
+
+def write_and_plot(run_dir: Path, history: list[RoundMetrics], num_clients: int) -> None:
+    """Write the metrics files and the plot, and say where."""
+    json_path, csv_path = write_metrics(run_dir, history)
+    png = plot_metrics(run_dir, history, title=f"veilfl simulation, {num_clients} clients")
+    print(f"wrote {json_path}, {csv_path}, {png}")
