@@ -10,7 +10,7 @@ staleness weights 1/sqrt(1 + s) and updates more than 5 versions old refused.
 Nguyen et al. 2022 report FedBuff reaching its target 3.3x faster than synchronous
 FL in wall-clock time (their abstract), under their own straggler model.
 
-Run: .venv/bin/python benchmarks/fedbuff_vs_fedavg.py [--max-updates 60]
+Run: .venv/bin/python benchmarks/fedbuff_vs_fedavg.py [--max-updates 150] [--stop-at 0.97]
 """
 
 from __future__ import annotations
@@ -50,7 +50,10 @@ def _times_to_targets(history: list[RoundMetrics]) -> dict[float, float | None]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--max-updates", type=int, default=60, help="rounds / buffers")
+    parser.add_argument("--max-updates", type=int, default=150, help="rounds / buffers")
+    parser.add_argument(
+        "--stop-at", type=float, default=0.97, help="stop each run at this accuracy"
+    )
     parser.add_argument("--speed-sigma", type=float, default=1.0)
     parser.add_argument("--dropout", type=float, default=0.05)
     parser.add_argument("--test-examples", type=int, default=5000)
@@ -69,7 +72,7 @@ def main() -> None:
         seed=0,
     )
     plan = LocalTrainingPlan(learning_rate=0.05, momentum=0.9, epochs=1, batch_size=10)
-    stop = max(TARGETS)
+    stop = args.stop_at
 
     sync = simulate(
         mnist_learner("simple-cnn", seed=0),
