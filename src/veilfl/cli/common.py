@@ -23,6 +23,8 @@ __all__ = [
     "client_dataset",
     "configure_logging",
     "dp_from_args",
+    "partitioned_clients",
+    "secure_clip_range",
     "test_dataset",
 ]
 
@@ -84,6 +86,11 @@ def client_dataset(args: argparse.Namespace, client_index: int) -> ArrayDataset:
         raise ConfigurationError(
             f"Client index {client_index} is outside 0..{args.num_clients - 1}."
         )
+    return partitioned_clients(args, only=client_index)[0]
+
+
+def partitioned_clients(args: argparse.Namespace, *, only: int | None = None) -> list[ArrayDataset]:
+    """Every client's partition of the MNIST training set (or just client ``only``'s)."""
     from veilfl.ml.datasets import load_mnist  # torch: only for commands that train
     from veilfl.ml.partition import partition
 
@@ -95,10 +102,17 @@ def client_dataset(args: argparse.Namespace, client_index: int) -> ArrayDataset:
         seed=args.data_seed,
         alpha=args.alpha,
     )
-    indices = parts[client_index]
-    if args.examples_per_client is not None:
-        indices = indices[: args.examples_per_client]
-    return splits.train.subset(indices)
+    chosen = parts if only is None else [parts[only]]
+    cap = args.examples_per_client
+    return [splits.train.subset(p if cap is None else p[:cap]) for p in chosen]
+
+
+def secure_clip_range(explicit: float | None, dp: DpConfig | None) -> float:
+    """The per-coordinate clip before encoding: as given, else 1, else C·(1 + 8z) under
+    DP (room for the clipped update plus local or distributed noise)."""
+    if explicit is not None:
+        return explicit
+    return 1.0 if dp is None else dp.clip_norm * (1 + 8 * dp.noise_multiplier)
 
 
 def test_dataset(mnist_dir: Path | None, examples: int | None) -> ArrayDataset:

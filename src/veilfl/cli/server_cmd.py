@@ -12,6 +12,7 @@ from veilfl.cli.common import (
     add_log_option,
     configure_logging,
     dp_from_args,
+    secure_clip_range,
     test_dataset,
 )
 from veilfl.errors import ConfigurationError
@@ -81,13 +82,7 @@ def secure_from_args(args: argparse.Namespace, dp: DpConfig | None = None) -> Se
     config = SecureAggregationConfig(
         threshold=args.threshold,
         num_aggregators=len(endpoints),
-        clip_range=(
-            args.clip_range
-            if args.clip_range is not None
-            else 1.0
-            if dp is None
-            else dp.clip_norm * (1 + 8 * dp.noise_multiplier)
-        ),
+        clip_range=secure_clip_range(args.clip_range, dp),
         max_clients=args.max_clients,
         max_samples_per_client=args.max_samples_per_client,
         kem=endpoints[0].kem,  # type: ignore[arg-type]

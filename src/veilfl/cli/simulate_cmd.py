@@ -11,6 +11,8 @@ from veilfl.cli.common import (
     add_dp_options,
     add_log_option,
     configure_logging,
+    partitioned_clients,
+    secure_clip_range,
     test_dataset,
 )
 from veilfl.cli.server_cmd import add_round_options, settings_from_args
@@ -58,9 +60,7 @@ def run(args: argparse.Namespace) -> int:
     """Run the simulation and write metrics and a plot."""
     import torch
 
-    from veilfl.ml.datasets import load_mnist
     from veilfl.ml.learner import mnist_learner
-    from veilfl.ml.partition import partition
     from veilfl.sim.async_simulator import AsyncSimulationConfig, simulate_async
     from veilfl.sim.profiles import ClientProfiles
     from veilfl.sim.simulator import SimulationConfig, simulate
@@ -69,16 +69,7 @@ def run(args: argparse.Namespace) -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
     settings = settings_from_args(args)
-    splits = load_mnist(source=args.mnist_dir)
-    parts = partition(
-        args.partition,
-        splits.train.labels,
-        args.num_clients,
-        seed=args.data_seed,
-        alpha=args.alpha,
-    )
-    cap = args.examples_per_client
-    client_data = [splits.train.subset(p if cap is None else p[:cap]) for p in parts]
+    client_data = partitioned_clients(args)
     run_dir = args.run_dir or Path("runs") / f"sim-{datetime.now():%Y%m%d-%H%M%S}"
     run_dir.mkdir(parents=True, exist_ok=True)
     mode = (
@@ -96,13 +87,7 @@ def run(args: argparse.Namespace) -> int:
         SecureAggregationConfig(
             threshold=args.threshold,
             num_aggregators=args.aggregators,
-            clip_range=(
-                args.clip_range
-                if args.clip_range is not None
-                else 1.0
-                if settings.dp is None
-                else settings.dp.clip_norm * (1 + 8 * settings.dp.noise_multiplier)
-            ),
+            clip_range=secure_clip_range(args.clip_range, settings.dp),
             max_clients=max(args.num_clients, 2),
             max_samples_per_client=max(len(d) for d in client_data),
         )

@@ -17,25 +17,22 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import TypeVar
 
-import numpy as np
-
-from veilfl.crypto.csprng import CsprngStream
 from veilfl.errors import ConfigurationError, StaleUpdateError
 from veilfl.ml.learner import Learner
-from veilfl.privacy.dp_fedavg import ClientPrivacyPlan, DpConfig, privatize
+from veilfl.privacy.dp_fedavg import ClientPrivacyPlan, DpConfig
 from veilfl.protocol.buffered import BufferConfig, BufferedMachine, BufferMode
 from veilfl.protocol.buffered_coordinator import BufferedCoordinator
 from veilfl.protocol.coordinator import AggregationBackend, PlaintextAggregation
-from veilfl.protocol.messages import LocalTrainingPlan, TaskKind, UpdateHeader
+from veilfl.protocol.messages import LocalTrainingPlan, TaskKind
 from veilfl.protocol.metrics import RoundMetrics
 from veilfl.protocol.private_aggregation import PrivateAggregation
-from veilfl.secagg.client_shares import seal_update
 from veilfl.secagg.config import SecureAggregationConfig
 from veilfl.secagg.coordinator_aggregation import SecureAggregation
+from veilfl.sim.hand_in import HandIn
 from veilfl.sim.in_process_aggregators import InProcessAggregators
 from veilfl.sim.profiles import ClientProfiles
 from veilfl.strategy.buffered import FedAsync, FedBuff
-from veilfl.tensors import Weights, flatten, spec_of, unflatten
+from veilfl.tensors import Weights, spec_of
 
 __all__ = ["AsyncSimulationConfig", "AsyncSimulationResult", "simulate_async"]
 
@@ -150,7 +147,7 @@ def simulate_async(
     ids = [f"sim-{i:05d}" for i in range(len(client_data))]
     speeds = config.profiles.speeds(len(ids))
     task_rng = config.profiles.task_rng()
-    csprng = CsprngStream()
+    hand_in = HandIn(spec=spec, secure=config.secure, aggregators=aggregators)
     events: list[_Event] = []
     sequence = 0
     for index, join_at in enumerate(config.profiles.join_times(len(ids))):
@@ -217,45 +214,18 @@ def simulate_async(
             update = learner.local_update(
                 scratch, versions[version], client_data[event.client], config.plan
             )
-            privacy = event.privacy
-            flat = flatten(update.delta, spec)
-            within = False
-            if privacy is not None:
-                private = privatize(flat, plan=privacy, rng=csprng)
-                flat, within = private.vector.astype(np.float32), private.within_bound
-            if aggregators is not None:
-                assert config.secure is not None
-                sealed = seal_update(
-                    flat,
-                    num_samples=update.num_samples,
-                    loss=update.mean_loss,
-                    config=config.secure,
-                    public_keys=aggregators.public_keys,
-                    run_id="simulation",
-                    round_id=ticket.buffer_id,
+            accepted += int(
+                hand_in.deliver(
+                    coordinator,
                     client_id=client_id,
-                    rng=csprng,
-                    privacy=privacy,
-                    within_bound=within,
+                    round_id=ticket.buffer_id,
+                    base_version=version,
+                    update=update,
+                    privacy=event.privacy,
+                    now=virtual_now[0],
                     weight=ticket.weight,
                 )
-                acks = aggregators.upload(ticket.buffer_id, client_id, sealed)
-                receipt = UpdateHeader(
-                    client_id=client_id,
-                    round_id=ticket.buffer_id,
-                    base_version=version,
-                    aggregators=acks,
-                )
-                accepted += int(coordinator.record_share_upload(receipt))
-            else:
-                header = UpdateHeader(
-                    client_id=client_id,
-                    round_id=ticket.buffer_id,
-                    base_version=version,
-                    num_samples=update.num_samples,
-                    loss=update.mean_loss,
-                )
-                accepted += int(coordinator.submit_plaintext_update(header, unflatten(flat, spec)))
+            )
         _release_version(versions, in_flight, version, coordinator.machine.version)
         for metrics in coordinator.history[released_seen:]:
             if on_release is not None:

@@ -13,25 +13,21 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Generic, TypeVar
 
-import numpy as np
-
-from veilfl.crypto.csprng import CsprngStream
 from veilfl.errors import ConfigurationError
 from veilfl.ml.learner import Learner
-from veilfl.privacy.dp_fedavg import ClientPrivacyPlan, DpConfig, privatize
+from veilfl.privacy.dp_fedavg import ClientPrivacyPlan, DpConfig
 from veilfl.protocol.coordinator import AggregationBackend, PlaintextAggregation, SyncCoordinator
-from veilfl.protocol.messages import LocalTrainingPlan, Task, TaskKind, UpdateHeader
+from veilfl.protocol.messages import LocalTrainingPlan, Task, TaskKind
 from veilfl.protocol.metrics import RoundMetrics
 from veilfl.protocol.private_aggregation import PrivateAggregation
 from veilfl.protocol.sync_round import RoundConfig, SyncRoundMachine
-from veilfl.secagg.client_shares import seal_update
 from veilfl.secagg.config import SecureAggregationConfig
 from veilfl.secagg.coordinator_aggregation import SecureAggregation
+from veilfl.sim.hand_in import HandIn, PhaseTimings
 from veilfl.sim.in_process_aggregators import InProcessAggregators
 from veilfl.sim.profiles import ClientProfiles
 from veilfl.strategy.fedavg import FedAvg
-from veilfl.tensors import Weights, flatten, spec_of, unflatten
-from veilfl.wire.tensor_codec import decode_weights, encode_weights
+from veilfl.tensors import Weights, spec_of
 
 __all__ = ["PhaseTimings", "SimulationConfig", "SimulationResult", "simulate"]
 
@@ -72,21 +68,6 @@ class SimulationConfig:
     def __post_init__(self) -> None:
         if not 0 <= self.dropout_probability < 1:
             raise ConfigurationError("dropout_probability must be in [0, 1).")
-
-
-@dataclass
-class PhaseTimings:
-    """Seconds spent per phase over a whole simulation.
-
-    ``protection`` is the clients' secure-aggregation work (encode, share, seal);
-    ``aggregation`` includes the aggregators' and the coordinator's work.
-    """
-
-    training: float = 0.0
-    protection: float = 0.0
-    transfer: float = 0.0
-    aggregation: float = 0.0
-    evaluation: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -182,7 +163,6 @@ def simulate(
             expected_clients=expected,
             sample_rate=expected / len(client_data),
         )
-    csprng = CsprngStream()
     coordinator = SyncCoordinator(
         machine=SyncRoundMachine(config.rounds, rng=random.Random(config.seed)),
         spec=spec,
@@ -190,6 +170,13 @@ def simulate(
         aggregation=aggregation,
         strategy=FedAvg(server_learning_rate=config.server_learning_rate),
         evaluate=timed_evaluate if evaluator is not None else None,  # type: ignore[arg-type]
+    )
+    hand_in = HandIn(
+        spec=spec,
+        secure=config.secure,
+        aggregators=aggregators,
+        through_wire=config.through_wire,
+        timings=timings,
     )
     client_ids = [f"sim-{index:05d}" for index in range(len(client_data))]
     clock = _VirtualClock(real=config.profiles is None)
@@ -239,61 +226,15 @@ def simulate(
             )
             timings.training += time.perf_counter() - started
             plan = None if task.privacy is None else ClientPrivacyPlan.from_json(task.privacy)
-            flat = flatten(update.delta, spec)
-            within_bound = False
-            if plan is not None:
-                started = time.perf_counter()
-                private = privatize(flat, plan=plan, rng=csprng)
-                flat, within_bound = private.vector.astype(np.float32), private.within_bound
-                timings.protection += time.perf_counter() - started
-            if aggregators is not None:
-                assert config.secure is not None
-                started = time.perf_counter()
-                sealed = seal_update(
-                    flat,
-                    num_samples=update.num_samples,
-                    loss=update.mean_loss,
-                    config=config.secure,
-                    public_keys=aggregators.public_keys,
-                    run_id="simulation",
-                    round_id=task.round_id,
-                    client_id=client_id,
-                    rng=csprng,
-                    privacy=plan,
-                    within_bound=within_bound,
-                )
-                timings.protection += time.perf_counter() - started
-                started = time.perf_counter()
-                acknowledged = aggregators.upload(task.round_id, client_id, sealed)
-                timings.transfer += time.perf_counter() - started
-                if len(acknowledged) < config.secure.threshold:
-                    continue
-                receipt = UpdateHeader(
-                    client_id=client_id,
-                    round_id=task.round_id,
-                    base_version=task.model_version,
-                    aggregators=acknowledged,
-                )
-                started = time.perf_counter()
-                coordinator.record_share_upload(receipt, now=clock.now())
-                timings.aggregation += time.perf_counter() - started
-                continue
-            header = UpdateHeader(
+            hand_in.deliver(
+                coordinator,
                 client_id=client_id,
                 round_id=task.round_id,
                 base_version=task.model_version,
-                num_samples=update.num_samples,
-                loss=update.mean_loss,
+                update=update,
+                privacy=plan,
+                now=clock.now(),
             )
-            delta = update.delta if plan is None else unflatten(flat, spec)
-            if config.through_wire:
-                started = time.perf_counter()
-                body = encode_weights(delta, metadata=header.to_metadata())
-                delta, _ = decode_weights(body, spec=spec)
-                timings.transfer += time.perf_counter() - started
-            started = time.perf_counter()
-            coordinator.submit_plaintext_update(header, delta, now=clock.now())
-            timings.aggregation += time.perf_counter() - started
         if len(coordinator.history) == completed:
             # Some sampled clients dropped out or straggled: let the deadline pass.
             deadline = coordinator.machine.status().deadline
