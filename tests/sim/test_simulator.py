@@ -106,3 +106,27 @@ def test_secure_simulation_matches_plaintext_and_survives_a_down_aggregator() ->
         secure = run(config, down)
         for name in plain:
             np.testing.assert_allclose(secure[name], plain[name], atol=1e-5)
+
+
+def test_rounds_in_virtual_time_wait_for_the_slowest_client_or_the_deadline() -> None:
+    from veilfl.sim.profiles import ClientProfiles
+
+    profiles = ClientProfiles(base_seconds=10.0, speed_sigma=1.5, jitter_sigma=0.0, seed=2)
+    result = simulate(
+        mnist_learner("simple-cnn", seed=0),
+        client_data=_clients(12),
+        test_data=None,
+        config=SimulationConfig(
+            rounds=RoundConfig(
+                num_rounds=4, clients_per_round=6, min_clients=2, round_timeout_s=20.0
+            ),
+            plan=LocalTrainingPlan(max_batches=1),
+            profiles=profiles,
+        ),
+    )
+    speeds = profiles.speeds(12) * 10.0
+    assert all(m.seconds <= 20.0 + 0.5 for m in result.history)  # + real aggregation time
+    # Clients slower than the deadline never make it into a round.
+    too_slow = int((speeds > 20.0).sum())
+    assert too_slow > 0
+    assert any(m.num_clients < 6 for m in result.history)
