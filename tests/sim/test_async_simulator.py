@@ -55,6 +55,8 @@ def test_secure_aggregation_per_buffer_gives_the_plaintext_model() -> None:
     for name in plain.final_weights:
         np.testing.assert_allclose(secure.final_weights[name], plain.final_weights[name], atol=1e-5)
     assert secure.accepted == plain.accepted
+    # Every accepted update counted exactly once across buffers, with secure aggregation on.
+    assert sum(m.num_clients for m in secure.history) == secure.accepted == 4 * 5
 
 
 def test_a_tight_staleness_bound_refuses_stale_updates() -> None:
