@@ -24,7 +24,6 @@ from veilfl.protocol.coordinator import (
 from veilfl.protocol.messages import ClientReport, Task, UpdateHeader
 from veilfl.protocol.metrics import RoundMetrics
 from veilfl.protocol.sync_round import ClosedRound
-from veilfl.secagg.coordinator_aggregation import SecureAggregation
 from veilfl.strategy.buffered import FedAsync, FedBuff
 from veilfl.tensors import FloatArray, TensorSpec, Weights, flatten, unflatten
 
@@ -57,7 +56,7 @@ class BufferedCoordinator:
         recorder: RoundRecorder | None = None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
-        if isinstance(strategy, FedAsync) and isinstance(aggregation, SecureAggregation):
+        if isinstance(strategy, FedAsync) and aggregation.plaintext() is None:
             raise ConfigurationError(
                 "FedAsync applies each update on its own, which secure aggregation cannot "
                 "hide; use FedBuff with a buffer of at least 2."
