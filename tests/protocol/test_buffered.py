@@ -124,3 +124,30 @@ def test_inconsistent_buffer_settings_are_refused() -> None:
         BufferConfig(buffer_size=4, max_staleness=1, max_versions=1, mode=BufferMode.FEDASYNC)
     with pytest.raises(ConfigurationError):
         BufferConfig(buffer_size=0, max_staleness=1, max_versions=1)
+
+
+def test_fedasync_is_refused_when_updates_are_secret_shared() -> None:
+    from veilfl.protocol.buffered_coordinator import BufferedCoordinator
+
+    class SecretShared:
+        def plaintext(self) -> None:
+            return None
+
+        def start_round(self, round_id: int) -> None:
+            pass
+
+    weights = {"w": np.zeros(3, np.float32)}
+    from veilfl.tensors import spec_of
+
+    with pytest.raises(ConfigurationError, match="use FedBuff"):
+        BufferedCoordinator(
+            machine=BufferedMachine(
+                BufferConfig(
+                    buffer_size=1, max_staleness=1, max_versions=1, mode=BufferMode.FEDASYNC
+                )
+            ),
+            spec=spec_of(weights),
+            initial_weights=weights,
+            aggregation=SecretShared(),  # type: ignore[arg-type]
+            strategy=FedAsync(),
+        )
