@@ -1,10 +1,19 @@
-"""Round metrics for people: a table on the terminal, JSON and CSV files, a PNG plot."""
+"""Round metrics for people: a table on the terminal, JSON and CSV files, a PNG plot.
+
+The files go into the run folder and are rewritten whole (atomically) after each round:
+``metrics.json`` (a list of objects with the fields of :class:`RoundMetrics`, missing
+and non-finite values as ``null``), ``metrics.csv`` (the same columns, missing values
+empty) and ``metrics.png``. Plots use matplotlib's Agg canvas on a private
+:class:`~matplotlib.figure.Figure`, never pyplot's global state, so they are safe in
+servers and threads.
+"""
 
 from __future__ import annotations
 
 import csv
 import io
 import json
+import math
 from collections.abc import Sequence
 from dataclasses import asdict, fields
 from pathlib import Path
@@ -32,7 +41,11 @@ _COLUMNS = (
 
 
 def format_round_table_header() -> str:
-    """The header line of the per-round table."""
+    """The per-round table's header: the column names and a rule under them (two lines).
+
+    The columns are ``round  clients  train loss  test loss  test acc  epsilon  seconds``,
+    right-aligned to the widths :func:`format_round_row` uses.
+    """
     head = "  ".join(f"{name:>{width}}" for name, width in _COLUMNS)
     return f"{head}\n{'-' * len(head)}"
 
@@ -42,7 +55,11 @@ def _number(value: float | None, spec: str) -> str:
 
 
 def format_round_row(metrics: RoundMetrics) -> str:
-    """One line of the per-round table."""
+    """One line of the per-round table, aligned with :func:`format_round_table_header`.
+
+    Losses have 4 decimals, accuracy is a percentage with 2, epsilon has 3 and seconds
+    1; a missing value shows as ``-``.
+    """
     accuracy = None if metrics.test_accuracy is None else 100 * metrics.test_accuracy
     cells = (
         str(metrics.round_id),
@@ -56,12 +73,28 @@ def format_round_row(metrics: RoundMetrics) -> str:
     return "  ".join(f"{cell:>{width}}" for cell, (_, width) in zip(cells, _COLUMNS, strict=True))
 
 
+def _finite_or_none(value: object) -> object:
+    return None if isinstance(value, float) and not math.isfinite(value) else value
+
+
 def write_metrics(run_dir: Path, metrics: Sequence[RoundMetrics]) -> tuple[Path, Path]:
-    """Write ``metrics.json`` and ``metrics.csv`` into ``run_dir`` (atomically)."""
+    """Write ``metrics.json`` and ``metrics.csv`` into ``run_dir``, each atomically.
+
+    Args:
+        run_dir: The run folder (created if missing).
+        metrics: Every round so far, in order.
+
+    Returns:
+        The paths of the JSON and the CSV file.
+
+    Raises:
+        StorageError: if a file cannot be written.
+    """
     rows = [asdict(m) for m in metrics]
     json_path = run_dir / "metrics.json"
     csv_path = run_dir / "metrics.csv"
-    write_atomically(json_path, json.dumps(rows, indent=2).encode())
+    json_rows = [{key: _finite_or_none(value) for key, value in row.items()} for row in rows]
+    write_atomically(json_path, json.dumps(json_rows, indent=2, allow_nan=False).encode())
     buffer = io.StringIO()
     writer = csv.DictWriter(buffer, fieldnames=[f.name for f in fields(RoundMetrics)])
     writer.writeheader()
@@ -71,33 +104,44 @@ def write_metrics(run_dir: Path, metrics: Sequence[RoundMetrics]) -> tuple[Path,
 
 
 def plot_metrics(run_dir: Path, metrics: Sequence[RoundMetrics], *, title: str) -> Path:
-    """Draw test accuracy, losses and (when present) epsilon per round into ``metrics.png``."""
+    """Draw test accuracy, losses and (when present) epsilon per round into ``metrics.png``.
+
+    Args:
+        run_dir: The run folder (created if missing).
+        metrics: Every round so far, in order; missing values leave gaps.
+        title: The figure's title.
+
+    Returns:
+        The path of the PNG file.
+
+    Raises:
+        StorageError: if the file cannot be written.
+    """
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
-    rounds = [m.round_id for m in metrics]
     with_epsilon = any(m.epsilon is not None for m in metrics)
     panels = 3 if with_epsilon else 2
     figure = Figure(figsize=(4.2 * panels, 3.6), dpi=110)
     FigureCanvasAgg(figure)
     axes = figure.subplots(1, panels)
 
-    def series(values: Sequence[float | None]) -> list[float]:
-        return [float("nan") if v is None else v for v in values]
+    def series(values: Sequence[float | None]) -> tuple[list[int], list[float]]:
+        """The rounds that have a value, and those values (so gaps do not break lines)."""
+        kept = [(m.round_id, v) for m, v in zip(metrics, values, strict=True) if v is not None]
+        return [r for r, _ in kept], [v for _, v in kept]
 
     accuracy = [None if m.test_accuracy is None else 100 * m.test_accuracy for m in metrics]
-    axes[0].plot(rounds, series(accuracy), marker="o", color="tab:blue")
+    axes[0].plot(*series(accuracy), marker="o", color="tab:blue")
     axes[0].set(title="test accuracy", xlabel="round", ylabel="%")
     axes[0].grid(alpha=0.3)
-    axes[1].plot(
-        rounds, series([m.train_loss for m in metrics]), marker="o", label="train (clients)"
-    )
-    axes[1].plot(rounds, series([m.test_loss for m in metrics]), marker="s", label="test")
+    axes[1].plot(*series([m.train_loss for m in metrics]), marker="o", label="train (clients)")
+    axes[1].plot(*series([m.test_loss for m in metrics]), marker="s", label="test")
     axes[1].set(title="loss", xlabel="round")
     axes[1].legend()
     axes[1].grid(alpha=0.3)
     if with_epsilon:
-        axes[2].plot(rounds, series([m.epsilon for m in metrics]), marker="o", color="tab:red")
+        axes[2].plot(*series([m.epsilon for m in metrics]), marker="o", color="tab:red")
         axes[2].set(title="privacy spent", xlabel="round", ylabel="epsilon")
         axes[2].grid(alpha=0.3)
     for axis in axes:

@@ -1,4 +1,10 @@
-"""Global model checkpoints: one safetensors file per version, written atomically."""
+"""Global model checkpoints: one safetensors file per version, written atomically.
+
+Version ``v`` lives in ``model_v{v:06d}.safetensors`` (more digits past 999999). A file
+is written to a temporary name in the same folder, flushed and fsynced, renamed over the
+final name and the folder fsynced, so a crash at any moment leaves either no file or the
+whole file under the final name; a leftover temporary file never looks like a version.
+"""
 
 from __future__ import annotations
 
@@ -12,7 +18,10 @@ from veilfl.errors import StorageError, WireFormatError
 from veilfl.tensors import Weights
 from veilfl.wire.tensor_codec import decode_weights, encode_weights
 
-__all__ = ["CheckpointStore", "write_atomically"]
+__all__ = ["VERSION_KEY", "CheckpointStore", "write_atomically"]
+
+VERSION_KEY = "version"
+"""Metadata key under which :meth:`CheckpointStore.save` records the version."""
 
 _NAME = re.compile(r"^model_v(\d{6,})\.safetensors$")
 
@@ -20,75 +29,132 @@ _NAME = re.compile(r"^model_v(\d{6,})\.safetensors$")
 def write_atomically(path: Path, data: bytes) -> None:
     """Write ``data`` to ``path`` so that a crash leaves the old file or the new, never half.
 
-    Writes a temporary file in the same folder, flushes and fsyncs it, renames it over
-    ``path`` and fsyncs the folder.
+    Creates the parent folder if needed, writes a temporary file (``.{name}.*``) in it,
+    flushes and fsyncs that, renames it over ``path`` and fsyncs the folder.
+
+    Raises:
+        StorageError: if any step fails; the temporary file is removed.
     """
-    path.parent.mkdir(parents=True, exist_ok=True)
-    descriptor, temporary = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    temporary: str | None = None
     try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        descriptor, temporary = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
         with os.fdopen(descriptor, "wb") as handle:
             handle.write(data)
             handle.flush()
             os.fsync(handle.fileno())
         os.replace(temporary, path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
-    folder = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(folder)
+        temporary = None
+        folder = os.open(path.parent, os.O_RDONLY)
+        try:
+            os.fsync(folder)
+        finally:
+            os.close(folder)
+    except OSError as exc:
+        raise StorageError(
+            f"{path} could not be written ({exc}); check that its folder is writable "
+            "and the disk is not full."
+        ) from exc
     finally:
-        os.close(folder)
+        if temporary is not None:
+            Path(temporary).unlink(missing_ok=True)
 
 
 class CheckpointStore:
-    """The global model's versions in ``directory`` (``model_v000042.safetensors``)."""
+    """The global model's versions in ``directory`` (``model_v000042.safetensors``).
+
+    Args:
+        directory: The folder; created on the first :meth:`save`.
+    """
 
     def __init__(self, directory: Path) -> None:
         self._directory = directory
 
+    @property
+    def directory(self) -> Path:
+        """The folder holding the checkpoints."""
+        return self._directory
+
     def path_for(self, version: int) -> Path:
-        """Where version ``version`` lives."""
+        """Where version ``version`` lives (whether or not it exists).
+
+        Raises:
+            StorageError: if ``version`` is negative.
+        """
+        if version < 0:
+            raise StorageError(f"Model versions are non-negative; {version} is not a version.")
         return self._directory / f"model_v{version:06d}.safetensors"
 
     def save(
         self, version: int, weights: Weights, *, metadata: Mapping[str, str] | None = None
     ) -> Path:
-        """Write version ``version`` atomically.
+        """Write version ``version`` atomically, replacing any earlier file of that version.
+
+        Args:
+            version: The model version, zero or more.
+            weights: The model's tensors (stored in their order).
+            metadata: Extra string metadata; the key :data:`VERSION_KEY` is set to
+                ``version``, overriding any value given.
+
+        Returns:
+            The checkpoint's path.
 
         Raises:
-            StorageError: if the file cannot be written.
+            StorageError: if ``version`` is negative or the file cannot be written.
         """
         path = self.path_for(version)
-        body = encode_weights(weights, metadata={**(metadata or {}), "version": str(version)})
-        try:
-            write_atomically(path, body)
-        except OSError as exc:
-            raise StorageError(f"Checkpoint {path} could not be written: {exc}.") from exc
+        body = encode_weights(weights, metadata={**(metadata or {}), VERSION_KEY: str(version)})
+        write_atomically(path, body)
         return path
 
     def load(self, version: int) -> Weights:
-        """Read version ``version``.
+        """Read version ``version``, in the order it was saved.
 
         Raises:
-            StorageError: if it is missing or unreadable.
+            StorageError: if it is missing, unreadable, malformed, or records another
+                version than its file name says.
         """
         path = self.path_for(version)
         try:
-            weights, _ = decode_weights(path.read_bytes())
+            weights, metadata = decode_weights(path.read_bytes())
         except FileNotFoundError:
-            raise StorageError(f"There is no checkpoint of version {version} at {path}.") from None
+            raise StorageError(
+                f"There is no checkpoint of version {version} at {path}; "
+                f"the latest on disk is {self.latest_version()}."
+            ) from None
         except (OSError, WireFormatError) as exc:
-            raise StorageError(f"Checkpoint {path} cannot be read: {exc}") from exc
+            raise StorageError(
+                f"Checkpoint {path} cannot be read ({exc}); restore it from a backup "
+                "or start a new run."
+            ) from exc
+        recorded = metadata.get(VERSION_KEY)
+        if recorded is not None and recorded != str(version):
+            raise StorageError(
+                f"Checkpoint {path} records version {recorded}, not {version}; "
+                "a file was copied or renamed by hand."
+            )
         return weights
 
     def latest_version(self) -> int | None:
-        """The highest version on disk (temporary files are ignored)."""
-        if not self._directory.is_dir():
-            return None
+        """The highest version on disk, or None if there is none.
+
+        Only files named exactly as :meth:`path_for` names them count; temporary
+        files left by an interrupted write are ignored.
+
+        Raises:
+            StorageError: if the folder cannot be listed.
+        """
+        try:
+            if not self._directory.is_dir():
+                return None
+            names = [entry.name for entry in self._directory.iterdir() if entry.is_file()]
+        except OSError as exc:
+            raise StorageError(
+                f"The checkpoint folder {self._directory} cannot be read: {exc}."
+            ) from exc
         versions = [
             int(match.group(1))
-            for entry in self._directory.iterdir()
-            if (match := _NAME.match(entry.name))
+            for name in names
+            if (match := _NAME.match(name)) and self.path_for(int(match.group(1))).name == name
         ]
         return max(versions, default=None)
