@@ -69,6 +69,20 @@ async def _wait_serving(url: str, timeout_s: float = 60) -> None:
     raise RuntimeError(f"{url} did not start")
 
 
+RETRIES = {"count": 0}
+
+
+async def _request(http: httpx.AsyncClient, method: str, url: str, **kwargs: Any) -> httpx.Response:
+    """Like a real client: retry a request whose connection broke (bounded)."""
+    for attempt in range(6):
+        try:
+            return await http.request(method, url, **kwargs)
+        except httpx.TransportError:
+            RETRIES["count"] += 1
+            await asyncio.sleep(0.1 * 2**attempt)
+    return await http.request(method, url, **kwargs)
+
+
 async def _client(
     index: int,
     url: str,
@@ -81,20 +95,22 @@ async def _client(
     config = SecureAggregationConfig(**secure["config"])
     keys = [PublicKeyFile.from_json(a).key for a in secure["aggregators"]]
     urls = [a["url"] for a in secure["aggregators"]]
-    client_id = (await http.post(f"{url}/v1/clients", json={"name": f"load-{index}"})).json()[
-        "client_id"
-    ]
-    task = (await http.get(f"{url}/v1/clients/{client_id}/task")).json()
+    joined = await _request(http, "POST", f"{url}/v1/clients", json={"name": f"load-{index}"})
+    client_id = joined.json()["client_id"]
+    task = (await _request(http, "GET", f"{url}/v1/clients/{client_id}/task")).json()
     if task["kind"] != "train":
         return
-    model = await http.get(f"{url}/v1/model")
+    model = await _request(http, "GET", f"{url}/v1/model")
     version = int(model.headers["X-Model-Version"])
     weights, _ = decode_weights(model.content)
     size = sum(w.size for w in weights.values())
     await asyncio.sleep(random.uniform(0.5, 2.0))  # "training"
     for _ in range(3):
-        response = await http.post(
-            f"{url}/v1/tickets", json={"client_id": client_id, "trained_version": version}
+        response = await _request(
+            http,
+            "POST",
+            f"{url}/v1/tickets",
+            json={"client_id": client_id, "trained_version": version},
         )
         if response.status_code != 200:
             return  # stale or run over
@@ -115,7 +131,9 @@ async def _client(
         began = time.perf_counter()
         answers = await asyncio.gather(
             *(
-                http.post(
+                _request(
+                    http,
+                    "POST",
                     f"{urls[s.aggregator_index - 1]}/v1/rounds/{ticket['buffer_id']}/shares",
                     content=s.envelope,
                     headers={"X-Veilfl-Client": client_id},
@@ -126,7 +144,9 @@ async def _client(
         acks = [
             s.aggregator_index for s, a in zip(sealed, answers, strict=True) if a.status_code == 202
         ]
-        receipt = await http.post(
+        receipt = await _request(
+            http,
+            "POST",
             f"{url}/v1/rounds/{ticket['buffer_id']}/receipts",
             json={"client_id": client_id, "base_version": version, "aggregators": acks},
         )
@@ -244,6 +264,7 @@ async def _run(clients: int, workdir: Path) -> dict[str, Any]:
                 )
             },
             "seconds": elapsed,
+            "transport_retries": RETRIES["count"],
         }
     finally:
         for process in processes:
@@ -264,6 +285,7 @@ def main() -> None:
     rows = []
     with tempfile.TemporaryDirectory() as folder:
         for clients in args.clients:
+            RETRIES["count"] = 0
             row = asyncio.run(_run(clients, Path(folder)))
             rows.append(row)
             rss = ", ".join(f"{k} {v:.0f}" for k, v in row["peak_rss_mib"].items())
@@ -271,7 +293,8 @@ def main() -> None:
                 f"{clients:>5} clients: {row['accepted_by_clients']} accepted "
                 f"({row['counted_by_coordinator']} counted, {row['distinct']} distinct), "
                 f"{row['updates_per_second']:.1f} updates/s, upload p50 "
-                f"{row['p50_upload_s']:.3f} s p99 {row['p99_upload_s']:.3f} s; "
+                f"{row['p50_upload_s']:.3f} s p99 {row['p99_upload_s']:.3f} s, "
+                f"{row['transport_retries']} connection retries; "
                 f"peak MiB: {rss}",
                 flush=True,
             )

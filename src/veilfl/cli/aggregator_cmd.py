@@ -50,5 +50,12 @@ def run(args: argparse.Namespace) -> int:
         coordinator_url=args.coordinator,
         max_share_bytes=int(args.max_share_mb * 2**20),
     )
-    uvicorn.run(app, host=args.host, port=args.port, log_level=args.log_level)
+    uvicorn.run(
+        app,
+        host=args.host,
+        port=args.port,
+        log_level=args.log_level,
+        timeout_keep_alive=60,
+        backlog=4096,
+    )
     return 0

@@ -226,7 +226,13 @@ def run(args: argparse.Namespace) -> int:
     )
     app = create_app(service, metrics=lambda: metrics_from_store(prepared.store))
     config = uvicorn.Config(
-        app, host=args.host, port=args.port, log_level=args.log_level, lifespan="on"
+        app,
+        host=args.host,
+        port=args.port,
+        log_level=args.log_level,
+        lifespan="on",
+        timeout_keep_alive=60,  # many clients poll: keep their connections open
+        backlog=4096,
     )
     server = uvicorn.Server(config)
 
