@@ -105,15 +105,18 @@ async def _client(
     weights, _ = decode_weights(model.content)
     size = sum(w.size for w in weights.values())
     await asyncio.sleep(random.uniform(0.5, 2.0))  # "training"
-    for _ in range(3):
+    for _ in range(20):
         response = await _request(
             http,
             "POST",
             f"{url}/v1/tickets",
             json={"client_id": client_id, "trained_version": version},
         )
+        if response.status_code == 409 and "being applied" in response.text:
+            await asyncio.sleep(random.uniform(0.2, 1.0))  # a buffer is being released
+            continue
         if response.status_code != 200:
-            return  # stale or run over
+            return  # too stale, or the run is over
         ticket = response.json()
         delta = np.full(size, 1e-4, dtype=np.float32)
         sealed = seal_update(
