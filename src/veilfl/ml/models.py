@@ -1,9 +1,13 @@
 """The built-in models, by name.
 
-* ``simple-cnn`` — the seed project's SimpleCNN: two convolutions, max-pooling, two
-  fully connected layers (21,840 parameters); trains in seconds on a CPU.
-* ``mnist-cnn`` — McMahan et al. 2017's MNIST CNN: 5x5 conv 32, 2x2 max-pool, 5x5
-  conv 64, 2x2 max-pool, fully connected 512, softmax 10 (1,663,370 parameters).
+* ``simple-cnn`` — the classic small MNIST net (PyTorch's MNIST example): two 5x5
+  convolutions with max-pooling, two fully connected layers (21,840 parameters);
+  trains in seconds on a CPU.
+* ``mnist-cnn`` — the MNIST CNN of McMahan et al. 2017 ("Communication-Efficient
+  Learning of Deep Networks from Decentralized Data"): 5x5 conv 32, 2x2 max-pool, 5x5
+  conv 64, 2x2 max-pool, fully connected 512, then 10 outputs (1,663,370 parameters).
+
+Both take ``(N, 1, 28, 28)`` images and return ``(N, 10)`` logits (no softmax).
 """
 
 from __future__ import annotations
@@ -19,7 +23,7 @@ __all__ = ["MODELS", "McMahanCNN", "SimpleCNN", "build_model", "count_parameters
 
 
 class SimpleCNN(nn.Module):
-    """Two conv layers with max-pooling, then two fully connected layers."""
+    """conv 1->10 k5, pool, relu, conv 10->20 k5, pool, relu, fc 320->50, relu, fc 50->10."""
 
     def __init__(self) -> None:
         super().__init__()
@@ -38,7 +42,11 @@ class SimpleCNN(nn.Module):
 
 
 class McMahanCNN(nn.Module):
-    """The CNN of McMahan et al. 2017 ("Communication-Efficient Learning ...")."""
+    """The MNIST CNN of McMahan et al. 2017, with "same" padding (1,663,370 parameters).
+
+    conv 1->32 k5 p2, relu, pool, conv 32->64 k5 p2, relu, pool, fc 3136->512, relu,
+    fc 512->10.
+    """
 
     def __init__(self) -> None:
         super().__init__()
@@ -57,10 +65,11 @@ class McMahanCNN(nn.Module):
 
 
 MODELS: dict[str, Callable[[], nn.Module]] = {"simple-cnn": SimpleCNN, "mnist-cnn": McMahanCNN}
+"""Model factories by name, as used by the CLI's ``--model``."""
 
 
 def build_model(name: str) -> nn.Module:
-    """A fresh model registered under ``name``.
+    """A fresh, randomly initialised model registered under ``name`` in :data:`MODELS`.
 
     Raises:
         ConfigurationError: naming the known models.
@@ -76,5 +85,5 @@ def build_model(name: str) -> nn.Module:
 
 
 def count_parameters(model: nn.Module) -> int:
-    """Number of trainable parameters."""
+    """Number of trainable parameters (those with ``requires_grad``)."""
     return sum(p.numel() for p in model.parameters() if p.requires_grad)

@@ -1,4 +1,10 @@
-"""Local training with plain SGD, and evaluation."""
+"""Local training with plain SGD, and evaluation.
+
+:func:`train_local` is the client step of FedAvg (McMahan et al. 2017): ``epochs``
+passes of minibatch SGD (batch size ``B``) with cross-entropy over the client's data,
+reporting the change in the weights. The data is already in memory, so it batches
+tensors by hand rather than through a ``DataLoader``.
+"""
 
 from __future__ import annotations
 
@@ -9,6 +15,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
+import numpy.typing as npt
 import torch
 from torch import nn
 
@@ -27,18 +34,26 @@ __all__ = [
     "train_local",
 ]
 
+_PROGRESS_REPORTS_PER_EPOCH = 20
+_MAX_SEED = 2**64
+
 
 @dataclass(frozen=True)
 class TrainConfig:
     """SGD settings for one client's local training.
 
     Attributes:
-        learning_rate: Step size.
-        momentum: SGD momentum.
+        learning_rate: Step size (eta).
+        momentum: SGD momentum, in [0, 1).
         epochs: Passes over the local data (E).
         batch_size: Examples per step (B).
-        seed: Seeds the shuffling; None draws a fresh seed from the OS.
-        max_batches: Optional cap on steps per epoch.
+        seed: Seeds the shuffling and, for the duration of training, torch's global
+            CPU generator (dropout and the like), for repeatable runs; None draws a
+            fresh seed from the OS.
+        max_batches: Optional cap on steps per epoch, for quick runs.
+
+    Raises:
+        ConfigurationError: for a setting out of range, saying which.
     """
 
     learning_rate: float = 0.05
@@ -50,18 +65,34 @@ class TrainConfig:
 
     def __post_init__(self) -> None:
         if not (self.learning_rate > 0 and math.isfinite(self.learning_rate)):
-            raise ConfigurationError("learning_rate must be a positive number.")
+            raise ConfigurationError(
+                f"learning_rate must be a positive number, not {self.learning_rate}."
+            )
         if not 0 <= self.momentum < 1:
-            raise ConfigurationError("momentum must be in [0, 1).")
-        if self.epochs < 1 or self.batch_size < 1:
-            raise ConfigurationError("epochs and batch_size must be at least 1.")
+            raise ConfigurationError(f"momentum must be in [0, 1), not {self.momentum}.")
+        if self.epochs < 1:
+            raise ConfigurationError(f"epochs must be at least 1, not {self.epochs}.")
+        if self.batch_size < 1:
+            raise ConfigurationError(f"batch_size must be at least 1, not {self.batch_size}.")
         if self.max_batches is not None and self.max_batches < 1:
-            raise ConfigurationError("max_batches must be at least 1, or None.")
+            raise ConfigurationError(
+                f"max_batches must be at least 1, or None for no cap, not {self.max_batches}."
+            )
+        if self.seed is not None and not 0 <= self.seed < _MAX_SEED:
+            raise ConfigurationError(f"seed must be in [0, 2**64), or None, not {self.seed}.")
 
 
 @dataclass(frozen=True)
 class TrainProgress:
-    """Where local training is."""
+    """Where local training is, as reported to a :data:`ProgressCallback`.
+
+    Attributes:
+        epoch: Current epoch, from 1.
+        epochs: Total epochs.
+        batch: Batches done in this epoch, from 1.
+        batches_per_epoch: Batches in each epoch.
+        running_loss: Mean training loss over this epoch's batches so far.
+    """
 
     epoch: int
     epochs: int
@@ -78,8 +109,9 @@ class TrainResult:
     """The outcome of local training.
 
     Attributes:
-        delta: Trained minus starting weights.
-        num_samples: Examples seen per epoch.
+        delta: Trained minus starting weights, float32, in ``state_dict`` order.
+        num_samples: Examples seen per epoch: ``len(data)``, or fewer under
+            ``max_batches`` (the FedAvg weight of this update).
         mean_loss: Mean training loss over all steps.
         seconds: Wall time.
     """
@@ -88,6 +120,18 @@ class TrainResult:
     num_samples: int
     mean_loss: float
     seconds: float
+
+
+def _device_of(model: nn.Module) -> torch.device:
+    for tensor in model.parameters():
+        return tensor.device
+    return torch.device("cpu")
+
+
+def _as_tensor(array: npt.NDArray[np.generic], device: torch.device) -> torch.Tensor:
+    # torch.from_numpy shares memory but warns on read-only arrays; copy those instead.
+    tensor = torch.from_numpy(array) if array.flags.writeable else torch.tensor(array)
+    return tensor.to(device)
 
 
 def train_local(
@@ -99,57 +143,78 @@ def train_local(
 ) -> TrainResult:
     """Train ``model`` in place with SGD and cross-entropy; return the weight delta.
 
+    Each epoch visits the data in a fresh random order (a ``torch.Generator`` seeded
+    from ``config.seed``), in batches of ``config.batch_size`` (the last one smaller).
+    With the same seed, starting weights, data, machine and thread count, the delta
+    is bitwise identical. The caller's global torch random state is left unchanged.
+
+    Args:
+        model: Any module mapping a batch of images to logits; it is left in the
+            train/eval mode it had.
+        data: The local training data.
+        config: Learning rate, momentum, epochs, batch size, seed and step cap.
+        progress: Called at most 20 times per epoch, always after the last batch.
+
+    Returns:
+        The delta against the weights ``model`` had on entry, and statistics.
+
     Raises:
         DataError: if ``data`` is empty.
     """
     if len(data) == 0:
-        raise DataError("Cannot train on an empty data set.")
+        raise DataError("Cannot train on an empty data set; give this client some examples.")
     started = time.perf_counter()
     before = get_weights(model)
     seed = config.seed if config.seed is not None else int.from_bytes(os.urandom(8), "little")
     generator = torch.Generator().manual_seed(seed)
-    images = torch.from_numpy(data.images)
-    labels = torch.from_numpy(data.labels)
+    (model_seed,) = np.random.SeedSequence(seed).generate_state(1, dtype=np.uint64)
+    device = _device_of(model)
+    images, labels = _as_tensor(data.images, device), _as_tensor(data.labels, device)
     batches = math.ceil(len(data) / config.batch_size)
     if config.max_batches is not None:
         batches = min(batches, config.max_batches)
+    report_every = math.ceil(batches / _PROGRESS_REPORTS_PER_EPOCH)
     optimiser = torch.optim.SGD(
         model.parameters(), lr=config.learning_rate, momentum=config.momentum
     )
-    report_every = max(1, batches // 20)
+    was_training = model.training
     model.train()
     total_loss = 0.0
-    steps = 0
-    for epoch in range(1, config.epochs + 1):
-        order = torch.randperm(len(data), generator=generator)
-        running = 0.0
-        for batch in range(batches):
-            index = order[batch * config.batch_size : (batch + 1) * config.batch_size]
-            optimiser.zero_grad(set_to_none=True)
-            loss = nn.functional.cross_entropy(model(images[index]), labels[index])
-            loss.backward()  # type: ignore[no-untyped-call]
-            optimiser.step()
-            value = float(loss.detach())
-            running += value
-            total_loss += value
-            steps += 1
-            if progress is not None and ((batch + 1) % report_every == 0 or batch + 1 == batches):
-                progress(
-                    TrainProgress(epoch, config.epochs, batch + 1, batches, running / (batch + 1))
-                )
+    with torch.random.fork_rng(devices=[]):
+        torch.default_generator.manual_seed(int(model_seed))
+        for epoch in range(1, config.epochs + 1):
+            order = torch.randperm(len(data), generator=generator).to(device)
+            running = 0.0
+            for batch in range(batches):
+                index = order[batch * config.batch_size : (batch + 1) * config.batch_size]
+                optimiser.zero_grad(set_to_none=True)
+                loss = nn.functional.cross_entropy(model(images[index]), labels[index])
+                loss.backward()  # type: ignore[no-untyped-call]
+                optimiser.step()
+                running += float(loss.detach())
+                done = batch + 1
+                if progress is not None and (done % report_every == 0 or done == batches):
+                    progress(TrainProgress(epoch, config.epochs, done, batches, running / done))
+            total_loss += running
+    model.train(was_training)
     after = get_weights(model)
-    delta = {name: (after[name] - before[name]).astype(np.float32) for name in before}
     return TrainResult(
-        delta=delta,
+        delta={name: (after[name] - before[name]).astype(np.float32) for name in before},
         num_samples=min(len(data), batches * config.batch_size),
-        mean_loss=total_loss / steps,
+        mean_loss=total_loss / (batches * config.epochs),
         seconds=time.perf_counter() - started,
     )
 
 
 @dataclass(frozen=True)
 class EvalResult:
-    """Loss and accuracy on a data set."""
+    """Loss and accuracy on a data set.
+
+    Attributes:
+        loss: Mean cross-entropy per example.
+        accuracy: Fraction of examples whose largest logit is the label.
+        num_samples: Examples evaluated.
+    """
 
     loss: float
     accuracy: float
@@ -157,23 +222,36 @@ class EvalResult:
 
 
 def evaluate(model: nn.Module, data: ArrayDataset, *, batch_size: int = 1000) -> EvalResult:
-    """Mean cross-entropy and accuracy of ``model`` on ``data``.
+    """Mean cross-entropy and accuracy of ``model`` on ``data``, in eval mode.
+
+    The model is left in the train/eval mode it had.
+
+    Args:
+        model: Maps a batch of images to logits.
+        data: The examples to score.
+        batch_size: Examples per forward pass (memory, not results).
 
     Raises:
         DataError: if ``data`` is empty.
+        ConfigurationError: if ``batch_size`` is below 1.
     """
     if len(data) == 0:
         raise DataError("Cannot evaluate on an empty data set.")
+    if batch_size < 1:
+        raise ConfigurationError(f"batch_size must be at least 1, not {batch_size}.")
+    device = _device_of(model)
+    was_training = model.training
     model.eval()
     total_loss = 0.0
     correct = 0
     with torch.no_grad():
         for start in range(0, len(data), batch_size):
-            images = torch.from_numpy(data.images[start : start + batch_size])
-            labels = torch.from_numpy(data.labels[start : start + batch_size])
+            images = _as_tensor(data.images[start : start + batch_size], device)
+            labels = _as_tensor(data.labels[start : start + batch_size], device)
             logits = model(images)
             total_loss += float(nn.functional.cross_entropy(logits, labels, reduction="sum"))
             correct += int((logits.argmax(dim=1) == labels).sum())
+    model.train(was_training)
     return EvalResult(
         loss=total_loss / len(data), accuracy=correct / len(data), num_samples=len(data)
     )
