@@ -16,6 +16,8 @@ the model delta itself, so any training loop works. The default learner for MNIS
 
 from __future__ import annotations
 
+import hashlib
+import itertools
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Generic, TypeVar
@@ -159,13 +161,20 @@ def mnist_learner(
 
     Args:
         model_name: A name from :data:`veilfl.ml.models.MODELS`.
-        seed: Seeds local shuffling, for repeatable runs.
+        seed: Seeds local shuffling, for repeatable runs: the k-th training call uses
+            a seed derived from (seed, k), so rounds and clients do not all shuffle alike.
         progress: Called with training progress.
     """
     build_model(model_name)  # fail early on an unknown name
+    calls = itertools.count()
 
     def train(model: nn.Module, data: ArrayDataset, plan: LocalTrainingPlan) -> TrainOutcome:
-        return sgd_train(model, data, plan, seed=seed, progress=progress)
+        call_seed = None
+        if seed is not None:
+            call_seed = int.from_bytes(
+                hashlib.sha256(f"{seed}:{next(calls)}".encode()).digest()[:8], "little"
+            )
+        return sgd_train(model, data, plan, seed=call_seed, progress=progress)
 
     return Learner(
         model_fn=lambda: build_model(model_name),
