@@ -235,3 +235,34 @@ def test_an_aggregator_refuses_to_sum_over_too_few_clients() -> None:
     guarded.receive("victim", sealed[0].envelope)
     with pytest.raises(ProtocolError, match="at least 2"):
         guarded.aggregate(["victim"])
+
+
+def test_a_rejected_share_for_a_later_round_does_not_drop_the_current_round() -> None:
+    from veilfl.secagg.aggregator_node import AggregatorNode
+
+    config = SecureAggregationConfig(threshold=2, num_aggregators=3, max_clients=8)
+    node = AggregatorNode(
+        index=1,
+        keypair=KEYS[0],
+        run_id="run",
+        vector_length=2 + EXTRA_COORDINATES,
+        archive_for_round=lambda r: InMemoryShareArchive(),
+    )
+    sealed = seal_update(
+        np.zeros(2, np.float32),
+        num_samples=5,
+        loss=1.0,
+        config=config,
+        public_keys=[k.public_key for k in KEYS[:3]],
+        run_id="run",
+        round_id=1,
+        client_id="a",
+        rng=CsprngStream(),
+    )
+    node.receive(1, "a", sealed[0].envelope)
+    with pytest.raises(DecryptionError):
+        node.receive(7, "b", b"garbage that does not open")
+    assert node.open_rounds == {1: frozenset({"a"})}
+    with pytest.raises(ProtocolError, match="holds no share of round 7"):
+        node.aggregate(7, ["a", "b"])
+    assert node.open_rounds == {1: frozenset({"a"})}

@@ -24,7 +24,7 @@ from typing import Protocol
 
 import numpy as np
 
-from veilfl.errors import ProtocolError, UpdateRejectedError
+from veilfl.errors import ProtocolError, UnknownClientError, UpdateRejectedError
 from veilfl.privacy.clipping import clip_l2
 from veilfl.privacy.dp_fedavg import ClientPrivacyPlan
 from veilfl.protocol.messages import ClientReport, Task, TaskKind, UpdateHeader
@@ -273,7 +273,13 @@ class SyncCoordinator:
         self._machine.join(client_id, now=now)
 
     def task_for(self, client_id: str, *, now: float) -> Task:
-        """Advance time, then tell ``client_id`` what to do."""
+        """Advance time, then tell ``client_id`` what to do.
+
+        Raises:
+            UnknownClientError: before anything changes, if the client never joined.
+        """
+        if not self._machine.is_joined(client_id):
+            raise UnknownClientError(f"Client {client_id!r} has not joined this run; join first.")
         self.tick(now=now)
         task = self._machine.task_for(client_id, now=now)
         if task.kind is TaskKind.TRAIN:

@@ -12,7 +12,7 @@ from collections.abc import Callable, Iterable
 from veilfl.crypto.field import MERSENNE_31, PrimeField
 from veilfl.crypto.keys import AggregatorKeyPair
 from veilfl.crypto.shamir import Share
-from veilfl.errors import RoundMismatchError
+from veilfl.errors import ProtocolError, RoundMismatchError
 from veilfl.secagg.aggregator_state import AggregatorRound, ShareArchive, ShareReceipt
 
 __all__ = ["AggregatorNode"]
@@ -60,44 +60,62 @@ class AggregatorNode:
     def receive(self, round_id: int, client_id: str, envelope: bytes) -> ShareReceipt:
         """Take one client's sealed share for ``round_id``.
 
+        A share for a later round starts that round and drops the earlier ones, but
+        only once it has been opened and checked: a rejected request changes nothing.
+
         Raises:
             RoundMismatchError: for a round older than one already started.
             DecryptionError, WireFormatError, ProtocolError: as
                 :meth:`AggregatorRound.receive`; the state is then unchanged.
         """
-        state = self._round(round_id)
-        return state.receive(client_id, envelope)
+        self._require_current_or_later(round_id)
+        state = self._rounds.get(round_id)
+        if state is not None:
+            return state.receive(client_id, envelope)
+        state = self._new_round(round_id)
+        try:
+            receipt = state.receive(client_id, envelope)
+        except BaseException:
+            state.discard()
+            raise
+        for old in list(self._rounds):
+            self._rounds.pop(old).discard()
+        self._latest = round_id
+        self._rounds[round_id] = state
+        return receipt
 
     def aggregate(self, round_id: int, participants: Iterable[str]) -> Share:
         """The aggregate share of ``round_id`` over exactly ``participants``.
 
         Raises:
-            ProtocolError: if a participant's share is not here.
+            ProtocolError: if this aggregator holds no share of that round, or not one
+                from every participant.
             RoundMismatchError: for a round already dropped.
         """
-        return self._round(round_id).aggregate(participants)
+        self._require_current_or_later(round_id)
+        state = self._rounds.get(round_id)
+        if state is None:
+            raise ProtocolError(
+                f"Aggregator {self.index} holds no share of round {round_id}; choose "
+                "aggregators that hold every participant."
+            )
+        return state.aggregate(participants)
 
-    def _round(self, round_id: int) -> AggregatorRound:
+    def _require_current_or_later(self, round_id: int) -> None:
         if round_id < self._latest:
             raise RoundMismatchError(
                 f"Aggregator {self.index} has moved on to round {self._latest}; round "
                 f"{round_id} is closed."
             )
-        if round_id > self._latest:
-            for old in list(self._rounds):
-                self._rounds.pop(old).discard()
-            self._latest = round_id
-        state = self._rounds.get(round_id)
-        if state is None:
-            state = AggregatorRound(
-                run_id=self._run_id,
-                round_id=round_id,
-                index=self.index,
-                vector_length=self._length,
-                field=self._field,
-                private_key=self._keypair.private_key,
-                archive=self._archive_for_round(round_id),
-                min_participants=self._min_participants,
-            )
-            self._rounds[round_id] = state
-        return state
+
+    def _new_round(self, round_id: int) -> AggregatorRound:
+        return AggregatorRound(
+            run_id=self._run_id,
+            round_id=round_id,
+            index=self.index,
+            vector_length=self._length,
+            field=self._field,
+            private_key=self._keypair.private_key,
+            archive=self._archive_for_round(round_id),
+            min_participants=self._min_participants,
+        )

@@ -9,6 +9,7 @@ from __future__ import annotations
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from veilfl.errors import (
     ConfigurationError,
@@ -75,5 +76,19 @@ def install_error_handlers(app: FastAPI) -> None:
             content=error_body("RequestValidationError", f"The request is invalid: {problems}."),
         )
 
+    async def on_http_error(request: Request, exc: Exception) -> JSONResponse:
+        assert isinstance(exc, StarletteHTTPException)
+        message = str(exc.detail)
+        if exc.status_code == 404:
+            message = f"There is no {request.url.path}; see /openapi.json for the API."
+        elif exc.status_code == 405:
+            message = f"{request.method} is not allowed on {request.url.path}."
+        return JSONResponse(
+            status_code=exc.status_code,
+            content=error_body("HTTPError", message),
+            headers=getattr(exc, "headers", None),
+        )
+
     app.add_exception_handler(VeilflError, on_veilfl_error)
     app.add_exception_handler(RequestValidationError, on_validation_error)
+    app.add_exception_handler(StarletteHTTPException, on_http_error)
