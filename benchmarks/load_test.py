@@ -31,22 +31,14 @@ from typing import Any
 import httpx
 import numpy as np
 
+from veilfl.cli.local_fleet import free_port, local_aggregators, server_aggregator_flags
 from veilfl.crypto.csprng import CsprngStream
-from veilfl.crypto.keys import generate_keypair
-from veilfl.keyfiles import PublicKeyFile, write_keypair
+from veilfl.keyfiles import PublicKeyFile
 from veilfl.secagg.client_shares import seal_update
 from veilfl.secagg.config import SecureAggregationConfig
 from veilfl.wire.tensor_codec import decode_weights
 
 BUFFER = 50
-
-
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def _peak_rss_mib(pid: int) -> float:
@@ -163,35 +155,14 @@ async def _client(
 
 
 async def _run(clients: int, workdir: Path) -> dict[str, Any]:
-    coordinator_port = _free_port()
+    coordinator_port = free_port()
     url = f"http://127.0.0.1:{coordinator_port}"
     processes: list[subprocess.Popen[bytes]] = []
-    flags = []
-    aggregator_cmds = []
-    for index in (1, 2, 3):
-        private, public = workdir / f"a{index}.key", workdir / f"a{index}.pub"
-        if not private.exists():
-            write_keypair(generate_keypair(), private, public)
-        port = _free_port()
-        flags += ["--aggregator", f"http://127.0.0.1:{port},{public}"]
-        aggregator_cmds.append(
-            [
-                sys.executable,
-                "-m",
-                "veilfl",
-                "aggregator",
-                "--index",
-                str(index),
-                "--key",
-                str(private),
-                "--coordinator",
-                url,
-                "--port",
-                str(port),
-                "--log-level",
-                "warning",
-            ]
-        )
+    fleet = local_aggregators(
+        workdir / "keys", count=3, coordinator_url=url, extra=["--log-level", "warning"]
+    )
+    flags = server_aggregator_flags(fleet)
+    aggregator_cmds = [a.command for a in fleet]
     versions = max(1, clients // BUFFER)
     server = [
         sys.executable,

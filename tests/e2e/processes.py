@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -13,11 +12,9 @@ from pathlib import Path
 
 import httpx
 
+from veilfl.cli.local_fleet import free_port
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+__all__ = ["free_port", "running", "veilfl_command", "wait_until_serving"]
 
 
 def veilfl_command(*args: str) -> list[str]:

@@ -9,8 +9,7 @@ from pathlib import Path
 import pytest
 from tests.e2e.processes import free_port, running, veilfl_command, wait_until_serving
 
-from veilfl.crypto.keys import generate_keypair
-from veilfl.keyfiles import write_keypair
+from veilfl.cli.local_fleet import local_aggregators, server_aggregator_flags
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(300)]
 
@@ -18,28 +17,9 @@ pytestmark = [pytest.mark.slow, pytest.mark.timeout(300)]
 def test_fedbuff_with_secure_aggregation_and_slow_clients(tmp_path: Path) -> None:
     coordinator_port = free_port()
     url = f"http://127.0.0.1:{coordinator_port}"
-    flags, aggregators = [], []
-    for index in (1, 2, 3):
-        private, public = tmp_path / f"a{index}.key", tmp_path / f"a{index}.pub"
-        write_keypair(generate_keypair(), private, public)
-        port = free_port()
-        flags += ["--aggregator", f"http://127.0.0.1:{port},{public}"]
-        aggregators.append(
-            (
-                f"http://127.0.0.1:{port}",
-                veilfl_command(
-                    "aggregator",
-                    "--index",
-                    str(index),
-                    "--key",
-                    str(private),
-                    "--coordinator",
-                    url,
-                    "--port",
-                    str(port),
-                ),
-            )
-        )
+    fleet = local_aggregators(tmp_path / "keys", count=3, coordinator_url=url)
+    flags = server_aggregator_flags(fleet)
+    aggregators = [(a.url, a.command) for a in fleet]
     run_dir = tmp_path / "run"
     server = veilfl_command(
         "server",

@@ -18,9 +18,9 @@ import numpy as np
 import pytest
 from tests.e2e.processes import free_port, running, veilfl_command, wait_until_serving
 
+from veilfl.cli.local_fleet import local_aggregators, server_aggregator_flags
 from veilfl.crypto.csprng import CsprngStream
-from veilfl.crypto.keys import generate_keypair
-from veilfl.keyfiles import PublicKeyFile, write_keypair
+from veilfl.keyfiles import PublicKeyFile
 from veilfl.secagg.client_shares import seal_update
 from veilfl.secagg.config import SecureAggregationConfig
 from veilfl.tensors import flatten, spec_of, unflatten
@@ -42,26 +42,10 @@ def test_round_completes_correctly_with_an_aggregator_killed_mid_round(tmp_path:
     # Arrange: keys, 3 aggregators and a coordinator on loopback.
     coordinator_port = free_port()
     url = f"http://127.0.0.1:{coordinator_port}"
-    aggregator_urls, aggregator_cmds, server_flags = [], [], []
-    for index in (1, 2, 3):
-        private, public = tmp_path / f"a{index}.key", tmp_path / f"a{index}.pub"
-        write_keypair(generate_keypair(), private, public)
-        port = free_port()
-        aggregator_urls.append(f"http://127.0.0.1:{port}")
-        server_flags += ["--aggregator", f"{aggregator_urls[-1]},{public}"]
-        aggregator_cmds.append(
-            veilfl_command(
-                "aggregator",
-                "--index",
-                str(index),
-                "--key",
-                str(private),
-                "--coordinator",
-                url,
-                "--port",
-                str(port),
-            )
-        )
+    fleet = local_aggregators(tmp_path / "keys", count=3, coordinator_url=url)
+    aggregator_urls = [a.url for a in fleet]
+    aggregator_cmds = [a.command for a in fleet]
+    server_flags = server_aggregator_flags(fleet)
     server = veilfl_command(
         "server",
         "--run-dir",

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -19,10 +18,8 @@ from typing import IO
 import httpx
 
 from veilfl.cli.common import add_log_option
-from veilfl.cli.keys_cmd import key_paths
-from veilfl.crypto.keys import generate_keypair
+from veilfl.cli.local_fleet import free_port, local_aggregators, server_aggregator_flags
 from veilfl.errors import TransportError
-from veilfl.keyfiles import read_public_key, write_keypair
 from veilfl.protocol.metrics import RoundMetrics
 from veilfl.reporting import format_round_row, format_round_table_header
 
@@ -81,13 +78,6 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
     parser.set_defaults(func=run)
 
 
-def free_port() -> int:
-    """A TCP port on loopback that was free a moment ago."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 def run(args: argparse.Namespace) -> int:
     """Start the processes, show rounds as they complete, and clean up."""
     run_dir: Path = args.run_dir or Path("runs") / f"demo-{datetime.now():%Y%m%d-%H%M%S}"
@@ -137,33 +127,12 @@ def run(args: argparse.Namespace) -> int:
     aggregator_cmds: list[list[str]] = []
     fingerprints: list[str] = []
     if not args.plaintext:
-        keys = run_dir / "keys"
-        urls = []
-        for index in range(1, args.aggregators + 1):
-            private, public = key_paths(keys, index)
-            if not private.exists():
-                write_keypair(generate_keypair(), private, public)
-            fingerprints.append(read_public_key(public).fingerprint)
-            aggregator_port = free_port()
-            urls.append(f"http://127.0.0.1:{aggregator_port}")
-            server_cmd += ["--aggregator", f"{urls[-1]},{public}"]
-            aggregator_cmds.append(
-                [
-                    sys.executable,
-                    "-m",
-                    "veilfl",
-                    "aggregator",
-                    "--index",
-                    str(index),
-                    "--key",
-                    str(private),
-                    "--coordinator",
-                    url,
-                    "--port",
-                    str(aggregator_port),
-                    *common,
-                ]
-            )
+        fleet = local_aggregators(
+            run_dir / "keys", count=args.aggregators, coordinator_url=url, extra=common
+        )
+        fingerprints = [a.fingerprint for a in fleet]
+        aggregator_cmds = [a.command for a in fleet]
+        server_cmd += server_aggregator_flags(fleet)
         server_cmd += [
             "--threshold",
             str(args.threshold),
