@@ -20,6 +20,7 @@ from veilfl.protocol.coordinator import (
     EvaluateFn,
     GlobalModel,
     RoundRecorder,
+    evaluate_and_record,
 )
 from veilfl.protocol.messages import ClientReport, Task, UpdateHeader
 from veilfl.protocol.metrics import RoundMetrics
@@ -233,27 +234,21 @@ class BufferedCoordinator:
                 buffer_size=len(released.contributions),
             )
         aggregation_s = time.perf_counter() - started
-        new_weights = unflatten(new_flat, self._spec)
-        evaluation = self._evaluate(new_weights) if self._evaluate is not None else None
         losses = [r.loss for r in closed.participants if r.loss is not None]
-        metrics = RoundMetrics(
-            round_id=released.buffer_id,
-            num_clients=len(closed.participants),
+        metrics = evaluate_and_record(
+            closed,
+            unflatten(new_flat, self._spec),
             train_loss=(
                 aggregate.mean_loss
                 if aggregate.mean_loss is not None
                 else (float(np.mean(losses)) if len(losses) == len(closed.participants) else None)
             ),
-            test_loss=None if evaluation is None else evaluation.loss,
-            test_accuracy=None if evaluation is None else evaluation.accuracy,
-            seconds=(closed.closed_at - closed.opened_at) + aggregation_s,
             epsilon=aggregate.epsilon,
+            seconds=(closed.closed_at - closed.opened_at) + aggregation_s,
+            evaluate=self._evaluate,
+            recorder=self._recorder,
         )
         new_version = released.base_version + 1
-        if self._recorder is not None:
-            self._recorder.record_round(
-                metrics, closed, new_version=new_version, weights=new_weights
-            )
         self._flat = new_flat
         self._machine.released()
         self._history_weights[new_version] = new_flat

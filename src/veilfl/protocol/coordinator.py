@@ -41,6 +41,7 @@ __all__ = [
     "RoundAggregate",
     "RoundRecorder",
     "SyncCoordinator",
+    "evaluate_and_record",
 ]
 
 EvaluateFn = Callable[[Weights], Evaluation]
@@ -349,26 +350,19 @@ class SyncCoordinator:
         )
         new_flat = self._strategy.apply(self._flat, aggregate.update)
         aggregation_s = time.perf_counter() - started
-        new_weights = unflatten(new_flat, self._spec)
-        evaluation = self._evaluate(new_weights) if self._evaluate is not None else None
-        metrics = RoundMetrics(
-            round_id=closed.round_id,
-            num_clients=len(closed.participants),
+        metrics = evaluate_and_record(
+            closed,
+            unflatten(new_flat, self._spec),
             train_loss=(
                 aggregate.mean_loss
                 if aggregate.mean_loss is not None
                 else _weighted_mean_loss(closed.participants)
             ),
-            test_loss=None if evaluation is None else evaluation.loss,
-            test_accuracy=None if evaluation is None else evaluation.accuracy,
-            seconds=(now - closed.opened_at) + aggregation_s,
             epsilon=aggregate.epsilon,
+            seconds=(now - closed.opened_at) + aggregation_s,
+            evaluate=self._evaluate,
+            recorder=self._recorder,
         )
-        new_version = closed.base_version + 1
-        if self._recorder is not None:
-            self._recorder.record_round(
-                metrics, closed, new_version=new_version, weights=new_weights
-            )
         self._flat = new_flat
         self._closed = None
         self._machine.complete()
@@ -377,6 +371,37 @@ class SyncCoordinator:
         self._history.append(metrics)
         self.tick(now=now)
         return metrics
+
+
+def evaluate_and_record(
+    closed: ClosedRound,
+    new_weights: Weights,
+    *,
+    train_loss: float | None,
+    epsilon: float | None,
+    seconds: float,
+    evaluate: EvaluateFn | None,
+    recorder: RoundRecorder | None,
+) -> RoundMetrics:
+    """Evaluate the model a closed round (or released buffer) produced, and record it.
+
+    Shared by the synchronous and the buffered coordinators.
+    """
+    evaluation = evaluate(new_weights) if evaluate is not None else None
+    metrics = RoundMetrics(
+        round_id=closed.round_id,
+        num_clients=len(closed.participants),
+        train_loss=train_loss,
+        test_loss=None if evaluation is None else evaluation.loss,
+        test_accuracy=None if evaluation is None else evaluation.accuracy,
+        seconds=seconds,
+        epsilon=epsilon,
+    )
+    if recorder is not None:
+        recorder.record_round(
+            metrics, closed, new_version=closed.base_version + 1, weights=new_weights
+        )
+    return metrics
 
 
 def _weighted_mean_loss(reports: tuple[ClientReport, ...]) -> float | None:
