@@ -97,6 +97,11 @@ class BufferedCoordinator:
         """Whether the planned number of buffers is released."""
         return self._machine.done
 
+    @property
+    def model_version(self) -> int:
+        """The current model version (cheap: no copy of the weights)."""
+        return self._machine.version
+
     def global_model(self) -> GlobalModel:
         """The current model."""
         return GlobalModel(self._machine.version, unflatten(self._flat.copy(), self._spec))

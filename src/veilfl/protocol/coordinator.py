@@ -246,6 +246,11 @@ class SyncCoordinator:
         """Whether every planned round is complete."""
         return self._machine.phase is RoundPhase.DONE
 
+    @property
+    def model_version(self) -> int:
+        """The current model version (cheap: no copy of the weights)."""
+        return self._machine.model_version
+
     def global_model(self) -> GlobalModel:
         """The current global model."""
         return GlobalModel(self._machine.model_version, unflatten(self._flat.copy(), self._spec))

@@ -45,6 +45,9 @@ class CoordinatorCore(Protocol):
     @property
     def done(self) -> bool: ...
 
+    @property
+    def model_version(self) -> int: ...
+
     def join(self, client_id: str, *, now: float) -> None: ...
 
     def is_joined(self, client_id: str) -> bool: ...
@@ -135,10 +138,9 @@ class CoordinatorService:
     async def model(self) -> EncodedModel:
         """The current global model, encoded (cached per version)."""
         async with self._lock:
-            model = self._core.global_model()
-            version = model.version
+            version = self._core.model_version
             if self._encoded is None or self._encoded.version != version:
-                weights = model.weights
+                weights = self._core.global_model().weights
                 body = await asyncio.to_thread(
                     encode_weights, weights, metadata={"model_version": str(version)}
                 )
