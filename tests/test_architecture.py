@@ -8,7 +8,7 @@ from pathlib import Path
 import veilfl
 
 PACKAGE = Path(veilfl.__file__).parent
-CORE = ("protocol", "strategy", "crypto", "secagg", "privacy")
+CORE = ("protocol", "strategy", "crypto", "secagg", "privacy", "auth")
 CORE_FILES = ("tensors.py", "errors.py")
 FORBIDDEN_IN_CORE = {
     "asyncio",
@@ -27,7 +27,7 @@ FORBIDDEN_IN_CORE = {
     "veilfl.cli",
     "veilfl.ml",
 }
-SECRET_RANDOMNESS = ("secagg", "privacy", "crypto")
+SECRET_RANDOMNESS = ("secagg", "privacy", "crypto", "auth")
 
 
 def _core_modules() -> list[Path]:

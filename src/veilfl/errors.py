@@ -21,18 +21,26 @@ Hierarchy::
     │   └── ReconstructionError     too few or inconsistent shares to reconstruct
     ├── PrivacyError            a privacy guarantee would be broken or the budget is spent
     ├── StorageError            run state or a checkpoint cannot be read or written
-    └── TransportError          a peer could not be reached or answered unexpectedly
+    ├── TransportError          a peer could not be reached or answered unexpectedly
+    └── AuthenticationError     a request is unsigned, badly signed, replayed or too old
+        ├── EnrollmentRefusedError  the key is not allowed, or the token is unknown or used
+        ├── ForbiddenError          a signed request acts for another client or round
+        └── RateLimitedError        the client sent more requests than its limit allows
 """
 
 from __future__ import annotations
 
 __all__ = [
+    "AuthenticationError",
     "ConfigurationError",
     "CryptoError",
     "DataError",
     "DecryptionError",
+    "EnrollmentRefusedError",
+    "ForbiddenError",
     "PrivacyError",
     "ProtocolError",
+    "RateLimitedError",
     "ReconstructionError",
     "RoundMismatchError",
     "StaleUpdateError",
@@ -103,3 +111,27 @@ class StorageError(VeilflError):
 
 class TransportError(VeilflError):
     """A peer could not be reached, or answered in a way the protocol does not allow."""
+
+
+class AuthenticationError(VeilflError):
+    """A request is unsigned, badly signed, replayed, or signed too long ago."""
+
+
+class EnrollmentRefusedError(AuthenticationError):
+    """The client's key is not on the allow-list, or its enrollment token is unknown or used."""
+
+
+class ForbiddenError(AuthenticationError):
+    """A correctly signed request acts for another client, round or run."""
+
+
+class RateLimitedError(AuthenticationError):
+    """The client sent more requests than its rate limit allows.
+
+    Attributes:
+        retry_after_s: Seconds until the next request would be accepted.
+    """
+
+    def __init__(self, message: str, *, retry_after_s: float) -> None:
+        super().__init__(message)
+        self.retry_after_s = retry_after_s
