@@ -1,7 +1,9 @@
 """Load test: one coordinator and 3 aggregators on loopback, N concurrent HTTP clients.
 
 Starts the coordinator (FedBuff, secure aggregation 2-of-3) and the aggregators as
-processes, then runs N concurrent clients in this process. Each client joins, asks for
+processes, all over TLS from a local CA, then runs N concurrent clients in this
+process. Each client enrolls an Ed25519 key with a one-time token (and signs every
+request after), asks for
 a task, downloads the model, "trains" (sleeps a random 0.5-2 s: this tests the
 servers, not torch), gets a ticket, seals its update, uploads the shares to the three
 aggregators and hands in its receipt. Requests are bounded in number and time, and
@@ -21,6 +23,7 @@ import asyncio
 import json
 import random
 import signal
+import ssl
 import subprocess
 import sys
 import tempfile
@@ -30,8 +33,18 @@ from typing import Any
 
 import httpx
 import numpy as np
+from veilfl.tls import client_ssl_context
 
-from veilfl.cli.local_fleet import free_port, local_aggregators, server_aggregator_flags
+from veilfl.auth.admission import ADMISSION_HEADER
+from veilfl.auth.identity import Identity
+from veilfl.auth.signed_request import aggregator_audience, coordinator_audience
+from veilfl.cli.local_fleet import (
+    free_port,
+    local_aggregators,
+    local_trust,
+    server_aggregator_flags,
+)
+from veilfl.client.signing import SigningAuth, for_round
 from veilfl.crypto.csprng import CsprngStream
 from veilfl.keyfiles import PublicKeyFile
 from veilfl.secagg.client_shares import seal_update
@@ -48,9 +61,9 @@ def _peak_rss_mib(pid: int) -> float:
     return float("nan")
 
 
-async def _wait_serving(url: str, timeout_s: float = 60) -> None:
+async def _wait_serving(url: str, verify: ssl.SSLContext, timeout_s: float = 60) -> None:
     deadline = time.monotonic() + timeout_s
-    async with httpx.AsyncClient() as http:
+    async with httpx.AsyncClient(verify=verify) as http:
         while time.monotonic() < deadline:
             try:
                 if (await http.get(f"{url}/v1/status", timeout=1)).status_code == 200:
@@ -79,6 +92,7 @@ async def _client(
     index: int,
     url: str,
     run: dict[str, Any],
+    token: str,
     http: httpx.AsyncClient,
     latencies: list[float],
     accepted: list[str],
@@ -87,12 +101,28 @@ async def _client(
     config = SecureAggregationConfig(**secure["config"])
     keys = [PublicKeyFile.from_json(a).key for a in secure["aggregators"]]
     urls = [a["url"] for a in secure["aggregators"]]
-    joined = await _request(http, "POST", f"{url}/v1/clients", json={"name": f"load-{index}"})
+    identity = Identity.generate()
+    auth = SigningAuth(identity, coordinator_audience(run["run_id"]))
+    to_aggregator = [
+        SigningAuth(identity, aggregator_audience(int(a["index"]), run["run_id"]))
+        for a in secure["aggregators"]
+    ]
+    joined = await _request(
+        http,
+        "POST",
+        f"{url}/v1/clients",
+        json={
+            "name": f"load-{index}",
+            "public_key": identity.public_key_text,
+            "enrollment_token": token,
+        },
+        auth=auth,
+    )
     client_id = joined.json()["client_id"]
-    task = (await _request(http, "GET", f"{url}/v1/clients/{client_id}/task")).json()
+    task = (await _request(http, "GET", f"{url}/v1/clients/{client_id}/task", auth=auth)).json()
     if task["kind"] != "train":
         return
-    model = await _request(http, "GET", f"{url}/v1/model")
+    model = await _request(http, "GET", f"{url}/v1/model", auth=auth)
     version = int(model.headers["X-Model-Version"])
     weights, _ = decode_weights(model.content)
     size = sum(w.size for w in weights.values())
@@ -103,6 +133,7 @@ async def _client(
             "POST",
             f"{url}/v1/tickets",
             json={"client_id": client_id, "trained_version": version},
+            auth=auth,
         )
         if response.status_code == 409 and "being applied" in response.text:
             await asyncio.sleep(random.uniform(0.2, 1.0))  # a buffer is being released
@@ -131,7 +162,9 @@ async def _client(
                     "POST",
                     f"{urls[s.aggregator_index - 1]}/v1/rounds/{ticket['buffer_id']}/shares",
                     content=s.envelope,
-                    headers={"X-Veilfl-Client": client_id},
+                    headers={ADMISSION_HEADER: ticket["admission"]},
+                    auth=to_aggregator[s.aggregator_index - 1],
+                    extensions=for_round(ticket["buffer_id"]),
                 )
                 for s in sealed
             )
@@ -144,6 +177,8 @@ async def _client(
             "POST",
             f"{url}/v1/rounds/{ticket['buffer_id']}/receipts",
             json={"client_id": client_id, "base_version": version, "aggregators": acks},
+            auth=auth,
+            extensions=for_round(ticket["buffer_id"]),
         )
         latencies.append(time.perf_counter() - began)
         if receipt.status_code == 202:
@@ -156,10 +191,16 @@ async def _client(
 
 async def _run(clients: int, workdir: Path) -> dict[str, Any]:
     coordinator_port = free_port()
-    url = f"http://127.0.0.1:{coordinator_port}"
+    url = f"https://127.0.0.1:{coordinator_port}"
     processes: list[subprocess.Popen[bytes]] = []
+    trust = local_trust(workdir / f"trust-{clients}", aggregators=3, clients=clients)
+    verify = client_ssl_context(trust.ca_file)
     fleet = local_aggregators(
-        workdir / "keys", count=3, coordinator_url=url, extra=["--log-level", "warning"]
+        workdir / "keys",
+        count=3,
+        coordinator_url=url,
+        trust=trust,
+        extra=["--log-level", "warning"],
     )
     flags = server_aggregator_flags(fleet)
     aggregator_cmds = [a.command for a in fleet]
@@ -194,25 +235,29 @@ async def _run(clients: int, workdir: Path) -> dict[str, Any]:
         "--linger",
         "30",
         *flags,
+        *trust.coordinator_flags(),
     ]
     log = (workdir / f"servers-{clients}.log").open("wb")
     try:
         processes.append(subprocess.Popen(server, stdout=log, stderr=log))
-        await _wait_serving(url)
+        await _wait_serving(url, verify)
         for cmd in aggregator_cmds:
             processes.append(subprocess.Popen(cmd, stdout=log, stderr=log))
-        async with httpx.AsyncClient() as http:
+        async with httpx.AsyncClient(verify=verify) as http:
             run = (await http.get(f"{url}/v1/run")).json()
         for aggregator in run["secure"]["aggregators"]:
-            await _wait_serving(aggregator["url"])
+            await _wait_serving(aggregator["url"], verify)
         latencies: list[float] = []
         accepted: list[str] = []
         limits = httpx.Limits(max_connections=clients, max_keepalive_connections=clients)
         started = time.perf_counter()
-        async with httpx.AsyncClient(limits=limits, timeout=120) as http:
+        async with httpx.AsyncClient(limits=limits, timeout=120, verify=verify) as http:
             await asyncio.wait_for(
                 asyncio.gather(
-                    *(_client(i, url, run, http, latencies, accepted) for i in range(clients))
+                    *(
+                        _client(i, url, run, trust.tokens[i], http, latencies, accepted)
+                        for i in range(clients)
+                    )
                 ),
                 timeout=600,
             )

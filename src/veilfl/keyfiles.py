@@ -1,7 +1,10 @@
-"""Aggregator keys on disk: private files with mode 0600, public files to share.
+"""Keys on disk: private files with mode 0600, public files to share.
 
-Private key file (JSON)::  {"kem": "x25519", "private_key": "<base64>"}
-Public key file (JSON)::   {"kem": "x25519", "public_key": "<base64>", "fingerprint": "<hex>"}
+Aggregator private key file (JSON)::  {"kem": "x25519", "private_key": "<base64>"}
+Aggregator public key file (JSON)::   {"kem": "x25519", "public_key": "<base64>",
+                                       "fingerprint": "<hex>"}
+Identity file (JSON, clients and the coordinator)::
+                                      {"kind": "ed25519", "private_key": "<base64>"}
 
 A private key file readable by group or others is refused.
 """
@@ -16,6 +19,7 @@ import stat
 from pathlib import Path
 from typing import Any
 
+from veilfl.auth.identity import Identity, decode_public_key
 from veilfl.crypto.envelope import KemChoice, PublicKey
 from veilfl.crypto.keys import (
     AggregatorKeyPair,
@@ -23,13 +27,19 @@ from veilfl.crypto.keys import (
     load_private_key,
     load_public_key,
 )
-from veilfl.errors import ConfigurationError
+from veilfl.errors import AuthenticationError, ConfigurationError
 
 __all__ = [
     "PublicKeyFile",
+    "load_or_create_identity",
+    "read_allowed_keys",
+    "read_identity",
     "read_private_key",
     "read_public_key",
+    "read_tokens",
+    "write_identity",
     "write_keypair",
+    "write_tokens",
 ]
 
 
@@ -39,20 +49,10 @@ def write_keypair(keypair: AggregatorKeyPair, private_path: Path, public_path: P
     Raises:
         ConfigurationError: if the private key file already exists.
     """
-    private_path.parent.mkdir(parents=True, exist_ok=True)
-    body = json.dumps(
-        {"kem": keypair.kem, "private_key": base64.b64encode(keypair.private_bytes).decode()}
-    ).encode()
-    try:
-        descriptor = os.open(private_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    except FileExistsError:
-        raise ConfigurationError(
-            f"{private_path} already exists; remove it first to make a new key."
-        ) from None
-    with os.fdopen(descriptor, "wb") as handle:
-        handle.write(body)
-        handle.flush()
-        os.fsync(handle.fileno())
+    _write_private(
+        private_path,
+        {"kem": keypair.kem, "private_key": base64.b64encode(keypair.private_bytes).decode()},
+    )
     public_path.write_text(
         json.dumps(
             {
@@ -65,7 +65,65 @@ def write_keypair(keypair: AggregatorKeyPair, private_path: Path, public_path: P
     )
 
 
-def _read_json(path: Path) -> dict[str, Any]:
+def _write_private(path: Path, content: dict[str, str]) -> None:
+    """Create ``path`` with mode 0600 and write ``content``; never overwrite."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        raise ConfigurationError(
+            f"{path} already exists; remove it first to make a new key."
+        ) from None
+    with os.fdopen(descriptor, "wb") as handle:
+        handle.write(json.dumps(content).encode())
+        handle.flush()
+        os.fsync(handle.fileno())
+
+
+def _require_private_mode(path: Path) -> None:
+    mode = stat.S_IMODE(path.stat().st_mode) if path.exists() else 0
+    if mode & 0o077:
+        raise ConfigurationError(
+            f"The private key {path} is readable by others (mode {mode:o}); run `chmod 600 {path}`."
+        )
+
+
+def write_identity(identity: Identity, path: Path) -> None:
+    """Write an Ed25519 identity to ``path`` (mode 0600, never overwriting).
+
+    Raises:
+        ConfigurationError: if the file already exists.
+    """
+    _write_private(
+        path,
+        {"kind": "ed25519", "private_key": base64.b64encode(identity.private_bytes).decode()},
+    )
+
+
+def read_identity(path: Path) -> Identity:
+    """Load an identity file, refusing one that others can read.
+
+    Raises:
+        ConfigurationError: saying what is wrong (never echoing key material).
+    """
+    _require_private_mode(path)
+    data = _read_json(path, required="kind")
+    try:
+        if data["kind"] != "ed25519":
+            raise ValueError
+        return Identity.from_private_bytes(base64.b64decode(data["private_key"], validate=True))
+    except (KeyError, binascii.Error, TypeError, ValueError, AuthenticationError):
+        raise ConfigurationError(f"{path} holds no valid Ed25519 identity.") from None
+
+
+def load_or_create_identity(path: Path) -> Identity:
+    """The identity in ``path``, made there first if the file does not exist."""
+    if not path.exists():
+        write_identity(Identity.generate(), path)
+    return read_identity(path)
+
+
+def _read_json(path: Path, *, required: str = "kem") -> dict[str, Any]:
     try:
         data = json.loads(path.read_text())
     except FileNotFoundError:
@@ -74,7 +132,7 @@ def _read_json(path: Path) -> dict[str, Any]:
         raise ConfigurationError(
             f"The key file {path} cannot be read: {type(exc).__name__}."
         ) from None
-    if not isinstance(data, dict) or "kem" not in data:
+    if not isinstance(data, dict) or required not in data:
         raise ConfigurationError(f"{path} is not a veilfl key file.")
     return data
 
@@ -85,11 +143,7 @@ def read_private_key(path: Path) -> AggregatorKeyPair:
     Raises:
         ConfigurationError: saying what is wrong (never echoing key material).
     """
-    mode = stat.S_IMODE(path.stat().st_mode) if path.exists() else 0
-    if mode & 0o077:
-        raise ConfigurationError(
-            f"The private key {path} is readable by others (mode {mode:o}); run `chmod 600 {path}`."
-        )
+    _require_private_mode(path)
     data = _read_json(path)
     try:
         raw = base64.b64decode(data["private_key"], validate=True)
@@ -131,3 +185,61 @@ class PublicKeyFile:
 def read_public_key(path: Path) -> PublicKeyFile:
     """Load a public key file."""
     return PublicKeyFile.from_json(_read_json(path))
+
+
+def _lines(path: Path, what: str) -> list[str]:
+    try:
+        text = path.read_text()
+    except OSError as exc:
+        raise ConfigurationError(
+            f"The {what} file {path} cannot be read: {exc.strerror}."
+        ) from None
+    return [
+        line.split("#", 1)[0].strip() for line in text.splitlines() if line.split("#", 1)[0].strip()
+    ]
+
+
+def write_tokens(tokens: list[str], path: Path) -> None:
+    """Write one-time enrollment tokens, one per line (mode 0600, never overwriting).
+
+    Raises:
+        ConfigurationError: if the file already exists.
+    """
+    path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        raise ConfigurationError(f"{path} already exists; choose another file.") from None
+    with os.fdopen(descriptor, "w") as handle:
+        handle.write("".join(f"{token}\n" for token in tokens))
+
+
+def read_tokens(path: Path) -> list[str]:
+    """The tokens in a token file (one per line; ``#`` starts a comment).
+
+    Raises:
+        ConfigurationError: if others can read it, or it holds no token.
+    """
+    _require_private_mode(path)
+    tokens = _lines(path, "enrollment token")
+    if not tokens:
+        raise ConfigurationError(f"The token file {path} holds no token.")
+    return tokens
+
+
+def read_allowed_keys(path: Path) -> list[bytes]:
+    """The client public keys in an allow-list file (one per line, as ``veilfl identity``
+    prints them; ``#`` starts a comment).
+
+    Raises:
+        ConfigurationError: naming the first line that is not a public key.
+    """
+    keys = []
+    for number, line in enumerate(_lines(path, "allowed clients"), start=1):
+        try:
+            keys.append(decode_public_key(line.split()[0]))
+        except AuthenticationError as exc:
+            raise ConfigurationError(f"{path}, entry {number}: {exc}") from None
+    if not keys:
+        raise ConfigurationError(f"The allow-list {path} holds no public key.")
+    return keys

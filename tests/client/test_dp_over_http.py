@@ -7,6 +7,7 @@ import random
 
 import httpx
 import pytest
+from tests.signed_clients import open_access
 
 from veilfl.client.http_client import RetryPolicy, run_client
 from veilfl.ml.datasets import synthetic_dataset
@@ -58,7 +59,7 @@ async def test_clients_follow_the_round_plan_and_epsilon_is_recorded(placement: 
         ),
         max_update_bytes=1 << 24,
     )
-    app = create_app(service, metrics=lambda: list(core.history))
+    app = create_app(service, metrics=lambda: list(core.history), access=open_access("r"))
     await service.start(tick_interval_s=0.01)
     data = synthetic_dataset(num_examples=100, seed=0)
     try:

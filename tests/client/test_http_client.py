@@ -7,6 +7,7 @@ import random
 
 import httpx
 import pytest
+from tests.signed_clients import open_access
 
 from veilfl.client.http_client import RetryPolicy, run_client
 from veilfl.errors import TransportError
@@ -69,7 +70,7 @@ class _Flaky(httpx.AsyncBaseTransport):
 @pytest.mark.parametrize("flaky", [False, True])
 async def test_two_clients_complete_every_round(flaky: bool) -> None:
     service = _service(rounds=2)
-    app = create_app(service, metrics=lambda: [])
+    app = create_app(service, metrics=lambda: [], access=open_access("r"))
     await service.start(tick_interval_s=0.01)
     data = synthetic_dataset(num_examples=200, seed=0)
     parts = partition_iid(len(data), 2, seed=0)
@@ -102,7 +103,7 @@ async def test_unreachable_coordinator_gives_up_with_a_clear_error() -> None:
     def refuse(request: httpx.Request) -> httpx.Response:
         raise httpx.ConnectError("connection refused", request=request)
 
-    with pytest.raises(TransportError, match="did not answer POST /v1/clients after 3"):
+    with pytest.raises(TransportError, match="did not answer GET /v1/run after 3"):
         await run_client(
             "http://test",
             mnist_learner(),

@@ -3,18 +3,76 @@
 from __future__ import annotations
 
 import os
+import ssl
 import subprocess
 import sys
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import httpx
 
+from veilfl.auth.identity import Identity
+from veilfl.auth.signed_request import aggregator_audience, coordinator_audience
 from veilfl.cli.local_fleet import free_port
+from veilfl.client.signing import SigningAuth
 
-__all__ = ["free_port", "running", "veilfl_command", "wait_until_serving"]
+__all__ = [
+    "PLAINTEXT",
+    "HandClient",
+    "free_port",
+    "running",
+    "veilfl_command",
+    "wait_until_serving",
+]
+
+PLAINTEXT = ("--insecure", "--open-enrollment")
+"""Server options for tests that play clients by hand over plain HTTP."""
+
+
+@dataclass
+class HandClient:
+    """A client the test plays itself: an Ed25519 key that signs its requests.
+
+    Attributes:
+        run_id: The run it takes part in (what its signatures are addressed to).
+        identity: Its key.
+        client_id: The id the coordinator gave it, once enrolled.
+    """
+
+    run_id: str
+    identity: Identity = field(default_factory=Identity.generate)
+    client_id: str = ""
+
+    @classmethod
+    def enroll(
+        cls, http: httpx.Client, url: str, *, name: str, token: str | None = None
+    ) -> HandClient:
+        """Enroll a new client with the coordinator at ``url``."""
+        client = cls(run_id=str(http.get(f"{url}/v1/run").json()["run_id"]))
+        response = http.post(
+            f"{url}/v1/clients",
+            json={
+                "name": name,
+                "public_key": client.identity.public_key_text,
+                "enrollment_token": token,
+            },
+            auth=client.auth,
+        )
+        assert response.status_code == 201, response.text
+        client.client_id = str(response.json()["client_id"])
+        return client
+
+    @property
+    def auth(self) -> SigningAuth:
+        """Signs requests to the coordinator."""
+        return SigningAuth(self.identity, coordinator_audience(self.run_id))
+
+    def aggregator_auth(self, index: int) -> SigningAuth:
+        """Signs requests to aggregator ``index``."""
+        return SigningAuth(self.identity, aggregator_audience(index, self.run_id))
 
 
 def veilfl_command(*args: str) -> list[str]:
@@ -35,13 +93,15 @@ def running(cmd: list[str], log: Path) -> Iterator[subprocess.Popen[bytes]]:
                 process.wait(timeout=30)
 
 
-def wait_until_serving(url: str, process: subprocess.Popen[bytes], log: Path) -> None:
+def wait_until_serving(
+    url: str, process: subprocess.Popen[bytes], log: Path, *, verify: ssl.SSLContext | bool = True
+) -> None:
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
         if process.poll() is not None:
             raise AssertionError(f"process exited early:\n{log.read_text()[-3000:]}")
         try:
-            if httpx.get(f"{url}/v1/status", timeout=1.0).status_code == 200:
+            if httpx.get(f"{url}/v1/status", timeout=1.0, verify=verify).status_code == 200:
                 return
         except httpx.HTTPError:
             pass

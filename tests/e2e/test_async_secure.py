@@ -8,16 +8,19 @@ from pathlib import Path
 
 import pytest
 from tests.e2e.processes import free_port, running, veilfl_command, wait_until_serving
+from veilfl.tls import client_ssl_context
 
-from veilfl.cli.local_fleet import local_aggregators, server_aggregator_flags
+from veilfl.cli.local_fleet import local_aggregators, local_trust, server_aggregator_flags
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(300)]
 
 
 def test_fedbuff_with_secure_aggregation_and_slow_clients(tmp_path: Path) -> None:
     coordinator_port = free_port()
-    url = f"http://127.0.0.1:{coordinator_port}"
-    fleet = local_aggregators(tmp_path / "keys", count=3, coordinator_url=url)
+    url = f"https://127.0.0.1:{coordinator_port}"
+    trust = local_trust(tmp_path / "trust", aggregators=3, clients=4)
+    verify = client_ssl_context(trust.ca_file)
+    fleet = local_aggregators(tmp_path / "keys", count=3, coordinator_url=url, trust=trust)
     flags = server_aggregator_flags(fleet)
     aggregators = [(a.url, a.command) for a in fleet]
     run_dir = tmp_path / "run"
@@ -46,20 +49,32 @@ def test_fedbuff_with_secure_aggregation_and_slow_clients(tmp_path: Path) -> Non
         "--test-examples",
         "1000",
         *flags,
+        *trust.coordinator_flags(),
     )
     data = ["--num-clients", "4", "--examples-per-client", "600"]
     with ExitStack() as stack:
         coordinator = stack.enter_context(running(server, tmp_path / "server.log"))
-        wait_until_serving(url, coordinator, tmp_path / "server.log")
+        wait_until_serving(url, coordinator, tmp_path / "server.log", verify=verify)
         for index, (aggregator_url, cmd) in enumerate(aggregators, start=1):
             log = tmp_path / f"aggregator-{index}.log"
-            wait_until_serving(aggregator_url, stack.enter_context(running(cmd, log)), log)
+            process = stack.enter_context(running(cmd, log))
+            wait_until_serving(aggregator_url, process, log, verify=verify)
         clients = []
         for index in range(4):
             slow = ["--slowdown", "4"] if index >= 2 else []
             log = tmp_path / f"client-{index}.log"
             cmd = veilfl_command(
-                "client", "--server", url, "--client-index", str(index), *data, *slow
+                "client",
+                "--server",
+                url,
+                "--client-index",
+                str(index),
+                *data,
+                *slow,
+                "--ca-cert",
+                str(trust.ca_file),
+                "--enrollment-token",
+                trust.tokens[index],
             )
             clients.append((stack.enter_context(running(cmd, log)), log))
         for process, log in clients:

@@ -19,8 +19,9 @@ from pathlib import Path
 import httpx
 import numpy as np
 import pytest
-from tests.e2e.processes import free_port, veilfl_command, wait_until_serving
+from tests.e2e.processes import PLAINTEXT, HandClient, free_port, veilfl_command, wait_until_serving
 
+from veilfl.client.signing import for_round
 from veilfl.protocol.messages import UpdateHeader
 from veilfl.wire.tensor_codec import decode_weights, encode_weights
 
@@ -59,6 +60,7 @@ class _Coordinator:
             "50",
             "--linger",
             "30",
+            *PLAINTEXT,
         )
         with self.log.open("ab") as out:
             self.process = subprocess.Popen(cmd, stdout=out, stderr=out)
@@ -75,24 +77,28 @@ def _run(run_dir: Path, log: Path, kills: set[int], seed: int) -> tuple[dict[str
     coordinator = _Coordinator(run_dir, log)
     coordinator.start()
     chooser = random.Random(seed)
-    ids: dict[str, str] = {}
+    ids: dict[str, HandClient] = {}
     uploads = restarts = 0
     try:
         with httpx.Client(timeout=30) as http:
             for client in CLIENTS:
-                joined = http.post(f"{coordinator.url}/v1/clients", json={"name": client})
-                ids[client] = joined.json()["client_id"]
-            template, _ = decode_weights(http.get(f"{coordinator.url}/v1/model").content)
+                ids[client] = HandClient.enroll(http, coordinator.url, name=client)
+            template, _ = decode_weights(
+                http.get(f"{coordinator.url}/v1/model", auth=ids["a"].auth).content
+            )
             while True:
                 status = http.get(f"{coordinator.url}/v1/status").json()
                 if status["done"]:
                     break
                 for client in CLIENTS:
-                    task = http.get(f"{coordinator.url}/v1/clients/{ids[client]}/task").json()
+                    hand = ids[client]
+                    task = http.get(
+                        f"{coordinator.url}/v1/clients/{hand.client_id}/task", auth=hand.auth
+                    ).json()
                     if task["kind"] != "train":
                         continue
                     header = UpdateHeader(
-                        client_id=ids[client],
+                        client_id=hand.client_id,
                         round_id=task["round_id"],
                         base_version=task["model_version"],
                         num_samples=10,
@@ -108,7 +114,10 @@ def _run(run_dir: Path, log: Path, kills: set[int], seed: int) -> tuple[dict[str
                         killer.start()
                     with contextlib.suppress(httpx.TransportError):  # killed mid-request
                         http.post(
-                            f"{coordinator.url}/v1/rounds/{task['round_id']}/updates", content=body
+                            f"{coordinator.url}/v1/rounds/{task['round_id']}/updates",
+                            content=body,
+                            auth=hand.auth,
+                            extensions=for_round(task["round_id"]),
                         )
                     if killer is not None:
                         killer.join()
@@ -116,7 +125,9 @@ def _run(run_dir: Path, log: Path, kills: set[int], seed: int) -> tuple[dict[str
                         restarts += 1
                         break  # ask for fresh tasks from the restarted coordinator
                 time.sleep(0.05)
-            final, _ = decode_weights(http.get(f"{coordinator.url}/v1/model").content)
+            final, _ = decode_weights(
+                http.get(f"{coordinator.url}/v1/model", auth=ids["a"].auth).content
+            )
             rounds = [m["round_id"] for m in http.get(f"{coordinator.url}/v1/metrics").json()]
             assert rounds == list(range(1, ROUNDS + 1)), rounds
             return final, restarts

@@ -7,7 +7,7 @@ from contextlib import ExitStack
 from pathlib import Path
 
 import pytest
-from tests.e2e.processes import free_port, running, veilfl_command, wait_until_serving
+from tests.e2e.processes import PLAINTEXT, free_port, running, veilfl_command, wait_until_serving
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(300)]
 
@@ -38,6 +38,7 @@ def test_three_clients_train_mnist_and_accuracy_rises(tmp_path: Path) -> None:
         "0.9",
         "--linger",
         "5",
+        *PLAINTEXT,
     )
     with ExitStack() as stack:
         coordinator = stack.enter_context(running(server, server_log))
@@ -45,7 +46,9 @@ def test_three_clients_train_mnist_and_accuracy_rises(tmp_path: Path) -> None:
         clients = []
         for index in range(3):
             log = tmp_path / f"client-{index}.log"
-            cmd = veilfl_command("client", "--server", url, "--client-index", str(index), *data)
+            cmd = veilfl_command(
+                "client", "--server", url, "--client-index", str(index), *data, "--insecure"
+            )
             clients.append((stack.enter_context(running(cmd, log)), log))
         for process, log in clients:
             assert process.wait(timeout=240) == 0, log.read_text()[-3000:]

@@ -9,21 +9,30 @@ from pathlib import Path
 import httpx
 import numpy as np
 import pytest
-from tests.e2e.processes import free_port, running, veilfl_command, wait_until_serving
+from tests.e2e.processes import (
+    PLAINTEXT,
+    HandClient,
+    free_port,
+    running,
+    veilfl_command,
+    wait_until_serving,
+)
 
+from veilfl.client.signing import for_round
 from veilfl.protocol.messages import UpdateHeader
 from veilfl.wire.tensor_codec import decode_weights, encode_weights
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(300)]
 
 
-def _play_round(http: httpx.Client, client_ids: list[str], seed: int) -> None:
+def _play_round(http: httpx.Client, clients: list[HandClient], seed: int) -> None:
     """Act as every client for one round: fetch the model, upload a small delta."""
     rng = np.random.default_rng(seed)
-    for client_id in client_ids:
-        task = http.get(f"/v1/clients/{client_id}/task").json()
+    for client in clients:
+        client_id = client.client_id
+        task = http.get(f"/v1/clients/{client_id}/task", auth=client.auth).json()
         assert task["kind"] == "train", task
-        weights, _ = decode_weights(http.get("/v1/model").content)
+        weights, _ = decode_weights(http.get("/v1/model", auth=client.auth).content)
         delta = {
             name: rng.normal(0, 0.01, size=array.shape).astype(np.float32)
             for name, array in weights.items()
@@ -38,6 +47,8 @@ def _play_round(http: httpx.Client, client_ids: list[str], seed: int) -> None:
         response = http.post(
             f"/v1/rounds/{task['round_id']}/updates",
             content=encode_weights(delta, metadata=header.to_metadata()),
+            auth=client.auth,
+            extensions=for_round(task["round_id"]),
         )
         assert response.status_code == 202, response.text
 
@@ -69,18 +80,19 @@ def test_killed_coordinator_resumes_after_the_last_completed_round(tmp_path: Pat
             "2",
             "--test-examples",
             "200",
+            *PLAINTEXT,
         )
 
     port = free_port()
     url = f"http://127.0.0.1:{port}"
     with running(server(port), log) as first, httpx.Client(base_url=url, timeout=30) as http:
         wait_until_serving(url, first, log)
-        ids = [http.post("/v1/clients", json={"name": n}).json()["client_id"] for n in "ab"]
+        ids = [HandClient.enroll(http, url, name=n) for n in "ab"]
         _play_round(http, ids, seed=1)
         _wait_for_round(http, 2)
         _play_round(http, ids, seed=2)
         _wait_for_round(http, 3)
-        model_after_round_2 = http.get("/v1/model").content
+        model_after_round_2 = http.get("/v1/model", auth=ids[0].auth).content
         first.send_signal(signal.SIGKILL)
         first.wait(timeout=30)
 
@@ -90,7 +102,7 @@ def test_killed_coordinator_resumes_after_the_last_completed_round(tmp_path: Pat
         wait_until_serving(url, second, log)
         status = http.get("/v1/status").json()
         assert (status["round_id"], status["model_version"]) == (3, 2)
-        resumed = http.get("/v1/model")
+        resumed = http.get("/v1/model", auth=ids[0].auth)
         assert resumed.headers["X-Model-Version"] == "2"
         before, _ = decode_weights(model_after_round_2)
         after, _ = decode_weights(resumed.content)

@@ -16,9 +16,18 @@ from pathlib import Path
 import httpx
 import numpy as np
 import pytest
-from tests.e2e.processes import free_port, running, veilfl_command, wait_until_serving
+from tests.e2e.processes import (
+    HandClient,
+    free_port,
+    running,
+    veilfl_command,
+    wait_until_serving,
+)
+from veilfl.tls import client_ssl_context
 
-from veilfl.cli.local_fleet import local_aggregators, server_aggregator_flags
+from veilfl.auth.admission import ADMISSION_HEADER
+from veilfl.cli.local_fleet import local_aggregators, local_trust, server_aggregator_flags
+from veilfl.client.signing import for_round
 from veilfl.crypto.csprng import CsprngStream
 from veilfl.keyfiles import PublicKeyFile
 from veilfl.secagg.client_shares import seal_update
@@ -30,6 +39,7 @@ pytestmark = [pytest.mark.slow, pytest.mark.timeout(300)]
 
 
 def _wait_for_version(http: httpx.Client, version: int, timeout_s: float = 60.0) -> None:
+    """Poll the (public) status until the model reaches ``version``."""
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         if http.get("/v1/status").json()["model_version"] >= version:
@@ -41,8 +51,10 @@ def _wait_for_version(http: httpx.Client, version: int, timeout_s: float = 60.0)
 def test_round_completes_correctly_with_an_aggregator_killed_mid_round(tmp_path: Path) -> None:
     # Arrange: keys, 3 aggregators and a coordinator on loopback.
     coordinator_port = free_port()
-    url = f"http://127.0.0.1:{coordinator_port}"
-    fleet = local_aggregators(tmp_path / "keys", count=3, coordinator_url=url)
+    url = f"https://127.0.0.1:{coordinator_port}"
+    trust = local_trust(tmp_path / "trust", aggregators=3, clients=5)
+    verify = client_ssl_context(trust.ca_file)
+    fleet = local_aggregators(tmp_path / "keys", count=3, coordinator_url=url, trust=trust)
     aggregator_urls = [a.url for a in fleet]
     aggregator_cmds = [a.command for a in fleet]
     server_flags = server_aggregator_flags(fleet)
@@ -69,28 +81,39 @@ def test_round_completes_correctly_with_an_aggregator_killed_mid_round(tmp_path:
         "--test-examples",
         "100",
         *server_flags,
+        *trust.coordinator_flags(),
     )
-    with ExitStack() as stack, httpx.Client(base_url=url, timeout=30) as http:
+    with ExitStack() as stack, httpx.Client(base_url=url, timeout=30, verify=verify) as http:
         coordinator = stack.enter_context(running(server, tmp_path / "server.log"))
-        wait_until_serving(url, coordinator, tmp_path / "server.log")
+        wait_until_serving(url, coordinator, tmp_path / "server.log", verify=verify)
         aggregators = [
             stack.enter_context(running(cmd, tmp_path / f"aggregator-{i}.log"))
             for i, cmd in enumerate(aggregator_cmds, start=1)
         ]
         for aggregator_url, process in zip(aggregator_urls, aggregators, strict=True):
-            wait_until_serving(aggregator_url, process, tmp_path / "aggregator.log")
+            wait_until_serving(aggregator_url, process, tmp_path / "aggregator.log", verify=verify)
 
         run = http.get("/v1/run").json()
         config = SecureAggregationConfig(**run["secure"]["config"])
         keys = [PublicKeyFile.from_json(a).key for a in run["secure"]["aggregators"]]
-        clients = [http.post("/v1/clients", json={"name": n}).json()["client_id"] for n in "abcde"]
-        start, _ = decode_weights(http.get("/v1/model").content)
+        hands = {
+            hand.client_id: hand
+            for hand in (
+                HandClient.enroll(http, url, name=n, token=token)
+                for n, token in zip("abcde", trust.tokens, strict=True)
+            )
+        }
+        clients = list(hands)
+        start, _ = decode_weights(http.get("/v1/model", auth=hands[clients[0]].auth).content)
         spec = spec_of(start)
         rng = np.random.default_rng(0)
         deltas = {c: rng.normal(0, 0.01, spec.total_size).astype(np.float32) for c in clients}
         samples = dict(zip(clients, [100, 250, 400, 700, 900], strict=True))
+        admissions = {}
         for client in clients:
-            assert http.get(f"/v1/clients/{client}/task").json()["kind"] == "train"
+            task = http.get(f"/v1/clients/{client}/task", auth=hands[client].auth).json()
+            assert task["kind"] == "train"
+            admissions[client] = task["admission"]
 
         def upload(client: str, reach: list[int]) -> list[int]:
             sealed = seal_update(
@@ -109,10 +132,12 @@ def test_round_completes_correctly_with_an_aggregator_killed_mid_round(tmp_path:
                 if share.aggregator_index not in reach:
                     continue
                 try:
-                    response = httpx.post(
+                    response = http.post(
                         f"{aggregator_urls[share.aggregator_index - 1]}/v1/rounds/1/shares",
                         content=share.envelope,
-                        headers={"X-Veilfl-Client": client},
+                        headers={ADMISSION_HEADER: admissions[client]},
+                        auth=hands[client].aggregator_auth(share.aggregator_index),
+                        extensions=for_round(1),
                         timeout=10,
                     )
                 except httpx.TransportError:
@@ -125,6 +150,8 @@ def test_round_completes_correctly_with_an_aggregator_killed_mid_round(tmp_path:
             response = http.post(
                 "/v1/rounds/1/receipts",
                 json={"client_id": client, "base_version": 0, "aggregators": acknowledged},
+                auth=hands[client].auth,
+                extensions=for_round(1),
             )
             assert response.status_code == 202, response.text
 
@@ -142,7 +169,9 @@ def test_round_completes_correctly_with_an_aggregator_killed_mid_round(tmp_path:
         # ... and one drops out after reaching aggregator 1 alone (it never reports).
         assert upload(clients[4], [1]) == [1]
         _wait_for_version(http, 1)
-        final, _ = decode_weights(http.get("/v1/model").content, spec=spec)
+        final, _ = decode_weights(
+            http.get("/v1/model", auth=hands[clients[0]].auth).content, spec=spec
+        )
 
     # Assert: the plaintext weighted mean of the four reporters, within the bound.
     reporters = clients[:4]

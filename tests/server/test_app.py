@@ -9,7 +9,9 @@ from collections.abc import AsyncIterator
 import httpx
 import numpy as np
 import pytest
+from tests.signed_clients import enroll, open_access, signed_client
 
+from veilfl.client.signing import for_round
 from veilfl.protocol.coordinator import PlaintextAggregation, SyncCoordinator
 from veilfl.protocol.messages import LocalTrainingPlan, RunInfo, UpdateHeader
 from veilfl.protocol.sync_round import RoundConfig, SyncRoundMachine
@@ -26,8 +28,25 @@ def _weights(value: float) -> Weights:
     return {"w": np.full((3, 2), value, dtype=np.float32), "b": np.full(2, value, np.float32)}
 
 
+class Api:
+    """An in-process coordinator: an unsigned client, the transport and the service."""
+
+    def __init__(
+        self, client: httpx.AsyncClient, transport: httpx.ASGITransport, service: CoordinatorService
+    ) -> None:
+        self.client = client
+        self.transport = transport
+        self.service = service
+        self.enrolled: list[httpx.AsyncClient] = []
+
+    async def enroll(self, name: str = "") -> tuple[str, httpx.AsyncClient]:
+        client_id, signed = await enroll(self.transport, "r1", name=name)
+        self.enrolled.append(signed)
+        return client_id, signed
+
+
 @pytest.fixture
-async def api() -> AsyncIterator[tuple[httpx.AsyncClient, CoordinatorService]]:
+async def api() -> AsyncIterator[Api]:
     start = _weights(0.0)
     core = SyncCoordinator(
         machine=SyncRoundMachine(
@@ -44,21 +63,19 @@ async def api() -> AsyncIterator[tuple[httpx.AsyncClient, CoordinatorService]]:
         run_info=RunInfo(run_id="r1", model_name="tiny", num_rounds=1, plan=LocalTrainingPlan()),
         max_update_bytes=1 << 20,
     )
-    app = create_app(service, metrics=lambda: list(core.history))
+    app = create_app(service, metrics=lambda: list(core.history), access=open_access("r1"))
     await service.start(tick_interval_s=0.01)
     transport = httpx.ASGITransport(app=app)
     async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
-        yield client, service
+        api = Api(client, transport, service)
+        yield api
+        for signed in api.enrolled:
+            await signed.aclose()
     await service.stop()
 
 
-async def _join_two(client: httpx.AsyncClient) -> list[str]:
-    ids = []
-    for name in ("a", "b"):
-        response = await client.post("/v1/clients", json={"name": name})
-        assert response.status_code == 201
-        ids.append(response.json()["client_id"])
-    return ids
+async def _join_two(api: Api) -> list[tuple[str, httpx.AsyncClient]]:
+    return [await api.enroll(name) for name in ("a", "b")]
 
 
 def _update(client_id: str, weights: Weights, *, round_id: int = 1, version: int = 0) -> bytes:
@@ -68,25 +85,26 @@ def _update(client_id: str, weights: Weights, *, round_id: int = 1, version: int
     return encode_weights(weights, metadata=header.to_metadata())
 
 
-async def test_a_round_over_http_produces_the_averaged_model(
-    api: tuple[httpx.AsyncClient, CoordinatorService],
-) -> None:
-    client, service = api
-    ids = await _join_two(client)
-    for index, client_id in enumerate(ids):
+async def test_a_round_over_http_produces_the_averaged_model(api: Api) -> None:
+    clients = await _join_two(api)
+    for index, (client_id, client) in enumerate(clients):
         task = (await client.get(f"/v1/clients/{client_id}/task")).json()
         assert task["kind"] == "train"
+        assert task["admission"] is None  # plaintext runs need no aggregator admission
         model = await client.get("/v1/model")
         assert model.headers["X-Model-Version"] == "0"
         response = await client.post(
-            "/v1/rounds/1/updates", content=_update(client_id, _weights(float(index + 1)))
+            "/v1/rounds/1/updates",
+            content=_update(client_id, _weights(float(index + 1))),
+            extensions=for_round(1),
         )
         assert response.status_code == 202, response.text
-    await asyncio.wait_for(service.finished.wait(), timeout=5)
-    final, _ = decode_weights((await client.get("/v1/model")).content)
+    await asyncio.wait_for(api.service.finished.wait(), timeout=5)
+    first_id, first = clients[0]
+    final, _ = decode_weights((await first.get("/v1/model")).content)
     np.testing.assert_allclose(final["w"], 1.5)
-    assert (await client.get(f"/v1/clients/{ids[0]}/task")).json()["kind"] == "done"
-    metrics = (await client.get("/v1/metrics")).json()
+    assert (await first.get(f"/v1/clients/{first_id}/task")).json()["kind"] == "done"
+    metrics = (await api.client.get("/v1/metrics")).json()
     assert [m["round_id"] for m in metrics] == [1]
 
 
@@ -95,7 +113,7 @@ async def test_a_round_over_http_produces_the_averaged_model(
     [
         (lambda cid: b"not safetensors at all", 400, "header"),
         (lambda cid: b"", 400, "empty"),
-        (lambda cid: _update("stranger", _weights(1.0)), 404, "has not joined"),
+        (lambda cid: _update("stranger", _weights(1.0)), 403, "says it is from stranger"),
         (lambda cid: _update(cid, {"w": np.zeros((2, 3), np.float32)}), 422, "missing"),
         (
             lambda cid: _update(
@@ -109,46 +127,47 @@ async def test_a_round_over_http_produces_the_averaged_model(
     ],
 )
 async def test_bad_uploads_get_a_4xx_that_says_what_was_wrong_and_change_nothing(
-    api: tuple[httpx.AsyncClient, CoordinatorService],
+    api: Api,
     body_for: object,
     status: int,
     words: str,
 ) -> None:
-    client, _ = api
-    ids = await _join_two(client)
-    await client.get(f"/v1/clients/{ids[0]}/task")
-    before = (await client.get("/v1/status")).json()
-    response = await client.post("/v1/rounds/1/updates", content=body_for(ids[0]))  # type: ignore[operator]
+    (client_id, client), _ = await _join_two(api)
+    await client.get(f"/v1/clients/{client_id}/task")
+    before = (await api.client.get("/v1/status")).json()
+    response = await client.post(
+        "/v1/rounds/1/updates",
+        content=body_for(client_id),  # type: ignore[operator]
+        extensions=for_round(1),
+    )
     assert response.status_code == status
     assert words in response.json()["message"].lower()
-    assert (await client.get("/v1/status")).json() == before
+    assert (await api.client.get("/v1/status")).json() == before
     # The round is intact: the same client can still upload a good update.
-    good = await client.post("/v1/rounds/1/updates", content=_update(ids[0], _weights(1.0)))
+    good = await client.post(
+        "/v1/rounds/1/updates", content=_update(client_id, _weights(1.0)), extensions=for_round(1)
+    )
     assert good.status_code == 202
 
 
-async def test_unknown_client_asking_for_a_task_gets_404(
-    api: tuple[httpx.AsyncClient, CoordinatorService],
-) -> None:
-    client, _ = api
-    response = await client.get("/v1/clients/nobody/task")
-    assert response.status_code == 404
-    assert "join first" in response.json()["message"]
+async def test_a_client_that_never_enrolled_gets_401_and_changes_nothing(api: Api) -> None:
+    identity, stranger = signed_client(api.transport, "r1")
+    before = (await api.client.get("/v1/status")).json()
+    async with stranger:
+        response = await stranger.get(f"/v1/clients/{identity.client_id}/task")
+    assert response.status_code == 401
+    assert "not enrolled" in response.json()["message"]
+    assert (await api.client.get("/v1/status")).json() == before
 
 
-async def test_malformed_join_body_is_a_422_with_a_message(
-    api: tuple[httpx.AsyncClient, CoordinatorService],
-) -> None:
-    client, _ = api
-    response = await client.post("/v1/clients", json={"name": 5})
+async def test_malformed_join_body_is_a_422_with_a_message(api: Api) -> None:
+    response = await api.client.post("/v1/clients", json={"name": 5})
     assert response.status_code == 422
     assert "name" in response.json()["message"]
 
 
-async def test_openapi_spec_lists_every_endpoint(
-    api: tuple[httpx.AsyncClient, CoordinatorService],
-) -> None:
-    client, _ = api
+async def test_openapi_spec_lists_every_endpoint(api: Api) -> None:
+    client = api.client
     paths = (await client.get("/openapi.json")).json()["paths"]
     for path in ("/v1/clients", "/v1/model", "/v1/rounds/{round_id}/updates", "/v1/status"):
         assert path in paths

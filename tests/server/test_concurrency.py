@@ -9,7 +9,9 @@ import time
 import httpx
 import numpy as np
 import pytest
+from tests.signed_clients import enroll, open_access
 
+from veilfl.client.signing import for_round
 from veilfl.protocol.coordinator import PlaintextAggregation, SyncCoordinator
 from veilfl.protocol.messages import LocalTrainingPlan, RunInfo, UpdateHeader
 from veilfl.protocol.sync_round import RoundConfig, SyncRoundMachine
@@ -42,12 +44,20 @@ async def test_hundreds_of_concurrent_clients_each_counted_once() -> None:
         run_info=RunInfo(run_id="r", model_name="m", num_rounds=1, plan=LocalTrainingPlan()),
         max_update_bytes=1 << 22,
     )
-    app = create_app(service, metrics=lambda: list(core.history))
+    app = create_app(service, metrics=lambda: list(core.history), access=open_access("r"))
     await service.start(tick_interval_s=0.05)
     latencies: list[float] = []
 
-    async def one_client(http: httpx.AsyncClient, index: int) -> None:
-        client_id = (await http.post("/v1/clients", json={"name": str(index)})).json()["client_id"]
+    transport = httpx.ASGITransport(app=app)
+
+    async def one_client(index: int) -> None:
+        client_id, http = await enroll(transport, "r", name=str(index))
+        try:
+            await train_once(http, client_id)
+        finally:
+            await http.aclose()
+
+    async def train_once(http: httpx.AsyncClient, client_id: str) -> None:
         while True:
             began = time.perf_counter()
             task = (await http.get(f"/v1/clients/{client_id}/task")).json()
@@ -60,14 +70,13 @@ async def test_hundreds_of_concurrent_clients_each_counted_once() -> None:
         )
         body = encode_weights({"w": np.ones(50_000, np.float32)}, metadata=header.to_metadata())
         for _ in range(2):  # a retried upload must not count twice
-            response = await http.post("/v1/rounds/1/updates", content=body)
+            response = await http.post(
+                "/v1/rounds/1/updates", content=body, extensions=for_round(1)
+            )
             assert response.status_code == 202
 
     try:
-        async with httpx.AsyncClient(
-            transport=httpx.ASGITransport(app=app), base_url="http://test", timeout=60
-        ) as http:
-            await asyncio.gather(*(one_client(http, i) for i in range(CLIENTS)))
+        await asyncio.gather(*(one_client(i) for i in range(CLIENTS)))
         await asyncio.wait_for(service.finished.wait(), timeout=30)
     finally:
         await service.stop()

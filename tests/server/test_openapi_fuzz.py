@@ -12,8 +12,11 @@ from typing import Any
 import numpy as np
 import schemathesis
 from hypothesis import HealthCheck, settings
+from tests.signed_clients import open_access
 
+from veilfl.aggregator.access import AggregatorAccess
 from veilfl.aggregator.service import AggregatorService, create_aggregator_app
+from veilfl.auth.identity import Identity
 from veilfl.crypto.keys import generate_keypair
 from veilfl.protocol.buffered import BufferConfig, BufferedMachine
 from veilfl.protocol.buffered_coordinator import BufferedCoordinator
@@ -64,7 +67,7 @@ def _coordinator_app(core: Any, mode: str) -> Any:
         ),
         max_update_bytes=1 << 20,
     )
-    return create_app(service, metrics=lambda: list(core.history))
+    return create_app(service, metrics=lambda: list(core.history), access=open_access("r"))
 
 
 SYNC_CORE = _sync_core()
@@ -100,19 +103,23 @@ KEY = generate_keypair()
 _AGGREGATOR = AggregatorService(
     index=1, keypair=KEY, spool=Path(tempfile.mkdtemp()), min_participants=2
 )
-_AGGREGATOR.attach(
-    {
-        "run_id": "r",
-        "secure": {
-            "config": SecureAggregationConfig().to_json(),
-            "vector_length": 6 + EXTRA_COORDINATES,
-            "aggregators": [{"index": 1, "fingerprint": KEY.fingerprint}],
-        },
-    }
-)
 AGGREGATOR = schemathesis.openapi.from_asgi(
     "/openapi.json",
-    create_aggregator_app(_AGGREGATOR, coordinator_url=None, max_share_bytes=1 << 16),
+    create_aggregator_app(
+        _AGGREGATOR,
+        coordinator_url=None,
+        max_share_bytes=1 << 16,
+        access=AggregatorAccess(index=1),
+        run={
+            "run_id": "r",
+            "coordinator_key": Identity.generate().public_key_text,
+            "secure": {
+                "config": SecureAggregationConfig().to_json(),
+                "vector_length": 6 + EXTRA_COORDINATES,
+                "aggregators": [{"index": 1, "fingerprint": KEY.fingerprint}],
+            },
+        },
+    ),
 )
 
 

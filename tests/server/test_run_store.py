@@ -294,6 +294,18 @@ def test_a_version_1_database_is_migrated(tmp_path: Path) -> None:
     with RunStore(path) as store:
         assert store.run_id() == "old-run"
         assert store.completed_rounds() == [_round(1)]
+        # Version 3 columns exist after the migration: enrollments can be recorded.
+        store.add_client("c", "carol", 3.0, public_key="KEY", token_digest="T")
+        assert store.clients() == [ClientRecord("c", "carol", 3.0, "KEY", "T")]
+
+
+def test_an_enrollment_token_is_spent_once(store: RunStore) -> None:
+    store.add_client("a", "alice", 1.0, public_key="KA", token_digest="T1")
+    with pytest.raises(StorageError, match="record client b"):
+        store.add_client("b", "bob", 2.0, public_key="KB", token_digest="T1")
+    store.add_client("c", "carol", 3.0, public_key="KC")  # no token: allow-list or open
+    store.add_client("d", "dan", 4.0, public_key="KD")
+    assert [c.client_id for c in store.clients()] == ["a", "c", "d"]
 
 
 def test_a_newer_schema_is_refused(tmp_path: Path) -> None:

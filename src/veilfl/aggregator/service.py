@@ -10,17 +10,20 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import ssl
 import tempfile
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
 import httpx
-from fastapi import FastAPI, Header, Request, Response
+from fastapi import FastAPI, Request, Response
 from pydantic import BaseModel, Field
 
+from veilfl.aggregator.access import AggregatorAccess
 from veilfl.aggregator.share_spool import FileShareArchive
+from veilfl.client.peer import certificate_rejected
 from veilfl.crypto.envelope import encode_share
 from veilfl.crypto.field import MERSENNE_31
 from veilfl.crypto.keys import AggregatorKeyPair
@@ -33,24 +36,30 @@ __all__ = ["AggregatorService", "create_aggregator_app", "fetch_run"]
 
 logger = logging.getLogger(__name__)
 BINARY = "application/octet-stream"
-CLIENT_HEADER = "X-Veilfl-Client"
 
 
-async def fetch_run(coordinator_url: str, *, attempts: int = 60) -> dict[str, Any]:
-    """The coordinator's run description, retried while it starts up.
+async def fetch_run(
+    coordinator_url: str, *, verify: ssl.SSLContext | bool = True, attempts: int = 120
+) -> dict[str, Any]:
+    """The coordinator's run description, retried quietly while it starts up.
 
     Raises:
-        TransportError: if the coordinator does not answer.
+        TransportError: if the coordinator does not answer, or its TLS certificate does
+            not verify (not retried: nothing is sent to a server that fails it).
     """
-    async with httpx.AsyncClient(base_url=coordinator_url, timeout=10.0) as http:
+    async with httpx.AsyncClient(base_url=coordinator_url, timeout=10.0, verify=verify) as http:
         for _ in range(attempts):
             try:
                 response = await http.get("/v1/run")
                 if response.status_code == 200:
                     body: dict[str, Any] = response.json()
                     return body
-            except httpx.TransportError:
-                pass
+            except httpx.TransportError as exc:
+                if certificate_rejected(exc):
+                    raise TransportError(
+                        f"The coordinator at {coordinator_url} presented a TLS certificate that "
+                        "does not verify against --ca-cert; refusing to attach."
+                    ) from exc
             await asyncio.sleep(0.5)
     raise TransportError(f"The coordinator at {coordinator_url} did not describe its run.")
 
@@ -159,20 +168,38 @@ class ShareAccepted(BaseModel):
 
 
 def create_aggregator_app(
-    service: AggregatorService, *, coordinator_url: str | None, max_share_bytes: int
+    service: AggregatorService,
+    *,
+    coordinator_url: str | None,
+    max_share_bytes: int,
+    access: AggregatorAccess,
+    run: Mapping[str, Any] | None = None,
+    verify: ssl.SSLContext | bool = True,
 ) -> FastAPI:
     """The aggregator's FastAPI application.
 
     Args:
         service: The aggregator.
-        coordinator_url: Where to learn the run at start-up (None: attach manually).
+        coordinator_url: Where to learn the run at start-up.
         max_share_bytes: Largest envelope accepted.
+        access: Who may send shares (admitted clients) and ask for aggregates (the
+            coordinator).
+        run: The run description, if it is known already (the aggregator attaches
+            at once and does not ask the coordinator).
+        verify: How to verify the coordinator's TLS certificate.
     """
+    if run is not None:
+        access.attach(run)
+        service.attach(dict(run))
+    elif coordinator_url is None:
+        raise ConfigurationError("Give the aggregator the coordinator's URL or the run.")
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        if coordinator_url is not None:
-            service.attach(await fetch_run(coordinator_url))
+        if run is None and coordinator_url is not None:
+            described = await fetch_run(coordinator_url, verify=verify)
+            access.attach(described)
+            service.attach(described)
         yield
 
     app = FastAPI(
@@ -194,11 +221,8 @@ def create_aggregator_app(
             }
         },
     )
-    async def upload_share(
-        round_id: int,
-        request: Request,
-        client_id: str = Header(alias=CLIENT_HEADER, min_length=1, max_length=200),
-    ) -> ShareAccepted:
+    async def upload_share(round_id: int, request: Request) -> ShareAccepted:
+        client_id = await access.share_sender(request, round_id=round_id)
         body = await request.body()
         if not body:
             raise WireFormatError("The share body is empty; send the sealed share bytes.")
@@ -218,9 +242,10 @@ def create_aggregator_app(
         response_class=Response,
         responses={200: {"content": {BINARY: {}}, "description": "the aggregate share"}},
     )
-    async def aggregate(round_id: int, request: AggregateRequest) -> Response:
-        body = await service.aggregate(round_id, request.participants)
-        return Response(content=body, media_type=BINARY)
+    async def aggregate(round_id: int, body: AggregateRequest, request: Request) -> Response:
+        await access.check_coordinator(request, round_id=round_id)
+        share = await service.aggregate(round_id, body.participants)
+        return Response(content=share, media_type=BINARY)
 
     @app.get("/v1/status")
     async def status() -> dict[str, Any]:

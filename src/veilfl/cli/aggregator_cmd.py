@@ -7,8 +7,15 @@ from pathlib import Path
 
 import uvicorn
 
+from veilfl.aggregator.access import AggregatorAccess
 from veilfl.aggregator.service import AggregatorService, create_aggregator_app
 from veilfl.cli.common import add_log_option, configure_logging
+from veilfl.cli.security_options import (
+    add_rate_limit_options,
+    add_tls_options,
+    rate_limit_from_args,
+    transport_from_args,
+)
 from veilfl.keyfiles import read_private_key
 
 __all__ = ["add_parser", "run"]
@@ -32,6 +39,8 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
         default=2,
         help="never answer with a sum over fewer clients than this",
     )
+    add_tls_options(parser, serves=True)
+    add_rate_limit_options(parser)
     add_log_option(parser)
     parser.set_defaults(func=run)
 
@@ -39,6 +48,8 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
 def run(args: argparse.Namespace) -> int:
     """Serve until stopped."""
     configure_logging(args.log_level, prefix=f"[aggregator {args.index}] ")
+    transport = transport_from_args(args, serves=True)
+    transport.check_url(args.coordinator)
     service = AggregatorService(
         index=args.index,
         keypair=read_private_key(args.key),
@@ -49,6 +60,8 @@ def run(args: argparse.Namespace) -> int:
         service,
         coordinator_url=args.coordinator,
         max_share_bytes=int(args.max_share_mb * 2**20),
+        access=AggregatorAccess(index=args.index, rate_limit=rate_limit_from_args(args)),
+        verify=transport.verify,
     )
     uvicorn.run(
         app,
@@ -57,5 +70,6 @@ def run(args: argparse.Namespace) -> int:
         log_level=args.log_level,
         timeout_keep_alive=60,
         backlog=4096,
+        **transport.uvicorn_options(),  # type: ignore[arg-type]
     )
     return 0

@@ -6,9 +6,16 @@ import argparse
 import asyncio
 import logging
 import time
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from veilfl.cli.common import add_data_options, add_log_option, client_dataset, configure_logging
+from veilfl.cli.security_options import (
+    TOKEN_ENV,
+    add_tls_options,
+    enrollment_token_from,
+    transport_from_args,
+)
 
 if TYPE_CHECKING:
     from torch import nn
@@ -54,6 +61,18 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
         metavar="FINGERPRINT",
         help="expected key fingerprint of each aggregator, in index order (repeat)",
     )
+    parser.add_argument(
+        "--identity",
+        type=Path,
+        default=None,
+        help="this client's Ed25519 key file, made if missing (default: a new key each start)",
+    )
+    parser.add_argument(
+        "--enrollment-token",
+        default=None,
+        help=f"one-time enrollment token (default: ${TOKEN_ENV}, which keeps it out of ps)",
+    )
+    add_tls_options(parser, serves=False)
     add_data_options(parser)
     add_log_option(parser)
     parser.set_defaults(func=run)
@@ -75,11 +94,18 @@ def run(args: argparse.Namespace) -> int:
     """Join the run and train until it is done."""
     import torch
 
+    from veilfl.auth.identity import Identity
     from veilfl.client.http_client import run_client
+    from veilfl.keyfiles import load_or_create_identity
     from veilfl.ml.dp_sgd import DpSgdConfig, dp_sgd_learner
     from veilfl.ml.learner import mnist_learner
 
     configure_logging(args.log_level, prefix=f"[client {args.client_index}] ")
+    transport = transport_from_args(args, serves=False)
+    transport.check_url(args.server)
+    identity = (
+        load_or_create_identity(args.identity) if args.identity is not None else Identity.generate()
+    )
     torch.set_num_threads(args.threads)
     data = client_dataset(args, args.client_index)
     logger.info("loaded %d local examples", len(data))
@@ -119,6 +145,9 @@ def run(args: argparse.Namespace) -> int:
             learner,
             data,
             name=f"client-{args.client_index}",
+            identity=identity,
+            enrollment_token=enrollment_token_from(args.enrollment_token),
+            verify=transport.verify,
             aggregator_fingerprints=(
                 dict(enumerate(args.aggregator_fingerprint, start=1))
                 if args.aggregator_fingerprint

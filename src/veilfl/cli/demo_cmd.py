@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import ssl
 import subprocess
 import sys
 import time
@@ -18,10 +19,17 @@ from typing import IO
 import httpx
 
 from veilfl.cli.common import add_log_option
-from veilfl.cli.local_fleet import free_port, local_aggregators, server_aggregator_flags
+from veilfl.cli.local_fleet import (
+    free_port,
+    local_aggregators,
+    local_trust,
+    server_aggregator_flags,
+)
+from veilfl.cli.security_options import TOKEN_ENV
 from veilfl.errors import TransportError
 from veilfl.protocol.metrics import RoundMetrics
 from veilfl.reporting import format_round_row, format_round_table_header
+from veilfl.tls import client_ssl_context
 
 __all__ = ["add_parser", "run"]
 
@@ -84,7 +92,12 @@ def run(args: argparse.Namespace) -> int:
     logs = run_dir / "logs"
     logs.mkdir(parents=True, exist_ok=True)
     port = free_port()
-    url = f"http://127.0.0.1:{port}"
+    url = f"https://127.0.0.1:{port}"
+    trust = local_trust(
+        run_dir / "trust",
+        aggregators=0 if args.plaintext else args.aggregators,
+        clients=args.clients,
+    )
     common = ["--log-level", args.log_level]
     data = ["--num-clients", str(args.clients), "--partition", args.partition]
     if args.examples_per_client is not None:
@@ -113,6 +126,7 @@ def run(args: argparse.Namespace) -> int:
         "--lr",
         str(args.lr),
         *(["--test-examples", str(args.test_examples)] if args.test_examples else []),
+        *trust.coordinator_flags(),
         *common,
     ]
     if args.mode != "sync":
@@ -128,7 +142,11 @@ def run(args: argparse.Namespace) -> int:
     fingerprints: list[str] = []
     if not args.plaintext:
         fleet = local_aggregators(
-            run_dir / "keys", count=args.aggregators, coordinator_url=url, extra=common
+            run_dir / "keys",
+            count=args.aggregators,
+            coordinator_url=url,
+            trust=trust,
+            extra=common,
         )
         fingerprints = [a.fingerprint for a in fleet]
         aggregator_cmds = [a.command for a in fleet]
@@ -148,11 +166,16 @@ def run(args: argparse.Namespace) -> int:
     )
     print(f"veilfl demo: {args.clients} clients, {args.rounds} rounds, model {args.model}, {mode}")
     print(f"run folder: {run_dir}   coordinator: {url}")
+    print(
+        "TLS from a local CA; each client enrolls its Ed25519 key with a one-time token "
+        "and signs every request"
+    )
     processes: list[tuple[str, subprocess.Popen[bytes], IO[bytes]]] = []
 
-    def start(name: str, cmd: list[str]) -> None:
+    def start(name: str, cmd: list[str], extra_env: dict[str, str] | None = None) -> None:
         log = (logs / f"{name}.log").open("wb")
-        processes.append((name, subprocess.Popen(cmd, stdout=log, stderr=log, env=env), log))
+        process = subprocess.Popen(cmd, stdout=log, stderr=log, env={**env, **(extra_env or {})})
+        processes.append((name, process, log))
 
     started = time.monotonic()
     try:
@@ -176,6 +199,10 @@ def run(args: argparse.Namespace) -> int:
                     args.model,
                     *data,
                     *verify,
+                    "--ca-cert",
+                    str(trust.ca_file),
+                    "--identity",
+                    str(run_dir / "identities" / f"client-{index}.key"),
                     *(
                         ["--slowdown", str(args.slowdown)]
                         if index >= args.clients - args.slow_clients
@@ -183,9 +210,10 @@ def run(args: argparse.Namespace) -> int:
                     ),
                     *common,
                 ],
+                {TOKEN_ENV: trust.tokens[index]},
             )
         print(format_round_table_header(), flush=True)
-        shown = _follow(url, args, processes, started)
+        shown = _follow(url, client_ssl_context(trust.ca_file), args, processes, started)
         failed = _wait_all(processes, logs)
     except KeyboardInterrupt:
         print("\ninterrupted; stopping the processes", file=sys.stderr)
@@ -214,6 +242,7 @@ def run(args: argparse.Namespace) -> int:
 
 def _follow(
     url: str,
+    verify: ssl.SSLContext,
     args: argparse.Namespace,
     processes: list[tuple[str, subprocess.Popen[bytes], IO[bytes]]],
     started: float,
@@ -221,7 +250,7 @@ def _follow(
     """Print each round as the coordinator completes it, until the run is done."""
     shown: list[RoundMetrics] = []
     server = processes[0][1]
-    with httpx.Client(base_url=url, timeout=10.0) as http:
+    with httpx.Client(base_url=url, timeout=10.0, verify=verify) as http:
         while time.monotonic() - started < args.timeout:
             if server.poll() is not None:
                 break

@@ -1,5 +1,6 @@
-"""Aggregators on loopback for the demo, the end-to-end tests and the load test:
-free ports, key pairs and the command line that starts each aggregator."""
+"""Processes on loopback for the demo, the end-to-end tests and the load test: free
+ports, a local CA with server certificates, enrollment tokens, aggregator key pairs
+and the command line that starts each aggregator."""
 
 from __future__ import annotations
 
@@ -8,11 +9,27 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
+from veilfl.auth.enrollment import generate_tokens
 from veilfl.cli.keys_cmd import key_paths
 from veilfl.crypto.keys import generate_keypair
-from veilfl.keyfiles import read_public_key, write_keypair
+from veilfl.keyfiles import read_public_key, read_tokens, write_keypair, write_tokens
+from veilfl.tls import (
+    issue_server_certificate,
+    load_certificate_authority,
+    make_certificate_authority,
+)
 
-__all__ = ["LocalAggregator", "free_port", "local_aggregators", "server_aggregator_flags"]
+__all__ = [
+    "LOOPBACK_HOSTS",
+    "LocalAggregator",
+    "LocalTrust",
+    "free_port",
+    "local_aggregators",
+    "local_trust",
+    "server_aggregator_flags",
+]
+
+LOOPBACK_HOSTS = ("127.0.0.1", "localhost")
 
 
 def free_port() -> int:
@@ -20,6 +37,65 @@ def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
+
+
+@dataclass(frozen=True)
+class LocalTrust:
+    """TLS and enrollment material for processes on loopback.
+
+    Attributes:
+        folder: Where the CA, the certificates and the token file are.
+        ca_file: The CA certificate every process trusts.
+        tokens_file: One-time enrollment tokens (0600), for the coordinator.
+        tokens: The same tokens, one per client.
+    """
+
+    folder: Path
+    ca_file: Path
+    tokens_file: Path
+    tokens: tuple[str, ...]
+
+    def server_flags(self, name: str) -> list[str]:
+        """``--tls-cert/--tls-key/--ca-cert`` for the server whose certificate is ``name``."""
+        return [
+            "--tls-cert",
+            str(self.folder / f"{name}.pem"),
+            "--tls-key",
+            str(self.folder / f"{name}.key"),
+            "--ca-cert",
+            str(self.ca_file),
+        ]
+
+    def coordinator_flags(self) -> list[str]:
+        """The coordinator's TLS options and its token file."""
+        return [
+            *self.server_flags("coordinator"),
+            "--enrollment-tokens",
+            str(self.tokens_file),
+        ]
+
+
+def local_trust(folder: Path, *, aggregators: int, clients: int) -> LocalTrust:
+    """A CA with certificates for the coordinator and ``aggregators`` aggregators on
+    loopback, and one enrollment token per client; what ``folder`` already holds is
+    reused (so a demo run folder can be resumed)."""
+    authority = (
+        load_certificate_authority(folder)
+        if (folder / "ca.pem").exists()
+        else make_certificate_authority(folder)
+    )
+    for name in ["coordinator", *(f"aggregator-{i}" for i in range(1, aggregators + 1))]:
+        if not (folder / f"{name}.pem").exists():
+            issue_server_certificate(authority, folder, name, LOOPBACK_HOSTS)
+    tokens_file = folder / "tokens.txt"
+    if not tokens_file.exists():
+        write_tokens(generate_tokens(clients), tokens_file)
+    return LocalTrust(
+        folder=folder,
+        ca_file=folder / "ca.pem",
+        tokens_file=tokens_file,
+        tokens=tuple(read_tokens(tokens_file)),
+    )
 
 
 @dataclass(frozen=True)
@@ -44,7 +120,12 @@ class LocalAggregator:
 
 
 def local_aggregators(
-    keys_dir: Path, *, count: int, coordinator_url: str, extra: list[str] | None = None
+    keys_dir: Path,
+    *,
+    count: int,
+    coordinator_url: str,
+    trust: LocalTrust | None,
+    extra: list[str] | None = None,
 ) -> list[LocalAggregator]:
     """Plan ``count`` aggregators: make missing key pairs in ``keys_dir``, pick ports.
 
@@ -52,6 +133,7 @@ def local_aggregators(
         keys_dir: Folder for ``aggregator-J.key`` / ``aggregator-J.pub``.
         count: m.
         coordinator_url: Where each aggregator learns the run.
+        trust: Certificates to serve HTTPS with (None: plaintext HTTP, ``--insecure``).
         extra: More options for every aggregator command (``--log-level`` ...).
     """
     planned = []
@@ -63,7 +145,7 @@ def local_aggregators(
         planned.append(
             LocalAggregator(
                 index=index,
-                url=f"http://127.0.0.1:{port}",
+                url=f"{'http' if trust is None else 'https'}://127.0.0.1:{port}",
                 private_key=private,
                 public_key=public,
                 fingerprint=read_public_key(public).fingerprint,
@@ -80,6 +162,11 @@ def local_aggregators(
                     coordinator_url,
                     "--port",
                     str(port),
+                    *(
+                        ["--insecure"]
+                        if trust is None
+                        else trust.server_flags(f"aggregator-{index}")
+                    ),
                     *(extra or []),
                 ],
             )

@@ -1,4 +1,5 @@
-"""The ``veilfl`` command line: demo, server, client, aggregator, keys, simulate."""
+"""The ``veilfl`` command line: demo, server, client, aggregator, keys, certs, identity,
+tokens, simulate."""
 
 from __future__ import annotations
 
@@ -9,8 +10,10 @@ from collections.abc import Sequence
 from veilfl import __version__
 from veilfl.cli import (
     aggregator_cmd,
+    certs_cmd,
     client_cmd,
     demo_cmd,
+    enrollment_cmd,
     keys_cmd,
     server_cmd,
     simulate_cmd,
@@ -31,8 +34,17 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"veilfl {__version__}")
     subparsers = parser.add_subparsers(dest="command", required=True)
-    for module in (demo_cmd, server_cmd, client_cmd, aggregator_cmd, keys_cmd, simulate_cmd):
+    for module in (
+        demo_cmd,
+        server_cmd,
+        client_cmd,
+        aggregator_cmd,
+        keys_cmd,
+        certs_cmd,
+        simulate_cmd,
+    ):
         module.add_parser(subparsers)
+    enrollment_cmd.add_parsers(subparsers)
     return parser
 
 

@@ -15,6 +15,14 @@ from veilfl.cli.common import (
     secure_clip_range,
     test_dataset,
 )
+from veilfl.cli.security_options import (
+    add_enrollment_options,
+    add_rate_limit_options,
+    add_tls_options,
+    enrollment_from_args,
+    rate_limit_from_args,
+    transport_from_args,
+)
 from veilfl.errors import ConfigurationError
 from veilfl.keyfiles import read_public_key
 from veilfl.privacy.dp_fedavg import DpConfig
@@ -189,6 +197,15 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
     )
     add_round_options(parser)
     add_dp_options(parser)
+    add_tls_options(parser, serves=True)
+    add_enrollment_options(parser)
+    add_rate_limit_options(parser)
+    parser.add_argument(
+        "--max-clock-skew",
+        type=float,
+        default=120.0,
+        help="refuse requests signed further than this from the server's clock (s)",
+    )
     add_log_option(parser)
     parser.set_defaults(func=run)
 
@@ -199,11 +216,17 @@ def run(args: argparse.Namespace) -> int:
 
     from veilfl.ml.learner import mnist_learner
     from veilfl.server.app import create_app
+    from veilfl.server.client_access import ClientAccess
     from veilfl.server.run_setup import metrics_from_store, prepare_run
     from veilfl.server.service import CoordinatorService
 
     configure_logging(args.log_level)
+    transport = transport_from_args(args, serves=True)
+    policy = enrollment_from_args(args)
     settings = settings_from_args(args)
+    if settings.secure is not None:
+        for endpoint in settings.secure.aggregators:
+            transport.check_url(endpoint.url)
     learner = mnist_learner(settings.model_name)
     test = test_dataset(args.mnist_dir, args.test_examples)
     prepared = prepare_run(
@@ -211,6 +234,7 @@ def run(args: argparse.Namespace) -> int:
         settings,
         initial_weights=lambda seed: learner.initial_weights(seed=seed),
         evaluate=learner.evaluator(test),
+        verify=transport.verify,
     )
     if prepared.resumed_from_round is not None:
         logger.info(
@@ -221,10 +245,17 @@ def run(args: argparse.Namespace) -> int:
     service = CoordinatorService(
         prepared.coordinator,
         run_info=prepared.run_info,
-        register_client=prepared.register_client,
         max_update_bytes=int(args.max_update_mb * 2**20),
     )
-    app = create_app(service, metrics=lambda: metrics_from_store(prepared.store))
+    access = ClientAccess.create(
+        run_id=prepared.run_info.run_id,
+        policy=policy,
+        coordinator=prepared.identity,
+        store=prepared.store,
+        rate_limit=rate_limit_from_args(args),
+        max_skew_s=args.max_clock_skew,
+    )
+    app = create_app(service, metrics=lambda: metrics_from_store(prepared.store), access=access)
     config = uvicorn.Config(
         app,
         host=args.host,
@@ -233,6 +264,7 @@ def run(args: argparse.Namespace) -> int:
         lifespan="on",
         timeout_keep_alive=60,  # many clients poll: keep their connections open
         backlog=4096,
+        **transport.uvicorn_options(),  # type: ignore[arg-type]
     )
     server = uvicorn.Server(config)
 

@@ -10,13 +10,17 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import ssl
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
 import httpx
 
+from veilfl.auth.identity import Identity
+from veilfl.auth.signed_request import coordinator_audience
 from veilfl.client.peer import Peer, RetryPolicy, error_message, raise_for_status
+from veilfl.client.signing import SigningAuth
 from veilfl.client.uploads import PlaintextUploader, SecureUploader, Uploader
 from veilfl.ml.learner import Learner, LocalUpdate
 from veilfl.privacy.dp_fedavg import ClientPrivacyPlan
@@ -46,6 +50,9 @@ async def run_client(
     data: DataT,
     *,
     name: str = "",
+    identity: Identity | None = None,
+    enrollment_token: str | None = None,
+    verify: ssl.SSLContext | bool = True,
     retry: RetryPolicy | None = None,
     transport: httpx.AsyncBaseTransport | None = None,
     aggregator_fingerprints: Mapping[int, str] | None = None,
@@ -53,10 +60,16 @@ async def run_client(
     """Take part in a run until the coordinator says it is done.
 
     Args:
-        server_url: The coordinator's base URL, e.g. ``http://127.0.0.1:8080``.
+        server_url: The coordinator's base URL, e.g. ``https://127.0.0.1:8080``.
         learner: How to build and train the model (its architecture must match the run's).
         data: This client's local data; it never leaves this process.
         name: A label the coordinator shows in its records.
+        identity: This client's Ed25519 key; every request is signed with it (default:
+            a fresh key, so the client is a new one each time it starts).
+        enrollment_token: A one-time token from the operator, if the coordinator
+            enrolls clients by token.
+        verify: How to verify the servers' TLS certificates (an SSL context trusting
+            the run's CA; see :func:`veilfl.tls.client_ssl_context`).
         retry: Retry and timeout policy.
         transport: An httpx transport (tests use ``httpx.ASGITransport``).
         aggregator_fingerprints: Expected key fingerprint of each aggregator. Under
@@ -70,15 +83,28 @@ async def run_client(
         ConfigurationError: if a published aggregator key does not match its fingerprint.
     """
     policy = retry or RetryPolicy()
+    identity = identity or Identity.generate()
     async with httpx.AsyncClient(
-        base_url=server_url, timeout=policy.timeout_s, transport=transport
+        base_url=server_url, timeout=policy.timeout_s, transport=transport, verify=verify
     ) as http:
         api = Peer(http, policy)
-        client_id, run = await _join(api, name)
+        response = await api.request("GET", "/v1/run")
+        raise_for_status(response, "describe the run")
+        http.auth = SigningAuth(identity, coordinator_audience(str(response.json()["run_id"])))
+
+        async def join() -> tuple[str, dict[str, Any]]:
+            return await _join(api, identity, name=name, token=enrollment_token)
+
+        client_id, run = await join()
         plan = LocalTrainingPlan(**run["plan"])
         uploader: Uploader = (
             SecureUploader(
-                api, run, expected_fingerprints=aggregator_fingerprints, transport=transport
+                api,
+                run,
+                identity=identity,
+                expected_fingerprints=aggregator_fingerprints,
+                verify=verify,
+                transport=transport,
             )
             if run.get("secure")
             else PlaintextUploader(api)
@@ -91,7 +117,7 @@ async def run_client(
                 response = await api.request("GET", f"/v1/clients/{client_id}/task")
                 if response.status_code == 404:
                     logger.warning("the coordinator no longer knows this client; joining again")
-                    client_id, run = await _join(api, name)
+                    client_id, run = await join()
                     continue
                 raise_for_status(response, "ask for a task")
                 task = response.json()
@@ -132,6 +158,7 @@ async def run_client(
                         base_version=version,
                         update=update,
                         privacy=privacy,
+                        admission=task.get("admission"),
                     )
                 if answer is None or answer.status_code == 409:
                     refused += 1
@@ -151,9 +178,13 @@ async def run_client(
             await uploader.close()
 
 
-async def _join(api: Peer, name: str) -> tuple[str, dict[str, Any]]:
-    response = await api.request("POST", "/v1/clients", json={"name": name}, expect=(201,))
-    raise_for_status(response, "join", expected=201)
+async def _join(
+    api: Peer, identity: Identity, *, name: str, token: str | None
+) -> tuple[str, dict[str, Any]]:
+    """Enroll (or join again) with this client's key, signed by that key."""
+    request = {"name": name, "public_key": identity.public_key_text, "enrollment_token": token}
+    response = await api.request("POST", "/v1/clients", json=request, expect=(201,))
+    raise_for_status(response, "enroll this client", expected=201)
     body = response.json()
     return str(body["client_id"]), dict(body["run"])
 
@@ -198,6 +229,7 @@ async def _send_buffered(
             update=update,
             privacy=privacy,
             weight=float(ticket["weight"]),
+            admission=ticket.get("admission"),
         )
         if answer is None or answer.status_code != 409:
             return answer

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
+import ssl
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -13,7 +14,7 @@ import httpx
 
 from veilfl.errors import TransportError
 
-__all__ = ["Peer", "RetryPolicy", "error_message", "raise_for_status"]
+__all__ = ["Peer", "RetryPolicy", "certificate_rejected", "error_message", "raise_for_status"]
 
 logger = logging.getLogger(__name__)
 
@@ -62,9 +63,16 @@ class Peer:
         """
         last_problem = "no attempt was made"
         for attempt in range(1, self._retry.max_attempts + 1):
+            response: httpx.Response | None = None
             try:
                 response = await self._http.request(method, path, **kwargs)
             except httpx.TransportError as exc:
+                if certificate_rejected(exc):
+                    raise TransportError(
+                        f"{self.base_url} presented a TLS certificate that does not verify "
+                        f"against the trusted CA ({exc}); nothing was sent. Check --ca-cert, "
+                        "and that the server's certificate names this host."
+                    ) from exc
                 last_problem = f"{type(exc).__name__}: {exc}"
             else:
                 if response.status_code in expect or (
@@ -75,6 +83,8 @@ class Peer:
             if attempt == self._retry.max_attempts:
                 break
             wait = self._retry.backoff(attempt)
+            if response is not None and response.status_code == 429:
+                wait = max(wait, _retry_after(response))
             logger.warning(
                 "%s %s%s failed (%s); retrying in %.1f s (attempt %d of %d)",
                 method,
@@ -91,6 +101,25 @@ class Peer:
             f"{self._retry.max_attempts} attempts ({last_problem}). Check that it is running "
             "and reachable."
         )
+
+
+def certificate_rejected(exc: httpx.TransportError) -> bool:
+    """Whether the TLS handshake failed because the server's certificate did not verify
+    (retrying cannot help; failing at once is the safe answer)."""
+    cause: BaseException | None = exc
+    while cause is not None:
+        if isinstance(cause, ssl.SSLCertVerificationError):
+            return True
+        cause = cause.__cause__ or cause.__context__
+    return "CERTIFICATE_VERIFY_FAILED" in str(exc)
+
+
+def _retry_after(response: httpx.Response) -> float:
+    """Seconds a 429 answer asks to wait (0 if it does not say)."""
+    try:
+        return min(60.0, max(0.0, float(response.headers.get("Retry-After", "0"))))
+    except ValueError:
+        return 0.0
 
 
 def error_message(response: httpx.Response) -> str:

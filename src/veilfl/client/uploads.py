@@ -5,15 +5,20 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import ssl
 from collections.abc import Mapping
 from typing import Any, Protocol
 
 import httpx
 import numpy as np
 
+from veilfl.auth.admission import ADMISSION_HEADER
+from veilfl.auth.identity import Identity
+from veilfl.auth.signed_request import aggregator_audience
 from veilfl.client.peer import Peer, RetryPolicy
+from veilfl.client.signing import SigningAuth, for_round
 from veilfl.crypto.csprng import CsprngStream
-from veilfl.errors import ConfigurationError, TransportError
+from veilfl.errors import ConfigurationError, ProtocolError, TransportError
 from veilfl.keyfiles import PublicKeyFile
 from veilfl.ml.learner import LocalUpdate
 from veilfl.privacy.dp_fedavg import ClientPrivacyPlan, privatize
@@ -27,7 +32,6 @@ __all__ = ["PlaintextUploader", "SecureUploader", "Uploader"]
 
 logger = logging.getLogger(__name__)
 BINARY = "application/octet-stream"
-CLIENT_HEADER = "X-Veilfl-Client"
 
 
 class Uploader(Protocol):
@@ -44,9 +48,11 @@ class Uploader(Protocol):
         update: LocalUpdate,
         privacy: ClientPrivacyPlan | None,
         weight: float | None = None,
+        admission: str | None = None,
     ) -> httpx.Response | None:
         """Deliver the update (clipped and noised first, if the round's plan says so);
-        ``weight`` is a buffered update's staleness weight."""
+        ``weight`` is a buffered update's staleness weight, ``admission`` the
+        coordinator's admission to the round (for the aggregators)."""
         ...
 
     async def close(self) -> None:
@@ -71,6 +77,7 @@ class PlaintextUploader:
         update: LocalUpdate,
         privacy: ClientPrivacyPlan | None,
         weight: float | None = None,
+        admission: str | None = None,
     ) -> httpx.Response | None:
         """Upload the delta (privatized under local DP) with its sample count and loss
         (a buffered update's weight is recomputed by the coordinator)."""
@@ -95,6 +102,7 @@ class PlaintextUploader:
             content=body,
             headers={"Content-Type": BINARY},
             expect=(202,),
+            extensions=for_round(round_id),
         )
 
     async def close(self) -> None:
@@ -107,7 +115,9 @@ class SecureUploader:
     Args:
         coordinator: The coordinator.
         run: The run description from the coordinator (with its ``secure`` block).
+        identity: The client's key, which signs every share upload.
         expected_fingerprints: Aggregator index to expected key fingerprint.
+        verify: How to verify the aggregators' TLS certificates.
         transport: An httpx transport for the aggregators (tests).
     """
 
@@ -116,7 +126,9 @@ class SecureUploader:
         coordinator: Peer,
         run: Mapping[str, Any],
         *,
+        identity: Identity,
         expected_fingerprints: Mapping[int, str] | None,
+        verify: ssl.SSLContext | bool = True,
         transport: httpx.AsyncBaseTransport | None = None,
     ) -> None:
         secure = run["secure"]
@@ -141,7 +153,13 @@ class SecureUploader:
         self._public_keys = [k.key for k in keys]
         retry = RetryPolicy(max_attempts=3, initial_backoff_s=0.2, timeout_s=60.0)
         self._clients = [
-            httpx.AsyncClient(base_url=str(a["url"]), timeout=retry.timeout_s, transport=transport)
+            httpx.AsyncClient(
+                base_url=str(a["url"]),
+                timeout=retry.timeout_s,
+                transport=transport,
+                verify=verify,
+                auth=SigningAuth(identity, aggregator_audience(int(a["index"]), self._run_id)),
+            )
             for a in published
         ]
         self._aggregators = [Peer(c, retry) for c in self._clients]
@@ -160,10 +178,20 @@ class SecureUploader:
         update: LocalUpdate,
         privacy: ClientPrivacyPlan | None,
         weight: float | None = None,
+        admission: str | None = None,
     ) -> httpx.Response | None:
         """Clip (and noise) under DP, seal and upload the shares (with the buffered
-        update's staleness weight inside, if any); report the aggregators that took
-        them."""
+        update's staleness weight inside, if any) with the round's admission; report
+        the aggregators that took them.
+
+        Raises:
+            ProtocolError: if the coordinator gave no admission to the round.
+        """
+        if not admission:
+            raise ProtocolError(
+                f"The coordinator gave no admission to round {round_id}; the aggregators "
+                "would refuse the shares."
+            )
         flat = flatten(update.delta, spec_of(update.delta))
         within_bound = False
         if privacy is not None:
@@ -185,7 +213,7 @@ class SecureUploader:
             weight=weight,
         )
         results = await asyncio.gather(
-            *(self._send_share(client_id, round_id, share) for share in sealed)
+            *(self._send_share(round_id, share, admission) for share in sealed)
         )
         acknowledged = [index for index in results if index is not None]
         if len(acknowledged) < self._config.threshold:
@@ -199,17 +227,19 @@ class SecureUploader:
                 "aggregators": acknowledged,
             },
             expect=(202,),
+            extensions=for_round(round_id),
         )
 
-    async def _send_share(self, client_id: str, round_id: int, share: SealedShare) -> int | None:
+    async def _send_share(self, round_id: int, share: SealedShare, admission: str) -> int | None:
         peer = self._aggregators[share.aggregator_index - 1]
         try:
             response = await peer.request(
                 "POST",
                 f"/v1/rounds/{round_id}/shares",
                 content=share.envelope,
-                headers={"Content-Type": BINARY, CLIENT_HEADER: client_id},
+                headers={"Content-Type": BINARY, ADMISSION_HEADER: admission},
                 expect=(202,),
+                extensions=for_round(round_id),
             )
         except TransportError as exc:
             logger.warning("aggregator %d unreachable: %s", share.aggregator_index, exc)

@@ -1,11 +1,19 @@
-"""The coordinator's HTTP link to the aggregators (synchronous; runs in a worker thread)."""
+"""The coordinator's HTTP link to the aggregators (synchronous; runs in a worker thread).
+
+Each request is signed with the coordinator's key (the aggregators answer no one else)
+and, over HTTPS, verified against the run's CA.
+"""
 
 from __future__ import annotations
 
+import ssl
 from collections.abc import Mapping, Sequence
 
 import httpx
 
+from veilfl.auth.identity import Identity
+from veilfl.auth.signed_request import COORDINATOR_SIGNER, aggregator_audience
+from veilfl.client.signing import SigningAuth, for_round
 from veilfl.crypto.envelope import decode_share
 from veilfl.crypto.field import MERSENNE_31
 from veilfl.crypto.shamir import Share
@@ -20,13 +28,31 @@ class HttpAggregatorLink:
     Args:
         urls: Aggregator index to base URL.
         vector_length: Length of the shared vectors.
+        run_id: The run (part of what each request signs).
+        identity: The coordinator's key.
+        verify: How to verify the aggregators' TLS certificates.
         timeout_s: Per-request timeout.
     """
 
-    def __init__(self, urls: Mapping[int, str], *, vector_length: int, timeout_s: float = 60.0):
+    def __init__(
+        self,
+        urls: Mapping[int, str],
+        *,
+        vector_length: int,
+        run_id: str,
+        identity: Identity,
+        verify: ssl.SSLContext | bool = True,
+        timeout_s: float = 60.0,
+    ):
         self._urls = dict(urls)
         self._length = vector_length
-        self._timeout = timeout_s
+        self._auth = {
+            index: SigningAuth(
+                identity, aggregator_audience(index, run_id), signer_id=COORDINATOR_SIGNER
+            )
+            for index in self._urls
+        }
+        self._http = httpx.Client(timeout=timeout_s, verify=verify)
 
     def aggregate(self, index: int, round_id: int, participants: Sequence[str]) -> Share:
         """Aggregator ``index``'s aggregate share of ``round_id`` over ``participants``.
@@ -37,14 +63,15 @@ class HttpAggregatorLink:
         """
         url = self._urls[index]
         try:
-            response = httpx.post(
+            response = self._http.post(
                 f"{url}/v1/rounds/{round_id}/aggregate",
                 json={"participants": list(participants)},
-                timeout=self._timeout,
+                auth=self._auth[index],
+                extensions=for_round(round_id),
             )
         except httpx.HTTPError as exc:
             raise TransportError(f"Aggregator {index} at {url} is unreachable: {exc}.") from exc
-        if response.status_code >= 500:
+        if response.status_code >= 500 or response.status_code == 429:
             raise TransportError(f"Aggregator {index} failed (HTTP {response.status_code}).")
         if response.status_code != 200:
             raise ProtocolError(

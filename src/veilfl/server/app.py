@@ -1,20 +1,25 @@
 """The coordinator's HTTP API (FastAPI; the OpenAPI spec is served at /openapi.json).
 
-Endpoints (all under ``/v1``):
+Endpoints (all under ``/v1``; those marked * must be signed by the client's enrolled
+Ed25519 key, see :mod:`veilfl.auth.signed_request`):
 
-* ``POST /clients`` — join; returns a client id and the run's description.
-* ``GET /run`` — the run's description.
-* ``GET /clients/{client_id}/task`` — train, wait or done.
-* ``GET /model`` — the current global model as safetensors bytes
+* ``POST /clients`` * — enroll (or join again) with a public key, signed by that key;
+  returns the client id and the run's description.
+* ``GET /run`` — the run's description, including the coordinator's public key.
+* ``GET /clients/{client_id}/task`` * — train, wait or done (with a round admission for
+  the aggregators under secure aggregation).
+* ``GET /model`` * — the current global model as safetensors bytes
   (``X-Model-Version`` header).
-* ``POST /rounds/{round_id}/updates`` — a model update as safetensors bytes whose
+* ``POST /rounds/{round_id}/updates`` * — a model update as safetensors bytes whose
   metadata carries client id, round, base version, sample count and loss.
+* ``POST /rounds/{round_id}/receipts`` * — secure aggregation: which aggregators hold
+  the client's shares.
+* ``POST /tickets`` * — buffered runs: which buffer the next update goes to.
 * ``GET /status`` and ``GET /metrics`` — progress and per-round metrics.
 """
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from typing import Any
@@ -25,6 +30,7 @@ from pydantic import BaseModel, Field
 from veilfl.errors import WireFormatError
 from veilfl.protocol.messages import UpdateHeader
 from veilfl.protocol.metrics import RoundMetrics
+from veilfl.server.client_access import ClientAccess
 from veilfl.server.http_errors import install_error_handlers
 from veilfl.server.service import CoordinatorService
 
@@ -34,9 +40,15 @@ BINARY = "application/octet-stream"
 
 
 class JoinRequest(BaseModel):
-    """Body of ``POST /v1/clients``."""
+    """Body of ``POST /v1/clients`` (the request is signed by ``public_key``)."""
 
     name: str = Field(default="", max_length=200, description="A human-readable label.")
+    public_key: str = Field(
+        min_length=43, max_length=44, description="Ed25519 public key, URL-safe base64."
+    )
+    enrollment_token: str | None = Field(
+        default=None, max_length=200, description="A one-time token from the operator."
+    )
 
 
 class JoinResponse(BaseModel):
@@ -54,6 +66,7 @@ class TaskResponse(BaseModel):
     model_version: int | None
     retry_after_s: float
     privacy: dict[str, Any] | None = None
+    admission: str | None = None
 
 
 class ShareReceiptRequest(BaseModel):
@@ -79,6 +92,7 @@ class TicketResponse(BaseModel):
     trained_version: int
     staleness: int
     weight: float
+    admission: str | None = None
 
 
 class UploadResponse(BaseModel):
@@ -89,9 +103,10 @@ class UploadResponse(BaseModel):
     round_id: int
 
 
-def _run_json(service: CoordinatorService) -> dict[str, Any]:
+def _run_json(service: CoordinatorService, access: ClientAccess) -> dict[str, Any]:
     info = service.run_info
     return {
+        "coordinator_key": access.coordinator.public_key_text,
         "run_id": info.run_id,
         "model_name": info.model_name,
         "num_rounds": info.num_rounds,
@@ -109,14 +124,19 @@ def _run_json(service: CoordinatorService) -> dict[str, Any]:
 
 
 def create_app(
-    service: CoordinatorService, *, metrics: Callable[[], list[RoundMetrics]]
+    service: CoordinatorService,
+    *,
+    metrics: Callable[[], list[RoundMetrics]],
+    access: ClientAccess,
 ) -> FastAPI:
     """Build the coordinator's FastAPI application around ``service``.
 
     Args:
         service: The async wrapper of the coordinator core.
         metrics: Returns all completed rounds' metrics (from the run store).
+        access: Enrollment and request authentication.
     """
+    secure = service.run_info.secure is not None
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -135,26 +155,33 @@ def create_app(
     install_error_handlers(app)
 
     @app.post("/v1/clients", status_code=201, response_model=JoinResponse)
-    async def join(request: JoinRequest) -> JoinResponse:
-        client_id = uuid.uuid4().hex
-        await service.join(client_id, request.name)
-        return JoinResponse(client_id=client_id, run=_run_json(service))
+    async def join(body: JoinRequest, request: Request) -> JoinResponse:
+        client_id = await access.enroll(
+            request, public_key_text=body.public_key, token=body.enrollment_token, name=body.name
+        )
+        await service.join(client_id, body.name)
+        return JoinResponse(client_id=client_id, run=_run_json(service, access))
 
     @app.get("/v1/run")
     async def run() -> dict[str, Any]:
-        return _run_json(service)
+        return _run_json(service, access)
 
     @app.get("/v1/clients/{client_id}/task", response_model=TaskResponse)
-    async def task(client_id: str) -> TaskResponse:
+    async def task(client_id: str, request: Request) -> TaskResponse:
+        await access.authenticate(request, round_id=None, acting_for=client_id)
         answer = await service.task_for(client_id)
-        return TaskResponse(**answer.to_json())
+        response = TaskResponse(**answer.to_json())
+        if secure and response.kind == "train" and response.round_id is not None:
+            response.admission = access.admission(client_id, response.round_id)
+        return response
 
     @app.get(
         "/v1/model",
         response_class=Response,
         responses={200: {"content": {BINARY: {}}, "description": "safetensors bytes"}},
     )
-    async def model() -> Response:
+    async def model(request: Request) -> Response:
+        await access.authenticate(request, round_id=None)
         encoded = await service.model()
         return Response(
             content=encoded.body,
@@ -174,27 +201,33 @@ def create_app(
         },
     )
     async def upload(round_id: int, request: Request) -> UploadResponse:
+        sender = await access.authenticate(request, round_id=round_id)
         body = await request.body()
         if not body:
             raise WireFormatError("The update body is empty; send safetensors bytes.")
-        _, accepted = await service.submit_update(body, round_id=round_id)
+        _, accepted = await service.submit_update(body, round_id=round_id, sender=sender)
         return UploadResponse(accepted=True, duplicate=not accepted, round_id=round_id)
 
     @app.post("/v1/rounds/{round_id}/receipts", status_code=202, response_model=UploadResponse)
-    async def receipt(round_id: int, request: ShareReceiptRequest) -> UploadResponse:
+    async def receipt(round_id: int, body: ShareReceiptRequest, request: Request) -> UploadResponse:
+        await access.authenticate(request, round_id=round_id, acting_for=body.client_id)
         header = UpdateHeader(
-            client_id=request.client_id,
+            client_id=body.client_id,
             round_id=round_id,
-            base_version=request.base_version,
-            aggregators=tuple(request.aggregators),
+            base_version=body.base_version,
+            aggregators=tuple(body.aggregators),
         )
         accepted = await service.submit_receipt(header)
         return UploadResponse(accepted=True, duplicate=not accepted, round_id=round_id)
 
     @app.post("/v1/tickets", response_model=TicketResponse)
-    async def ticket(request: TicketRequest) -> TicketResponse:
-        answer = await service.ticket(request.client_id, trained_version=request.trained_version)
-        return TicketResponse(**vars(answer))
+    async def ticket(body: TicketRequest, request: Request) -> TicketResponse:
+        await access.authenticate(request, round_id=None, acting_for=body.client_id)
+        answer = await service.ticket(body.client_id, trained_version=body.trained_version)
+        response = TicketResponse(**vars(answer))
+        if secure:
+            response.admission = access.admission(body.client_id, answer.buffer_id)
+        return response
 
     @app.get("/v1/status")
     async def status() -> dict[str, Any]:

@@ -6,17 +6,23 @@ that says what was wrong; the request changed nothing.
 
 from __future__ import annotations
 
+import math
+
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from veilfl.errors import (
+    AuthenticationError,
     ConfigurationError,
     CryptoError,
     DecryptionError,
+    EnrollmentRefusedError,
+    ForbiddenError,
     PrivacyError,
     ProtocolError,
+    RateLimitedError,
     RoundMismatchError,
     StaleUpdateError,
     TransportError,
@@ -29,6 +35,10 @@ from veilfl.errors import (
 __all__ = ["STATUS_BY_ERROR", "error_body", "install_error_handlers", "status_for"]
 
 STATUS_BY_ERROR: tuple[tuple[type[VeilflError], int], ...] = (
+    (RateLimitedError, 429),
+    (ForbiddenError, 403),
+    (EnrollmentRefusedError, 403),
+    (AuthenticationError, 401),
     (UnknownClientError, 404),
     (RoundMismatchError, 409),
     (StaleUpdateError, 409),
@@ -61,8 +71,15 @@ def install_error_handlers(app: FastAPI) -> None:
 
     async def on_veilfl_error(request: Request, exc: Exception) -> JSONResponse:
         assert isinstance(exc, VeilflError)
+        headers = (
+            {"Retry-After": str(max(1, math.ceil(exc.retry_after_s)))}
+            if isinstance(exc, RateLimitedError)
+            else None
+        )
         return JSONResponse(
-            status_code=status_for(exc), content=error_body(type(exc).__name__, str(exc))
+            status_code=status_for(exc),
+            content=error_body(type(exc).__name__, str(exc)),
+            headers=headers,
         )
 
     async def on_validation_error(request: Request, exc: Exception) -> JSONResponse:

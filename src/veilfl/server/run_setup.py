@@ -1,7 +1,9 @@
 """Building a coordinator from a run folder: new, or resumed after a restart.
 
 A run folder holds ``run.sqlite`` (run state, in WAL mode), ``checkpoints/`` (one
-safetensors file per model version, written atomically) and the metrics files. A
+safetensors file per model version, written atomically), ``coordinator.key`` (the
+coordinator's Ed25519 key, mode 0600, which signs round admissions and its requests
+to the aggregators) and the metrics files. A
 coordinator started on a folder that already holds a run resumes after its last
 completed round, from that round's checkpoint: nothing completed is lost.
 """
@@ -10,6 +12,7 @@ from __future__ import annotations
 
 import json
 import random
+import ssl
 import time
 import uuid
 from collections.abc import Callable, Mapping
@@ -17,8 +20,9 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from veilfl.auth.identity import Identity
 from veilfl.errors import ConfigurationError, StorageError
-from veilfl.keyfiles import PublicKeyFile
+from veilfl.keyfiles import PublicKeyFile, load_or_create_identity
 from veilfl.privacy.dp_fedavg import DpConfig
 from veilfl.protocol.buffered import BufferConfig, BufferedMachine, BufferMode
 from veilfl.protocol.buffered_coordinator import BufferedCoordinator
@@ -231,6 +235,7 @@ class PreparedRun:
     store: RunStore
     checkpoints: CheckpointStore
     resumed_from_round: int | None
+    identity: Identity
 
     def register_client(self, client_id: str, name: str) -> None:
         """Persist a joined client."""
@@ -243,6 +248,7 @@ def prepare_run(
     *,
     initial_weights: Callable[[int], Weights],
     evaluate: EvaluateFn | None,
+    verify: ssl.SSLContext | bool = True,
 ) -> PreparedRun:
     """Open (or create) the run in ``run_dir`` and build its coordinator core.
 
@@ -251,12 +257,14 @@ def prepare_run(
         settings: The run's settings. On resume they must match the stored ones.
         initial_weights: Builds the version-0 model from a seed (new runs only).
         evaluate: Server-side evaluation of each new model.
+        verify: How to verify the aggregators' TLS certificates.
 
     Raises:
         ConfigurationError: if the folder holds a run with other settings.
         StorageError: if the run state or a checkpoint cannot be read.
     """
     run_dir.mkdir(parents=True, exist_ok=True)
+    identity = load_or_create_identity(run_dir / "coordinator.key")
     store = RunStore(run_dir / "run.sqlite")
     checkpoints = CheckpointStore(run_dir / "checkpoints")
     stored_id = store.run_id()
@@ -295,7 +303,11 @@ def prepare_run(
     if settings.secure is not None:
         vector_length = spec.total_size + EXTRA_COORDINATES
         link = HttpAggregatorLink(
-            {a.index: a.url for a in settings.secure.aggregators}, vector_length=vector_length
+            {a.index: a.url for a in settings.secure.aggregators},
+            vector_length=vector_length,
+            run_id=run_id,
+            identity=identity,
+            verify=verify,
         )
         aggregation = SecureAggregation(
             settings.secure.config,
@@ -374,4 +386,5 @@ def prepare_run(
         store=store,
         checkpoints=checkpoints,
         resumed_from_round=None if last is None else last.round_id,
+        identity=identity,
     )

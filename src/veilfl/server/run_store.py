@@ -9,14 +9,15 @@ there or not there at all.
 Schema (version :data:`SCHEMA_VERSION`; the ``schema_version`` table holds it)::
 
     run                 one row: run_id, created_at, config_json
-    clients             client_id, name, joined_at
+    clients             client_id, name, joined_at, public_key, token_digest (unique)
     rounds              round_id, model_version_before, model_version_after, opened_at,
                         closed_at, status, num_participants, train_loss, test_loss,
                         test_accuracy, seconds, extra_json
     round_participants  round_id -> rounds, client_id, num_samples, loss
 
-Times are seconds since the epoch (floats). Version 1 lacked ``rounds.status``; a
-version-1 database is migrated when opened.
+Times are seconds since the epoch (floats). Version 1 lacked ``rounds.status`` and
+version 2 the clients' ``public_key`` and ``token_digest``; older databases are
+migrated when opened.
 """
 
 from __future__ import annotations
@@ -43,7 +44,7 @@ __all__ = [
     "RunStore",
 ]
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 """The schema this module writes; older versions are migrated on open."""
 
 ROUND_COMPLETED = "completed"
@@ -62,8 +63,11 @@ _TABLES = (
     """CREATE TABLE clients (
         client_id TEXT PRIMARY KEY,
         name TEXT NOT NULL,
-        joined_at REAL NOT NULL
+        joined_at REAL NOT NULL,
+        public_key TEXT,
+        token_digest TEXT
     )""",
+    "CREATE UNIQUE INDEX clients_by_token ON clients (token_digest)",
     """CREATE TABLE rounds (
         round_id INTEGER PRIMARY KEY,
         model_version_before INTEGER NOT NULL,
@@ -101,11 +105,15 @@ class ClientRecord:
         client_id: The id the coordinator gave it.
         name: The name it announced.
         joined_at: When it first joined (seconds since the epoch).
+        public_key: Its Ed25519 public key (URL-safe base64), if it enrolled with one.
+        token_digest: Digest of the one-time token it enrolled with, if any.
     """
 
     client_id: str
     name: str
     joined_at: float
+    public_key: str | None = None
+    token_digest: str | None = None
 
 
 @dataclass(frozen=True)
@@ -240,6 +248,11 @@ class RunStore:
             version = None if row is None else row[0]
             if version == 1:
                 db.execute("ALTER TABLE rounds ADD COLUMN status TEXT NOT NULL DEFAULT 'completed'")
+                version = 2
+            if version == 2:
+                db.execute("ALTER TABLE clients ADD COLUMN public_key TEXT")
+                db.execute("ALTER TABLE clients ADD COLUMN token_digest TEXT")
+                db.execute("CREATE UNIQUE INDEX clients_by_token ON clients (token_digest)")
                 db.execute("UPDATE schema_version SET version = ?", (SCHEMA_VERSION,))
             elif version != SCHEMA_VERSION:
                 raise StorageError(
@@ -364,21 +377,38 @@ class RunStore:
         config: dict[str, object] = json.loads(row[0])
         return config
 
-    def add_client(self, client_id: str, name: str, joined_at: float) -> None:
-        """Record a joined client; a no-op if it is already recorded."""
+    def add_client(
+        self,
+        client_id: str,
+        name: str,
+        joined_at: float,
+        *,
+        public_key: str | None = None,
+        token_digest: str | None = None,
+    ) -> None:
+        """Record a joined client; a no-op if it is already recorded.
+
+        Raises:
+            StorageError: if ``token_digest`` was already spent by another client.
+        """
         with self._transaction(f"record client {client_id}") as db:
             db.execute(
-                "INSERT OR IGNORE INTO clients (client_id, name, joined_at) VALUES (?, ?, ?)",
-                (client_id, name, joined_at),
+                "INSERT INTO clients (client_id, name, joined_at, public_key, token_digest) "
+                "VALUES (?, ?, ?, ?, ?) ON CONFLICT (client_id) DO NOTHING",
+                (client_id, name, joined_at, public_key, token_digest or None),
             )
 
     def clients(self) -> list[ClientRecord]:
         """Every joined client, in join order."""
         with self._read("read the clients") as db:
             rows = db.execute(
-                "SELECT client_id, name, joined_at FROM clients ORDER BY joined_at, client_id"
+                "SELECT client_id, name, joined_at, public_key, token_digest FROM clients "
+                "ORDER BY joined_at, client_id"
             ).fetchall()
-        return [ClientRecord(str(c), str(n), float(j)) for c, n, j in rows]
+        return [
+            ClientRecord(str(c), str(n), float(j), None if k is None else str(k), t)
+            for c, n, j, k, t in rows
+        ]
 
     def record_round(self, record: RoundRecord, participants: Sequence[ParticipantRecord]) -> None:
         """Record a completed round and its participants in one transaction.

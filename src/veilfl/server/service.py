@@ -17,7 +17,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Protocol, TypeVar
 
-from veilfl.errors import ProtocolError, RoundMismatchError
+from veilfl.errors import ForbiddenError, ProtocolError, RoundMismatchError
 from veilfl.protocol.buffered import BufferTicket
 from veilfl.protocol.buffered_coordinator import BufferedCoordinator
 from veilfl.protocol.coordinator import GlobalModel
@@ -147,8 +147,15 @@ class CoordinatorService:
                 self._encoded = EncodedModel(version=version, body=body)
             return self._encoded
 
-    async def submit_update(self, body: bytes, *, round_id: int) -> tuple[UpdateHeader, bool]:
+    async def submit_update(
+        self, body: bytes, *, round_id: int, sender: str | None = None
+    ) -> tuple[UpdateHeader, bool]:
         """Decode, validate and accept one plaintext update sent for ``round_id``.
+
+        Args:
+            body: The safetensors bytes.
+            round_id: The round named in the URL.
+            sender: The authenticated client (the update must be its own).
 
         Returns:
             The update's header, and False if it duplicated an accepted update.
@@ -163,6 +170,10 @@ class CoordinatorService:
         if header.round_id != round_id:
             raise RoundMismatchError(
                 f"The URL names round {round_id} but the update says round {header.round_id}."
+            )
+        if sender is not None and header.client_id != sender:
+            raise ForbiddenError(
+                f"Client {sender} signed an update that says it is from {header.client_id}."
             )
         accepted = await self._locked(
             self._core.submit_plaintext_update, header, delta, now=self._clock()

@@ -1,0 +1,91 @@
+"""The command line refuses unsafe or incomplete transport and enrollment settings, and
+makes identities and tokens."""
+
+from __future__ import annotations
+
+import stat
+from pathlib import Path
+
+import pytest
+
+from veilfl.cli.main import main
+from veilfl.errors import ConfigurationError
+from veilfl.keyfiles import read_allowed_keys, read_identity, read_tokens
+
+
+def _fails(argv: list[str], capsys: pytest.CaptureFixture[str]) -> str:
+    assert main(argv) == 1
+    return capsys.readouterr().err
+
+
+def test_a_server_needs_a_certificate_or_insecure(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    error = _fails(["server", "--run-dir", str(tmp_path), "--open-enrollment"], capsys)
+    assert "--tls-cert" in error and "--insecure" in error
+    error = _fails(["aggregator", "--index", "1", "--key", "k", "--coordinator", "x"], capsys)
+    assert "--tls-cert" in error
+
+
+def test_a_server_needs_an_enrollment_rule(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    error = _fails(["server", "--run-dir", str(tmp_path), "--insecure"], capsys)
+    assert "--enrollment-tokens" in error and "--allowed-clients" in error
+
+
+def test_plaintext_peers_need_insecure(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    error = _fails(["client", "--server", "http://127.0.0.1:1", "--client-index", "0"], capsys)
+    assert "plaintext HTTP" in error
+    main(["certs", "--out", str(tmp_path)])
+    capsys.readouterr()
+    error = _fails(
+        [
+            "aggregator",
+            "--index",
+            "1",
+            "--key",
+            "k",
+            "--coordinator",
+            "http://127.0.0.1:1",
+            "--tls-cert",
+            str(tmp_path / "coordinator.pem"),
+            "--tls-key",
+            str(tmp_path / "coordinator.key"),
+        ],
+        capsys,
+    )
+    assert "plaintext HTTP" in error
+
+
+def test_identity_is_made_once_and_then_read(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = tmp_path / "me.key"
+    assert main(["identity", "--out", str(path)]) == 0
+    first = capsys.readouterr().out
+    assert main(["identity", "--out", str(path)]) == 0
+    second = capsys.readouterr().out
+    key_line = [line for line in first.splitlines() if line.startswith("public key")]
+    assert key_line and key_line[0] in second
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    identity = read_identity(path)
+    assert identity.public_key_text in first
+    assert identity.private_bytes.hex() not in first + second
+    allow = tmp_path / "allowed.txt"
+    allow.write_text(f"# our clients\n{identity.public_key_text}  laptop\n")
+    assert read_allowed_keys(allow) == [identity.public_key]
+    allow.write_text("not-a-key\n")
+    with pytest.raises(ConfigurationError, match="entry 1"):
+        read_allowed_keys(allow)
+
+
+def test_tokens_are_written_private_and_distinct(tmp_path: Path) -> None:
+    path = tmp_path / "tokens.txt"
+    assert main(["tokens", "--out", str(path), "--count", "5"]) == 0
+    tokens = read_tokens(path)
+    assert len(set(tokens)) == 5 and stat.S_IMODE(path.stat().st_mode) == 0o600
+    assert main(["tokens", "--out", str(path)]) == 1  # never overwritten
+    path.chmod(0o644)
+    with pytest.raises(ConfigurationError, match="chmod 600"):
+        read_tokens(path)
