@@ -9,7 +9,9 @@ serialises access to the pure :class:`~veilfl.secagg.aggregator_node.AggregatorN
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
+import shutil
 import ssl
 import tempfile
 from collections.abc import AsyncIterator, Mapping, Sequence
@@ -22,7 +24,7 @@ from fastapi import FastAPI, Request, Response
 from pydantic import BaseModel, Field
 
 from veilfl.aggregator.access import AggregatorAccess
-from veilfl.aggregator.share_spool import FileShareArchive
+from veilfl.aggregator.share_spool import FileShareArchive, write_durably
 from veilfl.client.peer import certificate_rejected
 from veilfl.crypto.envelope import encode_share
 from veilfl.crypto.field import MERSENNE_31
@@ -70,7 +72,9 @@ class AggregatorService:
     Args:
         index: Share index, 1..m.
         keypair: This aggregator's key pair.
-        spool: Folder for shares waiting to be aggregated (default: a temporary one).
+        spool: Folder for the shares of the open round; an aggregator restarted on the
+            same folder takes its round back (default: a temporary folder, so a restart
+            loses the round's shares).
         min_participants: The fewest clients this aggregator will sum over (set by
             the aggregator's operator, not by the coordinator).
     """
@@ -86,7 +90,9 @@ class AggregatorService:
         self.index = index
         self._min_participants = min_participants
         self._keypair = keypair
+        self._spool_is_temporary = spool is None
         self._spool = spool or Path(tempfile.mkdtemp(prefix=f"veilfl-aggregator-{index}-"))
+        self._spool.mkdir(parents=True, exist_ok=True, mode=0o700)
         self._lock = asyncio.Lock()
         self._node: AggregatorNode | None = None
         self._vector_length = 0
@@ -109,15 +115,52 @@ class AggregatorService:
                 f"{self.index}; check --index and the key file."
             )
         self._vector_length = int(secure["vector_length"])
-        self._node = AggregatorNode(
+        run_id = str(run["run_id"])
+        self._claim_spool(run_id)
+        node = AggregatorNode(
             index=self.index,
             keypair=self._keypair,
-            run_id=str(run["run_id"]),
+            run_id=run_id,
             vector_length=self._vector_length,
             archive_for_round=self._archive,
             min_participants=self._min_participants,
         )
-        logger.info("aggregator %d serving run %s", self.index, run["run_id"])
+        restored = node.restore(self._spooled_rounds())
+        self._node = node
+        if restored is not None:
+            clients = len(node.open_rounds[restored])
+            logger.info("restored round %d (%d shares) from %s", restored, clients, self._spool)
+        if self._spool_is_temporary:
+            logger.warning(
+                "shares are spooled in the temporary folder %s: a restart loses the open "
+                "round's shares; pass --spool DIR to make restarts safe",
+                self._spool,
+            )
+        logger.info("aggregator %d serving run %s", self.index, run_id)
+
+    def _claim_spool(self, run_id: str) -> None:
+        """Tie the spool to this run and vector length; another run's state is cleared."""
+        marker = self._spool / "run.json"
+        wanted = {"run_id": run_id, "vector_length": self._vector_length, "index": self.index}
+        if marker.exists():
+            try:
+                held = json.loads(marker.read_text())
+            except (OSError, ValueError):
+                held = None
+            if held == wanted:
+                return
+            logger.warning("the spool %s holds another run's shares; clearing it", self._spool)
+            for folder in self._spool.glob("round-*"):
+                shutil.rmtree(folder, ignore_errors=True)
+        write_durably(marker, json.dumps(wanted).encode())
+
+    def _spooled_rounds(self) -> list[int]:
+        rounds = []
+        for folder in self._spool.glob("round-*"):
+            suffix = folder.name.removeprefix("round-")
+            if folder.is_dir() and suffix.isdigit():
+                rounds.append(int(suffix))
+        return rounds
 
     def _archive(self, round_id: int) -> ShareArchive:
         return FileShareArchive(

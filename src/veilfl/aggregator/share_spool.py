@@ -1,22 +1,50 @@
 """A :class:`~veilfl.secagg.aggregator_state.ShareArchive` on disk.
 
-Each client's share waits in its own file until the round is aggregated, so the
-aggregator's memory stays O(model size) however many clients report. Shares are
-not secret on their own (each is uniformly random), but the folder is still made
-private (0700).
+Each client's share waits in its own file until the round is dropped, so the
+aggregator's memory stays O(model size) however many clients report, and a restarted
+aggregator finds every share it acknowledged. A file holds the client id and the
+encoded share; it is written to a temporary name, fsynced and renamed (then the folder
+fsynced) before the share is acknowledged, so a crash leaves either the whole share
+or none. The participant list the round was aggregated over is kept the same way in
+``answer.json``. Shares are not secret on their own (each is uniformly random), but
+the folder is still made private (0700).
 """
 
 from __future__ import annotations
 
 import hashlib
+import json
+import os
 import shutil
+import struct
+from collections.abc import Iterator
 from pathlib import Path
 
 from veilfl.crypto.envelope import decode_share, encode_share
 from veilfl.crypto.field import PrimeField
 from veilfl.crypto.shamir import Share
+from veilfl.errors import StorageError, WireFormatError
 
-__all__ = ["FileShareArchive"]
+__all__ = ["FileShareArchive", "write_durably"]
+
+_SUFFIX = ".share"
+_ANSWER = "answer.json"
+_ID_LENGTH = struct.Struct(">H")
+
+
+def write_durably(path: Path, data: bytes) -> None:
+    """Replace ``path`` with ``data`` atomically, and make it survive a crash."""
+    temporary = path.with_name(f".{path.name}.tmp")
+    with temporary.open("wb") as handle:
+        handle.write(data)
+        handle.flush()
+        os.fsync(handle.fileno())
+    os.replace(temporary, path)
+    folder = os.open(path.parent, os.O_RDONLY)
+    try:
+        os.fsync(folder)
+    finally:
+        os.close(folder)
 
 
 class FileShareArchive:
@@ -30,17 +58,68 @@ class FileShareArchive:
 
     def _path(self, client_id: str) -> Path:
         # Client ids come from the network: never use them as file names directly.
-        return self._directory / f"{hashlib.sha256(client_id.encode()).hexdigest()}.share"
+        digest = hashlib.sha256(client_id.encode("utf-8", "surrogatepass")).hexdigest()
+        return self._directory / f"{digest}{_SUFFIX}"
 
     def put(self, client_id: str, share: Share) -> None:
-        """Store ``client_id``'s share."""
-        self._path(client_id).write_bytes(encode_share(share))
+        """Store ``client_id``'s share durably."""
+        name = client_id.encode("utf-8", "surrogatepass")
+        write_durably(
+            self._path(client_id), _ID_LENGTH.pack(len(name)) + name + encode_share(share)
+        )
+
+    def _read(self, path: Path) -> tuple[str, Share]:
+        data = path.read_bytes()
+        if len(data) < _ID_LENGTH.size:
+            raise WireFormatError(f"{path} is too short to hold a share.")
+        (size,) = _ID_LENGTH.unpack_from(data)
+        start = _ID_LENGTH.size + size
+        client_id = data[_ID_LENGTH.size : start].decode("utf-8", "surrogatepass")
+        share = decode_share(data[start:], expected_length=self._length, field=self._field)
+        return client_id, share
 
     def get(self, client_id: str) -> Share:
-        """Read ``client_id``'s share back."""
-        return decode_share(
-            self._path(client_id).read_bytes(), expected_length=self._length, field=self._field
-        )
+        """Read ``client_id``'s share back.
+
+        Raises:
+            StorageError: if the file is missing or holds another client's share.
+        """
+        path = self._path(client_id)
+        try:
+            stored_id, share = self._read(path)
+        except (OSError, WireFormatError, UnicodeDecodeError) as exc:
+            raise StorageError(f"The spooled share {path} cannot be read: {exc}") from exc
+        if stored_id != client_id:
+            raise StorageError(f"The spooled share {path} belongs to another client.")
+        return share
+
+    def items(self) -> Iterator[tuple[str, Share]]:
+        """Every stored (client id, share), in file-name order.
+
+        Raises:
+            StorageError: if a share file cannot be read (the spool is damaged).
+        """
+        for path in sorted(self._directory.glob(f"*{_SUFFIX}")):
+            try:
+                yield self._read(path)
+            except (OSError, WireFormatError, UnicodeDecodeError) as exc:
+                raise StorageError(
+                    f"The spooled share {path} cannot be read ({exc}); the spool is damaged."
+                ) from exc
+
+    def record_answer(self, participants: frozenset[str]) -> None:
+        """Write the answered participant list durably."""
+        write_durably(self._directory / _ANSWER, json.dumps(sorted(participants)).encode())
+
+    def recorded_answer(self) -> frozenset[str] | None:
+        """The answered participant list, if the round was aggregated."""
+        path = self._directory / _ANSWER
+        if not path.exists():
+            return None
+        try:
+            return frozenset(str(c) for c in json.loads(path.read_text()))
+        except (OSError, ValueError, TypeError) as exc:
+            raise StorageError(f"{path} cannot be read ({exc}); the spool is damaged.") from exc
 
     def clear(self) -> None:
         """Delete the round's folder."""

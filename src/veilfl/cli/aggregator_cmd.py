@@ -29,7 +29,12 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
     parser.add_argument("--coordinator", required=True, help="coordinator URL (to learn the run)")
     parser.add_argument("--host", default="127.0.0.1", help="address to listen on")
     parser.add_argument("--port", type=int, default=8090, help="port to listen on")
-    parser.add_argument("--spool", type=Path, default=None, help="folder for pending shares")
+    parser.add_argument(
+        "--spool",
+        type=Path,
+        default=None,
+        help="folder for the open round's shares; restarting on it takes the round back",
+    )
     parser.add_argument(
         "--max-share-mb", type=float, default=64.0, help="largest share accepted (MiB)"
     )

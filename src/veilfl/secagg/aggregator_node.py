@@ -84,6 +84,32 @@ class AggregatorNode:
         self._rounds[round_id] = state
         return receipt
 
+    def restore(self, round_ids: Iterable[int]) -> int | None:
+        """Take back the rounds an earlier run of this aggregator left in its archives:
+        the latest is rebuilt (:meth:`AggregatorRound.restore`), older ones are cleared.
+
+        Returns:
+            The round restored, or None if there was none.
+        """
+        found = sorted(set(round_ids))
+        if not found:
+            return None
+        for old in found[:-1]:
+            self._archive_for_round(old).clear()
+        latest = found[-1]
+        self._rounds[latest] = AggregatorRound.restore(
+            run_id=self._run_id,
+            round_id=latest,
+            index=self.index,
+            vector_length=self._length,
+            field=self._field,
+            private_key=self._keypair.private_key,
+            archive=self._archive_for_round(latest),
+            min_participants=self._min_participants,
+        )
+        self._latest = latest
+        return latest
+
     def aggregate(self, round_id: int, participants: Iterable[str]) -> Share:
         """The aggregate share of ``round_id`` over exactly ``participants``.
 

@@ -13,11 +13,16 @@ that are not in P (they uploaded here but not to every aggregator the coordinato
 uses, or reported too late) are subtracted again; their individual shares are kept
 in a :class:`ShareArchive` for that purpose, which the edge backs with files so that
 memory stays O(model size).
+
+The archive is also what makes an aggregator restart-safe: it holds every share the
+aggregator acknowledged and, before the aggregate leaves, the participant list it
+answered. :meth:`AggregatorRound.restore` rebuilds the round from it, so a restarted
+aggregator still holds its shares and still refuses a second participant list.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -32,17 +37,29 @@ __all__ = ["AggregatorRound", "InMemoryShareArchive", "ShareArchive", "ShareRece
 
 
 class ShareArchive(Protocol):
-    """Keeps each client's share of one round until the round is aggregated."""
+    """Keeps each client's share of one round, and the answer given, until the round
+    is dropped."""
 
     def put(self, client_id: str, share: Share) -> None:
-        """Store ``client_id``'s share."""
+        """Store ``client_id``'s share (durably, before it is acknowledged)."""
 
     def get(self, client_id: str) -> Share:
         """Return the stored share of ``client_id``."""
         ...
 
+    def items(self) -> Iterator[tuple[str, Share]]:
+        """Every stored (client id, share)."""
+        ...
+
+    def record_answer(self, participants: frozenset[str]) -> None:
+        """Remember (durably) the participant list the round was aggregated over."""
+
+    def recorded_answer(self) -> frozenset[str] | None:
+        """The participant list recorded by :meth:`record_answer`, if any."""
+        ...
+
     def clear(self) -> None:
-        """Forget every stored share."""
+        """Forget every stored share and the answer."""
 
 
 class InMemoryShareArchive:
@@ -50,6 +67,7 @@ class InMemoryShareArchive:
 
     def __init__(self) -> None:
         self._shares: dict[str, Share] = {}
+        self._answer: frozenset[str] | None = None
 
     def put(self, client_id: str, share: Share) -> None:
         self._shares[client_id] = share
@@ -57,8 +75,18 @@ class InMemoryShareArchive:
     def get(self, client_id: str) -> Share:
         return self._shares[client_id]
 
+    def items(self) -> Iterator[tuple[str, Share]]:
+        return iter(list(self._shares.items()))
+
+    def record_answer(self, participants: frozenset[str]) -> None:
+        self._answer = participants
+
+    def recorded_answer(self) -> frozenset[str] | None:
+        return self._answer
+
     def clear(self) -> None:
         self._shares.clear()
+        self._answer = None
 
 
 @dataclass(frozen=True)
@@ -110,6 +138,49 @@ class AggregatorRound:
         self._sum = np.zeros(vector_length, dtype=np.uint64)
         self._clients: set[str] = set()
         self._sealed = False
+
+    @classmethod
+    def restore(
+        cls,
+        *,
+        run_id: str,
+        round_id: int,
+        index: int,
+        vector_length: int,
+        field: PrimeField,
+        private_key: PrivateKey,
+        archive: ShareArchive,
+        min_participants: int = 1,
+    ) -> AggregatorRound:
+        """The round as ``archive`` left it: every stored share summed again, and, if
+        the round was already aggregated, sealed with the participant list answered.
+
+        Raises:
+            ProtocolError: if a stored share has the wrong index or length.
+        """
+        state = cls(
+            run_id=run_id,
+            round_id=round_id,
+            index=index,
+            vector_length=vector_length,
+            field=field,
+            private_key=private_key,
+            archive=archive,
+            min_participants=min_participants,
+        )
+        for client_id, share in archive.items():
+            if share.index != index or share.values.shape != (vector_length,):
+                raise ProtocolError(
+                    f"The stored share of {client_id!r} in round {round_id} does not belong "
+                    f"to aggregator {index}; the spool holds another aggregator's state."
+                )
+            state._sum += share.values
+            state._clients.add(client_id)
+        answered = archive.recorded_answer()
+        if answered is not None:
+            state._answered = answered
+            state._sealed = True
+        return state
 
     @property
     def round_id(self) -> int:
@@ -189,6 +260,8 @@ class AggregatorRound:
         for client_id in sorted(self._clients - wanted):
             total -= self._archive.get(client_id).values  # it is part of the raw sum
         np.remainder(total, self._field.p, out=total)
+        if self._answered is None:
+            self._archive.record_answer(wanted)  # before the answer can leave
         self._sealed = True
         self._answered = wanted
         return Share(index=self._index, values=total)
