@@ -8,12 +8,13 @@ round whose id is the buffer id and whose participants are the buffer's K client
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Callable
 
 import numpy as np
 
-from veilfl.errors import ConfigurationError, ProtocolError
+from veilfl.errors import ConfigurationError, ProtocolError, VeilflError
 from veilfl.protocol.buffered import BufferedMachine, BufferTicket
 from veilfl.protocol.coordinator import (
     AggregationBackend,
@@ -27,6 +28,8 @@ from veilfl.protocol.metrics import RoundMetrics
 from veilfl.protocol.sync_round import ClosedRound
 from veilfl.strategy.buffered import FedAsync, FedBuff
 from veilfl.tensors import FloatArray, TensorSpec, Weights, flatten, unflatten
+
+logger = logging.getLogger(__name__)
 
 __all__ = ["BufferedCoordinator"]
 
@@ -115,7 +118,10 @@ class BufferedCoordinator:
         return self._machine.is_joined(client_id)
 
     def tick(self, *, now: float) -> None:
-        """Nothing waits on time here: buffers release when full."""
+        """Release a full buffer whose release failed earlier (say, an aggregator was
+        restarting); buffers otherwise release as soon as they fill."""
+        if self._machine.full_buffer() is not None:
+            self._release()
 
     def status(self) -> dict[str, object]:
         """A JSON-ready snapshot."""
@@ -208,7 +214,10 @@ class BufferedCoordinator:
                 aggregators=header.aggregators,
             )
         if self._machine.full_buffer() is not None:
-            self._release()
+            try:
+                self._release()
+            except VeilflError as exc:  # not the client's error: tick() tries again
+                logger.warning("buffer not released yet (%s); retrying on the next tick", exc)
         return accepted
 
     def _release(self) -> None:

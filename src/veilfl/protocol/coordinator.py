@@ -17,6 +17,7 @@ Two things are injected because they touch the outside world:
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, replace
@@ -24,7 +25,7 @@ from typing import Protocol
 
 import numpy as np
 
-from veilfl.errors import ProtocolError, UnknownClientError, UpdateRejectedError
+from veilfl.errors import ProtocolError, UnknownClientError, UpdateRejectedError, VeilflError
 from veilfl.privacy.clipping import clip_l2
 from veilfl.privacy.dp_fedavg import ClientPrivacyPlan
 from veilfl.protocol.messages import ClientReport, Task, TaskKind, UpdateHeader
@@ -32,6 +33,8 @@ from veilfl.protocol.metrics import Evaluation, RoundMetrics
 from veilfl.protocol.sync_round import ClosedRound, RoundPhase, SyncRoundMachine
 from veilfl.strategy.fedavg import AggregateUpdate, FedAvg, WeightedSum
 from veilfl.tensors import FloatArray, TensorSpec, Weights, flatten, unflatten
+
+logger = logging.getLogger(__name__)
 
 __all__ = [
     "AggregationBackend",
@@ -286,7 +289,7 @@ class SyncCoordinator:
         """
         if not self._machine.is_joined(client_id):
             raise UnknownClientError(f"Client {client_id!r} has not joined this run; join first.")
-        self.tick(now=now)
+        self._advance(now=now)
         task = self._machine.task_for(client_id, now=now)
         if task.kind is TaskKind.TRAIN:
             privacy = self._aggregation.client_privacy()
@@ -316,14 +319,24 @@ class SyncCoordinator:
         self._spec.check(delta)
         plaintext.add(header, delta)
         self._machine.accept_update(header)
-        self.tick(now=now)
+        self._advance(now=now)
         return True
 
     def record_share_upload(self, header: UpdateHeader, *, now: float) -> bool:
         """Note that a client's update reached the aggregators (secure aggregation)."""
         accepted = self._machine.accept_update(header)
-        self.tick(now=now)
+        self._advance(now=now)
         return accepted
+
+    def _advance(self, *, now: float) -> None:
+        """:meth:`tick` on behalf of a client's request. If finishing the round fails
+        (an aggregator is down or restarting), that is not the client's error: its
+        request still succeeds, and the next :meth:`tick` tries again with the same
+        participant list."""
+        try:
+            self.tick(now=now)
+        except VeilflError as exc:
+            logger.warning("round not finished yet (%s); retrying on the next tick", exc)
 
     def tick(self, *, now: float) -> RoundMetrics | None:
         """Advance time; if the open round can close, aggregate it and apply the result.

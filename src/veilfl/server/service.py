@@ -17,7 +17,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Protocol, TypeVar
 
-from veilfl.errors import ForbiddenError, ProtocolError, RoundMismatchError
+from veilfl.errors import ForbiddenError, ProtocolError, RoundMismatchError, VeilflError
 from veilfl.protocol.buffered import BufferTicket
 from veilfl.protocol.buffered_coordinator import BufferedCoordinator
 from veilfl.protocol.coordinator import GlobalModel
@@ -235,9 +235,18 @@ class CoordinatorService:
             self.finished.set()
 
     async def _tick_forever(self, interval_s: float) -> None:
+        last_problem = ""
         while not self.finished.is_set():
             await asyncio.sleep(interval_s)
             try:
                 await self._locked(self._core.tick, now=self._clock())
+            except VeilflError as exc:  # say, an aggregator is restarting: say it once
+                if str(exc) != last_problem:
+                    logger.warning("closing the round failed (%s); retrying every tick", exc)
+                last_problem = str(exc)
             except Exception:  # a tick must never kill the ticker; log and go on
                 logger.exception("Closing the round failed; will retry on the next tick.")
+            else:
+                if last_problem:
+                    logger.info("the round that could not be closed is moving again")
+                last_problem = ""

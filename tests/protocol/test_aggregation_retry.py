@@ -1,0 +1,95 @@
+"""When finishing a round fails (an aggregator is down or restarting), the accepted
+updates stay accepted, the client's request still succeeds, and the next tick finishes
+the round with the same participants."""
+
+from __future__ import annotations
+
+import random
+
+import numpy as np
+import pytest
+
+from veilfl.errors import TransportError
+from veilfl.protocol.buffered import BufferConfig, BufferedMachine
+from veilfl.protocol.buffered_coordinator import BufferedCoordinator
+from veilfl.protocol.coordinator import PlaintextAggregation, RoundAggregate, SyncCoordinator
+from veilfl.protocol.messages import UpdateHeader
+from veilfl.protocol.sync_round import ClosedRound, RoundConfig, SyncRoundMachine
+from veilfl.strategy.buffered import FedBuff
+from veilfl.strategy.fedavg import FedAvg
+from veilfl.tensors import spec_of
+
+START = {"w": np.zeros(3, np.float32)}
+
+
+class FlakyAggregation(PlaintextAggregation):
+    """Plaintext aggregation whose first ``failures`` attempts to aggregate fail."""
+
+    def __init__(self, failures: int) -> None:
+        super().__init__(spec_of(START))
+        self.failures = failures
+        self.attempts: list[tuple[str, ...]] = []
+
+    def aggregate(self, closed: ClosedRound) -> RoundAggregate:
+        self.attempts.append(tuple(sorted(p.client_id for p in closed.participants)))
+        if len(self.attempts) <= self.failures:
+            raise TransportError("Aggregator 2 is unreachable.")
+        return super().aggregate(closed)
+
+
+def _header(client: str, round_id: int = 1) -> UpdateHeader:
+    return UpdateHeader(
+        client_id=client, round_id=round_id, base_version=0, num_samples=1, loss=0.5
+    )
+
+
+def _delta(value: float) -> dict[str, np.ndarray]:
+    return {"w": np.full(3, value, np.float32)}
+
+
+def test_a_round_whose_aggregation_fails_is_finished_by_a_later_tick() -> None:
+    aggregation = FlakyAggregation(failures=2)
+    core = SyncCoordinator(
+        machine=SyncRoundMachine(
+            RoundConfig(num_rounds=1, clients_per_round=2, min_clients=2), rng=random.Random(0)
+        ),
+        spec=spec_of(START),
+        initial_weights=START,
+        aggregation=aggregation,
+        strategy=FedAvg(),
+    )
+    for client in ("a", "b"):
+        core.join(client, now=0.0)
+    for client in ("a", "b"):  # the round opens once both have joined
+        assert core.task_for(client, now=0.0).kind.value == "train"
+    assert core.submit_plaintext_update(_header("a"), _delta(1.0), now=1.0)
+    # The last update fills the round; closing it fails, but the update is accepted.
+    assert core.submit_plaintext_update(_header("b"), _delta(3.0), now=1.0)
+    assert core.history == () and core.model_version == 0
+    with pytest.raises(TransportError):
+        core.tick(now=2.0)  # still down: the ticker logs and tries again
+    metrics = core.tick(now=3.0)
+    assert metrics is not None and metrics.num_clients == 2
+    assert aggregation.attempts == [("a", "b")] * 3  # always the same participant list
+    np.testing.assert_allclose(core.global_model().weights["w"], 2.0)
+    assert not core.submit_plaintext_update(_header("b"), _delta(3.0), now=4.0)  # a duplicate
+
+
+def test_a_buffer_whose_release_fails_is_released_by_a_later_tick() -> None:
+    aggregation = FlakyAggregation(failures=1)
+    core = BufferedCoordinator(
+        machine=BufferedMachine(BufferConfig(buffer_size=2, max_staleness=2, max_versions=2)),
+        spec=spec_of(START),
+        initial_weights=START,
+        aggregation=aggregation,
+        strategy=FedBuff(),
+    )
+    for client, value in (("a", 1.0), ("b", 3.0)):
+        core.join(client, now=0.0)
+        assert core.task_for(client).kind.value == "train"
+        assert core.submit_plaintext_update(_header(client), _delta(value))
+    assert core.model_version == 0  # the release failed, the updates are kept
+    core.tick(now=1.0)
+    assert core.model_version == 1 and len(core.history) == 1
+    assert aggregation.attempts == [("a", "b")] * 2
+    np.testing.assert_allclose(core.global_model().weights["w"], 2.0)
