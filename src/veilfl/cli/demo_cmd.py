@@ -146,6 +146,7 @@ def run(args: argparse.Namespace) -> int:
             count=args.aggregators,
             coordinator_url=url,
             trust=trust,
+            spool_dir=run_dir / "spool",
             extra=common,
         )
         fingerprints = [a.fingerprint for a in fleet]

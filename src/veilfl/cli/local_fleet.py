@@ -125,6 +125,7 @@ def local_aggregators(
     count: int,
     coordinator_url: str,
     trust: LocalTrust | None,
+    spool_dir: Path | None = None,
     extra: list[str] | None = None,
 ) -> list[LocalAggregator]:
     """Plan ``count`` aggregators: make missing key pairs in ``keys_dir``, pick ports.
@@ -134,6 +135,8 @@ def local_aggregators(
         count: m.
         coordinator_url: Where each aggregator learns the run.
         trust: Certificates to serve HTTPS with (None: plaintext HTTP, ``--insecure``).
+        spool_dir: Where aggregator J spools its shares (``aggregator-J`` inside), so a
+            restarted aggregator takes its round back (None: temporary folders).
         extra: More options for every aggregator command (``--log-level`` ...).
     """
     planned = []
@@ -166,6 +169,11 @@ def local_aggregators(
                         ["--insecure"]
                         if trust is None
                         else trust.server_flags(f"aggregator-{index}")
+                    ),
+                    *(
+                        []
+                        if spool_dir is None
+                        else ["--spool", str(spool_dir / f"aggregator-{index}")]
                     ),
                     *(extra or []),
                 ],
