@@ -37,8 +37,10 @@ __all__ = [
     "read_private_key",
     "read_public_key",
     "read_tokens",
+    "require_private_mode",
     "write_identity",
     "write_keypair",
+    "write_private_file",
     "write_tokens",
 ]
 
@@ -49,9 +51,11 @@ def write_keypair(keypair: AggregatorKeyPair, private_path: Path, public_path: P
     Raises:
         ConfigurationError: if the private key file already exists.
     """
-    _write_private(
+    write_private_file(
         private_path,
-        {"kem": keypair.kem, "private_key": base64.b64encode(keypair.private_bytes).decode()},
+        json.dumps(
+            {"kem": keypair.kem, "private_key": base64.b64encode(keypair.private_bytes).decode()}
+        ).encode(),
     )
     public_path.write_text(
         json.dumps(
@@ -65,26 +69,37 @@ def write_keypair(keypair: AggregatorKeyPair, private_path: Path, public_path: P
     )
 
 
-def _write_private(path: Path, content: dict[str, str]) -> None:
-    """Create ``path`` with mode 0600 and write ``content``; never overwrite."""
+def write_private_file(path: Path, data: bytes) -> None:
+    """Create ``path`` with mode 0600, write ``data`` and fsync; never overwrite.
+
+    Raises:
+        ConfigurationError: if the file already exists.
+    """
     path.parent.mkdir(parents=True, exist_ok=True)
     try:
         descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     except FileExistsError:
         raise ConfigurationError(
-            f"{path} already exists; remove it first to make a new key."
+            f"{path} already exists; remove it first, or choose another."
         ) from None
     with os.fdopen(descriptor, "wb") as handle:
-        handle.write(json.dumps(content).encode())
+        handle.write(data)
         handle.flush()
         os.fsync(handle.fileno())
 
 
-def _require_private_mode(path: Path) -> None:
-    mode = stat.S_IMODE(path.stat().st_mode) if path.exists() else 0
+def require_private_mode(path: Path) -> None:
+    """Refuse a secret file that group or others can read (with a ``chmod`` hint).
+
+    Raises:
+        ConfigurationError: if it is missing or readable by others.
+    """
+    if not path.exists():
+        raise ConfigurationError(f"The secret file {path} does not exist.")
+    mode = stat.S_IMODE(path.stat().st_mode)
     if mode & 0o077:
         raise ConfigurationError(
-            f"The private key {path} is readable by others (mode {mode:o}); run `chmod 600 {path}`."
+            f"The secret file {path} is readable by others (mode {mode:o}); run `chmod 600 {path}`."
         )
 
 
@@ -94,9 +109,11 @@ def write_identity(identity: Identity, path: Path) -> None:
     Raises:
         ConfigurationError: if the file already exists.
     """
-    _write_private(
+    write_private_file(
         path,
-        {"kind": "ed25519", "private_key": base64.b64encode(identity.private_bytes).decode()},
+        json.dumps(
+            {"kind": "ed25519", "private_key": base64.b64encode(identity.private_bytes).decode()}
+        ).encode(),
     )
 
 
@@ -106,7 +123,7 @@ def read_identity(path: Path) -> Identity:
     Raises:
         ConfigurationError: saying what is wrong (never echoing key material).
     """
-    _require_private_mode(path)
+    require_private_mode(path)
     data = _read_json(path, required="kind")
     try:
         if data["kind"] != "ed25519":
@@ -143,7 +160,7 @@ def read_private_key(path: Path) -> AggregatorKeyPair:
     Raises:
         ConfigurationError: saying what is wrong (never echoing key material).
     """
-    _require_private_mode(path)
+    require_private_mode(path)
     data = _read_json(path)
     try:
         raw = base64.b64decode(data["private_key"], validate=True)
@@ -205,13 +222,7 @@ def write_tokens(tokens: list[str], path: Path) -> None:
     Raises:
         ConfigurationError: if the file already exists.
     """
-    path.parent.mkdir(parents=True, exist_ok=True)
-    try:
-        descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    except FileExistsError:
-        raise ConfigurationError(f"{path} already exists; choose another file.") from None
-    with os.fdopen(descriptor, "w") as handle:
-        handle.write("".join(f"{token}\n" for token in tokens))
+    write_private_file(path, "".join(f"{token}\n" for token in tokens).encode())
 
 
 def read_tokens(path: Path) -> list[str]:
@@ -220,7 +231,7 @@ def read_tokens(path: Path) -> list[str]:
     Raises:
         ConfigurationError: if others can read it, or it holds no token.
     """
-    _require_private_mode(path)
+    require_private_mode(path)
     tokens = _lines(path, "enrollment token")
     if not tokens:
         raise ConfigurationError(f"The token file {path} holds no token.")

@@ -16,10 +16,8 @@ from __future__ import annotations
 
 import datetime
 import ipaddress
-import os
 import re
 import ssl
-import stat
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,6 +28,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from veilfl.errors import ConfigurationError
+from veilfl.keyfiles import require_private_mode, write_private_file
 
 __all__ = [
     "INSECURE_WARNING",
@@ -67,31 +66,6 @@ class ServerCertificate:
 
     cert_file: Path
     key_file: Path
-
-
-def _write_private(path: Path, data: bytes) -> None:
-    try:
-        descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    except FileExistsError:
-        raise ConfigurationError(
-            f"{path} already exists; remove it first, or use another folder."
-        ) from None
-    with os.fdopen(descriptor, "wb") as handle:
-        handle.write(data)
-        handle.flush()
-        os.fsync(handle.fileno())
-
-
-def _require_private(path: Path) -> None:
-    if not path.exists():
-        raise ConfigurationError(
-            f"The key file {path} does not exist; make it with `veilfl certs`."
-        )
-    mode = stat.S_IMODE(path.stat().st_mode)
-    if mode & 0o077:
-        raise ConfigurationError(
-            f"The private key {path} is readable by others (mode {mode:o}); run `chmod 600 {path}`."
-        )
 
 
 def _pem_key(key: ec.EllipticCurvePrivateKey) -> bytes:
@@ -144,7 +118,7 @@ def make_certificate_authority(
         .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
         .sign(key, hashes.SHA256())
     )
-    _write_private(folder / "ca.key", _pem_key(key))
+    write_private_file(folder / "ca.key", _pem_key(key))
     cert_file = folder / "ca.pem"
     cert_file.write_bytes(certificate.public_bytes(serialization.Encoding.PEM))
     return CertificateAuthority(certificate=certificate, private_key=key, cert_file=cert_file)
@@ -156,7 +130,7 @@ def load_certificate_authority(folder: Path) -> CertificateAuthority:
     Raises:
         ConfigurationError: if it is missing, unreadable or its key is not private.
     """
-    _require_private(folder / "ca.key")
+    require_private_mode(folder / "ca.key")
     try:
         certificate = x509.load_pem_x509_certificate((folder / "ca.pem").read_bytes())
         key = serialization.load_pem_private_key((folder / "ca.key").read_bytes(), password=None)
@@ -217,7 +191,7 @@ def issue_server_certificate(
         .sign(authority.private_key, hashes.SHA256())
     )
     key_file = folder / f"{name}.key"
-    _write_private(key_file, _pem_key(key))
+    write_private_file(key_file, _pem_key(key))
     cert_file = folder / f"{name}.pem"
     cert_file.write_bytes(certificate.public_bytes(serialization.Encoding.PEM))
     return ServerCertificate(cert_file=cert_file, key_file=key_file)
@@ -233,7 +207,7 @@ def server_certificate(cert_file: Path, key_file: Path) -> ServerCertificate:
         raise ConfigurationError(
             f"The certificate {cert_file} does not exist; make it with `veilfl certs`."
         )
-    _require_private(key_file)
+    require_private_mode(key_file)
     return ServerCertificate(cert_file=cert_file, key_file=key_file)
 
 

@@ -17,18 +17,22 @@ from tests.e2e.secure_fleet import SecureFleet
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(300)]
 
 
+def _two_of_two_with_spools(folder: Path, stack: ExitStack) -> SecureFleet:
+    """t = m = 2, so no aggregator can be routed around; each spools to disk."""
+    return SecureFleet(
+        folder,
+        stack,
+        clients=3,
+        aggregators=2,
+        threshold=2,
+        min_clients=3,
+        aggregator_flags={j: ["--spool", str(folder / f"spool-{j}")] for j in (1, 2)},
+    )
+
+
 def test_a_restarted_aggregator_recovers_its_shares_from_its_spool(tmp_path: Path) -> None:
-    spools = {j: ["--spool", str(tmp_path / f"spool-{j}")] for j in (1, 2)}
     with ExitStack() as stack:
-        fleet = SecureFleet(
-            tmp_path,
-            stack,
-            clients=3,
-            aggregators=2,
-            threshold=2,
-            min_clients=3,
-            aggregator_flags=spools,
-        )
+        fleet = _two_of_two_with_spools(tmp_path, stack)
         first, second, third = fleet.clients
         for client in (first, second):
             fleet.report(client, fleet.upload(client, [1, 2]))
@@ -42,17 +46,8 @@ def test_a_restarted_aggregator_recovers_its_shares_from_its_spool(tmp_path: Pat
 
 
 def test_a_round_that_closes_while_an_aggregator_is_down_is_retried(tmp_path: Path) -> None:
-    spools = {j: ["--spool", str(tmp_path / f"spool-{j}")] for j in (1, 2)}
     with ExitStack() as stack:
-        fleet = SecureFleet(
-            tmp_path,
-            stack,
-            clients=3,
-            aggregators=2,
-            threshold=2,
-            min_clients=3,
-            aggregator_flags=spools,
-        )
+        fleet = _two_of_two_with_spools(tmp_path, stack)
         receipts = {client: fleet.upload(client, [1, 2]) for client in fleet.clients}
         for client in fleet.clients[:2]:
             fleet.report(client, receipts[client])

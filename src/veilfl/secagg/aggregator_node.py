@@ -97,16 +97,9 @@ class AggregatorNode:
         for old in found[:-1]:
             self._archive_for_round(old).clear()
         latest = found[-1]
-        self._rounds[latest] = AggregatorRound.restore(
-            run_id=self._run_id,
-            round_id=latest,
-            index=self.index,
-            vector_length=self._length,
-            field=self._field,
-            private_key=self._keypair.private_key,
-            archive=self._archive_for_round(latest),
-            min_participants=self._min_participants,
-        )
+        state = self._new_round(latest)
+        state.restore()
+        self._rounds[latest] = state
         self._latest = latest
         return latest
 

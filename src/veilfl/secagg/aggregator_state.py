@@ -139,48 +139,27 @@ class AggregatorRound:
         self._clients: set[str] = set()
         self._sealed = False
 
-    @classmethod
-    def restore(
-        cls,
-        *,
-        run_id: str,
-        round_id: int,
-        index: int,
-        vector_length: int,
-        field: PrimeField,
-        private_key: PrivateKey,
-        archive: ShareArchive,
-        min_participants: int = 1,
-    ) -> AggregatorRound:
-        """The round as ``archive`` left it: every stored share summed again, and, if
-        the round was already aggregated, sealed with the participant list answered.
+    def restore(self) -> None:
+        """Take back what the archive holds (after a restart): every stored share is
+        summed again and, if the round was already aggregated, it is sealed with the
+        participant list answered. Call it on a fresh state only.
 
         Raises:
             ProtocolError: if a stored share has the wrong index or length.
         """
-        state = cls(
-            run_id=run_id,
-            round_id=round_id,
-            index=index,
-            vector_length=vector_length,
-            field=field,
-            private_key=private_key,
-            archive=archive,
-            min_participants=min_participants,
-        )
-        for client_id, share in archive.items():
-            if share.index != index or share.values.shape != (vector_length,):
+        assert not self._clients, "restore() rebuilds a fresh state only"
+        for client_id, share in self._archive.items():
+            if share.index != self._index or share.values.shape != (self._length,):
                 raise ProtocolError(
-                    f"The stored share of {client_id!r} in round {round_id} does not belong "
-                    f"to aggregator {index}; the spool holds another aggregator's state."
+                    f"The stored share of {client_id!r} in round {self._round_id} does not "
+                    f"belong to aggregator {self._index}; the spool holds another's state."
                 )
-            state._sum += share.values
-            state._clients.add(client_id)
-        answered = archive.recorded_answer()
+            self._sum += share.values
+            self._clients.add(client_id)
+        answered = self._archive.recorded_answer()
         if answered is not None:
-            state._answered = answered
-            state._sealed = True
-        return state
+            self._answered = answered
+            self._sealed = True
 
     @property
     def round_id(self) -> int:

@@ -159,7 +159,7 @@ def create_app(
         client_id = await access.enroll(
             request, public_key_text=body.public_key, token=body.enrollment_token, name=body.name
         )
-        await service.join(client_id, body.name)
+        await service.join(client_id)
         return JoinResponse(client_id=client_id, run=_run_json(service, access))
 
     @app.get("/v1/run")

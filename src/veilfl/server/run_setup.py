@@ -13,7 +13,6 @@ from __future__ import annotations
 import json
 import random
 import ssl
-import time
 import uuid
 from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, field
@@ -236,10 +235,6 @@ class PreparedRun:
     checkpoints: CheckpointStore
     resumed_from_round: int | None
     identity: Identity
-
-    def register_client(self, client_id: str, name: str) -> None:
-        """Persist a joined client."""
-        self.store.add_client(client_id, name, time.time())
 
 
 def prepare_run(

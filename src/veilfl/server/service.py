@@ -81,7 +81,6 @@ class CoordinatorService:
     Args:
         coordinator: The protocol core.
         run_info: What joining clients are told about the run.
-        register_client: Persists a newly joined client (called in a worker thread).
         on_round: Called (in a worker thread) with each completed round's metrics.
         max_update_bytes: Largest update body accepted.
         clock: Monotonic clock in seconds.
@@ -92,14 +91,12 @@ class CoordinatorService:
         coordinator: CoordinatorCore,
         *,
         run_info: RunInfo,
-        register_client: Callable[[str, str], None] | None = None,
         on_round: Callable[[RoundMetrics], None] | None = None,
         max_update_bytes: int,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self._core = coordinator
         self._run_info = run_info
-        self._register_client = register_client
         self._on_round = on_round
         self._max_update_bytes = max_update_bytes
         self._clock = clock
@@ -124,11 +121,9 @@ class CoordinatorService:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._ticker
 
-    async def join(self, client_id: str, name: str) -> None:
-        """Register a client (idempotent)."""
+    async def join(self, client_id: str) -> None:
+        """Let an enrolled client take part (idempotent; enrollment persists it)."""
         async with self._lock:
-            if not self._core.is_joined(client_id) and self._register_client:
-                await asyncio.to_thread(self._register_client, client_id, name)
             self._core.join(client_id, now=self._clock())
 
     async def task_for(self, client_id: str) -> Task:
