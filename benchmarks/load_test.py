@@ -33,7 +33,6 @@ from typing import Any
 
 import httpx
 import numpy as np
-from veilfl.tls import client_ssl_context
 
 from veilfl.auth.admission import ADMISSION_HEADER
 from veilfl.auth.identity import Identity
@@ -49,6 +48,7 @@ from veilfl.crypto.csprng import CsprngStream
 from veilfl.keyfiles import PublicKeyFile
 from veilfl.secagg.client_shares import seal_update
 from veilfl.secagg.config import SecureAggregationConfig
+from veilfl.tls import client_ssl_context
 from veilfl.wire.tensor_codec import decode_weights
 
 BUFFER = 50

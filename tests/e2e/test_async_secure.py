@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 from tests.e2e.processes import free_port, running, veilfl_command, wait_until_serving
-from veilfl.tls import client_ssl_context
 
 from veilfl.cli.local_fleet import local_aggregators, local_trust, server_aggregator_flags
+from veilfl.tls import client_ssl_context
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(300)]
 
