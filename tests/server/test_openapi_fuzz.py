@@ -1,22 +1,41 @@
 """Property-based API testing (Schemathesis) of the coordinator and aggregator OpenAPI
 specs: no request, however malformed, gets a 5xx, and a rejected request changes no
-state."""
+state. Every fuzzed request is signed by an enrolled client (and, at the aggregator,
+carries that client's admission to the round in its path, or is signed by the
+coordinator), so the fuzzer gets past authentication and reaches validation: the
+hostile input of an enrolled client."""
 
 from __future__ import annotations
 
+import asyncio
 import random
+import re
 import tempfile
+import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import httpx
 import numpy as np
 import schemathesis
 from hypothesis import HealthCheck, settings
+from requests import PreparedRequest
 from tests.signed_clients import open_access
 
 from veilfl.aggregator.access import AggregatorAccess
 from veilfl.aggregator.service import AggregatorService, create_aggregator_app
+from veilfl.auth.admission import ADMISSION_HEADER, RoundAdmission, issue_admission
 from veilfl.auth.identity import Identity
+from veilfl.auth.signed_request import (
+    COORDINATOR_SIGNER,
+    SIGNATURE_HEADER,
+    SignedRequest,
+    aggregator_audience,
+    coordinator_audience,
+    sign_request,
+)
+from veilfl.client.signing import SigningAuth
 from veilfl.crypto.keys import generate_keypair
 from veilfl.protocol.buffered import BufferConfig, BufferedMachine
 from veilfl.protocol.buffered_coordinator import BufferedCoordinator
@@ -32,6 +51,50 @@ from veilfl.tensors import spec_of
 
 START = {"w": np.zeros((3, 2), np.float32)}
 FUZZ = settings(max_examples=40, deadline=None, suppress_health_check=list(HealthCheck))
+CLIENT = Identity.generate()
+COORDINATOR = Identity.generate()
+_ROUND_IN_PATH = re.compile(r"/v1/rounds/([0-9]{1,15})/")
+
+
+class _FuzzSigner:
+    """Signs whatever the fuzzer sends, for the round its path names (if any); a
+    ``requests`` auth callable, which is what schemathesis's ASGI transport takes.
+
+    Args:
+        audience: The server and run.
+        signer_for: Which identity and signer id sign a given path.
+        admission_for: An admission header value for a round (aggregator shares).
+    """
+
+    def __init__(
+        self,
+        audience: str,
+        signer_for: Callable[[str], tuple[Identity, str]],
+        admission_for: Callable[[int], str] | None = None,
+    ) -> None:
+        self._audience = audience
+        self._signer_for = signer_for
+        self._admission_for = admission_for
+
+    def __call__(self, request: PreparedRequest) -> PreparedRequest:
+        path = request.path_url
+        found = _ROUND_IN_PATH.match(path)
+        round_id = int(found[1]) if found else None
+        if self._admission_for is not None and round_id is not None:
+            request.headers[ADMISSION_HEADER] = self._admission_for(round_id)
+        body = request.body or b""
+        identity, signer_id = self._signer_for(path)
+        signed = SignedRequest(
+            self._audience,
+            request.method or "GET",
+            path,
+            body.encode() if isinstance(body, str) else bytes(body),
+            round_id,
+        )
+        request.headers[SIGNATURE_HEADER] = sign_request(
+            identity, signed, now_s=time.time(), client_id=signer_id
+        )
+        return request
 
 
 def _sync_core() -> SyncCoordinator:
@@ -67,7 +130,23 @@ def _coordinator_app(core: Any, mode: str) -> Any:
         ),
         max_update_bytes=1 << 20,
     )
-    return create_app(service, metrics=lambda: list(core.history), access=open_access("r"))
+    app = create_app(
+        service, metrics=lambda: list(core.history), access=open_access("r", rate_limit=None)
+    )
+    asyncio.run(_enroll(app))
+    return app
+
+
+async def _enroll(app: Any) -> None:
+    async with httpx.AsyncClient(
+        transport=httpx.ASGITransport(app=app),
+        base_url="http://test",
+        auth=SigningAuth(CLIENT, coordinator_audience("r")),
+    ) as http:
+        enrolled = await http.post(
+            "/v1/clients", json={"name": "fuzzer", "public_key": CLIENT.public_key_text}
+        )
+    assert enrolled.status_code == 201, enrolled.text
 
 
 SYNC_CORE = _sync_core()
@@ -76,11 +155,12 @@ SYNC = schemathesis.openapi.from_asgi("/openapi.json", _coordinator_app(SYNC_COR
 BUFFERED = schemathesis.openapi.from_asgi(
     "/openapi.json", _coordinator_app(BUFFERED_CORE, "fedbuff")
 )
+AS_CLIENT = _FuzzSigner(coordinator_audience("r"), lambda path: (CLIENT, CLIENT.client_id))
 
 
-def _check(case: Any, state: Any) -> None:
+def _check(case: Any, state: Any, auth: _FuzzSigner) -> None:
     before = state()
-    response = case.call()
+    response = case.call(auth=auth)
     assert response.status_code < 500, (response.status_code, response.text[:300])
     if 400 <= response.status_code < 500:
         assert state() == before, "a rejected request changed the state"
@@ -90,13 +170,13 @@ def _check(case: Any, state: Any) -> None:
 @SYNC.parametrize()
 @FUZZ
 def test_coordinator_with_rounds_never_fails_and_rejections_change_nothing(case: Any) -> None:
-    _check(case, SYNC_CORE.status)
+    _check(case, SYNC_CORE.status, AS_CLIENT)
 
 
 @BUFFERED.parametrize()
 @FUZZ
 def test_coordinator_with_buffers_never_fails_and_rejections_change_nothing(case: Any) -> None:
-    _check(case, BUFFERED_CORE.status)
+    _check(case, BUFFERED_CORE.status, AS_CLIENT)
 
 
 KEY = generate_keypair()
@@ -109,10 +189,10 @@ AGGREGATOR = schemathesis.openapi.from_asgi(
         _AGGREGATOR,
         coordinator_url=None,
         max_share_bytes=1 << 16,
-        access=AggregatorAccess(index=1),
+        access=AggregatorAccess(index=1, rate_limit=None),
         run={
             "run_id": "r",
-            "coordinator_key": Identity.generate().public_key_text,
+            "coordinator_key": COORDINATOR.public_key_text,
             "secure": {
                 "config": SecureAggregationConfig().to_json(),
                 "vector_length": 6 + EXTRA_COORDINATES,
@@ -123,10 +203,30 @@ AGGREGATOR = schemathesis.openapi.from_asgi(
 )
 
 
+def _admission(round_id: int) -> str:
+    return issue_admission(
+        COORDINATOR,
+        RoundAdmission(
+            run_id="r", round_id=round_id, client_id=CLIENT.client_id, client_key=CLIENT.public_key
+        ),
+    )
+
+
+AT_AGGREGATOR = _FuzzSigner(
+    aggregator_audience(1, "r"),
+    lambda path: (
+        (COORDINATOR, COORDINATOR_SIGNER)
+        if path.endswith("/aggregate")
+        else (CLIENT, CLIENT.client_id)
+    ),
+    admission_for=_admission,
+)
+
+
 @AGGREGATOR.parametrize()
 @FUZZ
 def test_aggregator_never_fails_and_rejections_change_nothing(case: Any) -> None:
-    _check(case, _AGGREGATOR.status)
+    _check(case, _AGGREGATOR.status, AT_AGGREGATOR)
 
 
 def test_the_fuzzers_cover_every_operation() -> None:
