@@ -179,7 +179,7 @@ def signing_costs(d: int, *, shares: int = 3, repeats: int = 20) -> tuple[float,
     one upload (aggregator), for a model of ``d`` parameters."""
     identity = Identity.generate()
     body = bytes((d + EXTRA_COORDINATES) * 4 + 100)  # an envelope's size
-    request = SignedRequest("aggregator-1/bench", "POST", "/v1/rounds/1/shares", body, 1)
+    request = SignedRequest.of("aggregator-1/bench", "POST", "/v1/rounds/1/shares", body, 1)
     verifier = RequestVerifier(audience="aggregator-1/bench", max_remembered=repeats)
     started = time.perf_counter()
     headers = [sign_request(identity, request, now_s=time.time()) for _ in range(repeats)]

@@ -23,10 +23,8 @@ NOW = 1_800_000_000.0
 AUDIENCE = "coordinator/run-1"
 
 
-def _request(**changes: object) -> SignedRequest:
-    base = SignedRequest(
-        audience=AUDIENCE, method="POST", path="/v1/rounds/3/updates", body=b"abc", round_id=3
-    )
+def _request(body: bytes = b"abc", **changes: object) -> SignedRequest:
+    base = SignedRequest.of(AUDIENCE, "POST", "/v1/rounds/3/updates", body, 3)
     return dataclasses.replace(base, **changes)  # type: ignore[arg-type]
 
 

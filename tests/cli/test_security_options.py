@@ -72,6 +72,9 @@ def test_identity_is_made_once_and_then_read(
     identity = read_identity(path)
     assert identity.public_key_text in first
     assert identity.private_bytes.hex() not in first + second
+    path.chmod(0o640)
+    with pytest.raises(ConfigurationError, match="chmod 600"):
+        read_identity(path)
     allow = tmp_path / "allowed.txt"
     allow.write_text(f"# our clients\n{identity.public_key_text}  laptop\n")
     assert read_allowed_keys(allow) == [identity.public_key]

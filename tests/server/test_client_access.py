@@ -35,21 +35,23 @@ TOKENS = generate_tokens(2)
 COORDINATOR = Identity.generate()
 
 
-def _app(access: ClientAccess) -> tuple[FastAPI, CoordinatorService]:
+def _app(
+    access: ClientAccess, start: dict[str, np.ndarray] = START
+) -> tuple[FastAPI, CoordinatorService]:
     core = SyncCoordinator(
         machine=SyncRoundMachine(
             RoundConfig(num_rounds=3, clients_per_round=1, min_clients=1, poll_interval_s=0.01),
             rng=random.Random(0),
         ),
-        spec=spec_of(START),
-        initial_weights=START,
-        aggregation=PlaintextAggregation(spec_of(START)),
+        spec=spec_of(start),
+        initial_weights=start,
+        aggregation=PlaintextAggregation(spec_of(start)),
         strategy=FedAvg(),
     )
     service = CoordinatorService(
         core,
         run_info=RunInfo(run_id=RUN, model_name="m", num_rounds=3, plan=LocalTrainingPlan()),
-        max_update_bytes=1 << 20,
+        max_update_bytes=1 << 23,
     )
     return create_app(service, metrics=lambda: [], access=access), service
 
@@ -81,11 +83,11 @@ async def serve(tmp_path: Path) -> AsyncIterator[Factory]:
         store.close()
 
 
-def _update(client_id: str, round_id: int = 1) -> bytes:
+def _update(client_id: str, round_id: int = 1, size: int = 4) -> bytes:
     header = UpdateHeader(
         client_id=client_id, round_id=round_id, base_version=0, num_samples=1, loss=0.5
     )
-    return encode_weights({"w": np.ones(4, np.float32)}, metadata=header.to_metadata())
+    return encode_weights({"w": np.ones(size, np.float32)}, metadata=header.to_metadata())
 
 
 async def _status(transport: httpx.ASGITransport) -> object:
@@ -232,3 +234,20 @@ async def test_a_client_over_its_rate_limit_gets_429_with_retry_after(serve: Fac
     async with client:
         codes = [(await client.get("/v1/model")).status_code for _ in range(3)]
     assert codes[:2] == [200, 200] and codes[2] == 429
+
+
+async def test_a_large_body_is_hashed_off_the_event_loop_and_still_verified() -> None:
+    big = {"w": np.zeros(600_000, np.float32)}  # a 2.4 MB update: hashed in a thread
+    app, service = _app(_access(None, policy=EnrollmentPolicy(open=True)), start=big)
+    transport = httpx.ASGITransport(app=app)
+    client_id, client = await enroll(transport, RUN)
+    async with client:
+        await client.get(f"/v1/clients/{client_id}/task")
+        body = _update(client_id, size=600_000)
+        accepted = await client.post("/v1/rounds/1/updates", content=body, extensions=for_round(1))
+        assert accepted.status_code == 202, accepted.text
+        tampered = accepted.request
+        tampered.stream = httpx.ByteStream(body[:-1] + b"\x00")  # same signature, other body
+        forged = await client.send(tampered, auth=None)
+    assert forged.status_code == 401 and "does not match" in forged.json()["message"]
+    assert service.global_weights()["w"].shape == (600_000,)

@@ -84,7 +84,7 @@ class _FuzzSigner:
             request.headers[ADMISSION_HEADER] = self._admission_for(round_id)
         body = request.body or b""
         identity, signer_id = self._signer_for(path)
-        signed = SignedRequest(
+        signed = SignedRequest.of(
             self._audience,
             request.method or "GET",
             path,

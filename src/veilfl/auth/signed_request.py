@@ -29,6 +29,7 @@ __all__ = [
     "RequestSignature",
     "SignedRequest",
     "aggregator_audience",
+    "body_digest",
     "coordinator_audience",
     "format_signature",
     "parse_signature",
@@ -56,6 +57,11 @@ def aggregator_audience(index: int, run_id: str) -> str:
     return f"aggregator-{index}/{run_id}"
 
 
+def body_digest(body: bytes) -> str:
+    """The SHA-256 of a request body, in hex, as signatures cover it."""
+    return hashlib.sha256(body).hexdigest()
+
+
 @dataclass(frozen=True)
 class SignedRequest:
     """The parts of a request that its signature covers.
@@ -64,15 +70,23 @@ class SignedRequest:
         audience: The server and run it is meant for, e.g. ``coordinator/<run id>``.
         method: HTTP method, upper case.
         path: Path with query string, as sent.
-        body: The raw body.
+        body_sha256: :func:`body_digest` of the raw body.
         round_id: The round the request acts on, or None.
     """
 
     audience: str
     method: str
     path: str
-    body: bytes
+    body_sha256: str
     round_id: int | None
+
+    @classmethod
+    def of(
+        cls, audience: str, method: str, path: str, body: bytes, round_id: int | None
+    ) -> SignedRequest:
+        """The request with ``body`` hashed here (servers hash large bodies off the
+        event loop and build the request directly)."""
+        return cls(audience, method, path, body_digest(body), round_id)
 
     def message(self, client_id: str, timestamp_ms: int, nonce: str) -> bytes:
         """The exact bytes that are signed."""
@@ -81,7 +95,7 @@ class SignedRequest:
             self.audience,
             self.method.upper(),
             self.path,
-            hashlib.sha256(self.body).hexdigest(),
+            self.body_sha256,
             client_id,
             "-" if self.round_id is None else str(self.round_id),
             str(timestamp_ms),

@@ -53,7 +53,7 @@ class SigningAuth(httpx.Auth):
     def auth_flow(self, request: httpx.Request) -> Generator[httpx.Request, httpx.Response, None]:
         """Sign ``request`` (method, path and query, body, round, time, nonce)."""
         round_id = request.extensions.get(ROUND_EXTENSION)
-        signed = SignedRequest(
+        signed = SignedRequest.of(
             audience=self._audience,
             method=request.method,
             path=request.url.raw_path.decode("latin-1"),

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Callable
 
@@ -9,9 +10,12 @@ from fastapi import Request
 
 from veilfl.auth.rate_limit import RateLimit, RateLimiter
 from veilfl.auth.request_verifier import RequestVerifier
-from veilfl.auth.signed_request import SIGNATURE_HEADER, SignedRequest
+from veilfl.auth.signed_request import SIGNATURE_HEADER, SignedRequest, body_digest
 
 __all__ = ["RequestGuard", "request_path"]
+
+_HASH_OFF_LOOP_BYTES = 1 << 20
+"""Bodies larger than this are hashed in a worker thread, keeping the event loop free."""
 
 
 def request_path(request: Request) -> str:
@@ -58,11 +62,17 @@ class RequestGuard:
         Raises:
             AuthenticationError: (or a subclass) saying what is wrong.
         """
+        body = await request.body()
+        digest = (
+            await asyncio.to_thread(body_digest, body)
+            if len(body) > _HASH_OFF_LOOP_BYTES
+            else body_digest(body)
+        )
         signed = SignedRequest(
             audience=self._verifier.audience,
             method=request.method,
             path=request_path(request),
-            body=await request.body(),
+            body_sha256=digest,
             round_id=round_id,
         )
         now = self._clock()
