@@ -8,7 +8,7 @@ from hypothesis import strategies as st
 
 from veilfl.auth.admission import RoundAdmission, issue_admission, verify_admission
 from veilfl.auth.enrollment import EnrollmentPolicy, generate_tokens, token_digest
-from veilfl.auth.identity import Identity, client_id_for, decode_public_key
+from veilfl.auth.identity import Identity, client_id_for, decode_public_key, encode_public_key
 from veilfl.auth.rate_limit import RateLimit, RateLimiter
 from veilfl.errors import (
     AuthenticationError,
@@ -28,6 +28,15 @@ def test_client_ids_are_bound_to_keys_and_repr_hides_the_private_key() -> None:
     assert alice.private_bytes.hex() not in repr(alice)
     with pytest.raises(AuthenticationError):
         decode_public_key("AAAA")
+
+
+@given(st.text(max_size=80))
+def test_the_public_key_decoder_accepts_only_canonical_keys(text: str) -> None:
+    try:
+        raw = decode_public_key(text)
+    except AuthenticationError:
+        return
+    assert len(raw) == 32 and encode_public_key(raw) == text.strip()
 
 
 def test_a_policy_must_let_someone_in() -> None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import base64
 import binascii
 import hashlib
+import re
 
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import serialization
@@ -29,6 +30,7 @@ __all__ = [
 
 PUBLIC_KEY_BYTES = 32
 SIGNATURE_BYTES = 64
+_PUBLIC_KEY_TEXT = re.compile(r"[A-Za-z0-9_-]{43}")
 
 
 def client_id_for(public_key: bytes) -> str:
@@ -42,19 +44,23 @@ def encode_public_key(public_key: bytes) -> str:
 
 
 def decode_public_key(text: str) -> bytes:
-    """Parse :func:`encode_public_key` output.
+    """Parse :func:`encode_public_key` output strictly (only its canonical spelling).
 
     Raises:
-        AuthenticationError: if it is not a 32-byte key.
+        AuthenticationError: if it is not a 32-byte key in that spelling.
     """
+    candidate = text.strip()
+    if not _PUBLIC_KEY_TEXT.fullmatch(candidate):
+        raise AuthenticationError(
+            f"An Ed25519 public key is {PUBLIC_KEY_BYTES} bytes in URL-safe base64 without "
+            "padding (43 characters), as `veilfl identity` prints it."
+        )
     try:
-        raw = base64.urlsafe_b64decode(text.strip() + "=" * (-len(text.strip()) % 4))
+        raw = base64.urlsafe_b64decode(candidate + "=")
     except (binascii.Error, ValueError):
         raise AuthenticationError("The public key is not URL-safe base64.") from None
-    if len(raw) != PUBLIC_KEY_BYTES:
-        raise AuthenticationError(
-            f"An Ed25519 public key is {PUBLIC_KEY_BYTES} bytes; this one is {len(raw)}."
-        )
+    if len(raw) != PUBLIC_KEY_BYTES or encode_public_key(raw) != candidate:
+        raise AuthenticationError("The public key is not in its canonical spelling.")
     return raw
 
 
