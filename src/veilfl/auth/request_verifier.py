@@ -25,7 +25,8 @@ class RequestVerifier:
         audience: This server and run, as clients sign it.
         max_skew_s: Largest difference between a request's timestamp and this clock.
         not_before_s: Refuse requests signed before this Unix time (server start).
-        max_remembered: Most nonces held at once; beyond it new requests wait.
+        max_remembered: Most nonces held at once (about 280 bytes each); beyond it new
+            requests get a 429 until old ones leave the clock window.
     """
 
     def __init__(
@@ -34,7 +35,7 @@ class RequestVerifier:
         audience: str,
         max_skew_s: float = 120.0,
         not_before_s: float | None = None,
-        max_remembered: int = 1_000_000,
+        max_remembered: int = 250_000,
     ) -> None:
         self.audience = audience
         self._skew_ms = int(max_skew_s * 1000)
