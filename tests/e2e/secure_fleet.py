@@ -28,7 +28,7 @@ __all__ = ["SecureFleet"]
 
 
 class SecureFleet:
-    """Round 1 of a secure run, played by hand.
+    """One round of a secure run (model version 0 to 1), played by hand.
 
     Args:
         folder: For keys, certificates, run folder and logs.
@@ -117,11 +117,15 @@ class SecureFleet:
             c: rng.normal(0, 0.01, self.spec.total_size).astype(np.float32) for c in self.clients
         }
         self.samples = {c: 100 * (i + 1) for i, c in enumerate(self.clients)}
-        self._admissions: dict[str, str] = {}
+        self._admissions: dict[tuple[str, int], str] = {}
+        self.take_tasks(round_id=1)
+
+    def take_tasks(self, *, round_id: int) -> None:
+        """Every client asks for its task, which must be to train in ``round_id``."""
         for client in self.clients:
             task = self.http.get(f"/v1/clients/{client}/task", auth=self.hands[client].auth)
-            assert task.json()["kind"] == "train", task.text
-            self._admissions[client] = task.json()["admission"]
+            assert (task.json()["kind"], task.json()["round_id"]) == ("train", round_id), task.text
+            self._admissions[client, round_id] = task.json()["admission"]
 
     @property
     def _any_auth(self) -> httpx.Auth:
@@ -140,7 +144,7 @@ class SecureFleet:
         process.send_signal(signal.SIGKILL)
         process.wait(timeout=30)
 
-    def upload(self, client: str, reach: list[int]) -> list[int]:
+    def upload(self, client: str, reach: list[int], *, round_id: int = 1) -> list[int]:
         """Seal ``client``'s update; send the shares of the aggregators in ``reach``;
         return the indices that acknowledged."""
         sealed = seal_update(
@@ -150,7 +154,7 @@ class SecureFleet:
             config=self.config,
             public_keys=self._keys,
             run_id=self.run["run_id"],
-            round_id=1,
+            round_id=round_id,
             client_id=client,
             rng=CsprngStream(),
         )
@@ -160,11 +164,12 @@ class SecureFleet:
                 continue
             try:
                 response = self.http.post(
-                    f"{self.aggregator_urls[share.aggregator_index - 1]}/v1/rounds/1/shares",
+                    f"{self.aggregator_urls[share.aggregator_index - 1]}"
+                    f"/v1/rounds/{round_id}/shares",
                     content=share.envelope,
-                    headers={ADMISSION_HEADER: self._admissions[client]},
+                    headers={ADMISSION_HEADER: self._admissions[client, round_id]},
                     auth=self.hands[client].aggregator_auth(share.aggregator_index),
-                    extensions=for_round(1),
+                    extensions=for_round(round_id),
                     timeout=10,
                 )
             except httpx.TransportError:
@@ -173,21 +178,21 @@ class SecureFleet:
                 acknowledged.append(share.aggregator_index)
         return acknowledged
 
-    def report(self, client: str, acknowledged: list[int]) -> None:
+    def report(self, client: str, acknowledged: list[int], *, round_id: int = 1) -> None:
         """Hand in ``client``'s receipt."""
         response = self.http.post(
-            "/v1/rounds/1/receipts",
+            f"/v1/rounds/{round_id}/receipts",
             json={"client_id": client, "base_version": 0, "aggregators": acknowledged},
             auth=self.hands[client].auth,
-            extensions=for_round(1),
+            extensions=for_round(round_id),
         )
         assert response.status_code == 202, response.text
 
     def final_model(self, timeout_s: float = 60.0) -> Weights:
-        """The model after round 1, once the coordinator has it."""
+        """The model after the first completed round, once the coordinator has it."""
         deadline = time.monotonic() + timeout_s
         while self.http.get("/v1/status").json()["model_version"] < 1:
-            assert time.monotonic() < deadline, "round 1 never completed"
+            assert time.monotonic() < deadline, "no round completed"
             time.sleep(0.1)
         weights, _ = decode_weights(
             self.http.get("/v1/model", auth=self._any_auth).content, spec=self.spec

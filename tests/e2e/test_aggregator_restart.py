@@ -2,12 +2,14 @@
 
 With its spool on disk (``--spool``) it comes back holding every share it had
 acknowledged and the round completes even with t = m, also when it was down just as
-the round closed (the coordinator retries). Without a spool it comes back empty and
-the round completes from the t aggregators that kept their shares.
+the round closed (the coordinator retries). Without a spool it comes back empty: the
+round completes from the t aggregators that kept their shares, or, with t = m, is
+abandoned after its timeout and run again under a new round id.
 """
 
 from __future__ import annotations
 
+import time
 from contextlib import ExitStack
 from pathlib import Path
 
@@ -73,3 +75,24 @@ def test_an_aggregator_restarted_without_its_shares_is_routed_around(tmp_path: P
             fleet.report(client, fleet.upload(client, [1, 2, 3]))
         final = fleet.final_model()
     fleet.assert_is_weighted_mean_of(final, clients)
+
+
+def test_a_round_that_can_never_be_aggregated_is_run_again(tmp_path: Path) -> None:
+    with ExitStack() as stack:
+        fleet = SecureFleet(tmp_path, stack, clients=3, aggregators=2, threshold=2, min_clients=3)
+        receipts = {client: fleet.upload(client, [1, 2]) for client in fleet.clients}
+        # Aggregator 2 comes back without its shares (no spool) before the round closes.
+        fleet.kill_aggregator(2)
+        fleet.aggregators[1] = fleet.start_aggregator(2)
+        for client in fleet.clients:
+            fleet.report(client, receipts[client])
+        deadline = time.monotonic() + 60
+        while fleet.http.get("/v1/status").json()["round_id"] != 2:  # abandoned after 15 s
+            assert time.monotonic() < deadline, "round 1 was never abandoned"
+            time.sleep(0.5)
+        fleet.take_tasks(round_id=2)
+        for client in fleet.clients:
+            fleet.report(client, fleet.upload(client, [1, 2], round_id=2), round_id=2)
+        final = fleet.final_model()
+    fleet.assert_is_weighted_mean_of(final, fleet.clients)
+    assert "abandoned: round 2 runs it again" in (tmp_path / "server.log").read_text()

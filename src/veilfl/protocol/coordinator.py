@@ -346,8 +346,15 @@ class SyncCoordinator:
         """
         if self._closed is not None:
             # An earlier attempt to finish this round failed (say, an aggregator was
-            # unreachable); the participant list stays fixed, so try again.
-            return self._finish_round(now=now)
+            # unreachable); the participant list stays fixed, so try again, for up to
+            # one round timeout; then the round is abandoned and run again.
+            try:
+                return self._finish_round(now=now)
+            except VeilflError:
+                if now - self._closed.closed_at < self._machine.config.round_timeout_s:
+                    raise
+                self._abandon_round(now=now)
+                return None
         outcome = self._machine.tick(now=now)
         if outcome.opened is not None:
             self._aggregation.start_round(outcome.opened)
@@ -357,6 +364,21 @@ class SyncCoordinator:
         return self._finish_round(now=now)
 
     # ----------------------------------------------------------------- private
+    def _abandon_round(self, *, now: float) -> None:
+        assert self._closed is not None
+        stuck = self._closed
+        self._closed = None
+        reopened = self._machine.abandon(now=now)
+        self._aggregation.start_round(reopened)
+        logger.warning(
+            "round %d could not be aggregated for %.0f s; abandoned: round %d runs it again "
+            "on model version %d with a fresh sample",
+            stuck.round_id,
+            now - stuck.closed_at,
+            reopened,
+            stuck.base_version,
+        )
+
     def _finish_round(self, *, now: float) -> RoundMetrics:
         assert self._closed is not None
         started = time.perf_counter()

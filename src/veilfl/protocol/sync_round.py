@@ -11,6 +11,9 @@ Life of a round::
 
     OPEN --deadline with < min_clients--> OPEN again with a fresh sample (a restart)
 
+    CLOSING --abandon(): aggregation cannot finish--> OPEN as a new round (next id,
+    same model version, fresh sample)
+
 Clients that were sampled but never report (stragglers, dropouts) are simply left out
 when the round closes; the round needs only ``min_clients`` reports.
 """
@@ -213,7 +216,7 @@ class SyncRoundMachine:
     @property
     def phase(self) -> RoundPhase:
         """The current phase."""
-        if self._ended or self._round_id > self._config.num_rounds:
+        if self._ended or self._version >= self._config.num_rounds:
             return RoundPhase.DONE
         if self._open is None:
             return RoundPhase.IDLE
@@ -231,7 +234,7 @@ class SyncRoundMachine:
 
     @property
     def restarts(self) -> int:
-        """How many times a round was restarted for lack of reports."""
+        """How many times a round was restarted (for lack of reports) or abandoned."""
         return self._restarts
 
     def is_joined(self, client_id: str) -> bool:
@@ -395,6 +398,26 @@ class SyncRoundMachine:
         self._round_id += 1
         self._version += 1
         return self._version
+
+    def abandon(self, *, now: float) -> int:
+        """Give up on the closing round because it cannot be aggregated (say, an
+        aggregator lost its shares): open the next round id with a fresh sample on the
+        same model version. A new id, because aggregators that already answered for
+        the old round rightly refuse to answer for it again.
+
+        Returns:
+            The new round's id.
+
+        Raises:
+            ProtocolError: unless a round is closing.
+        """
+        if self._open is None or not self._closing:
+            raise ProtocolError("abandon() needs a round closed with close().")
+        self._closing = False
+        self._round_id += 1
+        self._restarts += 1
+        self._open = self._sample(now)
+        return self._round_id
 
     def end_run(self) -> None:
         """End the run before its planned rounds (a privacy budget is spent).
