@@ -5,19 +5,17 @@ timeout is abandoned and run again under a new round id."""
 
 from __future__ import annotations
 
-import random
-
 import numpy as np
 import pytest
+from tests.tiny_coordinator import sync_core
 
 from veilfl.errors import TransportError
 from veilfl.protocol.buffered import BufferConfig, BufferedMachine
 from veilfl.protocol.buffered_coordinator import BufferedCoordinator
-from veilfl.protocol.coordinator import PlaintextAggregation, RoundAggregate, SyncCoordinator
+from veilfl.protocol.coordinator import PlaintextAggregation, RoundAggregate
 from veilfl.protocol.messages import UpdateHeader
-from veilfl.protocol.sync_round import ClosedRound, RoundConfig, SyncRoundMachine
+from veilfl.protocol.sync_round import ClosedRound
 from veilfl.strategy.buffered import FedBuff
-from veilfl.strategy.fedavg import FedAvg
 from veilfl.tensors import spec_of
 
 START = {"w": np.zeros(3, np.float32)}
@@ -52,14 +50,8 @@ def _delta(value: float) -> dict[str, np.ndarray]:
 
 def test_a_round_whose_aggregation_fails_is_finished_by_a_later_tick() -> None:
     aggregation = FlakyAggregation(failures=2)
-    core = SyncCoordinator(
-        machine=SyncRoundMachine(
-            RoundConfig(num_rounds=1, clients_per_round=2, min_clients=2), rng=random.Random(0)
-        ),
-        spec=spec_of(START),
-        initial_weights=START,
-        aggregation=aggregation,
-        strategy=FedAvg(),
+    core = sync_core(
+        START, aggregation=aggregation, num_rounds=1, clients_per_round=2, min_clients=2
     )
     for client in ("a", "b"):
         core.join(client, now=0.0)
@@ -80,15 +72,13 @@ def test_a_round_whose_aggregation_fails_is_finished_by_a_later_tick() -> None:
 
 def test_a_round_that_cannot_be_aggregated_is_abandoned_and_run_again() -> None:
     aggregation = FlakyAggregation(failures=0, lost=frozenset({1}))
-    core = SyncCoordinator(
-        machine=SyncRoundMachine(
-            RoundConfig(num_rounds=1, clients_per_round=2, min_clients=2, round_timeout_s=30),
-            rng=random.Random(0),
-        ),
-        spec=spec_of(START),
-        initial_weights=START,
+    core = sync_core(
+        START,
         aggregation=aggregation,
-        strategy=FedAvg(),
+        num_rounds=1,
+        clients_per_round=2,
+        min_clients=2,
+        round_timeout_s=30,
     )
     for client in ("a", "b"):
         core.join(client, now=0.0)

@@ -3,22 +3,19 @@
 from __future__ import annotations
 
 import asyncio
-import random
 from collections.abc import AsyncIterator
 
 import httpx
 import numpy as np
 import pytest
 from tests.signed_clients import enroll, open_access, signed_client
+from tests.tiny_coordinator import sync_core, sync_service
 
 from veilfl.client.signing import for_round
-from veilfl.protocol.coordinator import PlaintextAggregation, SyncCoordinator
-from veilfl.protocol.messages import LocalTrainingPlan, RunInfo, UpdateHeader
-from veilfl.protocol.sync_round import RoundConfig, SyncRoundMachine
+from veilfl.protocol.messages import UpdateHeader
 from veilfl.server.app import create_app
 from veilfl.server.service import CoordinatorService
-from veilfl.strategy.fedavg import FedAvg
-from veilfl.tensors import Weights, spec_of
+from veilfl.tensors import Weights
 from veilfl.wire.tensor_codec import decode_weights, encode_weights
 
 pytestmark = pytest.mark.timeout(60)
@@ -48,21 +45,8 @@ class Api:
 @pytest.fixture
 async def api() -> AsyncIterator[Api]:
     start = _weights(0.0)
-    core = SyncCoordinator(
-        machine=SyncRoundMachine(
-            RoundConfig(num_rounds=1, clients_per_round=2, min_clients=2, poll_interval_s=0.01),
-            rng=random.Random(0),
-        ),
-        spec=spec_of(start),
-        initial_weights=start,
-        aggregation=PlaintextAggregation(spec_of(start)),
-        strategy=FedAvg(),
-    )
-    service = CoordinatorService(
-        core,
-        run_info=RunInfo(run_id="r1", model_name="tiny", num_rounds=1, plan=LocalTrainingPlan()),
-        max_update_bytes=1 << 20,
-    )
+    core = sync_core(start, num_rounds=1, clients_per_round=2, min_clients=2, poll_interval_s=0.01)
+    service = sync_service(core, run_id="r1")
     app = create_app(service, metrics=lambda: list(core.history), access=open_access("r1"))
     await service.start(tick_interval_s=0.01)
     transport = httpx.ASGITransport(app=app)

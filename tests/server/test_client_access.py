@@ -3,7 +3,6 @@ replays, acting for others, rate limits, and enrollments that survive a restart.
 
 from __future__ import annotations
 
-import random
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
@@ -12,20 +11,17 @@ import numpy as np
 import pytest
 from fastapi import FastAPI
 from tests.signed_clients import enroll, signed_client
+from tests.tiny_coordinator import sync_core, sync_service
 
 from veilfl.auth.enrollment import EnrollmentPolicy, generate_tokens
 from veilfl.auth.identity import Identity
 from veilfl.auth.rate_limit import RateLimit
 from veilfl.client.signing import for_round
-from veilfl.protocol.coordinator import PlaintextAggregation, SyncCoordinator
-from veilfl.protocol.messages import LocalTrainingPlan, RunInfo, UpdateHeader
-from veilfl.protocol.sync_round import RoundConfig, SyncRoundMachine
+from veilfl.protocol.messages import UpdateHeader
 from veilfl.server.app import create_app
 from veilfl.server.client_access import ClientAccess
 from veilfl.server.run_store import RunStore
 from veilfl.server.service import CoordinatorService
-from veilfl.strategy.fedavg import FedAvg
-from veilfl.tensors import spec_of
 from veilfl.wire.tensor_codec import encode_weights
 
 pytestmark = pytest.mark.timeout(60)
@@ -38,21 +34,8 @@ COORDINATOR = Identity.generate()
 def _app(
     access: ClientAccess, start: dict[str, np.ndarray] = START
 ) -> tuple[FastAPI, CoordinatorService]:
-    core = SyncCoordinator(
-        machine=SyncRoundMachine(
-            RoundConfig(num_rounds=3, clients_per_round=1, min_clients=1, poll_interval_s=0.01),
-            rng=random.Random(0),
-        ),
-        spec=spec_of(start),
-        initial_weights=start,
-        aggregation=PlaintextAggregation(spec_of(start)),
-        strategy=FedAvg(),
-    )
-    service = CoordinatorService(
-        core,
-        run_info=RunInfo(run_id=RUN, model_name="m", num_rounds=3, plan=LocalTrainingPlan()),
-        max_update_bytes=1 << 23,
-    )
+    core = sync_core(start, num_rounds=3, clients_per_round=1, min_clients=1, poll_interval_s=0.01)
+    service = sync_service(core, run_id=RUN, max_update_bytes=1 << 23)
     return create_app(service, metrics=lambda: [], access=access), service
 
 

@@ -3,22 +3,17 @@
 from __future__ import annotations
 
 import asyncio
-import random
 import time
 
 import httpx
 import numpy as np
 import pytest
 from tests.signed_clients import enroll, open_access
+from tests.tiny_coordinator import sync_core, sync_service
 
 from veilfl.client.signing import for_round
-from veilfl.protocol.coordinator import PlaintextAggregation, SyncCoordinator
-from veilfl.protocol.messages import LocalTrainingPlan, RunInfo, UpdateHeader
-from veilfl.protocol.sync_round import RoundConfig, SyncRoundMachine
+from veilfl.protocol.messages import UpdateHeader
 from veilfl.server.app import create_app
-from veilfl.server.service import CoordinatorService
-from veilfl.strategy.fedavg import FedAvg
-from veilfl.tensors import spec_of
 from veilfl.wire.tensor_codec import encode_weights
 
 pytestmark = pytest.mark.timeout(120)
@@ -27,23 +22,10 @@ CLIENTS = 300
 
 async def test_hundreds_of_concurrent_clients_each_counted_once() -> None:
     start = {"w": np.zeros(50_000, np.float32)}
-    core = SyncCoordinator(
-        machine=SyncRoundMachine(
-            RoundConfig(
-                num_rounds=1, clients_per_round=CLIENTS, min_clients=CLIENTS, poll_interval_s=0.05
-            ),
-            rng=random.Random(0),
-        ),
-        spec=spec_of(start),
-        initial_weights=start,
-        aggregation=PlaintextAggregation(spec_of(start)),
-        strategy=FedAvg(),
+    core = sync_core(
+        start, num_rounds=1, clients_per_round=CLIENTS, min_clients=CLIENTS, poll_interval_s=0.05
     )
-    service = CoordinatorService(
-        core,
-        run_info=RunInfo(run_id="r", model_name="m", num_rounds=1, plan=LocalTrainingPlan()),
-        max_update_bytes=1 << 22,
-    )
+    service = sync_service(core, run_id="r", max_update_bytes=1 << 22)
     app = create_app(service, metrics=lambda: list(core.history), access=open_access("r"))
     await service.start(tick_interval_s=0.05)
     latencies: list[float] = []
