@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ipaddress
+import ssl
 import stat
 import threading
 import time
@@ -39,7 +40,7 @@ def test_the_ca_and_server_keys_are_private_and_never_overwritten(tmp_path: Path
     authority = make_certificate_authority(tmp_path)
     issued = issue_server_certificate(authority, tmp_path, "coordinator", ["127.0.0.1"])
     assert _mode(tmp_path / "ca.key") == 0o600 and _mode(issued.key_file) == 0o600
-    with pytest.raises(ConfigurationError, match="already exists"):
+    with pytest.raises(ConfigurationError, match=r"already exists.*reuses the CA"):
         make_certificate_authority(tmp_path)
     with pytest.raises(ConfigurationError, match="already exists"):
         issue_server_certificate(authority, tmp_path, "coordinator", ["127.0.0.1"])
@@ -177,6 +178,27 @@ def test_plaintext_urls_need_insecure(tmp_path: Path) -> None:
     (tmp_path / "junk.pem").write_text("not a certificate")
     with pytest.raises(ConfigurationError, match="not a PEM CA"):
         client_ssl_context(tmp_path / "junk.pem")
+
+
+def test_the_client_context_trusts_only_the_given_ca(tmp_path: Path) -> None:
+    authority = make_certificate_authority(tmp_path)
+    context = client_ssl_context(authority.cert_file)
+    trusted = context.get_ca_certs()
+    assert [ca["subject"] for ca in trusted] == [((("commonName", "veilfl local CA"),),)]
+    assert context.check_hostname and context.verify_mode == ssl.CERT_REQUIRED
+    assert context.minimum_version >= ssl.TLSVersion.TLSv1_2
+
+
+def test_an_empty_or_unreadable_ca_file_is_refused_not_replaced_by_system_cas(
+    tmp_path: Path,
+) -> None:
+    (tmp_path / "empty.pem").write_text("")
+    with pytest.raises(ConfigurationError, match="not a PEM CA"):
+        client_ssl_context(tmp_path / "empty.pem")
+    with pytest.raises(ConfigurationError, match=r"cannot be read.*veilfl certs"):
+        client_ssl_context(tmp_path)  # a folder, not a file
+    with pytest.raises(ConfigurationError, match=r"no CA key.*veilfl certs"):
+        load_certificate_authority(tmp_path / "nowhere")
 
 
 def test_the_certs_command_makes_a_ca_then_reuses_it(

@@ -43,8 +43,8 @@ __all__ = [
 ]
 
 INSECURE_WARNING = (
-    "--insecure: plaintext HTTP; requests, model updates and metadata cross the network "
-    "unencrypted and servers are not authenticated. Use it only on a trusted test network."
+    "--insecure: plaintext HTTP, so requests, model updates and metadata cross the network "
+    "unencrypted and unauthenticated; use it only on a trusted loopback or test network."
 )
 _CA_DAYS = 3650
 _SERVER_DAYS = 825
@@ -118,7 +118,13 @@ def make_certificate_authority(
         .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
         .sign(key, hashes.SHA256())
     )
-    write_private_file(folder / "ca.key", _pem_key(key))
+    try:
+        write_private_file(folder / "ca.key", _pem_key(key))
+    except ConfigurationError:
+        raise ConfigurationError(
+            f"{folder / 'ca.key'} already exists; `veilfl certs` reuses the CA in a folder. "
+            "To start over, remove ca.pem and ca.key (then reissue every server certificate)."
+        ) from None
     cert_file = folder / "ca.pem"
     cert_file.write_bytes(certificate.public_bytes(serialization.Encoding.PEM))
     return CertificateAuthority(certificate=certificate, private_key=key, cert_file=cert_file)
@@ -130,6 +136,10 @@ def load_certificate_authority(folder: Path) -> CertificateAuthority:
     Raises:
         ConfigurationError: if it is missing, unreadable or its key is not private.
     """
+    if not (folder / "ca.key").exists():
+        raise ConfigurationError(
+            f"{folder} holds no CA key (ca.key); make one with `veilfl certs`."
+        )
     require_private_mode(folder / "ca.key")
     try:
         certificate = x509.load_pem_x509_certificate((folder / "ca.pem").read_bytes())
@@ -215,7 +225,7 @@ def client_ssl_context(ca_file: Path) -> ssl.SSLContext:
     """An SSL context that trusts only ``ca_file``, checks host names, and needs TLS 1.2+.
 
     Raises:
-        ConfigurationError: if the CA file is missing or not a certificate.
+        ConfigurationError: if the CA file is missing, unreadable or not a certificate.
     """
     if not ca_file.exists():
         raise ConfigurationError(
@@ -223,9 +233,14 @@ def client_ssl_context(ca_file: Path) -> ssl.SSLContext:
         )
     try:
         context = ssl.create_default_context(ssl.Purpose.SERVER_AUTH, cafile=str(ca_file))
-    except (ssl.SSLError, OSError):
+    except ssl.SSLError:  # a subclass of OSError, so it comes first
         raise ConfigurationError(
             f"{ca_file} is not a PEM CA certificate; use the ca.pem written by `veilfl certs`."
+        ) from None
+    except OSError as exc:
+        raise ConfigurationError(
+            f"The CA certificate {ca_file} cannot be read ({exc.strerror or type(exc).__name__}); "
+            "use the ca.pem written by `veilfl certs`."
         ) from None
     context.minimum_version = ssl.TLSVersion.TLSv1_2
     return context
