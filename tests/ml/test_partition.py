@@ -72,7 +72,9 @@ def test_iid_parts_are_not_contiguous_blocks() -> None:
 @given(
     count=st.integers(200, 3000),
     clients=st.integers(1, 20),
-    alpha=st.floats(0.05, 100.0),
+    # Below about 0.5 a 20-client split with a minimum of 5 can legitimately fail all
+    # 100 draws; that case has its own test below.
+    alpha=st.floats(0.5, 100.0),
     minimum=st.integers(0, 5),
     seed=st.integers(0, 2**32),
 )
@@ -88,6 +90,13 @@ def test_dirichlet_is_disjoint_complete_and_meets_the_minimum(
     assert len(parts) == clients
     _assert_disjoint_and_complete(parts, count)
     assert all(len(p) >= minimum for p in parts)
+
+
+def test_an_unreachable_dirichlet_minimum_is_an_error_that_says_what_to_change() -> None:
+    labels = _labels(300, seed=3)
+
+    with pytest.raises(DataError, match="raise alpha, use fewer clients"):
+        partition_dirichlet(labels, 20, alpha=0.01, seed=3, min_examples_per_client=5)
 
 
 @settings(max_examples=10, deadline=None)
