@@ -43,12 +43,12 @@ from veilfl.cli.local_fleet import (
     local_trust,
     server_aggregator_flags,
 )
-from veilfl.client.signing import SigningAuth, for_round
 from veilfl.crypto.csprng import CsprngStream
 from veilfl.keyfiles import PublicKeyFile
 from veilfl.secagg.client_shares import seal_update
 from veilfl.secagg.config import SecureAggregationConfig
 from veilfl.tls import client_ssl_context
+from veilfl.transport.signing import SigningAuth, for_round
 from veilfl.wire.tensor_codec import decode_weights
 
 BUFFER = 50

@@ -45,10 +45,21 @@ from veilfl.secagg.aggregator_node import AggregatorNode
 from veilfl.secagg.client_shares import seal_update
 from veilfl.secagg.config import EXTRA_COORDINATES, SecureAggregationConfig
 from veilfl.secagg.reconstruction import plan_aggregation, reconstruct_aggregate
-from veilfl.strategy.fedavg import FedAvg, WeightedSum
+from veilfl.strategy.aggregate import Aggregate, WeightedSum
+from veilfl.strategy.fedavg import FedAvg
 from veilfl.wire.tensor_codec import decode_weights, encode_weights
 
 DISTINCT_UPDATES = 4  # updates are reused cyclically so that n = 1,000 fits in memory
+
+
+class _OnlyVersion:
+    """The one model version a benchmark round applies to."""
+
+    def __init__(self, weights: np.ndarray) -> None:
+        self._weights = weights
+
+    def weights_at(self, version: int) -> np.ndarray:
+        return self._weights
 
 
 class _NoTrimArchive:
@@ -100,7 +111,14 @@ def plaintext_round(updates: list[np.ndarray], n: int) -> float:
         body = encode_weights({"w": updates[i % len(updates)]}, metadata={"num_samples": "600"})
         decoded, _ = decode_weights(body)
         running.add(decoded["w"], weight=600.0)
-    FedAvg().apply(np.zeros(updates[0].size, np.float32), running.result())
+    zeros = np.zeros(updates[0].size, np.float32)
+    aggregate = Aggregate(
+        weighted_delta_sum=running.vector(),
+        total_weight=running.total_weight,
+        participants=tuple(f"c{i}" for i in range(n)),
+        trained_versions=(0,) * n,
+    )
+    FedAvg().apply(zeros, aggregate, history=_OnlyVersion(zeros))
     return time.perf_counter() - started
 
 
@@ -160,8 +178,11 @@ def secure_round(updates: list[np.ndarray], n: int, config: SecureAggregationCon
         min_participants=1,
     )
     shares = [nodes[j - 1].aggregate(1, plan.participants) for j in plan.aggregators[:2]]
-    result = reconstruct_aggregate(shares, config=config, num_participants=n)
-    FedAvg().apply(np.zeros(d, np.float32), result.update)
+    result = reconstruct_aggregate(
+        shares, config=config, participants=plan.participants, trained_versions=(0,) * n
+    )
+    zeros = np.zeros(d, np.float32)
+    FedAvg().apply(zeros, result, history=_OnlyVersion(zeros))
     reconstruction_s = time.perf_counter() - t0
     return Result(
         d=d,

@@ -7,8 +7,8 @@ import httpx
 from veilfl.auth.enrollment import EnrollmentPolicy
 from veilfl.auth.identity import Identity
 from veilfl.auth.signed_request import coordinator_audience
-from veilfl.client.signing import SigningAuth
 from veilfl.server.client_access import ClientAccess
+from veilfl.transport.signing import SigningAuth
 
 __all__ = ["enroll", "open_access", "signed_client"]
 

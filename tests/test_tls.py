@@ -18,7 +18,6 @@ from fastapi import FastAPI
 
 from veilfl.cli.local_fleet import free_port
 from veilfl.cli.main import main
-from veilfl.client.peer import Peer, RetryPolicy
 from veilfl.errors import ConfigurationError, TransportError
 from veilfl.tls import (
     check_url_scheme,
@@ -28,6 +27,7 @@ from veilfl.tls import (
     make_certificate_authority,
     server_certificate,
 )
+from veilfl.transport.peer import Peer, RetryPolicy
 
 pytestmark = pytest.mark.timeout(60)
 

@@ -1,45 +1,135 @@
-"""Test support: a plaintext FedAvg coordinator core, and its HTTP service, for tiny
-models."""
+"""Test support: coordinator cores and their HTTP service for tiny models, and the
+in-process answers to their commands."""
 
 from __future__ import annotations
 
 import random
 
-from veilfl.protocol.coordinator import AggregationBackend, PlaintextAggregation, SyncCoordinator
+from veilfl.protocol.aggregation import AggregationBackend, PlaintextAggregation
+from veilfl.protocol.assembly import build_coordinator, describe_run
+from veilfl.protocol.coordinator import Coordinator
+from veilfl.protocol.effects import (
+    CollectAggregateShares,
+    CollectHoldings,
+    Command,
+    Effect,
+    Event,
+    PersistRound,
+    RoundCompleted,
+    RoundOutcome,
+    RoundPersisted,
+)
 from veilfl.protocol.messages import LocalTrainingPlan, RunInfo
+from veilfl.protocol.settings import CoordinatorSettings
 from veilfl.protocol.sync_round import RoundConfig, SyncRoundMachine
 from veilfl.server.service import CoordinatorService
+from veilfl.sim.in_process_aggregators import InProcessAggregators
+from veilfl.strategy.base import ServerStrategy
 from veilfl.strategy.fedavg import FedAvg
 from veilfl.tensors import Weights, spec_of
 
-__all__ = ["sync_core", "sync_service"]
+__all__ = ["MemoryCommands", "service_for", "settle", "sync_core", "sync_service"]
 
 
 def sync_core(
-    start: Weights, *, aggregation: AggregationBackend | None = None, **rounds: float | int
-) -> SyncCoordinator:
+    start: Weights,
+    *,
+    aggregation: AggregationBackend | None = None,
+    strategy: ServerStrategy | None = None,
+    **rounds: float | int,
+) -> Coordinator:
     """FedAvg rounds over ``start`` (plaintext unless ``aggregation`` is given); the
     keyword arguments are :class:`RoundConfig` fields. Sampling is seeded."""
-    return SyncCoordinator(
-        machine=SyncRoundMachine(RoundConfig(**rounds), rng=random.Random(0)),  # type: ignore[arg-type]
+    config = RoundConfig(**rounds)  # type: ignore[arg-type]
+    return Coordinator(
+        schedule=SyncRoundMachine(config, rng=random.Random(0)),
         spec=spec_of(start),
         initial_weights=start,
         aggregation=aggregation or PlaintextAggregation(spec_of(start)),
-        strategy=FedAvg(),
+        strategy=strategy or FedAvg(),
+        round_timeout_s=config.round_timeout_s,
     )
 
 
+def settle(
+    core: Coordinator,
+    *,
+    now: float = 0.0,
+    aggregators: InProcessAggregators | None = None,
+    seen: list[Effect] | None = None,
+) -> list[RoundOutcome]:
+    """Answer every queued command in process (records are 'persisted' at once);
+    return the rounds that completed. Every effect is appended to ``seen``, if given."""
+    completed: list[RoundOutcome] = []
+    while effects := core.drain():
+        if seen is not None:
+            seen.extend(effects)
+        for effect in effects:
+            events: list[Event] = []
+            if isinstance(effect, PersistRound):
+                events = [RoundPersisted(effect.outcome.cohort.round_id)]
+            elif isinstance(effect, CollectHoldings | CollectAggregateShares):
+                assert aggregators is not None, "a secure core needs aggregators"
+                events = aggregators.perform(effect)
+            elif isinstance(effect, RoundCompleted):
+                completed.append(effect.outcome)
+            for event in events:
+                core.handle(event, now=now)
+    return completed
+
+
+class MemoryCommands:
+    """Performs an HTTP service's commands in memory (and the aggregators' in process)."""
+
+    def __init__(self, aggregators: InProcessAggregators | None = None) -> None:
+        self.aggregators = aggregators
+        self.persisted: list[RoundOutcome] = []
+
+    async def perform(self, command: Command) -> list[Event]:
+        if isinstance(command, PersistRound):
+            self.persisted.append(command.outcome)
+            return [RoundPersisted(command.outcome.cohort.round_id)]
+        assert self.aggregators is not None
+        return self.aggregators.perform(command)
+
+
 def sync_service(
-    core: SyncCoordinator, *, run_id: str, max_update_bytes: int = 1 << 20
+    core: Coordinator,
+    *,
+    run_id: str,
+    max_update_bytes: int = 1 << 20,
+    run_info: RunInfo | None = None,
+    performer: MemoryCommands | None = None,
 ) -> CoordinatorService:
     """The async service around ``core`` for run ``run_id``."""
     return CoordinatorService(
         core,
-        run_info=RunInfo(
+        run_info=run_info
+        or RunInfo(
             run_id=run_id,
             model_name="tiny",
-            num_rounds=core.machine.config.num_rounds,
+            num_rounds=int(core.schedule.describe()["num_rounds"]),  # type: ignore[call-overload]
             plan=LocalTrainingPlan(),
         ),
+        performer=performer or MemoryCommands(),
+        max_update_bytes=max_update_bytes,
+    )
+
+
+def service_for(
+    settings: CoordinatorSettings,
+    start: Weights,
+    *,
+    run_id: str,
+    aggregators: InProcessAggregators | None = None,
+    max_update_bytes: int = 1 << 24,
+) -> CoordinatorService:
+    """The HTTP service of a run built from ``settings``, as ``veilfl server`` builds it,
+    with its commands performed in memory (and by in-process aggregators)."""
+    core = build_coordinator(settings, initial_weights=start).coordinator
+    return CoordinatorService(
+        core,
+        run_info=describe_run(settings, run_id=run_id, coordinator_key="", spec=core.spec),
+        performer=MemoryCommands(aggregators),
         max_update_bytes=max_update_bytes,
     )

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 __version__ = "0.1.0"
 
 _EXPORTS: dict[str, str] = {
-    "AggregateUpdate": "veilfl.strategy.fedavg",
+    "Aggregate": "veilfl.strategy.aggregate",
     "ClientSummary": "veilfl.client.http_client",
     "Evaluation": "veilfl.protocol.metrics",
     "FedAvg": "veilfl.strategy.fedavg",
@@ -25,7 +25,9 @@ _EXPORTS: dict[str, str] = {
     "RoundMetrics": "veilfl.protocol.metrics",
     "SimulationConfig": "veilfl.sim.simulator",
     "SimulationResult": "veilfl.sim.simulator",
-    "SyncCoordinator": "veilfl.protocol.coordinator",
+    "Coordinator": "veilfl.protocol.coordinator",
+    "CoordinatorSettings": "veilfl.protocol.settings",
+    "build_coordinator": "veilfl.protocol.assembly",
     "TrainOutcome": "veilfl.ml.learner",
     "mnist_learner": "veilfl.ml.learner",
     "run_client": "veilfl.client.http_client",
@@ -33,8 +35,10 @@ _EXPORTS: dict[str, str] = {
 }
 
 __all__ = [
-    "AggregateUpdate",
+    "Aggregate",
     "ClientSummary",
+    "Coordinator",
+    "CoordinatorSettings",
     "Evaluation",
     "FedAvg",
     "Learner",
@@ -45,9 +49,9 @@ __all__ = [
     "RoundMetrics",
     "SimulationConfig",
     "SimulationResult",
-    "SyncCoordinator",
     "TrainOutcome",
     "__version__",
+    "build_coordinator",
     "mnist_learner",
     "run_client",
     "simulate",
@@ -56,12 +60,15 @@ __all__ = [
 if TYPE_CHECKING:
     from veilfl.client.http_client import ClientSummary, RetryPolicy, run_client
     from veilfl.ml.learner import Learner, LocalUpdate, TrainOutcome, mnist_learner
-    from veilfl.protocol.coordinator import SyncCoordinator
+    from veilfl.protocol.assembly import build_coordinator
+    from veilfl.protocol.coordinator import Coordinator
     from veilfl.protocol.messages import LocalTrainingPlan
     from veilfl.protocol.metrics import Evaluation, RoundMetrics
+    from veilfl.protocol.settings import CoordinatorSettings
     from veilfl.protocol.sync_round import RoundConfig
     from veilfl.sim.simulator import SimulationConfig, SimulationResult, simulate
-    from veilfl.strategy.fedavg import AggregateUpdate, FedAvg
+    from veilfl.strategy.aggregate import Aggregate
+    from veilfl.strategy.fedavg import FedAvg
 
 
 def __getattr__(name: str) -> Any:

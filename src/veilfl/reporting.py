@@ -18,11 +18,12 @@ from collections.abc import Sequence
 from dataclasses import asdict, fields
 from pathlib import Path
 
+from veilfl.durable_files import write_atomically
 from veilfl.protocol.metrics import RoundMetrics
-from veilfl.server.checkpoints import write_atomically
 
 __all__ = [
     "RoundMetrics",
+    "format_round_fields",
     "format_round_row",
     "format_round_table_header",
     "plot_metrics",
@@ -71,6 +72,21 @@ def format_round_row(metrics: RoundMetrics) -> str:
         _number(metrics.seconds, ".1f"),
     )
     return "  ".join(f"{cell:>{width}}" for cell, (_, width) in zip(cells, _COLUMNS, strict=True))
+
+
+def format_round_fields(metrics: RoundMetrics) -> str:
+    """A round's metrics as ``key=value`` pairs, for log lines
+    (``clients=10 train_loss=0.4879 test_accuracy=97.12% epsilon=- seconds=4.2``)."""
+    accuracy = None if metrics.test_accuracy is None else 100 * metrics.test_accuracy
+    pairs = (
+        ("clients", str(metrics.num_clients)),
+        ("train_loss", _number(metrics.train_loss, ".4f")),
+        ("test_loss", _number(metrics.test_loss, ".4f")),
+        ("test_accuracy", "-" if accuracy is None else f"{accuracy:.2f}%"),
+        ("epsilon", _number(metrics.epsilon, ".3f")),
+        ("seconds", _number(metrics.seconds, ".1f")),
+    )
+    return " ".join(f"{key}={value}" for key, value in pairs)
 
 
 def _finite_or_none(value: object) -> object:

@@ -9,6 +9,7 @@ from pathlib import Path
 import httpx
 import numpy as np
 import pytest
+from tests.run_descriptions import secure_run
 
 from veilfl.aggregator.access import AggregatorAccess
 from veilfl.aggregator.service import AggregatorService, create_aggregator_app
@@ -16,14 +17,15 @@ from veilfl.auth.admission import ADMISSION_HEADER, RoundAdmission, issue_admiss
 from veilfl.auth.identity import Identity
 from veilfl.auth.rate_limit import RateLimit
 from veilfl.auth.signed_request import COORDINATOR_SIGNER, aggregator_audience
-from veilfl.client.signing import SigningAuth, for_round
 from veilfl.crypto.csprng import CsprngStream
 from veilfl.crypto.envelope import decode_share
 from veilfl.crypto.field import MERSENNE_31
 from veilfl.crypto.keys import generate_keypair
 from veilfl.errors import ConfigurationError
+from veilfl.protocol.messages import RunInfo
 from veilfl.secagg.client_shares import seal_update
 from veilfl.secagg.config import EXTRA_COORDINATES, SecureAggregationConfig
+from veilfl.transport.signing import SigningAuth, for_round
 
 pytestmark = pytest.mark.timeout(60)
 KEYS = [generate_keypair() for _ in range(3)]
@@ -35,16 +37,14 @@ AUDIENCE = aggregator_audience(1, RUN)
 COORDINATOR_AUTH = SigningAuth(COORDINATOR, AUDIENCE, signer_id=COORDINATOR_SIGNER)
 
 
-def _run() -> dict[str, object]:
-    return {
-        "run_id": RUN,
-        "coordinator_key": COORDINATOR.public_key_text,
-        "secure": {
-            "config": CONFIG.to_json(),
-            "vector_length": D + EXTRA_COORDINATES,
-            "aggregators": [{"index": j + 1, "fingerprint": KEYS[j].fingerprint} for j in range(3)],
-        },
-    }
+def _run() -> RunInfo:
+    return secure_run(
+        RUN,
+        config=CONFIG,
+        keys=KEYS,
+        vector_length=D + EXTRA_COORDINATES,
+        coordinator_key=COORDINATOR.public_key_text,
+    )
 
 
 @pytest.fixture

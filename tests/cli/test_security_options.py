@@ -92,3 +92,44 @@ def test_tokens_are_written_private_and_distinct(tmp_path: Path) -> None:
     path.chmod(0o644)
     with pytest.raises(ConfigurationError, match="chmod 600"):
         read_tokens(path)
+
+
+def test_generated_tokens_never_start_with_a_dash(tmp_path: Path) -> None:
+    from veilfl.auth.enrollment import generate_tokens
+
+    # secrets.token_urlsafe alone starts with "-" about once in 64 tokens.
+    assert not any(token.startswith("-") for token in generate_tokens(2_000))
+    main(["tokens", "--out", str(tmp_path / "t.txt"), "--count", "50"])
+    assert not any(token.startswith("-") for token in read_tokens(tmp_path / "t.txt"))
+
+
+@pytest.mark.parametrize("how", ["equals", "file", "environment"])
+def test_a_token_that_starts_with_a_dash_still_reaches_the_client(
+    how: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import argparse
+
+    from veilfl.cli.client_cmd import add_parser
+    from veilfl.cli.security_options import TOKEN_ENV, enrollment_token_from
+
+    token = "-abcDEF_123"  # the shape an older veilfl's token could have
+    parser = argparse.ArgumentParser()
+    add_parser(parser.add_subparsers())
+    argv = ["client", "--server", "https://127.0.0.1:1", "--client-index", "0"]
+    monkeypatch.delenv(TOKEN_ENV, raising=False)
+    if how == "equals":
+        argv.append(f"--enrollment-token={token}")
+    elif how == "file":
+        (tmp_path / "token").write_text(f"{token}\n")
+        argv += ["--enrollment-token-file", str(tmp_path / "token")]
+    else:
+        monkeypatch.setenv(TOKEN_ENV, token)
+    args = parser.parse_args(argv)
+    assert enrollment_token_from(args.enrollment_token, args.enrollment_token_file) == token
+
+
+def test_an_unreadable_token_file_is_one_clear_error(tmp_path: Path) -> None:
+    from veilfl.cli.security_options import enrollment_token_from
+
+    with pytest.raises(ConfigurationError, match=r"--enrollment-token-file .* cannot be read"):
+        enrollment_token_from(None, tmp_path / "missing")

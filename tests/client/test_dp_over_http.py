@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import asyncio
-import random
 
 import httpx
 import pytest
 from tests.signed_clients import open_access
+from tests.tiny_coordinator import service_for
 
 from veilfl.client.http_client import RetryPolicy, run_client
 from veilfl.ml.datasets import synthetic_dataset
@@ -15,14 +15,10 @@ from veilfl.ml.learner import mnist_learner
 from veilfl.ml.partition import partition_iid
 from veilfl.privacy.accountant import epsilon_for
 from veilfl.privacy.dp_fedavg import DpConfig
-from veilfl.protocol.coordinator import PlaintextAggregation, SyncCoordinator
-from veilfl.protocol.messages import LocalTrainingPlan, RunInfo
-from veilfl.protocol.private_aggregation import PrivateAggregation
-from veilfl.protocol.sync_round import RoundConfig, SyncRoundMachine
+from veilfl.protocol.messages import LocalTrainingPlan
+from veilfl.protocol.settings import CoordinatorSettings
+from veilfl.protocol.sync_round import RoundConfig
 from veilfl.server.app import create_app
-from veilfl.server.service import CoordinatorService
-from veilfl.strategy.fedavg import FedAvg
-from veilfl.tensors import spec_of
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -30,35 +26,16 @@ pytestmark = pytest.mark.timeout(120)
 @pytest.mark.parametrize("placement", ["central", "local"])
 async def test_clients_follow_the_round_plan_and_epsilon_is_recorded(placement: str) -> None:
     learner = mnist_learner("simple-cnn", seed=0)
-    start = learner.initial_weights(seed=0)
     dp = DpConfig(placement=placement, noise_multiplier=1.5, clip_norm=0.5)  # type: ignore[arg-type]
-    aggregation = PrivateAggregation(
-        PlaintextAggregation(spec_of(start), uniform_weights=True),
-        dp,
-        expected_clients=2,
-        sample_rate=1.0,
+    settings = CoordinatorSettings(
+        model_name="simple-cnn",
+        rounds=RoundConfig(num_rounds=2, clients_per_round=2, poll_interval_s=0.01),
+        plan=LocalTrainingPlan(max_batches=2),
+        dp=dp,
+        population=2,
     )
-    core = SyncCoordinator(
-        machine=SyncRoundMachine(
-            RoundConfig(num_rounds=2, clients_per_round=2, poll_interval_s=0.01),
-            rng=random.Random(0),
-        ),
-        spec=spec_of(start),
-        initial_weights=start,
-        aggregation=aggregation,
-        strategy=FedAvg(),
-    )
-    service = CoordinatorService(
-        core,
-        run_info=RunInfo(
-            run_id="r",
-            model_name="simple-cnn",
-            num_rounds=2,
-            plan=LocalTrainingPlan(max_batches=2),
-            dp=dp.to_json(),
-        ),
-        max_update_bytes=1 << 24,
-    )
+    service = service_for(settings, learner.initial_weights(seed=0), run_id="r")
+    core = service.core
     app = create_app(service, metrics=lambda: list(core.history), access=open_access("r"))
     await service.start(tick_interval_s=0.01)
     data = synthetic_dataset(num_examples=100, seed=0)

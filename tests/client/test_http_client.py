@@ -3,24 +3,22 @@
 from __future__ import annotations
 
 import asyncio
-import random
 
 import httpx
 import pytest
 from tests.signed_clients import open_access
+from tests.tiny_coordinator import service_for
 
 from veilfl.client.http_client import RetryPolicy, run_client
 from veilfl.errors import TransportError
 from veilfl.ml.datasets import synthetic_dataset
 from veilfl.ml.learner import mnist_learner
 from veilfl.ml.partition import partition_iid
-from veilfl.protocol.coordinator import PlaintextAggregation, SyncCoordinator
-from veilfl.protocol.messages import LocalTrainingPlan, RunInfo
-from veilfl.protocol.sync_round import RoundConfig, SyncRoundMachine
+from veilfl.protocol.messages import LocalTrainingPlan
+from veilfl.protocol.settings import CoordinatorSettings
+from veilfl.protocol.sync_round import RoundConfig
 from veilfl.server.app import create_app
 from veilfl.server.service import CoordinatorService
-from veilfl.strategy.fedavg import FedAvg
-from veilfl.tensors import spec_of
 
 pytestmark = pytest.mark.timeout(120)
 FAST = RetryPolicy(max_attempts=8, initial_backoff_s=0.01, max_backoff_s=0.05)
@@ -28,27 +26,12 @@ FAST = RetryPolicy(max_attempts=8, initial_backoff_s=0.01, max_backoff_s=0.05)
 
 def _service(rounds: int) -> CoordinatorService:
     learner = mnist_learner("simple-cnn", seed=0)
-    start = learner.initial_weights(seed=0)
-    core = SyncCoordinator(
-        machine=SyncRoundMachine(
-            RoundConfig(num_rounds=rounds, clients_per_round=2, poll_interval_s=0.01),
-            rng=random.Random(0),
-        ),
-        spec=spec_of(start),
-        initial_weights=start,
-        aggregation=PlaintextAggregation(spec_of(start)),
-        strategy=FedAvg(),
+    settings = CoordinatorSettings(
+        model_name="simple-cnn",
+        rounds=RoundConfig(num_rounds=rounds, clients_per_round=2, poll_interval_s=0.01),
+        plan=LocalTrainingPlan(max_batches=2),
     )
-    return CoordinatorService(
-        core,
-        run_info=RunInfo(
-            run_id="r",
-            model_name="simple-cnn",
-            num_rounds=rounds,
-            plan=LocalTrainingPlan(max_batches=2),
-        ),
-        max_update_bytes=1 << 24,
-    )
+    return service_for(settings, learner.initial_weights(seed=0), run_id="r")
 
 
 class _Flaky(httpx.AsyncBaseTransport):

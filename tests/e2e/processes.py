@@ -17,7 +17,7 @@ import httpx
 from veilfl.auth.identity import Identity
 from veilfl.auth.signed_request import aggregator_audience, coordinator_audience
 from veilfl.cli.local_fleet import free_port
-from veilfl.client.signing import SigningAuth
+from veilfl.transport.signing import SigningAuth
 
 __all__ = [
     "PLAINTEXT",

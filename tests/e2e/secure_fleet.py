@@ -15,13 +15,12 @@ from tests.e2e.processes import HandClient, free_port, running, veilfl_command, 
 
 from veilfl.auth.admission import ADMISSION_HEADER
 from veilfl.cli.local_fleet import local_aggregators, local_trust, server_aggregator_flags
-from veilfl.client.signing import for_round
 from veilfl.crypto.csprng import CsprngStream
-from veilfl.keyfiles import PublicKeyFile
+from veilfl.protocol.messages import RunInfo
 from veilfl.secagg.client_shares import seal_update
-from veilfl.secagg.config import SecureAggregationConfig
 from veilfl.tensors import Weights, flatten, spec_of, unflatten
 from veilfl.tls import client_ssl_context
+from veilfl.transport.signing import for_round
 from veilfl.wire.tensor_codec import decode_weights
 
 __all__ = ["SecureFleet"]
@@ -99,9 +98,10 @@ class SecureFleet:
         self.aggregators: list[subprocess.Popen[bytes]] = []
         for index in range(1, aggregators + 1):
             self.aggregators.append(self.start_aggregator(index))
-        self.run = self.http.get("/v1/run").json()
-        self.config = SecureAggregationConfig(**self.run["secure"]["config"])
-        self._keys = [PublicKeyFile.from_json(a).key for a in self.run["secure"]["aggregators"]]
+        self.run = RunInfo.from_json(self.http.get("/v1/run").json())
+        assert self.run.secure is not None
+        self.config = self.run.secure.config
+        self._keys = [a.hpke_key() for a in self.run.secure.aggregators]
         self.hands = {
             hand.client_id: hand
             for hand in (
@@ -153,7 +153,7 @@ class SecureFleet:
             loss=1.0,
             config=self.config,
             public_keys=self._keys,
-            run_id=self.run["run_id"],
+            run_id=self.run.run_id,
             round_id=round_id,
             client_id=client,
             rng=CsprngStream(),

@@ -18,8 +18,8 @@ from tests.e2e.processes import (
     wait_until_serving,
 )
 
-from veilfl.client.signing import for_round
 from veilfl.protocol.messages import UpdateHeader
+from veilfl.transport.signing import for_round
 from veilfl.wire.tensor_codec import decode_weights, encode_weights
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(300)]

@@ -1,118 +1,148 @@
-"""When finishing a round fails (an aggregator is down or restarting), the accepted
-updates stay accepted, the client's request still succeeds, and the next tick finishes
-the round with the same participants; a round that cannot be finished within a round
-timeout is abandoned and run again under a new round id."""
+"""When aggregation cannot finish (an aggregator is down or restarting), the accepted
+updates stay accepted, the stall is said once, and the job asks again with the same
+participants; a round that still cannot be aggregated one round timeout after it closed
+is abandoned and run again under a new round id. All without a socket."""
 
 from __future__ import annotations
 
 import numpy as np
-import pytest
-from tests.tiny_coordinator import sync_core
+from tests.tiny_coordinator import settle
 
-from veilfl.errors import TransportError
-from veilfl.protocol.buffered import BufferConfig, BufferedMachine
-from veilfl.protocol.buffered_coordinator import BufferedCoordinator
-from veilfl.protocol.coordinator import PlaintextAggregation, RoundAggregate
-from veilfl.protocol.messages import UpdateHeader
-from veilfl.protocol.sync_round import ClosedRound
-from veilfl.strategy.buffered import FedBuff
-from veilfl.tensors import spec_of
+from veilfl.crypto.csprng import CsprngStream
+from veilfl.ml.learner import LocalUpdate
+from veilfl.protocol.assembly import build_coordinator, describe_run
+from veilfl.protocol.buffered import BufferConfig
+from veilfl.protocol.coordinator import Coordinator, CoordinatorPhase
+from veilfl.protocol.effects import AggregationStalled, Effect, RoundAbandoned
+from veilfl.protocol.hand_in import HandInContext
+from veilfl.protocol.messages import RunInfo
+from veilfl.protocol.settings import CoordinatorSettings, SecureSettings
+from veilfl.protocol.sync_round import RoundConfig
+from veilfl.secagg.config import SecureAggregationConfig
+from veilfl.sim.hand_in import SimulatedHandIn
+from veilfl.sim.in_process_aggregators import InProcessAggregators
 
 START = {"w": np.zeros(3, np.float32)}
+CONFIG = SecureAggregationConfig(threshold=2, num_aggregators=2, max_clients=10)
 
 
-class FlakyAggregation(PlaintextAggregation):
-    """Plaintext aggregation whose first ``failures`` attempts to aggregate fail, and
-    that can never aggregate the rounds in ``lost``."""
-
-    def __init__(self, failures: int, lost: frozenset[int] = frozenset()) -> None:
-        super().__init__(spec_of(START))
-        self.failures = failures
-        self.lost = lost
-        self.attempts: list[tuple[str, ...]] = []
-
-    def aggregate(self, closed: ClosedRound) -> RoundAggregate:
-        self.attempts.append(tuple(sorted(p.client_id for p in closed.participants)))
-        if len(self.attempts) <= self.failures or closed.round_id in self.lost:
-            raise TransportError("Aggregator 2 is unreachable.")
-        return super().aggregate(closed)
-
-
-def _header(client: str, round_id: int = 1) -> UpdateHeader:
-    return UpdateHeader(
-        client_id=client, round_id=round_id, base_version=0, num_samples=1, loss=0.5
+def _secure_run(
+    *, buffer: BufferConfig | None = None, timeout_s: float = 30.0
+) -> tuple[Coordinator, InProcessAggregators, RunInfo]:
+    aggregators = InProcessAggregators(CONFIG, run_id="r", model_size=3)
+    settings = CoordinatorSettings(
+        model_name="tiny",
+        rounds=RoundConfig(
+            num_rounds=1 if buffer is None else buffer.max_versions,
+            clients_per_round=2,
+            min_clients=2,
+            round_timeout_s=timeout_s,
+        ),
+        secure=SecureSettings(config=CONFIG, aggregators=aggregators.published),
+        buffer=buffer,
     )
+    core = build_coordinator(settings, initial_weights=START, retry_interval_s=1.0).coordinator
+    run = describe_run(settings, run_id="r", coordinator_key="", spec=core.spec)
+    return core, aggregators, run
 
 
-def _delta(value: float) -> dict[str, np.ndarray]:
-    return {"w": np.full(3, value, np.float32)}
-
-
-def test_a_round_whose_aggregation_fails_is_finished_by_a_later_tick() -> None:
-    aggregation = FlakyAggregation(failures=2)
-    core = sync_core(
-        START, aggregation=aggregation, num_rounds=1, clients_per_round=2, min_clients=2
+def _hand_in(
+    core: Coordinator,
+    aggregators: InProcessAggregators,
+    run: RunInfo,
+    client: str,
+    value: float,
+    *,
+    now: float,
+    round_id: int = 1,
+    weight: float | None = None,
+) -> bool:
+    hand = SimulatedHandIn(core, core.spec, aggregators=aggregators, csprng=CsprngStream())
+    result = hand.deliver(
+        LocalUpdate(delta={"w": np.full(3, value, np.float32)}, num_samples=100, mean_loss=0.5),
+        context=HandInContext(
+            client_id=client,
+            run=run,
+            round_id=round_id,
+            base_version=0,
+            weight=weight,
+            admission="in-process",
+        ),
+        now=now,
     )
-    for client in ("a", "b"):
+    return result.taken
+
+
+def _stalls(effects: list[Effect]) -> list[str]:
+    return [e.reason for e in effects if isinstance(e, AggregationStalled)]
+
+
+def _start(core: Coordinator, clients: tuple[str, ...] = ("a", "b")) -> None:
+    for client in clients:
         core.join(client, now=0.0)
-    for client in ("a", "b"):  # the round opens once both have joined
+    for client in clients:
         assert core.task_for(client, now=0.0).kind.value == "train"
-    assert core.submit_plaintext_update(_header("a"), _delta(1.0), now=1.0)
-    # The last update fills the round; closing it fails, but the update is accepted.
-    assert core.submit_plaintext_update(_header("b"), _delta(3.0), now=1.0)
-    assert core.history == () and core.model_version == 0
-    with pytest.raises(TransportError):
-        core.tick(now=2.0)  # still down: the ticker logs and tries again
-    metrics = core.tick(now=3.0)
-    assert metrics is not None and metrics.num_clients == 2
-    assert aggregation.attempts == [("a", "b")] * 3  # always the same participant list
-    np.testing.assert_allclose(core.global_model().weights["w"], 2.0)
-    assert not core.submit_plaintext_update(_header("b"), _delta(3.0), now=4.0)  # a duplicate
+
+
+def test_a_round_whose_aggregator_is_down_is_finished_once_it_is_back() -> None:
+    core, aggregators, run = _secure_run()
+    _start(core)
+    for client, value in (("a", 1.0), ("b", 3.0)):
+        assert _hand_in(core, aggregators, run, client, value, now=1.0)
+    aggregators.down = {2}  # it took both shares, then went down before the round closed
+    seen: list[Effect] = []
+    settle(core, now=1.0, aggregators=aggregators, seen=seen)
+    assert core.phase is CoordinatorPhase.AGGREGATING and core.model_version == 0
+    for now in (1.5, 2.5, 3.5, 4.5):  # still down: asked again every second
+        core.tick(now=now)
+        settle(core, now=now, aggregators=aggregators, seen=seen)
+    assert len(_stalls(seen)) == 1  # said once, not on every attempt
+    aggregators.down = set()
+    for now in (6.0, 7.5):
+        core.tick(now=now)
+        settle(core, now=now, aggregators=aggregators)
+    assert core.model_version == 1 and core.done
+    np.testing.assert_allclose(core.global_model().weights["w"], 2.0, atol=1e-5)
 
 
 def test_a_round_that_cannot_be_aggregated_is_abandoned_and_run_again() -> None:
-    aggregation = FlakyAggregation(failures=0, lost=frozenset({1}))
-    core = sync_core(
-        START,
-        aggregation=aggregation,
-        num_rounds=1,
-        clients_per_round=2,
-        min_clients=2,
-        round_timeout_s=30,
-    )
-    for client in ("a", "b"):
-        core.join(client, now=0.0)
-    for client in ("a", "b"):
-        core.task_for(client, now=0.0)
+    core, aggregators, run = _secure_run(timeout_s=30.0)
+    _start(core)
     for client, value in (("a", 5.0), ("b", 7.0)):
-        core.submit_plaintext_update(_header(client), _delta(value), now=1.0)
-    with pytest.raises(TransportError):
-        core.tick(now=20.0)  # within the round timeout: retried, same participants
-    assert core.tick(now=31.5) is None  # past it: round 1 is abandoned
+        assert _hand_in(core, aggregators, run, client, value, now=1.0)
+    aggregators.down = {2}
+    settle(core, now=1.0, aggregators=aggregators)
+    core.tick(now=20.0)  # within the round timeout: stalled, still round 1
+    settle(core, now=20.0, aggregators=aggregators)
+    assert core.schedule.round_id == 1
+    core.tick(now=31.5)  # past it: round 1 is abandoned
+    effects = core.drain()
+    (abandoned,) = [e for e in effects if isinstance(e, RoundAbandoned)]
+    assert (abandoned.round_id, abandoned.new_round_id) == (1, 2)
+    aggregators.down = set()
     tasks = [core.task_for(client, now=32.0) for client in ("a", "b")]
     assert [(t.kind.value, t.round_id, t.model_version) for t in tasks] == [("train", 2, 0)] * 2
     assert not core.done and core.history == ()
     for client, value in (("a", 1.0), ("b", 3.0)):
-        assert core.submit_plaintext_update(_header(client, round_id=2), _delta(value), now=33.0)
+        assert _hand_in(core, aggregators, run, client, value, now=33.0, round_id=2)
+    settle(core, now=33.0, aggregators=aggregators)
     assert [m.round_id for m in core.history] == [2] and core.done
-    np.testing.assert_allclose(core.global_model().weights["w"], 2.0)  # round 1's sums gone
+    np.testing.assert_allclose(core.global_model().weights["w"], 2.0, atol=1e-5)
 
 
-def test_a_buffer_whose_release_fails_is_released_by_a_later_tick() -> None:
-    aggregation = FlakyAggregation(failures=1)
-    core = BufferedCoordinator(
-        machine=BufferedMachine(BufferConfig(buffer_size=2, max_staleness=2, max_versions=2)),
-        spec=spec_of(START),
-        initial_weights=START,
-        aggregation=aggregation,
-        strategy=FedBuff(),
+def test_a_buffer_whose_release_stalls_is_released_by_a_later_tick() -> None:
+    core, aggregators, run = _secure_run(
+        buffer=BufferConfig(buffer_size=2, max_staleness=2, max_versions=2)
     )
-    for client, value in (("a", 1.0), ("b", 3.0)):
-        core.join(client, now=0.0)
-        assert core.task_for(client).kind.value == "train"
-        assert core.submit_plaintext_update(_header(client), _delta(value))
-    assert core.model_version == 0  # the release failed, the updates are kept
-    core.tick(now=1.0)
+    _start(core)
+    for client, value in (("a", 0.25), ("b", 0.75)):  # inside the clip range of 1
+        assert _hand_in(core, aggregators, run, client, value, now=0.0, weight=1.0)
+    aggregators.down = {2}
+    settle(core, now=0.0, aggregators=aggregators)
+    assert core.model_version == 0  # the release stalled; the updates are kept
+    aggregators.down = set()
+    for now in (0.5, 2.0):
+        core.tick(now=now)
+        settle(core, now=now, aggregators=aggregators)
     assert core.model_version == 1 and len(core.history) == 1
-    assert aggregation.attempts == [("a", "b")] * 2
-    np.testing.assert_allclose(core.global_model().weights["w"], 2.0)
+    np.testing.assert_allclose(core.global_model().weights["w"], 0.5, atol=1e-5)

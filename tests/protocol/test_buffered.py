@@ -14,7 +14,15 @@ from veilfl.protocol.buffered import (
     BufferMode,
     polynomial_staleness_weight,
 )
+from veilfl.protocol.cohort import ClosedCohort
+from veilfl.protocol.messages import LocalTrainingPlan, TaskKind, UpdateHeader
+from veilfl.protocol.settings import CoordinatorSettings, SecureSettings
+from veilfl.protocol.sync_round import RoundConfig
+from veilfl.secagg.config import SecureAggregationConfig
+from veilfl.sim.in_process_aggregators import InProcessAggregators
+from veilfl.strategy.aggregate import Aggregate
 from veilfl.strategy.buffered import FedAsync, FedBuff
+from veilfl.tensors import FloatArray
 
 
 def _machine(k: int = 2, max_staleness: int = 2, versions: int = 10) -> BufferedMachine:
@@ -26,6 +34,25 @@ def _machine(k: int = 2, max_staleness: int = 2, versions: int = 10) -> Buffered
     return machine
 
 
+def _header(client: str, buffer_id: int, trained: int) -> UpdateHeader:
+    return UpdateHeader(client_id=client, round_id=buffer_id, base_version=trained)
+
+
+def _accept(
+    machine: BufferedMachine, client: str, *, trained: int, buffer_id: int | None = None
+) -> bool:
+    header = _header(client, machine.round_id if buffer_id is None else buffer_id, trained)
+    placement = machine.admit(header)
+    return placement is not None and machine.accept(header, placement)
+
+
+def _release(machine: BufferedMachine) -> ClosedCohort:
+    assert machine.tick(now=0.0).ready_to_close or machine.tick(now=0.0).ready_to_close
+    cohort = machine.close(now=1.0)
+    machine.complete()
+    return cohort
+
+
 def test_staleness_weight_is_one_over_root_one_plus_staleness() -> None:
     assert [polynomial_staleness_weight(s) for s in (0, 1, 3, 8)] == pytest.approx(
         [1.0, 1 / math.sqrt(2), 0.5, 1 / 3]
@@ -35,14 +62,15 @@ def test_staleness_weight_is_one_over_root_one_plus_staleness() -> None:
 def test_buffer_of_k_releases_and_weights_follow_staleness() -> None:
     machine = _machine(k=2)
     for client in "ab":
-        assert machine.start_training(client) == 0
-    machine.accept("a", machine.ticket("a", trained_version=0))
-    assert machine.full_buffer() is None
-    machine.accept("b", machine.ticket("b", trained_version=0))
-    released = machine.full_buffer()
-    assert released is not None and released.base_version == 0
-    assert [c for c, _, _ in released.contributions] == ["a", "b"]
-    assert machine.released() == 1
+        task = machine.task_for(client)
+        assert task.kind is TaskKind.TRAIN and task.model_version == 0
+    assert _accept(machine, "a", trained=0)
+    assert not machine.tick(now=0.0).ready_to_close
+    assert _accept(machine, "b", trained=0)
+    cohort = machine.close(now=1.0)
+    assert cohort.base_version == 0 and cohort.participant_ids == ("a", "b")
+    assert [p.weight for p in cohort.participants] == [1.0, 1.0]
+    assert machine.complete() == 1
     # c trained on version 0 but uploads into buffer 2 (base 1): staleness 1.
     ticket = machine.ticket("c", trained_version=0)
     assert (ticket.buffer_id, ticket.staleness) == (2, 1)
@@ -52,8 +80,8 @@ def test_buffer_of_k_releases_and_weights_follow_staleness() -> None:
 def test_an_update_beyond_the_staleness_bound_is_refused_clearly() -> None:
     machine = _machine(k=1, max_staleness=1)
     for client in "abc":
-        machine.accept(client, machine.ticket(client, trained_version=machine.version))
-        machine.released()
+        assert _accept(machine, client, trained=machine.model_version)
+        _release(machine)
     with pytest.raises(StaleUpdateError, match=r"3 versions behind the open buffer \(at most 1"):
         machine.ticket("d", trained_version=0)
 
@@ -61,23 +89,28 @@ def test_an_update_beyond_the_staleness_bound_is_refused_clearly() -> None:
 def test_every_accepted_update_is_counted_exactly_once_across_buffers() -> None:
     machine = _machine(k=2)
     counted: list[str] = []
-    first = machine.ticket("a", trained_version=0)
-    assert machine.accept("a", first)
-    assert not machine.accept("a", first)  # retried upload
-    machine.accept("b", machine.ticket("b", trained_version=0))
-    released = machine.full_buffer()
-    assert released is not None
-    counted += [c for c, _, _ in released.contributions]
-    machine.released()
-    assert not machine.accept("a", first)  # a late retry after release: still once
+    assert _accept(machine, "a", trained=0)
+    assert not _accept(machine, "a", trained=0)  # retried upload
+    assert _accept(machine, "b", trained=0)
+    counted += _release(machine).participant_ids
+    assert not _accept(machine, "a", trained=0, buffer_id=1)  # a late retry after release
     with pytest.raises(RoundMismatchError):
-        machine.accept("c", first)  # c cannot use a's old buffer
-    machine.accept("a", machine.ticket("a", trained_version=1))  # a's next update
-    machine.accept("c", machine.ticket("c", trained_version=0))
-    released = machine.full_buffer()
-    assert released is not None
-    counted += [c for c, _, _ in released.contributions]
+        _accept(machine, "c", trained=0, buffer_id=1)  # c cannot use a's old buffer
+    assert _accept(machine, "a", trained=1)  # a's next update
+    assert _accept(machine, "c", trained=0)
+    counted += _release(machine).participant_ids
     assert counted == ["a", "b", "a", "c"]
+
+
+def test_an_abandoned_buffer_reopens_under_a_new_id_on_the_same_version() -> None:
+    machine = _machine(k=2)
+    _accept(machine, "a", trained=0)
+    _accept(machine, "b", trained=0)
+    machine.close(now=1.0)
+    assert machine.task_for("c").kind is TaskKind.WAIT
+    assert machine.abandon(now=2.0) == 2
+    assert (machine.round_id, machine.model_version, machine.pending) == (2, 0, 0)
+    assert _accept(machine, "a", trained=0)  # a may hand in again, into buffer 2
 
 
 def test_concurrency_limit_and_end_of_run() -> None:
@@ -86,21 +119,39 @@ def test_concurrency_limit_and_end_of_run() -> None:
     )
     machine.join("a")
     machine.join("b")
-    assert machine.start_training("a") == 0
-    assert machine.start_training("b") is None
-    machine.accept("a", machine.ticket("a", trained_version=0))
-    machine.released()
-    assert machine.done and machine.start_training("b") is None
+    assert machine.task_for("a").kind is TaskKind.TRAIN
+    assert machine.task_for("b").kind is TaskKind.WAIT
+    _accept(machine, "a", trained=0)
+    _release(machine)
+    assert machine.done and machine.task_for("b").kind is TaskKind.DONE
+
+
+class _History:
+    def __init__(self, versions: dict[int, FloatArray]) -> None:
+        self._versions = versions
+
+    def weights_at(self, version: int) -> FloatArray:
+        return self._versions[version]
+
+
+def _aggregate(total: np.ndarray, *, weight: float, count: int, trained: int = 0) -> Aggregate:
+    return Aggregate(
+        weighted_delta_sum=np.asarray(total, dtype=np.float64),
+        total_weight=weight,
+        participants=tuple(f"c{i}" for i in range(count)),
+        trained_versions=(trained,) * count,
+    )
 
 
 def test_fedbuff_step_matches_the_hand_computed_oracle() -> None:
     w = np.array([1.0, -2.0], dtype=np.float32)
     deltas = [np.array([0.5, 0.5]), np.array([-1.0, 2.0]), np.array([0.2, 0.0])]
     staleness = [0, 1, 3]
-    weighted = sum(
-        polynomial_staleness_weight(s) * d for s, d in zip(staleness, deltas, strict=True)
+    weights = [polynomial_staleness_weight(s) for s in staleness]
+    weighted = sum(wt * d for wt, d in zip(weights, deltas, strict=True))
+    new = FedBuff(server_learning_rate=0.8).apply(
+        w, _aggregate(weighted, weight=sum(weights), count=3), history=_History({})
     )
-    new = FedBuff(server_learning_rate=0.8).apply(w, np.asarray(weighted), buffer_size=3)
     expected = [
         1.0 + 0.8 * (0.5 * 1 + -1.0 / math.sqrt(2) + 0.2 * 0.5) / 3,
         -2.0 + 0.8 * (0.5 * 1 + 2.0 / math.sqrt(2) + 0.0) / 3,
@@ -110,12 +161,17 @@ def test_fedbuff_step_matches_the_hand_computed_oracle() -> None:
 
 def test_fedasync_mixes_with_a_staleness_discounted_rate() -> None:
     current = np.array([1.0, 1.0], dtype=np.float32)
-    trained_from = np.array([0.0, 2.0], dtype=np.float32)
-    delta = np.array([1.0, -1.0], dtype=np.float32)
-    new = FedAsync(mixing=0.5).apply(current, trained_from, delta, staleness_weight=0.5)
+    history = _History({0: np.array([0.0, 2.0], dtype=np.float32)})
+    delta = np.array([1.0, -1.0])
+    # The buffer's sum is s·Δ and its total weight s (here s = 0.5).
+    new = FedAsync(mixing=0.5).apply(
+        current, _aggregate(0.5 * delta, weight=0.5, count=1), history=history
+    )
     # alpha = 0.25; client model = [1, 1]; (0.75)[1, 1] + 0.25 [1, 1] = [1, 1]
     np.testing.assert_allclose(new, [1.0, 1.0])
-    other = FedAsync(mixing=1.0).apply(current, trained_from, delta * 3, staleness_weight=1.0)
+    other = FedAsync(mixing=1.0).apply(
+        current, _aggregate(3 * delta, weight=1.0, count=1), history=history
+    )
     np.testing.assert_allclose(other, [3.0, -1.0])
 
 
@@ -127,27 +183,15 @@ def test_inconsistent_buffer_settings_are_refused() -> None:
 
 
 def test_fedasync_is_refused_when_updates_are_secret_shared() -> None:
-    from veilfl.protocol.buffered_coordinator import BufferedCoordinator
-
-    class SecretShared:
-        def plaintext(self) -> None:
-            return None
-
-        def start_round(self, round_id: int) -> None:
-            pass
-
-    weights = {"w": np.zeros(3, np.float32)}
-    from veilfl.tensors import spec_of
-
-    with pytest.raises(ConfigurationError, match="use FedBuff"):
-        BufferedCoordinator(
-            machine=BufferedMachine(
-                BufferConfig(
-                    buffer_size=1, max_staleness=1, max_versions=1, mode=BufferMode.FEDASYNC
-                )
+    config = SecureAggregationConfig(threshold=2, num_aggregators=2)
+    aggregators = InProcessAggregators(config, run_id="r", model_size=3)
+    with pytest.raises(ConfigurationError, match="use --mode fedbuff"):
+        CoordinatorSettings(
+            model_name="tiny",
+            rounds=RoundConfig(num_rounds=1, clients_per_round=1),
+            plan=LocalTrainingPlan(),
+            secure=SecureSettings(config=config, aggregators=aggregators.published),
+            buffer=BufferConfig(
+                buffer_size=1, max_staleness=1, max_versions=1, mode=BufferMode.FEDASYNC
             ),
-            spec=spec_of(weights),
-            initial_weights=weights,
-            aggregation=SecretShared(),  # type: ignore[arg-type]
-            strategy=FedAsync(),
         )

@@ -17,6 +17,11 @@ from veilfl.protocol.messages import TaskKind, UpdateHeader
 from veilfl.protocol.sync_round import RoundConfig, RoundPhase, SyncRoundMachine
 
 
+def _accept(machine: SyncRoundMachine, header: UpdateHeader) -> bool:
+    placement = machine.admit(header)
+    return placement is not None and machine.accept(header, placement)
+
+
 def _machine(**overrides: object) -> SyncRoundMachine:
     settings: dict[str, object] = {
         "num_rounds": 2,
@@ -67,7 +72,7 @@ def test_round_closes_early_when_every_sampled_client_reported() -> None:
     clients = _join(machine, 3)
     machine.tick(now=0.0)
     for client in _sampled(machine, clients):
-        assert machine.accept_update(_header(client))
+        assert _accept(machine, _header(client))
     assert machine.tick(now=1.0).ready_to_close
     closed = machine.close(now=1.0)
     assert set(closed.participant_ids) == set(clients)
@@ -81,7 +86,7 @@ def test_deadline_closes_with_the_clients_that_reported_leaving_out_stragglers()
     machine.tick(now=0.0)
     reporters = _sampled(machine, clients)[:2]
     for client in reporters:
-        machine.accept_update(_header(client))
+        _accept(machine, _header(client))
     assert not machine.tick(now=9.9).ready_to_close
     assert machine.tick(now=10.0).ready_to_close
     assert set(machine.close(now=10.0).participant_ids) == set(reporters)
@@ -91,7 +96,7 @@ def test_deadline_with_too_few_reports_restarts_the_round_with_a_fresh_sample() 
     machine = _machine()
     clients = _join(machine, 3)
     machine.tick(now=0.0)
-    machine.accept_update(_header(_sampled(machine, clients)[0]))
+    _accept(machine, _header(_sampled(machine, clients)[0]))
     outcome = machine.tick(now=10.0)
     assert outcome.restarted and outcome.opened == 1
     assert machine.status().reported == 0
@@ -104,8 +109,8 @@ def test_duplicate_update_is_idempotent() -> None:
     clients = _join(machine, 3)
     machine.tick(now=0.0)
     client = _sampled(machine, clients)[0]
-    assert machine.accept_update(_header(client)) is True
-    assert machine.accept_update(_header(client)) is False
+    assert _accept(machine, _header(client)) is True
+    assert _accept(machine, _header(client)) is False
     assert machine.status().reported == 1
 
 
@@ -123,7 +128,7 @@ def test_rejected_updates_change_nothing(header: UpdateHeader, error: type[Excep
     machine.tick(now=0.0)
     before = machine.status()
     with pytest.raises(error):
-        machine.accept_update(header)
+        _accept(machine, header)
     assert machine.status() == before
 
 
@@ -134,7 +139,7 @@ def test_unsampled_client_is_told_to_wait_and_cannot_upload() -> None:
     outsider = next(c for c in clients if c not in _sampled(machine, clients))
     assert machine.task_for(outsider, now=0.0).kind is TaskKind.WAIT
     with pytest.raises(RoundMismatchError, match="not sampled"):
-        machine.accept_update(_header(outsider))
+        _accept(machine, _header(outsider))
 
 
 def test_late_update_after_close_is_rejected() -> None:
@@ -143,11 +148,11 @@ def test_late_update_after_close_is_rejected() -> None:
     machine.tick(now=0.0)
     sampled = _sampled(machine, clients)
     for client in sampled[:2]:
-        machine.accept_update(_header(client))
+        _accept(machine, _header(client))
     machine.tick(now=10.0)
     machine.close(now=10.0)
     with pytest.raises(RoundMismatchError, match="closed"):
-        machine.accept_update(_header(sampled[2]))
+        _accept(machine, _header(sampled[2]))
 
 
 def test_run_is_done_after_the_planned_rounds() -> None:
@@ -155,7 +160,7 @@ def test_run_is_done_after_the_planned_rounds() -> None:
     clients = _join(machine, 3)
     machine.tick(now=0.0)
     for client in _sampled(machine, clients):
-        machine.accept_update(_header(client))
+        _accept(machine, _header(client))
     machine.tick(now=1.0)
     machine.close(now=1.0)
     machine.complete()
@@ -205,8 +210,8 @@ def test_a_retry_after_the_round_completed_is_a_duplicate_not_an_error() -> None
     machine.tick(now=0.0)
     sampled = _sampled(machine, clients)
     for client in sampled:
-        machine.accept_update(_header(client))
+        _accept(machine, _header(client))
     machine.tick(now=1.0)
     machine.close(now=1.0)
     machine.complete()
-    assert machine.accept_update(_header(sampled[0])) is False
+    assert _accept(machine, _header(sampled[0])) is False

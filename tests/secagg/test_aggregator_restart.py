@@ -7,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from tests.run_descriptions import secure_run
 
 from veilfl.aggregator.service import AggregatorService
 from veilfl.aggregator.share_spool import FileShareArchive
@@ -14,6 +15,7 @@ from veilfl.crypto.csprng import CsprngStream
 from veilfl.crypto.field import MERSENNE_31
 from veilfl.crypto.keys import generate_keypair
 from veilfl.errors import ProtocolError, StorageError
+from veilfl.protocol.messages import RunInfo
 from veilfl.secagg.aggregator_node import AggregatorNode
 from veilfl.secagg.client_shares import seal_update
 from veilfl.secagg.config import EXTRA_COORDINATES, SecureAggregationConfig
@@ -108,15 +110,8 @@ def test_a_damaged_share_file_is_a_storage_error(tmp_path: Path) -> None:
         _node(tmp_path).restore([1])
 
 
-def _run(run_id: str = RUN) -> dict[str, object]:
-    return {
-        "run_id": run_id,
-        "secure": {
-            "config": CONFIG.to_json(),
-            "vector_length": LENGTH,
-            "aggregators": [{"index": j + 1, "fingerprint": KEYS[j].fingerprint} for j in range(2)],
-        },
-    }
+def _run(run_id: str = RUN) -> RunInfo:
+    return secure_run(run_id, config=CONFIG, keys=KEYS[:2], vector_length=LENGTH)
 
 
 async def test_the_service_takes_its_round_back_but_not_another_runs(tmp_path: Path) -> None:

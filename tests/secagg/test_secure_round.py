@@ -10,12 +10,19 @@ from hypothesis import strategies as st
 from veilfl.crypto.csprng import CsprngStream
 from veilfl.crypto.field import MERSENNE_31
 from veilfl.crypto.keys import AggregatorKeyPair, generate_keypair
-from veilfl.errors import DecryptionError, ProtocolError, RoundMismatchError, WireFormatError
+from veilfl.crypto.shamir import Share
+from veilfl.errors import (
+    DecryptionError,
+    ProtocolError,
+    ReconstructionError,
+    RoundMismatchError,
+    WireFormatError,
+)
 from veilfl.secagg.aggregator_state import AggregatorRound, InMemoryShareArchive
 from veilfl.secagg.client_shares import seal_update
 from veilfl.secagg.config import EXTRA_COORDINATES, SecureAggregationConfig
 from veilfl.secagg.reconstruction import plan_aggregation, reconstruct_aggregate
-from veilfl.strategy.fedavg import WeightedSum
+from veilfl.strategy.aggregate import WeightedSum
 
 KEYS = [generate_keypair("x25519") for _ in range(5)]
 
@@ -94,14 +101,19 @@ def test_secure_aggregate_equals_the_plaintext_weighted_mean(
         plaintext.add(deltas[i], weight=float(samples[i]))
     participants = [f"c{i}" for i in range(clients)]
     shares = [a.aggregate(participants) for a in aggregators[:t]]
-    result = reconstruct_aggregate(shares, config=config, num_participants=clients)
+    result = reconstruct_aggregate(
+        shares,
+        config=config,
+        participants=tuple(participants),
+        trained_versions=(0,) * clients,
+    )
     # Assert: within the documented quantisation bound of the weighted mean.
-    expected = plaintext.result().mean_delta()
-    total_weight = result.update.total_weight
+    expected = plaintext.vector() / plaintext.total_weight
+    total_weight = result.total_weight
     bound = config.encoding().quantisation_bound(clients)
     # |Σw·Δ error| <= bound and |Σw error| <= bound, so the mean is off by at most:
     mean_bound = (bound + bound * np.abs(expected)) / (total_weight - bound)
-    assert np.all(np.abs(result.update.mean_delta() - expected) <= mean_bound + 1e-9)
+    assert np.all(np.abs(result.mean_delta() - expected) <= mean_bound + 1e-9)
     expected_loss = float(np.average(0.5 + np.arange(clients), weights=samples))
     assert result.mean_loss == pytest.approx(expected_loss, abs=1e-3)
 
@@ -121,8 +133,10 @@ def test_round_survives_a_client_that_reached_only_some_aggregators() -> None:
         aggregators[0].aggregate(plan.participants),
         aggregators[2].aggregate(plan.participants),
     ]
-    result = reconstruct_aggregate(shares, config=config, num_participants=2)
-    np.testing.assert_allclose(result.update.mean_delta(), 0.25, atol=1e-5)
+    result = reconstruct_aggregate(
+        shares, config=config, participants=plan.participants, trained_versions=(0, 0)
+    )
+    np.testing.assert_allclose(result.mean_delta(), 0.25, atol=1e-5)
 
 
 def test_plan_prefers_the_aggregators_that_hold_the_most_clients() -> None:
@@ -266,3 +280,23 @@ def test_a_rejected_share_for_a_later_round_does_not_drop_the_current_round() ->
     with pytest.raises(ProtocolError, match="holds no share of round 7"):
         node.aggregate(7, ["a", "b"])
     assert node.open_rounds == {1: frozenset({"a"})}
+
+
+def test_reconstruction_from_more_than_t_shares_refuses_inconsistent_ones() -> None:
+    config = SecureAggregationConfig(threshold=2, num_aggregators=3, max_clients=8)
+    aggregators = _aggregators(config, 3, KEYS)
+    for client in ("a", "b"):
+        _upload(config, aggregators, client, np.full(3, 0.25, np.float32), 100)
+    shares = [a.aggregate(["a", "b"]) for a in aggregators]
+    consistent = reconstruct_aggregate(
+        shares, config=config, participants=("a", "b"), trained_versions=(0, 0)
+    )
+    np.testing.assert_allclose(consistent.mean_delta(), 0.25, atol=1e-5)
+    corrupted = Share(index=3, values=(shares[2].values + 1) % MERSENNE_31.p)
+    with pytest.raises(ReconstructionError, match="disagrees"):
+        reconstruct_aggregate(
+            [shares[0], shares[1], corrupted],
+            config=config,
+            participants=("a", "b"),
+            trained_versions=(0, 0),
+        )

@@ -11,11 +11,11 @@ import pytest
 from tests.signed_clients import enroll, open_access, signed_client
 from tests.tiny_coordinator import sync_core, sync_service
 
-from veilfl.client.signing import for_round
 from veilfl.protocol.messages import UpdateHeader
 from veilfl.server.app import create_app
 from veilfl.server.service import CoordinatorService
 from veilfl.tensors import Weights
+from veilfl.transport.signing import for_round
 from veilfl.wire.tensor_codec import decode_weights, encode_weights
 
 pytestmark = pytest.mark.timeout(60)

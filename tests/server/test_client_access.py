@@ -16,12 +16,12 @@ from tests.tiny_coordinator import sync_core, sync_service
 from veilfl.auth.enrollment import EnrollmentPolicy, generate_tokens
 from veilfl.auth.identity import Identity
 from veilfl.auth.rate_limit import RateLimit
-from veilfl.client.signing import for_round
 from veilfl.protocol.messages import UpdateHeader
 from veilfl.server.app import create_app
 from veilfl.server.client_access import ClientAccess
 from veilfl.server.run_store import RunStore
 from veilfl.server.service import CoordinatorService
+from veilfl.transport.signing import for_round
 from veilfl.wire.tensor_codec import encode_weights
 
 pytestmark = pytest.mark.timeout(60)

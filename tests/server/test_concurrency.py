@@ -11,9 +11,9 @@ import pytest
 from tests.signed_clients import enroll, open_access
 from tests.tiny_coordinator import sync_core, sync_service
 
-from veilfl.client.signing import for_round
 from veilfl.protocol.messages import UpdateHeader
 from veilfl.server.app import create_app
+from veilfl.transport.signing import for_round
 from veilfl.wire.tensor_codec import encode_weights
 
 pytestmark = pytest.mark.timeout(120)

@@ -8,7 +8,6 @@ hostile input of an enrolled client."""
 from __future__ import annotations
 
 import asyncio
-import random
 import re
 import tempfile
 import time
@@ -21,7 +20,9 @@ import numpy as np
 import schemathesis
 from hypothesis import HealthCheck, settings
 from requests import PreparedRequest
+from tests.run_descriptions import secure_run
 from tests.signed_clients import open_access
+from tests.tiny_coordinator import sync_core, sync_service
 
 from veilfl.aggregator.access import AggregatorAccess
 from veilfl.aggregator.service import AggregatorService, create_aggregator_app
@@ -35,19 +36,16 @@ from veilfl.auth.signed_request import (
     coordinator_audience,
     sign_request,
 )
-from veilfl.client.signing import SigningAuth
 from veilfl.crypto.keys import generate_keypair
+from veilfl.protocol.aggregation import PlaintextAggregation
 from veilfl.protocol.buffered import BufferConfig, BufferedMachine
-from veilfl.protocol.buffered_coordinator import BufferedCoordinator
-from veilfl.protocol.coordinator import PlaintextAggregation, SyncCoordinator
-from veilfl.protocol.messages import LocalTrainingPlan, RunInfo
-from veilfl.protocol.sync_round import RoundConfig, SyncRoundMachine
+from veilfl.protocol.coordinator import Coordinator
+from veilfl.protocol.messages import LocalTrainingPlan, RunInfo, RunMode
 from veilfl.secagg.config import EXTRA_COORDINATES, SecureAggregationConfig
 from veilfl.server.app import create_app
-from veilfl.server.service import CoordinatorService
 from veilfl.strategy.buffered import FedBuff
-from veilfl.strategy.fedavg import FedAvg
 from veilfl.tensors import spec_of
+from veilfl.transport.signing import SigningAuth
 
 START = {"w": np.zeros((3, 2), np.float32)}
 FUZZ = settings(max_examples=40, deadline=None, suppress_health_check=list(HealthCheck))
@@ -97,38 +95,30 @@ class _FuzzSigner:
         return request
 
 
-def _sync_core() -> SyncCoordinator:
-    return SyncCoordinator(
-        # No round ever opens, so the background ticker cannot change the state while
-        # a request is judged: every change seen comes from the request itself.
-        machine=SyncRoundMachine(
-            RoundConfig(num_rounds=2, clients_per_round=1, min_available_clients=10**9),
-            rng=random.Random(0),
-        ),
-        spec=spec_of(START),
-        initial_weights=START,
-        aggregation=PlaintextAggregation(spec_of(START)),
-        strategy=FedAvg(),
-    )
+def _sync_core() -> Coordinator:
+    # No round ever opens, so the background ticker cannot change the state while a
+    # request is judged: every change seen comes from the request itself.
+    return sync_core(START, num_rounds=2, clients_per_round=1, min_available_clients=10**9)
 
 
-def _buffered_core() -> BufferedCoordinator:
-    return BufferedCoordinator(
-        machine=BufferedMachine(BufferConfig(buffer_size=2, max_staleness=2, max_versions=3)),
+def _buffered_core() -> Coordinator:
+    return Coordinator(
+        schedule=BufferedMachine(BufferConfig(buffer_size=2, max_staleness=2, max_versions=3)),
         spec=spec_of(START),
         initial_weights=START,
         aggregation=PlaintextAggregation(spec_of(START)),
         strategy=FedBuff(),
+        round_timeout_s=60.0,
     )
 
 
-def _coordinator_app(core: Any, mode: str) -> Any:
-    service = CoordinatorService(
+def _coordinator_app(core: Coordinator, mode: RunMode) -> Any:
+    service = sync_service(
         core,
+        run_id="r",
         run_info=RunInfo(
             run_id="r", model_name="m", num_rounds=2, plan=LocalTrainingPlan(), mode=mode
         ),
-        max_update_bytes=1 << 20,
     )
     app = create_app(
         service, metrics=lambda: list(core.history), access=open_access("r", rate_limit=None)
@@ -151,9 +141,9 @@ async def _enroll(app: Any) -> None:
 
 SYNC_CORE = _sync_core()
 BUFFERED_CORE = _buffered_core()
-SYNC = schemathesis.openapi.from_asgi("/openapi.json", _coordinator_app(SYNC_CORE, "sync"))
+SYNC = schemathesis.openapi.from_asgi("/openapi.json", _coordinator_app(SYNC_CORE, RunMode.SYNC))
 BUFFERED = schemathesis.openapi.from_asgi(
-    "/openapi.json", _coordinator_app(BUFFERED_CORE, "fedbuff")
+    "/openapi.json", _coordinator_app(BUFFERED_CORE, RunMode.FEDBUFF)
 )
 AS_CLIENT = _FuzzSigner(coordinator_audience("r"), lambda path: (CLIENT, CLIENT.client_id))
 
@@ -190,15 +180,13 @@ AGGREGATOR = schemathesis.openapi.from_asgi(
         coordinator_url=None,
         max_share_bytes=1 << 16,
         access=AggregatorAccess(index=1, rate_limit=None),
-        run={
-            "run_id": "r",
-            "coordinator_key": COORDINATOR.public_key_text,
-            "secure": {
-                "config": SecureAggregationConfig().to_json(),
-                "vector_length": 6 + EXTRA_COORDINATES,
-                "aggregators": [{"index": 1, "fingerprint": KEY.fingerprint}],
-            },
-        },
+        run=secure_run(
+            "r",
+            config=SecureAggregationConfig(threshold=1, num_aggregators=1),
+            keys=[KEY],
+            vector_length=6 + EXTRA_COORDINATES,
+            coordinator_key=COORDINATOR.public_key_text,
+        ),
     ),
 )
 

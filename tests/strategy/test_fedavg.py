@@ -8,7 +8,13 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from veilfl.errors import ConfigurationError, ProtocolError, UpdateRejectedError
-from veilfl.strategy import FedAvg, WeightedSum
+from veilfl.strategy import Aggregate, FedAvg, WeightedSum
+from veilfl.tensors import FloatArray
+
+
+class _NoHistory:
+    def weights_at(self, version: int) -> FloatArray:
+        raise AssertionError("FedAvg reads no earlier model")
 
 
 def _oracle_mean(deltas: list[list[float]], weights: list[int]) -> list[float]:
@@ -38,7 +44,13 @@ def test_fedavg_equals_hand_computed_weighted_mean(
     # Act
     for delta, weight in zip(deltas, weights, strict=True):
         running.add(delta, weight=weight)
-    new = FedAvg(server_learning_rate=server_lr).apply(start, running.result())
+    aggregate = Aggregate(
+        weighted_delta_sum=running.vector(),
+        total_weight=running.total_weight,
+        participants=tuple(f"c{i}" for i in range(len(weights))),
+        trained_versions=(0,) * len(weights),
+    )
+    new = FedAvg(server_learning_rate=server_lr).apply(start, aggregate, history=_NoHistory())
     # Assert
     mean = _oracle_mean([d.tolist() for d in deltas], weights)
     expected = [float(s) + server_lr * m for s, m in zip(start.tolist(), mean, strict=True)]
@@ -57,7 +69,7 @@ def test_weighted_sum_rejects_wrong_length_and_bad_weight() -> None:
 
 def test_empty_sum_has_no_aggregate() -> None:
     with pytest.raises(ProtocolError, match="nothing to aggregate"):
-        WeightedSum(3).result()
+        WeightedSum(3).vector()
 
 
 def test_server_learning_rate_must_be_positive() -> None:

@@ -9,8 +9,7 @@ id come from the run description the aggregator fetched at start-up (over TLS).
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Mapping
-from typing import Any
+from collections.abc import Callable
 
 from fastapi import Request
 
@@ -20,7 +19,8 @@ from veilfl.auth.rate_limit import DEFAULT_RATE_LIMIT, RateLimit
 from veilfl.auth.request_verifier import RequestVerifier
 from veilfl.auth.signed_request import COORDINATOR_SIGNER, aggregator_audience
 from veilfl.errors import ConfigurationError, TransportError
-from veilfl.server.request_auth import RequestGuard
+from veilfl.protocol.messages import RunInfo
+from veilfl.transport.request_guard import RequestGuard
 
 __all__ = ["AggregatorAccess"]
 
@@ -51,20 +51,19 @@ class AggregatorAccess:
         self._coordinator_key = b""
         self._guard: RequestGuard | None = None
 
-    def attach(self, run: Mapping[str, Any]) -> None:
+    def attach(self, run: RunInfo) -> None:
         """Trust the coordinator key published in ``run``.
 
         Raises:
             ConfigurationError: if the run description carries no coordinator key.
         """
-        key = run.get("coordinator_key")
-        if not isinstance(key, str):
+        if not run.coordinator_key:
             raise ConfigurationError(
                 "The coordinator's run description has no coordinator_key; upgrade the "
                 "coordinator to a veilfl that signs round admissions."
             )
-        self._coordinator_key = decode_public_key(key)
-        self._run_id = str(run["run_id"])
+        self._coordinator_key = decode_public_key(run.coordinator_key)
+        self._run_id = run.run_id
         verifier = RequestVerifier(
             audience=aggregator_audience(self._index, self._run_id),
             max_skew_s=self._max_skew_s,

@@ -14,7 +14,7 @@ import logging
 import shutil
 import ssl
 import tempfile
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
@@ -24,15 +24,17 @@ from fastapi import FastAPI, Request, Response
 from pydantic import BaseModel, Field
 
 from veilfl.aggregator.access import AggregatorAccess
-from veilfl.aggregator.share_spool import FileShareArchive, write_durably
-from veilfl.client.peer import certificate_rejected
+from veilfl.aggregator.share_spool import FileShareArchive
 from veilfl.crypto.envelope import encode_share
 from veilfl.crypto.field import MERSENNE_31
 from veilfl.crypto.keys import AggregatorKeyPair
+from veilfl.durable_files import write_atomically
 from veilfl.errors import ConfigurationError, TransportError, WireFormatError
+from veilfl.protocol.messages import RunInfo
 from veilfl.secagg.aggregator_node import AggregatorNode
 from veilfl.secagg.aggregator_state import ShareArchive, ShareReceipt
-from veilfl.server.http_errors import install_error_handlers
+from veilfl.transport.http_errors import install_error_handlers
+from veilfl.transport.peer import certificate_rejected
 
 __all__ = ["AggregatorService", "create_aggregator_app", "fetch_run"]
 
@@ -42,7 +44,7 @@ BINARY = "application/octet-stream"
 
 async def fetch_run(
     coordinator_url: str, *, verify: ssl.SSLContext | bool = True, attempts: int = 120
-) -> dict[str, Any]:
+) -> RunInfo:
     """The coordinator's run description, retried quietly while it starts up.
 
     Raises:
@@ -54,8 +56,7 @@ async def fetch_run(
             try:
                 response = await http.get("/v1/run")
                 if response.status_code == 200:
-                    body: dict[str, Any] = response.json()
-                    return body
+                    return RunInfo.from_json(response.json())
             except httpx.TransportError as exc:
                 if certificate_rejected(exc):
                     raise TransportError(
@@ -97,25 +98,25 @@ class AggregatorService:
         self._node: AggregatorNode | None = None
         self._vector_length = 0
 
-    def attach(self, run: dict[str, Any]) -> None:
+    def attach(self, run: RunInfo) -> None:
         """Serve the run described by the coordinator.
 
         Raises:
             ConfigurationError: if the run has no secure aggregation, or publishes
                 another key for this aggregator.
         """
-        secure = run.get("secure")
-        if not secure:
+        secure = run.secure
+        if secure is None:
             raise ConfigurationError("The coordinator's run does not use secure aggregation.")
-        published = {a["index"]: a for a in secure["aggregators"]}
+        published = {a.index: a for a in secure.aggregators}
         mine = published.get(self.index)
-        if mine is None or mine["fingerprint"] != self._keypair.fingerprint:
+        if mine is None or mine.fingerprint != self._keypair.fingerprint:
             raise ConfigurationError(
                 f"The coordinator does not publish this aggregator's key as aggregator "
                 f"{self.index}; check --index and the key file."
             )
-        self._vector_length = int(secure["vector_length"])
-        run_id = str(run["run_id"])
+        self._vector_length = secure.vector_length
+        run_id = run.run_id
         self._claim_spool(run_id)
         node = AggregatorNode(
             index=self.index,
@@ -152,7 +153,7 @@ class AggregatorService:
             logger.warning("the spool %s holds another run's shares; clearing it", self._spool)
             for folder in self._spool.glob("round-*"):
                 shutil.rmtree(folder, ignore_errors=True)
-        write_durably(marker, json.dumps(wanted).encode())
+        write_atomically(marker, json.dumps(wanted).encode())
 
     def _spooled_rounds(self) -> list[int]:
         rounds = []
@@ -178,6 +179,12 @@ class AggregatorService:
         async with self._lock:
             return await asyncio.to_thread(node.receive, round_id, client_id, envelope)
 
+    async def holdings(self, round_id: int) -> frozenset[str]:
+        """The clients whose shares of ``round_id`` this aggregator holds."""
+        node = self._require_node()
+        async with self._lock:
+            return node.holdings(round_id)
+
     async def aggregate(self, round_id: int, participants: Sequence[str]) -> bytes:
         """The encoded aggregate share over ``participants``."""
         node = self._require_node()
@@ -202,6 +209,14 @@ class AggregateRequest(BaseModel):
     participants: list[str] = Field(min_length=1, max_length=100_000)
 
 
+class Holdings(BaseModel):
+    """Answer to ``GET /v1/rounds/{round_id}/holdings``: whose shares this aggregator
+    holds (the coordinator builds the participant list from these, not from receipts)."""
+
+    round_id: int
+    clients: list[str]
+
+
 class ShareAccepted(BaseModel):
     """Answer to a share upload."""
 
@@ -216,7 +231,7 @@ def create_aggregator_app(
     coordinator_url: str | None,
     max_share_bytes: int,
     access: AggregatorAccess,
-    run: Mapping[str, Any] | None = None,
+    run: RunInfo | None = None,
     verify: ssl.SSLContext | bool = True,
 ) -> FastAPI:
     """The aggregator's FastAPI application.
@@ -233,7 +248,7 @@ def create_aggregator_app(
     """
     if run is not None:
         access.attach(run)
-        service.attach(dict(run))
+        service.attach(run)
     elif coordinator_url is None:
         raise ConfigurationError("Give the aggregator the coordinator's URL or the run.")
 
@@ -289,6 +304,11 @@ def create_aggregator_app(
         await access.check_coordinator(request, round_id=round_id)
         share = await service.aggregate(round_id, body.participants)
         return Response(content=share, media_type=BINARY)
+
+    @app.get("/v1/rounds/{round_id}/holdings", response_model=Holdings)
+    async def holdings(round_id: int, request: Request) -> Holdings:
+        await access.check_coordinator(request, round_id=round_id)
+        return Holdings(round_id=round_id, clients=sorted(await service.holdings(round_id)))
 
     @app.get("/v1/status")
     async def status() -> dict[str, Any]:

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import shutil
 import struct
 from collections.abc import Iterator
@@ -23,28 +22,14 @@ from pathlib import Path
 from veilfl.crypto.envelope import decode_share, encode_share
 from veilfl.crypto.field import PrimeField
 from veilfl.crypto.shamir import Share
+from veilfl.durable_files import write_atomically
 from veilfl.errors import StorageError, WireFormatError
 
-__all__ = ["FileShareArchive", "write_durably"]
+__all__ = ["FileShareArchive"]
 
 _SUFFIX = ".share"
 _ANSWER = "answer.json"
 _ID_LENGTH = struct.Struct(">H")
-
-
-def write_durably(path: Path, data: bytes) -> None:
-    """Replace ``path`` with ``data`` atomically, and make it survive a crash."""
-    temporary = path.with_name(f".{path.name}.tmp")
-    with temporary.open("wb") as handle:
-        handle.write(data)
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.replace(temporary, path)
-    folder = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(folder)
-    finally:
-        os.close(folder)
 
 
 class FileShareArchive:
@@ -64,7 +49,7 @@ class FileShareArchive:
     def put(self, client_id: str, share: Share) -> None:
         """Store ``client_id``'s share durably."""
         name = client_id.encode("utf-8", "surrogatepass")
-        write_durably(
+        write_atomically(
             self._path(client_id), _ID_LENGTH.pack(len(name)) + name + encode_share(share)
         )
 
@@ -109,7 +94,7 @@ class FileShareArchive:
 
     def record_answer(self, participants: frozenset[str]) -> None:
         """Write the answered participant list durably."""
-        write_durably(self._directory / _ANSWER, json.dumps(sorted(participants)).encode())
+        write_atomically(self._directory / _ANSWER, json.dumps(sorted(participants)).encode())
 
     def recorded_answer(self) -> frozenset[str] | None:
         """The answered participant list, if the round was aggregated."""

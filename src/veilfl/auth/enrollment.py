@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from veilfl.auth.identity import client_id_for
 from veilfl.errors import ConfigurationError, EnrollmentRefusedError
 
-__all__ = ["EnrollmentPolicy", "generate_tokens", "token_digest"]
+__all__ = ["TOKEN_PREFIX", "EnrollmentPolicy", "generate_tokens", "token_digest"]
 
 
 def token_digest(token: str) -> str:
@@ -23,9 +23,14 @@ def token_digest(token: str) -> str:
     return hashlib.sha256(b"veilfl-enrollment-token\x00" + token.strip().encode()).hexdigest()
 
 
+TOKEN_PREFIX = "vfl_"
+"""Every generated token starts with this, so that none starts with ``-`` (which a
+command line would read as an option) and a token is recognisable in a file."""
+
+
 def generate_tokens(count: int) -> list[str]:
-    """``count`` fresh one-time tokens (192 bits each)."""
-    return [secrets.token_urlsafe(24) for _ in range(count)]
+    """``count`` fresh one-time tokens (192 random bits each, after :data:`TOKEN_PREFIX`)."""
+    return [TOKEN_PREFIX + secrets.token_urlsafe(24) for _ in range(count)]
 
 
 @dataclass(frozen=True)

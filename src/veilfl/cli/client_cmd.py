@@ -72,6 +72,12 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
         default=None,
         help=f"one-time enrollment token (default: ${TOKEN_ENV}, which keeps it out of ps)",
     )
+    parser.add_argument(
+        "--enrollment-token-file",
+        type=Path,
+        default=None,
+        help="read the one-time enrollment token from this file (one line)",
+    )
     add_tls_options(parser, serves=False)
     add_data_options(parser)
     add_log_option(parser)
@@ -146,7 +152,9 @@ def run(args: argparse.Namespace) -> int:
             data,
             name=f"client-{args.client_index}",
             identity=identity,
-            enrollment_token=enrollment_token_from(args.enrollment_token),
+            enrollment_token=enrollment_token_from(
+                args.enrollment_token, args.enrollment_token_file
+            ),
             verify=transport.verify,
             aggregator_fingerprints=(
                 dict(enumerate(args.aggregator_fingerprint, start=1))

@@ -185,6 +185,25 @@ def rate_limit_from_args(args: argparse.Namespace) -> RateLimit | None:
     return RateLimit(per_second=args.rate_limit, burst=args.rate_burst)
 
 
-def enrollment_token_from(explicit: str | None) -> str | None:
-    """The token from ``--enrollment-token`` or ``$VEILFL_ENROLLMENT_TOKEN``."""
-    return explicit or os.environ.get(TOKEN_ENV) or None
+def enrollment_token_from(explicit: str | None, file: Path | None = None) -> str | None:
+    """The token from ``--enrollment-token``, ``--enrollment-token-file`` or
+    ``$VEILFL_ENROLLMENT_TOKEN``, in that order.
+
+    Raises:
+        ConfigurationError: if the token file cannot be read or holds no token.
+    """
+    if explicit:
+        return explicit.strip()
+    if file is not None:
+        try:
+            text = file.read_text().strip()
+        except OSError as exc:
+            raise ConfigurationError(
+                f"--enrollment-token-file {file} cannot be read: {exc.strerror}."
+            ) from None
+        if not text or "\n" in text:
+            raise ConfigurationError(
+                f"--enrollment-token-file {file} must hold exactly one token on one line."
+            )
+        return text
+    return os.environ.get(TOKEN_ENV, "").strip() or None

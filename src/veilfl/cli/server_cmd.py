@@ -27,10 +27,10 @@ from veilfl.errors import ConfigurationError
 from veilfl.keyfiles import read_public_key
 from veilfl.privacy.dp_fedavg import DpConfig
 from veilfl.protocol.buffered import BufferConfig, BufferMode
-from veilfl.protocol.messages import LocalTrainingPlan
+from veilfl.protocol.messages import LocalTrainingPlan, PublishedAggregator
+from veilfl.protocol.settings import CoordinatorSettings, SecureSettings
 from veilfl.protocol.sync_round import RoundConfig
 from veilfl.secagg.config import SecureAggregationConfig
-from veilfl.server.run_setup import AggregatorEndpoint, CoordinatorSettings, SecureSettings
 
 __all__ = ["add_parser", "run"]
 
@@ -54,6 +54,12 @@ def add_round_options(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--max-batches", type=int, default=None, help="cap batches per epoch")
     group.add_argument("--server-lr", type=float, default=1.0, help="server learning rate")
     group.add_argument("--seed", type=int, default=0, help="seed for model init and sampling")
+    group.add_argument(
+        "--population",
+        type=int,
+        default=None,
+        help="clients the run draws from (fixes the DP sampling rate; default: --min-available)",
+    )
     buffered = parser.add_argument_group("asynchronous aggregation")
     buffered.add_argument(
         "--mode",
@@ -80,7 +86,7 @@ def secure_from_args(args: argparse.Namespace, dp: DpConfig | None = None) -> Se
             raise ConfigurationError(f"--aggregator takes URL,PUBLIC_KEY_FILE; got {spec!r}.")
         key = read_public_key(Path(key_file))
         endpoints.append(
-            AggregatorEndpoint(
+            PublishedAggregator(
                 index=index,
                 url=url.rstrip("/"),
                 kem=key.kem,
@@ -93,7 +99,7 @@ def secure_from_args(args: argparse.Namespace, dp: DpConfig | None = None) -> Se
         clip_range=secure_clip_range(args.clip_range, dp),
         max_clients=args.max_clients,
         max_samples_per_client=args.max_samples_per_client,
-        kem=endpoints[0].kem,  # type: ignore[arg-type]
+        kem=endpoints[0].kem,
     )
     return SecureSettings(config=config, aggregators=tuple(endpoints))
 
@@ -111,7 +117,7 @@ def settings_from_args(args: argparse.Namespace) -> CoordinatorSettings:
         min_available_clients=args.min_available,
         round_timeout_s=args.round_timeout,
     )
-    population = getattr(args, "num_clients", None) or rounds.clients_needed_to_start
+    population = getattr(args, "population", None) or rounds.clients_needed_to_start
     dp = (
         dp_from_args(
             args,
@@ -138,6 +144,7 @@ def settings_from_args(args: argparse.Namespace) -> CoordinatorSettings:
         dp=dp,
         buffer=buffer_from_args(args),
         fedasync_mixing=getattr(args, "fedasync_mixing", 0.6),
+        population=getattr(args, "population", None),
     )
 
 
@@ -215,8 +222,11 @@ def run(args: argparse.Namespace) -> int:
     import uvicorn
 
     from veilfl.ml.learner import mnist_learner
+    from veilfl.server.aggregator_link import HttpAggregatorLink
     from veilfl.server.app import create_app
     from veilfl.server.client_access import ClientAccess
+    from veilfl.server.commands import ServerCommands
+    from veilfl.server.round_reports import RoundReports
     from veilfl.server.run_setup import metrics_from_store, prepare_run
     from veilfl.server.service import CoordinatorService
 
@@ -233,29 +243,46 @@ def run(args: argparse.Namespace) -> int:
         args.run_dir,
         settings,
         initial_weights=lambda seed: learner.initial_weights(seed=seed),
-        evaluate=learner.evaluator(test),
-        verify=transport.verify,
     )
+    run_info = prepared.run_info
     if prepared.resumed_from_round is not None:
-        logger.info(
-            "resuming run %s after round %d",
-            prepared.run_info.run_id,
-            prepared.resumed_from_round,
+        logger.info("resuming run %s after round %d", run_info.run_id, prepared.resumed_from_round)
+    link = (
+        None
+        if run_info.secure is None
+        else HttpAggregatorLink(
+            {a.index: a.url for a in run_info.secure.aggregators},
+            vector_length=run_info.secure.vector_length,
+            run_id=run_info.run_id,
+            identity=prepared.identity,
+            verify=transport.verify,
         )
+    )
+    reports = RoundReports(
+        args.run_dir,
+        prepared.recorder,
+        spec=prepared.coordinator.spec,
+        evaluate=learner.evaluator(test),
+        history=metrics_from_store(prepared.store),
+        title=f"veilfl run {run_info.run_id}",
+    )
     service = CoordinatorService(
         prepared.coordinator,
-        run_info=prepared.run_info,
+        run_info=run_info,
+        performer=ServerCommands(link, prepared.persist),
+        on_round=reports,
+        on_served=reports.note,
         max_update_bytes=int(args.max_update_mb * 2**20),
     )
     access = ClientAccess.create(
-        run_id=prepared.run_info.run_id,
+        run_id=run_info.run_id,
         policy=policy,
         coordinator=prepared.identity,
         store=prepared.store,
         rate_limit=rate_limit_from_args(args),
         max_skew_s=args.max_clock_skew,
     )
-    app = create_app(service, metrics=lambda: metrics_from_store(prepared.store), access=access)
+    app = create_app(service, metrics=lambda: list(reports.history), access=access)
     config = uvicorn.Config(
         app,
         host=args.host,
@@ -275,18 +302,21 @@ def run(args: argparse.Namespace) -> int:
         if finished in done:
             logger.info(
                 "all %d rounds complete; serving %.0f s more",
-                settings.rounds.num_rounds,
+                settings.num_releases,
                 args.linger,
             )
             await asyncio.sleep(args.linger)
             server.should_exit = True
         await serving
+        if link is not None:
+            await link.close()
 
     if prepared.coordinator.done:
-        logger.info("run %s is already complete", prepared.run_info.run_id)
+        logger.info("run %s is already complete", run_info.run_id)
         return 0
     try:
         asyncio.run(serve())
     finally:
+        reports.plot()
         prepared.store.close()
     return 0

@@ -68,6 +68,7 @@ def run(args: argparse.Namespace) -> int:
     configure_logging(args.log_level)
     if args.threads:
         torch.set_num_threads(args.threads)
+    args.population = args.num_clients  # the simulated population is all of it
     settings = settings_from_args(args)
     client_data = partitioned_clients(args)
     run_dir = args.run_dir or Path("runs") / f"sim-{datetime.now():%Y%m%d-%H%M%S}"
@@ -118,6 +119,7 @@ def run(args: argparse.Namespace) -> int:
                 secure=secure,
                 dp=settings.dp,
                 seed=settings.seed,
+                min_clients=settings.rounds.min_clients,
             ),
             on_release=show,
         )

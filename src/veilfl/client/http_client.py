@@ -13,19 +13,19 @@ import logging
 import ssl
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import TypeVar
 
 import httpx
 
 from veilfl.auth.identity import Identity
 from veilfl.auth.signed_request import coordinator_audience
-from veilfl.client.peer import Peer, RetryPolicy, error_message, raise_for_status
-from veilfl.client.signing import SigningAuth
-from veilfl.client.uploads import PlaintextUploader, SecureUploader, Uploader
+from veilfl.client.uploads import HttpDelivery
 from veilfl.ml.learner import Learner, LocalUpdate
-from veilfl.privacy.dp_fedavg import ClientPrivacyPlan
-from veilfl.protocol.messages import LocalTrainingPlan, TaskKind
+from veilfl.protocol.hand_in import HandInContext, HandInResult
+from veilfl.protocol.messages import RunInfo, Task, TaskKind
 from veilfl.tensors import Weights
+from veilfl.transport.peer import Peer, RetryPolicy, error_message, raise_for_status
+from veilfl.transport.signing import SigningAuth
 from veilfl.wire.tensor_codec import decode_weights
 
 __all__ = ["ClientSummary", "RetryPolicy", "run_client"]
@@ -90,26 +90,22 @@ async def run_client(
         api = Peer(http, policy)
         response = await api.request("GET", "/v1/run")
         raise_for_status(response, "describe the run")
-        http.auth = SigningAuth(identity, coordinator_audience(str(response.json()["run_id"])))
+        described = RunInfo.from_json(response.json())
+        http.auth = SigningAuth(identity, coordinator_audience(described.run_id))
 
-        async def join() -> tuple[str, dict[str, Any]]:
+        async def join() -> tuple[str, RunInfo]:
             return await _join(api, identity, name=name, token=enrollment_token)
 
         client_id, run = await join()
-        plan = LocalTrainingPlan(**run["plan"])
-        uploader: Uploader = (
-            SecureUploader(
-                api,
-                run,
-                identity=identity,
-                expected_fingerprints=aggregator_fingerprints,
-                verify=verify,
-                transport=transport,
-            )
-            if run.get("secure")
-            else PlaintextUploader(api)
+        delivery = HttpDelivery(
+            api,
+            run,
+            identity=identity,
+            expected_fingerprints=aggregator_fingerprints,
+            verify=verify,
+            transport=transport,
         )
-        logger.info("joined as %s (%s)", client_id, uploader.description)
+        logger.info("joined as %s (%s)", client_id, delivery.description)
         model = await asyncio.to_thread(learner.model_fn)
         trained = refused = 0
         try:
@@ -120,52 +116,51 @@ async def run_client(
                     client_id, run = await join()
                     continue
                 raise_for_status(response, "ask for a task")
-                task = response.json()
-                kind = TaskKind(task["kind"])
-                if kind is TaskKind.DONE:
+                task = Task.from_json(response.json())
+                if task.kind is TaskKind.DONE:
                     logger.info("run complete after %d rounds trained here", trained)
                     return ClientSummary(client_id, trained, refused)
-                if kind is TaskKind.WAIT:
-                    await asyncio.sleep(float(task["retry_after_s"]))
+                if task.kind is TaskKind.WAIT:
+                    await asyncio.sleep(task.retry_after_s)
                     continue
-                round_id, version = int(task["round_id"]), int(task["model_version"])
-                buffered = run.get("mode", "sync") != "sync"
-                fetched = await _fetch_model(api, version, any_version=buffered)
+                assert task.round_id is not None and task.model_version is not None
+                round_id = task.round_id
+                fetched = await _fetch_model(api, task.model_version, any_version=run.buffered)
                 if fetched is None:
                     continue
                 version, global_weights = fetched
                 logger.info("round %d: training on model version %d", round_id, version)
                 update = await asyncio.to_thread(
-                    learner.local_update, model, global_weights, data, plan
+                    learner.local_update, model, global_weights, data, run.plan
                 )
-                privacy_json = task.get("privacy")
-                privacy = (
-                    None if privacy_json is None else ClientPrivacyPlan.from_json(privacy_json)
-                )
-                if buffered:
-                    answer = await _send_buffered(
+                if run.buffered:
+                    result = await _hand_in_buffered(
                         api,
-                        uploader,
+                        delivery,
+                        run,
+                        task,
                         client_id=client_id,
                         version=version,
                         update=update,
-                        privacy=privacy,
                     )
                 else:
-                    answer = await uploader.send(
-                        client_id=client_id,
-                        round_id=round_id,
-                        base_version=version,
-                        update=update,
-                        privacy=privacy,
-                        admission=task.get("admission"),
+                    result = await delivery.deliver(
+                        update,
+                        context=HandInContext(
+                            client_id=client_id,
+                            run=run,
+                            round_id=round_id,
+                            base_version=version,
+                            admission=task.admission,
+                            privacy=task.privacy,
+                        ),
                     )
-                if answer is None or answer.status_code == 409:
+                if not result.taken:
                     refused += 1
-                    why = "too few aggregators" if answer is None else error_message(answer)
-                    logger.warning("round %d: the update was not taken: %s", round_id, why)
+                    logger.warning(
+                        "round %d: the update was not taken: %s", round_id, result.reason
+                    )
                     continue
-                raise_for_status(answer, "upload an update", expected=202)
                 trained += 1
                 logger.info(
                     "round %d: uploaded (%d samples, loss %.4f%s)",
@@ -175,18 +170,18 @@ async def run_client(
                     "" if update.epsilon is None else f", own epsilon {update.epsilon:.3f}",
                 )
         finally:
-            await uploader.close()
+            await delivery.close()
 
 
 async def _join(
     api: Peer, identity: Identity, *, name: str, token: str | None
-) -> tuple[str, dict[str, Any]]:
+) -> tuple[str, RunInfo]:
     """Enroll (or join again) with this client's key, signed by that key."""
     request = {"name": name, "public_key": identity.public_key_text, "enrollment_token": token}
     response = await api.request("POST", "/v1/clients", json=request, expect=(201,))
     raise_for_status(response, "enroll this client", expected=201)
     body = response.json()
-    return str(body["client_id"]), dict(body["run"])
+    return str(body["client_id"]), RunInfo.from_json(body["run"])
 
 
 async def _fetch_model(api: Peer, version: int, *, any_version: bool) -> tuple[int, Weights] | None:
@@ -201,36 +196,40 @@ async def _fetch_model(api: Peer, version: int, *, any_version: bool) -> tuple[i
     return served, weights
 
 
-async def _send_buffered(
+async def _hand_in_buffered(
     api: Peer,
-    uploader: Uploader,
+    delivery: HttpDelivery,
+    run: RunInfo,
+    task: Task,
     *,
     client_id: str,
     version: int,
     update: LocalUpdate,
-    privacy: ClientPrivacyPlan | None,
     attempts: int = 3,
-) -> httpx.Response | None:
-    """Get a ticket (buffer and staleness weight), then upload; again if the buffer
+) -> HandInResult:
+    """Get a ticket (buffer and staleness weight), then hand in; again if the buffer
     closed in between."""
-    answer: httpx.Response | None = None
+    result = HandInResult(taken=False, reason="no ticket was issued")
     for _ in range(attempts):
         response = await api.request(
             "POST", "/v1/tickets", json={"client_id": client_id, "trained_version": version}
         )
         if response.status_code == 409:
-            return response  # too stale: the caller logs why and moves on
+            return HandInResult(taken=False, reason=error_message(response))
         raise_for_status(response, "issue a ticket")
         ticket = response.json()
-        answer = await uploader.send(
-            client_id=client_id,
-            round_id=int(ticket["buffer_id"]),
-            base_version=version,
-            update=update,
-            privacy=privacy,
-            weight=float(ticket["weight"]),
-            admission=ticket.get("admission"),
+        result = await delivery.deliver(
+            update,
+            context=HandInContext(
+                client_id=client_id,
+                run=run,
+                round_id=int(ticket["buffer_id"]),
+                base_version=version,
+                weight=float(ticket["weight"]),
+                admission=ticket.get("admission"),
+                privacy=task.privacy,
+            ),
         )
-        if answer is None or answer.status_code != 409:
-            return answer
-    return answer
+        if result.taken:
+            return result
+    return result

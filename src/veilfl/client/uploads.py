@@ -1,5 +1,10 @@
-"""How a client hands in its update: in plaintext to the coordinator, or as sealed
-Shamir shares to the aggregators plus a receipt to the coordinator."""
+"""How the HTTP client performs the hand-in pipeline's requests.
+
+The pipeline itself (:func:`veilfl.protocol.hand_in.hand_in`) is shared with the
+simulators; this module only moves its requests over HTTP: shares to the aggregators
+(concurrently, each signed and carrying the round's admission), receipts and plaintext
+updates to the coordinator. CPU work between requests runs in a worker thread.
+"""
 
 from __future__ import annotations
 
@@ -7,239 +12,179 @@ import asyncio
 import logging
 import ssl
 from collections.abc import Mapping
-from typing import Any, Protocol
 
 import httpx
-import numpy as np
 
 from veilfl.auth.admission import ADMISSION_HEADER
 from veilfl.auth.identity import Identity
 from veilfl.auth.signed_request import aggregator_audience
-from veilfl.client.peer import Peer, RetryPolicy
-from veilfl.client.signing import SigningAuth, for_round
 from veilfl.crypto.csprng import CsprngStream
-from veilfl.errors import ConfigurationError, ProtocolError, TransportError
-from veilfl.keyfiles import PublicKeyFile
+from veilfl.errors import ConfigurationError, TransportError
 from veilfl.ml.learner import LocalUpdate
-from veilfl.privacy.dp_fedavg import ClientPrivacyPlan, privatize
-from veilfl.protocol.messages import UpdateHeader
-from veilfl.secagg.client_shares import SealedShare, seal_update
-from veilfl.secagg.config import SecureAggregationConfig
-from veilfl.tensors import flatten, spec_of, unflatten
+from veilfl.protocol.hand_in import (
+    CoordinatorAnswer,
+    HandInAnswer,
+    HandInContext,
+    HandInFlow,
+    HandInRequest,
+    HandInResult,
+    SendReceipt,
+    SendShares,
+    SharesTaken,
+    hand_in,
+)
+from veilfl.protocol.messages import RunInfo
+from veilfl.secagg.client_shares import SealedShare
+from veilfl.transport.peer import Peer, RetryPolicy, error_message, raise_for_status
+from veilfl.transport.signing import SigningAuth, for_round
 from veilfl.wire.tensor_codec import encode_weights
 
-__all__ = ["PlaintextUploader", "SecureUploader", "Uploader"]
+__all__ = ["HttpDelivery"]
 
 logger = logging.getLogger(__name__)
 BINARY = "application/octet-stream"
 
 
-class Uploader(Protocol):
-    """Sends one round's update; returns the coordinator's answer (None: not sent)."""
-
-    description: str
-
-    async def send(
-        self,
-        *,
-        client_id: str,
-        round_id: int,
-        base_version: int,
-        update: LocalUpdate,
-        privacy: ClientPrivacyPlan | None,
-        weight: float | None = None,
-        admission: str | None = None,
-    ) -> httpx.Response | None:
-        """Deliver the update (clipped and noised first, if the round's plan says so);
-        ``weight`` is a buffered update's staleness weight, ``admission`` the
-        coordinator's admission to the round (for the aggregators)."""
-        ...
-
-    async def close(self) -> None:
-        """Release connections."""
+def _advance(flow: HandInFlow, answer: HandInAnswer | None) -> HandInRequest | HandInResult:
+    """The flow's next request, or its result (StopIteration cannot leave a thread)."""
+    try:
+        return next(flow) if answer is None else flow.send(answer)
+    except StopIteration as stop:
+        result: HandInResult = stop.value
+        return result
 
 
-class PlaintextUploader:
-    """The update's tensors go to the coordinator as safetensors bytes."""
-
-    description = "plaintext FedAvg"
-
-    def __init__(self, coordinator: Peer) -> None:
-        self._coordinator = coordinator
-        self._csprng = CsprngStream()
-
-    async def send(
-        self,
-        *,
-        client_id: str,
-        round_id: int,
-        base_version: int,
-        update: LocalUpdate,
-        privacy: ClientPrivacyPlan | None,
-        weight: float | None = None,
-        admission: str | None = None,
-    ) -> httpx.Response | None:
-        """Upload the delta (privatized under local DP) with its sample count and loss
-        (a buffered update's weight is recomputed by the coordinator)."""
-        delta = update.delta
-        if privacy is not None:
-            spec = spec_of(delta)
-            private = await asyncio.to_thread(
-                privatize, flatten(delta, spec), plan=privacy, rng=self._csprng
-            )
-            delta = unflatten(private.vector.astype(np.float32), spec)
-        header = UpdateHeader(
-            client_id=client_id,
-            round_id=round_id,
-            base_version=base_version,
-            num_samples=update.num_samples,
-            loss=update.mean_loss,
-        )
-        body = await asyncio.to_thread(encode_weights, delta, metadata=header.to_metadata())
-        return await self._coordinator.request(
-            "POST",
-            f"/v1/rounds/{round_id}/updates",
-            content=body,
-            headers={"Content-Type": BINARY},
-            expect=(202,),
-            extensions=for_round(round_id),
-        )
-
-    async def close(self) -> None:
-        """Nothing to release."""
-
-
-class SecureUploader:
-    """Share j goes, HPKE-sealed, to aggregator j; the coordinator gets a receipt.
+class HttpDelivery:
+    """Hands updates in over HTTP (see the module docstring).
 
     Args:
         coordinator: The coordinator.
-        run: The run description from the coordinator (with its ``secure`` block).
+        run: The run's description.
         identity: The client's key, which signs every share upload.
         expected_fingerprints: Aggregator index to expected key fingerprint.
         verify: How to verify the aggregators' TLS certificates.
         transport: An httpx transport for the aggregators (tests).
+
+    Raises:
+        ConfigurationError: if a published aggregator key does not match its fingerprint.
     """
 
     def __init__(
         self,
         coordinator: Peer,
-        run: Mapping[str, Any],
+        run: RunInfo,
         *,
         identity: Identity,
-        expected_fingerprints: Mapping[int, str] | None,
+        expected_fingerprints: Mapping[int, str] | None = None,
         verify: ssl.SSLContext | bool = True,
         transport: httpx.AsyncBaseTransport | None = None,
     ) -> None:
-        secure = run["secure"]
         self._coordinator = coordinator
-        self._run_id = str(run["run_id"])
-        self._config = SecureAggregationConfig(**secure["config"])
-        published = sorted(secure["aggregators"], key=lambda a: int(a["index"]))
-        keys = [PublicKeyFile.from_json(a) for a in published]
+        self._run = run
+        self._csprng = CsprngStream()
+        self._clients: list[httpx.AsyncClient] = []
+        self._aggregators: dict[int, Peer] = {}
+        secure = run.secure
+        if secure is None:
+            self.description = "plaintext FedAvg"
+            return
         if expected_fingerprints is None:
             logger.warning(
                 "aggregator keys are taken from the coordinator unverified; pass the "
                 "aggregators' fingerprints to detect a substituted key"
             )
         else:
-            for entry, key in zip(published, keys, strict=True):
-                wanted = expected_fingerprints.get(int(entry["index"]))
-                if wanted != key.fingerprint:
+            for published in secure.aggregators:
+                wanted = expected_fingerprints.get(published.index)
+                if wanted != published.fingerprint:
                     raise ConfigurationError(
-                        f"Aggregator {entry['index']}'s published key has fingerprint "
-                        f"{key.fingerprint}, not the expected {wanted}; refusing to send shares."
+                        f"Aggregator {published.index}'s published key has fingerprint "
+                        f"{published.fingerprint}, not the expected {wanted}; refusing to "
+                        "send shares."
                     )
-        self._public_keys = [k.key for k in keys]
         retry = RetryPolicy(max_attempts=3, initial_backoff_s=0.2, timeout_s=60.0)
-        self._clients = [
-            httpx.AsyncClient(
-                base_url=str(a["url"]),
+        for published in secure.aggregators:
+            client = httpx.AsyncClient(
+                base_url=published.url,
                 timeout=retry.timeout_s,
                 transport=transport,
                 verify=verify,
-                auth=SigningAuth(identity, aggregator_audience(int(a["index"]), self._run_id)),
+                auth=SigningAuth(identity, aggregator_audience(published.index, run.run_id)),
             )
-            for a in published
-        ]
-        self._aggregators = [Peer(c, retry) for c in self._clients]
-        self._csprng = CsprngStream()
+            self._clients.append(client)
+            self._aggregators[published.index] = Peer(client, retry)
         self.description = (
-            f"secure aggregation, {self._config.threshold} of "
-            f"{self._config.num_aggregators} aggregators"
+            f"secure aggregation, {secure.config.threshold} of "
+            f"{secure.config.num_aggregators} aggregators"
         )
 
-    async def send(
-        self,
-        *,
-        client_id: str,
-        round_id: int,
-        base_version: int,
-        update: LocalUpdate,
-        privacy: ClientPrivacyPlan | None,
-        weight: float | None = None,
-        admission: str | None = None,
-    ) -> httpx.Response | None:
-        """Clip (and noise) under DP, seal and upload the shares (with the buffered
-        update's staleness weight inside, if any) with the round's admission; report
-        the aggregators that took them.
-
-        Raises:
-            ProtocolError: if the coordinator gave no admission to the round.
-        """
-        if not admission:
-            raise ProtocolError(
-                f"The coordinator gave no admission to round {round_id}; the aggregators "
-                "would refuse the shares."
-            )
-        flat = flatten(update.delta, spec_of(update.delta))
-        within_bound = False
-        if privacy is not None:
-            private = await asyncio.to_thread(privatize, flat, plan=privacy, rng=self._csprng)
-            flat, within_bound = private.vector.astype(np.float32), private.within_bound
-        sealed = await asyncio.to_thread(
-            seal_update,
-            flat,
+    async def deliver(self, update: LocalUpdate, *, context: HandInContext) -> HandInResult:
+        """Run the hand-in pipeline for one update."""
+        flow = hand_in(
+            update.delta,
             num_samples=update.num_samples,
             loss=update.mean_loss,
-            config=self._config,
-            public_keys=self._public_keys,
-            run_id=self._run_id,
-            round_id=round_id,
-            client_id=client_id,
+            context=context,
             rng=self._csprng,
-            privacy=privacy,
-            within_bound=within_bound,
-            weight=weight,
         )
-        results = await asyncio.gather(
-            *(self._send_share(round_id, share, admission) for share in sealed)
-        )
-        acknowledged = [index for index in results if index is not None]
-        if len(acknowledged) < self._config.threshold:
-            return None
-        return await self._coordinator.request(
-            "POST",
-            f"/v1/rounds/{round_id}/receipts",
-            json={
-                "client_id": client_id,
-                "base_version": base_version,
-                "aggregators": acknowledged,
-            },
-            expect=(202,),
-            extensions=for_round(round_id),
-        )
+        step = await asyncio.to_thread(_advance, flow, None)
+        while not isinstance(step, HandInResult):
+            step = await asyncio.to_thread(_advance, flow, await self._perform(step))
+        return step
 
-    async def _send_share(self, round_id: int, share: SealedShare, admission: str) -> int | None:
-        peer = self._aggregators[share.aggregator_index - 1]
+    async def close(self) -> None:
+        """Close the aggregator connections."""
+        for client in self._clients:
+            await client.aclose()
+
+    # ----------------------------------------------------------------- private
+    async def _perform(self, request: HandInRequest) -> HandInAnswer:
+        if isinstance(request, SendShares):
+            results = await asyncio.gather(
+                *(self._send_share(request, share) for share in request.shares)
+            )
+            return SharesTaken(tuple(j for j in results if j is not None))
+        if isinstance(request, SendReceipt):
+            header = request.header
+            response = await self._coordinator.request(
+                "POST",
+                f"/v1/rounds/{header.round_id}/receipts",
+                json={
+                    "client_id": header.client_id,
+                    "base_version": header.base_version,
+                    "aggregators": list(header.aggregators),
+                },
+                expect=(202,),
+                extensions=for_round(header.round_id),
+            )
+        else:
+            header = request.header
+            body = await asyncio.to_thread(
+                encode_weights, request.delta, metadata=header.to_metadata()
+            )
+            response = await self._coordinator.request(
+                "POST",
+                f"/v1/rounds/{header.round_id}/updates",
+                content=body,
+                headers={"Content-Type": BINARY},
+                expect=(202,),
+                extensions=for_round(header.round_id),
+            )
+        if response.status_code == 409:
+            return CoordinatorAnswer(accepted=False, refusal=error_message(response))
+        raise_for_status(response, "take the update", expected=202)
+        return CoordinatorAnswer(accepted=True, duplicate=bool(response.json().get("duplicate")))
+
+    async def _send_share(self, request: SendShares, share: SealedShare) -> int | None:
+        peer = self._aggregators[share.aggregator_index]
         try:
             response = await peer.request(
                 "POST",
-                f"/v1/rounds/{round_id}/shares",
+                f"/v1/rounds/{request.round_id}/shares",
                 content=share.envelope,
-                headers={"Content-Type": BINARY, ADMISSION_HEADER: admission},
+                headers={"Content-Type": BINARY, ADMISSION_HEADER: request.admission},
                 expect=(202,),
-                extensions=for_round(round_id),
+                extensions=for_round(request.round_id),
             )
         except TransportError as exc:
             logger.warning("aggregator %d unreachable: %s", share.aggregator_index, exc)
@@ -249,12 +194,7 @@ class SecureUploader:
                 "aggregator %d refused the share (HTTP %d): %s",
                 share.aggregator_index,
                 response.status_code,
-                response.text[:200],
+                error_message(response)[:200],
             )
             return None
         return share.aggregator_index
-
-    async def close(self) -> None:
-        """Close the aggregator connections."""
-        for client in self._clients:
-            await client.aclose()

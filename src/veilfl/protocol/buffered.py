@@ -29,13 +29,14 @@ from veilfl.errors import (
     StaleUpdateError,
     UnknownClientError,
 )
+from veilfl.protocol.cohort import ClosedCohort, Placement, TickOutcome
+from veilfl.protocol.messages import ClientReport, Task, UpdateHeader
 
 __all__ = [
     "BufferConfig",
     "BufferMode",
     "BufferTicket",
     "BufferedMachine",
-    "ReleasedBuffer",
     "polynomial_staleness_weight",
 ]
 
@@ -114,39 +115,26 @@ class BufferTicket:
     weight: float
 
 
-@dataclass(frozen=True)
-class ReleasedBuffer:
-    """A full buffer, ready to be applied.
-
-    Attributes:
-        buffer_id: The buffer.
-        base_version: The model version its updates are applied to.
-        contributions: (client id, staleness, weight) of each accepted update, in order.
-    """
-
-    buffer_id: int
-    base_version: int
-    contributions: tuple[tuple[str, int, float], ...]
-
-    @property
-    def total_weight(self) -> float:
-        """Σ wᵢ."""
-        return sum(weight for _, _, weight in self.contributions)
-
-
 @dataclass
 class _OpenBuffer:
     buffer_id: int
     base_version: int
+    opened_at: float | None = None
     accepted: dict[str, tuple[int, float]] = field(default_factory=dict)
 
 
 class BufferedMachine:
     """Tickets, staleness checks and buffer releases for FedBuff and FedAsync.
 
+    It offers the same schedule interface as
+    :class:`~veilfl.protocol.sync_round.SyncRoundMachine` (tasks, admit/accept, tick,
+    close, complete, abandon), so one coordinator core drives either.
+
     Args:
         config: Buffer settings.
         version: The current model version (after a restart, the last released one).
+        next_buffer: The id of the next buffer (after a restart: one more than the last
+            released buffer's id; ids only grow, also past abandoned buffers).
         weight_fn: Override of the staleness weight (default: the config's polynomial).
     """
 
@@ -155,6 +143,7 @@ class BufferedMachine:
         config: BufferConfig,
         *,
         version: int = 0,
+        next_buffer: int | None = None,
         weight_fn: Callable[[int], float] | None = None,
     ) -> None:
         self._config = config
@@ -162,18 +151,22 @@ class BufferedMachine:
         self._weight = weight_fn or config.weight
         self._joined: set[str] = set()
         self._training: dict[str, int] = {}
-        self._buffer = _OpenBuffer(buffer_id=version + 1, base_version=version)
-        self._full: ReleasedBuffer | None = None
+        self._buffer = _OpenBuffer(
+            buffer_id=version + 1 if next_buffer is None else next_buffer, base_version=version
+        )
+        self._closing = False
         self._counted: set[tuple[int, str]] = set()
+        self._reports: dict[str, ClientReport] = {}
         self._ended = False
 
+    # ----------------------------------------------------------------- queries
     @property
     def config(self) -> BufferConfig:
         """The buffer settings."""
         return self._config
 
     @property
-    def version(self) -> int:
+    def model_version(self) -> int:
         """The current model version."""
         return self._version
 
@@ -183,9 +176,14 @@ class BufferedMachine:
         return self._ended or self._version >= self._config.max_versions
 
     @property
-    def open_buffer_id(self) -> int:
-        """The buffer accepting updates now."""
+    def round_id(self) -> int:
+        """The buffer accepting updates now (aggregators treat it as a round)."""
         return self._buffer.buffer_id
+
+    @property
+    def deadline(self) -> None:
+        """Buffers have no deadline: they close when full."""
+        return None
 
     @property
     def pending(self) -> int:
@@ -196,26 +194,37 @@ class BufferedMachine:
         """Whether ``client_id`` joined."""
         return client_id in self._joined
 
-    def join(self, client_id: str) -> None:
+    def describe(self) -> dict[str, object]:
+        """A JSON-ready snapshot for status pages."""
+        return {
+            "phase": "done" if self.done else ("closing" if self._closing else "open"),
+            "round_id": self._buffer.buffer_id,
+            "model_version": self._version,
+            "num_rounds": self._config.max_versions,
+            "joined": len(self._joined),
+            "pending": len(self._buffer.accepted),
+            "buffer_size": self._config.buffer_size,
+        }
+
+    # ---------------------------------------------------------------- commands
+    def join(self, client_id: str, *, now: float = 0.0) -> None:
         """Register a client."""
         if not client_id:
             raise ProtocolError("A client id must not be empty.")
         self._joined.add(client_id)
 
-    def start_training(self, client_id: str) -> int | None:
-        """Let a client train on the current version, if concurrency allows.
-
-        Returns:
-            The version to train on, or None if the client should wait.
-        """
+    def task_for(self, client_id: str, *, now: float = 0.0) -> Task:
+        """Train on the current version if concurrency allows; else wait, or stop."""
         self._require_joined(client_id)
-        if self.done or self._full is not None:
-            return None
+        if self.done:
+            return Task.done()
+        if self._closing:
+            return Task.wait(retry_after_s=self._config.poll_interval_s)
         limit = self._config.max_concurrency
         if client_id not in self._training and limit is not None and len(self._training) >= limit:
-            return None
+            return Task.wait(retry_after_s=self._config.poll_interval_s)
         self._training[client_id] = self._version
-        return self._version
+        return Task.train(round_id=self._buffer.buffer_id, model_version=self._version)
 
     def ticket(self, client_id: str, *, trained_version: int) -> BufferTicket:
         """Which buffer the client's update goes to, and its weight.
@@ -228,7 +237,7 @@ class BufferedMachine:
         self._require_joined(client_id)
         if self.done:
             raise RoundMismatchError("The run is over; no buffer is open.")
-        if self._full is not None:
+        if self._closing:
             raise RoundMismatchError("A full buffer is being applied; ask again shortly.")
         if trained_version > self._version or trained_version < 0:
             raise ProtocolError(
@@ -249,77 +258,144 @@ class BufferedMachine:
             weight=self._weight(staleness),
         )
 
-    def accept(self, client_id: str, ticket: BufferTicket) -> bool:
-        """Count one update under its ticket; nothing changes on any error.
+    def admit(self, header: UpdateHeader) -> Placement | None:
+        """Where an update for buffer ``header.round_id``, trained on
+        ``header.base_version``, counts; the staleness weight is computed here, never
+        taken from the client. Nothing changes.
+
+        Returns:
+            Its placement, or None for a repeat of an update already counted.
+
+        Raises:
+            The errors of :meth:`ticket`; RoundMismatchError if the buffer is not open.
+        """
+        if self._repeats(header.client_id, header.round_id):
+            return None
+        ticket = self.ticket(header.client_id, trained_version=header.base_version)
+        if ticket.buffer_id != header.round_id:
+            self._require_open(header.round_id)
+        return Placement(
+            round_id=ticket.buffer_id, trained_version=ticket.trained_version, weight=ticket.weight
+        )
+
+    def accept(self, header: UpdateHeader, placement: Placement) -> bool:
+        """Count one update under its placement; nothing changes on any error.
 
         Returns:
             True if newly accepted, False for a repeat (already counted).
 
         Raises:
-            RoundMismatchError: the ticket's buffer is not the open one.
+            RoundMismatchError: the placement's buffer is not the open one.
         """
-        self._require_joined(client_id)
-        if (ticket.buffer_id, client_id) in self._counted:
+        self._require_joined(header.client_id)
+        if (placement.round_id, header.client_id) in self._counted:
             return False
-        self.require_open(ticket.buffer_id)
-        if client_id in self._buffer.accepted:
+        self._require_open(placement.round_id)
+        if header.client_id in self._buffer.accepted:
             return False
-        self._buffer.accepted[client_id] = (ticket.staleness, ticket.weight)
-        self._counted.add((ticket.buffer_id, client_id))
-        self._training.pop(client_id, None)
-        if len(self._buffer.accepted) >= self._config.buffer_size:
-            self._full = ReleasedBuffer(
-                buffer_id=self._buffer.buffer_id,
-                base_version=self._buffer.base_version,
-                contributions=tuple((c, s, w) for c, (s, w) in self._buffer.accepted.items()),
-            )
+        weight = 1.0 if placement.weight is None else placement.weight
+        staleness = self._buffer.base_version - placement.trained_version
+        self._buffer.accepted[header.client_id] = (staleness, weight)
+        self._reports[header.client_id] = ClientReport(
+            client_id=header.client_id,
+            num_samples=header.num_samples,
+            loss=header.loss,
+            aggregators=header.aggregators,
+            trained_version=placement.trained_version,
+            weight=weight,
+        )
+        self._counted.add((placement.round_id, header.client_id))
+        self._training.pop(header.client_id, None)
         return True
 
-    def accept_would_repeat(self, client_id: str, buffer_id: int) -> bool:
-        """Whether an update of ``client_id`` for ``buffer_id`` was already counted."""
-        return (buffer_id, client_id) in self._counted or (
-            buffer_id == self._buffer.buffer_id and client_id in self._buffer.accepted
-        )
+    def tick(self, *, now: float) -> TickOutcome:
+        """Note when the open buffer started; say when it is full and can close."""
+        if self.done or self._closing:
+            return TickOutcome()
+        opened = None
+        if self._buffer.opened_at is None:
+            self._buffer.opened_at = now
+            opened = self._buffer.buffer_id
+        full = len(self._buffer.accepted) >= self._config.buffer_size
+        return TickOutcome(opened=opened, ready_to_close=full)
 
-    def require_open(self, buffer_id: int) -> None:
-        """Raise unless ``buffer_id`` is the open buffer.
+    def close(self, *, now: float) -> ClosedCohort:
+        """Take the full buffer out for aggregation; tickets wait until it is applied.
 
         Raises:
-            RoundMismatchError: naming the open buffer.
+            ProtocolError: if the buffer is not full or already closing.
         """
-        if buffer_id != self._buffer.buffer_id or self._full is not None:
-            raise RoundMismatchError(
-                f"Buffer {buffer_id} is not open (open: {self._buffer.buffer_id}); ask for a "
-                "new ticket."
-            )
+        if self._closing or len(self._buffer.accepted) < self._config.buffer_size:
+            raise ProtocolError("There is no full buffer to close.")
+        self._closing = True
+        buffer = self._buffer
+        return ClosedCohort(
+            round_id=buffer.buffer_id,
+            base_version=buffer.base_version,
+            participants=tuple(self._reports[c] for c in buffer.accepted),
+            opened_at=now if buffer.opened_at is None else buffer.opened_at,
+            closed_at=now,
+            sampled=len(buffer.accepted),
+        )
+
+    def complete(self) -> int:
+        """Mark the closed buffer applied; open the next. Returns the new version.
+
+        Raises:
+            ProtocolError: if no buffer is closing.
+        """
+        if not self._closing:
+            raise ProtocolError("complete() needs a buffer closed with close().")
+        for client_id in self._buffer.accepted:
+            self._reports.pop(client_id, None)
+        self._version += 1
+        self._closing = False
+        self._buffer = _OpenBuffer(buffer_id=self._buffer.buffer_id + 1, base_version=self._version)
+        # Forget dedup records of buffers no ticket can name any more.
+        oldest = self._buffer.buffer_id - self._config.max_staleness - 1
+        self._counted = {(b, c) for b, c in self._counted if b >= oldest}
+        return self._version
+
+    def abandon(self, *, now: float) -> int:
+        """Give up on the closing buffer (it cannot be aggregated): its updates are
+        dropped and a new buffer, with a new id, opens on the same model version.
+
+        Returns:
+            The new buffer's id.
+
+        Raises:
+            ProtocolError: unless a buffer is closing.
+        """
+        if not self._closing:
+            raise ProtocolError("abandon() needs a buffer closed with close().")
+        for client_id in self._buffer.accepted:
+            self._reports.pop(client_id, None)
+        self._closing = False
+        self._buffer = _OpenBuffer(
+            buffer_id=self._buffer.buffer_id + 1, base_version=self._version, opened_at=now
+        )
+        return self._buffer.buffer_id
 
     def end_run(self) -> None:
         """End the run early (a privacy budget is spent)."""
         self._ended = True
 
-    def abandon(self, client_id: str) -> None:
+    def abandon_training(self, client_id: str) -> None:
         """A client stopped training (dropped out); free its concurrency slot."""
         self._training.pop(client_id, None)
 
-    def full_buffer(self) -> ReleasedBuffer | None:
-        """The buffer waiting to be applied, if any."""
-        return self._full
+    # ----------------------------------------------------------------- private
+    def _repeats(self, client_id: str, buffer_id: int) -> bool:
+        return (buffer_id, client_id) in self._counted or (
+            buffer_id == self._buffer.buffer_id and client_id in self._buffer.accepted
+        )
 
-    def released(self) -> int:
-        """Mark the full buffer applied; open the next. Returns the new version.
-
-        Raises:
-            ProtocolError: if no buffer is full.
-        """
-        if self._full is None:
-            raise ProtocolError("No buffer is full.")
-        self._version += 1
-        self._full = None
-        self._buffer = _OpenBuffer(buffer_id=self._version + 1, base_version=self._version)
-        # Forget dedup records of buffers no ticket can name any more.
-        oldest = self._buffer.buffer_id - self._config.max_staleness - 1
-        self._counted = {(b, c) for b, c in self._counted if b >= oldest}
-        return self._version
+    def _require_open(self, buffer_id: int) -> None:
+        if buffer_id != self._buffer.buffer_id or self._closing:
+            raise RoundMismatchError(
+                f"Buffer {buffer_id} is not open (open: {self._buffer.buffer_id}); ask for a "
+                "new ticket."
+            )
 
     def _require_joined(self, client_id: str) -> None:
         if client_id not in self._joined:

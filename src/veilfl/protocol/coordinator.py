@@ -1,188 +1,133 @@
-"""The coordinator's whole decision logic, transport-free and synchronous.
+"""The coordinator's whole decision logic, transport-free, synchronous, without a clock.
 
-:class:`SyncCoordinator` owns the round state machine, the global model and the
-aggregation of one round, and turns a closed round into the next model version. It
-does no networking and reads no clock: the HTTP server (``veilfl.server``) and the
-in-process simulator (``veilfl.sim``) call it with ``now`` and with decoded messages,
-so every protocol step has exactly one implementation.
+:class:`Coordinator` drives one run, in synchronous rounds or in FedBuff/FedAsync
+buffers (a :class:`Schedule` decides which clients train when and which updates count),
+aggregates each closed cohort through an aggregation backend, applies the strategy and
+hands the new model out only once it is durably recorded. It never does I/O: what it
+needs from outside it asks for as commands, and is told the answers as events
+(:mod:`veilfl.protocol.effects`). The HTTP service (``veilfl.server``) performs commands
+outside its lock; the simulators (``veilfl.sim``) answer them in process. Every protocol
+step has exactly one implementation.
 
-Two things are injected because they touch the outside world:
+Phases of a round (or buffer)::
 
-* an :class:`AggregationBackend`, which turns a closed round's participant list into
-  an :class:`~veilfl.strategy.AggregateUpdate` (plaintext: sums the updates it was
-  given; secure aggregation: asks the aggregators for their share sums);
-* a :class:`RoundRecorder`, which persists each completed round (SQLite and
-  checkpoints on the server; nothing, or memory, in the simulator).
+    collecting --cohort closes--> aggregating --aggregate ready--> persisting
+        ^                            |  (PersistRound)                 |
+        |                            | stalled a round timeout         | RoundPersisted
+        +--- next round <------------+ (abandoned: new round id) <-----+ (RoundCompleted)
 """
 
 from __future__ import annotations
 
-import logging
-import time
-from collections.abc import Callable
 from dataclasses import dataclass, replace
+from enum import StrEnum
 from typing import Protocol
 
-import numpy as np
-
-from veilfl.errors import ProtocolError, UnknownClientError, UpdateRejectedError, VeilflError
-from veilfl.privacy.clipping import clip_l2
-from veilfl.privacy.dp_fedavg import ClientPrivacyPlan
-from veilfl.protocol.messages import ClientReport, Task, TaskKind, UpdateHeader
-from veilfl.protocol.metrics import Evaluation, RoundMetrics
-from veilfl.protocol.sync_round import ClosedRound, RoundPhase, SyncRoundMachine
-from veilfl.strategy.fedavg import AggregateUpdate, FedAvg, WeightedSum
+from veilfl.errors import ProtocolError, UnknownClientError
+from veilfl.protocol.aggregation import AggregationBackend, AggregationJob
+from veilfl.protocol.buffered import BufferTicket
+from veilfl.protocol.cohort import ClosedCohort, Placement, TickOutcome
+from veilfl.protocol.effects import (
+    Effect,
+    Event,
+    PersistRound,
+    RoundAbandoned,
+    RoundCompleted,
+    RoundOutcome,
+    RoundPersisted,
+)
+from veilfl.protocol.messages import Task, TaskKind, UpdateHeader
+from veilfl.protocol.metrics import RoundMetrics
+from veilfl.strategy.base import ServerStrategy
 from veilfl.tensors import FloatArray, TensorSpec, Weights, flatten, unflatten
 
-logger = logging.getLogger(__name__)
-
-__all__ = [
-    "AggregationBackend",
-    "EvaluateFn",
-    "GlobalModel",
-    "PlaintextAggregation",
-    "RoundAggregate",
-    "RoundRecorder",
-    "SyncCoordinator",
-    "evaluate_and_record",
-]
-
-EvaluateFn = Callable[[Weights], Evaluation]
+__all__ = ["Coordinator", "CoordinatorPhase", "GlobalModel", "Schedule"]
 
 
-@dataclass(frozen=True)
-class RoundAggregate:
-    """What an aggregation backend returns for a closed round.
+class Schedule(Protocol):
+    """Who trains when, and which updates count: rounds or buffers.
 
-    Attributes:
-        update: The weighted delta sum and total weight.
-        participants: The clients the sums cover (may be fewer than reported, when
-            some clients' shares did not reach enough aggregators).
-        mean_loss: The weighted mean training loss, when the backend computed it
-            (secure aggregation); otherwise it comes from the clients' reports.
-        within_bound_count: Under DP, how many updates needed no clipping (noised
-            where the noise placement asks for it).
-        epsilon: Under DP, the privacy spent once this round is released.
+    :class:`~veilfl.protocol.sync_round.SyncRoundMachine` and
+    :class:`~veilfl.protocol.buffered.BufferedMachine` implement it.
     """
 
-    update: AggregateUpdate
-    participants: tuple[str, ...]
-    mean_loss: float | None = None
-    within_bound_count: float | None = None
-    epsilon: float | None = None
-
-
-class AggregationBackend(Protocol):
-    """Turns a closed round into its aggregate."""
-
-    def start_round(self, round_id: int) -> None:
-        """Forget everything from earlier rounds (or an earlier attempt at this one)."""
-
-    def aggregate(self, closed: ClosedRound) -> RoundAggregate:
-        """The weighted sum over the participants it can vouch for."""
+    @property
+    def done(self) -> bool:
+        """Whether the run is over."""
         ...
 
-    def client_privacy(self) -> ClientPrivacyPlan | None:
-        """What clients must do to their updates this round (None: nothing)."""
+    @property
+    def model_version(self) -> int:
+        """The current global model version."""
         ...
 
-    def can_continue(self) -> bool:
-        """Whether another round may be released (False once a DP budget is spent)."""
+    @property
+    def round_id(self) -> int:
+        """The round (or buffer) open now, or the next one."""
         ...
 
-    def plaintext(self) -> PlaintextAggregation | None:
-        """The backend that takes plaintext updates, if updates travel in the clear."""
+    @property
+    def deadline(self) -> float | None:
+        """When the open round closes at the latest (None: no deadline)."""
         ...
 
+    def is_joined(self, client_id: str) -> bool:
+        """Whether ``client_id`` joined."""
+        ...
 
-class RoundRecorder(Protocol):
-    """Persists completed rounds."""
+    def describe(self) -> dict[str, object]:
+        """A JSON-ready snapshot for status pages."""
+        ...
 
-    def record_round(
-        self, metrics: RoundMetrics, closed: ClosedRound, *, new_version: int, weights: Weights
-    ) -> None:
-        """Durably record a completed round and the model it produced."""
+    def join(self, client_id: str, *, now: float) -> None:
+        """Register a client."""
+
+    def task_for(self, client_id: str, *, now: float) -> Task:
+        """What ``client_id`` should do now."""
+        ...
+
+    def ticket(self, client_id: str, *, trained_version: int) -> BufferTicket:
+        """Where a buffered update goes, and its weight."""
+        ...
+
+    def admit(self, header: UpdateHeader) -> Placement | None:
+        """Where an update would count (None: a repeat); changes nothing."""
+        ...
+
+    def accept(self, header: UpdateHeader, placement: Placement) -> bool:
+        """Count an admitted update; False for a repeat."""
+        ...
+
+    def tick(self, *, now: float) -> TickOutcome:
+        """Advance time."""
+        ...
+
+    def close(self, *, now: float) -> ClosedCohort:
+        """Fix the cohort that is ready to close."""
+        ...
+
+    def complete(self) -> int:
+        """The closed cohort was applied; return the new model version."""
+        ...
+
+    def abandon(self, *, now: float) -> int:
+        """The closed cohort cannot be aggregated; return the new round's id."""
+        ...
+
+    def abandon_training(self, client_id: str) -> None:
+        """A client gave up on its task (it dropped out)."""
+
+    def end_run(self) -> None:
+        """End the run early (a privacy budget is spent)."""
 
 
-class PlaintextAggregation:
-    """Plain FedAvg aggregation: the coordinator sees each update and sums it at once.
+class CoordinatorPhase(StrEnum):
+    """What the coordinator is doing with the current round (or buffer)."""
 
-    Memory is O(model size): updates are folded into a running sum as they arrive.
-
-    Args:
-        spec: The model's tensors.
-        uniform_weights: Weigh every client the same (DP-FedAvg).
-    """
-
-    def __init__(self, spec: TensorSpec, *, uniform_weights: bool = False) -> None:
-        self._spec = spec
-        self._clip_norm: float | None = None
-        self._uniform = uniform_weights
-        self._round_id: int | None = None
-        self._sum = WeightedSum(spec.total_size)
-        self._clients: set[str] = set()
-        self._within_bound = 0
-
-    def start_round(self, round_id: int) -> None:
-        self._round_id = round_id
-        self._sum = WeightedSum(self._spec.total_size)
-        self._clients = set()
-        self._within_bound = 0
-
-    def clip_on_arrival(self, clip_norm: float | None) -> None:
-        """Central DP over plaintext (a trusted coordinator): clip each update to
-        ``clip_norm`` as it arrives and count those that needed no clipping."""
-        self._clip_norm = clip_norm
-
-    def client_privacy(self) -> ClientPrivacyPlan | None:
-        """Plaintext clients do nothing to their updates."""
-        return None
-
-    def can_continue(self) -> bool:
-        """No budget here."""
-        return True
-
-    def plaintext(self) -> PlaintextAggregation:
-        """Updates come here in the clear."""
-        return self
-
-    def add(self, header: UpdateHeader, delta: Weights, *, weight: float | None = None) -> None:
-        """Fold one validated update into the round's sum.
-
-        Args:
-            header: The update's metadata.
-            delta: The update.
-            weight: Its weight, when the protocol fixes it (a buffered update's staleness
-                weight); by default the sample count, or 1 under DP.
-
-        Raises:
-            UpdateRejectedError: if the header states no sample count.
-        """
-        if header.round_id != self._round_id:
-            raise ProtocolError(f"Round {header.round_id} is not being aggregated.")
-        if header.num_samples is None or header.loss is None:
-            raise UpdateRejectedError(
-                "A plaintext update must state num_samples and loss in its metadata."
-            )
-        vector = flatten(delta, self._spec)
-        if self._clip_norm is not None:
-            clipped = clip_l2(vector, clip_norm=self._clip_norm)
-            vector = clipped.vector.astype(np.float32)
-            self._within_bound += int(clipped.within_bound)
-        if weight is None:
-            weight = 1.0 if self._uniform else float(header.num_samples)
-        self._sum.add(vector, weight=weight)
-        self._clients.add(header.client_id)
-
-    def aggregate(self, closed: ClosedRound) -> RoundAggregate:
-        """The running sum, which must cover exactly the round's participants."""
-        if set(closed.participant_ids) != self._clients:
-            raise ProtocolError("The participant list does not match the updates that were summed.")
-        return RoundAggregate(
-            update=self._sum.result(),
-            participants=closed.participant_ids,
-            within_bound_count=float(self._within_bound) if self._clip_norm else None,
-        )
+    COLLECTING = "collecting"
+    AGGREGATING = "aggregating"
+    PERSISTING = "persisting"
+    DONE = "done"
 
 
 @dataclass(frozen=True)
@@ -193,93 +138,123 @@ class GlobalModel:
     weights: Weights
 
 
-class SyncCoordinator:
-    """Synchronous FedAvg rounds: sampling, collection, aggregation, evaluation, records.
+class Coordinator:
+    """One run's coordinator core (see the module docstring).
 
     Args:
-        machine: The round state machine (already positioned at the next round).
+        schedule: Rounds or buffers, positioned at the next round.
         spec: Names and shapes of the model's tensors.
-        initial_weights: The global model at ``machine.model_version``.
-        aggregation: How a closed round becomes an aggregate.
+        initial_weights: The global model at ``schedule.model_version``.
+        aggregation: How a closed cohort becomes an aggregate.
         strategy: How an aggregate becomes the next model.
-        evaluate: Optional server-side evaluation of each new model.
-        recorder: Optional persistence of each completed round.
+        round_timeout_s: How long aggregation may stall after a cohort closed before the
+            round is abandoned and run again under a new id.
+        keep_versions: How many recent model versions to keep for strategies that read
+            an earlier model (FedAsync: the staleness bound plus one).
     """
 
     def __init__(
         self,
         *,
-        machine: SyncRoundMachine,
+        schedule: Schedule,
         spec: TensorSpec,
         initial_weights: Weights,
         aggregation: AggregationBackend,
-        strategy: FedAvg,
-        evaluate: EvaluateFn | None = None,
-        recorder: RoundRecorder | None = None,
+        strategy: ServerStrategy,
+        round_timeout_s: float,
+        keep_versions: int = 1,
     ) -> None:
         spec.check(initial_weights)
-        self._machine = machine
+        self._schedule = schedule
         self._spec = spec
         self._flat: FloatArray = flatten(initial_weights, spec)
+        self._versions: dict[int, FloatArray] = {schedule.model_version: self._flat}
+        self._keep_versions = max(1, keep_versions)
         self._aggregation = aggregation
         self._strategy = strategy
-        self._evaluate = evaluate
-        self._recorder = recorder
+        self._round_timeout_s = round_timeout_s
         self._history: list[RoundMetrics] = []
-        self._closed: ClosedRound | None = None
+        self._outbox: list[Effect] = []
+        self._cohort: ClosedCohort | None = None
+        self._job: AggregationJob | None = None
+        self._pending: RoundOutcome | None = None
 
     # ----------------------------------------------------------------- queries
-    @property
-    def machine(self) -> SyncRoundMachine:
-        """The round state machine (read it; drive it through this class)."""
-        return self._machine
-
     @property
     def spec(self) -> TensorSpec:
         """The model's tensor names and shapes."""
         return self._spec
 
     @property
+    def schedule(self) -> Schedule:
+        """The rounds or buffers (read them; drive them through this class)."""
+        return self._schedule
+
+    @property
+    def aggregation(self) -> AggregationBackend:
+        """The aggregation backend."""
+        return self._aggregation
+
+    @property
     def history(self) -> tuple[RoundMetrics, ...]:
-        """Metrics of the rounds this coordinator completed (since it started)."""
+        """Metrics of the rounds this coordinator completed (without evaluation)."""
         return tuple(self._history)
 
     @property
+    def phase(self) -> CoordinatorPhase:
+        """What the coordinator is doing now."""
+        if self._pending is not None:
+            return CoordinatorPhase.PERSISTING
+        if self._job is not None:
+            return CoordinatorPhase.AGGREGATING
+        if self._schedule.done:
+            return CoordinatorPhase.DONE
+        return CoordinatorPhase.COLLECTING
+
+    @property
     def done(self) -> bool:
-        """Whether every planned round is complete."""
-        return self._machine.phase is RoundPhase.DONE
+        """Whether the run is over (its last model is recorded and served)."""
+        return self.phase is CoordinatorPhase.DONE
 
     @property
     def model_version(self) -> int:
-        """The current model version (cheap: no copy of the weights)."""
-        return self._machine.model_version
+        """The served model version (cheap: no copy of the weights)."""
+        return self._schedule.model_version
 
     def global_model(self) -> GlobalModel:
-        """The current global model."""
-        return GlobalModel(self._machine.model_version, unflatten(self._flat.copy(), self._spec))
+        """The served global model."""
+        return GlobalModel(self.model_version, unflatten(self._flat.copy(), self._spec))
+
+    def weights_at(self, version: int) -> FloatArray:
+        """A recent model version, flat (the strategies' model history).
+
+        Raises:
+            ProtocolError: if that version is no longer kept.
+        """
+        try:
+            return self._versions[version]
+        except KeyError:
+            raise ProtocolError(f"Model version {version} is no longer kept.") from None
 
     def is_joined(self, client_id: str) -> bool:
         """Whether ``client_id`` joined."""
-        return self._machine.is_joined(client_id)
+        return self._schedule.is_joined(client_id)
 
     def status(self) -> dict[str, object]:
         """A JSON-ready snapshot."""
-        status = self._machine.status()
-        return {
-            "phase": status.phase.value,
-            "round_id": status.round_id,
-            "model_version": status.model_version,
-            "num_rounds": self._machine.config.num_rounds,
-            "joined": status.joined,
-            "sampled": status.sampled,
-            "reported": status.reported,
-            "done": self.done,
-        }
+        status = self._schedule.describe()
+        status["phase"] = (
+            self.phase.value if self.phase is not CoordinatorPhase.COLLECTING else (status["phase"])
+        )
+        if self._job is not None:
+            status["aggregation"] = self._job.status()
+        status["done"] = self.done
+        return status
 
-    # ---------------------------------------------------------------- commands
+    # ---------------------------------------------------------------- requests
     def join(self, client_id: str, *, now: float) -> None:
-        """Register a client."""
-        self._machine.join(client_id, now=now)
+        """Register a client (idempotent)."""
+        self._schedule.join(client_id, now=now)
 
     def task_for(self, client_id: str, *, now: float) -> Task:
         """Advance time, then tell ``client_id`` what to do.
@@ -287,15 +262,28 @@ class SyncCoordinator:
         Raises:
             UnknownClientError: before anything changes, if the client never joined.
         """
-        if not self._machine.is_joined(client_id):
-            raise UnknownClientError(f"Client {client_id!r} has not joined this run; join first.")
-        self._advance(now=now)
-        task = self._machine.task_for(client_id, now=now)
+        self._require_joined(client_id)
+        self.tick(now=now)
+        if self.phase is CoordinatorPhase.DONE:
+            return Task.done()
+        task = self._schedule.task_for(client_id, now=now)
         if task.kind is TaskKind.TRAIN:
             privacy = self._aggregation.client_privacy()
             if privacy is not None:
-                task = replace(task, privacy=privacy.to_json())
+                task = replace(task, privacy=privacy)
         return task
+
+    def drop_out(self, client_id: str) -> None:
+        """A client gave up on its task: free what it held (a buffered run's slot)."""
+        self._schedule.abandon_training(client_id)
+
+    def ticket(self, client_id: str, *, trained_version: int) -> BufferTicket:
+        """Where a buffered update goes and with what weight.
+
+        Raises:
+            ProtocolError: in a run with synchronous rounds (and see BufferedMachine).
+        """
+        return self._schedule.ticket(client_id, trained_version=trained_version)
 
     def submit_plaintext_update(self, header: UpdateHeader, delta: Weights, *, now: float) -> bool:
         """Accept one client's plaintext update (plaintext aggregation only).
@@ -304,7 +292,7 @@ class SyncCoordinator:
         round exactly as it was.
 
         Returns:
-            True if accepted now, False if it was a duplicate of an accepted one.
+            True if accepted now, False if it repeated an accepted one.
 
         Raises:
             ProtocolError: (a subclass) naming what is wrong.
@@ -314,140 +302,128 @@ class SyncCoordinator:
             raise ProtocolError(
                 "This run uses secure aggregation; upload shares to the aggregators instead."
             )
-        if not self._machine.check_update(header):
+        placement = self._schedule.admit(header)
+        if placement is None:
             return False
         self._spec.check(delta)
-        plaintext.add(header, delta)
-        self._machine.accept_update(header)
-        self._advance(now=now)
+        plaintext.add(header, delta, weight=placement.weight)
+        self._schedule.accept(header, placement)
+        self.tick(now=now)
         return True
 
-    def record_share_upload(self, header: UpdateHeader, *, now: float) -> bool:
-        """Note that a client's update reached the aggregators (secure aggregation)."""
-        accepted = self._machine.accept_update(header)
-        self._advance(now=now)
-        return accepted
-
-    def _advance(self, *, now: float) -> None:
-        """:meth:`tick` on behalf of a client's request. If finishing the round fails
-        (an aggregator is down or restarting), that is not the client's error: its
-        request still succeeds, and the next :meth:`tick` tries again with the same
-        participant list."""
-        try:
-            self.tick(now=now)
-        except VeilflError as exc:
-            logger.warning("round not finished yet (%s); retrying on the next tick", exc)
-
-    def tick(self, *, now: float) -> RoundMetrics | None:
-        """Advance time; if the open round can close, aggregate it and apply the result.
+    def record_receipt(self, header: UpdateHeader, *, now: float) -> bool:
+        """Note a client's word that its shares reached the aggregators (secure
+        aggregation). The participant list is later built from what the aggregators
+        actually hold: a false receipt only gets its sender excluded.
 
         Returns:
-            The completed round's metrics, or None if no round completed.
+            False if it repeated an accepted receipt.
+
+        Raises:
+            ProtocolError: (a subclass) for a malformed receipt or one that does not fit
+                the open round; nothing changes.
         """
-        if self._closed is not None:
-            # An earlier attempt to finish this round failed (say, an aggregator was
-            # unreachable); the participant list stays fixed, so try again, for up to
-            # one round timeout; then the round is abandoned and run again.
-            try:
-                return self._finish_round(now=now)
-            except VeilflError:
-                if now - self._closed.closed_at < self._machine.config.round_timeout_s:
-                    raise
-                self._abandon_round(now=now)
-                return None
-        outcome = self._machine.tick(now=now)
+        self._aggregation.check_receipt(header)
+        placement = self._schedule.admit(header)
+        if placement is None:
+            return False
+        accepted = self._schedule.accept(header, placement)
+        self.tick(now=now)
+        return accepted
+
+    def tick(self, *, now: float) -> None:
+        """Advance time: open, close and aggregate rounds; abandon a stalled one."""
+        if self._pending is not None:
+            return  # the new model is being recorded; nothing moves until it is
+        if self._job is not None:
+            self._job.tick(now=now)
+            self._pump(now=now)
+            if self._job is not None:
+                assert self._cohort is not None
+                if now - self._cohort.closed_at >= self._round_timeout_s:
+                    self._abandon(now=now)
+            return
+        outcome = self._schedule.tick(now=now)
         if outcome.opened is not None:
-            self._aggregation.start_round(outcome.opened)
-        if not outcome.ready_to_close:
-            return None
-        self._closed = self._machine.close(now=now)
-        return self._finish_round(now=now)
+            self._aggregation.open_cohort(outcome.opened)
+        if outcome.ready_to_close:
+            self._cohort = self._schedule.close(now=now)
+            self._job = self._aggregation.begin(self._cohort)
+            self._pump(now=now)
+
+    def handle(self, event: Event, *, now: float) -> None:
+        """Take the answer to a command (answers about other rounds are ignored)."""
+        if isinstance(event, RoundPersisted):
+            if self._pending is not None and event.round_id == self._pending.cohort.round_id:
+                self._serve(now=now)
+            return
+        if self._job is not None:
+            self._job.handle(event)
+            self._pump(now=now)
+
+    def drain(self) -> list[Effect]:
+        """Commands to perform and notices to publish, queued since the last call."""
+        out, self._outbox = self._outbox, []
+        return out
 
     # ----------------------------------------------------------------- private
-    def _abandon_round(self, *, now: float) -> None:
-        assert self._closed is not None
-        stuck = self._closed
-        self._closed = None
-        reopened = self._machine.abandon(now=now)
-        self._aggregation.start_round(reopened)
-        logger.warning(
-            "round %d could not be aggregated for %.0f s; abandoned: round %d runs it again "
-            "on model version %d with a fresh sample",
-            stuck.round_id,
-            now - stuck.closed_at,
-            reopened,
-            stuck.base_version,
-        )
+    def _require_joined(self, client_id: str) -> None:
+        if not self._schedule.is_joined(client_id):
+            raise UnknownClientError(f"Client {client_id!r} has not joined this run; join first.")
 
-    def _finish_round(self, *, now: float) -> RoundMetrics:
-        assert self._closed is not None
-        started = time.perf_counter()
-        aggregate = self._aggregation.aggregate(self._closed)
-        kept = set(aggregate.participants)
-        closed = replace(
-            self._closed,
-            participants=tuple(p for p in self._closed.participants if p.client_id in kept),
-        )
-        new_flat = self._strategy.apply(self._flat, aggregate.update)
-        aggregation_s = time.perf_counter() - started
-        metrics = evaluate_and_record(
-            closed,
-            unflatten(new_flat, self._spec),
-            train_loss=(
-                aggregate.mean_loss
-                if aggregate.mean_loss is not None
-                else _weighted_mean_loss(closed.participants)
-            ),
+    def _pump(self, *, now: float) -> None:
+        """Move the job's effects to the outbox; apply its aggregate once ready."""
+        job = self._job
+        assert job is not None and self._cohort is not None
+        self._outbox.extend(job.drain())
+        aggregate = job.result
+        if aggregate is None:
+            return
+        cohort = self._cohort.restricted_to(aggregate.participants)
+        new_flat = self._strategy.apply(self._flat, aggregate, history=self)
+        metrics = RoundMetrics(
+            round_id=cohort.round_id,
+            num_clients=len(cohort.participants),
+            train_loss=aggregate.mean_loss,
+            test_loss=None,
+            test_accuracy=None,
+            seconds=now - cohort.opened_at,
             epsilon=aggregate.epsilon,
-            seconds=(now - closed.opened_at) + aggregation_s,
-            evaluate=self._evaluate,
-            recorder=self._recorder,
         )
-        self._flat = new_flat
-        self._closed = None
-        self._machine.complete()
+        self._pending = RoundOutcome(
+            cohort=cohort, metrics=metrics, new_version=cohort.base_version + 1, weights=new_flat
+        )
+        self._job = None
+        self._cohort = None
+        self._outbox.append(PersistRound(self._pending))
+
+    def _serve(self, *, now: float) -> None:
+        """The pending outcome is recorded: make its model the served one."""
+        outcome = self._pending
+        assert outcome is not None
+        self._pending = None
+        self._flat = outcome.weights
+        version = self._schedule.complete()
+        self._versions[version] = outcome.weights
+        for old in [v for v in self._versions if v <= version - self._keep_versions]:
+            del self._versions[old]
+        self._history.append(outcome.metrics)
+        self._outbox.append(RoundCompleted(outcome))
         if not self._aggregation.can_continue():
-            self._machine.end_run()
-        self._history.append(metrics)
+            self._schedule.end_run()
         self.tick(now=now)
-        return metrics
 
-
-def evaluate_and_record(
-    closed: ClosedRound,
-    new_weights: Weights,
-    *,
-    train_loss: float | None,
-    epsilon: float | None,
-    seconds: float,
-    evaluate: EvaluateFn | None,
-    recorder: RoundRecorder | None,
-) -> RoundMetrics:
-    """Evaluate the model a closed round (or released buffer) produced, and record it.
-
-    Shared by the synchronous and the buffered coordinators.
-    """
-    evaluation = evaluate(new_weights) if evaluate is not None else None
-    metrics = RoundMetrics(
-        round_id=closed.round_id,
-        num_clients=len(closed.participants),
-        train_loss=train_loss,
-        test_loss=None if evaluation is None else evaluation.loss,
-        test_accuracy=None if evaluation is None else evaluation.accuracy,
-        seconds=seconds,
-        epsilon=epsilon,
-    )
-    if recorder is not None:
-        recorder.record_round(
-            metrics, closed, new_version=closed.base_version + 1, weights=new_weights
+    def _abandon(self, *, now: float) -> None:
+        assert self._job is not None and self._cohort is not None
+        stuck, reason = self._cohort, self._job.status()
+        self._job = None
+        self._cohort = None
+        new_round = self._schedule.abandon(now=now)
+        self._aggregation.open_cohort(new_round)
+        self._outbox.append(
+            RoundAbandoned(
+                stuck.round_id,
+                new_round,
+                f"not aggregated {now - stuck.closed_at:.0f} s after it closed ({reason})",
+            )
         )
-    return metrics
-
-
-def _weighted_mean_loss(reports: tuple[ClientReport, ...]) -> float | None:
-    """Sample-weighted mean of the reported losses (None where clients report none)."""
-    if any(r.loss is None or r.num_samples is None for r in reports):
-        return None
-    weights = np.array([r.num_samples for r in reports], dtype=np.float64)
-    losses = np.array([r.loss for r in reports], dtype=np.float64)
-    return float(np.average(losses, weights=weights))

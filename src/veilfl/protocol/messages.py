@@ -7,17 +7,29 @@ bodies; the simulator passes them directly.
 
 from __future__ import annotations
 
+import base64
+import binascii
 import math
-from dataclasses import dataclass, field
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, field
 from enum import StrEnum
 from typing import Any
 
+from veilfl.crypto.envelope import KemChoice, PublicKey
+from veilfl.crypto.keys import fingerprint, load_public_key
+from veilfl.crypto.shamir import MAX_SHARES
 from veilfl.errors import ConfigurationError, WireFormatError
+from veilfl.privacy.dp_fedavg import ClientPrivacyPlan, DpConfig
+from veilfl.secagg.config import SecureAggregationConfig
 
 __all__ = [
     "ClientReport",
+    "DpRunInfo",
     "LocalTrainingPlan",
+    "PublishedAggregator",
     "RunInfo",
+    "RunMode",
+    "SecureRunInfo",
     "Task",
     "TaskKind",
     "UpdateHeader",
@@ -42,17 +54,20 @@ class Task:
         model_version: The global model version to start from (``TRAIN`` only).
         retry_after_s: How long to wait before asking again (``WAIT`` only).
         privacy: Under DP, the round's client privacy plan (clipping norm and noise).
+        admission: Under secure aggregation, the coordinator's signed admission of this
+            client to the round, which the aggregators require with its shares.
     """
 
     kind: TaskKind
     round_id: int | None = None
     model_version: int | None = None
     retry_after_s: float = 0.0
-    privacy: dict[str, Any] | None = None
+    privacy: ClientPrivacyPlan | None = None
+    admission: str | None = None
 
     def __post_init__(self) -> None:
         if self.kind is TaskKind.TRAIN and (self.round_id is None or self.model_version is None):
-            raise ValueError("A TRAIN task needs a round_id and a model_version.")
+            raise WireFormatError("A TRAIN task needs a round_id and a model_version.")
 
     @classmethod
     def train(cls, *, round_id: int, model_version: int) -> Task:
@@ -76,17 +91,20 @@ class Task:
             "round_id": self.round_id,
             "model_version": self.model_version,
             "retry_after_s": self.retry_after_s,
-            "privacy": self.privacy,
+            "privacy": None if self.privacy is None else self.privacy.to_json(),
+            "admission": self.admission,
         }
 
     @classmethod
-    def from_json(cls, data: dict[str, Any]) -> Task:
+    def from_json(cls, data: Mapping[str, Any]) -> Task:
         """Parse :meth:`to_json` output.
 
         Raises:
             WireFormatError: if the dict is not a task.
         """
         try:
+            privacy = data.get("privacy")
+            admission = data.get("admission")
             return cls(
                 kind=TaskKind(data["kind"]),
                 round_id=None if data.get("round_id") is None else int(data["round_id"]),
@@ -94,9 +112,10 @@ class Task:
                     None if data.get("model_version") is None else int(data["model_version"])
                 ),
                 retry_after_s=float(data.get("retry_after_s", 0.0)),
-                privacy=data.get("privacy"),
+                privacy=None if privacy is None else ClientPrivacyPlan.from_json(privacy),
+                admission=None if admission is None else str(admission),
             )
-        except (KeyError, TypeError, ValueError) as exc:
+        except (KeyError, TypeError, ValueError, ConfigurationError) as exc:
             raise WireFormatError(f"The server sent a task that does not parse: {exc}.") from exc
 
 
@@ -130,26 +149,231 @@ class LocalTrainingPlan:
 
 
 @dataclass(frozen=True)
+class PublishedAggregator:
+    """What the coordinator publishes about aggregator ``index``.
+
+    Attributes:
+        index: Share index, 1..m.
+        url: Base URL.
+        kem: The HPKE key-encapsulation mechanism of its key.
+        public_key: The public key, standard base64.
+    """
+
+    index: int
+    url: str
+    kem: KemChoice
+    public_key: str
+
+    def __post_init__(self) -> None:
+        if not 1 <= self.index <= MAX_SHARES:
+            raise WireFormatError(f"An aggregator index must be in 1..{MAX_SHARES}.")
+        self.key_bytes()  # raises WireFormatError if the key does not decode
+
+    def key_bytes(self) -> bytes:
+        """The public key's bytes.
+
+        Raises:
+            WireFormatError: if ``public_key`` is not base64.
+        """
+        try:
+            return base64.b64decode(self.public_key, validate=True)
+        except (binascii.Error, ValueError):
+            raise WireFormatError(
+                f"Aggregator {self.index}'s published public key is not base64."
+            ) from None
+
+    @property
+    def fingerprint(self) -> str:
+        """The key's fingerprint (what operators pin)."""
+        return fingerprint(self.kem, self.key_bytes())
+
+    def hpke_key(self) -> PublicKey:
+        """The key to seal shares to."""
+        return load_public_key(self.kem, self.key_bytes())
+
+    def to_json(self) -> dict[str, Any]:
+        """A JSON-ready dict (with the fingerprint, for people)."""
+        return {
+            "index": self.index,
+            "url": self.url,
+            "kem": self.kem,
+            "public_key": self.public_key,
+            "fingerprint": self.fingerprint,
+        }
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> PublishedAggregator:
+        """Parse :meth:`to_json` output (the fingerprint is recomputed, not trusted).
+
+        Raises:
+            WireFormatError: if it is malformed.
+        """
+        try:
+            kem = str(data["kem"])
+            if kem not in ("x25519", "mlkem768-x25519"):
+                raise WireFormatError(f"Unknown key type {kem!r}.")
+            return cls(
+                index=int(data["index"]),
+                url=str(data["url"]),
+                kem=kem,  # type: ignore[arg-type]
+                public_key=str(data["public_key"]),
+            )
+        except (KeyError, TypeError, ValueError) as exc:
+            raise WireFormatError(f"A published aggregator does not parse: {exc}.") from exc
+
+
+@dataclass(frozen=True)
+class SecureRunInfo:
+    """Secure aggregation as the coordinator announces it.
+
+    Attributes:
+        config: Encoding and sharing parameters.
+        aggregators: The aggregators, in index order 1..m.
+        vector_length: Length of every shared vector (model size plus extras).
+    """
+
+    config: SecureAggregationConfig
+    aggregators: tuple[PublishedAggregator, ...]
+    vector_length: int
+
+    def __post_init__(self) -> None:
+        indices = [a.index for a in self.aggregators]
+        if indices != list(range(1, self.config.num_aggregators + 1)):
+            raise WireFormatError(
+                f"Secure aggregation with {self.config.num_aggregators} aggregators needs "
+                f"aggregators 1..{self.config.num_aggregators} in order; got {indices}."
+            )
+
+    def to_json(self) -> dict[str, Any]:
+        """A JSON-ready dict."""
+        return {
+            "config": self.config.to_json(),
+            "aggregators": [a.to_json() for a in self.aggregators],
+            "vector_length": self.vector_length,
+        }
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> SecureRunInfo:
+        """Parse :meth:`to_json` output.
+
+        Raises:
+            WireFormatError: if it is malformed.
+        """
+        try:
+            return cls(
+                config=SecureAggregationConfig.from_json(data["config"]),
+                aggregators=tuple(
+                    PublishedAggregator.from_json(a)
+                    for a in sorted(data["aggregators"], key=lambda a: int(a["index"]))
+                ),
+                vector_length=int(data["vector_length"]),
+            )
+        except (KeyError, TypeError, ValueError, ConfigurationError) as exc:
+            raise WireFormatError(f"The secure-aggregation block does not parse: {exc}.") from exc
+
+
+@dataclass(frozen=True)
+class DpRunInfo:
+    """Differential privacy as the coordinator announces it.
+
+    Attributes:
+        config: The DP settings.
+        sample_rate: q, the chance that a given client takes part in a release.
+    """
+
+    config: DpConfig
+    sample_rate: float
+
+    def to_json(self) -> dict[str, Any]:
+        """A JSON-ready dict."""
+        return {**self.config.to_json(), "sample_rate": self.sample_rate}
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> DpRunInfo:
+        """Parse :meth:`to_json` output.
+
+        Raises:
+            WireFormatError: if it is malformed.
+        """
+        try:
+            return cls(
+                config=DpConfig.from_json(dict(data)), sample_rate=float(data["sample_rate"])
+            )
+        except (KeyError, TypeError, ValueError, ConfigurationError) as exc:
+            raise WireFormatError(f"The differential-privacy block does not parse: {exc}.") from exc
+
+
+class RunMode(StrEnum):
+    """Synchronous rounds, or buffered asynchronous aggregation."""
+
+    SYNC = "sync"
+    FEDBUFF = "fedbuff"
+    FEDASYNC = "fedasync"
+
+
+@dataclass(frozen=True)
 class RunInfo:
-    """What a client learns about the run when it joins.
+    """What a client (and an aggregator) learns about the run: its public description.
 
     Attributes:
         run_id: Identifier of the run (binds encryption contexts in secure mode).
         model_name: Name of the model architecture every party builds.
-        num_rounds: Planned number of rounds.
+        num_rounds: Planned number of rounds (released buffers, when buffered).
         plan: Local training hyper-parameters.
-        secure: Extra JSON describing secure aggregation, if on.
-        dp: Extra JSON describing differential privacy, if on.
-        mode: ``sync`` (rounds), ``fedbuff`` or ``fedasync`` (buffered, asynchronous).
+        mode: Synchronous rounds or buffered asynchronous aggregation.
+        coordinator_key: The coordinator's Ed25519 public key (signs round admissions).
+        secure: Secure aggregation, if on.
+        dp: Differential privacy, if on.
     """
 
     run_id: str
     model_name: str
     num_rounds: int
     plan: LocalTrainingPlan
-    secure: dict[str, Any] | None = field(default=None)
-    dp: dict[str, Any] | None = field(default=None)
-    mode: str = "sync"
+    mode: RunMode = RunMode.SYNC
+    coordinator_key: str = ""
+    secure: SecureRunInfo | None = field(default=None)
+    dp: DpRunInfo | None = field(default=None)
+
+    @property
+    def buffered(self) -> bool:
+        """Whether updates go into buffers (FedBuff or FedAsync) rather than rounds."""
+        return self.mode is not RunMode.SYNC
+
+    def to_json(self) -> dict[str, Any]:
+        """A JSON-ready dict (what ``GET /v1/run`` answers)."""
+        return {
+            "run_id": self.run_id,
+            "model_name": self.model_name,
+            "num_rounds": self.num_rounds,
+            "plan": asdict(self.plan),
+            "mode": self.mode.value,
+            "coordinator_key": self.coordinator_key,
+            "secure": None if self.secure is None else self.secure.to_json(),
+            "dp": None if self.dp is None else self.dp.to_json(),
+        }
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> RunInfo:
+        """Parse :meth:`to_json` output.
+
+        Raises:
+            WireFormatError: naming what does not parse.
+        """
+        try:
+            secure, dp = data.get("secure"), data.get("dp")
+            return cls(
+                run_id=str(data["run_id"]),
+                model_name=str(data["model_name"]),
+                num_rounds=int(data["num_rounds"]),
+                plan=LocalTrainingPlan(**data["plan"]),
+                mode=RunMode(data.get("mode", "sync")),
+                coordinator_key=str(data.get("coordinator_key", "")),
+                secure=None if secure is None else SecureRunInfo.from_json(secure),
+                dp=None if dp is None else DpRunInfo.from_json(dp),
+            )
+        except (KeyError, TypeError, ValueError, ConfigurationError) as exc:
+            raise WireFormatError(f"The run description does not parse: {exc}.") from exc
 
 
 @dataclass(frozen=True)
@@ -228,9 +452,22 @@ class UpdateHeader:
 
 @dataclass(frozen=True)
 class ClientReport:
-    """An accepted update's metadata, as the round state machine records it."""
+    """An accepted update's (or receipt's) metadata, as the coordinator records it.
+
+    Attributes:
+        client_id: The client.
+        num_samples: Its sample count (plaintext only).
+        loss: Its mean training loss (plaintext only).
+        aggregators: The aggregators its receipt named (secure aggregation; a claim that
+            the aggregators' own holdings confirm or refute).
+        trained_version: The model version it trained from.
+        weight: A weight fixed by the protocol (a buffered update's staleness weight);
+            None where the client's own weight applies.
+    """
 
     client_id: str
     num_samples: int | None
     loss: float | None
     aggregators: tuple[int, ...] = ()
+    trained_version: int = 0
+    weight: float | None = None

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
-__all__ = ["Evaluation", "RoundMetrics"]
+from veilfl.tensors import Weights
+
+__all__ = ["EvaluateFn", "Evaluation", "RoundMetrics"]
 
 
 @dataclass(frozen=True)
@@ -42,3 +45,7 @@ class RoundMetrics:
     test_accuracy: float | None
     seconds: float
     epsilon: float | None = None
+
+
+EvaluateFn = Callable[[Weights], Evaluation]
+"""Server-side evaluation of a model."""

@@ -10,16 +10,20 @@ says the run cannot continue.
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 from veilfl.crypto.csprng import CsprngStream
 from veilfl.errors import ConfigurationError
 from veilfl.privacy.accountant import ClientLevelAccountant
 from veilfl.privacy.dp_fedavg import ClientPrivacyPlan, DpConfig
 from veilfl.privacy.noise import gaussian
-from veilfl.protocol.coordinator import AggregationBackend, PlaintextAggregation, RoundAggregate
-from veilfl.protocol.sync_round import ClosedRound
-from veilfl.strategy.fedavg import AggregateUpdate
+from veilfl.protocol.aggregation import AggregationBackend, AggregationJob, PlaintextAggregation
+from veilfl.protocol.cohort import ClosedCohort
+from veilfl.protocol.effects import Effect, Event
+from veilfl.protocol.messages import UpdateHeader
+from veilfl.strategy.aggregate import Aggregate
 
-__all__ = ["PrivateAggregation"]
+__all__ = ["PrivateAggregation", "PrivateJob"]
 
 
 class PrivateAggregation:
@@ -48,7 +52,7 @@ class PrivateAggregation:
         rng: CsprngStream | None = None,
         rounds_released: int = 0,
     ) -> None:
-        self._plaintext = isinstance(inner, PlaintextAggregation)
+        self._plaintext = inner.plaintext() is not None
         if self._plaintext and config.placement == "distributed":
             raise ConfigurationError(
                 "Distributed noise needs secure aggregation: without it the coordinator "
@@ -84,12 +88,26 @@ class PrivateAggregation:
         """The privacy accountant."""
         return self._accountant
 
-    def start_round(self, round_id: int) -> None:
+    @property
+    def expected_clients(self) -> float:
+        """The fixed denominator."""
+        return self._expected
+
+    def open_cohort(self, round_id: int) -> None:
         """Start the inner backend's round (clipping on arrival when plaintext central)."""
-        self._inner.start_round(round_id)
-        if isinstance(self._inner, PlaintextAggregation):
+        self._inner.open_cohort(round_id)
+        plaintext = self._inner.plaintext()
+        if plaintext is not None:
             central = self._config.placement == "central"
-            self._inner.clip_on_arrival(self._clip_norm if central else None)
+            plaintext.clip_on_arrival(self._clip_norm if central else None)
+
+    def begin(self, cohort: ClosedCohort) -> PrivateJob:
+        """Aggregate with the inner backend, then noise, denominator and accounting."""
+        return PrivateJob(self._inner.begin(cohort), self)
+
+    def check_receipt(self, header: UpdateHeader) -> None:
+        """As the inner backend."""
+        self._inner.check_receipt(header)
 
     def client_privacy(self) -> ClientPrivacyPlan | None:
         """Clipping and noise for clients (none for central noise over plaintext, where
@@ -108,10 +126,10 @@ class PrivateAggregation:
         """The inner backend's plaintext entry point, if any."""
         return self._inner.plaintext()
 
-    def aggregate(self, closed: ClosedRound) -> RoundAggregate:
-        """Noise (if central), fixed denominator, adaptive clipping and accounting."""
-        inner = self._inner.aggregate(closed)
-        total = inner.update.weighted_delta_sum.copy()
+    def privatize(self, inner: Aggregate) -> Aggregate:
+        """Noise (if central), fixed denominator, adaptive clipping and accounting, once
+        per released aggregate."""
+        total = inner.weighted_delta_sum.copy()
         within_bound = inner.within_bound_count
         if self._config.placement == "central":
             z_update = self._config.update_noise_multiplier(self._expected)
@@ -125,14 +143,48 @@ class PrivateAggregation:
             self._clip_norm = self._config.adaptive.next_clip_norm(
                 self._clip_norm, unclipped_fraction=fraction
             )
-        return RoundAggregate(
-            update=AggregateUpdate(
-                weighted_delta_sum=total,
-                total_weight=self._expected,
-                num_contributors=inner.update.num_contributors,
-            ),
-            participants=inner.participants,
+        return replace(
+            inner,
+            weighted_delta_sum=total,
+            total_weight=self._expected,
             mean_loss=inner.mean_loss if self._plaintext else None,
             within_bound_count=within_bound,
             epsilon=epsilon,
         )
+
+
+class PrivateJob:
+    """The inner backend's job, whose aggregate is privatized once it is ready."""
+
+    def __init__(self, inner: AggregationJob, backend: PrivateAggregation) -> None:
+        self._inner = inner
+        self._backend = backend
+        self._result: Aggregate | None = None
+
+    @property
+    def round_id(self) -> int:
+        """The round."""
+        return self._inner.round_id
+
+    @property
+    def result(self) -> Aggregate | None:
+        """The privatized aggregate, once the inner job is done."""
+        if self._result is None and self._inner.result is not None:
+            self._result = self._backend.privatize(self._inner.result)
+        return self._result
+
+    def drain(self) -> list[Effect]:
+        """The inner job's effects."""
+        return self._inner.drain()
+
+    def handle(self, event: Event) -> None:
+        """As the inner job."""
+        self._inner.handle(event)
+
+    def tick(self, *, now: float) -> None:
+        """As the inner job."""
+        self._inner.tick(now=now)
+
+    def status(self) -> str:
+        """As the inner job."""
+        return self._inner.status()

@@ -24,6 +24,7 @@ import math
 import random
 from dataclasses import dataclass, field
 from enum import StrEnum
+from typing import TYPE_CHECKING
 
 from veilfl.errors import (
     ConfigurationError,
@@ -32,15 +33,17 @@ from veilfl.errors import (
     StaleUpdateError,
     UnknownClientError,
 )
+from veilfl.protocol.cohort import ClosedCohort, Placement, TickOutcome
 from veilfl.protocol.messages import ClientReport, Task, UpdateHeader
 
+if TYPE_CHECKING:
+    from veilfl.protocol.buffered import BufferTicket
+
 __all__ = [
-    "ClosedRound",
     "RoundConfig",
     "RoundPhase",
     "RoundStatus",
     "SyncRoundMachine",
-    "TickOutcome",
 ]
 
 
@@ -114,47 +117,6 @@ class RoundPhase(StrEnum):
 
 
 @dataclass(frozen=True)
-class ClosedRound:
-    """A round whose participant list is final.
-
-    Attributes:
-        round_id: The round.
-        base_version: The model version every participant trained from.
-        participants: The accepted reports, in arrival order.
-        opened_at: When the round (last) opened.
-        closed_at: When it closed.
-        sampled: How many clients had been sampled.
-    """
-
-    round_id: int
-    base_version: int
-    participants: tuple[ClientReport, ...]
-    opened_at: float
-    closed_at: float
-    sampled: int
-
-    @property
-    def participant_ids(self) -> tuple[str, ...]:
-        """Client ids of the participants, in arrival order."""
-        return tuple(report.client_id for report in self.participants)
-
-
-@dataclass(frozen=True)
-class TickOutcome:
-    """What a call to :meth:`SyncRoundMachine.tick` changed.
-
-    Attributes:
-        opened: A round opened (or reopened after a restart) with this id.
-        restarted: The open round was restarted because too few clients reported.
-        ready_to_close: The open round can close now; call :meth:`SyncRoundMachine.close`.
-    """
-
-    opened: int | None = None
-    restarted: bool = False
-    ready_to_close: bool = False
-
-
-@dataclass(frozen=True)
 class RoundStatus:
     """A read-only view for status pages and logs."""
 
@@ -223,6 +185,16 @@ class SyncRoundMachine:
         return RoundPhase.CLOSING if self._closing else RoundPhase.OPEN
 
     @property
+    def deadline(self) -> float | None:
+        """The open round's deadline (None when no round is open)."""
+        return None if self._open is None else self._open.deadline
+
+    @property
+    def done(self) -> bool:
+        """Whether every planned round is complete (or the run ended early)."""
+        return self.phase is RoundPhase.DONE
+
+    @property
     def model_version(self) -> int:
         """The current global model version."""
         return self._version
@@ -254,6 +226,19 @@ class SyncRoundMachine:
             deadline=open_round.deadline if open_round else None,
         )
 
+    def describe(self) -> dict[str, object]:
+        """A JSON-ready snapshot for status pages."""
+        status = self.status()
+        return {
+            "phase": status.phase.value,
+            "round_id": status.round_id,
+            "model_version": status.model_version,
+            "num_rounds": self._config.num_rounds,
+            "joined": status.joined,
+            "sampled": status.sampled,
+            "reported": status.reported,
+        }
+
     # ---------------------------------------------------------------- commands
     def join(self, client_id: str, *, now: float) -> None:
         """Register a client. Joining twice is harmless."""
@@ -280,12 +265,20 @@ class SyncRoundMachine:
             return Task.train(round_id=open_round.round_id, model_version=open_round.base_version)
         return Task.wait(retry_after_s=self._config.poll_interval_s)
 
-    def check_update(self, header: UpdateHeader) -> bool:
-        """Validate an update's header without changing any state.
+    def ticket(self, client_id: str, *, trained_version: int) -> BufferTicket:
+        """Rounds have no buffer tickets.
+
+        Raises:
+            ProtocolError: always.
+        """
+        raise ProtocolError("This run has synchronous rounds; there are no buffer tickets.")
+
+    def admit(self, header: UpdateHeader) -> Placement | None:
+        """Validate an update's (or receipt's) header without changing any state.
 
         Returns:
-            True if the update would be accepted; False if this client's update for
-            this round is already in (a retry: the caller answers as for a success).
+            Where it would count, or None if this client's update for this round is
+            already in (a retry: the caller answers as for a success).
 
         Raises:
             UnknownClientError: the client never joined.
@@ -295,7 +288,7 @@ class SyncRoundMachine:
         self._require_joined(header.client_id)
         last_round, last_participants = self._last_round
         if header.round_id == last_round and header.client_id in last_participants:
-            return False  # a retry of an update the last completed round already used
+            return None  # a retry of an update the last completed round already used
         open_round = self._open
         if open_round is None or header.round_id != open_round.round_id:
             current = "none" if open_round is None else str(open_round.round_id)
@@ -303,7 +296,7 @@ class SyncRoundMachine:
                 f"Round {header.round_id} is not open (open round: {current}); ask for a new task."
             )
         if header.client_id in open_round.reports:
-            return False
+            return None
         if self._closing:
             raise RoundMismatchError(
                 f"Round {header.round_id} has closed; the update arrived too late."
@@ -318,18 +311,19 @@ class SyncRoundMachine:
                 f"{header.round_id} uses version {open_round.base_version}; fetch the model "
                 "again."
             )
-        return True
+        return Placement(round_id=header.round_id, trained_version=header.base_version)
 
-    def accept_update(self, header: UpdateHeader) -> bool:
-        """Record an update whose payload the caller has already validated.
+    def accept(self, header: UpdateHeader, placement: Placement) -> bool:
+        """Record an update admitted by :meth:`admit`, whose payload the caller has
+        already validated.
 
         Returns:
             True if newly accepted; False for a duplicate (nothing changes).
 
         Raises:
-            The errors of :meth:`check_update`; on any of them nothing changes.
+            The errors of :meth:`admit`; on any of them nothing changes.
         """
-        if not self.check_update(header):
+        if self.admit(header) is None:
             return False
         assert self._open is not None
         self._open.reports[header.client_id] = ClientReport(
@@ -337,6 +331,8 @@ class SyncRoundMachine:
             num_samples=header.num_samples,
             loss=header.loss,
             aggregators=header.aggregators,
+            trained_version=placement.trained_version,
+            weight=placement.weight,
         )
         return True
 
@@ -360,7 +356,7 @@ class SyncRoundMachine:
             return TickOutcome(opened=self._round_id, restarted=True)
         return TickOutcome()
 
-    def close(self, *, now: float) -> ClosedRound:
+    def close(self, *, now: float) -> ClosedCohort:
         """Fix the participant list of the open round; no update is accepted after this.
 
         Raises:
@@ -375,7 +371,7 @@ class SyncRoundMachine:
                 f"{self._config.min_clients} to close."
             )
         self._closing = True
-        return ClosedRound(
+        return ClosedCohort(
             round_id=open_round.round_id,
             base_version=open_round.base_version,
             participants=tuple(open_round.reports.values()),
@@ -418,6 +414,9 @@ class SyncRoundMachine:
         self._restarts += 1
         self._open = self._sample(now)
         return self._round_id
+
+    def abandon_training(self, client_id: str) -> None:
+        """A client gave up on its task: nothing to free (it is simply a straggler)."""
 
     def end_run(self) -> None:
         """End the run before its planned rounds (a privacy budget is spent).

@@ -103,6 +103,17 @@ class AggregatorNode:
         self._latest = latest
         return latest
 
+    def holdings(self, round_id: int) -> frozenset[str]:
+        """The clients whose shares of ``round_id`` this aggregator holds (none for a
+        round it has no state of yet).
+
+        Raises:
+            RoundMismatchError: for a round already dropped.
+        """
+        self._require_current_or_later(round_id)
+        state = self._rounds.get(round_id)
+        return frozenset() if state is None else state.clients
+
     def aggregate(self, round_id: int, participants: Iterable[str]) -> Share:
         """The aggregate share of ``round_id`` over exactly ``participants``.
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -70,6 +71,30 @@ class SecureAggregationConfig:
     def client_weight(self, num_samples: int) -> float:
         """The FedAvg weight a client with ``num_samples`` examples puts in its vector."""
         return min(1.0, num_samples / self.max_samples_per_client)
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> SecureAggregationConfig:
+        """Parse :meth:`to_json` output.
+
+        Raises:
+            ConfigurationError: if a field is missing or out of range.
+        """
+        try:
+            kem = str(data.get("kem", "x25519"))
+            if kem not in ("x25519", "mlkem768-x25519"):
+                raise ConfigurationError(f"Unknown key type {kem!r}.")
+            return cls(
+                threshold=int(data["threshold"]),
+                num_aggregators=int(data["num_aggregators"]),
+                clip_range=float(data["clip_range"]),
+                max_clients=int(data["max_clients"]),
+                max_samples_per_client=int(data["max_samples_per_client"]),
+                kem=kem,  # type: ignore[arg-type]
+            )
+        except (KeyError, TypeError, ValueError) as exc:
+            raise ConfigurationError(
+                f"The secure-aggregation settings are malformed: {exc}."
+            ) from exc
 
     def to_json(self) -> dict[str, Any]:
         """A JSON-ready dict."""

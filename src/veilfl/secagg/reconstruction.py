@@ -16,9 +16,9 @@ import numpy as np
 from veilfl.crypto.shamir import Share
 from veilfl.errors import ProtocolError, ReconstructionError
 from veilfl.secagg.config import EXTRA_COORDINATES, LOSS_RANGE, SecureAggregationConfig
-from veilfl.strategy.fedavg import AggregateUpdate
+from veilfl.strategy.aggregate import Aggregate
 
-__all__ = ["AggregationPlan", "SecureAggregate", "plan_aggregation", "reconstruct_aggregate"]
+__all__ = ["AggregationPlan", "plan_aggregation", "reconstruct_aggregate"]
 
 
 @dataclass(frozen=True)
@@ -78,30 +78,28 @@ def plan_aggregation(
     return AggregationPlan(aggregators=spares, participants=members)
 
 
-@dataclass(frozen=True)
-class SecureAggregate:
-    """A reconstructed round: the FedAvg aggregate, the weighted mean training loss and
-    the (possibly noised) count of updates that were within the DP clipping norm."""
-
-    update: AggregateUpdate
-    mean_loss: float
-    within_bound_count: float
-
-
 def reconstruct_aggregate(
-    shares: Sequence[Share], *, config: SecureAggregationConfig, num_participants: int
-) -> SecureAggregate:
+    shares: Sequence[Share],
+    *,
+    config: SecureAggregationConfig,
+    participants: tuple[str, ...],
+    trained_versions: tuple[int, ...],
+) -> Aggregate:
     """Reconstruct the field sum from aggregate shares and decode it.
 
+    With more than t shares, every share beyond the first t is checked to lie on the
+    same polynomials: a mismatch means an aggregator (or a client's inconsistent shares)
+    corrupted the sum, and is an error, never a silently wrong model.
+
     Raises:
-        ReconstructionError: with fewer than t shares.
+        ReconstructionError: with fewer than t shares, or shares that disagree.
         ProtocolError: if the decoded total weight is not positive.
     """
     if len(shares) < config.threshold:
         raise ReconstructionError(
             f"Reconstruction needs {config.threshold} aggregate shares; got {len(shares)}."
         )
-    field_sum = config.scheme().reconstruct(list(shares)[: config.threshold])
+    field_sum = config.scheme().reconstruct(list(shares), verify=len(shares) > config.threshold)
     decoded = config.encoding().decode_sum(field_sum)
     body = decoded[:-EXTRA_COORDINATES].astype(np.float64)
     total_weight, weighted_loss, within_bound = (float(v) for v in decoded[-EXTRA_COORDINATES:])
@@ -109,12 +107,11 @@ def reconstruct_aggregate(
         raise ProtocolError(
             "The reconstructed total weight is not positive; shares were inconsistent."
         )
-    return SecureAggregate(
-        update=AggregateUpdate(
-            weighted_delta_sum=body,
-            total_weight=total_weight,
-            num_contributors=num_participants,
-        ),
+    return Aggregate(
+        weighted_delta_sum=body,
+        total_weight=total_weight,
+        participants=participants,
+        trained_versions=trained_versions,
         mean_loss=weighted_loss / total_weight * LOSS_RANGE,
         within_bound_count=within_bound,
     )

@@ -1,11 +1,13 @@
-"""The coordinator's HTTP link to the aggregators (synchronous; runs in a worker thread).
+"""The coordinator's HTTP link to the aggregators, and the commands it performs there.
 
 Each request is signed with the coordinator's key (the aggregators answer no one else)
-and, over HTTPS, verified against the run's CA.
+and, over HTTPS, verified against the run's CA. Requests run concurrently, outside the
+coordinator's lock; every outcome comes back to the core as an event.
 """
 
 from __future__ import annotations
 
+import asyncio
 import ssl
 from collections.abc import Mapping, Sequence
 
@@ -13,17 +15,25 @@ import httpx
 
 from veilfl.auth.identity import Identity
 from veilfl.auth.signed_request import COORDINATOR_SIGNER, aggregator_audience
-from veilfl.client.signing import SigningAuth, for_round
 from veilfl.crypto.envelope import decode_share
 from veilfl.crypto.field import MERSENNE_31
 from veilfl.crypto.shamir import Share
-from veilfl.errors import ProtocolError, TransportError
+from veilfl.errors import ProtocolError, TransportError, VeilflError, WireFormatError
+from veilfl.protocol.effects import (
+    AggregateShareReported,
+    AggregatorFailed,
+    CollectAggregateShares,
+    CollectHoldings,
+    Event,
+    HoldingsReported,
+)
+from veilfl.transport.signing import SigningAuth, for_round
 
 __all__ = ["HttpAggregatorLink"]
 
 
 class HttpAggregatorLink:
-    """Asks aggregators for aggregate shares over HTTP.
+    """Asks aggregators for holdings and aggregate shares over HTTP.
 
     Args:
         urls: Aggregator index to base URL.
@@ -32,6 +42,7 @@ class HttpAggregatorLink:
         identity: The coordinator's key.
         verify: How to verify the aggregators' TLS certificates.
         timeout_s: Per-request timeout.
+        transport: An httpx transport (tests).
     """
 
     def __init__(
@@ -43,6 +54,7 @@ class HttpAggregatorLink:
         identity: Identity,
         verify: ssl.SSLContext | bool = True,
         timeout_s: float = 60.0,
+        transport: httpx.AsyncBaseTransport | None = None,
     ):
         self._urls = dict(urls)
         self._length = vector_length
@@ -52,22 +64,84 @@ class HttpAggregatorLink:
             )
             for index in self._urls
         }
-        self._http = httpx.Client(timeout=timeout_s, verify=verify)
+        self._http = httpx.AsyncClient(timeout=timeout_s, verify=verify, transport=transport)
 
-    def aggregate(self, index: int, round_id: int, participants: Sequence[str]) -> Share:
-        """Aggregator ``index``'s aggregate share of ``round_id`` over ``participants``.
+    async def close(self) -> None:
+        """Close the connections."""
+        await self._http.aclose()
+
+    async def collect_holdings(self, command: CollectHoldings) -> list[Event]:
+        """Ask each aggregator (concurrently) which clients' shares it holds."""
+        return list(
+            await asyncio.gather(
+                *(self._holdings(j, command.round_id) for j in command.aggregators)
+            )
+        )
+
+    async def collect_aggregate_shares(self, command: CollectAggregateShares) -> list[Event]:
+        """Ask each aggregator (concurrently) for its aggregate share."""
+        return list(
+            await asyncio.gather(
+                *(
+                    self._aggregate(j, command.round_id, command.participants)
+                    for j in command.aggregators
+                )
+            )
+        )
+
+    async def _holdings(self, index: int, round_id: int) -> Event:
+        try:
+            response = await self._request(
+                index, "GET", f"/v1/rounds/{round_id}/holdings", round_id=round_id
+            )
+            body = response.json()
+            clients = body.get("clients") if isinstance(body, dict) else None
+            if not isinstance(clients, list) or not all(isinstance(c, str) for c in clients):
+                raise WireFormatError(f"Aggregator {index} answered holdings that do not parse.")
+            return HoldingsReported(round_id, index, frozenset(clients))
+        except VeilflError as exc:
+            return AggregatorFailed(round_id, index, str(exc), isinstance(exc, ProtocolError))
+
+    async def _aggregate(self, index: int, round_id: int, participants: Sequence[str]) -> Event:
+        try:
+            response = await self._request(
+                index,
+                "POST",
+                f"/v1/rounds/{round_id}/aggregate",
+                round_id=round_id,
+                json={"participants": list(participants)},
+            )
+            share = await asyncio.to_thread(
+                decode_share, response.content, expected_length=self._length, field=MERSENNE_31
+            )
+            return AggregateShareReported(round_id, index, share)
+        except VeilflError as exc:
+            return AggregatorFailed(round_id, index, str(exc), isinstance(exc, ProtocolError))
+
+    async def aggregate(self, index: int, round_id: int, participants: Sequence[str]) -> Share:
+        """Aggregator ``index``'s aggregate share (one request, for tests and tools).
 
         Raises:
             TransportError: the aggregator is unreachable or failed.
-            ProtocolError: it refused the request.
+            ProtocolError: it refused.
         """
+        event = await self._aggregate(index, round_id, participants)
+        if isinstance(event, AggregateShareReported):
+            return event.share
+        assert isinstance(event, AggregatorFailed)
+        raise (ProtocolError if event.refused else TransportError)(event.reason)
+
+    async def _request(
+        self, index: int, method: str, path: str, *, round_id: int, **kwargs: object
+    ) -> httpx.Response:
         url = self._urls[index]
         try:
-            response = self._http.post(
-                f"{url}/v1/rounds/{round_id}/aggregate",
-                json={"participants": list(participants)},
+            response = await self._http.request(
+                method,
+                f"{url}{path}",
                 auth=self._auth[index],
                 extensions=for_round(round_id),
+                **kwargs,  # type: ignore[arg-type]
             )
         except httpx.HTTPError as exc:
             raise TransportError(f"Aggregator {index} at {url} is unreachable: {exc}.") from exc
@@ -75,7 +149,7 @@ class HttpAggregatorLink:
             raise TransportError(f"Aggregator {index} failed (HTTP {response.status_code}).")
         if response.status_code != 200:
             raise ProtocolError(
-                f"Aggregator {index} refused to aggregate round {round_id} "
+                f"Aggregator {index} refused {method} {path} "
                 f"(HTTP {response.status_code}): {response.text[:300]}"
             )
-        return decode_share(response.content, expected_length=self._length, field=MERSENNE_31)
+        return response

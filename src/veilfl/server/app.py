@@ -22,17 +22,18 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
+from dataclasses import replace
 from typing import Any
 
 from fastapi import FastAPI, Request, Response
 from pydantic import BaseModel, Field
 
 from veilfl.errors import WireFormatError
-from veilfl.protocol.messages import UpdateHeader
+from veilfl.protocol.messages import TaskKind, UpdateHeader
 from veilfl.protocol.metrics import RoundMetrics
 from veilfl.server.client_access import ClientAccess
-from veilfl.server.http_errors import install_error_handlers
 from veilfl.server.service import CoordinatorService
+from veilfl.transport.http_errors import install_error_handlers
 
 __all__ = ["create_app"]
 
@@ -103,26 +104,6 @@ class UploadResponse(BaseModel):
     round_id: int
 
 
-def _run_json(service: CoordinatorService, access: ClientAccess) -> dict[str, Any]:
-    info = service.run_info
-    return {
-        "coordinator_key": access.coordinator.public_key_text,
-        "run_id": info.run_id,
-        "model_name": info.model_name,
-        "num_rounds": info.num_rounds,
-        "plan": {
-            "learning_rate": info.plan.learning_rate,
-            "momentum": info.plan.momentum,
-            "epochs": info.plan.epochs,
-            "batch_size": info.plan.batch_size,
-            "max_batches": info.plan.max_batches,
-        },
-        "secure": info.secure,
-        "dp": info.dp,
-        "mode": info.mode,
-    }
-
-
 def create_app(
     service: CoordinatorService,
     *,
@@ -137,6 +118,7 @@ def create_app(
         access: Enrollment and request authentication.
     """
     secure = service.run_info.secure is not None
+    run_json = service.run_info.to_json()
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -160,20 +142,19 @@ def create_app(
             request, public_key_text=body.public_key, token=body.enrollment_token, name=body.name
         )
         await service.join(client_id)
-        return JoinResponse(client_id=client_id, run=_run_json(service, access))
+        return JoinResponse(client_id=client_id, run=run_json)
 
     @app.get("/v1/run")
     async def run() -> dict[str, Any]:
-        return _run_json(service, access)
+        return run_json
 
     @app.get("/v1/clients/{client_id}/task", response_model=TaskResponse)
     async def task(client_id: str, request: Request) -> TaskResponse:
         await access.authenticate(request, round_id=None, acting_for=client_id)
         answer = await service.task_for(client_id)
-        response = TaskResponse(**answer.to_json())
-        if secure and response.kind == "train" and response.round_id is not None:
-            response.admission = access.admission(client_id, response.round_id)
-        return response
+        if secure and answer.kind is TaskKind.TRAIN and answer.round_id is not None:
+            answer = replace(answer, admission=access.admission(client_id, answer.round_id))
+        return TaskResponse(**answer.to_json())
 
     @app.get(
         "/v1/model",

@@ -8,56 +8,21 @@ whole file under the final name; a leftover temporary file never looks like a ve
 
 from __future__ import annotations
 
-import os
 import re
-import tempfile
 from collections.abc import Mapping
 from pathlib import Path
 
+from veilfl.durable_files import write_atomically
 from veilfl.errors import StorageError, WireFormatError
 from veilfl.tensors import Weights
 from veilfl.wire.tensor_codec import decode_weights, encode_weights
 
-__all__ = ["VERSION_KEY", "CheckpointStore", "write_atomically"]
+__all__ = ["VERSION_KEY", "CheckpointStore"]
 
 VERSION_KEY = "version"
 """Metadata key under which :meth:`CheckpointStore.save` records the version."""
 
 _NAME = re.compile(r"^model_v(\d{6,})\.safetensors$")
-
-
-def write_atomically(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` so that a crash leaves the old file or the new, never half.
-
-    Creates the parent folder if needed, writes a temporary file (``.{name}.*``) in it,
-    flushes and fsyncs that, renames it over ``path`` and fsyncs the folder.
-
-    Raises:
-        StorageError: if any step fails; the temporary file is removed.
-    """
-    temporary: str | None = None
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        descriptor, temporary = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-        with os.fdopen(descriptor, "wb") as handle:
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(temporary, path)
-        temporary = None
-        folder = os.open(path.parent, os.O_RDONLY)
-        try:
-            os.fsync(folder)
-        finally:
-            os.close(folder)
-    except OSError as exc:
-        raise StorageError(
-            f"{path} could not be written ({exc}); check that its folder is writable "
-            "and the disk is not full."
-        ) from exc
-    finally:
-        if temporary is not None:
-            Path(temporary).unlink(missing_ok=True)
 
 
 class CheckpointStore:

@@ -25,8 +25,8 @@ from veilfl.auth.rate_limit import DEFAULT_RATE_LIMIT, RateLimit
 from veilfl.auth.request_verifier import RequestVerifier
 from veilfl.auth.signed_request import coordinator_audience
 from veilfl.errors import ForbiddenError
-from veilfl.server.request_auth import RequestGuard
 from veilfl.server.run_store import RunStore
+from veilfl.transport.request_guard import RequestGuard
 
 __all__ = ["ClientAccess"]
 

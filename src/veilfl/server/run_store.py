@@ -455,6 +455,22 @@ class RunStore:
                     ),
                 )
 
+    def record_evaluation(
+        self, round_id: int, *, test_loss: float | None, test_accuracy: float | None
+    ) -> None:
+        """Add the server-side evaluation of a recorded round's model.
+
+        Raises:
+            StorageError: if the round is not recorded or the write fails.
+        """
+        with self._transaction(f"record the evaluation of round {round_id}") as db:
+            updated = db.execute(
+                "UPDATE rounds SET test_loss = ?, test_accuracy = ? WHERE round_id = ?",
+                (test_loss, test_accuracy, round_id),
+            ).rowcount
+            if updated != 1:
+                raise StorageError(f"Round {round_id} is not recorded; it cannot be evaluated.")
+
     def completed_rounds(self) -> list[RoundRecord]:
         """Every completed round, by round id."""
         with self._read("read the completed rounds") as db:

@@ -1,10 +1,13 @@
-"""The coordinator's async edge: one :class:`SyncCoordinator` behind an asyncio lock.
+"""The coordinator's async edge: the sans-I/O core behind one asyncio lock.
 
-Every request is turned into one call on the transport-free core. CPU-heavy work
-(decoding an update, folding it into the sum, closing a round, evaluating, writing a
-checkpoint) runs in a worker thread, so the event loop keeps serving other clients
-while it happens. Calls into the core are serialised by one lock, so the core itself
-needs no locking.
+Every client request becomes one call on :class:`~veilfl.protocol.coordinator.Coordinator`
+under the lock; the call only changes state and queues effects. A background runner
+drains those effects and performs the commands (asking the aggregators, writing the
+round's checkpoint) **outside** the lock, concurrently, then hands each answer back to
+the core. So while a round closes, status, task and upload requests are answered at
+once; nothing under the lock waits on the network or the disk. Evaluation, the metrics
+files and the log line of a completed round are consumers of its ``RoundCompleted``
+notice, run one after another off the request path.
 """
 
 from __future__ import annotations
@@ -17,54 +20,36 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Protocol, TypeVar
 
-from veilfl.errors import ForbiddenError, ProtocolError, RoundMismatchError, VeilflError
+from veilfl.errors import ForbiddenError, RoundMismatchError, VeilflError
 from veilfl.protocol.buffered import BufferTicket
-from veilfl.protocol.buffered_coordinator import BufferedCoordinator
-from veilfl.protocol.coordinator import GlobalModel
+from veilfl.protocol.coordinator import Coordinator
+from veilfl.protocol.effects import (
+    AggregationStalled,
+    ClientsExcluded,
+    Command,
+    Event,
+    Notice,
+    RoundAbandoned,
+    RoundCompleted,
+    RoundOutcome,
+)
 from veilfl.protocol.messages import RunInfo, Task, UpdateHeader
-from veilfl.protocol.metrics import RoundMetrics
-from veilfl.reporting import format_round_row
-from veilfl.tensors import TensorSpec, Weights
+from veilfl.tensors import Weights
 from veilfl.wire.tensor_codec import decode_weights, encode_weights
 
-__all__ = ["CoordinatorCore", "CoordinatorService", "EncodedModel"]
+__all__ = ["CommandPerformer", "CoordinatorService", "EncodedModel"]
 
 logger = logging.getLogger(__name__)
 T = TypeVar("T")
 
 
-class CoordinatorCore(Protocol):
-    """What the HTTP edge needs from a coordinator core (rounds or buffers)."""
+class CommandPerformer(Protocol):
+    """Performs the core's commands (I/O) and returns the answers as events."""
 
-    @property
-    def spec(self) -> TensorSpec: ...
-
-    @property
-    def history(self) -> tuple[RoundMetrics, ...]: ...
-
-    @property
-    def done(self) -> bool: ...
-
-    @property
-    def model_version(self) -> int: ...
-
-    def join(self, client_id: str, *, now: float) -> None: ...
-
-    def is_joined(self, client_id: str) -> bool: ...
-
-    def task_for(self, client_id: str, *, now: float) -> Task: ...
-
-    def submit_plaintext_update(
-        self, header: UpdateHeader, delta: Weights, *, now: float
-    ) -> bool: ...
-
-    def record_share_upload(self, header: UpdateHeader, *, now: float) -> bool: ...
-
-    def tick(self, *, now: float) -> object: ...
-
-    def global_model(self) -> GlobalModel: ...
-
-    def status(self) -> dict[str, object]: ...
+    async def perform(self, command: Command) -> list[Event]:
+        """Carry out ``command``; never raise for a failure that the core should hear
+        about (an aggregator down becomes an ``AggregatorFailed`` event)."""
+        ...
 
 
 @dataclass(frozen=True)
@@ -76,33 +61,44 @@ class EncodedModel:
 
 
 class CoordinatorService:
-    """Serialises access to the coordinator core and keeps CPU work off the event loop.
+    """Serialises access to the coordinator core; performs its commands off the lock.
 
     Args:
         coordinator: The protocol core.
         run_info: What joining clients are told about the run.
-        on_round: Called (in a worker thread) with each completed round's metrics.
+        performer: Carries out the core's commands.
+        on_round: Called (in a worker thread, one round after another) with each
+            completed round, to evaluate and record it; returns nothing.
+        on_served: Called at once (on the event loop) when a round's model is served.
         max_update_bytes: Largest update body accepted.
         clock: Monotonic clock in seconds.
     """
 
     def __init__(
         self,
-        coordinator: CoordinatorCore,
+        coordinator: Coordinator,
         *,
         run_info: RunInfo,
-        on_round: Callable[[RoundMetrics], None] | None = None,
+        performer: CommandPerformer,
+        on_round: Callable[[RoundOutcome], None] | None = None,
+        on_served: Callable[[RoundOutcome], None] | None = None,
         max_update_bytes: int,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self._core = coordinator
         self._run_info = run_info
+        self._performer = performer
         self._on_round = on_round
+        self._on_served = on_served
         self._max_update_bytes = max_update_bytes
         self._clock = clock
         self._lock = asyncio.Lock()
+        self._encode_lock = asyncio.Lock()
         self._encoded: EncodedModel | None = None
-        self._ticker: asyncio.Task[None] | None = None
+        self._wake = asyncio.Event()
+        self._rounds: asyncio.Queue[RoundOutcome] = asyncio.Queue()
+        self._background: list[asyncio.Task[None]] = []
+        self._in_flight: set[asyncio.Task[None]] = set()
         self.finished = asyncio.Event()
 
     @property
@@ -110,36 +106,52 @@ class CoordinatorService:
         """The run's public description."""
         return self._run_info
 
+    @property
+    def core(self) -> Coordinator:
+        """The protocol core (read it; drive it through this service)."""
+        return self._core
+
     async def start(self, *, tick_interval_s: float = 0.25) -> None:
-        """Start the background ticker that fires round deadlines."""
-        self._ticker = asyncio.create_task(self._tick_forever(tick_interval_s))
+        """Start the ticker (round deadlines), the effect runner and the round consumer."""
+        self._background = [
+            asyncio.create_task(self._tick_forever(tick_interval_s)),
+            asyncio.create_task(self._run_effects()),
+            asyncio.create_task(self._consume_rounds()),
+        ]
+        self._wake.set()
 
     async def stop(self) -> None:
-        """Stop the background ticker."""
-        if self._ticker is not None:
-            self._ticker.cancel()
+        """Stop the background tasks (commands in flight are cancelled)."""
+        for task in [*self._background, *self._in_flight]:
+            task.cancel()
+        for task in [*self._background, *self._in_flight]:
             with contextlib.suppress(asyncio.CancelledError):
-                await self._ticker
+                await task
 
     async def join(self, client_id: str) -> None:
         """Let an enrolled client take part (idempotent; enrollment persists it)."""
-        async with self._lock:
-            self._core.join(client_id, now=self._clock())
+        await self._call(self._core.join, client_id, now=self._clock())
 
     async def task_for(self, client_id: str) -> Task:
         """What a client should do now."""
-        return await self._locked(self._core.task_for, client_id, now=self._clock())
+        return await self._call(self._core.task_for, client_id, now=self._clock())
 
     async def model(self) -> EncodedModel:
-        """The current global model, encoded (cached per version)."""
+        """The served global model, encoded (once per version, outside the core's lock)."""
         async with self._lock:
             version = self._core.model_version
-            if self._encoded is None or self._encoded.version != version:
-                weights = self._core.global_model().weights
-                body = await asyncio.to_thread(
-                    encode_weights, weights, metadata={"model_version": str(version)}
-                )
-                self._encoded = EncodedModel(version=version, body=body)
+            cached = self._encoded
+        if cached is not None and cached.version == version:
+            return cached
+        async with self._encode_lock:
+            if self._encoded is not None and self._encoded.version == version:
+                return self._encoded
+            async with self._lock:
+                model = self._core.global_model()
+            body = await asyncio.to_thread(
+                encode_weights, model.weights, metadata={"model_version": str(model.version)}
+            )
+            self._encoded = EncodedModel(version=model.version, body=body)
             return self._encoded
 
     async def submit_update(
@@ -170,39 +182,22 @@ class CoordinatorService:
             raise ForbiddenError(
                 f"Client {sender} signed an update that says it is from {header.client_id}."
             )
-        accepted = await self._locked(
+        accepted = await self._call(
             self._core.submit_plaintext_update, header, delta, now=self._clock()
         )
         return header, accepted
 
     async def submit_receipt(self, header: UpdateHeader) -> bool:
-        """Record that a client's shares reached the aggregators (secure aggregation).
+        """Note that a client says its shares reached the aggregators.
 
         Returns:
             False if the receipt duplicated an accepted one.
         """
-        if self._run_info.secure is None:
-            raise ProtocolError(
-                "This run aggregates in plaintext; upload the update to /v1/rounds/{round}/updates."
-            )
-        threshold = int(self._run_info.secure["config"]["threshold"])
-        if len(header.aggregators) < threshold:
-            raise ProtocolError(
-                f"The receipt lists {len(header.aggregators)} aggregators; at least {threshold} "
-                "must hold the shares."
-            )
-        return await self._locked(self._core.record_share_upload, header, now=self._clock())
+        return await self._call(self._core.record_receipt, header, now=self._clock())
 
     async def ticket(self, client_id: str, *, trained_version: int) -> BufferTicket:
-        """Where a client's update goes next (buffered asynchronous runs only).
-
-        Raises:
-            ProtocolError: in a run with synchronous rounds.
-        """
-        if not isinstance(self._core, BufferedCoordinator):
-            raise ProtocolError("This run has synchronous rounds; there are no buffer tickets.")
-        core = self._core
-        return await self._locked(lambda: core.ticket(client_id, trained_version=trained_version))
+        """Where a client's update goes next (buffered asynchronous runs only)."""
+        return await self._call(self._core.ticket, client_id, trained_version=trained_version)
 
     async def status(self) -> dict[str, Any]:
         """A JSON-ready snapshot of the run."""
@@ -210,38 +205,94 @@ class CoordinatorService:
             return {"run_id": self._run_info.run_id, **self._core.status()}
 
     def global_weights(self) -> Weights:
-        """The current global weights (for tests and shutdown)."""
+        """The served global weights (for tests and shutdown)."""
         return self._core.global_model().weights
 
     # ----------------------------------------------------------------- private
-    async def _locked(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+    async def _call(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+        """One core call under the lock (in a worker thread: it may do CPU work)."""
         async with self._lock:
-            before = len(self._core.history)
-            result = await asyncio.to_thread(fn, *args, **kwargs)
-            await self._after_call(before)
-            return result
+            try:
+                return await asyncio.to_thread(fn, *args, **kwargs)
+            finally:
+                self._wake.set()
 
-    async def _after_call(self, rounds_before: int) -> None:
-        for metrics in self._core.history[rounds_before:]:
-            logger.info("round complete: %s", format_round_row(metrics).strip())
-            if self._on_round is not None:
-                await asyncio.to_thread(self._on_round, metrics)
-        if self._core.done:
-            self.finished.set()
+    async def _run_effects(self) -> None:
+        while True:
+            await self._wake.wait()
+            self._wake.clear()
+            async with self._lock:
+                effects = self._core.drain()
+                done = self._core.done
+            for effect in effects:
+                if isinstance(
+                    effect, RoundCompleted | RoundAbandoned | ClientsExcluded | AggregationStalled
+                ):
+                    self._publish(effect)
+                else:
+                    task = asyncio.create_task(self._perform(effect))
+                    self._in_flight.add(task)
+                    task.add_done_callback(self._in_flight.discard)
+            if done and not self._in_flight and not effects:
+                await self._rounds.join()
+                self.finished.set()
+
+    async def _perform(self, command: Command) -> None:
+        while True:
+            try:
+                events = await self._performer.perform(command)
+                break
+            except VeilflError as exc:  # say, the disk is full: nothing is served meanwhile
+                logger.error(
+                    "could not carry out %s (%s); retrying in 1 s", type(command).__name__, exc
+                )
+                await asyncio.sleep(1.0)
+        for event in events:
+            await self._call(self._core.handle, event, now=self._clock())
+
+    def _publish(self, notice: Notice) -> None:
+        if isinstance(notice, RoundCompleted):
+            if self._on_served is not None:
+                self._on_served(notice.outcome)
+            self._rounds.put_nowait(notice.outcome)
+        elif isinstance(notice, RoundAbandoned):
+            logger.warning(
+                "round %d abandoned: %s; round %d runs it again with a fresh sample",
+                notice.round_id,
+                notice.reason,
+                notice.new_round_id,
+            )
+        elif isinstance(notice, ClientsExcluded):
+            logger.warning(
+                "round %d: %d client(s) excluded, %s: %s",
+                notice.round_id,
+                len(notice.clients),
+                notice.reason,
+                ", ".join(notice.clients[:5]) + (" ..." if len(notice.clients) > 5 else ""),
+            )
+        elif isinstance(notice, AggregationStalled):
+            logger.warning(
+                "round %d cannot be aggregated yet (%s); asking again shortly",
+                notice.round_id,
+                notice.reason,
+            )
+
+    async def _consume_rounds(self) -> None:
+        while True:
+            outcome = await self._rounds.get()
+            try:
+                if self._on_round is not None:
+                    await asyncio.to_thread(self._on_round, outcome)
+            except Exception:  # a report must never stop the run; the round is recorded
+                logger.exception("reporting round %d failed", outcome.cohort.round_id)
+            finally:
+                self._rounds.task_done()
+                self._wake.set()
 
     async def _tick_forever(self, interval_s: float) -> None:
-        last_problem = ""
         while not self.finished.is_set():
             await asyncio.sleep(interval_s)
             try:
-                await self._locked(self._core.tick, now=self._clock())
-            except VeilflError as exc:  # say, an aggregator is restarting: say it once
-                if str(exc) != last_problem:
-                    logger.warning("closing the round failed (%s); retrying every tick", exc)
-                last_problem = str(exc)
+                await self._call(self._core.tick, now=self._clock())
             except Exception:  # a tick must never kill the ticker; log and go on
-                logger.exception("Closing the round failed; will retry on the next tick.")
-            else:
-                if last_problem:
-                    logger.info("the round that could not be closed is moving again")
-                last_problem = ""
+                logger.exception("Advancing the round failed; will retry on the next tick.")

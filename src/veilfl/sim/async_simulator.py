@@ -14,27 +14,30 @@ from __future__ import annotations
 import heapq
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import TypeVar
 
 from veilfl.errors import ConfigurationError, StaleUpdateError
 from veilfl.ml.learner import Learner
 from veilfl.privacy.dp_fedavg import ClientPrivacyPlan, DpConfig
-from veilfl.protocol.buffered import BufferConfig, BufferedMachine, BufferMode
-from veilfl.protocol.buffered_coordinator import BufferedCoordinator
-from veilfl.protocol.coordinator import AggregationBackend, PlaintextAggregation
-from veilfl.protocol.messages import LocalTrainingPlan, TaskKind
+from veilfl.protocol.assembly import build_coordinator, describe_run
+from veilfl.protocol.buffered import BufferConfig
+from veilfl.protocol.effects import RoundOutcome
+from veilfl.protocol.hand_in import HandInContext
+from veilfl.protocol.messages import LocalTrainingPlan, PublishedAggregator, TaskKind
 from veilfl.protocol.metrics import RoundMetrics
-from veilfl.protocol.private_aggregation import PrivateAggregation
+from veilfl.protocol.settings import CoordinatorSettings, SecureSettings
+from veilfl.protocol.sync_round import RoundConfig
 from veilfl.secagg.config import SecureAggregationConfig
-from veilfl.secagg.coordinator_aggregation import SecureAggregation
-from veilfl.sim.hand_in import HandIn
+from veilfl.sim.effects import InProcessEffects
+from veilfl.sim.hand_in import SimulatedHandIn
 from veilfl.sim.in_process_aggregators import InProcessAggregators
 from veilfl.sim.profiles import ClientProfiles
-from veilfl.strategy.buffered import FedAsync, FedBuff
-from veilfl.tensors import Weights, spec_of
+from veilfl.tensors import Weights, spec_of, unflatten
 
 __all__ = ["AsyncSimulationConfig", "AsyncSimulationResult", "simulate_async"]
+
+RUN_ID = "simulation"
 
 DataT = TypeVar("DataT")
 
@@ -65,6 +68,33 @@ class AsyncSimulationConfig:
     dp: DpConfig | None = None
     poll_seconds: float | None = None
     seed: int = 0
+    min_clients: int = 1
+    aggregator_min_participants: int = 1
+
+    def settings(
+        self, *, population: int, aggregators: tuple[PublishedAggregator, ...] = ()
+    ) -> CoordinatorSettings:
+        """The coordinator settings this simulation runs, for ``population`` clients."""
+        return CoordinatorSettings(
+            model_name="simulation",
+            rounds=RoundConfig(
+                num_rounds=self.buffer.max_versions,
+                clients_per_round=max(self.buffer.buffer_size, self.min_clients),
+                min_clients=self.min_clients,
+            ),
+            plan=self.plan,
+            server_learning_rate=self.server_learning_rate,
+            seed=self.seed,
+            secure=(
+                None
+                if self.secure is None
+                else SecureSettings(config=self.secure, aggregators=aggregators)
+            ),
+            dp=self.dp,
+            buffer=self.buffer,
+            fedasync_mixing=self.fedasync_mixing,
+            population=population,
+        )
 
 
 @dataclass(frozen=True)
@@ -72,7 +102,8 @@ class AsyncSimulationResult:
     """What an asynchronous simulation produced.
 
     Attributes:
-        history: Metrics per released buffer; ``seconds`` is virtual time since start.
+        history: Metrics per released buffer; ``seconds`` is the virtual time the buffer
+            took, from opening to release.
         final_weights: The last model.
         accepted: Updates accepted into buffers.
         refused_stale: Updates refused as too stale.
@@ -113,45 +144,49 @@ def simulate_async(
     started = time.perf_counter()
     weights = learner.initial_weights(seed=config.seed)
     spec = spec_of(weights)
-    aggregators: InProcessAggregators | None = None
-    aggregation: AggregationBackend
-    if config.secure is not None:
-        aggregators = InProcessAggregators(
-            config.secure, run_id="simulation", model_size=spec.total_size
+    aggregators = (
+        None
+        if config.secure is None
+        else InProcessAggregators(
+            config.secure,
+            run_id=RUN_ID,
+            model_size=spec.total_size,
+            min_participants=config.aggregator_min_participants,
         )
-        aggregation = SecureAggregation(config.secure, aggregators, min_participants=1)
-    else:
-        aggregation = PlaintextAggregation(spec, uniform_weights=True)
-    if config.dp is not None:
-        aggregation = PrivateAggregation(
-            aggregation,
-            config.dp,
-            expected_clients=config.buffer.buffer_size,
-            sample_rate=min(1.0, config.buffer.buffer_size / len(client_data)),
-        )
-    strategy: FedBuff | FedAsync = (
-        FedAsync(mixing=config.fedasync_mixing)
-        if config.buffer.mode is BufferMode.FEDASYNC
-        else FedBuff(server_learning_rate=config.server_learning_rate)
     )
+    settings = config.settings(
+        population=len(client_data),
+        aggregators=() if aggregators is None else aggregators.published,
+    )
+    coordinator = build_coordinator(settings, initial_weights=weights).coordinator
+    run = describe_run(settings, run_id=RUN_ID, coordinator_key="", spec=spec)
+    evaluator = learner.evaluator(test_data) if test_data is not None else None
     virtual_now = [0.0]
-    coordinator = BufferedCoordinator(
-        machine=BufferedMachine(config.buffer),
-        spec=spec,
-        initial_weights=weights,
-        aggregation=aggregation,
-        strategy=strategy,
-        evaluate=learner.evaluator(test_data) if test_data is not None else None,
-        clock=lambda: virtual_now[0],
+    history: list[RoundMetrics] = []
+    stop = [False]
+
+    def completed(outcome: RoundOutcome) -> None:
+        metrics = outcome.metrics
+        if evaluator is not None:
+            evaluation = evaluator(unflatten(outcome.weights, spec))
+            metrics = replace(metrics, test_loss=evaluation.loss, test_accuracy=evaluation.accuracy)
+        history.append(metrics)
+        if on_release is not None:
+            on_release(metrics)
+        if stop_when is not None and stop_when(metrics):
+            stop[0] = True
+
+    effects = InProcessEffects(
+        coordinator, aggregators=aggregators, on_round=completed, clock=lambda: virtual_now[0]
     )
+    hand = SimulatedHandIn(coordinator, spec, aggregators=aggregators)
     ids = [f"sim-{i:05d}" for i in range(len(client_data))]
     speeds = config.profiles.speeds(len(ids))
     task_rng = config.profiles.task_rng()
-    hand_in = HandIn(spec=spec, secure=config.secure, aggregators=aggregators)
     events: list[_Event] = []
     sequence = 0
     for index, join_at in enumerate(config.profiles.join_times(len(ids))):
-        coordinator.join(ids[index])
+        coordinator.join(ids[index], now=0.0)
         events.append(_Event(float(join_at), sequence, index, "ask"))
         sequence += 1
     heapq.heapify(events)
@@ -160,14 +195,13 @@ def simulate_async(
     scratch = learner.model_fn()
     poll = config.poll_seconds or config.profiles.base_seconds / 2
     accepted = refused = dropped = 0
-    released_seen = 0
-    stop = False
-    while events and not coordinator.done and not stop:
+    while events and not coordinator.done and not stop[0]:
         event = heapq.heappop(events)
         virtual_now[0] = event.at
         client_id = ids[event.client]
         if event.kind == "ask":
-            task = coordinator.task_for(client_id)
+            task = coordinator.task_for(client_id, now=event.at)
+            effects.settle()
             if task.kind is TaskKind.DONE:
                 continue
             if task.kind is TaskKind.WAIT:
@@ -181,8 +215,8 @@ def simulate_async(
             in_flight[version] = in_flight.get(version, 0) + 1
             if task_rng.random() < config.profiles.dropout:
                 dropped += 1
-                coordinator.abandon(client_id)
-                _release_version(versions, in_flight, version, coordinator.machine.version)
+                coordinator.drop_out(client_id)
+                _release_version(versions, in_flight, version, coordinator.model_version)
                 heapq.heappush(
                     events,
                     _Event(event.at + config.profiles.base_seconds, sequence, event.client, "ask"),
@@ -194,11 +228,15 @@ def simulate_async(
                 * speeds[event.client]
                 * task_rng.lognormal(0.0, config.profiles.jitter_sigma)
             )
-            privacy = None if task.privacy is None else ClientPrivacyPlan.from_json(task.privacy)
             heapq.heappush(
                 events,
                 _Event(
-                    event.at + float(duration), sequence, event.client, "finish", version, privacy
+                    event.at + float(duration),
+                    sequence,
+                    event.client,
+                    "finish",
+                    version,
+                    task.privacy,
                 ),
             )
             sequence += 1
@@ -209,34 +247,31 @@ def simulate_async(
             ticket = coordinator.ticket(client_id, trained_version=version)
         except StaleUpdateError:
             refused += 1
-            coordinator.abandon(client_id)
+            coordinator.drop_out(client_id)
         else:
             update = learner.local_update(
                 scratch, versions[version], client_data[event.client], config.plan
             )
-            accepted += int(
-                hand_in.deliver(
-                    coordinator,
+            result = hand.deliver(
+                update,
+                context=HandInContext(
                     client_id=client_id,
+                    run=run,
                     round_id=ticket.buffer_id,
                     base_version=version,
-                    update=update,
-                    privacy=event.privacy,
-                    now=virtual_now[0],
                     weight=ticket.weight,
-                )
+                    admission="in-process" if run.secure is not None else None,
+                    privacy=event.privacy,
+                ),
+                now=virtual_now[0],
             )
-        _release_version(versions, in_flight, version, coordinator.machine.version)
-        for metrics in coordinator.history[released_seen:]:
-            if on_release is not None:
-                on_release(metrics)
-            if stop_when is not None and stop_when(metrics):
-                stop = True
-        released_seen = len(coordinator.history)
+            accepted += int(result.taken and not result.duplicate)
+            effects.settle()
+        _release_version(versions, in_flight, version, coordinator.model_version)
         heapq.heappush(events, _Event(event.at, sequence, event.client, "ask"))
         sequence += 1
     return AsyncSimulationResult(
-        history=coordinator.history,
+        history=tuple(history),
         final_weights=coordinator.global_model().weights,
         accepted=accepted,
         refused_stale=refused,

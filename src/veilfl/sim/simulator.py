@@ -1,8 +1,10 @@
 """The in-process simulator: many virtual clients, one process, no HTTP.
 
-It drives the same :class:`~veilfl.protocol.coordinator.SyncCoordinator` as the HTTP
-server, with a virtual clock, so experiments with hundreds of clients exercise the
-real protocol logic (sampling, deadlines, dropouts, aggregation) without sockets.
+It builds its coordinator with the same :func:`~veilfl.protocol.assembly.build_coordinator`
+as the HTTP server, answers the core's commands in process, and hands updates in through
+the same pipeline as the HTTP client, with a virtual clock. So experiments with hundreds
+of clients exercise the real protocol logic (sampling, deadlines, dropouts, secure
+aggregation, DP, accounting) without sockets.
 """
 
 from __future__ import annotations
@@ -10,28 +12,30 @@ from __future__ import annotations
 import random
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Generic, TypeVar
 
 from veilfl.errors import ConfigurationError
 from veilfl.ml.learner import Learner
-from veilfl.privacy.dp_fedavg import ClientPrivacyPlan, DpConfig
-from veilfl.protocol.coordinator import AggregationBackend, PlaintextAggregation, SyncCoordinator
-from veilfl.protocol.messages import LocalTrainingPlan, Task, TaskKind
+from veilfl.privacy.dp_fedavg import DpConfig
+from veilfl.protocol.assembly import build_coordinator, describe_run
+from veilfl.protocol.effects import RoundOutcome
+from veilfl.protocol.hand_in import HandInContext
+from veilfl.protocol.messages import LocalTrainingPlan, PublishedAggregator, Task, TaskKind
 from veilfl.protocol.metrics import RoundMetrics
-from veilfl.protocol.private_aggregation import PrivateAggregation
-from veilfl.protocol.sync_round import RoundConfig, SyncRoundMachine
+from veilfl.protocol.settings import CoordinatorSettings, SecureSettings
+from veilfl.protocol.sync_round import RoundConfig
 from veilfl.secagg.config import SecureAggregationConfig
-from veilfl.secagg.coordinator_aggregation import SecureAggregation
-from veilfl.sim.hand_in import HandIn, PhaseTimings
+from veilfl.sim.effects import InProcessEffects
+from veilfl.sim.hand_in import PhaseTimings, SimulatedHandIn
 from veilfl.sim.in_process_aggregators import InProcessAggregators
 from veilfl.sim.profiles import ClientProfiles
-from veilfl.strategy.fedavg import FedAvg
-from veilfl.tensors import Weights, spec_of
+from veilfl.tensors import Weights, spec_of, unflatten
 
 __all__ = ["PhaseTimings", "SimulationConfig", "SimulationResult", "simulate"]
 
 DataT = TypeVar("DataT")
+RUN_ID = "simulation"
 
 
 @dataclass(frozen=True)
@@ -52,6 +56,8 @@ class SimulationConfig:
         profiles: Heterogeneous client speeds and dropouts; the clock is then virtual
             and a round lasts until its slowest reporting client finishes (or its
             deadline, when a sampled client dropped out).
+        aggregator_min_participants: The fewest clients each in-process aggregator sums
+            over (an aggregator operator's setting).
     """
 
     rounds: RoundConfig
@@ -64,10 +70,48 @@ class SimulationConfig:
     aggregators_down: frozenset[int] = frozenset()
     dp: DpConfig | None = None
     profiles: ClientProfiles | None = None
+    aggregator_min_participants: int = 1
 
     def __post_init__(self) -> None:
         if not 0 <= self.dropout_probability < 1:
             raise ConfigurationError("dropout_probability must be in [0, 1).")
+
+    @classmethod
+    def from_settings(cls, settings: CoordinatorSettings, **options: object) -> SimulationConfig:
+        """The simulation of a run with these settings (the server's settings, say);
+        ``options`` sets the simulation-only fields."""
+        if settings.buffer is not None:
+            raise ConfigurationError(
+                "These settings describe a buffered run; simulate it with simulate_async."
+            )
+        return cls(
+            rounds=settings.rounds,
+            plan=settings.plan,
+            server_learning_rate=settings.server_learning_rate,
+            seed=settings.seed,
+            secure=None if settings.secure is None else settings.secure.config,
+            dp=settings.dp,
+            **options,  # type: ignore[arg-type]
+        )
+
+    def settings(
+        self, *, population: int, aggregators: tuple[PublishedAggregator, ...] = ()
+    ) -> CoordinatorSettings:
+        """The coordinator settings this simulation runs, for ``population`` clients."""
+        return CoordinatorSettings(
+            model_name="simulation",
+            rounds=self.rounds,
+            plan=self.plan,
+            server_learning_rate=self.server_learning_rate,
+            seed=self.seed,
+            secure=(
+                None
+                if self.secure is None
+                else SecureSettings(config=self.secure, aggregators=aggregators)
+            ),
+            dp=self.dp,
+            population=population,
+        )
 
 
 @dataclass(frozen=True)
@@ -75,14 +119,16 @@ class SimulationResult(Generic[DataT]):
     """What a simulation produced.
 
     Attributes:
-        history: Metrics of each completed round.
+        history: Metrics of each completed round (evaluated, when there is test data).
         final_weights: The last global model.
         timings: Seconds per phase.
+        excluded: Clients left out of each round's sum, by round.
     """
 
     history: tuple[RoundMetrics, ...]
     final_weights: Weights
     timings: PhaseTimings
+    excluded: dict[int, tuple[str, ...]] = field(default_factory=dict)
 
 
 class _VirtualClock:
@@ -132,69 +178,67 @@ def simulate(
     spec = spec_of(weights)
     timings = PhaseTimings()
     evaluator = learner.evaluator(test_data) if test_data is not None else None
-
-    def timed_evaluate(candidate: Weights) -> object:
-        assert evaluator is not None
-        started = time.perf_counter()
-        try:
-            return evaluator(candidate)
-        finally:
-            timings.evaluation += time.perf_counter() - started
-
-    aggregators: InProcessAggregators | None = None
-    aggregation: AggregationBackend
-    if config.secure is not None:
-        aggregators = InProcessAggregators(
+    aggregators = (
+        None
+        if config.secure is None
+        else InProcessAggregators(
             config.secure,
-            run_id="simulation",
+            run_id=RUN_ID,
             model_size=spec.total_size,
             down=config.aggregators_down,
+            min_participants=config.aggregator_min_participants,
         )
-        aggregation = SecureAggregation(
-            config.secure, aggregators, min_participants=config.rounds.min_clients
-        )
-    else:
-        aggregation = PlaintextAggregation(spec, uniform_weights=config.dp is not None)
-    if config.dp is not None:
-        expected = config.rounds.sample_size(len(client_data))
-        aggregation = PrivateAggregation(
-            aggregation,
-            config.dp,
-            expected_clients=expected,
-            sample_rate=expected / len(client_data),
-        )
-    coordinator = SyncCoordinator(
-        machine=SyncRoundMachine(config.rounds, rng=random.Random(config.seed)),
-        spec=spec,
-        initial_weights=weights,
-        aggregation=aggregation,
-        strategy=FedAvg(server_learning_rate=config.server_learning_rate),
-        evaluate=timed_evaluate if evaluator is not None else None,  # type: ignore[arg-type]
     )
-    hand_in = HandIn(
-        spec=spec,
-        secure=config.secure,
-        aggregators=aggregators,
-        through_wire=config.through_wire,
-        timings=timings,
+    settings = config.settings(
+        population=len(client_data),
+        aggregators=() if aggregators is None else aggregators.published,
     )
-    client_ids = [f"sim-{index:05d}" for index in range(len(client_data))]
+    core = build_coordinator(settings, initial_weights=weights).coordinator
+    run = describe_run(settings, run_id=RUN_ID, coordinator_key="", spec=spec)
     clock = _VirtualClock(real=config.profiles is None)
+    history: list[RoundMetrics] = []
+    stop = [False]
+
+    def completed(outcome: RoundOutcome) -> None:
+        metrics = outcome.metrics
+        if evaluator is not None:
+            started = time.perf_counter()
+            evaluation = evaluator(unflatten(outcome.weights, spec))
+            timings.evaluation += time.perf_counter() - started
+            metrics = replace(metrics, test_loss=evaluation.loss, test_accuracy=evaluation.accuracy)
+        history.append(metrics)
+        if on_round is not None:
+            on_round(metrics)
+        if stop_when is not None and stop_when(metrics):
+            stop[0] = True
+
+    effects = InProcessEffects(core, aggregators=aggregators, on_round=completed, clock=clock.now)
+    hand = SimulatedHandIn(
+        core, spec, aggregators=aggregators, through_wire=config.through_wire, timings=timings
+    )
+
+    def settle() -> None:
+        started = time.perf_counter()
+        effects.settle()
+        timings.aggregation += time.perf_counter() - started
+
+    client_ids = [f"sim-{index:05d}" for index in range(len(client_data))]
     now = clock.now()
     speeds = config.profiles.speeds(len(client_data)) if config.profiles else None
     task_rng = config.profiles.task_rng() if config.profiles else None
     for client_id in client_ids:
-        coordinator.join(client_id, now=now)
+        core.join(client_id, now=now)
     dropouts = random.Random(config.seed + 1)
     scratch_model = learner.model_fn()
-    completed = 0
-    while not coordinator.done:
+    while not core.done and not stop[0]:
         now = clock.now()
-        coordinator.tick(now=now)
-        global_model = coordinator.global_model()
+        core.tick(now=now)
+        settle()
+        completed_before = len(history)
+        global_model = core.global_model()
         working: list[tuple[float, int, str, Task]] = []
         for index, client_id in enumerate(client_ids):
-            task = coordinator.task_for(client_id, now=now)
+            task = core.task_for(client_id, now=now)
             if task.kind is not TaskKind.TRAIN:
                 continue
             if dropouts.random() < config.dropout_probability:
@@ -210,13 +254,14 @@ def simulate(
                     * float(task_rng.lognormal(0.0, config.profiles.jitter_sigma))
                 )
             working.append((duration, index, client_id, task))
+        settle()
         # Clients report in the order they finish; with profiles, in virtual time, and
         # those still training at the deadline are stragglers the round closes without.
-        deadline = coordinator.machine.status().deadline
+        round_deadline = core.schedule.deadline
         for duration, index, client_id, task in sorted(working, key=lambda w: w[0]):
             if config.profiles is not None:
                 finish = now + duration
-                if deadline is not None and finish > deadline:
+                if round_deadline is not None and finish > round_deadline:
                     break
                 clock.skip(max(0.0, finish - clock.now()))
             assert task.round_id is not None and task.model_version is not None
@@ -225,34 +270,34 @@ def simulate(
                 scratch_model, global_model.weights, client_data[index], config.plan
             )
             timings.training += time.perf_counter() - started
-            plan = None if task.privacy is None else ClientPrivacyPlan.from_json(task.privacy)
-            hand_in.deliver(
-                coordinator,
-                client_id=client_id,
-                round_id=task.round_id,
-                base_version=task.model_version,
-                update=update,
-                privacy=plan,
+            hand.deliver(
+                update,
+                context=HandInContext(
+                    client_id=client_id,
+                    run=run,
+                    round_id=task.round_id,
+                    base_version=task.model_version,
+                    admission="in-process" if run.secure is not None else None,
+                    privacy=task.privacy,
+                ),
                 now=clock.now(),
             )
-        if len(coordinator.history) == completed:
+            settle()
+        if len(history) == completed_before and not core.done:
             # Some sampled clients dropped out or straggled: let the deadline pass.
-            deadline = coordinator.machine.status().deadline
-            wait = config.rounds.round_timeout_s if deadline is None else deadline - clock.now()
+            round_deadline = core.schedule.deadline
+            wait = (
+                config.rounds.round_timeout_s
+                if round_deadline is None
+                else round_deadline - clock.now()
+            )
             clock.skip(max(wait, 0.0))
-            started = time.perf_counter()
-            coordinator.tick(now=clock.now())
-            timings.aggregation += time.perf_counter() - started
-        new_rounds = coordinator.history[completed:]
-        completed = len(coordinator.history)
-        for metrics in new_rounds:
-            if on_round is not None:
-                on_round(metrics)
-        if stop_when is not None and any(stop_when(m) for m in new_rounds):
-            break
+            core.tick(now=clock.now())
+            settle()
     timings.aggregation -= timings.evaluation
     return SimulationResult(
-        history=coordinator.history,
-        final_weights=coordinator.global_model().weights,
+        history=tuple(history),
+        final_weights=core.global_model().weights,
         timings=timings,
+        excluded=dict(effects.excluded),
     )

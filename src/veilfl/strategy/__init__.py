@@ -1,5 +1,16 @@
-"""How a round's aggregate becomes the next global model."""
+"""How an aggregate becomes the next global model: one interface, several strategies."""
 
-from veilfl.strategy.fedavg import AggregateUpdate, FedAvg, WeightedSum
+from veilfl.strategy.aggregate import Aggregate, WeightedSum
+from veilfl.strategy.base import ModelHistory, ServerStrategy
+from veilfl.strategy.buffered import FedAsync, FedBuff
+from veilfl.strategy.fedavg import FedAvg
 
-__all__ = ["AggregateUpdate", "FedAvg", "WeightedSum"]
+__all__ = [
+    "Aggregate",
+    "FedAsync",
+    "FedAvg",
+    "FedBuff",
+    "ModelHistory",
+    "ServerStrategy",
+    "WeightedSum",
+]

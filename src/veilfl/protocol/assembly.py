@@ -1,0 +1,203 @@
+"""One assembly of a run: settings in, coordinator core out, for every path.
+
+``veilfl server``, ``veilfl simulate`` and the asynchronous simulator all call
+:func:`build_coordinator`, so the same settings give the same sampling rate, the same
+minimum cohort, the same aggregation rules and the same epsilon wherever they run.
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass
+
+from veilfl.crypto.csprng import CsprngStream
+from veilfl.errors import ConfigurationError
+from veilfl.protocol.aggregation import AggregationBackend, PlaintextAggregation
+from veilfl.protocol.buffered import BufferedMachine, BufferMode
+from veilfl.protocol.coordinator import Coordinator, Schedule
+from veilfl.protocol.messages import DpRunInfo, RunInfo, SecureRunInfo
+from veilfl.protocol.private_aggregation import PrivateAggregation
+from veilfl.protocol.secure_aggregation import SecureAggregation
+from veilfl.protocol.settings import CoordinatorSettings
+from veilfl.protocol.sync_round import SyncRoundMachine
+from veilfl.secagg.config import EXTRA_COORDINATES
+from veilfl.strategy.base import ServerStrategy
+from veilfl.strategy.buffered import FedAsync, FedBuff
+from veilfl.strategy.fedavg import FedAvg
+from veilfl.tensors import TensorSpec, Weights, spec_of
+
+__all__ = [
+    "AssembledRun",
+    "ResumePoint",
+    "build_coordinator",
+    "cohort_plan",
+    "describe_run",
+]
+
+
+@dataclass(frozen=True)
+class ResumePoint:
+    """Where a resumed run picks up.
+
+    Attributes:
+        next_round: The next round (or buffer) id: one more than the last released one.
+        model_version: The last released model version.
+        releases: How many rounds or buffers were released (what the accountant charges).
+    """
+
+    next_round: int
+    model_version: int
+    releases: int
+
+
+@dataclass(frozen=True)
+class CohortPlan:
+    """How large a released cohort is, as privacy accounting and aggregation see it.
+
+    Attributes:
+        population: Clients the run draws from.
+        expected: Clients expected per release (the DP fixed denominator).
+        minimum: The fewest clients a release may sum over.
+        sample_rate: q = expected / population.
+    """
+
+    population: int
+    expected: int
+    minimum: int
+    sample_rate: float
+
+
+def cohort_plan(settings: CoordinatorSettings) -> CohortPlan:
+    """The cohort sizes that ``settings`` imply (the same on every path)."""
+    population = settings.expected_population
+    if settings.buffer is None:
+        expected = settings.rounds.sample_size(population)
+        minimum = settings.rounds.min_clients
+    else:
+        expected = min(settings.buffer.buffer_size, population)
+        minimum = settings.buffer.buffer_size
+    return CohortPlan(
+        population=population,
+        expected=expected,
+        minimum=minimum,
+        sample_rate=min(1.0, expected / population),
+    )
+
+
+@dataclass(frozen=True)
+class AssembledRun:
+    """A coordinator core with the figures it was built from.
+
+    Attributes:
+        coordinator: The core.
+        cohort: Cohort sizes and the sampling rate.
+    """
+
+    coordinator: Coordinator
+    cohort: CohortPlan
+
+
+def _strategy(settings: CoordinatorSettings) -> ServerStrategy:
+    if settings.buffer is None:
+        return FedAvg(server_learning_rate=settings.server_learning_rate)
+    if settings.buffer.mode is BufferMode.FEDASYNC:
+        return FedAsync(mixing=settings.fedasync_mixing)
+    return FedBuff(server_learning_rate=settings.server_learning_rate)
+
+
+def build_coordinator(
+    settings: CoordinatorSettings,
+    *,
+    initial_weights: Weights,
+    resume: ResumePoint | None = None,
+    noise_rng: CsprngStream | None = None,
+    retry_interval_s: float = 1.0,
+) -> AssembledRun:
+    """The coordinator core for ``settings``, new or resumed.
+
+    Args:
+        settings: The run's settings.
+        initial_weights: The global model to start from (the last released one, when
+            resuming).
+        resume: Where a resumed run picks up; None for a new run.
+        noise_rng: The DP noise source (default: keyed from the OS).
+        retry_interval_s: How long stalled secure aggregation waits before asking again.
+
+    Raises:
+        ConfigurationError: for settings that contradict each other.
+    """
+    spec = spec_of(initial_weights)
+    cohort = cohort_plan(settings)
+    next_round = 1 if resume is None else resume.next_round
+    version = 0 if resume is None else resume.model_version
+    aggregation: AggregationBackend
+    if settings.secure is not None:
+        aggregation = SecureAggregation(
+            settings.secure.config,
+            min_participants=cohort.minimum,
+            retry_interval_s=retry_interval_s,
+        )
+    else:
+        aggregation = PlaintextAggregation(spec, uniform_weights=settings.dp is not None)
+    if settings.dp is not None:
+        aggregation = PrivateAggregation(
+            aggregation,
+            settings.dp,
+            expected_clients=cohort.expected,
+            sample_rate=cohort.sample_rate,
+            rng=noise_rng,
+            rounds_released=0 if resume is None else resume.releases,
+        )
+    schedule: Schedule
+    keep_versions = 1
+    if settings.buffer is None:
+        schedule = SyncRoundMachine(
+            settings.rounds,
+            rng=random.Random(f"{settings.seed}:{next_round}"),
+            next_round=next_round,
+            model_version=version,
+        )
+    else:
+        schedule = BufferedMachine(settings.buffer, version=version, next_buffer=next_round)
+        keep_versions = settings.buffer.max_staleness + 1
+    if settings.rounds.round_timeout_s <= 0:
+        raise ConfigurationError("--round-timeout must be positive.")
+    coordinator = Coordinator(
+        schedule=schedule,
+        spec=spec,
+        initial_weights=initial_weights,
+        aggregation=aggregation,
+        strategy=_strategy(settings),
+        round_timeout_s=settings.rounds.round_timeout_s,
+        keep_versions=keep_versions,
+    )
+    return AssembledRun(coordinator=coordinator, cohort=cohort)
+
+
+def describe_run(
+    settings: CoordinatorSettings, *, run_id: str, coordinator_key: str, spec: TensorSpec
+) -> RunInfo:
+    """The run's public description (``GET /v1/run``) for ``settings``."""
+    secure = settings.secure
+    return RunInfo(
+        run_id=run_id,
+        model_name=settings.model_name,
+        num_rounds=settings.num_releases,
+        plan=settings.plan,
+        mode=settings.mode,
+        coordinator_key=coordinator_key,
+        secure=(
+            None
+            if secure is None
+            else SecureRunInfo(
+                config=secure.config,
+                aggregators=secure.aggregators,
+                vector_length=spec.total_size + EXTRA_COORDINATES,
+            )
+        ),
+        dp=(
+            None
+            if settings.dp is None
+            else DpRunInfo(config=settings.dp, sample_rate=cohort_plan(settings).sample_rate)
+        ),
+    )

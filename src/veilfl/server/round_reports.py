@@ -1,0 +1,97 @@
+"""What happens after a round's model is served: evaluation, records, files, a log line.
+
+:class:`RoundReports` consumes ``RoundCompleted`` notices one after another, in a worker
+thread, off the request path: it evaluates the new model (server-side), adds the result
+to the round's row, rewrites ``metrics.json`` and ``metrics.csv`` from the history it
+keeps in memory (no re-read of the database), logs one line, and redraws
+``metrics.png`` at most every ``plot_every_s`` seconds (and once more at the end).
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from dataclasses import replace
+from pathlib import Path
+
+from veilfl.protocol.effects import RoundOutcome
+from veilfl.protocol.metrics import EvaluateFn, RoundMetrics
+from veilfl.reporting import format_round_fields, plot_metrics, write_metrics
+from veilfl.server.run_setup import RunRecorder
+from veilfl.tensors import TensorSpec, unflatten
+
+__all__ = ["RoundReports"]
+
+logger = logging.getLogger("veilfl.server")
+
+
+class RoundReports:
+    """Evaluates and records each completed round (see the module docstring).
+
+    Args:
+        run_dir: Where the metrics files go.
+        recorder: Adds evaluations to the run store.
+        spec: The model's tensors.
+        evaluate: Server-side evaluation, or None.
+        history: Metrics of rounds completed before this process started.
+        title: The plot's title.
+        plot_every_s: Shortest time between two redraws of the plot.
+    """
+
+    def __init__(
+        self,
+        run_dir: Path,
+        recorder: RunRecorder,
+        *,
+        spec: TensorSpec,
+        evaluate: EvaluateFn | None,
+        history: list[RoundMetrics],
+        title: str,
+        plot_every_s: float = 30.0,
+    ) -> None:
+        self._run_dir = run_dir
+        self._recorder = recorder
+        self._spec = spec
+        self._evaluate = evaluate
+        self._history = list(history)
+        self._title = title
+        self._plot_every_s = plot_every_s
+        self._plotted_at: float | None = None
+        self._lock = threading.Lock()
+
+    @property
+    def history(self) -> tuple[RoundMetrics, ...]:
+        """Every completed round's metrics (evaluated once its evaluation is done)."""
+        with self._lock:
+            return tuple(self._history)
+
+    def note(self, outcome: RoundOutcome) -> None:
+        """A round completed: list it at once (its evaluation follows)."""
+        self._keep(outcome.metrics)
+
+    def _keep(self, metrics: RoundMetrics) -> None:
+        with self._lock:
+            kept = [m for m in self._history if m.round_id != metrics.round_id]
+            self._history = sorted([*kept, metrics], key=lambda m: m.round_id)
+
+    def __call__(self, outcome: RoundOutcome) -> None:
+        """Evaluate, record, write and log one completed round."""
+        metrics = outcome.metrics
+        if self._evaluate is not None:
+            evaluation = self._evaluate(unflatten(outcome.weights, self._spec))
+            metrics = replace(metrics, test_loss=evaluation.loss, test_accuracy=evaluation.accuracy)
+            self._recorder.record_evaluation(metrics)
+        self._keep(metrics)
+        write_metrics(self._run_dir, self.history)
+        logger.info("round %d complete: %s", metrics.round_id, format_round_fields(metrics))
+        now = time.monotonic()
+        if self._plotted_at is None or now - self._plotted_at >= self._plot_every_s:
+            self.plot()
+
+    def plot(self) -> None:
+        """Redraw ``metrics.png`` from the history in memory."""
+        history = self.history
+        if history:
+            plot_metrics(self._run_dir, history, title=self._title)
+        self._plotted_at = time.monotonic()

@@ -1,0 +1,54 @@
+"""Test support: typed run descriptions for aggregators and clients under test."""
+
+from __future__ import annotations
+
+import base64
+from collections.abc import Sequence
+
+from veilfl.crypto.keys import AggregatorKeyPair
+from veilfl.protocol.messages import (
+    LocalTrainingPlan,
+    PublishedAggregator,
+    RunInfo,
+    SecureRunInfo,
+)
+from veilfl.secagg.config import SecureAggregationConfig
+
+__all__ = ["published", "secure_run"]
+
+
+def published(
+    keys: Sequence[AggregatorKeyPair], urls: Sequence[str] | None = None
+) -> tuple[PublishedAggregator, ...]:
+    """What a coordinator publishes about aggregators with ``keys``."""
+    return tuple(
+        PublishedAggregator(
+            index=j,
+            url=f"http://aggregator-{j}" if urls is None else urls[j - 1],
+            kem=key.kem,
+            public_key=base64.b64encode(key.public_bytes).decode(),
+        )
+        for j, key in enumerate(keys, start=1)
+    )
+
+
+def secure_run(
+    run_id: str,
+    *,
+    config: SecureAggregationConfig,
+    keys: Sequence[AggregatorKeyPair],
+    vector_length: int,
+    coordinator_key: str = "",
+    urls: Sequence[str] | None = None,
+) -> RunInfo:
+    """A secure run's description with aggregators 1..m holding ``keys``."""
+    return RunInfo(
+        run_id=run_id,
+        model_name="tiny",
+        num_rounds=1,
+        plan=LocalTrainingPlan(),
+        coordinator_key=coordinator_key,
+        secure=SecureRunInfo(
+            config=config, aggregators=published(keys, urls), vector_length=vector_length
+        ),
+    )
