@@ -25,6 +25,7 @@ from veilfl.protocol.cohort import ClosedCohort
 from veilfl.protocol.effects import (
     AggregateShareReported,
     AggregationStalled,
+    AggregatorFailed,
     ClientsExcluded,
     CollectAggregateShares,
     CollectHoldings,
@@ -137,6 +138,7 @@ class SecureAggregationJob:
         self._waiting: set[int] = set()
         self._holdings: dict[int, frozenset[str]] = {}
         self._shares: dict[int, Share] = {}
+        self._failures: dict[int, str] = {}
         self._stall_reason = ""
         self._stalled_since: float | None = None
         self._phase = _Phase.HOLDINGS
@@ -180,8 +182,9 @@ class SecureAggregationJob:
             share = event.share
             if share.index == aggregator:
                 self._shares[aggregator] = share
-        # An AggregatorFailed leaves that aggregator out of this attempt; a stalled job
-        # asks it again after the retry interval.
+        if isinstance(event, AggregatorFailed):
+            # Left out of this attempt; a stalled job asks it again after the interval.
+            self._failures[aggregator] = event.reason
         if not self._waiting:
             self._advance()
 
@@ -219,6 +222,12 @@ class SecureAggregationJob:
             self._reconstruct()
 
     def _stall(self, reason: str) -> None:
+        if self._failures:
+            failed = "; ".join(
+                f"aggregator {j}: {why}" for j, why in sorted(self._failures.items())
+            )
+            reason = f"{reason} ({failed})"
+        self._failures = {}
         self._phase = _Phase.STALLED
         self._stalled_since = None
         if reason != self._stall_reason:
