@@ -91,6 +91,8 @@ class TreeNoiseConfig:
     Attributes:
         num_aggregators: m.
         threshold: t, the Shamir threshold (fewer than t aggregators learn nothing).
+            With t = 1 every aggregator holds every dealer's whole noise vector, so
+            each one alone could remove the noise: use t >= 2.
         length: Field elements per vector (the shared update's length).
         block_stddev: sigma, each block's noise standard deviation in the field's
             integer units (:meth:`veilfl.privacy.dp_ftrl.TreeDpConfig.block_stddev`
