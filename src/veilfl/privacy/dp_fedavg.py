@@ -16,10 +16,20 @@ is added is selectable:
   coefficients at reconstruction; noise on the update before sharing is not;
 * ``local`` — each client adds the full N(0, (z·C)²) itself.
 
-With adaptive clipping (Andrew et al. 2021) each client also contributes a bit "my
-update was within C", summed with noise of standard deviation σ_b. The accountant is
-charged noise multiplier z; the update noise uses z_Δ = (z⁻² − (2σ_b)⁻²)^(−1/2) so that
-the two releases together cost exactly z (Andrew et al. 2021, Theorem 1).
+With adaptive clipping (Andrew et al. 2021) each client also contributes
+:func:`~veilfl.privacy.clipping.unclipped_bit`, +1/2 if its update was within C and
+−1/2 if not (sensitivity 1/2), summed with noise of standard deviation σ_b: a
+Gaussian mechanism with multiplier σ_b / (1/2) = 2σ_b. The accountant is charged
+noise multiplier z; the update noise uses z_Δ = (z⁻² − (2σ_b)⁻²)^(−1/2), so that the
+two Gaussian mechanisms, run on the same sample, together cost exactly one Gaussian
+mechanism with multiplier z (Andrew et al. 2021, Theorem 1; the composition of
+Gaussians adds their inverse squared multipliers). The coordinator recovers the
+fraction with :func:`~veilfl.privacy.clipping.unclipped_fraction`.
+
+``min_clients`` is the number of noise contributions a release needs
+(:attr:`DpConfig.min_contributions`): distributed noise is calibrated for it, and a
+release over fewer contributions is withheld, never published with less noise than
+was charged (see :func:`veilfl.privacy.validation.check_dp_settings`).
 """
 
 from __future__ import annotations
@@ -33,7 +43,7 @@ import numpy.typing as npt
 
 from veilfl.crypto.csprng import CsprngStream
 from veilfl.errors import ConfigurationError
-from veilfl.privacy.clipping import AdaptiveClipping, clip_l2
+from veilfl.privacy.clipping import UNCLIPPED_BIT_SENSITIVITY, AdaptiveClipping, clip_l2
 from veilfl.privacy.noise import gaussian
 
 __all__ = ["ClientPrivacyPlan", "DpConfig", "NoisePlacement", "PrivateVector", "privatize"]
@@ -51,10 +61,13 @@ class DpConfig:
         clip_norm: C, the clipping norm (the initial one when adaptive).
         delta: The delta at which epsilon is reported.
         target_epsilon: Training stops before the round that would exceed it.
-        min_clients: Distributed noise is calibrated for at least this many clients.
+        min_clients: The number of noise contributions a release needs (also
+            :attr:`min_contributions`): each client's distributed noise is 1/this of
+            the total, and a release with fewer contributions is withheld.
         adaptive: Adaptive clipping rule, or None for a fixed C.
-        count_stddev: σ_b, noise on the count of unclipped updates (adaptive only);
-            default: expected clients per round / 20, as Andrew et al. suggest.
+        count_stddev: σ_b, noise on the sum of the clients' +-1/2 unclipped bits
+            (adaptive only); default: expected clients per round / 20, as Andrew et
+            al. suggest.
     """
 
     placement: NoisePlacement
@@ -88,6 +101,11 @@ class DpConfig:
                 "noise does not provide; use a fixed clipping norm or central/distributed noise."
             )
 
+    @property
+    def min_contributions(self) -> int:
+        """The number of noise contributions a release needs (``--dp-min-clients``)."""
+        return self.min_clients
+
     def count_noise(self, expected_clients: float) -> float:
         """σ_b (0 without adaptive clipping)."""
         if self.adaptive is None:
@@ -95,7 +113,8 @@ class DpConfig:
         return self.count_stddev if self.count_stddev is not None else expected_clients / 20
 
     def update_noise_multiplier(self, expected_clients: float) -> float:
-        """z_Δ: the multiplier left for the update once the count's noise is paid for.
+        """z_Δ: the multiplier left for the update once the count's noise is paid for:
+        ``(z⁻² − (σ_b / (1/2))⁻²)^(−1/2)``, exact for the +-1/2 bit.
 
         Raises:
             ConfigurationError: if the count noise is too small to leave any budget.
@@ -103,7 +122,7 @@ class DpConfig:
         sigma_b = self.count_noise(expected_clients)
         if sigma_b == 0:
             return self.noise_multiplier
-        remainder = self.noise_multiplier**-2 - (2 * sigma_b) ** -2
+        remainder = self.noise_multiplier**-2 - (sigma_b / UNCLIPPED_BIT_SENSITIVITY) ** -2
         if remainder <= 0:
             raise ConfigurationError(
                 f"The noise on the clipped count (sigma_b = {sigma_b:g}) leaves no budget for "
