@@ -148,7 +148,7 @@ class _Words:
 
     def next_pass(self) -> npt.NDArray[np.uint16]:
         """The next pass's words (valid until the next call)."""
-        self._encryptor.update_into(self._zeros, self._buffer)
+        self._encryptor.update_into(memoryview(self._zeros), memoryview(self._buffer))
         return self._buffer[: 2 * self._dimension].view("<u2")
 
 
