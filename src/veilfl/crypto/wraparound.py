@@ -142,13 +142,13 @@ class _Words:
     def __init__(self, seed: bytes, dimension: int) -> None:
         key = hashlib.sha256(_DOMAIN + seed).digest()
         self._encryptor = Cipher(algorithms.AES256(key), modes.CTR(bytes(16))).encryptor()
-        self._zeros = np.zeros(2 * dimension, dtype=np.uint8)
+        self._zeros = bytes(2 * dimension)
         self._buffer = np.empty(2 * dimension + 16, dtype=np.uint8)
         self._dimension = dimension
 
     def next_pass(self) -> npt.NDArray[np.uint16]:
         """The next pass's words (valid until the next call)."""
-        self._encryptor.update_into(memoryview(self._zeros), memoryview(self._buffer))
+        self._encryptor.update_into(self._zeros, memoryview(self._buffer))
         return self._buffer[: 2 * self._dimension].view("<u2")
 
 
