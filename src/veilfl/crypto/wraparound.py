@@ -143,13 +143,13 @@ class _Words:
         key = hashlib.sha256(_DOMAIN + seed).digest()
         self._encryptor = Cipher(algorithms.AES256(key), modes.CTR(bytes(16))).encryptor()
         self._zeros = bytes(2 * dimension)
-        self._buffer = np.empty(2 * dimension + 16, dtype=np.uint8)
+        self._buffer = bytearray(2 * dimension + 16)
         self._dimension = dimension
 
     def next_pass(self) -> npt.NDArray[np.uint16]:
         """The next pass's words (valid until the next call)."""
-        self._encryptor.update_into(self._zeros, memoryview(self._buffer))
-        return self._buffer[: 2 * self._dimension].view("<u2")
+        self._encryptor.update_into(self._zeros, self._buffer)
+        return np.frombuffer(self._buffer, dtype="<u2", count=self._dimension)
 
 
 @dataclass(frozen=True)
