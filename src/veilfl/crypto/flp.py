@@ -152,7 +152,9 @@ def extension_matrix(nodes: int, field: PrimeField = MERSENNE_31) -> FieldArray:
     w = np.array(_barycentric_weights(nodes, p), dtype=np.uint64)
     inverses = base_inverse(field, np.arange(1, 2 * nodes - 1, dtype=np.uint64))
     differences = np.arange(nodes, 2 * nodes - 1)[:, np.newaxis] - np.arange(nodes)
-    matrix = a[:, np.newaxis] * w[np.newaxis, :] % field.p * inverses[differences - 1] % field.p
+    matrix: FieldArray = (
+        a[:, np.newaxis] * w[np.newaxis, :] % field.p * inverses[differences - 1] % field.p
+    )
     matrix.flags.writeable = False
     return matrix
 
