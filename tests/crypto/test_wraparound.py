@@ -11,6 +11,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from scipy import stats
 
+from veilfl.crypto.csprng import CsprngStream
+from veilfl.crypto.field import MERSENNE_31
 from veilfl.crypto.wraparound import (
     WraparoundChecks,
     check_pass_bound,
@@ -64,6 +66,20 @@ def test_fast_projections_equal_explicit_dot_products(
     for h in range(count):
         row = zip(explicit[h], values, strict=True)
         assert int(fast[h]) == sum(int(z) * int(v) for z, v in row)
+
+
+def test_the_bincount_path_for_long_vectors_equals_explicit_dot_products() -> None:
+    # Arrange: long enough for the 65,536-bin path, with a check count not a multiple of 8.
+    checks = WraparoundChecks(count=11, dimension=40_000)
+    half = (2**31 - 2) // 2
+    values = CsprngStream(key=bytes(32)).uniform_field(MERSENNE_31, 40_000).astype(np.int64)
+    values -= half
+    values[:3] = (-half, half, 0)
+    # Act
+    fast = checks.project(bytes(range(32)), values.astype(np.float64))
+    explicit = checks.vectors(bytes(range(32))).astype(object) @ values.astype(object)
+    # Assert
+    assert [int(v) for v in fast] == list(explicit)
 
 
 def test_entries_are_minus_one_zero_one_with_probabilities_quarter_half_quarter() -> None:

@@ -160,28 +160,40 @@ def extension_matrix(nodes: int, field: PrimeField = MERSENNE_31) -> FieldArray:
 
 
 def lagrange_basis(
-    nodes: int, point: ExtArray, ext: QuadraticExtension = MERSENNE_31_EXT
+    nodes: int, points: ExtArray, ext: QuadraticExtension = MERSENNE_31_EXT
 ) -> ExtArray:
-    """L_c(r) for the nodes 0..n-1 at one point r of GF(p^2) \\ GF(p), shape (n, 2).
+    """L_c(r) for the nodes 0..n-1 at points r of GF(p^2) \\ GF(p).
+
+    Args:
+        nodes: n.
+        points: One point, shape (2,), or k points, shape (k, 2).
+        ext: The extension field.
+
+    Returns:
+        Shape (n, 2) for one point, (k, n, 2) for k points.
 
     Raises:
-        ConfigurationError: if the point lies in GF(p) (it could be a node, and its
+        ConfigurationError: if a point lies in GF(p) (it could be a node, and its
             answers would reveal wire values).
     """
-    point = np.asarray(point, dtype=np.uint64).reshape(2)
-    if point[1] == 0:
+    points = np.asarray(points, dtype=np.uint64)
+    single = points.ndim == 1
+    points = points.reshape(-1, 2)
+    if np.any(points[:, 1] == 0):
         raise ConfigurationError("A query point must lie outside GF(p); refusing to answer.")
     p = ext.base.modulus
     offsets = ext.from_base(np.arange(nodes, dtype=np.uint64) % p)
-    differences = ext.sub(np.broadcast_to(point, offsets.shape), offsets)  # r - c, never 0
+    differences = ext.sub(points[:, np.newaxis, :], offsets[np.newaxis])  # r - c, never 0
     product = differences
-    while len(product) > 1:  # Π_c (r - c) by pairwise products
-        if len(product) % 2:
-            product = np.concatenate([product, ext.from_base([1])])
-        product = ext.mul(product[0::2], product[1::2])
+    while product.shape[1] > 1:  # Π_c (r - c) by pairwise products
+        if product.shape[1] % 2:
+            one = np.zeros((len(points), 1, 2), dtype=np.uint64)
+            one[..., 0] = 1
+            product = np.concatenate([product, one], axis=1)
+        product = ext.mul(product[:, 0::2], product[:, 1::2])
     weights = np.array(_barycentric_weights(nodes, p), dtype=np.uint64)
     basis: ExtArray = ext.mul_base(ext.mul(ext.inverse(differences), product), weights)
-    return basis
+    return basis[0] if single else basis
 
 
 def _signed_limbs(values: npt.NDArray[np.int64], limb_bits: int) -> list[npt.NDArray[np.int64]]:

@@ -86,7 +86,7 @@ class SeededShare:
             raise CryptoError(f"A share index must be in 1..{MAX_SHARES}; got {self.index}.")
 
     def __repr__(self) -> str:  # never print a seed or share values
-        kind = "seed" if self.seed is not None else f"values[{len(self.values or ())}]"
+        kind = "seed" if self.values is None else f"values[{len(self.values)}]"
         return f"SeededShare(index={self.index}, {kind})"
 
 

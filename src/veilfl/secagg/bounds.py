@@ -463,7 +463,7 @@ def verifier_share(
     bit_rows[: params.bits] = share[params.bits_offset : params.proof_offset]
     bit_rows[bit_gadget.calls * bit_gadget.wires :] = bit_seeds
     bases = {
-        n: np.stack([lagrange_basis(n, point) for point in points])
+        n: lagrange_basis(n, points)
         for n in {
             norm_gadget.nodes,
             norm_gadget.gadget_nodes,

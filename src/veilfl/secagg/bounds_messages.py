@@ -72,7 +72,7 @@ class ContributionShare:
             raise WireFormatError("A share seed is 32 bytes.")
 
     def __repr__(self) -> str:  # never print a seed, blind or values
-        kind = "seed" if self.seed is not None else f"values[{len(self.values or ())}]"
+        kind = "seed" if self.values is None else f"values[{len(self.values)}]"
         return f"ContributionShare(index={self.index}, {kind})"
 
     def to_bytes(self) -> bytes:
