@@ -102,7 +102,9 @@ class BoundsParameters:
     def __post_init__(self) -> None:
         self._check_types_and_ranges()
         error = self.soundness_error(trials=GRINDING_TRIALS)
-        if error > SOUNDNESS_TARGET:
+        if error <= SOUNDNESS_TARGET:
+            return
+        try:
             largest = self.largest_norm_bound(
                 dimension=self.dimension,
                 extra_ranges=self.extra_ranges,
@@ -110,14 +112,20 @@ class BoundsParameters:
                 query_points=self.query_points,
                 calls=self.calls,
             )
+        except ConfigurationError:
             raise ConfigurationError(
-                f"These settings do not reach a soundness error of 2^-64 against 2^64 "
-                f"Fiat-Shamir trials (they give {error:.3g})."
-                f" With B = {self.norm_bound}, the wraparound "
-                f"bound b = {self.wraparound_bound} is too close to sqrt(p) for Lemma W; the "
-                f"largest sound B here is {largest}. Lower B (coarser fixed-point scale), or "
-                "raise wraparound_checks or query_points."
-            )
+                f"No norm bound reaches a soundness error of 2^-64 against 2^64 Fiat-Shamir "
+                f"trials with {self.wraparound_checks} wraparound checks and "
+                f"{self.query_points} query points (this gives {error:.3g}); use at least 129 "
+                "checks and 2 points."
+            ) from None
+        raise ConfigurationError(
+            f"These settings do not reach a soundness error of 2^-64 against 2^64 Fiat-Shamir "
+            f"trials (they give {error:.3g}). With B = {self.norm_bound}, the wraparound bound "
+            f"b = {self.wraparound_bound} is too close to sqrt(p) for Lemma W; the largest "
+            f"sound B here is {largest}. Lower B (a coarser fixed-point scale), or raise "
+            "wraparound_checks."
+        )
 
     def _check_types_and_ranges(self) -> None:
         counts = (
