@@ -21,6 +21,7 @@ from veilfl.crypto.flp import (
     gadget_holds,
     lagrange_basis,
     prove_gadget,
+    reduce_signed,
 )
 from veilfl.errors import ConfigurationError
 
@@ -213,5 +214,20 @@ def test_gadget_shapes_and_limits_are_checked() -> None:
     with pytest.raises(ConfigurationError, match="do not fit"):
         prove_gadget(gadget, np.zeros((2, 2), dtype=np.int64), np.zeros((2, 2), dtype=np.uint64))
     with pytest.raises(ConfigurationError, match="too large"):
-        prove_gadget(gadget, np.full((3, 2), 2**25), np.zeros((2, 2), dtype=np.uint64))
+        prove_gadget(gadget, np.full((3, 2), 2**27), np.zeros((2, 2), dtype=np.uint64))
     assert gadget.soundness_error(points=2) < 2.0**-110
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    values=st.lists(
+        st.one_of(st.integers(-(2**61) + 1, 2**61 - 1), st.sampled_from([0, -1, P, -P, 2**61 - 1])),
+        min_size=1,
+        max_size=40,
+    ),
+    small_prime=st.booleans(),
+)
+def test_reduce_signed_matches_python_modulo(values: list[int], small_prime: bool) -> None:
+    field = PrimeField(65_537) if small_prime else MERSENNE_31
+    reduced = reduce_signed(np.array(values, dtype=np.int64), field)
+    assert [int(v) for v in reduced] == [v % field.modulus for v in values]

@@ -459,7 +459,8 @@ def test_the_verifier_message_equals_a_slow_evaluation_on_the_plaintext_input() 
     # Act
     message = reconstructed_message(answers, 2)
     # Assert: recompute everything from the plaintext input, one term at a time.
-    points, reducers = bounds._query(params, query_seed, prepared[0].joint_seed)
+    query = bounds._query(params, query_seed)
+    points, reducers = query.points, query.reducers
     u = [int(v) for v in plain]
     d, gn, gb = params.dimension, params.norm_gadget, params.bit_gadget
     proof = u[params.proof_offset :]

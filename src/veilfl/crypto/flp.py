@@ -35,6 +35,7 @@ signed limbs small enough for the number of rows summed.
 from __future__ import annotations
 
 import functools
+import itertools
 import math
 from dataclasses import dataclass
 
@@ -53,6 +54,7 @@ __all__ = [
     "gadget_holds",
     "lagrange_basis",
     "prove_gadget",
+    "reduce_signed",
 ]
 
 _FLOAT_EXACT = 2**53
@@ -111,9 +113,23 @@ class SquareGadget:
 
 def centred(values: FieldArray, field: PrimeField = MERSENNE_31) -> npt.NDArray[np.float64]:
     """Field elements as floats in (-p/2, p/2)."""
-    signed = np.asarray(values, dtype=np.uint64).astype(np.int64)
-    signed[signed > (field.modulus - 1) // 2] -= field.modulus
-    return signed.astype(np.float64)
+    floats = np.asarray(values, dtype=np.uint64).astype(np.float64)
+    np.subtract(floats, field.modulus, out=floats, where=floats > (field.modulus - 1) // 2)
+    return floats
+
+
+def reduce_signed(values: npt.NDArray[np.int64], field: PrimeField = MERSENNE_31) -> FieldArray:
+    """Signed integers with |v| < 2**61 reduced into [0, p) (Mersenne folding for 2**31 - 1)."""
+    p = field.modulus
+    if p != 2**31 - 1:
+        return (np.asarray(values, dtype=np.int64) % p).astype(np.uint64)
+    # v + 2^31·p is non-negative and below 2^63; x mod (2^31 - 1) folds as (x & p) + (x >> 31).
+    x = (np.asarray(values, dtype=np.int64) + (p << 31)).astype(np.uint64)
+    mask, shift = np.uint64(p), np.uint64(31)
+    for _ in range(3):  # 2^63 -> 2^32 + 2^31 -> 2^31 + 3 -> at most p + 1
+        x = (x & mask) + (x >> shift)
+    np.minimum(x, x - mask, out=x)  # x - p wraps around when x < p
+    return x
 
 
 def _factorials(count: int, p: int) -> list[int]:
@@ -123,13 +139,14 @@ def _factorials(count: int, p: int) -> list[int]:
     return out
 
 
-def _barycentric_weights(nodes: int, p: int) -> list[int]:
+@functools.lru_cache(maxsize=64)
+def _barycentric_weights(nodes: int, p: int) -> tuple[int, ...]:
     """w_c = 1 / Π_{j≠c} (c - j) = (-1)^(n-1-c) / (c! (n-1-c)!) for nodes 0..n-1."""
     fact = _factorials(nodes, p)
-    return [
+    return tuple(
         (-1) ** (nodes - 1 - c) * pow(fact[c] * fact[nodes - 1 - c], -1, p) % p
         for c in range(nodes)
-    ]
+    )
 
 
 @functools.lru_cache(maxsize=32)
@@ -208,6 +225,35 @@ def _signed_limbs(values: npt.NDArray[np.int64], limb_bits: int) -> list[npt.NDA
             return limbs
 
 
+def _exact_matmul(
+    coefficients: npt.NDArray[np.int64], rows: npt.NDArray[np.float64], field: PrimeField
+) -> FieldArray:
+    """``(coefficients @ rows) mod p`` exactly, for |coefficient| < 2**30 and centred rows.
+
+    Coefficients are split into signed limbs so small that every float64 partial sum
+    (at most n · 2^30 · 2^(b-1) in magnitude) stays below 2**53.
+    """
+    r, n = coefficients.shape
+    if rows.shape[0] != n:
+        raise ConfigurationError(f"{n} coefficients cannot combine {rows.shape[0]} rows.")
+    limb_bits = 24 - max(1, math.ceil(math.log2(max(n, 2))))
+    if limb_bits < 2:
+        raise ConfigurationError(f"Too many rows ({n}) for an exact float64 combination.")
+    limbs = _signed_limbs(coefficients, limb_bits)
+    products = np.stack(limbs).reshape(-1, n).astype(np.float64) @ rows
+    products = products.reshape(len(limbs), r, rows.shape[1])
+    total = reduce_signed(products[-1].astype(np.int64), field)
+    for i in range(len(limbs) - 2, -1, -1):  # Horner over the limbs
+        shifted = (total << np.uint64(limb_bits)).astype(np.int64)  # < 2^31 · 2^22
+        total = reduce_signed(shifted + products[i].astype(np.int64), field)
+    return total
+
+
+def _centred_ints(values: FieldArray, field: PrimeField) -> npt.NDArray[np.int64]:
+    signed = np.asarray(values, dtype=np.uint64).astype(np.int64)
+    return np.where(signed > (field.modulus - 1) // 2, signed - field.modulus, signed)
+
+
 def combine_rows(
     coefficients: ExtArray,
     rows: npt.NDArray[np.float64],
@@ -226,25 +272,9 @@ def combine_rows(
     """
     coefficients = np.asarray(coefficients, dtype=np.uint64)
     k, n, _ = coefficients.shape
-    if rows.shape[0] != n:
-        raise ConfigurationError(f"{n} coefficients cannot combine {rows.shape[0]} rows.")
-    p = field.modulus
-    # Signed limbs with n · 2^30 · 2^(b-1) < 2^53 keep every partial sum exact.
-    limb_bits = 24 - max(1, math.ceil(math.log2(max(n, 2))))
-    if limb_bits < 2:
-        raise ConfigurationError(f"Too many rows ({n}) for an exact float64 combination.")
-    signed = coefficients.astype(np.int64)
-    signed[signed > (p - 1) // 2] -= p
-    limbs = _signed_limbs(signed.reshape(k * n * 2), limb_bits)
-    stacked = np.stack([limb.reshape(k, n, 2).transpose(0, 2, 1) for limb in limbs])
-    # (limbs, k, 2, n) @ (n, W) -> (limbs, k, 2, W)
-    products = (stacked.reshape(-1, n).astype(np.float64) @ rows).reshape(
-        len(limbs), k, 2, rows.shape[1]
-    )
-    total = np.zeros((k, 2, rows.shape[1]), dtype=np.int64)
-    for i in range(len(limbs) - 1, -1, -1):  # Horner over limbs, reducing each step
-        total = (total * (1 << limb_bits) + products[i].astype(np.int64) % p) % p
-    return np.ascontiguousarray(total.transpose(0, 2, 1)).astype(np.uint64)
+    flat = _centred_ints(coefficients.transpose(0, 2, 1).reshape(2 * k, n), field)
+    combined = _exact_matmul(flat, rows, field).reshape(k, 2, rows.shape[1])
+    return np.ascontiguousarray(combined.transpose(0, 2, 1))
 
 
 def prove_gadget(
@@ -255,6 +285,13 @@ def prove_gadget(
 ) -> FieldArray:
     """The gadget polynomials' values on the 2n - 1 gadget nodes, shape (outputs, 2n - 1).
 
+    A summed gadget's polynomial is p(x) = Σ_w f_w(x)^2 = v(x)^T G v(x), with G = V V^T
+    the n x n Gram matrix of the wire matrix V = [wires; seeds] and v(x) the Lagrange
+    basis at x: G costs one symmetric product of the wires (d · calls / 2 multiply-adds,
+    exact in float64 because its partial sums are bounded by ||wires||^2 by
+    Cauchy-Schwarz), and the extension is then n x n work per node. A gadget with
+    one output per wire extends every wire polynomial instead (meant for few wires).
+
     Args:
         gadget: The gadget block.
         wires: Shape (calls, wires): the wire values, small integers (the prover's
@@ -264,31 +301,52 @@ def prove_gadget(
 
     Raises:
         ConfigurationError: if the shapes are wrong or the wire values too large for
-            an exact float64 extension.
+            exact float64 products.
     """
-    p = field.modulus
     n, calls, width = gadget.nodes, gadget.calls, gadget.wires
     if wires.shape != (calls, width) or seeds.shape != (gadget.seeds, width):
         raise ConfigurationError("The wire and seed matrices do not fit the gadget.")
-    largest = int(np.abs(wires).max()) if wires.size else 0
-    if calls * _CENTRED_MAX * largest + gadget.seeds * _CENTRED_MAX * 2**16 >= _FLOAT_EXACT:
-        raise ConfigurationError("The wire values are too large for an exact extension.")
-    matrix = centred(extension_matrix(n, field), field)
+    wires = np.asarray(wires, dtype=np.int64)
+    magnitude = int(np.abs(wires).sum())
+    if magnitude * 2**16 >= _FLOAT_EXACT or int(np.einsum("ij,ij->", wires, wires)) >= _FLOAT_EXACT:
+        raise ConfigurationError("The wire values are too large for exact float64 products.")
     seeds = np.asarray(seeds, dtype=np.uint64)
+    matrix = _centred_ints(extension_matrix(n, field), field)
+    if gadget.summed:
+        gram = _gram(wires, seeds, field)
+        on_nodes = np.diagonal(gram).copy()
+        halfway = _exact_matmul(matrix, centred(gram, field), field)  # M G, (n - 1) x n
+        p = np.uint64(field.modulus)
+        products = halfway * (matrix % field.modulus).astype(np.uint64) % p  # (n - 1) x n
+        extended = products.sum(axis=1, dtype=np.uint64) % p
+        return np.concatenate([on_nodes, extended])[np.newaxis, :]
+    values = np.empty((2 * n - 1, width), dtype=np.uint64)
+    values[:calls] = reduce_signed(wires, field)
+    values[calls:n] = seeds
+    values[n:] = _exact_matmul(matrix, centred(values[:n], field), field)
+    return np.ascontiguousarray((values * values % np.uint64(field.modulus)).T)
+
+
+def _gram(wires: npt.NDArray[np.int64], seeds: FieldArray, field: PrimeField) -> FieldArray:
+    """G = V V^T mod p for V = [wires; seeds], exactly."""
+    calls, p = wires.shape[0], field.modulus
+    n = calls + seeds.shape[0]
+    x = wires.astype(np.float64)
+    gram = np.empty((n, n), dtype=np.uint64)
+    # |Σ_w x_cw x_c'w| and its partial sums are at most ||X||^2 < 2^53 (checked).
+    gram[:calls, :calls] = reduce_signed((x @ x.T).astype(np.int64), field)
     low = (seeds & np.uint64(0xFFFF)).astype(np.float64)
     high = (seeds >> np.uint64(16)).astype(np.float64)
-    # E = M [X; S] with S = S_low + 2^16 S_high; each product below is exact.
-    first = matrix @ np.vstack([wires.astype(np.float64), low])
-    second = matrix[:, calls:] @ high
-    extended = (first.astype(np.int64) % p + (second.astype(np.int64) % p << 16) % p) % p
-    values = np.empty((2 * n - 1, width), dtype=np.uint64)
-    values[:calls] = wires % p
-    values[calls:n] = seeds
-    values[n:] = extended
-    squares = values * values % np.uint64(p)
-    if gadget.summed:
-        return np.asarray((squares.sum(axis=1, dtype=np.uint64) % np.uint64(p))[np.newaxis, :])
-    return np.ascontiguousarray(squares.T)
+    # |Σ_w x_cw s_w| <= Σ|x| · 2^16 < 2^53 for 16-bit halves of the seeds (checked).
+    cross_low = reduce_signed((x @ low.T).astype(np.int64), field)
+    cross_high = reduce_signed((x @ high.T).astype(np.int64), field)
+    cross = reduce_signed((cross_low + (cross_high << np.uint64(16))).astype(np.int64), field)
+    gram[:calls, calls:] = cross
+    gram[calls:, :calls] = cross.T
+    for i, j in itertools.product(range(seeds.shape[0]), repeat=2):
+        products = seeds[i] * seeds[j] % np.uint64(p)  # below 2^62 before reducing
+        gram[calls + i, calls + j] = int(products.sum(dtype=np.uint64) % np.uint64(p))
+    return gram
 
 
 def gadget_holds(

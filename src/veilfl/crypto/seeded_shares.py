@@ -165,7 +165,8 @@ class SeededSharing:
         if t == 1:
             return [secret.copy() for _ in range(self.num_shares)]
         if t == 2:  # f(j + 1) = f(j) + slope: additions only
-            slope = (points[1] + (p - points[0])) % p
+            slope = points[1] + (p - points[0])  # below 2p
+            np.minimum(slope, slope - p, out=slope)  # slope - p wraps around when slope < p
             shares, previous = [], points[1]
             for _ in range(2, self.num_shares + 1):
                 value = previous + slope

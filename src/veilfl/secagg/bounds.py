@@ -32,6 +32,7 @@ its validity, provided each aggregator answers one query per contribution.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -377,12 +378,22 @@ def prepare_share(
     )
 
 
-def _query(
-    params: BoundsParameters, query_seed: bytes, joint_seed: bytes
-) -> tuple[ExtArray, ExtArray]:
-    """k query points in GF(p^2) \\ GF(p), with r_1, conj(r_1), ..., conj(r_k) distinct, and
-    the coefficients that reduce the circuit outputs (k x outputs), from the query seed."""
-    rng = CsprngStream(key=_hash(b"query", params.digest, query_seed, joint_seed))
+@dataclass(frozen=True, eq=False)
+class _Query:
+    """The verifier randomness of one query seed: k points in GF(p^2) \\ GF(p) with
+    r_1, conj(r_1), ..., r_k, conj(r_k) distinct, the coefficients that reduce the
+    circuit outputs (k x outputs), and the Lagrange bases at the points."""
+
+    points: ExtArray
+    reducers: ExtArray
+    bases: dict[int, ExtArray]
+
+
+@functools.lru_cache(maxsize=4)
+def _query(params: BoundsParameters, query_seed: bytes) -> _Query:
+    """The query of a seed; one seed serves every contribution of a round (each proof
+    was fixed before the seed was drawn), so the bases are computed once per round."""
+    rng = CsprngStream(key=_hash(b"query", params.digest, query_seed))
     points: list[ExtArray] = []
     while len(points) < params.query_points:
         point = EXT.random(rng, 1, outside_base=True)[0]
@@ -390,7 +401,21 @@ def _query(
         if tuple(point) not in taken:
             points.append(point)
     reducers = EXT.random(rng, params.query_points * params.outputs)
-    return np.stack(points), reducers.reshape(params.query_points, params.outputs, 2)
+    stacked = np.stack(points)
+    nodes = {
+        params.norm_gadget.nodes,
+        params.norm_gadget.gadget_nodes,
+        params.bit_gadget.nodes,
+        params.bit_gadget.gadget_nodes,
+    }
+    bases = {n: lagrange_basis(n, stacked) for n in nodes}
+    for array in (stacked, reducers, *bases.values()):
+        array.flags.writeable = False
+    return _Query(
+        points=stacked,
+        reducers=reducers.reshape(params.query_points, params.outputs, 2),
+        bases=bases,
+    )
 
 
 def _weighted(bits: FieldArray, weights: Sequence[int]) -> int:
@@ -448,7 +473,7 @@ def verifier_share(
     """
     if len(query_seed) != HASH_LENGTH:
         raise ConfigurationError("A query seed is 32 bytes; draw it with os.urandom(32).")
-    points, reducers = _query(params, query_seed, prepared.joint_seed)
+    query = _query(params, query_seed)
     norm_gadget, bit_gadget = params.norm_gadget, params.bit_gadget
     share = prepared.input_share
     proof = share[params.proof_offset :]
@@ -462,15 +487,7 @@ def verifier_share(
     bit_rows = np.zeros(bit_gadget.nodes * bit_gadget.wires, dtype=np.uint64)
     bit_rows[: params.bits] = share[params.bits_offset : params.proof_offset]
     bit_rows[bit_gadget.calls * bit_gadget.wires :] = bit_seeds
-    bases = {
-        n: lagrange_basis(n, points)
-        for n in {
-            norm_gadget.nodes,
-            norm_gadget.gadget_nodes,
-            bit_gadget.nodes,
-            bit_gadget.gadget_nodes,
-        }
-    }
+    bases = query.bases
     pieces = [
         combine_rows(bases[norm_gadget.nodes], prepared.norm_rows),
         combine_rows(bases[norm_gadget.gadget_nodes], centred(norm_values)[:, np.newaxis]),
@@ -480,7 +497,7 @@ def verifier_share(
         combine_rows(bases[bit_gadget.gadget_nodes], np.ascontiguousarray(centred(bit_values).T)),
     ]
     outputs = _outputs(params, share, prepared.projections, norm_values, bit_values)
-    reduced = EXT.dot_base(reducers, outputs)[:, np.newaxis, :]
+    reduced = EXT.dot_base(query.reducers, outputs)[:, np.newaxis, :]
     return VerifierShare(
         index=prepared.index,
         joint_seed=prepared.joint_seed,
