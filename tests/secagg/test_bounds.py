@@ -21,7 +21,7 @@ from veilfl.crypto.flp import SquareGadget, extension_matrix, lagrange_basis, pr
 from veilfl.crypto.shamir import ShamirScheme, Share
 from veilfl.crypto.wraparound import WraparoundChecks
 from veilfl.errors import ConfigurationError, ProtocolError, UpdateRejectedError
-from veilfl.secagg import bounds
+from veilfl.secagg import bounds_prover, bounds_transcript
 from veilfl.secagg.bounds import decide, prepare_share, prove_contribution, verifier_share
 from veilfl.secagg.bounds_messages import (
     ContributionShare,
@@ -217,7 +217,7 @@ def cheat(
     **options: object,
 ) -> list[ContributionShare]:
     elements = np.array([v % P for v in measurement], dtype=np.uint64)
-    return bounds._deal(
+    return bounds_prover._deal(
         elements,
         params=params,
         threshold=threshold,
@@ -321,7 +321,7 @@ def test_a_proof_made_for_other_shares_is_excluded() -> None:
     rng = CsprngStream()
     # Shares of x with the bits and proof of another vector (parts made honestly).
     elements = np.array([v % P for v in honest], dtype=np.uint64)
-    shares = bounds._deal(
+    shares = bounds_prover._deal(
         elements,
         params=params,
         threshold=2,
@@ -459,7 +459,7 @@ def test_the_verifier_message_equals_a_slow_evaluation_on_the_plaintext_input() 
     # Act
     message = reconstructed_message(answers, 2)
     # Assert: recompute everything from the plaintext input, one term at a time.
-    query = bounds._query(params, query_seed)
+    query = bounds_transcript.query_for(params, query_seed)
     points, reducers = query.points, query.reducers
     u = [int(v) for v in plain]
     d, gn, gb = params.dimension, params.norm_gadget, params.bit_gadget
