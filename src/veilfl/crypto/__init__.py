@@ -7,6 +7,10 @@
 * :mod:`~veilfl.crypto.envelope`: the binary share format and HPKE (RFC 9180) envelopes.
 * :mod:`~veilfl.crypto.keys`: aggregator key pairs and fingerprints (files live in
   :mod:`veilfl.keyfiles`).
+* :mod:`~veilfl.crypto.field_ext`: GF(p^2), where proof verifiers draw query points.
+* :mod:`~veilfl.crypto.seeded_shares`: Shamir sharing with t - 1 shares sent as seeds.
+* :mod:`~veilfl.crypto.flp`: a Fully Linear PCP for square gadgets (BBCGGI19).
+* :mod:`~veilfl.crypto.wraparound`: PINE's wraparound checks and Lemma W.
 """
 
 from veilfl.crypto.csprng import CsprngStream
@@ -22,6 +26,7 @@ from veilfl.crypto.envelope import (
     seal,
 )
 from veilfl.crypto.field import MERSENNE_31, FieldArray, PrimeField
+from veilfl.crypto.field_ext import MERSENNE_31_EXT, ExtArray, QuadraticExtension
 from veilfl.crypto.keys import (
     AggregatorKeyPair,
     fingerprint,
@@ -30,6 +35,7 @@ from veilfl.crypto.keys import (
     load_public_key,
     public_key_bytes,
 )
+from veilfl.crypto.seeded_shares import SeededShare, SeededSharing
 from veilfl.crypto.shamir import (
     MAX_SHARES,
     ShamirScheme,
@@ -38,21 +44,28 @@ from veilfl.crypto.shamir import (
     lagrange_coefficients_at_zero,
     sum_shares,
 )
+from veilfl.crypto.wraparound import WraparoundChecks
 
 __all__ = [
     "MAX_SHARES",
     "MERSENNE_31",
+    "MERSENNE_31_EXT",
     "AggregatorKeyPair",
     "CsprngStream",
+    "ExtArray",
     "FieldArray",
     "FixedPointEncoding",
     "KemChoice",
     "PrimeField",
     "PrivateKey",
     "PublicKey",
+    "QuadraticExtension",
+    "SeededShare",
+    "SeededSharing",
     "ShamirScheme",
     "Share",
     "ShareContext",
+    "WraparoundChecks",
     "add_shares",
     "decode_share",
     "encode_share",

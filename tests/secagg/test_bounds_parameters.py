@@ -1,0 +1,107 @@
+"""Bounds parameters: the conditions of the security argument are enforced, and the
+derived quantities (range weights, largest sound B, summands, layout) are right."""
+
+from __future__ import annotations
+
+import itertools
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from veilfl.errors import ConfigurationError
+from veilfl.secagg.bounds_parameters import (
+    GRINDING_TRIALS,
+    SOUNDNESS_TARGET,
+    BoundsParameters,
+    range_weights,
+)
+
+P = 2**31 - 1
+
+
+@settings(max_examples=100, deadline=None)
+@given(width=st.integers(0, 300))
+def test_range_weights_reach_exactly_zero_to_width(width: int) -> None:
+    weights = range_weights(width)
+    sums = {
+        sum(w for w, bit in zip(weights, bits, strict=True) if bit)
+        for bits in itertools.product((0, 1), repeat=len(weights))
+    }
+    assert sums == set(range(width + 1))
+    assert len(weights) == width.bit_length()
+
+
+def test_the_bound_pine_conditions_allow_is_refused_and_the_largest_sound_one_named() -> None:
+    d = 1_663_370
+    largest = BoundsParameters.largest_norm_bound(dimension=d)
+    with pytest.raises(ConfigurationError, match=f"largest sound B here is {largest}"):
+        BoundsParameters(dimension=d, norm_bound=26_754)
+    accepted = BoundsParameters(dimension=d, norm_bound=largest)
+    assert accepted.soundness_error(trials=GRINDING_TRIALS) <= SOUNDNESS_TARGET
+    assert 2.0**64 * accepted.check_pass_bound() ** 136 <= SOUNDNESS_TARGET
+    with pytest.raises(ConfigurationError):
+        BoundsParameters(dimension=d, norm_bound=largest + 1)
+    # More checks buy a larger sound B (a wrapped norm then may pass a check more often).
+    assert BoundsParameters.largest_norm_bound(dimension=d, wraparound_checks=256) > largest
+
+
+def test_soundness_grows_with_the_grinding_budget_and_completeness_is_tiny() -> None:
+    params = BoundsParameters(dimension=1_000, norm_bound=1_000)
+    errors = [params.soundness_error(trials=2**k) for k in (0, 32, 64)]
+    assert errors[0] < errors[1] < errors[2] <= SOUNDNESS_TARGET
+    assert params.completeness_error() <= 2.0**-64
+    with pytest.raises(ConfigurationError):
+        params.soundness_error(trials=0)
+
+
+def test_max_summands_is_the_most_that_cannot_wrap() -> None:
+    params = BoundsParameters(dimension=10, norm_bound=1_000, extra_ranges=((-5_000, 20),))
+    n = params.max_summands()
+    assert n * 5_000 <= (P - 1) // 2 < (n + 1) * 5_000
+    assert BoundsParameters(dimension=10, norm_bound=1_000).max_summands() == (P - 1) // 2 // 1_000
+
+
+def test_layout_adds_up_and_the_digest_binds_every_setting() -> None:
+    params = BoundsParameters(dimension=100, norm_bound=50, extra_ranges=((0, 7), (3, 3)))
+    assert params.extra_weights == ((1, 2, 4), ())
+    assert params.bits == (len(params.norm_weights) + 136 * len(params.wraparound_weights) + 3)
+    assert params.input_length == (
+        102 + params.bits + params.norm_gadget.proof_length + params.bit_gadget.proof_length
+    )
+    assert params.norm_gadget.calls * params.norm_gadget.wires >= 100
+    assert params.bit_gadget.calls * params.bit_gadget.wires >= params.bits
+    variants = [
+        BoundsParameters(dimension=101, norm_bound=50, extra_ranges=((0, 7), (3, 3))),
+        BoundsParameters(dimension=100, norm_bound=51, extra_ranges=((0, 7), (3, 3))),
+        BoundsParameters(dimension=100, norm_bound=50, extra_ranges=((0, 7), (3, 4))),
+        BoundsParameters(dimension=100, norm_bound=50, extra_ranges=((0, 7),)),
+        BoundsParameters(
+            dimension=100, norm_bound=50, extra_ranges=((0, 7), (3, 3)), wraparound_checks=137
+        ),
+        BoundsParameters(dimension=100, norm_bound=50, extra_ranges=((0, 7), (3, 3)), calls=7),
+        BoundsParameters(
+            dimension=100, norm_bound=50, extra_ranges=((0, 7), (3, 3)), query_points=3
+        ),
+    ]
+    assert len({params.digest, *(v.digest for v in variants)}) == 1 + len(variants)
+
+
+@pytest.mark.parametrize(
+    ("settings_", "message"),
+    [
+        ({"dimension": 0, "norm_bound": 5}, "at least 1"),
+        ({"dimension": True, "norm_bound": 5}, "at least 1"),
+        ({"dimension": 2**23, "norm_bound": 5}, "At most"),
+        ({"dimension": 5, "norm_bound": 46_341}, "B\\^2 must be below p"),
+        ({"dimension": 5, "norm_bound": 5, "extra_ranges": ((3, 2),)}, "extra range"),
+        ({"dimension": 5, "norm_bound": 5, "extra_ranges": ((0, P),)}, "extra range"),
+        ({"dimension": 5, "norm_bound": 5, "extra_ranges": ((0.5, 2),)}, "extra range"),
+        ({"dimension": 5, "norm_bound": 5, "wraparound_checks": 64}, "2\\^-64"),
+        ({"dimension": 5, "norm_bound": 5, "query_points": 1}, "2\\^-64"),
+        ({"dimension": 100_000, "norm_bound": 1_400, "calls": 100_000}, "exact float64"),
+    ],
+)
+def test_settings_outside_the_argument_are_refused(settings_: dict, message: str) -> None:
+    with pytest.raises(ConfigurationError, match=message):
+        BoundsParameters(**settings_)
