@@ -51,6 +51,7 @@ __all__ = [
     "SequentialExecutor",
     "TrainingExecutor",
     "TrainingJob",
+    "check_indices",
 ]
 
 DataT = TypeVar("DataT")
@@ -113,7 +114,12 @@ class TrainingExecutor(ABC):
         self.close()
 
 
-def _check_indices(jobs: Sequence[TrainingJob], population: int) -> None:
+def check_indices(jobs: Sequence[TrainingJob], population: int) -> None:
+    """Refuse jobs that name a client outside ``0..population-1``.
+
+    Raises:
+        ConfigurationError: naming the client and the population.
+    """
     for job in jobs:
         if job.client_index >= population:
             raise ConfigurationError(
@@ -137,7 +143,7 @@ class SequentialExecutor(TrainingExecutor, Generic[DataT]):
 
     def stream(self, jobs: Sequence[TrainingJob]) -> Iterator[LocalUpdate]:
         """Train each job in turn on the learner's device."""
-        _check_indices(jobs, len(self.client_data))
+        check_indices(jobs, len(self.client_data))
         if self._scratch is None:
             self._scratch = self.learner.new_model()
         for job in jobs:
@@ -218,7 +224,7 @@ class BatchedExecutor(TrainingExecutor, Generic[DataT]):
         if not self.batched:
             yield from self._sequential.stream(jobs)
             return
-        _check_indices(jobs, len(self.client_data))
+        check_indices(jobs, len(self.client_data))
         if self._model is None:
             self._model = self.learner.new_model()
         for start in range(0, len(jobs), self.max_clients):
