@@ -136,6 +136,7 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     device = resolve_device(args.device)
+    torch.backends.cudnn.benchmark = device.type == "cuda"  # fixed shapes: tune once
     parts = set(args.parts.split(","))
     plan = LocalTrainingPlan(
         learning_rate=0.05,
