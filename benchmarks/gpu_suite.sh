@@ -69,10 +69,10 @@ part gpu_speed "$SPEED_LIMIT" "$PY" benchmarks/simulation_speed.py --device "$DE
 #    (goal: 99% within 206 rounds). All runs of a partition train in lockstep.
 part gpu_sweep_iid "$IID_LIMIT" "$PY" benchmarks/mcmahan_sweep.py --partition iid \
     --device "$DEVICE" --time-budget "$IID_BUDGET" "${SWEEP[@]}" \
-    --runs fedavg@0.05,fedavg@0.1,fedavg@0.2,fedyogi@0.1/0.003,fedyogi@0.1/0.01 \
+    --runs fedavg@0.05,fedavg@0.1,fedavg@0.2,fedyogi@0.1/0.01,fedyogi@0.1/0.03 \
     --out "$OUT/gpu_sweep_iid.json"
 part gpu_sweep_shards "$SHARDS_LIMIT" "$PY" benchmarks/mcmahan_sweep.py --partition shards \
     --device "$DEVICE" --time-budget "$SHARDS_BUDGET" "${SWEEP[@]}" \
-    --runs fedavg@0.05,fedavg@0.1,fedyogi@0.1/0.003,fedyogi@0.1/0.01 \
+    --runs fedavg@0.05,fedavg@0.1,fedyogi@0.1/0.01,fedyogi@0.1/0.03 \
     --out "$OUT/gpu_sweep_shards.json"
 note "total: $(($(date +%s) - started))s"
