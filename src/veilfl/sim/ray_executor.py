@@ -158,7 +158,8 @@ class RayExecutor(TrainingExecutor, Generic[DataT]):
         self._ray: Any = ray  # typed loosely: Ray's stubs do not cover actor handles
         self._owns_ray = not ray.is_initialized()
         if self._owns_ray:
-            options = {"include_dashboard": False, **(init_options or {})}
+            local = {"include_dashboard": False} if address is None else {}
+            options = {**local, **(init_options or {})}
             ray.init(address=address, **options)
         self.population = len(client_data)
         self.jobs_per_task = jobs_per_task
