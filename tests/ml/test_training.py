@@ -229,3 +229,61 @@ def test_one_epoch_on_real_mnist_learns(mnist: MnistSplits) -> None:
     assert before.accuracy < 0.3 and after.accuracy > 0.85
     assert after.loss < before.loss and result.mean_loss < before.loss
     assert result.num_samples == 6000
+
+
+def _softmax_cross_entropy_gradient(
+    weight: np.ndarray, bias: np.ndarray, x: np.ndarray, label: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """d/dW and d/db of cross-entropy for logits W x + b, in float64."""
+    logits = weight @ x + bias
+    p = np.exp(logits - logits.max())
+    p /= p.sum()
+    p[label] -= 1.0
+    return np.outer(p, x), p
+
+
+@pytest.mark.parametrize("mu", [0.0, 0.7])
+def test_fedprox_adds_mu_times_the_distance_from_the_start_to_the_gradient(mu: float) -> None:
+    # Two identical examples, batch 1: two SGD steps; the proximal term is zero at the
+    # first step and mu (w1 - w0) at the second (Li et al. 2020).
+    rng = np.random.default_rng(0)
+    x = rng.random(3).astype(np.float32)
+    data = ArrayDataset(images=np.stack([x, x]), labels=np.array([1, 1], dtype=np.int64))
+    model = nn.Linear(3, 2)
+    w0 = {k: v.astype(np.float64) for k, v in get_weights(model).items()}
+    lr = 0.5
+
+    delta = train_local(
+        model, data, TrainConfig(learning_rate=lr, batch_size=1, proximal_mu=mu, seed=0)
+    ).delta
+
+    gw, gb = _softmax_cross_entropy_gradient(w0["weight"], w0["bias"], x.astype(np.float64), 1)
+    w1, b1 = w0["weight"] - lr * gw, w0["bias"] - lr * gb
+    gw, gb = _softmax_cross_entropy_gradient(w1, b1, x.astype(np.float64), 1)
+    w2 = w1 - lr * (gw + mu * (w1 - w0["weight"]))
+    b2 = b1 - lr * (gb + mu * (b1 - w0["bias"]))
+    np.testing.assert_allclose(delta["weight"], w2 - w0["weight"], atol=1e-6)
+    np.testing.assert_allclose(delta["bias"], b2 - w0["bias"], atol=1e-6)
+
+
+def test_fedprox_pulls_local_training_towards_the_global_model() -> None:
+    data = synthetic_dataset(num_examples=64, seed=2)
+    start = get_weights(SimpleCNN())
+    norms = []
+    for mu in (0.0, 1.0, 10.0):
+        delta = _train_from(
+            start,
+            SimpleCNN,
+            data,
+            TrainConfig(learning_rate=0.1, batch_size=8, epochs=2, proximal_mu=mu, seed=5),
+        )
+        norms.append(
+            math.sqrt(sum(float((d.astype(np.float64) ** 2).sum()) for d in delta.values()))
+        )
+    assert norms[0] > norms[1] > norms[2] > 0
+
+
+@pytest.mark.parametrize("mu", [-0.1, math.inf, math.nan])
+def test_proximal_mu_must_be_a_non_negative_number(mu: float) -> None:
+    with pytest.raises(ConfigurationError, match="proximal_mu"):
+        TrainConfig(proximal_mu=mu)

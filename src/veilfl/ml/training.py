@@ -4,6 +4,15 @@
 passes of minibatch SGD (batch size ``B``) with cross-entropy over the client's data,
 reporting the change in the weights. The data is already in memory, so it batches
 tensors by hand rather than through a ``DataLoader``.
+
+With ``proximal_mu > 0`` it is the client step of FedProx (Li et al. 2020, "Federated
+Optimization in Heterogeneous Networks"): each step descends
+``loss(w) + mu/2 ||w - w_global||^2``, where ``w_global`` are the weights training
+started from, so the gradient gains ``mu (w - w_global)``.
+
+Training and evaluation run on the model's device (pass ``device=`` to move it
+first); the data moves there batch by batch, and the weights that come out are
+float32 numpy arrays on the CPU.
 """
 
 from __future__ import annotations
@@ -31,6 +40,7 @@ __all__ = [
     "TrainProgress",
     "TrainResult",
     "evaluate",
+    "shuffle_seeds",
     "train_local",
 ]
 
@@ -51,6 +61,8 @@ class TrainConfig:
             CPU generator (dropout and the like), for repeatable runs; None draws a
             fresh seed from the OS.
         max_batches: Optional cap on steps per epoch, for quick runs.
+        proximal_mu: FedProx's mu: weight of the proximal term
+            ``mu/2 ||w - w_global||^2`` (0, the default, is plain SGD).
 
     Raises:
         ConfigurationError: for a setting out of range, saying which.
@@ -62,6 +74,7 @@ class TrainConfig:
     batch_size: int = 32
     seed: int | None = None
     max_batches: int | None = None
+    proximal_mu: float = 0.0
 
     def __post_init__(self) -> None:
         if not (self.learning_rate > 0 and math.isfinite(self.learning_rate)):
@@ -77,6 +90,10 @@ class TrainConfig:
         if self.max_batches is not None and self.max_batches < 1:
             raise ConfigurationError(
                 f"max_batches must be at least 1, or None for no cap, not {self.max_batches}."
+            )
+        if not (self.proximal_mu >= 0 and math.isfinite(self.proximal_mu)):
+            raise ConfigurationError(
+                f"proximal_mu must be a number of at least 0, not {self.proximal_mu}."
             )
         if self.seed is not None and not 0 <= self.seed < _MAX_SEED:
             raise ConfigurationError(f"seed must be in [0, 2**64), or None, not {self.seed}.")
@@ -128,6 +145,24 @@ def _device_of(model: nn.Module) -> torch.device:
     return torch.device("cpu")
 
 
+def _place(model: nn.Module, device: torch.device | str | None) -> torch.device:
+    """Move ``model`` to ``device`` (in place) if one is given; return its device."""
+    if device is not None:
+        model.to(torch.device(device))
+    return _device_of(model)
+
+
+def shuffle_seeds(seed: int) -> tuple[int, int]:
+    """The seeds :func:`train_local` derives from ``config.seed``: one for the order
+    of the examples, one for torch's generator during training (dropout and such).
+
+    Batched training (:mod:`veilfl.ml.batched_training`) uses the same, so both
+    visit the examples in the same order.
+    """
+    (model_seed,) = np.random.SeedSequence(seed).generate_state(1, dtype=np.uint64)
+    return seed, int(model_seed)
+
+
 def _as_tensor(array: npt.NDArray[np.generic], device: torch.device) -> torch.Tensor:
     # torch.from_numpy shares memory but warns on read-only arrays; copy those instead.
     tensor = torch.from_numpy(array) if array.flags.writeable else torch.tensor(array)
@@ -140,6 +175,7 @@ def train_local(
     config: TrainConfig,
     *,
     progress: ProgressCallback | None = None,
+    device: torch.device | str | None = None,
 ) -> TrainResult:
     """Train ``model`` in place with SGD and cross-entropy; return the weight delta.
 
@@ -154,9 +190,11 @@ def train_local(
         data: The local training data.
         config: Learning rate, momentum, epochs, batch size, seed and step cap.
         progress: Called at most 20 times per epoch, always after the last batch.
+        device: Move ``model`` there first (in place); None trains where it is.
 
     Returns:
-        The delta against the weights ``model`` had on entry, and statistics.
+        The delta against the weights ``model`` had on entry (float32, CPU), and
+        statistics. The mean loss is the cross-entropy alone, without FedProx's term.
 
     Raises:
         DataError: if ``data`` is empty.
@@ -166,36 +204,45 @@ def train_local(
     started = time.perf_counter()
     before = get_weights(model)
     seed = config.seed if config.seed is not None else int.from_bytes(os.urandom(8), "little")
-    generator = torch.Generator().manual_seed(seed)
-    (model_seed,) = np.random.SeedSequence(seed).generate_state(1, dtype=np.uint64)
-    device = _device_of(model)
+    order_seed, model_seed = shuffle_seeds(seed)
+    generator = torch.Generator().manual_seed(order_seed)
+    device = _place(model, device)
     images, labels = _as_tensor(data.images, device), _as_tensor(data.labels, device)
     batches = math.ceil(len(data) / config.batch_size)
     if config.max_batches is not None:
         batches = min(batches, config.max_batches)
     report_every = math.ceil(batches / _PROGRESS_REPORTS_PER_EPOCH)
-    optimiser = torch.optim.SGD(
-        model.parameters(), lr=config.learning_rate, momentum=config.momentum
-    )
+    parameters = [p for p in model.parameters() if p.requires_grad]
+    optimiser = torch.optim.SGD(parameters, lr=config.learning_rate, momentum=config.momentum)
+    anchor = [p.detach().clone() for p in parameters] if config.proximal_mu > 0 else None
     was_training = model.training
     model.train()
     total_loss = 0.0
-    with torch.random.fork_rng(devices=[]):
-        torch.default_generator.manual_seed(int(model_seed))
+    cuda = [device.index or 0] if device.type == "cuda" else []
+    with torch.random.fork_rng(devices=cuda):
+        torch.default_generator.manual_seed(model_seed)
+        if cuda:
+            with torch.cuda.device(device):
+                torch.cuda.manual_seed(model_seed)
         for epoch in range(1, config.epochs + 1):
             order = torch.randperm(len(data), generator=generator).to(device)
-            running = 0.0
+            # Summed on the device in float64: reading each loss would make the CPU
+            # wait for a GPU after every step.
+            running = torch.zeros((), dtype=torch.float64, device=device)
             for batch in range(batches):
                 index = order[batch * config.batch_size : (batch + 1) * config.batch_size]
                 optimiser.zero_grad(set_to_none=True)
                 loss = nn.functional.cross_entropy(model(images[index]), labels[index])
                 loss.backward()  # type: ignore[no-untyped-call]
+                if anchor is not None:
+                    _add_proximal_gradient(parameters, anchor, config.proximal_mu)
                 optimiser.step()
-                running += float(loss.detach())
+                running += loss.detach()
                 done = batch + 1
                 if progress is not None and (done % report_every == 0 or done == batches):
-                    progress(TrainProgress(epoch, config.epochs, done, batches, running / done))
-            total_loss += running
+                    mean = float(running) / done
+                    progress(TrainProgress(epoch, config.epochs, done, batches, mean))
+            total_loss += float(running)
     model.train(was_training)
     after = get_weights(model)
     return TrainResult(
@@ -204,6 +251,16 @@ def train_local(
         mean_loss=total_loss / (batches * config.epochs),
         seconds=time.perf_counter() - started,
     )
+
+
+def _add_proximal_gradient(
+    parameters: list[nn.Parameter], anchor: list[torch.Tensor], mu: float
+) -> None:
+    """``grad += mu (w - w_global)``: the gradient of FedProx's ``mu/2 ||w - w_global||^2``."""
+    with torch.no_grad():
+        for parameter, start in zip(parameters, anchor, strict=True):
+            if parameter.grad is not None:
+                parameter.grad.add_(parameter - start, alpha=mu)
 
 
 @dataclass(frozen=True)
@@ -221,7 +278,13 @@ class EvalResult:
     num_samples: int
 
 
-def evaluate(model: nn.Module, data: ArrayDataset, *, batch_size: int = 1000) -> EvalResult:
+def evaluate(
+    model: nn.Module,
+    data: ArrayDataset,
+    *,
+    batch_size: int = 1000,
+    device: torch.device | str | None = None,
+) -> EvalResult:
     """Mean cross-entropy and accuracy of ``model`` on ``data``, in eval mode.
 
     The model is left in the train/eval mode it had.
@@ -230,6 +293,7 @@ def evaluate(model: nn.Module, data: ArrayDataset, *, batch_size: int = 1000) ->
         model: Maps a batch of images to logits.
         data: The examples to score.
         batch_size: Examples per forward pass (memory, not results).
+        device: Move ``model`` there first (in place); None evaluates where it is.
 
     Raises:
         DataError: if ``data`` is empty.
@@ -239,7 +303,7 @@ def evaluate(model: nn.Module, data: ArrayDataset, *, batch_size: int = 1000) ->
         raise DataError("Cannot evaluate on an empty data set.")
     if batch_size < 1:
         raise ConfigurationError(f"batch_size must be at least 1, not {batch_size}.")
-    device = _device_of(model)
+    device = _place(model, device)
     was_training = model.training
     model.eval()
     total_loss = 0.0

@@ -121,7 +121,7 @@ class Task:
 
 @dataclass(frozen=True)
 class LocalTrainingPlan:
-    """How clients train locally: plain SGD hyper-parameters chosen by the coordinator.
+    """How clients train locally: SGD hyper-parameters chosen by the coordinator.
 
     Attributes:
         learning_rate: SGD step size.
@@ -129,6 +129,8 @@ class LocalTrainingPlan:
         epochs: Local epochs E per round.
         batch_size: Local batch size B.
         max_batches: Optional cap on batches per epoch (for quick runs and tests).
+        proximal_mu: FedProx's mu (Li et al. 2020): clients descend
+            ``loss(w) + mu/2 ||w - w_global||^2``; 0 is plain FedAvg training.
     """
 
     learning_rate: float = 0.05
@@ -136,6 +138,7 @@ class LocalTrainingPlan:
     epochs: int = 1
     batch_size: int = 32
     max_batches: int | None = None
+    proximal_mu: float = 0.0
 
     def __post_init__(self) -> None:
         if not (self.learning_rate > 0 and math.isfinite(self.learning_rate)):
@@ -146,6 +149,8 @@ class LocalTrainingPlan:
             raise ConfigurationError("Local epochs and batch size must be at least 1.")
         if self.max_batches is not None and self.max_batches < 1:
             raise ConfigurationError("max_batches must be at least 1, or None for no cap.")
+        if not (self.proximal_mu >= 0 and math.isfinite(self.proximal_mu)):
+            raise ConfigurationError("FedProx's proximal_mu must be a number of at least 0.")
 
 
 @dataclass(frozen=True)
