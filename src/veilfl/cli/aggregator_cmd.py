@@ -17,6 +17,7 @@ from veilfl.cli.security_options import (
     transport_from_args,
 )
 from veilfl.keyfiles import read_private_key
+from veilfl.logging_setup import uvicorn_log_options
 
 __all__ = ["add_parser", "run"]
 
@@ -52,7 +53,7 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
 
 def run(args: argparse.Namespace) -> int:
     """Serve until stopped."""
-    configure_logging(args.log_level, prefix=f"[aggregator {args.index}] ")
+    configure_logging(args.log_level, fmt=args.log_format, role=f"aggregator {args.index}")
     transport = transport_from_args(args, serves=True)
     transport.check_url(args.coordinator)
     service = AggregatorService(
@@ -72,8 +73,8 @@ def run(args: argparse.Namespace) -> int:
         app,
         host=args.host,
         port=args.port,
-        log_level=args.log_level,
         timeout_keep_alive=60,
+        **uvicorn_log_options(args.log_level),
         backlog=4096,
         **transport.uvicorn_options(),  # type: ignore[arg-type]
     )

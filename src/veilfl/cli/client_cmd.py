@@ -100,7 +100,7 @@ def run(args: argparse.Namespace) -> int:
     from veilfl.ml.dp_sgd import DpSgdConfig, dp_sgd_learner
     from veilfl.ml.learner import mnist_learner
 
-    configure_logging(args.log_level, prefix=f"[client {args.client_index}] ")
+    configure_logging(args.log_level, fmt=args.log_format, role=f"client {args.client_index}")
     transport = transport_from_args(args, serves=False)
     transport.check_url(args.server)
     identity = (

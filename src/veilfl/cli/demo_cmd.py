@@ -98,7 +98,7 @@ def run(args: argparse.Namespace) -> int:
         aggregators=0 if args.plaintext else args.aggregators,
         clients=args.clients,
     )
-    common = ["--log-level", args.log_level]
+    common = ["--log-level", args.log_level, "--log-format", args.log_format]
     data = ["--num-clients", str(args.clients), "--partition", args.partition]
     if args.examples_per_client is not None:
         data += ["--examples-per-client", str(args.examples_per_client)]

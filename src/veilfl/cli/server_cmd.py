@@ -25,6 +25,7 @@ from veilfl.cli.security_options import (
 )
 from veilfl.errors import ConfigurationError
 from veilfl.keyfiles import read_public_key
+from veilfl.logging_setup import uvicorn_log_options
 from veilfl.privacy.dp_fedavg import DpConfig
 from veilfl.protocol.buffered import BufferConfig, BufferMode
 from veilfl.protocol.messages import LocalTrainingPlan
@@ -220,7 +221,7 @@ def run(args: argparse.Namespace) -> int:
     from veilfl.server.run_setup import metrics_from_store, prepare_run
     from veilfl.server.service import CoordinatorService
 
-    configure_logging(args.log_level)
+    configure_logging(args.log_level, fmt=args.log_format)
     transport = transport_from_args(args, serves=True)
     policy = enrollment_from_args(args)
     settings = settings_from_args(args)
@@ -260,10 +261,10 @@ def run(args: argparse.Namespace) -> int:
         app,
         host=args.host,
         port=args.port,
-        log_level=args.log_level,
         lifespan="on",
         timeout_keep_alive=60,  # many clients poll: keep their connections open
         backlog=4096,
+        **uvicorn_log_options(args.log_level),
         **transport.uvicorn_options(),  # type: ignore[arg-type]
     )
     server = uvicorn.Server(config)

@@ -65,7 +65,7 @@ def run(args: argparse.Namespace) -> int:
     from veilfl.sim.profiles import ClientProfiles
     from veilfl.sim.simulator import SimulationConfig, simulate
 
-    configure_logging(args.log_level)
+    configure_logging(args.log_level, fmt=args.log_format)
     if args.threads:
         torch.set_num_threads(args.threads)
     settings = settings_from_args(args)

@@ -23,7 +23,7 @@ from veilfl.protocol.buffered_coordinator import BufferedCoordinator
 from veilfl.protocol.coordinator import GlobalModel
 from veilfl.protocol.messages import RunInfo, Task, UpdateHeader
 from veilfl.protocol.metrics import RoundMetrics
-from veilfl.reporting import format_round_row
+from veilfl.reporting import format_round_fields, round_fields
 from veilfl.tensors import TensorSpec, Weights
 from veilfl.wire.tensor_codec import decode_weights, encode_weights
 
@@ -223,7 +223,11 @@ class CoordinatorService:
 
     async def _after_call(self, rounds_before: int) -> None:
         for metrics in self._core.history[rounds_before:]:
-            logger.info("round complete: %s", format_round_row(metrics).strip())
+            logger.info(
+                "round complete: %s",
+                format_round_fields(metrics),
+                extra={"fields": round_fields(metrics)},
+            )
             if self._on_round is not None:
                 await asyncio.to_thread(self._on_round, metrics)
         if self._core.done:
