@@ -19,6 +19,7 @@ from typing import IO
 import httpx
 
 from veilfl.cli.common import add_log_option
+from veilfl.cli.learner_option import add_learner_option, load_learner
 from veilfl.cli.local_fleet import (
     free_port,
     local_aggregators,
@@ -43,6 +44,7 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
     parser.add_argument("--clients", type=int, default=4, help="client processes")
     parser.add_argument("--rounds", type=int, default=5, help="rounds")
     parser.add_argument("--model", default="simple-cnn", help="simple-cnn or mnist-cnn")
+    add_learner_option(parser)
     parser.add_argument("--epochs", type=int, default=1, help="local epochs per round")
     parser.add_argument("--batch-size", type=int, default=32, help="local batch size")
     parser.add_argument("--lr", type=float, default=0.05, help="local learning rate")
@@ -88,6 +90,8 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
 
 def run(args: argparse.Namespace) -> int:
     """Start the processes, show rounds as they complete, and clean up."""
+    if args.learner:
+        load_learner(args.learner)  # a typo is reported here, not in every process's log
     run_dir: Path = args.run_dir or Path("runs") / f"demo-{datetime.now():%Y%m%d-%H%M%S}"
     logs = run_dir / "logs"
     logs.mkdir(parents=True, exist_ok=True)
@@ -100,6 +104,7 @@ def run(args: argparse.Namespace) -> int:
     )
     common = ["--log-level", args.log_level, "--log-format", args.log_format]
     data = ["--num-clients", str(args.clients), "--partition", args.partition]
+    learner = ["--learner", args.learner] if args.learner else []
     if args.examples_per_client is not None:
         data += ["--examples-per-client", str(args.examples_per_client)]
     server_cmd = [
@@ -113,6 +118,7 @@ def run(args: argparse.Namespace) -> int:
         str(port),
         "--model",
         args.model,
+        *learner,
         "--rounds",
         str(args.rounds),
         "--clients-per-round",
@@ -165,7 +171,10 @@ def run(args: argparse.Namespace) -> int:
         if args.plaintext
         else f"secure aggregation ({args.threshold} of {args.aggregators} aggregators)"
     )
-    print(f"veilfl demo: {args.clients} clients, {args.rounds} rounds, model {args.model}, {mode}")
+    print(
+        f"veilfl demo: {args.clients} clients, {args.rounds} rounds, "
+        f"model {args.learner or args.model}, {mode}"
+    )
     print(f"run folder: {run_dir}   coordinator: {url}")
     print(
         "TLS from a local CA; each client enrolls its Ed25519 key with a one-time token "
@@ -198,6 +207,7 @@ def run(args: argparse.Namespace) -> int:
                     str(index),
                     "--model",
                     args.model,
+                    *learner,
                     *data,
                     *verify,
                     "--ca-cert",

@@ -15,6 +15,7 @@ from veilfl.cli.common import (
     secure_clip_range,
     test_dataset,
 )
+from veilfl.cli.learner_option import add_learner_option, learner_for, model_name_from_args
 from veilfl.cli.security_options import (
     add_enrollment_options,
     add_rate_limit_options,
@@ -124,7 +125,7 @@ def settings_from_args(args: argparse.Namespace) -> CoordinatorSettings:
         else None
     )
     return CoordinatorSettings(
-        model_name=args.model,
+        model_name=model_name_from_args(args),
         rounds=rounds,
         plan=LocalTrainingPlan(
             learning_rate=args.lr,
@@ -197,6 +198,7 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
         help="sample count that gets the full FedAvg weight",
     )
     add_round_options(parser)
+    add_learner_option(parser)
     add_dp_options(parser)
     add_tls_options(parser, serves=True)
     add_enrollment_options(parser)
@@ -215,7 +217,6 @@ def run(args: argparse.Namespace) -> int:
     """Serve the run until its last round completes."""
     import uvicorn
 
-    from veilfl.ml.learner import mnist_learner
     from veilfl.server.app import create_app
     from veilfl.server.client_access import ClientAccess
     from veilfl.server.run_setup import metrics_from_store, prepare_run
@@ -228,7 +229,7 @@ def run(args: argparse.Namespace) -> int:
     if settings.secure is not None:
         for endpoint in settings.secure.aggregators:
             transport.check_url(endpoint.url)
-    learner = mnist_learner(settings.model_name)
+    learner = learner_for(settings.model_name, seed=settings.seed)
     test = test_dataset(args.mnist_dir, args.test_examples)
     prepared = prepare_run(
         args.run_dir,

@@ -15,6 +15,7 @@ from veilfl.cli.common import (
     secure_clip_range,
     test_dataset,
 )
+from veilfl.cli.learner_option import add_learner_option, learner_for
 from veilfl.cli.server_cmd import add_round_options, settings_from_args
 from veilfl.protocol.metrics import RoundMetrics
 from veilfl.reporting import (
@@ -50,6 +51,7 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
     secure.add_argument("--threshold", type=int, default=2, help="shares to reconstruct (t)")
     secure.add_argument("--clip-range", type=float, default=None, help="per-coordinate clip")
     add_round_options(parser)
+    add_learner_option(parser)
     add_dp_options(parser)
     add_data_options(parser)
     add_log_option(parser)
@@ -60,7 +62,6 @@ def run(args: argparse.Namespace) -> int:
     """Run the simulation and write metrics and a plot."""
     import torch
 
-    from veilfl.ml.learner import mnist_learner
     from veilfl.sim.async_simulator import AsyncSimulationConfig, simulate_async
     from veilfl.sim.profiles import ClientProfiles
     from veilfl.sim.simulator import SimulationConfig, simulate
@@ -69,6 +70,7 @@ def run(args: argparse.Namespace) -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
     settings = settings_from_args(args)
+    learner = learner_for(settings.model_name, seed=settings.seed)
     client_data = partitioned_clients(args)
     run_dir = args.run_dir or Path("runs") / f"sim-{datetime.now():%Y%m%d-%H%M%S}"
     run_dir.mkdir(parents=True, exist_ok=True)
@@ -102,7 +104,6 @@ def run(args: argparse.Namespace) -> int:
         late_by_seconds=10 * args.base_seconds,
         seed=settings.seed,
     )
-    learner = mnist_learner(settings.model_name, seed=settings.seed)
     test = test_dataset(args.mnist_dir, args.test_examples)
     if settings.buffer is not None:
         outcome = simulate_async(

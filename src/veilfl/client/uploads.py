@@ -15,10 +15,15 @@ import numpy as np
 from veilfl.auth.admission import ADMISSION_HEADER
 from veilfl.auth.identity import Identity
 from veilfl.auth.signed_request import aggregator_audience
-from veilfl.client.peer import Peer, RetryPolicy
+from veilfl.client.peer import Peer, RetryPolicy, error_message
 from veilfl.client.signing import SigningAuth, for_round
 from veilfl.crypto.csprng import CsprngStream
-from veilfl.errors import ConfigurationError, ProtocolError, TransportError
+from veilfl.errors import (
+    AuthenticationError,
+    ConfigurationError,
+    ProtocolError,
+    TransportError,
+)
 from veilfl.keyfiles import PublicKeyFile
 from veilfl.ml.learner import LocalUpdate
 from veilfl.privacy.dp_fedavg import ClientPrivacyPlan, privatize
@@ -28,7 +33,13 @@ from veilfl.secagg.config import SecureAggregationConfig
 from veilfl.tensors import flatten, spec_of, unflatten
 from veilfl.wire.tensor_codec import encode_weights
 
-__all__ = ["PlaintextUploader", "SecureUploader", "Uploader"]
+__all__ = [
+    "PlaintextUploader",
+    "SecureUploader",
+    "Uploader",
+    "check_aggregator_fingerprints",
+    "check_run_before_enrolling",
+]
 
 logger = logging.getLogger(__name__)
 BINARY = "application/octet-stream"
@@ -57,6 +68,58 @@ class Uploader(Protocol):
 
     async def close(self) -> None:
         """Release connections."""
+
+
+def check_aggregator_fingerprints(
+    run: Mapping[str, Any], expected: Mapping[int, str] | None
+) -> list[PublicKeyFile]:
+    """The aggregators' published keys in index order, each checked against its
+    expected fingerprint (when ``expected`` is given).
+
+    Raises:
+        ConfigurationError: naming the first aggregator whose key differs.
+    """
+    secure = run.get("secure") or {}
+    published = sorted(secure.get("aggregators", []), key=lambda a: int(a["index"]))
+    keys = [PublicKeyFile.from_json(a) for a in published]
+    if expected is not None:
+        for entry, key in zip(published, keys, strict=True):
+            wanted = expected.get(int(entry["index"]))
+            if wanted != key.fingerprint:
+                raise ConfigurationError(
+                    f"Aggregator {entry['index']}'s published key has fingerprint "
+                    f"{key.fingerprint}, not the expected {wanted}; refusing to send shares."
+                )
+    return keys
+
+
+def check_run_before_enrolling(
+    run: Mapping[str, Any],
+    *,
+    model_name: str | None,
+    fingerprints: Mapping[int, str] | None,
+) -> None:
+    """Checks on the public run description that must pass before a client spends its
+    enrollment token: the model it trains, and the aggregators' key fingerprints.
+
+    Raises:
+        ConfigurationError: if the run trains another model, pinned fingerprints are
+            given for a run without secure aggregation, or a published key differs.
+    """
+    served = run.get("model_name")
+    if model_name is not None and served is not None and served != model_name:
+        flag = "--learner" if ":" in str(served) else "--model"
+        raise ConfigurationError(
+            f"The coordinator's run trains the model {served}, not {model_name}; start this "
+            f"client with {flag} {served}."
+        )
+    if fingerprints and not run.get("secure"):
+        raise ConfigurationError(
+            "Aggregator fingerprints were given, but the coordinator's run does not use "
+            "secure aggregation; check the coordinator URL, or drop --aggregator-fingerprint."
+        )
+    if run.get("secure"):
+        check_aggregator_fingerprints(run, fingerprints)
 
 
 class PlaintextUploader:
@@ -136,20 +199,12 @@ class SecureUploader:
         self._run_id = str(run["run_id"])
         self._config = SecureAggregationConfig(**secure["config"])
         published = sorted(secure["aggregators"], key=lambda a: int(a["index"]))
-        keys = [PublicKeyFile.from_json(a) for a in published]
+        keys = check_aggregator_fingerprints(run, expected_fingerprints)
         if expected_fingerprints is None:
             logger.warning(
                 "aggregator keys are taken from the coordinator unverified; pass the "
                 "aggregators' fingerprints to detect a substituted key"
             )
-        else:
-            for entry, key in zip(published, keys, strict=True):
-                wanted = expected_fingerprints.get(int(entry["index"]))
-                if wanted != key.fingerprint:
-                    raise ConfigurationError(
-                        f"Aggregator {entry['index']}'s published key has fingerprint "
-                        f"{key.fingerprint}, not the expected {wanted}; refusing to send shares."
-                    )
         self._public_keys = [k.key for k in keys]
         retry = RetryPolicy(max_attempts=3, initial_backoff_s=0.2, timeout_s=60.0)
         self._clients = [
@@ -186,6 +241,8 @@ class SecureUploader:
 
         Raises:
             ProtocolError: if the coordinator gave no admission to the round.
+            AuthenticationError: if an aggregator refuses the client (401 or 403):
+                retraining cannot help.
         """
         if not admission:
             raise ProtocolError(
@@ -244,6 +301,13 @@ class SecureUploader:
         except TransportError as exc:
             logger.warning("aggregator %d unreachable: %s", share.aggregator_index, exc)
             return None
+        if response.status_code in (401, 403):
+            raise AuthenticationError(
+                f"Aggregator {share.aggregator_index} at {peer.base_url} refused this client's "
+                f"share (HTTP {response.status_code}: {error_message(response)}); it serves "
+                "another run or another coordinator. Restart the aggregators against this "
+                "coordinator, then this client."
+            )
         if response.status_code != 202:
             logger.warning(
                 "aggregator %d refused the share (HTTP %d): %s",

@@ -34,7 +34,15 @@ from veilfl.protocol.messages import LocalTrainingPlan
 from veilfl.protocol.metrics import Evaluation
 from veilfl.tensors import Weights
 
-__all__ = ["Learner", "LocalUpdate", "TrainOutcome", "mnist_learner"]
+__all__ = [
+    "Learner",
+    "LocalUpdate",
+    "TrainOutcome",
+    "evaluate_array_dataset",
+    "mnist_learner",
+    "sgd_learner",
+    "sgd_train",
+]
 
 DataT = TypeVar("DataT")
 
@@ -151,21 +159,22 @@ def evaluate_array_dataset(model: nn.Module, data: ArrayDataset) -> Evaluation:
     return Evaluation(loss=result.loss, accuracy=result.accuracy)
 
 
-def mnist_learner(
-    model_name: str = "simple-cnn",
+def sgd_learner(
+    model_fn: Callable[[], nn.Module],
     *,
     seed: int | None = None,
     progress: Callable[[TrainProgress], None] | None = None,
 ) -> Learner[ArrayDataset]:
-    """The built-in learner: a registered model trained with plain SGD.
+    """A learner for any classifier on :class:`ArrayDataset` data: local training is
+    plain SGD with the coordinator's plan (cross-entropy loss), evaluation is loss and
+    accuracy.
 
     Args:
-        model_name: A name from :data:`veilfl.ml.models.MODELS`.
+        model_fn: Builds the model; it maps a batch of the data's images to class logits.
         seed: Seeds local shuffling, for repeatable runs: the k-th training call uses
             a seed derived from (seed, k), so rounds and clients do not all shuffle alike.
         progress: Called with training progress.
     """
-    build_model(model_name)  # fail early on an unknown name
     calls = itertools.count()
 
     def train(model: nn.Module, data: ArrayDataset, plan: LocalTrainingPlan) -> TrainOutcome:
@@ -176,8 +185,25 @@ def mnist_learner(
             )
         return sgd_train(model, data, plan, seed=call_seed, progress=progress)
 
-    return Learner(
-        model_fn=lambda: build_model(model_name),
-        train_fn=train,
-        evaluate_fn=evaluate_array_dataset,
-    )
+    return Learner(model_fn=model_fn, train_fn=train, evaluate_fn=evaluate_array_dataset)
+
+
+def mnist_learner(
+    model_name: str = "simple-cnn",
+    *,
+    seed: int | None = None,
+    progress: Callable[[TrainProgress], None] | None = None,
+) -> Learner[ArrayDataset]:
+    """The built-in learner: a registered model trained with plain SGD
+    (:func:`sgd_learner`).
+
+    Args:
+        model_name: A name from :data:`veilfl.ml.models.MODELS`.
+        seed: Seeds local shuffling (see :func:`sgd_learner`).
+        progress: Called with training progress.
+
+    Raises:
+        ConfigurationError: for an unknown model name.
+    """
+    build_model(model_name)  # fail early on an unknown name
+    return sgd_learner(lambda: build_model(model_name), seed=seed, progress=progress)

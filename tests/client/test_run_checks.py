@@ -1,0 +1,97 @@
+"""Checks on the public run description happen before the client spends its token."""
+
+from __future__ import annotations
+
+import httpx
+import pytest
+
+from veilfl.client.http_client import RetryPolicy, run_client
+from veilfl.client.uploads import check_run_before_enrolling
+from veilfl.crypto.keys import generate_keypair
+from veilfl.errors import ConfigurationError
+from veilfl.keyfiles import PublicKeyFile
+from veilfl.ml.datasets import synthetic_dataset
+from veilfl.ml.learner import mnist_learner
+
+
+def _published(count: int) -> list[dict[str, object]]:
+    out: list[dict[str, object]] = []
+    for index in range(1, count + 1):
+        pair = generate_keypair()
+        key = PublicKeyFile(pair.kem, pair.public_bytes)
+        out.append({"index": index, "url": f"https://127.0.0.1:{9000 + index}", **key.to_json()})
+    return out
+
+
+def _run(secure: bool, model_name: str = "simple-cnn") -> dict[str, object]:
+    aggregators = _published(2)
+    return {
+        "run_id": "r1",
+        "model_name": model_name,
+        "coordinator_key": "",
+        "secure": {"aggregators": aggregators} if secure else None,
+    }
+
+
+class _Coordinator(httpx.AsyncBaseTransport):
+    """Serves only the run description; remembers every other request."""
+
+    def __init__(self, run: dict[str, object]) -> None:
+        self.run = run
+        self.others: list[str] = []
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        if request.method == "GET" and request.url.path == "/v1/run":
+            return httpx.Response(200, json=self.run)
+        self.others.append(f"{request.method} {request.url.path}")
+        return httpx.Response(500, json={"message": "not in this test"})
+
+
+async def _start_client(coordinator: _Coordinator, **kwargs: object) -> None:
+    await run_client(
+        "https://coordinator.test",
+        mnist_learner(),
+        synthetic_dataset(num_examples=4, seed=0),
+        enrollment_token="a-one-time-token",
+        retry=RetryPolicy(max_attempts=1),
+        transport=coordinator,
+        **kwargs,  # type: ignore[arg-type]
+    )
+
+
+async def test_a_wrong_fingerprint_is_refused_before_the_token_is_spent() -> None:
+    run = _run(secure=True)
+    coordinator = _Coordinator(run)
+    aggregators = run["secure"]["aggregators"]  # type: ignore[index]
+    wrong = {1: aggregators[0]["fingerprint"], 2: "0" * 32}
+    with pytest.raises(ConfigurationError) as caught:
+        await _start_client(coordinator, aggregator_fingerprints=wrong)
+    assert str(caught.value) == (
+        f"Aggregator 2's published key has fingerprint {aggregators[1]['fingerprint']}, "
+        f"not the expected {'0' * 32}; refusing to send shares."
+    )
+    assert coordinator.others == []  # no enrollment request was sent
+
+
+async def test_another_model_is_refused_before_the_token_is_spent() -> None:
+    coordinator = _Coordinator(_run(secure=False, model_name="my_project.learner:learner"))
+    with pytest.raises(ConfigurationError) as caught:
+        await _start_client(coordinator, model_name="simple-cnn")
+    assert str(caught.value) == (
+        "The coordinator's run trains the model my_project.learner:learner, not simple-cnn; "
+        "start this client with --learner my_project.learner:learner."
+    )
+    assert coordinator.others == []
+
+
+def test_matching_fingerprints_and_model_pass() -> None:
+    run = _run(secure=True)
+    aggregators = run["secure"]["aggregators"]  # type: ignore[index]
+    right = {a["index"]: a["fingerprint"] for a in aggregators}
+    check_run_before_enrolling(run, model_name="simple-cnn", fingerprints=right)
+    check_run_before_enrolling(run, model_name=None, fingerprints=None)
+
+
+def test_pinned_fingerprints_refuse_a_run_without_secure_aggregation() -> None:
+    with pytest.raises(ConfigurationError, match="does not use secure aggregation"):
+        check_run_before_enrolling(_run(secure=False), model_name=None, fingerprints={1: "ab"})
