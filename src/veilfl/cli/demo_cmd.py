@@ -51,7 +51,12 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
     parser.add_argument(
         "--examples-per-client", type=int, default=None, help="cap on each client's examples"
     )
-    parser.add_argument("--partition", choices=["iid", "dirichlet", "shards"], default="iid")
+    parser.add_argument(
+        "--partition",
+        choices=["iid", "dirichlet", "shards"],
+        default="iid",
+        help="how the training set is split across clients",
+    )
     parser.add_argument("--test-examples", type=int, default=None, help="test subset size")
     parser.add_argument("--timeout", type=float, default=1800.0, help="give up after (s)")
     parser.add_argument(

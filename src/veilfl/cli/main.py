@@ -1,5 +1,5 @@
 """The ``veilfl`` command line: demo, server, client, aggregator, keys, certs, identity,
-tokens, simulate."""
+tokens, simulate, new, export."""
 
 from __future__ import annotations
 
@@ -14,10 +14,16 @@ from veilfl.cli import (
     client_cmd,
     demo_cmd,
     enrollment_cmd,
+    export_cmd,
     keys_cmd,
+    new_cmd,
     server_cmd,
     simulate_cmd,
 )
+from veilfl.cli.config_file import CONFIG_COMMANDS, add_config_option, expand_config
+from veilfl.cli.help_text import decorate
+from veilfl.cli.preflight import check_arguments
+from veilfl.cli.stopping import StopSignals, stop_message
 from veilfl.errors import VeilflError
 
 __all__ = ["build_parser", "main"]
@@ -42,20 +48,42 @@ def build_parser() -> argparse.ArgumentParser:
         keys_cmd,
         certs_cmd,
         simulate_cmd,
+        new_cmd,
+        export_cmd,
     ):
         module.add_parser(subparsers)
     enrollment_cmd.add_parsers(subparsers)
+    for name in CONFIG_COMMANDS:
+        add_config_option(subparsers.choices[name])
+    decorate(subparsers)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Run the command line; return the exit code."""
-    args = build_parser().parse_args(argv)
+    """Run the command line; return the exit code.
+
+    A ``veilfl.errors.VeilflError`` prints one line (``veilfl: error: ...``) and exits
+    with 1; SIGINT or SIGTERM prints one line saying what was saved and how to
+    resume, and exits with 128 + the signal's number.
+    """
+    parser = build_parser()
+    args: argparse.Namespace | None = None
+    signals = StopSignals()
     try:
-        return int(args.func(args))
+        with signals.installed():
+            expanded = expand_config(parser, sys.argv[1:] if argv is None else argv)
+            args = parser.parse_args(expanded)
+            check_arguments(args)
+            return int(args.func(args))
     except VeilflError as exc:
         print(f"veilfl: error: {exc}", file=sys.stderr)
         return EXIT_FAILURE
+    except KeyboardInterrupt:
+        if args is None:
+            print(f"veilfl: stopped by {signals.received}.", file=sys.stderr)
+        else:
+            print(stop_message(args, signals.received), file=sys.stderr)
+        return signals.exit_code
 
 
 if __name__ == "__main__":
