@@ -33,8 +33,9 @@ LOG_FORMATS = ("text", "json")
 LOG_LEVELS = ("debug-all", "debug", "info", "warning", "error")
 """The values of ``--log-level``."""
 
-_QUIET_AT_INFO = ("httpx", "httpcore")
-"""Libraries that log every request at INFO: shown at ``debug-all`` only."""
+_QUIET_AT_INFO = ("httpx", "httpcore", "torch")
+"""Libraries that log routine chatter at INFO (every HTTP request; torch's cache
+statistics at exit): shown at ``debug-all`` only."""
 
 _TEXT_FORMAT = "%(asctime)s %(levelname)-7s {prefix}%(name)s: %(message)s"
 _ACCESS_PARTS = ("client", "method", "path", "http_version", "status")

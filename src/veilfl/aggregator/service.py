@@ -9,6 +9,7 @@ serialises access to the pure :class:`~veilfl.secagg.aggregator_node.AggregatorN
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import shutil
@@ -24,12 +25,18 @@ from fastapi import FastAPI, Request, Response
 from pydantic import BaseModel, Field
 
 from veilfl.aggregator.access import AggregatorAccess
+from veilfl.aggregator.run_follower import RunFollower
 from veilfl.aggregator.share_spool import FileShareArchive, write_durably
 from veilfl.client.peer import certificate_rejected
 from veilfl.crypto.envelope import encode_share
 from veilfl.crypto.field import MERSENNE_31
 from veilfl.crypto.keys import AggregatorKeyPair
-from veilfl.errors import ConfigurationError, TransportError, WireFormatError
+from veilfl.errors import (
+    AuthenticationError,
+    ConfigurationError,
+    TransportError,
+    WireFormatError,
+)
 from veilfl.secagg.aggregator_node import AggregatorNode
 from veilfl.secagg.aggregator_state import ShareArchive, ShareReceipt
 from veilfl.server.http_errors import install_error_handlers
@@ -218,6 +225,7 @@ def create_aggregator_app(
     access: AggregatorAccess,
     run: Mapping[str, Any] | None = None,
     verify: ssl.SSLContext | bool = True,
+    follow_interval_s: float | None = None,
 ) -> FastAPI:
     """The aggregator's FastAPI application.
 
@@ -230,6 +238,10 @@ def create_aggregator_app(
         run: The run description, if it is known already (the aggregator attaches
             at once and does not ask the coordinator).
         verify: How to verify the coordinator's TLS certificate.
+        follow_interval_s: With a coordinator URL, check every this many seconds
+            (and whenever a share's admission does not verify) whether the coordinator
+            started a new run, and follow it (see :mod:`veilfl.aggregator.run_follower`).
+            None: serve the first run only.
     """
     if run is not None:
         access.attach(run)
@@ -237,13 +249,36 @@ def create_aggregator_app(
     elif coordinator_url is None:
         raise ConfigurationError("Give the aggregator the coordinator's URL or the run.")
 
+    follower: RunFollower | None = None
+
+    def attach(described: Mapping[str, Any]) -> None:
+        service.attach(dict(described))
+        access.attach(described)
+
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        if run is None and coordinator_url is not None:
+        nonlocal follower
+        described = run
+        if described is None and coordinator_url is not None:
             described = await fetch_run(coordinator_url, verify=verify)
-            access.attach(described)
-            service.attach(described)
-        yield
+            attach(described)
+        if follow_interval_s is None or coordinator_url is None or described is None:
+            yield
+            return
+        follower = RunFollower(
+            coordinator_url,
+            attach=attach,
+            run_id=str(described["run_id"]),
+            verify=verify,
+            interval_s=follow_interval_s,
+        )
+        following = asyncio.create_task(follower.follow())
+        try:
+            yield
+        finally:
+            following.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await following
 
     app = FastAPI(
         title=f"veilfl aggregator {service.index}",
@@ -265,7 +300,13 @@ def create_aggregator_app(
         },
     )
     async def upload_share(round_id: int, request: Request) -> ShareAccepted:
-        client_id = await access.share_sender(request, round_id=round_id)
+        try:
+            client_id = await access.share_sender(request, round_id=round_id)
+        except AuthenticationError:
+            # Perhaps the coordinator started a new run: follow it, then check again.
+            if follower is None or not await follower.check_soon():
+                raise
+            client_id = await access.share_sender(request, round_id=round_id)
         body = await request.body()
         if not body:
             raise WireFormatError("The share body is empty; send the sealed share bytes.")

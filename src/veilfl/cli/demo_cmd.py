@@ -98,6 +98,7 @@ def run(args: argparse.Namespace) -> int:
     if args.learner:
         load_learner(args.learner)  # a typo is reported here, not in every process's log
     run_dir: Path = args.run_dir or Path("runs") / f"demo-{datetime.now():%Y%m%d-%H%M%S}"
+    args.shown_run_dir = run_dir  # for the line printed if a signal stops the demo
     logs = run_dir / "logs"
     logs.mkdir(parents=True, exist_ok=True)
     port = free_port()
@@ -231,10 +232,7 @@ def run(args: argparse.Namespace) -> int:
         print(format_round_table_header(), flush=True)
         shown = _follow(url, client_ssl_context(trust.ca_file), args, processes, started)
         failed = _wait_all(processes, logs)
-    except KeyboardInterrupt:
-        print("\ninterrupted; stopping the processes", file=sys.stderr)
-        return 130
-    finally:
+    finally:  # also on SIGINT or SIGTERM, before `veilfl` says what was saved
         for _, process, log in processes:
             if process.poll() is None:
                 process.terminate()

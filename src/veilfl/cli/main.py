@@ -4,6 +4,7 @@ tokens, simulate, new, export."""
 from __future__ import annotations
 
 import argparse
+import asyncio
 import sys
 from collections.abc import Sequence
 
@@ -74,11 +75,16 @@ def main(argv: Sequence[str] | None = None) -> int:
             expanded = expand_config(parser, sys.argv[1:] if argv is None else argv)
             args = parser.parse_args(expanded)
             check_arguments(args)
-            return int(args.func(args))
+            code = int(args.func(args))
+        if signals.stopped:  # a server that shut down cleanly on the signal
+            raise KeyboardInterrupt
+        return code
     except VeilflError as exc:
         print(f"veilfl: error: {exc}", file=sys.stderr)
         return EXIT_FAILURE
-    except KeyboardInterrupt:
+    except (KeyboardInterrupt, asyncio.CancelledError):
+        if not signals.stopped and not isinstance(sys.exc_info()[1], KeyboardInterrupt):
+            raise
         if args is None:
             print(f"veilfl: stopped by {signals.received}.", file=sys.stderr)
         else:

@@ -16,6 +16,7 @@ from veilfl.cli.common import (
     test_dataset,
 )
 from veilfl.cli.learner_option import add_learner_option, learner_for, model_name_from_args
+from veilfl.cli.run_resume import check_resumable
 from veilfl.cli.security_options import (
     add_enrollment_options,
     add_rate_limit_options,
@@ -226,6 +227,7 @@ def run(args: argparse.Namespace) -> int:
     transport = transport_from_args(args, serves=True)
     policy = enrollment_from_args(args)
     settings = settings_from_args(args)
+    check_resumable(args.run_dir, settings.to_json())
     if settings.secure is not None:
         for endpoint in settings.secure.aggregators:
             transport.check_url(endpoint.url)

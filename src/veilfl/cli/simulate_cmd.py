@@ -74,6 +74,7 @@ def run(args: argparse.Namespace) -> int:
     client_data = partitioned_clients(args)
     run_dir = args.run_dir or Path("runs") / f"sim-{datetime.now():%Y%m%d-%H%M%S}"
     run_dir.mkdir(parents=True, exist_ok=True)
+    args.shown_run_dir = run_dir  # for the line printed if a signal stops the simulation
     mode = (
         f"secure aggregation ({args.threshold} of {args.aggregators})"
         if args.secure
@@ -82,8 +83,12 @@ def run(args: argparse.Namespace) -> int:
     print(f"simulating {args.num_clients} clients, {mode}; run folder {run_dir}")
     print(format_round_table_header(), flush=True)
 
+    shown: list[RoundMetrics] = []
+
     def show(metrics: RoundMetrics) -> None:
         print(format_round_row(metrics), flush=True)
+        shown.append(metrics)
+        write_metrics(run_dir, shown)  # kept if the simulation is stopped
 
     secure = (
         SecureAggregationConfig(

@@ -4,6 +4,7 @@ resume. No traceback."""
 from __future__ import annotations
 
 import argparse
+import asyncio
 import contextlib
 import signal
 from collections.abc import Iterator
@@ -16,12 +17,18 @@ __all__ = ["StopSignals", "stop_message"]
 
 
 class StopSignals:
-    """Turns SIGTERM into :class:`KeyboardInterrupt`, as SIGINT already is, and
-    remembers which signal arrived (servers catch both themselves, shut down cleanly
-    and raise the signal again when they return)."""
+    """Turns SIGINT and SIGTERM into :class:`KeyboardInterrupt` and remembers which
+    arrived.
+
+    Inside an event loop the interrupt is raised from a loop callback, never from
+    inside a task: uvicorn catches both signals itself, shuts down cleanly and raises
+    the signal again from its serving task; raising there would leave a task whose
+    exception is never retrieved (a traceback in the log).
+    """
 
     def __init__(self) -> None:
         self.received = "SIGINT"
+        self.stopped = False
 
     @contextlib.contextmanager
     def installed(self) -> Iterator[StopSignals]:
@@ -29,6 +36,14 @@ class StopSignals:
 
         def handle(signum: int, frame: FrameType | None) -> None:
             self.received = signal.Signals(signum).name
+            self.stopped = True
+            try:
+                loop = asyncio.get_running_loop()
+            except RuntimeError:
+                loop = None
+            if loop is not None and asyncio.current_task(loop) is not None:
+                loop.call_soon(_interrupt)
+                return
             raise KeyboardInterrupt
 
         previous = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
@@ -48,6 +63,10 @@ class StopSignals:
     def exit_code(self) -> int:
         """128 + the signal's number, as a shell reports it."""
         return 128 + int(signal.Signals[self.received])
+
+
+def _interrupt() -> None:
+    raise KeyboardInterrupt
 
 
 def stop_message(args: argparse.Namespace, received: str) -> str:
