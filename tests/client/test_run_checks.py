@@ -5,6 +5,7 @@ from __future__ import annotations
 import httpx
 import pytest
 
+from veilfl.auth.identity import Identity
 from veilfl.client.http_client import RetryPolicy, run_client
 from veilfl.client.uploads import check_run_before_enrolling
 from veilfl.crypto.keys import generate_keypair
@@ -95,3 +96,42 @@ def test_matching_fingerprints_and_model_pass() -> None:
 def test_pinned_fingerprints_refuse_a_run_without_secure_aggregation() -> None:
     with pytest.raises(ConfigurationError, match="does not use secure aggregation"):
         check_run_before_enrolling(_run(secure=False), model_name=None, fingerprints={1: "ab"})
+
+
+async def test_a_401_from_an_aggregator_ends_the_client_instead_of_retraining() -> None:
+    import numpy as np
+
+    from veilfl.client.peer import Peer
+    from veilfl.client.uploads import SecureUploader
+    from veilfl.errors import AuthenticationError
+    from veilfl.ml.learner import LocalUpdate
+    from veilfl.secagg.config import SecureAggregationConfig
+
+    config = SecureAggregationConfig(threshold=2, num_aggregators=2, max_clients=8)
+    run = {"run_id": "r1", "secure": {"config": config.to_json(), "aggregators": _published(2)}}
+    refusing = httpx.MockTransport(
+        lambda request: httpx.Response(401, json={"message": "The admission is for another run."})
+    )
+    async with httpx.AsyncClient(base_url="https://coordinator.test", transport=refusing) as http:
+        uploader = SecureUploader(
+            Peer(http, RetryPolicy(max_attempts=1)),
+            run,
+            identity=Identity.generate(),
+            expected_fingerprints=None,
+            transport=refusing,
+        )
+        update = LocalUpdate(delta={"w": np.zeros(3, np.float32)}, num_samples=3, mean_loss=1.0)
+        with pytest.raises(AuthenticationError) as caught:
+            await uploader.send(
+                client_id="c1",
+                round_id=1,
+                base_version=0,
+                update=update,
+                privacy=None,
+                admission="an-admission",
+            )
+        await uploader.close()
+    message = str(caught.value)
+    assert "refused this client's share (HTTP 401: The admission is for another run.)" in message
+    assert "Restart the aggregators against this coordinator, then this client." in message
+    assert "\n" not in message

@@ -48,7 +48,11 @@ BINARY = "application/octet-stream"
 
 
 async def fetch_run(
-    coordinator_url: str, *, verify: ssl.SSLContext | bool = True, attempts: int = 120
+    coordinator_url: str,
+    *,
+    verify: ssl.SSLContext | bool = True,
+    attempts: int = 120,
+    transport: httpx.AsyncBaseTransport | None = None,
 ) -> dict[str, Any]:
     """The coordinator's run description, retried quietly while it starts up.
 
@@ -56,7 +60,9 @@ async def fetch_run(
         TransportError: if the coordinator does not answer, or its TLS certificate does
             not verify (not retried: nothing is sent to a server that fails it).
     """
-    async with httpx.AsyncClient(base_url=coordinator_url, timeout=10.0, verify=verify) as http:
+    async with httpx.AsyncClient(
+        base_url=coordinator_url, timeout=10.0, verify=verify, transport=transport
+    ) as http:
         for _ in range(attempts):
             try:
                 response = await http.get("/v1/run")
@@ -226,6 +232,7 @@ def create_aggregator_app(
     run: Mapping[str, Any] | None = None,
     verify: ssl.SSLContext | bool = True,
     follow_interval_s: float | None = None,
+    coordinator_transport: httpx.AsyncBaseTransport | None = None,
 ) -> FastAPI:
     """The aggregator's FastAPI application.
 
@@ -242,6 +249,7 @@ def create_aggregator_app(
             (and whenever a share's admission does not verify) whether the coordinator
             started a new run, and follow it (see :mod:`veilfl.aggregator.run_follower`).
             None: serve the first run only.
+        coordinator_transport: An httpx transport to the coordinator (tests).
     """
     if run is not None:
         access.attach(run)
@@ -260,7 +268,9 @@ def create_aggregator_app(
         nonlocal follower
         described = run
         if described is None and coordinator_url is not None:
-            described = await fetch_run(coordinator_url, verify=verify)
+            described = await fetch_run(
+                coordinator_url, verify=verify, transport=coordinator_transport
+            )
             attach(described)
         if follow_interval_s is None or coordinator_url is None or described is None:
             yield
@@ -271,6 +281,7 @@ def create_aggregator_app(
             run_id=str(described["run_id"]),
             verify=verify,
             interval_s=follow_interval_s,
+            transport=coordinator_transport,
         )
         following = asyncio.create_task(follower.follow())
         try:
