@@ -76,6 +76,22 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(entry, default=str)
 
 
+class _StderrHandler(logging.StreamHandler):  # type: ignore[type-arg]
+    """Writes to whatever ``sys.stderr`` is at the time, so a live progress bar that
+    redirects stderr keeps log lines above itself."""
+
+    def __init__(self) -> None:
+        super().__init__(sys.stderr)
+
+    @property
+    def stream(self) -> Any:
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, value: Any) -> None:
+        pass
+
+
 def configure_logging(level: str, *, fmt: str = "text", role: str = "") -> None:
     """Log to stderr at ``level`` in ``fmt``; replaces any earlier configuration.
 
@@ -87,7 +103,7 @@ def configure_logging(level: str, *, fmt: str = "text", role: str = "") -> None:
     """
     everything = level == "debug-all"
     own_level = logging.DEBUG if everything else getattr(logging, level.upper())
-    handler = logging.StreamHandler(sys.stderr)
+    handler = _StderrHandler()
     if fmt == "json":
         handler.setFormatter(JsonFormatter(role))
     else:

@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING
 
 from veilfl.cli.common import add_data_options, add_log_option, client_dataset, configure_logging
 from veilfl.cli.learner_option import add_learner_option, learner_for, model_name_from_args
+from veilfl.cli.progress import RoundProgress, train_progress
 from veilfl.cli.security_options import (
     TOKEN_ENV,
     add_tls_options,
@@ -110,7 +111,11 @@ def run(args: argparse.Namespace) -> int:
     )
     torch.set_num_threads(args.threads)
 
+    bar = RoundProgress(unit="batches", plain=logger.info)
+    show_batches = train_progress(bar)
+
     def show(progress: TrainProgress) -> None:
+        show_batches(progress)
         epoch_done = progress.batch == progress.batches_per_epoch
         logger.log(
             logging.INFO if epoch_done else logging.DEBUG,
@@ -147,23 +152,26 @@ def run(args: argparse.Namespace) -> int:
         learner = slowed_down(learner, args.slowdown)
     data = client_dataset(args, args.client_index)
     logger.info("loaded %d local examples", len(data))
-    summary = asyncio.run(
-        run_client(
-            args.server,
-            learner,
-            data,
-            name=f"client-{args.client_index}",
-            model_name=model_name,
-            identity=identity,
-            enrollment_token=enrollment_token_from(args.enrollment_token),
-            verify=transport.verify,
-            aggregator_fingerprints=(
-                dict(enumerate(args.aggregator_fingerprint, start=1))
-                if args.aggregator_fingerprint
-                else None
-            ),
+    try:
+        summary = asyncio.run(
+            run_client(
+                args.server,
+                learner,
+                data,
+                name=f"client-{args.client_index}",
+                model_name=model_name,
+                identity=identity,
+                enrollment_token=enrollment_token_from(args.enrollment_token),
+                verify=transport.verify,
+                aggregator_fingerprints=(
+                    dict(enumerate(args.aggregator_fingerprint, start=1))
+                    if args.aggregator_fingerprint
+                    else None
+                ),
+            )
         )
-    )
+    finally:
+        bar.close()  # the live bar, if any, leaves the terminal clean
     logger.info("done: trained %d rounds", summary.rounds_trained)
     if trainer is not None:
         logger.info(

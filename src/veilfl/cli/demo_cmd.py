@@ -26,6 +26,7 @@ from veilfl.cli.local_fleet import (
     local_trust,
     server_aggregator_flags,
 )
+from veilfl.cli.progress import CoordinatorProgress, RoundProgress
 from veilfl.cli.security_options import TOKEN_ENV
 from veilfl.errors import TransportError
 from veilfl.protocol.metrics import RoundMetrics
@@ -264,7 +265,8 @@ def _follow(
     """Print each round as the coordinator completes it, until the run is done."""
     shown: list[RoundMetrics] = []
     server = processes[0][1]
-    with httpx.Client(base_url=url, timeout=10.0, verify=verify) as http:
+    watcher = CoordinatorProgress(RoundProgress(unit="updates received"))
+    with httpx.Client(base_url=url, timeout=10.0, verify=verify) as http, watcher:
         while time.monotonic() - started < args.timeout:
             if server.poll() is not None:
                 break
@@ -275,12 +277,15 @@ def _follow(
             except (httpx.HTTPError, ValueError):
                 time.sleep(0.5)
                 continue
+            if rows[len(shown) :]:
+                watcher.round_done()
             for row in rows[len(shown) :]:
                 metrics = RoundMetrics(**row)
                 shown.append(metrics)
                 print(format_round_row(metrics), flush=True)
             if status.get("done"):
                 break
+            watcher.update(status)
             time.sleep(0.5)
         else:
             raise TransportError(f"The demo did not finish within {args.timeout:.0f} s.")

@@ -16,6 +16,7 @@ from veilfl.cli.common import (
     test_dataset,
 )
 from veilfl.cli.learner_option import add_learner_option, learner_for
+from veilfl.cli.progress import RoundProgress, TrainedClients
 from veilfl.cli.server_cmd import add_round_options, settings_from_args
 from veilfl.protocol.metrics import RoundMetrics
 from veilfl.reporting import (
@@ -70,7 +71,18 @@ def run(args: argparse.Namespace) -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
     settings = settings_from_args(args)
-    learner = learner_for(settings.model_name, seed=settings.seed)
+    progress = RoundProgress(unit="clients trained")
+    counter = TrainedClients(
+        progress,
+        per_round=(
+            settings.rounds.sample_size(args.num_clients)
+            if settings.buffer is None
+            else settings.buffer.buffer_size
+        ),
+    )
+    learner = counter.wrap(
+        learner_for(settings.model_name, seed=settings.seed, progress=counter.batch)
+    )
     client_data = partitioned_clients(args)
     run_dir = args.run_dir or Path("runs") / f"sim-{datetime.now():%Y%m%d-%H%M%S}"
     run_dir.mkdir(parents=True, exist_ok=True)
@@ -86,6 +98,7 @@ def run(args: argparse.Namespace) -> int:
     shown: list[RoundMetrics] = []
 
     def show(metrics: RoundMetrics) -> None:
+        counter.round_done(metrics.round_id)
         print(format_round_row(metrics), flush=True)
         shown.append(metrics)
         write_metrics(run_dir, shown)  # kept if the simulation is stopped
@@ -127,6 +140,7 @@ def run(args: argparse.Namespace) -> int:
             ),
             on_release=show,
         )
+        progress.close()
         history = list(outcome.history)
         print(
             f"{outcome.accepted} updates accepted, {outcome.refused_stale} refused as stale, "
@@ -151,6 +165,7 @@ def run(args: argparse.Namespace) -> int:
         ),
         on_round=show,
     )
+    progress.close()
     history = list(result.history)
     t = result.timings
     print(
