@@ -124,6 +124,7 @@ def test_coordinator_status_drives_rounds_and_buffers() -> None:
         watcher.update({"round_id": 2, "sampled": 4, "reported": reported, "done": False})
     assert lines[0] == "round 2: 1/4 updates received, 6 s so far, about 18 s left"
     watcher.round_done()
+    watcher.update({"round_id": 1, "pending": 0, "buffer_size": 2, "done": False})
     clock.now += 6.0
     watcher.update({"round_id": 1, "pending": 1, "buffer_size": 2, "done": False})
     assert lines[-1].startswith("buffer 1: 1/2 updates received")
