@@ -13,7 +13,14 @@ from typing import TYPE_CHECKING, Any
 __version__ = "0.1.0"
 
 _EXPORTS: dict[str, str] = {
+    "client_ssl_context": "veilfl.tls",
+    "load_or_create_identity": "veilfl.keyfiles",
+    "mnist_learner": "veilfl.ml.learner",
+    "run_client": "veilfl.client.http_client",
+    "sgd_learner": "veilfl.ml.learner",
+    "simulate": "veilfl.sim.simulator",
     "AggregateUpdate": "veilfl.strategy.fedavg",
+    "ArrayDataset": "veilfl.ml.datasets",
     "ClientSummary": "veilfl.client.http_client",
     "Evaluation": "veilfl.protocol.metrics",
     "FedAvg": "veilfl.strategy.fedavg",
@@ -23,17 +30,17 @@ _EXPORTS: dict[str, str] = {
     "RetryPolicy": "veilfl.client.http_client",
     "RoundConfig": "veilfl.protocol.sync_round",
     "RoundMetrics": "veilfl.protocol.metrics",
+    "SecureAggregationConfig": "veilfl.secagg.config",
     "SimulationConfig": "veilfl.sim.simulator",
     "SimulationResult": "veilfl.sim.simulator",
     "SyncCoordinator": "veilfl.protocol.coordinator",
     "TrainOutcome": "veilfl.ml.learner",
-    "mnist_learner": "veilfl.ml.learner",
-    "run_client": "veilfl.client.http_client",
-    "simulate": "veilfl.sim.simulator",
+    "VeilflError": "veilfl.errors",
 }
 
 __all__ = [
     "AggregateUpdate",
+    "ArrayDataset",
     "ClientSummary",
     "Evaluation",
     "FedAvg",
@@ -43,25 +50,35 @@ __all__ = [
     "RetryPolicy",
     "RoundConfig",
     "RoundMetrics",
+    "SecureAggregationConfig",
     "SimulationConfig",
     "SimulationResult",
     "SyncCoordinator",
     "TrainOutcome",
+    "VeilflError",
     "__version__",
+    "client_ssl_context",
+    "load_or_create_identity",
     "mnist_learner",
     "run_client",
+    "sgd_learner",
     "simulate",
 ]
 
 if TYPE_CHECKING:
     from veilfl.client.http_client import ClientSummary, RetryPolicy, run_client
-    from veilfl.ml.learner import Learner, LocalUpdate, TrainOutcome, mnist_learner
+    from veilfl.errors import VeilflError
+    from veilfl.keyfiles import load_or_create_identity
+    from veilfl.ml.datasets import ArrayDataset
+    from veilfl.ml.learner import Learner, LocalUpdate, TrainOutcome, mnist_learner, sgd_learner
     from veilfl.protocol.coordinator import SyncCoordinator
     from veilfl.protocol.messages import LocalTrainingPlan
     from veilfl.protocol.metrics import Evaluation, RoundMetrics
     from veilfl.protocol.sync_round import RoundConfig
+    from veilfl.secagg.config import SecureAggregationConfig
     from veilfl.sim.simulator import SimulationConfig, SimulationResult, simulate
     from veilfl.strategy.fedavg import AggregateUpdate, FedAvg
+    from veilfl.tls import client_ssl_context
 
 
 def __getattr__(name: str) -> Any:

@@ -26,6 +26,7 @@ from veilfl.reporting import (
     write_metrics,
 )
 from veilfl.secagg.config import SecureAggregationConfig
+from veilfl.tensors import Weights
 
 __all__ = ["add_parser", "run"]
 
@@ -33,7 +34,12 @@ __all__ = ["add_parser", "run"]
 def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     """Register ``veilfl simulate``."""
     parser = subparsers.add_parser("simulate", help="simulate N clients in one process")
-    parser.add_argument("--run-dir", type=Path, default=None, help="where metrics go")
+    parser.add_argument(
+        "--run-dir",
+        type=Path,
+        default=None,
+        help="where metrics and the final model go (default: runs/sim-<time>)",
+    )
     parser.add_argument("--test-examples", type=int, default=None, help="test subset size")
     parser.add_argument("--dropout", type=float, default=0.0, help="per-task dropout chance")
     hetero = parser.add_argument_group("heterogeneous clients")
@@ -148,6 +154,7 @@ def run(args: argparse.Namespace) -> int:
             f"wall time {outcome.wall_seconds:.1f} s"
         )
         write_and_plot(run_dir, history, args.num_clients)
+        save_final_model(run_dir, settings.model_name, len(history), outcome.final_weights)
         return 0
     result = simulate(
         learner,
@@ -174,6 +181,7 @@ def run(args: argparse.Namespace) -> int:
         f"aggregation {t.aggregation:.1f} s, evaluation {t.evaluation:.1f} s"
     )
     write_and_plot(run_dir, history, args.num_clients)
+    save_final_model(run_dir, settings.model_name, len(history), result.final_weights)
     return 0
 
 
@@ -182,3 +190,12 @@ def write_and_plot(run_dir: Path, history: list[RoundMetrics], num_clients: int)
     json_path, csv_path = write_metrics(run_dir, history)
     png = plot_metrics(run_dir, history, title=f"veilfl simulation, {num_clients} clients")
     print(f"wrote {json_path}, {csv_path}, {png}")
+
+
+def save_final_model(run_dir: Path, model_name: str, version: int, weights: Weights) -> None:
+    """Write the final global model as checkpoint ``version`` (with its model name), for
+    ``veilfl export``, and say where."""
+    from veilfl.server.checkpoints import CheckpointStore
+
+    path = CheckpointStore(run_dir / "checkpoints", model_name=model_name).save(version, weights)
+    print(f"wrote {path} (export it with veilfl export --run-dir {run_dir} --out FILE)")
