@@ -83,6 +83,7 @@ def test_every_command_block_of_quick_start_and_commands_runs(tmp_path: Path) ->
         "PATH": f"{bin_dir}:{os.environ['PATH']}",
         "VEILFL_MNIST_DIR": str(write_tiny_mnist(tmp_path / "mnist")),  # the reduced size
         "OMP_NUM_THREADS": "1",
+        "DEMO_FLAGS": "--rounds 1 --clients 2 --aggregators 2",  # make demo, smaller
     }
     for block in blocks:
         result = subprocess.run(

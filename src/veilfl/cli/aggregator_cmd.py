@@ -7,10 +7,6 @@ import asyncio
 import logging
 from pathlib import Path
 
-import uvicorn
-
-from veilfl.aggregator.access import AggregatorAccess
-from veilfl.aggregator.service import AggregatorService, create_aggregator_app, fetch_run
 from veilfl.cli.common import add_log_option, configure_logging
 from veilfl.cli.security_options import (
     add_rate_limit_options,
@@ -60,6 +56,11 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
 
 def run(args: argparse.Namespace) -> int:
     """Serve until stopped."""
+    import uvicorn  # the web stack loads only for the command that serves
+
+    from veilfl.aggregator.access import AggregatorAccess
+    from veilfl.aggregator.service import AggregatorService, create_aggregator_app, fetch_run
+
     configure_logging(args.log_level, fmt=args.log_format, role=f"aggregator {args.index}")
     transport = transport_from_args(args, serves=True)
     transport.check_url(args.coordinator)

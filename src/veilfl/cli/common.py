@@ -11,7 +11,6 @@ from typing import TYPE_CHECKING
 from veilfl.errors import ConfigurationError
 from veilfl.logging_setup import LOG_FORMATS, LOG_LEVELS
 from veilfl.logging_setup import configure_logging as setup_logging
-from veilfl.privacy.accountant import noise_multiplier_for
 from veilfl.privacy.clipping import AdaptiveClipping
 from veilfl.privacy.dp_fedavg import DpConfig
 
@@ -179,6 +178,8 @@ def dp_from_args(
     """
     if args.dp == "off":
         return None
+    from veilfl.privacy.accountant import noise_multiplier_for  # scipy: seconds to import
+
     noise = args.noise_multiplier
     if noise is None and args.target_epsilon is not None:
         noise = noise_multiplier_for(
