@@ -116,6 +116,12 @@ def configure_logging(level: str, *, fmt: str = "text", role: str = "") -> None:
         root.removeHandler(old)
     root.addHandler(handler)
     root.setLevel(own_level if everything else max(own_level, logging.INFO))
+    for name in ("uvicorn", "uvicorn.error", "uvicorn.access"):  # undo uvicorn's own setup
+        logger = logging.getLogger(name)
+        for old in list(logger.handlers):
+            logger.removeHandler(old)
+        logger.propagate = True
+        logger.disabled = False
     for name in ("veilfl", "uvicorn", "uvicorn.error"):
         logging.getLogger(name).setLevel(own_level)
     logging.getLogger("uvicorn.access").setLevel(

@@ -93,6 +93,27 @@ def _check(argv: list[str]) -> None:
             "--index must be at least 1; got 0.",
         ),
         (["tokens", "--out", "{tmp}"], "--out {tmp} is a folder; name a file."),
+        (
+            ["simulate", "--clients-per-round", "3", "--fraction", "0.5"],
+            "Give --clients-per-round (a count) or --fraction (of joined clients), not both.",
+        ),
+        (
+            ["simulate", "--clients-per-round", "3", "--min-clients", "4"],
+            "--min-clients 4 is more than --clients-per-round 3: the round could never close.",
+        ),
+        (["simulate", "--momentum", "1"], "--momentum must lie in [0, 1); got 1."),
+        (
+            [
+                *SERVER,
+                "--run-dir",
+                "{tmp}/r",
+                "--aggregator",
+                "https://a:1,{tmp}/f",
+                "--threshold",
+                "2",
+            ],
+            "--threshold 2 is more than the 1 --aggregator given; at most that many shares exist.",
+        ),
     ],
 )
 def test_each_mistake_names_its_flag(tmp_path: Path, argv: list[str], message: str) -> None:
@@ -107,7 +128,17 @@ def test_good_arguments_pass_and_create_the_output_folder(tmp_path: Path) -> Non
     key = tmp_path / "a1.pub"
     key.write_text("{}")
     run_dir = tmp_path / "deep" / "r"
-    _check([*SERVER, "--run-dir", str(run_dir), "--aggregator", f"https://a:8091,{key}"])
+    _check(
+        [
+            *SERVER,
+            "--run-dir",
+            str(run_dir),
+            "--aggregator",
+            f"https://a:8091,{key}",
+            "--threshold",
+            "1",
+        ]
+    )
     assert run_dir.is_dir()
 
 

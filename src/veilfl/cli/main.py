@@ -21,6 +21,7 @@ from veilfl.cli import (
     server_cmd,
     simulate_cmd,
 )
+from veilfl.cli.common import add_log_option, configure_logging
 from veilfl.cli.config_file import CONFIG_COMMANDS, add_config_option, expand_config
 from veilfl.cli.help_text import decorate
 from veilfl.cli.preflight import check_arguments
@@ -56,6 +57,9 @@ def build_parser() -> argparse.ArgumentParser:
     enrollment_cmd.add_parsers(subparsers)
     for name in CONFIG_COMMANDS:
         add_config_option(subparsers.choices[name])
+    for command in subparsers.choices.values():  # every command logs alike
+        if "--log-level" not in command._option_string_actions:
+            add_log_option(command)
     decorate(subparsers)
     return parser
 
@@ -75,6 +79,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             expanded = expand_config(parser, sys.argv[1:] if argv is None else argv)
             args = parser.parse_args(expanded)
             check_arguments(args)
+            configure_logging(args.log_level, fmt=args.log_format)
             code = int(args.func(args))
         if signals.stopped:  # a server that shut down cleanly on the signal
             raise KeyboardInterrupt

@@ -95,7 +95,6 @@ _RANGES: dict[str, _Range] = {
             "linger",
             "slowdown",
             "slow_clients",
-            "momentum",
             "speed_sigma",
             "noise_multiplier",
             "dp_sgd_noise",
@@ -125,7 +124,7 @@ _RANGES: dict[str, _Range] = {
         POSITIVE,
     ),
     **dict.fromkeys(("fraction", "fedasync_mixing", "adaptive_clipping"), FRACTION),
-    **dict.fromkeys(("dropout", "late_fraction", "delta", "dp_sgd_delta"), PROBABILITY),
+    **dict.fromkeys(("dropout", "late_fraction", "delta", "dp_sgd_delta", "momentum"), PROBABILITY),
     "port": _Range(low=0, high=65535),
 }
 
@@ -161,7 +160,6 @@ def check_arguments(args: argparse.Namespace) -> None:
         problem = allowed.problem(value)
         if problem is not None:
             raise ConfigurationError(f"{_flag(dest)} {problem}; got {_num(value)}.")
-    _check_relations(values)
     for dest in _URLS:
         if isinstance(values.get(dest), str):
             _check_url(_flag(dest), values[dest])
@@ -178,6 +176,7 @@ def check_arguments(args: argparse.Namespace) -> None:
     for dest in _INPUT_FOLDERS:
         if isinstance(values.get(dest), Path):
             _check_input(values[dest], _flag(dest), folder=True)
+    _check_relations(values)
     command = values.get("command")
     outputs = [d for d in _OUTPUT_FOLDERS if isinstance(values.get(d), Path)]
     for dest in outputs:
@@ -201,7 +200,30 @@ def _check_relations(values: dict[str, object]) -> None:
             f"--client-index {index} is outside 0..{clients - 1} (--num-clients {clients} "
             "decides the partitions)."
         )
-    threshold, aggregators = values.get("threshold"), values.get("aggregators")
+    per_round, fraction = values.get("clients_per_round"), values.get("fraction")
+    if per_round is not None and fraction is not None:
+        raise ConfigurationError(
+            "Give --clients-per-round (a count) or --fraction (of joined clients), not both."
+        )
+    least = values.get("min_clients")
+    if isinstance(least, int) and isinstance(per_round, int) and least > per_round:
+        raise ConfigurationError(
+            f"--min-clients {least} is more than --clients-per-round {per_round}: the round "
+            "could never close."
+        )
+    listed = values.get("aggregator")
+    threshold = values.get("threshold")
+    if (
+        isinstance(listed, list)
+        and listed
+        and isinstance(threshold, int)
+        and threshold > len(listed)
+    ):
+        raise ConfigurationError(
+            f"--threshold {threshold} is more than the {len(listed)} --aggregator given; "
+            "at most that many shares exist."
+        )
+    aggregators = values.get("aggregators")
     if (
         isinstance(threshold, int)
         and isinstance(aggregators, int)
