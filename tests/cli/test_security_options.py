@@ -23,7 +23,10 @@ def test_a_server_needs_a_certificate_or_insecure(
 ) -> None:
     error = _fails(["server", "--run-dir", str(tmp_path), "--open-enrollment"], capsys)
     assert "--tls-cert" in error and "--insecure" in error
-    error = _fails(["aggregator", "--index", "1", "--key", "k", "--coordinator", "x"], capsys)
+    key = tmp_path / "aggregator-1.key"
+    key.write_text("{}")
+    argv = ["aggregator", "--index", "1", "--key", str(key), "--coordinator", "https://h:1"]
+    error = _fails(argv, capsys)
     assert "--tls-cert" in error
 
 
@@ -45,7 +48,7 @@ def test_plaintext_peers_need_insecure(tmp_path: Path, capsys: pytest.CaptureFix
             "--index",
             "1",
             "--key",
-            "k",
+            str(tmp_path / "coordinator.key"),  # any existing file: refused before it is read
             "--coordinator",
             "http://127.0.0.1:1",
             "--tls-cert",

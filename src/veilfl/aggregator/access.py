@@ -50,9 +50,18 @@ class AggregatorAccess:
         self._run_id = ""
         self._coordinator_key = b""
         self._guard: RequestGuard | None = None
+        self._started = clock()
+        self._attached_runs: set[str] = set()
 
     def attach(self, run: RunInfo) -> None:
-        """Trust the coordinator key published in ``run``.
+        """Trust the coordinator key published in ``run`` (again, when the coordinator
+        moved to another run).
+
+        Requests signed before this object was made are refused (an earlier process
+        may have accepted them), and so are requests signed before a re-attachment to a
+        run served earlier (this object's nonce memory of it is gone). A run attached
+        for the first time accepts requests signed since this object was made: none of
+        them can have been accepted for that run before.
 
         Raises:
             ConfigurationError: if the run description carries no coordinator key.
@@ -64,10 +73,12 @@ class AggregatorAccess:
             )
         self._coordinator_key = decode_public_key(run.coordinator_key)
         self._run_id = run.run_id
+        first_time = self._run_id not in self._attached_runs
+        self._attached_runs.add(self._run_id)
         verifier = RequestVerifier(
             audience=aggregator_audience(self._index, self._run_id),
             max_skew_s=self._max_skew_s,
-            not_before_s=self._clock(),
+            not_before_s=self._started if first_time else self._clock(),
         )
         self._guard = RequestGuard(verifier, rate_limit=self._rate_limit, clock=self._clock)
 

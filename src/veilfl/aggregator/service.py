@@ -9,6 +9,7 @@ serialises access to the pure :class:`~veilfl.secagg.aggregator_node.AggregatorN
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import shutil
@@ -24,12 +25,18 @@ from fastapi import FastAPI, Request, Response
 from pydantic import BaseModel, Field
 
 from veilfl.aggregator.access import AggregatorAccess
+from veilfl.aggregator.run_follower import RunFollower
 from veilfl.aggregator.share_spool import FileShareArchive
 from veilfl.crypto.envelope import encode_share
 from veilfl.crypto.field import MERSENNE_31
 from veilfl.crypto.keys import AggregatorKeyPair
 from veilfl.durable_files import write_atomically
-from veilfl.errors import ConfigurationError, TransportError, WireFormatError
+from veilfl.errors import (
+    AuthenticationError,
+    ConfigurationError,
+    TransportError,
+    WireFormatError,
+)
 from veilfl.protocol.messages import RunInfo
 from veilfl.secagg.aggregator_node import AggregatorNode
 from veilfl.secagg.aggregator_state import ShareArchive, ShareReceipt
@@ -43,7 +50,11 @@ BINARY = "application/octet-stream"
 
 
 async def fetch_run(
-    coordinator_url: str, *, verify: ssl.SSLContext | bool = True, attempts: int = 120
+    coordinator_url: str,
+    *,
+    verify: ssl.SSLContext | bool = True,
+    attempts: int = 120,
+    transport: httpx.AsyncBaseTransport | None = None,
 ) -> RunInfo:
     """The coordinator's run description, retried quietly while it starts up.
 
@@ -51,7 +62,9 @@ async def fetch_run(
         TransportError: if the coordinator does not answer, or its TLS certificate does
             not verify (not retried: nothing is sent to a server that fails it).
     """
-    async with httpx.AsyncClient(base_url=coordinator_url, timeout=10.0, verify=verify) as http:
+    async with httpx.AsyncClient(
+        base_url=coordinator_url, timeout=10.0, verify=verify, transport=transport
+    ) as http:
         for _ in range(attempts):
             try:
                 response = await http.get("/v1/run")
@@ -233,6 +246,8 @@ def create_aggregator_app(
     access: AggregatorAccess,
     run: RunInfo | None = None,
     verify: ssl.SSLContext | bool = True,
+    follow_interval_s: float | None = None,
+    coordinator_transport: httpx.AsyncBaseTransport | None = None,
 ) -> FastAPI:
     """The aggregator's FastAPI application.
 
@@ -245,20 +260,50 @@ def create_aggregator_app(
         run: The run description, if it is known already (the aggregator attaches
             at once and does not ask the coordinator).
         verify: How to verify the coordinator's TLS certificate.
+        follow_interval_s: With a coordinator URL, check every this many seconds
+            (and whenever a share's admission does not verify) whether the coordinator
+            started a new run, and follow it (see :mod:`veilfl.aggregator.run_follower`).
+            None: serve the first run only.
+        coordinator_transport: An httpx transport to the coordinator (tests).
     """
     if run is not None:
         access.attach(run)
         service.attach(run)
     elif coordinator_url is None:
         raise ConfigurationError("Give the aggregator the coordinator's URL or the run.")
+    follower: RunFollower | None = None
+
+    def attach(described: RunInfo) -> None:
+        service.attach(described)
+        access.attach(described)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        if run is None and coordinator_url is not None:
-            described = await fetch_run(coordinator_url, verify=verify)
-            access.attach(described)
-            service.attach(described)
-        yield
+        nonlocal follower
+        described = run
+        if described is None and coordinator_url is not None:
+            described = await fetch_run(
+                coordinator_url, verify=verify, transport=coordinator_transport
+            )
+            attach(described)
+        if follow_interval_s is None or coordinator_url is None or described is None:
+            yield
+            return
+        follower = RunFollower(
+            coordinator_url,
+            attach=attach,
+            run_id=described.run_id,
+            verify=verify,
+            interval_s=follow_interval_s,
+            transport=coordinator_transport,
+        )
+        following = asyncio.create_task(follower.follow())
+        try:
+            yield
+        finally:
+            following.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await following
 
     app = FastAPI(
         title=f"veilfl aggregator {service.index}",
@@ -280,7 +325,13 @@ def create_aggregator_app(
         },
     )
     async def upload_share(round_id: int, request: Request) -> ShareAccepted:
-        client_id = await access.share_sender(request, round_id=round_id)
+        try:
+            client_id = await access.share_sender(request, round_id=round_id)
+        except AuthenticationError:
+            # Perhaps the coordinator started a new run: follow it, then check again.
+            if follower is None or not await follower.check_soon():
+                raise
+            client_id = await access.share_sender(request, round_id=round_id)
         body = await request.body()
         if not body:
             raise WireFormatError("The share body is empty; send the sealed share bytes.")

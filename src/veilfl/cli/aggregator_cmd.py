@@ -3,12 +3,10 @@
 from __future__ import annotations
 
 import argparse
+import asyncio
+import logging
 from pathlib import Path
 
-import uvicorn
-
-from veilfl.aggregator.access import AggregatorAccess
-from veilfl.aggregator.service import AggregatorService, create_aggregator_app
 from veilfl.cli.common import add_log_option, configure_logging
 from veilfl.cli.security_options import (
     add_rate_limit_options,
@@ -17,8 +15,14 @@ from veilfl.cli.security_options import (
     transport_from_args,
 )
 from veilfl.keyfiles import read_private_key
+from veilfl.logging_setup import uvicorn_log_options
 
-__all__ = ["add_parser", "run"]
+__all__ = ["FOLLOW_INTERVAL_S", "add_parser", "run"]
+
+FOLLOW_INTERVAL_S = 2.0
+"""How often a running aggregator checks whether its coordinator started a new run."""
+
+logger = logging.getLogger("veilfl.aggregator")
 
 
 def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -52,7 +56,12 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
 
 def run(args: argparse.Namespace) -> int:
     """Serve until stopped."""
-    configure_logging(args.log_level, prefix=f"[aggregator {args.index}] ")
+    import uvicorn  # the web stack loads only for the command that serves
+
+    from veilfl.aggregator.access import AggregatorAccess
+    from veilfl.aggregator.service import AggregatorService, create_aggregator_app, fetch_run
+
+    configure_logging(args.log_level, fmt=args.log_format, role=f"aggregator {args.index}")
     transport = transport_from_args(args, serves=True)
     transport.check_url(args.coordinator)
     service = AggregatorService(
@@ -61,9 +70,13 @@ def run(args: argparse.Namespace) -> int:
         spool=args.spool,
         min_participants=args.min_participants,
     )
+    logger.info("asking the coordinator at %s for its run", args.coordinator)
+    run_description = asyncio.run(fetch_run(args.coordinator, verify=transport.verify))
     app = create_aggregator_app(
         service,
         coordinator_url=args.coordinator,
+        run=run_description,
+        follow_interval_s=FOLLOW_INTERVAL_S,
         max_share_bytes=int(args.max_share_mb * 2**20),
         access=AggregatorAccess(index=args.index, rate_limit=rate_limit_from_args(args)),
         verify=transport.verify,
@@ -72,8 +85,8 @@ def run(args: argparse.Namespace) -> int:
         app,
         host=args.host,
         port=args.port,
-        log_level=args.log_level,
         timeout_keep_alive=60,
+        **uvicorn_log_options(args.log_level),
         backlog=4096,
         **transport.uvicorn_options(),  # type: ignore[arg-type]
     )

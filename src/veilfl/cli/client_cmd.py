@@ -10,12 +10,15 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from veilfl.cli.common import add_data_options, add_log_option, client_dataset, configure_logging
+from veilfl.cli.learner_option import add_learner_option, learner_for, model_name_from_args
+from veilfl.cli.progress import RoundProgress, train_progress
 from veilfl.cli.security_options import (
     TOKEN_ENV,
     add_tls_options,
     enrollment_token_from,
     transport_from_args,
 )
+from veilfl.errors import ConfigurationError
 
 if TYPE_CHECKING:
     from torch import nn
@@ -36,6 +39,7 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
     parser.add_argument("--server", required=True, help="coordinator URL")
     parser.add_argument("--client-index", type=int, required=True, help="which partition")
     parser.add_argument("--model", default="simple-cnn", help="model (must match the run)")
+    add_learner_option(parser)
     parser.add_argument("--seed", type=int, default=None, help="seed of local shuffling")
     parser.add_argument("--threads", type=int, default=1, help="torch CPU threads")
     parser.add_argument(
@@ -104,19 +108,20 @@ def run(args: argparse.Namespace) -> int:
     from veilfl.client.http_client import run_client
     from veilfl.keyfiles import load_or_create_identity
     from veilfl.ml.dp_sgd import DpSgdConfig, dp_sgd_learner
-    from veilfl.ml.learner import mnist_learner
 
-    configure_logging(args.log_level, prefix=f"[client {args.client_index}] ")
+    configure_logging(args.log_level, fmt=args.log_format, role=f"client {args.client_index}")
     transport = transport_from_args(args, serves=False)
     transport.check_url(args.server)
     identity = (
         load_or_create_identity(args.identity) if args.identity is not None else Identity.generate()
     )
     torch.set_num_threads(args.threads)
-    data = client_dataset(args, args.client_index)
-    logger.info("loaded %d local examples", len(data))
+
+    bar = RoundProgress(unit="batches", plain=logger.info)
+    show_batches = train_progress(bar)
 
     def show(progress: TrainProgress) -> None:
+        show_batches(progress)
         epoch_done = progress.batch == progress.batches_per_epoch
         logger.log(
             logging.INFO if epoch_done else logging.DEBUG,
@@ -128,7 +133,13 @@ def run(args: argparse.Namespace) -> int:
             progress.running_loss,
         )
 
+    model_name = model_name_from_args(args)
     if args.dp_sgd_noise is not None:
+        if args.learner:
+            raise ConfigurationError(
+                "--dp-sgd-noise trains the built-in models (--model) only, not --learner; "
+                "use Opacus inside your learner's train_fn instead."
+            )
         learner, trainer = dp_sgd_learner(
             args.model,
             DpSgdConfig(
@@ -142,27 +153,33 @@ def run(args: argparse.Namespace) -> int:
             "training with DP-SGD (noise %.3f, clip %.3f)", args.dp_sgd_noise, args.dp_sgd_clip
         )
     else:
-        learner, trainer = mnist_learner(args.model, seed=args.seed, progress=show), None
+        learner, trainer = learner_for(model_name, seed=args.seed, progress=show), None
     if args.slowdown > 0:
         learner = slowed_down(learner, args.slowdown)
-    summary = asyncio.run(
-        run_client(
-            args.server,
-            learner,
-            data,
-            name=f"client-{args.client_index}",
-            identity=identity,
-            enrollment_token=enrollment_token_from(
-                args.enrollment_token, args.enrollment_token_file
-            ),
-            verify=transport.verify,
-            aggregator_fingerprints=(
-                dict(enumerate(args.aggregator_fingerprint, start=1))
-                if args.aggregator_fingerprint
-                else None
-            ),
+    data = client_dataset(args, args.client_index)
+    logger.info("loaded %d local examples", len(data))
+    try:
+        summary = asyncio.run(
+            run_client(
+                args.server,
+                learner,
+                data,
+                name=f"client-{args.client_index}",
+                model_name=model_name,
+                identity=identity,
+                enrollment_token=enrollment_token_from(
+                    args.enrollment_token, args.enrollment_token_file
+                ),
+                verify=transport.verify,
+                aggregator_fingerprints=(
+                    dict(enumerate(args.aggregator_fingerprint, start=1))
+                    if args.aggregator_fingerprint
+                    else None
+                ),
+            )
         )
-    )
+    finally:
+        bar.close()  # the live bar, if any, leaves the terminal clean
     logger.info("done: trained %d rounds", summary.rounds_trained)
     if trainer is not None:
         logger.info(

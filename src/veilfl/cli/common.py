@@ -9,7 +9,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from veilfl.errors import ConfigurationError
-from veilfl.privacy.accountant import noise_multiplier_for
+from veilfl.logging_setup import LOG_FORMATS, LOG_LEVELS
+from veilfl.logging_setup import configure_logging as setup_logging
 from veilfl.privacy.clipping import AdaptiveClipping
 from veilfl.privacy.dp_fedavg import DpConfig
 
@@ -29,29 +30,31 @@ __all__ = [
 ]
 
 LOG_ENV = "VEILFL_LOG"
+LOG_FORMAT_ENV = "VEILFL_LOG_FORMAT"
 
 
 def add_log_option(parser: argparse.ArgumentParser) -> None:
-    """``--log-level``, defaulting to ``$VEILFL_LOG`` or ``info``."""
+    """``--log-level`` (default ``$VEILFL_LOG`` or ``info``) and ``--log-format``
+    (default ``$VEILFL_LOG_FORMAT`` or ``text``)."""
     parser.add_argument(
         "--log-level",
         default=os.environ.get(LOG_ENV, "info"),
-        choices=["debug", "info", "warning", "error"],
+        choices=list(LOG_LEVELS),
         type=str.lower,
-        help=f"log verbosity (default: ${LOG_ENV} or info)",
+        help=f"log verbosity; debug-all adds libraries' debug lines (default: ${LOG_ENV} or info)",
+    )
+    parser.add_argument(
+        "--log-format",
+        default=os.environ.get(LOG_FORMAT_ENV, "text"),
+        choices=list(LOG_FORMATS),
+        type=str.lower,
+        help=f"text lines or one JSON object per line (default: ${LOG_FORMAT_ENV} or text)",
     )
 
 
-def configure_logging(level: str, *, prefix: str = "") -> None:
-    """Log to stderr at ``level`` with timestamps."""
-    logging.basicConfig(
-        level=getattr(logging, level.upper()),
-        format=f"%(asctime)s %(levelname)-7s {prefix}%(name)s: %(message)s",
-        datefmt="%H:%M:%S",
-        force=True,  # libraries (absl, via dp-accounting) may have configured logging first
-    )
-    for noisy in ("httpx", "httpcore", "uvicorn.access"):
-        logging.getLogger(noisy).setLevel(max(logging.WARNING, logging.getLogger().level))
+def configure_logging(level: str, *, fmt: str = "text", role: str = "") -> None:
+    """Log to stderr at ``level`` in ``fmt`` (see :mod:`veilfl.logging_setup`)."""
+    setup_logging(level, fmt=fmt, role=role)
 
 
 def add_data_options(parser: argparse.ArgumentParser) -> None:
@@ -175,6 +178,8 @@ def dp_from_args(
     """
     if args.dp == "off":
         return None
+    from veilfl.privacy.accountant import noise_multiplier_for  # scipy: seconds to import
+
     noise = args.noise_multiplier
     if noise is None and args.target_epsilon is not None:
         noise = noise_multiplier_for(

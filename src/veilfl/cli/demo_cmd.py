@@ -19,12 +19,14 @@ from typing import IO
 import httpx
 
 from veilfl.cli.common import add_log_option
+from veilfl.cli.learner_option import add_learner_option, load_learner
 from veilfl.cli.local_fleet import (
     free_port,
     local_aggregators,
     local_trust,
     server_aggregator_flags,
 )
+from veilfl.cli.progress import CoordinatorProgress, RoundProgress
 from veilfl.cli.security_options import TOKEN_ENV
 from veilfl.errors import TransportError
 from veilfl.protocol.metrics import RoundMetrics
@@ -43,13 +45,19 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
     parser.add_argument("--clients", type=int, default=4, help="client processes")
     parser.add_argument("--rounds", type=int, default=5, help="rounds")
     parser.add_argument("--model", default="simple-cnn", help="simple-cnn or mnist-cnn")
+    add_learner_option(parser)
     parser.add_argument("--epochs", type=int, default=1, help="local epochs per round")
     parser.add_argument("--batch-size", type=int, default=32, help="local batch size")
     parser.add_argument("--lr", type=float, default=0.05, help="local learning rate")
     parser.add_argument(
         "--examples-per-client", type=int, default=None, help="cap on each client's examples"
     )
-    parser.add_argument("--partition", choices=["iid", "dirichlet", "shards"], default="iid")
+    parser.add_argument(
+        "--partition",
+        choices=["iid", "dirichlet", "shards"],
+        default="iid",
+        help="how the training set is split across clients",
+    )
     parser.add_argument("--test-examples", type=int, default=None, help="test subset size")
     parser.add_argument("--timeout", type=float, default=1800.0, help="give up after (s)")
     parser.add_argument(
@@ -88,7 +96,10 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
 
 def run(args: argparse.Namespace) -> int:
     """Start the processes, show rounds as they complete, and clean up."""
+    if args.learner:
+        load_learner(args.learner)  # a typo is reported here, not in every process's log
     run_dir: Path = args.run_dir or Path("runs") / f"demo-{datetime.now():%Y%m%d-%H%M%S}"
+    args.shown_run_dir = run_dir  # for the line printed if a signal stops the demo
     logs = run_dir / "logs"
     logs.mkdir(parents=True, exist_ok=True)
     port = free_port()
@@ -98,8 +109,9 @@ def run(args: argparse.Namespace) -> int:
         aggregators=0 if args.plaintext else args.aggregators,
         clients=args.clients,
     )
-    common = ["--log-level", args.log_level]
+    common = ["--log-level", args.log_level, "--log-format", args.log_format]
     data = ["--num-clients", str(args.clients), "--partition", args.partition]
+    learner = ["--learner", args.learner] if args.learner else []
     if args.examples_per_client is not None:
         data += ["--examples-per-client", str(args.examples_per_client)]
     server_cmd = [
@@ -113,6 +125,7 @@ def run(args: argparse.Namespace) -> int:
         str(port),
         "--model",
         args.model,
+        *learner,
         "--rounds",
         str(args.rounds),
         "--clients-per-round",
@@ -165,7 +178,10 @@ def run(args: argparse.Namespace) -> int:
         if args.plaintext
         else f"secure aggregation ({args.threshold} of {args.aggregators} aggregators)"
     )
-    print(f"veilfl demo: {args.clients} clients, {args.rounds} rounds, model {args.model}, {mode}")
+    print(
+        f"veilfl demo: {args.clients} clients, {args.rounds} rounds, "
+        f"model {args.learner or args.model}, {mode}"
+    )
     print(f"run folder: {run_dir}   coordinator: {url}")
     print(
         "TLS from a local CA; each client enrolls its Ed25519 key with a one-time token "
@@ -198,6 +214,7 @@ def run(args: argparse.Namespace) -> int:
                     str(index),
                     "--model",
                     args.model,
+                    *learner,
                     *data,
                     *verify,
                     "--ca-cert",
@@ -216,10 +233,7 @@ def run(args: argparse.Namespace) -> int:
         print(format_round_table_header(), flush=True)
         shown = _follow(url, client_ssl_context(trust.ca_file), args, processes, started)
         failed = _wait_all(processes, logs)
-    except KeyboardInterrupt:
-        print("\ninterrupted; stopping the processes", file=sys.stderr)
-        return 130
-    finally:
+    finally:  # also on SIGINT or SIGTERM, before `veilfl` says what was saved
         for _, process, log in processes:
             if process.poll() is None:
                 process.terminate()
@@ -251,7 +265,8 @@ def _follow(
     """Print each round as the coordinator completes it, until the run is done."""
     shown: list[RoundMetrics] = []
     server = processes[0][1]
-    with httpx.Client(base_url=url, timeout=10.0, verify=verify) as http:
+    watcher = CoordinatorProgress(RoundProgress(unit="updates received"))
+    with httpx.Client(base_url=url, timeout=10.0, verify=verify) as http, watcher:
         while time.monotonic() - started < args.timeout:
             if server.poll() is not None:
                 break
@@ -262,12 +277,15 @@ def _follow(
             except (httpx.HTTPError, ValueError):
                 time.sleep(0.5)
                 continue
+            if rows[len(shown) :]:
+                watcher.round_done()
             for row in rows[len(shown) :]:
                 metrics = RoundMetrics(**row)
                 shown.append(metrics)
                 print(format_round_row(metrics), flush=True)
             if status.get("done"):
                 break
+            watcher.update(status)
             time.sleep(0.5)
         else:
             raise TransportError(f"The demo did not finish within {args.timeout:.0f} s.")

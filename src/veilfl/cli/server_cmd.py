@@ -15,6 +15,8 @@ from veilfl.cli.common import (
     secure_clip_range,
     test_dataset,
 )
+from veilfl.cli.learner_option import add_learner_option, learner_for, model_name_from_args
+from veilfl.cli.run_resume import check_resumable
 from veilfl.cli.security_options import (
     add_enrollment_options,
     add_rate_limit_options,
@@ -25,6 +27,7 @@ from veilfl.cli.security_options import (
 )
 from veilfl.errors import ConfigurationError
 from veilfl.keyfiles import read_public_key
+from veilfl.logging_setup import uvicorn_log_options
 from veilfl.privacy.dp_fedavg import DpConfig
 from veilfl.protocol.buffered import BufferConfig, BufferMode
 from veilfl.protocol.messages import LocalTrainingPlan, PublishedAggregator
@@ -129,7 +132,7 @@ def settings_from_args(args: argparse.Namespace) -> CoordinatorSettings:
         else None
     )
     return CoordinatorSettings(
-        model_name=args.model,
+        model_name=model_name_from_args(args),
         rounds=rounds,
         plan=LocalTrainingPlan(
             learning_rate=args.lr,
@@ -203,6 +206,7 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
         help="sample count that gets the full FedAvg weight",
     )
     add_round_options(parser)
+    add_learner_option(parser)
     add_dp_options(parser)
     add_tls_options(parser, serves=True)
     add_enrollment_options(parser)
@@ -221,7 +225,6 @@ def run(args: argparse.Namespace) -> int:
     """Serve the run until its last round completes."""
     import uvicorn
 
-    from veilfl.ml.learner import mnist_learner
     from veilfl.server.aggregator_link import HttpAggregatorLink
     from veilfl.server.app import create_app
     from veilfl.server.client_access import ClientAccess
@@ -230,14 +233,15 @@ def run(args: argparse.Namespace) -> int:
     from veilfl.server.run_setup import metrics_from_store, prepare_run
     from veilfl.server.service import CoordinatorService
 
-    configure_logging(args.log_level)
+    configure_logging(args.log_level, fmt=args.log_format)
     transport = transport_from_args(args, serves=True)
     policy = enrollment_from_args(args)
     settings = settings_from_args(args)
+    check_resumable(args.run_dir, settings.to_json())
     if settings.secure is not None:
         for endpoint in settings.secure.aggregators:
             transport.check_url(endpoint.url)
-    learner = mnist_learner(settings.model_name)
+    learner = learner_for(settings.model_name, seed=settings.seed)
     test = test_dataset(args.mnist_dir, args.test_examples)
     prepared = prepare_run(
         args.run_dir,
@@ -287,10 +291,10 @@ def run(args: argparse.Namespace) -> int:
         app,
         host=args.host,
         port=args.port,
-        log_level=args.log_level,
         lifespan="on",
         timeout_keep_alive=60,  # many clients poll: keep their connections open
         backlog=4096,
+        **uvicorn_log_options(args.log_level),
         **transport.uvicorn_options(),  # type: ignore[arg-type]
     )
     server = uvicorn.Server(config)

@@ -15,6 +15,8 @@ from veilfl.cli.common import (
     secure_clip_range,
     test_dataset,
 )
+from veilfl.cli.learner_option import add_learner_option, learner_for
+from veilfl.cli.progress import RoundProgress, TrainedClients
 from veilfl.cli.server_cmd import add_round_options, settings_from_args
 from veilfl.protocol.metrics import RoundMetrics
 from veilfl.reporting import (
@@ -24,6 +26,7 @@ from veilfl.reporting import (
     write_metrics,
 )
 from veilfl.secagg.config import SecureAggregationConfig
+from veilfl.tensors import Weights
 
 __all__ = ["add_parser", "run"]
 
@@ -31,7 +34,12 @@ __all__ = ["add_parser", "run"]
 def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     """Register ``veilfl simulate``."""
     parser = subparsers.add_parser("simulate", help="simulate N clients in one process")
-    parser.add_argument("--run-dir", type=Path, default=None, help="where metrics go")
+    parser.add_argument(
+        "--run-dir",
+        type=Path,
+        default=None,
+        help="where metrics and the final model go (default: runs/sim-<time>)",
+    )
     parser.add_argument("--test-examples", type=int, default=None, help="test subset size")
     parser.add_argument("--dropout", type=float, default=0.0, help="per-task dropout chance")
     hetero = parser.add_argument_group("heterogeneous clients")
@@ -50,6 +58,7 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
     secure.add_argument("--threshold", type=int, default=2, help="shares to reconstruct (t)")
     secure.add_argument("--clip-range", type=float, default=None, help="per-coordinate clip")
     add_round_options(parser)
+    add_learner_option(parser)
     add_dp_options(parser)
     add_data_options(parser)
     add_log_option(parser)
@@ -60,19 +69,31 @@ def run(args: argparse.Namespace) -> int:
     """Run the simulation and write metrics and a plot."""
     import torch
 
-    from veilfl.ml.learner import mnist_learner
     from veilfl.sim.async_simulator import AsyncSimulationConfig, simulate_async
     from veilfl.sim.profiles import ClientProfiles
     from veilfl.sim.simulator import SimulationConfig, simulate
 
-    configure_logging(args.log_level)
+    configure_logging(args.log_level, fmt=args.log_format)
     if args.threads:
         torch.set_num_threads(args.threads)
     args.population = args.num_clients  # the simulated population is all of it
     settings = settings_from_args(args)
+    progress = RoundProgress(unit="clients trained")
+    counter = TrainedClients(
+        progress,
+        per_round=(
+            settings.rounds.sample_size(args.num_clients)
+            if settings.buffer is None
+            else settings.buffer.buffer_size
+        ),
+    )
+    learner = counter.wrap(
+        learner_for(settings.model_name, seed=settings.seed, progress=counter.batch)
+    )
     client_data = partitioned_clients(args)
     run_dir = args.run_dir or Path("runs") / f"sim-{datetime.now():%Y%m%d-%H%M%S}"
     run_dir.mkdir(parents=True, exist_ok=True)
+    args.shown_run_dir = run_dir  # for the line printed if a signal stops the simulation
     mode = (
         f"secure aggregation ({args.threshold} of {args.aggregators})"
         if args.secure
@@ -81,8 +102,13 @@ def run(args: argparse.Namespace) -> int:
     print(f"simulating {args.num_clients} clients, {mode}; run folder {run_dir}")
     print(format_round_table_header(), flush=True)
 
+    shown: list[RoundMetrics] = []
+
     def show(metrics: RoundMetrics) -> None:
+        counter.round_done(metrics.round_id)
         print(format_round_row(metrics), flush=True)
+        shown.append(metrics)
+        write_metrics(run_dir, shown)  # kept if the simulation is stopped
 
     secure = (
         SecureAggregationConfig(
@@ -103,7 +129,6 @@ def run(args: argparse.Namespace) -> int:
         late_by_seconds=10 * args.base_seconds,
         seed=settings.seed,
     )
-    learner = mnist_learner(settings.model_name, seed=settings.seed)
     test = test_dataset(args.mnist_dir, args.test_examples)
     if settings.buffer is not None:
         outcome = simulate_async(
@@ -123,6 +148,7 @@ def run(args: argparse.Namespace) -> int:
             ),
             on_release=show,
         )
+        progress.close()
         history = list(outcome.history)
         print(
             f"{outcome.accepted} updates accepted, {outcome.refused_stale} refused as stale, "
@@ -130,6 +156,7 @@ def run(args: argparse.Namespace) -> int:
             f"wall time {outcome.wall_seconds:.1f} s"
         )
         write_and_plot(run_dir, history, args.num_clients)
+        save_final_model(run_dir, settings.model_name, len(history), outcome.final_weights)
         return 0
     result = simulate(
         learner,
@@ -147,6 +174,7 @@ def run(args: argparse.Namespace) -> int:
         ),
         on_round=show,
     )
+    progress.close()
     history = list(result.history)
     t = result.timings
     print(
@@ -155,6 +183,7 @@ def run(args: argparse.Namespace) -> int:
         f"aggregation {t.aggregation:.1f} s, evaluation {t.evaluation:.1f} s"
     )
     write_and_plot(run_dir, history, args.num_clients)
+    save_final_model(run_dir, settings.model_name, len(history), result.final_weights)
     return 0
 
 
@@ -163,3 +192,12 @@ def write_and_plot(run_dir: Path, history: list[RoundMetrics], num_clients: int)
     json_path, csv_path = write_metrics(run_dir, history)
     png = plot_metrics(run_dir, history, title=f"veilfl simulation, {num_clients} clients")
     print(f"wrote {json_path}, {csv_path}, {png}")
+
+
+def save_final_model(run_dir: Path, model_name: str, version: int, weights: Weights) -> None:
+    """Write the final global model as checkpoint ``version`` (with its model name), for
+    ``veilfl export``, and say where."""
+    from veilfl.server.checkpoints import CheckpointStore
+
+    path = CheckpointStore(run_dir / "checkpoints", model_name=model_name).save(version, weights)
+    print(f"wrote {path} (export it with veilfl export --run-dir {run_dir} --out FILE)")

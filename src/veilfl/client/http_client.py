@@ -19,7 +19,7 @@ import httpx
 
 from veilfl.auth.identity import Identity
 from veilfl.auth.signed_request import coordinator_audience
-from veilfl.client.uploads import HttpDelivery
+from veilfl.client.uploads import HttpDelivery, check_run_before_enrolling
 from veilfl.ml.learner import Learner, LocalUpdate
 from veilfl.protocol.hand_in import HandInContext, HandInResult
 from veilfl.protocol.messages import RunInfo, Task, TaskKind
@@ -56,6 +56,7 @@ async def run_client(
     retry: RetryPolicy | None = None,
     transport: httpx.AsyncBaseTransport | None = None,
     aggregator_fingerprints: Mapping[int, str] | None = None,
+    model_name: str | None = None,
 ) -> ClientSummary:
     """Take part in a run until the coordinator says it is done.
 
@@ -75,12 +76,17 @@ async def run_client(
         aggregator_fingerprints: Expected key fingerprint of each aggregator. Under
             secure aggregation the client refuses to send shares to keys that differ;
             without it, the keys the coordinator publishes are trusted (and a warning
-            says so).
+            says so). They are checked against the public run description before the
+            client enrolls, so a mismatch does not spend a one-time enrollment token.
+        model_name: The model this learner builds, as the run records it (a built-in
+            name or a ``--learner`` spec); when given, a run of another model is
+            refused before enrolling.
 
     Raises:
         TransportError: if the coordinator cannot be reached after all retries, or
             refuses the client outright.
-        ConfigurationError: if a published aggregator key does not match its fingerprint.
+        ConfigurationError: if a published aggregator key does not match its
+            fingerprint, or the run trains another model than ``model_name``.
     """
     policy = retry or RetryPolicy()
     identity = identity or Identity.generate()
@@ -91,6 +97,9 @@ async def run_client(
         response = await api.request("GET", "/v1/run")
         raise_for_status(response, "describe the run")
         described = RunInfo.from_json(response.json())
+        check_run_before_enrolling(
+            described, model_name=model_name, fingerprints=aggregator_fingerprints
+        )
         http.auth = SigningAuth(identity, coordinator_audience(described.run_id))
 
         async def join() -> tuple[str, RunInfo]:

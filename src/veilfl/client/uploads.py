@@ -19,7 +19,7 @@ from veilfl.auth.admission import ADMISSION_HEADER
 from veilfl.auth.identity import Identity
 from veilfl.auth.signed_request import aggregator_audience
 from veilfl.crypto.csprng import CsprngStream
-from veilfl.errors import ConfigurationError, TransportError
+from veilfl.errors import AuthenticationError, ConfigurationError, TransportError
 from veilfl.ml.learner import LocalUpdate
 from veilfl.protocol.hand_in import (
     CoordinatorAnswer,
@@ -39,10 +39,42 @@ from veilfl.transport.peer import Peer, RetryPolicy, error_message, raise_for_st
 from veilfl.transport.signing import SigningAuth, for_round
 from veilfl.wire.tensor_codec import encode_weights
 
-__all__ = ["HttpDelivery"]
+__all__ = ["HttpDelivery", "check_run_before_enrolling"]
 
 logger = logging.getLogger(__name__)
 BINARY = "application/octet-stream"
+
+
+def check_run_before_enrolling(
+    run: RunInfo, *, model_name: str | None, fingerprints: Mapping[int, str] | None
+) -> None:
+    """Checks on the public run description that must pass before a client spends its
+    enrollment token: the model it trains, and the aggregators' key fingerprints.
+
+    Raises:
+        ConfigurationError: if the run trains another model, pinned fingerprints are
+            given for a run without secure aggregation, or a published key differs.
+    """
+    if model_name is not None and run.model_name != model_name:
+        flag = "--learner" if ":" in run.model_name else "--model"
+        raise ConfigurationError(
+            f"The coordinator's run trains the model {run.model_name}, not {model_name}; "
+            f"start this client with {flag} {run.model_name}."
+        )
+    if fingerprints and run.secure is None:
+        raise ConfigurationError(
+            "Aggregator fingerprints were given, but the coordinator's run does not use "
+            "secure aggregation; check the coordinator URL, or drop --aggregator-fingerprint."
+        )
+    if run.secure is not None and fingerprints is not None:
+        for published in run.secure.aggregators:
+            wanted = fingerprints.get(published.index)
+            if wanted != published.fingerprint:
+                raise ConfigurationError(
+                    f"Aggregator {published.index}'s published key has fingerprint "
+                    f"{published.fingerprint}, not the expected {wanted}; refusing to send "
+                    "shares."
+                )
 
 
 def _advance(flow: HandInFlow, answer: HandInAnswer | None) -> HandInRequest | HandInResult:
@@ -94,14 +126,7 @@ class HttpDelivery:
                 "aggregators' fingerprints to detect a substituted key"
             )
         else:
-            for published in secure.aggregators:
-                wanted = expected_fingerprints.get(published.index)
-                if wanted != published.fingerprint:
-                    raise ConfigurationError(
-                        f"Aggregator {published.index}'s published key has fingerprint "
-                        f"{published.fingerprint}, not the expected {wanted}; refusing to "
-                        "send shares."
-                    )
+            check_run_before_enrolling(run, model_name=None, fingerprints=expected_fingerprints)
         retry = RetryPolicy(max_attempts=3, initial_backoff_s=0.2, timeout_s=60.0)
         for published in secure.aggregators:
             client = httpx.AsyncClient(
@@ -189,6 +214,13 @@ class HttpDelivery:
         except TransportError as exc:
             logger.warning("aggregator %d unreachable: %s", share.aggregator_index, exc)
             return None
+        if response.status_code in (401, 403):
+            raise AuthenticationError(
+                f"Aggregator {share.aggregator_index} at {peer.base_url} refused this client's "
+                f"share (HTTP {response.status_code}: {error_message(response)}); it serves "
+                "another run or another coordinator. Restart the aggregators against this "
+                "coordinator, then this client."
+            )
         if response.status_code != 202:
             logger.warning(
                 "aggregator %d refused the share (HTTP %d): %s",

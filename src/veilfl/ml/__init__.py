@@ -17,7 +17,15 @@ from veilfl.ml.datasets import (
     load_mnist,
     synthetic_dataset,
 )
-from veilfl.ml.learner import Learner, LocalUpdate, TrainOutcome, mnist_learner
+from veilfl.ml.learner import (
+    Learner,
+    LocalUpdate,
+    TrainOutcome,
+    evaluate_array_dataset,
+    mnist_learner,
+    sgd_learner,
+    sgd_train,
+)
 from veilfl.ml.models import MODELS, McMahanCNN, SimpleCNN, build_model, count_parameters
 from veilfl.ml.partition import (
     IndexArray,
@@ -58,6 +66,7 @@ __all__ = [
     "build_model",
     "count_parameters",
     "evaluate",
+    "evaluate_array_dataset",
     "get_weights",
     "load_mnist",
     "mnist_learner",
@@ -66,6 +75,8 @@ __all__ = [
     "partition_iid",
     "partition_shards",
     "set_weights",
+    "sgd_learner",
+    "sgd_train",
     "synthetic_dataset",
     "train_local",
 ]

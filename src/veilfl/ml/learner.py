@@ -304,7 +304,7 @@ def mnist_learner(
     """The built-in learner: a registered model trained with veilfl's SGD trainer.
 
     Args:
-        model_name: A name from :data:`veilfl.ml.models.MODELS`.
+        model_fn: Builds the model; it maps a batch of the data's images to class logits.
         seed: Seeds local shuffling, for repeatable runs: the k-th training call uses
             a seed derived from (seed, k), so rounds and clients do not all shuffle alike.
         progress: Called with training progress.

@@ -17,10 +17,14 @@ from veilfl.errors import StorageError, WireFormatError
 from veilfl.tensors import Weights
 from veilfl.wire.tensor_codec import decode_weights, encode_weights
 
-__all__ = ["VERSION_KEY", "CheckpointStore"]
+__all__ = ["MODEL_KEY", "VERSION_KEY", "CheckpointStore"]
 
 VERSION_KEY = "version"
 """Metadata key under which :meth:`CheckpointStore.save` records the version."""
+
+MODEL_KEY = "model_name"
+"""Metadata key under which :meth:`CheckpointStore.save` records the run's model (a
+built-in model name or a ``--learner`` spec)."""
 
 _NAME = re.compile(r"^model_v(\d{6,})\.safetensors$")
 
@@ -30,10 +34,13 @@ class CheckpointStore:
 
     Args:
         directory: The folder; created on the first :meth:`save`.
+        model_name: The model these checkpoints belong to: recorded in each one saved,
+            and checked in each one loaded that records a model.
     """
 
-    def __init__(self, directory: Path) -> None:
+    def __init__(self, directory: Path, *, model_name: str | None = None) -> None:
         self._directory = directory
+        self._model_name = model_name
 
     @property
     def directory(self) -> Path:
@@ -59,7 +66,8 @@ class CheckpointStore:
             version: The model version, zero or more.
             weights: The model's tensors (stored in their order).
             metadata: Extra string metadata; the key :data:`VERSION_KEY` is set to
-                ``version``, overriding any value given.
+                ``version`` and :data:`MODEL_KEY` to the store's model (if it has one),
+                overriding any value given.
 
         Returns:
             The checkpoint's path.
@@ -68,7 +76,10 @@ class CheckpointStore:
             StorageError: if ``version`` is negative or the file cannot be written.
         """
         path = self.path_for(version)
-        body = encode_weights(weights, metadata={**(metadata or {}), VERSION_KEY: str(version)})
+        recorded = {**(metadata or {}), VERSION_KEY: str(version)}
+        if self._model_name is not None:
+            recorded[MODEL_KEY] = self._model_name
+        body = encode_weights(weights, metadata=recorded)
         write_atomically(path, body)
         return path
 
@@ -76,8 +87,17 @@ class CheckpointStore:
         """Read version ``version``, in the order it was saved.
 
         Raises:
-            StorageError: if it is missing, unreadable, malformed, or records another
-                version than its file name says.
+            StorageError: if it is missing, unreadable, malformed, records another
+                version than its file name says, or another model than the store's.
+        """
+        return self.load_with_metadata(version)[0]
+
+    def load_with_metadata(self, version: int) -> tuple[Weights, dict[str, str]]:
+        """Read version ``version`` and its metadata (:data:`VERSION_KEY`,
+        :data:`MODEL_KEY` when recorded, and whatever the saver added).
+
+        Raises:
+            StorageError: as :meth:`load`.
         """
         path = self.path_for(version)
         try:
@@ -98,7 +118,13 @@ class CheckpointStore:
                 f"Checkpoint {path} records version {recorded}, not {version}; "
                 "a file was copied or renamed by hand."
             )
-        return weights
+        model = metadata.get(MODEL_KEY)
+        if self._model_name is not None and model is not None and model != self._model_name:
+            raise StorageError(
+                f"Checkpoint {path} belongs to the model {model}, not {self._model_name}; "
+                "it was copied from another run."
+            )
+        return weights, dict(metadata)
 
     def latest_version(self) -> int | None:
         """The highest version on disk, or None if there is none.

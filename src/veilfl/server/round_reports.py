@@ -17,7 +17,7 @@ from pathlib import Path
 
 from veilfl.protocol.effects import RoundOutcome
 from veilfl.protocol.metrics import EvaluateFn, RoundMetrics
-from veilfl.reporting import format_round_fields, plot_metrics, write_metrics
+from veilfl.reporting import format_round_fields, plot_metrics, round_fields, write_metrics
 from veilfl.server.run_setup import RunRecorder
 from veilfl.tensors import TensorSpec, unflatten
 
@@ -84,7 +84,11 @@ class RoundReports:
             self._recorder.record_evaluation(metrics)
         self._keep(metrics)
         write_metrics(self._run_dir, self.history)
-        logger.info("round %d complete: %s", metrics.round_id, format_round_fields(metrics))
+        logger.info(
+            "round complete: %s",
+            format_round_fields(metrics),
+            extra={"fields": round_fields(metrics)},
+        )
         now = time.monotonic()
         if self._plotted_at is None or now - self._plotted_at >= self._plot_every_s:
             self.plot()

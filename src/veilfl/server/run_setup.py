@@ -143,7 +143,7 @@ def prepare_run(
     run_dir.mkdir(parents=True, exist_ok=True)
     identity = load_or_create_identity(run_dir / "coordinator.key")
     store = RunStore(run_dir / "run.sqlite")
-    checkpoints = CheckpointStore(run_dir / "checkpoints")
+    checkpoints = CheckpointStore(run_dir / "checkpoints", model_name=settings.model_name)
     stored_id = store.run_id()
     if stored_id is None:
         run_id = uuid.uuid4().hex[:16]

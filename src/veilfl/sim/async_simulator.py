@@ -2,7 +2,7 @@
 
 A discrete-event simulation: each client joins at its join time, takes a task, and
 finishes it after its (heterogeneous) training time, unless it drops out. The
-coordinator core is the same :class:`BufferedCoordinator` the HTTP server would
+coordinator core is the same :class:`~veilfl.protocol.coordinator.Coordinator` the HTTP server would
 drive; secure aggregation and DP plug in as for rounds. Training is computed when a
 task finishes, from the model version the client started on, so only in-flight
 versions are kept in memory; an update that became too stale is refused without

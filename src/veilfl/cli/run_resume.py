@@ -1,0 +1,136 @@
+"""Resuming a run folder: a restart with other settings is refused, naming each setting
+that differs (by its flag) with the stored and the new value. Runs before any slow work.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from veilfl.errors import ConfigurationError
+
+__all__ = ["SETTING_FLAGS", "check_resumable", "differing_settings"]
+
+SETTING_FLAGS: dict[str, str] = {
+    "model_name": "--model/--learner",
+    "rounds.num_rounds": "--rounds",
+    "rounds.clients_per_round": "--clients-per-round",
+    "rounds.fraction": "--fraction",
+    "rounds.min_clients": "--min-clients",
+    "rounds.min_available_clients": "--min-available",
+    "rounds.round_timeout_s": "--round-timeout",
+    "plan.learning_rate": "--lr",
+    "plan.momentum": "--momentum",
+    "plan.epochs": "--epochs",
+    "plan.batch_size": "--batch-size",
+    "plan.max_batches": "--max-batches",
+    "server_learning_rate": "--server-lr",
+    "seed": "--seed",
+    "secure": "--aggregator",
+    "secure.aggregators": "--aggregator",
+    "secure.config.threshold": "--threshold",
+    "secure.config.num_aggregators": "--aggregator (count)",
+    "secure.config.clip_range": "--clip-range",
+    "secure.config.max_clients": "--max-clients",
+    "secure.config.max_samples_per_client": "--max-samples-per-client",
+    "dp": "--dp",
+    "dp.placement": "--dp",
+    "dp.noise_multiplier": "--noise-multiplier",
+    "dp.clip_norm": "--clip-norm",
+    "dp.delta": "--delta",
+    "dp.target_epsilon": "--target-epsilon",
+    "dp.min_clients": "--dp-min-clients",
+    "dp.adaptive": "--adaptive-clipping",
+    "buffer": "--mode",
+    "buffer.mode": "--mode",
+    "buffer.buffer_size": "--buffer-size",
+    "buffer.max_staleness": "--max-staleness",
+    "buffer.max_versions": "--rounds",
+    "buffer.max_concurrency": "--max-concurrency",
+    "fedasync_mixing": "--fedasync-mixing",
+}
+"""Where each stored setting comes from on the command line."""
+
+
+def differing_settings(stored: Mapping[str, Any], wanted: Mapping[str, Any]) -> list[str]:
+    """Each setting that differs, as ``FLAG: STORED (stored) vs NEW (now)``, in order.
+
+    Args:
+        stored: The run's settings as stored (``CoordinatorSettings.to_json()``).
+        wanted: The settings the command line asks for, in the same form.
+    """
+    out: list[str] = []
+    seen: set[str] = set()
+    for path, before, after in _differences(stored, wanted, ""):
+        flag = _flag_for(path)
+        line = f"{flag} {_show(before)} (stored) vs {_show(after)} (now)"
+        if flag in SETTING_FLAGS.values() and flag in seen:
+            continue
+        seen.add(flag)
+        out.append(line)
+    return out
+
+
+def check_resumable(run_dir: Path, wanted: Mapping[str, Any]) -> None:
+    """Refuse to start on a run folder whose run has other settings.
+
+    Raises:
+        ConfigurationError: one line naming every differing setting.
+    """
+    from veilfl.protocol.settings import CoordinatorSettings
+    from veilfl.server.run_store import RunStore
+
+    state = run_dir / "run.sqlite"
+    if not state.exists():
+        return
+    with RunStore(state) as store:
+        run_id = store.run_id()
+        if run_id is None:
+            return
+        stored = CoordinatorSettings.from_json(store.config()).to_json()
+    differences = differing_settings(_plain(stored), _plain(wanted))
+    if differences:
+        raise ConfigurationError(
+            f"The run folder {run_dir} holds run {run_id} with other settings: "
+            f"{'; '.join(differences)}. Start with the stored settings to resume, or use a "
+            "new --run-dir."
+        )
+
+
+def _plain(settings: Mapping[str, Any]) -> dict[str, Any]:
+    """JSON round trip: tuples become lists, so stored and new compare alike."""
+    plain: dict[str, Any] = json.loads(json.dumps(settings))
+    return plain
+
+
+def _differences(before: Any, after: Any, path: str) -> list[tuple[str, Any, Any]]:
+    if isinstance(before, dict) and isinstance(after, dict):
+        out = []
+        for key in [*before, *(k for k in after if k not in before)]:
+            sub = f"{path}.{key}" if path else key
+            out += _differences(before.get(key), after.get(key), sub)
+        return out
+    if before != after:
+        return [(path, before, after)]
+    return []
+
+
+def _flag_for(path: str) -> str:
+    probe = path
+    while probe:
+        if probe in SETTING_FLAGS:
+            return SETTING_FLAGS[probe]
+        probe = probe.rpartition(".")[0]
+    return path
+
+
+def _show(value: Any) -> str:
+    if value is None:
+        return "none"
+    if isinstance(value, dict):
+        return "on"
+    if isinstance(value, list):
+        return f"{len(value)} given" if value and isinstance(value[0], dict) else str(value)
+    return str(value)

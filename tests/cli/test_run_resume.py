@@ -1,0 +1,62 @@
+"""A restart with other settings names each differing setting, by flag, with both values."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from veilfl.cli.main import build_parser, main
+from veilfl.cli.run_resume import differing_settings
+from veilfl.cli.server_cmd import settings_from_args
+from veilfl.server.run_store import RunStore
+
+SERVER = ["server", "--insecure", "--open-enrollment"]
+
+
+def _settings(argv: list[str]) -> dict[str, object]:
+    return settings_from_args(
+        build_parser().parse_args([*SERVER, "--run-dir", "r", *argv])
+    ).to_json()
+
+
+def _stored_run(run_dir: Path, argv: list[str]) -> None:
+    run_dir.mkdir()
+    with RunStore(run_dir / "run.sqlite") as store:
+        store.initialise("run-7", _settings(argv))
+
+
+def test_the_same_settings_differ_in_nothing() -> None:
+    assert differing_settings(_settings(["--rounds", "3"]), _settings(["--rounds", "3"])) == []
+
+
+def test_each_difference_is_named_by_its_flag_with_both_values() -> None:
+    stored = _settings(["--rounds", "5", "--lr", "0.05"])
+    now = _settings(["--rounds", "10", "--lr", "0.1", "--learner", "pkg.mod:make"])
+    assert differing_settings(stored, now) == [
+        "--model/--learner simple-cnn (stored) vs pkg.mod:make (now)",
+        "--rounds 5 (stored) vs 10 (now)",
+        "--lr 0.05 (stored) vs 0.1 (now)",
+    ]
+
+
+def test_turning_on_buffered_mode_names_mode() -> None:
+    stored = _settings([])
+    now = _settings(["--mode", "fedbuff"])
+    assert differing_settings(stored, now) == ["--mode none (stored) vs on (now)"]
+
+
+def test_the_server_refuses_in_one_line_before_loading_anything(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    run_dir = tmp_path / "r1"
+    _stored_run(run_dir, ["--rounds", "5"])
+    code = main([*SERVER, "--run-dir", str(run_dir), "--rounds", "10", "--epochs", "2"])
+    assert code == 1
+    err = capsys.readouterr().err
+    assert "Traceback" not in err
+    assert err.splitlines()[-1] + "\n" == (
+        f"veilfl: error: The run folder {run_dir} holds run run-7 with other settings: "
+        "--rounds 5 (stored) vs 10 (now); --epochs 1 (stored) vs 2 (now). Start with the "
+        "stored settings to resume, or use a new --run-dir.\n"
+    )
