@@ -15,6 +15,7 @@ __version__ = "0.1.0"
 _EXPORTS: dict[str, str] = {
     "Aggregate": "veilfl.strategy.aggregate",
     "ArrayDataset": "veilfl.ml.datasets",
+    "ClientPolicy": "veilfl.protocol.client_policy",
     "ClientSummary": "veilfl.client.http_client",
     "Coordinator": "veilfl.protocol.coordinator",
     "CoordinatorSettings": "veilfl.protocol.settings",
@@ -43,6 +44,7 @@ _EXPORTS: dict[str, str] = {
 __all__ = [
     "Aggregate",
     "ArrayDataset",
+    "ClientPolicy",
     "ClientSummary",
     "Coordinator",
     "CoordinatorSettings",
@@ -76,6 +78,7 @@ if TYPE_CHECKING:
     from veilfl.ml.datasets import ArrayDataset
     from veilfl.ml.learner import Learner, LocalUpdate, TrainOutcome, mnist_learner, sgd_learner
     from veilfl.protocol.assembly import build_coordinator
+    from veilfl.protocol.client_policy import ClientPolicy
     from veilfl.protocol.coordinator import Coordinator
     from veilfl.protocol.messages import LocalTrainingPlan
     from veilfl.protocol.metrics import Evaluation, RoundMetrics

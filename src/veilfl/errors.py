@@ -9,6 +9,7 @@ Hierarchy::
 
     VeilflError
     ├── ConfigurationError      a setting is missing, inconsistent or unsafe
+    │   └── PolicyRefusal           the run asks for less than the client's security policy
     ├── DataError               a data set cannot be found, read or partitioned
     ├── WireFormatError         bytes on the wire do not decode (malformed body)
     ├── ProtocolError           a well-formed message that the protocol refuses
@@ -38,6 +39,7 @@ __all__ = [
     "DecryptionError",
     "EnrollmentRefusedError",
     "ForbiddenError",
+    "PolicyRefusal",
     "PrivacyError",
     "ProtocolError",
     "RateLimitedError",
@@ -59,6 +61,11 @@ class VeilflError(Exception):
 
 class ConfigurationError(VeilflError):
     """A setting is missing, inconsistent or unsafe."""
+
+
+class PolicyRefusal(ConfigurationError):  # noqa: N818 (it names what happened)
+    """The coordinator's run, or one of its tasks, asks for less protection than the
+    client's own security policy accepts; the client sent nothing."""
 
 
 class DataError(VeilflError):

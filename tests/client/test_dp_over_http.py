@@ -15,6 +15,7 @@ from veilfl.ml.learner import mnist_learner
 from veilfl.ml.partition import partition_iid
 from veilfl.privacy.accountant import epsilon_for
 from veilfl.privacy.dp_fedavg import DpConfig
+from veilfl.protocol.client_policy import ClientPolicy
 from veilfl.protocol.messages import LocalTrainingPlan
 from veilfl.protocol.settings import CoordinatorSettings
 from veilfl.protocol.sync_round import RoundConfig
@@ -48,6 +49,7 @@ async def test_clients_follow_the_round_plan_and_epsilon_is_recorded(placement: 
                     data.subset(part),
                     retry=RetryPolicy(initial_backoff_s=0.01),
                     transport=httpx.ASGITransport(app=app),
+                    policy=ClientPolicy(allow_plaintext=True, dp_placements=frozenset({placement})),
                 )
                 for i, part in enumerate(partition_iid(len(data), 2, seed=0))
             )

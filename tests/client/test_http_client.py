@@ -14,6 +14,7 @@ from veilfl.errors import TransportError
 from veilfl.ml.datasets import synthetic_dataset
 from veilfl.ml.learner import mnist_learner
 from veilfl.ml.partition import partition_iid
+from veilfl.protocol.client_policy import ClientPolicy
 from veilfl.protocol.messages import LocalTrainingPlan
 from veilfl.protocol.settings import CoordinatorSettings
 from veilfl.protocol.sync_round import RoundConfig
@@ -72,6 +73,7 @@ async def test_two_clients_complete_every_round(flaky: bool) -> None:
                     data.subset(part),
                     retry=FAST,
                     transport=transport,
+                    policy=ClientPolicy(allow_plaintext=True),
                 )
                 for i, (part, transport) in enumerate(zip(parts, transports, strict=True))
             )

@@ -12,9 +12,10 @@ from veilfl.auth.identity import Identity
 from veilfl.client.http_client import RetryPolicy, run_client
 from veilfl.client.uploads import check_run_before_enrolling
 from veilfl.crypto.keys import generate_keypair
-from veilfl.errors import ConfigurationError
+from veilfl.errors import ConfigurationError, PolicyRefusal
 from veilfl.ml.datasets import synthetic_dataset
 from veilfl.ml.learner import mnist_learner
+from veilfl.protocol.client_policy import ClientPolicy
 from veilfl.protocol.messages import RunInfo
 from veilfl.secagg.config import SecureAggregationConfig
 
@@ -64,11 +65,12 @@ async def test_a_wrong_fingerprint_is_refused_before_the_token_is_spent() -> Non
     assert run.secure is not None
     aggregators = run.secure.aggregators
     wrong = {1: aggregators[0].fingerprint, 2: "0" * 32}
-    with pytest.raises(ConfigurationError) as caught:
-        await _start_client(coordinator, aggregator_fingerprints=wrong)
+    with pytest.raises(PolicyRefusal) as caught:
+        await _start_client(coordinator, policy=ClientPolicy(aggregator_fingerprints=wrong))
     assert str(caught.value) == (
-        f"Aggregator 2's published key has fingerprint {aggregators[1].fingerprint}, "
-        f"not the expected {'0' * 32}; refusing to send shares."
+        f"Refused by --aggregator-fingerprint: this client requires aggregator 2 with "
+        f"fingerprint {'0' * 32}, and the coordinator's public run description announces "
+        f"fingerprint {aggregators[1].fingerprint}; nothing was sent."
     )
     assert coordinator.others == []  # no enrollment request was sent
 
@@ -84,17 +86,23 @@ async def test_another_model_is_refused_before_the_token_is_spent() -> None:
     assert coordinator.others == []
 
 
-def test_matching_fingerprints_and_model_pass() -> None:
+async def test_matching_fingerprints_and_model_pass() -> None:
     run = _run(secure=True)
     assert run.secure is not None
     right = {a.index: a.fingerprint for a in run.secure.aggregators}
-    check_run_before_enrolling(run, model_name="simple-cnn", fingerprints=right)
-    check_run_before_enrolling(run, model_name=None, fingerprints=None)
+    pinned = ClientPolicy(aggregator_fingerprints=right, min_cohort=1)
+    assert await check_run_before_enrolling(run, model_name="simple-cnn", policy=pinned) == ()
+    unpinned = ClientPolicy(min_cohort=1)
+    assert await check_run_before_enrolling(run, model_name=None, policy=unpinned) == ()
 
 
-def test_pinned_fingerprints_refuse_a_run_without_secure_aggregation() -> None:
-    with pytest.raises(ConfigurationError, match="does not use secure aggregation"):
-        check_run_before_enrolling(_run(secure=False), model_name=None, fingerprints={1: "ab"})
+async def test_pinned_fingerprints_refuse_a_run_without_secure_aggregation() -> None:
+    with pytest.raises(PolicyRefusal, match="no secure aggregation"):
+        await check_run_before_enrolling(
+            _run(secure=False),
+            model_name=None,
+            policy=ClientPolicy(aggregator_fingerprints={1: "ab"}, min_threshold=1),
+        )
 
 
 async def test_a_401_from_an_aggregator_ends_the_client_instead_of_retraining() -> None:
@@ -115,7 +123,7 @@ async def test_a_401_from_an_aggregator_ends_the_client_instead_of_retraining() 
             Peer(http, RetryPolicy(max_attempts=1)),
             run,
             identity=Identity.generate(),
-            expected_fingerprints=None,
+            policy=ClientPolicy(min_cohort=1),
             transport=refusing,
         )
         update = LocalUpdate(delta={"w": np.zeros(3, np.float32)}, num_samples=3, mean_loss=1.0)

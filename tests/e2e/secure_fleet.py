@@ -98,6 +98,10 @@ class SecureFleet:
         self.aggregators: list[subprocess.Popen[bytes]] = []
         for index in range(1, aggregators + 1):
             self.aggregators.append(self.start_aggregator(index))
+        deadline = time.monotonic() + 60  # the run opens once the aggregators' policies fit it
+        while not self.http.get("/v1/status").json()["opened"]:
+            assert time.monotonic() < deadline, "the run never opened"
+            time.sleep(0.1)
         self.run = RunInfo.from_json(self.http.get("/v1/run").json())
         assert self.run.secure is not None
         self.config = self.run.secure.config

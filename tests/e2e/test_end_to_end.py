@@ -47,7 +47,14 @@ def test_three_clients_train_mnist_and_accuracy_rises(tmp_path: Path) -> None:
         for index in range(3):
             log = tmp_path / f"client-{index}.log"
             cmd = veilfl_command(
-                "client", "--server", url, "--client-index", str(index), *data, "--insecure"
+                "client",
+                "--server",
+                url,
+                "--client-index",
+                str(index),
+                *data,
+                "--insecure",
+                "--allow-plaintext",
             )
             clients.append((stack.enter_context(running(cmd, log)), log))
         for process, log in clients:

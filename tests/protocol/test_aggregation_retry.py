@@ -12,6 +12,7 @@ from veilfl.crypto.csprng import CsprngStream
 from veilfl.ml.learner import LocalUpdate
 from veilfl.protocol.assembly import build_coordinator, describe_run
 from veilfl.protocol.buffered import BufferConfig
+from veilfl.protocol.client_policy import ClientPolicy
 from veilfl.protocol.coordinator import Coordinator, CoordinatorPhase
 from veilfl.protocol.effects import AggregationStalled, Effect, RoundAbandoned
 from veilfl.protocol.hand_in import HandInContext
@@ -65,7 +66,13 @@ def _hand_in(
     round_id: int = 1,
     weight: float | None = None,
 ) -> bool:
-    hand = SimulatedHandIn(core, core.spec, aggregators=aggregators, csprng=CsprngStream())
+    hand = SimulatedHandIn(
+        core,
+        core.spec,
+        aggregators=aggregators,
+        csprng=CsprngStream(),
+        policy=ClientPolicy.accepting(run, min_cohort=2),
+    )
     result = hand.deliver(
         LocalUpdate(delta={"w": np.full(3, value, np.float32)}, num_samples=100, mean_loss=0.5),
         context=HandInContext(
@@ -75,6 +82,7 @@ def _hand_in(
             base_version=0,
             weight=weight,
             admission="in-process",
+            aggregator_policies=aggregators.policies,
         ),
         now=now,
     )

@@ -16,6 +16,7 @@ from veilfl.cli.security_options import (
 )
 from veilfl.keyfiles import read_private_key
 from veilfl.logging_setup import uvicorn_log_options
+from veilfl.protocol.aggregator_minimums import DEFAULT_MIN_PARTICIPANTS
 
 __all__ = ["FOLLOW_INTERVAL_S", "add_parser", "run"]
 
@@ -45,8 +46,18 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
     parser.add_argument(
         "--min-participants",
         type=int,
-        default=2,
-        help="never answer with a sum over fewer clients than this",
+        default=DEFAULT_MIN_PARTICIPANTS,
+        help="never answer with a sum over fewer clients than this (served signed at "
+        "/v1/policy: the coordinator refuses smaller rounds, clients check it)",
+    )
+    parser.add_argument(
+        "--peer-fingerprint",
+        action="append",
+        default=[],
+        metavar="FINGERPRINT",
+        help="fingerprint of each aggregator of the run, this one included, in index order "
+        "(repeat; `veilfl keys` prints them): a run with other aggregators is refused, so "
+        "a coordinator cannot invent the majority that certifies a participant list",
     )
     add_tls_options(parser, serves=True)
     add_rate_limit_options(parser)
@@ -69,6 +80,7 @@ def run(args: argparse.Namespace) -> int:
         keypair=read_private_key(args.key),
         spool=args.spool,
         min_participants=args.min_participants,
+        peer_fingerprints=args.peer_fingerprint or None,
     )
     logger.info("asking the coordinator at %s for its run", args.coordinator)
     run_description = asyncio.run(fetch_run(args.coordinator, verify=transport.verify))

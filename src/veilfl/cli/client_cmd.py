@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING
 
 from veilfl.cli.common import add_data_options, add_log_option, client_dataset, configure_logging
 from veilfl.cli.learner_option import add_learner_option, learner_for, model_name_from_args
+from veilfl.cli.policy_options import add_policy_options, policy_from_args
 from veilfl.cli.progress import RoundProgress, train_progress
 from veilfl.cli.security_options import (
     TOKEN_ENV,
@@ -59,13 +60,6 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
     )
     parser.add_argument("--dp-sgd-delta", type=float, default=1e-5, help="DP-SGD delta")
     parser.add_argument(
-        "--aggregator-fingerprint",
-        action="append",
-        default=[],
-        metavar="FINGERPRINT",
-        help="expected key fingerprint of each aggregator, in index order (repeat)",
-    )
-    parser.add_argument(
         "--identity",
         type=Path,
         default=None,
@@ -82,6 +76,7 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
         default=None,
         help="read the one-time enrollment token from this file (one line)",
     )
+    add_policy_options(parser)
     add_tls_options(parser, serves=False)
     add_data_options(parser)
     add_log_option(parser)
@@ -110,6 +105,7 @@ def run(args: argparse.Namespace) -> int:
     from veilfl.ml.dp_sgd import DpSgdConfig, dp_sgd_learner
 
     configure_logging(args.log_level, fmt=args.log_format, role=f"client {args.client_index}")
+    policy = policy_from_args(args)
     transport = transport_from_args(args, serves=False)
     transport.check_url(args.server)
     identity = (
@@ -171,11 +167,7 @@ def run(args: argparse.Namespace) -> int:
                     args.enrollment_token, args.enrollment_token_file
                 ),
                 verify=transport.verify,
-                aggregator_fingerprints=(
-                    dict(enumerate(args.aggregator_fingerprint, start=1))
-                    if args.aggregator_fingerprint
-                    else None
-                ),
+                policy=policy,
             )
         )
     finally:

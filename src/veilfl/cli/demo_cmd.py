@@ -29,6 +29,7 @@ from veilfl.cli.local_fleet import (
 from veilfl.cli.progress import CoordinatorProgress, RoundProgress
 from veilfl.cli.security_options import TOKEN_ENV
 from veilfl.errors import TransportError
+from veilfl.protocol.aggregator_minimums import DEFAULT_MIN_PARTICIPANTS
 from veilfl.protocol.metrics import RoundMetrics
 from veilfl.reporting import format_round_row, format_round_table_header
 from veilfl.tls import client_ssl_context
@@ -130,8 +131,8 @@ def run(args: argparse.Namespace) -> int:
         str(args.rounds),
         "--clients-per-round",
         str(args.clients),
-        "--min-clients",
-        str(max(1, args.clients - 1)),
+        "--min-clients",  # under secure aggregation, at least the aggregators' minimum
+        str(max(1 if args.plaintext else DEFAULT_MIN_PARTICIPANTS, args.clients - 1)),
         "--epochs",
         str(args.epochs),
         "--batch-size",
@@ -197,7 +198,10 @@ def run(args: argparse.Namespace) -> int:
         start("server", server_cmd)
         for index, cmd in enumerate(aggregator_cmds, start=1):
             start(f"aggregator-{index}", cmd)
+        # Secure: each client pins the aggregators; plaintext: each opts in explicitly.
         verify = [flag for fp in fingerprints for flag in ("--aggregator-fingerprint", fp)]
+        if args.plaintext:
+            verify = ["--allow-plaintext"]
         for index in range(args.clients):
             start(
                 f"client-{index}",

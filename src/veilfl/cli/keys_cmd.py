@@ -18,7 +18,15 @@ def key_paths(folder: Path, index: int) -> tuple[Path, Path]:
 
 def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     """Register ``veilfl keys``."""
-    parser = subparsers.add_parser("keys", help="make aggregator key pairs")
+    parser = subparsers.add_parser(
+        "keys",
+        help="make aggregator key pairs and print their fingerprints",
+        description="Make one key pair per aggregator (an HPKE key that clients seal shares "
+        "to, and an Ed25519 key that signs its commitments and its policy) and print each "
+        "aggregator's fingerprint, which covers both public keys. Clients pin them with "
+        "--aggregator-fingerprint, aggregators their peers with --peer-fingerprint, in "
+        "index order.",
+    )
     parser.add_argument("--out", type=Path, required=True, help="folder for the key files")
     parser.add_argument("--count", type=int, default=3, help="number of aggregators")
     parser.add_argument(
@@ -36,5 +44,8 @@ def run(args: argparse.Namespace) -> int:
         keypair = generate_keypair(args.kem)
         private, public = key_paths(args.out, index)
         write_keypair(keypair, private, public)
-        print(f"aggregator {index}: {private} (private, 0600), {public}  {keypair.fingerprint}")
+        print(
+            f"aggregator {index}: {private} (private, 0600), {public}, "
+            f"fingerprint {keypair.fingerprint}"
+        )
     return 0

@@ -129,6 +129,8 @@ def local_aggregators(
     extra: list[str] | None = None,
 ) -> list[LocalAggregator]:
     """Plan ``count`` aggregators: make missing key pairs in ``keys_dir``, pick ports.
+    Each aggregator pins its peers (``--peer-fingerprint``, every aggregator's in
+    index order).
 
     Args:
         keys_dir: Folder for ``aggregator-J.key`` / ``aggregator-J.pub``.
@@ -139,11 +141,15 @@ def local_aggregators(
             restarted aggregator takes its round back (None: temporary folders).
         extra: More options for every aggregator command (``--log-level`` ...).
     """
-    planned = []
+    keys = []
     for index in range(1, count + 1):
         private, public = key_paths(keys_dir, index)
         if not private.exists():
             write_keypair(generate_keypair(), private, public)
+        keys.append((private, public, read_public_key(public).fingerprint))
+    peers = [flag for _, _, fp in keys for flag in ("--peer-fingerprint", fp)]
+    planned = []
+    for index, (private, public, fingerprint) in enumerate(keys, start=1):
         port = free_port()
         planned.append(
             LocalAggregator(
@@ -151,7 +157,7 @@ def local_aggregators(
                 url=f"{'http' if trust is None else 'https'}://127.0.0.1:{port}",
                 private_key=private,
                 public_key=public,
-                fingerprint=read_public_key(public).fingerprint,
+                fingerprint=fingerprint,
                 command=[
                     sys.executable,
                     "-m",
@@ -165,6 +171,7 @@ def local_aggregators(
                     coordinator_url,
                     "--port",
                     str(port),
+                    *peers,
                     *(
                         ["--insecure"]
                         if trust is None

@@ -84,6 +84,8 @@ _RANGES: dict[str, _Range] = {
             "index",
             "min_participants",
             "dp_min_clients",
+            "min_threshold",
+            "min_cohort",
         ),
         AT_LEAST_1,
     ),
@@ -119,6 +121,8 @@ _RANGES: dict[str, _Range] = {
             "alpha",
             "dp_sgd_clip",
             "rate_burst",
+            "min_noise_multiplier",
+            "max_clip_norm",
         ),
         POSITIVE,
     ),
@@ -135,6 +139,7 @@ _INPUT_FILES = (
     "key",
     "enrollment_tokens",
     "allowed_clients",
+    "policy",
 )
 _INPUT_FOLDERS = ("mnist_dir",)
 _OUTPUT_FOLDERS = ("run_dir", "spool")

@@ -29,6 +29,7 @@ from veilfl.errors import ConfigurationError
 from veilfl.keyfiles import read_public_key
 from veilfl.logging_setup import uvicorn_log_options
 from veilfl.privacy.dp_fedavg import DpConfig
+from veilfl.protocol.aggregator_minimums import DEFAULT_MIN_PARTICIPANTS
 from veilfl.protocol.buffered import BufferConfig, BufferMode
 from veilfl.protocol.messages import LocalTrainingPlan, PublishedAggregator
 from veilfl.protocol.settings import CoordinatorSettings, SecureSettings
@@ -47,7 +48,13 @@ def add_round_options(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--rounds", type=int, default=5, help="number of rounds")
     group.add_argument("--clients-per-round", type=int, default=None, help="clients sampled")
     group.add_argument("--fraction", type=float, default=None, help="fraction C sampled")
-    group.add_argument("--min-clients", type=int, default=1, help="reports needed to close")
+    group.add_argument(
+        "--min-clients",
+        type=int,
+        default=None,
+        help="reports needed to close (default 1; under secure aggregation, the "
+        "aggregators' largest --min-participants)",
+    )
     group.add_argument("--min-available", type=int, default=None, help="joins before round 1")
     group.add_argument("--round-timeout", type=float, default=120.0, help="round deadline (s)")
     group.add_argument("--lr", type=float, default=0.05, help="local SGD learning rate")
@@ -107,16 +114,31 @@ def secure_from_args(args: argparse.Namespace, dp: DpConfig | None = None) -> Se
     return SecureSettings(config=config, aggregators=tuple(endpoints))
 
 
+def provisional_min_clients(args: argparse.Namespace) -> int:
+    """``--min-clients``, or when unset: 1 for a plaintext run; under secure aggregation
+    an aggregator's default minimum (2, at most ``--clients-per-round``), until the
+    aggregators' signed minimums are known (:mod:`veilfl.server.aggregator_check`)."""
+    if args.min_clients is not None:
+        return int(args.min_clients)
+    if not getattr(args, "aggregator", None):
+        return 1
+    per_round = args.clients_per_round
+    if per_round is None:
+        return DEFAULT_MIN_PARTICIPANTS
+    return min(int(per_round), DEFAULT_MIN_PARTICIPANTS)
+
+
 def settings_from_args(args: argparse.Namespace) -> CoordinatorSettings:
     """The run settings the round options describe."""
+    min_clients = provisional_min_clients(args)
     per_round = args.clients_per_round
     if per_round is None and args.fraction is None:
-        per_round = args.min_clients
+        per_round = min_clients
     rounds = RoundConfig(
         num_rounds=args.rounds,
         clients_per_round=per_round,
         fraction=args.fraction,
-        min_clients=args.min_clients,
+        min_clients=min_clients,
         min_available_clients=args.min_available,
         round_timeout_s=args.round_timeout,
     )
@@ -223,6 +245,7 @@ def run(args: argparse.Namespace) -> int:
     """Serve the run until its last round completes."""
     import uvicorn
 
+    from veilfl.server.aggregator_check import open_when_aggregators_fit
     from veilfl.server.aggregator_link import HttpAggregatorLink
     from veilfl.server.app import create_app
     from veilfl.server.client_access import ClientAccess
@@ -275,6 +298,7 @@ def run(args: argparse.Namespace) -> int:
         on_round=reports,
         on_served=reports.note,
         max_update_bytes=int(args.max_update_mb * 2**20),
+        opened=settings.secure is None,  # a secure run opens once its aggregators fit it
     )
     access = ClientAccess.create(
         run_id=run_info.run_id,
@@ -300,7 +324,28 @@ def run(args: argparse.Namespace) -> int:
     async def serve() -> None:
         serving = asyncio.create_task(server.serve())
         finished = asyncio.create_task(service.finished.wait())
-        done, _ = await asyncio.wait({serving, finished}, return_when=asyncio.FIRST_COMPLETED)
+        waiting = {serving, finished}
+        if settings.secure is not None:
+            opening = asyncio.create_task(
+                open_when_aggregators_fit(
+                    service,
+                    settings,
+                    rebuild=prepared.rebuild,
+                    min_clients_given=args.min_clients is not None,
+                    clients_per_round_given=args.clients_per_round is not None,
+                    verify=transport.verify,
+                )
+            )
+            done, _ = await asyncio.wait({*waiting, opening}, return_when=asyncio.FIRST_COMPLETED)
+            if opening in done and opening.exception() is not None:
+                server.should_exit = True  # the run does not fit: refuse it, in one line
+                await serving
+                if link is not None:
+                    await link.close()
+                opening.result()
+            if not opening.done():
+                opening.cancel()
+        done, _ = await asyncio.wait(waiting, return_when=asyncio.FIRST_COMPLETED)
         if finished in done:
             logger.info(
                 "all %d rounds complete; serving %.0f s more",

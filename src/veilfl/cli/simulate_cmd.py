@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import logging
 from datetime import datetime
 from pathlib import Path
 
@@ -18,6 +19,7 @@ from veilfl.cli.common import (
 from veilfl.cli.learner_option import add_learner_option, learner_for
 from veilfl.cli.progress import RoundProgress, TrainedClients
 from veilfl.cli.server_cmd import add_round_options, settings_from_args
+from veilfl.protocol.aggregator_minimums import DEFAULT_MIN_PARTICIPANTS, fit_cohort
 from veilfl.protocol.metrics import RoundMetrics
 from veilfl.reporting import (
     format_round_row,
@@ -83,6 +85,16 @@ def run(args: argparse.Namespace) -> int:
         torch.set_num_threads(args.threads)
     args.population = args.num_clients  # the simulated population is all of it
     settings = settings_from_args(args)
+    if args.secure:  # the in-process aggregators keep an aggregator's default minimum
+        fitted = fit_cohort(
+            settings,
+            dict.fromkeys(range(1, args.aggregators + 1), DEFAULT_MIN_PARTICIPANTS),
+            min_clients_given=args.min_clients is not None,
+            clients_per_round_given=args.clients_per_round is not None,
+        )
+        if fitted.note is not None:
+            logging.getLogger("veilfl").info("%s", fitted.note)
+        settings = fitted.settings
     progress = RoundProgress(unit="clients trained")
     counter = TrainedClients(
         progress,

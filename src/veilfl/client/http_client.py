@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import ssl
-from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import TypeVar
 
@@ -20,7 +19,9 @@ import httpx
 from veilfl.auth.identity import Identity
 from veilfl.auth.signed_request import coordinator_audience
 from veilfl.client.uploads import HttpDelivery, check_run_before_enrolling
+from veilfl.errors import PolicyRefusal
 from veilfl.ml.learner import Learner, LocalUpdate
+from veilfl.protocol.client_policy import ClientPolicy
 from veilfl.protocol.hand_in import HandInContext, HandInResult
 from veilfl.protocol.messages import RunInfo, Task, TaskKind
 from veilfl.tensors import Weights
@@ -55,7 +56,7 @@ async def run_client(
     verify: ssl.SSLContext | bool = True,
     retry: RetryPolicy | None = None,
     transport: httpx.AsyncBaseTransport | None = None,
-    aggregator_fingerprints: Mapping[int, str] | None = None,
+    policy: ClientPolicy | None = None,
     model_name: str | None = None,
 ) -> ClientSummary:
     """Take part in a run until the coordinator says it is done.
@@ -73,11 +74,14 @@ async def run_client(
             the run's CA; see :func:`veilfl.tls.client_ssl_context`).
         retry: Retry and timeout policy.
         transport: An httpx transport (tests use ``httpx.ASGITransport``).
-        aggregator_fingerprints: Expected key fingerprint of each aggregator. Under
-            secure aggregation the client refuses to send shares to keys that differ;
-            without it, the keys the coordinator publishes are trusted (and a warning
-            says so). They are checked against the public run description before the
-            client enrolls, so a mismatch does not spend a one-time enrollment token.
+        policy: What this client accepts from the coordinator (default
+            ``ClientPolicy()``: secure aggregation with a threshold of at least 2, and
+            aggregators that each promise, signed, to sum at least 2 clients). Pin the
+            aggregators with ``aggregator_fingerprints``; without them, the keys the
+            coordinator publishes are trusted (and a warning says so). The policy is
+            checked on the public run description before the client enrolls (so a
+            refusal does not spend a one-time enrollment token), on the run returned
+            at enrollment, and before every hand-in.
         model_name: The model this learner builds, as the run records it (a built-in
             name or a ``--learner`` spec); when given, a run of another model is
             refused before enrolling.
@@ -85,32 +89,43 @@ async def run_client(
     Raises:
         TransportError: if the coordinator cannot be reached after all retries, or
             refuses the client outright.
-        ConfigurationError: if a published aggregator key does not match its
-            fingerprint, or the run trains another model than ``model_name``.
+        PolicyRefusal: if the run, or a task, asks for less than ``policy`` accepts;
+            nothing was sent.
+        ConfigurationError: if the run trains another model than ``model_name``.
     """
-    policy = retry or RetryPolicy()
+    retrying = retry or RetryPolicy()
+    policy = policy or ClientPolicy()
     identity = identity or Identity.generate()
     async with httpx.AsyncClient(
-        base_url=server_url, timeout=policy.timeout_s, transport=transport, verify=verify
+        base_url=server_url, timeout=retrying.timeout_s, transport=transport, verify=verify
     ) as http:
-        api = Peer(http, policy)
+        api = Peer(http, retrying)
         response = await api.request("GET", "/v1/run")
         raise_for_status(response, "describe the run")
         described = RunInfo.from_json(response.json())
-        check_run_before_enrolling(
-            described, model_name=model_name, fingerprints=aggregator_fingerprints
+        aggregator_policies = await check_run_before_enrolling(
+            described, model_name=model_name, policy=policy, verify=verify, transport=transport
         )
         http.auth = SigningAuth(identity, coordinator_audience(described.run_id))
 
         async def join() -> tuple[str, RunInfo]:
-            return await _join(api, identity, name=name, token=enrollment_token)
+            client_id, run = await _join(api, identity, name=name, token=enrollment_token)
+            policy.check_run(run, source="the run returned at enrollment")
+            if run != described:
+                raise PolicyRefusal(
+                    f"Refused: the coordinator described run {described.run_id} publicly but "
+                    f"returned a different run ({run.run_id}) at enrollment; this client "
+                    "checked only the one described; nothing was sent."
+                )
+            return client_id, run
 
         client_id, run = await join()
         delivery = HttpDelivery(
             api,
             run,
             identity=identity,
-            expected_fingerprints=aggregator_fingerprints,
+            policy=policy,
+            aggregator_policies=aggregator_policies,
             verify=verify,
             transport=transport,
         )
@@ -162,6 +177,7 @@ async def run_client(
                             base_version=version,
                             admission=task.admission,
                             privacy=task.privacy,
+                            aggregator_policies=delivery.aggregator_policies,
                         ),
                     )
                 if not result.taken:
@@ -237,6 +253,7 @@ async def _hand_in_buffered(
                 weight=float(ticket["weight"]),
                 admission=ticket.get("admission"),
                 privacy=task.privacy,
+                aggregator_policies=delivery.aggregator_policies,
             ),
         )
         if result.taken:

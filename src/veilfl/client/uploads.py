@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import ssl
-from collections.abc import Mapping
 
 import httpx
 
@@ -21,6 +20,7 @@ from veilfl.auth.signed_request import aggregator_audience
 from veilfl.crypto.csprng import CsprngStream
 from veilfl.errors import AuthenticationError, ConfigurationError, TransportError
 from veilfl.ml.learner import LocalUpdate
+from veilfl.protocol.client_policy import ClientPolicy
 from veilfl.protocol.hand_in import (
     CoordinatorAnswer,
     HandInAnswer,
@@ -34,7 +34,9 @@ from veilfl.protocol.hand_in import (
     hand_in,
 )
 from veilfl.protocol.messages import RunInfo
+from veilfl.secagg.aggregator_policy import AggregatorPolicy
 from veilfl.secagg.contribution import SealedShare
+from veilfl.transport.aggregator_policies import fetch_aggregator_policies
 from veilfl.transport.peer import Peer, RetryPolicy, error_message, raise_for_status
 from veilfl.transport.signing import SigningAuth, for_round
 from veilfl.wire.tensor_codec import encode_weights
@@ -45,15 +47,28 @@ logger = logging.getLogger(__name__)
 BINARY = "application/octet-stream"
 
 
-def check_run_before_enrolling(
-    run: RunInfo, *, model_name: str | None, fingerprints: Mapping[int, str] | None
-) -> None:
+async def check_run_before_enrolling(
+    run: RunInfo,
+    *,
+    model_name: str | None,
+    policy: ClientPolicy,
+    verify: ssl.SSLContext | bool = True,
+    transport: httpx.AsyncBaseTransport | None = None,
+    source: str = "the coordinator's public run description",
+) -> tuple[AggregatorPolicy, ...]:
     """Checks on the public run description that must pass before a client spends its
-    enrollment token: the model it trains, and the aggregators' key fingerprints.
+    enrollment token: the model it trains, and the client's security policy (secure
+    aggregation, the pinned aggregators, the threshold, the DP floor, and the minimum
+    cohort every aggregator promises in its signed policy).
+
+    Returns:
+        The aggregators' signed policies (empty when the policy needs none), which
+        every hand-in checks again.
 
     Raises:
-        ConfigurationError: if the run trains another model, pinned fingerprints are
-            given for a run without secure aggregation, or a published key differs.
+        ConfigurationError: if the run trains another model.
+        PolicyRefusal: if the run asks for less than ``policy`` accepts.
+        TransportError: if an aggregator's policy cannot be fetched.
     """
     if model_name is not None and run.model_name != model_name:
         flag = "--learner" if ":" in run.model_name else "--model"
@@ -61,20 +76,14 @@ def check_run_before_enrolling(
             f"The coordinator's run trains the model {run.model_name}, not {model_name}; "
             f"start this client with {flag} {run.model_name}."
         )
-    if fingerprints and run.secure is None:
-        raise ConfigurationError(
-            "Aggregator fingerprints were given, but the coordinator's run does not use "
-            "secure aggregation; check the coordinator URL, or drop --aggregator-fingerprint."
+    policy.check_run(run, source=source)
+    aggregator_policies: tuple[AggregatorPolicy, ...] = ()
+    if run.secure is not None and policy.needs_aggregator_policies(run):
+        aggregator_policies = await fetch_aggregator_policies(
+            run.secure.aggregators, verify=verify, transport=transport
         )
-    if run.secure is not None and fingerprints is not None:
-        for published in run.secure.aggregators:
-            wanted = fingerprints.get(published.index)
-            if wanted != published.fingerprint:
-                raise ConfigurationError(
-                    f"Aggregator {published.index}'s published key has fingerprint "
-                    f"{published.fingerprint}, not the expected {wanted}; refusing to send "
-                    "shares."
-                )
+    policy.check_aggregators(run, aggregator_policies, source=source)
+    return aggregator_policies
 
 
 def _advance(flow: HandInFlow, answer: HandInAnswer | None) -> HandInRequest | HandInResult:
@@ -93,12 +102,13 @@ class HttpDelivery:
         coordinator: The coordinator.
         run: The run's description.
         identity: The client's key, which signs every share upload.
-        expected_fingerprints: Aggregator index to expected key fingerprint.
+        policy: What the client accepts; every hand-in is checked against it.
+        aggregator_policies: The aggregators' signed policies, as fetched before enrolling.
         verify: How to verify the aggregators' TLS certificates.
         transport: An httpx transport for the aggregators (tests).
 
     Raises:
-        ConfigurationError: if a published aggregator key does not match its fingerprint.
+        PolicyRefusal: if the run asks for less than ``policy`` accepts.
     """
 
     def __init__(
@@ -107,12 +117,17 @@ class HttpDelivery:
         run: RunInfo,
         *,
         identity: Identity,
-        expected_fingerprints: Mapping[int, str] | None = None,
+        policy: ClientPolicy,
+        aggregator_policies: tuple[AggregatorPolicy, ...] = (),
         verify: ssl.SSLContext | bool = True,
         transport: httpx.AsyncBaseTransport | None = None,
     ) -> None:
+        policy.check_run(run)
         self._coordinator = coordinator
         self._run = run
+        self._policy = policy
+        self.aggregator_policies = aggregator_policies
+        """The aggregators' signed policies, which every hand-in's context carries."""
         self._csprng = CsprngStream()
         self._clients: list[httpx.AsyncClient] = []
         self._aggregators: dict[int, Peer] = {}
@@ -120,13 +135,11 @@ class HttpDelivery:
         if secure is None:
             self.description = "plaintext FedAvg"
             return
-        if expected_fingerprints is None:
+        if not policy.pinned:
             logger.warning(
                 "aggregator keys are taken from the coordinator unverified; pass the "
                 "aggregators' fingerprints to detect a substituted key"
             )
-        else:
-            check_run_before_enrolling(run, model_name=None, fingerprints=expected_fingerprints)
         retry = RetryPolicy(max_attempts=3, initial_backoff_s=0.2, timeout_s=60.0)
         for published in secure.aggregators:
             client = httpx.AsyncClient(
@@ -151,6 +164,7 @@ class HttpDelivery:
             loss=update.mean_loss,
             context=context,
             rng=self._csprng,
+            policy=self._policy,
         )
         step = await asyncio.to_thread(_advance, flow, None)
         while not isinstance(step, HandInResult):

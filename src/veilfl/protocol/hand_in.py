@@ -4,7 +4,7 @@
 work (clip and noise under DP, encode, share and seal under secure aggregation), yields
 each request it needs sent, and is resumed with the answer::
 
-    flow = hand_in(delta, num_samples=..., loss=..., context=..., rng=...)
+    flow = hand_in(delta, num_samples=..., loss=..., context=..., rng=..., policy=...)
     request = next(flow)
     while True:
         try:
@@ -15,7 +15,10 @@ each request it needs sent, and is resumed with the answer::
 
 The HTTP client (``veilfl.client``) and the simulators (``veilfl.sim``) drive this same
 generator, so privatizing, sealing, counting acknowledgements, checking the threshold
-and building the receipt are written once.
+and building the receipt are written once. So is the client's security policy
+(:class:`~veilfl.protocol.client_policy.ClientPolicy`): the generator checks the run,
+the privacy plan and the weight of the hand-in against it before its first request,
+and raises :class:`~veilfl.errors.PolicyRefusal` instead of sending anything.
 
 Under secure aggregation the weighted update ``w·Δ`` is clipped to the run's norm bound,
 encoded with a proof of its bounds and shared t-of-m (:mod:`veilfl.secagg.contribution`).
@@ -24,7 +27,7 @@ encoded with a proof of its bounds and shared t-of-m (:mod:`veilfl.secagg.contri
 from __future__ import annotations
 
 from collections.abc import Generator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -32,7 +35,9 @@ from veilfl.crypto.csprng import CsprngStream
 from veilfl.errors import ProtocolError
 from veilfl.privacy.clipping import clip_l2
 from veilfl.privacy.dp_fedavg import ClientPrivacyPlan, privatize
+from veilfl.protocol.client_policy import ClientPolicy
 from veilfl.protocol.messages import RunInfo, UpdateHeader
+from veilfl.secagg.aggregator_policy import AggregatorPolicy
 from veilfl.secagg.contribution import SealedShare, seal_contribution
 from veilfl.tensors import Weights, flatten, spec_of, unflatten
 
@@ -62,6 +67,8 @@ class HandInContext:
         weight: A buffered update's staleness weight (from its ticket); None in rounds.
         admission: The coordinator's admission to the round (secure aggregation).
         privacy: The round's DP plan, if any.
+        aggregator_policies: The aggregators' signed policies (their minimum cohorts),
+            as the client fetched them; the client's policy checks them.
     """
 
     client_id: str
@@ -71,6 +78,7 @@ class HandInContext:
     weight: float | None = None
     admission: str | None = None
     privacy: ClientPrivacyPlan | None = None
+    aggregator_policies: tuple[AggregatorPolicy, ...] = field(default=())
 
 
 # --------------------------------------------------------------------- requests
@@ -156,6 +164,7 @@ def hand_in(
     loss: float,
     context: HandInContext,
     rng: CsprngStream,
+    policy: ClientPolicy,
 ) -> HandInFlow:
     """Privatize, protect and deliver one update (see the module docstring).
 
@@ -165,10 +174,20 @@ def hand_in(
         loss: Mean local training loss.
         context: Where the update goes.
         rng: CSPRNG for DP noise and secret sharing.
+        policy: What this client accepts; checked before the first request.
 
     Raises:
+        PolicyRefusal: if the run, the privacy plan or the weight falls short of
+            ``policy`` (nothing is sent).
         ProtocolError: under secure aggregation, if the coordinator gave no admission.
     """
+    policy.check_hand_in(
+        context.run,
+        privacy=context.privacy,
+        weight=context.weight,
+        aggregator_policies=context.aggregator_policies,
+        round_id=context.round_id,
+    )
     spec = spec_of(delta)
     plan = context.privacy
     flat = flatten(delta, spec)

@@ -116,6 +116,22 @@ class PreparedRun:
     recorder: RunRecorder
     resumed_from_round: int | None
     identity: Identity
+    resume: ResumePoint | None = None
+
+    def rebuild(self, settings: CoordinatorSettings) -> Coordinator:
+        """A new core for ``settings`` (the stored ones fitted to the aggregators'
+        minimums) from the same starting point, with every enrolled client joined.
+        Only before the first task was given; it replaces :attr:`coordinator`."""
+        assembled = build_coordinator(
+            settings,
+            initial_weights=self.coordinator.global_model().weights,
+            run_id=self.run_info.run_id,
+            resume=self.resume,
+        )
+        for client in self.store.clients():
+            assembled.coordinator.join(client.client_id, now=0.0)
+        self.coordinator, self.cohort = assembled.coordinator, assembled.cohort
+        return self.coordinator
 
     def persist(self, outcome: RoundOutcome) -> None:
         """Durably record a completed round (see :class:`RunRecorder`)."""
@@ -194,4 +210,5 @@ def prepare_run(
         recorder=RunRecorder(store, checkpoints),
         resumed_from_round=None if last is None else last.round_id,
         identity=identity,
+        resume=resume,
     )

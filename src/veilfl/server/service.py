@@ -20,7 +20,13 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Protocol, TypeVar
 
-from veilfl.errors import ForbiddenError, RoundMismatchError, VeilflError
+from veilfl.errors import (
+    ForbiddenError,
+    ProtocolError,
+    RoundMismatchError,
+    UnknownClientError,
+    VeilflError,
+)
 from veilfl.protocol.buffered import BufferTicket
 from veilfl.protocol.coordinator import Coordinator
 from veilfl.protocol.effects import (
@@ -72,6 +78,11 @@ class CoordinatorService:
         on_served: Called at once (on the event loop) when a round's model is served.
         max_update_bytes: Largest update body accepted.
         clock: Monotonic clock in seconds.
+        opened: Whether training may start at once. A secure run starts closed: it
+            enrolls clients and describes itself, but gives no training task (and no
+            ticket) until :meth:`open` is called, once the aggregators' signed minimum
+            cohorts are known and fit the run (see
+            :mod:`veilfl.server.aggregator_check`).
     """
 
     def __init__(
@@ -84,8 +95,10 @@ class CoordinatorService:
         on_served: Callable[[RoundOutcome], None] | None = None,
         max_update_bytes: int,
         clock: Callable[[], float] = time.monotonic,
+        opened: bool = True,
     ) -> None:
         self._core = coordinator
+        self._opened = opened
         self._run_info = run_info
         self._performer = performer
         self._on_round = on_round
@@ -111,6 +124,27 @@ class CoordinatorService:
         """The protocol core (read it; drive it through this service)."""
         return self._core
 
+    @property
+    def opened(self) -> bool:
+        """Whether training tasks are given (see ``opened``)."""
+        return self._opened
+
+    async def open(self, rebuild: Callable[[], Coordinator] | None = None) -> None:
+        """Start giving training tasks; with ``rebuild``, first replace the core by the
+        one it builds (the run's settings fitted to the aggregators), under the lock so
+        that no join is lost. Only before any task was given.
+
+        Raises:
+            ProtocolError: if the run is open already.
+        """
+        async with self._lock:
+            if self._opened:
+                raise ProtocolError("The run is open already; its core cannot be replaced.")
+            if rebuild is not None:
+                self._core = await asyncio.to_thread(rebuild)
+            self._opened = True
+        self._wake.set()
+
     async def start(self, *, tick_interval_s: float = 0.25) -> None:
         """Start the ticker (round deadlines), the effect runner and the round consumer."""
         self._background = [
@@ -133,7 +167,13 @@ class CoordinatorService:
         await self._call(self._core.join, client_id, now=self._clock())
 
     async def task_for(self, client_id: str) -> Task:
-        """What a client should do now."""
+        """What a client should do now (to wait, until the run is open)."""
+        if not self._opened:
+            async with self._lock:
+                joined = self._core.is_joined(client_id)
+            if not joined:
+                raise UnknownClientError(f"Client {client_id} has not joined this run.")
+            return Task.wait(retry_after_s=1.0)
         return await self._call(self._core.task_for, client_id, now=self._clock())
 
     async def model(self) -> EncodedModel:
@@ -197,12 +237,21 @@ class CoordinatorService:
 
     async def ticket(self, client_id: str, *, trained_version: int) -> BufferTicket:
         """Where a client's update goes next (buffered asynchronous runs only)."""
+        if not self._opened:
+            raise RoundMismatchError(
+                "The run has not opened yet (it waits for the aggregators' policies); ask "
+                "for a task first."
+            )
         return await self._call(self._core.ticket, client_id, trained_version=trained_version)
 
     async def status(self) -> dict[str, Any]:
         """A JSON-ready snapshot of the run."""
         async with self._lock:
-            return {"run_id": self._run_info.run_id, **self._core.status()}
+            return {
+                "run_id": self._run_info.run_id,
+                **self._core.status(),
+                "opened": self._opened,
+            }
 
     def global_weights(self) -> Weights:
         """The served global weights (for tests and shutdown)."""

@@ -20,8 +20,10 @@ from typing import TypeVar
 from veilfl.errors import ConfigurationError, StaleUpdateError
 from veilfl.ml.learner import Learner
 from veilfl.privacy.dp_fedavg import ClientPrivacyPlan, DpConfig
+from veilfl.protocol.aggregator_minimums import DEFAULT_MIN_PARTICIPANTS
 from veilfl.protocol.assembly import build_coordinator, describe_run
 from veilfl.protocol.buffered import BufferConfig
+from veilfl.protocol.client_policy import ClientPolicy
 from veilfl.protocol.effects import RoundOutcome
 from veilfl.protocol.hand_in import HandInContext
 from veilfl.protocol.messages import LocalTrainingPlan, PublishedAggregator, TaskKind
@@ -69,7 +71,7 @@ class AsyncSimulationConfig:
     poll_seconds: float | None = None
     seed: int = 0
     min_clients: int = 1
-    aggregator_min_participants: int = 1
+    aggregator_min_participants: int = DEFAULT_MIN_PARTICIPANTS
 
     def settings(
         self, *, population: int, aggregators: tuple[PublishedAggregator, ...] = ()
@@ -158,6 +160,9 @@ def simulate_async(
         population=len(client_data),
         aggregators=() if aggregators is None else aggregators.published,
     )
+    if aggregators is not None:
+        settings = aggregators.fit(settings)
+    policies = () if aggregators is None else aggregators.policies
     coordinator = build_coordinator(settings, initial_weights=weights, run_id=RUN_ID).coordinator
     run = describe_run(settings, run_id=RUN_ID, coordinator_key="", spec=spec)
     evaluator = learner.evaluator(test_data) if test_data is not None else None
@@ -179,7 +184,12 @@ def simulate_async(
     effects = InProcessEffects(
         coordinator, aggregators=aggregators, on_round=completed, clock=lambda: virtual_now[0]
     )
-    hand = SimulatedHandIn(coordinator, spec, aggregators=aggregators)
+    hand = SimulatedHandIn(
+        coordinator,
+        spec,
+        aggregators=aggregators,
+        policy=ClientPolicy.accepting(run, min_cohort=config.aggregator_min_participants),
+    )
     ids = [f"sim-{i:05d}" for i in range(len(client_data))]
     speeds = config.profiles.speeds(len(ids))
     task_rng = config.profiles.task_rng()
@@ -262,6 +272,7 @@ def simulate_async(
                     weight=ticket.weight,
                     admission="in-process" if run.secure is not None else None,
                     privacy=event.privacy,
+                    aggregator_policies=policies,
                 ),
                 now=virtual_now[0],
             )

@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from veilfl.crypto.csprng import CsprngStream
 from veilfl.errors import ProtocolError
 from veilfl.ml.learner import LocalUpdate
+from veilfl.protocol.client_policy import ClientPolicy
 from veilfl.protocol.coordinator import Coordinator
 from veilfl.protocol.hand_in import (
     CoordinatorAnswer,
@@ -54,6 +55,8 @@ class SimulatedHandIn:
         aggregators: The in-process aggregators (secure only).
         through_wire: Encode and decode plaintext updates with the wire codec.
         timings: Where the time goes.
+        policy: What the simulated clients accept (the simulators pass the policy
+            that accepts their own configuration, :meth:`ClientPolicy.accepting`).
     """
 
     core: Coordinator
@@ -62,6 +65,7 @@ class SimulatedHandIn:
     through_wire: bool = False
     timings: PhaseTimings = field(default_factory=PhaseTimings)
     csprng: CsprngStream = field(default_factory=CsprngStream)
+    policy: ClientPolicy = field(default_factory=ClientPolicy)
 
     def deliver(self, update: LocalUpdate, *, context: HandInContext, now: float) -> HandInResult:
         """Hand in one update through the shared pipeline."""
@@ -71,6 +75,7 @@ class SimulatedHandIn:
             loss=update.mean_loss,
             context=context,
             rng=self.csprng,
+            policy=self.policy,
         )
         started = time.perf_counter()
         request = next(flow)

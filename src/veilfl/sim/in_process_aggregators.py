@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import base64
+import logging
 from collections.abc import Collection, Sequence
 
 from veilfl.auth.identity import encode_public_key
 from veilfl.crypto.envelope import PublicKey
-from veilfl.crypto.keys import generate_keypair
+from veilfl.crypto.keys import AggregatorKeyPair, generate_keypair
 from veilfl.errors import ProtocolError, VeilflError
+from veilfl.protocol.aggregator_minimums import DEFAULT_MIN_PARTICIPANTS, fit_cohort
 from veilfl.protocol.effects import (
     AggregateShareReported,
     AggregatorFailed,
@@ -22,16 +24,32 @@ from veilfl.protocol.effects import (
     VerifierSharesReported,
 )
 from veilfl.protocol.messages import PublishedAggregator
+from veilfl.protocol.settings import CoordinatorSettings
 from veilfl.secagg.aggregator_node import AggregatorNode
+from veilfl.secagg.aggregator_policy import AggregatorPolicy
 from veilfl.secagg.aggregator_state import InMemoryShareArchive, ShareArchive
 from veilfl.secagg.config import SecureAggregationConfig
 from veilfl.secagg.contribution import ContributionLayout, SealedShare
 
 __all__ = ["InProcessAggregators"]
 
+logger = logging.getLogger(__name__)
+
 
 def _memory_archive(round_id: int) -> ShareArchive:
     return InMemoryShareArchive()
+
+
+def _signed_policy(index: int, keypair: AggregatorKeyPair, minimum: int) -> AggregatorPolicy:
+    unsigned = AggregatorPolicy(
+        index=index, fingerprint=keypair.fingerprint, min_participants=minimum
+    )
+    return AggregatorPolicy(
+        index=index,
+        fingerprint=keypair.fingerprint,
+        min_participants=minimum,
+        signature=keypair.sign(unsigned.statement()),
+    )
 
 
 class InProcessAggregators:
@@ -43,7 +61,7 @@ class InProcessAggregators:
         model_size: Parameters in the model.
         down: Aggregators that are unreachable for the whole simulation.
         min_participants: The fewest clients each aggregator sums over (its operator's
-            setting, as on a real aggregator).
+            setting, as on a real aggregator; by default an aggregator's default, 2).
     """
 
     def __init__(
@@ -53,7 +71,7 @@ class InProcessAggregators:
         run_id: str,
         model_size: int,
         down: Collection[int] = (),
-        min_participants: int = 1,
+        min_participants: int = DEFAULT_MIN_PARTICIPANTS,
     ) -> None:
         self.down: set[int] = set(down)
         """Aggregators unreachable now (a test may change it)."""
@@ -67,6 +85,10 @@ class InProcessAggregators:
                 public_key=base64.b64encode(pair.public_bytes).decode(),
                 signing_key=encode_public_key(pair.signing_public_bytes),
             )
+            for index, pair in enumerate(keypairs, start=1)
+        )
+        self._policies = tuple(
+            _signed_policy(index, pair, min_participants)
             for index, pair in enumerate(keypairs, start=1)
         )
         peers = {j: pair.signing_public_bytes for j, pair in enumerate(keypairs, start=1)}
@@ -93,6 +115,35 @@ class InProcessAggregators:
     def published(self) -> tuple[PublishedAggregator, ...]:
         """What a coordinator would publish about these aggregators."""
         return self._published
+
+    @property
+    def policies(self) -> tuple[AggregatorPolicy, ...]:
+        """Each aggregator's signed policy (what ``GET /v1/policy`` serves)."""
+        return self._policies
+
+    @property
+    def minimums(self) -> dict[int, int]:
+        """Each aggregator's minimum cohort, by index."""
+        return {policy.index: policy.min_participants for policy in self._policies}
+
+    def fit(self, settings: CoordinatorSettings) -> CoordinatorSettings:
+        """The simulated run's settings checked against these aggregators' minimums, as
+        ``veilfl server`` checks its aggregators' at start-up: a smaller round, sample
+        or buffer is refused; a smaller ``min_clients`` is raised to the largest minimum
+        (logged once).
+
+        Raises:
+            ConfigurationError: naming the setting and the aggregators' minimum.
+        """
+        minimums = self.minimums
+        fitted = fit_cohort(
+            settings,
+            minimums,
+            min_clients_given=settings.rounds.min_clients >= max(minimums.values()),
+        )
+        if fitted.note is not None:
+            logger.info("%s", fitted.note)
+        return fitted.settings
 
     def upload(
         self, round_id: int, client_id: str, sealed: Sequence[SealedShare]

@@ -18,7 +18,9 @@ from typing import Generic, TypeVar
 from veilfl.errors import ConfigurationError
 from veilfl.ml.learner import Learner
 from veilfl.privacy.dp_fedavg import DpConfig
+from veilfl.protocol.aggregator_minimums import DEFAULT_MIN_PARTICIPANTS
 from veilfl.protocol.assembly import build_coordinator, describe_run
+from veilfl.protocol.client_policy import ClientPolicy
 from veilfl.protocol.effects import RoundOutcome
 from veilfl.protocol.hand_in import HandInContext
 from veilfl.protocol.messages import LocalTrainingPlan, PublishedAggregator, Task, TaskKind
@@ -57,7 +59,10 @@ class SimulationConfig:
             and a round lasts until its slowest reporting client finishes (or its
             deadline, when a sampled client dropped out).
         aggregator_min_participants: The fewest clients each in-process aggregator sums
-            over (an aggregator operator's setting).
+            over (an aggregator operator's setting; default 2, as ``veilfl aggregator``).
+            As ``veilfl server`` does at start-up, a run whose clients per round (or
+            expected sample) is smaller is refused, and a smaller ``min_clients`` is
+            raised to it.
     """
 
     rounds: RoundConfig
@@ -70,7 +75,7 @@ class SimulationConfig:
     aggregators_down: frozenset[int] = frozenset()
     dp: DpConfig | None = None
     profiles: ClientProfiles | None = None
-    aggregator_min_participants: int = 1
+    aggregator_min_participants: int = DEFAULT_MIN_PARTICIPANTS
 
     def __post_init__(self) -> None:
         if not 0 <= self.dropout_probability < 1:
@@ -193,8 +198,11 @@ def simulate(
         population=len(client_data),
         aggregators=() if aggregators is None else aggregators.published,
     )
+    if aggregators is not None:
+        settings = aggregators.fit(settings)
     core = build_coordinator(settings, initial_weights=weights, run_id=RUN_ID).coordinator
     run = describe_run(settings, run_id=RUN_ID, coordinator_key="", spec=spec)
+    policies = () if aggregators is None else aggregators.policies
     clock = _VirtualClock(real=config.profiles is None)
     history: list[RoundMetrics] = []
     stop = [False]
@@ -214,7 +222,12 @@ def simulate(
 
     effects = InProcessEffects(core, aggregators=aggregators, on_round=completed, clock=clock.now)
     hand = SimulatedHandIn(
-        core, spec, aggregators=aggregators, through_wire=config.through_wire, timings=timings
+        core,
+        spec,
+        aggregators=aggregators,
+        through_wire=config.through_wire,
+        timings=timings,
+        policy=ClientPolicy.accepting(run, min_cohort=config.aggregator_min_participants),
     )
 
     def settle() -> None:
@@ -279,6 +292,7 @@ def simulate(
                     base_version=task.model_version,
                     admission="in-process" if run.secure is not None else None,
                     privacy=task.privacy,
+                    aggregator_policies=policies,
                 ),
                 now=clock.now(),
             )

@@ -1,0 +1,76 @@
+"""Fetching the aggregators' signed policies (``GET /v1/policy``), for clients and the
+coordinator alike.
+
+Only the bytes move here; what a policy must say, and whose signature it must carry,
+is checked by the pure core (:func:`veilfl.protocol.aggregator_minimums.verified_minimums`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ssl
+from collections.abc import Sequence
+
+import httpx
+
+from veilfl.errors import TransportError, WireFormatError
+from veilfl.protocol.messages import PublishedAggregator
+from veilfl.secagg.aggregator_policy import AggregatorPolicy
+from veilfl.transport.peer import Peer, RetryPolicy, error_message
+
+__all__ = ["fetch_aggregator_policies", "fetch_aggregator_policy"]
+
+
+async def fetch_aggregator_policy(
+    aggregator: PublishedAggregator,
+    *,
+    verify: ssl.SSLContext | bool = True,
+    transport: httpx.AsyncBaseTransport | None = None,
+    retry: RetryPolicy | None = None,
+) -> AggregatorPolicy:
+    """Aggregator ``aggregator``'s policy, as it serves it (unverified).
+
+    Raises:
+        TransportError: if it cannot be reached after the retries, or refuses.
+        WireFormatError: if its answer is not a policy.
+    """
+    policy = retry or RetryPolicy(max_attempts=5, timeout_s=30.0)
+    async with httpx.AsyncClient(
+        base_url=aggregator.url, timeout=policy.timeout_s, verify=verify, transport=transport
+    ) as http:
+        response = await Peer(http, policy).request("GET", "/v1/policy")
+    if response.status_code != 200:
+        raise TransportError(
+            f"Aggregator {aggregator.index} at {aggregator.url} did not serve its policy "
+            f"(HTTP {response.status_code}: {error_message(response)[:200]})."
+        )
+    try:
+        return AggregatorPolicy.from_json(response.json())
+    except ValueError as exc:
+        raise WireFormatError(
+            f"Aggregator {aggregator.index} at {aggregator.url} served a policy that is not "
+            f"JSON: {exc}."
+        ) from None
+
+
+async def fetch_aggregator_policies(
+    aggregators: Sequence[PublishedAggregator],
+    *,
+    verify: ssl.SSLContext | bool = True,
+    transport: httpx.AsyncBaseTransport | None = None,
+    retry: RetryPolicy | None = None,
+) -> tuple[AggregatorPolicy, ...]:
+    """Every aggregator's policy, asked concurrently, in index order (unverified).
+
+    Raises:
+        TransportError: if one cannot be reached after the retries, or refuses.
+        WireFormatError: if an answer is not a policy.
+    """
+    return tuple(
+        await asyncio.gather(
+            *(
+                fetch_aggregator_policy(a, verify=verify, transport=transport, retry=retry)
+                for a in aggregators
+            )
+        )
+    )

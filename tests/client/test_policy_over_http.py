@@ -1,0 +1,347 @@
+"""A malicious coordinator tries to downgrade the client through the real HTTP code
+paths; the client's policy refuses, and no request carrying the update or a share
+reaches any server.
+
+Everything runs in process: the real coordinator app and service, three real
+aggregator apps, and real clients (``run_client``). The coordinator turns malicious by
+rewriting what it answers (the run description, the run returned at enrollment, a
+task's privacy plan, a ticket's weight) on its way out.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from tests.run_descriptions import published
+
+from veilfl.aggregator.access import AggregatorAccess
+from veilfl.aggregator.service import AggregatorService, create_aggregator_app
+from veilfl.auth.enrollment import EnrollmentPolicy
+from veilfl.auth.identity import Identity
+from veilfl.client.http_client import RetryPolicy, run_client
+from veilfl.crypto.keys import AggregatorKeyPair, generate_keypair
+from veilfl.errors import PolicyRefusal
+from veilfl.ml.datasets import synthetic_dataset
+from veilfl.ml.learner import mnist_learner
+from veilfl.privacy.dp_fedavg import DpConfig
+from veilfl.protocol.assembly import build_coordinator, describe_run
+from veilfl.protocol.buffered import BufferConfig
+from veilfl.protocol.client_policy import ClientPolicy
+from veilfl.protocol.messages import LocalTrainingPlan
+from veilfl.protocol.settings import CoordinatorSettings, SecureSettings
+from veilfl.protocol.sync_round import RoundConfig
+from veilfl.secagg.config import SecureAggregationConfig
+from veilfl.server.aggregator_link import HttpAggregatorLink
+from veilfl.server.app import create_app
+from veilfl.server.client_access import ClientAccess
+from veilfl.server.commands import ServerCommands
+from veilfl.server.service import CoordinatorService
+
+pytestmark = pytest.mark.timeout(120)
+
+RUN_ID = "policy-run"
+KEYS = [generate_keypair() for _ in range(3)]
+URLS = [f"http://aggregator-{j}" for j in (1, 2, 3)]
+AGGREGATORS = published(KEYS, URLS)
+PINS = {a.index: a.fingerprint for a in AGGREGATORS}
+CONFIG = SecureAggregationConfig(threshold=2, num_aggregators=3, max_samples_per_client=20)
+CARRIES_DATA = re.compile(r"^/v1/rounds/\d+/(shares|updates|receipts)$")
+Tamper = Callable[[str, str, Any], Any]
+
+
+@dataclass
+class _Network(httpx.AsyncBaseTransport):
+    """Routes requests by host to the in-process apps, records each, and lets the
+    coordinator (host ``coordinator``) rewrite its JSON answers with ``tamper(method,
+    path, body)``; ``tamper_aggregators`` does the same to the aggregators' answers."""
+
+    apps: dict[str, httpx.ASGITransport] = field(default_factory=dict)
+    tamper: Tamper | None = None
+    tamper_aggregators: Tamper | None = None
+    seen: list[tuple[str, str, str]] = field(default_factory=list)
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        host, method, path = request.url.host, request.method, request.url.path
+        self.seen.append((host, method, path))
+        response = await self.apps[host].handle_async_request(request)
+        tamper = self.tamper if host == "coordinator" else self.tamper_aggregators
+        if tamper is None or not response.headers.get("content-type", "").startswith(
+            "application/json"
+        ):
+            return response
+        body = await response.aread()
+        changed = tamper(method, path, httpx.Response(200, content=body).json())
+        return httpx.Response(response.status_code, json=changed)
+
+    def data_requests(self) -> list[tuple[str, str, str]]:
+        """Every request that carried an update, a share or a receipt."""
+        return [seen for seen in self.seen if CARRIES_DATA.match(seen[2])]
+
+    def enrolled(self) -> bool:
+        return ("coordinator", "POST", "/v1/clients") in self.seen
+
+
+@dataclass
+class _Fleet:
+    network: _Network
+    service: CoordinatorService
+    link: HttpAggregatorLink
+
+
+def _fleet(
+    tmp_path: Path,
+    *,
+    min_participants: int = 2,
+    dp: DpConfig | None = None,
+    buffer: BufferConfig | None = None,
+    keys: list[AggregatorKeyPair] = KEYS,
+) -> _Fleet:
+    identity = Identity.generate()
+    learner = mnist_learner("simple-cnn", seed=0)
+    settings = CoordinatorSettings(
+        model_name="simple-cnn",
+        rounds=RoundConfig(num_rounds=1, clients_per_round=2, min_clients=2, poll_interval_s=0.02),
+        plan=LocalTrainingPlan(max_batches=1, batch_size=8),
+        secure=SecureSettings(config=CONFIG, aggregators=published(keys, URLS)),
+        dp=dp,
+        buffer=buffer,
+        population=2,
+    )
+    core = build_coordinator(
+        settings, initial_weights=learner.initial_weights(seed=0), run_id=RUN_ID
+    ).coordinator
+    run = describe_run(
+        settings, run_id=RUN_ID, coordinator_key=identity.public_key_text, spec=core.spec
+    )
+    network = _Network()
+    assert run.secure is not None
+    link = HttpAggregatorLink(
+        dict(enumerate(URLS, start=1)),
+        vector_length=run.secure.layout.measurement_length,
+        run_id=RUN_ID,
+        identity=identity,
+        transport=network,
+    )
+    service = CoordinatorService(
+        core,
+        run_info=run,
+        performer=ServerCommands(link, lambda outcome: None),
+        max_update_bytes=1 << 24,
+    )
+    access = ClientAccess.create(
+        run_id=RUN_ID, policy=EnrollmentPolicy(open=True), coordinator=identity
+    )
+    network.apps["coordinator"] = httpx.ASGITransport(
+        app=create_app(service, metrics=lambda: [], access=access)
+    )
+    for index, key in enumerate(keys, start=1):
+        aggregator = AggregatorService(
+            index=index,
+            keypair=key,
+            spool=tmp_path / f"a{index}",
+            min_participants=min_participants,
+        )
+        network.apps[f"aggregator-{index}"] = httpx.ASGITransport(
+            app=create_aggregator_app(
+                aggregator,
+                coordinator_url=None,
+                max_share_bytes=1 << 24,
+                access=AggregatorAccess(index=index, rate_limit=None),
+                run=run,
+            )
+        )
+    return _Fleet(network, service, link)
+
+
+async def _clients(fleet: _Fleet, policy: ClientPolicy, count: int = 1) -> None:
+    data = synthetic_dataset(num_examples=16, seed=0)
+    await fleet.service.start(tick_interval_s=0.02)
+    try:
+        await asyncio.gather(
+            *(
+                run_client(
+                    "http://coordinator",
+                    mnist_learner("simple-cnn", seed=i),
+                    data,
+                    retry=RetryPolicy(max_attempts=2, initial_backoff_s=0.01),
+                    transport=fleet.network,
+                    policy=policy,
+                )
+                for i in range(count)
+            )
+        )
+    finally:
+        await fleet.service.stop()
+        await fleet.link.close()
+
+
+def _on_run(change: Callable[[dict[str, Any]], None]) -> Tamper:
+    """Rewrite the run description wherever the coordinator sends it."""
+
+    def tamper(method: str, path: str, body: Any) -> Any:
+        if path == "/v1/run":
+            change(body)
+        elif path == "/v1/clients" and method == "POST":
+            change(body["run"])
+        return body
+
+    return tamper
+
+
+def _drop_secure(run: dict[str, Any]) -> None:
+    run["secure"] = None
+
+
+def _one_aggregator(run: dict[str, Any]) -> None:
+    run["secure"]["config"].update(threshold=1, num_aggregators=1)
+    run["secure"]["aggregators"] = run["secure"]["aggregators"][:1]
+
+
+def _swap_key_2(run: dict[str, Any]) -> None:
+    (stranger,) = published([generate_keypair()], [URLS[1]])
+    run["secure"]["aggregators"][1] = {**stranger.to_json(), "index": 2}
+
+
+async def _refused(fleet: _Fleet, policy: ClientPolicy, flag: str) -> str:
+    with pytest.raises(PolicyRefusal) as caught:
+        await _clients(fleet, policy)
+    message = str(caught.value)
+    assert flag in message and message.endswith("nothing was sent."), message
+    assert fleet.network.data_requests() == []
+    return message
+
+
+# ------------------------------------------------------------------------ control
+@pytest.mark.slow
+async def test_the_honest_coordinator_trains_with_pinned_clients(tmp_path: Path) -> None:
+    """The control: the same fleet, untouched, takes the pinned clients' shares."""
+    fleet = _fleet(tmp_path)
+    await _clients(fleet, ClientPolicy(aggregator_fingerprints=PINS), count=2)
+    assert fleet.service.core.model_version == 1
+    assert {host for host, _, path in fleet.network.data_requests() if "shares" in path} == {
+        "aggregator-1",
+        "aggregator-2",
+        "aggregator-3",
+    }
+
+
+# ---------------------------------------------------- refused before enrolling
+@pytest.mark.parametrize(
+    ("change", "policy", "flag"),
+    [
+        (_drop_secure, ClientPolicy(), "--allow-plaintext"),  # (i)
+        (_drop_secure, ClientPolicy(aggregator_fingerprints=PINS), "--aggregator-fingerprint"),
+        (_one_aggregator, ClientPolicy(aggregator_fingerprints=PINS), "--aggregator-fingerprint"),
+        (_one_aggregator, ClientPolicy(), "--min-threshold"),  # (ii), unpinned
+        (_swap_key_2, ClientPolicy(aggregator_fingerprints=PINS), "--aggregator-fingerprint"),
+    ],
+    ids=["no-secure", "no-secure-pinned", "t=m=1-pinned", "t=m=1", "swapped-key"],
+)
+async def test_a_downgraded_run_is_refused_before_enrolling(
+    tmp_path: Path, change: Callable[[dict[str, Any]], None], policy: ClientPolicy, flag: str
+) -> None:
+    fleet = _fleet(tmp_path)
+    fleet.network.tamper = _on_run(change)
+    await _refused(fleet, policy, flag)
+    assert not fleet.network.enrolled()  # no one-time token was spent
+
+
+async def test_aggregators_summing_fewer_than_the_minimum_cohort_are_refused(
+    tmp_path: Path,
+) -> None:
+    """(iv) Every aggregator signs a minimum of 1; the client wants 2."""
+    fleet = _fleet(tmp_path, min_participants=1)
+    message = await _refused(fleet, ClientPolicy(aggregator_fingerprints=PINS), "--min-cohort")
+    assert "aggregator 1's signed policy announces a minimum of 1" in message
+    assert not fleet.network.enrolled()
+
+
+async def test_a_policy_raised_on_the_way_without_its_aggregator_s_signature_is_refused(
+    tmp_path: Path,
+) -> None:
+    """(iv) The aggregators sign 1; someone between rewrites it to 5."""
+    fleet = _fleet(tmp_path, min_participants=1)
+
+    def forge(method: str, path: str, body: Any) -> Any:
+        if path == "/v1/policy":
+            body["min_participants"] = 5
+        return body
+
+    fleet.network.tamper_aggregators = forge
+    message = await _refused(fleet, ClientPolicy(), "--min-cohort")
+    assert "not signed by its published key" in message
+
+
+DP = DpConfig(placement="distributed", noise_multiplier=1.0, clip_norm=1.0, min_clients=2)
+DP_FLOOR = ClientPolicy(
+    aggregator_fingerprints=PINS,
+    dp_placements=frozenset({"distributed"}),
+    min_noise_multiplier=1.0,
+)
+
+
+async def test_a_run_announcing_less_noise_than_the_floor_is_refused(tmp_path: Path) -> None:
+    """(v) In the run description."""
+    fleet = _fleet(tmp_path, dp=DP)
+
+    def weaken(run: dict[str, Any]) -> None:
+        run["dp"]["noise_multiplier"] = 0.5
+
+    fleet.network.tamper = _on_run(weaken)
+    message = await _refused(fleet, DP_FLOOR, "--min-noise-multiplier")
+    assert "announces 0.5" in message
+    assert not fleet.network.enrolled()
+
+
+# --------------------------------------------- refused inside the hand-in pipeline
+async def test_a_task_whose_privacy_plan_is_below_the_floor_is_refused(tmp_path: Path) -> None:
+    """(v) One task's privacy plan carries half the noise; the run itself is honest."""
+    fleet = _fleet(tmp_path, dp=DP)
+
+    def weaken(method: str, path: str, body: Any) -> Any:
+        if path.endswith("/task") and body.get("privacy"):
+            body["privacy"]["update_stddev"] /= 2
+        return body
+
+    fleet.network.tamper = weaken
+    message = await _refused(fleet, DP_FLOOR, "--min-noise-multiplier")
+    assert "round 1's task announces distributed noise of multiplier 0.5" in message
+    assert fleet.network.enrolled()  # the run passed; the task did not
+
+
+async def test_a_ticket_weight_outside_the_accepted_range_is_refused(tmp_path: Path) -> None:
+    """(vi) A FedBuff ticket that would scale the update up."""
+    fleet = _fleet(tmp_path, buffer=BufferConfig(buffer_size=2, max_staleness=2, max_versions=1))
+
+    def inflate(method: str, path: str, body: Any) -> Any:
+        if path == "/v1/tickets":
+            body["weight"] = 3.0
+        return body
+
+    fleet.network.tamper = inflate
+    message = await _refused(fleet, ClientPolicy(aggregator_fingerprints=PINS), "--fedbuff-weights")
+    assert "buffer 1's ticket announces weight 3" in message
+    assert ("coordinator", "POST", "/v1/tickets") in fleet.network.seen
+
+
+async def test_another_run_returned_at_enrollment_is_refused(tmp_path: Path) -> None:
+    """(vii) The public description names the honest aggregators; the run returned at
+    enrollment puts the coordinator's own key in place of aggregator 2's."""
+    fleet = _fleet(tmp_path)
+
+    def switch(method: str, path: str, body: Any) -> Any:
+        if path == "/v1/clients" and method == "POST":
+            _swap_key_2(body["run"])
+        return body
+
+    fleet.network.tamper = switch
+    message = await _refused(fleet, ClientPolicy(), "returned a different run")
+    assert fleet.network.enrolled()
+    assert "Refused" in message

@@ -1,0 +1,311 @@
+"""The client's security policy refuses, before anything is sent, each way an active
+coordinator can describe less than the client accepts; an honest description passes."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import replace
+
+import numpy as np
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+from tests.run_descriptions import secure_run
+
+from veilfl.crypto.csprng import CsprngStream
+from veilfl.crypto.keys import AggregatorKeyPair, generate_keypair
+from veilfl.errors import ConfigurationError, PolicyRefusal
+from veilfl.privacy.clipping import AdaptiveClipping
+from veilfl.privacy.dp_fedavg import ClientPrivacyPlan, DpConfig
+from veilfl.protocol.client_policy import ClientPolicy
+from veilfl.protocol.hand_in import HandInContext, hand_in
+from veilfl.protocol.messages import DpRunInfo, RunInfo
+from veilfl.secagg.aggregator_policy import AggregatorPolicy
+from veilfl.secagg.config import SecureAggregationConfig
+
+KEYS = [generate_keypair() for _ in range(3)]
+CONFIG = SecureAggregationConfig(threshold=2, num_aggregators=3)
+RUN = secure_run("r1", config=CONFIG, keys=KEYS, model_size=4)
+assert RUN.secure is not None
+PINS = {a.index: a.fingerprint for a in RUN.secure.aggregators}
+
+
+def _signed(index: int, key: AggregatorKeyPair, minimum: int) -> AggregatorPolicy:
+    unsigned = AggregatorPolicy(index=index, fingerprint=key.fingerprint, min_participants=minimum)
+    return replace(unsigned, signature=key.sign(unsigned.statement()))
+
+
+def _policies(minimum: int = 2, keys: list[AggregatorKeyPair] = KEYS) -> list[AggregatorPolicy]:
+    return [_signed(j, key, minimum) for j, key in enumerate(keys, start=1)]
+
+
+def _with_dp(run: RunInfo, config: DpConfig) -> RunInfo:
+    return replace(run, dp=DpRunInfo(config=config, sample_rate=0.1))
+
+
+def _refusal(call: object, *args: object, **kwargs: object) -> str:
+    assert callable(call)
+    with pytest.raises(PolicyRefusal) as caught:
+        call(*args, **kwargs)
+    message = str(caught.value)
+    assert message.endswith("nothing was sent.") and "\n" not in message
+    return message
+
+
+# ----------------------------------------------------------------- downgrade (attack 1)
+def test_a_run_without_secure_aggregation_is_refused_unless_plaintext_is_allowed() -> None:
+    plaintext = replace(RUN, secure=None)
+    message = _refusal(ClientPolicy().check_run, plaintext)
+    assert message.startswith("Refused by --allow-plaintext:")
+    assert "no secure aggregation" in message
+    ClientPolicy(allow_plaintext=True).check_run(plaintext)
+    message = _refusal(ClientPolicy(aggregator_fingerprints=PINS).check_run, plaintext)
+    assert message.startswith("Refused by --aggregator-fingerprint:")
+
+
+def test_pinned_aggregators_must_be_exactly_those_of_the_run() -> None:
+    policy = ClientPolicy(aggregator_fingerprints=PINS)
+    policy.check_run(RUN)
+    only_one = secure_run(
+        "r1",
+        config=SecureAggregationConfig(threshold=1, num_aggregators=1),
+        keys=KEYS[:1],
+        model_size=4,
+    )
+    message = _refusal(policy.check_run, only_one)
+    assert "exactly the 3 pinned aggregators" in message and "1 aggregator(s)" in message
+    swapped = secure_run(
+        "r1", config=CONFIG, keys=[KEYS[0], generate_keypair(), KEYS[2]], model_size=4
+    )
+    message = _refusal(policy.check_run, swapped)
+    assert f"aggregator 2 with fingerprint {PINS[2]}" in message
+    four = secure_run(
+        "r1",
+        config=SecureAggregationConfig(threshold=2, num_aggregators=4),
+        keys=[*KEYS, generate_keypair()],
+        model_size=4,
+    )
+    _refusal(policy.check_run, four)
+
+
+def test_a_threshold_below_the_minimum_is_refused() -> None:
+    one_of_three = secure_run(
+        "r1",
+        config=SecureAggregationConfig(threshold=1, num_aggregators=3),
+        keys=KEYS,
+        model_size=4,
+    )
+    message = _refusal(ClientPolicy().check_run, one_of_three)
+    assert message == (
+        "Refused by --min-threshold: this client requires a threshold of at least 2, and the "
+        "coordinator's run announces t = 1 of m = 3; nothing was sent."
+    )
+    ClientPolicy(min_threshold=1).check_run(one_of_three)
+
+
+# -------------------------------------------------------------------- minimum cohort
+def test_aggregators_must_promise_the_minimum_cohort_with_their_own_signature() -> None:
+    policy = ClientPolicy(min_cohort=3)
+    assert policy.check_aggregators(RUN, _policies(3)) == 3
+    assert policy.check_aggregators(RUN, _policies(5)) == 5
+    low = [*_policies(3)[:2], _signed(3, KEYS[2], 2)]
+    message = _refusal(policy.check_aggregators, RUN, low)
+    assert "aggregator 3's signed policy announces a minimum of 2" in message
+    forged = [*_policies(3)[:2], _signed(3, generate_keypair(), 3)]  # another key signs
+    assert "not its published key" in _refusal(policy.check_aggregators, RUN, forged)
+    unsigned = [*_policies(3)[:2], replace(_signed(3, KEYS[2], 1), min_participants=3)]
+    assert "not signed by its published key" in _refusal(policy.check_aggregators, RUN, unsigned)
+    assert "served no signed policy" in _refusal(policy.check_aggregators, RUN, _policies(3)[:2])
+    assert ClientPolicy(min_cohort=1).check_aggregators(RUN, []) == 1
+
+
+# ------------------------------------------------------------------------- DP floor
+DISTRIBUTED = DpConfig(placement="distributed", noise_multiplier=1.0, clip_norm=1.0, min_clients=4)
+
+
+def test_a_dp_floor_refuses_a_run_without_dp_or_below_it() -> None:
+    floor = ClientPolicy(dp_placements=frozenset({"distributed"}), min_noise_multiplier=1.0)
+    message = _refusal(floor.check_run, RUN)
+    assert message.startswith("Refused by --require-dp:") and "no differential privacy" in message
+    floor.check_run(_with_dp(RUN, DISTRIBUTED))
+    central = replace(DISTRIBUTED, placement="central")
+    assert "central noise" in _refusal(floor.check_run, _with_dp(RUN, central))
+    weak = replace(DISTRIBUTED, noise_multiplier=0.5)
+    assert "announces 0.5" in _refusal(floor.check_run, _with_dp(RUN, weak))
+    loose = ClientPolicy(max_clip_norm=0.5)
+    assert "--max-clip-norm" in _refusal(loose.check_run, _with_dp(RUN, DISTRIBUTED))
+    assert "--max-clip-norm" in _refusal(loose.check_run, RUN)  # a floor needs DP
+
+
+def test_distributed_noise_counts_only_the_cohort_the_aggregators_promise() -> None:
+    run = _with_dp(RUN, DISTRIBUTED)  # calibrated for 4 clients
+    floor = ClientPolicy(min_noise_multiplier=1.0, min_cohort=2)
+    assert floor.check_aggregators(run, _policies(4)) == 4
+    message = _refusal(floor.check_aggregators, run, _policies(2))
+    assert "multiplier 0.707107 over 2" in message  # 1 * sqrt(2 / 4)
+    assert ClientPolicy(min_noise_multiplier=0.7).check_aggregators(run, _policies(2)) == 2
+
+
+def test_a_task_whose_privacy_plan_is_missing_or_below_the_floor_is_refused() -> None:
+    run = _with_dp(RUN, DISTRIBUTED)
+    policy = ClientPolicy(min_noise_multiplier=1.0, max_clip_norm=1.0)
+    honest = ClientPrivacyPlan.for_round(DISTRIBUTED, clip_norm=1.0, expected_clients=4)
+    policy.check_task(run, honest, cohort=4, round_id=3)
+    assert "no privacy plan" in _refusal(policy.check_task, run, None, cohort=4, round_id=3)
+    halved = replace(honest, update_stddev=honest.update_stddev / 2)
+    message = _refusal(policy.check_task, run, halved, cohort=4, round_id=3)
+    assert message.startswith("Refused by --min-noise-multiplier:")
+    assert "round 3's task announces distributed noise of multiplier 0.5 over 4" in message
+    wide = replace(honest, clip_norm=2.0, update_stddev=2 * honest.update_stddev)
+    assert "--max-clip-norm" in _refusal(policy.check_task, run, wide, cohort=4, round_id=3)
+    local = ClientPrivacyPlan("local", 1.0, 0.9, 0.0)
+    assert "local noise of multiplier 0.9" in _refusal(
+        policy.check_task, run, local, cohort=4, round_id=3
+    )
+
+
+@given(
+    z=st.floats(0.3, 5.0),
+    k=st.integers(1, 30),
+    adaptive=st.booleans(),
+    clip=st.floats(0.1, 10.0),
+)
+def test_an_honest_plan_guarantees_exactly_the_run_s_multiplier_over_its_cohort(
+    z: float, k: int, adaptive: bool, clip: float
+) -> None:
+    """Oracle: DpConfig splits z between the update and the count (Andrew et al. 2021);
+    the multiplier a client recomputes from its plan over the k clients it was
+    calibrated for is the run's z, and over fewer clients it is less."""
+    config = DpConfig(
+        placement="distributed",
+        noise_multiplier=z,
+        clip_norm=clip,
+        min_clients=k,
+        adaptive=AdaptiveClipping(target_quantile=0.5) if adaptive else None,
+        count_stddev=z if adaptive else None,  # sigma_b > z/2: leaves budget for the update
+    )
+    run = _with_dp(RUN, config)
+    plan = ClientPrivacyPlan.for_round(config, clip_norm=clip, expected_clients=k)
+    ClientPolicy(min_noise_multiplier=z).check_task(run, plan, cohort=k, round_id=1)
+    with pytest.raises(PolicyRefusal):
+        ClientPolicy(min_noise_multiplier=z * 1.0001).check_task(run, plan, cohort=k, round_id=1)
+    if k > 1:
+        fewer = math.sqrt((k - 1) / k) * z * 1.0001
+        with pytest.raises(PolicyRefusal):
+            ClientPolicy(min_noise_multiplier=fewer).check_task(run, plan, cohort=k - 1, round_id=1)
+
+
+# --------------------------------------------------------------------- FedBuff weight
+def test_a_ticket_weight_outside_the_accepted_range_is_refused() -> None:
+    policy = ClientPolicy(staleness_weights=(0.25, 1.0))
+    policy.check_weight(None, round_id=1)
+    policy.check_weight(0.25, round_id=1)
+    policy.check_weight(1.0, round_id=1)
+    message = _refusal(ClientPolicy().check_weight, 4.0, round_id=7)
+    assert message == (
+        "Refused by --fedbuff-weights: this client requires a weight in [0, 1], and buffer "
+        "7's ticket announces weight 4; nothing was sent."
+    )
+    _refusal(policy.check_weight, 0.1, round_id=1)
+    _refusal(policy.check_weight, float("nan"), round_id=1)
+
+
+# ------------------------------------------------------------------- hand-in pipeline
+def test_the_hand_in_generator_refuses_before_its_first_request() -> None:
+    flow = hand_in(
+        {"w": np.ones(4, np.float32)},
+        num_samples=10,
+        loss=0.5,
+        context=HandInContext(
+            client_id="c1",
+            run=replace(RUN, secure=None),
+            round_id=1,
+            base_version=0,
+        ),
+        rng=CsprngStream(),
+        policy=ClientPolicy(),
+    )
+    with pytest.raises(PolicyRefusal, match="--allow-plaintext"):
+        next(flow)
+
+
+def test_the_hand_in_generator_checks_the_weight_and_the_aggregators_of_that_hand_in() -> None:
+    context = HandInContext(
+        client_id="c1", run=RUN, round_id=2, base_version=0, weight=1.5, admission="a"
+    )
+    policy = ClientPolicy(aggregator_fingerprints=PINS)
+    for ctx, flag in (
+        (context, "--min-cohort"),  # no signed policies at all
+        (replace(context, aggregator_policies=tuple(_policies(1))), "--min-cohort"),
+        (replace(context, aggregator_policies=tuple(_policies(2))), "--fedbuff-weights"),
+    ):
+        flow = hand_in(
+            {"w": np.ones(4, np.float32)},
+            num_samples=10,
+            loss=0.5,
+            context=ctx,
+            rng=CsprngStream(),
+            policy=policy,
+        )
+        with pytest.raises(PolicyRefusal, match=flag):
+            next(flow)
+
+
+# -------------------------------------------------------------------------- building
+def test_contradictory_or_meaningless_settings_are_configuration_errors() -> None:
+    with pytest.raises(ConfigurationError, match="--allow-plaintext contradicts"):
+        ClientPolicy(allow_plaintext=True, aggregator_fingerprints=PINS)
+    with pytest.raises(ConfigurationError, match=r"aggregators 1\.\.2"):
+        ClientPolicy(aggregator_fingerprints={1: "a", 3: "c"})
+    with pytest.raises(ConfigurationError, match="exceeds the 1 pinned"):
+        ClientPolicy(aggregator_fingerprints={1: "a"}, min_threshold=2)
+    with pytest.raises(ConfigurationError, match="--require-dp takes"):
+        ClientPolicy(dp_placements=frozenset({"nowhere"}))
+    with pytest.raises(ConfigurationError, match="--fedbuff-weights"):
+        ClientPolicy(staleness_weights=(1.0, 0.5))
+    with pytest.raises(ConfigurationError, match="--min-cohort"):
+        ClientPolicy(min_cohort=0)
+
+
+def test_a_policy_file_s_keys_are_the_flags_without_dashes() -> None:
+    policy = ClientPolicy.from_mapping(
+        {
+            "aggregator-fingerprint": [PINS[1], PINS[2], PINS[3]],
+            "min_threshold": 2,
+            "min-cohort": 4,
+            "require-dp": ["distributed", "local"],
+            "min-noise-multiplier": 1,
+            "max-clip-norm": 2.5,
+            "fedbuff-weights": "0.5,1",
+        },
+        source="policy.toml",
+    )
+    assert policy == ClientPolicy(
+        aggregator_fingerprints=PINS,
+        min_threshold=2,
+        min_cohort=4,
+        dp_placements=frozenset({"distributed", "local"}),
+        min_noise_multiplier=1.0,
+        max_clip_norm=2.5,
+        staleness_weights=(0.5, 1.0),
+    )
+    with pytest.raises(ConfigurationError, match=r"policy\.toml: unknown key 'min-cohrot'"):
+        ClientPolicy.from_mapping({"min-cohrot": 3}, source="policy.toml")
+    with pytest.raises(ConfigurationError, match=r"policy\.toml: allow-plaintext: write true"):
+        ClientPolicy.from_mapping({"allow-plaintext": "yes"}, source="policy.toml")
+
+
+def test_the_policy_accepting_a_run_accepts_it_and_only_its_aggregators() -> None:
+    run = _with_dp(RUN, DISTRIBUTED)
+    policy = ClientPolicy.accepting(run, min_cohort=2)
+    policy.check_hand_in(
+        run,
+        privacy=ClientPrivacyPlan.for_round(DISTRIBUTED, clip_norm=1.0, expected_clients=4),
+        weight=None,
+        aggregator_policies=_policies(2),
+        round_id=1,
+    )
+    other = secure_run(
+        "r1", config=CONFIG, keys=[generate_keypair() for _ in range(3)], model_size=4
+    )
+    _refusal(policy.check_run, _with_dp(other, DISTRIBUTED))
