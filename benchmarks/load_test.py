@@ -196,6 +196,9 @@ class _Client:
             await self._run_once(token, latencies, accepted)
         except (httpx.HTTPError, KeyError, ValueError) as exc:
             self.outcome = f"failed: {type(exc).__name__}: {str(exc)[:120]}"
+        except asyncio.CancelledError:
+            self.outcome = "did not finish in the time limit"
+            raise
         finally:
             await self.http.aclose()
 
@@ -327,6 +330,7 @@ async def _run(
     *,
     profile: Path | None = None,
     server_blas_threads: int | None = None,
+    time_limit_s: float = 600,
 ) -> dict[str, Any]:
     coordinator_port = free_port()
     url = f"https://127.0.0.1:{coordinator_port}"
@@ -404,7 +408,7 @@ async def _run(
                             for i, player in enumerate(players)
                         )
                     ),
-                    timeout=600,
+                    timeout=time_limit_s,
                 )
             except TimeoutError:
                 finished = False
@@ -461,6 +465,9 @@ def main() -> None:
     parser.add_argument("--clients", type=int, nargs="+", default=[100, 1000])
     parser.add_argument("--out", type=Path, default=None)
     parser.add_argument(
+        "--time-limit", type=float, default=600, help="stop the clients after this (s)"
+    )
+    parser.add_argument(
         "--server-blas-threads",
         type=int,
         default=None,
@@ -488,6 +495,7 @@ def main() -> None:
                     Path(folder),
                     profile=profile,
                     server_blas_threads=args.server_blas_threads,
+                    time_limit_s=args.time_limit,
                 )
             )
             rows.append(row)
@@ -507,7 +515,7 @@ def main() -> None:
                 f"{row['updates_per_second']:.1f} updates/s, upload p50 {p50:.3f} s p99 "
                 f"{p99:.3f} s, {row['gave_up']} gave up{f' ({gave_up})' if gave_up else ''}, "
                 f"{row['transport_retries']} connection retries"
-                f"{'' if row['finished'] else ', STOPPED at the 600 s limit'}; "
+                f"{'' if row['finished'] else ', STOPPED at the time limit'}; "
                 f"CPU-s per accepted update: {cpu}; peak MiB: {rss}; load average "
                 f"{row['load_average'][0]:.1f}",
                 flush=True,
