@@ -41,7 +41,9 @@ def _secure_run(
         secure=SecureSettings(config=CONFIG, aggregators=aggregators.published),
         buffer=buffer,
     )
-    core = build_coordinator(settings, initial_weights=START, retry_interval_s=1.0).coordinator
+    core = build_coordinator(
+        settings, initial_weights=START, run_id="r", retry_interval_s=1.0
+    ).coordinator
     run = describe_run(settings, run_id="r", coordinator_key="", spec=core.spec)
     return core, aggregators, run
 
