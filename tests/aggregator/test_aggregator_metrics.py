@@ -1,6 +1,6 @@
 """An aggregator's ``/metrics``, scraped while clients upload shares and the coordinator
-asks for an aggregate (in process): shares accepted and refused by reason, aggregate
-requests, and the spool on disk."""
+asks what it holds (in process): shares accepted and refused by reason, the
+coordinator's requests, and the spool on disk."""
 
 from __future__ import annotations
 
@@ -10,22 +10,22 @@ import httpx
 import numpy as np
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
-from tests.run_descriptions import secure_run
+from tests.contributions import seal
+from tests.run_descriptions import published
 
 from veilfl.aggregator.access import AggregatorAccess
 from veilfl.aggregator.service import AggregatorService, create_aggregator_app
 from veilfl.auth.admission import ADMISSION_HEADER, RoundAdmission, issue_admission
 from veilfl.auth.identity import Identity
 from veilfl.auth.signed_request import COORDINATOR_SIGNER, aggregator_audience
-from veilfl.crypto.csprng import CsprngStream
 from veilfl.crypto.keys import generate_keypair
-from veilfl.secagg.client_shares import seal_update
-from veilfl.secagg.config import EXTRA_COORDINATES, SecureAggregationConfig
+from veilfl.protocol.messages import LocalTrainingPlan, RunInfo, SecureRunInfo
+from veilfl.secagg.config import SecureAggregationConfig
 from veilfl.transport.signing import SigningAuth, for_round
 
 pytestmark = pytest.mark.timeout(60)
 KEYS = [generate_keypair() for _ in range(3)]
-CONFIG = SecureAggregationConfig(threshold=2, num_aggregators=3, max_clients=8)
+CONFIG = SecureAggregationConfig(threshold=2, num_aggregators=3)
 D = 5
 RUN = "metrics-run"
 COORDINATOR = Identity.generate()
@@ -35,17 +35,7 @@ Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
 
 
 def _envelope(client_id: str) -> bytes:
-    sealed = seal_update(
-        np.full(D, 0.1, np.float32),
-        num_samples=5,
-        loss=1.0,
-        config=CONFIG,
-        public_keys=[k.public_key for k in KEYS],
-        run_id=RUN,
-        round_id=1,
-        client_id=client_id,
-        rng=CsprngStream(),
-    )
+    sealed = seal(CONFIG, KEYS, run_id=RUN, round_id=1, client_id=client_id, update=np.full(D, 0.1))
     return sealed[0].envelope
 
 
@@ -66,10 +56,9 @@ async def _upload(http: httpx.AsyncClient, client: Identity, body: bytes | None 
     return response.status_code
 
 
-async def _aggregate(http: httpx.AsyncClient, participants: list[str], signer: Identity) -> int:
-    response = await http.post(
-        "/v1/rounds/1/aggregate",
-        json={"participants": participants},
+async def _holdings(http: httpx.AsyncClient, signer: Identity) -> int:
+    response = await http.get(
+        "/v1/rounds/1/holdings",
         auth=SigningAuth(signer, AUDIENCE, signer_id=COORDINATOR_SIGNER),
         extensions=for_round(1),
     )
@@ -90,16 +79,17 @@ def _get(samples: Samples, name: str, **labels: str) -> float:
     return samples.get((name, frozenset(labels.items())), 0.0)
 
 
-async def test_share_and_aggregate_counters_and_the_spool_move_as_a_round_is_served(
+async def test_share_and_request_counters_and_the_spool_move_as_a_round_is_served(
     tmp_path: Path,
 ) -> None:
     service = AggregatorService(index=1, keypair=KEYS[0], spool=tmp_path, min_participants=2)
-    run = secure_run(
-        RUN,
-        config=CONFIG,
-        keys=KEYS,
-        vector_length=D + EXTRA_COORDINATES,
+    run = RunInfo(
+        run_id=RUN,
+        model_name="tiny",
+        num_rounds=1,
+        plan=LocalTrainingPlan(),
         coordinator_key=COORDINATOR.public_key_text,
+        secure=SecureRunInfo(config=CONFIG, aggregators=published(KEYS), model_size=D),
     )
     app = create_aggregator_app(
         service,
@@ -135,13 +125,13 @@ async def test_share_and_aggregate_counters_and_the_spool_move_as_a_round_is_ser
         assert _get(during, "veilfl_aggregator_open_rounds") == 1
         assert _get(during, "veilfl_aggregator_spool_files") >= 2
         assert _get(during, "veilfl_aggregator_spool_bytes") > spool_before
-        ids = [c.client_id for c in clients]
-        assert await _aggregate(http, ids, signer=Identity.generate()) == 401
-        assert await _aggregate(http, ids, signer=COORDINATOR) == 200
+        assert await _holdings(http, signer=Identity.generate()) == 401
+        assert await _holdings(http, signer=COORDINATOR) == 200
         after = await _scrape(http)
-        requests = "veilfl_aggregator_aggregate_requests_total"
-        assert _get(after, requests, outcome="answered") == 1
-        assert _get(after, requests, outcome="AuthenticationError") == 1
+        requests = "veilfl_aggregator_coordinator_requests_total"
+        assert _get(after, requests, request="holdings", outcome="answered") == 1
+        assert _get(after, requests, request="holdings", outcome="AuthenticationError") == 1
+        assert _get(after, requests, request="aggregate", outcome="answered") == 0
         route = "/v1/rounds/{round_id}/shares"
         assert (
             _get(

@@ -7,15 +7,14 @@ import numpy as np
 from hypothesis import given
 from hypothesis import strategies as st
 
-from veilfl.crypto.shamir import Share
 from veilfl.protocol.cohort import ClosedCohort
 from veilfl.protocol.effects import (
-    AggregateShareReported,
     AggregationStalled,
     AggregatorFailed,
     ClientsExcluded,
-    CollectAggregateShares,
+    CollectCommitments,
     CollectHoldings,
+    CommitmentReported,
     HoldingsReported,
     PersistRound,
     RoundAbandoned,
@@ -58,10 +57,6 @@ def _outcome(round_id: int, clients: int, *, opened: float, closed: float) -> Ro
     return RoundOutcome(cohort, metrics, new_version=round_id, weights=np.zeros(2, np.float32))
 
 
-def _share(index: int) -> Share:
-    return Share(index, np.array([1, 2], dtype=np.uint64))
-
-
 def test_a_round_moves_through_its_phases_with_times_from_the_cohort() -> None:
     observer, clock = _observer()
     clock.now = START + 1.0
@@ -100,10 +95,11 @@ def test_aggregator_health_follows_answers_failures_and_outstanding_requests() -
     assert three.state is AggregatorState.WAITING
     assert three.asked_for is not None and "holdings of round 1" in three.asked_for
     observer.event_received(AggregatorFailed(1, 3, "refused: HTTP 409", refused=True))
-    observer.command_sent(CollectAggregateShares(1, ("c0",), (1, 2)))
-    observer.event_received(AggregateShareReported(1, 2, _share(2)))
+    observer.command_sent(CollectCommitments(1, ("c0",), (1, 2)))
+    observer.event_received(CommitmentReported(1, 2, b"signature"))
     one, two, three = observer.aggregators()
     assert one.state is AggregatorState.WAITING
+    assert one.asked_for == "its commitment to round 1's 1 participants"
     assert (two.state, two.consecutive_failures, two.answers) == (AggregatorState.OK, 0, 1)
     assert (three.state, three.refusals) == (AggregatorState.FAILING, 1)
     counts = observer.counts()

@@ -5,9 +5,10 @@ Besides the request metrics every edge has (:mod:`veilfl.transport.http_metrics`
 ==================================================  =======================================
 ``veilfl_aggregator_shares_accepted_total``         sealed shares accepted (repeats included)
 ``veilfl_aggregator_shares_refused_total{reason}``  refused, by the error class of the 4xx
-``veilfl_aggregator_aggregate_requests_total{outcome}``  the coordinator's aggregate requests:
-                                                    ``answered``, or the refusal's error class
-``veilfl_aggregator_holdings_requests_total{outcome}``   likewise for its holdings requests
+``veilfl_aggregator_coordinator_requests_total{request,outcome}``  the coordinator's
+                                                    requests (``holdings``, ``verify``,
+                                                    ``commit``, ``aggregate``): ``answered``,
+                                                    or the refusal's error class
 ``veilfl_aggregator_attached``                      1 once the aggregator serves a run
 ``veilfl_aggregator_open_rounds``                   rounds whose shares it holds
 ``veilfl_aggregator_shares_held``                   shares summed in those rounds
@@ -31,8 +32,13 @@ if TYPE_CHECKING:
 __all__ = ["install_aggregator_metrics"]
 
 SHARES_ROUTE = "/v1/rounds/{round_id}/shares"
-AGGREGATE_ROUTE = "/v1/rounds/{round_id}/aggregate"
-HOLDINGS_ROUTE = "/v1/rounds/{round_id}/holdings"
+COORDINATOR_ROUTES = {
+    "/v1/rounds/{round_id}/holdings": "holdings",
+    "/v1/rounds/{round_id}/verify": "verify",
+    "/v1/rounds/{round_id}/commit": "commit",
+    "/v1/rounds/{round_id}/aggregate": "aggregate",
+}
+"""The coordinator's requests to an aggregator, by route."""
 
 
 def install_aggregator_metrics(app: FastAPI, service: AggregatorService) -> HttpMetrics:
@@ -50,23 +56,15 @@ def install_aggregator_metrics(app: FastAPI, service: AggregatorService) -> Http
         ("reason",),
         registry=registry,
     )
-    aggregates = Counter(
-        "veilfl_aggregator_aggregate_requests",
-        "The coordinator's requests for an aggregate share: answered, or the error class "
-        "of the refusal.",
-        ("outcome",),
-        registry=registry,
-    )
-    holdings = Counter(
-        "veilfl_aggregator_holdings_requests",
-        "The coordinator's requests for the clients whose shares are held: answered, or "
+    requests = Counter(
+        "veilfl_aggregator_coordinator_requests",
+        "The coordinator's requests (holdings, verify, commit, aggregate): answered, or "
         "the error class of the refusal.",
-        ("outcome",),
+        ("request", "outcome"),
         registry=registry,
     )
-    aggregates.labels("answered")
-    holdings.labels("answered")
-    by_route = {AGGREGATE_ROUTE: aggregates, HOLDINGS_ROUTE: holdings}
+    for request in COORDINATOR_ROUTES.values():
+        requests.labels(request, "answered")
 
     def count(outcome: RequestOutcome) -> None:
         if outcome.status >= 500:
@@ -76,9 +74,9 @@ def install_aggregator_metrics(app: FastAPI, service: AggregatorService) -> Http
                 refused.labels(outcome.refusal_reason).inc()
             else:
                 accepted.inc()
-        elif outcome.route in by_route:
+        elif outcome.route in COORDINATOR_ROUTES:
             label = outcome.refusal_reason if outcome.refused else "answered"
-            by_route[outcome.route].labels(label).inc()
+            requests.labels(COORDINATOR_ROUTES[outcome.route], label).inc()
 
     metrics.on_request(count)
     attached = Gauge(

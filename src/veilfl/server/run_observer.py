@@ -28,17 +28,19 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 
 from veilfl.protocol.effects import (
-    AggregateShareReported,
     AggregatorFailed,
     ClientsExcluded,
     CollectAggregateShares,
+    CollectCommitments,
     CollectHoldings,
+    CollectVerifierShares,
     Command,
     Event,
-    HoldingsReported,
     Notice,
+    PersistRound,
     RoundAbandoned,
     RoundCompleted,
+    RoundPersisted,
 )
 from veilfl.protocol.metrics import RoundMetrics
 
@@ -51,8 +53,25 @@ __all__ = [
     "RunObserver",
 ]
 
+AggregatorCommand = (
+    CollectHoldings | CollectVerifierShares | CollectCommitments | CollectAggregateShares
+)
+"""The commands that ask aggregators for something."""
+
 _MAX_REASON = 300
 """Longest failure or stall reason kept (they quote aggregators' answers)."""
+
+
+def _asking_for(command: AggregatorCommand) -> str:
+    """What ``command`` asks each of its aggregators for, in words."""
+    r = command.round_id
+    if isinstance(command, CollectHoldings):
+        return f"its holdings of round {r}"
+    if isinstance(command, CollectVerifierShares):
+        return f"its checks of round {r}'s {len(command.clients)} contributions"
+    if isinstance(command, CollectCommitments):
+        return f"its commitment to round {r}'s {len(command.participants)} participants"
+    return f"its aggregate share of round {r} over {len(command.participants)} clients"
 
 
 class RoundState(StrEnum):
@@ -350,20 +369,7 @@ class RunObserver:
         """The service started performing ``command``."""
         now = self.now_s()
         with self._lock:
-            if isinstance(command, CollectHoldings):
-                row = self._row(command.round_id)
-                if row.closed_s is None:
-                    row.closed_s = now
-                    self._touch(row)
-                self._ask(command.aggregators, now, f"its holdings of round {command.round_id}")
-            elif isinstance(command, CollectAggregateShares):
-                self._ask(
-                    command.aggregators,
-                    now,
-                    f"its aggregate share of round {command.round_id} "
-                    f"over {len(command.participants)} clients",
-                )
-            else:
+            if isinstance(command, PersistRound):
                 cohort = command.outcome.cohort
                 row = self._row(cohort.round_id)
                 row.opened_s = cohort.opened_at - self._start
@@ -373,10 +379,17 @@ class RunObserver:
                 row.participants = len(cohort.participants)
                 row.stalled = None
                 self._touch(row)
+                return
+            if isinstance(command, CollectHoldings):
+                row = self._row(command.round_id)
+                if row.closed_s is None:
+                    row.closed_s = now
+                    self._touch(row)
+            self._ask(command.aggregators, now, _asking_for(command))
 
     def event_received(self, event: Event) -> None:
         """The core is about to be told ``event`` (an answer to a command)."""
-        if not isinstance(event, HoldingsReported | AggregateShareReported | AggregatorFailed):
+        if isinstance(event, RoundPersisted):
             return
         now = self.now_s()
         with self._lock:
