@@ -193,3 +193,18 @@ def test_counters_equal_a_one_by_one_tally(answers: list[tuple[int, str, bool]])
         round_id: sum(1 for r_id, _, r in answers if r_id == round_id and r)
         for round_id in range(1, 7)
     }
+
+
+def test_client_ids_in_quoted_reasons_are_masked() -> None:
+    observer, _ = _observer()
+    client = "33442c52b1727f06e2eb709c60ee943a"
+    observer.command_sent(CollectHoldings(1, (1, 2, 3)))
+    observer.event_received(
+        AggregatorFailed(1, 1, f"Aggregator 1 refused: it holds no share of {client}.", True)
+    )
+    observer.notice(AggregationStalled(1, f"aggregator 1: no share of {client}"))
+    shown = repr(observer.aggregators()) + repr(observer.rounds())
+    assert client not in shown
+    assert (
+        observer.aggregators()[0].last_failure == "Aggregator 1 refused: it holds no share of <id>."
+    )

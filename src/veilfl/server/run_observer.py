@@ -15,12 +15,14 @@ core publishes, and by the HTTP edge of every answered update. From these it kee
 
 Every change bumps a revision, and each round row carries the revision of its last
 change, so a poller asks only for rows changed since the revision it has. Nothing here
-is secret: counts, times, public URLs and error messages, never a client id or a key.
+is secret: counts, times, public URLs and error messages (in which client ids, 32 hex
+digits, are masked), never a client id or a key.
 """
 
 from __future__ import annotations
 
 import os
+import re
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -60,6 +62,15 @@ AggregatorCommand = (
 
 _MAX_REASON = 300
 """Longest failure or stall reason kept (they quote aggregators' answers)."""
+
+_ID = re.compile(r"\b[0-9a-f]{32}\b")
+"""A client id (32 hex digits); an aggregator's key fingerprint looks the same."""
+
+
+def _quoted(reason: str) -> str:
+    """``reason`` as the dashboard may show it: shortened, with every 32-hex-digit id
+    (a client's, in an aggregator's refusal) masked."""
+    return _ID.sub("<id>", reason[:_MAX_REASON])
 
 
 def _asking_for(command: AggregatorCommand) -> str:
@@ -404,7 +415,7 @@ class RunObserver:
                 aggregator.refusals += int(event.refused)
                 aggregator.consecutive_failures += 1
                 aggregator.last_failure_s = now
-                aggregator.last_failure = event.reason[:_MAX_REASON]
+                aggregator.last_failure = _quoted(event.reason)
             else:
                 aggregator.answers += 1
                 aggregator.consecutive_failures = 0
@@ -427,18 +438,18 @@ class RunObserver:
             elif isinstance(notice, RoundAbandoned):
                 row = self._row(notice.round_id)
                 row.abandoned_for = notice.new_round_id
-                row.abandon_reason = notice.reason[:_MAX_REASON]
+                row.abandon_reason = _quoted(notice.reason)
                 self._rounds_abandoned += 1
                 self._row(notice.new_round_id).opened_s = now
                 self._touch(self._rounds[notice.new_round_id])
             elif isinstance(notice, ClientsExcluded):
                 row = self._row(notice.round_id)
                 row.excluded += len(notice.clients)
-                row.exclusion_reason = notice.reason[:_MAX_REASON]
+                row.exclusion_reason = _quoted(notice.reason)
                 self._clients_excluded += len(notice.clients)
             else:
                 row = self._row(notice.round_id)
-                row.stalled = notice.reason[:_MAX_REASON]
+                row.stalled = _quoted(notice.reason)
                 self._stalls += 1
             self._touch(row)
 
