@@ -139,25 +139,27 @@ class HttpMetrics:
     def install(self, app: FastAPI) -> None:
         """Time every request of ``app`` and serve ``GET /metrics`` (not in the OpenAPI
         schema: it is plain text for Prometheus, not part of the API)."""
-        app.add_middleware(_MeasureRequests, metrics=self)
+        app.add_middleware(_MeasureRequests, metrics=self, clock=self._clock)
 
         async def prometheus_metrics() -> Response:
             return Response(content=await self.scrape(), media_type=CONTENT_TYPE_LATEST)
 
         app.add_api_route("/metrics", prometheus_metrics, methods=["GET"], include_in_schema=False)
 
-    def _outcome(self, scope: Scope, status: int, seconds: float) -> RequestOutcome:
-        route = scope.get("route")
-        template = getattr(route, "path", None)
-        params: Any = scope.get("path_params") or {}
-        return RequestOutcome(
-            method=str(scope.get("method", "")),
-            route=template if isinstance(template, str) else UNMATCHED_ROUTE,
-            status=status,
-            reason=error_noted(scope),
-            path_params={str(k): str(v) for k, v in params.items()},
-            seconds=seconds,
-        )
+
+def _outcome(scope: Scope, status: int, seconds: float) -> RequestOutcome:
+    """What the metrics count of a request, once the router has matched it."""
+    route = scope.get("route")
+    template = getattr(route, "path", None)
+    params: Any = scope.get("path_params") or {}
+    return RequestOutcome(
+        method=str(scope.get("method", "")),
+        route=template if isinstance(template, str) else UNMATCHED_ROUTE,
+        status=status,
+        reason=error_noted(scope),
+        path_params={str(k): str(v) for k, v in params.items()},
+        seconds=seconds,
+    )
 
 
 class _MeasureRequests:
@@ -167,15 +169,16 @@ class _MeasureRequests:
     per request and leaves streamed bodies alone.
     """
 
-    def __init__(self, app: ASGIApp, *, metrics: HttpMetrics) -> None:
+    def __init__(self, app: ASGIApp, *, metrics: HttpMetrics, clock: Callable[[], float]) -> None:
         self._app = app
         self._metrics = metrics
+        self._clock = clock
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self._app(scope, receive, send)
             return
-        clock = self._metrics._clock
+        clock = self._clock
         started = clock()
         answered: list[tuple[int, float]] = []
 
@@ -188,4 +191,4 @@ class _MeasureRequests:
             await self._app(scope, receive, send_timed)
         finally:
             status, seconds = answered[0] if answered else (500, clock() - started)
-            self._metrics.observe(self._metrics._outcome(scope, status, seconds))
+            self._metrics.observe(_outcome(scope, status, seconds))
