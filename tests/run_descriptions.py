@@ -39,7 +39,7 @@ def secure_run(
     *,
     config: SecureAggregationConfig,
     keys: Sequence[AggregatorKeyPair],
-    vector_length: int,
+    model_size: int,
     coordinator_key: str = "",
     urls: Sequence[str] | None = None,
 ) -> RunInfo:
@@ -51,6 +51,6 @@ def secure_run(
         plan=LocalTrainingPlan(),
         coordinator_key=coordinator_key,
         secure=SecureRunInfo(
-            config=config, aggregators=published(keys, urls), vector_length=vector_length
+            config=config, aggregators=published(keys, urls), model_size=model_size
         ),
     )

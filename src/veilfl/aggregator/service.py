@@ -58,19 +58,25 @@ async def fetch_run(
     coordinator_url: str,
     *,
     verify: ssl.SSLContext | bool = True,
-    attempts: int = 120,
+    wait_s: float = 300.0,
     transport: httpx.AsyncBaseTransport | None = None,
 ) -> RunInfo:
-    """The coordinator's run description, retried quietly while it starts up.
+    """The coordinator's run description, asked every half second while the
+    coordinator starts up (it may take a while on a loaded machine), with a log line
+    every 30 s of waiting.
 
     Raises:
-        TransportError: if the coordinator does not answer, or its TLS certificate does
-            not verify (not retried: nothing is sent to a server that fails it).
+        TransportError: if the coordinator does not answer within ``wait_s``, or its TLS
+            certificate does not verify (not retried: nothing is sent to a server that
+            fails it).
     """
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    said = started
     async with httpx.AsyncClient(
         base_url=coordinator_url, timeout=10.0, verify=verify, transport=transport
     ) as http:
-        for _ in range(attempts):
+        while True:
             try:
                 response = await http.get("/v1/run")
                 if response.status_code == 200:
@@ -81,8 +87,21 @@ async def fetch_run(
                         f"The coordinator at {coordinator_url} presented a TLS certificate that "
                         "does not verify against --ca-cert; refusing to attach."
                     ) from exc
+            now = loop.time()
+            if now - started >= wait_s:
+                break
+            if now - said >= 30.0:
+                logger.info(
+                    "still waiting for the coordinator at %s (%.0f s so far)",
+                    coordinator_url,
+                    now - started,
+                )
+                said = now
             await asyncio.sleep(0.5)
-    raise TransportError(f"The coordinator at {coordinator_url} did not describe its run.")
+    raise TransportError(
+        f"The coordinator at {coordinator_url} did not describe its run within {wait_s:.0f} s; "
+        "check that it is running and that the URL is right."
+    )
 
 
 class AggregatorService:

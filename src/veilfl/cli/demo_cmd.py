@@ -254,6 +254,10 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
+_EVALUATION_WAIT_S = 60.0
+"""How long the demo waits for a completed round's evaluation before showing it."""
+
+
 def _follow(
     url: str,
     verify: ssl.SSLContext,
@@ -261,10 +265,13 @@ def _follow(
     processes: list[tuple[str, subprocess.Popen[bytes], IO[bytes]]],
     started: float,
 ) -> list[RoundMetrics]:
-    """Print each round as the coordinator completes it, until the run is done."""
+    """Print each round once the coordinator has completed and evaluated it (the
+    evaluation runs off the request path, so a round's row waits for its accuracy),
+    until the run is done."""
     shown: list[RoundMetrics] = []
     server = processes[0][1]
     watcher = CoordinatorProgress(RoundProgress(unit="updates received"))
+    seen_at: dict[int, float] = {}  # when each pending round first appeared
     with httpx.Client(base_url=url, timeout=10.0, verify=verify) as http, watcher:
         while time.monotonic() - started < args.timeout:
             if server.poll() is not None:
@@ -272,19 +279,32 @@ def _follow(
             try:
                 # Status first: once it says done, the metrics already hold every round.
                 status = http.get("/v1/status").json()
-                rows = http.get("/v1/metrics").json()
-            except (httpx.HTTPError, ValueError):
+                rows = [RoundMetrics(**row) for row in http.get("/v1/metrics").json()]
+            except (httpx.HTTPError, ValueError, TypeError):
                 time.sleep(0.5)
                 continue
-            if rows[len(shown) :]:
+            finished = bool(status.get("done"))
+            now = time.monotonic()
+            fresh = rows[len(shown) :]
+            for metrics in fresh:
+                seen_at.setdefault(metrics.round_id, now)
+            # A round's evaluation may lag its completion: wait for it a while (a run
+            # without evaluation shows its rows after that wait).
+            ready = 0
+            while ready < len(fresh) and (
+                fresh[ready].test_accuracy is not None
+                or now - seen_at[fresh[ready].round_id] > _EVALUATION_WAIT_S
+            ):
+                ready += 1
+            if ready:
                 watcher.round_done()
-            for row in rows[len(shown) :]:
-                metrics = RoundMetrics(**row)
+            for metrics in fresh[:ready]:
                 shown.append(metrics)
                 print(format_round_row(metrics), flush=True)
-            if status.get("done"):
+            if finished and len(shown) == len(rows):
                 break
-            watcher.update(status)
+            if not finished:
+                watcher.update(status)
             time.sleep(0.5)
         else:
             raise TransportError(f"The demo did not finish within {args.timeout:.0f} s.")

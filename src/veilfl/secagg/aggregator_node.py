@@ -170,12 +170,20 @@ class AggregatorNode:
         aggregator that holds no share of the round may commit too (it cannot release a
         sum, but its word counts towards the majority)."""
         self._require_current_or_later(round_id)
-        if round_id not in self._rounds:
-            for old in list(self._rounds):
-                self._rounds.pop(old).discard()
-            self._rounds[round_id] = self._new_round(round_id)
-            self._latest = round_id
-        return self._rounds[round_id].commit(participants)
+        state = self._rounds.get(round_id)
+        if state is not None:
+            return state.commit(participants)
+        fresh = self._new_round(round_id)
+        try:
+            signature = fresh.commit(participants)
+        except ProtocolError:
+            fresh.discard()  # a refused commitment changes nothing
+            raise
+        for old in list(self._rounds):
+            self._rounds.pop(old).discard()
+        self._rounds[round_id] = fresh
+        self._latest = round_id
+        return signature
 
     def aggregate(
         self, round_id: int, participants: Iterable[str], certificate: CommitmentCertificate

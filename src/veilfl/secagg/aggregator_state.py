@@ -39,7 +39,13 @@ import numpy as np
 from veilfl.crypto.envelope import PrivateKey, ShareContext, open_sealed
 from veilfl.crypto.field import MERSENNE_31, FieldArray
 from veilfl.crypto.shamir import Share
-from veilfl.errors import ProtocolError, RoundMismatchError, UpdateRejectedError
+from veilfl.errors import (
+    ProtocolError,
+    RoundMismatchError,
+    StorageError,
+    UpdateRejectedError,
+    WireFormatError,
+)
 from veilfl.secagg.bounds_messages import ContributionShare, VerifierShare
 from veilfl.secagg.bounds_verifier import (
     measurement_share,
@@ -300,11 +306,17 @@ class AggregatorRound:
 
         Raises:
             ProtocolError: if a stored share does not belong to this aggregator and round.
+            StorageError: if a stored share is damaged.
         """
         assert not self._checked, "restore() rebuilds a fresh state only"
         for client_id, payload in self._archive.items():
             try:
                 self._add(client_id, *self._check_stored(client_id, payload))
+            except WireFormatError as exc:
+                raise StorageError(
+                    f"The stored share of {client_id!r} in round {self._round_id} is damaged "
+                    f"({exc}); remove the spool folder to start the round's shares afresh."
+                ) from exc
             except UpdateRejectedError as exc:
                 raise ProtocolError(
                     f"The stored share of {client_id!r} in round {self._round_id} does not "
