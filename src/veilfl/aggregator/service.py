@@ -2,6 +2,8 @@
 
 It learns the run (id and vector length) from the coordinator, then takes sealed
 shares from clients and answers the coordinator's request for an aggregate share.
+``GET /metrics`` serves its Prometheus metrics
+(:mod:`veilfl.aggregator.aggregator_metrics`).
 Decrypting and adding a share is CPU work and runs in a worker thread; one lock
 serialises access to the pure :class:`~veilfl.secagg.aggregator_node.AggregatorNode`.
 """
@@ -26,6 +28,7 @@ from fastapi import FastAPI, Request, Response
 from pydantic import BaseModel, Field
 
 from veilfl.aggregator.access import AggregatorAccess
+from veilfl.aggregator.aggregator_metrics import install_aggregator_metrics
 from veilfl.aggregator.run_follower import RunFollower
 from veilfl.aggregator.share_spool import FileShareArchive
 from veilfl.crypto.envelope import encode_share
@@ -289,6 +292,18 @@ class AggregatorService:
             share = await asyncio.to_thread(node.aggregate, round_id, participants, certificate)
         return await asyncio.to_thread(encode_share, share)
 
+    def spool_usage(self) -> tuple[int, int]:
+        """Files and bytes in the spool folder (walks it: call it off the event loop)."""
+        files = size = 0
+        for path in self._spool.rglob("*"):
+            try:
+                if path.is_file():
+                    files += 1
+                    size += path.stat().st_size
+            except OSError:  # removed while we looked (a round was dropped)
+                continue
+        return files, size
+
     def status(self) -> dict[str, Any]:
         """Rounds held and how many clients each has summed."""
         rounds = self._node.open_rounds if self._node else {}
@@ -435,6 +450,7 @@ def create_aggregator_app(
         lifespan=lifespan,
     )
     install_error_handlers(app)
+    install_aggregator_metrics(app, service)
 
     @app.post(
         "/v1/rounds/{round_id}/shares",

@@ -181,6 +181,7 @@ def run(args: argparse.Namespace) -> int:
         f"model {args.learner or args.model}, {mode}"
     )
     print(f"run folder: {run_dir}   coordinator: {url}")
+    print(f"live dashboard: {url}/dashboard   (its certificate is from {trust.ca_file})")
     print(
         "TLS from a local CA; each client enrolls its Ed25519 key with a one-time token "
         "and signs every request"

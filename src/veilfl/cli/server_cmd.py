@@ -284,7 +284,9 @@ def run(args: argparse.Namespace) -> int:
         rate_limit=rate_limit_from_args(args),
         max_skew_s=args.max_clock_skew,
     )
-    app = create_app(service, metrics=lambda: list(reports.history), access=access)
+    app = create_app(
+        service, metrics=lambda: list(reports.history), access=access, settings=settings
+    )
     config = uvicorn.Config(
         app,
         host=args.host,
@@ -316,6 +318,8 @@ def run(args: argparse.Namespace) -> int:
     if prepared.coordinator.done:
         logger.info("run %s is already complete", run_info.run_id)
         return 0
+    base = f"{'https' if transport.certificate else 'http'}://{args.host}:{args.port}"
+    logger.info("live dashboard at %s/dashboard; Prometheus metrics at %s/metrics", base, base)
     try:
         asyncio.run(serve())
     finally:
