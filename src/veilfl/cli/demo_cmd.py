@@ -18,7 +18,7 @@ from typing import IO
 
 import httpx
 
-from veilfl.cli.common import add_log_option
+from veilfl.cli.common import add_device_option, add_log_option
 from veilfl.cli.learner_option import add_learner_option, load_learner
 from veilfl.cli.local_fleet import (
     free_port,
@@ -59,6 +59,7 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
         help="how the training set is split across clients",
     )
     parser.add_argument("--test-examples", type=int, default=None, help="test subset size")
+    add_device_option(parser, what=" (for the server's evaluation and every client)")
     parser.add_argument("--timeout", type=float, default=1800.0, help="give up after (s)")
     parser.add_argument(
         "--plaintext",
@@ -110,6 +111,7 @@ def run(args: argparse.Namespace) -> int:
         clients=args.clients,
     )
     common = ["--log-level", args.log_level, "--log-format", args.log_format]
+    device = ["--device", args.device]
     data = ["--num-clients", str(args.clients), "--partition", args.partition]
     learner = ["--learner", args.learner] if args.learner else []
     if args.examples_per_client is not None:
@@ -139,6 +141,7 @@ def run(args: argparse.Namespace) -> int:
         "--lr",
         str(args.lr),
         *(["--test-examples", str(args.test_examples)] if args.test_examples else []),
+        *device,
         *trust.coordinator_flags(),
         *common,
     ]
@@ -216,6 +219,7 @@ def run(args: argparse.Namespace) -> int:
                     args.model,
                     *learner,
                     *data,
+                    *device,
                     *verify,
                     "--ca-cert",
                     str(trust.ca_file),

@@ -31,6 +31,7 @@ from typing import Any, Generic, TypeVar
 import numpy as np
 
 from veilfl.errors import ConfigurationError
+from veilfl.ml.datasets import ClientPartitions
 from veilfl.ml.learner import Learner, LocalUpdate
 from veilfl.protocol.messages import LocalTrainingPlan
 from veilfl.sim.executor import (
@@ -164,11 +165,12 @@ class RayExecutor(TrainingExecutor, Generic[DataT]):
         self.population = len(client_data)
         self.jobs_per_task = jobs_per_task
         self.max_clients = max_clients
+        self.batched = batched
         try:
             self.num_workers = num_workers or self._fitting_workers(
                 cpus_per_client, gpus_per_client
             )
-            data_ref = ray.put(list(client_data))
+            data_ref = ray.put(_shippable(client_data))
             actor = ray.remote(_Worker).options(num_cpus=cpus_per_client, num_gpus=gpus_per_client)
             device = "cuda" if gpus_per_client > 0 else "cpu"
             self._actors: list[Any] = [
@@ -193,6 +195,12 @@ class RayExecutor(TrainingExecutor, Generic[DataT]):
                 )
             fit = min(fit, int(available // gpus))
         return max(1, fit)
+
+    @property
+    def preferred_batch(self) -> int:
+        """Enough jobs to keep every actor busy: a batch, or two jobs, per actor."""
+        per_actor = self.jobs_per_task or (self.max_clients if self.batched else 2)
+        return max(1, self.num_workers * per_actor)
 
     def stream(self, jobs: Sequence[TrainingJob]) -> Iterator[LocalUpdate]:
         """Send the jobs to the actors in tasks; yield the updates in job order."""
@@ -228,6 +236,15 @@ class RayExecutor(TrainingExecutor, Generic[DataT]):
         if self._owns_ray and self._ray.is_initialized():
             self._ray.shutdown()
         self._owns_ray = False
+
+
+def _shippable(client_data: Sequence[DataT]) -> Sequence[DataT]:
+    """The data as it goes to the object store: a list, tuple or
+    :class:`~veilfl.ml.datasets.ClientPartitions` (a data set and index arrays) as it
+    is, any other sequence as a list."""
+    if isinstance(client_data, list | tuple | ClientPartitions):
+        return client_data
+    return list(client_data)
 
 
 def _owned(updates: list[LocalUpdate]) -> Iterator[LocalUpdate]:
