@@ -457,6 +457,12 @@ class RunStore:
                     record.status,
                 ),
             )
+            if strategy_state is not None:
+                db.execute(
+                    "INSERT INTO strategy_states (round_id, state) VALUES (?, ?)",
+                    (record.round_id, strategy_state),
+                )
+                db.execute("DELETE FROM strategy_states WHERE round_id < ?", (record.round_id,))
             for participant in participants:
                 if participant.round_id != record.round_id:
                     raise StorageError(
@@ -473,12 +479,6 @@ class RunStore:
                         participant.loss,
                     ),
                 )
-            if strategy_state is not None:
-                db.execute(
-                    "INSERT INTO strategy_states (round_id, state) VALUES (?, ?)",
-                    (record.round_id, strategy_state),
-                )
-                db.execute("DELETE FROM strategy_states WHERE round_id < ?", (record.round_id,))
 
     def record_evaluation(
         self, round_id: int, *, test_loss: float | None, test_accuracy: float | None

@@ -46,6 +46,10 @@ class ServerOptimizerConfig:
     tau: float = 1e-3
 
     def __post_init__(self) -> None:
+        if self.name == "fedavg":
+            raise ConfigurationError(
+                "FedAvg takes no server optimiser config; leave server_optimizer as None."
+            )
         if self.name not in SERVER_OPTIMIZERS:
             raise ConfigurationError(
                 f"--server-optimizer {self.name!r} is not known; choose one of "
