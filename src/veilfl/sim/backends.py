@@ -2,7 +2,7 @@
 
 An :class:`ExecutionSettings` says where local training runs; it is not part of a
 run's settings, since every backend trains the same updates from the same seeds
-(bitwise one client at a time, to floating-point tolerance batched).
+(to floating-point tolerance; bitwise one client at a time on as many torch threads).
 :func:`build_executor` turns it into a :class:`~veilfl.sim.executor.TrainingExecutor`:
 
 * ``inprocess`` (the default): in this process, on the learner's device; the clients of

@@ -22,8 +22,8 @@ soon as it and those before it are done. Protection (DP, secure aggregation) hap
 after, on the updates, exactly as for any client.
 
 With the same seeds, every executor trains the same updates: bitwise for
-:class:`SequentialExecutor` and Ray running it, to floating-point tolerance for
-:class:`BatchedExecutor`.
+:class:`SequentialExecutor` (and Ray running it with as many torch threads), to
+floating-point tolerance for :class:`BatchedExecutor` and across thread counts.
 """
 
 from __future__ import annotations
