@@ -81,7 +81,8 @@ def test_a_resume_point_restores_the_optimisers_state() -> None:
     )
     settings = _settings(server_optimizer=ServerOptimizerConfig(name="fedyogi", tau=0.5))
 
-    strategy = build_coordinator(settings, initial_weights=START, resume=resume).coordinator.strategy
+    core = build_coordinator(settings, initial_weights=START, resume=resume).coordinator
+    strategy = core.strategy
 
     assert isinstance(strategy, FedOpt) and strategy.steps == 1
     assert strategy.state().to_bytes() == saved.state().to_bytes()
@@ -92,8 +93,10 @@ def test_fedbuff_takes_a_server_optimiser_and_fedasync_refuses_one() -> None:
     core = build_coordinator(_settings(buffer=buffer), initial_weights=START).coordinator
     assert isinstance(core.strategy, FedAdam)
 
-    fedasync = BufferConfig(buffer_size=1, max_staleness=1, max_versions=2, mode=BufferMode.FEDASYNC)
-    with pytest.raises(ConfigurationError, match="FedAsync .* no server optimiser"):
+    fedasync = BufferConfig(
+        buffer_size=1, max_staleness=1, max_versions=2, mode=BufferMode.FEDASYNC
+    )
+    with pytest.raises(ConfigurationError, match=r"FedAsync .* no server optimiser"):
         _settings(buffer=fedasync)
 
 

@@ -243,7 +243,7 @@ def test_restoring_another_optimisers_or_settings_state_is_refused() -> None:
     saved = FedAdam(server_learning_rate=0.1)
     saved.step(np.zeros(2, dtype=np.float32), _vec(1.0, 2.0))
     data = saved.state().to_bytes()
-    with pytest.raises(StorageError, match="fedadam .* not fedyogi"):
+    with pytest.raises(StorageError, match=r"fedadam .* not fedyogi"):
         FedYogi(server_learning_rate=0.1).restore(data)
     with pytest.raises(StorageError, match="resume with the settings"):
         FedAdam(server_learning_rate=0.2).restore(data)

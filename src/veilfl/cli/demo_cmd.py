@@ -31,6 +31,7 @@ from veilfl.cli.security_options import TOKEN_ENV
 from veilfl.errors import TransportError
 from veilfl.protocol.metrics import RoundMetrics
 from veilfl.reporting import format_round_row, format_round_table_header
+from veilfl.strategy.settings import SERVER_OPTIMIZER_CHOICES
 from veilfl.tls import client_ssl_context
 
 __all__ = ["add_parser", "run"]
@@ -49,6 +50,22 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
     parser.add_argument("--epochs", type=int, default=1, help="local epochs per round")
     parser.add_argument("--batch-size", type=int, default=32, help="local batch size")
     parser.add_argument("--lr", type=float, default=0.05, help="local learning rate")
+    parser.add_argument(
+        "--proximal-mu", type=float, default=0.0, help="FedProx's mu on the clients (0: off)"
+    )
+    parser.add_argument(
+        "--server-optimizer",
+        choices=SERVER_OPTIMIZER_CHOICES,
+        default="fedavg",
+        type=str.lower,
+        help="the coordinator's server optimiser",
+    )
+    parser.add_argument(
+        "--server-lr",
+        type=float,
+        default=None,
+        help="server learning rate (default 1 for fedavg, 0.01 for the adaptive optimisers)",
+    )
     parser.add_argument(
         "--examples-per-client", type=int, default=None, help="cap on each client's examples"
     )
@@ -145,6 +162,12 @@ def run(args: argparse.Namespace) -> int:
         *trust.coordinator_flags(),
         *common,
     ]
+    if args.proximal_mu:
+        server_cmd += ["--proximal-mu", str(args.proximal_mu)]
+    if args.server_optimizer != "fedavg":
+        server_cmd += ["--server-optimizer", args.server_optimizer]
+    if args.server_lr is not None:
+        server_cmd += ["--server-lr", str(args.server_lr)]
     if args.mode != "sync":
         server_cmd += ["--mode", args.mode, "--buffer-size", str(args.buffer_size)]
     if args.dp != "off":

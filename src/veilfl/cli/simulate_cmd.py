@@ -144,7 +144,7 @@ def run(args: argparse.Namespace) -> int:
     mode = (
         f"secure aggregation ({args.threshold} of {args.aggregators})"
         if args.secure
-        else "plaintext FedAvg"
+        else "plaintext aggregation"
     )
     strategy = settings.server_optimizer.name if settings.server_optimizer else "fedavg"
     print(
