@@ -36,7 +36,15 @@ result = veilfl.simulate(
     config=veilfl.SimulationConfig(
         rounds=veilfl.RoundConfig(num_rounds=10, clients_per_round=4),
         plan=veilfl.LocalTrainingPlan(learning_rate=0.05, epochs=2, batch_size=16),
-        secure=veilfl.SecureAggregationConfig(threshold=2, num_aggregators=3, max_clients=4),
+        # Each hospital's update is weighted by its rows over the largest hospital's rows
+        # (weights near 1 keep the most precision), and clipped to norm 2: aggregators
+        # check that bound on every update without seeing it.
+        secure=veilfl.SecureAggregationConfig(
+            threshold=2,
+            num_aggregators=3,
+            norm_bound=2.0,
+            max_samples_per_client=max(len(h) for h in hospitals),
+        ),
     ),
 )
 for metrics in result.history:

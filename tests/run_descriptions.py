@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 from collections.abc import Sequence
 
+from veilfl.auth.identity import encode_public_key
 from veilfl.crypto.keys import AggregatorKeyPair
 from veilfl.protocol.messages import (
     LocalTrainingPlan,
@@ -27,6 +28,7 @@ def published(
             url=f"http://aggregator-{j}" if urls is None else urls[j - 1],
             kem=key.kem,
             public_key=base64.b64encode(key.public_bytes).decode(),
+            signing_key=encode_public_key(key.signing_public_bytes),
         )
         for j, key in enumerate(keys, start=1)
     )
@@ -37,7 +39,7 @@ def secure_run(
     *,
     config: SecureAggregationConfig,
     keys: Sequence[AggregatorKeyPair],
-    vector_length: int,
+    model_size: int,
     coordinator_key: str = "",
     urls: Sequence[str] | None = None,
 ) -> RunInfo:
@@ -49,6 +51,6 @@ def secure_run(
         plan=LocalTrainingPlan(),
         coordinator_key=coordinator_key,
         secure=SecureRunInfo(
-            config=config, aggregators=published(keys, urls), vector_length=vector_length
+            config=config, aggregators=published(keys, urls), model_size=model_size
         ),
     )

@@ -10,7 +10,9 @@ from veilfl.protocol.assembly import build_coordinator, describe_run
 from veilfl.protocol.coordinator import Coordinator
 from veilfl.protocol.effects import (
     CollectAggregateShares,
+    CollectCommitments,
     CollectHoldings,
+    CollectVerifierShares,
     Command,
     Effect,
     Event,
@@ -68,7 +70,13 @@ def settle(
             events: list[Event] = []
             if isinstance(effect, PersistRound):
                 events = [RoundPersisted(effect.outcome.cohort.round_id)]
-            elif isinstance(effect, CollectHoldings | CollectAggregateShares):
+            elif isinstance(
+                effect,
+                CollectHoldings
+                | CollectVerifierShares
+                | CollectCommitments
+                | CollectAggregateShares,
+            ):
                 assert aggregators is not None, "a secure core needs aggregators"
                 events = aggregators.perform(effect)
             elif isinstance(effect, RoundCompleted):
@@ -126,7 +134,7 @@ def service_for(
 ) -> CoordinatorService:
     """The HTTP service of a run built from ``settings``, as ``veilfl server`` builds it,
     with its commands performed in memory (and by in-process aggregators)."""
-    core = build_coordinator(settings, initial_weights=start).coordinator
+    core = build_coordinator(settings, initial_weights=start, run_id=run_id).coordinator
     return CoordinatorService(
         core,
         run_info=describe_run(settings, run_id=run_id, coordinator_key="", spec=core.spec),

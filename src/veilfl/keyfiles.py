@@ -19,13 +19,14 @@ import stat
 from pathlib import Path
 from typing import Any
 
-from veilfl.auth.identity import Identity, decode_public_key
+from veilfl.auth.identity import Identity, decode_public_key, encode_public_key
 from veilfl.crypto.envelope import KemChoice, PublicKey
 from veilfl.crypto.keys import (
     AggregatorKeyPair,
     fingerprint,
     load_private_key,
     load_public_key,
+    load_signing_key,
 )
 from veilfl.errors import AuthenticationError, ConfigurationError
 
@@ -54,16 +55,18 @@ def write_keypair(keypair: AggregatorKeyPair, private_path: Path, public_path: P
     write_private_file(
         private_path,
         json.dumps(
-            {"kem": keypair.kem, "private_key": base64.b64encode(keypair.private_bytes).decode()}
+            {
+                "kem": keypair.kem,
+                "private_key": base64.b64encode(keypair.private_bytes).decode(),
+                "signing_key": base64.b64encode(keypair.signing_private_bytes).decode(),
+            }
         ).encode(),
     )
     public_path.write_text(
         json.dumps(
-            {
-                "kem": keypair.kem,
-                "public_key": base64.b64encode(keypair.public_bytes).decode(),
-                "fingerprint": keypair.fingerprint,
-            },
+            PublicKeyFile(
+                keypair.kem, keypair.public_bytes, keypair.signing_public_bytes
+            ).to_json(),
             indent=2,
         )
     )
@@ -166,36 +169,56 @@ def read_private_key(path: Path) -> AggregatorKeyPair:
         raw = base64.b64decode(data["private_key"], validate=True)
     except (KeyError, binascii.Error, TypeError):
         raise ConfigurationError(f"{path} holds no valid private key.") from None
-    return load_private_key(data["kem"], raw)
+    try:
+        signing = base64.b64decode(data["signing_key"], validate=True)
+    except KeyError:
+        raise ConfigurationError(
+            f"{path} holds no signing key (it was made by an older veilfl); make new keys "
+            "with `veilfl keys` and give their fingerprints to the clients and aggregators."
+        ) from None
+    except (binascii.Error, TypeError):
+        raise ConfigurationError(f"{path} holds no valid signing key.") from None
+    return load_private_key(data["kem"], raw, signing=signing)
 
 
 class PublicKeyFile:
-    """An aggregator's public key, as read from its public key file."""
+    """An aggregator's public keys (HPKE and Ed25519), as read from its public key file."""
 
-    def __init__(self, kem: KemChoice, public_bytes: bytes) -> None:
+    def __init__(self, kem: KemChoice, public_bytes: bytes, signing_public: bytes) -> None:
         self.kem = kem
         self.public_bytes = public_bytes
+        self.signing_public = signing_public
         self.key: PublicKey = load_public_key(kem, public_bytes)
-        self.fingerprint = fingerprint(kem, public_bytes)
+        load_signing_key(signing_public)  # raises ConfigurationError if malformed
+        self.fingerprint = fingerprint(kem, public_bytes, signing_public)
 
     def to_json(self) -> dict[str, str]:
-        """What the coordinator publishes about this key."""
+        """What the coordinator publishes about these keys."""
         return {
             "kem": self.kem,
             "public_key": base64.b64encode(self.public_bytes).decode(),
+            "signing_key": encode_public_key(self.signing_public),
             "fingerprint": self.fingerprint,
         }
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> PublicKeyFile:
-        """Parse :meth:`to_json` output.
+        """Parse :meth:`to_json` output (the fingerprint is recomputed, not trusted).
 
         Raises:
             ConfigurationError: if it is malformed.
         """
         try:
-            return cls(data["kem"], base64.b64decode(data["public_key"], validate=True))
-        except (KeyError, binascii.Error, TypeError):
+            return cls(
+                data["kem"],
+                base64.b64decode(data["public_key"], validate=True),
+                decode_public_key(str(data["signing_key"])),
+            )
+        except KeyError as exc:
+            raise ConfigurationError(
+                f"The public key file has no {exc}; make new keys with `veilfl keys`."
+            ) from None
+        except (binascii.Error, TypeError, AuthenticationError):
             raise ConfigurationError("The published public key is malformed.") from None
 
 

@@ -3,12 +3,14 @@ requests, and every kind of refused request."""
 
 from __future__ import annotations
 
+import base64
 from collections.abc import AsyncIterator
 from pathlib import Path
 
 import httpx
 import numpy as np
 import pytest
+from tests.contributions import seal
 from tests.run_descriptions import secure_run
 
 from veilfl.aggregator.access import AggregatorAccess
@@ -17,19 +19,20 @@ from veilfl.auth.admission import ADMISSION_HEADER, RoundAdmission, issue_admiss
 from veilfl.auth.identity import Identity
 from veilfl.auth.rate_limit import RateLimit
 from veilfl.auth.signed_request import COORDINATOR_SIGNER, aggregator_audience
-from veilfl.crypto.csprng import CsprngStream
 from veilfl.crypto.envelope import decode_share
 from veilfl.crypto.field import MERSENNE_31
 from veilfl.crypto.keys import generate_keypair
 from veilfl.errors import ConfigurationError
 from veilfl.protocol.messages import RunInfo
-from veilfl.secagg.client_shares import seal_update
-from veilfl.secagg.config import EXTRA_COORDINATES, SecureAggregationConfig
+from veilfl.secagg.aggregator_policy import AggregatorPolicy
+from veilfl.secagg.commitment import Commitment, CommitmentCertificate
+from veilfl.secagg.config import SecureAggregationConfig
+from veilfl.secagg.contribution import ContributionLayout
 from veilfl.transport.signing import SigningAuth, for_round
 
 pytestmark = pytest.mark.timeout(60)
 KEYS = [generate_keypair() for _ in range(3)]
-CONFIG = SecureAggregationConfig(threshold=2, num_aggregators=3, max_clients=8)
+CONFIG = SecureAggregationConfig(threshold=2, num_aggregators=3, max_samples_per_client=10)
 D = 5
 RUN = "run-1"
 COORDINATOR = Identity.generate()
@@ -42,7 +45,7 @@ def _run() -> RunInfo:
         RUN,
         config=CONFIG,
         keys=KEYS,
-        vector_length=D + EXTRA_COORDINATES,
+        model_size=D,
         coordinator_key=COORDINATOR.public_key_text,
     )
 
@@ -64,16 +67,8 @@ async def api(tmp_path: Path) -> AsyncIterator[tuple[httpx.AsyncClient, Aggregat
 
 
 def _envelope(client_id: str, *, round_id: int = 1) -> bytes:
-    sealed = seal_update(
-        np.full(D, 0.1, np.float32),
-        num_samples=5,
-        loss=1.0,
-        config=CONFIG,
-        public_keys=[k.public_key for k in KEYS],
-        run_id=RUN,
-        round_id=round_id,
-        client_id=client_id,
-        rng=CsprngStream(),
+    sealed = seal(
+        CONFIG, KEYS, run_id=RUN, round_id=round_id, client_id=client_id, update=np.full(D, 0.1)
     )
     return sealed[0].envelope
 
@@ -105,12 +100,38 @@ async def _upload(
     )
 
 
-async def _aggregate(
+async def _commit(
     http: httpx.AsyncClient, participants: list[str], auth: httpx.Auth = COORDINATOR_AUTH
 ) -> httpx.Response:
     return await http.post(
-        "/v1/rounds/1/aggregate",
+        "/v1/rounds/1/commit",
         json={"participants": participants},
+        auth=auth,
+        extensions=for_round(1),
+    )
+
+
+def _certificate(participants: list[str], *, signers: tuple[int, ...] = (2,)) -> dict[str, object]:
+    """A certificate for ``participants``: aggregator 1's own commitment is not in it
+    unless it answered; ``signers`` are the other aggregators whose keys the test holds."""
+    commitment = Commitment.of(RUN, 1, participants)
+    signatures = {j: KEYS[j - 1].sign(commitment.message()) for j in signers}
+    return CommitmentCertificate(commitment, signatures).to_json()
+
+
+async def _aggregate(
+    http: httpx.AsyncClient,
+    participants: list[str],
+    auth: httpx.Auth = COORDINATOR_AUTH,
+    *,
+    signers: tuple[int, ...] = (2, 3),
+) -> httpx.Response:
+    return await http.post(
+        "/v1/rounds/1/aggregate",
+        json={
+            "participants": participants,
+            "certificate": _certificate(participants, signers=signers),
+        },
         auth=auth,
         extensions=for_round(1),
     )
@@ -127,7 +148,8 @@ async def test_admitted_shares_in_aggregate_out(
     assert service.status()["rounds"] == {"1": 3}
     response = await _aggregate(http, [c.client_id for c in clients[:2]])
     assert response.status_code == 200, response.text
-    share = decode_share(response.content, expected_length=D + EXTRA_COORDINATES, field=MERSENNE_31)
+    length = ContributionLayout(D, CONFIG).measurement_length
+    share = decode_share(response.content, expected_length=length, field=MERSENNE_31)
     assert share.index == 1
 
 
@@ -204,7 +226,9 @@ async def test_only_the_coordinator_may_ask_for_an_aggregate(
     for client in clients:
         assert (await _upload(http, client)).status_code == 202
     ids = [c.client_id for c in clients]
-    unsigned = await http.post("/v1/rounds/1/aggregate", json={"participants": ids})
+    unsigned = await http.post(
+        "/v1/rounds/1/aggregate", json={"participants": ids, "certificate": _certificate(ids)}
+    )
     assert unsigned.status_code == 401
     as_client = await _aggregate(http, ids, auth=SigningAuth(clients[0], AUDIENCE))
     assert as_client.status_code == 401
@@ -221,7 +245,7 @@ async def test_aggregating_one_client_or_an_unknown_one_is_refused(
 ) -> None:
     http, _ = api
     await _upload(http, ALICE)
-    alone = await _aggregate(http, [ALICE.client_id])
+    alone = await _commit(http, [ALICE.client_id])
     assert alone.status_code == 409 and "at least 2" in alone.json()["message"]
     unknown = await _aggregate(http, [ALICE.client_id, "zed"])
     assert unknown.status_code == 409 and "holds no share" in unknown.json()["message"]
@@ -242,3 +266,101 @@ def test_attaching_to_a_run_that_publishes_another_key_is_refused(tmp_path: Path
     service = AggregatorService(index=2, keypair=KEYS[0], spool=tmp_path)
     with pytest.raises(ConfigurationError, match="does not publish this aggregator's key"):
         service.attach(_run())
+
+
+async def test_a_sum_is_released_only_against_a_majority_certificate(
+    api: tuple[httpx.AsyncClient, AggregatorService],
+) -> None:
+    http, _ = api
+    clients = [Identity.generate() for _ in range(3)]
+    for client in clients:
+        assert (await _upload(http, client)).status_code == 202
+    ids = [c.client_id for c in clients]
+    # One other aggregator's signature is not a majority of three.
+    lone = await _aggregate(http, ids, signers=(2,))
+    assert lone.status_code == 409 and "2 of the 3" in lone.json()["message"]
+    # A certificate for another list than the one asked for does not parse as this one's.
+    other = await http.post(
+        "/v1/rounds/1/aggregate",
+        json={"participants": ids, "certificate": _certificate(ids[:2], signers=(2, 3))},
+        auth=COORDINATOR_AUTH,
+        extensions=for_round(1),
+    )
+    assert other.status_code == 400 and "another participant list" in other.json()["message"]
+    # Its own commitment plus one peer's is a majority.
+    committed = await _commit(http, ids)
+    assert committed.status_code == 200
+    assert (await _aggregate(http, ids, signers=(2,))).status_code == 409  # own not included
+    commitment = Commitment.of(RUN, 1, ids)
+    signatures = {
+        1: base64.b64decode(committed.json()["signature"]),
+        2: KEYS[1].sign(commitment.message()),
+    }
+    response = await http.post(
+        "/v1/rounds/1/aggregate",
+        json={
+            "participants": ids,
+            "certificate": CommitmentCertificate(commitment, signatures).to_json(),
+        },
+        auth=COORDINATOR_AUTH,
+        extensions=for_round(1),
+    )
+    assert response.status_code == 200, response.text
+
+
+async def test_an_aggregator_commits_to_one_participant_list_per_round(
+    api: tuple[httpx.AsyncClient, AggregatorService],
+) -> None:
+    http, _ = api
+    clients = [Identity.generate() for _ in range(3)]
+    for client in clients:
+        assert (await _upload(http, client)).status_code == 202
+    ids = [c.client_id for c in clients]
+    first = await _commit(http, ids)
+    assert first.status_code == 200
+    again = await _commit(http, ids)
+    assert again.json()["signature"] == first.json()["signature"]
+    second = await _commit(http, ids[:2])
+    assert second.status_code == 409 and "another participant list" in second.json()["message"]
+    # Nor does it sum the other list, whatever the coordinator says the others signed.
+    assert (await _aggregate(http, ids[:2])).status_code == 409
+    as_client = await _commit(http, ids, auth=SigningAuth(clients[0], AUDIENCE))
+    assert as_client.status_code == 401
+
+
+async def test_verifier_shares_answer_one_query_per_round(
+    api: tuple[httpx.AsyncClient, AggregatorService],
+) -> None:
+    http, _ = api
+    clients = [Identity.generate() for _ in range(2)]
+    for client in clients:
+        assert (await _upload(http, client)).status_code == 202
+    ids = [c.client_id for c in clients]
+
+    async def verify(seed: bytes) -> httpx.Response:
+        return await http.post(
+            "/v1/rounds/1/verify",
+            json={"clients": ids, "query_seed": seed.hex()},
+            auth=COORDINATOR_AUTH,
+            extensions=for_round(1),
+        )
+
+    answered = await verify(b"\x01" * 32)
+    assert answered.status_code == 200, answered.text
+    assert set(answered.json()["answers"]) == set(ids)
+    assert (await verify(b"\x01" * 32)).status_code == 200
+    second = await verify(b"\x02" * 32)
+    assert second.status_code == 409 and "another query" in second.json()["message"]
+
+
+async def test_the_policy_is_served_signed_with_the_aggregators_key(
+    api: tuple[httpx.AsyncClient, AggregatorService],
+) -> None:
+    http, _ = api
+    response = await http.get("/v1/policy")
+    assert response.status_code == 200
+    policy = AggregatorPolicy.from_json(response.json())
+    assert policy.min_participants == 2 and policy.index == 1
+    assert policy.verified_by(KEYS[0].signing_public_bytes)
+    forged = AggregatorPolicy.from_json({**response.json(), "min_participants": 1})
+    assert not forged.verified_by(KEYS[0].signing_public_bytes)

@@ -8,6 +8,7 @@ from typing import Any
 import httpx
 import numpy as np
 import pytest
+from tests.contributions import seal
 from tests.run_descriptions import secure_run
 
 from veilfl.aggregator.access import AggregatorAccess
@@ -16,17 +17,15 @@ from veilfl.aggregator.service import AggregatorService, create_aggregator_app
 from veilfl.auth.admission import ADMISSION_HEADER, RoundAdmission, issue_admission
 from veilfl.auth.identity import Identity
 from veilfl.auth.signed_request import aggregator_audience
-from veilfl.crypto.csprng import CsprngStream
 from veilfl.crypto.keys import AggregatorKeyPair, generate_keypair
 from veilfl.errors import ConfigurationError
 from veilfl.protocol.messages import RunInfo
-from veilfl.secagg.client_shares import seal_update
-from veilfl.secagg.config import EXTRA_COORDINATES, SecureAggregationConfig
+from veilfl.secagg.config import SecureAggregationConfig
 from veilfl.transport.signing import SigningAuth, for_round
 
 pytestmark = pytest.mark.timeout(60)
 KEYS = [generate_keypair() for _ in range(2)]
-CONFIG = SecureAggregationConfig(threshold=2, num_aggregators=2, max_clients=8)
+CONFIG = SecureAggregationConfig(threshold=2, num_aggregators=2, max_samples_per_client=10)
 D = 4
 
 
@@ -42,7 +41,7 @@ class Coordinator(httpx.AsyncBaseTransport):
             run_id,
             config=CONFIG,
             keys=keys or KEYS,
-            vector_length=D + EXTRA_COORDINATES,
+            model_size=D,
             coordinator_key=self.identity.public_key_text,
         ).to_json()
 
@@ -60,16 +59,8 @@ async def _upload(app: Any, coordinator: Coordinator) -> httpx.Response:
             run_id=run_id, round_id=1, client_id=client.client_id, client_key=client.public_key
         ),
     )
-    sealed = seal_update(
-        np.full(D, 0.1, np.float32),
-        num_samples=3,
-        loss=1.0,
-        config=CONFIG,
-        public_keys=[k.public_key for k in KEYS],
-        run_id=run_id,
-        round_id=1,
-        client_id=client.client_id,
-        rng=CsprngStream(),
+    sealed = seal(
+        CONFIG, KEYS, run_id=run_id, round_id=1, client_id=client.client_id, update=np.full(D, 0.1)
     )
     async with httpx.AsyncClient(
         transport=httpx.ASGITransport(app=app),

@@ -16,9 +16,9 @@ from veilfl.errors import ConfigurationError
 from veilfl.ml.datasets import synthetic_dataset
 from veilfl.ml.learner import mnist_learner
 from veilfl.protocol.messages import RunInfo
-from veilfl.secagg.config import EXTRA_COORDINATES, SecureAggregationConfig
+from veilfl.secagg.config import SecureAggregationConfig
 
-CONFIG = SecureAggregationConfig(threshold=2, num_aggregators=2, max_clients=8)
+CONFIG = SecureAggregationConfig(threshold=2, num_aggregators=2, max_samples_per_client=10)
 
 
 def _run(secure: bool, model_name: str = "simple-cnn") -> RunInfo:
@@ -26,7 +26,7 @@ def _run(secure: bool, model_name: str = "simple-cnn") -> RunInfo:
         "r1",
         config=CONFIG,
         keys=[generate_keypair() for _ in range(2)],
-        vector_length=3 + EXTRA_COORDINATES,
+        model_size=3,
         urls=["https://127.0.0.1:9001", "https://127.0.0.1:9002"],
     )
     return replace(described, model_name=model_name, secure=described.secure if secure else None)

@@ -24,6 +24,7 @@ from veilfl.crypto.keys import (
     load_private_key,
     load_public_key,
     public_key_bytes,
+    verify_aggregator_signature,
 )
 from veilfl.errors import ConfigurationError
 from veilfl.keyfiles import read_private_key, read_public_key, write_keypair
@@ -34,8 +35,10 @@ KEMS: list[KemChoice] = ["x25519", "mlkem768-x25519"]
 
 def secret_spellings(keypair: AggregatorKeyPair) -> list[str]:
     """Ways a private key could show up in a message."""
-    raw = keypair.private_bytes
-    return [raw.hex(), repr(raw), base64.b64encode(raw).decode(), raw.hex()[:16]]
+    spellings = []
+    for raw in (keypair.private_bytes, keypair.signing_private_bytes):
+        spellings += [raw.hex(), repr(raw), base64.b64encode(raw).decode(), raw.hex()[:16]]
+    return spellings
 
 
 @pytest.fixture
@@ -52,7 +55,9 @@ def test_raw_keys_round_trip_and_work_together(kem: KemChoice) -> None:
     # Arrange
     keypair = generate_keypair(kem)
     # Act
-    reloaded = load_private_key(keypair.kem, keypair.private_bytes)
+    reloaded = load_private_key(
+        keypair.kem, keypair.private_bytes, signing=keypair.signing_private_bytes
+    )
     public = load_public_key(keypair.kem, keypair.public_bytes)
     # Assert: what is sealed to the reloaded public key opens with the reloaded private one.
     assert reloaded.public_bytes == keypair.public_bytes
@@ -60,6 +65,9 @@ def test_raw_keys_round_trip_and_work_together(kem: KemChoice) -> None:
     assert reloaded.fingerprint == keypair.fingerprint
     sealed = seal(b"m", public, context=CONTEXT)
     assert open_sealed(sealed, reloaded.private_key, context=CONTEXT) == b"m"
+    signature = reloaded.sign(b"a commitment")
+    assert verify_aggregator_signature(keypair.signing_public_bytes, b"a commitment", signature)
+    assert not verify_aggregator_signature(keypair.signing_public_bytes, b"another", signature)
 
 
 @pytest.mark.parametrize("kem", KEMS)
@@ -67,16 +75,27 @@ def test_fingerprints_are_stable_short_and_distinct(kem: KemChoice) -> None:
     # Arrange
     first, second = generate_keypair(kem), generate_keypair(kem)
     # Act
-    printed = fingerprint(first.kem, first.public_bytes)
+    printed = fingerprint(first.kem, first.public_bytes, first.signing_public_bytes)
     # Assert
-    assert printed == fingerprint(first.kem, first.public_bytes) == first.fingerprint
+    assert (
+        printed
+        == fingerprint(first.kem, first.public_bytes, first.signing_public_bytes)
+        == first.fingerprint
+    )
     assert len(printed) == FINGERPRINT_HEX_DIGITS and int(printed, 16) >= 0
     assert printed != second.fingerprint
 
 
 def test_the_same_bytes_under_another_kem_name_get_another_fingerprint() -> None:
-    public = generate_keypair("x25519").public_bytes
-    assert fingerprint("x25519", public) != fingerprint("mlkem768-x25519", public)
+    pair = generate_keypair("x25519")
+    public, signing = pair.public_bytes, pair.signing_public_bytes
+    assert fingerprint("x25519", public, signing) != fingerprint("mlkem768-x25519", public, signing)
+
+
+def test_the_fingerprint_pins_the_signing_key_too() -> None:
+    pair, other = generate_keypair("x25519"), generate_keypair("x25519")
+    swapped = fingerprint(pair.kem, pair.public_bytes, other.signing_public_bytes)
+    assert swapped != pair.fingerprint
 
 
 @pytest.mark.parametrize("kem", KEMS)
@@ -86,13 +105,15 @@ def test_malformed_keys_are_refused_without_echoing_them(kem: KemChoice) -> None
     # Act / Assert
     for broken in (keypair.private_bytes[:-1], keypair.private_bytes + b"\x00", b""):
         with pytest.raises(ConfigurationError, match="not a valid") as caught:
-            load_private_key(keypair.kem, broken)
+            load_private_key(keypair.kem, broken, signing=keypair.signing_private_bytes)
         assert not any(s in str(caught.value) for s in secret_spellings(keypair))
     for broken in (keypair.public_bytes[:-1], keypair.public_bytes + b"\x00"):
         with pytest.raises(ConfigurationError, match="not a valid"):
             load_public_key(keypair.kem, broken)
     with pytest.raises(ConfigurationError, match="Unknown KEM"):
-        load_private_key("rsa", keypair.private_bytes)  # type: ignore[arg-type]
+        load_private_key(  # type: ignore[arg-type]
+            "rsa", keypair.private_bytes, signing=keypair.signing_private_bytes
+        )
 
 
 def test_a_key_pair_never_prints_its_private_key() -> None:

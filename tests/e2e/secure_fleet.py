@@ -17,7 +17,7 @@ from veilfl.auth.admission import ADMISSION_HEADER
 from veilfl.cli.local_fleet import local_aggregators, local_trust, server_aggregator_flags
 from veilfl.crypto.csprng import CsprngStream
 from veilfl.protocol.messages import RunInfo
-from veilfl.secagg.client_shares import seal_update
+from veilfl.secagg.contribution import EXTRA_UNITS, seal_contribution
 from veilfl.tensors import Weights, flatten, spec_of, unflatten
 from veilfl.tls import client_ssl_context
 from veilfl.transport.signing import for_round
@@ -78,8 +78,8 @@ class SecureFleet:
             "15",
             "--threshold",
             str(threshold),
-            "--max-clients",
-            "10",
+            "--norm-bound",
+            "1",
             "--max-samples-per-client",
             "1000",
             "--test-examples",
@@ -147,16 +147,21 @@ class SecureFleet:
     def upload(self, client: str, reach: list[int], *, round_id: int = 1) -> list[int]:
         """Seal ``client``'s update; send the shares of the aggregators in ``reach``;
         return the indices that acknowledged."""
-        sealed = seal_update(
-            self.deltas[client],
-            num_samples=self.samples[client],
-            loss=1.0,
-            config=self.config,
+        secure = self.run.secure
+        assert secure is not None
+        rng = CsprngStream()
+        weight = self.samples[client] / 1000
+        measurement = secure.layout.encode(
+            self.deltas[client] * weight, weight=weight, loss=1.0, unclipped=None, rng=rng
+        )
+        sealed = seal_contribution(
+            measurement,
+            layout=secure.layout,
             public_keys=self._keys,
             run_id=self.run.run_id,
             round_id=round_id,
             client_id=client,
-            rng=CsprngStream(),
+            rng=rng,
         )
         acknowledged = []
         for share in sealed:
@@ -208,11 +213,18 @@ class SecureFleet:
         )
         mean /= weights.sum()
         expected = unflatten((flatten(self.start, self.spec) + mean).astype(np.float32), self.spec)
-        # Σw·Δ and Σw are each off by at most B, so the mean is off by
-        # (B + B·|mean|)/(Σw - B); 1e-6 covers rounding the new model to float32.
-        b = self.config.encoding().quantisation_bound(len(reporters))
+        # Each client's w·Δ is stochastically rounded to steps of 1/scale and its weight
+        # to steps of 1/1024 (EXTRA_UNITS), so Σw·Δ is off by under n/scale and Σw by
+        # under n/2048; 1e-6 covers rounding the new model to float32.
+        secure = self.run.secure
+        assert secure is not None
+        n = len(reporters)
+        sum_error, weight_error = n / secure.layout.scale, n / (2 * EXTRA_UNITS)
         bound = unflatten(
-            ((b + b * np.abs(mean)) / (weights.sum() - b) + 1e-6).astype(np.float32), self.spec
+            (
+                (sum_error + weight_error * np.abs(mean)) / (weights.sum() - weight_error) + 1e-6
+            ).astype(np.float32),
+            self.spec,
         )
         for name in self.spec.names:
             assert np.all(np.abs(final[name] - expected[name]) <= bound[name]), name

@@ -44,8 +44,6 @@ def test_fedbuff_with_secure_aggregation_and_slow_clients(tmp_path: Path) -> Non
         "4",
         "--threshold",
         "2",
-        "--max-clients",
-        "8",
         "--test-examples",
         "1000",
         *flags,

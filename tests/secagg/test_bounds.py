@@ -13,11 +13,12 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from scipy import stats
+from tests import malicious
 
 from veilfl.crypto.csprng import CsprngStream
 from veilfl.crypto.field import MERSENNE_31
 from veilfl.crypto.field_ext import MERSENNE_31_EXT
-from veilfl.crypto.flp import SquareGadget, extension_matrix, lagrange_basis, prove_gadget
+from veilfl.crypto.flp import lagrange_basis, prove_gadget
 from veilfl.crypto.shamir import ShamirScheme, Share
 from veilfl.crypto.wraparound import WraparoundChecks
 from veilfl.errors import ConfigurationError, ProtocolError, UpdateRejectedError
@@ -29,7 +30,7 @@ from veilfl.secagg.bounds_messages import (
     VerdictReason,
     VerifierShare,
 )
-from veilfl.secagg.bounds_parameters import BoundsParameters, range_weights
+from veilfl.secagg.bounds_parameters import BoundsParameters
 
 P = MERSENNE_31.modulus
 EXT = MERSENNE_31_EXT
@@ -141,72 +142,6 @@ def test_the_valid_clients_measurement_shares_sum_to_the_exact_total(
 # --- malicious clients ------------------------------------------------------------------
 
 
-def centred_ints(values: np.ndarray) -> list[int]:
-    return [int(v) - P if int(v) > P // 2 else int(v) for v in values]
-
-
-def decompose(value: int, width: int) -> list[int]:
-    """The honest bits of a value clamped into [0, width] (a cheater's best effort)."""
-    value = min(max(value, 0), width)
-    weights = range_weights(width)
-    if not weights:
-        return []
-    top = int(value >= 1 << (len(weights) - 1))
-    rest = value - top * weights[-1]
-    return [(rest >> i) & 1 for i in range(len(weights) - 1)] + [top]
-
-
-def exact_gadget_values(gadget: SquareGadget, wires: np.ndarray, seeds: np.ndarray) -> np.ndarray:
-    """Gadget polynomial values for arbitrary field-element wires, in Python integers."""
-    n = gadget.nodes
-    columns = np.vstack([wires % P, seeds]).astype(object)
-    extended = (extension_matrix(n).astype(object) @ columns) % P
-    values = np.vstack([columns, extended])
-    squares = (values * values) % P
-    out = squares.sum(axis=1) % P if gadget.summed else squares.T
-    return np.array(out, dtype=np.uint64).reshape(gadget.outputs, gadget.gadget_nodes)
-
-
-def cheating_rest(
-    params: BoundsParameters,
-    measurement: np.ndarray,
-    joint_seed: bytes,
-    *,
-    adjust_bits: Callable[[list[int]], None] | None = None,
-    forge_bit_squares: bool = False,
-) -> np.ndarray:
-    """Bits and proof of a malicious client for any measurement (field elements): bits
-    of its true values clamped into range, honest gadget polynomials for the wires it
-    claims. ``adjust_bits`` may then change bits; ``forge_bit_squares`` claims s^2 = s."""
-    rng = CsprngStream()
-    d = params.dimension
-    update = centred_ints(measurement[:d])
-    z = WraparoundChecks(count=params.wraparound_checks, dimension=d).vectors(joint_seed)
-    b = params.wraparound_bound
-    bits = decompose(sum(x * x for x in update) % P, params.norm_bound**2)
-    for row in z:
-        projection = sum(int(c) * x for c, x in zip(row, update, strict=True)) % P
-        bits += decompose((projection + P // 2) % P - P // 2 + b, 2 * b)
-    for value, (lo, hi) in zip(centred_ints(measurement[d:]), params.extra_ranges, strict=True):
-        bits += decompose(value - lo, hi - lo)
-    if adjust_bits is not None:
-        adjust_bits(bits)
-    bit_elements = np.array([v % P for v in bits], dtype=np.uint64)
-    pieces = []
-    for gadget, wires in ((params.norm_gadget, measurement[:d]), (params.bit_gadget, bit_elements)):
-        matrix = np.zeros((gadget.calls, gadget.wires), dtype=np.uint64)
-        matrix.ravel()[: len(wires)] = wires
-        seeds = rng.uniform_field(MERSENNE_31, gadget.seeds * gadget.wires).reshape(
-            gadget.seeds, gadget.wires
-        )
-        values = exact_gadget_values(gadget, matrix, seeds)
-        if forge_bit_squares and not gadget.summed:
-            for i, bit in enumerate(bit_elements):
-                values[i % gadget.wires, i // gadget.wires] = bit
-        pieces += [seeds.ravel(), values.ravel()]
-    return np.concatenate([bit_elements, *pieces])
-
-
 def cheat(
     params: BoundsParameters,
     measurement: list[int],
@@ -216,16 +151,14 @@ def cheat(
     tamper: Callable[[list[np.ndarray]], None] | None = None,
     **options: object,
 ) -> list[ContributionShare]:
-    elements = np.array([v % P for v in measurement], dtype=np.uint64)
-    return bounds_prover._deal(
-        elements,
-        params=params,
+    return malicious.cheat(
+        params,
+        measurement,
         threshold=threshold,
         num_shares=num_shares,
         binding=BINDING,
-        rng=CsprngStream(),
-        complete=lambda seed: cheating_rest(params, elements, seed, **options),  # type: ignore[arg-type]
         tamper=tamper,
+        **options,  # type: ignore[arg-type]
     )
 
 
@@ -328,7 +261,7 @@ def test_a_proof_made_for_other_shares_is_excluded() -> None:
         num_shares=3,
         binding=BINDING,
         rng=rng,
-        complete=lambda seed: cheating_rest(
+        complete=lambda seed: malicious.cheating_rest(
             params, np.array([v % P for v in other], dtype=np.uint64), seed
         ),
     )
@@ -595,5 +528,5 @@ def test_seeded_and_full_shares_go_to_the_right_aggregators() -> None:
     wires = np.zeros((gadget.calls, gadget.wires), dtype=np.int64)
     seeds = np.zeros((gadget.seeds, gadget.wires), dtype=np.uint64)
     np.testing.assert_array_equal(
-        prove_gadget(gadget, wires, seeds), exact_gadget_values(gadget, wires, seeds)
+        prove_gadget(gadget, wires, seeds), malicious.exact_gadget_values(gadget, wires, seeds)
     )

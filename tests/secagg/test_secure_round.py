@@ -1,142 +1,233 @@
-"""Secure aggregation end to end in memory: clients, aggregators, reconstruction."""
+"""Secure aggregation end to end in memory: clients prove and seal, aggregators check,
+verify, commit and sum, the coordinator decides and reconstructs.
+
+Malicious clients (issue 12) and a coordinator that asks for two lists (issue 10) are
+played through the real pure code: the aggregators' states and the decision."""
 
 from __future__ import annotations
+
+import os
 
 import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from tests import malicious
+from tests.contributions import certify, make_nodes, seal
 
-from veilfl.crypto.csprng import CsprngStream
+from veilfl.crypto.envelope import ShareContext
+from veilfl.crypto.envelope import seal as hpke_seal
 from veilfl.crypto.field import MERSENNE_31
-from veilfl.crypto.keys import AggregatorKeyPair, generate_keypair
+from veilfl.crypto.keys import generate_keypair
 from veilfl.crypto.shamir import Share
 from veilfl.errors import (
     DecryptionError,
     ProtocolError,
     ReconstructionError,
     RoundMismatchError,
-    WireFormatError,
 )
-from veilfl.secagg.aggregator_state import AggregatorRound, InMemoryShareArchive
-from veilfl.secagg.client_shares import seal_update
-from veilfl.secagg.config import EXTRA_COORDINATES, SecureAggregationConfig
+from veilfl.secagg.aggregator_node import AggregatorNode
+from veilfl.secagg.bounds_messages import ContributionShare
+from veilfl.secagg.bounds_verifier import decide
+from veilfl.secagg.commitment import Commitment, CommitmentCertificate
+from veilfl.secagg.config import SecureAggregationConfig
+from veilfl.secagg.contribution import ContributionLayout, contribution_binding
 from veilfl.secagg.reconstruction import plan_aggregation, reconstruct_aggregate
-from veilfl.strategy.aggregate import WeightedSum
 
-KEYS = [generate_keypair("x25519") for _ in range(5)]
+KEYS = [generate_keypair("x25519") for _ in range(6)]
+RUN = "run"
+D = 12
 
 
-def _aggregators(
-    config: SecureAggregationConfig, length: int, keys: list[AggregatorKeyPair], round_id: int = 1
-) -> list[AggregatorRound]:
-    return [
-        AggregatorRound(
-            run_id="run",
-            round_id=round_id,
-            index=j + 1,
-            vector_length=length + EXTRA_COORDINATES,
-            field=MERSENNE_31,
-            private_key=keys[j].private_key,
-            archive=InMemoryShareArchive(),
-        )
-        for j in range(config.num_aggregators)
-    ]
+def _config(t: int = 2, m: int = 3) -> SecureAggregationConfig:
+    return SecureAggregationConfig(threshold=t, num_aggregators=m, norm_bound=1.0)
 
 
 def _upload(
-    config: SecureAggregationConfig,
-    aggregators: list[AggregatorRound],
+    nodes: list[AggregatorNode],
     client: str,
-    delta: np.ndarray,
-    samples: int,
+    update: np.ndarray,
     *,
+    config: SecureAggregationConfig,
+    weight: float = 0.5,
     loss: float = 1.0,
     only: set[int] | None = None,
     round_id: int = 1,
 ) -> None:
-    sealed = seal_update(
-        delta,
-        num_samples=samples,
-        loss=loss,
-        config=config,
-        public_keys=[k.public_key for k in KEYS[: config.num_aggregators]],
-        run_id="run",
+    for share in seal(
+        config,
+        KEYS,
+        run_id=RUN,
         round_id=round_id,
         client_id=client,
-        rng=CsprngStream(),
-    )
-    for share in sealed:
+        update=update,
+        weight=weight,
+        loss=loss,
+    ):
         if only is None or share.aggregator_index in only:
-            aggregators[share.aggregator_index - 1].receive(client, share.envelope)
+            nodes[share.aggregator_index - 1].receive(round_id, client, share.envelope)
 
 
-@settings(max_examples=25, deadline=None)
+def _valid(
+    nodes: list[AggregatorNode], clients: list[str], config: SecureAggregationConfig
+) -> list[str]:
+    """The clients the coordinator's decision accepts, from every node's answers."""
+    seed = os.urandom(32)
+    answers = [node.verify(1, clients, seed) for node in nodes]
+    bounds = ContributionLayout(D, config).bounds
+    return [
+        c
+        for c in clients
+        if decide([a[c] for a in answers], params=bounds, threshold=config.threshold).valid
+    ]
+
+
+@settings(max_examples=12, deadline=None)
 @given(
     seed=st.integers(0, 2**32 - 1),
-    clients=st.integers(1, 8),
-    length=st.integers(1, 50),
+    clients=st.integers(1, 6),
     tm=st.sampled_from([(1, 1), (2, 3), (3, 5), (2, 2)]),
 )
-def test_secure_aggregate_equals_the_plaintext_weighted_mean(
-    seed: int, clients: int, length: int, tm: tuple[int, int]
+def test_the_honest_clients_aggregate_is_their_weighted_mean(
+    seed: int, clients: int, tm: tuple[int, int]
 ) -> None:
     # Arrange
     t, m = tm
-    config = SecureAggregationConfig(
-        threshold=t,
-        num_aggregators=m,
-        clip_range=1.0,
-        max_clients=16,
-        max_samples_per_client=1000,
-    )
+    config = _config(t, m)
     rng = np.random.default_rng(seed)
-    deltas = rng.uniform(-0.5, 0.5, size=(clients, length)).astype(np.float32)
-    samples = rng.integers(1, 1000, size=clients)
-    aggregators = _aggregators(config, length, KEYS)
-    plaintext = WeightedSum(length)
+    updates = rng.uniform(-0.3, 0.3, size=(clients, D))
+    weights = rng.uniform(0.05, 1.0, size=clients)
+    nodes = make_nodes(config, KEYS, run_id=RUN, dimension=D)
+    names = [f"c{i}" for i in range(clients)]
     # Act
-    for i in range(clients):
-        _upload(config, aggregators, f"c{i}", deltas[i], int(samples[i]), loss=0.5 + i)
-        plaintext.add(deltas[i], weight=float(samples[i]))
-    participants = [f"c{i}" for i in range(clients)]
-    shares = [a.aggregate(participants) for a in aggregators[:t]]
+    for i, name in enumerate(names):
+        _upload(nodes, name, updates[i], config=config, weight=float(weights[i]), loss=0.5 + i)
+    valid = _valid(nodes, names, config)
+    certificate = certify(nodes, run_id=RUN, round_id=1, participants=names)
+    shares = [node.aggregate(1, names, certificate) for node in nodes[:t]]
     result = reconstruct_aggregate(
         shares,
-        config=config,
-        participants=tuple(participants),
+        layout=ContributionLayout(D, config),
+        participants=tuple(names),
         trained_versions=(0,) * clients,
     )
-    # Assert: within the documented quantisation bound of the weighted mean.
-    expected = plaintext.vector() / plaintext.total_weight
-    total_weight = result.total_weight
-    bound = config.encoding().quantisation_bound(clients)
-    # |Σw·Δ error| <= bound and |Σw error| <= bound, so the mean is off by at most:
-    mean_bound = (bound + bound * np.abs(expected)) / (total_weight - bound)
-    assert np.all(np.abs(result.mean_delta() - expected) <= mean_bound + 1e-9)
-    expected_loss = float(np.average(0.5 + np.arange(clients), weights=samples))
-    assert result.mean_loss == pytest.approx(expected_loss, abs=1e-3)
+    # Assert: every honest client verifies, and the sum is within the rounding bound:
+    # each coordinate of each client moves by less than one integer unit (1/scale).
+    assert valid == names
+    layout = ContributionLayout(D, config)
+    expected = (weights[:, None] * updates).sum(axis=0)
+    assert np.all(np.abs(result.weighted_delta_sum - expected) < clients / layout.scale)
+    assert result.total_weight == pytest.approx(weights.sum(), abs=clients / 1024)
+    assert result.mean_loss == pytest.approx(
+        float(np.average(0.5 + np.arange(clients), weights=weights)), abs=0.05
+    )
+
+
+def _poisoned(kind: str, config: SecureAggregationConfig, client: str) -> list[bytes]:
+    """Envelopes of a malicious client, one per aggregator. Its public parts match its
+    shares (so every aggregator takes them): only the proof can catch it."""
+    bounds = ContributionLayout(D, config).bounds
+    binding = contribution_binding(RUN, 1, client)
+    honest = [100] * D + [512, 0, 0]
+    P = MERSENNE_31.modulus
+
+    def cheat(measurement: list[int], **options: object) -> list[ContributionShare]:
+        return malicious.cheat(
+            bounds,
+            measurement,
+            threshold=config.threshold,
+            num_shares=config.num_aggregators,
+            binding=binding,
+            **options,  # type: ignore[arg-type]
+        )
+
+    if kind == "out-of-range coordinate":
+        shares = cheat([(P - 1) // 4, *honest[1:]])
+    elif kind == "norm over the bound":
+        shares = cheat([bounds.norm_bound] * D + honest[D:])
+    elif kind == "four halves (field norm 1)":
+        shares = cheat([(P + 1) // 2] * 4 + [0] * (D - 4) + honest[D:])
+    elif kind == "negative weight":
+        shares = cheat([*honest[:D], -9 * 1024, 0, 0])
+    elif kind == "inconsistent shares":
+
+        def shift(full: list[np.ndarray]) -> None:
+            full[-1][0] = (full[-1][0] + 5) % P
+
+        shares = cheat(honest, tamper=shift)
+    elif kind == "a proof for other shares":
+        mine, theirs = cheat(honest), cheat(honest)
+        shares = [mine[0], *theirs[1:]]
+    else:
+        raise AssertionError(kind)
+    return [
+        hpke_seal(
+            s.to_bytes(),
+            KEYS[s.index - 1].public_key,
+            context=ShareContext(
+                run_id=RUN, round_id=1, client_id=client, aggregator_index=s.index
+            ),
+        )
+        for s in shares
+    ]
+
+
+@pytest.mark.parametrize(
+    "kind",
+    [
+        "out-of-range coordinate",
+        "norm over the bound",
+        "four halves (field norm 1)",
+        "negative weight",
+        "inconsistent shares",
+        "a proof for other shares",
+    ],
+)
+def test_a_poisoned_contribution_is_excluded_and_the_honest_sum_is_exact(kind: str) -> None:
+    config = _config(2, 3)
+    nodes = make_nodes(config, KEYS, run_id=RUN, dimension=D)
+    honest = [f"h{i}" for i in range(3)]
+    update = np.full(D, 0.1)
+    for name in honest:
+        _upload(nodes, name, update, config=config, weight=1.0)
+    for index, envelope in enumerate(_poisoned(kind, config, "mallory"), start=1):
+        nodes[index - 1].receive(1, "mallory", envelope)  # every aggregator takes it
+    valid = _valid(nodes, [*honest, "mallory"], config)
+    assert valid == honest
+    certificate = certify(nodes, run_id=RUN, round_id=1, participants=valid)
+    result = reconstruct_aggregate(
+        [node.aggregate(1, valid, certificate) for node in nodes],
+        layout=ContributionLayout(D, config),
+        participants=tuple(valid),
+        trained_versions=(0, 0, 0),
+    )
+    np.testing.assert_allclose(
+        result.mean_delta(), 0.1, atol=3 / ContributionLayout(D, config).scale
+    )
 
 
 def test_round_survives_a_client_that_reached_only_some_aggregators() -> None:
-    config = SecureAggregationConfig(threshold=2, num_aggregators=3, max_clients=8)
-    aggregators = _aggregators(config, 4, KEYS)
-    ones = np.full(4, 0.25, dtype=np.float32)
-    _upload(config, aggregators, "a", ones, 100)
-    _upload(config, aggregators, "b", ones, 100)
-    _upload(config, aggregators, "dropped", np.full(4, -0.9, np.float32), 100, only={1})
-    acks = {"a": {1, 2, 3}, "b": {1, 2, 3}}  # "dropped" never reported to the coordinator
-    plan = plan_aggregation(acks, alive={1, 2, 3}, threshold=2, min_participants=2)
+    config = _config(2, 3)
+    nodes = make_nodes(config, KEYS, run_id=RUN, dimension=D)
+    _upload(nodes, "a", np.full(D, 0.25), config=config)
+    _upload(nodes, "b", np.full(D, 0.25), config=config)
+    _upload(nodes, "dropped", np.full(D, -0.2), config=config, only={1})
+    held = {"a": {1, 2, 3}, "b": {1, 2, 3}, "dropped": {1}}
+    plan = plan_aggregation(held, alive={1, 2, 3}, threshold=2, min_participants=2)
     assert plan.participants == ("a", "b") and plan.aggregators == (1, 2, 3)
+    certificate = certify(nodes, run_id=RUN, round_id=1, participants=plan.participants)
     # Aggregator 1 holds the dropped client's share and subtracts it again.
     shares = [
-        aggregators[0].aggregate(plan.participants),
-        aggregators[2].aggregate(plan.participants),
+        nodes[0].aggregate(1, plan.participants, certificate),
+        nodes[2].aggregate(1, plan.participants, certificate),
     ]
     result = reconstruct_aggregate(
-        shares, config=config, participants=plan.participants, trained_versions=(0, 0)
+        shares,
+        layout=ContributionLayout(D, config),
+        participants=plan.participants,
+        trained_versions=(0, 0),
     )
-    np.testing.assert_allclose(result.mean_delta(), 0.25, atol=1e-5)
+    np.testing.assert_allclose(result.mean_delta(), 0.25, atol=1e-2)
 
 
 def test_plan_prefers_the_aggregators_that_hold_the_most_clients() -> None:
@@ -150,153 +241,151 @@ def test_plan_prefers_the_aggregators_that_hold_the_most_clients() -> None:
         plan_aggregation(acks, alive={1, 3}, threshold=2, min_participants=2)
 
 
-def _state(aggregator: AggregatorRound) -> tuple[frozenset[str], bytes]:
-    return aggregator.clients, aggregator._sum.tobytes()
-
-
 def test_tampered_truncated_replayed_and_misrouted_shares_change_nothing() -> None:
-    config = SecureAggregationConfig(threshold=2, num_aggregators=3, max_clients=8)
-    aggregators = _aggregators(config, 3, KEYS)
-    next_round = _aggregators(config, 3, KEYS, round_id=2)
-    sealed = seal_update(
-        np.zeros(3, np.float32),
-        num_samples=5,
-        loss=1.0,
-        config=config,
-        public_keys=[k.public_key for k in KEYS[:3]],
-        run_id="run",
-        round_id=1,
-        client_id="a",
-        rng=CsprngStream(),
-    )
-    first = aggregators[0]
-    before = _state(first)
+    config = _config(2, 3)
+    nodes = make_nodes(config, KEYS, run_id=RUN, dimension=D)
+    sealed = seal(config, KEYS, run_id=RUN, round_id=1, client_id="a", update=np.zeros(D))
+    first = nodes[0]
     envelope = sealed[0].envelope
     tampered = bytearray(envelope)
     tampered[-5] ^= 0xFF
     attempts = [
-        (first, "a", bytes(tampered)),  # tampered
-        (first, "a", envelope[:-10]),  # truncated
-        (first, "a", b""),  # empty
-        (first, "mallory", envelope),  # claimed by another client
-        (aggregators[1], "a", envelope),  # misrouted to aggregator 2
-        (next_round[0], "a", envelope),  # replayed into round 2
+        (first, 1, "a", bytes(tampered)),  # tampered
+        (first, 1, "a", envelope[:-10]),  # truncated
+        (first, 1, "a", b""),  # empty
+        (first, 1, "mallory", envelope),  # claimed by another client
+        (nodes[1], 1, "a", envelope),  # misrouted to aggregator 2
+        (first, 2, "a", envelope),  # replayed into round 2
     ]
-    for aggregator, client, body in attempts:
-        aggregator_before = _state(aggregator)
+    for node, round_id, client, body in attempts:
+        before = node.open_rounds
         with pytest.raises(DecryptionError):
-            aggregator.receive(client, body)
-        assert _state(aggregator) == aggregator_before
-    assert _state(first) == before
-    assert not first.receive("a", envelope).duplicate
-    assert first.receive("a", envelope).duplicate  # a retry is idempotent
-    first.aggregate(["a"])
-    with pytest.raises(RoundMismatchError, match="already aggregated"):
-        first.receive("b", sealed[0].envelope)
-
-
-def test_a_share_of_the_wrong_length_is_rejected() -> None:
-    config = SecureAggregationConfig(threshold=2, num_aggregators=3, max_clients=8)
-    aggregators = _aggregators(config, 3, KEYS)
-    with pytest.raises(WireFormatError, match="values"):
-        _upload(config, aggregators, "a", np.zeros(5, np.float32), 5)
-    assert aggregators[0].clients == frozenset()
+            node.receive(round_id, client, body)
+        assert node.open_rounds == before
+    assert not first.receive(1, "a", envelope).duplicate
+    assert first.receive(1, "a", envelope).duplicate  # a retry is idempotent
+    first.commit(1, ["a"])
+    with pytest.raises(RoundMismatchError, match="already closed"):
+        first.receive(
+            1,
+            "b",
+            seal(config, KEYS, run_id=RUN, round_id=1, client_id="b", update=np.zeros(D))[
+                0
+            ].envelope,
+        )
 
 
 def test_aggregating_a_participant_the_aggregator_never_saw_is_refused() -> None:
-    config = SecureAggregationConfig(threshold=2, num_aggregators=3, max_clients=8)
-    aggregators = _aggregators(config, 2, KEYS)
-    _upload(config, aggregators, "a", np.zeros(2, np.float32), 5, only={1, 2})
+    config = _config(2, 3)
+    nodes = make_nodes(config, KEYS, run_id=RUN, dimension=D)
+    _upload(nodes, "a", np.zeros(D), config=config, only={1, 2})
+    certificate = certify(nodes, run_id=RUN, round_id=1, participants=["a"])
     with pytest.raises(ProtocolError, match="holds no share"):
-        aggregators[2].aggregate(["a"])
+        nodes[2].aggregate(1, ["a"], certificate)
 
 
-def test_an_aggregator_answers_one_participant_list_per_round() -> None:
-    config = SecureAggregationConfig(threshold=2, num_aggregators=3, max_clients=8)
-    aggregators = _aggregators(config, 2, KEYS)
+def test_an_aggregator_commits_to_one_participant_list_per_round() -> None:
+    config = _config(2, 3)
+    nodes = make_nodes(config, KEYS, run_id=RUN, dimension=D)
     for client in ("a", "b", "c"):
-        _upload(config, aggregators, client, np.zeros(2, np.float32), 5)
-    first = aggregators[0].aggregate(["a", "b", "c"])
-    again = aggregators[0].aggregate(["c", "b", "a"])  # a retry gets the same answer
-    np.testing.assert_array_equal(first.values, again.values)
+        _upload(nodes, client, np.zeros(D), config=config)
+    signature = nodes[0].commit(1, ["a", "b", "c"])
+    assert nodes[0].commit(1, ["c", "b", "a"]) == signature  # a retry: the same answer
     with pytest.raises(ProtocolError, match="reveal the difference"):
-        aggregators[0].aggregate(["a", "b"])
+        nodes[0].commit(1, ["a", "b"])
 
 
-def test_an_aggregator_refuses_to_sum_over_too_few_clients() -> None:
-    config = SecureAggregationConfig(threshold=2, num_aggregators=3, max_clients=8)
-    guarded = AggregatorRound(
-        run_id="run",
-        round_id=1,
-        index=1,
-        vector_length=2 + EXTRA_COORDINATES,
-        field=MERSENNE_31,
-        private_key=KEYS[0].private_key,
-        archive=InMemoryShareArchive(),
-        min_participants=2,
-    )
-    sealed = seal_update(
-        np.zeros(2, np.float32),
-        num_samples=5,
-        loss=1.0,
-        config=config,
-        public_keys=[k.public_key for k in KEYS[:3]],
-        run_id="run",
-        round_id=1,
-        client_id="victim",
-        rng=CsprngStream(),
-    )
-    guarded.receive("victim", sealed[0].envelope)
+def test_an_aggregator_refuses_lists_below_its_minimum_or_above_the_encodings_maximum() -> None:
+    config = _config(2, 3)
+    guarded = make_nodes(config, KEYS, run_id=RUN, dimension=D, min_participants=2)
+    _upload(guarded, "victim", np.zeros(D), config=config)
     with pytest.raises(ProtocolError, match="at least 2"):
-        guarded.aggregate(["victim"])
+        guarded[0].commit(1, ["victim"])
+    too_many = [f"c{i}" for i in range(guarded[0].max_participants + 1)]
+    with pytest.raises(ProtocolError, match="at most"):
+        guarded[1].commit(1, too_many)
 
 
-def test_a_rejected_share_for_a_later_round_does_not_drop_the_current_round() -> None:
-    from veilfl.secagg.aggregator_node import AggregatorNode
+def test_two_disjoint_groups_of_t_cannot_each_release_a_list() -> None:
+    # m = 4, t = 2: the attack of issue 10. Aggregators 1-2 are asked to sum {A, B, C},
+    # aggregators 3-4 {B, C}; the difference would be A's update.
+    config = _config(2, 4)
+    nodes = make_nodes(config, KEYS, run_id=RUN, dimension=D)
+    for client in ("A", "B", "C"):
+        _upload(nodes, client, np.full(D, 0.1), config=config)
+    first = certify(nodes[:2], run_id=RUN, round_id=1, participants=["A", "B", "C"])
+    second = certify(nodes[2:], run_id=RUN, round_id=1, participants=["B", "C"])
+    for node, certificate, wanted in (
+        (nodes[0], first, ["A", "B", "C"]),
+        (nodes[1], first, ["A", "B", "C"]),
+        (nodes[2], second, ["B", "C"]),
+        (nodes[3], second, ["B", "C"]),
+    ):
+        with pytest.raises(ProtocolError, match="3 of the 4 aggregators must have committed"):
+            node.aggregate(1, wanted, certificate)
+    # Nor can the coordinator borrow the other group's commitments: each signed one list.
+    with pytest.raises(ProtocolError, match="reveal the difference"):
+        nodes[2].commit(1, ["A", "B", "C"])
 
-    config = SecureAggregationConfig(threshold=2, num_aggregators=3, max_clients=8)
-    node = AggregatorNode(
-        index=1,
-        keypair=KEYS[0],
-        run_id="run",
-        vector_length=2 + EXTRA_COORDINATES,
-        archive_for_round=lambda r: InMemoryShareArchive(),
+
+def test_a_certificate_must_be_for_this_list_and_signed_by_the_runs_aggregators() -> None:
+    config = _config(2, 3)
+    nodes = make_nodes(config, KEYS, run_id=RUN, dimension=D)
+    for client in ("a", "b"):
+        _upload(nodes, client, np.zeros(D), config=config)
+    impostor = generate_keypair()
+    forged = CommitmentCertificate(
+        Commitment.of(RUN, 1, ["a", "b"]),
+        {j: impostor.sign(Commitment.of(RUN, 1, ["a", "b"]).message()) for j in (1, 2, 3)},
     )
-    sealed = seal_update(
-        np.zeros(2, np.float32),
-        num_samples=5,
-        loss=1.0,
-        config=config,
-        public_keys=[k.public_key for k in KEYS[:3]],
-        run_id="run",
-        round_id=1,
-        client_id="a",
-        rng=CsprngStream(),
-    )
-    node.receive(1, "a", sealed[0].envelope)
-    with pytest.raises(DecryptionError):
-        node.receive(7, "b", b"garbage that does not open")
-    assert node.open_rounds == {1: frozenset({"a"})}
-    with pytest.raises(ProtocolError, match="holds no share of round 7"):
-        node.aggregate(7, ["a", "b"])
-    assert node.open_rounds == {1: frozenset({"a"})}
+    with pytest.raises(ProtocolError, match="0 valid aggregator commitments"):
+        nodes[0].aggregate(1, ["a", "b"], forged)
+    other_list = certify(nodes, run_id=RUN, round_id=1, participants=["a", "b"])
+    with pytest.raises(ProtocolError, match="another run, round or participant list"):
+        nodes[0].aggregate(1, ["a"], other_list)
 
 
 def test_reconstruction_from_more_than_t_shares_refuses_inconsistent_ones() -> None:
-    config = SecureAggregationConfig(threshold=2, num_aggregators=3, max_clients=8)
-    aggregators = _aggregators(config, 3, KEYS)
+    config = _config(2, 3)
+    nodes = make_nodes(config, KEYS, run_id=RUN, dimension=D)
     for client in ("a", "b"):
-        _upload(config, aggregators, client, np.full(3, 0.25, np.float32), 100)
-    shares = [a.aggregate(["a", "b"]) for a in aggregators]
+        _upload(nodes, client, np.full(D, 0.25), config=config)
+    certificate = certify(nodes, run_id=RUN, round_id=1, participants=["a", "b"])
+    shares = [node.aggregate(1, ["a", "b"], certificate) for node in nodes]
+    layout = ContributionLayout(D, config)
     consistent = reconstruct_aggregate(
-        shares, config=config, participants=("a", "b"), trained_versions=(0, 0)
+        shares, layout=layout, participants=("a", "b"), trained_versions=(0, 0)
     )
-    np.testing.assert_allclose(consistent.mean_delta(), 0.25, atol=1e-5)
+    np.testing.assert_allclose(consistent.mean_delta(), 0.25, atol=1e-2)
     corrupted = Share(index=3, values=(shares[2].values + 1) % MERSENNE_31.p)
     with pytest.raises(ReconstructionError, match="disagrees"):
         reconstruct_aggregate(
             [shares[0], shares[1], corrupted],
-            config=config,
+            layout=layout,
             participants=("a", "b"),
             trained_versions=(0, 0),
         )
+
+
+def test_a_rejected_share_for_a_later_round_does_not_drop_the_current_round() -> None:
+    config = _config(2, 3)
+    nodes = make_nodes(config, KEYS, run_id=RUN, dimension=D)
+    node = nodes[0]
+    _upload(nodes, "a", np.zeros(D), config=config, only={1})
+    with pytest.raises(DecryptionError):
+        node.receive(7, "b", b"garbage that does not open")
+    assert node.open_rounds == {1: frozenset({"a"})}
+    with pytest.raises(ProtocolError, match="holds no share of round 7"):
+        node.verify(7, ["a", "b"], os.urandom(32))
+    assert node.open_rounds == {1: frozenset({"a"})}
+
+
+def test_an_aggregator_answers_one_query_seed_per_round() -> None:
+    config = _config(2, 3)
+    nodes = make_nodes(config, KEYS, run_id=RUN, dimension=D)
+    _upload(nodes, "a", np.zeros(D), config=config)
+    seed = os.urandom(32)
+    nodes[0].verify(1, ["a"], seed)
+    nodes[0].verify(1, ["a"], seed)  # the same query again: harmless
+    with pytest.raises(ProtocolError, match="another query"):
+        nodes[0].verify(1, ["a"], os.urandom(32))

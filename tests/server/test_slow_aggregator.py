@@ -61,7 +61,7 @@ async def test_status_tasks_and_uploads_are_answered_promptly_while_a_round_clos
     run_id = "slow-run"
     coordinator_identity = Identity.generate()
     keys = [generate_keypair() for _ in range(2)]
-    config = SecureAggregationConfig(threshold=2, num_aggregators=2, max_clients=10)
+    config = SecureAggregationConfig(threshold=2, num_aggregators=2, max_samples_per_client=100)
     aggregators = published(keys, ["http://aggregator-1", "http://aggregator-2"])
     learner = mnist_learner("simple-cnn", seed=0)
     settings = CoordinatorSettings(
@@ -79,7 +79,9 @@ async def test_status_tasks_and_uploads_are_answered_promptly_while_a_round_clos
         plan=LocalTrainingPlan(max_batches=2),
         secure=SecureSettings(config=config, aggregators=aggregators),
     )
-    core = build_coordinator(settings, initial_weights=learner.initial_weights(seed=0)).coordinator
+    core = build_coordinator(
+        settings, initial_weights=learner.initial_weights(seed=0), run_id=run_id
+    ).coordinator
     run = describe_run(
         settings,
         run_id=run_id,
@@ -91,7 +93,7 @@ async def test_status_tasks_and_uploads_are_answered_promptly_while_a_round_clos
     assert run.secure is not None
     link = HttpAggregatorLink(
         {a.index: a.url for a in run.secure.aggregators},
-        vector_length=run.secure.vector_length,
+        vector_length=run.secure.layout.measurement_length,
         run_id=run_id,
         identity=coordinator_identity,
         transport=hosts,

@@ -14,6 +14,7 @@ from veilfl.protocol.buffered import BufferConfig
 from veilfl.protocol.messages import LocalTrainingPlan
 from veilfl.protocol.sync_round import RoundConfig
 from veilfl.secagg.config import SecureAggregationConfig
+from veilfl.secagg.contribution import ContributionLayout
 from veilfl.sim.async_simulator import AsyncSimulationConfig, simulate_async
 from veilfl.sim.backends import ExecutionSettings, build_executor
 from veilfl.sim.executor import BatchedExecutor, SequentialExecutor
@@ -56,11 +57,14 @@ def test_settings_out_of_range_are_refused(settings: dict[str, object], message:
 ray = pytest.importorskip("ray")
 
 
-def _same(a: Weights, b: Weights, *, rtol: float) -> None:
+SECURE = SecureAggregationConfig(max_samples_per_client=30)
+
+
+def _same(a: Weights, b: Weights, *, rtol: float, atol: float) -> None:
     """Equal to float tolerance: Ray's actors run torch on one thread each, which sums
     convolutions in another order than this process's threads (last-bit differences)."""
     for name in b:
-        np.testing.assert_allclose(a[name], b[name], rtol=rtol, atol=rtol / 100)
+        np.testing.assert_allclose(a[name], b[name], rtol=rtol, atol=atol)
 
 
 def test_a_ray_simulation_ends_on_the_in_process_model(local_ray: None) -> None:
@@ -70,7 +74,7 @@ def test_a_ray_simulation_ends_on_the_in_process_model(local_ray: None) -> None:
         rounds=RoundConfig(num_rounds=2, clients_per_round=4),
         plan=plan,
         seed=3,
-        secure=SecureAggregationConfig(max_clients=8, max_samples_per_client=30),
+        secure=SECURE,
         server_optimizer=ServerOptimizerConfig(name="fedyogi", tau=0.1),
         server_learning_rate=0.02,
     )
@@ -94,6 +98,10 @@ def test_a_ray_simulation_ends_on_the_in_process_model(local_ray: None) -> None:
         LEARNER, client_data=data, test_data=None, config=buffers, executor=local
     )
 
-    _same(ray_rounds.final_weights, here_rounds.final_weights, rtol=1e-5)
-    _same(ray_buffers.final_weights, here_buffers.final_weights, rtol=1e-5)
+    # Secure aggregation rounds each client's update stochastically (under one step per
+    # coordinate); FedYogi's step moves less than the mean delta does.
+    size = sum(v.size for v in LEARNER.initial_weights().values())
+    step = 1 / ContributionLayout(size, SECURE).scale
+    _same(ray_rounds.final_weights, here_rounds.final_weights, rtol=1e-5, atol=2 * 2 * step)
+    _same(ray_buffers.final_weights, here_buffers.final_weights, rtol=1e-5, atol=1e-7)
     assert ray.is_initialized()  # it did not start Ray, so it leaves it running

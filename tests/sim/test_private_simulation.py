@@ -27,11 +27,7 @@ def _run(dp: DpConfig, *, secure: bool, rounds: int = 3) -> SimulationResult:  #
         config=SimulationConfig(
             rounds=RoundConfig(num_rounds=rounds, fraction=0.5),
             plan=LocalTrainingPlan(max_batches=2),
-            secure=(
-                SecureAggregationConfig(clip_range=dp.clip_norm * 10, max_clients=20)
-                if secure
-                else None
-            ),
+            secure=(SecureAggregationConfig(norm_bound=dp.clip_norm) if secure else None),
             dp=dp,
         ),
     )

@@ -9,6 +9,7 @@ serialises access to the pure :class:`~veilfl.secagg.aggregator_node.AggregatorN
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
 import json
 import logging
@@ -28,7 +29,6 @@ from veilfl.aggregator.access import AggregatorAccess
 from veilfl.aggregator.run_follower import RunFollower
 from veilfl.aggregator.share_spool import FileShareArchive
 from veilfl.crypto.envelope import encode_share
-from veilfl.crypto.field import MERSENNE_31
 from veilfl.crypto.keys import AggregatorKeyPair
 from veilfl.durable_files import write_atomically
 from veilfl.errors import (
@@ -39,7 +39,9 @@ from veilfl.errors import (
 )
 from veilfl.protocol.messages import RunInfo
 from veilfl.secagg.aggregator_node import AggregatorNode
+from veilfl.secagg.aggregator_policy import AggregatorPolicy
 from veilfl.secagg.aggregator_state import ShareArchive, ShareReceipt
+from veilfl.secagg.commitment import CommitmentCertificate
 from veilfl.transport.http_errors import install_error_handlers
 from veilfl.transport.peer import certificate_rejected
 
@@ -100,16 +102,22 @@ class AggregatorService:
         keypair: AggregatorKeyPair,
         spool: Path | None,
         min_participants: int = 2,
+        peer_fingerprints: Sequence[str] | None = None,
     ) -> None:
+        if min_participants < 1:
+            raise ConfigurationError(
+                f"--min-participants must be at least 1; got {min_participants}."
+            )
         self.index = index
         self._min_participants = min_participants
+        self._peer_fingerprints = None if peer_fingerprints is None else tuple(peer_fingerprints)
         self._keypair = keypair
         self._spool_is_temporary = spool is None
         self._spool = spool or Path(tempfile.mkdtemp(prefix=f"veilfl-aggregator-{index}-"))
         self._spool.mkdir(parents=True, exist_ok=True, mode=0o700)
         self._lock = asyncio.Lock()
         self._node: AggregatorNode | None = None
-        self._vector_length = 0
+        self._marker: dict[str, object] = {}
 
     def attach(self, run: RunInfo) -> None:
         """Serve the run described by the coordinator.
@@ -128,14 +136,34 @@ class AggregatorService:
                 f"The coordinator does not publish this aggregator's key as aggregator "
                 f"{self.index}; check --index and the key file."
             )
-        self._vector_length = secure.vector_length
+        fingerprints = tuple(a.fingerprint for a in secure.aggregators)
+        if self._peer_fingerprints is None:
+            logger.warning(
+                "the other aggregators' keys are taken from the coordinator unverified; pass "
+                "--peer-fingerprint for each aggregator so that a coordinator cannot invent "
+                "the majority that certifies a participant list"
+            )
+        elif fingerprints != self._peer_fingerprints:
+            raise ConfigurationError(
+                f"The coordinator's run has aggregators {list(fingerprints)}, not the "
+                f"{list(self._peer_fingerprints)} this aggregator's --peer-fingerprint names; "
+                "refusing to serve it."
+            )
+        layout = secure.layout
         run_id = run.run_id
-        self._claim_spool(run_id)
+        self._marker = {
+            "run_id": run_id,
+            "model_size": secure.model_size,
+            "index": self.index,
+            "fingerprints": list(fingerprints),
+        }
+        self._claim_spool()
         node = AggregatorNode(
             index=self.index,
             keypair=self._keypair,
             run_id=run_id,
-            vector_length=self._vector_length,
+            layout=layout,
+            peers=secure.signing_keys,
             archive_for_round=self._archive,
             min_participants=self._min_participants,
         )
@@ -152,10 +180,10 @@ class AggregatorService:
             )
         logger.info("aggregator %d serving run %s", self.index, run_id)
 
-    def _claim_spool(self, run_id: str) -> None:
-        """Tie the spool to this run and vector length; another run's state is cleared."""
+    def _claim_spool(self) -> None:
+        """Tie the spool to this run and its aggregators; another run's state is cleared."""
         marker = self._spool / "run.json"
-        wanted = {"run_id": run_id, "vector_length": self._vector_length, "index": self.index}
+        wanted = self._marker
         if marker.exists():
             try:
                 held = json.loads(marker.read_text())
@@ -177,20 +205,55 @@ class AggregatorService:
         return rounds
 
     def _archive(self, round_id: int) -> ShareArchive:
-        return FileShareArchive(
-            self._spool / f"round-{round_id}", vector_length=self._vector_length, field=MERSENNE_31
-        )
+        return FileShareArchive(self._spool / f"round-{round_id}")
+
+    @property
+    def run_id(self) -> str:
+        """The run served now."""
+        return str(self._marker.get("run_id", ""))
 
     def _require_node(self) -> AggregatorNode:
         if self._node is None:
             raise TransportError("The aggregator has not attached to a run yet; retry shortly.")
         return self._node
 
+    def policy(self) -> AggregatorPolicy:
+        """This aggregator's policy (its operator's settings), signed with its key.
+        Clients and the coordinator read it; it is served before any run is attached."""
+        unsigned = AggregatorPolicy(
+            index=self.index,
+            fingerprint=self._keypair.fingerprint,
+            min_participants=self._min_participants,
+        )
+        return AggregatorPolicy(
+            index=unsigned.index,
+            fingerprint=unsigned.fingerprint,
+            min_participants=unsigned.min_participants,
+            signature=self._keypair.sign(unsigned.statement()),
+        )
+
     async def receive(self, round_id: int, client_id: str, envelope: bytes) -> ShareReceipt:
-        """Open, check and add one sealed share."""
+        """Open and check one sealed share (outside the lock: it is the costly part),
+        then store and add it."""
+        node = self._require_node()
+        opened = await asyncio.to_thread(node.open_share, round_id, client_id, envelope)
+        async with self._lock:
+            return await asyncio.to_thread(node.take_share, opened)
+
+    async def verify(
+        self, round_id: int, clients: Sequence[str], query_seed: bytes
+    ) -> dict[str, bytes]:
+        """Each client's verifier share for ``query_seed``, encoded."""
         node = self._require_node()
         async with self._lock:
-            return await asyncio.to_thread(node.receive, round_id, client_id, envelope)
+            answers = await asyncio.to_thread(node.verify, round_id, clients, query_seed)
+        return {client: share.to_bytes() for client, share in answers.items()}
+
+    async def commit(self, round_id: int, participants: Sequence[str]) -> bytes:
+        """This aggregator's signed commitment to ``participants``."""
+        node = self._require_node()
+        async with self._lock:
+            return await asyncio.to_thread(node.commit, round_id, participants)
 
     async def holdings(self, round_id: int) -> frozenset[str]:
         """The clients whose shares of ``round_id`` this aggregator holds."""
@@ -198,11 +261,13 @@ class AggregatorService:
         async with self._lock:
             return node.holdings(round_id)
 
-    async def aggregate(self, round_id: int, participants: Sequence[str]) -> bytes:
-        """The encoded aggregate share over ``participants``."""
+    async def aggregate(
+        self, round_id: int, participants: Sequence[str], certificate: CommitmentCertificate
+    ) -> bytes:
+        """The encoded aggregate share over ``participants``, against a certificate."""
         node = self._require_node()
         async with self._lock:
-            share = await asyncio.to_thread(node.aggregate, round_id, participants)
+            share = await asyncio.to_thread(node.aggregate, round_id, participants, certificate)
         return await asyncio.to_thread(encode_share, share)
 
     def status(self) -> dict[str, Any]:
@@ -217,9 +282,48 @@ class AggregatorService:
 
 
 class AggregateRequest(BaseModel):
-    """Body of ``POST /v1/rounds/{round_id}/aggregate``."""
+    """Body of ``POST /v1/rounds/{round_id}/aggregate``: the list, and the certificate
+    that a majority of the aggregators committed to it."""
 
-    participants: list[str] = Field(min_length=1, max_length=100_000)
+    participants: list[str] = Field(min_length=1, max_length=1_000_000)
+    certificate: dict[str, Any]
+
+
+class VerifyRequest(BaseModel):
+    """Body of ``POST /v1/rounds/{round_id}/verify``: whose proofs to answer, for which
+    query seed (64 hex digits; one per round)."""
+
+    clients: list[str] = Field(min_length=1, max_length=1_000_000)
+    query_seed: str = Field(pattern=r"^[0-9a-f]{64}$")
+
+
+class VerifyResponse(BaseModel):
+    """Each client's verifier share, standard base64."""
+
+    round_id: int
+    answers: dict[str, str]
+
+
+class CommitRequest(BaseModel):
+    """Body of ``POST /v1/rounds/{round_id}/commit``: the list to commit to."""
+
+    participants: list[str] = Field(min_length=1, max_length=1_000_000)
+
+
+class CommitResponse(BaseModel):
+    """This aggregator's signature of its commitment, standard base64."""
+
+    round_id: int
+    signature: str
+
+
+class PolicyResponse(BaseModel):
+    """The aggregator's signed policy."""
+
+    index: int
+    fingerprint: str
+    min_participants: int
+    signature: str
 
 
 class Holdings(BaseModel):
@@ -353,8 +457,32 @@ def create_aggregator_app(
     )
     async def aggregate(round_id: int, body: AggregateRequest, request: Request) -> Response:
         await access.check_coordinator(request, round_id=round_id)
-        share = await service.aggregate(round_id, body.participants)
+        certificate = CommitmentCertificate.from_json(
+            body.certificate, run_id=service.run_id, participants=body.participants
+        )
+        share = await service.aggregate(round_id, body.participants, certificate)
         return Response(content=share, media_type=BINARY)
+
+    @app.post("/v1/rounds/{round_id}/verify", response_model=VerifyResponse)
+    async def verify_contributions(
+        round_id: int, body: VerifyRequest, request: Request
+    ) -> VerifyResponse:
+        await access.check_coordinator(request, round_id=round_id)
+        answers = await service.verify(round_id, body.clients, bytes.fromhex(body.query_seed))
+        return VerifyResponse(
+            round_id=round_id,
+            answers={c: base64.b64encode(a).decode() for c, a in answers.items()},
+        )
+
+    @app.post("/v1/rounds/{round_id}/commit", response_model=CommitResponse)
+    async def commit(round_id: int, body: CommitRequest, request: Request) -> CommitResponse:
+        await access.check_coordinator(request, round_id=round_id)
+        signature = await service.commit(round_id, body.participants)
+        return CommitResponse(round_id=round_id, signature=base64.b64encode(signature).decode())
+
+    @app.get("/v1/policy", response_model=PolicyResponse)
+    async def policy() -> PolicyResponse:
+        return PolicyResponse(**service.policy().to_json())
 
     @app.get("/v1/rounds/{round_id}/holdings", response_model=Holdings)
     async def holdings(round_id: int, request: Request) -> Holdings:

@@ -194,8 +194,6 @@ def run(args: argparse.Namespace) -> int:
         server_cmd += [
             "--threshold",
             str(args.threshold),
-            "--max-clients",
-            str(max(args.clients, 2)),
             "--max-samples-per-client",
             str(-(-50_000 // args.clients)),
         ]

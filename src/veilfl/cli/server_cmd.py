@@ -13,7 +13,7 @@ from veilfl.cli.common import (
     add_log_option,
     configure_logging,
     dp_from_args,
-    secure_clip_range,
+    secure_norm_bound,
     test_dataset,
 )
 from veilfl.cli.learner_option import add_learner_option, learner_for, model_name_from_args
@@ -127,13 +127,13 @@ def secure_from_args(args: argparse.Namespace, dp: DpConfig | None = None) -> Se
                 url=url.rstrip("/"),
                 kem=key.kem,
                 public_key=key.to_json()["public_key"],
+                signing_key=key.to_json()["signing_key"],
             )
         )
     config = SecureAggregationConfig(
         threshold=args.threshold,
         num_aggregators=len(endpoints),
-        clip_range=secure_clip_range(args.clip_range, dp),
-        max_clients=args.max_clients,
+        norm_bound=secure_norm_bound(args.norm_bound, dp),
         max_samples_per_client=args.max_samples_per_client,
         kem=endpoints[0].kem,
     )
@@ -245,13 +245,11 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
     )
     secure.add_argument("--threshold", type=int, default=2, help="shares needed (t)")
     secure.add_argument(
-        "--clip-range",
+        "--norm-bound",
         type=float,
         default=None,
-        help="per-coordinate clip before encoding (default 1, or C·(1 + 8z) under DP)",
-    )
-    secure.add_argument(
-        "--max-clients", type=int, default=1000, help="most updates summed in one round"
+        help="L2 norm each client's weighted update is clipped to, and proves in zero "
+        "knowledge (default 10, or the DP clipping norm)",
     )
     secure.add_argument(
         "--max-samples-per-client",
@@ -310,7 +308,7 @@ def run(args: argparse.Namespace) -> int:
         if run_info.secure is None
         else HttpAggregatorLink(
             {a.index: a.url for a in run_info.secure.aggregators},
-            vector_length=run_info.secure.vector_length,
+            vector_length=run_info.secure.layout.measurement_length,
             run_id=run_info.run_id,
             identity=prepared.identity,
             verify=transport.verify,

@@ -13,7 +13,7 @@ from veilfl.cli.common import (
     add_log_option,
     configure_logging,
     partitioned_clients,
-    secure_clip_range,
+    secure_norm_bound,
     test_dataset,
 )
 from veilfl.cli.learner_option import add_learner_option, learner_for
@@ -93,7 +93,12 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
     secure.add_argument("--secure", action="store_true", help="aggregate with Shamir shares")
     secure.add_argument("--aggregators", type=int, default=3, help="aggregators (m)")
     secure.add_argument("--threshold", type=int, default=2, help="shares to reconstruct (t)")
-    secure.add_argument("--clip-range", type=float, default=None, help="per-coordinate clip")
+    secure.add_argument(
+        "--norm-bound",
+        type=float,
+        default=None,
+        help="L2 norm each weighted update is clipped to and proves (default 10, or C)",
+    )
     add_round_options(parser)
     add_learner_option(parser)
     add_dp_options(parser)
@@ -165,8 +170,7 @@ def run(args: argparse.Namespace) -> int:
         SecureAggregationConfig(
             threshold=args.threshold,
             num_aggregators=args.aggregators,
-            clip_range=secure_clip_range(args.clip_range, settings.dp),
-            max_clients=max(args.num_clients, 2),
+            norm_bound=secure_norm_bound(args.norm_bound, settings.dp),
             max_samples_per_client=int(client_data.sizes().max()),
         )
         if args.secure

@@ -34,7 +34,7 @@ from veilfl.protocol.hand_in import (
     hand_in,
 )
 from veilfl.protocol.messages import RunInfo
-from veilfl.secagg.client_shares import SealedShare
+from veilfl.secagg.contribution import SealedShare
 from veilfl.transport.peer import Peer, RetryPolicy, error_message, raise_for_status
 from veilfl.transport.signing import SigningAuth, for_round
 from veilfl.wire.tensor_codec import encode_weights

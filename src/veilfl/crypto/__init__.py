@@ -2,7 +2,6 @@
 
 * :mod:`~veilfl.crypto.field`: vectorised arithmetic in GF(p), p < 2**31.
 * :mod:`~veilfl.crypto.csprng`: an AES-256-CTR stream keyed from the OS CSPRNG.
-* :mod:`~veilfl.crypto.encoding`: fixed-point encoding of float vectors into the field.
 * :mod:`~veilfl.crypto.shamir`: t-of-m Shamir sharing of field vectors (Shamir 1979).
 * :mod:`~veilfl.crypto.envelope`: the binary share format and HPKE (RFC 9180) envelopes.
 * :mod:`~veilfl.crypto.keys`: aggregator key pairs and fingerprints (files live in
@@ -14,7 +13,6 @@
 """
 
 from veilfl.crypto.csprng import CsprngStream
-from veilfl.crypto.encoding import FixedPointEncoding
 from veilfl.crypto.envelope import (
     KemChoice,
     PrivateKey,
@@ -54,7 +52,6 @@ __all__ = [
     "CsprngStream",
     "ExtArray",
     "FieldArray",
-    "FixedPointEncoding",
     "KemChoice",
     "PrimeField",
     "PrivateKey",

@@ -11,11 +11,16 @@ use raw bytes):
   the 32-byte X25519 private key; the public key is the ML-KEM-768 encapsulation key
   (1,184 bytes) followed by the X25519 public key (32 bytes).
 
+An aggregator also holds an Ed25519 **signing key**, with which it signs its
+commitment to a round's participant list and its policy (the fewest and most clients it
+sums over); other aggregators and clients check those signatures.
+
 A fingerprint is the first 32 hex digits (128 bits) of SHA-256 over the KEM name, a
-zero byte and the public key bytes: short enough to compare by eye or paste into a
-configuration, long enough (a second-preimage search costs about 2**128 hashes) that
-no one can make another key with the same fingerprint. Binding the KEM name means the
-same bytes read as the other KEM get a different fingerprint.
+zero byte, the HPKE public key, a zero byte and the Ed25519 public key: short enough to
+compare by eye or paste into a configuration, long enough (a second-preimage search
+costs about 2**128 hashes) that no one can make another key with the same fingerprint.
+Pinning a fingerprint pins both keys. Binding the KEM name means the same bytes read as
+the other KEM get a different fingerprint.
 """
 
 from __future__ import annotations
@@ -23,24 +28,31 @@ from __future__ import annotations
 import hashlib
 from dataclasses import dataclass
 
+from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hpke
-from cryptography.hazmat.primitives.asymmetric import mlkem, x25519
+from cryptography.hazmat.primitives.asymmetric import ed25519, mlkem, x25519
 
 from veilfl.crypto.envelope import KemChoice, PrivateKey, PublicKey
 from veilfl.errors import ConfigurationError
 
 __all__ = [
     "FINGERPRINT_HEX_DIGITS",
+    "SIGNING_KEY_BYTES",
     "AggregatorKeyPair",
     "fingerprint",
     "generate_keypair",
     "load_private_key",
     "load_public_key",
+    "load_signing_key",
     "public_key_bytes",
+    "verify_aggregator_signature",
 ]
 
 FINGERPRINT_HEX_DIGITS = 32
 """Hex digits in a fingerprint: 128 bits of SHA-256."""
+
+SIGNING_KEY_BYTES = 32
+"""Bytes in an aggregator's raw Ed25519 key (private seed or public key)."""
 
 _X25519_LENGTH = 32
 _MLKEM_SEED_LENGTH = 64
@@ -58,11 +70,13 @@ class AggregatorKeyPair:
         kem: The KEM the key is for.
         private_key: The private key object, for :func:`~veilfl.crypto.envelope.open_sealed`.
         private_bytes: The raw private key (see the module docstring); keep it secret.
+        signing_key: The aggregator's Ed25519 signing key; keep it secret.
     """
 
     kem: KemChoice
     private_key: PrivateKey
     private_bytes: bytes
+    signing_key: ed25519.Ed25519PrivateKey
 
     def __repr__(self) -> str:  # never print key material
         return f"AggregatorKeyPair(kem={self.kem!r}, fingerprint={self.fingerprint!r})"
@@ -78,9 +92,23 @@ class AggregatorKeyPair:
         return public_key_bytes(self.kem, self.private_bytes)
 
     @property
+    def signing_private_bytes(self) -> bytes:
+        """The raw Ed25519 private key (32 bytes); keep it secret."""
+        return self.signing_key.private_bytes_raw()
+
+    @property
+    def signing_public_bytes(self) -> bytes:
+        """The raw Ed25519 public key (32 bytes)."""
+        return self.signing_key.public_key().public_bytes_raw()
+
+    @property
     def fingerprint(self) -> str:
-        """The public key's fingerprint."""
-        return fingerprint(self.kem, self.public_bytes)
+        """The fingerprint of both public keys."""
+        return fingerprint(self.kem, self.public_bytes, self.signing_public_bytes)
+
+    def sign(self, message: bytes) -> bytes:
+        """This aggregator's Ed25519 signature of ``message``."""
+        return self.signing_key.sign(message)
 
 
 def _check_kem(kem: str) -> KemChoice:
@@ -99,20 +127,20 @@ def generate_keypair(kem: KemChoice = "x25519") -> AggregatorKeyPair:
     """
     kem = _check_kem(kem)
     raw_x = x25519.X25519PrivateKey.generate().private_bytes_raw()
+    signing = ed25519.Ed25519PrivateKey.generate().private_bytes_raw()
     if kem == "x25519":
-        return load_private_key(kem, raw_x)
+        return load_private_key(kem, raw_x, signing=signing)
     seed = mlkem.MLKEM768PrivateKey.generate().private_bytes_raw()
-    return load_private_key(kem, seed + raw_x)
+    return load_private_key(kem, seed + raw_x, signing=signing)
 
 
-def load_private_key(kem: KemChoice, data: bytes) -> AggregatorKeyPair:
-    """Rebuild a key pair from its raw private bytes.
+def _hpke_private_key(kem: KemChoice, data: bytes) -> PrivateKey:
+    """The HPKE private key object of raw private bytes.
 
     Raises:
         ConfigurationError: if the bytes do not form a key of that KEM (the message
             never contains them).
     """
-    kem = _check_kem(kem)
     invalid = ConfigurationError(
         f"The private key is not a valid {kem} key; regenerate it with `veilfl keys`."
     )
@@ -120,17 +148,37 @@ def load_private_key(kem: KemChoice, data: bytes) -> AggregatorKeyPair:
         if kem == "x25519":
             if len(data) != _X25519_LENGTH:
                 raise invalid
-            key: PrivateKey = x25519.X25519PrivateKey.from_private_bytes(data)
-        else:
-            if len(data) != _MLKEM_SEED_LENGTH + _X25519_LENGTH:
-                raise invalid
-            key = hpke.MLKEM768X25519PrivateKey(
-                mlkem.MLKEM768PrivateKey.from_seed_bytes(data[:_MLKEM_SEED_LENGTH]),
-                x25519.X25519PrivateKey.from_private_bytes(data[_MLKEM_SEED_LENGTH:]),
-            )
+            return x25519.X25519PrivateKey.from_private_bytes(data)
+        if len(data) != _MLKEM_SEED_LENGTH + _X25519_LENGTH:
+            raise invalid
+        return hpke.MLKEM768X25519PrivateKey(
+            mlkem.MLKEM768PrivateKey.from_seed_bytes(data[:_MLKEM_SEED_LENGTH]),
+            x25519.X25519PrivateKey.from_private_bytes(data[_MLKEM_SEED_LENGTH:]),
+        )
     except (ValueError, TypeError):
         raise invalid from None
-    return AggregatorKeyPair(kem=kem, private_key=key, private_bytes=bytes(data))
+
+
+def load_private_key(kem: KemChoice, data: bytes, *, signing: bytes) -> AggregatorKeyPair:
+    """Rebuild a key pair from its raw private bytes and its raw Ed25519 signing key.
+
+    Raises:
+        ConfigurationError: if the bytes do not form a key of that KEM, or the signing
+            key is not 32 bytes (the message never contains them).
+    """
+    kem = _check_kem(kem)
+    key = _hpke_private_key(kem, data)
+    if len(signing) != SIGNING_KEY_BYTES:
+        raise ConfigurationError(
+            "The aggregator's signing key is not a 32-byte Ed25519 key; regenerate the key "
+            "with `veilfl keys`."
+        )
+    return AggregatorKeyPair(
+        kem=kem,
+        private_key=key,
+        private_bytes=bytes(data),
+        signing_key=ed25519.Ed25519PrivateKey.from_private_bytes(signing),
+    )
 
 
 def public_key_bytes(kem: KemChoice, private_bytes: bytes) -> bytes:
@@ -140,7 +188,7 @@ def public_key_bytes(kem: KemChoice, private_bytes: bytes) -> bytes:
         ConfigurationError: if the private bytes are not a key of that KEM.
     """
     kem = _check_kem(kem)
-    private_key = load_private_key(kem, private_bytes).private_key
+    private_key = _hpke_private_key(kem, private_bytes)
     if isinstance(private_key, x25519.X25519PrivateKey):
         return private_key.public_key().public_bytes_raw()
     # The hybrid key object has no serialisation: rebuild the parts from the raw bytes.
@@ -175,12 +223,37 @@ def load_public_key(kem: KemChoice, data: bytes) -> PublicKey:
         raise invalid from None
 
 
-def fingerprint(kem: KemChoice, public_bytes: bytes) -> str:
-    """The first 32 hex digits of SHA-256(kem name || 0x00 || public key bytes).
+def load_signing_key(data: bytes) -> ed25519.Ed25519PublicKey:
+    """An aggregator's Ed25519 public key from its raw 32 bytes.
+
+    Raises:
+        ConfigurationError: if the bytes are not such a key.
+    """
+    if len(data) != SIGNING_KEY_BYTES:
+        raise ConfigurationError(
+            f"An aggregator's signing key is {SIGNING_KEY_BYTES} bytes; got {len(data)}."
+        )
+    return ed25519.Ed25519PublicKey.from_public_bytes(bytes(data))
+
+
+def verify_aggregator_signature(signing_public: bytes, message: bytes, signature: bytes) -> bool:
+    """Whether ``signature`` is the aggregator's Ed25519 signature of ``message``."""
+    try:
+        load_signing_key(signing_public).verify(signature, message)
+    except (InvalidSignature, ConfigurationError, ValueError):
+        return False
+    return True
+
+
+def fingerprint(kem: KemChoice, public_bytes: bytes, signing_public: bytes) -> str:
+    """The first 32 hex digits of SHA-256(kem || 0x00 || HPKE public key || 0x00 ||
+    Ed25519 public key).
 
     Raises:
         ConfigurationError: for an unknown KEM.
     """
     kem = _check_kem(kem)
-    digest = hashlib.sha256(kem.encode("ascii") + b"\x00" + bytes(public_bytes)).hexdigest()
+    digest = hashlib.sha256(
+        kem.encode("ascii") + b"\x00" + bytes(public_bytes) + b"\x00" + bytes(signing_public)
+    ).hexdigest()
     return digest[:FINGERPRINT_HEX_DIGITS]

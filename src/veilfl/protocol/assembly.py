@@ -20,7 +20,7 @@ from veilfl.protocol.private_aggregation import PrivateAggregation
 from veilfl.protocol.secure_aggregation import SecureAggregation
 from veilfl.protocol.settings import CoordinatorSettings
 from veilfl.protocol.sync_round import SyncRoundMachine
-from veilfl.secagg.config import EXTRA_COORDINATES
+from veilfl.secagg.contribution import ContributionLayout
 from veilfl.strategy.base import ServerStrategy, StatefulStrategy
 from veilfl.strategy.buffered import FedAsync, FedBuff
 from veilfl.strategy.fedavg import FedAvg
@@ -114,6 +114,7 @@ def build_coordinator(
     settings: CoordinatorSettings,
     *,
     initial_weights: Weights,
+    run_id: str,
     resume: ResumePoint | None = None,
     noise_rng: CsprngStream | None = None,
     retry_interval_s: float = 1.0,
@@ -124,6 +125,7 @@ def build_coordinator(
         settings: The run's settings.
         initial_weights: The global model to start from (the last released one, when
             resuming).
+        run_id: The run's id (bound into the aggregators' commitments).
         resume: Where a resumed run picks up; None for a new run.
         noise_rng: The DP noise source (default: keyed from the OS).
         retry_interval_s: How long stalled secure aggregation waits before asking again.
@@ -140,7 +142,9 @@ def build_coordinator(
     aggregation: AggregationBackend
     if settings.secure is not None:
         aggregation = SecureAggregation(
-            settings.secure.config,
+            ContributionLayout(spec.total_size, settings.secure.config),
+            run_id=run_id,
+            signing_keys={a.index: a.signing_bytes() for a in settings.secure.aggregators},
             min_participants=cohort.minimum,
             retry_interval_s=retry_interval_s,
         )
@@ -216,7 +220,7 @@ def describe_run(
             else SecureRunInfo(
                 config=secure.config,
                 aggregators=secure.aggregators,
-                vector_length=spec.total_size + EXTRA_COORDINATES,
+                model_size=spec.total_size,
             )
         ),
         dp=(

@@ -11,8 +11,12 @@ One secure round, as commands and events::
 
     close  -> CollectHoldings(r, all aggregators)
            <- HoldingsReported(r, j, clients) per aggregator (or AggregatorFailed)
-    plan   -> CollectAggregateShares(r, participants, aggregators)
-           <- AggregateShareReported(r, j, share) (or AggregatorFailed)
+    verify -> CollectVerifierShares(r, clients, holders, query seed)
+           <- VerifierSharesReported(r, j, answers)      the core decides who is valid
+    commit -> CollectCommitments(r, participants, all aggregators)
+           <- CommitmentReported(r, j, signature)        a majority makes a certificate
+    sum    -> CollectAggregateShares(r, participants, holders, certificate)
+           <- AggregateShareReported(r, j, share)        reconstruct from t (or more)
     apply  -> PersistRound(outcome)          the new model, not yet served
            <- RoundPersisted(r)
     serve  -> RoundCompleted(outcome)        consumers evaluate, record, plot
@@ -20,11 +24,14 @@ One secure round, as commands and events::
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 from veilfl.crypto.shamir import Share
 from veilfl.protocol.cohort import ClosedCohort
 from veilfl.protocol.metrics import RoundMetrics
+from veilfl.secagg.bounds_messages import VerifierShare
+from veilfl.secagg.commitment import CommitmentCertificate
 from veilfl.strategy.base import StrategyState
 from veilfl.tensors import FloatArray
 
@@ -34,8 +41,11 @@ __all__ = [
     "AggregatorFailed",
     "ClientsExcluded",
     "CollectAggregateShares",
+    "CollectCommitments",
     "CollectHoldings",
+    "CollectVerifierShares",
     "Command",
+    "CommitmentReported",
     "Effect",
     "Event",
     "HoldingsReported",
@@ -45,6 +55,7 @@ __all__ = [
     "RoundCompleted",
     "RoundOutcome",
     "RoundPersisted",
+    "VerifierSharesReported",
 ]
 
 
@@ -58,13 +69,35 @@ class CollectHoldings:
 
 
 @dataclass(frozen=True)
-class CollectAggregateShares:
-    """Ask each of ``aggregators`` for its aggregate share of ``round_id`` over exactly
-    ``participants`` (each aggregator answers one participant list per round)."""
+class CollectVerifierShares:
+    """Ask each of ``aggregators`` for its answer to ``query_seed`` (one per round) for
+    the contributions of ``clients``."""
+
+    round_id: int
+    clients: tuple[str, ...]
+    aggregators: tuple[int, ...]
+    query_seed: bytes
+
+
+@dataclass(frozen=True)
+class CollectCommitments:
+    """Ask each of ``aggregators`` to commit to ``participants`` as ``round_id``'s one
+    list (a signature each)."""
 
     round_id: int
     participants: tuple[str, ...]
     aggregators: tuple[int, ...]
+
+
+@dataclass(frozen=True)
+class CollectAggregateShares:
+    """Ask each of ``aggregators`` for its aggregate share of ``round_id`` over exactly
+    ``participants``, showing the certificate that a majority committed to that list."""
+
+    round_id: int
+    participants: tuple[str, ...]
+    aggregators: tuple[int, ...]
+    certificate: CommitmentCertificate
 
 
 @dataclass(frozen=True)
@@ -96,7 +129,13 @@ class PersistRound:
     outcome: RoundOutcome
 
 
-Command = CollectHoldings | CollectAggregateShares | PersistRound
+Command = (
+    CollectHoldings
+    | CollectVerifierShares
+    | CollectCommitments
+    | CollectAggregateShares
+    | PersistRound
+)
 
 
 # --------------------------------------------------------------------------- events
@@ -107,6 +146,24 @@ class HoldingsReported:
     round_id: int
     aggregator: int
     clients: frozenset[str]
+
+
+@dataclass(frozen=True)
+class VerifierSharesReported:
+    """Aggregator ``aggregator``'s answers, one per client, for ``round_id``."""
+
+    round_id: int
+    aggregator: int
+    shares: Mapping[str, VerifierShare]
+
+
+@dataclass(frozen=True)
+class CommitmentReported:
+    """Aggregator ``aggregator``'s signature of its commitment to ``round_id``'s list."""
+
+    round_id: int
+    aggregator: int
+    signature: bytes
 
 
 @dataclass(frozen=True)
@@ -141,7 +198,14 @@ class RoundPersisted:
     round_id: int
 
 
-Event = HoldingsReported | AggregateShareReported | AggregatorFailed | RoundPersisted
+Event = (
+    HoldingsReported
+    | VerifierSharesReported
+    | CommitmentReported
+    | AggregateShareReported
+    | AggregatorFailed
+    | RoundPersisted
+)
 
 
 # -------------------------------------------------------------------------- notices

@@ -16,6 +16,9 @@ each request it needs sent, and is resumed with the answer::
 The HTTP client (``veilfl.client``) and the simulators (``veilfl.sim``) drive this same
 generator, so privatizing, sealing, counting acknowledgements, checking the threshold
 and building the receipt are written once.
+
+Under secure aggregation the weighted update ``w·Δ`` is clipped to the run's norm bound,
+encoded with a proof of its bounds and shared t-of-m (:mod:`veilfl.secagg.contribution`).
 """
 
 from __future__ import annotations
@@ -27,9 +30,10 @@ import numpy as np
 
 from veilfl.crypto.csprng import CsprngStream
 from veilfl.errors import ProtocolError
+from veilfl.privacy.clipping import clip_l2
 from veilfl.privacy.dp_fedavg import ClientPrivacyPlan, privatize
 from veilfl.protocol.messages import RunInfo, UpdateHeader
-from veilfl.secagg.client_shares import SealedShare, seal_update
+from veilfl.secagg.contribution import SealedShare, seal_contribution
 from veilfl.tensors import Weights, flatten, spec_of, unflatten
 
 __all__ = [
@@ -188,19 +192,29 @@ def hand_in(
             f"The coordinator gave no admission to round {context.round_id}; the aggregators "
             "would refuse the shares."
         )
-    sealed = seal_update(
-        flat,
-        num_samples=num_samples,
-        loss=loss,
-        config=secure.config,
+    layout = secure.layout
+    if context.weight is not None:
+        weight = context.weight  # a buffered update's staleness weight
+    elif plan is not None:
+        weight = 1.0  # DP-FedAvg weighs every client the same
+    else:
+        weight = secure.config.client_weight(num_samples)
+    weighted = clip_l2(flat.astype(np.float64) * weight, clip_norm=secure.config.norm_bound)
+    measurement = layout.encode(
+        weighted.vector,
+        weight=weight,
+        loss=0.0 if plan is not None else loss,  # under DP the loss is not reported
+        unclipped=within_bound if plan is not None else None,
+        rng=rng,
+    )
+    sealed = seal_contribution(
+        measurement,
+        layout=layout,
         public_keys=[a.hpke_key() for a in secure.aggregators],
         run_id=context.run.run_id,
         round_id=context.round_id,
         client_id=context.client_id,
         rng=rng,
-        privacy=plan,
-        within_bound=within_bound,
-        weight=context.weight,
     )
     taken = yield SendShares(context.client_id, context.round_id, tuple(sealed), context.admission)
     if not isinstance(taken, SharesTaken):

@@ -15,12 +15,14 @@ from dataclasses import asdict, dataclass, field
 from enum import StrEnum
 from typing import Any
 
+from veilfl.auth.identity import decode_public_key
 from veilfl.crypto.envelope import KemChoice, PublicKey
-from veilfl.crypto.keys import fingerprint, load_public_key
+from veilfl.crypto.keys import fingerprint, load_public_key, verify_aggregator_signature
 from veilfl.crypto.shamir import MAX_SHARES
-from veilfl.errors import ConfigurationError, WireFormatError
+from veilfl.errors import AuthenticationError, ConfigurationError, WireFormatError
 from veilfl.privacy.dp_fedavg import ClientPrivacyPlan, DpConfig
 from veilfl.secagg.config import SecureAggregationConfig
+from veilfl.secagg.contribution import ContributionLayout
 
 __all__ = [
     "ClientReport",
@@ -161,18 +163,22 @@ class PublishedAggregator:
         index: Share index, 1..m.
         url: Base URL.
         kem: The HPKE key-encapsulation mechanism of its key.
-        public_key: The public key, standard base64.
+        public_key: The HPKE public key, standard base64.
+        signing_key: Its Ed25519 public key (URL-safe base64, 43 characters), which
+            signs its commitments and its policy.
     """
 
     index: int
     url: str
     kem: KemChoice
     public_key: str
+    signing_key: str
 
     def __post_init__(self) -> None:
         if not 1 <= self.index <= MAX_SHARES:
             raise WireFormatError(f"An aggregator index must be in 1..{MAX_SHARES}.")
         self.key_bytes()  # raises WireFormatError if the key does not decode
+        self.signing_bytes()
 
     def key_bytes(self) -> bytes:
         """The public key's bytes.
@@ -187,10 +193,27 @@ class PublishedAggregator:
                 f"Aggregator {self.index}'s published public key is not base64."
             ) from None
 
+    def signing_bytes(self) -> bytes:
+        """The Ed25519 public key's bytes.
+
+        Raises:
+            WireFormatError: if ``signing_key`` is not such a key.
+        """
+        try:
+            return decode_public_key(self.signing_key)
+        except AuthenticationError:
+            raise WireFormatError(
+                f"Aggregator {self.index}'s published signing key is not an Ed25519 key."
+            ) from None
+
     @property
     def fingerprint(self) -> str:
-        """The key's fingerprint (what operators pin)."""
-        return fingerprint(self.kem, self.key_bytes())
+        """The fingerprint of both keys (what operators and clients pin)."""
+        return fingerprint(self.kem, self.key_bytes(), self.signing_bytes())
+
+    def verify(self, message: bytes, signature: bytes) -> bool:
+        """Whether ``signature`` is this aggregator's signature of ``message``."""
+        return verify_aggregator_signature(self.signing_bytes(), message, signature)
 
     def hpke_key(self) -> PublicKey:
         """The key to seal shares to."""
@@ -203,6 +226,7 @@ class PublishedAggregator:
             "url": self.url,
             "kem": self.kem,
             "public_key": self.public_key,
+            "signing_key": self.signing_key,
             "fingerprint": self.fingerprint,
         }
 
@@ -222,6 +246,7 @@ class PublishedAggregator:
                 url=str(data["url"]),
                 kem=kem,  # type: ignore[arg-type]
                 public_key=str(data["public_key"]),
+                signing_key=str(data["signing_key"]),
             )
         except (KeyError, TypeError, ValueError) as exc:
             raise WireFormatError(f"A published aggregator does not parse: {exc}.") from exc
@@ -234,12 +259,12 @@ class SecureRunInfo:
     Attributes:
         config: Encoding and sharing parameters.
         aggregators: The aggregators, in index order 1..m.
-        vector_length: Length of every shared vector (model size plus extras).
+        model_size: Parameters in the model (the contributions' update length).
     """
 
     config: SecureAggregationConfig
     aggregators: tuple[PublishedAggregator, ...]
-    vector_length: int
+    model_size: int
 
     def __post_init__(self) -> None:
         indices = [a.index for a in self.aggregators]
@@ -249,12 +274,22 @@ class SecureRunInfo:
                 f"aggregators 1..{self.config.num_aggregators} in order; got {indices}."
             )
 
+    @property
+    def layout(self) -> ContributionLayout:
+        """The contributions' encoding and proof parameters."""
+        return ContributionLayout(self.model_size, self.config)
+
+    @property
+    def signing_keys(self) -> dict[int, bytes]:
+        """Each aggregator's Ed25519 public key, by index."""
+        return {a.index: a.signing_bytes() for a in self.aggregators}
+
     def to_json(self) -> dict[str, Any]:
         """A JSON-ready dict."""
         return {
             "config": self.config.to_json(),
             "aggregators": [a.to_json() for a in self.aggregators],
-            "vector_length": self.vector_length,
+            "model_size": self.model_size,
         }
 
     @classmethod
@@ -271,7 +306,7 @@ class SecureRunInfo:
                     PublishedAggregator.from_json(a)
                     for a in sorted(data["aggregators"], key=lambda a: int(a["index"]))
                 ),
-                vector_length=int(data["vector_length"]),
+                model_size=int(data["model_size"]),
             )
         except (KeyError, TypeError, ValueError, ConfigurationError) as exc:
             raise WireFormatError(f"The secure-aggregation block does not parse: {exc}.") from exc

@@ -1,23 +1,36 @@
 """The coordinator's side of secure aggregation, as a job that asks and listens.
 
-For a closed cohort the job first asks every aggregator which clients' shares it
-actually holds: the participant list is built from those holdings, never from what
-clients' receipts claim, so a false receipt costs nothing but its sender's exclusion.
-It then picks t or more aggregators that all hold the largest set of reporting clients
-(:func:`~veilfl.secagg.reconstruction.plan_aggregation`), fixes that participant list
-for good (each aggregator answers one list per round), asks them for their aggregate
-shares and reconstructs the sum, checking consistency whenever more than t answered.
+For a closed cohort the job goes through four phases, each one command to the
+aggregators and their answers as events:
 
-Aggregators that fail are left out; when the job cannot go on (too few aggregators
-answer) it stalls, says so once, and asks again after its retry interval. The
-coordinator abandons the round if it is still stalled one round timeout after it
-closed. The coordinator never sees an individual update.
+1. **holdings**: every aggregator says which clients' shares it actually holds. The
+   candidates are built from those holdings, never from what clients' receipts claim, so
+   a false receipt costs nothing but its sender's exclusion. The job picks t or more
+   aggregators that all hold the largest set of reporting clients
+   (:func:`~veilfl.secagg.reconstruction.plan_aggregation`).
+2. **verify**: those aggregators answer one query seed for each candidate's proof; from
+   t or more answers the job decides, client by client, whose contribution is within its
+   bounds (:func:`~veilfl.secagg.bounds.decide`). Invalid ones are excluded.
+3. **commit**: every aggregator is asked to commit to the final list; a majority's
+   signatures make the certificate without which no aggregator releases a sum
+   (:mod:`veilfl.secagg.commitment`).
+4. **sum**: the aggregators that verified the list send their aggregate shares against
+   the certificate; the job reconstructs the sum from t of them, checking consistency
+   whenever more answered.
+
+Aggregators that fail are left out; when the job cannot go on it stalls, says so once
+(per change of reason), and asks again after its retry interval. The coordinator
+abandons the round if it is still stalled one round timeout after it closed. The
+coordinator never sees an individual update.
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from enum import StrEnum
 
+from veilfl.crypto.csprng import CsprngStream
+from veilfl.crypto.keys import verify_aggregator_signature
 from veilfl.crypto.shamir import Share
 from veilfl.errors import ProtocolError, ReconstructionError
 from veilfl.privacy.dp_fedavg import ClientPrivacyPlan
@@ -28,13 +41,20 @@ from veilfl.protocol.effects import (
     AggregatorFailed,
     ClientsExcluded,
     CollectAggregateShares,
+    CollectCommitments,
     CollectHoldings,
+    CollectVerifierShares,
+    CommitmentReported,
     Effect,
     Event,
     HoldingsReported,
+    VerifierSharesReported,
 )
 from veilfl.protocol.messages import UpdateHeader
-from veilfl.secagg.config import SecureAggregationConfig
+from veilfl.secagg.bounds_messages import VerifierShare
+from veilfl.secagg.bounds_verifier import decide
+from veilfl.secagg.commitment import Commitment, CommitmentCertificate, quorum
+from veilfl.secagg.contribution import ContributionLayout
 from veilfl.secagg.reconstruction import plan_aggregation, reconstruct_aggregate
 from veilfl.strategy.aggregate import Aggregate
 
@@ -43,6 +63,8 @@ __all__ = ["SecureAggregation", "SecureAggregationJob"]
 
 class _Phase(StrEnum):
     HOLDINGS = "asking the aggregators what they hold"
+    VERIFY = "verifying the contributions' bounds"
+    COMMIT = "collecting the aggregators' commitments to the list"
     RELEASE = "collecting aggregate shares"
     STALLED = "waiting to ask the aggregators again"
     DONE = "aggregated"
@@ -52,26 +74,42 @@ class SecureAggregation:
     """An :class:`~veilfl.protocol.aggregation.AggregationBackend` over m aggregators.
 
     Args:
-        config: Secure-aggregation parameters.
+        layout: The contributions' encoding and proof parameters.
+        run_id: The run (part of every commitment).
+        signing_keys: Each aggregator's Ed25519 public key, by index (to check their
+            commitments).
         min_participants: Smallest participant list worth reconstructing.
+        rng: Draws each round's query seed (after the round's uploads are fixed).
         retry_interval_s: How long a stalled job waits before asking again.
     """
 
     def __init__(
         self,
-        config: SecureAggregationConfig,
+        layout: ContributionLayout,
         *,
+        run_id: str,
+        signing_keys: Mapping[int, bytes],
         min_participants: int,
+        rng: CsprngStream | None = None,
         retry_interval_s: float = 1.0,
     ) -> None:
-        self._config = config
+        config = layout.config
+        if sorted(signing_keys) != list(range(1, config.num_aggregators + 1)):
+            raise ProtocolError(
+                f"Secure aggregation needs the signing keys of aggregators "
+                f"1..{config.num_aggregators}; got {sorted(signing_keys)}."
+            )
+        self._layout = layout
+        self._run_id = run_id
+        self._signing_keys = dict(signing_keys)
         self._min_participants = min_participants
+        self._rng = rng or CsprngStream()
         self._retry_interval_s = retry_interval_s
 
     @property
-    def config(self) -> SecureAggregationConfig:
-        """The parameters."""
-        return self._config
+    def layout(self) -> ContributionLayout:
+        """The contributions' encoding and proof parameters."""
+        return self._layout
 
     def open_cohort(self, round_id: int) -> None:
         """Nothing to reset: aggregators key their state by round."""
@@ -80,8 +118,11 @@ class SecureAggregation:
         """Start aggregating ``cohort`` (first, by asking for the holdings)."""
         return SecureAggregationJob(
             cohort,
-            config=self._config,
+            layout=self._layout,
+            run_id=self._run_id,
+            signing_keys=self._signing_keys,
             min_participants=self._min_participants,
+            query_seed=self._rng.random_bytes(32),
             retry_interval_s=self._retry_interval_s,
         )
 
@@ -91,7 +132,8 @@ class SecureAggregation:
         Raises:
             ProtocolError: for an index outside 1..m, or fewer than t aggregators.
         """
-        m, t = self._config.num_aggregators, self._config.threshold
+        config = self._layout.config
+        m, t = config.num_aggregators, config.threshold
         outside = sorted(j for j in header.aggregators if not 1 <= j <= m)
         if outside:
             raise ProtocolError(
@@ -123,22 +165,35 @@ class SecureAggregationJob:
         self,
         cohort: ClosedCohort,
         *,
-        config: SecureAggregationConfig,
+        layout: ContributionLayout,
+        run_id: str,
+        signing_keys: Mapping[int, bytes],
         min_participants: int,
+        query_seed: bytes,
         retry_interval_s: float,
     ) -> None:
         self._cohort = cohort
-        self._config = config
+        self._layout = layout
+        self._config = layout.config
+        self._run_id = run_id
+        self._signing_keys = signing_keys
         self._min_participants = min_participants
+        self._query_seed = query_seed
         self._retry_interval_s = retry_interval_s
         self._outbox: list[Effect] = []
         self._result: Aggregate | None = None
-        self._participants: tuple[str, ...] | None = None  # fixed once release starts
+        self._candidates: tuple[str, ...] = ()
+        self._participants: tuple[str, ...] | None = None  # fixed once verified
         self._holders: tuple[int, ...] = ()
         self._waiting: set[int] = set()
         self._holdings: dict[int, frozenset[str]] = {}
+        self._answers: dict[int, Mapping[str, VerifierShare]] = {}
+        self._signatures: dict[int, bytes] = {}
+        self._certificate: CommitmentCertificate | None = None
         self._shares: dict[int, Share] = {}
         self._failures: dict[int, str] = {}
+        self._excluded: dict[str, str] = {}
+        self._resume: _Phase = _Phase.HOLDINGS
         self._stall_reason = ""
         self._stalled_since: float | None = None
         self._phase = _Phase.HOLDINGS
@@ -154,6 +209,11 @@ class SecureAggregationJob:
     def result(self) -> Aggregate | None:
         """The reconstructed aggregate, once done."""
         return self._result
+
+    @property
+    def excluded(self) -> Mapping[str, str]:
+        """Reporting clients left out of the sum, and why."""
+        return dict(self._excluded)
 
     def status(self) -> str:
         """What the job is doing now."""
@@ -175,16 +235,21 @@ class SecureAggregationJob:
         if aggregator not in self._waiting:
             return  # an answer to an earlier request, or from no one we asked
         self._waiting.discard(aggregator)
-        if self._phase is _Phase.HOLDINGS:
-            if isinstance(event, HoldingsReported):
-                self._holdings[aggregator] = event.clients
-        elif self._phase is _Phase.RELEASE and isinstance(event, AggregateShareReported):
-            share = event.share
-            if share.index == aggregator:
-                self._shares[aggregator] = share
         if isinstance(event, AggregatorFailed):
             # Left out of this attempt; a stalled job asks it again after the interval.
             self._failures[aggregator] = event.reason
+        elif self._phase is _Phase.HOLDINGS and isinstance(event, HoldingsReported):
+            self._holdings[aggregator] = event.clients
+        elif self._phase is _Phase.VERIFY and isinstance(event, VerifierSharesReported):
+            self._answers[aggregator] = event.shares
+        elif self._phase is _Phase.COMMIT and isinstance(event, CommitmentReported):
+            self._signatures[aggregator] = event.signature
+        elif (
+            self._phase is _Phase.RELEASE
+            and isinstance(event, AggregateShareReported)
+            and event.share.index == aggregator
+        ):
+            self._shares[aggregator] = event.share
         if not self._waiting:
             self._advance()
 
@@ -198,28 +263,55 @@ class SecureAggregationJob:
         if now - self._stalled_since < self._retry_interval_s:
             return
         self._stalled_since = None
-        if self._participants is None:
-            self._ask_holdings()
-        else:
-            self._ask_for_shares()
+        {
+            _Phase.HOLDINGS: self._ask_holdings,
+            _Phase.VERIFY: self._ask_verification,
+            _Phase.COMMIT: self._ask_commitments,
+            _Phase.RELEASE: self._ask_for_shares,
+        }[self._resume]()
 
     # ----------------------------------------------------------------- private
+    def _ask(self, phase: _Phase, aggregators: tuple[int, ...], command: Effect) -> None:
+        self._phase = phase
+        self._resume = phase
+        self._waiting = set(aggregators)
+        if aggregators:
+            self._outbox.append(command)
+        else:
+            self._advance()
+
+    def _everyone(self) -> tuple[int, ...]:
+        return tuple(range(1, self._config.num_aggregators + 1))
+
     def _ask_holdings(self) -> None:
-        self._phase = _Phase.HOLDINGS
         self._holdings = {}
-        everyone = tuple(range(1, self._config.num_aggregators + 1))
-        self._waiting = set(everyone)
-        self._outbox.append(CollectHoldings(self.round_id, everyone))
+        self._ask(
+            _Phase.HOLDINGS, self._everyone(), CollectHoldings(self.round_id, self._everyone())
+        )
+
+    def _ask_verification(self) -> None:
+        missing = tuple(j for j in self._holders if j not in self._answers)
+        self._ask(
+            _Phase.VERIFY,
+            missing,
+            CollectVerifierShares(self.round_id, self._candidates, missing, self._query_seed),
+        )
+
+    def _ask_commitments(self) -> None:
+        assert self._participants is not None
+        missing = tuple(j for j in self._everyone() if j not in self._signatures)
+        self._ask(
+            _Phase.COMMIT, missing, CollectCommitments(self.round_id, self._participants, missing)
+        )
 
     def _ask_for_shares(self) -> None:
-        assert self._participants is not None
-        self._phase = _Phase.RELEASE
+        assert self._participants is not None and self._certificate is not None
         missing = tuple(j for j in self._holders if j not in self._shares)
-        self._waiting = set(missing)
-        if missing:
-            self._outbox.append(CollectAggregateShares(self.round_id, self._participants, missing))
-        else:
-            self._reconstruct()
+        self._ask(
+            _Phase.RELEASE,
+            missing,
+            CollectAggregateShares(self.round_id, self._participants, missing, self._certificate),
+        )
 
     def _stall(self, reason: str) -> None:
         if self._failures:
@@ -234,11 +326,22 @@ class SecureAggregationJob:
             self._outbox.append(AggregationStalled(self.round_id, reason))
         self._stall_reason = reason
 
+    def _exclude(self, clients: dict[str, str]) -> None:
+        by_reason: dict[str, list[str]] = {}
+        for client, reason in clients.items():
+            if client not in self._excluded:
+                self._excluded[client] = reason
+                by_reason.setdefault(reason, []).append(client)
+        for reason, group in by_reason.items():
+            self._outbox.append(ClientsExcluded(self.round_id, tuple(group), reason))
+
     def _advance(self) -> None:
-        if self._phase is _Phase.HOLDINGS:
-            self._plan()
-        elif self._phase is _Phase.RELEASE:
-            self._reconstruct()
+        {
+            _Phase.HOLDINGS: self._plan,
+            _Phase.VERIFY: self._decide,
+            _Phase.COMMIT: self._certify,
+            _Phase.RELEASE: self._reconstruct,
+        }[self._phase]()
 
     def _plan(self) -> None:
         reporters = self._cohort.participant_ids
@@ -254,25 +357,76 @@ class SecureAggregationJob:
                 min_participants=self._min_participants,
             )
         except ProtocolError as exc:
-            answered = len(self._holdings)
             self._stall(
-                f"{answered} of {self._config.num_aggregators} aggregators answered, and "
-                f"{str(exc).rstrip('.')}"
+                f"{len(self._holdings)} of {self._config.num_aggregators} aggregators "
+                f"answered, and {str(exc).rstrip('.')}"
             )
             return
-        excluded = tuple(c for c in reporters if c not in set(plan.participants))
-        if excluded:
-            self._outbox.append(
-                ClientsExcluded(
-                    self.round_id,
-                    excluded,
-                    f"their shares are not held by {self._config.threshold} aggregators that "
-                    "hold the others' (a receipt that named aggregators it never reached, or "
-                    "an upload that failed)",
-                )
-            )
-        self._participants = plan.participants
+        self._exclude(
+            {
+                c: f"their shares are not held by {self._config.threshold} aggregators that hold "
+                "the others' (a receipt that named aggregators it never reached, or an upload "
+                "that failed)"
+                for c in reporters
+                if c not in set(plan.participants)
+            }
+        )
+        self._candidates = plan.participants
         self._holders = plan.aggregators
+        self._ask_verification()
+
+    def _decide(self) -> None:
+        t = self._config.threshold
+        if len(self._answers) < t:
+            self._stall(
+                f"{len(self._answers)} of the {t} aggregators needed answered the verification"
+            )
+            return
+        params = self._layout.bounds
+        responders = tuple(sorted(self._answers))
+        valid, invalid = [], {}
+        for client in self._candidates:
+            verdict = decide(
+                [self._answers[j][client] for j in responders], params=params, threshold=t
+            )
+            if verdict.valid:
+                valid.append(client)
+            else:
+                assert verdict.reason is not None
+                invalid[client] = f"its contribution failed verification: {verdict.reason.value}"
+        self._exclude(invalid)
+        if len(valid) < self._min_participants:
+            self._stall(
+                f"only {len(valid)} contributions verified; a release needs "
+                f"{self._min_participants}"
+            )
+            return
+        self._participants = tuple(valid)
+        self._holders = responders
+        self._ask_commitments()
+
+    def _certify(self) -> None:
+        assert self._participants is not None
+        commitment = Commitment.of(self._run_id, self.round_id, self._participants)
+        certificate = CommitmentCertificate(commitment, dict(self._signatures))
+        try:
+            certificate.verify(
+                signing_keys=self._signing_keys, num_aggregators=self._config.num_aggregators
+            )
+        except ProtocolError as exc:
+            # Keep only valid signatures; ask the others again after the interval.
+            self._signatures = {
+                j: signature
+                for j, signature in self._signatures.items()
+                if j in self._signing_keys
+                and verify_aggregator_signature(
+                    self._signing_keys[j], commitment.message(), signature
+                )
+            }
+            needed = quorum(self._config.num_aggregators)
+            self._stall(f"{len(self._signatures)} of the {needed} commitments needed: {exc}")
+            return
+        self._certificate = certificate
         self._ask_for_shares()
 
     def _reconstruct(self) -> None:
@@ -288,7 +442,7 @@ class SecureAggregationJob:
         try:
             self._result = reconstruct_aggregate(
                 [self._shares[j] for j in sorted(self._shares)],
-                config=self._config,
+                layout=self._layout,
                 participants=kept.participant_ids,
                 trained_versions=tuple(p.trained_version for p in kept.participants),
             )

@@ -1,19 +1,28 @@
 """An aggregator across rounds: one :class:`AggregatorRound` per round, old ones dropped.
 
-Pure and synchronous; the HTTP aggregator service and the simulator drive it.
-Memory stays O(model size) per open round: a round's state is dropped as soon as a
-later round starts (the coordinator only starts round r + 1 after reconstructing r).
+Pure and synchronous; the HTTP aggregator service and the simulators drive it. Memory
+stays O(model size) per open round: a round's state is dropped as soon as a later round
+starts (the coordinator only starts round r + 1 after it is done with r).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 
-from veilfl.crypto.field import MERSENNE_31, PrimeField
 from veilfl.crypto.keys import AggregatorKeyPair
 from veilfl.crypto.shamir import Share
 from veilfl.errors import ProtocolError, RoundMismatchError
-from veilfl.secagg.aggregator_state import AggregatorRound, ShareArchive, ShareReceipt
+from veilfl.secagg.aggregator_state import (
+    AggregatorRound,
+    OpenedShare,
+    RoundKeys,
+    ShareArchive,
+    ShareReceipt,
+    open_contribution,
+)
+from veilfl.secagg.bounds_messages import VerifierShare
+from veilfl.secagg.commitment import CommitmentCertificate
+from veilfl.secagg.contribution import ContributionLayout
 
 __all__ = ["AggregatorNode"]
 
@@ -23,11 +32,12 @@ class AggregatorNode:
 
     Args:
         index: This aggregator's share index, 1..m.
-        keypair: Its HPKE key pair.
+        keypair: Its HPKE and signing keys.
         run_id: The run it serves.
-        vector_length: Length of the shared vectors (model size plus extra coordinates).
+        layout: The contributions' encoding and proof parameters.
+        peers: Every aggregator's Ed25519 public key by index (its own included), as its
+            operator pinned them: commitment certificates are checked against these.
         archive_for_round: Makes the share archive of a round.
-        field: The prime field.
         min_participants: The fewest clients this aggregator sums over.
     """
 
@@ -37,18 +47,21 @@ class AggregatorNode:
         index: int,
         keypair: AggregatorKeyPair,
         run_id: str,
-        vector_length: int,
+        layout: ContributionLayout,
+        peers: Mapping[int, bytes],
         archive_for_round: Callable[[int], ShareArchive],
-        field: PrimeField = MERSENNE_31,
         min_participants: int = 1,
     ) -> None:
+        if peers.get(index) != keypair.signing_public_bytes:
+            raise ProtocolError(
+                f"Aggregator {index}'s own signing key is not among the run's aggregators."
+            )
         self.index = index
         self._min_participants = min_participants
-        self._keypair = keypair
+        self._keys = RoundKeys(private_key=keypair.private_key, sign=keypair.sign, peers=peers)
         self._run_id = run_id
-        self._length = vector_length
+        self._layout = layout
         self._archive_for_round = archive_for_round
-        self._field = field
         self._rounds: dict[int, AggregatorRound] = {}
         self._latest = 0
 
@@ -56,6 +69,11 @@ class AggregatorNode:
     def open_rounds(self) -> dict[int, frozenset[str]]:
         """Each round held, with the clients summed so far."""
         return {r: state.clients for r, state in self._rounds.items()}
+
+    @property
+    def max_participants(self) -> int:
+        """The most clients this aggregator sums (the encoding's limit)."""
+        return self._layout.max_summands()
 
     def receive(self, round_id: int, client_id: str, envelope: bytes) -> ShareReceipt:
         """Take one client's sealed share for ``round_id``.
@@ -65,24 +83,51 @@ class AggregatorNode:
 
         Raises:
             RoundMismatchError: for a round older than one already started.
-            DecryptionError, WireFormatError, ProtocolError: as
-                :meth:`AggregatorRound.receive`; the state is then unchanged.
+            DecryptionError, WireFormatError, UpdateRejectedError, RoundMismatchError:
+                as :meth:`AggregatorRound.receive`; the state is then unchanged.
         """
         self._require_current_or_later(round_id)
         state = self._rounds.get(round_id)
         if state is not None:
             return state.receive(client_id, envelope)
-        state = self._new_round(round_id)
-        try:
-            receipt = state.receive(client_id, envelope)
-        except BaseException:
-            state.discard()
-            raise
-        for old in list(self._rounds):
-            self._rounds.pop(old).discard()
-        self._latest = round_id
-        self._rounds[round_id] = state
-        return receipt
+        return self.take_share(self.open_share(round_id, client_id, envelope))
+
+    def open_share(self, round_id: int, client_id: str, envelope: bytes) -> OpenedShare:
+        """Open and check a sealed share for ``round_id`` without changing any state
+        (the costly part of a receipt; safe to run in parallel with anything else).
+
+        Raises:
+            RoundMismatchError: for a round older than one already started.
+            As :func:`~veilfl.secagg.aggregator_state.open_contribution`.
+        """
+        self._require_current_or_later(round_id)
+        return open_contribution(
+            envelope,
+            run_id=self._run_id,
+            round_id=round_id,
+            index=self.index,
+            client_id=client_id,
+            layout=self._layout,
+            private_key=self._keys.private_key,
+        )
+
+    def take_share(self, opened: OpenedShare) -> ShareReceipt:
+        """Store and add a share :meth:`open_share` accepted; a share for a later round
+        starts that round and drops the earlier ones.
+
+        Raises:
+            RoundMismatchError: for a round older than one already started, or closed.
+        """
+        round_id = opened.round_id
+        self._require_current_or_later(round_id)
+        state = self._rounds.get(round_id)
+        if state is None:
+            for old in list(self._rounds):
+                self._rounds.pop(old).discard()
+            state = self._new_round(round_id)
+            self._rounds[round_id] = state
+            self._latest = round_id
+        return state.take(opened)
 
     def restore(self, round_ids: Iterable[int]) -> int | None:
         """Take back the rounds an earlier run of this aggregator left in its archives:
@@ -114,14 +159,39 @@ class AggregatorNode:
         state = self._rounds.get(round_id)
         return frozenset() if state is None else state.clients
 
-    def aggregate(self, round_id: int, participants: Iterable[str]) -> Share:
-        """The aggregate share of ``round_id`` over exactly ``participants``.
+    def verify(
+        self, round_id: int, clients: Iterable[str], query_seed: bytes
+    ) -> dict[str, VerifierShare]:
+        """The answers to ``query_seed`` for ``clients`` (see :meth:`AggregatorRound.verify`)."""
+        return self._round(round_id).verify(clients, query_seed)
 
-        Raises:
-            ProtocolError: if this aggregator holds no share of that round, or not one
-                from every participant.
-            RoundMismatchError: for a round already dropped.
-        """
+    def commit(self, round_id: int, participants: Iterable[str]) -> bytes:
+        """Commit to ``round_id``'s one list (see :meth:`AggregatorRound.commit`). An
+        aggregator that holds no share of the round may commit too (it cannot release a
+        sum, but its word counts towards the majority)."""
+        self._require_current_or_later(round_id)
+        state = self._rounds.get(round_id)
+        if state is not None:
+            return state.commit(participants)
+        fresh = self._new_round(round_id)
+        try:
+            signature = fresh.commit(participants)
+        except ProtocolError:
+            fresh.discard()  # a refused commitment changes nothing
+            raise
+        for old in list(self._rounds):
+            self._rounds.pop(old).discard()
+        self._rounds[round_id] = fresh
+        self._latest = round_id
+        return signature
+
+    def aggregate(
+        self, round_id: int, participants: Iterable[str], certificate: CommitmentCertificate
+    ) -> Share:
+        """The certified aggregate share (see :meth:`AggregatorRound.aggregate`)."""
+        return self._round(round_id).aggregate(participants, certificate)
+
+    def _round(self, round_id: int) -> AggregatorRound:
         self._require_current_or_later(round_id)
         state = self._rounds.get(round_id)
         if state is None:
@@ -129,7 +199,7 @@ class AggregatorNode:
                 f"Aggregator {self.index} holds no share of round {round_id}; choose "
                 "aggregators that hold every participant."
             )
-        return state.aggregate(participants)
+        return state
 
     def _require_current_or_later(self, round_id: int) -> None:
         if round_id < self._latest:
@@ -143,9 +213,8 @@ class AggregatorNode:
             run_id=self._run_id,
             round_id=round_id,
             index=self.index,
-            vector_length=self._length,
-            field=self._field,
-            private_key=self._keypair.private_key,
+            layout=self._layout,
+            keys=self._keys,
             archive=self._archive_for_round(round_id),
             min_participants=self._min_participants,
         )

@@ -48,7 +48,9 @@ from veilfl.secagg.bounds_transcript import DOMAIN
 from veilfl.secagg.bounds_verifier import (
     PreparedShare,
     decide,
+    measurement_share,
     prepare_share,
+    restore_prepared,
     verifier_share,
 )
 
@@ -61,7 +63,9 @@ __all__ = [
     "VerdictReason",
     "VerifierShare",
     "decide",
+    "measurement_share",
     "prepare_share",
     "prove_contribution",
+    "restore_prepared",
     "verifier_share",
 ]

@@ -40,7 +40,14 @@ from veilfl.secagg.bounds_messages import (
 from veilfl.secagg.bounds_parameters import BoundsParameters
 from veilfl.secagg.bounds_transcript import joint_seed, part, query_for, sharing
 
-__all__ = ["PreparedShare", "decide", "prepare_share", "verifier_share"]
+__all__ = [
+    "PreparedShare",
+    "decide",
+    "measurement_share",
+    "prepare_share",
+    "restore_prepared",
+    "verifier_share",
+]
 
 FIELD = MERSENNE_31
 EXT = MERSENNE_31_EXT
@@ -98,19 +105,7 @@ def prepare_share(
             the wrong length or kind, or does not match its public part (it was
             altered, or the parts were made for other shares or another binding).
     """
-    seeded_sharing = sharing(threshold, num_shares)
-    if len(share.parts) != num_shares:
-        raise UpdateRejectedError(
-            f"The contribution carries {len(share.parts)} public parts; this sharing has "
-            f"{num_shares} aggregators."
-        )
-    try:
-        values = seeded_sharing.expand(
-            SeededShare(index=share.index, seed=share.seed, values=share.values),
-            params.input_length,
-        )
-    except CryptoError as error:
-        raise UpdateRejectedError(f"The contribution share is malformed: {error}") from None
+    values = _expand(share, params=params, threshold=threshold, num_shares=num_shares)
     d = params.dimension
     payload = share.seed if share.seed is not None else values[:d].astype("<u4").tobytes()
     if part(params, binding, share.index, share.blind, payload) != share.parts[share.index - 1]:
@@ -119,11 +114,7 @@ def prepare_share(
             "altered, or made for another contribution, binding or set of parameters."
         )
     seed = joint_seed(params, binding, share.parts)
-    gadget = params.norm_gadget
-    rows = np.zeros((gadget.nodes, gadget.wires), dtype=np.float64)
-    rows.ravel()[:d] = centred(values[:d])
-    seeds = values[params.proof_offset : params.proof_offset + gadget.seeds * gadget.wires]
-    rows[gadget.calls :] = centred(seeds).reshape(gadget.seeds, gadget.wires)
+    rows = _norm_rows(values, params)
     checks = WraparoundChecks(count=params.wraparound_checks, dimension=d)
     projections = (checks.project(seed, rows.ravel()[:d]) % _P).astype(np.uint64)
     return PreparedShare(
@@ -134,6 +125,74 @@ def prepare_share(
         projections=projections,
         norm_rows=rows,
     )
+
+
+def restore_prepared(
+    share: ContributionShare,
+    *,
+    params: BoundsParameters,
+    threshold: int,
+    num_shares: int,
+    joint_seed: bytes,
+    projections: FieldArray,
+) -> PreparedShare:
+    """A share :func:`prepare_share` already checked, rebuilt from its bytes and the
+    seed and projections kept then (an aggregator keeps shares on disk, not in memory,
+    and need not redo the κ·d projections at round close).
+
+    Raises:
+        UpdateRejectedError: if the share is malformed for these parameters.
+    """
+    values = _expand(share, params=params, threshold=threshold, num_shares=num_shares)
+    return PreparedShare(
+        index=share.index,
+        joint_seed=joint_seed,
+        measurement_length=params.measurement_length,
+        input_share=values,
+        projections=projections,
+        norm_rows=_norm_rows(values, params),
+    )
+
+
+def measurement_share(
+    share: ContributionShare, *, params: BoundsParameters, threshold: int, num_shares: int
+) -> FieldArray:
+    """A stored share's d + e measurement coordinates (to subtract it from a sum).
+
+    Raises:
+        UpdateRejectedError: if the share is malformed for these parameters.
+    """
+    values = _expand(share, params=params, threshold=threshold, num_shares=num_shares)
+    return values[: params.measurement_length]
+
+
+def _expand(
+    share: ContributionShare, *, params: BoundsParameters, threshold: int, num_shares: int
+) -> FieldArray:
+    seeded_sharing = sharing(threshold, num_shares)
+    if len(share.parts) != num_shares:
+        raise UpdateRejectedError(
+            f"The contribution carries {len(share.parts)} public parts; this sharing has "
+            f"{num_shares} aggregators."
+        )
+    try:
+        return seeded_sharing.expand(
+            SeededShare(index=share.index, seed=share.seed, values=share.values),
+            params.input_length,
+        )
+    except CryptoError as error:
+        raise UpdateRejectedError(f"The contribution share is malformed: {error}") from None
+
+
+def _norm_rows(values: FieldArray, params: BoundsParameters) -> npt.NDArray[np.float64]:
+    """The norm gadget's wire matrix on a share (update, zero padding, seeds), centred."""
+    d = params.dimension
+    gadget = params.norm_gadget
+    rows = np.zeros((gadget.nodes, gadget.wires), dtype=np.float64)
+    rows.ravel()[:d] = centred(values[:d])
+    seeds = values[params.proof_offset : params.proof_offset + gadget.seeds * gadget.wires]
+    rows[gadget.calls :] = centred(seeds).reshape(gadget.seeds, gadget.wires)
+    return rows
 
 
 def _weighted(bits: FieldArray, weights: Sequence[int]) -> int:

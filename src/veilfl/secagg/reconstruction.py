@@ -11,11 +11,9 @@ from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 from itertools import combinations
 
-import numpy as np
-
 from veilfl.crypto.shamir import Share
 from veilfl.errors import ProtocolError, ReconstructionError
-from veilfl.secagg.config import EXTRA_COORDINATES, LOSS_RANGE, SecureAggregationConfig
+from veilfl.secagg.contribution import ContributionLayout
 from veilfl.strategy.aggregate import Aggregate
 
 __all__ = ["AggregationPlan", "plan_aggregation", "reconstruct_aggregate"]
@@ -81,37 +79,35 @@ def plan_aggregation(
 def reconstruct_aggregate(
     shares: Sequence[Share],
     *,
-    config: SecureAggregationConfig,
+    layout: ContributionLayout,
     participants: tuple[str, ...],
     trained_versions: tuple[int, ...],
 ) -> Aggregate:
     """Reconstruct the field sum from aggregate shares and decode it.
 
     With more than t shares, every share beyond the first t is checked to lie on the
-    same polynomials: a mismatch means an aggregator (or a client's inconsistent shares)
-    corrupted the sum, and is an error, never a silently wrong model.
+    same polynomials: a mismatch means an aggregator corrupted its sum (valid clients'
+    shares are consistent: the verifier checked that), and is an error, never a silently
+    wrong model.
 
     Raises:
         ReconstructionError: with fewer than t shares, or shares that disagree.
         ProtocolError: if the decoded total weight is not positive.
     """
+    config = layout.config
     if len(shares) < config.threshold:
         raise ReconstructionError(
             f"Reconstruction needs {config.threshold} aggregate shares; got {len(shares)}."
         )
     field_sum = config.scheme().reconstruct(list(shares), verify=len(shares) > config.threshold)
-    decoded = config.encoding().decode_sum(field_sum)
-    body = decoded[:-EXTRA_COORDINATES].astype(np.float64)
-    total_weight, weighted_loss, within_bound = (float(v) for v in decoded[-EXTRA_COORDINATES:])
-    if total_weight <= 0:
-        raise ProtocolError(
-            "The reconstructed total weight is not positive; shares were inconsistent."
-        )
+    decoded = layout.decode_sum(field_sum)
+    if decoded.total_weight <= 0:
+        raise ProtocolError("The reconstructed total weight is not positive; the round is empty.")
     return Aggregate(
-        weighted_delta_sum=body,
-        total_weight=total_weight,
+        weighted_delta_sum=decoded.weighted_delta_sum,
+        total_weight=decoded.total_weight,
         participants=participants,
         trained_versions=trained_versions,
-        mean_loss=weighted_loss / total_weight * LOSS_RANGE,
-        within_bound_count=within_bound,
+        mean_loss=decoded.weighted_loss / decoded.total_weight,
+        within_bound_count=decoded.unclipped_sum,
     )

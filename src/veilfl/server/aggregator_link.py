@@ -8,6 +8,8 @@ coordinator's lock; every outcome comes back to the core as an event.
 from __future__ import annotations
 
 import asyncio
+import base64
+import binascii
 import ssl
 from collections.abc import Mapping, Sequence
 
@@ -17,16 +19,21 @@ from veilfl.auth.identity import Identity
 from veilfl.auth.signed_request import COORDINATOR_SIGNER, aggregator_audience
 from veilfl.crypto.envelope import decode_share
 from veilfl.crypto.field import MERSENNE_31
-from veilfl.crypto.shamir import Share
 from veilfl.errors import ProtocolError, TransportError, VeilflError, WireFormatError
 from veilfl.protocol.effects import (
     AggregateShareReported,
     AggregatorFailed,
     CollectAggregateShares,
+    CollectCommitments,
     CollectHoldings,
+    CollectVerifierShares,
+    CommitmentReported,
     Event,
     HoldingsReported,
+    VerifierSharesReported,
 )
+from veilfl.secagg.bounds_messages import VerifierShare
+from veilfl.secagg.commitment import CommitmentCertificate
 from veilfl.transport.signing import SigningAuth, for_round
 
 __all__ = ["HttpAggregatorLink"]
@@ -78,16 +85,63 @@ class HttpAggregatorLink:
             )
         )
 
+    async def collect_verifier_shares(self, command: CollectVerifierShares) -> list[Event]:
+        """Ask each aggregator (concurrently) for its answers to the round's query."""
+        return list(await asyncio.gather(*(self._verify(j, command) for j in command.aggregators)))
+
+    async def collect_commitments(self, command: CollectCommitments) -> list[Event]:
+        """Ask each aggregator (concurrently) to commit to the participant list."""
+        return list(await asyncio.gather(*(self._commit(j, command) for j in command.aggregators)))
+
     async def collect_aggregate_shares(self, command: CollectAggregateShares) -> list[Event]:
         """Ask each aggregator (concurrently) for its aggregate share."""
         return list(
             await asyncio.gather(
                 *(
-                    self._aggregate(j, command.round_id, command.participants)
+                    self._aggregate(j, command.round_id, command.participants, command.certificate)
                     for j in command.aggregators
                 )
             )
         )
+
+    async def _verify(self, index: int, command: CollectVerifierShares) -> Event:
+        round_id = command.round_id
+        try:
+            response = await self._request(
+                index,
+                "POST",
+                f"/v1/rounds/{round_id}/verify",
+                round_id=round_id,
+                json={"clients": list(command.clients), "query_seed": command.query_seed.hex()},
+            )
+            answers = response.json().get("answers")
+            if not isinstance(answers, dict) or set(answers) != set(command.clients):
+                raise WireFormatError(f"Aggregator {index} did not answer for every client.")
+            shares = await asyncio.to_thread(
+                lambda: {
+                    c: VerifierShare.from_bytes(base64.b64decode(a, validate=True))
+                    for c, a in answers.items()
+                }
+            )
+            return VerifierSharesReported(round_id, index, shares)
+        except (VeilflError, ValueError, binascii.Error) as exc:
+            refused = isinstance(exc, ProtocolError)
+            return AggregatorFailed(round_id, index, str(exc), refused)
+
+    async def _commit(self, index: int, command: CollectCommitments) -> Event:
+        round_id = command.round_id
+        try:
+            response = await self._request(
+                index,
+                "POST",
+                f"/v1/rounds/{round_id}/commit",
+                round_id=round_id,
+                json={"participants": list(command.participants)},
+            )
+            signature = base64.b64decode(str(response.json().get("signature")), validate=True)
+            return CommitmentReported(round_id, index, signature)
+        except (VeilflError, ValueError, binascii.Error) as exc:
+            return AggregatorFailed(round_id, index, str(exc), isinstance(exc, ProtocolError))
 
     async def _holdings(self, index: int, round_id: int) -> Event:
         try:
@@ -102,14 +156,20 @@ class HttpAggregatorLink:
         except VeilflError as exc:
             return AggregatorFailed(round_id, index, str(exc), isinstance(exc, ProtocolError))
 
-    async def _aggregate(self, index: int, round_id: int, participants: Sequence[str]) -> Event:
+    async def _aggregate(
+        self,
+        index: int,
+        round_id: int,
+        participants: Sequence[str],
+        certificate: CommitmentCertificate,
+    ) -> Event:
         try:
             response = await self._request(
                 index,
                 "POST",
                 f"/v1/rounds/{round_id}/aggregate",
                 round_id=round_id,
-                json={"participants": list(participants)},
+                json={"participants": list(participants), "certificate": certificate.to_json()},
             )
             share = await asyncio.to_thread(
                 decode_share, response.content, expected_length=self._length, field=MERSENNE_31
@@ -117,19 +177,6 @@ class HttpAggregatorLink:
             return AggregateShareReported(round_id, index, share)
         except VeilflError as exc:
             return AggregatorFailed(round_id, index, str(exc), isinstance(exc, ProtocolError))
-
-    async def aggregate(self, index: int, round_id: int, participants: Sequence[str]) -> Share:
-        """Aggregator ``index``'s aggregate share (one request, for tests and tools).
-
-        Raises:
-            TransportError: the aggregator is unreachable or failed.
-            ProtocolError: it refused.
-        """
-        event = await self._aggregate(index, round_id, participants)
-        if isinstance(event, AggregateShareReported):
-            return event.share
-        assert isinstance(event, AggregatorFailed)
-        raise (ProtocolError if event.refused else TransportError)(event.reason)
 
     async def _request(
         self, index: int, method: str, path: str, *, round_id: int, **kwargs: object

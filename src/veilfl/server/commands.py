@@ -8,8 +8,9 @@ from collections.abc import Callable
 
 from veilfl.errors import ConfigurationError
 from veilfl.protocol.effects import (
-    CollectAggregateShares,
+    CollectCommitments,
     CollectHoldings,
+    CollectVerifierShares,
     Command,
     Event,
     PersistRound,
@@ -48,7 +49,10 @@ class ServerCommands:
             raise ConfigurationError("This run has no aggregators to ask.")
         if isinstance(command, CollectHoldings):
             return await self._link.collect_holdings(command)
-        assert isinstance(command, CollectAggregateShares)
+        if isinstance(command, CollectVerifierShares):
+            return await self._link.collect_verifier_shares(command)
+        if isinstance(command, CollectCommitments):
+            return await self._link.collect_commitments(command)
         return await self._link.collect_aggregate_shares(command)
 
     async def close(self) -> None:

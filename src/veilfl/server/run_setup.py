@@ -182,7 +182,7 @@ def prepare_run(
             f"Run {run_id} is at model version {version}, but that checkpoint cannot be "
             f"loaded: {exc}"
         ) from exc
-    assembled = build_coordinator(settings, initial_weights=weights, resume=resume)
+    assembled = build_coordinator(settings, initial_weights=weights, run_id=run_id, resume=resume)
     coordinator = assembled.coordinator
     for client in store.clients():
         coordinator.join(client.client_id, now=0.0)

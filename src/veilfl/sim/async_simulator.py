@@ -232,7 +232,7 @@ def _simulate_async(
         population=population,
         aggregators=() if aggregators is None else aggregators.published,
     )
-    coordinator = build_coordinator(settings, initial_weights=weights).coordinator
+    coordinator = build_coordinator(settings, initial_weights=weights, run_id=RUN_ID).coordinator
     run = describe_run(settings, run_id=RUN_ID, coordinator_key="", spec=spec)
     evaluator = learner.evaluator(test_data) if test_data is not None else None
     virtual_now = [0.0]

@@ -16,7 +16,9 @@ from veilfl.protocol.effects import (
     AggregationStalled,
     ClientsExcluded,
     CollectAggregateShares,
+    CollectCommitments,
     CollectHoldings,
+    CollectVerifierShares,
     Event,
     PersistRound,
     RoundAbandoned,
@@ -62,7 +64,13 @@ class InProcessEffects:
                 events: list[Event] = []
                 if isinstance(effect, PersistRound):
                     events = [RoundPersisted(effect.outcome.cohort.round_id)]
-                elif isinstance(effect, CollectHoldings | CollectAggregateShares):
+                elif isinstance(
+                    effect,
+                    CollectHoldings
+                    | CollectVerifierShares
+                    | CollectCommitments
+                    | CollectAggregateShares,
+                ):
                     if self._aggregators is None:
                         raise ConfigurationError("This simulation has no aggregators to ask.")
                     events = self._aggregators.perform(effect)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 from collections.abc import Collection, Sequence
 
+from veilfl.auth.identity import encode_public_key
 from veilfl.crypto.envelope import PublicKey
 from veilfl.crypto.keys import generate_keypair
 from veilfl.errors import ProtocolError, VeilflError
@@ -12,15 +13,19 @@ from veilfl.protocol.effects import (
     AggregateShareReported,
     AggregatorFailed,
     CollectAggregateShares,
+    CollectCommitments,
     CollectHoldings,
+    CollectVerifierShares,
+    CommitmentReported,
     Event,
     HoldingsReported,
+    VerifierSharesReported,
 )
 from veilfl.protocol.messages import PublishedAggregator
 from veilfl.secagg.aggregator_node import AggregatorNode
 from veilfl.secagg.aggregator_state import InMemoryShareArchive, ShareArchive
-from veilfl.secagg.client_shares import SealedShare
-from veilfl.secagg.config import EXTRA_COORDINATES, SecureAggregationConfig
+from veilfl.secagg.config import SecureAggregationConfig
+from veilfl.secagg.contribution import ContributionLayout, SealedShare
 
 __all__ = ["InProcessAggregators"]
 
@@ -60,15 +65,19 @@ class InProcessAggregators:
                 url=f"inprocess://aggregator-{index}",
                 kem=pair.kem,
                 public_key=base64.b64encode(pair.public_bytes).decode(),
+                signing_key=encode_public_key(pair.signing_public_bytes),
             )
             for index, pair in enumerate(keypairs, start=1)
         )
+        peers = {j: pair.signing_public_bytes for j, pair in enumerate(keypairs, start=1)}
+        layout = ContributionLayout(model_size, config)
         self._nodes = [
             AggregatorNode(
                 index=index,
                 keypair=keypairs[index - 1],
                 run_id=run_id,
-                vector_length=model_size + EXTRA_COORDINATES,
+                layout=layout,
+                peers=peers,
                 archive_for_round=_memory_archive,
                 min_participants=min_participants,
             )
@@ -100,25 +109,35 @@ class InProcessAggregators:
             acknowledged.append(share.aggregator_index)
         return tuple(acknowledged)
 
-    def perform(self, command: CollectHoldings | CollectAggregateShares) -> list[Event]:
+    def perform(
+        self,
+        command: CollectHoldings
+        | CollectVerifierShares
+        | CollectCommitments
+        | CollectAggregateShares,
+    ) -> list[Event]:
         """Answer one of the coordinator's commands, one event per aggregator asked."""
         events: list[Event] = []
+        round_id = command.round_id
         for index in command.aggregators:
             if index in self.down:
-                events.append(AggregatorFailed(command.round_id, index, "it is down"))
+                events.append(AggregatorFailed(round_id, index, "it is down"))
                 continue
             node = self._nodes[index - 1]
             try:
                 if isinstance(command, CollectHoldings):
-                    clients = node.holdings(command.round_id)
-                    events.append(HoldingsReported(command.round_id, index, clients))
+                    events.append(HoldingsReported(round_id, index, node.holdings(round_id)))
+                elif isinstance(command, CollectVerifierShares):
+                    answers = node.verify(round_id, command.clients, command.query_seed)
+                    events.append(VerifierSharesReported(round_id, index, answers))
+                elif isinstance(command, CollectCommitments):
+                    signature = node.commit(round_id, command.participants)
+                    events.append(CommitmentReported(round_id, index, signature))
                 else:
-                    share = node.aggregate(command.round_id, command.participants)
-                    events.append(AggregateShareReported(command.round_id, index, share))
+                    share = node.aggregate(round_id, command.participants, command.certificate)
+                    events.append(AggregateShareReported(round_id, index, share))
             except VeilflError as exc:
                 events.append(
-                    AggregatorFailed(
-                        command.round_id, index, str(exc), isinstance(exc, ProtocolError)
-                    )
+                    AggregatorFailed(round_id, index, str(exc), isinstance(exc, ProtocolError))
                 )
         return events

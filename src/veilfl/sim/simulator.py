@@ -267,7 +267,7 @@ def _simulate(
         population=population,
         aggregators=() if aggregators is None else aggregators.published,
     )
-    core = build_coordinator(settings, initial_weights=weights).coordinator
+    core = build_coordinator(settings, initial_weights=weights, run_id=RUN_ID).coordinator
     run = describe_run(settings, run_id=RUN_ID, coordinator_key="", spec=spec)
     clock = _VirtualClock(real=config.profiles is None)
     history: list[RoundMetrics] = []
