@@ -224,7 +224,9 @@ def main() -> None:
         row = _measure(run, args)
         results.append(row)
         if args.out:
-            args.out.write_text(json.dumps({"settings": vars(args), "runs": results}, indent=2))
+            args.out.write_text(
+                json.dumps({"settings": vars(args), "runs": results}, indent=2, default=str)
+            )
         if "failed" in row:
             print(f"{run:>16} failed with exit code {row['failed']}", flush=True)
             continue

@@ -35,7 +35,7 @@ def _settings(**changes: object) -> CoordinatorSettings:
 
 
 def _one_round(settings: CoordinatorSettings) -> tuple[np.ndarray, list[Effect]]:
-    core = build_coordinator(settings, initial_weights=START).coordinator
+    core = build_coordinator(settings, initial_weights=START, run_id="r").coordinator
     for client in DELTAS:
         core.join(client, now=0.0)
     for client, (samples, delta) in DELTAS.items():
@@ -81,7 +81,7 @@ def test_a_resume_point_restores_the_optimisers_state() -> None:
     )
     settings = _settings(server_optimizer=ServerOptimizerConfig(name="fedyogi", tau=0.5))
 
-    core = build_coordinator(settings, initial_weights=START, resume=resume).coordinator
+    core = build_coordinator(settings, initial_weights=START, run_id="r", resume=resume).coordinator
     strategy = core.strategy
 
     assert isinstance(strategy, FedOpt) and strategy.steps == 1
@@ -90,7 +90,9 @@ def test_a_resume_point_restores_the_optimisers_state() -> None:
 
 def test_fedbuff_takes_a_server_optimiser_and_fedasync_refuses_one() -> None:
     buffer = BufferConfig(buffer_size=2, max_staleness=1, max_versions=2)
-    core = build_coordinator(_settings(buffer=buffer), initial_weights=START).coordinator
+    core = build_coordinator(
+        _settings(buffer=buffer), initial_weights=START, run_id="r"
+    ).coordinator
     assert isinstance(core.strategy, FedAdam)
 
     fedasync = BufferConfig(
