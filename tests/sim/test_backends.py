@@ -54,9 +54,6 @@ def test_settings_out_of_range_are_refused(settings: dict[str, object], message:
         ExecutionSettings(**settings)  # type: ignore[arg-type]
 
 
-ray = pytest.importorskip("ray")
-
-
 SECURE = SecureAggregationConfig(max_samples_per_client=30)
 
 
@@ -68,6 +65,7 @@ def _same(a: Weights, b: Weights, *, rtol: float, atol: float) -> None:
 
 
 def test_a_ray_simulation_ends_on_the_in_process_model(local_ray: None) -> None:
+    """Skipped where Ray is not installed (the fixture skips)."""
     data = _population(8)
     plan = LocalTrainingPlan(learning_rate=0.05, momentum=0.5, max_batches=2, batch_size=10)
     rounds = SimulationConfig(
@@ -104,4 +102,6 @@ def test_a_ray_simulation_ends_on_the_in_process_model(local_ray: None) -> None:
     step = 1 / ContributionLayout(size, SECURE).scale
     _same(ray_rounds.final_weights, here_rounds.final_weights, rtol=1e-5, atol=2 * 2 * step)
     _same(ray_buffers.final_weights, here_buffers.final_weights, rtol=1e-5, atol=1e-7)
+    import ray
+
     assert ray.is_initialized()  # it did not start Ray, so it leaves it running
