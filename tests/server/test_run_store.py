@@ -297,6 +297,31 @@ def test_a_version_1_database_is_migrated(tmp_path: Path) -> None:
         # Version 3 columns exist after the migration: enrollments can be recorded.
         store.add_client("c", "carol", 3.0, public_key="KEY", token_digest="T")
         assert store.clients() == [ClientRecord("c", "carol", 3.0, "KEY", "T")]
+        # And the version 4 table: a server optimiser's state is kept with its round.
+        store.record_round(_round(2), [], strategy_state=b"state of round 2")
+        assert store.strategy_state(2) == b"state of round 2"
+        assert store.strategy_state(1) is None
+
+
+def test_a_rounds_strategy_state_is_stored_with_it_and_replaces_older_ones(
+    store: RunStore,
+) -> None:
+    store.record_round(_round(1), _participants(1), strategy_state=b"\x00one")
+    store.record_round(_round(2), _participants(2), strategy_state=b"\x00two")
+    store.record_round(_round(3), _participants(3))
+
+    assert store.strategy_state(2) == b"\x00two"
+    assert store.strategy_state(1) is None  # replaced by round 2's
+    assert store.strategy_state(3) is None  # round 3 had none to record
+
+
+def test_a_failed_round_leaves_no_strategy_state(store: RunStore) -> None:
+    store.record_round(_round(1), _participants(1), strategy_state=b"one")
+    with pytest.raises(StorageError):
+        store.record_round(_round(2), _participants(1), strategy_state=b"two")
+
+    assert store.strategy_state(2) is None
+    assert store.strategy_state(1) == b"one"  # not replaced by the round that failed
 
 
 def test_an_enrollment_token_is_spent_once(store: RunStore) -> None:

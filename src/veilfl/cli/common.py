@@ -15,11 +15,13 @@ from veilfl.privacy.clipping import AdaptiveClipping
 from veilfl.privacy.dp_fedavg import DpConfig
 
 if TYPE_CHECKING:
-    from veilfl.ml.datasets import ArrayDataset
+    from veilfl.ml.datasets import ArrayDataset, ClientPartitions
 
 __all__ = [
     "DEFAULT_NORM_BOUND",
+    "DEVICE_HELP",
     "add_data_options",
+    "add_device_option",
     "add_dp_options",
     "add_log_option",
     "client_dataset",
@@ -29,6 +31,13 @@ __all__ = [
     "secure_norm_bound",
     "test_dataset",
 ]
+
+DEVICE_HELP = (
+    "where to train and evaluate: auto (a CUDA GPU when torch sees one, else the CPU), "
+    "cpu, cuda or cuda:N"
+)
+"""Help text of ``--device`` (the same as :data:`veilfl.ml.device.DEVICE_HELP`, kept
+here so that ``--help`` does not import torch)."""
 
 LOG_ENV = "VEILFL_LOG"
 LOG_FORMAT_ENV = "VEILFL_LOG_FORMAT"
@@ -50,6 +59,16 @@ def add_log_option(parser: argparse.ArgumentParser) -> None:
         choices=list(LOG_FORMATS),
         type=str.lower,
         help=f"text lines or one JSON object per line (default: ${LOG_FORMAT_ENV} or text)",
+    )
+
+
+def add_device_option(parser: argparse.ArgumentParser, *, what: str = "") -> None:
+    """``--device auto|cpu|cuda[:N]`` (default ``auto``)."""
+    parser.add_argument(
+        "--device",
+        default="auto",
+        type=str.lower,
+        help=f"{DEVICE_HELP}{what}",
     )
 
 
@@ -93,9 +112,11 @@ def client_dataset(args: argparse.Namespace, client_index: int) -> ArrayDataset:
     return partitioned_clients(args, only=client_index)[0]
 
 
-def partitioned_clients(args: argparse.Namespace, *, only: int | None = None) -> list[ArrayDataset]:
-    """Every client's partition of the MNIST training set (or just client ``only``'s)."""
-    from veilfl.ml.datasets import load_mnist  # torch: only for commands that train
+def partitioned_clients(args: argparse.Namespace, *, only: int | None = None) -> ClientPartitions:
+    """Every client's partition of the MNIST training set (or just client ``only``'s),
+    as index arrays into the one training set: a client's examples are copied out only
+    when it trains."""
+    from veilfl.ml.datasets import ClientPartitions, load_mnist  # torch: commands that train
     from veilfl.ml.partition import partition
 
     splits = load_mnist(source=args.mnist_dir)
@@ -108,7 +129,7 @@ def partitioned_clients(args: argparse.Namespace, *, only: int | None = None) ->
     )
     chosen = parts if only is None else [parts[only]]
     cap = args.examples_per_client
-    return [splits.train.subset(p if cap is None else p[:cap]) for p in chosen]
+    return ClientPartitions(splits.train, [p if cap is None else p[:cap] for p in chosen])
 
 
 #: The default L2 norm bound of a client's weighted update without DP (a typical first

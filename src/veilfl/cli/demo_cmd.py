@@ -18,7 +18,7 @@ from typing import IO
 
 import httpx
 
-from veilfl.cli.common import add_log_option
+from veilfl.cli.common import add_device_option, add_log_option
 from veilfl.cli.learner_option import add_learner_option, load_learner
 from veilfl.cli.local_fleet import (
     free_port,
@@ -31,6 +31,7 @@ from veilfl.cli.security_options import TOKEN_ENV
 from veilfl.errors import TransportError
 from veilfl.protocol.metrics import RoundMetrics
 from veilfl.reporting import format_round_row, format_round_table_header
+from veilfl.strategy.settings import SERVER_OPTIMIZER_CHOICES
 from veilfl.tls import client_ssl_context
 
 __all__ = ["add_parser", "run"]
@@ -50,6 +51,22 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
     parser.add_argument("--batch-size", type=int, default=32, help="local batch size")
     parser.add_argument("--lr", type=float, default=0.05, help="local learning rate")
     parser.add_argument(
+        "--proximal-mu", type=float, default=0.0, help="FedProx's mu on the clients (0: off)"
+    )
+    parser.add_argument(
+        "--server-optimizer",
+        choices=SERVER_OPTIMIZER_CHOICES,
+        default="fedavg",
+        type=str.lower,
+        help="the coordinator's server optimiser",
+    )
+    parser.add_argument(
+        "--server-lr",
+        type=float,
+        default=None,
+        help="server learning rate (default 1 for fedavg, 0.01 for the adaptive optimisers)",
+    )
+    parser.add_argument(
         "--examples-per-client", type=int, default=None, help="cap on each client's examples"
     )
     parser.add_argument(
@@ -59,6 +76,7 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
         help="how the training set is split across clients",
     )
     parser.add_argument("--test-examples", type=int, default=None, help="test subset size")
+    add_device_option(parser, what=" (for the server's evaluation and every client)")
     parser.add_argument("--timeout", type=float, default=1800.0, help="give up after (s)")
     parser.add_argument(
         "--plaintext",
@@ -110,6 +128,7 @@ def run(args: argparse.Namespace) -> int:
         clients=args.clients,
     )
     common = ["--log-level", args.log_level, "--log-format", args.log_format]
+    device = ["--device", args.device]
     data = ["--num-clients", str(args.clients), "--partition", args.partition]
     learner = ["--learner", args.learner] if args.learner else []
     if args.examples_per_client is not None:
@@ -139,9 +158,16 @@ def run(args: argparse.Namespace) -> int:
         "--lr",
         str(args.lr),
         *(["--test-examples", str(args.test_examples)] if args.test_examples else []),
+        *device,
         *trust.coordinator_flags(),
         *common,
     ]
+    if args.proximal_mu:
+        server_cmd += ["--proximal-mu", str(args.proximal_mu)]
+    if args.server_optimizer != "fedavg":
+        server_cmd += ["--server-optimizer", args.server_optimizer]
+    if args.server_lr is not None:
+        server_cmd += ["--server-lr", str(args.server_lr)]
     if args.mode != "sync":
         server_cmd += ["--mode", args.mode, "--buffer-size", str(args.buffer_size)]
     if args.dp != "off":
@@ -215,6 +241,7 @@ def run(args: argparse.Namespace) -> int:
                     args.model,
                     *learner,
                     *data,
+                    *device,
                     *verify,
                     "--ca-cert",
                     str(trust.ca_file),

@@ -8,6 +8,7 @@ import logging
 from pathlib import Path
 
 from veilfl.cli.common import (
+    add_device_option,
     add_dp_options,
     add_log_option,
     configure_logging,
@@ -34,6 +35,7 @@ from veilfl.protocol.messages import LocalTrainingPlan, PublishedAggregator
 from veilfl.protocol.settings import CoordinatorSettings, SecureSettings
 from veilfl.protocol.sync_round import RoundConfig
 from veilfl.secagg.config import SecureAggregationConfig
+from veilfl.strategy.settings import SERVER_OPTIMIZER_CHOICES, ServerOptimizerConfig
 
 __all__ = ["add_parser", "run"]
 
@@ -55,7 +57,38 @@ def add_round_options(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--epochs", type=int, default=1, help="local epochs E")
     group.add_argument("--batch-size", type=int, default=32, help="local batch size B")
     group.add_argument("--max-batches", type=int, default=None, help="cap batches per epoch")
-    group.add_argument("--server-lr", type=float, default=1.0, help="server learning rate")
+    group.add_argument(
+        "--proximal-mu",
+        type=float,
+        default=0.0,
+        help="FedProx's mu: clients add mu/2 ||w - w_global||^2 to their loss (0: off)",
+    )
+    group.add_argument(
+        "--server-lr",
+        type=float,
+        default=None,
+        help="server learning rate (default 1 for fedavg, 0.01 for the adaptive optimisers)",
+    )
+    group.add_argument(
+        "--server-optimizer",
+        choices=SERVER_OPTIMIZER_CHOICES,
+        default="fedavg",
+        type=str.lower,
+        help="how the server applies a round's mean update: FedAvg, or an adaptive "
+        "optimiser of Reddi et al. 2021",
+    )
+    group.add_argument(
+        "--server-beta1", type=float, default=0.9, help="adaptive optimisers' first-moment decay"
+    )
+    group.add_argument(
+        "--server-beta2",
+        type=float,
+        default=0.99,
+        help="FedAdam's and FedYogi's second-moment decay",
+    )
+    group.add_argument(
+        "--server-tau", type=float, default=1e-3, help="adaptive optimisers' tau (adaptivity)"
+    )
     group.add_argument("--seed", type=int, default=0, help="seed for model init and sampling")
     group.add_argument(
         "--population",
@@ -140,15 +173,35 @@ def settings_from_args(args: argparse.Namespace) -> CoordinatorSettings:
             epochs=args.epochs,
             batch_size=args.batch_size,
             max_batches=args.max_batches,
+            proximal_mu=getattr(args, "proximal_mu", 0.0),
         ),
-        server_learning_rate=args.server_lr,
+        server_learning_rate=server_learning_rate(args),
         seed=args.seed,
         secure=secure_from_args(args, dp),
         dp=dp,
         buffer=buffer_from_args(args),
         fedasync_mixing=getattr(args, "fedasync_mixing", 0.6),
         population=getattr(args, "population", None),
+        server_optimizer=server_optimizer_from_args(args),
     )
+
+
+def server_optimizer_from_args(args: argparse.Namespace) -> ServerOptimizerConfig | None:
+    """The adaptive server optimiser ``--server-optimizer`` names (None for fedavg)."""
+    name = getattr(args, "server_optimizer", "fedavg")
+    if name == "fedavg":
+        return None
+    return ServerOptimizerConfig(
+        name=name, beta1=args.server_beta1, beta2=args.server_beta2, tau=args.server_tau
+    )
+
+
+def server_learning_rate(args: argparse.Namespace) -> float:
+    """``--server-lr``, else 1 for FedAvg and 0.01 for an adaptive optimiser (which
+    moves each coordinate by about η per round, so 1 would be far too large)."""
+    if args.server_lr is not None:
+        return float(args.server_lr)
+    return 1.0 if getattr(args, "server_optimizer", "fedavg") == "fedavg" else 0.01
 
 
 def buffer_from_args(args: argparse.Namespace) -> BufferConfig | None:
@@ -175,6 +228,7 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
     parser.add_argument(
         "--test-examples", type=int, default=None, help="evaluate on this many test examples"
     )
+    add_device_option(parser, what=" (the server evaluates each round's model there)")
     parser.add_argument(
         "--max-update-mb", type=float, default=64.0, help="largest update body accepted (MiB)"
     )
@@ -239,7 +293,7 @@ def run(args: argparse.Namespace) -> int:
     if settings.secure is not None:
         for endpoint in settings.secure.aggregators:
             transport.check_url(endpoint.url)
-    learner = learner_for(settings.model_name, seed=settings.seed)
+    learner = learner_for(settings.model_name, seed=settings.seed, device=args.device)
     test = test_dataset(args.mnist_dir, args.test_examples)
     prepared = prepare_run(
         args.run_dir,

@@ -8,6 +8,7 @@ from pathlib import Path
 
 from veilfl.cli.common import (
     add_data_options,
+    add_device_option,
     add_dp_options,
     add_log_option,
     configure_logging,
@@ -52,6 +53,42 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
     hetero.add_argument("--speed-sigma", type=float, default=0.5, help="log-normal speed spread")
     hetero.add_argument("--late-fraction", type=float, default=0.0, help="clients joining late")
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    add_device_option(parser)
+    execution = parser.add_argument_group("where clients train")
+    execution.add_argument(
+        "--backend",
+        choices=["inprocess", "ray"],
+        default="inprocess",
+        help="in this process, or as Ray actors (pip install 'veilfl[ray]')",
+    )
+    execution.add_argument(
+        "--batch-clients",
+        type=int,
+        default=100,
+        help="at most this many clients train together (learners that can be batched)",
+    )
+    execution.add_argument(
+        "--sequential",
+        action="store_true",
+        help="train clients one at a time even when they could be batched",
+    )
+    execution.add_argument(
+        "--ray-address",
+        default=None,
+        help="a running Ray cluster (auto, ray://HOST:10001); default: start a local one",
+    )
+    execution.add_argument(
+        "--ray-cpus", type=float, default=1.0, help="CPUs each Ray actor (client) reserves"
+    )
+    execution.add_argument(
+        "--ray-gpus",
+        type=float,
+        default=0.0,
+        help="GPUs each Ray actor reserves (a fraction shares one); above 0 it trains on CUDA",
+    )
+    execution.add_argument(
+        "--ray-workers", type=int, default=None, help="Ray actors (default: as resources allow)"
+    )
     secure = parser.add_argument_group("secure aggregation")
     secure.add_argument("--secure", action="store_true", help="aggregate with Shamir shares")
     secure.add_argument("--aggregators", type=int, default=3, help="aggregators (m)")
@@ -75,6 +112,7 @@ def run(args: argparse.Namespace) -> int:
     import torch
 
     from veilfl.sim.async_simulator import AsyncSimulationConfig, simulate_async
+    from veilfl.sim.backends import ExecutionSettings, build_executor
     from veilfl.sim.profiles import ClientProfiles
     from veilfl.sim.simulator import SimulationConfig, simulate
 
@@ -83,6 +121,15 @@ def run(args: argparse.Namespace) -> int:
         torch.set_num_threads(args.threads)
     args.population = args.num_clients  # the simulated population is all of it
     settings = settings_from_args(args)
+    execution = ExecutionSettings(
+        backend=args.backend,
+        batched=not args.sequential,
+        max_clients=args.batch_clients,
+        ray_address=args.ray_address,
+        ray_cpus=args.ray_cpus,
+        ray_gpus=args.ray_gpus,
+        ray_workers=args.ray_workers,
+    )
     progress = RoundProgress(unit="clients trained")
     counter = TrainedClients(
         progress,
@@ -92,8 +139,8 @@ def run(args: argparse.Namespace) -> int:
             else settings.buffer.buffer_size
         ),
     )
-    learner = counter.wrap(
-        learner_for(settings.model_name, seed=settings.seed, progress=counter.batch)
+    learner = learner_for(
+        settings.model_name, seed=settings.seed, progress=counter.batch, device=args.device
     )
     client_data = partitioned_clients(args)
     run_dir = args.run_dir or Path("runs") / f"sim-{datetime.now():%Y%m%d-%H%M%S}"
@@ -102,9 +149,13 @@ def run(args: argparse.Namespace) -> int:
     mode = (
         f"secure aggregation ({args.threshold} of {args.aggregators})"
         if args.secure
-        else "plaintext FedAvg"
+        else "plaintext aggregation"
     )
-    print(f"simulating {args.num_clients} clients, {mode}; run folder {run_dir}")
+    strategy = settings.server_optimizer.name if settings.server_optimizer else "fedavg"
+    print(
+        f"simulating {args.num_clients} clients, {mode}, server {strategy}; training on "
+        f"{learner.device} ({args.backend}); run folder {run_dir}"
+    )
     print(format_round_table_header(), flush=True)
 
     shown: list[RoundMetrics] = []
@@ -120,7 +171,7 @@ def run(args: argparse.Namespace) -> int:
             threshold=args.threshold,
             num_aggregators=args.aggregators,
             norm_bound=secure_norm_bound(args.norm_bound, settings.dp),
-            max_samples_per_client=max(len(d) for d in client_data),
+            max_samples_per_client=int(client_data.sizes().max()),
         )
         if args.secure
         else None
@@ -134,60 +185,68 @@ def run(args: argparse.Namespace) -> int:
         seed=settings.seed,
     )
     test = test_dataset(args.mnist_dir, args.test_examples)
-    if settings.buffer is not None:
-        outcome = simulate_async(
-            learner,
-            client_data=client_data,
-            test_data=test,
-            config=AsyncSimulationConfig(
-                buffer=settings.buffer,
-                profiles=profiles,
-                plan=settings.plan,
-                server_learning_rate=settings.server_learning_rate,
-                fedasync_mixing=settings.fedasync_mixing,
-                secure=secure,
-                dp=settings.dp,
-                seed=settings.seed,
-                min_clients=settings.rounds.min_clients,
-            ),
-            on_release=show,
-        )
-        progress.close()
-        history = list(outcome.history)
-        print(
-            f"{outcome.accepted} updates accepted, {outcome.refused_stale} refused as stale, "
-            f"{outcome.dropped} dropped; virtual time {sum(m.seconds for m in history):.0f} s, "
-            f"wall time {outcome.wall_seconds:.1f} s"
-        )
-        write_and_plot(run_dir, history, args.num_clients)
-        save_final_model(run_dir, settings.model_name, len(history), outcome.final_weights)
-        return 0
-    result = simulate(
-        learner,
-        client_data=client_data,
-        test_data=test,
-        config=SimulationConfig(
-            rounds=settings.rounds,
-            plan=settings.plan,
-            server_learning_rate=settings.server_learning_rate,
-            dropout_probability=0.0 if args.profiles else args.dropout,
-            seed=settings.seed,
-            dp=settings.dp,
-            secure=secure,
-            profiles=profiles if args.profiles else None,
-        ),
-        on_round=show,
-    )
-    progress.close()
-    history = list(result.history)
-    t = result.timings
-    print(
-        f"time: training {t.training:.1f} s, protection {t.protection:.1f} s, "
-        f"transfer {t.transfer:.1f} s, "
-        f"aggregation {t.aggregation:.1f} s, evaluation {t.evaluation:.1f} s"
-    )
+    with build_executor(learner, client_data, execution) as executor:
+        if settings.buffer is not None:
+            outcome = simulate_async(
+                learner,
+                client_data=client_data,
+                test_data=test,
+                config=AsyncSimulationConfig(
+                    buffer=settings.buffer,
+                    profiles=profiles,
+                    plan=settings.plan,
+                    server_learning_rate=settings.server_learning_rate,
+                    fedasync_mixing=settings.fedasync_mixing,
+                    secure=secure,
+                    dp=settings.dp,
+                    seed=settings.seed,
+                    min_clients=settings.rounds.min_clients,
+                    server_optimizer=settings.server_optimizer,
+                ),
+                on_release=show,
+                executor=executor,
+                on_client_trained=counter.trained,
+            )
+            progress.close()
+            history = list(outcome.history)
+            print(
+                f"{outcome.accepted} updates accepted, {outcome.refused_stale} refused as "
+                f"stale, {outcome.dropped} dropped; virtual time "
+                f"{sum(m.seconds for m in history):.0f} s, wall time "
+                f"{outcome.wall_seconds:.1f} s"
+            )
+            final = outcome.final_weights
+        else:
+            result = simulate(
+                learner,
+                client_data=client_data,
+                test_data=test,
+                config=SimulationConfig(
+                    rounds=settings.rounds,
+                    plan=settings.plan,
+                    server_learning_rate=settings.server_learning_rate,
+                    dropout_probability=0.0 if args.profiles else args.dropout,
+                    seed=settings.seed,
+                    dp=settings.dp,
+                    secure=secure,
+                    profiles=profiles if args.profiles else None,
+                    server_optimizer=settings.server_optimizer,
+                ),
+                on_round=show,
+                executor=executor,
+                on_client_trained=counter.trained,
+            )
+            progress.close()
+            history = list(result.history)
+            t = result.timings
+            print(
+                f"time: training {t.training:.1f} s, protection {t.protection:.1f} s, "
+                f"transfer {t.transfer:.1f} s, "
+                f"aggregation {t.aggregation:.1f} s, evaluation {t.evaluation:.1f} s"
+            )
+            final = result.final_weights
     write_and_plot(run_dir, history, args.num_clients)
-    save_final_model(run_dir, settings.model_name, len(history), result.final_weights)
+    save_final_model(run_dir, settings.model_name, len(history), final)
     return 0
 
 

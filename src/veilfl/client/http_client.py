@@ -13,7 +13,7 @@ import logging
 import ssl
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import TypeVar
+from typing import TYPE_CHECKING, TypeVar
 
 import httpx
 
@@ -27,6 +27,9 @@ from veilfl.tensors import Weights
 from veilfl.transport.peer import Peer, RetryPolicy, error_message, raise_for_status
 from veilfl.transport.signing import SigningAuth
 from veilfl.wire.tensor_codec import decode_weights
+
+if TYPE_CHECKING:
+    import torch
 
 __all__ = ["ClientSummary", "RetryPolicy", "run_client"]
 
@@ -57,6 +60,7 @@ async def run_client(
     transport: httpx.AsyncBaseTransport | None = None,
     aggregator_fingerprints: Mapping[int, str] | None = None,
     model_name: str | None = None,
+    device: str | torch.device | None = None,
 ) -> ClientSummary:
     """Take part in a run until the coordinator says it is done.
 
@@ -81,15 +85,20 @@ async def run_client(
         model_name: The model this learner builds, as the run records it (a built-in
             name or a ``--learner`` spec); when given, a run of another model is
             refused before enrolling.
+        device: Train there (``auto``, ``cpu``, ``cuda[:N]``); None keeps the
+            learner's device. Updates leave as float32 arrays on the CPU either way.
 
     Raises:
         TransportError: if the coordinator cannot be reached after all retries, or
             refuses the client outright.
         ConfigurationError: if a published aggregator key does not match its
-            fingerprint, or the run trains another model than ``model_name``.
+            fingerprint, the run trains another model than ``model_name``, or
+            ``device`` is not one torch has.
     """
     policy = retry or RetryPolicy()
     identity = identity or Identity.generate()
+    if device is not None:
+        learner = learner.on(device)
     async with httpx.AsyncClient(
         base_url=server_url, timeout=policy.timeout_s, transport=transport, verify=verify
     ) as http:

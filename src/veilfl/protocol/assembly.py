@@ -11,7 +11,7 @@ import random
 from dataclasses import dataclass
 
 from veilfl.crypto.csprng import CsprngStream
-from veilfl.errors import ConfigurationError
+from veilfl.errors import ConfigurationError, StorageError
 from veilfl.protocol.aggregation import AggregationBackend, PlaintextAggregation
 from veilfl.protocol.buffered import BufferedMachine, BufferMode
 from veilfl.protocol.coordinator import Coordinator, Schedule
@@ -21,7 +21,7 @@ from veilfl.protocol.secure_aggregation import SecureAggregation
 from veilfl.protocol.settings import CoordinatorSettings
 from veilfl.protocol.sync_round import SyncRoundMachine
 from veilfl.secagg.contribution import ContributionLayout
-from veilfl.strategy.base import ServerStrategy
+from veilfl.strategy.base import ServerStrategy, StatefulStrategy
 from veilfl.strategy.buffered import FedAsync, FedBuff
 from veilfl.strategy.fedavg import FedAvg
 from veilfl.tensors import TensorSpec, Weights, spec_of
@@ -43,11 +43,14 @@ class ResumePoint:
         next_round: The next round (or buffer) id: one more than the last released one.
         model_version: The last released model version.
         releases: How many rounds or buffers were released (what the accountant charges).
+        strategy_state: The server strategy's state saved with the last released round
+            (adaptive server optimisers), or None.
     """
 
     next_round: int
     model_version: int
     releases: int
+    strategy_state: bytes | None = None
 
 
 @dataclass(frozen=True)
@@ -98,6 +101,8 @@ class AssembledRun:
 
 
 def _strategy(settings: CoordinatorSettings) -> ServerStrategy:
+    if settings.server_optimizer is not None:
+        return settings.server_optimizer.build(server_learning_rate=settings.server_learning_rate)
     if settings.buffer is None:
         return FedAvg(server_learning_rate=settings.server_learning_rate)
     if settings.buffer.mode is BufferMode.FEDASYNC:
@@ -127,6 +132,8 @@ def build_coordinator(
 
     Raises:
         ConfigurationError: for settings that contradict each other.
+        StorageError: if a resumed run's saved strategy state does not fit its settings,
+            or a run with an adaptive server optimiser resumes without one.
     """
     spec = spec_of(initial_weights)
     cohort = cohort_plan(settings)
@@ -166,16 +173,33 @@ def build_coordinator(
         keep_versions = settings.buffer.max_staleness + 1
     if settings.rounds.round_timeout_s <= 0:
         raise ConfigurationError("--round-timeout must be positive.")
+    strategy = _strategy(settings)
+    _restore_strategy(strategy, resume)
     coordinator = Coordinator(
         schedule=schedule,
         spec=spec,
         initial_weights=initial_weights,
         aggregation=aggregation,
-        strategy=_strategy(settings),
+        strategy=strategy,
         round_timeout_s=settings.rounds.round_timeout_s,
         keep_versions=keep_versions,
     )
     return AssembledRun(coordinator=coordinator, cohort=cohort)
+
+
+def _restore_strategy(strategy: ServerStrategy, resume: ResumePoint | None) -> None:
+    """Give a stateful strategy the state saved with the last released round."""
+    if resume is None or not isinstance(strategy, StatefulStrategy):
+        return
+    if resume.strategy_state is None:
+        if resume.releases == 0:
+            return
+        raise StorageError(
+            f"The run resumes after {resume.releases} released rounds with the server "
+            f"optimiser {strategy.name}, but no saved state of it was found; the run store "
+            "lost it, so the run cannot continue exactly. Start a new run folder."
+        )
+    strategy.restore(resume.strategy_state)
 
 
 def describe_run(

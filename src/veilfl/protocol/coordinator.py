@@ -38,7 +38,7 @@ from veilfl.protocol.effects import (
 )
 from veilfl.protocol.messages import Task, TaskKind, UpdateHeader
 from veilfl.protocol.metrics import RoundMetrics
-from veilfl.strategy.base import ServerStrategy
+from veilfl.strategy.base import ServerStrategy, StatefulStrategy
 from veilfl.tensors import FloatArray, TensorSpec, Weights, flatten, unflatten
 
 __all__ = ["Coordinator", "CoordinatorPhase", "GlobalModel", "Schedule"]
@@ -189,6 +189,11 @@ class Coordinator:
     def schedule(self) -> Schedule:
         """The rounds or buffers (read them; drive them through this class)."""
         return self._schedule
+
+    @property
+    def strategy(self) -> ServerStrategy:
+        """How aggregates become models (FedAvg, FedBuff, an adaptive optimiser, ...)."""
+        return self._strategy
 
     @property
     def aggregation(self) -> AggregationBackend:
@@ -381,6 +386,7 @@ class Coordinator:
             return
         cohort = self._cohort.restricted_to(aggregate.participants)
         new_flat = self._strategy.apply(self._flat, aggregate, history=self)
+        state = self._strategy.state() if isinstance(self._strategy, StatefulStrategy) else None
         metrics = RoundMetrics(
             round_id=cohort.round_id,
             num_clients=len(cohort.participants),
@@ -391,7 +397,11 @@ class Coordinator:
             epsilon=aggregate.epsilon,
         )
         self._pending = RoundOutcome(
-            cohort=cohort, metrics=metrics, new_version=cohort.base_version + 1, weights=new_flat
+            cohort=cohort,
+            metrics=metrics,
+            new_version=cohort.base_version + 1,
+            weights=new_flat,
+            strategy_state=state,
         )
         self._job = None
         self._cohort = None

@@ -32,6 +32,7 @@ from veilfl.protocol.cohort import ClosedCohort
 from veilfl.protocol.metrics import RoundMetrics
 from veilfl.secagg.bounds_messages import VerifierShare
 from veilfl.secagg.commitment import CommitmentCertificate
+from veilfl.strategy.base import StrategyState
 from veilfl.tensors import FloatArray
 
 __all__ = [
@@ -108,12 +109,16 @@ class RoundOutcome:
         metrics: Its metrics (without server-side evaluation, which comes later).
         new_version: The model version it produced.
         weights: That model, flat.
+        strategy_state: The server strategy's state after this round (adaptive server
+            optimisers), persisted with it so a resumed run continues exactly; None
+            for a stateless strategy.
     """
 
     cohort: ClosedCohort
     metrics: RoundMetrics
     new_version: int
     weights: FloatArray
+    strategy_state: StrategyState | None = None
 
 
 @dataclass(frozen=True)

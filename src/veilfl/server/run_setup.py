@@ -5,7 +5,8 @@ safetensors file per model version, written atomically), ``coordinator.key`` (th
 coordinator's Ed25519 key, mode 0600, which signs round admissions and its requests
 to the aggregators) and the metrics files. A coordinator started on a folder that
 already holds a run resumes after its last completed round, from that round's
-checkpoint: nothing completed is lost. The core itself comes from
+checkpoint (and the server optimiser's state saved with it): nothing completed is
+lost. The core itself comes from
 :func:`veilfl.protocol.assembly.build_coordinator`, as in the simulators.
 """
 
@@ -48,7 +49,8 @@ class RunRecorder:
         self._checkpoints = checkpoints
 
     def persist(self, outcome: RoundOutcome, *, spec_weights: Callable[[], Weights]) -> None:
-        """Write the checkpoint, then the round's row (durable when this returns)."""
+        """Write the checkpoint, then the round's row with the server optimiser's state
+        (durable when this returns)."""
         cohort, metrics = outcome.cohort, outcome.metrics
         self._checkpoints.save(
             outcome.new_version, spec_weights(), metadata={"round_id": str(cohort.round_id)}
@@ -76,6 +78,9 @@ class RunRecorder:
                 )
                 for p in cohort.participants
             ],
+            strategy_state=(
+                None if outcome.strategy_state is None else outcome.strategy_state.to_bytes()
+            ),
         )
 
     def record_evaluation(self, metrics: RoundMetrics) -> None:
@@ -168,6 +173,7 @@ def prepare_run(
             next_round=last.round_id + 1,
             model_version=version,
             releases=len(store.completed_rounds()),
+            strategy_state=store.strategy_state(last.round_id),
         )
     try:
         weights = checkpoints.load(version)

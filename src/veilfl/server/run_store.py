@@ -14,10 +14,12 @@ Schema (version :data:`SCHEMA_VERSION`; the ``schema_version`` table holds it)::
                         closed_at, status, num_participants, train_loss, test_loss,
                         test_accuracy, seconds, extra_json
     round_participants  round_id -> rounds, client_id, num_samples, loss
+    strategy_states     round_id -> rounds, state (the server optimiser's state after
+                        that round; only the latest round's is kept)
 
-Times are seconds since the epoch (floats). Version 1 lacked ``rounds.status`` and
-version 2 the clients' ``public_key`` and ``token_digest``; older databases are
-migrated when opened.
+Times are seconds since the epoch (floats). Version 1 lacked ``rounds.status``,
+version 2 the clients' ``public_key`` and ``token_digest`` and version 3 the
+``strategy_states`` table; older databases are migrated when opened.
 """
 
 from __future__ import annotations
@@ -44,11 +46,16 @@ __all__ = [
     "RunStore",
 ]
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 """The schema this module writes; older versions are migrated on open."""
 
 ROUND_COMPLETED = "completed"
 """The status of a round whose new model was checkpointed."""
+
+_STRATEGY_STATES = """CREATE TABLE strategy_states (
+    round_id INTEGER PRIMARY KEY REFERENCES rounds(round_id),
+    state BLOB NOT NULL
+)"""
 
 _TABLES = (
     """CREATE TABLE schema_version (
@@ -89,6 +96,7 @@ _TABLES = (
         loss REAL,
         PRIMARY KEY (round_id, client_id)
     )""",
+    _STRATEGY_STATES,
 )
 
 _ROUND_COLUMNS = (
@@ -253,6 +261,9 @@ class RunStore:
                 db.execute("ALTER TABLE clients ADD COLUMN public_key TEXT")
                 db.execute("ALTER TABLE clients ADD COLUMN token_digest TEXT")
                 db.execute("CREATE UNIQUE INDEX clients_by_token ON clients (token_digest)")
+                version = 3
+            if version == 3:
+                db.execute(_STRATEGY_STATES)
                 db.execute("UPDATE schema_version SET version = ?", (SCHEMA_VERSION,))
             elif version != SCHEMA_VERSION:
                 raise StorageError(
@@ -410,11 +421,19 @@ class RunStore:
             for c, n, j, k, t in rows
         ]
 
-    def record_round(self, record: RoundRecord, participants: Sequence[ParticipantRecord]) -> None:
+    def record_round(
+        self,
+        record: RoundRecord,
+        participants: Sequence[ParticipantRecord],
+        *,
+        strategy_state: bytes | None = None,
+    ) -> None:
         """Record a completed round and its participants in one transaction.
 
         If anything fails part-way (including an exception from iterating
-        ``participants``), nothing of the round is recorded.
+        ``participants``), nothing of the round is recorded. ``strategy_state`` (the
+        server optimiser's state after this round) is stored with it, in the same
+        transaction, and replaces the state of earlier rounds.
 
         Raises:
             StorageError: if a participant names another round, the round is already
@@ -438,6 +457,12 @@ class RunStore:
                     record.status,
                 ),
             )
+            if strategy_state is not None:
+                db.execute(
+                    "INSERT INTO strategy_states (round_id, state) VALUES (?, ?)",
+                    (record.round_id, strategy_state),
+                )
+                db.execute("DELETE FROM strategy_states WHERE round_id < ?", (record.round_id,))
             for participant in participants:
                 if participant.round_id != record.round_id:
                     raise StorageError(
@@ -489,6 +514,15 @@ class RunStore:
                 (ROUND_COMPLETED,),
             ).fetchone()
         return None if row is None else _round_record(row)
+
+    def strategy_state(self, round_id: int) -> bytes | None:
+        """The server optimiser's state recorded with ``round_id``, or None (a stateless
+        strategy, or a round whose state a later round replaced)."""
+        with self._read(f"read the strategy state of round {round_id}") as db:
+            row = db.execute(
+                "SELECT state FROM strategy_states WHERE round_id = ?", (round_id,)
+            ).fetchone()
+        return None if row is None else bytes(row[0])
 
     def participants(self, round_id: int) -> list[ParticipantRecord]:
         """The participants of a recorded round, by client id."""
