@@ -342,3 +342,48 @@ def test_a_missing_folder_is_a_storage_error(tmp_path: Path) -> None:
 def test_extra_metrics_must_be_a_json_object() -> None:
     with pytest.raises(ValueError, match="JSON object"):
         _round(1, extra_json="[1, 2]")
+
+
+def test_the_privacy_state_is_recorded_with_its_round_or_not_at_all(store: RunStore) -> None:
+    state = {"version": 1, "clip_norm": 0.123456789012345, "ledger": {"entries": []}}
+    store.record_round(_round(1), _participants(1), privacy_state=state)
+    assert store.privacy_state(1) == state  # floats round-trip exactly
+    store.record_round(_round(2), _participants(2))
+    assert store.privacy_state(2) is None
+
+    def failing() -> Iterator[ParticipantRecord]:
+        yield ParticipantRecord(3, "a", 1, 0.1)
+        raise RuntimeError("disk gone")
+
+    with pytest.raises(RuntimeError):
+        store.record_round(_round(3), failing(), privacy_state=state)
+    assert store.privacy_state(3) is None
+    with pytest.raises(StorageError, match="not JSON"):
+        store.record_round(_round(3), [], privacy_state={"clip_norm": float("nan")})
+    assert store.last_completed_round() == _round(2)
+
+
+def test_participations_count_completed_rounds_per_client(store: RunStore) -> None:
+    store.record_round(_round(1), _participants(1))
+    store.record_round(_round(3), [ParticipantRecord(3, "a", 1, 0.1)])
+    assert store.participations() == {"a": 2, "b": 1}
+
+
+def test_a_version_3_database_gains_the_privacy_table(tmp_path: Path) -> None:
+    # Arrange: a store as schema 3 wrote it, with one completed round.
+    path = tmp_path / "run.sqlite"
+    with RunStore(path) as current:
+        current.initialise("run-3", {})
+        current.record_round(_round(1), _participants(1))
+    old = sqlite3.connect(path)
+    old.executescript("DROP TABLE round_privacy; UPDATE schema_version SET version = 3;")
+    old.close()
+    # Act
+    with RunStore(path) as store:
+        # Assert: old rounds have no privacy state; new ones can record it.
+        assert store.privacy_state(1) is None
+        store.record_round(_round(2), _participants(2), privacy_state={"version": 1})
+        assert store.privacy_state(2) == {"version": 1}
+    check = sqlite3.connect(path)
+    assert check.execute("SELECT version FROM schema_version").fetchone()[0] == SCHEMA_VERSION == 4
+    check.close()

@@ -25,7 +25,7 @@ def _run(dp: DpConfig, *, secure: bool, rounds: int = 3) -> SimulationResult:  #
         client_data=clients,
         test_data=synthetic_dataset(num_examples=200, seed=1),
         config=SimulationConfig(
-            rounds=RoundConfig(num_rounds=rounds, fraction=0.5),
+            rounds=RoundConfig(num_rounds=rounds, fraction=0.5, min_clients=5),
             plan=LocalTrainingPlan(max_batches=2),
             secure=(
                 SecureAggregationConfig(clip_range=dp.clip_norm * 10, max_clients=20)

@@ -167,7 +167,9 @@ def dp_fedavg_report(
     )
     reported_delta = delta
     if adjacency == "add-remove" and withheld_probability > 0:
-        reported_delta = min(delta + math.exp(epsilon_public) * withheld_probability, 1.0)
+        # e^eps * p, in logs: a large epsilon must not overflow (the sum is capped at 1).
+        log_term = epsilon_public + math.log(withheld_probability)
+        reported_delta = 1.0 if log_term >= 0 else min(delta + math.exp(log_term), 1.0)
     epsilon_coordinator = (
         None
         if placement == "central"

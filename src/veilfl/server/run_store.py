@@ -1,4 +1,5 @@
-"""A run's durable state in SQLite: settings, clients and completed rounds.
+"""A run's durable state in SQLite: settings, clients, completed rounds and, under DP,
+the privacy state after each of them.
 
 A coordinator writes here as it goes and reads it back after a restart to resume after
 the last completed round. The database runs in WAL mode with ``synchronous=FULL``, so a
@@ -14,10 +15,12 @@ Schema (version :data:`SCHEMA_VERSION`; the ``schema_version`` table holds it)::
                         closed_at, status, num_participants, train_loss, test_loss,
                         test_accuracy, seconds, extra_json
     round_participants  round_id -> rounds, client_id, num_samples, loss
+    round_privacy       round_id -> rounds, state_json (under DP: the ledger, the
+                        clipping norm and the sampling attempts after that round)
 
-Times are seconds since the epoch (floats). Version 1 lacked ``rounds.status`` and
-version 2 the clients' ``public_key`` and ``token_digest``; older databases are
-migrated when opened.
+Times are seconds since the epoch (floats). Version 1 lacked ``rounds.status``,
+version 2 the clients' ``public_key`` and ``token_digest`` and version 3
+``round_privacy``; older databases are migrated when opened.
 """
 
 from __future__ import annotations
@@ -44,11 +47,16 @@ __all__ = [
     "RunStore",
 ]
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 """The schema this module writes; older versions are migrated on open."""
 
 ROUND_COMPLETED = "completed"
 """The status of a round whose new model was checkpointed."""
+
+_ROUND_PRIVACY = """CREATE TABLE round_privacy (
+        round_id INTEGER PRIMARY KEY REFERENCES rounds(round_id),
+        state_json TEXT NOT NULL
+    )"""
 
 _TABLES = (
     """CREATE TABLE schema_version (
@@ -89,6 +97,7 @@ _TABLES = (
         loss REAL,
         PRIMARY KEY (round_id, client_id)
     )""",
+    _ROUND_PRIVACY,
 )
 
 _ROUND_COLUMNS = (
@@ -253,6 +262,9 @@ class RunStore:
                 db.execute("ALTER TABLE clients ADD COLUMN public_key TEXT")
                 db.execute("ALTER TABLE clients ADD COLUMN token_digest TEXT")
                 db.execute("CREATE UNIQUE INDEX clients_by_token ON clients (token_digest)")
+                version = 3
+            if version == 3:
+                db.execute(_ROUND_PRIVACY)
                 db.execute("UPDATE schema_version SET version = ?", (SCHEMA_VERSION,))
             elif version != SCHEMA_VERSION:
                 raise StorageError(
@@ -410,16 +422,32 @@ class RunStore:
             for c, n, j, k, t in rows
         ]
 
-    def record_round(self, record: RoundRecord, participants: Sequence[ParticipantRecord]) -> None:
-        """Record a completed round and its participants in one transaction.
+    def record_round(
+        self,
+        record: RoundRecord,
+        participants: Sequence[ParticipantRecord],
+        *,
+        privacy_state: Mapping[str, object] | None = None,
+    ) -> None:
+        """Record a completed round, its participants and (under DP) the privacy state
+        after it, in one transaction.
 
         If anything fails part-way (including an exception from iterating
         ``participants``), nothing of the round is recorded.
 
         Raises:
             StorageError: if a participant names another round, the round is already
-                recorded, a client appears twice, or the write fails.
+                recorded, a client appears twice, the privacy state is not JSON, or
+                the write fails.
         """
+        state_json = None
+        if privacy_state is not None:
+            try:
+                state_json = json.dumps(dict(privacy_state), sort_keys=True, allow_nan=False)
+            except (TypeError, ValueError) as exc:
+                raise StorageError(
+                    f"The privacy state of round {record.round_id} is not JSON: {exc}."
+                ) from exc
         with self._transaction(f"record round {record.round_id}") as db:
             db.execute(
                 f"INSERT INTO rounds ({_ROUND_COLUMNS}) VALUES ({', '.join('?' * 12)})",
@@ -453,6 +481,11 @@ class RunStore:
                         participant.num_samples,
                         participant.loss,
                     ),
+                )
+            if state_json is not None:
+                db.execute(
+                    "INSERT INTO round_privacy (round_id, state_json) VALUES (?, ?)",
+                    (record.round_id, state_json),
                 )
 
     def record_evaluation(
@@ -499,6 +532,30 @@ class RunStore:
                 (round_id,),
             ).fetchall()
         return [ParticipantRecord(int(r), str(c), n, loss) for r, c, n, loss in rows]
+
+    def privacy_state(self, round_id: int) -> dict[str, object] | None:
+        """The privacy state recorded with a round, or None (no DP, or a round recorded
+        before schema 4)."""
+        with self._read(f"read the privacy state of round {round_id}") as db:
+            row = db.execute(
+                "SELECT state_json FROM round_privacy WHERE round_id = ?", (round_id,)
+            ).fetchone()
+        if row is None:
+            return None
+        state: dict[str, object] = json.loads(row[0])
+        return state
+
+    def participations(self) -> dict[str, int]:
+        """How many completed rounds each client took part in (clients that took part
+        in none are absent)."""
+        with self._read("count the clients' participations") as db:
+            rows = db.execute(
+                "SELECT p.client_id, COUNT(*) FROM round_participants p "
+                "JOIN rounds r ON r.round_id = p.round_id WHERE r.status = ? "
+                "GROUP BY p.client_id",
+                (ROUND_COMPLETED,),
+            ).fetchall()
+        return {str(client): int(count) for client, count in rows}
 
 
 def _optional_float(value: Any) -> float | None:
