@@ -18,6 +18,8 @@ from veilfl.cli.common import (
 from veilfl.cli.learner_option import add_learner_option, learner_for
 from veilfl.cli.progress import RoundProgress, TrainedClients
 from veilfl.cli.server_cmd import add_round_options, settings_from_args
+from veilfl.privacy.report import PrivacyReport
+from veilfl.protocol.assembly import check_run_settings, privacy_warning
 from veilfl.protocol.metrics import RoundMetrics
 from veilfl.reporting import (
     format_round_row,
@@ -26,7 +28,7 @@ from veilfl.reporting import (
     write_metrics,
 )
 from veilfl.secagg.config import SecureAggregationConfig
-from veilfl.tensors import Weights
+from veilfl.tensors import Weights, spec_of
 
 __all__ = ["add_parser", "run"]
 
@@ -83,6 +85,7 @@ def run(args: argparse.Namespace) -> int:
         torch.set_num_threads(args.threads)
     args.population = args.num_clients  # the simulated population is all of it
     settings = settings_from_args(args)
+    check_run_settings(settings, secure=args.secure)
     progress = RoundProgress(unit="clients trained")
     counter = TrainedClients(
         progress,
@@ -105,6 +108,11 @@ def run(args: argparse.Namespace) -> int:
         else "plaintext FedAvg"
     )
     print(f"simulating {args.num_clients} clients, {mode}; run folder {run_dir}")
+    if settings.dp is not None:
+        model_size = spec_of(learner.initial_weights(seed=settings.seed)).total_size
+        warning = privacy_warning(settings, model_size=model_size)
+        if warning is not None:
+            print(f"warning: {warning}", flush=True)
     print(format_round_table_header(), flush=True)
 
     shown: list[RoundMetrics] = []
@@ -159,6 +167,7 @@ def run(args: argparse.Namespace) -> int:
             f"{outcome.dropped} dropped; virtual time {sum(m.seconds for m in history):.0f} s, "
             f"wall time {outcome.wall_seconds:.1f} s"
         )
+        show_privacy(outcome.privacy)
         write_and_plot(run_dir, history, args.num_clients)
         save_final_model(run_dir, settings.model_name, len(history), outcome.final_weights)
         return 0
@@ -186,9 +195,16 @@ def run(args: argparse.Namespace) -> int:
         f"transfer {t.transfer:.1f} s, "
         f"aggregation {t.aggregation:.1f} s, evaluation {t.evaluation:.1f} s"
     )
+    show_privacy(result.privacy)
     write_and_plot(run_dir, history, args.num_clients)
     save_final_model(run_dir, settings.model_name, len(history), result.final_weights)
     return 0
+
+
+def show_privacy(report: PrivacyReport | None) -> None:
+    """Print the run's final privacy report: both observers and the accounting."""
+    if report is not None:
+        print(f"privacy: {report.summary()}")
 
 
 def write_and_plot(run_dir: Path, history: list[RoundMetrics], num_clients: int) -> None:

@@ -113,10 +113,15 @@ def cohort_plan(settings: CoordinatorSettings) -> CohortPlan:
     )
 
 
-def check_run_settings(settings: CoordinatorSettings) -> None:
+def check_run_settings(settings: CoordinatorSettings, *, secure: bool | None = None) -> None:
     """Refuse settings under which a release could carry less noise than is charged
     (:func:`~veilfl.privacy.validation.check_dp_settings`), in one line naming the
     flags. Nothing to check without DP.
+
+    Args:
+        settings: The run's settings.
+        secure: Whether updates are summed under secure aggregation (default: whether
+            ``settings`` name aggregators; a simulator that starts its own says so).
 
     Raises:
         ConfigurationError: naming the contradicting flags and their values.
@@ -132,7 +137,7 @@ def check_run_settings(settings: CoordinatorSettings) -> None:
         fraction=None if buffered else rounds.fraction,
         population=settings.expected_population,
         buffer_size=None if settings.buffer is None else settings.buffer.buffer_size,
-        secure_aggregation=settings.secure is not None,
+        secure_aggregation=settings.secure is not None if secure is None else secure,
     )
 
 

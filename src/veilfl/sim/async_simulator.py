@@ -20,6 +20,7 @@ from typing import TypeVar
 from veilfl.errors import ConfigurationError, StaleUpdateError
 from veilfl.ml.learner import Learner
 from veilfl.privacy.dp_fedavg import ClientPrivacyPlan, DpConfig
+from veilfl.privacy.report import PrivacyReport
 from veilfl.protocol.assembly import build_coordinator, describe_run
 from veilfl.protocol.buffered import BufferConfig
 from veilfl.protocol.effects import RoundOutcome
@@ -109,6 +110,7 @@ class AsyncSimulationResult:
         refused_stale: Updates refused as too stale.
         dropped: Tasks never finished.
         wall_seconds: Real time the simulation took.
+        privacy: Under DP, the final privacy report (both observers).
     """
 
     history: tuple[RoundMetrics, ...]
@@ -117,6 +119,7 @@ class AsyncSimulationResult:
     refused_stale: int
     dropped: int
     wall_seconds: float
+    privacy: PrivacyReport | None = None
 
 
 @dataclass(order=True)
@@ -158,7 +161,8 @@ def simulate_async(
         population=len(client_data),
         aggregators=() if aggregators is None else aggregators.published,
     )
-    coordinator = build_coordinator(settings, initial_weights=weights, run_id=RUN_ID).coordinator
+    assembled = build_coordinator(settings, initial_weights=weights, run_id=RUN_ID)
+    coordinator = assembled.coordinator
     run = describe_run(settings, run_id=RUN_ID, coordinator_key="", spec=spec)
     evaluator = learner.evaluator(test_data) if test_data is not None else None
     virtual_now = [0.0]
@@ -277,6 +281,7 @@ def simulate_async(
         refused_stale=refused,
         dropped=dropped,
         wall_seconds=time.perf_counter() - started,
+        privacy=None if assembled.privacy is None else assembled.privacy.report(),
     )
 
 
