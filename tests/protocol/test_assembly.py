@@ -61,7 +61,7 @@ def test_contradictory_settings_are_refused_by_every_assembly() -> None:
     with pytest.raises(ConfigurationError, match="--dp-min-clients 4 exceeds --min-clients 3"):
         check_run_settings(settings, secure=True)
     with pytest.raises(ConfigurationError, match="needs secure aggregation"):
-        build_coordinator(settings, initial_weights=START)
+        build_coordinator(settings, initial_weights=START, run_id="r")
 
 
 def test_the_warning_uses_the_noise_a_release_actually_carries() -> None:
@@ -84,7 +84,7 @@ def test_a_dp_core_reports_both_observers_and_its_state_each_round() -> None:
         _dp("local"), rounds=RoundConfig(num_rounds=2, clients_per_round=20, min_clients=1)
     )
     core = build_coordinator(
-        settings, initial_weights=START, sampling_rng=CsprngStream(key=bytes(32))
+        settings, initial_weights=START, run_id="r", sampling_rng=CsprngStream(key=bytes(32))
     ).coordinator
     clients = [f"c{i}" for i in range(20)]
     for client in clients:

@@ -77,7 +77,7 @@ def test_fedasync_applies_single_updates() -> None:
 def test_dp_is_accounted_per_released_buffer_without_amplification() -> None:
     dp = DpConfig(placement="distributed", noise_multiplier=1.0, clip_norm=1.0, min_clients=4)
     result = _run(
-        secure=SecureAggregationConfig(clip_range=10.0, max_clients=8),
+        secure=SecureAggregationConfig(norm_bound=1.0),
         dp=dp,
     )
     # A buffer fills with whoever comes, so the sample is not secret: the public gets

@@ -28,7 +28,7 @@ def _run(dp: DpConfig, *, secure: bool, rounds: int = 3) -> SimulationResult:  #
             rounds=RoundConfig(num_rounds=rounds, fraction=0.5, min_clients=5),
             plan=LocalTrainingPlan(max_batches=2),
             secure=(
-                SecureAggregationConfig(clip_range=dp.clip_norm * 10, max_clients=20)
+                SecureAggregationConfig(norm_bound=dp.clip_norm)
                 if secure
                 else None
             ),
