@@ -40,6 +40,13 @@ def test_each_difference_is_named_by_its_flag_with_both_values() -> None:
     ]
 
 
+def test_another_accounting_names_its_flag() -> None:
+    dp = ["--dp", "central", "--noise-multiplier", "1.0"]
+    stored = _settings(dp)
+    now = _settings([*dp, "--accounting", "pld"])
+    assert differing_settings(stored, now) == ["--accounting rdp (stored) vs pld (now)"]
+
+
 def test_turning_on_buffered_mode_names_mode() -> None:
     stored = _settings([])
     now = _settings(["--mode", "fedbuff"])
