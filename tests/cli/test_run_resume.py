@@ -69,6 +69,13 @@ def test_the_server_learning_rate_defaults_to_the_optimisers() -> None:
     }
 
 
+def test_another_accounting_names_its_flag() -> None:
+    dp = ["--dp", "central", "--noise-multiplier", "1.0"]
+    stored = _settings(dp)
+    now = _settings([*dp, "--accounting", "pld"])
+    assert differing_settings(stored, now) == ["--accounting rdp (stored) vs pld (now)"]
+
+
 def test_turning_on_buffered_mode_names_mode() -> None:
     stored = _settings([])
     now = _settings(["--mode", "fedbuff"])

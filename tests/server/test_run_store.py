@@ -367,3 +367,64 @@ def test_a_missing_folder_is_a_storage_error(tmp_path: Path) -> None:
 def test_extra_metrics_must_be_a_json_object() -> None:
     with pytest.raises(ValueError, match="JSON object"):
         _round(1, extra_json="[1, 2]")
+
+
+def test_the_privacy_state_is_recorded_with_its_round_or_not_at_all(store: RunStore) -> None:
+    state = {"version": 1, "clip_norm": 0.123456789012345, "ledger": {"entries": []}}
+    store.record_round(_round(1), _participants(1), privacy_state=state)
+    assert store.privacy_state(1) == state  # floats round-trip exactly
+    store.record_round(_round(2), _participants(2))
+    assert store.privacy_state(2) is None
+
+    def failing() -> Iterator[ParticipantRecord]:
+        yield ParticipantRecord(3, "a", 1, 0.1)
+        raise RuntimeError("disk gone")
+
+    with pytest.raises(RuntimeError):
+        store.record_round(_round(3), failing(), privacy_state=state)
+    assert store.privacy_state(3) is None
+    with pytest.raises(StorageError, match="not JSON"):
+        store.record_round(_round(3), [], privacy_state={"clip_norm": float("nan")})
+    assert store.last_completed_round() == _round(2)
+
+
+def test_participations_count_completed_rounds_per_client(store: RunStore) -> None:
+    store.record_round(_round(1), _participants(1))
+    store.record_round(_round(3), [ParticipantRecord(3, "a", 1, 0.1)])
+    assert store.participations() == {"a": 2, "b": 1}
+
+
+@pytest.mark.parametrize(
+    ("version", "dropped"),
+    [
+        (3, ("strategy_states", "round_privacy")),
+        (4, ("strategy_states",)),
+        (4, ("round_privacy",)),
+    ],
+)
+def test_an_older_database_gains_the_tables_it_lacks(
+    tmp_path: Path, version: int, dropped: tuple[str, ...]
+) -> None:
+    # Arrange: a store as an older schema wrote it, with one completed round.
+    path = tmp_path / "run.sqlite"
+    with RunStore(path) as current:
+        current.initialise("run-3", {})
+        current.record_round(_round(1), _participants(1))
+    old = sqlite3.connect(path)
+    for table in dropped:
+        old.execute(f"DROP TABLE {table}")
+    old.execute("UPDATE schema_version SET version = ?", (version,))
+    old.commit()
+    old.close()
+    # Act
+    with RunStore(path) as store:
+        # Assert: old rounds have no saved state; new ones can record both kinds.
+        assert store.privacy_state(1) is None and store.strategy_state(1) is None
+        store.record_round(
+            _round(2), _participants(2), strategy_state=b"s", privacy_state={"version": 1}
+        )
+        assert store.privacy_state(2) == {"version": 1}
+        assert store.strategy_state(2) == b"s"
+    check = sqlite3.connect(path)
+    assert check.execute("SELECT version FROM schema_version").fetchone()[0] == SCHEMA_VERSION
+    check.close()

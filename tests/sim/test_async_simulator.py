@@ -84,17 +84,24 @@ def test_fedasync_applies_single_updates() -> None:
     assert [m.num_clients for m in result.history] == [1, 1, 1, 1]
 
 
-def test_dp_is_accounted_per_released_buffer() -> None:
+def test_dp_is_accounted_per_released_buffer_without_amplification() -> None:
     dp = DpConfig(placement="distributed", noise_multiplier=1.0, clip_norm=1.0, min_clients=4)
     result = _run(
         secure=SecureAggregationConfig(norm_bound=1.0),
         dp=dp,
     )
-    expected = [
-        epsilon_for(noise_multiplier=1.0, sample_rate=4 / 30, rounds=r, delta=1e-5)
-        for r in range(1, 6)
-    ]
-    assert [m.epsilon for m in result.history] == pytest.approx(expected)
+    # A buffer fills with whoever comes, so the sample is not secret: the public gets
+    # the coordinator's number, the unsampled Gaussian composed over the buffers of the
+    # client that took part most (between 1 and r of the first r buffers).
+    for released, metrics in enumerate(result.history, start=1):
+        unsampled = [
+            epsilon_for(noise_multiplier=1.0, sample_rate=1.0, rounds=k, delta=1e-5)
+            for k in range(1, released + 1)
+        ]
+        assert metrics.epsilon == metrics.epsilon_coordinator
+        assert any(metrics.epsilon == pytest.approx(e) for e in unsampled)
+    amplified = epsilon_for(noise_multiplier=1.0, sample_rate=4 / 30, rounds=5, delta=1e-5)
+    assert result.history[-1].epsilon is not None and result.history[-1].epsilon > amplified
 
 
 class _GatheringSequential(SequentialExecutor):  # type: ignore[type-arg]

@@ -16,6 +16,7 @@ from veilfl.privacy.dp_fedavg import DpConfig
 
 if TYPE_CHECKING:
     from veilfl.ml.datasets import ArrayDataset, ClientPartitions
+    from veilfl.privacy.accountant import Accounting
 
 __all__ = [
     "DEFAULT_NORM_BOUND",
@@ -190,6 +191,13 @@ def add_dp_options(parser: argparse.ArgumentParser) -> None:
         help="adapt C toward this quantile of update norms (Andrew et al. 2021)",
     )
     group.add_argument(
+        "--accounting",
+        choices=["rdp", "pld"],
+        default="rdp",
+        help="how epsilon is computed: Renyi DP, or privacy loss distributions (tighter, "
+        "never looser than RDP)",
+    )
+    group.add_argument(
         "--allow-no-privacy",
         action="store_true",
         help="accept --dp with a zero noise multiplier (no guarantee; for experiments)",
@@ -201,6 +209,13 @@ def dp_from_args(
 ) -> DpConfig | None:
     """The DP settings the options describe (None when DP is off).
 
+    Args:
+        args: The parsed options.
+        sample_rate: The q the ledger will charge per release (1 where the sample may
+            be known), from which ``--target-epsilon`` derives z.
+        rounds: The releases the run plans.
+        min_clients: The default for ``--dp-min-clients``.
+
     Raises:
         ConfigurationError: for a setting that gives no guarantee, unless allowed.
     """
@@ -208,6 +223,7 @@ def dp_from_args(
         return None
     from veilfl.privacy.accountant import noise_multiplier_for  # scipy: seconds to import
 
+    accounting: Accounting = "pld" if getattr(args, "accounting", "rdp") == "pld" else "rdp"
     noise = args.noise_multiplier
     if noise is None and args.target_epsilon is not None:
         noise = noise_multiplier_for(
@@ -215,12 +231,16 @@ def dp_from_args(
             sample_rate=sample_rate,
             rounds=rounds,
             delta=args.delta,
+            accounting=accounting,
         )
         logging.getLogger("veilfl").info(
-            "noise multiplier %.4f spends epsilon %.3f over %d rounds",
+            "noise multiplier %.4f spends epsilon %.3f against the public over %d rounds "
+            "(q %.4g, %s)",
             noise,
             args.target_epsilon,
             rounds,
+            sample_rate,
+            accounting.upper(),
         )
     if noise is None:
         raise ConfigurationError(
@@ -248,4 +268,5 @@ def dp_from_args(
             if args.adaptive_clipping is None
             else AdaptiveClipping(target_quantile=args.adaptive_clipping)
         ),
+        accounting=accounting,
     )

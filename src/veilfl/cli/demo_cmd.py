@@ -19,7 +19,7 @@ from typing import IO
 import httpx
 
 from veilfl.cli.common import add_device_option, add_log_option
-from veilfl.cli.learner_option import add_learner_option, load_learner
+from veilfl.cli.learner_option import add_learner_option, learner_for, load_learner
 from veilfl.cli.local_fleet import (
     free_port,
     local_aggregators,
@@ -29,9 +29,11 @@ from veilfl.cli.local_fleet import (
 from veilfl.cli.progress import CoordinatorProgress, RoundProgress
 from veilfl.cli.security_options import TOKEN_ENV
 from veilfl.errors import TransportError
+from veilfl.protocol.assembly import check_run_settings, privacy_warning
 from veilfl.protocol.metrics import RoundMetrics
 from veilfl.reporting import format_round_row, format_round_table_header
 from veilfl.strategy.settings import SERVER_OPTIMIZER_CHOICES
+from veilfl.tensors import spec_of
 from veilfl.tls import client_ssl_context
 
 __all__ = ["add_parser", "run"]
@@ -107,6 +109,12 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
     parser.add_argument("--noise-multiplier", type=float, default=None, help="DP noise z")
     parser.add_argument("--target-epsilon", type=float, default=None, help="DP budget")
     parser.add_argument("--clip-norm", type=float, default=1.0, help="DP clipping norm")
+    parser.add_argument(
+        "--accounting",
+        choices=["rdp", "pld"],
+        default="rdp",
+        help="how epsilon is computed (PLD: tighter, never looser than RDP)",
+    )
     parser.add_argument("--threshold", type=int, default=2, help="shares to reconstruct (t)")
     add_log_option(parser)
     parser.set_defaults(func=run)
@@ -176,6 +184,7 @@ def run(args: argparse.Namespace) -> int:
             server_cmd += ["--noise-multiplier", str(args.noise_multiplier)]
         if args.target_epsilon is not None:
             server_cmd += ["--target-epsilon", str(args.target_epsilon)]
+        server_cmd += ["--accounting", args.accounting]
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
     aggregator_cmds: list[list[str]] = []
     fingerprints: list[str] = []
@@ -202,10 +211,13 @@ def run(args: argparse.Namespace) -> int:
         if args.plaintext
         else f"secure aggregation ({args.threshold} of {args.aggregators} aggregators)"
     )
+    warning = _check_server_settings(server_cmd[3:])
     print(
         f"veilfl demo: {args.clients} clients, {args.rounds} rounds, "
         f"model {args.learner or args.model}, {mode}"
     )
+    if warning is not None:
+        print(f"warning: {warning}", flush=True)
     print(f"run folder: {run_dir}   coordinator: {url}")
     print(f"live dashboard: {url}/dashboard   (its certificate is from {trust.ca_file})")
     print(
@@ -283,6 +295,22 @@ def run(args: argparse.Namespace) -> int:
 
 _EVALUATION_WAIT_S = 60.0
 """How long the demo waits for a completed round's evaluation before showing it."""
+
+
+def _check_server_settings(server_args: list[str]) -> str | None:
+    """The start-up checks of the server the demo is about to start, on the very
+    settings it will build from ``server_args``: refuse contradictory DP settings here,
+    in one line, rather than in the server's log; return the noise warning, if any."""
+    from veilfl.cli.main import build_parser  # main lists this command: import late
+    from veilfl.cli.server_cmd import settings_from_args
+
+    settings = settings_from_args(build_parser().parse_args(server_args))
+    check_run_settings(settings)
+    if settings.dp is None:
+        return None
+    learner = learner_for(settings.model_name, seed=settings.seed)
+    size = spec_of(learner.initial_weights(seed=settings.seed)).total_size
+    return privacy_warning(settings, model_size=size)
 
 
 def _follow(

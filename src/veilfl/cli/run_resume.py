@@ -43,6 +43,7 @@ SETTING_FLAGS: dict[str, str] = {
     "dp.target_epsilon": "--target-epsilon",
     "dp.min_clients": "--dp-min-clients",
     "dp.adaptive": "--adaptive-clipping",
+    "dp.accounting": "--accounting",
     "buffer": "--mode",
     "buffer.mode": "--mode",
     "buffer.buffer_size": "--buffer-size",

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+from dataclasses import replace
 from pathlib import Path
 
 from veilfl.cli.common import (
@@ -30,6 +31,7 @@ from veilfl.errors import ConfigurationError
 from veilfl.keyfiles import read_public_key
 from veilfl.logging_setup import uvicorn_log_options
 from veilfl.privacy.dp_fedavg import DpConfig
+from veilfl.protocol.assembly import check_run_settings, cohort_plan, privacy_warning
 from veilfl.protocol.buffered import BufferConfig, BufferMode
 from veilfl.protocol.messages import LocalTrainingPlan, PublishedAggregator
 from veilfl.protocol.settings import CoordinatorSettings, SecureSettings
@@ -141,7 +143,13 @@ def secure_from_args(args: argparse.Namespace, dp: DpConfig | None = None) -> Se
 
 
 def settings_from_args(args: argparse.Namespace) -> CoordinatorSettings:
-    """The run settings the round options describe."""
+    """The run settings the round options describe.
+
+    Under ``--target-epsilon`` the noise multiplier is derived for the sampling rate
+    and the number of releases that :func:`~veilfl.protocol.assembly.cohort_plan`
+    gives for these settings, the figures every path charges (q = 1 for buffered runs,
+    whose sample is not secret).
+    """
     per_round = args.clients_per_round
     if per_round is None and args.fraction is None:
         per_round = args.min_clients
@@ -153,17 +161,21 @@ def settings_from_args(args: argparse.Namespace) -> CoordinatorSettings:
         min_available_clients=args.min_available,
         round_timeout_s=args.round_timeout,
     )
-    population = getattr(args, "population", None) or rounds.clients_needed_to_start
-    dp = (
-        dp_from_args(
+    settings = _settings_without_dp(args, rounds)
+    dp = None
+    if hasattr(args, "dp"):
+        # Rounds are Poisson-sampled under DP; a buffer's sample may be known (q = 1).
+        secret = settings.buffer is None
+        dp = dp_from_args(
             args,
-            sample_rate=rounds.sample_size(population) / population,
-            rounds=rounds.num_rounds,
+            sample_rate=cohort_plan(settings).sample_rate if secret else 1.0,
+            rounds=settings.num_releases,
             min_clients=rounds.min_clients,
         )
-        if hasattr(args, "dp")
-        else None
-    )
+    return replace(settings, secure=secure_from_args(args, dp), dp=dp)
+
+
+def _settings_without_dp(args: argparse.Namespace, rounds: RoundConfig) -> CoordinatorSettings:
     return CoordinatorSettings(
         model_name=model_name_from_args(args),
         rounds=rounds,
@@ -177,8 +189,6 @@ def settings_from_args(args: argparse.Namespace) -> CoordinatorSettings:
         ),
         server_learning_rate=server_learning_rate(args),
         seed=args.seed,
-        secure=secure_from_args(args, dp),
-        dp=dp,
         buffer=buffer_from_args(args),
         fedasync_mixing=getattr(args, "fedasync_mixing", 0.6),
         population=getattr(args, "population", None),
@@ -286,9 +296,10 @@ def run(args: argparse.Namespace) -> int:
     from veilfl.server.service import CoordinatorService
 
     configure_logging(args.log_level, fmt=args.log_format)
+    settings = settings_from_args(args)
+    check_run_settings(settings)  # contradictory DP settings: one line, before anything
     transport = transport_from_args(args, serves=True)
     policy = enrollment_from_args(args)
-    settings = settings_from_args(args)
     check_resumable(args.run_dir, settings.to_json())
     if settings.secure is not None:
         for endpoint in settings.secure.aggregators:
@@ -303,6 +314,11 @@ def run(args: argparse.Namespace) -> int:
     run_info = prepared.run_info
     if prepared.resumed_from_round is not None:
         logger.info("resuming run %s after round %d", run_info.run_id, prepared.resumed_from_round)
+    warning = privacy_warning(settings, model_size=prepared.coordinator.spec.total_size)
+    if warning is not None:
+        logger.warning("%s", warning)
+    if prepared.privacy is not None:
+        logger.info("privacy so far: %s", prepared.privacy.report().summary())
     link = (
         None
         if run_info.secure is None

@@ -19,6 +19,8 @@ from veilfl.cli.common import (
 from veilfl.cli.learner_option import add_learner_option, learner_for
 from veilfl.cli.progress import RoundProgress, TrainedClients
 from veilfl.cli.server_cmd import add_round_options, settings_from_args
+from veilfl.privacy.report import PrivacyReport
+from veilfl.protocol.assembly import check_run_settings, privacy_warning
 from veilfl.protocol.metrics import RoundMetrics
 from veilfl.reporting import (
     format_round_row,
@@ -27,7 +29,7 @@ from veilfl.reporting import (
     write_metrics,
 )
 from veilfl.secagg.config import SecureAggregationConfig
-from veilfl.tensors import Weights
+from veilfl.tensors import Weights, spec_of
 
 __all__ = ["add_parser", "run"]
 
@@ -121,6 +123,7 @@ def run(args: argparse.Namespace) -> int:
         torch.set_num_threads(args.threads)
     args.population = args.num_clients  # the simulated population is all of it
     settings = settings_from_args(args)
+    check_run_settings(settings, secure=args.secure)
     execution = ExecutionSettings(
         backend=args.backend,
         batched=not args.sequential,
@@ -156,6 +159,11 @@ def run(args: argparse.Namespace) -> int:
         f"simulating {args.num_clients} clients, {mode}, server {strategy}; training on "
         f"{learner.device} ({args.backend}); run folder {run_dir}"
     )
+    if settings.dp is not None:
+        model_size = spec_of(learner.initial_weights(seed=settings.seed)).total_size
+        warning = privacy_warning(settings, model_size=model_size)
+        if warning is not None:
+            print(f"warning: {warning}", flush=True)
     print(format_round_table_header(), flush=True)
 
     shown: list[RoundMetrics] = []
@@ -215,6 +223,7 @@ def run(args: argparse.Namespace) -> int:
                 f"{sum(m.seconds for m in history):.0f} s, wall time "
                 f"{outcome.wall_seconds:.1f} s"
             )
+            show_privacy(outcome.privacy)
             final = outcome.final_weights
         else:
             result = simulate(
@@ -244,10 +253,17 @@ def run(args: argparse.Namespace) -> int:
                 f"transfer {t.transfer:.1f} s, "
                 f"aggregation {t.aggregation:.1f} s, evaluation {t.evaluation:.1f} s"
             )
+            show_privacy(result.privacy)
             final = result.final_weights
     write_and_plot(run_dir, history, args.num_clients)
     save_final_model(run_dir, settings.model_name, len(history), final)
     return 0
+
+
+def show_privacy(report: PrivacyReport | None) -> None:
+    """Print the run's final privacy report: both observers and the accounting."""
+    if report is not None:
+        print(f"privacy: {report.summary()}")
 
 
 def write_and_plot(run_dir: Path, history: list[RoundMetrics], num_clients: int) -> None:

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from veilfl.crypto.shamir import Share
 from veilfl.protocol.cohort import ClosedCohort
@@ -34,6 +35,9 @@ from veilfl.secagg.bounds_messages import VerifierShare
 from veilfl.secagg.commitment import CommitmentCertificate
 from veilfl.strategy.base import StrategyState
 from veilfl.tensors import FloatArray
+
+if TYPE_CHECKING:  # the ledger imports dp-accounting (scipy), which clients need not
+    from veilfl.privacy.run_state import DpRunState
 
 __all__ = [
     "AggregateShareReported",
@@ -112,6 +116,9 @@ class RoundOutcome:
         strategy_state: The server strategy's state after this round (adaptive server
             optimisers), persisted with it so a resumed run continues exactly; None
             for a stateless strategy.
+        privacy: Under DP, the privacy state after this release (ledger, clipping
+            norm, sampling attempts), recorded with the round so that a restart
+            continues exactly.
     """
 
     cohort: ClosedCohort
@@ -119,6 +126,7 @@ class RoundOutcome:
     new_version: int
     weights: FloatArray
     strategy_state: StrategyState | None = None
+    privacy: DpRunState | None = None
 
 
 @dataclass(frozen=True)

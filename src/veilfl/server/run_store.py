@@ -1,4 +1,5 @@
-"""A run's durable state in SQLite: settings, clients and completed rounds.
+"""A run's durable state in SQLite: settings, clients, completed rounds and, under DP,
+the privacy state after each of them.
 
 A coordinator writes here as it goes and reads it back after a restart to resume after
 the last completed round. The database runs in WAL mode with ``synchronous=FULL``, so a
@@ -16,10 +17,13 @@ Schema (version :data:`SCHEMA_VERSION`; the ``schema_version`` table holds it)::
     round_participants  round_id -> rounds, client_id, num_samples, loss
     strategy_states     round_id -> rounds, state (the server optimiser's state after
                         that round; only the latest round's is kept)
+    round_privacy       round_id -> rounds, state_json (under DP: the ledger, the
+                        clipping norm and the sampling attempts after that round)
 
 Times are seconds since the epoch (floats). Version 1 lacked ``rounds.status``,
-version 2 the clients' ``public_key`` and ``token_digest`` and version 3 the
-``strategy_states`` table; older databases are migrated when opened.
+version 2 the clients' ``public_key`` and ``token_digest``, version 3 the
+``strategy_states`` and ``round_privacy`` tables and version 4 one of them; older
+databases are migrated when opened.
 """
 
 from __future__ import annotations
@@ -46,7 +50,7 @@ __all__ = [
     "RunStore",
 ]
 
-SCHEMA_VERSION = 4
+SCHEMA_VERSION = 5
 """The schema this module writes; older versions are migrated on open."""
 
 ROUND_COMPLETED = "completed"
@@ -55,6 +59,11 @@ ROUND_COMPLETED = "completed"
 _STRATEGY_STATES = """CREATE TABLE strategy_states (
     round_id INTEGER PRIMARY KEY REFERENCES rounds(round_id),
     state BLOB NOT NULL
+)"""
+
+_ROUND_PRIVACY = """CREATE TABLE round_privacy (
+    round_id INTEGER PRIMARY KEY REFERENCES rounds(round_id),
+    state_json TEXT NOT NULL
 )"""
 
 _TABLES = (
@@ -97,6 +106,7 @@ _TABLES = (
         PRIMARY KEY (round_id, client_id)
     )""",
     _STRATEGY_STATES,
+    _ROUND_PRIVACY,
 )
 
 _ROUND_COLUMNS = (
@@ -263,7 +273,14 @@ class RunStore:
                 db.execute("CREATE UNIQUE INDEX clients_by_token ON clients (token_digest)")
                 version = 3
             if version == 3:
-                db.execute(_STRATEGY_STATES)
+                version = 4
+            if version == 4:
+                for name, statement in (
+                    ("strategy_states", _STRATEGY_STATES),
+                    ("round_privacy", _ROUND_PRIVACY),
+                ):
+                    if name not in tables:
+                        db.execute(statement)
                 db.execute("UPDATE schema_version SET version = ?", (SCHEMA_VERSION,))
             elif version != SCHEMA_VERSION:
                 raise StorageError(
@@ -427,8 +444,10 @@ class RunStore:
         participants: Sequence[ParticipantRecord],
         *,
         strategy_state: bytes | None = None,
+        privacy_state: Mapping[str, object] | None = None,
     ) -> None:
-        """Record a completed round and its participants in one transaction.
+        """Record a completed round, its participants, the server optimiser's state
+        and (under DP) the privacy state after it, in one transaction.
 
         If anything fails part-way (including an exception from iterating
         ``participants``), nothing of the round is recorded. ``strategy_state`` (the
@@ -437,8 +456,17 @@ class RunStore:
 
         Raises:
             StorageError: if a participant names another round, the round is already
-                recorded, a client appears twice, or the write fails.
+                recorded, a client appears twice, the privacy state is not JSON, or
+                the write fails.
         """
+        state_json = None
+        if privacy_state is not None:
+            try:
+                state_json = json.dumps(dict(privacy_state), sort_keys=True, allow_nan=False)
+            except (TypeError, ValueError) as exc:
+                raise StorageError(
+                    f"The privacy state of round {record.round_id} is not JSON: {exc}."
+                ) from exc
         with self._transaction(f"record round {record.round_id}") as db:
             db.execute(
                 f"INSERT INTO rounds ({_ROUND_COLUMNS}) VALUES ({', '.join('?' * 12)})",
@@ -478,6 +506,11 @@ class RunStore:
                         participant.num_samples,
                         participant.loss,
                     ),
+                )
+            if state_json is not None:
+                db.execute(
+                    "INSERT INTO round_privacy (round_id, state_json) VALUES (?, ?)",
+                    (record.round_id, state_json),
                 )
 
     def record_evaluation(
@@ -533,6 +566,30 @@ class RunStore:
                 (round_id,),
             ).fetchall()
         return [ParticipantRecord(int(r), str(c), n, loss) for r, c, n, loss in rows]
+
+    def privacy_state(self, round_id: int) -> dict[str, object] | None:
+        """The privacy state recorded with a round, or None (no DP, or a round recorded
+        before schema 4)."""
+        with self._read(f"read the privacy state of round {round_id}") as db:
+            row = db.execute(
+                "SELECT state_json FROM round_privacy WHERE round_id = ?", (round_id,)
+            ).fetchone()
+        if row is None:
+            return None
+        state: dict[str, object] = json.loads(row[0])
+        return state
+
+    def participations(self) -> dict[str, int]:
+        """How many completed rounds each client took part in (clients that took part
+        in none are absent)."""
+        with self._read("count the clients' participations") as db:
+            rows = db.execute(
+                "SELECT p.client_id, COUNT(*) FROM round_participants p "
+                "JOIN rounds r ON r.round_id = p.round_id WHERE r.status = ? "
+                "GROUP BY p.client_id",
+                (ROUND_COMPLETED,),
+            ).fetchall()
+        return {str(client): int(count) for client, count in rows}
 
 
 def _optional_float(value: Any) -> float | None:

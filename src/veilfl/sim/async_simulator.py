@@ -28,6 +28,7 @@ from typing import TYPE_CHECKING, TypeVar
 from veilfl.errors import ConfigurationError, StaleUpdateError
 from veilfl.ml.learner import Learner, LocalUpdate, derive_seed
 from veilfl.privacy.dp_fedavg import ClientPrivacyPlan, DpConfig
+from veilfl.privacy.report import PrivacyReport
 from veilfl.protocol.assembly import build_coordinator, describe_run
 from veilfl.protocol.buffered import BufferConfig
 from veilfl.protocol.effects import RoundOutcome
@@ -131,6 +132,7 @@ class AsyncSimulationResult:
         refused_stale: Updates refused as too stale.
         dropped: Tasks never finished.
         wall_seconds: Real time the simulation took.
+        privacy: Under DP, the final privacy report (both observers).
     """
 
     history: tuple[RoundMetrics, ...]
@@ -139,6 +141,7 @@ class AsyncSimulationResult:
     refused_stale: int
     dropped: int
     wall_seconds: float
+    privacy: PrivacyReport | None = None
 
 
 @dataclass(order=True)
@@ -232,7 +235,8 @@ def _simulate_async(
         population=population,
         aggregators=() if aggregators is None else aggregators.published,
     )
-    coordinator = build_coordinator(settings, initial_weights=weights, run_id=RUN_ID).coordinator
+    assembled = build_coordinator(settings, initial_weights=weights, run_id=RUN_ID)
+    coordinator = assembled.coordinator
     run = describe_run(settings, run_id=RUN_ID, coordinator_key="", spec=spec)
     evaluator = learner.evaluator(test_data) if test_data is not None else None
     virtual_now = [0.0]
@@ -376,6 +380,7 @@ def _simulate_async(
         refused_stale=refused,
         dropped=dropped,
         wall_seconds=time.perf_counter() - started,
+        privacy=None if assembled.privacy is None else assembled.privacy.report(),
     )
 
 

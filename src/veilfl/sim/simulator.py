@@ -25,7 +25,8 @@ from typing import TYPE_CHECKING, Generic, TypeVar
 from veilfl.errors import ConfigurationError
 from veilfl.ml.learner import Learner, derive_seed
 from veilfl.privacy.dp_fedavg import DpConfig
-from veilfl.protocol.assembly import build_coordinator, describe_run
+from veilfl.privacy.report import PrivacyReport
+from veilfl.protocol.assembly import CohortPlan, build_coordinator, describe_run
 from veilfl.protocol.effects import RoundOutcome
 from veilfl.protocol.hand_in import HandInContext
 from veilfl.protocol.messages import LocalTrainingPlan, PublishedAggregator, Task, TaskKind
@@ -142,12 +143,16 @@ class SimulationResult(Generic[DataT]):
         final_weights: The last global model.
         timings: Seconds per phase.
         excluded: Clients left out of each round's sum, by round.
+        cohort: The cohort sizes and sampling rate the run was assembled with.
+        privacy: Under DP, the final privacy report (both observers).
     """
 
     history: tuple[RoundMetrics, ...]
     final_weights: Weights
     timings: PhaseTimings
     excluded: dict[int, tuple[str, ...]] = field(default_factory=dict)
+    cohort: CohortPlan | None = None
+    privacy: PrivacyReport | None = None
 
 
 class _VirtualClock:
@@ -267,7 +272,8 @@ def _simulate(
         population=population,
         aggregators=() if aggregators is None else aggregators.published,
     )
-    core = build_coordinator(settings, initial_weights=weights, run_id=RUN_ID).coordinator
+    assembled = build_coordinator(settings, initial_weights=weights, run_id=RUN_ID)
+    core = assembled.coordinator
     run = describe_run(settings, run_id=RUN_ID, coordinator_key="", spec=spec)
     clock = _VirtualClock(real=config.profiles is None)
     history: list[RoundMetrics] = []
@@ -386,4 +392,6 @@ def _simulate(
         final_weights=core.global_model().weights,
         timings=timings,
         excluded=dict(effects.excluded),
+        cohort=assembled.cohort,
+        privacy=None if assembled.privacy is None else assembled.privacy.report(),
     )
