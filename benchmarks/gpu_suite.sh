@@ -51,19 +51,22 @@ part() {
 }
 
 if [ -n "$QUICK" ]; then
-    SPEED=(--quick --quick-batches 2 --executor-clients 4 --updates-clients 8)
+    SPEED=(--quick --quick-batches 2 --executor-clients 4 --updates-clients 8 --clients 4)
     SWEEP=(--max-batches 2 --epochs 1 --test-examples 500 --max-rounds 2)
     SPEED_LIMIT=300 IID_LIMIT=200 IID_BUDGET=150 SHARDS_LIMIT=200 SHARDS_BUDGET=150
 else
-    SPEED=(--executor-clients 10 --updates-clients 100 --repeats 2 --threads 4)
+    SPEED=(--executor-clients 10 --updates-clients 100 --clients 10,100 --repeats 2 --threads 4)
     SWEEP=(--max-rounds 400)
-    SPEED_LIMIT=100 IID_LIMIT=115 IID_BUDGET=95 SHARDS_LIMIT=270 SHARDS_BUDGET=245
+    SPEED_LIMIT=160 IID_LIMIT=115 IID_BUDGET=95 SHARDS_LIMIT=215 SHARDS_BUDGET=190
 fi
 
 # 1. Sequential against batched on the GPU at 10 clients per round (goal: batched at
-#    least 2.5x faster), and batched client updates/s at 100 per round (goal: 30/s).
+#    least 2.5x faster), and batched client updates/s at 100 per round (goal: 30/s);
+#    then whole rounds of veilfl.sim.simulate (coordinator, wire codec, aggregation)
+#    training batched on the GPU, against the batched executor alone, at 10 and 100
+#    clients per round (the simulator's overhead on a GPU).
 part gpu_speed "$SPEED_LIMIT" "$PY" benchmarks/simulation_speed.py --device "$DEVICE" \
-    --parts executors "${SPEED[@]}" --out "$OUT/gpu_speed.json"
+    --parts executors,overhead --modes batched "${SPEED[@]}" --out "$OUT/gpu_speed.json"
 
 # 2. The McMahan sweep, IID (goal: 99% within 20 rounds), then pathological non-IID
 #    (goal: 99% within 206 rounds). All runs of a partition train in lockstep.

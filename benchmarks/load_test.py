@@ -1,33 +1,42 @@
 """Load test: one coordinator and 3 aggregators on loopback, N concurrent HTTP clients.
 
-Starts the coordinator (FedBuff, secure aggregation 2-of-3) and the aggregators as
-processes, all over TLS from a local CA, then runs N concurrent clients in this
-process. Each client enrolls an Ed25519 key with a one-time token (and signs every
-request after), asks for
-a task, downloads the model, "trains" (sleeps a random 0.5-2 s: this tests the
-servers, not torch), gets a ticket, seals its update, uploads the shares to the three
-aggregators and hands in its receipt. Requests are bounded in number and time, and
-only loopback addresses are used.
+Starts the coordinator (FedBuff, secure aggregation 2-of-3 with verified bounds) and
+the aggregators as processes, all over TLS from a local CA, then runs N concurrent
+clients in this process. Each client enrolls an Ed25519 key with a one-time token (and
+signs every request after), asks for a task, downloads the model, "trains" (sleeps a
+random 0.5-2 s: this tests the servers, not torch), gets a ticket, and hands its update
+in through the client's own pipeline (``veilfl.protocol.hand_in``: clip, encode, prove
+the bounds, share, seal, in a worker thread), uploading the shares to the aggregators
+and the receipt to the coordinator. Requests are bounded in number and time, and only
+loopback addresses are used.
 
-It prints accepted updates per second at the coordinator, p50/p99 upload latency (all
-three share uploads plus the receipt) and each server's peak memory, and checks that
-every update the clients saw accepted was counted exactly once.
+It prints accepted updates per second at the coordinator, p50/p99 upload latency (the
+share uploads plus the receipt), how many clients gave up and why, CPU-seconds per
+accepted update of each process (the coordinator, each aggregator, and this process's
+clients) while the clients ran, and each server's peak memory, and checks that every
+update the clients saw accepted was counted exactly once.
 
-Run: .venv/bin/python benchmarks/load_test.py --clients 100 1000
+Run: PYTHONPATH=src .venv/bin/python benchmarks/load_test.py --clients 100 1000
 """
 
 from __future__ import annotations
+
+import os
+
+os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")  # this process's numpy: one BLAS thread
 
 import argparse
 import asyncio
 import json
 import random
+import shutil
 import signal
 import ssl
 import subprocess
 import sys
 import tempfile
 import time
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -44,14 +53,27 @@ from veilfl.cli.local_fleet import (
     server_aggregator_flags,
 )
 from veilfl.crypto.csprng import CsprngStream
-from veilfl.keyfiles import PublicKeyFile
-from veilfl.secagg.client_shares import seal_update
-from veilfl.secagg.config import SecureAggregationConfig
+from veilfl.protocol.client_policy import ClientPolicy
+from veilfl.protocol.hand_in import (
+    CoordinatorAnswer,
+    HandInAnswer,
+    HandInContext,
+    HandInFlow,
+    HandInRequest,
+    HandInResult,
+    SendReceipt,
+    SendShares,
+    SharesTaken,
+    hand_in,
+)
+from veilfl.protocol.messages import RunInfo
 from veilfl.tls import client_ssl_context
 from veilfl.transport.signing import SigningAuth, for_round
 from veilfl.wire.tensor_codec import decode_weights
 
 BUFFER = 50
+TICKET_ATTEMPTS = 20
+_TICK = os.sysconf("SC_CLK_TCK")
 
 
 def _peak_rss_mib(pid: int) -> float:
@@ -59,6 +81,12 @@ def _peak_rss_mib(pid: int) -> float:
         if line.startswith("VmHWM:"):
             return int(line.split()[1]) / 1024
     return float("nan")
+
+
+def _cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds of a process so far (its threads included)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / _TICK  # utime, stime
 
 
 async def _wait_serving(url: str, verify: ssl.SSLContext, timeout_s: float = 60) -> None:
@@ -88,108 +116,233 @@ async def _request(http: httpx.AsyncClient, method: str, url: str, **kwargs: Any
     return await http.request(method, url, **kwargs)
 
 
-async def _client(
-    index: int,
-    url: str,
-    run: dict[str, Any],
-    token: str,
-    http: httpx.AsyncClient,
-    latencies: list[float],
-    accepted: list[str],
-) -> None:
-    secure = run["secure"]
-    config = SecureAggregationConfig(**secure["config"])
-    keys = [PublicKeyFile.from_json(a).key for a in secure["aggregators"]]
-    urls = [a["url"] for a in secure["aggregators"]]
-    identity = Identity.generate()
-    auth = SigningAuth(identity, coordinator_audience(run["run_id"]))
-    to_aggregator = [
-        SigningAuth(identity, aggregator_audience(int(a["index"]), run["run_id"]))
-        for a in secure["aggregators"]
-    ]
-    joined = await _request(
-        http,
-        "POST",
-        f"{url}/v1/clients",
-        json={
-            "name": f"load-{index}",
-            "public_key": identity.public_key_text,
-            "enrollment_token": token,
-        },
-        auth=auth,
-    )
-    client_id = joined.json()["client_id"]
-    task = (await _request(http, "GET", f"{url}/v1/clients/{client_id}/task", auth=auth)).json()
-    if task["kind"] != "train":
-        return
-    model = await _request(http, "GET", f"{url}/v1/model", auth=auth)
-    version = int(model.headers["X-Model-Version"])
-    weights, _ = decode_weights(model.content)
-    size = sum(w.size for w in weights.values())
-    await asyncio.sleep(random.uniform(0.5, 2.0))  # "training"
-    for _ in range(20):
-        response = await _request(
-            http,
-            "POST",
-            f"{url}/v1/tickets",
-            json={"client_id": client_id, "trained_version": version},
-            auth=auth,
-        )
-        if response.status_code == 409 and "being applied" in response.text:
-            await asyncio.sleep(random.uniform(0.2, 1.0))  # a buffer is being released
-            continue
-        if response.status_code != 200:
-            return  # too stale, or the run is over
-        ticket = response.json()
-        delta = np.full(size, 1e-4, dtype=np.float32)
-        sealed = seal_update(
-            delta,
-            num_samples=100,
-            loss=1.0,
-            config=config,
-            public_keys=keys,
-            run_id=run["run_id"],
-            round_id=ticket["buffer_id"],
-            client_id=client_id,
-            rng=CsprngStream(),
-            weight=ticket["weight"],
-        )
-        began = time.perf_counter()
-        answers = await asyncio.gather(
-            *(
-                _request(
-                    http,
-                    "POST",
-                    f"{urls[s.aggregator_index - 1]}/v1/rounds/{ticket['buffer_id']}/shares",
-                    content=s.envelope,
-                    headers={ADMISSION_HEADER: ticket["admission"]},
-                    auth=to_aggregator[s.aggregator_index - 1],
-                    extensions=for_round(ticket["buffer_id"]),
+def _advance(flow: HandInFlow, answer: HandInAnswer | None) -> HandInRequest | HandInResult:
+    """The flow's next request, or its result (StopIteration cannot leave a thread)."""
+    try:
+        return next(flow) if answer is None else flow.send(answer)
+    except StopIteration as stop:
+        result: HandInResult = stop.value
+        return result
+
+
+class _Client:
+    """One load-test client: its key, its signing auths and what happened to it."""
+
+    def __init__(self, index: int, url: str, run: RunInfo, verify: ssl.SSLContext) -> None:
+        assert run.secure is not None
+        self.index = index
+        self.url = url
+        self.run = run
+        # The load test starts its own aggregators: accept the run they serve (a real
+        # client pins their fingerprints and checks their signed minimums).
+        self.policy = ClientPolicy.accepting(run, min_cohort=1)
+        # Its own connections, as a real client has (one shared pool of N connections
+        # would cost the load generator O(N) per request).
+        self.http = httpx.AsyncClient(verify=verify, timeout=120)
+        identity = Identity.generate()
+        self.identity = identity
+        self.auth = SigningAuth(identity, coordinator_audience(run.run_id))
+        self.to_aggregator = {
+            a.index: SigningAuth(identity, aggregator_audience(a.index, run.run_id))
+            for a in run.secure.aggregators
+        }
+        self.urls = {a.index: a.url for a in run.secure.aggregators}
+        self.outcome = "did not finish"
+
+    async def perform(self, request: HandInRequest) -> HandInAnswer:
+        """Send one of the hand-in pipeline's requests over HTTP."""
+        if isinstance(request, SendShares):
+            answers = await asyncio.gather(
+                *(
+                    _request(
+                        self.http,
+                        "POST",
+                        f"{self.urls[s.aggregator_index]}/v1/rounds/{request.round_id}/shares",
+                        content=s.envelope,
+                        headers={
+                            ADMISSION_HEADER: request.admission,
+                            "Content-Type": "application/octet-stream",
+                        },
+                        auth=self.to_aggregator[s.aggregator_index],
+                        extensions=for_round(request.round_id),
+                    )
+                    for s in request.shares
                 )
-                for s in sealed
             )
-        )
-        acks = [
-            s.aggregator_index for s, a in zip(sealed, answers, strict=True) if a.status_code == 202
-        ]
+            return SharesTaken(
+                tuple(
+                    s.aggregator_index
+                    for s, a in zip(request.shares, answers, strict=True)
+                    if a.status_code == 202
+                )
+            )
+        assert isinstance(request, SendReceipt)
+        header = request.header
         receipt = await _request(
-            http,
+            self.http,
             "POST",
-            f"{url}/v1/rounds/{ticket['buffer_id']}/receipts",
-            json={"client_id": client_id, "base_version": version, "aggregators": acks},
-            auth=auth,
-            extensions=for_round(ticket["buffer_id"]),
+            f"{self.url}/v1/rounds/{header.round_id}/receipts",
+            json={
+                "client_id": header.client_id,
+                "base_version": header.base_version,
+                "aggregators": list(header.aggregators),
+            },
+            auth=self.auth,
+            extensions=for_round(header.round_id),
         )
-        latencies.append(time.perf_counter() - began)
         if receipt.status_code == 202:
-            if not receipt.json()["duplicate"]:
-                accepted.append(client_id)
+            return CoordinatorAnswer(accepted=True, duplicate=bool(receipt.json()["duplicate"]))
+        return CoordinatorAnswer(accepted=False, refusal=f"HTTP {receipt.status_code}")
+
+    async def run_once(self, token: str, latencies: list[float], accepted: list[str]) -> None:
+        """Enroll, train once (a sleep), and hand the update in; note what happened."""
+        try:
+            await self._run_once(token, latencies, accepted)
+        except (httpx.HTTPError, KeyError, ValueError) as exc:
+            self.outcome = f"failed: {type(exc).__name__}: {str(exc)[:120]}"
+        except asyncio.CancelledError:
+            self.outcome = "did not finish in the time limit"
+            raise
+        finally:
+            await self.http.aclose()
+
+    def _expect(self, response: httpx.Response, status: int, what: str) -> None:
+        if response.status_code != status:
+            raise ValueError(f"{what}: HTTP {response.status_code} {response.text[:80]}")
+
+    async def _run_once(self, token: str, latencies: list[float], accepted: list[str]) -> None:
+        joined = await _request(
+            self.http,
+            "POST",
+            f"{self.url}/v1/clients",
+            json={
+                "name": f"load-{self.index}",
+                "public_key": self.identity.public_key_text,
+                "enrollment_token": token,
+            },
+            auth=self.auth,
+        )
+        self._expect(joined, 201, "enroll")
+        client_id = joined.json()["client_id"]
+        task = await _request(
+            self.http, "GET", f"{self.url}/v1/clients/{client_id}/task", auth=self.auth
+        )
+        self._expect(task, 200, "task")
+        if task.json()["kind"] != "train":
+            self.outcome = f"task was {task.json()['kind']!r}"
             return
-        if receipt.status_code != 409:
-            return
+        model = await _request(self.http, "GET", f"{self.url}/v1/model", auth=self.auth)
+        self._expect(model, 200, "model")
+        version = int(model.headers["X-Model-Version"])
+        weights, _ = decode_weights(model.content)
+        delta = {name: np.full(w.shape, 1e-4, dtype=np.float32) for name, w in weights.items()}
+        await asyncio.sleep(random.uniform(0.5, 2.0))  # "training"
+        for _ in range(TICKET_ATTEMPTS):
+            response = await _request(
+                self.http,
+                "POST",
+                f"{self.url}/v1/tickets",
+                json={"client_id": client_id, "trained_version": version},
+                auth=self.auth,
+            )
+            if response.status_code == 409 and "being applied" in response.text:
+                self.outcome = "tickets refused: a buffer was being applied"
+                await asyncio.sleep(random.uniform(0.2, 1.0))
+                continue
+            if response.status_code != 200:
+                self.outcome = f"ticket refused (HTTP {response.status_code}: too stale, or over)"
+                return
+            ticket = response.json()
+            context = HandInContext(
+                client_id=client_id,
+                run=self.run,
+                round_id=int(ticket["buffer_id"]),
+                base_version=version,
+                weight=float(ticket["weight"]),
+                admission=ticket["admission"],
+            )
+            flow = hand_in(
+                delta,
+                num_samples=100,
+                loss=1.0,
+                context=context,
+                rng=CsprngStream(),
+                policy=self.policy,
+            )
+            step = await asyncio.to_thread(_advance, flow, None)  # clip, encode, prove, seal
+            began = time.perf_counter()
+            while not isinstance(step, HandInResult):
+                step = _advance(flow, await self.perform(step))
+            latencies.append(time.perf_counter() - began)
+            if step.taken:
+                self.outcome = "accepted"
+                if not step.duplicate:
+                    accepted.append(client_id)
+                return
+            self.outcome = f"not taken: {step.reason}"
+            if step.reason is None or "HTTP 409" not in step.reason:
+                return
 
 
-async def _run(clients: int, workdir: Path) -> dict[str, Any]:
+def _start_profilers(pids: dict[str, int], folder: Path | None) -> list[subprocess.Popen[bytes]]:
+    """py-spy on each process while the clients run (collapsed stacks, all threads)."""
+    if folder is None:
+        return []
+    spy = os.environ.get("PY_SPY") or shutil.which("py-spy")
+    if spy is None:
+        raise SystemExit("--profile needs py-spy on PATH (or PY_SPY=/path/to/py-spy).")
+    folder.mkdir(parents=True, exist_ok=True)
+    return [
+        subprocess.Popen(
+            [
+                spy,
+                "record",
+                "--pid",
+                str(pid),
+                "--rate",
+                "25",
+                "--nonblocking",
+                "--threads",
+                "--idle",
+                "--format",
+                "raw",
+                "--output",
+                str(folder / f"{name}.txt"),
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        for name, pid in pids.items()
+    ]
+
+
+def _stop_profilers(profilers: list[subprocess.Popen[bytes]]) -> None:
+    for profiler in profilers:
+        profiler.send_signal(signal.SIGINT)
+    for profiler in profilers:
+        try:
+            profiler.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            profiler.kill()
+
+
+def _server_env(blas_threads: int | None) -> dict[str, str]:
+    """The servers' environment: this one, with OPENBLAS_NUM_THREADS left to the servers
+    (``veilfl`` sets 1 itself) unless given."""
+    env = {k: v for k, v in os.environ.items() if k != "OPENBLAS_NUM_THREADS"}
+    if blas_threads is not None:
+        env["OPENBLAS_NUM_THREADS"] = str(blas_threads)
+    return env
+
+
+async def _run(
+    clients: int,
+    workdir: Path,
+    *,
+    profile: Path | None = None,
+    server_blas_threads: int | None = None,
+    time_limit_s: float = 600,
+) -> dict[str, Any]:
     coordinator_port = free_port()
     url = f"https://127.0.0.1:{coordinator_port}"
     processes: list[subprocess.Popen[bytes]] = []
@@ -226,8 +379,6 @@ async def _run(clients: int, workdir: Path) -> dict[str, Any]:
         "2",
         "--threshold",
         "2",
-        "--max-clients",
-        str(BUFFER),
         "--test-examples",
         "100",
         "--log-level",
@@ -237,53 +388,77 @@ async def _run(clients: int, workdir: Path) -> dict[str, Any]:
         *flags,
         *trust.coordinator_flags(),
     ]
+    server_env = _server_env(server_blas_threads)
     log = (workdir / f"servers-{clients}.log").open("wb")
+    names = ["coordinator", "aggregator-1", "aggregator-2", "aggregator-3"]
     try:
-        processes.append(subprocess.Popen(server, stdout=log, stderr=log))
+        processes.append(subprocess.Popen(server, stdout=log, stderr=log, env=server_env))
         await _wait_serving(url, verify)
         for cmd in aggregator_cmds:
-            processes.append(subprocess.Popen(cmd, stdout=log, stderr=log))
+            processes.append(subprocess.Popen(cmd, stdout=log, stderr=log, env=server_env))
         async with httpx.AsyncClient(verify=verify) as http:
-            run = (await http.get(f"{url}/v1/run")).json()
-        for aggregator in run["secure"]["aggregators"]:
-            await _wait_serving(aggregator["url"], verify)
+            run = RunInfo.from_json((await http.get(f"{url}/v1/run")).json())
+        assert run.secure is not None
+        for aggregator in run.secure.aggregators:
+            await _wait_serving(aggregator.url, verify)
         latencies: list[float] = []
         accepted: list[str] = []
-        limits = httpx.Limits(max_connections=clients, max_keepalive_connections=clients)
+        cpu_before = {name: _cpu_seconds(p.pid) for name, p in zip(names, processes, strict=True)}
+        pids = {name: p.pid for name, p in zip(names, processes, strict=True)}
+        profilers = _start_profilers({**pids, "clients": os.getpid()}, profile)
+        own_before = time.process_time()
         started = time.perf_counter()
-        async with httpx.AsyncClient(limits=limits, timeout=120, verify=verify) as http:
-            await asyncio.wait_for(
-                asyncio.gather(
-                    *(
-                        _client(i, url, run, trust.tokens[i], http, latencies, accepted)
-                        for i in range(clients)
-                    )
-                ),
-                timeout=600,
-            )
+        async with httpx.AsyncClient(timeout=120, verify=verify) as http:
+            players = [_Client(i, url, run, verify) for i in range(clients)]
+            finished = True
+            try:
+                await asyncio.wait_for(
+                    asyncio.gather(
+                        *(
+                            player.run_once(trust.tokens[i], latencies, accepted)
+                            for i, player in enumerate(players)
+                        )
+                    ),
+                    timeout=time_limit_s,
+                )
+            except TimeoutError:
+                finished = False
             elapsed = time.perf_counter() - started
+            _stop_profilers(profilers)
+            own_cpu = time.process_time() - own_before
+            cpu = {
+                name: _cpu_seconds(p.pid) - cpu_before[name]
+                for name, p in zip(names, processes, strict=True)
+            }
             status = (await http.get(f"{url}/v1/status")).json()
             metrics = (await http.get(f"{url}/v1/metrics")).json()
         counted = sum(m["num_clients"] for m in metrics) + int(status.get("pending", 0))
+        outcomes = Counter(player.outcome for player in players)
+        per_update = max(len(accepted), 1)
         return {
             "clients": clients,
+            "server_blas_threads": server_blas_threads,
+            "finished": finished,
             "accepted_by_clients": len(accepted),
             "counted_by_coordinator": counted,
             "distinct": len(set(accepted)),
+            "gave_up": clients - outcomes.get("accepted", 0),
+            "outcomes": dict(outcomes),
             "versions": status["model_version"],
             "updates_per_second": len(accepted) / elapsed,
             "p50_upload_s": float(np.percentile(latencies, 50)) if latencies else None,
             "p99_upload_s": float(np.percentile(latencies, 99)) if latencies else None,
+            "cpu_seconds": {**cpu, "clients": own_cpu},
+            "cpu_seconds_per_update": {
+                **{name: value / per_update for name, value in cpu.items()},
+                "clients": own_cpu / per_update,
+            },
             "peak_rss_mib": {
-                name: _peak_rss_mib(p.pid)
-                for name, p in zip(
-                    ["coordinator", "aggregator-1", "aggregator-2", "aggregator-3"],
-                    processes,
-                    strict=True,
-                )
+                name: _peak_rss_mib(p.pid) for name, p in zip(names, processes, strict=True)
             },
             "seconds": elapsed,
             "transport_retries": RETRIES["count"],
+            "load_average": os.getloadavg(),
         }
     finally:
         for process in processes:
@@ -300,21 +475,60 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--clients", type=int, nargs="+", default=[100, 1000])
     parser.add_argument("--out", type=Path, default=None)
+    parser.add_argument(
+        "--time-limit", type=float, default=600, help="stop the clients after this (s)"
+    )
+    parser.add_argument(
+        "--server-blas-threads",
+        type=int,
+        default=None,
+        help="OPENBLAS_NUM_THREADS for the servers (default: their own choice)",
+    )
+    parser.add_argument(
+        "--profile",
+        type=Path,
+        default=None,
+        help="record each process with py-spy while the clients run (collapsed stacks here)",
+    )
+    parser.add_argument(
+        "--keep-logs", type=Path, default=None, help="copy the servers' logs to this folder"
+    )
     args = parser.parse_args()
     rows = []
+    print(f"{os.cpu_count()} cores, load average {os.getloadavg()[0]:.1f} at start", flush=True)
     with tempfile.TemporaryDirectory() as folder:
         for clients in args.clients:
             RETRIES["count"] = 0
-            row = asyncio.run(_run(clients, Path(folder)))
+            profile = None if args.profile is None else args.profile / f"clients-{clients}"
+            row = asyncio.run(
+                _run(
+                    clients,
+                    Path(folder),
+                    profile=profile,
+                    server_blas_threads=args.server_blas_threads,
+                    time_limit_s=args.time_limit,
+                )
+            )
             rows.append(row)
+            if args.keep_logs:
+                args.keep_logs.mkdir(parents=True, exist_ok=True)
+                log = Path(folder) / f"servers-{clients}.log"
+                (args.keep_logs / log.name).write_bytes(log.read_bytes())
             rss = ", ".join(f"{k} {v:.0f}" for k, v in row["peak_rss_mib"].items())
+            cpu = ", ".join(f"{k} {v:.3f}" for k, v in row["cpu_seconds_per_update"].items())
+            gave_up = ", ".join(
+                f"{n} {why}" for why, n in row["outcomes"].items() if why != "accepted"
+            )
+            p50, p99 = row["p50_upload_s"] or float("nan"), row["p99_upload_s"] or float("nan")
             print(
                 f"{clients:>5} clients: {row['accepted_by_clients']} accepted "
                 f"({row['counted_by_coordinator']} counted, {row['distinct']} distinct), "
-                f"{row['updates_per_second']:.1f} updates/s, upload p50 "
-                f"{row['p50_upload_s']:.3f} s p99 {row['p99_upload_s']:.3f} s, "
-                f"{row['transport_retries']} connection retries; "
-                f"peak MiB: {rss}",
+                f"{row['updates_per_second']:.1f} updates/s, upload p50 {p50:.3f} s p99 "
+                f"{p99:.3f} s, {row['gave_up']} gave up{f' ({gave_up})' if gave_up else ''}, "
+                f"{row['transport_retries']} connection retries"
+                f"{'' if row['finished'] else ', STOPPED at the time limit'}; "
+                f"CPU-s per accepted update: {cpu}; peak MiB: {rss}; load average "
+                f"{row['load_average'][0]:.1f}",
                 flush=True,
             )
     if args.out:

@@ -7,12 +7,16 @@ client update. Every ratio is measured side by side in one run.
 
 Parts (``--parts``, comma-separated):
 
-* ``overhead``: for each N in ``--clients`` (10 and 100), one round of the simulator
-  (``veilfl.sim.simulate``: sampling, the coordinator, the wire codec, aggregation;
-  no evaluation) against the same N clients trained one after another with
-  ``train_local`` and nothing else. Overhead = simulator / bare - 1 (goal: at most
-  10%); "within" is the simulated round's wall time over its own training time,
-  minus 1, which load changing between the two runs cannot skew.
+* ``overhead``: for each N in ``--clients`` (10 and 100), one round of N clients
+  through ``veilfl.sim.simulate`` itself (sampling, the coordinator, the wire codec,
+  aggregation; no evaluation) against the same N clients' bare local training, for
+  each way the simulator can train them (``--modes``): ``sequential``
+  (``SequentialExecutor``; bare: ``train_local`` one client after another) and
+  ``batched`` (``BatchedExecutor``, simulate's default; bare: the executor's own
+  ``train`` on the same jobs). Overhead = simulator / bare - 1 (goal: at most 10%);
+  "within" is the simulated round's wall time over its own training time, minus 1,
+  which load changing between the two runs cannot skew. The two are interleaved per
+  repetition, so load changes hit both sides.
 * ``executors``: ``SequentialExecutor`` against ``BatchedExecutor`` on ``--device``
   at 10 clients per round; on CUDA the goal is batched at least 2.5x faster. With
   ``--updates-clients 100`` also the batched executor's client updates per second at
@@ -82,7 +86,10 @@ def _bare(
 
 
 def _simulated(
-    learner: Learner[ArrayDataset], clients: list[ArrayDataset], plan: LocalTrainingPlan
+    learner: Learner[ArrayDataset],
+    clients: list[ArrayDataset],
+    plan: LocalTrainingPlan,
+    executor: TrainingExecutor,
 ) -> tuple[float, float]:
     """Seconds for one simulated round of every client, and of that the training."""
     started = time.perf_counter()
@@ -95,6 +102,7 @@ def _simulated(
             plan=plan,
             seed=0,
         ),
+        executor=executor,
     )
     return time.perf_counter() - started, result.timings.training
 
@@ -127,6 +135,9 @@ def main() -> None:
     parser.add_argument("--device", default="cpu", help=DEVICE_HELP)
     parser.add_argument("--parts", default="overhead,executors")
     parser.add_argument("--clients", default="10,100", help="clients per round for overhead")
+    parser.add_argument(
+        "--modes", default="sequential,batched", help="how simulate trains, for overhead"
+    )
     parser.add_argument("--executor-clients", type=int, default=10)
     parser.add_argument("--updates-clients", type=int, default=0, help="0 skips updates/s")
     parser.add_argument("--quick", action="store_true", help="cap steps per epoch")
@@ -170,33 +181,6 @@ def main() -> None:
         flush=True,
     )
     learner = mnist_learner("mnist-cnn", seed=0).on(device)
-    if "overhead" in parts:
-        header = ("clients", "bare s", "simulator s", "of it training", "overhead", "within")
-        widths = (8, 9, 12, 15, 9, 9)
-        print(" ".join(f"{h:>{w}}" for h, w in zip(header, widths, strict=True)))
-        for count in (int(c) for c in args.clients.split(",")):
-            clients = _clients(count, seed=0)
-            _bare(learner, clients[:1], LocalTrainingPlan(batch_size=10, max_batches=2))
-            for _ in range(args.repeats):
-                bare = _bare(learner, clients, plan)
-                simulated, training = _simulated(learner, clients, plan)
-                row = {
-                    "clients": count,
-                    "bare_s": bare,
-                    "simulator_s": simulated,
-                    "simulator_training_s": training,
-                    "overhead": simulated / bare - 1,
-                    # The same ratio inside the simulated round (its wall time over
-                    # its own training time): immune to load changing between runs.
-                    "overhead_within_run": simulated / training - 1,
-                }
-                results["overhead"].append(row)
-                save()
-                print(
-                    f"{count:8d} {bare:9.2f} {simulated:12.2f} {training:15.2f} "
-                    f"{100 * row['overhead']:8.1f}% {100 * row['overhead_within_run']:8.1f}%",
-                    flush=True,
-                )
     if "executors" in parts:
         count = args.executor_clients
         clients = _clients(max(count, args.updates_clients), seed=0)
@@ -233,6 +217,54 @@ def main() -> None:
                 f"{args.updates_clients / seconds:.1f} client updates/s",
                 flush=True,
             )
+    if "overhead" in parts:
+        header = (
+            "clients",
+            "mode",
+            "bare s",
+            "simulator s",
+            "of it training",
+            "overhead",
+            "within",
+        )
+        widths = (8, 11, 9, 12, 15, 9, 9)
+        print(" ".join(f"{h:>{w}}" for h, w in zip(header, widths, strict=True)))
+        modes = args.modes.split(",")
+        for count in (int(c) for c in args.clients.split(",")):
+            clients = _clients(count, seed=0)
+            executors: dict[str, TrainingExecutor] = {
+                "sequential": SequentialExecutor(learner, clients),
+                "batched": BatchedExecutor(learner, clients, max_clients=count),
+            }
+            _bare(learner, clients[:1], LocalTrainingPlan(batch_size=10, max_batches=2))
+            if "batched" in modes:
+                _warm_up(executors["batched"], learner, count)
+            for _ in range(args.repeats):
+                for mode in modes:
+                    executor = executors[mode]
+                    if mode == "sequential":
+                        bare = _bare(learner, clients, plan)
+                    else:
+                        bare = _time(executor, _jobs(learner, count, plan))
+                    simulated, training = _simulated(learner, clients, plan, executor)
+                    row = {
+                        "clients": count,
+                        "mode": mode,
+                        "bare_s": bare,
+                        "simulator_s": simulated,
+                        "simulator_training_s": training,
+                        "overhead": simulated / bare - 1,
+                        # The same ratio inside the simulated round (its wall time over
+                        # its own training time): immune to load changing between runs.
+                        "overhead_within_run": simulated / training - 1,
+                    }
+                    results["overhead"].append(row)
+                    save()
+                    print(
+                        f"{count:8d} {mode:>11} {bare:9.2f} {simulated:12.2f} {training:15.2f} "
+                        f"{100 * row['overhead']:8.1f}% {100 * row['overhead_within_run']:8.1f}%",
+                        flush=True,
+                    )
 
 
 if __name__ == "__main__":

@@ -111,8 +111,29 @@ def test_round_fields_line_is_key_value() -> None:
         "test_loss": "-",
         "test_accuracy": "0.9313",
         "epsilon": "-",
+        "epsilon_coordinator": "-",
+        "accounting": "-",
+        "delta": "-",
         "seconds": "3.2",
     }
+
+
+def test_round_fields_name_both_observers_and_the_accounting() -> None:
+    metrics = RoundMetrics(
+        round_id=1,
+        num_clients=2,
+        train_loss=None,
+        test_loss=None,
+        test_accuracy=None,
+        seconds=1.0,
+        epsilon=1.23456,
+        accounting="rdp",
+        delta=1e-5,
+    )
+    pairs = dict(part.split("=") for part in format_round_fields(metrics).split(" "))
+    assert (pairs["epsilon"], pairs["epsilon_coordinator"]) == ("1.235", "none")
+    assert (pairs["accounting"], pairs["delta"]) == ("rdp", "1e-05")
+    assert round_fields(metrics)["epsilon_coordinator"] is None
 
 
 def test_uvicorn_leaves_logging_to_us_and_logs_access_only_at_debug() -> None:

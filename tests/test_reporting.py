@@ -22,8 +22,10 @@ from veilfl.reporting import (
 
 _ROWS = [
     RoundMetrics(1, 3, 0.9, 0.5, 0.81, 2.0),
-    RoundMetrics(2, 3, 0.4, None, None, 2.5, epsilon=1.25),
-    RoundMetrics(3, 2, None, 0.25, 0.9876, 12.25, epsilon=1.5),
+    RoundMetrics(2, 3, 0.4, None, None, 2.5, epsilon=1.25, accounting="rdp", delta=1e-5),
+    RoundMetrics(
+        3, 2, None, 0.25, 0.9876, 12.25, epsilon=1.5, epsilon_coordinator=7.5, accounting="pld"
+    ),
 ]
 
 
@@ -34,22 +36,50 @@ def _optional(text: str) -> float | None:
 def test_the_header_names_the_columns_over_a_rule() -> None:
     header, rule = format_round_table_header().splitlines()
 
-    columns = ["round", "clients", "train loss", "test loss", "test acc", "epsilon", "seconds"]
+    columns = [
+        "round",
+        "clients",
+        "train loss",
+        "test loss",
+        "test acc",
+        "eps public",
+        "eps coord",
+        "acct",
+        "seconds",
+    ]
     assert re.split(r"\s{2,}", header.strip()) == columns
     assert set(rule) == {"-"} and len(rule) == len(header)
 
 
 def test_a_full_row_formats_each_column() -> None:
-    row = format_round_row(RoundMetrics(7, 10, 0.123456, 0.5, 0.81, 2.04, epsilon=1.2345))
+    row = format_round_row(
+        RoundMetrics(
+            7,
+            10,
+            0.123456,
+            0.5,
+            0.81,
+            2.04,
+            epsilon=1.2345,
+            epsilon_coordinator=9.87654,
+            accounting="pld",
+        )
+    )
 
-    assert row.split() == ["7", "10", "0.1235", "0.5000", "81.00%", "1.234", "2.0"]
+    assert row.split() == ["7", "10", "0.1235", "0.5000", "81.00%", "1.234", "9.877", "pld", "2.0"]
+
+
+def test_central_noise_shows_the_coordinator_as_not_protected() -> None:
+    row = format_round_row(RoundMetrics(1, 4, None, None, None, 1.0, epsilon=0.5, accounting="rdp"))
+
+    assert row.split()[5:8] == ["0.500", "none", "rdp"]
 
 
 def test_missing_values_show_as_dashes_and_rows_line_up_with_the_header() -> None:
     header = format_round_table_header().splitlines()[0]
     row = format_round_row(RoundMetrics(12, 3, None, None, None, 2.5))
 
-    assert row.split() == ["12", "3", "-", "-", "-", "-", "2.5"]
+    assert row.split() == ["12", "3", "-", "-", "-", "-", "-", "-", "2.5"]
     assert len(row) == len(header)
     for column in ("clients", "seconds"):  # right-aligned under the column name
         end = header.index(column) + len(column)
@@ -72,6 +102,9 @@ def test_metrics_files_round_trip(tmp_path: Path) -> None:
             test_accuracy=_optional(r["test_accuracy"]),
             seconds=float(r["seconds"]),
             epsilon=_optional(r["epsilon"]),
+            epsilon_coordinator=_optional(r["epsilon_coordinator"]),
+            accounting=r["accounting"] or None,
+            delta=_optional(r["delta"]),
         )
         for r in rows
     ]

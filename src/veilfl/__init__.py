@@ -20,6 +20,7 @@ _EXPORTS: dict[str, str] = {
     "Coordinator": "veilfl.protocol.coordinator",
     "CoordinatorSettings": "veilfl.protocol.settings",
     "Evaluation": "veilfl.protocol.metrics",
+    "ExecutionSettings": "veilfl.sim.backends",
     "FedAvg": "veilfl.strategy.fedavg",
     "Learner": "veilfl.ml.learner",
     "LocalTrainingPlan": "veilfl.protocol.messages",
@@ -28,17 +29,20 @@ _EXPORTS: dict[str, str] = {
     "RoundConfig": "veilfl.protocol.sync_round",
     "RoundMetrics": "veilfl.protocol.metrics",
     "SecureAggregationConfig": "veilfl.secagg.config",
+    "ServerOptimizerConfig": "veilfl.strategy.settings",
     "SimulationConfig": "veilfl.sim.simulator",
     "SimulationResult": "veilfl.sim.simulator",
     "TrainOutcome": "veilfl.ml.learner",
     "VeilflError": "veilfl.errors",
     "build_coordinator": "veilfl.protocol.assembly",
+    "build_executor": "veilfl.sim.backends",
     "client_ssl_context": "veilfl.tls",
     "load_or_create_identity": "veilfl.keyfiles",
     "mnist_learner": "veilfl.ml.learner",
     "run_client": "veilfl.client.http_client",
     "sgd_learner": "veilfl.ml.learner",
     "simulate": "veilfl.sim.simulator",
+    "simulate_async": "veilfl.sim.async_simulator",
 }
 
 __all__ = [
@@ -49,6 +53,7 @@ __all__ = [
     "Coordinator",
     "CoordinatorSettings",
     "Evaluation",
+    "ExecutionSettings",
     "FedAvg",
     "Learner",
     "LocalTrainingPlan",
@@ -57,18 +62,21 @@ __all__ = [
     "RoundConfig",
     "RoundMetrics",
     "SecureAggregationConfig",
+    "ServerOptimizerConfig",
     "SimulationConfig",
     "SimulationResult",
     "TrainOutcome",
     "VeilflError",
     "__version__",
     "build_coordinator",
+    "build_executor",
     "client_ssl_context",
     "load_or_create_identity",
     "mnist_learner",
     "run_client",
     "sgd_learner",
     "simulate",
+    "simulate_async",
 ]
 
 if TYPE_CHECKING:
@@ -85,9 +93,12 @@ if TYPE_CHECKING:
     from veilfl.protocol.settings import CoordinatorSettings
     from veilfl.protocol.sync_round import RoundConfig
     from veilfl.secagg.config import SecureAggregationConfig
+    from veilfl.sim.async_simulator import simulate_async
+    from veilfl.sim.backends import ExecutionSettings, build_executor
     from veilfl.sim.simulator import SimulationConfig, SimulationResult, simulate
     from veilfl.strategy.aggregate import Aggregate
     from veilfl.strategy.fedavg import FedAvg
+    from veilfl.strategy.settings import ServerOptimizerConfig
     from veilfl.tls import client_ssl_context
 
 

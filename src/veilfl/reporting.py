@@ -22,6 +22,7 @@ from veilfl.durable_files import write_atomically
 from veilfl.protocol.metrics import RoundMetrics
 
 __all__ = [
+    "NOT_PROTECTED",
     "RoundMetrics",
     "format_round_fields",
     "format_round_row",
@@ -37,16 +38,24 @@ _COLUMNS = (
     ("train loss", 10),
     ("test loss", 9),
     ("test acc", 8),
-    ("epsilon", 7),
+    ("eps public", 10),
+    ("eps coord", 9),
+    ("acct", 4),
     ("seconds", 7),
 )
+
+NOT_PROTECTED = "none"
+"""How the table and log lines show the coordinator's epsilon under central noise: DP
+is on, but the coordinator sees the noiseless sum, so nothing protects against it."""
 
 
 def format_round_table_header() -> str:
     """The per-round table's header: the column names and a rule under them (two lines).
 
-    The columns are ``round  clients  train loss  test loss  test acc  epsilon  seconds``,
-    right-aligned to the widths :func:`format_round_row` uses.
+    The columns are ``round  clients  train loss  test loss  test acc  eps public
+    eps coord  acct  seconds`` (epsilon against the public and against the coordinator,
+    and the accounting, RDP or PLD, that computed them), right-aligned to the widths
+    :func:`format_round_row` uses.
     """
     head = "  ".join(f"{name:>{width}}" for name, width in _COLUMNS)
     return f"{head}\n{'-' * len(head)}"
@@ -59,8 +68,9 @@ def _number(value: float | None, spec: str) -> str:
 def format_round_row(metrics: RoundMetrics) -> str:
     """One line of the per-round table, aligned with :func:`format_round_table_header`.
 
-    Losses have 4 decimals, accuracy is a percentage with 2, epsilon has 3 and seconds
-    1; a missing value shows as ``-``.
+    Losses have 4 decimals, accuracy is a percentage with 2, epsilons have 3 and seconds
+    1; a missing value shows as ``-``, and the coordinator's epsilon under central noise
+    (not protected against) as ``none``.
     """
     accuracy = None if metrics.test_accuracy is None else 100 * metrics.test_accuracy
     cells = (
@@ -70,36 +80,59 @@ def format_round_row(metrics: RoundMetrics) -> str:
         _number(metrics.test_loss, ".4f"),
         "-" if accuracy is None else f"{accuracy:.2f}%",
         _number(metrics.epsilon, ".3f"),
+        _coordinator_epsilon(metrics, ".3f"),
+        metrics.accounting or "-",
         _number(metrics.seconds, ".1f"),
     )
     return "  ".join(f"{cell:>{width}}" for cell, (_, width) in zip(cells, _COLUMNS, strict=True))
 
 
-def round_fields(metrics: RoundMetrics) -> dict[str, float | int | None]:
+def _coordinator_epsilon(metrics: RoundMetrics, spec: str) -> str:
+    if metrics.epsilon is not None and metrics.epsilon_coordinator is None:
+        return NOT_PROTECTED
+    return _number(metrics.epsilon_coordinator, spec)
+
+
+def round_fields(metrics: RoundMetrics) -> dict[str, float | int | str | None]:
     """A round's metrics as named fields (for structured log lines): ``round``,
     ``clients``, ``train_loss``, ``test_loss``, ``test_accuracy`` (a fraction),
-    ``epsilon`` and ``seconds``; missing or non-finite values are None."""
-    values: dict[str, float | int | None] = {
+    ``epsilon`` (against the public), ``epsilon_coordinator``, ``accounting``,
+    ``delta`` and ``seconds``; missing or non-finite values are None."""
+    values: dict[str, float | int | str | None] = {
         "round": metrics.round_id,
         "clients": metrics.num_clients,
         "train_loss": metrics.train_loss,
         "test_loss": metrics.test_loss,
         "test_accuracy": metrics.test_accuracy,
         "epsilon": metrics.epsilon,
+        "epsilon_coordinator": metrics.epsilon_coordinator,
+        "accounting": metrics.accounting,
+        "delta": metrics.delta,
         "seconds": metrics.seconds,
     }
-    return {k: None if v is None or not math.isfinite(v) else v for k, v in values.items()}
+    return {
+        k: None if isinstance(v, float) and not math.isfinite(v) else v for k, v in values.items()
+    }
 
 
 def format_round_fields(metrics: RoundMetrics) -> str:
     """A round's metrics as ``key=value`` pairs for a log line, e.g.
     ``round=1 clients=2 train_loss=0.4879 test_loss=0.2301 test_accuracy=0.9312
-    epsilon=- seconds=3.2`` (4 decimals for losses and accuracy, 3 for epsilon, 1 for
-    seconds; ``-`` for a missing value)."""
-    specs = {"train_loss": ".4f", "test_loss": ".4f", "test_accuracy": ".4f", "epsilon": ".3f"}
+    epsilon=1.204 epsilon_coordinator=none accounting=rdp delta=1e-05 seconds=3.2``
+    (4 decimals for losses and accuracy, 3 for epsilons, 1 for seconds; ``-`` for a
+    missing value, ``none`` for the coordinator's epsilon under central noise)."""
+    specs = {
+        "train_loss": ".4f",
+        "test_loss": ".4f",
+        "test_accuracy": ".4f",
+        "epsilon": ".3f",
+        "delta": ".3g",
+    }
     parts = []
     for key, value in round_fields(metrics).items():
-        if value is None:
+        if key == "epsilon_coordinator":
+            text = _coordinator_epsilon(metrics, ".3f")
+        elif value is None:
             text = "-"
         elif key in specs:
             text = format(value, specs[key])
@@ -142,7 +175,8 @@ def write_metrics(run_dir: Path, metrics: Sequence[RoundMetrics]) -> tuple[Path,
 
 
 def plot_metrics(run_dir: Path, metrics: Sequence[RoundMetrics], *, title: str) -> Path:
-    """Draw test accuracy, losses and (when present) epsilon per round into ``metrics.png``.
+    """Draw test accuracy, losses and (when present) epsilon per round into ``metrics.png``:
+    against the public and, where it is protected against, the coordinator.
 
     Args:
         run_dir: The run folder (created if missing).
@@ -179,8 +213,20 @@ def plot_metrics(run_dir: Path, metrics: Sequence[RoundMetrics], *, title: str) 
     axes[1].legend()
     axes[1].grid(alpha=0.3)
     if with_epsilon:
-        axes[2].plot(*series([m.epsilon for m in metrics]), marker="o", color="tab:red")
-        axes[2].set(title="privacy spent", xlabel="round", ylabel="epsilon")
+        axes[2].plot(
+            *series([m.epsilon for m in metrics]), marker="o", color="tab:red", label="public"
+        )
+        if any(m.epsilon_coordinator is not None for m in metrics):
+            axes[2].plot(
+                *series([m.epsilon_coordinator for m in metrics]),
+                marker="s",
+                color="tab:purple",
+                label="coordinator",
+            )
+        accounting = next((m.accounting for m in reversed(metrics) if m.accounting), None)
+        title = "privacy spent" + (f" ({accounting.upper()})" if accounting else "")
+        axes[2].set(title=title, xlabel="round", ylabel="epsilon")
+        axes[2].legend()
         axes[2].grid(alpha=0.3)
     for axis in axes:
         axis.xaxis.get_major_locator().set_params(integer=True)

@@ -103,6 +103,21 @@ def _check(argv: list[str]) -> None:
         ),
         (["simulate", "--momentum", "1"], "--momentum must lie in [0, 1); got 1."),
         (
+            ["simulate", "--device", "gpu"],
+            "--device 'gpu' is not a device; use auto, cpu, cuda or cuda:N (N from 0).",
+        ),
+        (
+            ["client", "--server", "https://h", "--client-index", "0", "--device", "cuda:x"],
+            "--device 'cuda:x' is not a device",
+        ),
+        (["simulate", "--ray-gpus", "0.5"], "--ray-gpus needs --backend ray."),
+        (["simulate", "--ray-address", "auto"], "--ray-address needs --backend ray."),
+        (["simulate", "--backend", "ray", "--ray-cpus", "0"], "--ray-cpus must be more than 0"),
+        (["simulate", "--batch-clients", "0"], "--batch-clients must be at least 1; got 0."),
+        (["simulate", "--proximal-mu", "-1"], "--proximal-mu must be at least 0; got -1."),
+        (["simulate", "--server-beta2", "1"], "--server-beta2 must lie in [0, 1); got 1."),
+        (["simulate", "--server-tau", "0"], "--server-tau must be more than 0; got 0."),
+        (
             [
                 *SERVER,
                 "--run-dir",

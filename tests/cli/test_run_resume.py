@@ -40,6 +40,42 @@ def test_each_difference_is_named_by_its_flag_with_both_values() -> None:
     ]
 
 
+def test_the_server_optimiser_and_fedprox_are_named_by_their_flags() -> None:
+    stored = _settings(["--server-optimizer", "fedadam", "--server-beta1", "0.9"])
+    now = _settings(
+        ["--server-optimizer", "fedyogi", "--server-beta1", "0.5", "--proximal-mu", "0.01"]
+    )
+    assert differing_settings(stored, now) == [
+        "--proximal-mu 0.0 (stored) vs 0.01 (now)",
+        "--server-optimizer fedadam (stored) vs fedyogi (now)",
+        "--server-beta1 0.9 (stored) vs 0.5 (now)",
+    ]
+    assert differing_settings(_settings([]), _settings(["--server-optimizer", "fedadagrad"])) == [
+        "--server-lr 1.0 (stored) vs 0.01 (now)",
+        "--server-optimizer none (stored) vs fedadagrad (now)",
+    ]
+
+
+def test_the_server_learning_rate_defaults_to_the_optimisers() -> None:
+    assert _settings([])["server_learning_rate"] == 1.0
+    assert _settings(["--server-optimizer", "fedyogi"])["server_learning_rate"] == 0.01
+    stored = _settings(["--server-optimizer", "fedadam", "--server-lr", "0.3"])
+    assert stored["server_learning_rate"] == 0.3
+    assert stored["server_optimizer"] == {
+        "name": "fedadam",
+        "beta1": 0.9,
+        "beta2": 0.99,
+        "tau": 0.001,
+    }
+
+
+def test_another_accounting_names_its_flag() -> None:
+    dp = ["--dp", "central", "--noise-multiplier", "1.0"]
+    stored = _settings(dp)
+    now = _settings([*dp, "--accounting", "pld"])
+    assert differing_settings(stored, now) == ["--accounting rdp (stored) vs pld (now)"]
+
+
 def test_turning_on_buffered_mode_names_mode() -> None:
     stored = _settings([])
     now = _settings(["--mode", "fedbuff"])

@@ -60,3 +60,19 @@ async def test_clients_follow_the_round_plan_and_epsilon_is_recorded(placement: 
         epsilon_for(noise_multiplier=1.5, sample_rate=1.0, rounds=r, delta=1e-5) for r in (1, 2)
     ]
     assert [m.epsilon for m in core.history] == pytest.approx(expected)
+    # Both observers, with the accounting, in /v1/metrics and /v1/status.
+    async with httpx.AsyncClient(
+        transport=httpx.ASGITransport(app=app), base_url="http://test"
+    ) as http:
+        rows = (await http.get("/v1/metrics")).json()
+        status = (await http.get("/v1/status")).json()
+    assert [row["epsilon"] for row in rows] == pytest.approx(expected)
+    assert all(row["accounting"] == "rdp" and row["delta"] == 1e-5 for row in rows)
+    coordinator = [row["epsilon_coordinator"] for row in rows]
+    if placement == "central":  # the coordinator sees the noiseless sum
+        assert coordinator == [None, None]
+        assert status["privacy"]["epsilon_coordinator"] is None
+    else:  # every client took part in every round: no amplification was lost
+        assert coordinator == pytest.approx(expected)
+    assert status["privacy"]["epsilon_public"] == pytest.approx(expected[-1])
+    assert status["privacy"]["accounting"] == "rdp"

@@ -107,7 +107,7 @@ def _fleet(
     learner = mnist_learner("simple-cnn", seed=0)
     settings = CoordinatorSettings(
         model_name="simple-cnn",
-        rounds=RoundConfig(num_rounds=1, clients_per_round=2, min_clients=2, poll_interval_s=0.02),
+        rounds=RoundConfig(num_rounds=1, clients_per_round=2, min_clients=2, poll_interval_s=0.1),
         plan=LocalTrainingPlan(max_batches=1, batch_size=8),
         secure=SecureSettings(config=CONFIG, aggregators=published(keys, URLS)),
         dp=dp,
@@ -164,7 +164,7 @@ async def _clients(fleet: _Fleet, policy: ClientPolicy, count: int = 1) -> None:
     data = synthetic_dataset(num_examples=16, seed=0)
     await fleet.service.start(tick_interval_s=0.02)
     try:
-        await asyncio.gather(
+        outcomes = await asyncio.gather(
             *(
                 run_client(
                     "http://coordinator",
@@ -175,8 +175,12 @@ async def _clients(fleet: _Fleet, policy: ClientPolicy, count: int = 1) -> None:
                     policy=policy,
                 )
                 for i in range(count)
-            )
+            ),
+            return_exceptions=True,
         )
+        for outcome in outcomes:
+            if isinstance(outcome, BaseException):
+                raise outcome
     finally:
         await fleet.service.stop()
         await fleet.link.close()
@@ -209,9 +213,9 @@ def _swap_key_2(run: dict[str, Any]) -> None:
     run["secure"]["aggregators"][1] = {**stranger.to_json(), "index": 2}
 
 
-async def _refused(fleet: _Fleet, policy: ClientPolicy, flag: str) -> str:
+async def _refused(fleet: _Fleet, policy: ClientPolicy, flag: str, *, count: int = 1) -> str:
     with pytest.raises(PolicyRefusal) as caught:
-        await _clients(fleet, policy)
+        await _clients(fleet, policy, count)
     message = str(caught.value)
     assert flag in message and message.endswith("nothing was sent."), message
     assert fleet.network.data_requests() == []
@@ -311,7 +315,8 @@ async def test_a_task_whose_privacy_plan_is_below_the_floor_is_refused(tmp_path:
         return body
 
     fleet.network.tamper = weaken
-    message = await _refused(fleet, DP_FLOOR, "--min-noise-multiplier")
+    # Two clients: the round starts once both have joined; each refuses its task.
+    message = await _refused(fleet, DP_FLOOR, "--min-noise-multiplier", count=2)
     assert "round 1's task announces distributed noise of multiplier 0.5" in message
     assert fleet.network.enrolled()  # the run passed; the task did not
 

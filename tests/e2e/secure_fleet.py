@@ -11,13 +11,21 @@ from pathlib import Path
 
 import httpx
 import numpy as np
+from tests import malicious
 from tests.e2e.processes import HandClient, free_port, running, veilfl_command, wait_until_serving
 
 from veilfl.auth.admission import ADMISSION_HEADER
 from veilfl.cli.local_fleet import local_aggregators, local_trust, server_aggregator_flags
 from veilfl.crypto.csprng import CsprngStream
+from veilfl.crypto.envelope import ShareContext
+from veilfl.crypto.envelope import seal as hpke_seal
 from veilfl.protocol.messages import RunInfo
-from veilfl.secagg.contribution import EXTRA_UNITS, seal_contribution
+from veilfl.secagg.contribution import (
+    EXTRA_UNITS,
+    SealedShare,
+    contribution_binding,
+    seal_contribution,
+)
 from veilfl.tensors import Weights, flatten, spec_of, unflatten
 from veilfl.tls import client_ssl_context
 from veilfl.transport.signing import for_round
@@ -148,9 +156,7 @@ class SecureFleet:
         process.send_signal(signal.SIGKILL)
         process.wait(timeout=30)
 
-    def upload(self, client: str, reach: list[int], *, round_id: int = 1) -> list[int]:
-        """Seal ``client``'s update; send the shares of the aggregators in ``reach``;
-        return the indices that acknowledged."""
+    def _sealed(self, client: str, round_id: int) -> list[SealedShare]:
         secure = self.run.secure
         assert secure is not None
         rng = CsprngStream()
@@ -158,7 +164,7 @@ class SecureFleet:
         measurement = secure.layout.encode(
             self.deltas[client] * weight, weight=weight, loss=1.0, unclipped=None, rng=rng
         )
-        sealed = seal_contribution(
+        return seal_contribution(
             measurement,
             layout=secure.layout,
             public_keys=self._keys,
@@ -167,6 +173,47 @@ class SecureFleet:
             client_id=client,
             rng=rng,
         )
+
+    def _poisoned(self, client: str, round_id: int) -> list[SealedShare]:
+        secure = self.run.secure
+        assert secure is not None
+        layout = secure.layout
+        d = layout.dimension
+        measurement = [0] * d + [EXTRA_UNITS // 2, 0, 0]
+        measurement[0] = 1000 * layout.bounds.norm_bound  # 1000 times the bound
+        shares = malicious.cheat(
+            layout.bounds,
+            measurement,
+            threshold=secure.config.threshold,
+            num_shares=secure.config.num_aggregators,
+            binding=contribution_binding(self.run.run_id, round_id, client),
+        )
+        return [
+            SealedShare(
+                share.index,
+                hpke_seal(
+                    share.to_bytes(),
+                    self._keys[share.index - 1],
+                    context=ShareContext(
+                        run_id=self.run.run_id,
+                        round_id=round_id,
+                        client_id=client,
+                        aggregator_index=share.index,
+                    ),
+                ),
+            )
+            for share in shares
+        ]
+
+    def upload(
+        self, client: str, reach: list[int], *, round_id: int = 1, poisoned: bool = False
+    ) -> list[int]:
+        """Seal ``client``'s update; send the shares of the aggregators in ``reach``;
+        return the indices that acknowledged. A ``poisoned`` client sends a
+        contribution whose first coordinate is far past the norm bound, with shares,
+        bits and proof that match each other (a valid-looking envelope for every
+        aggregator: only the joint verification can catch it)."""
+        sealed = self._poisoned(client, round_id) if poisoned else self._sealed(client, round_id)
         acknowledged = []
         for share in sealed:
             if share.aggregator_index not in reach:

@@ -35,3 +35,24 @@ def test_round_completes_correctly_with_an_aggregator_killed_mid_round(tmp_path:
         assert fleet.upload(clients[4], [1]) == [1]
         final = fleet.final_model()
     fleet.assert_is_weighted_mean_of(final, clients[:4])
+
+
+def test_a_poisoned_update_is_excluded_and_the_round_keeps_the_honest_mean(
+    tmp_path: Path,
+) -> None:
+    with ExitStack() as stack:
+        fleet = SecureFleet(tmp_path, stack, clients=4, aggregators=3, threshold=2, min_clients=4)
+        honest, mallory = fleet.clients[:3], fleet.clients[3]
+        for client in honest:
+            fleet.report(client, fleet.upload(client, [1, 2, 3]))
+        # Every aggregator takes Mallory's envelope (it opens and is well formed) ...
+        assert fleet.upload(mallory, [1, 2, 3], poisoned=True) == [1, 2, 3]
+        fleet.report(mallory, [1, 2, 3])
+        final = fleet.final_model()
+        metrics = fleet.http.get("/v1/metrics").json()
+    # ... but the joint verification excludes it: the model is the honest mean.
+    fleet.assert_is_weighted_mean_of(final, honest)
+    log = (tmp_path / "server.log").read_text()
+    assert log.count("excluded") == 1 and mallory in log
+    (first,) = [m for m in metrics if m["round_id"] == 1]
+    assert first["num_clients"] == 3 and first["excluded"] == [mallory]

@@ -147,3 +147,20 @@ def test_distributed_noise_without_secure_aggregation_is_refused() -> None:
             secret_poisson_sampling=True,
             secure_aggregation=False,
         )
+
+
+def test_a_large_epsilon_with_a_withheld_term_gives_delta_one_not_an_overflow() -> None:
+    # A tiny cohort with little noise: epsilon in the thousands, where e^eps overflows.
+    ledger = PrivacyLedger.from_released_rounds(3, noise_multiplier=0.01, sample_rate=0.5)
+    report = dp_fedavg_report(
+        placement="central",
+        ledger=ledger,
+        delta=1e-5,
+        accounting="rdp",
+        max_participations=3,
+        secret_poisson_sampling=True,
+        secure_aggregation=False,
+        withheld_probability=1e-3,
+    )
+    assert report.epsilon_public > 1000
+    assert report.delta == 1.0

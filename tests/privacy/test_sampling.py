@@ -11,7 +11,7 @@ from scipy import stats
 
 from veilfl.crypto.csprng import CsprngStream
 from veilfl.errors import ConfigurationError
-from veilfl.privacy.sampling import poisson_sample, withheld_release_probability
+from veilfl.privacy.sampling import PoissonSampler, poisson_sample, withheld_release_probability
 
 ALPHA = 1e-4  # fixed keys below make these tests deterministic
 
@@ -109,3 +109,42 @@ def test_invalid_sampling_settings_are_refused() -> None:
         withheld_release_probability(
             population=10, sample_rate=0.1, min_contributions=2, attempts=1, max_dropout=1.0
         )
+
+
+def test_the_sampler_withholds_small_samples_and_charges_every_attempt() -> None:
+    # Arrange: 20 clients, q = 0.25, a release needs 6: about a third of samples are short.
+    population = [f"c{i}" for i in range(20)]
+    sampler = PoissonSampler(rate=0.25, minimum=6, rng=CsprngStream(key=bytes(32)))
+    replay = CsprngStream(key=bytes(32))  # the same coins, drawn by hand
+    # Act
+    drawn = [sampler.draw(population) for _ in range(200)]
+    # Assert: a draw is the plain Poisson sample, withheld exactly when it is short.
+    oracle = [poisson_sample(population, rate=0.25, rng=replay) for _ in range(200)]
+    assert drawn == [s if len(s) >= 6 else None for s in oracle]
+    assert 10 < drawn.count(None) < 150
+    assert len({len(s) for s in drawn if s is not None}) > 3  # sizes vary
+    # Every attempt, released or withheld, adds its boundary bound.
+    per_attempt = withheld_release_probability(
+        population=20, sample_rate=0.25, min_contributions=6, attempts=1
+    )
+    assert sampler.attempts == 200
+    assert sampler.withheld_probability == pytest.approx(min(200 * per_attempt, 1.0))
+
+
+def test_a_resumed_sampler_continues_its_count_and_bound() -> None:
+    population = [f"c{i}" for i in range(1000)]
+    first = PoissonSampler(rate=0.1, minimum=20, rng=CsprngStream(key=bytes(32)))
+    for _ in range(5):
+        first.draw(population)
+    resumed = PoissonSampler(
+        rate=0.1,
+        minimum=20,
+        attempts=first.attempts,
+        withheld_probability=first.withheld_probability,
+    )
+    resumed.draw(population)
+    per_attempt = withheld_release_probability(
+        population=1000, sample_rate=0.1, min_contributions=20, attempts=1
+    )
+    assert resumed.attempts == 6
+    assert resumed.withheld_probability == pytest.approx(6 * per_attempt)

@@ -6,6 +6,7 @@ import random
 
 import pytest
 
+from veilfl.crypto.csprng import CsprngStream
 from veilfl.errors import (
     ConfigurationError,
     ProtocolError,
@@ -13,8 +14,14 @@ from veilfl.errors import (
     StaleUpdateError,
     UnknownClientError,
 )
+from veilfl.privacy.sampling import PoissonSampler
 from veilfl.protocol.messages import TaskKind, UpdateHeader
-from veilfl.protocol.sync_round import RoundConfig, RoundPhase, SyncRoundMachine
+from veilfl.protocol.sync_round import (
+    MAX_DRAWS_PER_TICK,
+    RoundConfig,
+    RoundPhase,
+    SyncRoundMachine,
+)
 
 
 def _accept(machine: SyncRoundMachine, header: UpdateHeader) -> bool:
@@ -215,3 +222,95 @@ def test_a_retry_after_the_round_completed_is_a_duplicate_not_an_error() -> None
     machine.close(now=1.0)
     machine.complete()
     assert _accept(machine, _header(sampled[0])) is False
+
+
+def _poisson_machine(
+    *, rate: float, minimum: int, clients: int, key: bytes = bytes(32), **overrides: object
+) -> tuple[SyncRoundMachine, PoissonSampler, list[str]]:
+    settings: dict[str, object] = {
+        "num_rounds": 50,
+        "clients_per_round": max(minimum, round(rate * clients)),
+        "min_clients": minimum,
+        "round_timeout_s": 10.0,
+    }
+    settings.update(overrides)
+    sampler = PoissonSampler(rate=rate, minimum=minimum, rng=CsprngStream(key=key))
+    machine = SyncRoundMachine(
+        RoundConfig(**settings),  # type: ignore[arg-type]
+        rng=random.Random(7),
+        sampler=sampler,
+    )
+    return machine, sampler, _join(machine, clients)
+
+
+def _run_rounds(machine: SyncRoundMachine, clients: list[str], rounds: int) -> list[list[str]]:
+    """Open, fill and complete ``rounds`` rounds; return each round's sample."""
+    samples = []
+    for _ in range(rounds):
+        assert machine.tick(now=0.0).opened is not None
+        sampled = _sampled(machine, clients)
+        samples.append(sampled)
+        for client in sampled:
+            _accept(
+                machine, _header(client, round_id=machine.round_id, version=machine.model_version)
+            )
+        assert machine.tick(now=0.0).ready_to_close
+        machine.close(now=0.0)
+        machine.complete()
+    return samples
+
+
+def test_under_dp_rounds_are_poisson_samples_whose_size_varies() -> None:
+    # Arrange: 60 clients, q = 0.2 (12 expected), a release needs 5.
+    machine, sampler, clients = _poisson_machine(rate=0.2, minimum=5, clients=60)
+    replay = PoissonSampler(rate=0.2, minimum=5, rng=CsprngStream(key=bytes(32)))
+    # Act
+    samples = _run_rounds(machine, clients, 40)
+    # Assert: each round is exactly the sampler's next sample that is large enough ...
+    oracle = []
+    while len(oracle) < 40:
+        drawn = replay.draw(sorted(clients))
+        if drawn is not None:
+            oracle.append(sorted(drawn))
+    assert [sorted(s) for s in samples] == oracle
+    # ... so sizes vary, never below the minimum, around q times the population.
+    sizes = [len(s) for s in samples]
+    assert len(set(sizes)) > 4
+    assert min(sizes) >= 5
+    assert 8 < sum(sizes) / len(sizes) < 16
+    assert sampler.attempts >= 40
+
+
+def test_under_dp_a_sample_below_the_minimum_is_withheld_and_drawn_again() -> None:
+    # q = 0.1 of 30 clients: 3 expected, and a release needs 4, so most draws are short.
+    machine, sampler, clients = _poisson_machine(
+        rate=0.1, minimum=4, clients=30, clients_per_round=4
+    )
+    samples = _run_rounds(machine, clients, 5)
+    assert all(len(s) >= 4 for s in samples)
+    assert sampler.attempts > 5 * 2  # withheld draws were made and counted
+    assert sampler.withheld_probability > 0
+
+
+def test_under_dp_a_round_that_cannot_be_sampled_waits_for_the_next_tick() -> None:
+    # 4 clients at q = 0.01 and a minimum of 4: no draw this tick reaches the minimum.
+    machine, sampler, clients = _poisson_machine(
+        rate=0.01, minimum=4, clients=4, clients_per_round=4
+    )
+    outcome = machine.tick(now=0.0)
+    assert outcome.opened is None
+    assert machine.phase is RoundPhase.IDLE
+    assert sampler.attempts == MAX_DRAWS_PER_TICK
+    assert _sampled(machine, clients) == []
+
+
+def test_without_dp_the_sample_is_the_seeded_fixed_size_one() -> None:
+    first, second = _machine(clients_per_round=3), _machine(clients_per_round=3)
+    clients = _join(first, 10)
+    _join(second, 10)
+    first.tick(now=0.0)
+    second.tick(now=0.0)
+    assert len(_sampled(first, clients)) == 3
+    assert _sampled(first, clients) == _sampled(second, clients)
+    expected = sorted(random.Random(7).sample(sorted(clients), 3))
+    assert sorted(_sampled(first, clients)) == expected

@@ -123,9 +123,12 @@ def test_the_honest_clients_aggregate_is_their_weighted_mean(
     )
 
 
-def _poisoned(kind: str, config: SecureAggregationConfig, client: str) -> list[bytes]:
-    """Envelopes of a malicious client, one per aggregator. Its public parts match its
-    shares (so every aggregator takes them): only the proof can catch it."""
+def _poisoned(
+    kind: str, config: SecureAggregationConfig, client: str, excess: int = 1
+) -> list[bytes]:
+    """Envelopes of a malicious client, one per aggregator, ``excess`` (>= 1) past what
+    is allowed where the kind has a size. Its public parts match its shares (so every
+    aggregator takes them): only the proof can catch it."""
     bounds = ContributionLayout(D, config).bounds
     binding = contribution_binding(RUN, 1, client)
     honest = [100] * D + [512, 0, 0]
@@ -142,17 +145,19 @@ def _poisoned(kind: str, config: SecureAggregationConfig, client: str) -> list[b
         )
 
     if kind == "out-of-range coordinate":
+        shares = cheat([min(bounds.norm_bound + excess, P // 2), *honest[1:]])
+    elif kind == "field element (p - 1)/4":
         shares = cheat([(P - 1) // 4, *honest[1:]])
-    elif kind == "norm over the bound":
-        shares = cheat([bounds.norm_bound] * D + honest[D:])
+    elif kind == "norm over the bound":  # B^2 + x^2 > B^2
+        shares = cheat([bounds.norm_bound, excess % bounds.norm_bound + 1, *honest[2:]])
     elif kind == "four halves (field norm 1)":
         shares = cheat([(P + 1) // 2] * 4 + [0] * (D - 4) + honest[D:])
     elif kind == "negative weight":
-        shares = cheat([*honest[:D], -9 * 1024, 0, 0])
+        shares = cheat([*honest[:D], -excess, 0, 0])
     elif kind == "inconsistent shares":
 
         def shift(full: list[np.ndarray]) -> None:
-            full[-1][0] = (full[-1][0] + 5) % P
+            full[-1][0] = (full[-1][0] + excess) % P
 
         shares = cheat(honest, tamper=shift)
     elif kind == "a proof for other shares":
@@ -172,25 +177,33 @@ def _poisoned(kind: str, config: SecureAggregationConfig, client: str) -> list[b
     ]
 
 
-@pytest.mark.parametrize(
-    "kind",
-    [
-        "out-of-range coordinate",
-        "norm over the bound",
-        "four halves (field norm 1)",
-        "negative weight",
-        "inconsistent shares",
-        "a proof for other shares",
-    ],
+POISONS = [
+    "out-of-range coordinate",
+    "field element (p - 1)/4",
+    "norm over the bound",
+    "four halves (field norm 1)",
+    "negative weight",
+    "inconsistent shares",
+    "a proof for other shares",
+]
+
+
+@settings(max_examples=len(POISONS) * 2, deadline=None)
+@given(
+    kind=st.sampled_from(POISONS),
+    excess=st.integers(1, 10**6),
+    honest_value=st.floats(-0.28, 0.28),  # inside the norm bound 1 at d = 12
 )
-def test_a_poisoned_contribution_is_excluded_and_the_honest_sum_is_exact(kind: str) -> None:
+def test_a_poisoned_contribution_is_always_excluded_and_the_honest_sum_is_exact(
+    kind: str, excess: int, honest_value: float
+) -> None:
     config = _config(2, 3)
     nodes = make_nodes(config, KEYS, run_id=RUN, dimension=D)
     honest = [f"h{i}" for i in range(3)]
-    update = np.full(D, 0.1)
+    update = np.full(D, honest_value)
     for name in honest:
         _upload(nodes, name, update, config=config, weight=1.0)
-    for index, envelope in enumerate(_poisoned(kind, config, "mallory"), start=1):
+    for index, envelope in enumerate(_poisoned(kind, config, "mallory", excess), start=1):
         nodes[index - 1].receive(1, "mallory", envelope)  # every aggregator takes it
     valid = _valid(nodes, [*honest, "mallory"], config)
     assert valid == honest
@@ -202,7 +215,7 @@ def test_a_poisoned_contribution_is_excluded_and_the_honest_sum_is_exact(kind: s
         trained_versions=(0, 0, 0),
     )
     np.testing.assert_allclose(
-        result.mean_delta(), 0.1, atol=3 / ContributionLayout(D, config).scale
+        result.mean_delta(), honest_value, atol=3 / ContributionLayout(D, config).scale
     )
 
 

@@ -1,9 +1,11 @@
-"""Many clients at once: the event loop keeps answering while rounds run."""
+"""Many clients at once: every update counted exactly once, retries included.
+
+(How fast the event loop answers under load is a benchmark, not a test:
+``benchmarks/load_test.py`` measures latency percentiles side by side.)"""
 
 from __future__ import annotations
 
 import asyncio
-import time
 
 import httpx
 import numpy as np
@@ -28,7 +30,6 @@ async def test_hundreds_of_concurrent_clients_each_counted_once() -> None:
     service = sync_service(core, run_id="r", max_update_bytes=1 << 22)
     app = create_app(service, metrics=lambda: list(core.history), access=open_access("r"))
     await service.start(tick_interval_s=0.05)
-    latencies: list[float] = []
 
     transport = httpx.ASGITransport(app=app)
 
@@ -41,9 +42,7 @@ async def test_hundreds_of_concurrent_clients_each_counted_once() -> None:
 
     async def train_once(http: httpx.AsyncClient, client_id: str) -> None:
         while True:
-            began = time.perf_counter()
             task = (await http.get(f"/v1/clients/{client_id}/task")).json()
-            latencies.append(time.perf_counter() - began)
             if task["kind"] == "train":
                 break
             await asyncio.sleep(0.05)
@@ -65,4 +64,3 @@ async def test_hundreds_of_concurrent_clients_each_counted_once() -> None:
     (metrics,) = core.history
     assert metrics.num_clients == CLIENTS
     np.testing.assert_allclose(core.global_model().weights["w"], 1.0)
-    assert max(latencies) < 5.0

@@ -297,6 +297,31 @@ def test_a_version_1_database_is_migrated(tmp_path: Path) -> None:
         # Version 3 columns exist after the migration: enrollments can be recorded.
         store.add_client("c", "carol", 3.0, public_key="KEY", token_digest="T")
         assert store.clients() == [ClientRecord("c", "carol", 3.0, "KEY", "T")]
+        # And the version 4 table: a server optimiser's state is kept with its round.
+        store.record_round(_round(2), [], strategy_state=b"state of round 2")
+        assert store.strategy_state(2) == b"state of round 2"
+        assert store.strategy_state(1) is None
+
+
+def test_a_rounds_strategy_state_is_stored_with_it_and_replaces_older_ones(
+    store: RunStore,
+) -> None:
+    store.record_round(_round(1), _participants(1), strategy_state=b"\x00one")
+    store.record_round(_round(2), _participants(2), strategy_state=b"\x00two")
+    store.record_round(_round(3), _participants(3))
+
+    assert store.strategy_state(2) == b"\x00two"
+    assert store.strategy_state(1) is None  # replaced by round 2's
+    assert store.strategy_state(3) is None  # round 3 had none to record
+
+
+def test_a_failed_round_leaves_no_strategy_state(store: RunStore) -> None:
+    store.record_round(_round(1), _participants(1), strategy_state=b"one")
+    with pytest.raises(StorageError):
+        store.record_round(_round(2), _participants(1), strategy_state=b"two")
+
+    assert store.strategy_state(2) is None
+    assert store.strategy_state(1) == b"one"  # not replaced by the round that failed
 
 
 def test_an_enrollment_token_is_spent_once(store: RunStore) -> None:
@@ -342,3 +367,64 @@ def test_a_missing_folder_is_a_storage_error(tmp_path: Path) -> None:
 def test_extra_metrics_must_be_a_json_object() -> None:
     with pytest.raises(ValueError, match="JSON object"):
         _round(1, extra_json="[1, 2]")
+
+
+def test_the_privacy_state_is_recorded_with_its_round_or_not_at_all(store: RunStore) -> None:
+    state = {"version": 1, "clip_norm": 0.123456789012345, "ledger": {"entries": []}}
+    store.record_round(_round(1), _participants(1), privacy_state=state)
+    assert store.privacy_state(1) == state  # floats round-trip exactly
+    store.record_round(_round(2), _participants(2))
+    assert store.privacy_state(2) is None
+
+    def failing() -> Iterator[ParticipantRecord]:
+        yield ParticipantRecord(3, "a", 1, 0.1)
+        raise RuntimeError("disk gone")
+
+    with pytest.raises(RuntimeError):
+        store.record_round(_round(3), failing(), privacy_state=state)
+    assert store.privacy_state(3) is None
+    with pytest.raises(StorageError, match="not JSON"):
+        store.record_round(_round(3), [], privacy_state={"clip_norm": float("nan")})
+    assert store.last_completed_round() == _round(2)
+
+
+def test_participations_count_completed_rounds_per_client(store: RunStore) -> None:
+    store.record_round(_round(1), _participants(1))
+    store.record_round(_round(3), [ParticipantRecord(3, "a", 1, 0.1)])
+    assert store.participations() == {"a": 2, "b": 1}
+
+
+@pytest.mark.parametrize(
+    ("version", "dropped"),
+    [
+        (3, ("strategy_states", "round_privacy")),
+        (4, ("strategy_states",)),
+        (4, ("round_privacy",)),
+    ],
+)
+def test_an_older_database_gains_the_tables_it_lacks(
+    tmp_path: Path, version: int, dropped: tuple[str, ...]
+) -> None:
+    # Arrange: a store as an older schema wrote it, with one completed round.
+    path = tmp_path / "run.sqlite"
+    with RunStore(path) as current:
+        current.initialise("run-3", {})
+        current.record_round(_round(1), _participants(1))
+    old = sqlite3.connect(path)
+    for table in dropped:
+        old.execute(f"DROP TABLE {table}")
+    old.execute("UPDATE schema_version SET version = ?", (version,))
+    old.commit()
+    old.close()
+    # Act
+    with RunStore(path) as store:
+        # Assert: old rounds have no saved state; new ones can record both kinds.
+        assert store.privacy_state(1) is None and store.strategy_state(1) is None
+        store.record_round(
+            _round(2), _participants(2), strategy_state=b"s", privacy_state={"version": 1}
+        )
+        assert store.privacy_state(2) == {"version": 1}
+        assert store.strategy_state(2) == b"s"
+    check = sqlite3.connect(path)
+    assert check.execute("SELECT version FROM schema_version").fetchone()[0] == SCHEMA_VERSION
+    check.close()

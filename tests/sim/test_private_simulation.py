@@ -25,7 +25,7 @@ def _run(dp: DpConfig, *, secure: bool, rounds: int = 3) -> SimulationResult:  #
         client_data=clients,
         test_data=synthetic_dataset(num_examples=200, seed=1),
         config=SimulationConfig(
-            rounds=RoundConfig(num_rounds=rounds, fraction=0.5),
+            rounds=RoundConfig(num_rounds=rounds, fraction=0.5, min_clients=5),
             plan=LocalTrainingPlan(max_batches=2),
             secure=(SecureAggregationConfig(norm_bound=dp.clip_norm) if secure else None),
             dp=dp,

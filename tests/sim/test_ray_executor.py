@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
 import numpy as np
 import pytest
 
@@ -37,13 +35,6 @@ def _jobs() -> list[TrainingJob]:
         )
         for k, i in enumerate([4, 0, 2, 1, 3, 0])
     ]
-
-
-@pytest.fixture(scope="module")
-def local_ray() -> Iterator[None]:
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
-    yield
-    ray.shutdown()
 
 
 def _assert_same(a: list[LocalUpdate], b: list[LocalUpdate], *, rtol: float) -> None:

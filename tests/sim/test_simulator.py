@@ -4,19 +4,27 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+import torch
 
 from veilfl.errors import ConfigurationError
-from veilfl.ml.datasets import synthetic_dataset
+from veilfl.ml.datasets import ArrayDataset, ClientPartitions, synthetic_dataset
 from veilfl.ml.learner import mnist_learner
 from veilfl.ml.partition import partition_iid
 from veilfl.protocol.messages import LocalTrainingPlan
 from veilfl.protocol.sync_round import RoundConfig
-from veilfl.sim.simulator import SimulationConfig, simulate
+from veilfl.sim.executor import SequentialExecutor
+from veilfl.sim.simulator import SimulationConfig, SimulationResult, simulate
+from veilfl.strategy.fedopt import FedAdam
+from veilfl.strategy.settings import ServerOptimizerConfig
+from veilfl.tensors import flatten, spec_of
 
 
 def _clients(count: int) -> list:  # type: ignore[type-arg]
     data = synthetic_dataset(num_examples=100 * count, seed=0)
     return [data.subset(p) for p in partition_iid(len(data), count, seed=0)]
+
+
+SPEC = spec_of(mnist_learner("simple-cnn").initial_weights(seed=0))
 
 
 def test_simulation_learns_and_reports_every_round() -> None:
@@ -136,3 +144,136 @@ def test_rounds_in_virtual_time_wait_for_the_slowest_client_or_the_deadline() ->
     too_slow = int((speeds > 20.0).sum())
     assert too_slow > 0
     assert any(m.num_clients < 6 for m in result.history)
+
+
+def _one_round(**config: object) -> SimulationResult:  # type: ignore[type-arg]
+    settings: dict[str, object] = {
+        "rounds": RoundConfig(num_rounds=1, clients_per_round=3),
+        "plan": LocalTrainingPlan(learning_rate=0.1, max_batches=2, batch_size=10),
+        "seed": 5,
+    }
+    settings.update(config)
+    data = _clients(4)
+    learner = mnist_learner("simple-cnn")
+    return simulate(
+        learner,
+        client_data=data,
+        test_data=None,
+        config=SimulationConfig(**settings),  # type: ignore[arg-type]
+        executor=SequentialExecutor(learner, data),
+    )
+
+
+def test_an_adaptive_server_optimiser_steps_on_the_rounds_mean_delta() -> None:
+    start = mnist_learner("simple-cnn").initial_weights(seed=5)
+    spec = SPEC
+    plain = _one_round()  # server learning rate 1: the new model is start + mean delta
+    mean = flatten(plain.final_weights, spec).astype(np.float64) - flatten(start, spec)
+
+    adam = _one_round(
+        server_learning_rate=0.01,
+        server_optimizer=ServerOptimizerConfig(name="fedadam", tau=0.1),
+    )
+
+    by_hand = FedAdam(server_learning_rate=0.01, tau=0.1).step(flatten(start, spec), mean)
+    np.testing.assert_allclose(flatten(adam.final_weights, spec), by_hand, rtol=1e-5, atol=1e-7)
+
+
+def test_fedprox_keeps_the_clients_closer_to_the_global_model() -> None:
+    start = flatten(mnist_learner("simple-cnn").initial_weights(seed=5), SPEC)
+
+    def moved(mu: float) -> float:
+        plan = LocalTrainingPlan(learning_rate=0.1, epochs=3, batch_size=10, proximal_mu=mu)
+        final = _one_round(plan=plan).final_weights
+        return float(np.linalg.norm(flatten(final, SPEC) - start))
+
+    assert moved(5.0) < 0.9 * moved(0.0)
+
+
+def test_rounds_train_batched_by_default_and_match_one_at_a_time() -> None:
+    data = _clients(6)
+    learner = mnist_learner("simple-cnn")
+    config = SimulationConfig(
+        rounds=RoundConfig(num_rounds=2, clients_per_round=4),
+        plan=LocalTrainingPlan(learning_rate=0.05, momentum=0.5, max_batches=3, batch_size=8),
+        seed=2,
+    )
+    trained: list[int] = []
+
+    batched = simulate(
+        learner,
+        client_data=data,
+        test_data=None,
+        config=config,
+        on_client_trained=lambda: trained.append(1),
+    )
+    one_by_one = simulate(
+        learner,
+        client_data=data,
+        test_data=None,
+        config=config,
+        executor=SequentialExecutor(learner, data),
+    )
+
+    assert len(trained) == 8  # 4 clients in each of 2 rounds
+    for name in batched.final_weights:
+        np.testing.assert_allclose(
+            batched.final_weights[name], one_by_one.final_weights[name], rtol=1e-4, atol=1e-6
+        )
+
+
+class _CountingPartitions(ClientPartitions):
+    """Client partitions that count which clients' data were materialised."""
+
+    def __init__(self, data: ArrayDataset, parts: list[np.ndarray]) -> None:
+        super().__init__(data, parts)
+        self.fetched: list[int] = []
+
+    def __getitem__(self, index):  # type: ignore[no-untyped-def,override]
+        if isinstance(index, int):
+            self.fetched.append(index)
+        return super().__getitem__(index)
+
+
+def test_only_the_clients_a_round_trains_have_their_data_taken_out() -> None:
+    data = synthetic_dataset(num_examples=400, seed=0)
+    population = _CountingPartitions(data, partition_iid(len(data), 100, seed=0))
+    learner = mnist_learner("simple-cnn")
+
+    simulate(
+        learner,
+        client_data=population,
+        test_data=None,
+        config=SimulationConfig(
+            rounds=RoundConfig(num_rounds=2, clients_per_round=5),
+            plan=LocalTrainingPlan(max_batches=1),
+        ),
+        executor=SequentialExecutor(learner, population),
+    )
+
+    assert len(population.fetched) == 10  # 5 per round, nothing for the other 95
+    assert len(set(population.fetched)) >= 5
+
+
+def test_a_device_can_be_chosen_and_a_missing_gpu_is_one_clear_error() -> None:
+    config = SimulationConfig(
+        rounds=RoundConfig(num_rounds=1, clients_per_round=2), plan=LocalTrainingPlan(max_batches=1)
+    )
+    result = simulate(
+        mnist_learner("simple-cnn"),
+        client_data=_clients(2),
+        test_data=None,
+        config=config,
+        device="cpu",
+    )
+    assert len(result.history) == 1
+    if torch.cuda.is_available():
+        pytest.skip("this machine has a GPU; the refusal is for machines without one")
+    with pytest.raises(ConfigurationError, match="torch sees no CUDA GPU"):
+        simulate(
+            mnist_learner("simple-cnn"),
+            client_data=_clients(2),
+            test_data=None,
+            config=config,
+            device="cuda",
+        )

@@ -199,3 +199,60 @@ def test_a_server_optimiser_is_a_server_strategy_on_the_aggregates_mean_delta() 
     via_strategy = FedAdam(server_learning_rate=0.1).apply(start, aggregate, history=None)  # type: ignore[arg-type]
     via_step = FedAdam(server_learning_rate=0.1).step(start, aggregate.mean_delta())
     np.testing.assert_array_equal(via_strategy, via_step)
+
+
+@pytest.mark.parametrize("kind", sorted(SERVER_OPTIMIZERS))
+def test_a_restored_snapshot_continues_exactly_like_the_original(kind: str) -> None:
+    rng = np.random.default_rng(2)
+    opt = server_optimizer(kind, server_learning_rate=0.05)
+    x = rng.normal(size=5).astype(np.float32)
+    for _ in range(2):
+        x = opt.step(x, rng.normal(size=5))
+    saved = opt.state().to_bytes()
+
+    restored = server_optimizer(kind, server_learning_rate=0.05)
+    restored.restore(saved)
+    deltas = [rng.normal(size=5) for _ in range(3)]
+    a, b = x, x
+    for delta in deltas:
+        a, b = opt.step(a, delta), restored.step(b, delta)
+
+    np.testing.assert_array_equal(a, b)
+    assert restored.steps == opt.steps == 5
+
+
+def test_a_snapshot_is_not_changed_by_later_steps() -> None:
+    opt = FedYogi(server_learning_rate=0.1)
+    opt.step(np.zeros(2, dtype=np.float32), _vec(1.0, -1.0))
+    snapshot = opt.state()
+    first = snapshot.to_bytes()
+
+    opt.step(np.zeros(2, dtype=np.float32), _vec(3.0, 5.0))
+
+    assert snapshot.to_bytes() == first and snapshot.steps == 1
+    assert opt.state().to_bytes() != first
+
+
+def test_a_fresh_optimisers_snapshot_round_trips_without_moments() -> None:
+    restored = FedAdam(server_learning_rate=0.1)
+    restored.restore(FedAdam(server_learning_rate=0.1).state().to_bytes())
+    assert restored.steps == 0 and restored.state().m is None
+
+
+def test_restoring_another_optimisers_or_settings_state_is_refused() -> None:
+    saved = FedAdam(server_learning_rate=0.1)
+    saved.step(np.zeros(2, dtype=np.float32), _vec(1.0, 2.0))
+    data = saved.state().to_bytes()
+    with pytest.raises(StorageError, match=r"fedadam .* not fedyogi"):
+        FedYogi(server_learning_rate=0.1).restore(data)
+    with pytest.raises(StorageError, match="resume with the settings"):
+        FedAdam(server_learning_rate=0.2).restore(data)
+
+
+@pytest.mark.parametrize("cut", [0, 3, 10, -8])
+def test_damaged_state_bytes_are_a_storage_error(cut: int) -> None:
+    saved = FedAdagrad(server_learning_rate=0.1)
+    saved.step(np.zeros(2, dtype=np.float32), _vec(1.0, 2.0))
+    data = saved.state().to_bytes()
+    with pytest.raises(StorageError):
+        FedAdagrad(server_learning_rate=0.1).restore(data[:cut])

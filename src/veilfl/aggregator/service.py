@@ -2,6 +2,8 @@
 
 It learns the run (id and vector length) from the coordinator, then takes sealed
 shares from clients and answers the coordinator's request for an aggregate share.
+``GET /metrics`` serves its Prometheus metrics
+(:mod:`veilfl.aggregator.aggregator_metrics`).
 Decrypting and adding a share is CPU work and runs in a worker thread; one lock
 serialises access to the pure :class:`~veilfl.secagg.aggregator_node.AggregatorNode`.
 """
@@ -26,6 +28,7 @@ from fastapi import FastAPI, Request, Response
 from pydantic import BaseModel, Field
 
 from veilfl.aggregator.access import AggregatorAccess
+from veilfl.aggregator.aggregator_metrics import install_aggregator_metrics
 from veilfl.aggregator.run_follower import RunFollower
 from veilfl.aggregator.share_spool import FileShareArchive
 from veilfl.crypto.envelope import encode_share
@@ -55,19 +58,25 @@ async def fetch_run(
     coordinator_url: str,
     *,
     verify: ssl.SSLContext | bool = True,
-    attempts: int = 120,
+    wait_s: float = 300.0,
     transport: httpx.AsyncBaseTransport | None = None,
 ) -> RunInfo:
-    """The coordinator's run description, retried quietly while it starts up.
+    """The coordinator's run description, asked every half second while the
+    coordinator starts up (it may take a while on a loaded machine), with a log line
+    every 30 s of waiting.
 
     Raises:
-        TransportError: if the coordinator does not answer, or its TLS certificate does
-            not verify (not retried: nothing is sent to a server that fails it).
+        TransportError: if the coordinator does not answer within ``wait_s``, or its TLS
+            certificate does not verify (not retried: nothing is sent to a server that
+            fails it).
     """
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    said = started
     async with httpx.AsyncClient(
         base_url=coordinator_url, timeout=10.0, verify=verify, transport=transport
     ) as http:
-        for _ in range(attempts):
+        while True:
             try:
                 response = await http.get("/v1/run")
                 if response.status_code == 200:
@@ -78,8 +87,21 @@ async def fetch_run(
                         f"The coordinator at {coordinator_url} presented a TLS certificate that "
                         "does not verify against --ca-cert; refusing to attach."
                     ) from exc
+            now = loop.time()
+            if now - started >= wait_s:
+                break
+            if now - said >= 30.0:
+                logger.info(
+                    "still waiting for the coordinator at %s (%.0f s so far)",
+                    coordinator_url,
+                    now - started,
+                )
+                said = now
             await asyncio.sleep(0.5)
-    raise TransportError(f"The coordinator at {coordinator_url} did not describe its run.")
+    raise TransportError(
+        f"The coordinator at {coordinator_url} did not describe its run within {wait_s:.0f} s; "
+        "check that it is running and that the URL is right."
+    )
 
 
 class AggregatorService:
@@ -270,6 +292,18 @@ class AggregatorService:
             share = await asyncio.to_thread(node.aggregate, round_id, participants, certificate)
         return await asyncio.to_thread(encode_share, share)
 
+    def spool_usage(self) -> tuple[int, int]:
+        """Files and bytes in the spool folder (walks it: call it off the event loop)."""
+        files = size = 0
+        for path in self._spool.rglob("*"):
+            try:
+                if path.is_file():
+                    files += 1
+                    size += path.stat().st_size
+            except OSError:  # removed while we looked (a round was dropped)
+                continue
+        return files, size
+
     def status(self) -> dict[str, Any]:
         """Rounds held and how many clients each has summed."""
         rounds = self._node.open_rounds if self._node else {}
@@ -416,6 +450,7 @@ def create_aggregator_app(
         lifespan=lifespan,
     )
     install_error_handlers(app)
+    install_aggregator_metrics(app, service)
 
     @app.post(
         "/v1/rounds/{round_id}/shares",

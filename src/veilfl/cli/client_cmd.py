@@ -9,7 +9,13 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from veilfl.cli.common import add_data_options, add_log_option, client_dataset, configure_logging
+from veilfl.cli.common import (
+    add_data_options,
+    add_device_option,
+    add_log_option,
+    client_dataset,
+    configure_logging,
+)
 from veilfl.cli.learner_option import add_learner_option, learner_for, model_name_from_args
 from veilfl.cli.policy_options import add_policy_options, policy_from_args
 from veilfl.cli.progress import RoundProgress, train_progress
@@ -43,6 +49,7 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
     add_learner_option(parser)
     parser.add_argument("--seed", type=int, default=None, help="seed of local shuffling")
     parser.add_argument("--threads", type=int, default=1, help="torch CPU threads")
+    add_device_option(parser)
     parser.add_argument(
         "--slowdown",
         type=float,
@@ -84,15 +91,16 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
 
 
 def slowed_down(learner: Learner[ArrayDataset], seconds: float) -> Learner[ArrayDataset]:
-    """The same learner, taking ``seconds`` longer per local training."""
-    from veilfl.ml.learner import Learner
+    """The same learner (on the same device), taking ``seconds`` longer per local
+    training."""
+    import dataclasses
 
     def train(model: nn.Module, data: ArrayDataset, plan: LocalTrainingPlan) -> TrainOutcome:
         outcome = learner.train_fn(model, data, plan)
         time.sleep(seconds)
         return outcome
 
-    return Learner(model_fn=learner.model_fn, train_fn=train, evaluate_fn=learner.evaluate_fn)
+    return dataclasses.replace(learner, train_fn=train, local_sgd=None)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -102,7 +110,7 @@ def run(args: argparse.Namespace) -> int:
     from veilfl.auth.identity import Identity
     from veilfl.client.http_client import run_client
     from veilfl.keyfiles import load_or_create_identity
-    from veilfl.ml.dp_sgd import DpSgdConfig, dp_sgd_learner
+    from veilfl.ml.dp_sgd import DpSgdConfig, DpSgdTrainer, dp_sgd_learner
 
     configure_logging(args.log_level, fmt=args.log_format, role=f"client {args.client_index}")
     policy = policy_from_args(args)
@@ -130,6 +138,7 @@ def run(args: argparse.Namespace) -> int:
         )
 
     model_name = model_name_from_args(args)
+    trainer: DpSgdTrainer | None = None
     if args.dp_sgd_noise is not None:
         if args.learner:
             raise ConfigurationError(
@@ -144,16 +153,17 @@ def run(args: argparse.Namespace) -> int:
                 delta=args.dp_sgd_delta,
             ),
             seed=args.seed,
+            device=args.device,
         )
         logger.info(
             "training with DP-SGD (noise %.3f, clip %.3f)", args.dp_sgd_noise, args.dp_sgd_clip
         )
     else:
-        learner, trainer = learner_for(model_name, seed=args.seed, progress=show), None
+        learner = learner_for(model_name, seed=args.seed, progress=show, device=args.device)
     if args.slowdown > 0:
         learner = slowed_down(learner, args.slowdown)
     data = client_dataset(args, args.client_index)
-    logger.info("loaded %d local examples", len(data))
+    logger.info("loaded %d local examples; training on %s", len(data), learner.device)
     try:
         summary = asyncio.run(
             run_client(

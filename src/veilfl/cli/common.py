@@ -15,11 +15,14 @@ from veilfl.privacy.clipping import AdaptiveClipping
 from veilfl.privacy.dp_fedavg import DpConfig
 
 if TYPE_CHECKING:
-    from veilfl.ml.datasets import ArrayDataset
+    from veilfl.ml.datasets import ArrayDataset, ClientPartitions
+    from veilfl.privacy.accountant import Accounting
 
 __all__ = [
     "DEFAULT_NORM_BOUND",
+    "DEVICE_HELP",
     "add_data_options",
+    "add_device_option",
     "add_dp_options",
     "add_log_option",
     "client_dataset",
@@ -29,6 +32,13 @@ __all__ = [
     "secure_norm_bound",
     "test_dataset",
 ]
+
+DEVICE_HELP = (
+    "where to train and evaluate: auto (a CUDA GPU when torch sees one, else the CPU), "
+    "cpu, cuda or cuda:N"
+)
+"""Help text of ``--device`` (the same as :data:`veilfl.ml.device.DEVICE_HELP`, kept
+here so that ``--help`` does not import torch)."""
 
 LOG_ENV = "VEILFL_LOG"
 LOG_FORMAT_ENV = "VEILFL_LOG_FORMAT"
@@ -50,6 +60,16 @@ def add_log_option(parser: argparse.ArgumentParser) -> None:
         choices=list(LOG_FORMATS),
         type=str.lower,
         help=f"text lines or one JSON object per line (default: ${LOG_FORMAT_ENV} or text)",
+    )
+
+
+def add_device_option(parser: argparse.ArgumentParser, *, what: str = "") -> None:
+    """``--device auto|cpu|cuda[:N]`` (default ``auto``)."""
+    parser.add_argument(
+        "--device",
+        default="auto",
+        type=str.lower,
+        help=f"{DEVICE_HELP}{what}",
     )
 
 
@@ -93,9 +113,11 @@ def client_dataset(args: argparse.Namespace, client_index: int) -> ArrayDataset:
     return partitioned_clients(args, only=client_index)[0]
 
 
-def partitioned_clients(args: argparse.Namespace, *, only: int | None = None) -> list[ArrayDataset]:
-    """Every client's partition of the MNIST training set (or just client ``only``'s)."""
-    from veilfl.ml.datasets import load_mnist  # torch: only for commands that train
+def partitioned_clients(args: argparse.Namespace, *, only: int | None = None) -> ClientPartitions:
+    """Every client's partition of the MNIST training set (or just client ``only``'s),
+    as index arrays into the one training set: a client's examples are copied out only
+    when it trains."""
+    from veilfl.ml.datasets import ClientPartitions, load_mnist  # torch: commands that train
     from veilfl.ml.partition import partition
 
     splits = load_mnist(source=args.mnist_dir)
@@ -108,7 +130,7 @@ def partitioned_clients(args: argparse.Namespace, *, only: int | None = None) ->
     )
     chosen = parts if only is None else [parts[only]]
     cap = args.examples_per_client
-    return [splits.train.subset(p if cap is None else p[:cap]) for p in chosen]
+    return ClientPartitions(splits.train, [p if cap is None else p[:cap] for p in chosen])
 
 
 #: The default L2 norm bound of a client's weighted update without DP (a typical first
@@ -169,6 +191,13 @@ def add_dp_options(parser: argparse.ArgumentParser) -> None:
         help="adapt C toward this quantile of update norms (Andrew et al. 2021)",
     )
     group.add_argument(
+        "--accounting",
+        choices=["rdp", "pld"],
+        default="rdp",
+        help="how epsilon is computed: Renyi DP, or privacy loss distributions (tighter, "
+        "never looser than RDP)",
+    )
+    group.add_argument(
         "--allow-no-privacy",
         action="store_true",
         help="accept --dp with a zero noise multiplier (no guarantee; for experiments)",
@@ -180,6 +209,13 @@ def dp_from_args(
 ) -> DpConfig | None:
     """The DP settings the options describe (None when DP is off).
 
+    Args:
+        args: The parsed options.
+        sample_rate: The q the ledger will charge per release (1 where the sample may
+            be known), from which ``--target-epsilon`` derives z.
+        rounds: The releases the run plans.
+        min_clients: The default for ``--dp-min-clients``.
+
     Raises:
         ConfigurationError: for a setting that gives no guarantee, unless allowed.
     """
@@ -187,6 +223,7 @@ def dp_from_args(
         return None
     from veilfl.privacy.accountant import noise_multiplier_for  # scipy: seconds to import
 
+    accounting: Accounting = "pld" if getattr(args, "accounting", "rdp") == "pld" else "rdp"
     noise = args.noise_multiplier
     if noise is None and args.target_epsilon is not None:
         noise = noise_multiplier_for(
@@ -194,12 +231,16 @@ def dp_from_args(
             sample_rate=sample_rate,
             rounds=rounds,
             delta=args.delta,
+            accounting=accounting,
         )
         logging.getLogger("veilfl").info(
-            "noise multiplier %.4f spends epsilon %.3f over %d rounds",
+            "noise multiplier %.4f spends epsilon %.3f against the public over %d rounds "
+            "(q %.4g, %s)",
             noise,
             args.target_epsilon,
             rounds,
+            sample_rate,
+            accounting.upper(),
         )
     if noise is None:
         raise ConfigurationError(
@@ -227,4 +268,5 @@ def dp_from_args(
             if args.adaptive_clipping is None
             else AdaptiveClipping(target_quantile=args.adaptive_clipping)
         ),
+        accounting=accounting,
     )

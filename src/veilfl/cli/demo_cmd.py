@@ -18,8 +18,8 @@ from typing import IO
 
 import httpx
 
-from veilfl.cli.common import add_log_option
-from veilfl.cli.learner_option import add_learner_option, load_learner
+from veilfl.cli.common import add_device_option, add_log_option
+from veilfl.cli.learner_option import add_learner_option, learner_for, load_learner
 from veilfl.cli.local_fleet import (
     free_port,
     local_aggregators,
@@ -30,8 +30,11 @@ from veilfl.cli.progress import CoordinatorProgress, RoundProgress
 from veilfl.cli.security_options import TOKEN_ENV
 from veilfl.errors import TransportError
 from veilfl.protocol.aggregator_minimums import DEFAULT_MIN_PARTICIPANTS
+from veilfl.protocol.assembly import check_run_settings, privacy_warning
 from veilfl.protocol.metrics import RoundMetrics
 from veilfl.reporting import format_round_row, format_round_table_header
+from veilfl.strategy.settings import SERVER_OPTIMIZER_CHOICES
+from veilfl.tensors import spec_of
 from veilfl.tls import client_ssl_context
 
 __all__ = ["add_parser", "run"]
@@ -51,6 +54,22 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
     parser.add_argument("--batch-size", type=int, default=32, help="local batch size")
     parser.add_argument("--lr", type=float, default=0.05, help="local learning rate")
     parser.add_argument(
+        "--proximal-mu", type=float, default=0.0, help="FedProx's mu on the clients (0: off)"
+    )
+    parser.add_argument(
+        "--server-optimizer",
+        choices=SERVER_OPTIMIZER_CHOICES,
+        default="fedavg",
+        type=str.lower,
+        help="the coordinator's server optimiser",
+    )
+    parser.add_argument(
+        "--server-lr",
+        type=float,
+        default=None,
+        help="server learning rate (default 1 for fedavg, 0.01 for the adaptive optimisers)",
+    )
+    parser.add_argument(
         "--examples-per-client", type=int, default=None, help="cap on each client's examples"
     )
     parser.add_argument(
@@ -60,6 +79,7 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
         help="how the training set is split across clients",
     )
     parser.add_argument("--test-examples", type=int, default=None, help="test subset size")
+    add_device_option(parser, what=" (for the server's evaluation and every client)")
     parser.add_argument("--timeout", type=float, default=1800.0, help="give up after (s)")
     parser.add_argument(
         "--plaintext",
@@ -90,6 +110,12 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
     parser.add_argument("--noise-multiplier", type=float, default=None, help="DP noise z")
     parser.add_argument("--target-epsilon", type=float, default=None, help="DP budget")
     parser.add_argument("--clip-norm", type=float, default=1.0, help="DP clipping norm")
+    parser.add_argument(
+        "--accounting",
+        choices=["rdp", "pld"],
+        default="rdp",
+        help="how epsilon is computed (PLD: tighter, never looser than RDP)",
+    )
     parser.add_argument("--threshold", type=int, default=2, help="shares to reconstruct (t)")
     add_log_option(parser)
     parser.set_defaults(func=run)
@@ -111,6 +137,7 @@ def run(args: argparse.Namespace) -> int:
         clients=args.clients,
     )
     common = ["--log-level", args.log_level, "--log-format", args.log_format]
+    device = ["--device", args.device]
     data = ["--num-clients", str(args.clients), "--partition", args.partition]
     learner = ["--learner", args.learner] if args.learner else []
     if args.examples_per_client is not None:
@@ -140,9 +167,16 @@ def run(args: argparse.Namespace) -> int:
         "--lr",
         str(args.lr),
         *(["--test-examples", str(args.test_examples)] if args.test_examples else []),
+        *device,
         *trust.coordinator_flags(),
         *common,
     ]
+    if args.proximal_mu:
+        server_cmd += ["--proximal-mu", str(args.proximal_mu)]
+    if args.server_optimizer != "fedavg":
+        server_cmd += ["--server-optimizer", args.server_optimizer]
+    if args.server_lr is not None:
+        server_cmd += ["--server-lr", str(args.server_lr)]
     if args.mode != "sync":
         server_cmd += ["--mode", args.mode, "--buffer-size", str(args.buffer_size)]
     if args.dp != "off":
@@ -151,6 +185,7 @@ def run(args: argparse.Namespace) -> int:
             server_cmd += ["--noise-multiplier", str(args.noise_multiplier)]
         if args.target_epsilon is not None:
             server_cmd += ["--target-epsilon", str(args.target_epsilon)]
+        server_cmd += ["--accounting", args.accounting]
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
     aggregator_cmds: list[list[str]] = []
     fingerprints: list[str] = []
@@ -177,11 +212,15 @@ def run(args: argparse.Namespace) -> int:
         if args.plaintext
         else f"secure aggregation ({args.threshold} of {args.aggregators} aggregators)"
     )
+    warning = _check_server_settings(server_cmd[3:])
     print(
         f"veilfl demo: {args.clients} clients, {args.rounds} rounds, "
         f"model {args.learner or args.model}, {mode}"
     )
+    if warning is not None:
+        print(f"warning: {warning}", flush=True)
     print(f"run folder: {run_dir}   coordinator: {url}")
+    print(f"live dashboard: {url}/dashboard   (its certificate is from {trust.ca_file})")
     print(
         "TLS from a local CA; each client enrolls its Ed25519 key with a one-time token "
         "and signs every request"
@@ -218,6 +257,7 @@ def run(args: argparse.Namespace) -> int:
                     args.model,
                     *learner,
                     *data,
+                    *device,
                     *verify,
                     "--ca-cert",
                     str(trust.ca_file),
@@ -257,6 +297,26 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
+_EVALUATION_WAIT_S = 60.0
+"""How long the demo waits for a completed round's evaluation before showing it."""
+
+
+def _check_server_settings(server_args: list[str]) -> str | None:
+    """The start-up checks of the server the demo is about to start, on the very
+    settings it will build from ``server_args``: refuse contradictory DP settings here,
+    in one line, rather than in the server's log; return the noise warning, if any."""
+    from veilfl.cli.main import build_parser  # main lists this command: import late
+    from veilfl.cli.server_cmd import settings_from_args
+
+    settings = settings_from_args(build_parser().parse_args(server_args))
+    check_run_settings(settings)
+    if settings.dp is None:
+        return None
+    learner = learner_for(settings.model_name, seed=settings.seed)
+    size = spec_of(learner.initial_weights(seed=settings.seed)).total_size
+    return privacy_warning(settings, model_size=size)
+
+
 def _follow(
     url: str,
     verify: ssl.SSLContext,
@@ -264,10 +324,13 @@ def _follow(
     processes: list[tuple[str, subprocess.Popen[bytes], IO[bytes]]],
     started: float,
 ) -> list[RoundMetrics]:
-    """Print each round as the coordinator completes it, until the run is done."""
+    """Print each round once the coordinator has completed and evaluated it (the
+    evaluation runs off the request path, so a round's row waits for its accuracy),
+    until the run is done."""
     shown: list[RoundMetrics] = []
     server = processes[0][1]
     watcher = CoordinatorProgress(RoundProgress(unit="updates received"))
+    seen_at: dict[int, float] = {}  # when each pending round first appeared
     with httpx.Client(base_url=url, timeout=10.0, verify=verify) as http, watcher:
         while time.monotonic() - started < args.timeout:
             if server.poll() is not None:
@@ -275,19 +338,32 @@ def _follow(
             try:
                 # Status first: once it says done, the metrics already hold every round.
                 status = http.get("/v1/status").json()
-                rows = http.get("/v1/metrics").json()
-            except (httpx.HTTPError, ValueError):
+                rows = [RoundMetrics(**row) for row in http.get("/v1/metrics").json()]
+            except (httpx.HTTPError, ValueError, TypeError):
                 time.sleep(0.5)
                 continue
-            if rows[len(shown) :]:
+            finished = bool(status.get("done"))
+            now = time.monotonic()
+            fresh = rows[len(shown) :]
+            for metrics in fresh:
+                seen_at.setdefault(metrics.round_id, now)
+            # A round's evaluation may lag its completion: wait for it a while (a run
+            # without evaluation shows its rows after that wait).
+            ready = 0
+            while ready < len(fresh) and (
+                fresh[ready].test_accuracy is not None
+                or now - seen_at[fresh[ready].round_id] > _EVALUATION_WAIT_S
+            ):
+                ready += 1
+            if ready:
                 watcher.round_done()
-            for row in rows[len(shown) :]:
-                metrics = RoundMetrics(**row)
+            for metrics in fresh[:ready]:
                 shown.append(metrics)
                 print(format_round_row(metrics), flush=True)
-            if status.get("done"):
+            if finished and len(shown) == len(rows):
                 break
-            watcher.update(status)
+            if not finished:
+                watcher.update(status)
             time.sleep(0.5)
         else:
             raise TransportError(f"The demo did not finish within {args.timeout:.0f} s.")

@@ -138,12 +138,20 @@ def learner_for(
     *,
     seed: int | None = None,
     progress: Callable[[TrainProgress], None] | None = None,
+    device: str | None = None,
 ) -> Learner[ArrayDataset]:
     """The learner a run's model name stands for: a ``--learner`` spec is imported, a
     built-in name (``simple-cnn``, ``mnist-cnn``) gets :func:`~veilfl.ml.learner.mnist_learner`
-    (which reports ``progress``)."""
+    (which reports ``progress``). Either is placed on ``device`` (``--device``) when
+    given.
+
+    Raises:
+        ConfigurationError: for a spec that does not load, or a device torch does not
+            have (say ``cuda`` with a CPU-only torch).
+    """
     if is_learner_spec(model_name):
-        return load_learner(model_name, seed=seed)
+        learner = load_learner(model_name, seed=seed)
+        return learner if device is None else learner.on(device)
     from veilfl.ml.learner import mnist_learner
 
-    return mnist_learner(model_name, seed=seed, progress=progress)
+    return mnist_learner(model_name, seed=seed, progress=progress, device=device or "cpu")

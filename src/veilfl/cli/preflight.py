@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import math
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -81,6 +82,8 @@ _RANGES: dict[str, _Range] = {
             "max_batches",
             "count",
             "threads",
+            "ray_workers",
+            "batch_clients",
             "index",
             "min_participants",
             "dp_min_clients",
@@ -102,6 +105,8 @@ _RANGES: dict[str, _Range] = {
             "rate_limit",
             "seed",
             "data_seed",
+            "proximal_mu",
+            "ray_gpus",
         ),
         AT_LEAST_0,
     ),
@@ -123,14 +128,28 @@ _RANGES: dict[str, _Range] = {
             "rate_burst",
             "min_noise_multiplier",
             "max_clip_norm",
+            "server_tau",
+            "ray_cpus",
         ),
         POSITIVE,
     ),
     **dict.fromkeys(("fraction", "fedasync_mixing", "adaptive_clipping"), FRACTION),
-    **dict.fromkeys(("dropout", "late_fraction", "delta", "dp_sgd_delta", "momentum"), PROBABILITY),
+    **dict.fromkeys(
+        (
+            "dropout",
+            "late_fraction",
+            "delta",
+            "dp_sgd_delta",
+            "momentum",
+            "server_beta1",
+            "server_beta2",
+        ),
+        PROBABILITY,
+    ),
     "port": _Range(low=0, high=65535),
 }
 
+_DEVICE = re.compile(r"auto|cpu|cuda(:\d+)?")
 _URLS = ("server", "coordinator")
 _INPUT_FILES = (
     "ca_cert",
@@ -227,6 +246,18 @@ def _check_relations(values: dict[str, object]) -> None:
             f"--threshold {threshold} is more than the {len(listed)} --aggregator given; "
             "at most that many shares exist."
         )
+    device = values.get("device")
+    if isinstance(device, str) and not _DEVICE.fullmatch(device.strip().lower()):
+        raise ConfigurationError(
+            f"--device {device!r} is not a device; use auto, cpu, cuda or cuda:N (N from 0)."
+        )
+    backend = values.get("backend")
+    if backend is not None and backend != "ray":
+        for flag in ("ray_address", "ray_workers"):
+            if values.get(flag) is not None:
+                raise ConfigurationError(f"{_flag(flag)} needs --backend ray.")
+        if values.get("ray_gpus"):
+            raise ConfigurationError("--ray-gpus needs --backend ray.")
     aggregators = values.get("aggregators")
     if (
         isinstance(threshold, int)

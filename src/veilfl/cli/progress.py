@@ -219,8 +219,10 @@ class RoundProgress:
 def with_training_hook(
     learner: Learner[DataT], *, before: Callable[[], None], after: Callable[[], None]
 ) -> Learner[DataT]:
-    """The same learner, calling ``before`` and ``after`` around each local training."""
-    from veilfl.ml.learner import Learner
+    """The same learner (on the same device), calling ``before`` and ``after`` around
+    each call of its ``train_fn``. The hook makes the training opaque, so the learner
+    no longer counts as veilfl's SGD trainer (its clients are not batched)."""
+    import dataclasses
 
     def train(model: Any, data: DataT, plan: LocalTrainingPlan) -> TrainOutcome:
         before()
@@ -229,7 +231,7 @@ def with_training_hook(
         finally:
             after()
 
-    return Learner(model_fn=learner.model_fn, train_fn=train, evaluate_fn=learner.evaluate_fn)
+    return dataclasses.replace(learner, train_fn=train, local_sgd=None)
 
 
 def train_progress(progress: RoundProgress) -> Callable[[TrainProgress], None]:
@@ -266,8 +268,13 @@ class TrainedClients:
         self._lock = threading.Lock()
 
     def wrap(self, learner: Learner[DataT]) -> Learner[DataT]:
-        """``learner``, counting its local trainings."""
+        """``learner``, counting its local trainings (through its ``train_fn``)."""
         return with_training_hook(learner, before=self._before, after=self._after)
+
+    def trained(self) -> None:
+        """One client's update is trained (a simulator's ``on_client_trained``)."""
+        self._before()
+        self._after()
 
     def batch(self, step: TrainProgress) -> None:
         """Show the training client's epoch and batch beside the bar."""

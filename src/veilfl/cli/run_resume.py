@@ -26,6 +26,7 @@ SETTING_FLAGS: dict[str, str] = {
     "plan.epochs": "--epochs",
     "plan.batch_size": "--batch-size",
     "plan.max_batches": "--max-batches",
+    "plan.proximal_mu": "--proximal-mu",
     "server_learning_rate": "--server-lr",
     "seed": "--seed",
     "secure": "--aggregator",
@@ -42,6 +43,7 @@ SETTING_FLAGS: dict[str, str] = {
     "dp.target_epsilon": "--target-epsilon",
     "dp.min_clients": "--dp-min-clients",
     "dp.adaptive": "--adaptive-clipping",
+    "dp.accounting": "--accounting",
     "buffer": "--mode",
     "buffer.mode": "--mode",
     "buffer.buffer_size": "--buffer-size",
@@ -49,6 +51,11 @@ SETTING_FLAGS: dict[str, str] = {
     "buffer.max_versions": "--rounds",
     "buffer.max_concurrency": "--max-concurrency",
     "fedasync_mixing": "--fedasync-mixing",
+    "server_optimizer": "--server-optimizer",
+    "server_optimizer.name": "--server-optimizer",
+    "server_optimizer.beta1": "--server-beta1",
+    "server_optimizer.beta2": "--server-beta2",
+    "server_optimizer.tau": "--server-tau",
 }
 """Where each stored setting comes from on the command line."""
 
@@ -129,7 +136,7 @@ def _show(value: Any) -> str:
     if value is None:
         return "none"
     if isinstance(value, dict):
-        return "on"
+        return str(value.get("name", "on"))
     if isinstance(value, list):
         return f"{len(value)} given" if value and isinstance(value[0], dict) else str(value)
     return str(value)

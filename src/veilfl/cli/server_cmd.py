@@ -5,9 +5,11 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+from dataclasses import replace
 from pathlib import Path
 
 from veilfl.cli.common import (
+    add_device_option,
     add_dp_options,
     add_log_option,
     configure_logging,
@@ -30,11 +32,13 @@ from veilfl.keyfiles import read_public_key
 from veilfl.logging_setup import uvicorn_log_options
 from veilfl.privacy.dp_fedavg import DpConfig
 from veilfl.protocol.aggregator_minimums import DEFAULT_MIN_PARTICIPANTS
+from veilfl.protocol.assembly import check_run_settings, cohort_plan, privacy_warning
 from veilfl.protocol.buffered import BufferConfig, BufferMode
 from veilfl.protocol.messages import LocalTrainingPlan, PublishedAggregator
 from veilfl.protocol.settings import CoordinatorSettings, SecureSettings
 from veilfl.protocol.sync_round import RoundConfig
 from veilfl.secagg.config import SecureAggregationConfig
+from veilfl.strategy.settings import SERVER_OPTIMIZER_CHOICES, ServerOptimizerConfig
 
 __all__ = ["add_parser", "run"]
 
@@ -62,7 +66,38 @@ def add_round_options(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--epochs", type=int, default=1, help="local epochs E")
     group.add_argument("--batch-size", type=int, default=32, help="local batch size B")
     group.add_argument("--max-batches", type=int, default=None, help="cap batches per epoch")
-    group.add_argument("--server-lr", type=float, default=1.0, help="server learning rate")
+    group.add_argument(
+        "--proximal-mu",
+        type=float,
+        default=0.0,
+        help="FedProx's mu: clients add mu/2 ||w - w_global||^2 to their loss (0: off)",
+    )
+    group.add_argument(
+        "--server-lr",
+        type=float,
+        default=None,
+        help="server learning rate (default 1 for fedavg, 0.01 for the adaptive optimisers)",
+    )
+    group.add_argument(
+        "--server-optimizer",
+        choices=SERVER_OPTIMIZER_CHOICES,
+        default="fedavg",
+        type=str.lower,
+        help="how the server applies a round's mean update: FedAvg, or an adaptive "
+        "optimiser of Reddi et al. 2021",
+    )
+    group.add_argument(
+        "--server-beta1", type=float, default=0.9, help="adaptive optimisers' first-moment decay"
+    )
+    group.add_argument(
+        "--server-beta2",
+        type=float,
+        default=0.99,
+        help="FedAdam's and FedYogi's second-moment decay",
+    )
+    group.add_argument(
+        "--server-tau", type=float, default=1e-3, help="adaptive optimisers' tau (adaptivity)"
+    )
     group.add_argument("--seed", type=int, default=0, help="seed for model init and sampling")
     group.add_argument(
         "--population",
@@ -129,7 +164,13 @@ def provisional_min_clients(args: argparse.Namespace) -> int:
 
 
 def settings_from_args(args: argparse.Namespace) -> CoordinatorSettings:
-    """The run settings the round options describe."""
+    """The run settings the round options describe.
+
+    Under ``--target-epsilon`` the noise multiplier is derived for the sampling rate
+    and the number of releases that :func:`~veilfl.protocol.assembly.cohort_plan`
+    gives for these settings, the figures every path charges (q = 1 for buffered runs,
+    whose sample is not secret).
+    """
     min_clients = provisional_min_clients(args)
     per_round = args.clients_per_round
     if per_round is None and args.fraction is None:
@@ -142,17 +183,21 @@ def settings_from_args(args: argparse.Namespace) -> CoordinatorSettings:
         min_available_clients=args.min_available,
         round_timeout_s=args.round_timeout,
     )
-    population = getattr(args, "population", None) or rounds.clients_needed_to_start
-    dp = (
-        dp_from_args(
+    settings = _settings_without_dp(args, rounds)
+    dp = None
+    if hasattr(args, "dp"):
+        # Rounds are Poisson-sampled under DP; a buffer's sample may be known (q = 1).
+        secret = settings.buffer is None
+        dp = dp_from_args(
             args,
-            sample_rate=rounds.sample_size(population) / population,
-            rounds=rounds.num_rounds,
+            sample_rate=cohort_plan(settings).sample_rate if secret else 1.0,
+            rounds=settings.num_releases,
             min_clients=rounds.min_clients,
         )
-        if hasattr(args, "dp")
-        else None
-    )
+    return replace(settings, secure=secure_from_args(args, dp), dp=dp)
+
+
+def _settings_without_dp(args: argparse.Namespace, rounds: RoundConfig) -> CoordinatorSettings:
     return CoordinatorSettings(
         model_name=model_name_from_args(args),
         rounds=rounds,
@@ -162,15 +207,33 @@ def settings_from_args(args: argparse.Namespace) -> CoordinatorSettings:
             epochs=args.epochs,
             batch_size=args.batch_size,
             max_batches=args.max_batches,
+            proximal_mu=getattr(args, "proximal_mu", 0.0),
         ),
-        server_learning_rate=args.server_lr,
+        server_learning_rate=server_learning_rate(args),
         seed=args.seed,
-        secure=secure_from_args(args, dp),
-        dp=dp,
         buffer=buffer_from_args(args),
         fedasync_mixing=getattr(args, "fedasync_mixing", 0.6),
         population=getattr(args, "population", None),
+        server_optimizer=server_optimizer_from_args(args),
     )
+
+
+def server_optimizer_from_args(args: argparse.Namespace) -> ServerOptimizerConfig | None:
+    """The adaptive server optimiser ``--server-optimizer`` names (None for fedavg)."""
+    name = getattr(args, "server_optimizer", "fedavg")
+    if name == "fedavg":
+        return None
+    return ServerOptimizerConfig(
+        name=name, beta1=args.server_beta1, beta2=args.server_beta2, tau=args.server_tau
+    )
+
+
+def server_learning_rate(args: argparse.Namespace) -> float:
+    """``--server-lr``, else 1 for FedAvg and 0.01 for an adaptive optimiser (which
+    moves each coordinate by about η per round, so 1 would be far too large)."""
+    if args.server_lr is not None:
+        return float(args.server_lr)
+    return 1.0 if getattr(args, "server_optimizer", "fedavg") == "fedavg" else 0.01
 
 
 def buffer_from_args(args: argparse.Namespace) -> BufferConfig | None:
@@ -197,6 +260,7 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
     parser.add_argument(
         "--test-examples", type=int, default=None, help="evaluate on this many test examples"
     )
+    add_device_option(parser, what=" (the server evaluates each round's model there)")
     parser.add_argument(
         "--max-update-mb", type=float, default=64.0, help="largest update body accepted (MiB)"
     )
@@ -255,14 +319,15 @@ def run(args: argparse.Namespace) -> int:
     from veilfl.server.service import CoordinatorService
 
     configure_logging(args.log_level, fmt=args.log_format)
+    settings = settings_from_args(args)
+    check_run_settings(settings)  # contradictory DP settings: one line, before anything
     transport = transport_from_args(args, serves=True)
     policy = enrollment_from_args(args)
-    settings = settings_from_args(args)
     check_resumable(args.run_dir, settings.to_json())
     if settings.secure is not None:
         for endpoint in settings.secure.aggregators:
             transport.check_url(endpoint.url)
-    learner = learner_for(settings.model_name, seed=settings.seed)
+    learner = learner_for(settings.model_name, seed=settings.seed, device=args.device)
     test = test_dataset(args.mnist_dir, args.test_examples)
     prepared = prepare_run(
         args.run_dir,
@@ -272,6 +337,11 @@ def run(args: argparse.Namespace) -> int:
     run_info = prepared.run_info
     if prepared.resumed_from_round is not None:
         logger.info("resuming run %s after round %d", run_info.run_id, prepared.resumed_from_round)
+    warning = privacy_warning(settings, model_size=prepared.coordinator.spec.total_size)
+    if warning is not None:
+        logger.warning("%s", warning)
+    if prepared.privacy is not None:
+        logger.info("privacy so far: %s", prepared.privacy.report().summary())
     link = (
         None
         if run_info.secure is None
@@ -308,7 +378,9 @@ def run(args: argparse.Namespace) -> int:
         rate_limit=rate_limit_from_args(args),
         max_skew_s=args.max_clock_skew,
     )
-    app = create_app(service, metrics=lambda: list(reports.history), access=access)
+    app = create_app(
+        service, metrics=lambda: list(reports.history), access=access, settings=settings
+    )
     config = uvicorn.Config(
         app,
         host=args.host,
@@ -361,6 +433,8 @@ def run(args: argparse.Namespace) -> int:
     if prepared.coordinator.done:
         logger.info("run %s is already complete", run_info.run_id)
         return 0
+    base = f"{'https' if transport.certificate else 'http'}://{args.host}:{args.port}"
+    logger.info("live dashboard at %s/dashboard; Prometheus metrics at %s/metrics", base, base)
     try:
         asyncio.run(serve())
     finally:

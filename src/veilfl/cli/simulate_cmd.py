@@ -9,6 +9,7 @@ from pathlib import Path
 
 from veilfl.cli.common import (
     add_data_options,
+    add_device_option,
     add_dp_options,
     add_log_option,
     configure_logging,
@@ -19,7 +20,9 @@ from veilfl.cli.common import (
 from veilfl.cli.learner_option import add_learner_option, learner_for
 from veilfl.cli.progress import RoundProgress, TrainedClients
 from veilfl.cli.server_cmd import add_round_options, settings_from_args
+from veilfl.privacy.report import PrivacyReport
 from veilfl.protocol.aggregator_minimums import DEFAULT_MIN_PARTICIPANTS, fit_cohort
+from veilfl.protocol.assembly import check_run_settings, privacy_warning
 from veilfl.protocol.metrics import RoundMetrics
 from veilfl.reporting import (
     format_round_row,
@@ -28,7 +31,7 @@ from veilfl.reporting import (
     write_metrics,
 )
 from veilfl.secagg.config import SecureAggregationConfig
-from veilfl.tensors import Weights
+from veilfl.tensors import Weights, spec_of
 
 __all__ = ["add_parser", "run"]
 
@@ -54,6 +57,42 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
     hetero.add_argument("--speed-sigma", type=float, default=0.5, help="log-normal speed spread")
     hetero.add_argument("--late-fraction", type=float, default=0.0, help="clients joining late")
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    add_device_option(parser)
+    execution = parser.add_argument_group("where clients train")
+    execution.add_argument(
+        "--backend",
+        choices=["inprocess", "ray"],
+        default="inprocess",
+        help="in this process, or as Ray actors (pip install 'veilfl[ray]')",
+    )
+    execution.add_argument(
+        "--batch-clients",
+        type=int,
+        default=100,
+        help="at most this many clients train together (learners that can be batched)",
+    )
+    execution.add_argument(
+        "--sequential",
+        action="store_true",
+        help="train clients one at a time even when they could be batched",
+    )
+    execution.add_argument(
+        "--ray-address",
+        default=None,
+        help="a running Ray cluster (auto, ray://HOST:10001); default: start a local one",
+    )
+    execution.add_argument(
+        "--ray-cpus", type=float, default=1.0, help="CPUs each Ray actor (client) reserves"
+    )
+    execution.add_argument(
+        "--ray-gpus",
+        type=float,
+        default=0.0,
+        help="GPUs each Ray actor reserves (a fraction shares one); above 0 it trains on CUDA",
+    )
+    execution.add_argument(
+        "--ray-workers", type=int, default=None, help="Ray actors (default: as resources allow)"
+    )
     secure = parser.add_argument_group("secure aggregation")
     secure.add_argument("--secure", action="store_true", help="aggregate with Shamir shares")
     secure.add_argument("--aggregators", type=int, default=3, help="aggregators (m)")
@@ -77,6 +116,7 @@ def run(args: argparse.Namespace) -> int:
     import torch
 
     from veilfl.sim.async_simulator import AsyncSimulationConfig, simulate_async
+    from veilfl.sim.backends import ExecutionSettings, build_executor
     from veilfl.sim.profiles import ClientProfiles
     from veilfl.sim.simulator import SimulationConfig, simulate
 
@@ -95,6 +135,16 @@ def run(args: argparse.Namespace) -> int:
         if fitted.note is not None:
             logging.getLogger("veilfl").info("%s", fitted.note)
         settings = fitted.settings
+    check_run_settings(settings, secure=args.secure)
+    execution = ExecutionSettings(
+        backend=args.backend,
+        batched=not args.sequential,
+        max_clients=args.batch_clients,
+        ray_address=args.ray_address,
+        ray_cpus=args.ray_cpus,
+        ray_gpus=args.ray_gpus,
+        ray_workers=args.ray_workers,
+    )
     progress = RoundProgress(unit="clients trained")
     counter = TrainedClients(
         progress,
@@ -104,8 +154,8 @@ def run(args: argparse.Namespace) -> int:
             else settings.buffer.buffer_size
         ),
     )
-    learner = counter.wrap(
-        learner_for(settings.model_name, seed=settings.seed, progress=counter.batch)
+    learner = learner_for(
+        settings.model_name, seed=settings.seed, progress=counter.batch, device=args.device
     )
     client_data = partitioned_clients(args)
     run_dir = args.run_dir or Path("runs") / f"sim-{datetime.now():%Y%m%d-%H%M%S}"
@@ -114,9 +164,18 @@ def run(args: argparse.Namespace) -> int:
     mode = (
         f"secure aggregation ({args.threshold} of {args.aggregators})"
         if args.secure
-        else "plaintext FedAvg"
+        else "plaintext aggregation"
     )
-    print(f"simulating {args.num_clients} clients, {mode}; run folder {run_dir}")
+    strategy = settings.server_optimizer.name if settings.server_optimizer else "fedavg"
+    print(
+        f"simulating {args.num_clients} clients, {mode}, server {strategy}; training on "
+        f"{learner.device} ({args.backend}); run folder {run_dir}"
+    )
+    if settings.dp is not None:
+        model_size = spec_of(learner.initial_weights(seed=settings.seed)).total_size
+        warning = privacy_warning(settings, model_size=model_size)
+        if warning is not None:
+            print(f"warning: {warning}", flush=True)
     print(format_round_table_header(), flush=True)
 
     shown: list[RoundMetrics] = []
@@ -132,7 +191,7 @@ def run(args: argparse.Namespace) -> int:
             threshold=args.threshold,
             num_aggregators=args.aggregators,
             norm_bound=secure_norm_bound(args.norm_bound, settings.dp),
-            max_samples_per_client=max(len(d) for d in client_data),
+            max_samples_per_client=int(client_data.sizes().max()),
         )
         if args.secure
         else None
@@ -146,61 +205,77 @@ def run(args: argparse.Namespace) -> int:
         seed=settings.seed,
     )
     test = test_dataset(args.mnist_dir, args.test_examples)
-    if settings.buffer is not None:
-        outcome = simulate_async(
-            learner,
-            client_data=client_data,
-            test_data=test,
-            config=AsyncSimulationConfig(
-                buffer=settings.buffer,
-                profiles=profiles,
-                plan=settings.plan,
-                server_learning_rate=settings.server_learning_rate,
-                fedasync_mixing=settings.fedasync_mixing,
-                secure=secure,
-                dp=settings.dp,
-                seed=settings.seed,
-                min_clients=settings.rounds.min_clients,
-            ),
-            on_release=show,
-        )
-        progress.close()
-        history = list(outcome.history)
-        print(
-            f"{outcome.accepted} updates accepted, {outcome.refused_stale} refused as stale, "
-            f"{outcome.dropped} dropped; virtual time {sum(m.seconds for m in history):.0f} s, "
-            f"wall time {outcome.wall_seconds:.1f} s"
-        )
-        write_and_plot(run_dir, history, args.num_clients)
-        save_final_model(run_dir, settings.model_name, len(history), outcome.final_weights)
-        return 0
-    result = simulate(
-        learner,
-        client_data=client_data,
-        test_data=test,
-        config=SimulationConfig(
-            rounds=settings.rounds,
-            plan=settings.plan,
-            server_learning_rate=settings.server_learning_rate,
-            dropout_probability=0.0 if args.profiles else args.dropout,
-            seed=settings.seed,
-            dp=settings.dp,
-            secure=secure,
-            profiles=profiles if args.profiles else None,
-        ),
-        on_round=show,
-    )
-    progress.close()
-    history = list(result.history)
-    t = result.timings
-    print(
-        f"time: training {t.training:.1f} s, protection {t.protection:.1f} s, "
-        f"transfer {t.transfer:.1f} s, "
-        f"aggregation {t.aggregation:.1f} s, evaluation {t.evaluation:.1f} s"
-    )
+    with build_executor(learner, client_data, execution) as executor:
+        if settings.buffer is not None:
+            outcome = simulate_async(
+                learner,
+                client_data=client_data,
+                test_data=test,
+                config=AsyncSimulationConfig(
+                    buffer=settings.buffer,
+                    profiles=profiles,
+                    plan=settings.plan,
+                    server_learning_rate=settings.server_learning_rate,
+                    fedasync_mixing=settings.fedasync_mixing,
+                    secure=secure,
+                    dp=settings.dp,
+                    seed=settings.seed,
+                    min_clients=settings.rounds.min_clients,
+                    server_optimizer=settings.server_optimizer,
+                ),
+                on_release=show,
+                executor=executor,
+                on_client_trained=counter.trained,
+            )
+            progress.close()
+            history = list(outcome.history)
+            print(
+                f"{outcome.accepted} updates accepted, {outcome.refused_stale} refused as "
+                f"stale, {outcome.dropped} dropped; virtual time "
+                f"{sum(m.seconds for m in history):.0f} s, wall time "
+                f"{outcome.wall_seconds:.1f} s"
+            )
+            show_privacy(outcome.privacy)
+            final = outcome.final_weights
+        else:
+            result = simulate(
+                learner,
+                client_data=client_data,
+                test_data=test,
+                config=SimulationConfig(
+                    rounds=settings.rounds,
+                    plan=settings.plan,
+                    server_learning_rate=settings.server_learning_rate,
+                    dropout_probability=0.0 if args.profiles else args.dropout,
+                    seed=settings.seed,
+                    dp=settings.dp,
+                    secure=secure,
+                    profiles=profiles if args.profiles else None,
+                    server_optimizer=settings.server_optimizer,
+                ),
+                on_round=show,
+                executor=executor,
+                on_client_trained=counter.trained,
+            )
+            progress.close()
+            history = list(result.history)
+            t = result.timings
+            print(
+                f"time: training {t.training:.1f} s, protection {t.protection:.1f} s, "
+                f"transfer {t.transfer:.1f} s, "
+                f"aggregation {t.aggregation:.1f} s, evaluation {t.evaluation:.1f} s"
+            )
+            show_privacy(result.privacy)
+            final = result.final_weights
     write_and_plot(run_dir, history, args.num_clients)
-    save_final_model(run_dir, settings.model_name, len(history), result.final_weights)
+    save_final_model(run_dir, settings.model_name, len(history), final)
     return 0
+
+
+def show_privacy(report: PrivacyReport | None) -> None:
+    """Print the run's final privacy report: both observers and the accounting."""
+    if report is not None:
+        print(f"privacy: {report.summary()}")
 
 
 def write_and_plot(run_dir: Path, history: list[RoundMetrics], num_clients: int) -> None:

@@ -12,7 +12,7 @@ import asyncio
 import logging
 import ssl
 from dataclasses import dataclass
-from typing import TypeVar
+from typing import TYPE_CHECKING, TypeVar
 
 import httpx
 
@@ -28,6 +28,9 @@ from veilfl.tensors import Weights
 from veilfl.transport.peer import Peer, RetryPolicy, error_message, raise_for_status
 from veilfl.transport.signing import SigningAuth
 from veilfl.wire.tensor_codec import decode_weights
+
+if TYPE_CHECKING:
+    import torch
 
 __all__ = ["ClientSummary", "RetryPolicy", "run_client"]
 
@@ -58,6 +61,7 @@ async def run_client(
     transport: httpx.AsyncBaseTransport | None = None,
     policy: ClientPolicy | None = None,
     model_name: str | None = None,
+    device: str | torch.device | None = None,
 ) -> ClientSummary:
     """Take part in a run until the coordinator says it is done.
 
@@ -85,17 +89,22 @@ async def run_client(
         model_name: The model this learner builds, as the run records it (a built-in
             name or a ``--learner`` spec); when given, a run of another model is
             refused before enrolling.
+        device: Train there (``auto``, ``cpu``, ``cuda[:N]``); None keeps the
+            learner's device. Updates leave as float32 arrays on the CPU either way.
 
     Raises:
         TransportError: if the coordinator cannot be reached after all retries, or
             refuses the client outright.
         PolicyRefusal: if the run, or a task, asks for less than ``policy`` accepts;
             nothing was sent.
-        ConfigurationError: if the run trains another model than ``model_name``.
+        ConfigurationError: if the run trains another model than ``model_name``, or
+            ``device`` is not one torch has.
     """
     retrying = retry or RetryPolicy()
     policy = policy or ClientPolicy()
     identity = identity or Identity.generate()
+    if device is not None:
+        learner = learner.on(device)
     async with httpx.AsyncClient(
         base_url=server_url, timeout=retrying.timeout_s, transport=transport, verify=verify
     ) as http:

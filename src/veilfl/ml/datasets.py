@@ -26,7 +26,7 @@ import struct
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import Literal, overload
 
 import numpy as np
 import numpy.typing as npt
@@ -36,6 +36,7 @@ from veilfl.errors import ConfigurationError, DataError
 __all__ = [
     "MNIST_DIR_ENV",
     "ArrayDataset",
+    "ClientPartitions",
     "MnistSplits",
     "load_mnist",
     "synthetic_dataset",
@@ -135,6 +136,52 @@ class ArrayDataset:
             images=np.concatenate([self.images, other.images]),
             labels=np.concatenate([self.labels, other.labels]),
         )
+
+
+class ClientPartitions(Sequence[ArrayDataset]):
+    """Every client's part of one data set, as index arrays: client ``i``'s
+    :class:`ArrayDataset` is made (copied out of ``data``) only when it is asked for.
+
+    A simulation of a large population over one data set then holds that data set once
+    plus one index array per client, rather than every client's copy; an executor
+    materialises only the clients it is training.
+
+    Args:
+        data: The data set the parts index into (shared, not copied).
+        parts: Client ``i``'s example indices at position ``i`` (from
+            :func:`veilfl.ml.partition.partition`, say).
+
+    Raises:
+        DataError: for an index outside ``data``.
+    """
+
+    def __init__(self, data: ArrayDataset, parts: Sequence[npt.NDArray[np.integer]]) -> None:
+        self.data = data
+        self.parts = [np.asarray(part, dtype=np.int64) for part in parts]
+        for number, part in enumerate(self.parts):
+            if part.ndim != 1 or (part.size and not 0 <= part.min() <= part.max() < len(data)):
+                raise DataError(
+                    f"Client {number}'s part indexes outside the data set's {len(data)} "
+                    "examples (or is not a 1-D index array)."
+                )
+
+    def __len__(self) -> int:
+        return len(self.parts)
+
+    @overload
+    def __getitem__(self, index: int) -> ArrayDataset: ...
+
+    @overload
+    def __getitem__(self, index: slice) -> list[ArrayDataset]: ...
+
+    def __getitem__(self, index: int | slice) -> ArrayDataset | list[ArrayDataset]:
+        if isinstance(index, slice):
+            return [self.data.subset(part) for part in self.parts[index]]
+        return self.data.subset(self.parts[index])
+
+    def sizes(self) -> npt.NDArray[np.int64]:
+        """Each client's number of examples."""
+        return np.array([len(part) for part in self.parts], dtype=np.int64)
 
 
 @dataclass(frozen=True, eq=False)

@@ -26,6 +26,7 @@ from torch.utils.data import DataLoader, TensorDataset
 from veilfl.crypto.csprng import CsprngStream
 from veilfl.errors import ConfigurationError
 from veilfl.ml.datasets import ArrayDataset
+from veilfl.ml.device import resolve_device
 from veilfl.ml.learner import Learner, TrainOutcome, evaluate_array_dataset
 from veilfl.ml.models import build_model
 from veilfl.ml.weights import get_weights, set_weights
@@ -67,7 +68,8 @@ def _use_csprng_noise(optimizer: DPOptimizer, rng: CsprngStream) -> None:
             _check_processed_flag(p.summed_grad)
             summed = p.summed_grad
             noise = gaussian(rng, sigma=std, count=summed.numel()).astype(np.float32)
-            p.grad = (summed + torch.from_numpy(noise).view_as(summed)).view_as(p)
+            noise_t = torch.from_numpy(noise).to(summed.device).view_as(summed)
+            p.grad = (summed + noise_t).view_as(p)
             _mark_as_processed(p.summed_grad)
 
     optimizer.add_noise = types.MethodType(add_noise, optimizer)
@@ -101,8 +103,10 @@ class DpSgdTrainer:
         return float(self._engine.get_epsilon(self._config.delta))
 
     def train(self, model: nn.Module, data: ArrayDataset, plan: LocalTrainingPlan) -> TrainOutcome:
-        """Train ``model`` in place with DP-SGD; report the client's epsilon so far."""
-        private_copy = self._model_fn()
+        """Train ``model`` in place with DP-SGD (on its device); report the client's
+        epsilon so far."""
+        device = next(model.parameters()).device
+        private_copy = self._model_fn().to(device)
         set_weights(private_copy, get_weights(model))
         generator = torch.Generator()
         if self._seed is not None:
@@ -134,6 +138,7 @@ class DpSgdTrainer:
                 if len(labels) == 0:
                     continue
                 dp_optimizer.zero_grad()
+                images, labels = images.to(device), labels.to(device)
                 loss = nn.functional.cross_entropy(module(images), labels)
                 loss.backward()  # type: ignore[no-untyped-call]
                 dp_optimizer.step()
@@ -147,13 +152,23 @@ class DpSgdTrainer:
 
 
 def dp_sgd_learner(
-    model_name: str, config: DpSgdConfig, *, seed: int | None = None
+    model_name: str,
+    config: DpSgdConfig,
+    *,
+    seed: int | None = None,
+    device: str | torch.device = "cpu",
 ) -> tuple[Learner[ArrayDataset], DpSgdTrainer]:
-    """A learner that trains with DP-SGD, and the trainer that holds its accountant."""
+    """A learner that trains with DP-SGD on ``device``, and the trainer that holds its
+    accountant.
+
+    Raises:
+        ConfigurationError: for an unknown device or a GPU torch does not see.
+    """
     trainer = DpSgdTrainer(lambda: build_model(model_name), config, seed=seed)
     learner: Learner[ArrayDataset] = Learner(
         model_fn=lambda: build_model(model_name),
         train_fn=trainer.train,
         evaluate_fn=evaluate_array_dataset,
+        device=resolve_device(device),
     )
     return learner, trainer

@@ -36,15 +36,23 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 import numpy.typing as npt
 
 from veilfl.crypto.csprng import CsprngStream
 from veilfl.errors import ConfigurationError
-from veilfl.privacy.clipping import UNCLIPPED_BIT_SENSITIVITY, AdaptiveClipping, clip_l2
+from veilfl.privacy.clipping import (
+    UNCLIPPED_BIT_SENSITIVITY,
+    AdaptiveClipping,
+    clip_l2,
+    unclipped_bit,
+)
 from veilfl.privacy.noise import gaussian
+
+if TYPE_CHECKING:  # the accountant imports dp-accounting (scipy): clients need not
+    from veilfl.privacy.accountant import Accounting
 
 __all__ = ["ClientPrivacyPlan", "DpConfig", "NoisePlacement", "PrivateVector", "privatize"]
 
@@ -68,6 +76,8 @@ class DpConfig:
         count_stddev: σ_b, noise on the sum of the clients' +-1/2 unclipped bits
             (adaptive only); default: expected clients per round / 20, as Andrew et
             al. suggest.
+        accounting: How epsilon is computed: ``"rdp"`` or ``"pld"`` (never looser
+            than RDP; see :mod:`veilfl.privacy.accountant`).
     """
 
     placement: NoisePlacement
@@ -78,8 +88,13 @@ class DpConfig:
     min_clients: int = 1
     adaptive: AdaptiveClipping | None = None
     count_stddev: float | None = None
+    accounting: Accounting = "rdp"
 
     def __post_init__(self) -> None:
+        if self.accounting not in ("rdp", "pld"):
+            raise ConfigurationError(
+                f"Unknown accounting {self.accounting!r}; use --accounting rdp or pld."
+            )
         if self.placement not in ("central", "distributed", "local"):
             raise ConfigurationError(
                 f"Unknown noise placement {self.placement!r}; use central, distributed or local."
@@ -149,6 +164,7 @@ class DpConfig:
                 }
             ),
             "count_stddev": self.count_stddev,
+            "accounting": self.accounting,
         }
 
     @classmethod
@@ -164,6 +180,7 @@ class DpConfig:
             min_clients=int(data["min_clients"]),
             adaptive=None if adaptive is None else AdaptiveClipping(**adaptive),
             count_stddev=data.get("count_stddev"),
+            accounting=data.get("accounting", "rdp"),
         )
 
 
@@ -178,12 +195,15 @@ class ClientPrivacyPlan:
             coordinate, in update units (local: z_Δ·C; distributed: z_Δ·C/√min_clients;
             central: 0).
         count_stddev: The client's own noise on its "unclipped" bit (distributed only).
+        reports_bit: Whether the client reports its +-1/2 unclipped bit (adaptive
+            clipping only: without it the bit sum would be released without noise).
     """
 
     placement: NoisePlacement
     clip_norm: float
     update_stddev: float
     count_stddev: float
+    reports_bit: bool = False
 
     @classmethod
     def for_round(
@@ -192,12 +212,13 @@ class ClientPrivacyPlan:
         """The plan for a round with clipping norm ``clip_norm``."""
         z_update = config.update_noise_multiplier(expected_clients)
         sigma_b = config.count_noise(expected_clients)
+        bit = config.adaptive is not None
         if config.placement == "local":
             return cls("local", clip_norm, z_update * clip_norm, 0.0)
         if config.placement == "distributed":
             share = math.sqrt(config.min_clients)
-            return cls("distributed", clip_norm, z_update * clip_norm / share, sigma_b / share)
-        return cls("central", clip_norm, 0.0, 0.0)
+            return cls("distributed", clip_norm, z_update * clip_norm / share, sigma_b / share, bit)
+        return cls("central", clip_norm, 0.0, 0.0, bit)
 
     def to_json(self) -> dict[str, Any]:
         """A JSON-ready dict."""
@@ -211,21 +232,32 @@ class ClientPrivacyPlan:
             clip_norm=float(data["clip_norm"]),
             update_stddev=float(data["update_stddev"]),
             count_stddev=float(data["count_stddev"]),
+            reports_bit=bool(data.get("reports_bit", False)),
         )
 
 
 @dataclass(frozen=True)
 class PrivateVector:
-    """A clipped (and, for local noise, noised) update, ready to send or share."""
+    """A clipped (and, for local noise, noised) update, ready to send or share.
+
+    Attributes:
+        vector: The clipped (and possibly noised) flat update.
+        within_bound: Whether the update needed no clipping.
+        bit: The client's contribution to the noised unclipped count,
+            :func:`~veilfl.privacy.clipping.unclipped_bit` (+-1/2), when the plan asks
+            for it (adaptive clipping); None otherwise.
+    """
 
     vector: npt.NDArray[np.float64]
     within_bound: bool
+    bit: float | None = None
 
 
 def privatize(
     delta: npt.NDArray[np.floating], *, plan: ClientPrivacyPlan, rng: CsprngStream
 ) -> PrivateVector:
-    """Clip the client's flat update to the plan's C; add local noise if asked.
+    """Clip the client's flat update to the plan's C; add local noise if asked; under
+    adaptive clipping, give the +-1/2 unclipped bit (sensitivity 1/2, as charged).
 
     Distributed noise is added later, to the encoded integers (see
     :func:`veilfl.secagg.client_shares.seal_update`).
@@ -234,4 +266,8 @@ def privatize(
     vector = clipped.vector
     if plan.placement == "local":
         vector = vector + gaussian(rng, sigma=plan.update_stddev, count=vector.size)
-    return PrivateVector(vector=vector, within_bound=clipped.within_bound)
+    return PrivateVector(
+        vector=vector,
+        within_bound=clipped.within_bound,
+        bit=unclipped_bit(clipped.within_bound) if plan.reports_bit else None,
+    )

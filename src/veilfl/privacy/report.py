@@ -167,7 +167,9 @@ def dp_fedavg_report(
     )
     reported_delta = delta
     if adjacency == "add-remove" and withheld_probability > 0:
-        reported_delta = min(delta + math.exp(epsilon_public) * withheld_probability, 1.0)
+        # e^eps * p, in logs: a large epsilon must not overflow (the sum is capped at 1).
+        log_term = epsilon_public + math.log(withheld_probability)
+        reported_delta = 1.0 if log_term >= 0 else min(delta + math.exp(log_term), 1.0)
     epsilon_coordinator = (
         None
         if placement == "central"
@@ -198,10 +200,17 @@ def _assumptions(
     withheld_probability: float,
 ) -> tuple[str, ...]:
     said = ["Each client's update is clipped to L2 norm C and weighs the same."]
-    if secret_poisson_sampling:
+    if secret_poisson_sampling and placement == "central":
         said.append(
             "Public epsilon: clients are Poisson-sampled with CSPRNG coins the public never "
-            "sees, and the number of participants per round is not published."
+            "sees, and the number of participants per round is not published (the "
+            "coordinator's /v1/metrics and /v1/status show it: keep them from the public)."
+        )
+    elif secret_poisson_sampling:
+        said.append(
+            "Public epsilon: clients are Poisson-sampled with CSPRNG coins the public never "
+            "sees (under zero-out adjacency the number of participants reveals nothing of "
+            "what the protected client sent)."
         )
     else:
         said.append(
@@ -216,8 +225,9 @@ def _assumptions(
         )
         if withheld_probability > 0:
             said.append(
-                "Rounds withheld for too few reports: their chance of depending on one "
-                "client is added to delta."
+                "Rounds withheld for a sample too small to release: their chance of "
+                "depending on one client is added to delta; sampled clients are assumed to "
+                "report (dropouts that leave a round short are not in that term)."
             )
     elif placement == "distributed":
         said.append(

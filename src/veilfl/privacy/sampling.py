@@ -25,7 +25,7 @@ from typing import TypeVar
 from veilfl.crypto.csprng import CsprngStream
 from veilfl.errors import ConfigurationError
 
-__all__ = ["poisson_sample", "withheld_release_probability"]
+__all__ = ["PoissonSampler", "poisson_sample", "withheld_release_probability"]
 
 T = TypeVar("T")
 
@@ -121,6 +121,93 @@ def withheld_release_probability(
     log_tail = _log_binomial_cdf(min_contributions - 1, trials=population - 1, p=reporting)
     log_bound = math.log(attempts) + math.log(sample_rate) + log_tail
     return math.exp(min(log_bound, 0.0))
+
+
+class PoissonSampler:
+    """The rounds' client sampling under DP: Poisson, secret coins, and a record of every
+    attempt for the withheld-release term of delta.
+
+    Each :meth:`draw` is one sampling attempt. A sample smaller than ``minimum`` (the
+    reports a release needs) is withheld: :meth:`draw` returns None and the caller
+    samples again. Every attempt, withheld or not, adds its bound from
+    :func:`withheld_release_probability` (over the clients it sampled from) to
+    :attr:`withheld_probability`, the union bound over the run's attempts. Attempts and
+    that bound are part of the run's privacy state: a restarted coordinator passes
+    them back.
+
+    Args:
+        rate: q, each client's chance of being sampled.
+        minimum: The reports a release needs.
+        rng: The secret coins (default: keyed from ``os.urandom``).
+        attempts: Attempts made before (a resumed run).
+        withheld_probability: Their bound so far (a resumed run).
+
+    Raises:
+        ConfigurationError: for a rate outside (0, 1], a minimum below 1, or negative
+            counts.
+    """
+
+    def __init__(
+        self,
+        *,
+        rate: float,
+        minimum: int,
+        rng: CsprngStream | None = None,
+        attempts: int = 0,
+        withheld_probability: float = 0.0,
+    ) -> None:
+        if not 0 < rate <= 1:
+            raise ConfigurationError(f"The Poisson sampling rate must be in (0, 1]; got {rate!r}.")
+        if minimum < 1 or attempts < 0 or not 0 <= withheld_probability <= 1:
+            raise ConfigurationError(
+                "A sampler needs a minimum of at least 1, attempts of at least 0 and a "
+                "probability in [0, 1]."
+            )
+        self._rate = rate
+        self._minimum = minimum
+        self._rng = rng or CsprngStream()
+        self._attempts = attempts
+        self._withheld = withheld_probability
+
+    @property
+    def rate(self) -> float:
+        """q."""
+        return self._rate
+
+    @property
+    def minimum(self) -> int:
+        """The reports a release needs."""
+        return self._minimum
+
+    @property
+    def attempts(self) -> int:
+        """Sampling attempts so far, withheld and released alike."""
+        return self._attempts
+
+    @property
+    def withheld_probability(self) -> float:
+        """The bound on the chance that one client decided whether some attempt so far
+        was withheld (summed over attempts, at most 1)."""
+        return self._withheld
+
+    def draw(self, population: Sequence[T]) -> tuple[T, ...] | None:
+        """One attempt: a Poisson sample of ``population``, or None if it is smaller
+        than the minimum (withheld; sample again).
+
+        Args:
+            population: The clients that can take part now, in a fixed order.
+        """
+        sample = poisson_sample(population, rate=self._rate, rng=self._rng)
+        self._attempts += 1
+        if population:
+            bound = withheld_release_probability(
+                population=len(population),
+                sample_rate=self._rate,
+                min_contributions=self._minimum,
+                attempts=1,
+            )
+            self._withheld = min(self._withheld + bound, 1.0)
+        return sample if len(sample) >= self._minimum else None
 
 
 def _log_binomial_cdf(k: int, *, trials: int, p: float) -> float:

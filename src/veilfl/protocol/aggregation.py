@@ -15,7 +15,7 @@ from typing import Protocol
 import numpy as np
 
 from veilfl.errors import ProtocolError, UpdateRejectedError
-from veilfl.privacy.clipping import clip_l2
+from veilfl.privacy.clipping import clip_l2, unclipped_bit
 from veilfl.privacy.dp_fedavg import ClientPrivacyPlan
 from veilfl.protocol.cohort import ClosedCohort
 from veilfl.protocol.effects import Effect, Event
@@ -148,18 +148,20 @@ class PlaintextAggregation:
         self._round_id: int | None = None
         self._sum = WeightedSum(spec.total_size)
         self._clients: set[str] = set()
-        self._within_bound = 0
+        self._bit_sum = 0.0
 
     def open_cohort(self, round_id: int) -> None:
         """Start an empty sum for ``round_id``."""
         self._round_id = round_id
         self._sum = WeightedSum(self._spec.total_size)
         self._clients = set()
-        self._within_bound = 0
+        self._bit_sum = 0.0
 
     def clip_on_arrival(self, clip_norm: float | None) -> None:
         """Central DP over plaintext (a trusted coordinator): clip each update to
-        ``clip_norm`` as it arrives and count those that needed no clipping."""
+        ``clip_norm`` as it arrives and sum the updates' +-1/2 unclipped bits
+        (:func:`~veilfl.privacy.clipping.unclipped_bit`), as clients do under secure
+        aggregation."""
         self._clip_norm = clip_norm
 
     def check_receipt(self, header: UpdateHeader) -> None:
@@ -206,7 +208,7 @@ class PlaintextAggregation:
         if self._clip_norm is not None:
             clipped = clip_l2(vector, clip_norm=self._clip_norm)
             vector = clipped.vector.astype(np.float32)
-            self._within_bound += int(clipped.within_bound)
+            self._bit_sum += unclipped_bit(clipped.within_bound)
         if weight is None:
             weight = 1.0 if self._uniform else float(header.num_samples)
         self._sum.add(vector, weight=weight)
@@ -228,6 +230,6 @@ class PlaintextAggregation:
                 participants=cohort.participant_ids,
                 trained_versions=tuple(p.trained_version for p in cohort.participants),
                 mean_loss=weighted_mean_loss(cohort.participants),
-                within_bound_count=float(self._within_bound) if self._clip_norm else None,
+                within_bound_count=self._bit_sum if self._clip_norm else None,
             ),
         )

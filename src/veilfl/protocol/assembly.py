@@ -2,16 +2,23 @@
 
 ``veilfl server``, ``veilfl simulate`` and the asynchronous simulator all call
 :func:`build_coordinator`, so the same settings give the same sampling rate, the same
-minimum cohort, the same aggregation rules and the same epsilon wherever they run.
+minimum cohort, the same aggregation rules, the same privacy report and the same
+epsilon wherever they run. :func:`check_run_settings` and :func:`privacy_warning` are
+the start-up checks every path runs before training.
 """
 
 from __future__ import annotations
 
 import random
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 
 from veilfl.crypto.csprng import CsprngStream
-from veilfl.errors import ConfigurationError
+from veilfl.errors import ConfigurationError, StorageError
+from veilfl.privacy.run_state import DpRunState
+from veilfl.privacy.sampling import PoissonSampler
+from veilfl.privacy.utility import noise_warning
+from veilfl.privacy.validation import check_dp_settings, effective_noise_multiplier
 from veilfl.protocol.aggregation import AggregationBackend, PlaintextAggregation
 from veilfl.protocol.buffered import BufferedMachine, BufferMode
 from veilfl.protocol.coordinator import Coordinator, Schedule
@@ -21,17 +28,20 @@ from veilfl.protocol.secure_aggregation import SecureAggregation
 from veilfl.protocol.settings import CoordinatorSettings
 from veilfl.protocol.sync_round import SyncRoundMachine
 from veilfl.secagg.contribution import ContributionLayout
-from veilfl.strategy.base import ServerStrategy
+from veilfl.strategy.base import ServerStrategy, StatefulStrategy
 from veilfl.strategy.buffered import FedAsync, FedBuff
 from veilfl.strategy.fedavg import FedAvg
 from veilfl.tensors import TensorSpec, Weights, spec_of
 
 __all__ = [
     "AssembledRun",
+    "CohortPlan",
     "ResumePoint",
     "build_coordinator",
+    "check_run_settings",
     "cohort_plan",
     "describe_run",
+    "privacy_warning",
 ]
 
 
@@ -42,12 +52,20 @@ class ResumePoint:
     Attributes:
         next_round: The next round (or buffer) id: one more than the last released one.
         model_version: The last released model version.
-        releases: How many rounds or buffers were released (what the accountant charges).
+        releases: How many rounds or buffers were released (what the accountant charges
+            when no privacy state was kept).
+        privacy: Under DP, the privacy state recorded with the last released round.
+        participations: Under DP, how many released rounds each client took part in.
+        strategy_state: The server strategy's state saved with the last released round
+            (adaptive server optimisers), or None.
     """
 
     next_round: int
     model_version: int
     releases: int
+    strategy_state: bytes | None = None
+    privacy: DpRunState | None = None
+    participations: Mapping[str, int] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -57,14 +75,25 @@ class CohortPlan:
     Attributes:
         population: Clients the run draws from.
         expected: Clients expected per release (the DP fixed denominator).
-        minimum: The fewest clients a release may sum over.
+        minimum: The fewest clients a release may sum over (under DP, also at least
+            the noise contributions a release needs).
         sample_rate: q = expected / population.
+        secret_sampling: Whether clients are Poisson-sampled with secret coins (DP in
+            synchronous rounds), so that amplification by sampling holds against the
+            public.
     """
 
     population: int
     expected: int
     minimum: int
     sample_rate: float
+    secret_sampling: bool = False
+
+    @property
+    def charged_sample_rate(self) -> float:
+        """The q the ledger charges: the sampling rate under secret Poisson sampling,
+        else 1 (the sample may be known)."""
+        return self.sample_rate if self.secret_sampling else 1.0
 
 
 def cohort_plan(settings: CoordinatorSettings) -> CohortPlan:
@@ -76,11 +105,65 @@ def cohort_plan(settings: CoordinatorSettings) -> CohortPlan:
     else:
         expected = min(settings.buffer.buffer_size, population)
         minimum = settings.buffer.buffer_size
+    if settings.dp is not None:
+        minimum = max(minimum, settings.dp.min_contributions)
     return CohortPlan(
         population=population,
         expected=expected,
         minimum=minimum,
         sample_rate=min(1.0, expected / population),
+        secret_sampling=settings.dp is not None and settings.buffer is None,
+    )
+
+
+def check_run_settings(settings: CoordinatorSettings, *, secure: bool | None = None) -> None:
+    """Refuse settings under which a release could carry less noise than is charged
+    (:func:`~veilfl.privacy.validation.check_dp_settings`), in one line naming the
+    flags. Nothing to check without DP.
+
+    Args:
+        settings: The run's settings.
+        secure: Whether updates are summed under secure aggregation (default: whether
+            ``settings`` name aggregators; a simulator that starts its own says so).
+
+    Raises:
+        ConfigurationError: naming the contradicting flags and their values.
+    """
+    if settings.dp is None:
+        return
+    rounds = settings.rounds
+    buffered = settings.buffer is not None
+    check_dp_settings(
+        dp=settings.dp,
+        min_clients=rounds.min_clients,
+        clients_per_round=None if buffered else rounds.clients_per_round,
+        fraction=None if buffered else rounds.fraction,
+        population=settings.expected_population,
+        buffer_size=None if settings.buffer is None else settings.buffer.buffer_size,
+        secure_aggregation=settings.secure is not None if secure is None else secure,
+    )
+
+
+def privacy_warning(settings: CoordinatorSettings, *, model_size: int) -> str | None:
+    """The warning to print before training when the DP noise will drown the signal
+    (:func:`~veilfl.privacy.utility.noise_warning`), or None.
+
+    The noise is what a release actually carries at the expected cohort: the update
+    noise multiplier left after adaptive clipping's count, and under distributed noise
+    the contributions of every expected client, not only the minimum.
+    """
+    dp = settings.dp
+    if dp is None:
+        return None
+    expected = cohort_plan(settings).expected
+    z = dp.update_noise_multiplier(expected)
+    if dp.placement == "distributed":
+        z *= effective_noise_multiplier(dp, contributions=expected) / dp.noise_multiplier
+    return noise_warning(
+        model_size=model_size,
+        clients_per_round=expected,
+        noise_multiplier=z,
+        clip_norm=dp.clip_norm,
     )
 
 
@@ -91,13 +174,17 @@ class AssembledRun:
     Attributes:
         coordinator: The core.
         cohort: Cohort sizes and the sampling rate.
+        privacy: Under DP, the private backend (its report and state).
     """
 
     coordinator: Coordinator
     cohort: CohortPlan
+    privacy: PrivateAggregation | None = None
 
 
 def _strategy(settings: CoordinatorSettings) -> ServerStrategy:
+    if settings.server_optimizer is not None:
+        return settings.server_optimizer.build(server_learning_rate=settings.server_learning_rate)
     if settings.buffer is None:
         return FedAvg(server_learning_rate=settings.server_learning_rate)
     if settings.buffer.mode is BufferMode.FEDASYNC:
@@ -113,6 +200,7 @@ def build_coordinator(
     resume: ResumePoint | None = None,
     noise_rng: CsprngStream | None = None,
     retry_interval_s: float = 1.0,
+    sampling_rng: CsprngStream | None = None,
 ) -> AssembledRun:
     """The coordinator core for ``settings``, new or resumed.
 
@@ -124,10 +212,16 @@ def build_coordinator(
         resume: Where a resumed run picks up; None for a new run.
         noise_rng: The DP noise source (default: keyed from the OS).
         retry_interval_s: How long stalled secure aggregation waits before asking again.
+        sampling_rng: Under DP, the coins of the rounds' Poisson sampling (default:
+            keyed from the OS; tests pass a keyed stream).
 
     Raises:
-        ConfigurationError: for settings that contradict each other.
+        ConfigurationError: for settings that contradict each other
+            (:func:`check_run_settings`).
+        StorageError: if a resumed run's saved strategy state does not fit its settings,
+            or a run with an adaptive server optimiser resumes without one.
     """
+    check_run_settings(settings)
     spec = spec_of(initial_weights)
     cohort = cohort_plan(settings)
     next_round = 1 if resume is None else resume.next_round
@@ -143,15 +237,30 @@ def build_coordinator(
         )
     else:
         aggregation = PlaintextAggregation(spec, uniform_weights=settings.dp is not None)
+    privacy: PrivateAggregation | None = None
+    sampler: PoissonSampler | None = None
     if settings.dp is not None:
-        aggregation = PrivateAggregation(
+        state = None if resume is None else resume.privacy
+        if cohort.secret_sampling:
+            sampler = PoissonSampler(
+                rate=cohort.sample_rate,
+                minimum=cohort.minimum,
+                rng=sampling_rng,
+                attempts=0 if state is None else state.sampling_attempts,
+                withheld_probability=0.0 if state is None else state.withheld_probability,
+            )
+        privacy = PrivateAggregation(
             aggregation,
             settings.dp,
             expected_clients=cohort.expected,
             sample_rate=cohort.sample_rate,
+            sampler=sampler,
             rng=noise_rng,
+            state=state,
+            participations=None if resume is None else resume.participations,
             rounds_released=0 if resume is None else resume.releases,
         )
+        aggregation = privacy
     schedule: Schedule
     keep_versions = 1
     if settings.buffer is None:
@@ -160,22 +269,41 @@ def build_coordinator(
             rng=random.Random(f"{settings.seed}:{next_round}"),
             next_round=next_round,
             model_version=version,
+            sampler=sampler,
         )
     else:
         schedule = BufferedMachine(settings.buffer, version=version, next_buffer=next_round)
         keep_versions = settings.buffer.max_staleness + 1
     if settings.rounds.round_timeout_s <= 0:
         raise ConfigurationError("--round-timeout must be positive.")
+    strategy = _strategy(settings)
+    _restore_strategy(strategy, resume)
     coordinator = Coordinator(
         schedule=schedule,
         spec=spec,
         initial_weights=initial_weights,
         aggregation=aggregation,
-        strategy=_strategy(settings),
+        strategy=strategy,
         round_timeout_s=settings.rounds.round_timeout_s,
         keep_versions=keep_versions,
+        privacy=privacy,
     )
-    return AssembledRun(coordinator=coordinator, cohort=cohort)
+    return AssembledRun(coordinator=coordinator, cohort=cohort, privacy=privacy)
+
+
+def _restore_strategy(strategy: ServerStrategy, resume: ResumePoint | None) -> None:
+    """Give a stateful strategy the state saved with the last released round."""
+    if resume is None or not isinstance(strategy, StatefulStrategy):
+        return
+    if resume.strategy_state is None:
+        if resume.releases == 0:
+            return
+        raise StorageError(
+            f"The run resumes after {resume.releases} released rounds with the server "
+            f"optimiser {strategy.name}, but no saved state of it was found; the run store "
+            "lost it, so the run cannot continue exactly. Start a new run folder."
+        )
+    strategy.restore(resume.strategy_state)
 
 
 def describe_run(

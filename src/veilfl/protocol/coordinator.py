@@ -21,7 +21,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, replace
 from enum import StrEnum
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from veilfl.errors import ProtocolError, UnknownClientError
 from veilfl.protocol.aggregation import AggregationBackend, AggregationJob
@@ -38,8 +38,11 @@ from veilfl.protocol.effects import (
 )
 from veilfl.protocol.messages import Task, TaskKind, UpdateHeader
 from veilfl.protocol.metrics import RoundMetrics
-from veilfl.strategy.base import ServerStrategy
+from veilfl.strategy.base import ServerStrategy, StatefulStrategy
 from veilfl.tensors import FloatArray, TensorSpec, Weights, flatten, unflatten
+
+if TYPE_CHECKING:  # the accountant behind it imports dp-accounting (scipy)
+    from veilfl.protocol.private_aggregation import PrivateAggregation
 
 __all__ = ["Coordinator", "CoordinatorPhase", "GlobalModel", "Schedule"]
 
@@ -151,6 +154,9 @@ class Coordinator:
             round is abandoned and run again under a new id.
         keep_versions: How many recent model versions to keep for strategies that read
             an earlier model (FedAsync: the staleness bound plus one).
+        privacy: Under DP, the private backend (usually ``aggregation`` itself), whose
+            report goes into every round's metrics and status and whose state into
+            every persisted round.
     """
 
     def __init__(
@@ -163,6 +169,7 @@ class Coordinator:
         strategy: ServerStrategy,
         round_timeout_s: float,
         keep_versions: int = 1,
+        privacy: PrivateAggregation | None = None,
     ) -> None:
         spec.check(initial_weights)
         self._schedule = schedule
@@ -172,6 +179,7 @@ class Coordinator:
         self._keep_versions = max(1, keep_versions)
         self._aggregation = aggregation
         self._strategy = strategy
+        self._privacy = privacy
         self._round_timeout_s = round_timeout_s
         self._history: list[RoundMetrics] = []
         self._outbox: list[Effect] = []
@@ -189,6 +197,11 @@ class Coordinator:
     def schedule(self) -> Schedule:
         """The rounds or buffers (read them; drive them through this class)."""
         return self._schedule
+
+    @property
+    def strategy(self) -> ServerStrategy:
+        """How aggregates become models (FedAvg, FedBuff, an adaptive optimiser, ...)."""
+        return self._strategy
 
     @property
     def aggregation(self) -> AggregationBackend:
@@ -248,6 +261,8 @@ class Coordinator:
         )
         if self._job is not None:
             status["aggregation"] = self._job.status()
+        if self._privacy is not None:
+            status["privacy"] = self._privacy.report().to_json()
         status["done"] = self.done
         return status
 
@@ -381,6 +396,7 @@ class Coordinator:
             return
         cohort = self._cohort.restricted_to(aggregate.participants)
         new_flat = self._strategy.apply(self._flat, aggregate, history=self)
+        state = self._strategy.state() if isinstance(self._strategy, StatefulStrategy) else None
         metrics = RoundMetrics(
             round_id=cohort.round_id,
             num_clients=len(cohort.participants),
@@ -390,8 +406,23 @@ class Coordinator:
             seconds=now - cohort.opened_at,
             epsilon=aggregate.epsilon,
         )
+        privacy = self._privacy
+        if privacy is not None:
+            report = privacy.report()
+            metrics = replace(
+                metrics,
+                epsilon=report.epsilon_public,
+                epsilon_coordinator=report.epsilon_coordinator,
+                accounting=report.accounting,
+                delta=report.delta,
+            )
         self._pending = RoundOutcome(
-            cohort=cohort, metrics=metrics, new_version=cohort.base_version + 1, weights=new_flat
+            cohort=cohort,
+            metrics=metrics,
+            new_version=cohort.base_version + 1,
+            weights=new_flat,
+            strategy_state=state,
+            privacy=None if privacy is None else privacy.state(),
         )
         self._job = None
         self._cohort = None

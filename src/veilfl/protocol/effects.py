@@ -26,13 +26,18 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from veilfl.crypto.shamir import Share
 from veilfl.protocol.cohort import ClosedCohort
 from veilfl.protocol.metrics import RoundMetrics
 from veilfl.secagg.bounds_messages import VerifierShare
 from veilfl.secagg.commitment import CommitmentCertificate
+from veilfl.strategy.base import StrategyState
 from veilfl.tensors import FloatArray
+
+if TYPE_CHECKING:  # the ledger imports dp-accounting (scipy), which clients need not
+    from veilfl.privacy.run_state import DpRunState
 
 __all__ = [
     "AggregateShareReported",
@@ -108,12 +113,20 @@ class RoundOutcome:
         metrics: Its metrics (without server-side evaluation, which comes later).
         new_version: The model version it produced.
         weights: That model, flat.
+        strategy_state: The server strategy's state after this round (adaptive server
+            optimisers), persisted with it so a resumed run continues exactly; None
+            for a stateless strategy.
+        privacy: Under DP, the privacy state after this release (ledger, clipping
+            norm, sampling attempts), recorded with the round so that a restart
+            continues exactly.
     """
 
     cohort: ClosedCohort
     metrics: RoundMetrics
     new_version: int
     weights: FloatArray
+    strategy_state: StrategyState | None = None
+    privacy: DpRunState | None = None
 
 
 @dataclass(frozen=True)

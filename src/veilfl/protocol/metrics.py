@@ -35,7 +35,14 @@ class RoundMetrics:
         test_loss: Server-side test loss of the new model, if evaluated.
         test_accuracy: Server-side test accuracy in [0, 1], if evaluated.
         seconds: Wall time from the round's opening to its new model.
-        epsilon: Privacy spent so far (at the run's delta), when DP is on.
+        epsilon: Privacy spent so far against the public (anyone who sees the released
+            models), when DP is on.
+        epsilon_coordinator: Privacy spent so far against the coordinator, which knows
+            who took part; None without DP, and None under central noise, where the
+            coordinator sees the noiseless sum and is not protected against.
+        accounting: How both were computed (``"rdp"`` or ``"pld"``), when DP is on.
+        delta: The delta both hold at (the run's delta plus the withheld-round term),
+            when DP is on.
     """
 
     round_id: int
@@ -45,6 +52,9 @@ class RoundMetrics:
     test_accuracy: float | None
     seconds: float
     epsilon: float | None = None
+    epsilon_coordinator: float | None = None
+    accounting: str | None = None
+    delta: float | None = None
 
 
 EvaluateFn = Callable[[Weights], Evaluation]

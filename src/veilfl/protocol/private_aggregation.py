@@ -3,20 +3,32 @@
 Wraps the plaintext or the secure backend. Each round it tells clients how to clip
 (and, for local or distributed noise, how much noise to add), adds central noise to
 the aggregate when that is the placement, divides by the expected number of clients
-(the fixed-denominator estimator), adapts the clipping norm (Andrew et al. 2021)
-and charges the accountant. Once another round would exceed the target epsilon, it
-says the run cannot continue.
+(the fixed-denominator estimator), adapts the clipping norm from the noised sum of
+the clients' +-1/2 unclipped bits (Andrew et al. 2021), records the release in the
+privacy ledger and reports epsilon against the public and against the coordinator
+(:mod:`veilfl.privacy.report`). Once another release would exceed the target epsilon
+(against the public), it says the run cannot continue.
+
+Its state after each release (:class:`~veilfl.privacy.run_state.DpRunState`: the
+ledger, the clipping norm, the sampling attempts) is what a restarted coordinator
+passes back; how often each client took part is passed back as counts.
 """
 
 from __future__ import annotations
 
+from collections import Counter
+from collections.abc import Mapping
 from dataclasses import replace
 
 from veilfl.crypto.csprng import CsprngStream
-from veilfl.errors import ConfigurationError
-from veilfl.privacy.accountant import ClientLevelAccountant
+from veilfl.errors import ConfigurationError, PrivacyError
+from veilfl.privacy.clipping import unclipped_fraction
 from veilfl.privacy.dp_fedavg import ClientPrivacyPlan, DpConfig
+from veilfl.privacy.ledger import PrivacyLedger
 from veilfl.privacy.noise import gaussian
+from veilfl.privacy.report import PrivacyReport, dp_fedavg_report
+from veilfl.privacy.run_state import DpRunState
+from veilfl.privacy.sampling import PoissonSampler
 from veilfl.protocol.aggregation import AggregationBackend, AggregationJob, PlaintextAggregation
 from veilfl.protocol.cohort import ClosedCohort
 from veilfl.protocol.effects import Effect, Event
@@ -27,15 +39,23 @@ __all__ = ["PrivateAggregation", "PrivateJob"]
 
 
 class PrivateAggregation:
-    """DP-FedAvg: clipping, noise, fixed denominator, accounting.
+    """DP-FedAvg: clipping, noise, fixed denominator, accounting and the report.
 
     Args:
         inner: The backend that sums the (clipped) updates.
         config: The DP settings.
         expected_clients: Clients expected per round (the fixed denominator).
         sample_rate: q, the chance a given client is sampled in a round.
+        sampler: The rounds' secret Poisson sampler, when clients are sampled that way
+            (synchronous rounds). Without one the sample may be known (a buffer fills
+            with whoever comes), so the public gets no amplification: the ledger
+            records each release at q = 1 and the public gets the coordinator's epsilon.
         rng: Noise source (default: keyed from ``os.urandom``).
-        rounds_released: Rounds already released in this run (a resumed coordinator).
+        state: The privacy state after the last release (a resumed coordinator).
+        participations: How many released rounds each client took part in (a resumed
+            coordinator; the run store's participant lists).
+        rounds_released: For a resumed run whose store kept no privacy state: rounds
+            released so far (never the last round id). Ignored when ``state`` is given.
 
     Raises:
         ConfigurationError: for distributed noise without secure aggregation, or a
@@ -49,7 +69,10 @@ class PrivateAggregation:
         *,
         expected_clients: float,
         sample_rate: float,
+        sampler: PoissonSampler | None = None,
         rng: CsprngStream | None = None,
+        state: DpRunState | None = None,
+        participations: Mapping[str, int] | None = None,
         rounds_released: int = 0,
     ) -> None:
         self._plaintext = inner.plaintext() is not None
@@ -63,20 +86,32 @@ class PrivateAggregation:
         self._inner = inner
         self._config = config
         self._expected = expected_clients
-        self._clip_norm = config.clip_norm
+        self._sampler = sampler
+        self._rate = sample_rate if sampler is not None else 1.0
         self._rng = rng or CsprngStream()
-        self._accountant = ClientLevelAccountant(
-            noise_multiplier=config.noise_multiplier,
-            sample_rate=sample_rate,
-            delta=config.delta,
-            target_epsilon=config.target_epsilon,
-            rounds=rounds_released,
-        )
-        if rounds_released == 0 and not self._accountant.can_release():
+        if state is None:
+            state = DpRunState(
+                ledger=PrivacyLedger.from_released_rounds(
+                    rounds_released,
+                    noise_multiplier=config.noise_multiplier,
+                    sample_rate=self._rate,
+                ),
+                clip_norm=config.clip_norm,
+            )
+        self._ledger = state.ledger
+        self._clip_norm = state.clip_norm
+        self._participations: Counter[str] = Counter(participations or {})
+        self._report = self._report_for(self._ledger, self._max_participations())
+        if self._ledger.rounds == 0 and not self.can_continue():
             raise ConfigurationError(
                 f"One round already spends more than the target epsilon "
                 f"{config.target_epsilon}; raise the noise multiplier or the target."
             )
+
+    @property
+    def config(self) -> DpConfig:
+        """The DP settings."""
+        return self._config
 
     @property
     def clip_norm(self) -> float:
@@ -84,14 +119,34 @@ class PrivateAggregation:
         return self._clip_norm
 
     @property
-    def accountant(self) -> ClientLevelAccountant:
-        """The privacy accountant."""
-        return self._accountant
+    def ledger(self) -> PrivacyLedger:
+        """The released rounds (q = 1 where the sample may be known)."""
+        return self._ledger
 
     @property
     def expected_clients(self) -> float:
         """The fixed denominator."""
         return self._expected
+
+    @property
+    def secret_sampling(self) -> bool:
+        """Whether clients are Poisson-sampled with coins the public never sees."""
+        return self._sampler is not None
+
+    def report(self) -> PrivacyReport:
+        """Epsilon against each observer after the releases so far."""
+        return self._report
+
+    def state(self) -> DpRunState:
+        """What a restarted coordinator needs to continue exactly (see the module
+        docstring)."""
+        sampler = self._sampler
+        return DpRunState(
+            ledger=self._ledger,
+            clip_norm=self._clip_norm,
+            sampling_attempts=0 if sampler is None else sampler.attempts,
+            withheld_probability=0.0 if sampler is None else sampler.withheld_probability,
+        )
 
     def open_cohort(self, round_id: int) -> None:
         """Start the inner backend's round (clipping on arrival when plaintext central)."""
@@ -119,8 +174,16 @@ class PrivateAggregation:
         )
 
     def can_continue(self) -> bool:
-        """Whether one more round fits in the budget."""
-        return self._accountant.can_release()
+        """Whether one more release keeps the public epsilon within the budget (for a
+        known sample: if the most frequent participant takes part again)."""
+        target = self._config.target_epsilon
+        if target is None:
+            return True
+        ledger = self._ledger.record(
+            noise_multiplier=self._config.noise_multiplier, sample_rate=self._rate
+        )
+        projected = self._report_for(ledger, self._max_participations() + 1)
+        return projected.epsilon_public <= target * (1 + 1e-9)
 
     def plaintext(self) -> PlaintextAggregation | None:
         """The inner backend's plaintext entry point, if any."""
@@ -128,18 +191,32 @@ class PrivateAggregation:
 
     def privatize(self, inner: Aggregate) -> Aggregate:
         """Noise (if central), fixed denominator, adaptive clipping and accounting, once
-        per released aggregate."""
+        per released aggregate.
+
+        Raises:
+            PrivacyError: if the release would exceed the budget (the coordinator
+                asks :meth:`can_continue` before every round, so only a bug gets here).
+        """
+        if not self.can_continue():
+            raise PrivacyError(
+                f"Releasing round {self._ledger.rounds + 1} would spend more than epsilon "
+                f"{self._config.target_epsilon}; training stops here."
+            )
         total = inner.weighted_delta_sum.copy()
-        within_bound = inner.within_bound_count
+        bit_sum = inner.within_bound_count
         if self._config.placement == "central":
             z_update = self._config.update_noise_multiplier(self._expected)
             total += gaussian(self._rng, sigma=z_update * self._clip_norm, count=total.size)
-            if within_bound is not None and self._config.adaptive is not None:
+            if bit_sum is not None and self._config.adaptive is not None:
                 sigma_b = self._config.count_noise(self._expected)
-                within_bound += float(gaussian(self._rng, sigma=sigma_b, count=1)[0])
-        epsilon = self._accountant.record_round()
-        if self._config.adaptive is not None and within_bound is not None:
-            fraction = min(max(within_bound / self._expected, 0.0), 1.0)
+                bit_sum += float(gaussian(self._rng, sigma=sigma_b, count=1)[0])
+        self._ledger = self._ledger.record(
+            noise_multiplier=self._config.noise_multiplier, sample_rate=self._rate
+        )
+        self._participations.update(set(inner.participants))
+        self._report = self._report_for(self._ledger, self._max_participations())
+        if self._config.adaptive is not None and bit_sum is not None:
+            fraction = unclipped_fraction(bit_sum, expected_clients=self._expected)
             self._clip_norm = self._config.adaptive.next_clip_norm(
                 self._clip_norm, unclipped_fraction=fraction
             )
@@ -148,8 +225,24 @@ class PrivateAggregation:
             weighted_delta_sum=total,
             total_weight=self._expected,
             mean_loss=inner.mean_loss if self._plaintext else None,
-            within_bound_count=within_bound,
-            epsilon=epsilon,
+            within_bound_count=bit_sum,
+            epsilon=self._report.epsilon_public,
+        )
+
+    def _max_participations(self) -> int:
+        return max(self._participations.values(), default=0)
+
+    def _report_for(self, ledger: PrivacyLedger, participations: int) -> PrivacyReport:
+        sampler = self._sampler
+        return dp_fedavg_report(
+            placement=self._config.placement,
+            ledger=ledger,
+            delta=self._config.delta,
+            accounting=self._config.accounting,
+            max_participations=min(participations, ledger.rounds),
+            secret_poisson_sampling=sampler is not None,
+            secure_aggregation=not self._plaintext,
+            withheld_probability=0.0 if sampler is None else sampler.withheld_probability,
         )
 
 

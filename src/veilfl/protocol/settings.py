@@ -17,6 +17,7 @@ from veilfl.protocol.buffered import BufferConfig, BufferMode
 from veilfl.protocol.messages import LocalTrainingPlan, PublishedAggregator, RunMode
 from veilfl.protocol.sync_round import RoundConfig
 from veilfl.secagg.config import SecureAggregationConfig
+from veilfl.strategy.settings import ServerOptimizerConfig
 
 __all__ = ["CoordinatorSettings", "SecureSettings"]
 
@@ -73,6 +74,9 @@ class CoordinatorSettings:
         fedasync_mixing: FedAsync's mixing rate α.
         population: How many clients the run draws from. Under DP it fixes the sampling
             rate the accountant charges; by default the clients needed to start.
+        server_optimizer: An adaptive server optimiser (FedAdam, FedYogi, FedAdagrad;
+            Reddi et al. 2021) with ``server_learning_rate`` as its η; None for FedAvg
+            (or FedBuff).
     """
 
     model_name: str
@@ -85,6 +89,7 @@ class CoordinatorSettings:
     buffer: BufferConfig | None = None
     fedasync_mixing: float = 0.6
     population: int | None = None
+    server_optimizer: ServerOptimizerConfig | None = None
 
     def __post_init__(self) -> None:
         if self.population is not None and self.population < 1:
@@ -99,6 +104,11 @@ class CoordinatorSettings:
                 raise ConfigurationError(
                     "FedAsync releases single updates, which client-level DP cannot protect "
                     "with a fixed cohort; use --mode fedbuff."
+                )
+            if self.server_optimizer is not None:
+                raise ConfigurationError(
+                    "FedAsync mixes single client models into the global model and takes no "
+                    "server optimiser; use --mode fedbuff or sync with --server-optimizer."
                 )
 
     @property
@@ -133,6 +143,9 @@ class CoordinatorSettings:
             ),
             "fedasync_mixing": self.fedasync_mixing,
             "population": self.population,
+            "server_optimizer": (
+                None if self.server_optimizer is None else self.server_optimizer.to_json()
+            ),
         }
 
     @classmethod
@@ -154,4 +167,9 @@ class CoordinatorSettings:
             ),
             fedasync_mixing=float(data.get("fedasync_mixing", 0.6)),
             population=None if data.get("population") is None else int(data["population"]),
+            server_optimizer=(
+                None
+                if data.get("server_optimizer") is None
+                else ServerOptimizerConfig.from_json(data["server_optimizer"])
+            ),
         )

@@ -4,6 +4,12 @@ No I/O, no clock and no global randomness: the caller passes ``now`` (seconds on
 monotonic clock) and a seeded or system random source for client sampling. The HTTP
 coordinator and the in-process simulator drive this same machine.
 
+Without DP a round samples a fixed number of joined clients from that (seeded,
+repeatable) source. Under DP it samples the way the accountant assumes: every joined
+client independently with probability q, from secret coins
+(:class:`~veilfl.privacy.sampling.PoissonSampler`), so a round's size varies; a sample
+smaller than the reports a release needs is withheld and drawn again at once.
+
 Life of a round::
 
     (idle) --tick: enough clients joined--> OPEN --all sampled reported, or deadline
@@ -37,7 +43,12 @@ from veilfl.protocol.cohort import ClosedCohort, Placement, TickOutcome
 from veilfl.protocol.messages import ClientReport, Task, UpdateHeader
 
 if TYPE_CHECKING:
+    from veilfl.privacy.sampling import PoissonSampler
     from veilfl.protocol.buffered import BufferTicket
+
+MAX_DRAWS_PER_TICK = 1000
+"""Withheld Poisson samples drawn again within one tick before the machine waits for
+the next tick (and, with it, perhaps more joined clients)."""
 
 __all__ = [
     "RoundConfig",
@@ -144,10 +155,12 @@ class SyncRoundMachine:
 
     Args:
         config: Round settings.
-        rng: Random source for client sampling. Pass ``random.Random(seed)`` for
-            repeatable experiments, or ``random.SystemRandom()``.
+        rng: Random source for fixed-size client sampling. Pass ``random.Random(seed)``
+            for repeatable experiments, or ``random.SystemRandom()``.
         next_round: The round to run next (``last completed + 1`` after a restart).
         model_version: The current global model version.
+        sampler: Under DP, Poisson sampling with secret coins (then ``rng`` is unused
+            and a round's size varies).
     """
 
     def __init__(
@@ -157,9 +170,11 @@ class SyncRoundMachine:
         rng: random.Random,
         next_round: int = 1,
         model_version: int = 0,
+        sampler: PoissonSampler | None = None,
     ) -> None:
         self._config = config
         self._rng = rng
+        self._sampler = sampler
         self._round_id = next_round
         self._version = model_version
         self._joined: dict[str, float] = {}
@@ -345,7 +360,7 @@ class SyncRoundMachine:
             if len(self._joined) < self._config.clients_needed_to_start:
                 return TickOutcome()
             self._open = self._sample(now)
-            return TickOutcome(opened=self._round_id)
+            return TickOutcome(opened=None if self._open is None else self._round_id)
         if len(open_round.reports) == len(open_round.sampled):
             return TickOutcome(ready_to_close=True)
         if now >= open_round.deadline:
@@ -353,6 +368,8 @@ class SyncRoundMachine:
                 return TickOutcome(ready_to_close=True)
             self._restarts += 1
             self._open = self._sample(now)
+            if self._open is None:
+                return TickOutcome(restarted=True)
             return TickOutcome(opened=self._round_id, restarted=True)
         return TickOutcome()
 
@@ -399,7 +416,9 @@ class SyncRoundMachine:
         """Give up on the closing round because it cannot be aggregated (say, an
         aggregator lost its shares): open the next round id with a fresh sample on the
         same model version. A new id, because aggregators that already answered for
-        the old round rightly refuse to answer for it again.
+        the old round rightly refuse to answer for it again. (Under Poisson sampling
+        the round may open only at a later tick, if every sample this tick was too
+        small.)
 
         Returns:
             The new round's id.
@@ -433,10 +452,21 @@ class SyncRoundMachine:
         if client_id not in self._joined:
             raise UnknownClientError(f"Client {client_id!r} has not joined this run; join first.")
 
-    def _sample(self, now: float) -> _OpenRound:
+    def _sample(self, now: float) -> _OpenRound | None:
+        """A fresh sample for the current round id; None if every Poisson sample drawn
+        now was too small (the next tick tries again)."""
         available = sorted(self._joined)
-        size = self._config.sample_size(len(available))
-        sampled = frozenset(self._rng.sample(available, size))
+        if self._sampler is None:
+            size = self._config.sample_size(len(available))
+            sampled = frozenset(self._rng.sample(available, size))
+        else:
+            for _ in range(MAX_DRAWS_PER_TICK):
+                drawn = self._sampler.draw(available)
+                if drawn is not None:
+                    sampled = frozenset(drawn)
+                    break
+            else:
+                return None
         return _OpenRound(
             round_id=self._round_id,
             base_version=self._version,

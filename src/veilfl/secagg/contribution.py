@@ -142,6 +142,31 @@ class ContributionLayout:
         """How many valid contributions can be summed without wrapping the field."""
         return self.bounds.max_summands()
 
+    @property
+    def rounding_noise(self) -> float:
+        """The expected L2 norm, in model units, of the noise stochastic rounding adds to
+        one contribution: each coordinate's rounding has variance at most 1/4 integer
+        units (1/6 on average over uniform fractional parts), so about sqrt(d / 6) / scale.
+        It is unbiased and averages down over clients, but against a norm bound set
+        far above the updates' real norms it can drown them."""
+        return math.sqrt(self.dimension / 6) / self.scale
+
+    def precision_warning(self) -> str | None:
+        """A one-line warning when rounding noise is a large part of the norm bound
+        (over half of it), with what to change; None otherwise."""
+        noise = self.rounding_noise
+        bound = self.config.norm_bound
+        if noise <= bound / 2:
+            return None
+        return (
+            f"secure aggregation encodes each weighted update of {self.dimension:,} "
+            f"parameters in steps of {1 / self.scale:.3g} (the proof's integer norm bound "
+            f"{self.bounds.norm_bound} over --norm-bound {bound:g}), so rounding adds noise "
+            f"of norm about {noise:.3g} per client, {noise / bound:.0%} of the bound; set "
+            "--norm-bound close to the updates' real norms (a clipped update loses less than "
+            "a drowned one), or use a smaller model"
+        )
+
     def encode(
         self,
         weighted_update: npt.NDArray[np.floating],

@@ -16,6 +16,11 @@ Ed25519 key, see :mod:`veilfl.auth.signed_request`):
   the client's shares.
 * ``POST /tickets`` * — buffered runs: which buffer the next update goes to.
 * ``GET /status`` and ``GET /metrics`` — progress and per-round metrics.
+* ``GET /dashboard?since=R`` — what the live dashboard shows (round rows changed after
+  revision R).
+
+Outside ``/v1``, ``GET /metrics`` serves Prometheus metrics
+(:mod:`veilfl.server.coordinator_metrics`) and ``GET /dashboard`` the live dashboard.
 """
 
 from __future__ import annotations
@@ -31,7 +36,10 @@ from pydantic import BaseModel, Field
 from veilfl.errors import WireFormatError
 from veilfl.protocol.messages import TaskKind, UpdateHeader
 from veilfl.protocol.metrics import RoundMetrics
+from veilfl.protocol.settings import CoordinatorSettings
 from veilfl.server.client_access import ClientAccess
+from veilfl.server.coordinator_metrics import install_coordinator_metrics
+from veilfl.server.dashboard import install_dashboard
 from veilfl.server.service import CoordinatorService
 from veilfl.transport.http_errors import install_error_handlers
 
@@ -109,6 +117,7 @@ def create_app(
     *,
     metrics: Callable[[], list[RoundMetrics]],
     access: ClientAccess,
+    settings: CoordinatorSettings | None = None,
 ) -> FastAPI:
     """Build the coordinator's FastAPI application around ``service``.
 
@@ -116,6 +125,8 @@ def create_app(
         service: The async wrapper of the coordinator core.
         metrics: Returns all completed rounds' metrics (from the run store).
         access: Enrollment and request authentication.
+        settings: The run's settings, shown on the dashboard (default: the public run
+            description only).
     """
     secure = service.run_info.secure is not None
     run_json = service.run_info.to_json()
@@ -135,6 +146,8 @@ def create_app(
         lifespan=lifespan,
     )
     install_error_handlers(app)
+    install_coordinator_metrics(app, service, history=metrics)
+    install_dashboard(app, service, history=metrics, settings=settings)
 
     @app.post("/v1/clients", status_code=201, response_model=JoinResponse)
     async def join(body: JoinRequest, request: Request) -> JoinResponse:

@@ -5,7 +5,11 @@ safetensors file per model version, written atomically), ``coordinator.key`` (th
 coordinator's Ed25519 key, mode 0600, which signs round admissions and its requests
 to the aggregators) and the metrics files. A coordinator started on a folder that
 already holds a run resumes after its last completed round, from that round's
-checkpoint: nothing completed is lost. The core itself comes from
+checkpoint (and the server optimiser's state saved with it): nothing completed is
+lost. Under DP it also continues the privacy state exactly: the ledger, the adaptive
+clipping norm and the sampling attempts recorded with the last completed round, and
+each client's participations counted from the completed rounds' participant lists
+(never from round ids, which abandoned rounds skip). The core itself comes from
 :func:`veilfl.protocol.assembly.build_coordinator`, as in the simulators.
 """
 
@@ -20,11 +24,13 @@ from pathlib import Path
 from veilfl.auth.identity import Identity
 from veilfl.errors import ConfigurationError, StorageError
 from veilfl.keyfiles import load_or_create_identity
+from veilfl.privacy.run_state import DpRunState
 from veilfl.protocol.assembly import CohortPlan, ResumePoint, build_coordinator, describe_run
 from veilfl.protocol.coordinator import Coordinator
 from veilfl.protocol.effects import RoundOutcome
 from veilfl.protocol.messages import RunInfo
 from veilfl.protocol.metrics import RoundMetrics
+from veilfl.protocol.private_aggregation import PrivateAggregation
 from veilfl.protocol.settings import CoordinatorSettings
 from veilfl.server.checkpoints import CheckpointStore
 from veilfl.server.run_store import ParticipantRecord, RoundRecord, RunStore
@@ -37,7 +43,8 @@ class RunRecorder:
     """Persists each completed round: checkpoint first, then the run-state row.
 
     The checkpoint of version v+1 is written (atomically) before the row that says round
-    r completed, in one SQLite transaction. A crash between the two leaves an
+    r completed, in one SQLite transaction with its participants and (under DP) the
+    privacy state after it. A crash between the two leaves an
     unreferenced checkpoint that the redone round overwrites; a crash before either loses
     only the round in progress, whose model was never served. Server-side evaluation
     comes later, off the request path, and is added to the row.
@@ -48,7 +55,8 @@ class RunRecorder:
         self._checkpoints = checkpoints
 
     def persist(self, outcome: RoundOutcome, *, spec_weights: Callable[[], Weights]) -> None:
-        """Write the checkpoint, then the round's row (durable when this returns)."""
+        """Write the checkpoint, then the round's row with the server optimiser's state
+        (durable when this returns)."""
         cohort, metrics = outcome.cohort, outcome.metrics
         self._checkpoints.save(
             outcome.new_version, spec_weights(), metadata={"round_id": str(cohort.round_id)}
@@ -65,7 +73,15 @@ class RunRecorder:
                 test_loss=None,
                 test_accuracy=None,
                 seconds=metrics.seconds,
-                extra_json=json.dumps({"epsilon": metrics.epsilon, "sampled": cohort.sampled}),
+                extra_json=json.dumps(
+                    {
+                        "epsilon": metrics.epsilon,
+                        "epsilon_coordinator": metrics.epsilon_coordinator,
+                        "accounting": metrics.accounting,
+                        "delta": metrics.delta,
+                        "sampled": cohort.sampled,
+                    }
+                ),
             ),
             [
                 ParticipantRecord(
@@ -76,6 +92,10 @@ class RunRecorder:
                 )
                 for p in cohort.participants
             ],
+            strategy_state=(
+                None if outcome.strategy_state is None else outcome.strategy_state.to_bytes()
+            ),
+            privacy_state=None if outcome.privacy is None else outcome.privacy.to_json(),
         )
 
     def record_evaluation(self, metrics: RoundMetrics) -> None:
@@ -99,6 +119,9 @@ def metrics_from_store(store: RunStore) -> list[RoundMetrics]:
                 test_accuracy=record.test_accuracy,
                 seconds=record.seconds,
                 epsilon=extra.get("epsilon"),
+                epsilon_coordinator=extra.get("epsilon_coordinator"),
+                accounting=extra.get("accounting"),
+                delta=extra.get("delta"),
             )
         )
     return out
@@ -106,7 +129,8 @@ def metrics_from_store(store: RunStore) -> list[RoundMetrics]:
 
 @dataclass
 class PreparedRun:
-    """A coordinator core ready to serve, with the stores behind it."""
+    """A coordinator core ready to serve, with the stores behind it (and, under DP, its
+    private backend: the privacy report and state)."""
 
     coordinator: Coordinator
     cohort: CohortPlan
@@ -116,6 +140,7 @@ class PreparedRun:
     recorder: RunRecorder
     resumed_from_round: int | None
     identity: Identity
+    privacy: PrivateAggregation | None = None
     resume: ResumePoint | None = None
 
     def rebuild(self, settings: CoordinatorSettings) -> Coordinator:
@@ -131,6 +156,7 @@ class PreparedRun:
         for client in self.store.clients():
             assembled.coordinator.join(client.client_id, now=0.0)
         self.coordinator, self.cohort = assembled.coordinator, assembled.cohort
+        self.privacy = assembled.privacy
         return self.coordinator
 
     def persist(self, outcome: RoundOutcome) -> None:
@@ -180,10 +206,14 @@ def prepare_run(
             checkpoints.save(0, initial_weights(settings.seed))
     else:
         version = last.model_version_after
+        stored_privacy = store.privacy_state(last.round_id)
         resume = ResumePoint(
             next_round=last.round_id + 1,
             model_version=version,
             releases=len(store.completed_rounds()),
+            strategy_state=store.strategy_state(last.round_id),
+            privacy=None if stored_privacy is None else DpRunState.from_json(stored_privacy),
+            participations=store.participations() if settings.dp is not None else {},
         )
     try:
         weights = checkpoints.load(version)
@@ -210,5 +240,6 @@ def prepare_run(
         recorder=RunRecorder(store, checkpoints),
         resumed_from_round=None if last is None else last.round_id,
         identity=identity,
+        privacy=assembled.privacy,
         resume=resume,
     )

@@ -1,4 +1,5 @@
-"""A run's durable state in SQLite: settings, clients and completed rounds.
+"""A run's durable state in SQLite: settings, clients, completed rounds and, under DP,
+the privacy state after each of them.
 
 A coordinator writes here as it goes and reads it back after a restart to resume after
 the last completed round. The database runs in WAL mode with ``synchronous=FULL``, so a
@@ -14,10 +15,15 @@ Schema (version :data:`SCHEMA_VERSION`; the ``schema_version`` table holds it)::
                         closed_at, status, num_participants, train_loss, test_loss,
                         test_accuracy, seconds, extra_json
     round_participants  round_id -> rounds, client_id, num_samples, loss
+    strategy_states     round_id -> rounds, state (the server optimiser's state after
+                        that round; only the latest round's is kept)
+    round_privacy       round_id -> rounds, state_json (under DP: the ledger, the
+                        clipping norm and the sampling attempts after that round)
 
-Times are seconds since the epoch (floats). Version 1 lacked ``rounds.status`` and
-version 2 the clients' ``public_key`` and ``token_digest``; older databases are
-migrated when opened.
+Times are seconds since the epoch (floats). Version 1 lacked ``rounds.status``,
+version 2 the clients' ``public_key`` and ``token_digest``, version 3 the
+``strategy_states`` and ``round_privacy`` tables and version 4 one of them; older
+databases are migrated when opened.
 """
 
 from __future__ import annotations
@@ -44,11 +50,21 @@ __all__ = [
     "RunStore",
 ]
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 5
 """The schema this module writes; older versions are migrated on open."""
 
 ROUND_COMPLETED = "completed"
 """The status of a round whose new model was checkpointed."""
+
+_STRATEGY_STATES = """CREATE TABLE strategy_states (
+    round_id INTEGER PRIMARY KEY REFERENCES rounds(round_id),
+    state BLOB NOT NULL
+)"""
+
+_ROUND_PRIVACY = """CREATE TABLE round_privacy (
+    round_id INTEGER PRIMARY KEY REFERENCES rounds(round_id),
+    state_json TEXT NOT NULL
+)"""
 
 _TABLES = (
     """CREATE TABLE schema_version (
@@ -89,6 +105,8 @@ _TABLES = (
         loss REAL,
         PRIMARY KEY (round_id, client_id)
     )""",
+    _STRATEGY_STATES,
+    _ROUND_PRIVACY,
 )
 
 _ROUND_COLUMNS = (
@@ -253,6 +271,16 @@ class RunStore:
                 db.execute("ALTER TABLE clients ADD COLUMN public_key TEXT")
                 db.execute("ALTER TABLE clients ADD COLUMN token_digest TEXT")
                 db.execute("CREATE UNIQUE INDEX clients_by_token ON clients (token_digest)")
+                version = 3
+            if version == 3:
+                version = 4
+            if version == 4:
+                for name, statement in (
+                    ("strategy_states", _STRATEGY_STATES),
+                    ("round_privacy", _ROUND_PRIVACY),
+                ):
+                    if name not in tables:
+                        db.execute(statement)
                 db.execute("UPDATE schema_version SET version = ?", (SCHEMA_VERSION,))
             elif version != SCHEMA_VERSION:
                 raise StorageError(
@@ -410,16 +438,35 @@ class RunStore:
             for c, n, j, k, t in rows
         ]
 
-    def record_round(self, record: RoundRecord, participants: Sequence[ParticipantRecord]) -> None:
-        """Record a completed round and its participants in one transaction.
+    def record_round(
+        self,
+        record: RoundRecord,
+        participants: Sequence[ParticipantRecord],
+        *,
+        strategy_state: bytes | None = None,
+        privacy_state: Mapping[str, object] | None = None,
+    ) -> None:
+        """Record a completed round, its participants, the server optimiser's state
+        and (under DP) the privacy state after it, in one transaction.
 
         If anything fails part-way (including an exception from iterating
-        ``participants``), nothing of the round is recorded.
+        ``participants``), nothing of the round is recorded. ``strategy_state`` (the
+        server optimiser's state after this round) is stored with it, in the same
+        transaction, and replaces the state of earlier rounds.
 
         Raises:
             StorageError: if a participant names another round, the round is already
-                recorded, a client appears twice, or the write fails.
+                recorded, a client appears twice, the privacy state is not JSON, or
+                the write fails.
         """
+        state_json = None
+        if privacy_state is not None:
+            try:
+                state_json = json.dumps(dict(privacy_state), sort_keys=True, allow_nan=False)
+            except (TypeError, ValueError) as exc:
+                raise StorageError(
+                    f"The privacy state of round {record.round_id} is not JSON: {exc}."
+                ) from exc
         with self._transaction(f"record round {record.round_id}") as db:
             db.execute(
                 f"INSERT INTO rounds ({_ROUND_COLUMNS}) VALUES ({', '.join('?' * 12)})",
@@ -438,6 +485,12 @@ class RunStore:
                     record.status,
                 ),
             )
+            if strategy_state is not None:
+                db.execute(
+                    "INSERT INTO strategy_states (round_id, state) VALUES (?, ?)",
+                    (record.round_id, strategy_state),
+                )
+                db.execute("DELETE FROM strategy_states WHERE round_id < ?", (record.round_id,))
             for participant in participants:
                 if participant.round_id != record.round_id:
                     raise StorageError(
@@ -453,6 +506,11 @@ class RunStore:
                         participant.num_samples,
                         participant.loss,
                     ),
+                )
+            if state_json is not None:
+                db.execute(
+                    "INSERT INTO round_privacy (round_id, state_json) VALUES (?, ?)",
+                    (record.round_id, state_json),
                 )
 
     def record_evaluation(
@@ -490,6 +548,15 @@ class RunStore:
             ).fetchone()
         return None if row is None else _round_record(row)
 
+    def strategy_state(self, round_id: int) -> bytes | None:
+        """The server optimiser's state recorded with ``round_id``, or None (a stateless
+        strategy, or a round whose state a later round replaced)."""
+        with self._read(f"read the strategy state of round {round_id}") as db:
+            row = db.execute(
+                "SELECT state FROM strategy_states WHERE round_id = ?", (round_id,)
+            ).fetchone()
+        return None if row is None else bytes(row[0])
+
     def participants(self, round_id: int) -> list[ParticipantRecord]:
         """The participants of a recorded round, by client id."""
         with self._read(f"read the participants of round {round_id}") as db:
@@ -499,6 +566,30 @@ class RunStore:
                 (round_id,),
             ).fetchall()
         return [ParticipantRecord(int(r), str(c), n, loss) for r, c, n, loss in rows]
+
+    def privacy_state(self, round_id: int) -> dict[str, object] | None:
+        """The privacy state recorded with a round, or None (no DP, or a round recorded
+        before schema 4)."""
+        with self._read(f"read the privacy state of round {round_id}") as db:
+            row = db.execute(
+                "SELECT state_json FROM round_privacy WHERE round_id = ?", (round_id,)
+            ).fetchone()
+        if row is None:
+            return None
+        state: dict[str, object] = json.loads(row[0])
+        return state
+
+    def participations(self) -> dict[str, int]:
+        """How many completed rounds each client took part in (clients that took part
+        in none are absent)."""
+        with self._read("count the clients' participations") as db:
+            rows = db.execute(
+                "SELECT p.client_id, COUNT(*) FROM round_participants p "
+                "JOIN rounds r ON r.round_id = p.round_id WHERE r.status = ? "
+                "GROUP BY p.client_id",
+                (ROUND_COMPLETED,),
+            ).fetchall()
+        return {str(client): int(count) for client, count in rows}
 
 
 def _optional_float(value: Any) -> float | None:

@@ -7,7 +7,9 @@ round's checkpoint) **outside** the lock, concurrently, then hands each answer b
 the core. So while a round closes, status, task and upload requests are answered at
 once; nothing under the lock waits on the network or the disk. Evaluation, the metrics
 files and the log line of a completed round are consumers of its ``RoundCompleted``
-notice, run one after another off the request path.
+notice, run one after another off the request path. Every command, answer and notice
+is also shown to the service's :class:`~veilfl.server.run_observer.RunObserver`, which
+the dashboard and ``/metrics`` read.
 """
 
 from __future__ import annotations
@@ -40,6 +42,7 @@ from veilfl.protocol.effects import (
     RoundOutcome,
 )
 from veilfl.protocol.messages import RunInfo, Task, UpdateHeader
+from veilfl.server.run_observer import RunObserver
 from veilfl.tensors import Weights
 from veilfl.wire.tensor_codec import decode_weights, encode_weights
 
@@ -113,6 +116,11 @@ class CoordinatorService:
         self._background: list[asyncio.Task[None]] = []
         self._in_flight: set[asyncio.Task[None]] = set()
         self.finished = asyncio.Event()
+        secure = run_info.secure
+        self.observer = RunObserver(
+            aggregators={} if secure is None else {a.index: a.url for a in secure.aggregators},
+            clock=clock,
+        )
 
     @property
     def run_info(self) -> RunInfo:
@@ -253,6 +261,18 @@ class CoordinatorService:
                 "opened": self._opened,
             }
 
+    async def live_status(self) -> dict[str, Any]:
+        """:meth:`status`, plus the coordinator's phase (``coordinator_phase``:
+        collecting, aggregating, persisting or done) and the seconds until the open
+        round closes at the latest (``closes_in_s``; None without a deadline)."""
+        async with self._lock:
+            status = {"run_id": self._run_info.run_id, **self._core.status()}
+            status["coordinator_phase"] = self._core.phase.value
+            deadline = self._core.schedule.deadline
+            now = self._clock()
+        status["closes_in_s"] = None if deadline is None else max(0.0, deadline - now)
+        return status
+
     def global_weights(self) -> Weights:
         """The served global weights (for tests and shutdown)."""
         return self._core.global_model().weights
@@ -277,8 +297,10 @@ class CoordinatorService:
                 if isinstance(
                     effect, RoundCompleted | RoundAbandoned | ClientsExcluded | AggregationStalled
                 ):
+                    self._observe(self.observer.notice, effect)
                     self._publish(effect)
                 else:
+                    self._observe(self.observer.command_sent, effect)
                     task = asyncio.create_task(self._perform(effect))
                     self._in_flight.add(task)
                     task.add_done_callback(self._in_flight.discard)
@@ -297,7 +319,15 @@ class CoordinatorService:
                 )
                 await asyncio.sleep(1.0)
         for event in events:
+            self._observe(self.observer.event_received, event)
             await self._call(self._core.handle, event, now=self._clock())
+
+    @staticmethod
+    def _observe(see: Callable[[T], None], what: T) -> None:
+        try:
+            see(what)
+        except Exception:  # watching the run must never stop it
+            logger.exception("the run observer failed on %s", type(what).__name__)
 
     def _publish(self, notice: Notice) -> None:
         if isinstance(notice, RoundCompleted):

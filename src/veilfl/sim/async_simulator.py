@@ -5,8 +5,16 @@ finishes it after its (heterogeneous) training time, unless it drops out. The
 coordinator core is the same :class:`~veilfl.protocol.coordinator.Coordinator` the HTTP server would
 drive; secure aggregation and DP plug in as for rounds. Training is computed when a
 task finishes, from the model version the client started on, so only in-flight
-versions are kept in memory; an update that became too stale is refused without
-training it.
+versions are kept in memory.
+
+A task's training depends only on the version it started from, its client's data,
+the plan and its seed, so when one finishes the simulator trains it together with the
+next tasks due to finish (as many as the executor likes at once,
+:attr:`~veilfl.sim.executor.TrainingExecutor.preferred_batch`) and keeps their updates
+until their turn comes: the executor sees batches, and the protocol sees the same
+events in the same virtual-time order as with one client at a time. An update that
+became too stale is refused at its turn (trained for nothing, if it was trained ahead
+with others).
 """
 
 from __future__ import annotations
@@ -15,11 +23,12 @@ import heapq
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
-from typing import TypeVar
+from typing import TYPE_CHECKING, TypeVar
 
 from veilfl.errors import ConfigurationError, StaleUpdateError
-from veilfl.ml.learner import Learner
+from veilfl.ml.learner import Learner, LocalUpdate, derive_seed
 from veilfl.privacy.dp_fedavg import ClientPrivacyPlan, DpConfig
+from veilfl.privacy.report import PrivacyReport
 from veilfl.protocol.aggregator_minimums import DEFAULT_MIN_PARTICIPANTS
 from veilfl.protocol.assembly import build_coordinator, describe_run
 from veilfl.protocol.buffered import BufferConfig
@@ -31,11 +40,18 @@ from veilfl.protocol.metrics import RoundMetrics
 from veilfl.protocol.settings import CoordinatorSettings, SecureSettings
 from veilfl.protocol.sync_round import RoundConfig
 from veilfl.secagg.config import SecureAggregationConfig
+from veilfl.sim.backends import build_executor
 from veilfl.sim.effects import InProcessEffects
+from veilfl.sim.executor import TrainingExecutor, TrainingJob
 from veilfl.sim.hand_in import SimulatedHandIn
 from veilfl.sim.in_process_aggregators import InProcessAggregators
 from veilfl.sim.profiles import ClientProfiles
+from veilfl.sim.simulator import client_id
+from veilfl.strategy.settings import ServerOptimizerConfig
 from veilfl.tensors import Weights, spec_of, unflatten
+
+if TYPE_CHECKING:
+    import torch
 
 __all__ = ["AsyncSimulationConfig", "AsyncSimulationResult", "simulate_async"]
 
@@ -58,7 +74,12 @@ class AsyncSimulationConfig:
         dp: DP per released buffer, or None.
         poll_seconds: Virtual wait of a client told to wait (default: half the median
             training time).
-        seed: Seeds the initial model.
+        seed: Seeds the initial model and each task's local training.
+        min_clients: The fewest clients a release sums over.
+        aggregator_min_participants: The fewest clients each in-process aggregator sums
+            over (an aggregator operator's setting).
+        server_optimizer: An adaptive server optimiser applied to each released
+            buffer's mean delta (FedBuff only), with ``server_learning_rate`` as its η.
     """
 
     buffer: BufferConfig
@@ -72,6 +93,7 @@ class AsyncSimulationConfig:
     seed: int = 0
     min_clients: int = 1
     aggregator_min_participants: int = DEFAULT_MIN_PARTICIPANTS
+    server_optimizer: ServerOptimizerConfig | None = None
 
     def settings(
         self, *, population: int, aggregators: tuple[PublishedAggregator, ...] = ()
@@ -96,6 +118,7 @@ class AsyncSimulationConfig:
             buffer=self.buffer,
             fedasync_mixing=self.fedasync_mixing,
             population=population,
+            server_optimizer=self.server_optimizer,
         )
 
 
@@ -111,6 +134,7 @@ class AsyncSimulationResult:
         refused_stale: Updates refused as too stale.
         dropped: Tasks never finished.
         wall_seconds: Real time the simulation took.
+        privacy: Under DP, the final privacy report (both observers).
     """
 
     history: tuple[RoundMetrics, ...]
@@ -119,6 +143,7 @@ class AsyncSimulationResult:
     refused_stale: int
     dropped: int
     wall_seconds: float
+    privacy: PrivacyReport | None = None
 
 
 @dataclass(order=True)
@@ -139,11 +164,63 @@ def simulate_async(
     config: AsyncSimulationConfig,
     on_release: Callable[[RoundMetrics], None] | None = None,
     stop_when: Callable[[RoundMetrics], bool] | None = None,
+    executor: TrainingExecutor | None = None,
+    device: str | torch.device | None = None,
+    on_client_trained: Callable[[], None] | None = None,
 ) -> AsyncSimulationResult:
-    """Run buffered asynchronous training over ``client_data`` in virtual time."""
+    """Run buffered asynchronous training over ``client_data`` in virtual time.
+
+    Args:
+        learner: How to build, train and evaluate the model.
+        client_data: Each virtual client's local data.
+        test_data: Server-side evaluation data, or None to skip evaluation.
+        config: Simulation settings.
+        on_release: Called with each released buffer's metrics.
+        stop_when: Ends the simulation early once it returns True for a release.
+        executor: Trains the clients' tasks (see :mod:`veilfl.sim.backends`); None
+            trains them in this process, together when the learner can be batched.
+            An executor given here is left open; one made here is closed.
+        device: Train and evaluate there; None keeps the learner's device.
+        on_client_trained: Called as each trained update is handed in.
+
+    Raises:
+        ConfigurationError: for no clients, or settings that contradict each other.
+    """
     if not client_data:
         raise ConfigurationError("A simulation needs at least one client's data.")
+    if device is not None:
+        learner = learner.on(device)
+    owned = executor is None
+    trainer = build_executor(learner, client_data) if executor is None else executor
+    try:
+        return _simulate_async(
+            learner,
+            trainer,
+            client_data=client_data,
+            test_data=test_data,
+            config=config,
+            on_release=on_release,
+            stop_when=stop_when,
+            on_client_trained=on_client_trained,
+        )
+    finally:
+        if owned:
+            trainer.close()
+
+
+def _simulate_async(
+    learner: Learner[DataT],
+    executor: TrainingExecutor,
+    *,
+    client_data: Sequence[DataT],
+    test_data: DataT | None,
+    config: AsyncSimulationConfig,
+    on_release: Callable[[RoundMetrics], None] | None,
+    stop_when: Callable[[RoundMetrics], bool] | None,
+    on_client_trained: Callable[[], None] | None,
+) -> AsyncSimulationResult:
     started = time.perf_counter()
+    population = len(client_data)
     weights = learner.initial_weights(seed=config.seed)
     spec = spec_of(weights)
     aggregators = (
@@ -157,13 +234,14 @@ def simulate_async(
         )
     )
     settings = config.settings(
-        population=len(client_data),
+        population=population,
         aggregators=() if aggregators is None else aggregators.published,
     )
     if aggregators is not None:
         settings = aggregators.fit(settings)
     policies = () if aggregators is None else aggregators.policies
-    coordinator = build_coordinator(settings, initial_weights=weights, run_id=RUN_ID).coordinator
+    assembled = build_coordinator(settings, initial_weights=weights, run_id=RUN_ID)
+    coordinator = assembled.coordinator
     run = describe_run(settings, run_id=RUN_ID, coordinator_key="", spec=spec)
     evaluator = learner.evaluator(test_data) if test_data is not None else None
     virtual_now = [0.0]
@@ -190,27 +268,51 @@ def simulate_async(
         aggregators=aggregators,
         policy=ClientPolicy.accepting(run, min_cohort=config.aggregator_min_participants),
     )
-    ids = [f"sim-{i:05d}" for i in range(len(client_data))]
-    speeds = config.profiles.speeds(len(ids))
+    speeds = config.profiles.speeds(population)
     task_rng = config.profiles.task_rng()
     events: list[_Event] = []
     sequence = 0
-    for index, join_at in enumerate(config.profiles.join_times(len(ids))):
-        coordinator.join(ids[index], now=0.0)
+    for index, join_at in enumerate(config.profiles.join_times(population)):
+        coordinator.join(client_id(index), now=0.0)
         events.append(_Event(float(join_at), sequence, index, "ask"))
         sequence += 1
     heapq.heapify(events)
     versions: dict[int, Weights] = {0: weights}
     in_flight: dict[int, int] = {}
-    scratch = learner.model_fn()
+    trained_ahead: dict[int, LocalUpdate] = {}
+    together = max(1, executor.preferred_batch)
+
+    def job(finish: _Event) -> TrainingJob:
+        return TrainingJob(
+            client_index=finish.client,
+            model_version=finish.version,
+            weights=versions[finish.version],
+            plan=run.plan,
+            seed=derive_seed(config.seed, "task", finish.sequence, finish.client),
+        )
+
+    def train(finish: _Event) -> LocalUpdate:
+        """This task's update: trained ahead, or trained now with the next ones due."""
+        update = trained_ahead.pop(finish.sequence, None)
+        if update is not None:
+            return update
+        due = [finish]
+        if together > 1:
+            waiting = (e for e in events if e.kind == "finish" and e.sequence not in trained_ahead)
+            due += heapq.nsmallest(together - 1, waiting)
+        updates = executor.train([job(e) for e in due])
+        for later, later_update in zip(due[1:], updates[1:], strict=True):
+            trained_ahead[later.sequence] = later_update
+        return updates[0]
+
     poll = config.poll_seconds or config.profiles.base_seconds / 2
     accepted = refused = dropped = 0
     while events and not coordinator.done and not stop[0]:
         event = heapq.heappop(events)
         virtual_now[0] = event.at
-        client_id = ids[event.client]
+        client = client_id(event.client)
         if event.kind == "ask":
-            task = coordinator.task_for(client_id, now=event.at)
+            task = coordinator.task_for(client, now=event.at)
             effects.settle()
             if task.kind is TaskKind.DONE:
                 continue
@@ -225,7 +327,7 @@ def simulate_async(
             in_flight[version] = in_flight.get(version, 0) + 1
             if task_rng.random() < config.profiles.dropout:
                 dropped += 1
-                coordinator.drop_out(client_id)
+                coordinator.drop_out(client)
                 _release_version(versions, in_flight, version, coordinator.model_version)
                 heapq.heappush(
                     events,
@@ -254,18 +356,19 @@ def simulate_async(
         # a client finished training on event.version
         version = event.version
         try:
-            ticket = coordinator.ticket(client_id, trained_version=version)
+            ticket = coordinator.ticket(client, trained_version=version)
         except StaleUpdateError:
             refused += 1
-            coordinator.drop_out(client_id)
+            trained_ahead.pop(event.sequence, None)
+            coordinator.drop_out(client)
         else:
-            update = learner.local_update(
-                scratch, versions[version], client_data[event.client], config.plan
-            )
+            update = train(event)
+            if on_client_trained is not None:
+                on_client_trained()
             result = hand.deliver(
                 update,
                 context=HandInContext(
-                    client_id=client_id,
+                    client_id=client,
                     run=run,
                     round_id=ticket.buffer_id,
                     base_version=version,
@@ -288,6 +391,7 @@ def simulate_async(
         refused_stale=refused,
         dropped=dropped,
         wall_seconds=time.perf_counter() - started,
+        privacy=None if assembled.privacy is None else assembled.privacy.report(),
     )
 
 

@@ -22,8 +22,8 @@ soon as it and those before it are done. Protection (DP, secure aggregation) hap
 after, on the updates, exactly as for any client.
 
 With the same seeds, every executor trains the same updates: bitwise for
-:class:`SequentialExecutor` and Ray running it, to floating-point tolerance for
-:class:`BatchedExecutor`.
+:class:`SequentialExecutor` (and Ray running it with as many torch threads), to
+floating-point tolerance for :class:`BatchedExecutor` and across thread counts.
 """
 
 from __future__ import annotations
@@ -52,6 +52,7 @@ __all__ = [
     "TrainingExecutor",
     "TrainingJob",
     "check_indices",
+    "learner_batching_obstacle",
 ]
 
 DataT = TypeVar("DataT")
@@ -86,6 +87,13 @@ class TrainingJob:
 
 class TrainingExecutor(ABC):
     """Runs training jobs and returns their updates in job order."""
+
+    @property
+    def preferred_batch(self) -> int:
+        """How many jobs it likes to be given at once: 1 when it trains one at a time
+        anyway, more when it trains jobs together or in parallel. A simulator that
+        could hand in jobs one by one (the asynchronous one) gathers this many."""
+        return 1
 
     @abstractmethod
     def stream(self, jobs: Sequence[TrainingJob]) -> Iterator[LocalUpdate]:
@@ -156,6 +164,16 @@ class SequentialExecutor(TrainingExecutor, Generic[DataT]):
             )
 
 
+def learner_batching_obstacle(learner: Learner[DataT], client_data: Sequence[DataT]) -> str | None:
+    """Why ``learner``'s clients cannot train together, in a phrase; None if they can."""
+    if learner.local_sgd is None:
+        return "the learner's train_fn is not veilfl's SGD trainer (use sgd_learner)"
+    if len(client_data) and not isinstance(client_data[0], ArrayDataset):
+        return "the client data are not ArrayDataset"
+    reason = batching_obstacle(learner.model_fn())
+    return None if reason is None else f"the model cannot be batched: {reason}"
+
+
 def _config(plan: LocalTrainingPlan, seed: int | None) -> TrainConfig:
     return TrainConfig(
         learning_rate=plan.learning_rate,
@@ -207,17 +225,17 @@ class BatchedExecutor(TrainingExecutor, Generic[DataT]):
             logger.warning("Training clients one at a time, not batched: %s.", self.obstacle)
 
     def _obstacle(self) -> str | None:
-        if self.learner.local_sgd is None:
-            return "the learner's train_fn is not veilfl's SGD trainer (use sgd_learner)"
-        if not all(isinstance(d, ArrayDataset) for d in self.client_data[:1]):
-            return "the client data are not ArrayDataset"
-        reason = batching_obstacle(self.learner.model_fn())
-        return None if reason is None else f"the model cannot be batched: {reason}"
+        return learner_batching_obstacle(self.learner, self.client_data)
 
     @property
     def batched(self) -> bool:
         """Whether jobs are trained together (False: one at a time, see :attr:`obstacle`)."""
         return self.obstacle is None
+
+    @property
+    def preferred_batch(self) -> int:
+        """``max_clients`` when batched, else 1."""
+        return self.max_clients if self.batched else 1
 
     def stream(self, jobs: Sequence[TrainingJob]) -> Iterator[LocalUpdate]:
         """Train up to ``max_clients`` jobs at a time; yield their updates in order."""

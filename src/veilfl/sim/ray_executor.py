@@ -4,7 +4,8 @@
 :class:`RayExecutor` starts a pool of Ray actors, each holding the learner, a scratch
 model and (once, through Ray's object store) the population's data; each training
 job names its client by index, and each global model version is put in the object
-store once per call, so a task carries only indices, plans and seeds. Every actor
+store once (while the caller passes the same weights object for it), so a task
+carries only indices, plans and seeds. Every actor
 reserves the resources of one client (``cpus_per_client``, ``gpus_per_client``, which
 may be a fraction of a GPU); actors with a GPU train on it, and may train their
 share of the jobs batched (:class:`~veilfl.sim.executor.BatchedExecutor`).
@@ -31,6 +32,7 @@ from typing import Any, Generic, TypeVar
 import numpy as np
 
 from veilfl.errors import ConfigurationError
+from veilfl.ml.datasets import ClientPartitions
 from veilfl.ml.learner import Learner, LocalUpdate
 from veilfl.protocol.messages import LocalTrainingPlan
 from veilfl.sim.executor import (
@@ -47,7 +49,7 @@ __all__ = ["RayExecutor"]
 DataT = TypeVar("DataT")
 
 _INSTALL = "Ray is not installed; install it with `pip install 'veilfl[ray]'`."
-_CACHED_VERSIONS = 4
+_CACHED_VERSIONS = 8
 
 
 @dataclass(frozen=True)
@@ -78,21 +80,24 @@ class _Worker(Generic[DataT]):
             if batched
             else SequentialExecutor(placed, client_data)
         )
-        self._weights: dict[int, Weights] = {}
+        self._weights: dict[str, Weights] = {}  # by object id, oldest first
 
     def train(self, specs: list[_JobSpec], models: Mapping[int, Any]) -> list[LocalUpdate]:
         import ray
 
-        for version, ref in models.items():
-            if version not in self._weights:
+        by_version: dict[int, Weights] = {}
+        for version, (ref,) in models.items():
+            key = ref.hex()
+            if key not in self._weights:
                 if len(self._weights) >= _CACHED_VERSIONS:
-                    self._weights.pop(min(self._weights))
-                self._weights[version] = ray.get(ref[0])
+                    self._weights.pop(next(iter(self._weights)))
+                self._weights[key] = ray.get(ref)
+            by_version[version] = self._weights[key]
         jobs = [
             TrainingJob(
                 client_index=s.client_index,
                 model_version=s.model_version,
-                weights=self._weights[s.model_version],
+                weights=by_version[s.model_version],
                 plan=s.plan,
                 seed=s.seed,
             )
@@ -162,13 +167,15 @@ class RayExecutor(TrainingExecutor, Generic[DataT]):
             options = {**local, **(init_options or {})}
             ray.init(address=address, **options)
         self.population = len(client_data)
+        self._puts: dict[int, tuple[Weights, Any]] = {}
         self.jobs_per_task = jobs_per_task
         self.max_clients = max_clients
+        self.batched = batched
         try:
             self.num_workers = num_workers or self._fitting_workers(
                 cpus_per_client, gpus_per_client
             )
-            data_ref = ray.put(list(client_data))
+            data_ref = ray.put(_shippable(client_data))
             actor = ray.remote(_Worker).options(num_cpus=cpus_per_client, num_gpus=gpus_per_client)
             device = "cuda" if gpus_per_client > 0 else "cpu"
             self._actors: list[Any] = [
@@ -194,6 +201,12 @@ class RayExecutor(TrainingExecutor, Generic[DataT]):
             fit = min(fit, int(available // gpus))
         return max(1, fit)
 
+    @property
+    def preferred_batch(self) -> int:
+        """Enough jobs to keep every actor busy: a batch, or two jobs, per actor."""
+        per_actor = self.jobs_per_task or (self.max_clients if self.batched else 2)
+        return max(1, self.num_workers * per_actor)
+
     def stream(self, jobs: Sequence[TrainingJob]) -> Iterator[LocalUpdate]:
         """Send the jobs to the actors in tasks; yield the updates in job order."""
         check_indices(jobs, self.population)
@@ -204,7 +217,7 @@ class RayExecutor(TrainingExecutor, Generic[DataT]):
             if job.model_version not in models:
                 # Wrapped in a list so that Ray hands the actor the reference, which it
                 # resolves once per version, rather than the weights with every task.
-                models[job.model_version] = [self._ray.put(job.weights)]
+                models[job.model_version] = [self._reference(job.model_version, job.weights)]
         size = self.jobs_per_task or max(
             1, min(self.max_clients, math.ceil(len(jobs) / (4 * self.num_workers)))
         )
@@ -220,6 +233,20 @@ class RayExecutor(TrainingExecutor, Generic[DataT]):
         while pending:
             yield from _owned(self._ray.get(pending.popleft()))
 
+    def _reference(self, version: int, weights: Weights) -> Any:
+        """The object-store copy of these weights: put once while the caller hands in
+        the same weights object for a version (a new object, say of another run's
+        version of the same number, is put anew)."""
+        cached = self._puts.get(version)
+        if cached is not None and cached[0] is weights:
+            return cached[1]
+        ref = self._ray.put(weights)
+        self._puts.pop(version, None)
+        self._puts[version] = (weights, ref)
+        while len(self._puts) > _CACHED_VERSIONS:
+            self._puts.pop(next(iter(self._puts)))
+        return ref
+
     def close(self) -> None:
         """Stop the actors, and the local Ray instance if this executor started it."""
         for actor in getattr(self, "_actors", []):
@@ -228,6 +255,15 @@ class RayExecutor(TrainingExecutor, Generic[DataT]):
         if self._owns_ray and self._ray.is_initialized():
             self._ray.shutdown()
         self._owns_ray = False
+
+
+def _shippable(client_data: Sequence[DataT]) -> Sequence[DataT]:
+    """The data as it goes to the object store: a list, tuple or
+    :class:`~veilfl.ml.datasets.ClientPartitions` (a data set and index arrays) as it
+    is, any other sequence as a list."""
+    if isinstance(client_data, list | tuple | ClientPartitions):
+        return client_data
+    return list(client_data)
 
 
 def _owned(updates: list[LocalUpdate]) -> Iterator[LocalUpdate]:

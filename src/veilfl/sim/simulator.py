@@ -5,6 +5,13 @@ as the HTTP server, answers the core's commands in process, and hands updates in
 the same pipeline as the HTTP client, with a virtual clock. So experiments with hundreds
 of clients exercise the real protocol logic (sampling, deadlines, dropouts, secure
 aggregation, DP, accounting) without sockets.
+
+Each round's local training goes to a :class:`~veilfl.sim.executor.TrainingExecutor`
+as one list of jobs (:mod:`veilfl.sim.backends`: in process, batched when the learner
+can be, or on Ray), seeded per round and client, so every executor trains the same
+updates. Updates come back one at a time and are handed in as they come, so memory
+grows with the clients training together, not with the population; apart from the
+coordinator's list of joined clients, the simulator keeps nothing per client.
 """
 
 from __future__ import annotations
@@ -13,13 +20,14 @@ import random
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
-from typing import Generic, TypeVar
+from typing import TYPE_CHECKING, Generic, TypeVar
 
 from veilfl.errors import ConfigurationError
-from veilfl.ml.learner import Learner
+from veilfl.ml.learner import Learner, derive_seed
 from veilfl.privacy.dp_fedavg import DpConfig
+from veilfl.privacy.report import PrivacyReport
 from veilfl.protocol.aggregator_minimums import DEFAULT_MIN_PARTICIPANTS
-from veilfl.protocol.assembly import build_coordinator, describe_run
+from veilfl.protocol.assembly import CohortPlan, build_coordinator, describe_run
 from veilfl.protocol.client_policy import ClientPolicy
 from veilfl.protocol.effects import RoundOutcome
 from veilfl.protocol.hand_in import HandInContext
@@ -28,13 +36,19 @@ from veilfl.protocol.metrics import RoundMetrics
 from veilfl.protocol.settings import CoordinatorSettings, SecureSettings
 from veilfl.protocol.sync_round import RoundConfig
 from veilfl.secagg.config import SecureAggregationConfig
+from veilfl.sim.backends import build_executor
 from veilfl.sim.effects import InProcessEffects
+from veilfl.sim.executor import TrainingExecutor, TrainingJob
 from veilfl.sim.hand_in import PhaseTimings, SimulatedHandIn
 from veilfl.sim.in_process_aggregators import InProcessAggregators
 from veilfl.sim.profiles import ClientProfiles
+from veilfl.strategy.settings import ServerOptimizerConfig
 from veilfl.tensors import Weights, spec_of, unflatten
 
-__all__ = ["PhaseTimings", "SimulationConfig", "SimulationResult", "simulate"]
+if TYPE_CHECKING:
+    import torch
+
+__all__ = ["PhaseTimings", "SimulationConfig", "SimulationResult", "client_id", "simulate"]
 
 DataT = TypeVar("DataT")
 RUN_ID = "simulation"
@@ -63,6 +77,9 @@ class SimulationConfig:
             As ``veilfl server`` does at start-up, a run whose clients per round (or
             expected sample) is smaller is refused, and a smaller ``min_clients`` is
             raised to it.
+        server_optimizer: An adaptive server optimiser (FedAdam, FedYogi, FedAdagrad)
+            with ``server_learning_rate`` as its η; None for FedAvg. FedProx is the
+            plan's ``proximal_mu``.
     """
 
     rounds: RoundConfig
@@ -76,6 +93,7 @@ class SimulationConfig:
     dp: DpConfig | None = None
     profiles: ClientProfiles | None = None
     aggregator_min_participants: int = DEFAULT_MIN_PARTICIPANTS
+    server_optimizer: ServerOptimizerConfig | None = None
 
     def __post_init__(self) -> None:
         if not 0 <= self.dropout_probability < 1:
@@ -96,6 +114,7 @@ class SimulationConfig:
             seed=settings.seed,
             secure=None if settings.secure is None else settings.secure.config,
             dp=settings.dp,
+            server_optimizer=settings.server_optimizer,
             **options,  # type: ignore[arg-type]
         )
 
@@ -116,6 +135,7 @@ class SimulationConfig:
             ),
             dp=self.dp,
             population=population,
+            server_optimizer=self.server_optimizer,
         )
 
 
@@ -128,12 +148,16 @@ class SimulationResult(Generic[DataT]):
         final_weights: The last global model.
         timings: Seconds per phase.
         excluded: Clients left out of each round's sum, by round.
+        cohort: The cohort sizes and sampling rate the run was assembled with.
+        privacy: Under DP, the final privacy report (both observers).
     """
 
     history: tuple[RoundMetrics, ...]
     final_weights: Weights
     timings: PhaseTimings
     excluded: dict[int, tuple[str, ...]] = field(default_factory=dict)
+    cohort: CohortPlan | None = None
+    privacy: PrivacyReport | None = None
 
 
 class _VirtualClock:
@@ -153,6 +177,11 @@ class _VirtualClock:
         self._skipped += seconds
 
 
+def client_id(index: int) -> str:
+    """The id of virtual client ``index`` (its data is ``client_data[index]``)."""
+    return f"sim-{index:05d}"
+
+
 def simulate(
     learner: Learner[DataT],
     *,
@@ -162,23 +191,73 @@ def simulate(
     initial_weights: Weights | None = None,
     on_round: Callable[[RoundMetrics], None] | None = None,
     stop_when: Callable[[RoundMetrics], bool] | None = None,
+    executor: TrainingExecutor | None = None,
+    device: str | torch.device | None = None,
+    on_client_trained: Callable[[], None] | None = None,
 ) -> SimulationResult[DataT]:
     """Run federated training with one virtual client per entry of ``client_data``.
 
     Args:
         learner: How to build, train and evaluate the model.
-        client_data: Each virtual client's local data.
+        client_data: Each virtual client's local data (any sequence: a list, or a
+            :class:`~veilfl.ml.datasets.ClientPartitions` that copies a client's data
+            out only when it trains).
         test_data: Server-side evaluation data, or None to skip evaluation.
         config: Simulation settings.
         initial_weights: Starting model (default: ``learner.initial_weights(seed)``).
         on_round: Called with each completed round's metrics.
         stop_when: Ends the simulation early once it returns True for a round.
+        executor: Trains each round's clients (see :mod:`veilfl.sim.backends`; it
+            must hold this ``client_data``); None trains them in this process,
+            together when the learner can be batched. An executor given here is left
+            open; one made here is closed.
+        device: Train and evaluate there (``auto``, ``cpu``, ``cuda[:N]``); None keeps
+            the learner's device.
+        on_client_trained: Called as each client's update comes back from training
+            (progress displays).
 
     Returns:
         The history, the final weights and where the time went.
+
+    Raises:
+        ConfigurationError: for no clients, or settings that contradict each other.
     """
     if not client_data:
         raise ConfigurationError("A simulation needs at least one client's data.")
+    if device is not None:
+        learner = learner.on(device)
+    owned = executor is None
+    trainer = build_executor(learner, client_data) if executor is None else executor
+    try:
+        return _simulate(
+            learner,
+            trainer,
+            client_data=client_data,
+            test_data=test_data,
+            config=config,
+            initial_weights=initial_weights,
+            on_round=on_round,
+            stop_when=stop_when,
+            on_client_trained=on_client_trained,
+        )
+    finally:
+        if owned:
+            trainer.close()
+
+
+def _simulate(
+    learner: Learner[DataT],
+    executor: TrainingExecutor,
+    *,
+    client_data: Sequence[DataT],
+    test_data: DataT | None,
+    config: SimulationConfig,
+    initial_weights: Weights | None,
+    on_round: Callable[[RoundMetrics], None] | None,
+    stop_when: Callable[[RoundMetrics], bool] | None,
+    on_client_trained: Callable[[], None] | None,
+) -> SimulationResult[DataT]:
+    population = len(client_data)
     weights = initial_weights or learner.initial_weights(seed=config.seed)
     spec = spec_of(weights)
     timings = PhaseTimings()
@@ -195,12 +274,13 @@ def simulate(
         )
     )
     settings = config.settings(
-        population=len(client_data),
+        population=population,
         aggregators=() if aggregators is None else aggregators.published,
     )
     if aggregators is not None:
         settings = aggregators.fit(settings)
-    core = build_coordinator(settings, initial_weights=weights, run_id=RUN_ID).coordinator
+    assembled = build_coordinator(settings, initial_weights=weights, run_id=RUN_ID)
+    core = assembled.coordinator
     run = describe_run(settings, run_id=RUN_ID, coordinator_key="", spec=spec)
     policies = () if aggregators is None else aggregators.policies
     clock = _VirtualClock(real=config.profiles is None)
@@ -235,23 +315,21 @@ def simulate(
         effects.settle()
         timings.aggregation += time.perf_counter() - started
 
-    client_ids = [f"sim-{index:05d}" for index in range(len(client_data))]
     now = clock.now()
-    speeds = config.profiles.speeds(len(client_data)) if config.profiles else None
+    speeds = config.profiles.speeds(population) if config.profiles else None
     task_rng = config.profiles.task_rng() if config.profiles else None
-    for client_id in client_ids:
-        core.join(client_id, now=now)
+    for index in range(population):
+        core.join(client_id(index), now=now)
     dropouts = random.Random(config.seed + 1)
-    scratch_model = learner.model_fn()
     while not core.done and not stop[0]:
         now = clock.now()
         core.tick(now=now)
         settle()
         completed_before = len(history)
         global_model = core.global_model()
-        working: list[tuple[float, int, str, Task]] = []
-        for index, client_id in enumerate(client_ids):
-            task = core.task_for(client_id, now=now)
+        working: list[tuple[float, int, Task]] = []
+        for index in range(population):
+            task = core.task_for(client_id(index), now=now)
             if task.kind is not TaskKind.TRAIN:
                 continue
             if dropouts.random() < config.dropout_probability:
@@ -266,27 +344,40 @@ def simulate(
                     * float(speeds[index])
                     * float(task_rng.lognormal(0.0, config.profiles.jitter_sigma))
                 )
-            working.append((duration, index, client_id, task))
+            working.append((duration, index, task))
         settle()
         # Clients report in the order they finish; with profiles, in virtual time, and
         # those still training at the deadline are stragglers the round closes without.
         round_deadline = core.schedule.deadline
-        for duration, index, client_id, task in sorted(working, key=lambda w: w[0]):
-            if config.profiles is not None:
-                finish = now + duration
-                if round_deadline is not None and finish > round_deadline:
-                    break
-                clock.skip(max(0.0, finish - clock.now()))
-            assert task.round_id is not None and task.model_version is not None
-            started = time.perf_counter()
-            update = learner.local_update(
-                scratch_model, global_model.weights, client_data[index], config.plan
+        finishing = []
+        for duration, index, task in sorted(working, key=lambda w: w[0]):
+            late = round_deadline is not None and now + duration > round_deadline
+            if config.profiles is not None and late:
+                break
+            finishing.append((duration, index, task))
+        jobs = [
+            TrainingJob(
+                client_index=index,
+                model_version=global_model.version,
+                weights=global_model.weights,
+                plan=run.plan,
+                seed=derive_seed(config.seed, "train", task.round_id or 0, index),
             )
+            for _, index, task in finishing
+        ]
+        started = time.perf_counter()
+        updates = executor.stream(jobs)
+        for (duration, index, task), update in zip(finishing, updates, strict=True):
             timings.training += time.perf_counter() - started
+            if on_client_trained is not None:
+                on_client_trained()
+            if config.profiles is not None:
+                clock.skip(max(0.0, now + duration - clock.now()))
+            assert task.round_id is not None and task.model_version is not None
             hand.deliver(
                 update,
                 context=HandInContext(
-                    client_id=client_id,
+                    client_id=client_id(index),
                     run=run,
                     round_id=task.round_id,
                     base_version=task.model_version,
@@ -297,6 +388,7 @@ def simulate(
                 now=clock.now(),
             )
             settle()
+            started = time.perf_counter()
         if len(history) == completed_before and not core.done:
             # Some sampled clients dropped out or straggled: let the deadline pass.
             round_deadline = core.schedule.deadline
@@ -314,4 +406,6 @@ def simulate(
         final_weights=core.global_model().weights,
         timings=timings,
         excluded=dict(effects.excluded),
+        cohort=assembled.cohort,
+        privacy=None if assembled.privacy is None else assembled.privacy.report(),
     )

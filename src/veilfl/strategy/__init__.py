@@ -1,7 +1,7 @@
 """How an aggregate becomes the next global model: one interface, several strategies."""
 
 from veilfl.strategy.aggregate import Aggregate, WeightedSum
-from veilfl.strategy.base import ModelHistory, ServerStrategy
+from veilfl.strategy.base import ModelHistory, ServerStrategy, StatefulStrategy, StrategyState
 from veilfl.strategy.buffered import FedAsync, FedBuff
 from veilfl.strategy.fedavg import FedAvg
 from veilfl.strategy.fedopt import (
@@ -9,12 +9,15 @@ from veilfl.strategy.fedopt import (
     FedAdagrad,
     FedAdam,
     FedOpt,
+    FedOptState,
     FedYogi,
     server_optimizer,
 )
+from veilfl.strategy.settings import SERVER_OPTIMIZER_CHOICES, ServerOptimizerConfig
 
 __all__ = [
     "SERVER_OPTIMIZERS",
+    "SERVER_OPTIMIZER_CHOICES",
     "Aggregate",
     "FedAdagrad",
     "FedAdam",
@@ -22,9 +25,13 @@ __all__ = [
     "FedAvg",
     "FedBuff",
     "FedOpt",
+    "FedOptState",
     "FedYogi",
     "ModelHistory",
+    "ServerOptimizerConfig",
     "ServerStrategy",
+    "StatefulStrategy",
+    "StrategyState",
     "WeightedSum",
     "server_optimizer",
 ]

@@ -33,8 +33,9 @@ class Aggregate:
         trained_versions: The model version each participant trained from, in the order
             of ``participants``.
         mean_loss: The weighted mean training loss, when known.
-        within_bound_count: Under adaptive DP clipping, the (noised) count of updates
-            that needed no clipping.
+        within_bound_count: Under DP clipping, the (noised, under adaptive clipping)
+            sum of the participants' unclipped bits, each +1/2 if the update needed
+            no clipping and -1/2 if it did (``veilfl.privacy.clipping.unclipped_bit``).
         epsilon: Under DP, the privacy spent once this aggregate is released.
     """
 

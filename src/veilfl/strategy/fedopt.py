@@ -16,16 +16,22 @@ server learning rate.
 
 Only the mean delta is needed, so the optimisers compose with secure aggregation
 (which releases only the sum) and with DP (whose noise is already in the sum).
-Their state (``m``, ``v`` and the step count) is a pair of float64 vectors that
-:meth:`FedOpt.to_json` writes exactly (base64 of little-endian float64), so a
-restarted coordinator continues where it stopped.
+Their state (``m``, ``v`` and the step count) is a pair of float64 vectors. A
+coordinator takes a :class:`FedOptState` snapshot after each step and the run store
+keeps its bytes (:meth:`FedOptState.to_bytes`, exact) next to the round it belongs
+to, so a restarted coordinator continues where it stopped (:meth:`FedOpt.restore`);
+:meth:`FedOpt.to_json` writes the same state as JSON.
 """
 
 from __future__ import annotations
 
 import base64
+import json
 import math
+import struct
 from abc import ABC, abstractmethod
+from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any, ClassVar
 
 import numpy as np
@@ -36,7 +42,15 @@ from veilfl.strategy.aggregate import Aggregate
 from veilfl.strategy.base import ModelHistory
 from veilfl.tensors import FloatArray
 
-__all__ = ["SERVER_OPTIMIZERS", "FedAdagrad", "FedAdam", "FedOpt", "FedYogi", "server_optimizer"]
+__all__ = [
+    "SERVER_OPTIMIZERS",
+    "FedAdagrad",
+    "FedAdam",
+    "FedOpt",
+    "FedOptState",
+    "FedYogi",
+    "server_optimizer",
+]
 
 Float64Array = npt.NDArray[np.float64]
 
@@ -66,6 +80,87 @@ def _decode(text: Any, size: int, name: str) -> Float64Array:
             "saved state belongs to another model."
         )
     return np.frombuffer(raw, dtype="<f8").astype(np.float64)
+
+
+_STATE_MAGIC = b"VFOPT1"
+
+
+def _frozen(array: Float64Array | None) -> Float64Array | None:
+    if array is not None:
+        array.setflags(write=False)
+    return array
+
+
+@dataclass(frozen=True, eq=False)
+class FedOptState:
+    """A server optimiser's state after a step: which optimiser, its hyper-parameters,
+    the step count and the moments ``m`` and ``v`` (read-only float64 vectors; None
+    before the first step).
+
+    Taking one is cheap (the optimiser computes fresh moment arrays each step and the
+    snapshot shares them); :meth:`to_bytes` writes it exactly, for the run store.
+    """
+
+    kind: str
+    hyperparameters: Mapping[str, float]
+    steps: int
+    m: Float64Array | None
+    v: Float64Array | None
+
+    def to_bytes(self) -> bytes:
+        """``VFOPT1``, a 4-byte header length, a JSON header, then ``m`` and ``v`` as
+        little-endian float64."""
+        size = None if self.m is None else int(self.m.shape[0])
+        header = json.dumps(
+            {
+                "kind": self.kind,
+                "hyperparameters": dict(self.hyperparameters),
+                "steps": self.steps,
+                "size": size,
+            },
+            sort_keys=True,
+        ).encode()
+        parts = [_STATE_MAGIC, struct.pack("<I", len(header)), header]
+        if self.m is not None and self.v is not None:
+            parts += [self.m.astype("<f8").tobytes(), self.v.astype("<f8").tobytes()]
+        return b"".join(parts)
+
+    @classmethod
+    def from_bytes(cls, data: bytes) -> FedOptState:
+        """Inverse of :meth:`to_bytes`.
+
+        Raises:
+            StorageError: if ``data`` is not a saved server-optimiser state.
+        """
+        start = len(_STATE_MAGIC) + 4
+        if len(data) < start or not data.startswith(_STATE_MAGIC):
+            raise StorageError(
+                "The saved server-optimiser state does not start as one; the run store is "
+                "damaged or was written by another program."
+            )
+        (length,) = struct.unpack("<I", data[len(_STATE_MAGIC) : start])
+        try:
+            header = json.loads(data[start : start + length])
+            kind = str(header["kind"])
+            hyper = {str(k): float(v) for k, v in header["hyperparameters"].items()}
+            steps = int(header["steps"])
+            size = None if header["size"] is None else int(header["size"])
+        except (ValueError, KeyError, TypeError, AttributeError) as exc:
+            raise StorageError(
+                f"The saved server-optimiser state's header does not parse ({exc!r})."
+            ) from exc
+        body = data[start + length :]
+        expected = 0 if size is None else 16 * size
+        if len(body) != expected:
+            raise StorageError(
+                f"The saved server-optimiser state holds {len(body)} bytes of moments, not "
+                f"{expected}; the run store is damaged."
+            )
+        if size is None:
+            return cls(kind, hyper, steps, None, None)
+        m = np.frombuffer(body[: 8 * size], dtype="<f8").astype(np.float64)
+        v = np.frombuffer(body[8 * size :], dtype="<f8").astype(np.float64)
+        return cls(kind, hyper, steps, _frozen(m), _frozen(v))
 
 
 class FedOpt(ABC):
@@ -149,9 +244,30 @@ class FedOpt(ABC):
         m = self.beta1 * self._m + (1.0 - self.beta1) * delta
         v = self._second_moment(self._v, delta * delta)
         step = self.server_learning_rate * m / (np.sqrt(v) + self.tau)
-        self._m, self._v = m, v
+        # Fresh arrays each step, never changed after: snapshots share them.
+        self._m, self._v = _frozen(m), _frozen(v)
         self.steps += 1
         return (current_flat.astype(np.float64) + step).astype(np.float32)
+
+    def state(self) -> FedOptState:
+        """A snapshot of the state now (what a restarted coordinator restores)."""
+        return FedOptState(self.kind, self.hyperparameters(), self.steps, self._m, self._v)
+
+    def restore(self, data: bytes) -> None:
+        """Continue from a state saved with ``state().to_bytes()``.
+
+        Raises:
+            StorageError: if ``data`` does not parse, or was saved by another optimiser
+                or with other hyper-parameters (the run's settings changed).
+        """
+        saved = FedOptState.from_bytes(data)
+        if saved.kind != self.kind or dict(saved.hyperparameters) != self.hyperparameters():
+            raise StorageError(
+                f"The saved server-optimiser state is {saved.kind} with "
+                f"{dict(saved.hyperparameters)}, not {self.kind} with "
+                f"{self.hyperparameters()}; resume with the settings the run was started with."
+            )
+        self._m, self._v, self.steps = saved.m, saved.v, saved.steps
 
     def to_json(self) -> dict[str, Any]:
         """The optimiser and its state as a JSON-ready dict (exact, for restarts)."""
@@ -183,8 +299,8 @@ class FedOpt(ABC):
                 "another version, or the file is damaged."
             ) from exc
         if size is not None:
-            optimizer._m = _decode(data.get("m"), int(size), "first moment")
-            optimizer._v = _decode(data.get("v"), int(size), "second moment")
+            optimizer._m = _frozen(_decode(data.get("m"), int(size), "first moment"))
+            optimizer._v = _frozen(_decode(data.get("v"), int(size), "second moment"))
         optimizer.steps = steps
         return optimizer
 

@@ -1,12 +1,15 @@
 """How veilfl errors become HTTP answers: one table, shared by every service.
 
 Every rejection is a 4xx JSON body ``{"error": <class name>, "message": <sentence>}``
-that says what was wrong; the request changed nothing.
+that says what was wrong; the request changed nothing. The class name is also noted on
+the request (:func:`error_noted`), so the edge's metrics can count refusals by reason.
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
+from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -32,7 +35,16 @@ from veilfl.errors import (
     WireFormatError,
 )
 
-__all__ = ["STATUS_BY_ERROR", "error_body", "install_error_handlers", "status_for"]
+__all__ = [
+    "STATUS_BY_ERROR",
+    "error_body",
+    "error_noted",
+    "install_error_handlers",
+    "status_for",
+]
+
+_ERROR_KEY = "veilfl_error"
+"""Where, in the request's ASGI state, the handlers note the error class they answered."""
 
 STATUS_BY_ERROR: tuple[tuple[type[VeilflError], int], ...] = (
     (RateLimitedError, 429),
@@ -66,11 +78,23 @@ def error_body(error_type: str, message: str) -> dict[str, str]:
     return {"error": error_type, "message": message}
 
 
+def _note(request: Request, error_type: str) -> None:
+    request.scope.setdefault("state", {})[_ERROR_KEY] = error_type
+
+
+def error_noted(scope: Mapping[str, Any]) -> str | None:
+    """The error class an error handler answered the request of ``scope`` with, if any."""
+    state = scope.get("state")
+    noted = state.get(_ERROR_KEY) if isinstance(state, Mapping) else None
+    return noted if isinstance(noted, str) else None
+
+
 def install_error_handlers(app: FastAPI) -> None:
     """Answer veilfl errors and request-validation errors as JSON with a clear message."""
 
     async def on_veilfl_error(request: Request, exc: Exception) -> JSONResponse:
         assert isinstance(exc, VeilflError)
+        _note(request, type(exc).__name__)
         headers = (
             {"Retry-After": str(max(1, math.ceil(exc.retry_after_s)))}
             if isinstance(exc, RateLimitedError)
@@ -84,6 +108,7 @@ def install_error_handlers(app: FastAPI) -> None:
 
     async def on_validation_error(request: Request, exc: Exception) -> JSONResponse:
         assert isinstance(exc, RequestValidationError)
+        _note(request, "RequestValidationError")
         problems = "; ".join(
             f"{'.'.join(str(p) for p in err.get('loc', ()))}: {err.get('msg', 'invalid')}"
             for err in exc.errors()
@@ -95,6 +120,7 @@ def install_error_handlers(app: FastAPI) -> None:
 
     async def on_http_error(request: Request, exc: Exception) -> JSONResponse:
         assert isinstance(exc, StarletteHTTPException)
+        _note(request, "HTTPError")
         message = str(exc.detail)
         if exc.status_code == 404:
             message = f"There is no {request.url.path}; see /openapi.json for the API."
