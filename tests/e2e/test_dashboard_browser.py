@@ -123,6 +123,7 @@ def test_the_dashboard_shows_rounds_completing_live_in_chromium(
             cmd = veilfl_command(
                 *("client", "--server", url, "--client-index", str(index), "--num-clients", "2"),
                 "--insecure",
+                "--allow-plaintext",
             )
             clients.append((stack.enter_context(running(cmd, log)), log))
 
