@@ -122,6 +122,36 @@ def test_secure_simulation_matches_plaintext_and_survives_a_down_aggregator() ->
             np.testing.assert_allclose(secure[name], plain[name], atol=tolerance)
 
 
+def test_a_secure_simulation_applies_the_aggregators_minimum_as_veilfl_server_does() -> None:
+    """The in-process aggregators sum no fewer than 2 clients (an aggregator's default):
+    a round of one is refused naming both flags; the default min_clients rises to 2."""
+    from veilfl.errors import ConfigurationError
+    from veilfl.secagg.config import SecureAggregationConfig
+
+    def run(per_round: int) -> int:
+        return (
+            simulate(
+                mnist_learner("simple-cnn", seed=1),
+                client_data=_clients(2),
+                test_data=None,
+                config=SimulationConfig(
+                    rounds=RoundConfig(num_rounds=1, clients_per_round=per_round),
+                    plan=LocalTrainingPlan(max_batches=1),
+                    secure=SecureAggregationConfig(max_samples_per_client=100),
+                ),
+            )
+            .history[-1]
+            .num_clients
+        )
+
+    with pytest.raises(ConfigurationError) as caught:
+        run(1)
+    assert str(caught.value).startswith(
+        "--clients-per-round 1 is below aggregator 1's --min-participants 2"
+    )
+    assert run(2) == 2
+
+
 def test_rounds_in_virtual_time_wait_for_the_slowest_client_or_the_deadline() -> None:
     from veilfl.sim.profiles import ClientProfiles
 
