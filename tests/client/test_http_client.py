@@ -78,6 +78,9 @@ async def test_two_clients_complete_every_round(flaky: bool) -> None:
                 for i, (part, transport) in enumerate(zip(parts, transports, strict=True))
             )
         )
+        # The clients may see "done" a moment before the service has recorded the last
+        # round and set ``finished``: wait for it (a lost round never sets it).
+        await asyncio.wait_for(service.finished.wait(), timeout=30)
     finally:
         await service.stop()
     assert [s.rounds_trained for s in summaries] == [2, 2]
