@@ -174,6 +174,7 @@ async def test_false_receipts_cost_only_their_senders_exclusion(
     assert [summary.rounds_trained for summary in honest[2:]] == [1, 1]
     assert core.done and core.model_version == 1
     assert core.history[-1].num_clients == 2  # the honest two
+    assert sorted(core.history[-1].excluded) == sorted(liars)
     assert elapsed < ROUND_TIMEOUT_S / 2
     exclusions = [r.getMessage() for r in caplog.records if "excluded" in r.getMessage()]
     assert len(exclusions) == 1, exclusions
