@@ -7,13 +7,12 @@ is added is selectable:
 
 * ``central`` — the coordinator adds N(0, (z·C)²) to the sum it reconstructed (it sees
   the noiseless sum: trust it, or pair it with secure aggregation and trust it a little);
-* ``distributed`` — each client adds discrete Gaussian noise to its *encoded* update
-  before secret sharing, with variance 1/``min_clients`` of the total, so that the sum
-  of at least ``min_clients`` clients carries noise of standard deviation z·C and no
-  party, the coordinator included, ever sees an un-noised aggregate (Kairouz, Liu and
-  Steinke 2021, "The Distributed Discrete Gaussian Mechanism"). Needs secure
-  aggregation. Noise on Shamir shares would be multiplied by the Lagrange
-  coefficients at reconstruction; noise on the update before sharing is not;
+* ``distributed`` — clients add no noise: they send verified, noise-free contributions
+  under secure aggregation, and the m aggregators deal fresh discrete Gaussian noise
+  into every released sum, Shamir-shared among themselves, so that no party (the
+  coordinator included, with up to t - 1 aggregators) ever sees an un-noised
+  aggregate (:mod:`veilfl.secagg.dealt_noise`; the discrete Gaussian sum as in
+  Kairouz, Liu and Steinke 2021). Needs secure aggregation;
 * ``local`` — each client adds the full N(0, (z·C)²) itself.
 
 With adaptive clipping (Andrew et al. 2021) each client also contributes
@@ -192,9 +191,10 @@ class ClientPrivacyPlan:
         placement: Where the noise goes.
         clip_norm: This round's C.
         update_stddev: Standard deviation of the client's own noise on each update
-            coordinate, in update units (local: z_Δ·C; distributed: z_Δ·C/√min_clients;
-            central: 0).
-        count_stddev: The client's own noise on its "unclipped" bit (distributed only).
+            coordinate, in update units (local: z_Δ·C; central and distributed: 0, the
+            aggregators deal the distributed noise).
+        count_stddev: The client's own noise on its "unclipped" bit (always 0 now: the
+            aggregators deal the count's noise under distributed placement).
         reports_bit: Whether the client reports its +-1/2 unclipped bit (adaptive
             clipping only: without it the bit sum would be released without noise).
     """
@@ -211,13 +211,11 @@ class ClientPrivacyPlan:
     ) -> ClientPrivacyPlan:
         """The plan for a round with clipping norm ``clip_norm``."""
         z_update = config.update_noise_multiplier(expected_clients)
-        sigma_b = config.count_noise(expected_clients)
         bit = config.adaptive is not None
         if config.placement == "local":
             return cls("local", clip_norm, z_update * clip_norm, 0.0)
         if config.placement == "distributed":
-            share = math.sqrt(config.min_clients)
-            return cls("distributed", clip_norm, z_update * clip_norm / share, sigma_b / share, bit)
+            return cls("distributed", clip_norm, 0.0, 0.0, bit)
         return cls("central", clip_norm, 0.0, 0.0, bit)
 
     def to_json(self) -> dict[str, Any]:
