@@ -157,11 +157,16 @@ def privacy_warning(settings: CoordinatorSettings, *, model_size: int) -> str | 
         return None
     expected = cohort_plan(settings).expected
     z = dp.update_noise_multiplier(expected)
+    clip_norm = dp.clip_norm
+    if dp.placement == "distributed" and settings.secure is not None:
+        # The aggregators calibrate to the verified bound, at least C in model units.
+        layout = ContributionLayout(model_size, settings.secure.config)
+        clip_norm = max(clip_norm, layout.bounds.norm_bound / layout.scale)
     return noise_warning(
         model_size=model_size,
         clients_per_round=expected,
         noise_multiplier=z,
-        clip_norm=dp.clip_norm,
+        clip_norm=clip_norm,
     )
 
 

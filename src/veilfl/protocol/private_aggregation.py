@@ -81,8 +81,8 @@ class PrivateAggregation:
         self._plaintext = inner.plaintext() is not None
         if self._plaintext and config.placement == "distributed":
             raise ConfigurationError(
-                "Distributed noise needs secure aggregation: without it the coordinator "
-                "sees each client's update with only a fraction of the noise."
+                "Distributed noise needs secure aggregation: the aggregators deal it into "
+                "every secure sum, and without them nothing would add it."
             )
         if config.placement == "distributed" and not (
             isinstance(inner, SecureAggregation) and inner.dealt_noise
