@@ -11,13 +11,15 @@ from pathlib import Path
 
 import httpx
 import numpy as np
+import pytest
 from tests.contributions import seal
-from tests.run_descriptions import published
+from tests.run_descriptions import published, secure_run
 
 from veilfl.aggregator.access import AggregatorAccess
 from veilfl.aggregator.service import NOISE_STATE, AggregatorService, create_aggregator_app
 from veilfl.auth.identity import Identity
 from veilfl.crypto.keys import AggregatorKeyPair, generate_keypair
+from veilfl.errors import ConfigurationError
 from veilfl.privacy.dp_fedavg import DpConfig
 from veilfl.protocol.assembly import describe_run
 from veilfl.protocol.effects import (
@@ -167,3 +169,22 @@ async def test_deals_travel_sealed_and_signed_and_the_sum_comes_back_noised(
         assert isinstance(twice, AggregatorFailed) and twice.refused
     finally:
         await link.close()
+
+
+def test_an_operator_pin_refuses_runs_with_less_noise(tmp_path: Path) -> None:
+    identity = Identity.generate()
+    keys = [generate_keypair() for _ in range(3)]
+    run = _run(identity, keys)  # z = 1, distributed
+    plain = secure_run(RUN_ID, config=CONFIG, keys=keys, model_size=3)  # no DP at all
+
+    def service(pin: float, folder: str) -> AggregatorService:
+        return AggregatorService(
+            index=1, keypair=keys[0], spool=tmp_path / folder, min_noise_multiplier=pin
+        )
+
+    with pytest.raises(ConfigurationError, match="noise multiplier 1;"):
+        service(2.0, "a").attach(run)
+    with pytest.raises(ConfigurationError, match="no distributed DP"):
+        service(1.0, "b").attach(plain)
+    service(1.0, "c").attach(run)
+    assert not (tmp_path / "a" / "run.json").exists()  # a refused run claims nothing

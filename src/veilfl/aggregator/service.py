@@ -10,7 +10,10 @@ the dealt noise to every sum it releases (the aggregate request carries the deal
 addressed to it); its one noise state per run lives in the spool (``noise.state``,
 written atomically before any deal or noised share leaves), so a restarted aggregator
 continues it (:mod:`veilfl.secagg.dealt_noise`). The noise settings come from the
-run's description (the published DP settings every client also sees).
+run's description (the published DP settings every client also sees); an operator who
+does not trust the coordinator to show the aggregators the same settings as the
+clients pins the least noise multiplier it deals with (``min_noise_multiplier``,
+``--min-noise-multiplier``): runs with less, or without distributed DP, are refused.
 Decrypting and adding a share is CPU work and runs in a worker thread; one lock
 serialises access to the pure :class:`~veilfl.secagg.aggregator_node.AggregatorNode`.
 """
@@ -127,6 +130,8 @@ class AggregatorService:
             loses the round's shares).
         min_participants: The fewest clients this aggregator will sum over (set by
             the aggregator's operator, not by the coordinator).
+        min_noise_multiplier: If set, serve only runs with distributed DP whose noise
+            multiplier is at least this (the operator's pin; see the module docstring).
     """
 
     def __init__(
@@ -137,6 +142,7 @@ class AggregatorService:
         spool: Path | None,
         min_participants: int = 2,
         peer_fingerprints: Sequence[str] | None = None,
+        min_noise_multiplier: float | None = None,
     ) -> None:
         if min_participants < 1:
             raise ConfigurationError(
@@ -144,6 +150,7 @@ class AggregatorService:
             )
         self.index = index
         self._min_participants = min_participants
+        self._min_noise_multiplier = min_noise_multiplier
         self._peer_fingerprints = None if peer_fingerprints is None else tuple(peer_fingerprints)
         self._keypair = keypair
         self._spool_is_temporary = spool is None
@@ -183,6 +190,7 @@ class AggregatorService:
                 f"{list(self._peer_fingerprints)} this aggregator's --peer-fingerprint names; "
                 "refusing to serve it."
             )
+        self._check_noise_pin(run)
         layout = secure.layout
         run_id = run.run_id
         self._marker = {
@@ -217,6 +225,23 @@ class AggregatorService:
                 self._spool,
             )
         logger.info("aggregator %d serving run %s", self.index, run_id)
+
+    def _check_noise_pin(self, run: RunInfo) -> None:
+        """Refuse a run with less noise than the operator pinned (if it pinned any)."""
+        pin = self._min_noise_multiplier
+        if pin is None:
+            return
+        dp = run.dp
+        if dp is None or dp.config.placement != "distributed":
+            has = "no distributed DP"
+        elif dp.config.noise_multiplier < pin:
+            has = f"noise multiplier {dp.config.noise_multiplier:g}"
+        else:
+            return
+        raise ConfigurationError(
+            f"This aggregator deals distributed DP noise of multiplier at least {pin:g} "
+            f"(--min-noise-multiplier); the coordinator's run has {has}; refusing to serve it."
+        )
 
     def _noise_state(self, run: RunInfo, layout: ContributionLayout) -> TreeNoiseAggregator | None:
         """The run's noise state under distributed DP: the spool's, else a fresh one."""

@@ -48,6 +48,14 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
         default=2,
         help="never answer with a sum over fewer clients than this",
     )
+    parser.add_argument(
+        "--min-noise-multiplier",
+        type=float,
+        default=None,
+        metavar="Z",
+        help="serve only runs with distributed DP noise of at least this multiplier "
+        "(the aggregators deal it; pins it against the coordinator's run description)",
+    )
     add_tls_options(parser, serves=True)
     add_rate_limit_options(parser)
     add_log_option(parser)
@@ -69,6 +77,7 @@ def run(args: argparse.Namespace) -> int:
         keypair=read_private_key(args.key),
         spool=args.spool,
         min_participants=args.min_participants,
+        min_noise_multiplier=args.min_noise_multiplier,
     )
     logger.info("asking the coordinator at %s for its run", args.coordinator)
     run_description = asyncio.run(fetch_run(args.coordinator, verify=transport.verify))
