@@ -169,7 +169,7 @@ def write_metrics(run_dir: Path, metrics: Sequence[RoundMetrics]) -> tuple[Path,
     buffer = io.StringIO()
     writer = csv.DictWriter(buffer, fieldnames=[f.name for f in fields(RoundMetrics)])
     writer.writeheader()
-    writer.writerows(rows)
+    writer.writerows({**row, "excluded": " ".join(row["excluded"])} for row in rows)
     write_atomically(csv_path, buffer.getvalue().encode())
     return json_path, csv_path
 

@@ -13,9 +13,9 @@ from veilfl.ml.learner import LocalUpdate
 from veilfl.protocol.assembly import build_coordinator, describe_run
 from veilfl.protocol.buffered import BufferConfig
 from veilfl.protocol.coordinator import Coordinator, CoordinatorPhase
-from veilfl.protocol.effects import AggregationStalled, Effect, RoundAbandoned
+from veilfl.protocol.effects import AggregationStalled, ClientsExcluded, Effect, RoundAbandoned
 from veilfl.protocol.hand_in import HandInContext
-from veilfl.protocol.messages import RunInfo
+from veilfl.protocol.messages import RunInfo, UpdateHeader
 from veilfl.protocol.settings import CoordinatorSettings, SecureSettings
 from veilfl.protocol.sync_round import RoundConfig
 from veilfl.secagg.config import SecureAggregationConfig
@@ -33,14 +33,14 @@ STEP = 1 / ContributionLayout(3, CONFIG).scale
 
 
 def _secure_run(
-    *, buffer: BufferConfig | None = None, timeout_s: float = 30.0
+    *, buffer: BufferConfig | None = None, timeout_s: float = 30.0, clients: int = 2
 ) -> tuple[Coordinator, InProcessAggregators, RunInfo]:
     aggregators = InProcessAggregators(CONFIG, run_id="r", model_size=3)
     settings = CoordinatorSettings(
         model_name="tiny",
         rounds=RoundConfig(
             num_rounds=1 if buffer is None else buffer.max_versions,
-            clients_per_round=2,
+            clients_per_round=clients,
             min_clients=2,
             round_timeout_s=timeout_s,
         ),
@@ -135,6 +135,26 @@ def test_a_round_that_cannot_be_aggregated_is_abandoned_and_run_again() -> None:
         assert _hand_in(core, aggregators, run, client, value, now=33.0, round_id=2)
     settle(core, now=33.0, aggregators=aggregators)
     assert [m.round_id for m in core.history] == [2] and core.done
+    np.testing.assert_allclose(core.global_model().weights["w"], 2.0, atol=STEP)
+
+
+def test_a_false_receipt_gets_its_sender_excluded_and_recorded() -> None:
+    core, aggregators, run = _secure_run(clients=3)
+    _start(core, ("a", "b", "liar"))
+    for client, value in (("a", 1.0), ("b", 3.0)):
+        assert _hand_in(core, aggregators, run, client, value, now=1.0)
+    # "liar" says its shares reached every aggregator; none did.
+    assert core.record_receipt(
+        UpdateHeader(
+            client_id="liar", round_id=1, base_version=0, num_samples=100, aggregators=(1, 2)
+        ),
+        now=1.0,
+    )
+    seen: list[Effect] = []
+    settle(core, now=1.0, aggregators=aggregators, seen=seen)
+    (metrics,) = core.history
+    assert metrics.excluded == ("liar",) and metrics.num_clients == 2
+    assert [e.clients for e in seen if isinstance(e, ClientsExcluded)] == [("liar",)]
     np.testing.assert_allclose(core.global_model().weights["w"], 2.0, atol=STEP)
 
 

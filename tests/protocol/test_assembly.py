@@ -9,12 +9,19 @@ import pytest
 from tests.tiny_coordinator import settle
 
 from veilfl.errors import ConfigurationError
-from veilfl.protocol.assembly import ResumePoint, build_coordinator, describe_run
+from veilfl.protocol.assembly import (
+    ResumePoint,
+    build_coordinator,
+    describe_run,
+    precision_warning,
+)
 from veilfl.protocol.buffered import BufferConfig, BufferMode
 from veilfl.protocol.effects import Effect, PersistRound
 from veilfl.protocol.messages import LocalTrainingPlan, UpdateHeader
 from veilfl.protocol.settings import CoordinatorSettings
 from veilfl.protocol.sync_round import RoundConfig
+from veilfl.secagg.config import SecureAggregationConfig
+from veilfl.secagg.contribution import ContributionLayout
 from veilfl.strategy.fedopt import FedAdam, FedOpt, FedYogi
 from veilfl.strategy.settings import ServerOptimizerConfig
 from veilfl.tensors import Weights, flatten, spec_of
@@ -123,3 +130,14 @@ def test_settings_stored_before_server_optimisers_existed_read_as_fedavg() -> No
     restored = CoordinatorSettings.from_json(stored)
 
     assert restored.server_optimizer is None and restored.plan.proximal_mu == 0.0
+
+
+def test_the_precision_warning_speaks_only_when_rounding_drowns_the_bound() -> None:
+    secure = SecureAggregationConfig(norm_bound=1.0)
+    small = ContributionLayout(1_000, secure)
+    huge = ContributionLayout(3_000_000, secure)
+
+    assert precision_warning(None, model_size=huge.dimension) is None
+    assert small.rounding_noise < 0.5 and precision_warning(secure, model_size=1_000) is None
+    said = precision_warning(secure, model_size=huge.dimension)
+    assert huge.rounding_noise > 0.5 and said is not None and "--norm-bound" in said

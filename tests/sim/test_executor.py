@@ -95,7 +95,7 @@ def test_a_learner_that_cannot_be_batched_runs_sequentially_said_once(
     data = _population([8, 8, 8])
     jobs = _jobs(learner, [0, 1, 2])
 
-    with caplog.at_level(logging.WARNING, logger="veilfl.sim.executor"):
+    with caplog.at_level(logging.INFO, logger="veilfl.sim.executor"):
         executor = BatchedExecutor(learner, data)
         updates = executor.train(jobs) + executor.train(jobs)
 

@@ -31,7 +31,12 @@ from veilfl.errors import ConfigurationError
 from veilfl.keyfiles import read_public_key
 from veilfl.logging_setup import uvicorn_log_options
 from veilfl.privacy.dp_fedavg import DpConfig
-from veilfl.protocol.assembly import check_run_settings, cohort_plan, privacy_warning
+from veilfl.protocol.assembly import (
+    check_run_settings,
+    cohort_plan,
+    precision_warning,
+    privacy_warning,
+)
 from veilfl.protocol.buffered import BufferConfig, BufferMode
 from veilfl.protocol.messages import LocalTrainingPlan, PublishedAggregator
 from veilfl.protocol.settings import CoordinatorSettings, SecureSettings
@@ -314,9 +319,15 @@ def run(args: argparse.Namespace) -> int:
     run_info = prepared.run_info
     if prepared.resumed_from_round is not None:
         logger.info("resuming run %s after round %d", run_info.run_id, prepared.resumed_from_round)
-    warning = privacy_warning(settings, model_size=prepared.coordinator.spec.total_size)
-    if warning is not None:
-        logger.warning("%s", warning)
+    model_size = prepared.coordinator.spec.total_size
+    for warning in (
+        privacy_warning(settings, model_size=model_size),
+        precision_warning(
+            None if settings.secure is None else settings.secure.config, model_size=model_size
+        ),
+    ):
+        if warning is not None:
+            logger.warning("%s", warning)
     if prepared.privacy is not None:
         logger.info("privacy so far: %s", prepared.privacy.report().summary())
     link = (

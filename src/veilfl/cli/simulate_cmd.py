@@ -20,7 +20,7 @@ from veilfl.cli.learner_option import add_learner_option, learner_for
 from veilfl.cli.progress import RoundProgress, TrainedClients
 from veilfl.cli.server_cmd import add_round_options, settings_from_args
 from veilfl.privacy.report import PrivacyReport
-from veilfl.protocol.assembly import check_run_settings, privacy_warning
+from veilfl.protocol.assembly import check_run_settings, precision_warning, privacy_warning
 from veilfl.protocol.metrics import RoundMetrics
 from veilfl.reporting import (
     format_round_row,
@@ -159,12 +159,6 @@ def run(args: argparse.Namespace) -> int:
         f"simulating {args.num_clients} clients, {mode}, server {strategy}; training on "
         f"{learner.device} ({args.backend}); run folder {run_dir}"
     )
-    if settings.dp is not None:
-        model_size = spec_of(learner.initial_weights(seed=settings.seed)).total_size
-        warning = privacy_warning(settings, model_size=model_size)
-        if warning is not None:
-            print(f"warning: {warning}", flush=True)
-    print(format_round_table_header(), flush=True)
 
     shown: list[RoundMetrics] = []
 
@@ -184,6 +178,14 @@ def run(args: argparse.Namespace) -> int:
         if args.secure
         else None
     )
+    model_size = spec_of(learner.initial_weights(seed=settings.seed)).total_size
+    for warning in (
+        privacy_warning(settings, model_size=model_size),
+        precision_warning(secure, model_size=model_size),
+    ):
+        if warning is not None:
+            print(f"warning: {warning}", flush=True)
+    print(format_round_table_header(), flush=True)
     profiles = ClientProfiles(
         base_seconds=args.base_seconds,
         speed_sigma=args.speed_sigma,

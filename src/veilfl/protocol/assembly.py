@@ -27,6 +27,7 @@ from veilfl.protocol.private_aggregation import PrivateAggregation
 from veilfl.protocol.secure_aggregation import SecureAggregation
 from veilfl.protocol.settings import CoordinatorSettings
 from veilfl.protocol.sync_round import SyncRoundMachine
+from veilfl.secagg.config import SecureAggregationConfig
 from veilfl.secagg.contribution import ContributionLayout
 from veilfl.strategy.base import ServerStrategy, StatefulStrategy
 from veilfl.strategy.buffered import FedAsync, FedBuff
@@ -41,6 +42,7 @@ __all__ = [
     "check_run_settings",
     "cohort_plan",
     "describe_run",
+    "precision_warning",
     "privacy_warning",
 ]
 
@@ -168,6 +170,16 @@ def privacy_warning(settings: CoordinatorSettings, *, model_size: int) -> str | 
         noise_multiplier=z,
         clip_norm=clip_norm,
     )
+
+
+def precision_warning(secure: SecureAggregationConfig | None, *, model_size: int) -> str | None:
+    """The warning to print before training when secure aggregation's fixed-point
+    rounding adds noise of more than half the norm bound to each contribution
+    (:meth:`~veilfl.secagg.contribution.ContributionLayout.precision_warning`), or None
+    (also without secure aggregation)."""
+    if secure is None:
+        return None
+    return ContributionLayout(model_size, secure).precision_warning()
 
 
 @dataclass(frozen=True)

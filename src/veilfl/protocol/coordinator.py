@@ -394,7 +394,12 @@ class Coordinator:
         aggregate = job.result
         if aggregate is None:
             return
-        cohort = self._cohort.restricted_to(aggregate.participants)
+        reported = self._cohort
+        cohort = reported.restricted_to(aggregate.participants)
+        kept = {p.client_id for p in cohort.participants}
+        excluded = tuple(
+            sorted(p.client_id for p in reported.participants if p.client_id not in kept)
+        )
         new_flat = self._strategy.apply(self._flat, aggregate, history=self)
         state = self._strategy.state() if isinstance(self._strategy, StatefulStrategy) else None
         metrics = RoundMetrics(
@@ -405,6 +410,7 @@ class Coordinator:
             test_accuracy=None,
             seconds=now - cohort.opened_at,
             epsilon=aggregate.epsilon,
+            excluded=excluded,
         )
         privacy = self._privacy
         if privacy is not None:

@@ -43,6 +43,9 @@ class RoundMetrics:
         accounting: How both were computed (``"rdp"`` or ``"pld"``), when DP is on.
         delta: The delta both hold at (the run's delta plus the withheld-round term),
             when DP is on.
+        excluded: Clients that reported for the round but were left out of its sum
+            (a contribution that failed verification, a receipt for shares the
+            aggregators do not hold), sorted.
     """
 
     round_id: int
@@ -55,6 +58,7 @@ class RoundMetrics:
     epsilon_coordinator: float | None = None
     accounting: str | None = None
     delta: float | None = None
+    excluded: tuple[str, ...] = ()
 
 
 EvaluateFn = Callable[[Weights], Evaluation]

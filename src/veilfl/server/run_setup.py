@@ -80,6 +80,7 @@ class RunRecorder:
                         "accounting": metrics.accounting,
                         "delta": metrics.delta,
                         "sampled": cohort.sampled,
+                        "excluded": list(metrics.excluded),
                     }
                 ),
             ),
@@ -122,6 +123,7 @@ def metrics_from_store(store: RunStore) -> list[RoundMetrics]:
                 epsilon_coordinator=extra.get("epsilon_coordinator"),
                 accounting=extra.get("accounting"),
                 delta=extra.get("delta"),
+                excluded=tuple(extra.get("excluded", ())),
             )
         )
     return out

@@ -120,7 +120,7 @@ def build_executor(
     if batched:
         obstacle = learner_batching_obstacle(learner, client_data)
         if obstacle is not None:
-            logger.warning("Training clients one at a time, not batched: %s.", obstacle)
+            logger.info("Training clients one at a time, not batched: %s.", obstacle)
             batched = False
     return RayExecutor(
         learner,

@@ -222,7 +222,7 @@ class BatchedExecutor(TrainingExecutor, Generic[DataT]):
         self._model: nn.Module | None = None
         self.obstacle = self._obstacle()
         if self.obstacle is not None:
-            logger.warning("Training clients one at a time, not batched: %s.", self.obstacle)
+            logger.info("Training clients one at a time, not batched: %s.", self.obstacle)
 
     def _obstacle(self) -> str | None:
         return learner_batching_obstacle(self.learner, self.client_data)
