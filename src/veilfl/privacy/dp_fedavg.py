@@ -25,10 +25,10 @@ mechanism with multiplier z (Andrew et al. 2021, Theorem 1; the composition of
 Gaussians adds their inverse squared multipliers). The coordinator recovers the
 fraction with :func:`~veilfl.privacy.clipping.unclipped_fraction`.
 
-``min_clients`` is the number of noise contributions a release needs
-(:attr:`DpConfig.min_contributions`): distributed noise is calibrated for it, and a
-release over fewer contributions is withheld, never published with less noise than
-was charged (see :func:`veilfl.privacy.validation.check_dp_settings`).
+``min_clients`` is the number of contributions a release needs
+(:attr:`DpConfig.min_contributions`): a release over fewer is withheld (see
+:func:`veilfl.privacy.validation.check_dp_settings`). The noise itself does not depend
+on it under any placement.
 """
 
 from __future__ import annotations
@@ -68,9 +68,8 @@ class DpConfig:
         clip_norm: C, the clipping norm (the initial one when adaptive).
         delta: The delta at which epsilon is reported.
         target_epsilon: Training stops before the round that would exceed it.
-        min_clients: The number of noise contributions a release needs (also
-            :attr:`min_contributions`): each client's distributed noise is 1/this of
-            the total, and a release with fewer contributions is withheld.
+        min_clients: The number of contributions a release needs (also
+            :attr:`min_contributions`): a release with fewer is withheld.
         adaptive: Adaptive clipping rule, or None for a fixed C.
         count_stddev: σ_b, noise on the sum of the clients' +-1/2 unclipped bits
             (adaptive only); default: expected clients per round / 20, as Andrew et
