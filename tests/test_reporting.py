@@ -24,7 +24,16 @@ _ROWS = [
     RoundMetrics(1, 3, 0.9, 0.5, 0.81, 2.0),
     RoundMetrics(2, 3, 0.4, None, None, 2.5, epsilon=1.25, accounting="rdp", delta=1e-5),
     RoundMetrics(
-        3, 2, None, 0.25, 0.9876, 12.25, epsilon=1.5, epsilon_coordinator=7.5, accounting="pld"
+        3,
+        2,
+        None,
+        0.25,
+        0.9876,
+        12.25,
+        epsilon=1.5,
+        epsilon_coordinator=7.5,
+        accounting="pld",
+        excluded=("mallory", "trudy"),
     ),
 ]
 
@@ -105,6 +114,7 @@ def test_metrics_files_round_trip(tmp_path: Path) -> None:
             epsilon_coordinator=_optional(r["epsilon_coordinator"]),
             accounting=r["accounting"] or None,
             delta=_optional(r["delta"]),
+            excluded=tuple(r["excluded"].split()),
         )
         for r in rows
     ]

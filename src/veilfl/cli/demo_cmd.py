@@ -334,10 +334,7 @@ def _follow(
             try:
                 # Status first: once it says done, the metrics already hold every round.
                 status = http.get("/v1/status").json()
-                rows = [
-                    RoundMetrics(**{**row, "excluded": tuple(row.get("excluded", ()))})
-                    for row in http.get("/v1/metrics").json()
-                ]
+                rows = [RoundMetrics(**row) for row in http.get("/v1/metrics").json()]
             except (httpx.HTTPError, ValueError, TypeError):
                 time.sleep(0.5)
                 continue

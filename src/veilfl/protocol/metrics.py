@@ -60,6 +60,10 @@ class RoundMetrics:
     delta: float | None = None
     excluded: tuple[str, ...] = ()
 
+    def __post_init__(self) -> None:
+        # Rows read back from JSON give a list: keep one representation.
+        object.__setattr__(self, "excluded", tuple(self.excluded))
+
 
 EvaluateFn = Callable[[Weights], Evaluation]
 """Server-side evaluation of a model."""
