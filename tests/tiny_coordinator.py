@@ -12,6 +12,7 @@ from veilfl.protocol.effects import (
     CollectAggregateShares,
     CollectCommitments,
     CollectHoldings,
+    CollectNoiseDeals,
     CollectVerifierShares,
     Command,
     Effect,
@@ -75,6 +76,7 @@ def settle(
                 CollectHoldings
                 | CollectVerifierShares
                 | CollectCommitments
+                | CollectNoiseDeals
                 | CollectAggregateShares,
             ):
                 assert aggregators is not None, "a secure core needs aggregators"
@@ -135,9 +137,12 @@ def service_for(
     """The HTTP service of a run built from ``settings``, as ``veilfl server`` builds it,
     with its commands performed in memory (and by in-process aggregators)."""
     core = build_coordinator(settings, initial_weights=start, run_id=run_id).coordinator
+    run = describe_run(settings, run_id=run_id, coordinator_key="", spec=core.spec)
+    if aggregators is not None:
+        aggregators.attach(run)  # as HTTP aggregators learn the run (its noise, if any)
     return CoordinatorService(
         core,
-        run_info=describe_run(settings, run_id=run_id, coordinator_key="", spec=core.spec),
+        run_info=run,
         performer=MemoryCommands(aggregators),
         max_update_bytes=max_update_bytes,
     )

@@ -137,8 +137,8 @@ def test_server_and_simulate_give_one_epsilon_for_one_set_of_flags(
     [
         (
             ["simulate", "--secure", "--dp-min-clients", "5", "--clients-per-round", "4"],
-            "--dp-min-clients 5 exceeds --min-clients 2: a round may close with that many "
-            "(effective noise multiplier 0.632 where 1.000 is charged)",
+            "--dp-min-clients 5 exceeds --min-clients 2: a round may close with that many, "
+            "and a release over fewer than 5 is withheld",
         ),
         (
             # Issue 11's example: a FedBuff release sums 4 where 10 are charged.

@@ -3,13 +3,13 @@ that reports both observers in its metrics, its status and its persisted outcome
 
 from __future__ import annotations
 
-import math
-
 import numpy as np
 import pytest
+from tests.run_descriptions import published
 from tests.tiny_coordinator import settle
 
 from veilfl.crypto.csprng import CsprngStream
+from veilfl.crypto.keys import generate_keypair
 from veilfl.errors import ConfigurationError
 from veilfl.privacy.accountant import epsilon_for
 from veilfl.privacy.dp_fedavg import DpConfig
@@ -22,8 +22,10 @@ from veilfl.protocol.assembly import (
 )
 from veilfl.protocol.buffered import BufferConfig
 from veilfl.protocol.messages import TaskKind, UpdateHeader
-from veilfl.protocol.settings import CoordinatorSettings
+from veilfl.protocol.settings import CoordinatorSettings, SecureSettings
 from veilfl.protocol.sync_round import RoundConfig
+from veilfl.secagg.config import SecureAggregationConfig
+from veilfl.secagg.contribution import ContributionLayout
 
 START = {"w": np.zeros(100, dtype=np.float32)}
 
@@ -65,14 +67,19 @@ def test_contradictory_settings_are_refused_by_every_assembly() -> None:
 
 
 def test_the_warning_uses_the_noise_a_release_actually_carries() -> None:
-    # Distributed noise for 2 contributions, 5 expected: sqrt(5/2) times the charged z.
-    settings = _settings(_dp("distributed", min_clients=2), secure=None)
+    # Distributed noise is dealt by the aggregators: the charged z at the verified
+    # bound (at least C), whatever the number of contributions.
+    config = SecureAggregationConfig(threshold=2, num_aggregators=2, norm_bound=1.0)
+    keys = [generate_keypair() for _ in range(2)]
+    secure = SecureSettings(config=config, aggregators=published(keys))
+    settings = _settings(_dp("distributed", min_clients=2), secure=secure)
+    layout = ContributionLayout(10_000, config)
     said = privacy_warning(settings, model_size=10_000)
     oracle = noise_warning(
         model_size=10_000,
         clients_per_round=5,
-        noise_multiplier=1.0 * math.sqrt(5 / 2),
-        clip_norm=1.0,
+        noise_multiplier=1.0,
+        clip_norm=max(1.0, layout.bounds.norm_bound / layout.scale),
     )
     assert said is not None and said == oracle
     assert privacy_warning(_settings(_dp()), model_size=4) is None

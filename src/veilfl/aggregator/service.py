@@ -4,6 +4,16 @@ It learns the run (id and vector length) from the coordinator, then takes sealed
 shares from clients and answers the coordinator's request for an aggregate share.
 ``GET /metrics`` serves its Prometheus metrics
 (:mod:`veilfl.aggregator.aggregator_metrics`).
+
+Under distributed DP it also deals noise (``POST /v1/rounds/{r}/noise-deals``) and adds
+the dealt noise to every sum it releases (the aggregate request carries the deals
+addressed to it); its one noise state per run lives in the spool (``noise.state``,
+written atomically before any deal or noised share leaves), so a restarted aggregator
+continues it (:mod:`veilfl.secagg.dealt_noise`). The noise settings come from the
+run's description (the published DP settings every client also sees); an operator who
+does not trust the coordinator to show the aggregators the same settings as the
+clients pins the least noise multiplier it deals with (``min_noise_multiplier``,
+``--min-noise-multiplier``): runs with less, or without distributed DP, are refused.
 Decrypting and adding a share is CPU work and runs in a worker thread; one lock
 serialises access to the pure :class:`~veilfl.secagg.aggregator_node.AggregatorNode`.
 """
@@ -45,6 +55,9 @@ from veilfl.secagg.aggregator_node import AggregatorNode
 from veilfl.secagg.aggregator_policy import AggregatorPolicy
 from veilfl.secagg.aggregator_state import ShareArchive, ShareReceipt
 from veilfl.secagg.commitment import CommitmentCertificate
+from veilfl.secagg.contribution import ContributionLayout
+from veilfl.secagg.dealt_noise import dealt_noise_config
+from veilfl.secagg.tree_noise import TreeNoiseAggregator
 from veilfl.transport.http_errors import install_error_handlers
 from veilfl.transport.peer import certificate_rejected
 
@@ -52,6 +65,8 @@ __all__ = ["AggregatorService", "create_aggregator_app", "fetch_run"]
 
 logger = logging.getLogger(__name__)
 BINARY = "application/octet-stream"
+NOISE_STATE = "noise.state"
+"""The spool file that holds the run's noise state (secret: the folder is 0700)."""
 
 
 async def fetch_run(
@@ -115,6 +130,8 @@ class AggregatorService:
             loses the round's shares).
         min_participants: The fewest clients this aggregator will sum over (set by
             the aggregator's operator, not by the coordinator).
+        min_noise_multiplier: If set, serve only runs with distributed DP whose noise
+            multiplier is at least this (the operator's pin; see the module docstring).
     """
 
     def __init__(
@@ -125,6 +142,7 @@ class AggregatorService:
         spool: Path | None,
         min_participants: int = 2,
         peer_fingerprints: Sequence[str] | None = None,
+        min_noise_multiplier: float | None = None,
     ) -> None:
         if min_participants < 1:
             raise ConfigurationError(
@@ -132,6 +150,7 @@ class AggregatorService:
             )
         self.index = index
         self._min_participants = min_participants
+        self._min_noise_multiplier = min_noise_multiplier
         self._peer_fingerprints = None if peer_fingerprints is None else tuple(peer_fingerprints)
         self._keypair = keypair
         self._spool_is_temporary = spool is None
@@ -171,6 +190,7 @@ class AggregatorService:
                 f"{list(self._peer_fingerprints)} this aggregator's --peer-fingerprint names; "
                 "refusing to serve it."
             )
+        self._check_noise_pin(run)
         layout = secure.layout
         run_id = run.run_id
         self._marker = {
@@ -180,6 +200,7 @@ class AggregatorService:
             "fingerprints": list(fingerprints),
         }
         self._claim_spool()
+        noise = self._noise_state(run, layout)
         node = AggregatorNode(
             index=self.index,
             keypair=self._keypair,
@@ -188,6 +209,9 @@ class AggregatorService:
             peers=secure.signing_keys,
             archive_for_round=self._archive,
             min_participants=self._min_participants,
+            noise=noise,
+            save_noise=self._save_noise,
+            peer_public_keys={a.index: a.hpke_key() for a in secure.aggregators},
         )
         restored = node.restore(self._spooled_rounds())
         self._node = node
@@ -201,6 +225,47 @@ class AggregatorService:
                 self._spool,
             )
         logger.info("aggregator %d serving run %s", self.index, run_id)
+
+    def _check_noise_pin(self, run: RunInfo) -> None:
+        """Refuse a run with less noise than the operator pinned (if it pinned any)."""
+        pin = self._min_noise_multiplier
+        if pin is None:
+            return
+        dp = run.dp
+        if dp is None or dp.config.placement != "distributed":
+            has = "no distributed DP"
+        elif dp.config.noise_multiplier < pin:
+            has = f"noise multiplier {dp.config.noise_multiplier:g}"
+        else:
+            return
+        raise ConfigurationError(
+            f"This aggregator deals distributed DP noise of multiplier at least {pin:g} "
+            f"(--min-noise-multiplier); the coordinator's run has {has}; refusing to serve it."
+        )
+
+    def _noise_state(self, run: RunInfo, layout: ContributionLayout) -> TreeNoiseAggregator | None:
+        """The run's noise state under distributed DP: the spool's, else a fresh one."""
+        dp = run.dp
+        if dp is None or dp.config.placement != "distributed":
+            return None
+        if dp.expected_clients is None:
+            raise ConfigurationError(
+                "The coordinator's run uses distributed DP but does not say how many clients "
+                "it expects per round; the aggregator cannot size the noise it deals. Use "
+                "the same veilfl version as the coordinator."
+            )
+        config = dealt_noise_config(dp.config, layout=layout, expected_clients=dp.expected_clients)
+        path = self._spool / NOISE_STATE
+        if path.exists():
+            state = TreeNoiseAggregator.from_bytes(
+                path.read_bytes(), config=config, index=self.index
+            )
+            logger.info("continuing the noise state (step %d)", state.released_steps)
+            return state
+        return TreeNoiseAggregator(config, index=self.index)
+
+    def _save_noise(self, data: bytes) -> None:
+        write_atomically(self._spool / NOISE_STATE, data)
 
     def _claim_spool(self) -> None:
         """Tie the spool to this run and its aggregators; another run's state is cleared."""
@@ -216,6 +281,7 @@ class AggregatorService:
             logger.warning("the spool %s holds another run's shares; clearing it", self._spool)
             for folder in self._spool.glob("round-*"):
                 shutil.rmtree(folder, ignore_errors=True)
+            (self._spool / NOISE_STATE).unlink(missing_ok=True)
         write_atomically(marker, json.dumps(wanted).encode())
 
     def _spooled_rounds(self) -> list[int]:
@@ -284,13 +350,30 @@ class AggregatorService:
             return node.holdings(round_id)
 
     async def aggregate(
-        self, round_id: int, participants: Sequence[str], certificate: CommitmentCertificate
+        self,
+        round_id: int,
+        participants: Sequence[str],
+        certificate: CommitmentCertificate,
+        *,
+        noise_step: int | None = None,
+        deals: Sequence[bytes] = (),
     ) -> bytes:
-        """The encoded aggregate share over ``participants``, against a certificate."""
+        """The encoded aggregate share over ``participants``, against a certificate
+        (with the dealt noise added, under distributed DP)."""
         node = self._require_node()
         async with self._lock:
-            share = await asyncio.to_thread(node.aggregate, round_id, participants, certificate)
+            share = await asyncio.to_thread(
+                lambda: node.aggregate(
+                    round_id, participants, certificate, noise_step=noise_step, deals=deals
+                )
+            )
         return await asyncio.to_thread(encode_share, share)
+
+    async def deal_noise(self, round_id: int, step: int) -> dict[int, bytes]:
+        """This aggregator's sealed, signed noise deals for ``round_id``, by recipient."""
+        node = self._require_node()
+        async with self._lock:
+            return await asyncio.to_thread(node.deal_noise, round_id, step)
 
     def spool_usage(self) -> tuple[int, int]:
         """Files and bytes in the spool folder (walks it: call it off the event loop)."""
@@ -321,6 +404,21 @@ class AggregateRequest(BaseModel):
 
     participants: list[str] = Field(min_length=1, max_length=1_000_000)
     certificate: dict[str, Any]
+    noise_step: int | None = Field(default=None, ge=1)
+    deals: list[str] = Field(default_factory=list, max_length=64)
+
+
+class NoiseDealsRequest(BaseModel):
+    """Body of ``POST /v1/rounds/{round_id}/noise-deals``: the noise step."""
+
+    step: int = Field(ge=1)
+
+
+class NoiseDealsResponse(BaseModel):
+    """The sealed, signed deals by recipient index, standard base64."""
+
+    round_id: int
+    deals: dict[str, str]
 
 
 class VerifyRequest(BaseModel):
@@ -495,8 +593,25 @@ def create_aggregator_app(
         certificate = CommitmentCertificate.from_json(
             body.certificate, run_id=service.run_id, participants=body.participants
         )
-        share = await service.aggregate(round_id, body.participants, certificate)
+        try:
+            deals = [base64.b64decode(d, validate=True) for d in body.deals]
+        except ValueError:
+            raise WireFormatError("A noise deal is not standard base64.") from None
+        share = await service.aggregate(
+            round_id, body.participants, certificate, noise_step=body.noise_step, deals=deals
+        )
         return Response(content=share, media_type=BINARY)
+
+    @app.post("/v1/rounds/{round_id}/noise-deals", response_model=NoiseDealsResponse)
+    async def noise_deals(
+        round_id: int, body: NoiseDealsRequest, request: Request
+    ) -> NoiseDealsResponse:
+        await access.check_coordinator(request, round_id=round_id)
+        deals = await service.deal_noise(round_id, body.step)
+        return NoiseDealsResponse(
+            round_id=round_id,
+            deals={str(j): base64.b64encode(d).decode() for j, d in deals.items()},
+        )
 
     @app.post("/v1/rounds/{round_id}/verify", response_model=VerifyResponse)
     async def verify_contributions(

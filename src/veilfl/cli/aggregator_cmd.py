@@ -59,6 +59,14 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
         "(repeat; `veilfl keys` prints them): a run with other aggregators is refused, so "
         "a coordinator cannot invent the majority that certifies a participant list",
     )
+    parser.add_argument(
+        "--min-noise-multiplier",
+        type=float,
+        default=None,
+        metavar="Z",
+        help="serve only runs with distributed DP noise of at least this multiplier "
+        "(the aggregators deal it; pins it against the coordinator's run description)",
+    )
     add_tls_options(parser, serves=True)
     add_rate_limit_options(parser)
     add_log_option(parser)
@@ -81,6 +89,7 @@ def run(args: argparse.Namespace) -> int:
         spool=args.spool,
         min_participants=args.min_participants,
         peer_fingerprints=args.peer_fingerprint or None,
+        min_noise_multiplier=args.min_noise_multiplier,
     )
     logger.info("asking the coordinator at %s for its run", args.coordinator)
     run_description = asyncio.run(fetch_run(args.coordinator, verify=transport.verify))

@@ -164,7 +164,8 @@ def add_dp_options(parser: argparse.ArgumentParser) -> None:
         "--dp",
         choices=["off", "central", "distributed", "local"],
         default="off",
-        help="where DP noise is added (distributed needs secure aggregation)",
+        help="where DP noise is added (distributed: dealt by the aggregators into every "
+        "secure sum; needs secure aggregation)",
     )
     group.add_argument("--noise-multiplier", type=float, default=None, help="z (noise / C)")
     group.add_argument("--clip-norm", type=float, default=1.0, help="L2 clipping norm C")
@@ -180,7 +181,7 @@ def add_dp_options(parser: argparse.ArgumentParser) -> None:
         "--dp-min-clients",
         type=int,
         default=None,
-        help="distributed noise is calibrated for at least this many clients per round "
+        help="a release sums at least this many clients, or is withheld "
         "(default: the minimum clients per round)",
     )
     group.add_argument(

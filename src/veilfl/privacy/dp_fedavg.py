@@ -7,13 +7,12 @@ is added is selectable:
 
 * ``central`` — the coordinator adds N(0, (z·C)²) to the sum it reconstructed (it sees
   the noiseless sum: trust it, or pair it with secure aggregation and trust it a little);
-* ``distributed`` — each client adds discrete Gaussian noise to its *encoded* update
-  before secret sharing, with variance 1/``min_clients`` of the total, so that the sum
-  of at least ``min_clients`` clients carries noise of standard deviation z·C and no
-  party, the coordinator included, ever sees an un-noised aggregate (Kairouz, Liu and
-  Steinke 2021, "The Distributed Discrete Gaussian Mechanism"). Needs secure
-  aggregation. Noise on Shamir shares would be multiplied by the Lagrange
-  coefficients at reconstruction; noise on the update before sharing is not;
+* ``distributed`` — clients add no noise: they send verified, noise-free contributions
+  under secure aggregation, and the m aggregators deal fresh discrete Gaussian noise
+  into every released sum, Shamir-shared among themselves, so that no party (the
+  coordinator included, with up to t - 1 aggregators) ever sees an un-noised
+  aggregate (:mod:`veilfl.secagg.dealt_noise`; the discrete Gaussian sum as in
+  Kairouz, Liu and Steinke 2021). Needs secure aggregation;
 * ``local`` — each client adds the full N(0, (z·C)²) itself.
 
 With adaptive clipping (Andrew et al. 2021) each client also contributes
@@ -26,10 +25,10 @@ mechanism with multiplier z (Andrew et al. 2021, Theorem 1; the composition of
 Gaussians adds their inverse squared multipliers). The coordinator recovers the
 fraction with :func:`~veilfl.privacy.clipping.unclipped_fraction`.
 
-``min_clients`` is the number of noise contributions a release needs
-(:attr:`DpConfig.min_contributions`): distributed noise is calibrated for it, and a
-release over fewer contributions is withheld, never published with less noise than
-was charged (see :func:`veilfl.privacy.validation.check_dp_settings`).
+``min_clients`` is the number of contributions a release needs
+(:attr:`DpConfig.min_contributions`): a release over fewer is withheld (see
+:func:`veilfl.privacy.validation.check_dp_settings`). The noise itself does not depend
+on it under any placement.
 """
 
 from __future__ import annotations
@@ -69,9 +68,8 @@ class DpConfig:
         clip_norm: C, the clipping norm (the initial one when adaptive).
         delta: The delta at which epsilon is reported.
         target_epsilon: Training stops before the round that would exceed it.
-        min_clients: The number of noise contributions a release needs (also
-            :attr:`min_contributions`): each client's distributed noise is 1/this of
-            the total, and a release with fewer contributions is withheld.
+        min_clients: The number of contributions a release needs (also
+            :attr:`min_contributions`): a release with fewer is withheld.
         adaptive: Adaptive clipping rule, or None for a fixed C.
         count_stddev: σ_b, noise on the sum of the clients' +-1/2 unclipped bits
             (adaptive only); default: expected clients per round / 20, as Andrew et
@@ -192,9 +190,10 @@ class ClientPrivacyPlan:
         placement: Where the noise goes.
         clip_norm: This round's C.
         update_stddev: Standard deviation of the client's own noise on each update
-            coordinate, in update units (local: z_Δ·C; distributed: z_Δ·C/√min_clients;
-            central: 0).
-        count_stddev: The client's own noise on its "unclipped" bit (distributed only).
+            coordinate, in update units (local: z_Δ·C; central and distributed: 0, the
+            aggregators deal the distributed noise).
+        count_stddev: The client's own noise on its "unclipped" bit (always 0 now: the
+            aggregators deal the count's noise under distributed placement).
         reports_bit: Whether the client reports its +-1/2 unclipped bit (adaptive
             clipping only: without it the bit sum would be released without noise).
     """
@@ -211,13 +210,11 @@ class ClientPrivacyPlan:
     ) -> ClientPrivacyPlan:
         """The plan for a round with clipping norm ``clip_norm``."""
         z_update = config.update_noise_multiplier(expected_clients)
-        sigma_b = config.count_noise(expected_clients)
         bit = config.adaptive is not None
         if config.placement == "local":
             return cls("local", clip_norm, z_update * clip_norm, 0.0)
         if config.placement == "distributed":
-            share = math.sqrt(config.min_clients)
-            return cls("distributed", clip_norm, z_update * clip_norm / share, sigma_b / share, bit)
+            return cls("distributed", clip_norm, 0.0, 0.0, bit)
         return cls("central", clip_norm, 0.0, 0.0, bit)
 
     def to_json(self) -> dict[str, Any]:

@@ -155,7 +155,7 @@ def dp_fedavg_report(
     if placement == "distributed" and not secure_aggregation:
         raise ConfigurationError(
             "Distributed noise needs secure aggregation: without it the coordinator sees "
-            "each update with only a fraction of the noise."
+            "each update without noise (the aggregators deal distributed noise)."
         )
     if not 0 <= withheld_probability <= 1:
         raise ConfigurationError("withheld_probability must be a probability.")

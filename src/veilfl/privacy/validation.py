@@ -1,9 +1,13 @@
-"""Refuse DP settings under which a release could carry less noise than was charged.
+"""Refuse DP settings that contradict each other.
 
-Distributed noise is calibrated for ``min_contributions`` summands (each client adds
-1/``min_contributions`` of the variance), so a release is only as private as
-charged if it sums at least that many contributions. Three settings bound how many
-a release can have, and each must be at least ``min_contributions``:
+A release needs at least ``min_contributions`` contributions (``--dp-min-clients``)
+and is withheld otherwise. (Distributed noise used to be added by the clients, each
+1/``min_contributions`` of the variance; it is now dealt by the aggregators into
+every secure sum, :mod:`veilfl.secagg.dealt_noise`, whatever the number of
+contributions, so a short release no longer carries less noise, but it is still
+withheld.) Three settings bound how many contributions a release can have, and under
+distributed placement each must be at least ``min_contributions``, or rounds would be
+withheld by construction:
 
 * ``--min-clients``: a synchronous round closes with that many reports;
 * ``--buffer-size``: a FedBuff release sums exactly that many updates;
@@ -19,8 +23,6 @@ released with too little noise.
 """
 
 from __future__ import annotations
-
-import math
 
 from veilfl.errors import ConfigurationError
 from veilfl.privacy.dp_fedavg import DpConfig
@@ -41,25 +43,18 @@ FLAGS = {
 
 
 def effective_noise_multiplier(config: DpConfig, *, contributions: int) -> float:
-    """The noise multiplier a sum over ``contributions`` clients actually carries.
-
-    Under distributed noise each client adds variance (z C)^2 / min_contributions,
-    so ``contributions`` of them carry z sqrt(contributions / min_contributions):
-    below z when there are fewer than ``min_contributions``. Central and local
-    noise do not depend on the count.
-    """
-    if config.placement != "distributed":
-        return config.noise_multiplier
-    return config.noise_multiplier * math.sqrt(contributions / config.min_contributions)
+    """The noise multiplier a sum over ``contributions`` clients actually carries: z for
+    every placement (distributed noise is dealt by the aggregators, not the clients, so
+    it does not depend on the count). Kept so that callers can say so."""
+    del contributions
+    return config.noise_multiplier
 
 
 def _too_few(config: DpConfig, setting: str, value: int, consequence: str) -> ConfigurationError:
-    charged = config.noise_multiplier
-    actual = effective_noise_multiplier(config, contributions=value)
     return ConfigurationError(
         f"{FLAGS['min_contributions']} {config.min_contributions} exceeds {FLAGS[setting]} "
-        f"{value}: {consequence} (effective noise multiplier {actual:.3f} where {charged:.3f} "
-        f"is charged); lower {FLAGS['min_contributions']} to {value} or raise "
+        f"{value}: {consequence}, and a release over fewer than {config.min_contributions} "
+        f"is withheld; lower {FLAGS['min_contributions']} to {value} or raise "
         f"{FLAGS[setting]} to {config.min_contributions}."
     )
 
@@ -96,8 +91,8 @@ def check_dp_settings(
         if not secure_aggregation:
             raise ConfigurationError(
                 "--dp distributed needs secure aggregation (--secure, or --aggregator for a "
-                "server): without it the coordinator sees each update with only "
-                f"1/{dp.min_contributions} of the noise variance."
+                "server): its noise is dealt by the aggregators into every secure sum, and "
+                "without them nothing would add it."
             )
         if buffer_size is not None:
             if buffer_size < dp.min_contributions:

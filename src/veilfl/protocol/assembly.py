@@ -18,7 +18,7 @@ from veilfl.errors import ConfigurationError, StorageError
 from veilfl.privacy.run_state import DpRunState
 from veilfl.privacy.sampling import PoissonSampler
 from veilfl.privacy.utility import noise_warning
-from veilfl.privacy.validation import check_dp_settings, effective_noise_multiplier
+from veilfl.privacy.validation import check_dp_settings
 from veilfl.protocol.aggregation import AggregationBackend, PlaintextAggregation
 from veilfl.protocol.buffered import BufferedMachine, BufferMode
 from veilfl.protocol.coordinator import Coordinator, Schedule
@@ -151,21 +151,24 @@ def privacy_warning(settings: CoordinatorSettings, *, model_size: int) -> str | 
     (:func:`~veilfl.privacy.utility.noise_warning`), or None.
 
     The noise is what a release actually carries at the expected cohort: the update
-    noise multiplier left after adaptive clipping's count, and under distributed noise
-    the contributions of every expected client, not only the minimum.
+    noise multiplier left after adaptive clipping's count (under distributed placement
+    the aggregators deal it, whatever the cohort: :mod:`veilfl.secagg.dealt_noise`).
     """
     dp = settings.dp
     if dp is None:
         return None
     expected = cohort_plan(settings).expected
     z = dp.update_noise_multiplier(expected)
-    if dp.placement == "distributed":
-        z *= effective_noise_multiplier(dp, contributions=expected) / dp.noise_multiplier
+    clip_norm = dp.clip_norm
+    if dp.placement == "distributed" and settings.secure is not None:
+        # The aggregators calibrate to the verified bound, at least C in model units.
+        layout = ContributionLayout(model_size, settings.secure.config)
+        clip_norm = max(clip_norm, layout.bounds.norm_bound / layout.scale)
     return noise_warning(
         model_size=model_size,
         clients_per_round=expected,
         noise_multiplier=z,
-        clip_norm=dp.clip_norm,
+        clip_norm=clip_norm,
     )
 
 
@@ -246,6 +249,7 @@ def build_coordinator(
             signing_keys={a.index: a.signing_bytes() for a in settings.secure.aggregators},
             min_participants=cohort.minimum,
             retry_interval_s=retry_interval_s,
+            dealt_noise=settings.dp is not None and settings.dp.placement == "distributed",
         )
     else:
         aggregation = PlaintextAggregation(spec, uniform_weights=settings.dp is not None)
@@ -342,6 +346,10 @@ def describe_run(
         dp=(
             None
             if settings.dp is None
-            else DpRunInfo(config=settings.dp, sample_rate=cohort_plan(settings).sample_rate)
+            else DpRunInfo(
+                config=settings.dp,
+                sample_rate=cohort_plan(settings).sample_rate,
+                expected_clients=cohort_plan(settings).expected,
+            )
         ),
     )

@@ -15,7 +15,9 @@ One secure round, as commands and events::
            <- VerifierSharesReported(r, j, answers)      the core decides who is valid
     commit -> CollectCommitments(r, participants, all aggregators)
            <- CommitmentReported(r, j, signature)        a majority makes a certificate
-    sum    -> CollectAggregateShares(r, participants, holders, certificate)
+    deal   -> CollectNoiseDeals(r, step, all aggregators)     distributed DP only
+           <- NoiseDealsReported(r, j, sealed deals by recipient)  every one must deal
+    sum    -> CollectAggregateShares(r, participants, holders, certificate[, step, deals])
            <- AggregateShareReported(r, j, share)        reconstruct from t (or more)
     apply  -> PersistRound(outcome)          the new model, not yet served
            <- RoundPersisted(r)
@@ -25,7 +27,7 @@ One secure round, as commands and events::
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from veilfl.crypto.shamir import Share
@@ -47,12 +49,14 @@ __all__ = [
     "CollectAggregateShares",
     "CollectCommitments",
     "CollectHoldings",
+    "CollectNoiseDeals",
     "CollectVerifierShares",
     "Command",
     "CommitmentReported",
     "Effect",
     "Event",
     "HoldingsReported",
+    "NoiseDealsReported",
     "Notice",
     "PersistRound",
     "RoundAbandoned",
@@ -96,12 +100,28 @@ class CollectCommitments:
 @dataclass(frozen=True)
 class CollectAggregateShares:
     """Ask each of ``aggregators`` for its aggregate share of ``round_id`` over exactly
-    ``participants``, showing the certificate that a majority committed to that list."""
+    ``participants``, showing the certificate that a majority committed to that list.
+
+    Under distributed DP also the noise step and, for each aggregator asked, the sealed
+    deals addressed to it (every other aggregator's); it answers with its share of the
+    sum plus the dealt noise."""
 
     round_id: int
     participants: tuple[str, ...]
     aggregators: tuple[int, ...]
     certificate: CommitmentCertificate
+    noise_step: int | None = None
+    deals: Mapping[int, tuple[bytes, ...]] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class CollectNoiseDeals:
+    """Ask each of ``aggregators`` to deal its noise for ``round_id`` at ``step``: one
+    sealed, signed deal per other aggregator (distributed DP)."""
+
+    round_id: int
+    step: int
+    aggregators: tuple[int, ...]
 
 
 @dataclass(frozen=True)
@@ -141,6 +161,7 @@ Command = (
     CollectHoldings
     | CollectVerifierShares
     | CollectCommitments
+    | CollectNoiseDeals
     | CollectAggregateShares
     | PersistRound
 )
@@ -172,6 +193,15 @@ class CommitmentReported:
     round_id: int
     aggregator: int
     signature: bytes
+
+
+@dataclass(frozen=True)
+class NoiseDealsReported:
+    """Aggregator ``aggregator``'s sealed noise deals for ``round_id``, by recipient."""
+
+    round_id: int
+    aggregator: int
+    deals: Mapping[int, bytes]
 
 
 @dataclass(frozen=True)
@@ -210,6 +240,7 @@ Event = (
     HoldingsReported
     | VerifierSharesReported
     | CommitmentReported
+    | NoiseDealsReported
     | AggregateShareReported
     | AggregatorFailed
     | RoundPersisted

@@ -223,7 +223,8 @@ def hand_in(
         weighted.vector,
         weight=weight,
         loss=0.0 if plan is not None else loss,  # under DP the loss is not reported
-        unclipped=within_bound if plan is not None else None,
+        # Only under adaptive clipping, whose count is noised and charged.
+        unclipped=within_bound if plan is not None and plan.reports_bit else None,
         rng=rng,
     )
     sealed = seal_contribution(

@@ -319,14 +319,20 @@ class DpRunInfo:
     Attributes:
         config: The DP settings.
         sample_rate: q, the chance that a given client takes part in a release.
+        expected_clients: Clients expected per release (the fixed denominator; the
+            aggregators size the noise they deal under distributed placement from it).
     """
 
     config: DpConfig
     sample_rate: float
+    expected_clients: float | None = None
 
     def to_json(self) -> dict[str, Any]:
         """A JSON-ready dict."""
-        return {**self.config.to_json(), "sample_rate": self.sample_rate}
+        data: dict[str, Any] = {**self.config.to_json(), "sample_rate": self.sample_rate}
+        if self.expected_clients is not None:
+            data["expected_clients"] = self.expected_clients
+        return data
 
     @classmethod
     def from_json(cls, data: Mapping[str, Any]) -> DpRunInfo:
@@ -336,8 +342,11 @@ class DpRunInfo:
             WireFormatError: if it is malformed.
         """
         try:
+            expected = data.get("expected_clients")
             return cls(
-                config=DpConfig.from_json(dict(data)), sample_rate=float(data["sample_rate"])
+                config=DpConfig.from_json(dict(data)),
+                sample_rate=float(data["sample_rate"]),
+                expected_clients=None if expected is None else float(expected),
             )
         except (KeyError, TypeError, ValueError, ConfigurationError) as exc:
             raise WireFormatError(f"The differential-privacy block does not parse: {exc}.") from exc

@@ -1,8 +1,10 @@
 """Client-level DP-FedAvg around an aggregation backend (McMahan et al. 2018).
 
 Wraps the plaintext or the secure backend. Each round it tells clients how to clip
-(and, for local or distributed noise, how much noise to add), adds central noise to
-the aggregate when that is the placement, divides by the expected number of clients
+(and, for local noise, how much noise to add), adds central noise to the aggregate
+when that is the placement (under distributed placement the aggregators have already
+dealt the noise into the released sum, :mod:`veilfl.secagg.dealt_noise`, and clients
+add none), divides by the expected number of clients
 (the fixed-denominator estimator), adapts the clipping norm from the noised sum of
 the clients' +-1/2 unclipped bits (Andrew et al. 2021), records the release in the
 privacy ledger and reports epsilon against the public and against the coordinator
@@ -33,6 +35,7 @@ from veilfl.protocol.aggregation import AggregationBackend, AggregationJob, Plai
 from veilfl.protocol.cohort import ClosedCohort
 from veilfl.protocol.effects import Effect, Event
 from veilfl.protocol.messages import UpdateHeader
+from veilfl.protocol.secure_aggregation import SecureAggregation
 from veilfl.strategy.aggregate import Aggregate
 
 __all__ = ["PrivateAggregation", "PrivateJob"]
@@ -58,8 +61,8 @@ class PrivateAggregation:
             released so far (never the last round id). Ignored when ``state`` is given.
 
     Raises:
-        ConfigurationError: for distributed noise without secure aggregation, or a
-            budget too small for even one round.
+        ConfigurationError: for distributed noise without secure aggregation whose
+            aggregators deal the noise, or a budget too small for even one round.
     """
 
     def __init__(
@@ -78,8 +81,15 @@ class PrivateAggregation:
         self._plaintext = inner.plaintext() is not None
         if self._plaintext and config.placement == "distributed":
             raise ConfigurationError(
-                "Distributed noise needs secure aggregation: without it the coordinator "
-                "sees each client's update with only a fraction of the noise."
+                "Distributed noise needs secure aggregation: the aggregators deal it into "
+                "every secure sum, and without them nothing would add it."
+            )
+        if config.placement == "distributed" and not (
+            isinstance(inner, SecureAggregation) and inner.dealt_noise
+        ):
+            raise ConfigurationError(
+                "Distributed noise is dealt by the aggregators: build the secure backend "
+                "with dealt_noise=True, or the released sums would carry no noise."
             )
         if expected_clients <= 0:
             raise ConfigurationError("The expected number of clients must be positive.")

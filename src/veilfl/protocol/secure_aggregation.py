@@ -14,9 +14,17 @@ aggregators and their answers as events:
 3. **commit**: every aggregator is asked to commit to the final list; a majority's
    signatures make the certificate without which no aggregator releases a sum
    (:mod:`veilfl.secagg.commitment`).
-4. **sum**: the aggregators that verified the list send their aggregate shares against
-   the certificate; the job reconstructs the sum from t of them, checking consistency
-   whenever more answered.
+4. **deal** (distributed DP only): every one of the m aggregators deals its fresh
+   noise for the round (:mod:`veilfl.secagg.dealt_noise`): one deal per other
+   aggregator, sealed to it and signed by the dealer, which the job only relays. All m
+   must deal: the noise of each dealer has variance sigma^2/h, h = m - t + 1, so that
+   the dealers outside any coalition of t - 1 aggregators add sigma^2; with only k < m
+   dealers, a coalition of t - 1 of them would leave k - t + 1 < h honest ones, less
+   noise than charged. A missing dealer stalls the job like a missing aggregate share.
+5. **sum**: the aggregators that verified the list send their aggregate shares against
+   the certificate (with dealt noise: plus the noise, given the deals addressed to
+   them and the step, which is the round id); the job reconstructs the sum from t of
+   them, checking consistency whenever more answered.
 
 Aggregators that fail are left out; when the job cannot go on it stalls, says so once
 (per change of reason), and asks again after its retry interval. The coordinator
@@ -43,11 +51,13 @@ from veilfl.protocol.effects import (
     CollectAggregateShares,
     CollectCommitments,
     CollectHoldings,
+    CollectNoiseDeals,
     CollectVerifierShares,
     CommitmentReported,
     Effect,
     Event,
     HoldingsReported,
+    NoiseDealsReported,
     VerifierSharesReported,
 )
 from veilfl.protocol.messages import UpdateHeader
@@ -65,6 +75,7 @@ class _Phase(StrEnum):
     HOLDINGS = "asking the aggregators what they hold"
     VERIFY = "verifying the contributions' bounds"
     COMMIT = "collecting the aggregators' commitments to the list"
+    DEAL = "collecting the aggregators' noise deals"
     RELEASE = "collecting aggregate shares"
     STALLED = "waiting to ask the aggregators again"
     DONE = "aggregated"
@@ -81,6 +92,8 @@ class SecureAggregation:
         min_participants: Smallest participant list worth reconstructing.
         rng: Draws each round's query seed (after the round's uploads are fixed).
         retry_interval_s: How long a stalled job waits before asking again.
+        dealt_noise: Whether the aggregators deal DP noise into every release
+            (distributed placement; see the module docstring).
     """
 
     def __init__(
@@ -92,6 +105,7 @@ class SecureAggregation:
         min_participants: int,
         rng: CsprngStream | None = None,
         retry_interval_s: float = 1.0,
+        dealt_noise: bool = False,
     ) -> None:
         config = layout.config
         if sorted(signing_keys) != list(range(1, config.num_aggregators + 1)):
@@ -105,6 +119,12 @@ class SecureAggregation:
         self._min_participants = min_participants
         self._rng = rng or CsprngStream()
         self._retry_interval_s = retry_interval_s
+        self._dealt_noise = dealt_noise
+
+    @property
+    def dealt_noise(self) -> bool:
+        """Whether the aggregators add dealt noise to every release."""
+        return self._dealt_noise
 
     @property
     def layout(self) -> ContributionLayout:
@@ -124,6 +144,7 @@ class SecureAggregation:
             min_participants=self._min_participants,
             query_seed=self._rng.random_bytes(32),
             retry_interval_s=self._retry_interval_s,
+            dealt_noise=self._dealt_noise,
         )
 
     def check_receipt(self, header: UpdateHeader) -> None:
@@ -171,8 +192,11 @@ class SecureAggregationJob:
         min_participants: int,
         query_seed: bytes,
         retry_interval_s: float,
+        dealt_noise: bool = False,
     ) -> None:
         self._cohort = cohort
+        self._dealt_noise = dealt_noise
+        self._deals: dict[int, Mapping[int, bytes]] = {}
         self._layout = layout
         self._config = layout.config
         self._run_id = run_id
@@ -244,6 +268,15 @@ class SecureAggregationJob:
             self._answers[aggregator] = event.shares
         elif self._phase is _Phase.COMMIT and isinstance(event, CommitmentReported):
             self._signatures[aggregator] = event.signature
+        elif self._phase is _Phase.DEAL and isinstance(event, NoiseDealsReported):
+            others = {j for j in self._everyone() if j != aggregator}
+            if set(event.deals) == others:
+                self._deals[aggregator] = dict(event.deals)
+            else:
+                self._failures[aggregator] = (
+                    f"its deals are addressed to {sorted(event.deals)}, not to every other "
+                    "aggregator"
+                )
         elif (
             self._phase is _Phase.RELEASE
             and isinstance(event, AggregateShareReported)
@@ -267,6 +300,7 @@ class SecureAggregationJob:
             _Phase.HOLDINGS: self._ask_holdings,
             _Phase.VERIFY: self._ask_verification,
             _Phase.COMMIT: self._ask_commitments,
+            _Phase.DEAL: self._ask_deals,
             _Phase.RELEASE: self._ask_for_shares,
         }[self._resume]()
 
@@ -304,14 +338,30 @@ class SecureAggregationJob:
             _Phase.COMMIT, missing, CollectCommitments(self.round_id, self._participants, missing)
         )
 
+    def _ask_deals(self) -> None:
+        missing = tuple(j for j in self._everyone() if j not in self._deals)
+        self._ask(_Phase.DEAL, missing, CollectNoiseDeals(self.round_id, self.round_id, missing))
+
     def _ask_for_shares(self) -> None:
         assert self._participants is not None and self._certificate is not None
         missing = tuple(j for j in self._holders if j not in self._shares)
-        self._ask(
-            _Phase.RELEASE,
-            missing,
-            CollectAggregateShares(self.round_id, self._participants, missing, self._certificate),
-        )
+        if not self._dealt_noise:
+            command = CollectAggregateShares(
+                self.round_id, self._participants, missing, self._certificate
+            )
+        else:
+            command = CollectAggregateShares(
+                self.round_id,
+                self._participants,
+                missing,
+                self._certificate,
+                noise_step=self.round_id,
+                deals={
+                    j: tuple(deals[j] for _, deals in sorted(self._deals.items()) if j in deals)
+                    for j in missing
+                },
+            )
+        self._ask(_Phase.RELEASE, missing, command)
 
     def _stall(self, reason: str) -> None:
         if self._failures:
@@ -340,6 +390,7 @@ class SecureAggregationJob:
             _Phase.HOLDINGS: self._plan,
             _Phase.VERIFY: self._decide,
             _Phase.COMMIT: self._certify,
+            _Phase.DEAL: self._collect_deals,
             _Phase.RELEASE: self._reconstruct,
         }[self._phase]()
 
@@ -427,6 +478,20 @@ class SecureAggregationJob:
             self._stall(f"{len(self._signatures)} of the {needed} commitments needed: {exc}")
             return
         self._certificate = certificate
+        if self._dealt_noise:
+            self._ask_deals()
+        else:
+            self._ask_for_shares()
+
+    def _collect_deals(self) -> None:
+        m = self._config.num_aggregators
+        if len(self._deals) < m:
+            missing = [j for j in self._everyone() if j not in self._deals]
+            self._stall(
+                f"{len(self._deals)} of the {m} aggregators dealt their noise; every one must "
+                f"deal before a sum is released (missing {missing})"
+            )
+            return
         self._ask_for_shares()
 
     def _reconstruct(self) -> None:

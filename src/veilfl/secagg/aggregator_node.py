@@ -3,12 +3,22 @@
 Pure and synchronous; the HTTP aggregator service and the simulators drive it. Memory
 stays O(model size) per open round: a round's state is dropped as soon as a later round
 starts (the coordinator only starts round r + 1 after it is done with r).
+
+Under distributed DP the node also holds the run's one noise state
+(:class:`~veilfl.secagg.tree_noise.TreeNoiseAggregator`, ``"fresh"`` schedule): it
+deals its noise for a round (:meth:`AggregatorNode.deal_noise`, sealed and signed per
+recipient, :mod:`veilfl.secagg.noise_envelope`) and releases its aggregate share only
+with the noise added (:meth:`AggregatorNode.aggregate` with the deals addressed to it).
+Each round is released at the step equal to its round id (round ids are never reused,
+an abandoned round's included, so no block of noise ever covers two sums). The state is
+saved (``save_noise``, durably) before any deal or noised share leaves.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping
 
+from veilfl.crypto.envelope import PublicKey
 from veilfl.crypto.keys import AggregatorKeyPair
 from veilfl.crypto.shamir import Share
 from veilfl.errors import ProtocolError, RoundMismatchError
@@ -23,6 +33,8 @@ from veilfl.secagg.aggregator_state import (
 from veilfl.secagg.bounds_messages import VerifierShare
 from veilfl.secagg.commitment import CommitmentCertificate
 from veilfl.secagg.contribution import ContributionLayout
+from veilfl.secagg.noise_envelope import open_deal, seal_deal
+from veilfl.secagg.tree_noise import TreeNoiseAggregator
 
 __all__ = ["AggregatorNode"]
 
@@ -39,6 +51,12 @@ class AggregatorNode:
             operator pinned them: commitment certificates are checked against these.
         archive_for_round: Makes the share archive of a round.
         min_participants: The fewest clients this aggregator sums over.
+        noise: The run's noise state under distributed DP (this aggregator's index),
+            or None: then no noise is dealt and sums are released as they are.
+        save_noise: Stores the noise state's bytes durably (called before any deal or
+            noised share leaves); required with ``noise``.
+        peer_public_keys: Every aggregator's HPKE public key by index (deals are
+            sealed to them); required with ``noise``.
     """
 
     def __init__(
@@ -51,7 +69,17 @@ class AggregatorNode:
         peers: Mapping[int, bytes],
         archive_for_round: Callable[[int], ShareArchive],
         min_participants: int = 1,
+        noise: TreeNoiseAggregator | None = None,
+        save_noise: Callable[[bytes], None] | None = None,
+        peer_public_keys: Mapping[int, PublicKey] | None = None,
     ) -> None:
+        if noise is not None and (
+            save_noise is None or peer_public_keys is None or noise.index != index
+        ):
+            raise ProtocolError(
+                "An aggregator that deals noise needs its own noise state, a place to save "
+                "it and every aggregator's public key."
+            )
         if peers.get(index) != keypair.signing_public_bytes:
             raise ProtocolError(
                 f"Aggregator {index}'s own signing key is not among the run's aggregators."
@@ -64,6 +92,9 @@ class AggregatorNode:
         self._archive_for_round = archive_for_round
         self._rounds: dict[int, AggregatorRound] = {}
         self._latest = 0
+        self._noise = noise
+        self._save_noise = save_noise
+        self._peer_public_keys = dict(peer_public_keys or {})
 
     @property
     def open_rounds(self) -> dict[int, frozenset[str]]:
@@ -185,11 +216,99 @@ class AggregatorNode:
         self._latest = round_id
         return signature
 
+    @property
+    def deals_noise(self) -> bool:
+        """Whether this aggregator adds dealt noise to every sum it releases."""
+        return self._noise is not None
+
+    def deal_noise(self, round_id: int, step: int) -> dict[int, bytes]:
+        """This aggregator's noise for ``round_id``, one sealed, signed deal per other
+        aggregator (by recipient index). The same request again returns the same
+        deals (re-sealed); the noise state is saved before they are returned.
+
+        Raises:
+            ProtocolError: if this aggregator deals no noise, for a step other than the
+                round id, or for a block already past.
+            RoundMismatchError: for a round older than one already started.
+        """
+        noise = self._require_noise(round_id, step)
+        deals = noise.deal(step)
+        self._persist_noise(noise)
+        return {
+            deal.recipient: seal_deal(
+                deal,
+                run_id=self._run_id,
+                step=step,
+                public_key=self._peer_public_keys[deal.recipient],
+                sign=self._keys.sign,
+            )
+            for deal in deals
+        }
+
     def aggregate(
-        self, round_id: int, participants: Iterable[str], certificate: CommitmentCertificate
+        self,
+        round_id: int,
+        participants: Iterable[str],
+        certificate: CommitmentCertificate,
+        *,
+        noise_step: int | None = None,
+        deals: Iterable[bytes] = (),
     ) -> Share:
-        """The certified aggregate share (see :meth:`AggregatorRound.aggregate`)."""
-        return self._round(round_id).aggregate(participants, certificate)
+        """The certified aggregate share (see :meth:`AggregatorRound.aggregate`); with
+        dealt noise, its share of the sum plus every dealer's noise for ``noise_step``
+        (``deals``: the sealed deals addressed to this aggregator).
+
+        Raises:
+            ProtocolError: as :meth:`AggregatorRound.aggregate`; with dealt noise also
+                without a step, for a forged, replayed or re-addressed deal, a missing
+                dealer, or a round or step already released otherwise.
+        """
+        state = self._round(round_id)
+        if self._noise is None:
+            if noise_step is not None:
+                raise ProtocolError(
+                    f"Aggregator {self.index} deals no noise in this run; the coordinator "
+                    "asked for a noised sum."
+                )
+            return state.aggregate(participants, certificate)
+        if noise_step is None:
+            raise ProtocolError(
+                f"Aggregator {self.index} releases sums of this run only with the dealt "
+                "noise added; the coordinator asked for a sum without a noise step."
+            )
+        noise = self._require_noise(round_id, noise_step)
+        for sealed in deals:
+            noise.receive(
+                open_deal(
+                    sealed,
+                    run_id=self._run_id,
+                    step=noise_step,
+                    recipient=self.index,
+                    private_key=self._keys.private_key,
+                    signing_keys=self._keys.peers,
+                    config=noise.config,
+                )
+            )
+        self._persist_noise(noise)
+        share = state.aggregate(participants, certificate)
+        noised = noise.release(noise_step, share.values, round_id=round_id)
+        self._persist_noise(noise)  # before the noised share leaves
+        return noised
+
+    def _require_noise(self, round_id: int, step: int) -> TreeNoiseAggregator:
+        self._require_current_or_later(round_id)
+        if self._noise is None:
+            raise ProtocolError(f"Aggregator {self.index} deals no noise in this run.")
+        if step != round_id:
+            raise ProtocolError(
+                f"Round {round_id} is released at noise step {round_id}, not {step}: each "
+                "round has its own block of noise."
+            )
+        return self._noise
+
+    def _persist_noise(self, noise: TreeNoiseAggregator) -> None:
+        assert self._save_noise is not None
+        self._save_noise(noise.to_bytes())
 
     def _round(self, round_id: int) -> AggregatorRound:
         self._require_current_or_later(round_id)

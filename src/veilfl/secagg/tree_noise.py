@@ -48,6 +48,24 @@ Safety rules the state machine enforces:
   block has arrived (a block with a missing dealer could carry less noise than
   charged).
 
+Two schedules share this machinery (:attr:`TreeNoiseConfig.schedule`):
+
+* ``"tree"`` (DP-FTRL): step t adds the block entering the cover and removes the
+  blocks leaving it, as above.
+* ``"fresh"`` (DP-FedAvg under distributed placement): step s adds block (0, s) and
+  removes nothing, so every release carries its own, freshly dealt noise. Steps need
+  not be consecutive (a DP-FedAvg round released at step = its round id, and an
+  abandoned round's id is never reused), only increasing; a block is forgotten once a
+  later step is released.
+
+A per-coordinate noise profile (:attr:`TreeNoiseConfig.profile`) lets the update
+coordinates, the count of unclipped updates and the weight and loss coordinates get
+different standard deviations (none for the last two).
+
+Each release is also bound to the round it carries: a round is released at exactly
+one step and a step for exactly one round, so a coordinator cannot collect two noisy
+views of one sum (whose average would carry less noise than charged).
+
 Restart safety: :meth:`TreeNoiseAggregator.to_bytes` holds the whole state,
 including the seeds this aggregator dealt from (so that a redealt block is
 bit-for-bit the same and recipients accept it again) and its noise shares. It is
@@ -63,7 +81,7 @@ import math
 import struct
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 
@@ -74,11 +92,13 @@ from veilfl.errors import ConfigurationError, ProtocolError, StorageError, WireF
 from veilfl.privacy.noise import discrete_gaussian
 from veilfl.privacy.tree import TreeNode, cover, cover_change
 
-__all__ = ["NoiseDeal", "TreeNoiseAggregator", "TreeNoiseConfig"]
+__all__ = ["NoiseDeal", "NoiseSchedule", "TreeNoiseAggregator", "TreeNoiseConfig"]
+
+NoiseSchedule = Literal["tree", "fresh"]
 
 _DEAL_MAGIC = b"VFND"
 _STATE_MAGIC = b"VFTN"
-_FORMAT_VERSION = 1
+_FORMAT_VERSION = 2
 _DEAL_HEADER = struct.Struct(
     "<4sBBIBBBI"
 )  # magic, version, level, index, dealer, recipient, kind, length
@@ -99,6 +119,12 @@ class TreeNoiseConfig:
             of the per-update bound C·scale + sqrt(d)/2).
         noised_length: How many leading coordinates get noise (default: all).
         field: The field shares live in.
+        schedule: ``"tree"`` (DP-FTRL's cover changes) or ``"fresh"`` (one new block
+            per release; see the module docstring).
+        profile: Optional per-coordinate standard deviations as (count, sigma)
+            segments in order, covering all ``length`` coordinates; overrides
+            ``block_stddev``/``noised_length`` for what is drawn (``block_stddev``
+            then names the largest sigma, for reporting).
 
     Raises:
         ConfigurationError: for invalid values.
@@ -110,8 +136,25 @@ class TreeNoiseConfig:
     block_stddev: float
     noised_length: int | None = None
     field: PrimeField = MERSENNE_31
+    schedule: NoiseSchedule = "tree"
+    profile: tuple[tuple[int, float], ...] = ()
 
     def __post_init__(self) -> None:
+        if self.schedule not in ("tree", "fresh"):
+            raise ConfigurationError(
+                f"Unknown noise schedule {self.schedule!r}; use 'tree' or 'fresh'."
+            )
+        if self.profile and (
+            sum(count for count, _ in self.profile) != self.length
+            or any(
+                count < 0 or not (sigma >= 0 and math.isfinite(sigma))
+                for count, sigma in self.profile
+            )
+        ):
+            raise ConfigurationError(
+                "A noise profile's segments must cover the vector's length with "
+                "finite, non-negative standard deviations."
+            )
         if not 1 <= self.threshold <= self.num_aggregators <= MAX_SHARES:
             raise ConfigurationError(
                 f"Tree noise needs 1 <= threshold <= aggregators <= {MAX_SHARES}; got "
@@ -139,11 +182,33 @@ class TreeNoiseConfig:
         """Leading coordinates that get noise."""
         return self.length if self.noised_length is None else self.noised_length
 
+    @property
+    def segments(self) -> tuple[tuple[int, float], ...]:
+        """The (count, sigma) segments of the noise, in order: the profile, or the
+        first ``noised`` coordinates at ``block_stddev`` and the rest at 0."""
+        if self.profile:
+            return self.profile
+        return ((self.noised, self.block_stddev), (self.length - self.noised, 0.0))
+
+    def added(self, step: int) -> TreeNode:
+        """The block whose noise enters at ``step``."""
+        if self.schedule == "fresh":
+            if isinstance(step, bool) or not isinstance(step, int) or step < 1:
+                raise ConfigurationError(f"Noise steps count from 1; got {step!r}.")
+            return TreeNode(0, step)
+        return cover_change(step).added
+
+    def removed(self, step: int) -> tuple[TreeNode, ...]:
+        """The blocks whose noise leaves at ``step`` (none under ``fresh``)."""
+        if self.schedule == "fresh":
+            return ()
+        return cover_change(step).removed
+
     def release_stddev(self, step: int) -> float:
         """The noise standard deviation per coordinate in step ``step``'s release: one
         block enters and ``len(removed)`` leave, each with m sigma^2 / h in total (the
         field must hold the round's sum plus several times this)."""
-        blocks = 1 + len(cover_change(step).removed)
+        blocks = 1 + len(self.removed(step))
         return self.dealer_stddev * math.sqrt(self.num_aggregators * blocks)
 
     def seeded_recipients(self, dealer: int) -> tuple[int, ...]:
@@ -294,11 +359,17 @@ class TreeNoiseAggregator:
         self._index = index
         self._rng = rng or CsprngStream()
         self._released = 0
+        self._last_round: int | None = None
         self._last_digest: str | None = None
         self._last_values: FieldArray | None = None
         self._shares: dict[TreeNode, FieldArray] = {}
         self._dealers: dict[TreeNode, dict[int, str]] = {}
         self._seeds: dict[TreeNode, bytes] = {}
+
+    @property
+    def config(self) -> TreeNoiseConfig:
+        """The settings every aggregator shares."""
+        return self._config
 
     @property
     def index(self) -> int:
@@ -310,7 +381,20 @@ class TreeNoiseAggregator:
         """Tree steps released so far."""
         return self._released
 
+    @property
+    def last_round(self) -> int | None:
+        """The round of the last release (None before the first, or when releases
+        are not bound to rounds)."""
+        return self._last_round
+
     def _check_live(self, node: TreeNode) -> None:
+        if self._config.schedule == "fresh":
+            if node.level != 0 or node.index < self._released:
+                raise ProtocolError(
+                    f"Block ({node.level}, {node.index}) is not a fresh block after step "
+                    f"{self._released}; its noise is no longer needed."
+                )
+            return
         if node.index % 2 == 0:
             raise ProtocolError(
                 f"Block ({node.level}, {node.index}) is never in a cover and gets no noise."
@@ -331,7 +415,7 @@ class TreeNoiseAggregator:
         Raises:
             ProtocolError: if that block already left the cover.
         """
-        node = cover_change(step).added
+        node = self._config.added(step)
         self._check_live(node)
         seed = self._seeds.get(node)
         if seed is None:
@@ -339,9 +423,12 @@ class TreeNoiseAggregator:
             self._seeds[node] = seed
         config = self._config
         node_rng = CsprngStream(key=seed)  # a secret, uniformly random key: a PRG
-        noise = np.zeros(config.length, dtype=np.int64)
-        noise[: config.noised] = discrete_gaussian(
-            node_rng, sigma=config.dealer_stddev, count=config.noised
+        scale = 1.0 / math.sqrt(config.honest_minimum)
+        noise = np.concatenate(
+            [
+                discrete_gaussian(node_rng, sigma=sigma * scale, count=count)
+                for count, sigma in config.segments
+            ]
         )
         secret = np.mod(noise, config.field.modulus).astype(np.uint64)
         seeded = config.seeded_recipients(self._index)
@@ -422,7 +509,7 @@ class TreeNoiseAggregator:
 
     def missing_dealers(self, step: int) -> tuple[int, ...]:
         """Aggregators whose share of the block entering at ``step`` has not arrived."""
-        node = cover_change(step).added
+        node = self._config.added(step)
         known = self._dealers.get(node, {})
         return tuple(j for j in range(1, self._config.num_aggregators + 1) if j not in known)
 
@@ -439,20 +526,24 @@ class TreeNoiseAggregator:
 
     # -- releasing -------------------------------------------------------------------
 
-    def release(self, step: int, aggregate: FieldArray) -> Share:
-        """This aggregator's share of the noised prefix sum's change at ``step``.
+    def release(self, step: int, aggregate: FieldArray, *, round_id: int | None = None) -> Share:
+        """This aggregator's share of the noised release at ``step``.
 
         Args:
-            step: The tree step, 1, 2, ... (released rounds, not round ids).
+            step: The step: under ``tree``, released rounds 1, 2, ... (not round ids);
+                under ``fresh``, any number above the last released step.
             aggregate: This aggregator's share of the round's aggregate.
+            round_id: The round the aggregate sums, when releases are bound to rounds:
+                each round is released at one step only, and rounds only increase.
 
         Returns:
             Its share of ``aggregate + noise(added block) - noise(removed blocks)``.
 
         Raises:
             ProtocolError: for a step out of order, a step already released with a
-                different aggregate, a malformed aggregate, or a block whose
-                dealers have not all dealt.
+                different aggregate or round, a round already released (or older than
+                one released), a malformed aggregate, or a block whose dealers have not
+                all dealt.
         """
         config = self._config
         aggregate = np.asarray(aggregate, dtype=np.uint64)
@@ -462,16 +553,26 @@ class TreeNoiseAggregator:
             raise ProtocolError(f"The aggregate share must hold {config.length} field elements.")
         digest = _digest(aggregate.astype("<u4").tobytes())
         if step == self._released and step > 0:
-            if digest != self._last_digest:
+            if digest != self._last_digest or round_id != self._last_round:
                 raise ProtocolError(
-                    f"Step {step} was already released over another aggregate; releasing it "
-                    "again would reveal the difference of the two without noise."
+                    f"Step {step} was already released over another aggregate or round; "
+                    "releasing it again would reveal the difference of the two without noise."
                 )
             assert self._last_values is not None
             return Share(index=self._index, values=self._last_values.copy())
-        if step != self._released + 1:
+        if round_id is not None and self._last_round is not None and round_id <= self._last_round:
             raise ProtocolError(
-                f"Tree steps are released in order: step {self._released + 1} is next, not {step}."
+                f"Round {round_id} cannot be released at step {step}: round "
+                f"{self._last_round} was already released (at step {self._released}), and a "
+                "round gets one noisy release only (two would average the noise down)."
+            )
+        in_order = (
+            step > self._released if config.schedule == "fresh" else step == self._released + 1
+        )
+        if not in_order:
+            raise ProtocolError(
+                f"Noise steps are released in order: step {step} cannot follow step "
+                f"{self._released}."
             )
         missing = self.missing_dealers(step)
         if missing:
@@ -479,14 +580,20 @@ class TreeNoiseAggregator:
                 f"Step {step} cannot be released yet: aggregators {list(missing)} have not "
                 "dealt their noise for it."
             )
-        change = cover_change(step)
-        value = (aggregate + self._shares[change.added]) % config.field.p
-        for node in change.removed:
+        added, removed = config.added(step), config.removed(step)
+        value = (aggregate + self._shares[added]) % config.field.p
+        for node in removed:
             value = config.field.sub(value, self._shares[node])
         self._released = step
+        self._last_round = round_id
         self._last_digest = digest
         self._last_values = value
-        for node in change.removed:
+        stale = (
+            [node for node in self._dealers if node.index < step]
+            if config.schedule == "fresh"
+            else list(removed)
+        )
+        for node in stale:
             self._forget(node)
         return Share(index=self._index, values=value.copy())
 
@@ -509,7 +616,10 @@ class TreeNoiseAggregator:
             "noised_length": config.noised,
             "block_stddev": config.block_stddev,
             "modulus": config.field.modulus,
+            "schedule": config.schedule,
+            "profile": [[count, sigma] for count, sigma in config.segments],
             "released": self._released,
+            "last_round": self._last_round,
             "last_digest": self._last_digest,
             "nodes": [
                 {
@@ -560,6 +670,8 @@ class TreeNoiseAggregator:
                 "noised_length": config.noised,
                 "block_stddev": config.block_stddev,
                 "modulus": config.field.modulus,
+                "schedule": config.schedule,
+                "profile": [[count, sigma] for count, sigma in config.segments],
             }
             differing = sorted(k for k, v in expected.items() if header.get(k) != v)
             if differing:
@@ -578,6 +690,8 @@ class TreeNoiseAggregator:
                 if entry["seed"] is not None:
                     state._seeds[node] = bytes.fromhex(entry["seed"])
             state._released = int(header["released"])
+            last_round = header["last_round"]
+            state._last_round = None if last_round is None else int(last_round)
             if header["last_digest"] is not None:
                 state._last_digest = str(header["last_digest"])
                 state._last_values = vectors[-1].copy()

@@ -11,7 +11,7 @@ import asyncio
 import base64
 import binascii
 import ssl
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 
 import httpx
 
@@ -26,14 +26,15 @@ from veilfl.protocol.effects import (
     CollectAggregateShares,
     CollectCommitments,
     CollectHoldings,
+    CollectNoiseDeals,
     CollectVerifierShares,
     CommitmentReported,
     Event,
     HoldingsReported,
+    NoiseDealsReported,
     VerifierSharesReported,
 )
 from veilfl.secagg.bounds_messages import VerifierShare
-from veilfl.secagg.commitment import CommitmentCertificate
 from veilfl.transport.signing import SigningAuth, for_round
 
 __all__ = ["HttpAggregatorLink"]
@@ -93,16 +94,37 @@ class HttpAggregatorLink:
         """Ask each aggregator (concurrently) to commit to the participant list."""
         return list(await asyncio.gather(*(self._commit(j, command) for j in command.aggregators)))
 
+    async def collect_noise_deals(self, command: CollectNoiseDeals) -> list[Event]:
+        """Ask each aggregator (concurrently) for its sealed noise deals."""
+        return list(await asyncio.gather(*(self._deal(j, command) for j in command.aggregators)))
+
     async def collect_aggregate_shares(self, command: CollectAggregateShares) -> list[Event]:
-        """Ask each aggregator (concurrently) for its aggregate share."""
+        """Ask each aggregator (concurrently) for its aggregate share (with the deals
+        addressed to it, under distributed DP)."""
         return list(
-            await asyncio.gather(
-                *(
-                    self._aggregate(j, command.round_id, command.participants, command.certificate)
-                    for j in command.aggregators
-                )
-            )
+            await asyncio.gather(*(self._aggregate(j, command) for j in command.aggregators))
         )
+
+    async def _deal(self, index: int, command: CollectNoiseDeals) -> Event:
+        round_id = command.round_id
+        try:
+            response = await self._request(
+                index,
+                "POST",
+                f"/v1/rounds/{round_id}/noise-deals",
+                round_id=round_id,
+                json={"step": command.step},
+            )
+            deals = response.json().get("deals")
+            if not isinstance(deals, dict):
+                raise WireFormatError(f"Aggregator {index}'s noise deals do not parse.")
+            return NoiseDealsReported(
+                round_id,
+                index,
+                {int(j): base64.b64decode(str(d), validate=True) for j, d in deals.items()},
+            )
+        except (VeilflError, ValueError, binascii.Error) as exc:
+            return AggregatorFailed(round_id, index, str(exc), isinstance(exc, ProtocolError))
 
     async def _verify(self, index: int, command: CollectVerifierShares) -> Event:
         round_id = command.round_id
@@ -156,20 +178,22 @@ class HttpAggregatorLink:
         except VeilflError as exc:
             return AggregatorFailed(round_id, index, str(exc), isinstance(exc, ProtocolError))
 
-    async def _aggregate(
-        self,
-        index: int,
-        round_id: int,
-        participants: Sequence[str],
-        certificate: CommitmentCertificate,
-    ) -> Event:
+    async def _aggregate(self, index: int, command: CollectAggregateShares) -> Event:
+        round_id = command.round_id
+        body: dict[str, object] = {
+            "participants": list(command.participants),
+            "certificate": command.certificate.to_json(),
+        }
+        if command.noise_step is not None:
+            body["noise_step"] = command.noise_step
+            body["deals"] = [base64.b64encode(d).decode() for d in command.deals.get(index, ())]
         try:
             response = await self._request(
                 index,
                 "POST",
                 f"/v1/rounds/{round_id}/aggregate",
                 round_id=round_id,
-                json={"participants": list(participants), "certificate": certificate.to_json()},
+                json=body,
             )
             share = await asyncio.to_thread(
                 decode_share, response.content, expected_length=self._length, field=MERSENNE_31

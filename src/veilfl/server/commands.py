@@ -10,6 +10,7 @@ from veilfl.errors import ConfigurationError
 from veilfl.protocol.effects import (
     CollectCommitments,
     CollectHoldings,
+    CollectNoiseDeals,
     CollectVerifierShares,
     Command,
     Event,
@@ -53,6 +54,8 @@ class ServerCommands:
             return await self._link.collect_verifier_shares(command)
         if isinstance(command, CollectCommitments):
             return await self._link.collect_commitments(command)
+        if isinstance(command, CollectNoiseDeals):
+            return await self._link.collect_noise_deals(command)
         return await self._link.collect_aggregate_shares(command)
 
     async def close(self) -> None:

@@ -35,6 +35,7 @@ from veilfl.protocol.effects import (
     CollectAggregateShares,
     CollectCommitments,
     CollectHoldings,
+    CollectNoiseDeals,
     CollectVerifierShares,
     Command,
     Event,
@@ -56,7 +57,11 @@ __all__ = [
 ]
 
 AggregatorCommand = (
-    CollectHoldings | CollectVerifierShares | CollectCommitments | CollectAggregateShares
+    CollectHoldings
+    | CollectVerifierShares
+    | CollectCommitments
+    | CollectNoiseDeals
+    | CollectAggregateShares
 )
 """The commands that ask aggregators for something."""
 
@@ -82,6 +87,8 @@ def _asking_for(command: AggregatorCommand) -> str:
         return f"its checks of round {r}'s {len(command.clients)} contributions"
     if isinstance(command, CollectCommitments):
         return f"its commitment to round {r}'s {len(command.participants)} participants"
+    if isinstance(command, CollectNoiseDeals):
+        return f"its noise deals for round {r}"
     return f"its aggregate share of round {r} over {len(command.participants)} clients"
 
 

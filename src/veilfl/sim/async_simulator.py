@@ -243,6 +243,8 @@ def _simulate_async(
     assembled = build_coordinator(settings, initial_weights=weights, run_id=RUN_ID)
     coordinator = assembled.coordinator
     run = describe_run(settings, run_id=RUN_ID, coordinator_key="", spec=spec)
+    if aggregators is not None:
+        aggregators.attach(run)  # under distributed DP they deal the noise
     evaluator = learner.evaluator(test_data) if test_data is not None else None
     virtual_now = [0.0]
     history: list[RoundMetrics] = []

@@ -18,6 +18,7 @@ from veilfl.protocol.effects import (
     CollectAggregateShares,
     CollectCommitments,
     CollectHoldings,
+    CollectNoiseDeals,
     CollectVerifierShares,
     Event,
     PersistRound,
@@ -69,6 +70,7 @@ class InProcessEffects:
                     CollectHoldings
                     | CollectVerifierShares
                     | CollectCommitments
+                    | CollectNoiseDeals
                     | CollectAggregateShares,
                 ):
                     if self._aggregators is None:

@@ -1,15 +1,21 @@
-"""m aggregators living in the simulator's process, reached by function calls."""
+"""m aggregators living in the simulator's process, reached by function calls.
+
+Under distributed DP they deal the noise, as HTTP aggregators do, once they are told
+the run (:meth:`InProcessAggregators.attach`); their noise states live in memory.
+"""
 
 from __future__ import annotations
 
 import base64
+import hashlib
 import logging
 from collections.abc import Collection, Sequence
 
 from veilfl.auth.identity import encode_public_key
+from veilfl.crypto.csprng import CsprngStream
 from veilfl.crypto.envelope import PublicKey
 from veilfl.crypto.keys import AggregatorKeyPair, generate_keypair
-from veilfl.errors import ProtocolError, VeilflError
+from veilfl.errors import ConfigurationError, ProtocolError, VeilflError
 from veilfl.protocol.aggregator_minimums import DEFAULT_MIN_PARTICIPANTS, fit_cohort
 from veilfl.protocol.effects import (
     AggregateShareReported,
@@ -17,19 +23,23 @@ from veilfl.protocol.effects import (
     CollectAggregateShares,
     CollectCommitments,
     CollectHoldings,
+    CollectNoiseDeals,
     CollectVerifierShares,
     CommitmentReported,
     Event,
     HoldingsReported,
+    NoiseDealsReported,
     VerifierSharesReported,
 )
-from veilfl.protocol.messages import PublishedAggregator
+from veilfl.protocol.messages import PublishedAggregator, RunInfo
 from veilfl.protocol.settings import CoordinatorSettings
 from veilfl.secagg.aggregator_node import AggregatorNode
 from veilfl.secagg.aggregator_policy import AggregatorPolicy
 from veilfl.secagg.aggregator_state import InMemoryShareArchive, ShareArchive
 from veilfl.secagg.config import SecureAggregationConfig
 from veilfl.secagg.contribution import ContributionLayout, SealedShare
+from veilfl.secagg.dealt_noise import dealt_noise_config
+from veilfl.secagg.tree_noise import TreeNoiseAggregator
 
 __all__ = ["InProcessAggregators"]
 
@@ -62,6 +72,8 @@ class InProcessAggregators:
         down: Aggregators that are unreachable for the whole simulation.
         min_participants: The fewest clients each aggregator sums over (its operator's
             setting, as on a real aggregator; by default an aggregator's default, 2).
+        noise_seed: Keys the aggregators' noise draws (reproducible tests; default:
+            ``os.urandom``).
     """
 
     def __init__(
@@ -72,9 +84,11 @@ class InProcessAggregators:
         model_size: int,
         down: Collection[int] = (),
         min_participants: int = DEFAULT_MIN_PARTICIPANTS,
+        noise_seed: bytes | None = None,
     ) -> None:
         self.down: set[int] = set(down)
         """Aggregators unreachable now (a test may change it)."""
+        self._noise_seed = noise_seed
         keypairs = [generate_keypair(config.kem) for _ in range(config.num_aggregators)]
         self._public_keys: list[PublicKey] = [k.public_key for k in keypairs]
         self._published = tuple(
@@ -91,20 +105,79 @@ class InProcessAggregators:
             _signed_policy(index, pair, min_participants)
             for index, pair in enumerate(keypairs, start=1)
         )
+        self._keypairs = keypairs
+        self._run_id = run_id
+        self._min_participants = min_participants
+        self._layout = ContributionLayout(model_size, config)
+        self.saved_noise: dict[int, bytes] = {}
+        """Each aggregator's last saved noise state (what a spool would hold)."""
+        self._nodes = self._make_nodes(None)
+
+    def _make_nodes(self, run: RunInfo | None) -> list[AggregatorNode]:
+        keypairs, layout = self._keypairs, self._layout
         peers = {j: pair.signing_public_bytes for j, pair in enumerate(keypairs, start=1)}
-        layout = ContributionLayout(model_size, config)
-        self._nodes = [
-            AggregatorNode(
-                index=index,
-                keypair=keypairs[index - 1],
-                run_id=run_id,
-                layout=layout,
-                peers=peers,
-                archive_for_round=_memory_archive,
-                min_participants=min_participants,
+        public_keys = {j: pair.public_key for j, pair in enumerate(keypairs, start=1)}
+        dp = None if run is None else run.dp
+        noise_config = None
+        if dp is not None and dp.config.placement == "distributed":
+            if dp.expected_clients is None:
+                raise ConfigurationError(
+                    "The run's DP description does not say how many clients it expects; "
+                    "the aggregators cannot size the noise they deal."
+                )
+            noise_config = dealt_noise_config(
+                dp.config, layout=layout, expected_clients=dp.expected_clients
             )
-            for index in range(1, config.num_aggregators + 1)
-        ]
+        nodes = []
+        for index in range(1, layout.config.num_aggregators + 1):
+
+            def save(data: bytes, index: int = index) -> None:
+                self.saved_noise[index] = data
+
+            nodes.append(
+                AggregatorNode(
+                    index=index,
+                    keypair=keypairs[index - 1],
+                    run_id=self._run_id,
+                    layout=layout,
+                    peers=peers,
+                    archive_for_round=_memory_archive,
+                    min_participants=self._min_participants,
+                    noise=(
+                        None
+                        if noise_config is None
+                        else TreeNoiseAggregator(
+                            noise_config, index=index, rng=self._noise_rng(index)
+                        )
+                    ),
+                    save_noise=save,
+                    peer_public_keys=public_keys,
+                )
+            )
+        return nodes
+
+    def _noise_rng(self, index: int) -> CsprngStream | None:
+        if self._noise_seed is None:
+            return None
+        return CsprngStream(key=hashlib.sha256(self._noise_seed + bytes([index])).digest())
+
+    def attach(self, run: RunInfo) -> None:
+        """Serve ``run`` as its coordinator describes it (an HTTP aggregator learns the
+        run the same way): under distributed DP each aggregator starts the run's noise
+        state and deals noise into every sum. Shares already received are dropped.
+
+        Raises:
+            ConfigurationError: for another run than these aggregators were made for.
+        """
+        if run.run_id != self._run_id:
+            raise ConfigurationError(
+                f"These aggregators serve run {self._run_id!r}, not {run.run_id!r}."
+            )
+        self._nodes = self._make_nodes(run)
+
+    def node(self, index: int) -> AggregatorNode:
+        """Aggregator ``index`` itself (tests)."""
+        return self._nodes[index - 1]
 
     @property
     def public_keys(self) -> list[PublicKey]:
@@ -165,6 +238,7 @@ class InProcessAggregators:
         command: CollectHoldings
         | CollectVerifierShares
         | CollectCommitments
+        | CollectNoiseDeals
         | CollectAggregateShares,
     ) -> list[Event]:
         """Answer one of the coordinator's commands, one event per aggregator asked."""
@@ -184,8 +258,17 @@ class InProcessAggregators:
                 elif isinstance(command, CollectCommitments):
                     signature = node.commit(round_id, command.participants)
                     events.append(CommitmentReported(round_id, index, signature))
+                elif isinstance(command, CollectNoiseDeals):
+                    deals = node.deal_noise(round_id, command.step)
+                    events.append(NoiseDealsReported(round_id, index, deals))
                 else:
-                    share = node.aggregate(round_id, command.participants, command.certificate)
+                    share = node.aggregate(
+                        round_id,
+                        command.participants,
+                        command.certificate,
+                        noise_step=command.noise_step,
+                        deals=command.deals.get(index, ()),
+                    )
                     events.append(AggregateShareReported(round_id, index, share))
             except VeilflError as exc:
                 events.append(

@@ -282,6 +282,8 @@ def _simulate(
     assembled = build_coordinator(settings, initial_weights=weights, run_id=RUN_ID)
     core = assembled.coordinator
     run = describe_run(settings, run_id=RUN_ID, coordinator_key="", spec=spec)
+    if aggregators is not None:
+        aggregators.attach(run)  # under distributed DP they deal the noise
     policies = () if aggregators is None else aggregators.policies
     clock = _VirtualClock(real=config.profiles is None)
     history: list[RoundMetrics] = []

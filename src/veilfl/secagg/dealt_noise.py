@@ -1,0 +1,60 @@
+"""How much noise the aggregators deal per release under distributed DP-FedAvg.
+
+With verified bounds every client proves that its encoded contribution has L2 norm at
+most the proof's integer bound B (:class:`~veilfl.secagg.contribution.ContributionLayout`),
+so client-side noise cannot live inside the contribution. Instead the aggregators deal
+fresh noise for every release (:class:`~veilfl.secagg.tree_noise.TreeNoiseAggregator`
+with the ``"fresh"`` schedule), after verification and outside any client's control.
+
+Per coordinate of the d + 3 measurement (Gaussian mechanism, McMahan et al. 2018;
+discrete Gaussians, Canonne, Kamath and Steinke 2020):
+
+* the d update coordinates: sigma = z_Δ·B integer units, z_Δ the update's noise
+  multiplier (:meth:`~veilfl.privacy.dp_fedavg.DpConfig.update_noise_multiplier`). B is
+  the *verified* bound, so the guarantee holds whatever a client (or a coordinator
+  telling clients how to clip) does; it is about 5% above ``norm_bound·scale``, and
+  above z_Δ·C·scale whenever an adaptive C stays within ``norm_bound``;
+* the unclipped-bit coordinate (each client's 2b - 1, twice the +-1/2 bit the
+  accountant charges): sigma = 2·sigma_b under adaptive clipping, else 0 (the bit is
+  then not sent);
+* the weight and loss coordinates: none (under DP every weight is 1, so their sum is
+  the participant count the coordinator knows, and the loss is sent as 0).
+
+Each of the m dealers draws variance sigma^2/h, h = m - t + 1, so the dealers outside
+any coalition of t - 1 aggregators add at least sigma^2.
+"""
+
+from __future__ import annotations
+
+from veilfl.privacy.dp_fedavg import DpConfig
+from veilfl.secagg.contribution import EXTRA_COORDINATES, ContributionLayout
+from veilfl.secagg.tree_noise import TreeNoiseConfig
+
+__all__ = ["dealt_noise_config"]
+
+
+def dealt_noise_config(
+    dp: DpConfig, *, layout: ContributionLayout, expected_clients: float
+) -> TreeNoiseConfig:
+    """The fresh-noise settings every aggregator of a distributed DP-FedAvg run shares.
+
+    Args:
+        dp: The run's DP settings (placement ``distributed``).
+        layout: The contributions' encoding.
+        expected_clients: Clients expected per release (sets sigma_b's default).
+
+    Raises:
+        ConfigurationError: if the settings leave no budget for the update noise.
+    """
+    config = layout.config
+    sigma_update = dp.update_noise_multiplier(expected_clients) * layout.bounds.norm_bound
+    sigma_bit = 2.0 * dp.count_noise(expected_clients)
+    d = layout.dimension
+    return TreeNoiseConfig(
+        num_aggregators=config.num_aggregators,
+        threshold=config.threshold,
+        length=layout.measurement_length,
+        block_stddev=sigma_update,
+        schedule="fresh",
+        profile=((d, sigma_update), (EXTRA_COORDINATES - 1, 0.0), (1, sigma_bit)),
+    )
