@@ -13,7 +13,7 @@ from __future__ import annotations
 import asyncio
 import re
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -306,18 +306,21 @@ async def test_a_run_announcing_less_noise_than_the_floor_is_refused(tmp_path: P
 
 # --------------------------------------------- refused inside the hand-in pipeline
 async def test_a_task_whose_privacy_plan_is_below_the_floor_is_refused(tmp_path: Path) -> None:
-    """(v) One task's privacy plan carries half the noise; the run itself is honest."""
+    """(v) One task's privacy plan turns the aggregators' distributed noise into weak
+    local noise of the client's own; the run itself is honest."""
     fleet = _fleet(tmp_path, dp=DP)
 
     def weaken(method: str, path: str, body: Any) -> Any:
         if path.endswith("/task") and body.get("privacy"):
-            body["privacy"]["update_stddev"] /= 2
+            body["privacy"]["placement"] = "local"
+            body["privacy"]["update_stddev"] = 0.5 * body["privacy"]["clip_norm"]
         return body
 
     fleet.network.tamper = weaken
+    floor = replace(DP_FLOOR, dp_placements=frozenset())
     # Two clients: the round starts once both have joined; each refuses its task.
-    message = await _refused(fleet, DP_FLOOR, "--min-noise-multiplier", count=2)
-    assert "round 1's task announces distributed noise of multiplier 0.5" in message
+    message = await _refused(fleet, floor, "--min-noise-multiplier", count=2)
+    assert "round 1's task announces local noise of multiplier 0.5" in message
     assert fleet.network.enrolled()  # the run passed; the task did not
 
 

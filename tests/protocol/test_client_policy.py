@@ -3,7 +3,6 @@ coordinator can describe less than the client accepts; an honest description pas
 
 from __future__ import annotations
 
-import math
 from dataclasses import replace
 
 import numpy as np
@@ -15,7 +14,6 @@ from tests.run_descriptions import secure_run
 from veilfl.crypto.csprng import CsprngStream
 from veilfl.crypto.keys import AggregatorKeyPair, generate_keypair
 from veilfl.errors import ConfigurationError, PolicyRefusal
-from veilfl.privacy.clipping import AdaptiveClipping
 from veilfl.privacy.dp_fedavg import ClientPrivacyPlan, DpConfig
 from veilfl.protocol.client_policy import ClientPolicy
 from veilfl.protocol.hand_in import HandInContext, hand_in
@@ -137,62 +135,44 @@ def test_a_dp_floor_refuses_a_run_without_dp_or_below_it() -> None:
     assert "--max-clip-norm" in _refusal(loose.check_run, RUN)  # a floor needs DP
 
 
-def test_distributed_noise_counts_only_the_cohort_the_aggregators_promise() -> None:
-    run = _with_dp(RUN, DISTRIBUTED)  # calibrated for 4 clients
+def test_distributed_noise_is_the_aggregators_so_the_floor_is_the_runs_multiplier() -> None:
+    run = _with_dp(RUN, DISTRIBUTED)
     floor = ClientPolicy(min_noise_multiplier=1.0, min_cohort=2)
-    assert floor.check_aggregators(run, _policies(4)) == 4
-    message = _refusal(floor.check_aggregators, run, _policies(2))
-    assert "multiplier 0.707107 over 2" in message  # 1 * sqrt(2 / 4)
-    assert ClientPolicy(min_noise_multiplier=0.7).check_aggregators(run, _policies(2)) == 2
+    # The aggregators deal the run's multiplier whatever the cohort they promise.
+    assert floor.check_aggregators(run, _policies(2)) == 2
+    weak = _with_dp(RUN, replace(DISTRIBUTED, noise_multiplier=0.5))
+    assert "announces 0.5" in _refusal(floor.check_run, weak)
+    plaintext = _with_dp(replace(RUN, secure=None), DISTRIBUTED)
+    allowing = ClientPolicy(allow_plaintext=True, min_noise_multiplier=1.0)
+    assert "no aggregator deals it" in _refusal(allowing.check_run, plaintext)
 
 
 def test_a_task_whose_privacy_plan_is_missing_or_below_the_floor_is_refused() -> None:
     run = _with_dp(RUN, DISTRIBUTED)
     policy = ClientPolicy(min_noise_multiplier=1.0, max_clip_norm=1.0)
     honest = ClientPrivacyPlan.for_round(DISTRIBUTED, clip_norm=1.0, expected_clients=4)
+    assert honest.update_stddev == 0.0  # the aggregators add the noise
     policy.check_task(run, honest, cohort=4, round_id=3)
     assert "no privacy plan" in _refusal(policy.check_task, run, None, cohort=4, round_id=3)
-    halved = replace(honest, update_stddev=honest.update_stddev / 2)
-    message = _refusal(policy.check_task, run, halved, cohort=4, round_id=3)
-    assert message.startswith("Refused by --min-noise-multiplier:")
-    assert "round 3's task announces distributed noise of multiplier 0.5 over 4" in message
-    wide = replace(honest, clip_norm=2.0, update_stddev=2 * honest.update_stddev)
+    wide = replace(honest, clip_norm=2.0)
     assert "--max-clip-norm" in _refusal(policy.check_task, run, wide, cohort=4, round_id=3)
     local = ClientPrivacyPlan("local", 1.0, 0.9, 0.0)
-    assert "local noise of multiplier 0.9" in _refusal(
-        policy.check_task, run, local, cohort=4, round_id=3
-    )
+    message = _refusal(policy.check_task, run, local, cohort=4, round_id=3)
+    assert message.startswith("Refused by --min-noise-multiplier:")
+    assert "round 3's task announces local noise of multiplier 0.9" in message
 
 
-@given(
-    z=st.floats(0.3, 5.0),
-    k=st.integers(1, 30),
-    adaptive=st.booleans(),
-    clip=st.floats(0.1, 10.0),
-)
-def test_an_honest_plan_guarantees_exactly_the_run_s_multiplier_over_its_cohort(
-    z: float, k: int, adaptive: bool, clip: float
+@given(z=st.floats(0.3, 5.0), clip=st.floats(0.1, 10.0))
+def test_an_honest_local_plan_guarantees_exactly_the_run_s_multiplier(
+    z: float, clip: float
 ) -> None:
-    """Oracle: DpConfig splits z between the update and the count (Andrew et al. 2021);
-    the multiplier a client recomputes from its plan over the k clients it was
-    calibrated for is the run's z, and over fewer clients it is less."""
-    config = DpConfig(
-        placement="distributed",
-        noise_multiplier=z,
-        clip_norm=clip,
-        min_clients=k,
-        adaptive=AdaptiveClipping(target_quantile=0.5) if adaptive else None,
-        count_stddev=z if adaptive else None,  # sigma_b > z/2: leaves budget for the update
-    )
+    """Oracle: local noise z·C on an update clipped to C is multiplier z."""
+    config = DpConfig(placement="local", noise_multiplier=z, clip_norm=clip)
     run = _with_dp(RUN, config)
-    plan = ClientPrivacyPlan.for_round(config, clip_norm=clip, expected_clients=k)
-    ClientPolicy(min_noise_multiplier=z).check_task(run, plan, cohort=k, round_id=1)
+    plan = ClientPrivacyPlan.for_round(config, clip_norm=clip, expected_clients=4)
+    ClientPolicy(min_noise_multiplier=z).check_task(run, plan, cohort=4, round_id=1)
     with pytest.raises(PolicyRefusal):
-        ClientPolicy(min_noise_multiplier=z * 1.0001).check_task(run, plan, cohort=k, round_id=1)
-    if k > 1:
-        fewer = math.sqrt((k - 1) / k) * z * 1.0001
-        with pytest.raises(PolicyRefusal):
-            ClientPolicy(min_noise_multiplier=fewer).check_task(run, plan, cohort=k - 1, round_id=1)
+        ClientPolicy(min_noise_multiplier=z * 1.0001).check_task(run, plan, cohort=4, round_id=1)
 
 
 # --------------------------------------------------------------------- FedBuff weight

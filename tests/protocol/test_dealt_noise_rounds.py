@@ -15,6 +15,7 @@ from veilfl.errors import ConfigurationError, ProtocolError
 from veilfl.ml.learner import LocalUpdate
 from veilfl.privacy.dp_fedavg import DpConfig
 from veilfl.protocol.assembly import build_coordinator, describe_run
+from veilfl.protocol.client_policy import ClientPolicy
 from veilfl.protocol.coordinator import Coordinator, CoordinatorPhase
 from veilfl.protocol.effects import (
     AggregationStalled,
@@ -75,7 +76,13 @@ def _train(
         task = tasks[client]
         assert task.kind.value == "train" and task.privacy is not None
         assert task.privacy.update_stddev == 0 and task.privacy.count_stddev == 0
-        hand = SimulatedHandIn(core, core.spec, aggregators=aggregators, csprng=CsprngStream())
+        hand = SimulatedHandIn(
+            core,
+            core.spec,
+            aggregators=aggregators,
+            csprng=CsprngStream(),
+            policy=ClientPolicy.accepting(run, min_cohort=2),
+        )
         result = hand.deliver(
             LocalUpdate(delta={"w": np.full(3, value, np.float32)}, num_samples=100, mean_loss=0.5),
             context=HandInContext(
@@ -85,6 +92,7 @@ def _train(
                 base_version=0,
                 admission="in-process",
                 privacy=task.privacy,
+                aggregator_policies=aggregators.policies,
             ),
             now=now,
         )

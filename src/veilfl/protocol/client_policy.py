@@ -19,16 +19,14 @@ the client checks it
 A refusal is a :class:`~veilfl.errors.PolicyRefusal` naming the setting (by its
 ``veilfl client`` flag) and both values, and ending with "nothing was sent".
 
-Noise a client can count on. Under distributed DP each client adds ``1/k`` of the
-noise variance (``k``: the run's ``min_clients``; Kairouz, Liu and Steinke 2021); a sum
-carries the announced noise only if at least ``k`` clients are in it. Against a
-coordinator that lies about ``k`` or sums fewer clients, the client counts only on the
-cohort the aggregators promise in their *signed* policies (each aggregator refuses to
-sum fewer clients than its own minimum). The noise multiplier a task guarantees is
-therefore computed over ``g`` = the smallest signed minimum: ``σ·√g / C`` (combined,
-under adaptive clipping, with the count's ``2·σ_b·√g`` as in Andrew et al. 2021,
-Theorem 1). Local noise protects each update on its own (``g = 1``); central noise is
-added by the coordinator, so only the run's announced multiplier can be checked.
+Noise a client can count on. Under distributed DP the aggregators deal the noise after
+verifying the contributions, fresh for every release and at the run's multiplier
+whatever the cohort (:mod:`veilfl.secagg.dealt_noise`), so a client adds none and checks
+the run's announced multiplier; an aggregator's operator can pin a floor of its own
+(``veilfl aggregator --min-noise-multiplier``). Local noise protects each update on its
+own and is checked on the task's plan; central noise is added by the coordinator, so
+only the run's announced multiplier can be checked. Distributed noise without secure
+aggregation is noise nobody adds, and is refused under any noise floor.
 """
 
 from __future__ import annotations
@@ -177,8 +175,7 @@ class ClientPolicy:
         """Whether checking ``run`` takes the aggregators' signed policies."""
         if run.secure is None:
             return False
-        distributed = run.dp is not None and run.dp.config.placement == "distributed"
-        return self.min_cohort > 1 or (distributed and self.min_noise_multiplier is not None)
+        return self.min_cohort > 1
 
     # ------------------------------------------------------------------- checks
     def check_run(self, run: RunInfo, *, source: str = "the coordinator's run") -> None:
@@ -264,14 +261,12 @@ class ClientPolicy:
             floor is not None
             and config.placement == "distributed"
             and run.secure is None
-            and config.noise_multiplier / math.sqrt(config.min_clients) < floor * (1 - _TOLERANCE)
         ):
             raise _refuse(
                 "--min-noise-multiplier",
                 f"a noise multiplier of at least {_number(floor)} on what the coordinator sees",
                 source,
-                f"distributed noise without secure aggregation (multiplier "
-                f"{_number(config.noise_multiplier / math.sqrt(config.min_clients))} per update)",
+                "distributed noise without secure aggregation (no aggregator deals it)",
             )
 
     def check_aggregators(
@@ -281,8 +276,7 @@ class ClientPolicy:
         *,
         source: str = "the coordinator's run",
     ) -> int:
-        """Check the aggregators' signed policies against the minimum cohort (and,
-        under distributed DP, the noise that cohort guarantees).
+        """Check the aggregators' signed policies against the minimum cohort.
 
         Args:
             run: The run (its published aggregators verify the signatures).
@@ -316,19 +310,6 @@ class ClientPolicy:
                     f"a minimum of {promised}",
                 )
         cohort = min(minimums.values())
-        dp = run.dp
-        floor = self.min_noise_multiplier
-        if dp is not None and floor is not None and dp.config.placement == "distributed":
-            guaranteed = dp.config.noise_multiplier * math.sqrt(cohort / dp.config.min_clients)
-            if guaranteed < floor * (1 - _TOLERANCE):
-                raise _refuse(
-                    "--min-noise-multiplier",
-                    f"a noise multiplier of at least {_number(floor)} over the {cohort} "
-                    "clients the aggregators promise to sum",
-                    source,
-                    f"noise calibrated for {dp.config.min_clients} clients (--dp-min-clients), "
-                    f"multiplier {_number(guaranteed)} over {cohort}",
-                )
         return cohort
 
     def check_task(
@@ -481,9 +462,10 @@ class ClientPolicy:
 
 
 def _task_multiplier(plan: ClientPrivacyPlan, *, cohort: int) -> float | None:
-    """The noise multiplier a plan guarantees over ``cohort`` clients (None: central
-    noise, which the coordinator adds; a client cannot see it)."""
-    if plan.placement == "central":
+    """The noise multiplier a plan guarantees over ``cohort`` clients (None: central or
+    distributed noise, which the coordinator or the aggregators add after the client's
+    hand-in; a client checks the run's announced multiplier instead)."""
+    if plan.placement in ("central", "distributed"):
         return None
     if plan.update_stddev <= 0 or plan.clip_norm <= 0:
         return 0.0
