@@ -257,11 +257,7 @@ class ClientPolicy:
                 source,
                 _number(config.clip_norm),
             )
-        if (
-            floor is not None
-            and config.placement == "distributed"
-            and run.secure is None
-        ):
+        if floor is not None and config.placement == "distributed" and run.secure is None:
             raise _refuse(
                 "--min-noise-multiplier",
                 f"a noise multiplier of at least {_number(floor)} on what the coordinator sees",
