@@ -41,7 +41,9 @@ def test_a_poisoned_update_is_excluded_and_the_round_keeps_the_honest_mean(
     tmp_path: Path,
 ) -> None:
     with ExitStack() as stack:
-        fleet = SecureFleet(tmp_path, stack, clients=4, aggregators=3, threshold=2, min_clients=4)
+        # All 4 are sampled, so the round closes on the 4th report; after the
+        # exclusion, 3 (the minimum) are summed.
+        fleet = SecureFleet(tmp_path, stack, clients=4, aggregators=3, threshold=2, min_clients=3)
         honest, mallory = fleet.clients[:3], fleet.clients[3]
         for client in honest:
             fleet.report(client, fleet.upload(client, [1, 2, 3]))
