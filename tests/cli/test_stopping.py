@@ -3,13 +3,16 @@ and no traceback."""
 
 from __future__ import annotations
 
+import os
 import re
 import signal
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from tests.cli.processes import VeilflProcess, write_tiny_mnist
+from tests.cli.processes import SRC, VeilflProcess, write_tiny_mnist
 
 from veilfl.cli.main import main
 
@@ -159,3 +162,24 @@ def test_a_simulation_says_it_does_not_resume(
         "veilfl simulate: stopped by SIGINT; the completed rounds' metrics are in sim; a "
         "simulation does not resume: run it again to start over."
     )
+
+
+@pytest.mark.parametrize("forget", [False, True])
+def test_a_handled_interrupt_from_nested_python_does_not_kill_the_process_at_exit(
+    forget: bool,
+) -> None:
+    # torch's C++ runs Python through PyRun_*; an interrupt that left such code makes
+    # CPython kill the process with SIGINT at exit, even once the command handled it.
+    script = (
+        "import ctypes\n"
+        "from veilfl.cli.stopping import forget_handled_interrupt\n"
+        "ctypes.pythonapi.PyRun_SimpleString(b'raise KeyboardInterrupt')\n"
+        + ("forget_handled_interrupt()\n" if forget else "")
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", script],
+        env={**os.environ, "PYTHONPATH": str(SRC)},
+        capture_output=True,
+        check=False,
+    )
+    assert result.returncode == (0 if forget else -signal.SIGINT)

@@ -25,7 +25,7 @@ from veilfl.cli.common import add_log_option, configure_logging
 from veilfl.cli.config_file import CONFIG_COMMANDS, add_config_option, expand_config
 from veilfl.cli.help_text import decorate
 from veilfl.cli.preflight import check_arguments
-from veilfl.cli.stopping import StopSignals, stop_message
+from veilfl.cli.stopping import StopSignals, forget_handled_interrupt, stop_message
 from veilfl.errors import VeilflError
 
 __all__ = ["build_parser", "main"]
@@ -94,6 +94,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"veilfl: stopped by {signals.received}.", file=sys.stderr)
         else:
             print(stop_message(args, signals.received), file=sys.stderr)
+        forget_handled_interrupt()
         return signals.exit_code
 
 
