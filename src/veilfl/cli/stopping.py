@@ -42,8 +42,9 @@ class StopSignals:
                 loop = asyncio.get_running_loop()
             except RuntimeError:
                 loop = None
-            if loop is not None and asyncio.current_task(loop) is not None:
-                loop.call_soon(_interrupt)
+            task = None if loop is None else asyncio.current_task(loop)
+            if loop is not None and task is not None:
+                loop.call_soon(_interrupt, task)
                 return
             raise KeyboardInterrupt
 
@@ -66,8 +67,12 @@ class StopSignals:
         return 128 + int(signal.Signals[self.received])
 
 
-def _interrupt() -> None:
-    raise KeyboardInterrupt
+def _interrupt(task: asyncio.Task[object]) -> None:
+    # A task that already finished was a server that shut down on the signal itself
+    # (uvicorn raises the signal again as its serving task ends): raising now would
+    # break the event loop's own shutdown; main() reports the stop instead.
+    if not task.done():
+        raise KeyboardInterrupt
 
 
 def forget_handled_interrupt() -> None:
