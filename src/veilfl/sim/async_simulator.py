@@ -30,7 +30,6 @@ from veilfl.ml.learner import Learner, LocalUpdate, derive_seed
 from veilfl.privacy.dp_fedavg import ClientPrivacyPlan, DpConfig
 from veilfl.privacy.report import PrivacyReport
 from veilfl.protocol.aggregator_minimums import DEFAULT_MIN_PARTICIPANTS
-from veilfl.protocol.assembly import build_coordinator, describe_run
 from veilfl.protocol.buffered import BufferConfig
 from veilfl.protocol.client_policy import ClientPolicy
 from veilfl.protocol.effects import RoundOutcome
@@ -40,11 +39,11 @@ from veilfl.protocol.metrics import RoundMetrics
 from veilfl.protocol.settings import CoordinatorSettings, SecureSettings
 from veilfl.protocol.sync_round import RoundConfig
 from veilfl.secagg.config import SecureAggregationConfig
+from veilfl.sim.assembly import assemble_simulated_run
 from veilfl.sim.backends import build_executor
 from veilfl.sim.effects import InProcessEffects
 from veilfl.sim.executor import TrainingExecutor, TrainingJob
 from veilfl.sim.hand_in import SimulatedHandIn
-from veilfl.sim.in_process_aggregators import InProcessAggregators
 from veilfl.sim.profiles import ClientProfiles
 from veilfl.sim.simulator import client_id
 from veilfl.strategy.settings import ServerOptimizerConfig
@@ -55,7 +54,6 @@ if TYPE_CHECKING:
 
 __all__ = ["AsyncSimulationConfig", "AsyncSimulationResult", "simulate_async"]
 
-RUN_ID = "simulation"
 
 DataT = TypeVar("DataT")
 
@@ -223,28 +221,15 @@ def _simulate_async(
     population = len(client_data)
     weights = learner.initial_weights(seed=config.seed)
     spec = spec_of(weights)
-    aggregators = (
-        None
-        if config.secure is None
-        else InProcessAggregators(
-            config.secure,
-            run_id=RUN_ID,
-            model_size=spec.total_size,
-            min_participants=config.aggregator_min_participants,
-        )
+    simulated = assemble_simulated_run(
+        lambda published: config.settings(population=population, aggregators=published),
+        secure=config.secure,
+        weights=weights,
+        min_participants=config.aggregator_min_participants,
     )
-    settings = config.settings(
-        population=population,
-        aggregators=() if aggregators is None else aggregators.published,
-    )
-    if aggregators is not None:
-        settings = aggregators.fit(settings)
-    policies = () if aggregators is None else aggregators.policies
-    assembled = build_coordinator(settings, initial_weights=weights, run_id=RUN_ID)
+    assembled, run, aggregators = simulated.assembled, simulated.run, simulated.aggregators
+    policies = simulated.policies
     coordinator = assembled.coordinator
-    run = describe_run(settings, run_id=RUN_ID, coordinator_key="", spec=spec)
-    if aggregators is not None:
-        aggregators.attach(run)  # under distributed DP they deal the noise
     evaluator = learner.evaluator(test_data) if test_data is not None else None
     virtual_now = [0.0]
     history: list[RoundMetrics] = []

@@ -27,7 +27,7 @@ from veilfl.ml.learner import Learner, derive_seed
 from veilfl.privacy.dp_fedavg import DpConfig
 from veilfl.privacy.report import PrivacyReport
 from veilfl.protocol.aggregator_minimums import DEFAULT_MIN_PARTICIPANTS
-from veilfl.protocol.assembly import CohortPlan, build_coordinator, describe_run
+from veilfl.protocol.assembly import CohortPlan
 from veilfl.protocol.client_policy import ClientPolicy
 from veilfl.protocol.effects import RoundOutcome
 from veilfl.protocol.hand_in import HandInContext
@@ -36,11 +36,11 @@ from veilfl.protocol.metrics import RoundMetrics
 from veilfl.protocol.settings import CoordinatorSettings, SecureSettings
 from veilfl.protocol.sync_round import RoundConfig
 from veilfl.secagg.config import SecureAggregationConfig
+from veilfl.sim.assembly import assemble_simulated_run
 from veilfl.sim.backends import build_executor
 from veilfl.sim.effects import InProcessEffects
 from veilfl.sim.executor import TrainingExecutor, TrainingJob
 from veilfl.sim.hand_in import PhaseTimings, SimulatedHandIn
-from veilfl.sim.in_process_aggregators import InProcessAggregators
 from veilfl.sim.profiles import ClientProfiles
 from veilfl.strategy.settings import ServerOptimizerConfig
 from veilfl.tensors import Weights, spec_of, unflatten
@@ -51,7 +51,6 @@ if TYPE_CHECKING:
 __all__ = ["PhaseTimings", "SimulationConfig", "SimulationResult", "client_id", "simulate"]
 
 DataT = TypeVar("DataT")
-RUN_ID = "simulation"
 
 
 @dataclass(frozen=True)
@@ -262,29 +261,16 @@ def _simulate(
     spec = spec_of(weights)
     timings = PhaseTimings()
     evaluator = learner.evaluator(test_data) if test_data is not None else None
-    aggregators = (
-        None
-        if config.secure is None
-        else InProcessAggregators(
-            config.secure,
-            run_id=RUN_ID,
-            model_size=spec.total_size,
-            down=config.aggregators_down,
-            min_participants=config.aggregator_min_participants,
-        )
+    simulated = assemble_simulated_run(
+        lambda published: config.settings(population=population, aggregators=published),
+        secure=config.secure,
+        weights=weights,
+        min_participants=config.aggregator_min_participants,
+        down=config.aggregators_down,
     )
-    settings = config.settings(
-        population=population,
-        aggregators=() if aggregators is None else aggregators.published,
-    )
-    if aggregators is not None:
-        settings = aggregators.fit(settings)
-    assembled = build_coordinator(settings, initial_weights=weights, run_id=RUN_ID)
+    assembled, run, aggregators = simulated.assembled, simulated.run, simulated.aggregators
+    policies = simulated.policies
     core = assembled.coordinator
-    run = describe_run(settings, run_id=RUN_ID, coordinator_key="", spec=spec)
-    if aggregators is not None:
-        aggregators.attach(run)  # under distributed DP they deal the noise
-    policies = () if aggregators is None else aggregators.policies
     clock = _VirtualClock(real=config.profiles is None)
     history: list[RoundMetrics] = []
     stop = [False]

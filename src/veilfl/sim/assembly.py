@@ -1,0 +1,87 @@
+"""One simulated run from its settings, for both simulators: the in-process aggregators
+(under secure aggregation), the settings fitted to their minimums as ``veilfl server``
+fits them, the coordinator core from :func:`veilfl.protocol.assembly.build_coordinator`
+and the run description the aggregators attach to (under distributed DP they deal the
+noise)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Collection
+from dataclasses import dataclass
+
+from veilfl.protocol.assembly import AssembledRun, build_coordinator, describe_run
+from veilfl.protocol.messages import PublishedAggregator, RunInfo
+from veilfl.protocol.settings import CoordinatorSettings
+from veilfl.secagg.aggregator_policy import AggregatorPolicy
+from veilfl.secagg.config import SecureAggregationConfig
+from veilfl.sim.in_process_aggregators import InProcessAggregators
+from veilfl.tensors import Weights, spec_of
+
+__all__ = ["RUN_ID", "SimulatedRun", "assemble_simulated_run"]
+
+RUN_ID = "simulation"
+"""The run id of every simulated run."""
+
+
+@dataclass(frozen=True)
+class SimulatedRun:
+    """A simulated run, ready to drive.
+
+    Attributes:
+        assembled: The coordinator core with its cohort figures and privacy backend.
+        run: The run description, as the coordinator would publish it.
+        aggregators: The in-process aggregators, or None for plaintext aggregation.
+    """
+
+    assembled: AssembledRun
+    run: RunInfo
+    aggregators: InProcessAggregators | None
+
+    @property
+    def policies(self) -> tuple[AggregatorPolicy, ...]:
+        """The aggregators' signed policies (none for plaintext aggregation)."""
+        return () if self.aggregators is None else self.aggregators.policies
+
+
+def assemble_simulated_run(
+    settings_for: Callable[[tuple[PublishedAggregator, ...]], CoordinatorSettings],
+    *,
+    secure: SecureAggregationConfig | None,
+    weights: Weights,
+    min_participants: int,
+    down: Collection[int] = (),
+) -> SimulatedRun:
+    """Assemble a simulated run.
+
+    Args:
+        settings_for: The simulation's coordinator settings, given the aggregators it
+            publishes (none for plaintext aggregation).
+        secure: Secure aggregation parameters, or None.
+        weights: The initial global model.
+        min_participants: Each in-process aggregator's minimum cohort.
+        down: Aggregators unreachable for the whole simulation.
+
+    Raises:
+        ConfigurationError: for settings that contradict each other or the
+            aggregators' minimums.
+    """
+    spec = spec_of(weights)
+    aggregators = (
+        None
+        if secure is None
+        else InProcessAggregators(
+            secure,
+            run_id=RUN_ID,
+            model_size=spec.total_size,
+            down=down,
+            min_participants=min_participants,
+        )
+    )
+    settings = settings_for(() if aggregators is None else aggregators.published)
+    if aggregators is not None:
+        settings = aggregators.fit(settings)
+    assembled = build_coordinator(settings, initial_weights=weights, run_id=RUN_ID)
+    run = describe_run(settings, run_id=RUN_ID, coordinator_key="", spec=spec)
+    if aggregators is not None:
+        aggregators.attach(run)  # under distributed DP they deal the noise
+    return SimulatedRun(assembled=assembled, run=run, aggregators=aggregators)
