@@ -20,7 +20,7 @@ from veilfl.protocol.effects import PersistRound, RoundCompleted, RoundPersisted
 from veilfl.protocol.messages import TaskKind, UpdateHeader
 from veilfl.reporting import format_round_table_header
 from veilfl.server.run_setup import PreparedRun, prepare_run
-from veilfl.sim import simulator
+from veilfl.sim import assembly as simulated_run
 
 pytestmark = pytest.mark.timeout(300)
 
@@ -96,7 +96,7 @@ def test_server_and_simulate_give_one_epsilon_for_one_set_of_flags(
         assembled.append(run)
         return run
 
-    monkeypatch.setattr(simulator, "build_coordinator", spy)
+    monkeypatch.setattr(simulated_run, "build_coordinator", spy)
     mnist = write_tiny_mnist(tmp_path / "mnist")
     # Act: simulate, then the server's path with the same flags.
     code = main(

@@ -46,6 +46,10 @@ def test_fedbuff_with_secure_aggregation_and_slow_clients(tmp_path: Path) -> Non
         "2",
         "--test-examples",
         "1000",
+        # Serve long enough after the last buffer for a slow client still training to
+        # hear that the run is done (the default 3 s raced it on a loaded machine).
+        "--linger",
+        "20",
         *flags,
         *trust.coordinator_flags(),
     )
