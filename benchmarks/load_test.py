@@ -72,7 +72,7 @@ from veilfl.transport.signing import SigningAuth, for_round
 from veilfl.wire.tensor_codec import decode_weights
 
 BUFFER = 50
-TICKET_ATTEMPTS = 20
+TICKET_ATTEMPTS = 60  # ticket requests wait up to 20 s each for a place
 _TICK = os.sysconf("SC_CLK_TCK")
 
 
@@ -103,6 +103,7 @@ async def _wait_serving(url: str, verify: ssl.SSLContext, timeout_s: float = 60)
 
 
 RETRIES = {"count": 0}
+PLACE_WAITS = {"count": 0}
 
 
 async def _request(http: httpx.AsyncClient, method: str, url: str, **kwargs: Any) -> httpx.Response:
@@ -245,9 +246,11 @@ class _Client:
                 json={"client_id": client_id, "trained_version": version},
                 auth=self.auth,
             )
-            if response.status_code == 409 and "being applied" in response.text:
-                self.outcome = "tickets refused: a buffer was being applied"
-                await asyncio.sleep(random.uniform(0.2, 1.0))
+            if response.status_code == 409 and "BufferFullError" in response.text:
+                # The coordinator kept the request waiting for a place; ask again.
+                self.outcome = "no place in a buffer before the time limit"
+                PLACE_WAITS["count"] += 1
+                await asyncio.sleep(float(response.headers.get("Retry-After", "1")))
                 continue
             if response.status_code != 200:
                 self.outcome = f"ticket refused (HTTP {response.status_code}: too stale, or over)"

@@ -33,6 +33,7 @@ from __future__ import annotations
 
 __all__ = [
     "AuthenticationError",
+    "BufferFullError",
     "ConfigurationError",
     "CryptoError",
     "DataError",
@@ -86,6 +87,19 @@ class UnknownClientError(ProtocolError):
 
 class RoundMismatchError(ProtocolError):
     """The message names a round that is not the one open."""
+
+
+class BufferFullError(RoundMismatchError):
+    """Every place in the open buffer is held by a client handing in, or a full buffer is
+    being applied: the update is welcome, but a little later.
+
+    Attributes:
+        retry_after_s: Seconds after which asking again may find a place.
+    """
+
+    def __init__(self, message: str, *, retry_after_s: float) -> None:
+        super().__init__(message)
+        self.retry_after_s = retry_after_s
 
 
 class StaleUpdateError(ProtocolError):

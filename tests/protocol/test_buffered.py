@@ -7,7 +7,12 @@ import math
 import numpy as np
 import pytest
 
-from veilfl.errors import ConfigurationError, RoundMismatchError, StaleUpdateError
+from veilfl.errors import (
+    BufferFullError,
+    ConfigurationError,
+    RoundMismatchError,
+    StaleUpdateError,
+)
 from veilfl.protocol.buffered import (
     BufferConfig,
     BufferedMachine,
@@ -195,3 +200,76 @@ def test_fedasync_is_refused_when_updates_are_secret_shared() -> None:
                 buffer_size=1, max_staleness=1, max_versions=1, mode=BufferMode.FEDASYNC
             ),
         )
+
+
+def _ticketed_machine(k: int, *, timeout_s: float = 10.0) -> BufferedMachine:
+    machine = BufferedMachine(
+        BufferConfig(buffer_size=k, max_staleness=5, max_versions=10, ticket_timeout_s=timeout_s)
+    )
+    for client in "abcdef":
+        machine.join(client)
+    return machine
+
+
+def test_a_buffer_issues_at_most_k_live_tickets_and_a_holder_asking_again_keeps_its_place() -> None:
+    machine = _ticketed_machine(k=2)
+    first = machine.ticket("a", trained_version=0, now=0.0)
+    machine.ticket("b", trained_version=0, now=0.0)
+    assert machine.free_places(now=0.0) == 0
+    with pytest.raises(BufferFullError, match="All 2 places in buffer 1") as refused:
+        machine.ticket("c", trained_version=0, now=1.0)
+    assert refused.value.retry_after_s > 0
+    assert machine.ticket("a", trained_version=0, now=2.0) == first  # renewed, not refused
+
+
+def test_an_expired_ticket_frees_its_place_and_its_holders_update_still_counts() -> None:
+    machine = _ticketed_machine(k=2, timeout_s=10.0)
+    machine.ticket("a", trained_version=0, now=0.0)
+    machine.ticket("b", trained_version=0, now=5.0)
+    with pytest.raises(BufferFullError):
+        machine.ticket("c", trained_version=0, now=9.0)
+    assert machine.free_places(now=10.0) == 1  # a's ticket ran out at 10
+    machine.ticket("c", trained_version=0, now=10.0)
+    assert _accept(machine, "a", trained=0)  # late, but the buffer is open: it counts
+    assert machine.pending == 1 and machine.free_places(now=10.0) == 0
+
+
+def test_an_accepted_update_or_a_drop_out_hands_the_place_on() -> None:
+    machine = _ticketed_machine(k=3)
+    for client in "abc":
+        machine.ticket(client, trained_version=0, now=0.0)
+    assert _accept(machine, "a", trained=0)
+    assert machine.free_places(now=0.0) == 0  # a's update holds its place in the buffer
+    machine.abandon_training("b")
+    assert machine.free_places(now=0.0) == 1
+    machine.ticket("d", trained_version=0, now=0.0)
+    with pytest.raises(BufferFullError):
+        machine.ticket("e", trained_version=0, now=0.0)
+
+
+def test_tickets_wait_while_a_full_buffer_is_applied_and_the_next_buffer_has_k_places() -> None:
+    machine = _ticketed_machine(k=2)
+    for client in "ab":
+        machine.ticket(client, trained_version=0, now=0.0)
+        assert _accept(machine, client, trained=0)
+    assert machine.tick(now=0.0).ready_to_close
+    machine.close(now=1.0)
+    with pytest.raises(BufferFullError, match="being applied"):
+        machine.ticket("c", trained_version=0, now=1.0)
+    assert machine.free_places(now=1.0) == 0
+    machine.complete()
+    assert machine.free_places(now=1.0) == 2
+    assert machine.ticket("c", trained_version=0, now=1.0).buffer_id == 2
+
+
+def test_a_stale_update_is_told_to_retrain_even_when_the_buffer_is_full() -> None:
+    machine = BufferedMachine(BufferConfig(buffer_size=1, max_staleness=1, max_versions=10))
+    for client in "abc":
+        machine.join(client)
+    for _ in range(2):
+        machine.ticket("a", trained_version=machine.model_version, now=0.0)
+        assert _accept(machine, "a", trained=machine.model_version)
+        _release(machine)
+    machine.ticket("b", trained_version=2, now=0.0)  # holds the only place
+    with pytest.raises(StaleUpdateError, match="train again"):
+        machine.ticket("c", trained_version=0, now=0.0)

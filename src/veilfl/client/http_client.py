@@ -240,14 +240,27 @@ async def _hand_in_buffered(
     version: int,
     update: LocalUpdate,
     attempts: int = 3,
+    max_place_wait_s: float = 600.0,
 ) -> HandInResult:
     """Get a ticket (buffer and staleness weight), then hand in; again if the buffer
-    closed in between."""
+    closed in between. While every place in the open buffer is held, the server keeps
+    the ticket request waiting and then says when to ask again: the client keeps its
+    update and queues again, for up to ``max_place_wait_s``."""
     result = HandInResult(taken=False, reason="no ticket was issued")
     for _ in range(attempts):
         response = await api.request(
             "POST", "/v1/tickets", json={"client_id": client_id, "trained_version": version}
         )
+        waited_s = 0.0
+        while _buffer_full(response) and waited_s < max_place_wait_s:
+            # The server already waited for a place; keep the update and queue again.
+            pause = min(_retry_after_s(response), max_place_wait_s - waited_s)
+            logger.info("no place in the open buffer yet; asking again in %.0f s", pause)
+            await asyncio.sleep(pause)
+            waited_s += pause
+            response = await api.request(
+                "POST", "/v1/tickets", json={"client_id": client_id, "trained_version": version}
+            )
         if response.status_code == 409:
             return HandInResult(taken=False, reason=error_message(response))
         raise_for_status(response, "issue a ticket")
@@ -268,3 +281,22 @@ async def _hand_in_buffered(
         if result.taken:
             return result
     return result
+
+
+def _buffer_full(response: httpx.Response) -> bool:
+    """Whether a ticket was refused only because no place in the open buffer is free."""
+    if response.status_code != 409:
+        return False
+    try:
+        body = response.json()
+    except ValueError:
+        return False
+    return isinstance(body, dict) and body.get("error") == "BufferFullError"
+
+
+def _retry_after_s(response: httpx.Response) -> float:
+    """The answer's Retry-After in seconds (1 s if it names none), at most a minute."""
+    try:
+        return min(60.0, max(0.1, float(response.headers.get("Retry-After", "1"))))
+    except ValueError:
+        return 1.0

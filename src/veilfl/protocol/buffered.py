@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 
 from veilfl.errors import (
+    BufferFullError,
     ConfigurationError,
     ProtocolError,
     RoundMismatchError,
@@ -67,6 +68,12 @@ class BufferConfig:
         staleness_exponent: a in the weight ``(1 + s)^-a``.
         max_concurrency: Most clients training at once (others are told to wait).
         poll_interval_s: How long a client that is not needed is told to wait.
+        ticket_timeout_s: How long a ticket holds one of the open buffer's K places.
+            A buffer issues at most K live tickets, so no more clients prove, share and
+            upload for it than it can take (the others wait for a place instead of
+            doing that work for a buffer that closes without them). A holder that has
+            not handed in by then loses its place; its update still counts if it
+            arrives while the buffer is open.
     """
 
     buffer_size: int
@@ -76,6 +83,7 @@ class BufferConfig:
     staleness_exponent: float = 0.5
     max_concurrency: int | None = None
     poll_interval_s: float = 0.5
+    ticket_timeout_s: float = 120.0
 
     def __post_init__(self) -> None:
         if self.buffer_size < 1:
@@ -90,6 +98,8 @@ class BufferConfig:
             raise ConfigurationError("The staleness exponent must be a number >= 0.")
         if self.max_concurrency is not None and self.max_concurrency < 1:
             raise ConfigurationError("max_concurrency must be at least 1, or None.")
+        if not (self.ticket_timeout_s > 0 and math.isfinite(self.ticket_timeout_s)):
+            raise ConfigurationError("The ticket timeout must be a positive number of seconds.")
 
     def weight(self, staleness: int) -> float:
         """The weight of an update with this staleness."""
@@ -121,6 +131,8 @@ class _OpenBuffer:
     base_version: int
     opened_at: float | None = None
     accepted: dict[str, tuple[int, float]] = field(default_factory=dict)
+    tickets: dict[str, float] = field(default_factory=dict)
+    """Clients holding a place (not yet accepted), with when their ticket expires."""
 
 
 class BufferedMachine:
@@ -190,6 +202,13 @@ class BufferedMachine:
         """Accepted updates waiting in the open buffer."""
         return len(self._buffer.accepted)
 
+    def free_places(self, *, now: float) -> int:
+        """Places in the open buffer a new ticket could take now (0 while one is applied)."""
+        if self.done or self._closing:
+            return 0
+        held = sum(1 for expires in self._buffer.tickets.values() if expires > now)
+        return max(0, self._config.buffer_size - len(self._buffer.accepted) - held)
+
     def is_joined(self, client_id: str) -> bool:
         """Whether ``client_id`` joined."""
         return client_id in self._joined
@@ -226,19 +245,43 @@ class BufferedMachine:
         self._training[client_id] = self._version
         return Task.train(round_id=self._buffer.buffer_id, model_version=self._version)
 
-    def ticket(self, client_id: str, *, trained_version: int) -> BufferTicket:
-        """Which buffer the client's update goes to, and its weight.
+    def ticket(self, client_id: str, *, trained_version: int, now: float = 0.0) -> BufferTicket:
+        """Which buffer the client's update goes to, and its weight; the ticket holds one
+        of the buffer's places until ``now + ticket_timeout_s``.
+
+        Asking again while holding a live ticket renews it and answers the same.
 
         Raises:
             UnknownClientError: the client never joined.
             StaleUpdateError: the update is staler than ``max_staleness``.
-            RoundMismatchError: the run is over or a full buffer awaits release.
+            BufferFullError: every place is held, or a full buffer awaits release.
+            RoundMismatchError: the run is over.
         """
+        placement = self._placement(client_id, trained_version=trained_version)
+        buffer = self._buffer
+        if client_id not in buffer.tickets and client_id not in buffer.accepted:
+            for holder in [c for c, expires in buffer.tickets.items() if expires <= now]:
+                del buffer.tickets[holder]
+            if self.free_places(now=now) == 0:
+                raise BufferFullError(
+                    f"All {self._config.buffer_size} places in buffer {buffer.buffer_id} are "
+                    "held by clients handing in; keep the update and ask again shortly.",
+                    retry_after_s=self._config.poll_interval_s,
+                )
+        if client_id not in buffer.accepted:
+            buffer.tickets[client_id] = now + self._config.ticket_timeout_s
+        return placement
+
+    def _placement(self, client_id: str, *, trained_version: int) -> BufferTicket:
+        """The open buffer and the weight an update trained on ``trained_version`` gets."""
         self._require_joined(client_id)
         if self.done:
             raise RoundMismatchError("The run is over; no buffer is open.")
         if self._closing:
-            raise RoundMismatchError("A full buffer is being applied; ask again shortly.")
+            raise BufferFullError(
+                "A full buffer is being applied; keep the update and ask again shortly.",
+                retry_after_s=self._config.poll_interval_s,
+            )
         if trained_version > self._version or trained_version < 0:
             raise ProtocolError(
                 f"Version {trained_version} does not exist yet (current: {self._version})."
@@ -267,11 +310,14 @@ class BufferedMachine:
             Its placement, or None for a repeat of an update already counted.
 
         Raises:
-            The errors of :meth:`ticket`; RoundMismatchError if the buffer is not open.
+            The errors of :meth:`ticket` but BufferFullError (an update that arrives
+            counts without a place); RoundMismatchError if the buffer is not open.
         """
         if self._repeats(header.client_id, header.round_id):
             return None
-        ticket = self.ticket(header.client_id, trained_version=header.base_version)
+        if self._closing:  # the update was shared for a buffer that can no longer take it
+            self._require_open(header.round_id)
+        ticket = self._placement(header.client_id, trained_version=header.base_version)
         if ticket.buffer_id != header.round_id:
             self._require_open(header.round_id)
         return Placement(
@@ -296,6 +342,7 @@ class BufferedMachine:
         weight = 1.0 if placement.weight is None else placement.weight
         staleness = self._buffer.base_version - placement.trained_version
         self._buffer.accepted[header.client_id] = (staleness, weight)
+        self._buffer.tickets.pop(header.client_id, None)
         self._reports[header.client_id] = ClientReport(
             client_id=header.client_id,
             num_samples=header.num_samples,
@@ -381,8 +428,10 @@ class BufferedMachine:
         self._ended = True
 
     def abandon_training(self, client_id: str) -> None:
-        """A client stopped training (dropped out); free its concurrency slot."""
+        """A client stopped training (dropped out); free its concurrency slot and any
+        place its ticket held."""
         self._training.pop(client_id, None)
+        self._buffer.tickets.pop(client_id, None)
 
     # ----------------------------------------------------------------- private
     def _repeats(self, client_id: str, buffer_id: int) -> bool:

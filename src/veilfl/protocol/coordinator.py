@@ -89,8 +89,12 @@ class Schedule(Protocol):
         """What ``client_id`` should do now."""
         ...
 
-    def ticket(self, client_id: str, *, trained_version: int) -> BufferTicket:
+    def ticket(self, client_id: str, *, trained_version: int, now: float) -> BufferTicket:
         """Where a buffered update goes, and its weight."""
+        ...
+
+    def free_places(self, *, now: float) -> int:
+        """How many more tickets the open buffer could issue now (0 without buffers)."""
         ...
 
     def admit(self, header: UpdateHeader) -> Placement | None:
@@ -292,13 +296,19 @@ class Coordinator:
         """A client gave up on its task: free what it held (a buffered run's slot)."""
         self._schedule.abandon_training(client_id)
 
-    def ticket(self, client_id: str, *, trained_version: int) -> BufferTicket:
-        """Where a buffered update goes and with what weight.
+    def ticket(self, client_id: str, *, trained_version: int, now: float) -> BufferTicket:
+        """Where a buffered update goes and with what weight; the ticket holds a place in
+        the open buffer for a while.
 
         Raises:
             ProtocolError: in a run with synchronous rounds (and see BufferedMachine).
+            BufferFullError: no place is free now; ask again after ``retry_after_s``.
         """
-        return self._schedule.ticket(client_id, trained_version=trained_version)
+        return self._schedule.ticket(client_id, trained_version=trained_version, now=now)
+
+    def free_places(self, *, now: float) -> int:
+        """How many more tickets the open buffer could issue now (0 without buffers)."""
+        return self._schedule.free_places(now=now)
 
     def submit_plaintext_update(self, header: UpdateHeader, delta: Weights, *, now: float) -> bool:
         """Accept one client's plaintext update (plaintext aggregation only).

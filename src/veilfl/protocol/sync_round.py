@@ -280,13 +280,17 @@ class SyncRoundMachine:
             return Task.train(round_id=open_round.round_id, model_version=open_round.base_version)
         return Task.wait(retry_after_s=self._config.poll_interval_s)
 
-    def ticket(self, client_id: str, *, trained_version: int) -> BufferTicket:
+    def ticket(self, client_id: str, *, trained_version: int, now: float = 0.0) -> BufferTicket:
         """Rounds have no buffer tickets.
 
         Raises:
             ProtocolError: always.
         """
         raise ProtocolError("This run has synchronous rounds; there are no buffer tickets.")
+
+    def free_places(self, *, now: float) -> int:
+        """Rounds have no buffer places: always 0."""
+        return 0
 
     def admit(self, header: UpdateHeader) -> Placement | None:
         """Validate an update's (or receipt's) header without changing any state.

@@ -5,7 +5,10 @@ under the lock; the call only changes state and queues effects. A background run
 drains those effects and performs the commands (asking the aggregators, writing the
 round's checkpoint) **outside** the lock, concurrently, then hands each answer back to
 the core. So while a round closes, status, task and upload requests are answered at
-once; nothing under the lock waits on the network or the disk. Evaluation, the metrics
+once; nothing under the lock waits on the network or the disk. A ticket request that
+finds every place of the open buffer held waits here, off the lock, until one frees
+(or ``ticket_wait_s`` passes), so clients that have trained queue for a place instead
+of polling or doing work for a buffer that cannot take them. Evaluation, the metrics
 files and the log line of a completed round are consumers of its ``RoundCompleted``
 notice, run one after another off the request path. Every command, answer and notice
 is also shown to the service's :class:`~veilfl.server.run_observer.RunObserver`, which
@@ -18,11 +21,13 @@ import asyncio
 import contextlib
 import logging
 import time
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Protocol, TypeVar
 
 from veilfl.errors import (
+    BufferFullError,
     ForbiddenError,
     ProtocolError,
     RoundMismatchError,
@@ -86,6 +91,8 @@ class CoordinatorService:
             ticket) until :meth:`open` is called, once the aggregators' signed minimum
             cohorts are known and fit the run (see
             :mod:`veilfl.server.aggregator_check`).
+        ticket_wait_s: How long a ticket request waits for a free place in the open
+            buffer before it is answered "ask again" (409 with Retry-After).
     """
 
     def __init__(
@@ -99,8 +106,12 @@ class CoordinatorService:
         max_update_bytes: int,
         clock: Callable[[], float] = time.monotonic,
         opened: bool = True,
+        ticket_wait_s: float = 20.0,
     ) -> None:
         self._core = coordinator
+        self._ticket_wait_s = ticket_wait_s
+        self._place_waiters: deque[asyncio.Future[None]] = deque()
+        self._promised = 0  # waiters woken for a free place that have not asked again yet
         self._opened = opened
         self._run_info = run_info
         self._performer = performer
@@ -172,7 +183,7 @@ class CoordinatorService:
 
     async def join(self, client_id: str) -> None:
         """Let an enrolled client take part (idempotent; enrollment persists it)."""
-        await self._call(self._core.join, client_id, now=self._clock())
+        await self._call_inline(self._core.join, client_id, now=self._clock())
 
     async def task_for(self, client_id: str) -> Task:
         """What a client should do now (to wait, until the run is open)."""
@@ -241,16 +252,69 @@ class CoordinatorService:
         Returns:
             False if the receipt duplicated an accepted one.
         """
-        return await self._call(self._core.record_receipt, header, now=self._clock())
+        return await self._call_inline(self._core.record_receipt, header, now=self._clock())
 
     async def ticket(self, client_id: str, *, trained_version: int) -> BufferTicket:
-        """Where a client's update goes next (buffered asynchronous runs only)."""
+        """Where a client's update goes next (buffered asynchronous runs only).
+
+        If every place in the open buffer is held (or a full one is being applied), the
+        request waits, first come first served, until a place frees, for at most
+        ``ticket_wait_s``.
+
+        Raises:
+            BufferFullError: no place freed in time; ask again after ``retry_after_s``.
+        """
         if not self._opened:
             raise RoundMismatchError(
                 "The run has not opened yet (it waits for the aggregators' policies); ask "
                 "for a task first."
             )
-        return await self._call(self._core.ticket, client_id, trained_version=trained_version)
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self._ticket_wait_s
+        woken = False
+        while True:
+            async with self._lock:
+                if woken:
+                    self._promised -= 1
+                    woken = False
+                try:
+                    return self._core.ticket(
+                        client_id, trained_version=trained_version, now=self._clock()
+                    )
+                except BufferFullError:
+                    if loop.time() >= deadline:
+                        raise
+                finally:
+                    self._offer_places()
+                    self._wake.set()
+                place: asyncio.Future[None] = loop.create_future()
+                self._place_waiters.append(place)
+            try:
+                await asyncio.wait_for(asyncio.shield(place), max(0.0, deadline - loop.time()))
+            except TimeoutError:
+                pass
+            except asyncio.CancelledError:  # the client went away: pass its place on
+                if place.done():
+                    self._promised -= 1
+                place.cancel()
+                raise
+            if place.done():
+                woken = True
+            else:
+                place.cancel()  # timed out: the next round of the loop answers 409
+
+    def _offer_places(self) -> None:
+        """Wake as many waiting ticket requests as the open buffer has unpromised places
+        (call under the lock: it reads the core)."""
+        if not self._place_waiters:
+            return
+        free = self._core.free_places(now=self._clock()) - self._promised
+        while free > 0 and self._place_waiters:
+            place = self._place_waiters.popleft()
+            if not place.done():
+                place.set_result(None)
+                self._promised += 1
+                free -= 1
 
     async def status(self) -> dict[str, Any]:
         """A JSON-ready snapshot of the run."""
@@ -284,6 +348,17 @@ class CoordinatorService:
             try:
                 return await asyncio.to_thread(fn, *args, **kwargs)
             finally:
+                self._offer_places()
+                self._wake.set()
+
+    async def _call_inline(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+        """One quick core call under the lock, on the event loop (a bookkeeping call:
+        handing it to a worker thread would cost more than it does)."""
+        async with self._lock:
+            try:
+                return fn(*args, **kwargs)
+            finally:
+                self._offer_places()
                 self._wake.set()
 
     async def _run_effects(self) -> None:

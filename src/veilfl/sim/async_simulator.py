@@ -25,7 +25,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, TypeVar
 
-from veilfl.errors import ConfigurationError, StaleUpdateError
+from veilfl.errors import BufferFullError, ConfigurationError, StaleUpdateError
 from veilfl.ml.learner import Learner, LocalUpdate, derive_seed
 from veilfl.privacy.dp_fedavg import ClientPrivacyPlan, DpConfig
 from veilfl.privacy.report import PrivacyReport
@@ -343,11 +343,14 @@ def _simulate_async(
         # a client finished training on event.version
         version = event.version
         try:
-            ticket = coordinator.ticket(client, trained_version=version)
+            ticket = coordinator.ticket(client, trained_version=version, now=virtual_now[0])
         except StaleUpdateError:
             refused += 1
             trained_ahead.pop(event.sequence, None)
             coordinator.drop_out(client)
+        except BufferFullError as full:  # keep the update; ask for a place again later
+            heapq.heappush(events, replace(event, at=event.at + full.retry_after_s))
+            continue
         else:
             update = train(event)
             if on_client_trained is not None:
@@ -367,6 +370,8 @@ def _simulate_async(
                 now=virtual_now[0],
             )
             accepted += int(result.taken and not result.duplicate)
+            if not result.taken:
+                coordinator.drop_out(client)  # frees the place its ticket held
             effects.settle()
         _release_version(versions, in_flight, version, coordinator.model_version)
         heapq.heappush(events, _Event(event.at, sequence, event.client, "ask"))

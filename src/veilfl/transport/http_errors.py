@@ -18,6 +18,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from veilfl.errors import (
     AuthenticationError,
+    BufferFullError,
     ConfigurationError,
     CryptoError,
     DecryptionError,
@@ -97,7 +98,7 @@ def install_error_handlers(app: FastAPI) -> None:
         _note(request, type(exc).__name__)
         headers = (
             {"Retry-After": str(max(1, math.ceil(exc.retry_after_s)))}
-            if isinstance(exc, RateLimitedError)
+            if isinstance(exc, RateLimitedError | BufferFullError)
             else None
         )
         return JSONResponse(
