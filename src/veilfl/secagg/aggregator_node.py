@@ -5,7 +5,7 @@ stays O(model size) per open round: a round's state is dropped as soon as a late
 starts (the coordinator only starts round r + 1 after it is done with r).
 
 Under distributed DP the node also holds the run's one noise state
-(:class:`~veilfl.secagg.tree_noise.TreeNoiseAggregator`, ``"fresh"`` schedule): it
+(:class:`~veilfl.secagg.tree_noise.TreeNoiseAggregator`; ``"fresh"`` or ``"tree"``): it
 deals its noise for a round (:meth:`AggregatorNode.deal_noise`, sealed and signed per
 recipient, :mod:`veilfl.secagg.noise_envelope`) and releases its aggregate share only
 with the noise added (:meth:`AggregatorNode.aggregate` with the deals addressed to it).
