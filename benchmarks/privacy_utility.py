@@ -282,7 +282,7 @@ def _protected(row: dict[str, Any]) -> float | None:
         row["epsilon_coordinator"] is None and row["kind"] != "sample-level DP-SGD"
     ):
         return None
-    return max(row["epsilon"], row["epsilon_coordinator"] or 0.0)
+    return float(max(row["epsilon"], row["epsilon_coordinator"] or 0.0))
 
 
 def goal_line(rows: list[dict[str, Any]]) -> str:
