@@ -45,10 +45,14 @@ FLAGS = [
 ]
 
 
-def _server_run(run_dir: Path) -> PreparedRun:
+FTRL_FLAGS = [*FLAGS[:2], "--dp-mechanism", "ftrl", *FLAGS[2:]]
+"""The same run under DP-FTRL (K and b defaulted from the cohort: 1 and 2)."""
+
+
+def _server_run(run_dir: Path, flags: list[str] = FLAGS) -> PreparedRun:
     """The server's settings path: its parser, settings_from_args and prepare_run."""
     args = build_parser().parse_args(
-        ["server", "--run-dir", str(run_dir), "--population", str(POPULATION), *FLAGS]
+        ["server", "--run-dir", str(run_dir), "--population", str(POPULATION), *flags]
     )
     settings = settings_from_args(args)
     learner = learner_for(settings.model_name, seed=settings.seed)
@@ -85,8 +89,9 @@ def _release_rounds(prepared: PreparedRun, rounds: int) -> list[dict[str, Any]]:
     return done
 
 
+@pytest.mark.parametrize("flags", [FLAGS, FTRL_FLAGS], ids=["dp-fedavg", "dp-ftrl"])
 def test_server_and_simulate_give_one_epsilon_for_one_set_of_flags(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, flags: list[str]
 ) -> None:
     # Arrange: spy on the assembly the simulator does (the real one runs).
     assembled: list[assembly.AssembledRun] = []
@@ -110,13 +115,13 @@ def test_server_and_simulate_give_one_epsilon_for_one_set_of_flags(
             str(mnist),
             "--test-examples",
             "20",
-            *FLAGS,
+            *flags,
         ]
     )
     assert code == 0
     (sim_run,) = assembled
     simulated = json.loads((tmp_path / "sim" / "metrics.json").read_text())
-    served = _server_run(tmp_path / "server")
+    served = _server_run(tmp_path / "server", flags)
     server_rounds = _release_rounds(served, 2)
     # Assert: the same plan ...
     assert served.privacy is not None and sim_run.privacy is not None
@@ -151,6 +156,32 @@ def test_server_and_simulate_give_one_epsilon_for_one_set_of_flags(
         (
             ["server", "--run-dir", "RUN", "--insecure", "--clients-per-round", "4"],
             "--dp distributed needs secure aggregation",
+        ),
+        (
+            [
+                *("simulate", "--secure", "--dp-mechanism", "ftrl", "--clients-per-round", "4"),
+                *("--dp-min-separation", "6"),
+            ],
+            "--dp-min-separation 6 with 4 clients per round needs at least 24 clients",
+        ),
+        (
+            [
+                *("simulate", "--secure", "--dp-mechanism", "ftrl", "--clients-per-round", "4"),
+                *("--rounds", "30", "--dp-max-participations", "2"),
+            ],
+            "--rounds 30 of 4 clients need 120 participations, but "
+            "--dp-max-participations 2 over 20 clients allows 40",
+        ),
+        (
+            ["simulate", "--secure", "--clients-per-round", "4", "--dp-max-participations", "2"],
+            "--dp-max-participations and --dp-min-separation are DP-FTRL's",
+        ),
+        (
+            [
+                *("simulate", "--secure", "--dp-mechanism", "ftrl", "--clients-per-round", "4"),
+                *("--mode", "fedbuff", "--buffer-size", "4"),
+            ],
+            "--dp-mechanism ftrl releases synchronous rounds in order",
         ),
     ],
 )

@@ -122,3 +122,41 @@ def test_invalid_settings_are_refused() -> None:
         TreeDpConfig(
             noise_multiplier=1.0, clip_norm=1.0, rounds=10, max_participations=1, min_separation=0
         )
+
+
+def test_a_runs_dp_settings_select_dp_ftrl_and_refuse_what_it_cannot_do() -> None:
+    from veilfl.privacy.clipping import AdaptiveClipping
+    from veilfl.privacy.dp_fedavg import DpConfig
+
+    dp = DpConfig(
+        placement="distributed",
+        noise_multiplier=8.46,
+        clip_norm=1.0,
+        mechanism="ftrl",
+        max_participations=3,
+        min_separation=10,
+        accounting="pld",
+    )
+    assert DpConfig.from_json(dp.to_json()) == dp
+    assert dp.tree_config(rounds=30).epsilon() == pytest.approx(
+        dp_ftrl_epsilon(
+            noise_multiplier=8.46,
+            rounds=30,
+            max_participations=3,
+            min_separation=10,
+            delta=1e-5,
+            accounting="pld",
+        )
+    )
+    base = {"noise_multiplier": 1.0, "clip_norm": 1.0, "mechanism": "ftrl"}
+    with pytest.raises(ConfigurationError, match="--dp-max-participations K"):
+        DpConfig(placement="central", **base)  # type: ignore[arg-type]
+    with pytest.raises(ConfigurationError, match="--dp local"):
+        DpConfig(placement="local", max_participations=1, **base)  # type: ignore[arg-type]
+    with pytest.raises(ConfigurationError, match="--adaptive-clipping"):
+        DpConfig(
+            placement="central",
+            max_participations=1,
+            adaptive=AdaptiveClipping(target_quantile=0.5),
+            **base,  # type: ignore[arg-type]
+        )

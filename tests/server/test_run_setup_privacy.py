@@ -3,6 +3,7 @@ epsilon against both observers, the adaptive clipping norm and the sampling atte
 
 from __future__ import annotations
 
+import itertools
 import json
 from dataclasses import replace
 from pathlib import Path
@@ -13,6 +14,7 @@ import pytest
 from veilfl.privacy.accountant import epsilon_of
 from veilfl.privacy.clipping import AdaptiveClipping
 from veilfl.privacy.dp_fedavg import DpConfig
+from veilfl.privacy.dp_ftrl import dp_ftrl_epsilon
 from veilfl.privacy.ledger import PrivacyLedger
 from veilfl.protocol.effects import PersistRound, RoundCompleted, RoundOutcome, RoundPersisted
 from veilfl.protocol.messages import TaskKind, UpdateHeader
@@ -201,3 +203,60 @@ def test_a_store_without_privacy_state_is_rebuilt_from_released_rounds_not_ids(
     )
     assert resumed.coordinator.schedule.round_id == 6
     resumed.store.close()
+
+
+def test_a_reopened_dp_ftrl_run_continues_the_same_tree_and_participation_limits(
+    tmp_path: Path,
+) -> None:
+    # Arrange: central DP-FTRL, 8 clients, 4 a round, K = 3, b = 2; three rounds, stop.
+    from veilfl.privacy.central_tree import CentralTreeNoise
+
+    dp = DpConfig(
+        placement="central",
+        noise_multiplier=0.5,
+        clip_norm=1.0,
+        mechanism="ftrl",
+        max_participations=3,
+        min_separation=2,
+    )
+    settings = replace(_settings(), dp=dp)
+    first = _open(tmp_path, settings)
+    third = _train(first, 3)
+    assert third.privacy is not None and third.privacy.tree_noise_key is not None
+    assert "tree_noise_key" not in repr(third.privacy)
+    first.store.close()
+    # Act: reopen and release the other three.
+    second = _open(tmp_path, settings)
+    assert second.privacy is not None and second.privacy.state() == third.privacy
+    _train(second, 3)
+    # Assert: every client within K = 3, two rounds at least 2 apart (from the store) ...
+    steps: dict[str, list[int]] = {}
+    total = np.zeros(SIZE)
+    for step, record in enumerate(second.store.completed_rounds(), start=1):
+        for participant in second.store.participants(record.round_id):
+            steps.setdefault(participant.client_id, []).append(step)
+            index = CLIENTS.index(participant.client_id)
+            total += np.full(SIZE, (0.01 if index % 2 else 1.0) / np.sqrt(SIZE))  # clipped
+    assert step == 6
+    assert all(
+        len(s) <= 3 and all(b - a >= 2 for a, b in itertools.pairwise(s)) for s in steps.values()
+    )
+    # ... and the model is theta_0 + (S_6 + the noise of cover(6)) / n with the stored secret.
+    noise = CentralTreeNoise(key=third.privacy.tree_noise_key, stddev=0.5, length=SIZE)
+    np.testing.assert_allclose(
+        second.coordinator.global_model().weights["w"],
+        (total + noise.prefix(6)) / 4,
+        rtol=1e-5,
+        atol=1e-5,
+    )
+    report = second.privacy.report()
+    assert report.epsilon_coordinator is None  # central: the coordinator is trusted
+    assert report.epsilon_public == dp_ftrl_epsilon(
+        noise_multiplier=0.5,
+        rounds=6,
+        max_participations=3,
+        min_separation=2,
+        delta=1e-5,
+        accounting="rdp",
+    )
+    second.store.close()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import math
 import os
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -12,7 +13,7 @@ from veilfl.errors import ConfigurationError
 from veilfl.logging_setup import LOG_FORMATS, LOG_LEVELS
 from veilfl.logging_setup import configure_logging as setup_logging
 from veilfl.privacy.clipping import AdaptiveClipping
-from veilfl.privacy.dp_fedavg import DpConfig
+from veilfl.privacy.dp_fedavg import DpConfig, DpMechanism
 
 if TYPE_CHECKING:
     from veilfl.ml.datasets import ArrayDataset, ClientPartitions
@@ -199,6 +200,30 @@ def add_dp_options(parser: argparse.ArgumentParser) -> None:
         "never looser than RDP)",
     )
     group.add_argument(
+        "--dp-mechanism",
+        choices=["fedavg", "ftrl"],
+        default="fedavg",
+        help="fedavg: DP-FedAvg, Poisson-sampled rounds; ftrl: DP-FTRL with tree "
+        "aggregation (Kairouz et al. 2021), no sampling, the same epsilon against the "
+        "coordinator and the public (with --dp distributed)",
+    )
+    group.add_argument(
+        "--dp-max-participations",
+        type=int,
+        default=None,
+        metavar="K",
+        help="DP-FTRL: the most rounds one client takes part in (default: the fewest "
+        "that fill every round, ceil(rounds x clients per round / population))",
+    )
+    group.add_argument(
+        "--dp-min-separation",
+        type=int,
+        default=None,
+        metavar="B",
+        help="DP-FTRL: the fewest rounds between two of a client's rounds (default: "
+        "population // clients per round)",
+    )
+    group.add_argument(
         "--allow-no-privacy",
         action="store_true",
         help="accept --dp with a zero noise multiplier (no guarantee; for experiments)",
@@ -221,11 +246,44 @@ def dp_from_args(
         ConfigurationError: for a setting that gives no guarantee, unless allowed.
     """
     if args.dp == "off":
+        if getattr(args, "dp_mechanism", "fedavg") != "fedavg" or (
+            getattr(args, "dp_max_participations", None) is not None
+            or getattr(args, "dp_min_separation", None) is not None
+        ):
+            raise ConfigurationError(
+                "--dp-mechanism, --dp-max-participations and --dp-min-separation need "
+                "--dp central or distributed; with --dp off nothing is private."
+            )
         return None
     from veilfl.privacy.accountant import noise_multiplier_for  # scipy: seconds to import
 
     accounting: Accounting = "pld" if getattr(args, "accounting", "rdp") == "pld" else "rdp"
     noise = args.noise_multiplier
+    mechanism: DpMechanism = (
+        "ftrl" if getattr(args, "dp_mechanism", "fedavg") == "ftrl" else "fedavg"
+    )
+    limits = _participation_limits(args, sample_rate=sample_rate, rounds=rounds)
+    if mechanism == "ftrl" and noise is None and args.target_epsilon is not None:
+        from veilfl.privacy.dp_ftrl import dp_ftrl_noise_multiplier_for
+
+        noise = dp_ftrl_noise_multiplier_for(
+            target_epsilon=args.target_epsilon,
+            rounds=rounds,
+            max_participations=limits[0] or 1,
+            min_separation=limits[1],
+            delta=args.delta,
+            accounting=accounting,
+        )
+        logging.getLogger("veilfl").info(
+            "block noise multiplier %.4f spends epsilon %.3f over %d DP-FTRL rounds "
+            "(K %d, b %d, %s)",
+            noise,
+            args.target_epsilon,
+            rounds,
+            limits[0] or 1,
+            limits[1],
+            accounting.upper(),
+        )
     if noise is None and args.target_epsilon is not None:
         noise = noise_multiplier_for(
             target_epsilon=args.target_epsilon,
@@ -270,4 +328,22 @@ def dp_from_args(
             else AdaptiveClipping(target_quantile=args.adaptive_clipping)
         ),
         accounting=accounting,
+        mechanism=mechanism,
+        max_participations=limits[0],
+        min_separation=limits[1],
     )
+
+
+def _participation_limits(
+    args: argparse.Namespace, *, sample_rate: float, rounds: int
+) -> tuple[int | None, int]:
+    """DP-FTRL's (K, b) from the flags, defaulting to what round-robin selection of
+    ``sample_rate`` of the population needs; (flags as given) under DP-FedAvg, whose
+    config refuses them."""
+    given_k = getattr(args, "dp_max_participations", None)
+    given_b = getattr(args, "dp_min_separation", None)
+    if getattr(args, "dp_mechanism", "fedavg") != "ftrl":
+        return given_k, 1 if given_b is None else int(given_b)
+    k = given_k if given_k is not None else max(1, math.ceil(rounds * sample_rate - 1e-9))
+    b = given_b if given_b is not None else max(1, math.floor(1 / sample_rate + 1e-9))
+    return int(k), int(b)

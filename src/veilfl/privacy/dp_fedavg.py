@@ -25,6 +25,12 @@ mechanism with multiplier z (Andrew et al. 2021, Theorem 1; the composition of
 Gaussians adds their inverse squared multipliers). The coordinator recovers the
 fraction with :func:`~veilfl.privacy.clipping.unclipped_fraction`.
 
+The same settings also select DP-FTRL with tree aggregation (Kairouz et al. 2021;
+:mod:`veilfl.privacy.dp_ftrl`): ``mechanism="ftrl"`` with the participation limits
+``max_participations`` (K) and ``min_separation`` (b). Clients then do exactly what
+they do under central or distributed DP-FedAvg (clip, add nothing); only the
+coordinator's selection, the noise schedule and the accounting differ.
+
 ``min_clients`` is the number of contributions a release needs
 (:attr:`DpConfig.min_contributions`): a release over fewer is withheld (see
 :func:`veilfl.privacy.validation.check_dp_settings`). The noise itself does not depend
@@ -52,10 +58,22 @@ from veilfl.privacy.noise import gaussian
 
 if TYPE_CHECKING:  # the accountant imports dp-accounting (scipy): clients need not
     from veilfl.privacy.accountant import Accounting
+    from veilfl.privacy.dp_ftrl import TreeDpConfig
 
-__all__ = ["ClientPrivacyPlan", "DpConfig", "NoisePlacement", "PrivateVector", "privatize"]
+__all__ = [
+    "ClientPrivacyPlan",
+    "DpConfig",
+    "DpMechanism",
+    "NoisePlacement",
+    "PrivateVector",
+    "privatize",
+]
 
 NoisePlacement = Literal["central", "distributed", "local"]
+
+DpMechanism = Literal["fedavg", "ftrl"]
+"""``fedavg``: DP-FedAvg, Poisson-sampled rounds with fresh noise (McMahan et al. 2018).
+``ftrl``: DP-FTRL, tree-aggregated noise and no sampling (Kairouz et al. 2021)."""
 
 
 @dataclass(frozen=True)
@@ -76,6 +94,15 @@ class DpConfig:
             al. suggest.
         accounting: How epsilon is computed: ``"rdp"`` or ``"pld"`` (never looser
             than RDP; see :mod:`veilfl.privacy.accountant`).
+        mechanism: ``"fedavg"`` or ``"ftrl"`` (:data:`DpMechanism`). Under ``ftrl``,
+            ``noise_multiplier`` is each tree block's noise over C.
+        max_participations: DP-FTRL's K, the most released rounds one client may take
+            part in (None under DP-FedAvg).
+        min_separation: DP-FTRL's b, the fewest released rounds between two of a
+            client's rounds (1 allows consecutive rounds).
+
+    Raises:
+        ConfigurationError: for invalid or contradictory values, naming the flag.
     """
 
     placement: NoisePlacement
@@ -87,8 +114,12 @@ class DpConfig:
     adaptive: AdaptiveClipping | None = None
     count_stddev: float | None = None
     accounting: Accounting = "rdp"
+    mechanism: DpMechanism = "fedavg"
+    max_participations: int | None = None
+    min_separation: int = 1
 
     def __post_init__(self) -> None:
+        self._check_mechanism()
         if self.accounting not in ("rdp", "pld"):
             raise ConfigurationError(
                 f"Unknown accounting {self.accounting!r}; use --accounting rdp or pld."
@@ -113,6 +144,62 @@ class DpConfig:
                 "Adaptive clipping needs a noised count of clipped updates, which local "
                 "noise does not provide; use a fixed clipping norm or central/distributed noise."
             )
+
+    def _check_mechanism(self) -> None:
+        if self.mechanism not in ("fedavg", "ftrl"):
+            raise ConfigurationError(
+                f"Unknown DP mechanism {self.mechanism!r}; use --dp-mechanism fedavg or ftrl."
+            )
+        if self.mechanism == "fedavg":
+            if self.max_participations is not None or self.min_separation != 1:
+                raise ConfigurationError(
+                    "--dp-max-participations and --dp-min-separation are DP-FTRL's "
+                    "participation limits; add --dp-mechanism ftrl or drop them."
+                )
+            return
+        if self.placement == "local":
+            raise ConfigurationError(
+                "--dp-mechanism ftrl adds tree noise to the sums (--dp central or "
+                "distributed); --dp local noises each update on its own."
+            )
+        if self.adaptive is not None:
+            raise ConfigurationError(
+                "--dp-mechanism ftrl uses a fixed clipping norm; drop --adaptive-clipping."
+            )
+        if self.max_participations is None or self.max_participations < 1:
+            raise ConfigurationError(
+                "--dp-mechanism ftrl needs --dp-max-participations K >= 1: its epsilon "
+                "holds for clients that take part in at most K rounds."
+            )
+        if self.min_separation < 1:
+            raise ConfigurationError(
+                f"--dp-min-separation must be at least 1; got {self.min_separation}."
+            )
+
+    @property
+    def is_ftrl(self) -> bool:
+        """Whether the run uses DP-FTRL (tree aggregation, no sampling)."""
+        return self.mechanism == "ftrl"
+
+    def tree_config(self, *, rounds: int) -> TreeDpConfig:
+        """DP-FTRL's settings over ``rounds`` planned releases (the tree's length).
+
+        Raises:
+            ConfigurationError: under DP-FedAvg.
+        """
+        from veilfl.privacy.dp_ftrl import TreeDpConfig  # dp-accounting: clients need not
+
+        if not self.is_ftrl or self.max_participations is None:
+            raise ConfigurationError("These DP settings are DP-FedAvg's, not DP-FTRL's.")
+        return TreeDpConfig(
+            noise_multiplier=self.noise_multiplier,
+            clip_norm=self.clip_norm,
+            rounds=rounds,
+            max_participations=self.max_participations,
+            min_separation=self.min_separation,
+            delta=self.delta,
+            accounting=self.accounting,
+        )
 
     @property
     def min_contributions(self) -> int:
@@ -163,6 +250,15 @@ class DpConfig:
             ),
             "count_stddev": self.count_stddev,
             "accounting": self.accounting,
+            **(
+                {
+                    "mechanism": self.mechanism,
+                    "max_participations": self.max_participations,
+                    "min_separation": self.min_separation,
+                }
+                if self.is_ftrl
+                else {}
+            ),
         }
 
     @classmethod
@@ -179,6 +275,11 @@ class DpConfig:
             adaptive=None if adaptive is None else AdaptiveClipping(**adaptive),
             count_stddev=data.get("count_stddev"),
             accounting=data.get("accounting", "rdp"),
+            mechanism=data.get("mechanism", "fedavg"),
+            max_participations=(
+                None if data.get("max_participations") is None else int(data["max_participations"])
+            ),
+            min_separation=int(data.get("min_separation", 1)),
         )
 
 

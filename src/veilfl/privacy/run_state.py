@@ -10,12 +10,16 @@ never rebuilt from round ids, which abandoned and withheld rounds skip.
 
 How often each client took part is not in here: it is the count of the released
 rounds' participant lists, which the run store already keeps.
+
+Under DP-FTRL with central noise the state also holds the secret the tree's block
+noise is derived from (:mod:`veilfl.privacy.central_tree`), so that a restarted
+coordinator removes exactly the noise it added; it never appears in a ``repr``.
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from veilfl.errors import ConfigurationError, StorageError
@@ -39,6 +43,8 @@ class DpRunState:
         withheld_probability: The union bound over those attempts on the chance that
             one client decided whether a round was withheld
             (:class:`~veilfl.privacy.sampling.PoissonSampler`).
+        tree_noise_key: Under central DP-FTRL, the 32-byte secret of the tree's block
+            noise; None otherwise.
 
     Raises:
         ConfigurationError: for a clipping norm that is not positive and finite, or
@@ -49,6 +55,7 @@ class DpRunState:
     clip_norm: float
     sampling_attempts: int = 0
     withheld_probability: float = 0.0
+    tree_noise_key: bytes | None = field(default=None, repr=False)
 
     def __post_init__(self) -> None:
         if not (self.clip_norm > 0 and math.isfinite(self.clip_norm)):
@@ -66,6 +73,9 @@ class DpRunState:
             "clip_norm": self.clip_norm,
             "sampling_attempts": self.sampling_attempts,
             "withheld_probability": self.withheld_probability,
+            **(
+                {} if self.tree_noise_key is None else {"tree_noise_key": self.tree_noise_key.hex()}
+            ),
         }
 
     @classmethod
@@ -86,6 +96,11 @@ class DpRunState:
                 clip_norm=float(data["clip_norm"]),
                 sampling_attempts=int(data["sampling_attempts"]),
                 withheld_probability=float(data["withheld_probability"]),
+                tree_noise_key=(
+                    None
+                    if data.get("tree_noise_key") is None
+                    else bytes.fromhex(str(data["tree_noise_key"]))
+                ),
             )
         except (KeyError, TypeError, ValueError, ConfigurationError) as error:
             raise StorageError(f"The stored privacy state is malformed ({error}).") from None

@@ -27,7 +27,7 @@ from __future__ import annotations
 from veilfl.errors import ConfigurationError
 from veilfl.privacy.dp_fedavg import DpConfig
 
-__all__ = ["FLAGS", "check_dp_settings", "effective_noise_multiplier"]
+__all__ = ["FLAGS", "check_dp_settings", "check_ftrl_settings", "effective_noise_multiplier"]
 
 FLAGS = {
     "min_contributions": "--dp-min-clients",
@@ -38,6 +38,9 @@ FLAGS = {
     "buffer_size": "--buffer-size",
     "noise_multiplier": "--noise-multiplier",
     "adaptive": "--adaptive-clipping",
+    "max_participations": "--dp-max-participations",
+    "min_separation": "--dp-min-separation",
+    "rounds": "--rounds",
 }
 """The command-line flag that sets each setting, as messages name them."""
 
@@ -134,3 +137,56 @@ def _expected_clients(
     if fraction is not None and population is not None:
         return fraction * population
     return None
+
+
+def check_ftrl_settings(
+    *,
+    dp: DpConfig,
+    rounds: int,
+    expected_clients: int,
+    population: int,
+    buffered: bool,
+    server_optimizer: str | None,
+) -> None:
+    """Refuse DP-FTRL settings under which the selection cannot fill the rounds or
+    the model would not follow the noised prefix sums (nothing to check under
+    DP-FedAvg).
+
+    Each released round takes ``expected_clients`` clients within the participation
+    limits. Those that took part in the last b - 1 rounds are not eligible, so a round
+    fills only if ``population >= b * expected_clients``; and T rounds use T·n
+    participations, at most K per client, so ``population * K >= rounds * n``.
+
+    Raises:
+        ConfigurationError: in one line naming the flags and values.
+    """
+    if not dp.is_ftrl:
+        return
+    assert dp.max_participations is not None
+    k, b = dp.max_participations, dp.min_separation
+    if buffered:
+        raise ConfigurationError(
+            "--dp-mechanism ftrl releases synchronous rounds in order; --mode fedbuff "
+            "takes DP-FedAvg (--dp-mechanism fedavg)."
+        )
+    if server_optimizer is not None:
+        raise ConfigurationError(
+            f"--dp-mechanism ftrl follows the noised prefix sums with FedAvg's server "
+            f"step (no momentum); drop --server-optimizer {server_optimizer}."
+        )
+    if population < b * expected_clients:
+        raise ConfigurationError(
+            f"{FLAGS['min_separation']} {b} with {expected_clients} clients per round needs "
+            f"at least {b * expected_clients} clients, but {FLAGS['population']} (or "
+            f"--population) is {population}: rounds could not fill; lower "
+            f"{FLAGS['min_separation']} to {max(1, population // expected_clients)} or "
+            "add clients."
+        )
+    if population * k < rounds * expected_clients:
+        needed = -(-rounds * expected_clients // population)
+        raise ConfigurationError(
+            f"{FLAGS['rounds']} {rounds} of {expected_clients} clients need "
+            f"{rounds * expected_clients} participations, but {FLAGS['max_participations']} "
+            f"{k} over {population} clients allows {population * k}; raise "
+            f"{FLAGS['max_participations']} to {needed} or lower {FLAGS['rounds']}."
+        )

@@ -15,15 +15,17 @@ from dataclasses import dataclass, field
 
 from veilfl.crypto.csprng import CsprngStream
 from veilfl.errors import ConfigurationError, StorageError
+from veilfl.privacy.participation import ParticipationLimits
 from veilfl.privacy.run_state import DpRunState
 from veilfl.privacy.sampling import PoissonSampler
 from veilfl.privacy.utility import noise_warning
-from veilfl.privacy.validation import check_dp_settings
+from veilfl.privacy.validation import check_dp_settings, check_ftrl_settings
 from veilfl.protocol.aggregation import AggregationBackend, PlaintextAggregation
 from veilfl.protocol.buffered import BufferedMachine, BufferMode
 from veilfl.protocol.coordinator import Coordinator, Schedule
 from veilfl.protocol.messages import DpRunInfo, RunInfo, SecureRunInfo
 from veilfl.protocol.private_aggregation import PrivateAggregation
+from veilfl.protocol.private_ftrl import FtrlAggregation
 from veilfl.protocol.secure_aggregation import SecureAggregation
 from veilfl.protocol.settings import CoordinatorSettings
 from veilfl.protocol.sync_round import SyncRoundMachine
@@ -37,6 +39,7 @@ from veilfl.tensors import TensorSpec, Weights, spec_of
 __all__ = [
     "AssembledRun",
     "CohortPlan",
+    "PrivacyBackend",
     "ResumePoint",
     "build_coordinator",
     "check_run_settings",
@@ -45,6 +48,10 @@ __all__ = [
     "precision_warning",
     "privacy_warning",
 ]
+
+
+PrivacyBackend = PrivateAggregation | FtrlAggregation
+"""The private backend of a DP run: DP-FedAvg's or DP-FTRL's."""
 
 
 @dataclass(frozen=True)
@@ -58,6 +65,8 @@ class ResumePoint:
             when no privacy state was kept).
         privacy: Under DP, the privacy state recorded with the last released round.
         participations: Under DP, how many released rounds each client took part in.
+        last_steps: Under DP-FTRL, the last released round (counted from 1) each
+            client took part in.
         strategy_state: The server strategy's state saved with the last released round
             (adaptive server optimisers), or None.
     """
@@ -68,6 +77,7 @@ class ResumePoint:
     strategy_state: bytes | None = None
     privacy: DpRunState | None = None
     participations: Mapping[str, int] = field(default_factory=dict)
+    last_steps: Mapping[str, int] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -114,7 +124,9 @@ def cohort_plan(settings: CoordinatorSettings) -> CohortPlan:
         expected=expected,
         minimum=minimum,
         sample_rate=min(1.0, expected / population),
-        secret_sampling=settings.dp is not None and settings.buffer is None,
+        secret_sampling=(
+            settings.dp is not None and not settings.dp.is_ftrl and settings.buffer is None
+        ),
     )
 
 
@@ -143,6 +155,17 @@ def check_run_settings(settings: CoordinatorSettings, *, secure: bool | None = N
         population=settings.expected_population,
         buffer_size=None if settings.buffer is None else settings.buffer.buffer_size,
         secure_aggregation=settings.secure is not None if secure is None else secure,
+    )
+    cohort = cohort_plan(settings)
+    check_ftrl_settings(
+        dp=settings.dp,
+        rounds=settings.num_releases,
+        expected_clients=cohort.expected,
+        population=cohort.population,
+        buffered=buffered,
+        server_optimizer=(
+            None if settings.server_optimizer is None else settings.server_optimizer.name
+        ),
     )
 
 
@@ -194,7 +217,7 @@ class AssembledRun:
 
     coordinator: Coordinator
     cohort: CohortPlan
-    privacy: PrivateAggregation | None = None
+    privacy: PrivacyBackend | None = None
 
 
 def _strategy(settings: CoordinatorSettings) -> ServerStrategy:
@@ -253,9 +276,32 @@ def build_coordinator(
         )
     else:
         aggregation = PlaintextAggregation(spec, uniform_weights=settings.dp is not None)
-    privacy: PrivateAggregation | None = None
+    privacy: PrivacyBackend | None = None
     sampler: PoissonSampler | None = None
-    if settings.dp is not None:
+    limits: ParticipationLimits | None = None
+    if settings.dp is not None and settings.dp.is_ftrl:
+        state = None if resume is None else resume.privacy
+        assert settings.dp.max_participations is not None
+        limits = ParticipationLimits(
+            max_participations=settings.dp.max_participations,
+            min_separation=settings.dp.min_separation,
+            steps=(
+                0 if resume is None else resume.releases if state is None else state.ledger.rounds
+            ),
+            counts=None if resume is None else resume.participations,
+            last_steps=None if resume is None else resume.last_steps,
+        )
+        privacy = FtrlAggregation(
+            aggregation,
+            settings.dp,
+            rounds=settings.num_releases,
+            expected_clients=cohort.expected,
+            limits=limits,
+            rng=noise_rng,
+            state=state,
+        )
+        aggregation = privacy
+    elif settings.dp is not None:
         state = None if resume is None else resume.privacy
         if cohort.secret_sampling:
             sampler = PoissonSampler(
@@ -286,6 +332,7 @@ def build_coordinator(
             next_round=next_round,
             model_version=version,
             sampler=sampler,
+            limits=limits,
         )
     else:
         schedule = BufferedMachine(settings.buffer, version=version, next_buffer=next_round)

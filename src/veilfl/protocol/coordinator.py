@@ -43,6 +43,7 @@ from veilfl.tensors import FloatArray, TensorSpec, Weights, flatten, unflatten
 
 if TYPE_CHECKING:  # the accountant behind it imports dp-accounting (scipy)
     from veilfl.protocol.private_aggregation import PrivateAggregation
+    from veilfl.protocol.private_ftrl import FtrlAggregation
 
 __all__ = ["Coordinator", "CoordinatorPhase", "GlobalModel", "Schedule"]
 
@@ -173,7 +174,7 @@ class Coordinator:
         strategy: ServerStrategy,
         round_timeout_s: float,
         keep_versions: int = 1,
-        privacy: PrivateAggregation | None = None,
+        privacy: PrivateAggregation | FtrlAggregation | None = None,
     ) -> None:
         spec.check(initial_weights)
         self._schedule = schedule

@@ -23,7 +23,8 @@ aggregators and their answers as events:
    noise than charged. A missing dealer stalls the job like a missing aggregate share.
 5. **sum**: the aggregators that verified the list send their aggregate shares against
    the certificate (with dealt noise: plus the noise, given the deals addressed to
-   them and the step, which is the round id); the job reconstructs the sum from t of
+   them and the step: the round id under DP-FedAvg, the released-round count under
+   DP-FTRL, whose backend names it); the job reconstructs the sum from t of
    them, checking consistency whenever more answered.
 
 Aggregators that fail are left out; when the job cannot go on it stalls, says so once
@@ -134,8 +135,15 @@ class SecureAggregation:
     def open_cohort(self, round_id: int) -> None:
         """Nothing to reset: aggregators key their state by round."""
 
-    def begin(self, cohort: ClosedCohort) -> SecureAggregationJob:
-        """Start aggregating ``cohort`` (first, by asking for the holdings)."""
+    def begin(self, cohort: ClosedCohort, *, noise_step: int | None = None) -> SecureAggregationJob:
+        """Start aggregating ``cohort`` (first, by asking for the holdings).
+
+        Args:
+            cohort: The closed cohort.
+            noise_step: With dealt noise, the step the aggregators release at (default:
+                the round id, DP-FedAvg's fresh schedule; DP-FTRL's tree schedule
+                names its consecutive step).
+        """
         return SecureAggregationJob(
             cohort,
             layout=self._layout,
@@ -145,6 +153,7 @@ class SecureAggregation:
             query_seed=self._rng.random_bytes(32),
             retry_interval_s=self._retry_interval_s,
             dealt_noise=self._dealt_noise,
+            noise_step=noise_step,
         )
 
     def check_receipt(self, header: UpdateHeader) -> None:
@@ -193,9 +202,11 @@ class SecureAggregationJob:
         query_seed: bytes,
         retry_interval_s: float,
         dealt_noise: bool = False,
+        noise_step: int | None = None,
     ) -> None:
         self._cohort = cohort
         self._dealt_noise = dealt_noise
+        self._noise_step = cohort.round_id if noise_step is None else noise_step
         self._deals: dict[int, Mapping[int, bytes]] = {}
         self._layout = layout
         self._config = layout.config
@@ -340,7 +351,7 @@ class SecureAggregationJob:
 
     def _ask_deals(self) -> None:
         missing = tuple(j for j in self._everyone() if j not in self._deals)
-        self._ask(_Phase.DEAL, missing, CollectNoiseDeals(self.round_id, self.round_id, missing))
+        self._ask(_Phase.DEAL, missing, CollectNoiseDeals(self.round_id, self._noise_step, missing))
 
     def _ask_for_shares(self) -> None:
         assert self._participants is not None and self._certificate is not None
@@ -355,7 +366,7 @@ class SecureAggregationJob:
                 self._participants,
                 missing,
                 self._certificate,
-                noise_step=self.round_id,
+                noise_step=self._noise_step,
                 deals={
                     j: tuple(deals[j] for _, deals in sorted(self._deals.items()) if j in deals)
                     for j in missing

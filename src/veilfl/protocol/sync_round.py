@@ -8,7 +8,10 @@ Without DP a round samples a fixed number of joined clients from that (seeded,
 repeatable) source. Under DP it samples the way the accountant assumes: every joined
 client independently with probability q, from secret coins
 (:class:`~veilfl.privacy.sampling.PoissonSampler`), so a round's size varies; a sample
-smaller than the reports a release needs is withheld and drawn again at once.
+smaller than the reports a release needs is withheld and drawn again at once. Under
+DP-FTRL it samples nothing: a public rule picks clients within their participation
+limits (:class:`~veilfl.privacy.participation.ParticipationLimits`), and a round opens
+only once enough clients are eligible.
 
 Life of a round::
 
@@ -43,6 +46,7 @@ from veilfl.protocol.cohort import ClosedCohort, Placement, TickOutcome
 from veilfl.protocol.messages import ClientReport, Task, UpdateHeader
 
 if TYPE_CHECKING:
+    from veilfl.privacy.participation import ParticipationLimits
     from veilfl.privacy.sampling import PoissonSampler
     from veilfl.protocol.buffered import BufferTicket
 
@@ -161,6 +165,8 @@ class SyncRoundMachine:
         model_version: The current global model version.
         sampler: Under DP, Poisson sampling with secret coins (then ``rng`` is unused
             and a round's size varies).
+        limits: Under DP-FTRL, the participation limits whose public rule selects
+            each round's clients (then ``rng`` is unused).
     """
 
     def __init__(
@@ -171,10 +177,14 @@ class SyncRoundMachine:
         next_round: int = 1,
         model_version: int = 0,
         sampler: PoissonSampler | None = None,
+        limits: ParticipationLimits | None = None,
     ) -> None:
+        if sampler is not None and limits is not None:
+            raise ConfigurationError("A round is Poisson-sampled or selected, not both.")
         self._config = config
         self._rng = rng
         self._sampler = sampler
+        self._limits = limits
         self._round_id = next_round
         self._version = model_version
         self._joined: dict[str, float] = {}
@@ -458,9 +468,20 @@ class SyncRoundMachine:
 
     def _sample(self, now: float) -> _OpenRound | None:
         """A fresh sample for the current round id; None if every Poisson sample drawn
-        now was too small (the next tick tries again)."""
+        now was too small, or too few clients are within their DP-FTRL limits (the
+        next tick tries again)."""
         available = sorted(self._joined)
-        if self._sampler is None:
+        if self._limits is not None:
+            chosen = self._limits.select(
+                available,
+                size=self._config.sample_size(len(available)),
+                minimum=self._config.min_clients,
+                round_id=self._round_id,
+            )
+            if chosen is None:
+                return None
+            sampled = frozenset(chosen)
+        elif self._sampler is None:
             size = self._config.sample_size(len(available))
             sampled = frozenset(self._rng.sample(available, size))
         else:

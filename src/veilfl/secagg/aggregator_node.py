@@ -5,12 +5,15 @@ stays O(model size) per open round: a round's state is dropped as soon as a late
 starts (the coordinator only starts round r + 1 after it is done with r).
 
 Under distributed DP the node also holds the run's one noise state
-(:class:`~veilfl.secagg.tree_noise.TreeNoiseAggregator`, ``"fresh"`` schedule): it
+(:class:`~veilfl.secagg.tree_noise.TreeNoiseAggregator`; ``"fresh"`` or ``"tree"``): it
 deals its noise for a round (:meth:`AggregatorNode.deal_noise`, sealed and signed per
 recipient, :mod:`veilfl.secagg.noise_envelope`) and releases its aggregate share only
 with the noise added (:meth:`AggregatorNode.aggregate` with the deals addressed to it).
-Each round is released at the step equal to its round id (round ids are never reused,
-an abandoned round's included, so no block of noise ever covers two sums). The state is
+Under DP-FedAvg each round is released at the step equal to its round id (round ids
+are never reused, an abandoned round's included, so no block of noise ever covers two
+sums). Under DP-FTRL (``"tree"`` schedule) the steps are consecutive released rounds
+that the coordinator names; the noise state releases each step over one aggregate and
+one round only. The state is
 saved (``save_noise``, durably) before any deal or noised share leaves.
 """
 
@@ -228,7 +231,7 @@ class AggregatorNode:
 
         Raises:
             ProtocolError: if this aggregator deals no noise, for a step other than the
-                round id, or for a block already past.
+                round id (fresh schedule), or for a block already past.
             RoundMismatchError: for a round older than one already started.
         """
         noise = self._require_noise(round_id, step)
@@ -299,7 +302,7 @@ class AggregatorNode:
         self._require_current_or_later(round_id)
         if self._noise is None:
             raise ProtocolError(f"Aggregator {self.index} deals no noise in this run.")
-        if step != round_id:
+        if self._noise.config.schedule == "fresh" and step != round_id:
             raise ProtocolError(
                 f"Round {round_id} is released at noise step {round_id}, not {step}: each "
                 "round has its own block of noise."

@@ -22,6 +22,11 @@ discrete Gaussians, Canonne, Kamath and Steinke 2020):
 
 Each of the m dealers draws variance sigma^2/h, h = m - t + 1, so the dealers outside
 any coalition of t - 1 aggregators add at least sigma^2.
+
+Under DP-FTRL (``mechanism="ftrl"``; Kairouz et al. 2021) the same noise is dealt
+once per tree block rather than once per release (the ``"tree"`` schedule): sigma =
+z·B on the update coordinates, z being the block noise multiplier, and none on the
+three others (no adaptive clipping, so no bit is sent).
 """
 
 from __future__ import annotations
@@ -36,7 +41,8 @@ __all__ = ["dealt_noise_config"]
 def dealt_noise_config(
     dp: DpConfig, *, layout: ContributionLayout, expected_clients: float
 ) -> TreeNoiseConfig:
-    """The fresh-noise settings every aggregator of a distributed DP-FedAvg run shares.
+    """The noise settings every aggregator of a distributed DP run shares: fresh noise
+    per release under DP-FedAvg, tree noise under DP-FTRL.
 
     Args:
         dp: The run's DP settings (placement ``distributed``).
@@ -47,9 +53,19 @@ def dealt_noise_config(
         ConfigurationError: if the settings leave no budget for the update noise.
     """
     config = layout.config
+    d = layout.dimension
+    if dp.is_ftrl:
+        sigma_block = dp.noise_multiplier * layout.bounds.norm_bound
+        return TreeNoiseConfig(
+            num_aggregators=config.num_aggregators,
+            threshold=config.threshold,
+            length=layout.measurement_length,
+            block_stddev=sigma_block,
+            schedule="tree",
+            profile=((d, sigma_block), (EXTRA_COORDINATES, 0.0)),
+        )
     sigma_update = dp.update_noise_multiplier(expected_clients) * layout.bounds.norm_bound
     sigma_bit = 2.0 * dp.count_noise(expected_clients)
-    d = layout.dimension
     return TreeNoiseConfig(
         num_aggregators=config.num_aggregators,
         threshold=config.threshold,

@@ -25,12 +25,17 @@ from veilfl.auth.identity import Identity
 from veilfl.errors import ConfigurationError, StorageError
 from veilfl.keyfiles import load_or_create_identity
 from veilfl.privacy.run_state import DpRunState
-from veilfl.protocol.assembly import CohortPlan, ResumePoint, build_coordinator, describe_run
+from veilfl.protocol.assembly import (
+    CohortPlan,
+    PrivacyBackend,
+    ResumePoint,
+    build_coordinator,
+    describe_run,
+)
 from veilfl.protocol.coordinator import Coordinator
 from veilfl.protocol.effects import RoundOutcome
 from veilfl.protocol.messages import RunInfo
 from veilfl.protocol.metrics import RoundMetrics
-from veilfl.protocol.private_aggregation import PrivateAggregation
 from veilfl.protocol.settings import CoordinatorSettings
 from veilfl.server.checkpoints import CheckpointStore
 from veilfl.server.run_store import ParticipantRecord, RoundRecord, RunStore
@@ -142,7 +147,7 @@ class PreparedRun:
     recorder: RunRecorder
     resumed_from_round: int | None
     identity: Identity
-    privacy: PrivateAggregation | None = None
+    privacy: PrivacyBackend | None = None
     resume: ResumePoint | None = None
 
     def rebuild(self, settings: CoordinatorSettings) -> Coordinator:
@@ -216,6 +221,9 @@ def prepare_run(
             strategy_state=store.strategy_state(last.round_id),
             privacy=None if stored_privacy is None else DpRunState.from_json(stored_privacy),
             participations=store.participations() if settings.dp is not None else {},
+            last_steps=(
+                _last_steps(store) if settings.dp is not None and settings.dp.is_ftrl else {}
+            ),
         )
     try:
         weights = checkpoints.load(version)
@@ -245,3 +253,13 @@ def prepare_run(
         privacy=assembled.privacy,
         resume=resume,
     )
+
+
+def _last_steps(store: RunStore) -> dict[str, int]:
+    """The last released round (counted from 1, as DP-FTRL's steps) each client took
+    part in, from the completed rounds' participant lists."""
+    last: dict[str, int] = {}
+    for step, record in enumerate(store.completed_rounds(), start=1):
+        for participant in store.participants(record.round_id):
+            last[participant.client_id] = step
+    return last

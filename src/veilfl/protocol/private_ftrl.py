@@ -1,0 +1,315 @@
+"""DP-FTRL around an aggregation backend (Kairouz et al. 2021, "Practical and Private
+(Deep) Learning without Sampling or Shuffling").
+
+The model follows FTRL on noised prefix sums, without momentum:
+
+    theta_t = theta_0 + eta * (S_t + noise of cover(t)) / n,
+
+with S_t the sum of the clipped round sums of steps 1..t (released rounds), n the
+expected clients per round (the fixed denominator) and eta the server learning rate.
+Each release hands the strategy (FedAvg) the *change* of the noised prefix sum,
+a_t + noise(block entering the cover) - noise(blocks leaving it), so that FedAvg's
+``theta += eta * change / n`` telescopes to the formula above (up to the float32
+rounding of each stored model).
+
+* Central placement: the coordinator adds the change of the tree noise itself
+  (:class:`~veilfl.privacy.central_tree.CentralTreeNoise`, drawn from a CSPRNG keyed
+  by a run secret kept in the privacy state).
+* Distributed placement: the aggregators deal the tree noise
+  (:class:`~veilfl.secagg.tree_noise.TreeNoiseAggregator`, ``"tree"`` schedule) and
+  release the change at the step this backend names; the reconstructed aggregate
+  already is the change.
+
+Steps are consecutive released rounds. An abandoned (or withheld) round releases
+nothing and does not consume its step: the next round is aggregated at the same step.
+The aggregators deal a step's block once and release a step over one aggregate only,
+so an aggregator that released its share of an abandoned round's step refuses that
+step for another round (it is left out; the others release it; see docs/privacy.md).
+
+Clients are selected by a public rule that enforces the participation limits
+(:class:`~veilfl.privacy.participation.ParticipationLimits`), so the guarantee needs no
+secret sampling, and the epsilon against the coordinator and the public is one number
+(with noise from the aggregators; under central noise the coordinator sees the
+noiseless sums and nothing protects against it).
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+from veilfl.crypto.csprng import KEY_LENGTH, CsprngStream
+from veilfl.errors import ConfigurationError, PrivacyError, ProtocolError
+from veilfl.privacy.central_tree import CentralTreeNoise
+from veilfl.privacy.dp_fedavg import ClientPrivacyPlan, DpConfig
+from veilfl.privacy.dp_ftrl import TreeDpConfig, dp_ftrl_report
+from veilfl.privacy.ledger import PrivacyLedger
+from veilfl.privacy.participation import ParticipationLimits
+from veilfl.privacy.report import PrivacyReport
+from veilfl.privacy.run_state import DpRunState
+from veilfl.protocol.aggregation import AggregationBackend, AggregationJob, PlaintextAggregation
+from veilfl.protocol.cohort import ClosedCohort
+from veilfl.protocol.effects import Effect, Event
+from veilfl.protocol.messages import UpdateHeader
+from veilfl.protocol.secure_aggregation import SecureAggregation
+from veilfl.strategy.aggregate import Aggregate
+
+__all__ = ["FtrlAggregation", "FtrlJob"]
+
+
+class FtrlAggregation:
+    """DP-FTRL: clipping, tree noise, fixed denominator, accounting and the report.
+
+    Args:
+        inner: The backend that sums the clipped updates.
+        config: The DP settings (``mechanism="ftrl"``).
+        rounds: The releases the run plans (the tree's length T).
+        expected_clients: Clients expected per round (the fixed denominator).
+        limits: The participation limits the rounds' selection enforces (shared with
+            the round machine; positioned at the released steps).
+        rng: Draws the central noise secret of a new run (default: keyed from
+            ``os.urandom``; tests pass a keyed stream).
+        state: The privacy state after the last release (a resumed coordinator).
+
+    Raises:
+        ConfigurationError: for settings that are not DP-FTRL's, distributed noise
+            without aggregators that deal it, a state that does not match the limits,
+            or a budget too small for even one round.
+    """
+
+    def __init__(
+        self,
+        inner: AggregationBackend,
+        config: DpConfig,
+        *,
+        rounds: int,
+        expected_clients: float,
+        limits: ParticipationLimits,
+        rng: CsprngStream | None = None,
+        state: DpRunState | None = None,
+    ) -> None:
+        self._tree: TreeDpConfig = config.tree_config(rounds=rounds)
+        self._plaintext = inner.plaintext() is not None
+        self._distributed = config.placement == "distributed"
+        if self._distributed and not (isinstance(inner, SecureAggregation) and inner.dealt_noise):
+            raise ConfigurationError(
+                "DP-FTRL with distributed noise needs secure aggregation whose aggregators "
+                "deal the tree noise; use --dp central or add aggregators."
+            )
+        if expected_clients <= 0:
+            raise ConfigurationError("The expected number of clients must be positive.")
+        self._inner = inner
+        self._config = config
+        self._expected = expected_clients
+        self._limits = limits
+        if state is None:
+            key = None if self._distributed else (rng or CsprngStream()).random_bytes(KEY_LENGTH)
+            state = DpRunState(
+                ledger=PrivacyLedger.from_released_rounds(
+                    limits.steps, noise_multiplier=config.noise_multiplier, sample_rate=1.0
+                ),
+                clip_norm=config.clip_norm,
+                tree_noise_key=key,
+            )
+        if state.ledger.rounds != limits.steps:
+            raise ConfigurationError(
+                f"The privacy state records {state.ledger.rounds} released rounds but the "
+                f"participation counts {limits.steps}; the run store is inconsistent."
+            )
+        if not self._distributed and state.tree_noise_key is None:
+            raise ConfigurationError(
+                "The stored privacy state of this central DP-FTRL run lost its tree-noise "
+                "secret, so the noise already in the model cannot be continued; start a new run."
+            )
+        self._state = state
+        self._noise: CentralTreeNoise | None = None
+        self._report = self._report_for(limits.steps)
+        if limits.steps == 0 and not self.can_continue():
+            raise ConfigurationError(
+                f"One round already spends more than the target epsilon "
+                f"{config.target_epsilon}; raise the noise multiplier or the target."
+            )
+
+    # ----------------------------------------------------------------- queries
+    @property
+    def config(self) -> DpConfig:
+        """The DP settings."""
+        return self._config
+
+    @property
+    def tree(self) -> TreeDpConfig:
+        """The tree mechanism's settings."""
+        return self._tree
+
+    @property
+    def limits(self) -> ParticipationLimits:
+        """The participation limits (and counts) the selection enforces."""
+        return self._limits
+
+    @property
+    def clip_norm(self) -> float:
+        """C (fixed under DP-FTRL)."""
+        return self._config.clip_norm
+
+    @property
+    def ledger(self) -> PrivacyLedger:
+        """The released steps (each at q = 1: nothing is sampled)."""
+        return self._state.ledger
+
+    @property
+    def expected_clients(self) -> float:
+        """The fixed denominator."""
+        return self._expected
+
+    @property
+    def secret_sampling(self) -> bool:
+        """Always False: DP-FTRL selects clients by a public rule."""
+        return False
+
+    def report(self) -> PrivacyReport:
+        """Epsilon after the steps so far (one number for both observers under
+        distributed noise)."""
+        return self._report
+
+    def state(self) -> DpRunState:
+        """What a restarted coordinator needs to continue exactly."""
+        return self._state
+
+    def can_continue(self) -> bool:
+        """Whether one more step keeps epsilon within the target."""
+        target = self._config.target_epsilon
+        if target is None:
+            return True
+        return self._tree.epsilon(self._limits.steps + 1) <= target * (1 + 1e-9)
+
+    # ---------------------------------------------------------------- backend
+    def open_cohort(self, round_id: int) -> None:
+        """Start the inner backend's round (clipping on arrival when plaintext)."""
+        self._inner.open_cohort(round_id)
+        plaintext = self._inner.plaintext()
+        if plaintext is not None:
+            plaintext.clip_on_arrival(self._config.clip_norm)
+
+    def begin(self, cohort: ClosedCohort) -> FtrlJob:
+        """Aggregate at the next step (the aggregators' noise step under distributed
+        noise), then the tree noise, the denominator and the accounting."""
+        step = self._limits.next_step
+        inner = self._inner
+        job: AggregationJob
+        if self._distributed:
+            assert isinstance(inner, SecureAggregation)
+            job = inner.begin(cohort, noise_step=step)
+        else:
+            job = inner.begin(cohort)
+        return FtrlJob(job, self, step)
+
+    def check_receipt(self, header: UpdateHeader) -> None:
+        """As the inner backend."""
+        self._inner.check_receipt(header)
+
+    def client_privacy(self) -> ClientPrivacyPlan | None:
+        """Clip to C, add nothing (none over plaintext, where the coordinator clips)."""
+        if self._plaintext:
+            return None
+        return ClientPrivacyPlan.for_round(
+            self._config, clip_norm=self._config.clip_norm, expected_clients=self._expected
+        )
+
+    def plaintext(self) -> PlaintextAggregation | None:
+        """The inner backend's plaintext entry point, if any."""
+        return self._inner.plaintext()
+
+    def privatize(self, inner: Aggregate, *, step: int) -> Aggregate:
+        """Release ``inner`` (the round's clipped sum, or under distributed noise the
+        aggregators' noised change) at ``step``.
+
+        Raises:
+            PrivacyError: if the release would exceed the budget or break the
+                participation limits (only a bug gets here).
+            ProtocolError: if ``step`` is not the next step.
+        """
+        if step != self._limits.next_step:
+            raise ProtocolError(
+                f"Step {step} was aggregated, but the next step is {self._limits.next_step}."
+            )
+        if not self.can_continue():
+            raise PrivacyError(
+                f"Releasing step {step} would spend more than epsilon "
+                f"{self._config.target_epsilon}; training stops here."
+            )
+        total = inner.weighted_delta_sum.copy()
+        self._limits.record(inner.participants)
+        if not self._distributed:
+            total += self._central_noise(total.size).change(step)
+        self._state = replace(
+            self._state,
+            ledger=self._state.ledger.record(
+                noise_multiplier=self._config.noise_multiplier, sample_rate=1.0
+            ),
+        )
+        self._report = self._report_for(step)
+        return replace(
+            inner,
+            weighted_delta_sum=total,
+            total_weight=self._expected,
+            mean_loss=inner.mean_loss if self._plaintext else None,
+            within_bound_count=None,
+            epsilon=self._report.epsilon_public,
+        )
+
+    # ----------------------------------------------------------------- private
+    def _central_noise(self, length: int) -> CentralTreeNoise:
+        if self._noise is None:
+            key = self._state.tree_noise_key
+            assert key is not None
+            self._noise = CentralTreeNoise(
+                key=key, stddev=self._tree.block_stddev(self._config.clip_norm), length=length
+            )
+        return self._noise
+
+    def _report_for(self, steps: int) -> PrivacyReport:
+        return dp_ftrl_report(
+            self._tree, rounds_released=steps, noise_from_aggregators=self._distributed
+        )
+
+
+class FtrlJob:
+    """The inner backend's job, whose aggregate is released at its step once ready."""
+
+    def __init__(self, inner: AggregationJob, backend: FtrlAggregation, step: int) -> None:
+        self._inner = inner
+        self._backend = backend
+        self._step = step
+        self._result: Aggregate | None = None
+
+    @property
+    def round_id(self) -> int:
+        """The round."""
+        return self._inner.round_id
+
+    @property
+    def step(self) -> int:
+        """The tree step this round is released at."""
+        return self._step
+
+    @property
+    def result(self) -> Aggregate | None:
+        """The released aggregate, once the inner job is done."""
+        if self._result is None and self._inner.result is not None:
+            self._result = self._backend.privatize(self._inner.result, step=self._step)
+        return self._result
+
+    def drain(self) -> list[Effect]:
+        """The inner job's effects."""
+        return self._inner.drain()
+
+    def handle(self, event: Event) -> None:
+        """As the inner job."""
+        self._inner.handle(event)
+
+    def tick(self, *, now: float) -> None:
+        """As the inner job."""
+        self._inner.tick(now=now)
+
+    def status(self) -> str:
+        """As the inner job."""
+        return self._inner.status()
