@@ -4,7 +4,8 @@ Starts the coordinator (FedBuff, secure aggregation 2-of-3 with verified bounds)
 the aggregators as processes, all over TLS from a local CA, then runs N concurrent
 clients in this process. Each client enrolls an Ed25519 key with a one-time token (and
 signs every request after), asks for a task, downloads the model, "trains" (sleeps a
-random 0.5-2 s: this tests the servers, not torch), gets a ticket, and hands its update
+random 0.5-2 s: this tests the servers, not torch), gets a ticket (the coordinator keeps
+the request waiting while all K places of the open buffer are held), and hands its update
 in through the client's own pipeline (``veilfl.protocol.hand_in``: clip, encode, prove
 the bounds, share, seal, in a worker thread), uploading the shares to the aggregators
 and the receipt to the coordinator. Requests are bounded in number and time, and only
@@ -456,6 +457,8 @@ async def _run(
                 **{name: value / per_update for name, value in cpu.items()},
                 "clients": own_cpu / per_update,
             },
+            "server_cpu_seconds_per_update": sum(cpu.values()) / per_update,
+            "place_waits": PLACE_WAITS["count"],
             "peak_rss_mib": {
                 name: _peak_rss_mib(p.pid) for name, p in zip(names, processes, strict=True)
             },
@@ -502,6 +505,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as folder:
         for clients in args.clients:
             RETRIES["count"] = 0
+            PLACE_WAITS["count"] = 0
             profile = None if args.profile is None else args.profile / f"clients-{clients}"
             row = asyncio.run(
                 _run(
@@ -523,6 +527,8 @@ def main() -> None:
                 f"{n} {why}" for why, n in row["outcomes"].items() if why != "accepted"
             )
             p50, p99 = row["p50_upload_s"] or float("nan"), row["p99_upload_s"] or float("nan")
+            server_cpu = max(row["server_cpu_seconds_per_update"], 1e-9)
+            cores = os.cpu_count() or 1
             print(
                 f"{clients:>5} clients: {row['accepted_by_clients']} accepted "
                 f"({row['counted_by_coordinator']} counted, {row['distinct']} distinct), "
@@ -530,7 +536,10 @@ def main() -> None:
                 f"{p99:.3f} s, {row['gave_up']} gave up{f' ({gave_up})' if gave_up else ''}, "
                 f"{row['transport_retries']} connection retries"
                 f"{'' if row['finished'] else ', STOPPED at the time limit'}; "
-                f"CPU-s per accepted update: {cpu}; peak MiB: {rss}; load average "
+                f"CPU-s per accepted update: {cpu}; the servers' {server_cpu:.3f} CPU-s per "
+                f"update would serve {cores / server_cpu:.0f} updates/s on these {cores} cores "
+                f"with the clients elsewhere; {row['place_waits']} ticket requests waited "
+                f"the full 20 s for a place; peak MiB: {rss}; load average "
                 f"{row['load_average'][0]:.1f}",
                 flush=True,
             )

@@ -68,18 +68,20 @@ def test_fast_projections_equal_explicit_dot_products(
         assert int(fast[h]) == sum(int(z) * int(v) for z, v in row)
 
 
-def test_the_bincount_path_for_long_vectors_equals_explicit_dot_products() -> None:
-    # Arrange: long enough for the 65,536-bin path, with a check count not a multiple of 8.
-    checks = WraparoundChecks(count=11, dimension=40_000)
+@pytest.mark.parametrize("dimension", [40_000, 300_000])  # 2 x 256 bins; 65,536 bins
+def test_the_bincount_paths_for_long_vectors_equal_explicit_dot_products(dimension: int) -> None:
+    # Arrange: long enough for a binned path, with a check count not a multiple of 8.
+    checks = WraparoundChecks(count=11, dimension=dimension)
     half = (2**31 - 2) // 2
-    values = CsprngStream(key=bytes(32)).uniform_field(MERSENNE_31, 40_000).astype(np.int64)
+    values = CsprngStream(key=bytes(32)).uniform_field(MERSENNE_31, dimension).astype(np.int64)
     values -= half
     values[:3] = (-half, half, 0)
     # Act
     fast = checks.project(bytes(range(32)), values.astype(np.float64))
-    explicit = checks.vectors(bytes(range(32))).astype(object) @ values.astype(object)
+    # |<z, x>| <= d * 2^30 < 2^63: exact in int64.
+    explicit = checks.vectors(bytes(range(32))).astype(np.int64) @ values
     # Assert
-    assert [int(v) for v in fast] == list(explicit)
+    assert [int(v) for v in fast] == [int(v) for v in explicit]
 
 
 def test_entries_are_minus_one_zero_one_with_probabilities_quarter_half_quarter() -> None:

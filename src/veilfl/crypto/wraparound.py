@@ -43,8 +43,11 @@ field norm in range, integer norm 1.73 B) passes each check with probability
 Projections are computed without Python loops over d: one uniform 16-bit word per
 coordinate and pass carries (a, b) bit pairs for eight checks (z = a - b), and
 ``np.bincount`` sums the values per word; the eight projections are then dot products
-of the 65,536 bin sums with fixed {-1, 0, 1} rows. Every partial sum is an integer below
-Σ|x_i| < 2**53, so the float64 arithmetic is exact.
+of the bin sums with fixed {-1, 0, 1} rows. Below 2**18 coordinates the values are
+binned by each byte of the word (two passes over d into 256 bins each, which stay in
+the L1 cache; each byte holds four checks); above, by the whole word (one pass over d
+into 65,536 bins). Every partial sum is an integer below Σ|x_i| < 2**53, so the float64
+arithmetic is exact.
 """
 
 from __future__ import annotations
@@ -73,6 +76,7 @@ EXACT_SUM_LIMIT = 2**53
 
 _DOMAIN = b"veilfl/wraparound/v1"
 _EXPLICIT_BELOW = 1 << 14  # shorter vectors: build z explicitly (65,536 bins cost more)
+_BYTE_BINS_BELOW = 1 << 18  # shorter vectors: bin by byte (2 x 256 bins), else by word
 _CHECKS_PER_PASS = 8  # a 16-bit word holds 8 (a, b) bit pairs
 _WORD_VALUES = 1 << 16
 _SAFETY = 1 + 1e-9  # covers float rounding in check_pass_bound's sums (each term > 0)
@@ -122,6 +126,17 @@ def smallest_honest_bound(*, norm_bound: int, checks: int, failure: float) -> in
     ):
         bound -= 1
     return bound
+
+
+@functools.cache
+def _byte_sign_rows() -> npt.NDArray[np.float64]:
+    """Row u holds z = a - b of the u-th check a byte carries: bits 2u (a), 2u+1 (b)."""
+    values = np.arange(256, dtype=np.int64)
+    rows = np.empty((_CHECKS_PER_PASS // 2, 256), dtype=np.float64)
+    for u in range(_CHECKS_PER_PASS // 2):
+        rows[u] = ((values >> (2 * u)) & 1) - ((values >> (2 * u + 1)) & 1)
+    rows.flags.writeable = False
+    return rows
 
 
 @functools.cache
@@ -214,11 +229,19 @@ class WraparoundChecks:
                 np.int64
             )
             return exact
-        rows = _sign_rows()
         words = _Words(seed, self.dimension)
         out = np.empty(self.passes * _CHECKS_PER_PASS, dtype=np.float64)
+        half = _CHECKS_PER_PASS // 2
         for pass_index in range(self.passes):
-            sums = np.bincount(words.next_pass(), weights=values, minlength=_WORD_VALUES)
             start = pass_index * _CHECKS_PER_PASS
-            out[start : start + _CHECKS_PER_PASS] = rows @ sums
+            word = words.next_pass()
+            if self.dimension < _BYTE_BINS_BELOW:
+                byte = word.view(np.uint8)  # little-endian: low byte first (checks 0-3)
+                for half_index, lane in enumerate((byte[0::2], byte[1::2])):
+                    sums = np.bincount(lane, weights=values, minlength=256)
+                    at = start + half_index * half
+                    out[at : at + half] = _byte_sign_rows() @ sums
+            else:
+                sums = np.bincount(word, weights=values, minlength=_WORD_VALUES)
+                out[start : start + _CHECKS_PER_PASS] = _sign_rows() @ sums
         return out[: self.count].astype(np.int64)
