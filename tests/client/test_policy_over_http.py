@@ -236,6 +236,20 @@ async def test_the_honest_coordinator_trains_with_pinned_clients(tmp_path: Path)
     }
 
 
+@pytest.mark.slow
+async def test_fedbuff_clients_queue_for_a_place_and_no_share_is_sent_for_nothing(
+    tmp_path: Path,
+) -> None:
+    """The control for buffered runs: 4 clients, buffers of 2. Those that find both
+    places held wait at the coordinator and keep their update, so every share set
+    uploaded is summed: exactly 2 buffers x 2 clients x 3 aggregators."""
+    fleet = _fleet(tmp_path, buffer=BufferConfig(buffer_size=2, max_staleness=2, max_versions=2))
+    await _clients(fleet, ClientPolicy(aggregator_fingerprints=PINS), count=4)
+    assert fleet.service.core.model_version == 2
+    shares = [seen for seen in fleet.network.data_requests() if seen[2].endswith("/shares")]
+    assert len(shares) == 2 * 2 * 3
+
+
 # ---------------------------------------------------- refused before enrolling
 @pytest.mark.parametrize(
     ("change", "policy", "flag"),

@@ -12,7 +12,7 @@ import pytest
 from tests.signed_clients import enroll, open_access
 from tests.tiny_coordinator import MemoryCommands
 
-from veilfl.errors import BufferFullError
+from veilfl.errors import BufferFullError, RoundMismatchError
 from veilfl.protocol.aggregation import PlaintextAggregation
 from veilfl.protocol.buffered import BufferConfig, BufferedMachine
 from veilfl.protocol.coordinator import Coordinator
@@ -27,10 +27,10 @@ pytestmark = pytest.mark.timeout(60)
 START = {"w": np.zeros(4, np.float32)}
 
 
-def _service(*, buffer_size: int, ticket_wait_s: float) -> CoordinatorService:
+def _service(*, buffer_size: int, ticket_wait_s: float, versions: int = 5) -> CoordinatorService:
     core = Coordinator(
         schedule=BufferedMachine(
-            BufferConfig(buffer_size=buffer_size, max_staleness=5, max_versions=5)
+            BufferConfig(buffer_size=buffer_size, max_staleness=5, max_versions=versions)
         ),
         spec=spec_of(START),
         initial_weights=START,
@@ -131,5 +131,21 @@ async def test_a_waiting_client_that_goes_away_passes_its_place_on() -> None:
         assert ticket.buffer_id == 2
         with pytest.raises(BufferFullError):
             service.core.ticket("b", trained_version=0, now=0.0)
+    finally:
+        await service.stop()
+
+
+async def test_waiting_clients_hear_at_once_that_the_run_is_over() -> None:
+    service = _service(buffer_size=1, ticket_wait_s=30.0, versions=1)
+    for client in "ab":
+        await service.join(client)
+    await service.start(tick_interval_s=0.05)
+    try:
+        await service.ticket("a", trained_version=0)
+        waiting = asyncio.create_task(service.ticket("b", trained_version=0))
+        await asyncio.sleep(0.1)
+        await _hand_in(service, "a", 1)  # the last buffer: the run is done
+        with pytest.raises(RoundMismatchError, match="run is over"):
+            await asyncio.wait_for(waiting, timeout=5)  # not the 30 s wait
     finally:
         await service.stop()

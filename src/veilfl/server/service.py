@@ -304,11 +304,15 @@ class CoordinatorService:
                 place.cancel()  # timed out: the next round of the loop answers 409
 
     def _offer_places(self) -> None:
-        """Wake as many waiting ticket requests as the open buffer has unpromised places
-        (call under the lock: it reads the core)."""
+        """Wake as many waiting ticket requests as the open buffer has unpromised places,
+        or all of them once the run is over, to hear so (call under the lock: it reads
+        the core)."""
         if not self._place_waiters:
             return
-        free = self._core.free_places(now=self._clock()) - self._promised
+        if self._core.done:
+            free = len(self._place_waiters)
+        else:
+            free = self._core.free_places(now=self._clock()) - self._promised
         while free > 0 and self._place_waiters:
             place = self._place_waiters.popleft()
             if not place.done():
