@@ -302,13 +302,29 @@ def goal_line(rows: list[dict[str, Any]]) -> str:
     where = f"{best['kind']}, {best['clients']} clients, {best['rounds']} rounds"
     if best["accuracy"] >= GOAL_ACCURACY:
         return f"{head}: MET, {100 * best['accuracy']:.2f}% ({where})"
+    ceiling = [
+        r["accuracy"]
+        for r in client_rows
+        if r["clients"] == best["clients"] and r["epsilon"] is None
+    ]
+    without_dp = (
+        f" The same {best['clients']} clients without DP reach "
+        f"{100 * max(ceiling):.2f}% in {_rounds_without_dp(rows)} rounds."
+        if ceiling
+        else ""
+    )
     return (
         f"{head}: MISSED by {100 * (GOAL_ACCURACY - best['accuracy']):.2f} points, best "
         f"{100 * best['accuracy']:.2f}% ({where}). Why: the noise in the final model is "
         f"{best['noise_ratio']:.1f} times what its n clipped updates per round can carry "
         "(above about 3 costs accuracy, docs/privacy.md); more clients per round, or more "
-        "clients, lower it at the same epsilon."
+        f"clients, lower it at the same epsilon.{without_dp}"
     )
+
+
+def _rounds_without_dp(rows: list[dict[str, Any]]) -> int:
+    """The rounds of the runs without DP (the ceiling the DP rows are compared with)."""
+    return max(int(r["rounds"]) for r in rows if r["epsilon"] is None and r["clients"] > 1)
 
 
 def _format(row: dict[str, Any]) -> str:

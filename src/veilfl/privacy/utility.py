@@ -9,10 +9,10 @@ Gaussian noise N(0, (z C)^2 I) in d dimensions. The signal's norm is at most n C
 does not depend on C. Above :data:`DROWNING_RATIO` the noise dominates so much that
 training stalls near chance. The limit is set from veilfl's own MNIST measurements
 (``docs/results/privacy_utility.json``, simple CNN, d = 21,840, 30 rounds): at 100
-clients per round, r = 0.74, 1.48 and 2.96 (z = 0.5, 1, 2) all train to 92%, within
-2.5 points of the same run without DP; at 10 clients per round, r = 7.4 (z = 0.5)
-falls to 63% and r = 14.8 (z = 1) to 11.5%, chance level. 4 sits between the last
-setting that works and the first that does not, with a margin on the side of
+clients per round, r = 0.74, 1.48 and 2.96 (z = 0.5, 1, 2) all train to 91-93%,
+within 3.5 points of the same run without DP; at 10 clients per round, r = 7.4
+(z = 0.5) falls to 50% and r = 14.8 (z = 1) to 13%, near chance. 4 sits between the
+last setting that works and the first that does not, with a margin on the side of
 warning.
 """
 
