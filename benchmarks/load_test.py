@@ -74,6 +74,7 @@ from veilfl.wire.tensor_codec import decode_weights
 
 BUFFER = 50
 TICKET_ATTEMPTS = 60  # ticket requests wait up to 20 s each for a place
+TASK_ATTEMPTS = 120  # "wait" tasks (a full buffer being applied) say to ask again shortly
 _TICK = os.sysconf("SC_CLK_TCK")
 
 
@@ -226,10 +227,14 @@ class _Client:
         )
         self._expect(joined, 201, "enroll")
         client_id = joined.json()["client_id"]
-        task = await _request(
-            self.http, "GET", f"{self.url}/v1/clients/{client_id}/task", auth=self.auth
-        )
-        self._expect(task, 200, "task")
+        for _ in range(TASK_ATTEMPTS):  # like a real client: a "wait" task means ask again
+            task = await _request(
+                self.http, "GET", f"{self.url}/v1/clients/{client_id}/task", auth=self.auth
+            )
+            self._expect(task, 200, "task")
+            if task.json()["kind"] != "wait":
+                break
+            await asyncio.sleep(float(task.json()["retry_after_s"]))
         if task.json()["kind"] != "train":
             self.outcome = f"task was {task.json()['kind']!r}"
             return
