@@ -80,6 +80,7 @@ def _scrape(url: str) -> dict[tuple[str, frozenset[tuple[str, str]]], float]:
 def test_the_dashboard_shows_rounds_completing_live_in_chromium(
     tmp_path: Path, browser: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    from selenium.common.exceptions import StaleElementReferenceException
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support.ui import WebDriverWait
 
@@ -112,7 +113,10 @@ def test_the_dashboard_shows_rounds_completing_live_in_chromium(
         assert (before[accepted], before[completed]) == (0, 0)
 
         browser.get(f"{url}/dashboard")
-        wait = WebDriverWait(browser, 240, poll_frequency=0.2)
+        # The page redraws elements as updates arrive: a lookup can meet a replaced one.
+        wait = WebDriverWait(
+            browser, 240, poll_frequency=0.2, ignored_exceptions=(StaleElementReferenceException,)
+        )
         wait.until(lambda d: d.find_element(By.ID, "stat-phase").text == "collecting")
         assert "live" in browser.find_element(By.ID, "connection").get_attribute("class")
         browser.execute_script("window.openedOnce = 'yes';")  # gone if the page reloads
@@ -135,9 +139,14 @@ def test_the_dashboard_shows_rounds_completing_live_in_chromium(
             assert process.wait(timeout=240) == 0, log.read_text()[-3000:]
         wait.until(lambda d: d.find_element(By.ID, "stat-phase").text == "done")
         assert browser.execute_script("return window.openedOnce;") == "yes"
-        row = browser.find_element(By.CSS_SELECTOR, '#rounds tr[data-round="1"]')
-        assert "2 of 2" in row.text
-        assert browser.find_element(By.ID, "stat-completed").text == "2"
+        # Read in one script: the table is redrawn on every update, so an element found
+        # by one WebDriver call can be gone (stale) by the next.
+        row_text, completed_text = browser.execute_script(
+            "return [document.querySelector('#rounds tr[data-round=\"1\"]').innerText,"
+            " document.getElementById('stat-completed').innerText];"
+        )
+        assert "2 of 2" in row_text
+        assert completed_text == "2"
         screenshot = tmp_path / "dashboard.png"
         assert browser.save_screenshot(str(screenshot))
         print(f"dashboard screenshot: {screenshot}")
