@@ -19,7 +19,7 @@ passes back; how often each client took part is passed back as counts.
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import replace
 
 from veilfl.crypto.csprng import CsprngStream
@@ -168,7 +168,7 @@ class PrivateAggregation:
 
     def begin(self, cohort: ClosedCohort) -> PrivateJob:
         """Aggregate with the inner backend, then noise, denominator and accounting."""
-        return PrivateJob(self._inner.begin(cohort), self)
+        return PrivateJob(self._inner.begin(cohort), self.privatize)
 
     def check_receipt(self, header: UpdateHeader) -> None:
         """As the inner backend."""
@@ -257,11 +257,12 @@ class PrivateAggregation:
 
 
 class PrivateJob:
-    """The inner backend's job, whose aggregate is privatized once it is ready."""
+    """The inner backend's job, whose aggregate goes through ``release`` (the private
+    backend's noise and accounting) once it is ready, exactly once."""
 
-    def __init__(self, inner: AggregationJob, backend: PrivateAggregation) -> None:
+    def __init__(self, inner: AggregationJob, release: Callable[[Aggregate], Aggregate]) -> None:
         self._inner = inner
-        self._backend = backend
+        self._release = release
         self._result: Aggregate | None = None
 
     @property
@@ -273,7 +274,7 @@ class PrivateJob:
     def result(self) -> Aggregate | None:
         """The privatized aggregate, once the inner job is done."""
         if self._result is None and self._inner.result is not None:
-            self._result = self._backend.privatize(self._inner.result)
+            self._result = self._release(self._inner.result)
         return self._result
 
     def drain(self) -> list[Effect]:

@@ -35,6 +35,7 @@ noiseless sums and nothing protects against it).
 
 from __future__ import annotations
 
+import functools
 from dataclasses import replace
 
 from veilfl.crypto.csprng import KEY_LENGTH, CsprngStream
@@ -48,12 +49,12 @@ from veilfl.privacy.report import PrivacyReport
 from veilfl.privacy.run_state import DpRunState
 from veilfl.protocol.aggregation import AggregationBackend, AggregationJob, PlaintextAggregation
 from veilfl.protocol.cohort import ClosedCohort
-from veilfl.protocol.effects import Effect, Event
 from veilfl.protocol.messages import UpdateHeader
+from veilfl.protocol.private_aggregation import PrivateJob
 from veilfl.protocol.secure_aggregation import SecureAggregation
 from veilfl.strategy.aggregate import Aggregate
 
-__all__ = ["FtrlAggregation", "FtrlJob"]
+__all__ = ["FtrlAggregation"]
 
 
 class FtrlAggregation:
@@ -189,7 +190,7 @@ class FtrlAggregation:
         if plaintext is not None:
             plaintext.clip_on_arrival(self._config.clip_norm)
 
-    def begin(self, cohort: ClosedCohort) -> FtrlJob:
+    def begin(self, cohort: ClosedCohort) -> PrivateJob:
         """Aggregate at the next step (the aggregators' noise step under distributed
         noise), then the tree noise, the denominator and the accounting."""
         step = self._limits.next_step
@@ -200,7 +201,7 @@ class FtrlAggregation:
             job = inner.begin(cohort, noise_step=step)
         else:
             job = inner.begin(cohort)
-        return FtrlJob(job, self, step)
+        return PrivateJob(job, functools.partial(self.privatize, step=step))
 
     def check_receipt(self, header: UpdateHeader) -> None:
         """As the inner backend."""
@@ -270,46 +271,3 @@ class FtrlAggregation:
         return dp_ftrl_report(
             self._tree, rounds_released=steps, noise_from_aggregators=self._distributed
         )
-
-
-class FtrlJob:
-    """The inner backend's job, whose aggregate is released at its step once ready."""
-
-    def __init__(self, inner: AggregationJob, backend: FtrlAggregation, step: int) -> None:
-        self._inner = inner
-        self._backend = backend
-        self._step = step
-        self._result: Aggregate | None = None
-
-    @property
-    def round_id(self) -> int:
-        """The round."""
-        return self._inner.round_id
-
-    @property
-    def step(self) -> int:
-        """The tree step this round is released at."""
-        return self._step
-
-    @property
-    def result(self) -> Aggregate | None:
-        """The released aggregate, once the inner job is done."""
-        if self._result is None and self._inner.result is not None:
-            self._result = self._backend.privatize(self._inner.result, step=self._step)
-        return self._result
-
-    def drain(self) -> list[Effect]:
-        """The inner job's effects."""
-        return self._inner.drain()
-
-    def handle(self, event: Event) -> None:
-        """As the inner job."""
-        self._inner.handle(event)
-
-    def tick(self, *, now: float) -> None:
-        """As the inner job."""
-        self._inner.tick(now=now)
-
-    def status(self) -> str:
-        """As the inner job."""
-        return self._inner.status()
