@@ -107,6 +107,19 @@ def test_every_accepted_update_is_counted_exactly_once_across_buffers() -> None:
     assert counted == ["a", "b", "a", "c"]
 
 
+def test_a_client_whose_update_is_in_the_open_buffer_waits_for_the_next_one() -> None:
+    """Training again for the same buffer would only send a repeat, shared for nothing."""
+    machine = _machine(k=2)
+    assert machine.task_for("a").kind is TaskKind.TRAIN
+    assert _accept(machine, "a", trained=0)
+    assert machine.task_for("a").kind is TaskKind.WAIT
+    assert machine.task_for("b").kind is TaskKind.TRAIN
+    assert _accept(machine, "b", trained=0)
+    _release(machine)
+    task = machine.task_for("a")
+    assert (task.kind, task.model_version) == (TaskKind.TRAIN, 1)
+
+
 def test_an_abandoned_buffer_reopens_under_a_new_id_on_the_same_version() -> None:
     machine = _machine(k=2)
     _accept(machine, "a", trained=0)

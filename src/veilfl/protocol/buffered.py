@@ -233,11 +233,13 @@ class BufferedMachine:
         self._joined.add(client_id)
 
     def task_for(self, client_id: str, *, now: float = 0.0) -> Task:
-        """Train on the current version if concurrency allows; else wait, or stop."""
+        """Train on the current version if concurrency allows and the client's update is
+        not already in the open buffer; else wait, or stop."""
         self._require_joined(client_id)
         if self.done:
             return Task.done()
-        if self._closing:
+        if self._closing or client_id in self._buffer.accepted:
+            # A second update for the same buffer would only repeat the first.
             return Task.wait(retry_after_s=self._config.poll_interval_s)
         limit = self._config.max_concurrency
         if client_id not in self._training and limit is not None and len(self._training) >= limit:
