@@ -28,6 +28,7 @@ __all__ = [
     "format_round_row",
     "format_round_table_header",
     "plot_metrics",
+    "render_metrics",
     "round_fields",
     "write_metrics",
 ]
@@ -175,8 +176,7 @@ def write_metrics(run_dir: Path, metrics: Sequence[RoundMetrics]) -> tuple[Path,
 
 
 def plot_metrics(run_dir: Path, metrics: Sequence[RoundMetrics], *, title: str) -> Path:
-    """Draw test accuracy, losses and (when present) epsilon per round into ``metrics.png``:
-    against the public and, where it is protected against, the coordinator.
+    """Write :func:`render_metrics` to ``metrics.png`` in ``run_dir``.
 
     Args:
         run_dir: The run folder (created if missing).
@@ -189,6 +189,14 @@ def plot_metrics(run_dir: Path, metrics: Sequence[RoundMetrics], *, title: str) 
     Raises:
         StorageError: if the file cannot be written.
     """
+    path = run_dir / "metrics.png"
+    write_atomically(path, render_metrics(metrics, title=title))
+    return path
+
+
+def render_metrics(metrics: Sequence[RoundMetrics], *, title: str) -> bytes:
+    """A PNG of test accuracy, losses and (when present) epsilon per round: against the
+    public and, where it is protected against, the coordinator."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
@@ -234,6 +242,4 @@ def plot_metrics(run_dir: Path, metrics: Sequence[RoundMetrics], *, title: str) 
     figure.tight_layout()
     buffer = io.BytesIO()
     figure.savefig(buffer, format="png")
-    path = run_dir / "metrics.png"
-    write_atomically(path, buffer.getvalue())
-    return path
+    return buffer.getvalue()

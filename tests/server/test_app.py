@@ -12,6 +12,9 @@ from tests.signed_clients import enroll, open_access, signed_client
 from tests.tiny_coordinator import sync_core, sync_service
 
 from veilfl.protocol.messages import UpdateHeader
+from veilfl.protocol.metrics import RoundMetrics
+from veilfl.reporting import render_metrics
+from veilfl.server import metrics_plot
 from veilfl.server.app import create_app
 from veilfl.server.service import CoordinatorService
 from veilfl.tensors import Weights
@@ -90,6 +93,36 @@ async def test_a_round_over_http_produces_the_averaged_model(api: Api) -> None:
     assert (await first.get(f"/v1/clients/{first_id}/task")).json()["kind"] == "done"
     metrics = (await api.client.get("/v1/metrics")).json()
     assert [m["round_id"] for m in metrics] == [1]
+
+
+async def test_the_plot_is_drawn_on_demand_and_again_only_when_the_rounds_changed(
+    api: Api, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    drawn: list[int] = []
+
+    def counting_render(history: tuple[RoundMetrics, ...], *, title: str) -> bytes:
+        drawn.append(len(history))
+        return render_metrics(history, title=title)
+
+    monkeypatch.setattr(metrics_plot, "render_metrics", counting_render)
+    before = await api.client.get("/v1/metrics.png")
+    assert before.status_code == 200 and before.headers["content-type"] == "image/png"
+    assert before.content.startswith(b"\x89PNG")
+    assert drawn == [0]  # nothing drawn until asked for
+    clients = await _join_two(api)
+    for index, (client_id, client) in enumerate(clients):
+        await client.get(f"/v1/clients/{client_id}/task")
+        await client.post(
+            "/v1/rounds/1/updates",
+            content=_update(client_id, _weights(float(index + 1))),
+            extensions=for_round(1),
+        )
+    await asyncio.wait_for(api.service.finished.wait(), timeout=5)
+    assert drawn == [0]  # a completed round draws nothing by itself
+    after = await api.client.get("/v1/metrics.png")
+    again = await api.client.get("/v1/metrics.png")
+    assert after.content != before.content and again.content == after.content
+    assert drawn == [0, 1]
 
 
 @pytest.mark.parametrize(

@@ -15,7 +15,8 @@ Ed25519 key, see :mod:`veilfl.auth.signed_request`):
 * ``POST /rounds/{round_id}/receipts`` * — secure aggregation: which aggregators hold
   the client's shares.
 * ``POST /tickets`` * — buffered runs: which buffer the next update goes to.
-* ``GET /status`` and ``GET /metrics`` — progress and per-round metrics.
+* ``GET /status`` and ``GET /metrics`` — progress and per-round metrics;
+  ``GET /metrics.png`` their plot, drawn on demand.
 * ``GET /dashboard?since=R`` — what the live dashboard shows (round rows changed after
   revision R).
 
@@ -25,6 +26,7 @@ Outside ``/v1``, ``GET /metrics`` serves Prometheus metrics
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import replace
@@ -40,6 +42,7 @@ from veilfl.protocol.settings import CoordinatorSettings
 from veilfl.server.client_access import ClientAccess
 from veilfl.server.coordinator_metrics import install_coordinator_metrics
 from veilfl.server.dashboard import install_dashboard
+from veilfl.server.metrics_plot import MetricsPicture
 from veilfl.server.service import CoordinatorService
 from veilfl.transport.http_errors import install_error_handlers
 
@@ -230,5 +233,15 @@ def create_app(
     @app.get("/v1/metrics")
     async def metrics_endpoint() -> list[dict[str, Any]]:
         return [vars(m) for m in metrics()]
+
+    picture = MetricsPicture(metrics, title=f"veilfl run {service.run_info.run_id}")
+
+    @app.get(
+        "/v1/metrics.png",
+        response_class=Response,
+        responses={200: {"content": {"image/png": {}}, "description": "The metrics' plot."}},
+    )
+    async def metrics_plot() -> Response:
+        return Response(await asyncio.to_thread(picture.png), media_type="image/png")
 
     return app

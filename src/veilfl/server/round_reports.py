@@ -3,15 +3,15 @@
 :class:`RoundReports` consumes ``RoundCompleted`` notices one after another, in a worker
 thread, off the request path: it evaluates the new model (server-side), adds the result
 to the round's row, rewrites ``metrics.json`` and ``metrics.csv`` from the history it
-keeps in memory (no re-read of the database), logs one line, and redraws
-``metrics.png`` at most every ``plot_every_s`` seconds (and once more at the end).
+keeps in memory (no re-read of the database) and logs one line. ``metrics.png`` is
+drawn on demand (``GET /v1/metrics.png``, :mod:`veilfl.server.metrics_plot`) and
+written by :meth:`RoundReports.plot` at the end of the run.
 """
 
 from __future__ import annotations
 
 import logging
 import threading
-import time
 from dataclasses import replace
 from pathlib import Path
 
@@ -36,7 +36,6 @@ class RoundReports:
         evaluate: Server-side evaluation, or None.
         history: Metrics of rounds completed before this process started.
         title: The plot's title.
-        plot_every_s: Shortest time between two redraws of the plot.
     """
 
     def __init__(
@@ -48,7 +47,6 @@ class RoundReports:
         evaluate: EvaluateFn | None,
         history: list[RoundMetrics],
         title: str,
-        plot_every_s: float = 30.0,
     ) -> None:
         self._run_dir = run_dir
         self._recorder = recorder
@@ -56,8 +54,6 @@ class RoundReports:
         self._evaluate = evaluate
         self._history = list(history)
         self._title = title
-        self._plot_every_s = plot_every_s
-        self._plotted_at: float | None = None
         self._lock = threading.Lock()
 
     @property
@@ -89,13 +85,9 @@ class RoundReports:
             format_round_fields(metrics),
             extra={"fields": round_fields(metrics)},
         )
-        now = time.monotonic()
-        if self._plotted_at is None or now - self._plotted_at >= self._plot_every_s:
-            self.plot()
 
     def plot(self) -> None:
-        """Redraw ``metrics.png`` from the history in memory."""
+        """Write ``metrics.png`` from the history in memory."""
         history = self.history
         if history:
             plot_metrics(self._run_dir, history, title=self._title)
-        self._plotted_at = time.monotonic()
