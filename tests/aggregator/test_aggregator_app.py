@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import base64
 from collections.abc import AsyncIterator
+from dataclasses import replace
 from pathlib import Path
 
 import httpx
@@ -23,7 +24,8 @@ from veilfl.crypto.envelope import decode_share
 from veilfl.crypto.field import MERSENNE_31
 from veilfl.crypto.keys import generate_keypair
 from veilfl.errors import ConfigurationError
-from veilfl.protocol.messages import RunInfo
+from veilfl.privacy.dp_fedavg import DpConfig
+from veilfl.protocol.messages import DpRunInfo, RunInfo
 from veilfl.secagg.aggregator_policy import AggregatorPolicy
 from veilfl.secagg.commitment import Commitment, CommitmentCertificate
 from veilfl.secagg.config import SecureAggregationConfig
@@ -326,6 +328,32 @@ async def test_an_aggregator_commits_to_one_participant_list_per_round(
     assert (await _aggregate(http, ids[:2])).status_code == 409
     as_client = await _commit(http, ids, auth=SigningAuth(clients[0], AUDIENCE))
     assert as_client.status_code == 401
+
+
+async def test_a_dp_run_s_sum_over_fewer_clients_than_a_release_needs_is_refused(
+    tmp_path: Path,
+) -> None:
+    """The operator allows sums over 2, but the run's DP release needs 3 contributions
+    (--dp-min-clients): the aggregator refuses to commit to 2, so the release is withheld."""
+    dp = DpConfig(placement="central", noise_multiplier=1.0, clip_norm=1.0, min_clients=3)
+    service = AggregatorService(index=1, keypair=KEYS[0], spool=tmp_path, min_participants=2)
+    app = create_aggregator_app(
+        service,
+        coordinator_url=None,
+        max_share_bytes=1 << 20,
+        access=AggregatorAccess(index=1, rate_limit=RateLimit(per_second=5, burst=5)),
+        run=replace(_run(), dp=DpRunInfo(config=dp, sample_rate=0.5)),
+    )
+    clients = [Identity.generate() for _ in range(3)]
+    async with httpx.AsyncClient(
+        transport=httpx.ASGITransport(app=app), base_url="http://agg"
+    ) as http:
+        for client in clients:
+            assert (await _upload(http, client)).status_code == 202
+        ids = [c.client_id for c in clients]
+        short = await _commit(http, ids[:2])
+        assert short.status_code == 409 and "at least 3" in short.json()["message"]
+        assert (await _commit(http, ids)).status_code == 200
 
 
 async def test_verifier_shares_answer_one_query_per_round(

@@ -7,7 +7,7 @@ import pytest
 
 from veilfl.errors import ConfigurationError
 from veilfl.privacy.clipping import AdaptiveClipping
-from veilfl.privacy.dp_fedavg import ClientPrivacyPlan, DpConfig
+from veilfl.privacy.dp_fedavg import ClientPrivacyPlan, DpConfig, NoisePlacement
 from veilfl.privacy.validation import check_dp_settings, effective_noise_multiplier
 
 
@@ -54,6 +54,16 @@ def test_fewer_sampled_clients_than_noise_contributions_is_refused() -> None:
         )
 
 
+@pytest.mark.parametrize("placement", ["central", "local"])
+def test_dp_min_clients_above_min_clients_is_refused_under_every_placement(
+    placement: NoisePlacement,
+) -> None:
+    """The flag says a release over fewer is withheld, whoever adds the noise."""
+    dp = DpConfig(placement=placement, noise_multiplier=1.0, clip_norm=1.0, min_clients=50)
+    with pytest.raises(ConfigurationError, match=r"^--dp-min-clients 50 exceeds --min-clients 2:"):
+        check_dp_settings(dp=dp, min_clients=2, clients_per_round=60, secure_aggregation=False)
+
+
 def test_distributed_noise_needs_secure_aggregation() -> None:
     with pytest.raises(ConfigurationError, match="--dp distributed needs secure aggregation"):
         check_dp_settings(dp=_distributed(5), min_clients=5, secure_aggregation=False)
@@ -74,7 +84,7 @@ def test_adaptive_clipping_without_budget_for_the_update_is_refused() -> None:
         (_distributed(10), {"min_clients": 1, "buffer_size": 10}),
         (_distributed(10), {"min_clients": 12, "fraction": 0.1, "population": 1000}),
         (
-            DpConfig(placement="central", noise_multiplier=1.0, clip_norm=1.0, min_clients=50),
+            DpConfig(placement="central", noise_multiplier=1.0, clip_norm=1.0, min_clients=2),
             {"min_clients": 2, "clients_per_round": 10},
         ),
         (

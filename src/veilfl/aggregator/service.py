@@ -208,7 +208,7 @@ class AggregatorService:
             layout=layout,
             peers=secure.signing_keys,
             archive_for_round=self._archive,
-            min_participants=self._min_participants,
+            min_participants=self._run_minimum(run),
             noise=noise,
             save_noise=self._save_noise,
             peer_public_keys={a.index: a.hpke_key() for a in secure.aggregators},
@@ -225,6 +225,13 @@ class AggregatorService:
                 self._spool,
             )
         logger.info("aggregator %d serving run %s", self.index, run_id)
+
+    def _run_minimum(self, run: RunInfo) -> int:
+        """The fewest clients a sum of this run may have: the operator's minimum, or the
+        contributions a DP release of the run needs if more (a sum over fewer is refused,
+        so the release is withheld)."""
+        needed = 0 if run.dp is None else run.dp.config.min_contributions
+        return max(self._min_participants, needed)
 
     def _check_noise_pin(self, run: RunInfo) -> None:
         """Refuse a run with less noise than the operator pinned (if it pinned any)."""

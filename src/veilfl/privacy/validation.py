@@ -6,7 +6,7 @@ and is withheld otherwise. (Distributed noise used to be added by the clients, e
 every secure sum, :mod:`veilfl.secagg.dealt_noise`, whatever the number of
 contributions, so a short release no longer carries less noise, but it is still
 withheld.) Three settings bound how many contributions a release can have, and under
-distributed placement each must be at least ``min_contributions``, or rounds would be
+any placement each must be at least ``min_contributions``, or rounds would be
 withheld by construction:
 
 * ``--min-clients``: a synchronous round closes with that many reports;
@@ -15,11 +15,11 @@ withheld by construction:
   more reports than clients sampled.
 
 Dropouts can still leave a round with fewer contributions than sampled. The rule is
-that such a release is **withheld** (the aggregators refuse to release a sum over
-fewer than ``min_contributions`` contributions, and the round is run again); noise is
-never made up after the fact. :func:`check_dp_settings` refuses, before the run
-starts, settings under which every round, or some round by construction, would be
-released with too little noise.
+that such a release is **withheld** (the coordinator never closes a round, and the
+aggregators never commit to a participant list, below ``min_contributions``; the round
+is run again); noise is never made up after the fact. :func:`check_dp_settings`
+refuses, before the run starts, settings under which every round, or some round by
+construction, would be withheld.
 """
 
 from __future__ import annotations
@@ -90,31 +90,30 @@ def check_dp_settings(
             the minimum reports, the buffer size or the clients sampled per round,
             or adaptive clipping whose count noise leaves no budget for the update.
     """
-    if dp.placement == "distributed":
-        if not secure_aggregation:
+    if dp.placement == "distributed" and not secure_aggregation:
+        raise ConfigurationError(
+            "--dp distributed needs secure aggregation (--secure, or --aggregator for a "
+            "server): its noise is dealt by the aggregators into every secure sum, and "
+            "without them nothing would add it."
+        )
+    if buffer_size is not None:
+        if buffer_size < dp.min_contributions:
+            raise _too_few(dp, "buffer_size", buffer_size, "every release sums that many")
+    elif min_clients < dp.min_contributions:
+        raise _too_few(dp, "min_clients", min_clients, "a round may close with that many")
+    if clients_per_round is not None and clients_per_round < dp.min_contributions:
+        raise _too_few(
+            dp, "clients_per_round", clients_per_round, "no round can sum more than that"
+        )
+    if fraction is not None and population is not None:
+        expected = fraction * population
+        if expected < dp.min_contributions:
             raise ConfigurationError(
-                "--dp distributed needs secure aggregation (--secure, or --aggregator for a "
-                "server): its noise is dealt by the aggregators into every secure sum, and "
-                "without them nothing would add it."
+                f"{FLAGS['min_contributions']} {dp.min_contributions} exceeds the "
+                f"{expected:g} clients expected per round ({FLAGS['fraction']} {fraction:g} "
+                f"of {FLAGS['population']} {population}): most rounds would be withheld; "
+                f"lower {FLAGS['min_contributions']} or raise {FLAGS['fraction']}."
             )
-        if buffer_size is not None:
-            if buffer_size < dp.min_contributions:
-                raise _too_few(dp, "buffer_size", buffer_size, "every release sums that many")
-        elif min_clients < dp.min_contributions:
-            raise _too_few(dp, "min_clients", min_clients, "a round may close with that many")
-        if clients_per_round is not None and clients_per_round < dp.min_contributions:
-            raise _too_few(
-                dp, "clients_per_round", clients_per_round, "no round can sum more than that"
-            )
-        if fraction is not None and population is not None:
-            expected = fraction * population
-            if expected < dp.min_contributions:
-                raise ConfigurationError(
-                    f"{FLAGS['min_contributions']} {dp.min_contributions} exceeds the "
-                    f"{expected:g} clients expected per round ({FLAGS['fraction']} {fraction:g} "
-                    f"of {FLAGS['population']} {population}): most rounds would be withheld; "
-                    f"lower {FLAGS['min_contributions']} or raise {FLAGS['fraction']}."
-                )
     if dp.adaptive is not None:
         expected_clients = _expected_clients(clients_per_round, fraction, population)
         if expected_clients is not None:
