@@ -1,4 +1,6 @@
-"""A coordinator killed after round 2 and restarted resumes at round 3."""
+"""A coordinator killed after round 2 and restarted resumes at round 3, with its
+privacy state: a DP run (central noise, adaptive clipping) continues the same epsilon
+and clipping norm after the kill."""
 
 from __future__ import annotations
 
@@ -80,6 +82,16 @@ def test_killed_coordinator_resumes_after_the_last_completed_round(tmp_path: Pat
             "2",
             "--test-examples",
             "200",
+            "--population",
+            "2",
+            "--dp",
+            "central",
+            "--noise-multiplier",
+            "0.1",
+            "--adaptive-clipping",
+            "0.5",
+            "--accounting",
+            "pld",
             *PLAINTEXT,
         )
 
@@ -93,6 +105,8 @@ def test_killed_coordinator_resumes_after_the_last_completed_round(tmp_path: Pat
         _play_round(http, ids, seed=2)
         _wait_for_round(http, 3)
         model_after_round_2 = http.get("/v1/model", auth=ids[0].auth).content
+        status_after_round_2 = http.get("/v1/status").json()
+        assert status_after_round_2["clip_norm"] != 1.0  # adaptive clipping moved C
         first.send_signal(signal.SIGKILL)
         first.wait(timeout=30)
 
@@ -109,7 +123,11 @@ def test_killed_coordinator_resumes_after_the_last_completed_round(tmp_path: Pat
         for name in before:
             np.testing.assert_array_equal(before[name], after[name])
         assert [m["round_id"] for m in http.get("/v1/metrics").json()] == [1, 2]
+        # The privacy state goes on from round 2: the same epsilon, delta and C.
+        assert status["privacy"] == status_after_round_2["privacy"]
+        assert status["clip_norm"] == status_after_round_2["clip_norm"]
         # The same clients carry on without joining again.
         _play_round(http, ids, seed=3)
         _wait_for_round(http, 4)
-        assert [m["round_id"] for m in http.get("/v1/metrics").json()] == [1, 2, 3]
+        epsilons = [m["epsilon"] for m in http.get("/v1/metrics").json()]
+        assert len(epsilons) == 3 and epsilons[0] < epsilons[1] < epsilons[2]

@@ -268,6 +268,7 @@ class Coordinator:
             status["aggregation"] = self._job.status()
         if self._privacy is not None:
             status["privacy"] = self._privacy.report().to_json()
+            status["clip_norm"] = self._privacy.clip_norm  # adaptive: the next round's C
         status["done"] = self.done
         return status
 
