@@ -15,12 +15,13 @@ Two observers see different things, so they get different epsilons:
   most. Under central noise the coordinator sums the updates before adding noise,
   so no finite epsilon holds against it.
 
-Adjacency. Client-side noise (distributed and local) adds noise in proportion to
-the number of contributions, so the total noise reveals how many clients took part;
-those modes therefore state epsilon for *zero-out* adjacency (the protected client's
-update replaced by zero, Kairouz et al. 2021, Definition 1.1): what a client
-contributed is protected, whether it took part is not hidden beyond what sampling
-hides. Against the coordinator, which knows who took part, zero-out is the only
+Adjacency. Local noise is added by each client, so the total noise grows with the
+number of contributions and reveals how many clients took part. Distributed noise is
+dealt by the aggregators, whatever the number of contributions, but the aggregators
+and the coordinator see who took part. Both modes therefore state epsilon for
+*zero-out* adjacency (the protected client's update replaced by zero, Kairouz et al.
+2021, Definition 1.1): what a client contributed is protected, whether it took part
+is not hidden beyond what sampling hides. Against the coordinator, which knows who took part, zero-out is the only
 meaningful adjacency in every mode. Central noise is independent of the number of
 contributions and is stated for add/remove adjacency, with the chance that a
 withheld round depends on the protected client added to delta
