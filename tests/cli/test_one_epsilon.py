@@ -48,6 +48,10 @@ FLAGS = [
 FTRL_FLAGS = [*FLAGS[:2], "--dp-mechanism", "ftrl", *FLAGS[2:]]
 """The same run under DP-FTRL (K and b defaulted from the cohort: 1 and 2)."""
 
+LOCAL_FLAGS = [FLAGS[0], "local", *FLAGS[2:8], "--clients-per-round", "6", *FLAGS[10:]]
+"""Local noise, every client in every round (q = 1): the coordinator's epsilon is finite
+and does not depend on which clients the sampling drew."""
+
 FEDBUFF_FLAGS = [*FLAGS[:10], "--mode", "fedbuff", "--buffer-size", "3", *FLAGS[10:]]
 """The same run buffered (FedBuff, K = 3): the async simulator's path."""
 
@@ -93,7 +97,9 @@ def _release_rounds(prepared: PreparedRun, rounds: int) -> list[dict[str, Any]]:
 
 
 @pytest.mark.parametrize(
-    "flags", [FLAGS, FTRL_FLAGS, FEDBUFF_FLAGS], ids=["dp-fedavg", "dp-ftrl", "dp-fedbuff"]
+    "flags",
+    [FLAGS, LOCAL_FLAGS, FTRL_FLAGS, FEDBUFF_FLAGS],
+    ids=["dp-fedavg", "dp-fedavg-local", "dp-ftrl", "dp-fedbuff"],
 )
 def test_server_and_simulate_give_one_epsilon_for_one_set_of_flags(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, flags: list[str]
@@ -132,13 +138,20 @@ def test_server_and_simulate_give_one_epsilon_for_one_set_of_flags(
     assert served.privacy is not None and sim_run.privacy is not None
     assert served.privacy.config == sim_run.privacy.config  # z derived once, the same way
     assert served.cohort == sim_run.cohort
-    if flags is not FEDBUFF_FLAGS:
+    if flags is LOCAL_FLAGS:
+        assert (served.cohort.sample_rate, served.cohort.minimum) == (1.0, 2)
+    elif flags is not FEDBUFF_FLAGS:
         assert (served.cohort.sample_rate, served.cohort.minimum) == (0.5, 2)
     # ... and the same epsilon against the public, round by round, with the accounting.
     assert [r["epsilon"] for r in server_rounds] == [r["epsilon"] for r in simulated]
     assert {r["accounting"] for r in simulated} == {r["accounting"] for r in server_rounds}
     assert {r["accounting"] for r in simulated} == {"pld"}
-    assert all(r["epsilon_coordinator"] is None for r in simulated + server_rounds)  # central
+    coordinator = [r["epsilon_coordinator"] for r in server_rounds]
+    assert coordinator == [r["epsilon_coordinator"] for r in simulated]
+    if flags is LOCAL_FLAGS:  # each client's own noise protects it from the coordinator
+        assert coordinator[0] is not None and 0 < coordinator[0] < coordinator[1]
+    else:  # central noise: the coordinator sees the noiseless sum
+        assert coordinator == [None, None]
     assert simulated[-1]["epsilon"] <= 4.0
     served.store.close()
 
