@@ -14,6 +14,7 @@ from veilfl.cli.main import main
 SRC = Path(__file__).resolve().parents[2] / "src"
 
 
+@pytest.mark.slow
 @pytest.mark.timeout(180)
 def test_the_new_project_simulates_its_own_model(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
