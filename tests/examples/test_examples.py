@@ -9,8 +9,6 @@ from pathlib import Path
 
 import pytest
 
-pytestmark = pytest.mark.slow
-
 ROOT = Path(__file__).resolve().parents[2]
 EXAMPLES = ROOT / "examples"
 
@@ -31,6 +29,7 @@ def _run(name: str) -> list[float]:
     return [float(line.rsplit(" ", 1)[1]) for line in lines]
 
 
+@pytest.mark.slow
 @pytest.mark.timeout(180)
 def test_custom_model_example_federates_and_learns() -> None:
     accuracies = _run("custom_model.py")
@@ -47,6 +46,7 @@ def test_custom_model_example_is_as_short_as_the_readme_says() -> None:
     assert len(code) <= 25
 
 
+@pytest.mark.slow
 @pytest.mark.timeout(180)
 def test_tabular_example_learns_the_breast_cancer_set() -> None:
     accuracies = _run("tabular_breast_cancer.py")
