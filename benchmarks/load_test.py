@@ -38,6 +38,7 @@ import sys
 import tempfile
 import time
 from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -76,6 +77,7 @@ BUFFER = 50
 TICKET_ATTEMPTS = 60  # ticket requests wait up to 20 s each for a place
 TASK_ATTEMPTS = 120  # "wait" tasks (a full buffer being applied) say to ask again shortly
 _TICK = os.sysconf("SC_CLK_TCK")
+PROVERS = ThreadPoolExecutor(max_workers=os.cpu_count() or 2, thread_name_prefix="prover")
 
 
 def _peak_rss_mib(pid: int) -> float:
@@ -105,6 +107,8 @@ async def _wait_serving(url: str, verify: ssl.SSLContext, timeout_s: float = 60)
 
 
 RETRIES = {"count": 0}
+#: Seconds each kind of hand-in request took: the share uploads (all m) and the receipt.
+PHASES: dict[str, list[float]] = {"shares": [], "receipt": []}
 PLACE_WAITS = {"count": 0}
 
 
@@ -154,6 +158,7 @@ class _Client:
 
     async def perform(self, request: HandInRequest) -> HandInAnswer:
         """Send one of the hand-in pipeline's requests over HTTP."""
+        began = time.perf_counter()
         if isinstance(request, SendShares):
             answers = await asyncio.gather(
                 *(
@@ -172,6 +177,7 @@ class _Client:
                     for s in request.shares
                 )
             )
+            PHASES["shares"].append(time.perf_counter() - began)
             return SharesTaken(
                 tuple(
                     s.aggregator_index
@@ -193,6 +199,7 @@ class _Client:
             auth=self.auth,
             extensions=for_round(header.round_id),
         )
+        PHASES["receipt"].append(time.perf_counter() - began)
         if receipt.status_code == 202:
             return CoordinatorAnswer(accepted=True, duplicate=bool(receipt.json()["duplicate"]))
         return CoordinatorAnswer(accepted=False, refusal=f"HTTP {receipt.status_code}")
@@ -278,7 +285,9 @@ class _Client:
                 rng=CsprngStream(),
                 policy=self.policy,
             )
-            step = await asyncio.to_thread(_advance, flow, None)  # clip, encode, prove, seal
+            # clip, encode, prove, seal: one worker per core, as on the clients' own devices
+            # each proves on its own; more threads only fight over this process's GIL.
+            step = await asyncio.get_running_loop().run_in_executor(PROVERS, _advance, flow, None)
             began = time.perf_counter()
             while not isinstance(step, HandInResult):
                 step = _advance(flow, await self.perform(step))
@@ -457,6 +466,10 @@ async def _run(
             "updates_per_second": len(accepted) / elapsed,
             "p50_upload_s": float(np.percentile(latencies, 50)) if latencies else None,
             "p99_upload_s": float(np.percentile(latencies, 99)) if latencies else None,
+            "p99_phase_s": {
+                phase: float(np.percentile(seconds, 99)) if seconds else None
+                for phase, seconds in PHASES.items()
+            },
             "cpu_seconds": {**cpu, "clients": own_cpu},
             "cpu_seconds_per_update": {
                 **{name: value / per_update for name, value in cpu.items()},
@@ -511,6 +524,8 @@ def main() -> None:
         for clients in args.clients:
             RETRIES["count"] = 0
             PLACE_WAITS["count"] = 0
+            for seconds in PHASES.values():
+                seconds.clear()
             profile = None if args.profile is None else args.profile / f"clients-{clients}"
             row = asyncio.run(
                 _run(
@@ -538,7 +553,10 @@ def main() -> None:
                 f"{clients:>5} clients: {row['accepted_by_clients']} accepted "
                 f"({row['counted_by_coordinator']} counted, {row['distinct']} distinct), "
                 f"{row['updates_per_second']:.1f} updates/s, upload p50 {p50:.3f} s p99 "
-                f"{p99:.3f} s, {row['gave_up']} gave up{f' ({gave_up})' if gave_up else ''}, "
+                f"{p99:.3f} s (p99 of the shares "
+                f"{row['p99_phase_s']['shares'] or float('nan'):.3f} s, of the receipt "
+                f"{row['p99_phase_s']['receipt'] or float('nan'):.3f} s), "
+                f"{row['gave_up']} gave up{f' ({gave_up})' if gave_up else ''}, "
                 f"{row['transport_retries']} connection retries"
                 f"{'' if row['finished'] else ', STOPPED at the time limit'}; "
                 f"CPU-s per accepted update: {cpu}; the servers' {server_cpu:.3f} CPU-s per "
