@@ -21,10 +21,10 @@ dealt by the aggregators, whatever the number of contributions, but the aggregat
 and the coordinator see who took part. Both modes therefore state epsilon for
 *zero-out* adjacency (the protected client's update replaced by zero, Kairouz et al.
 2021, Definition 1.1): what a client contributed is protected, whether it took part
-is not hidden beyond what sampling hides. Against the coordinator, which knows who took part, zero-out is the only
-meaningful adjacency in every mode. Central noise is independent of the number of
-contributions and is stated for add/remove adjacency, with the chance that a
-withheld round depends on the protected client added to delta
+is not hidden beyond what sampling hides. Against the coordinator, which knows who
+took part, zero-out is the only meaningful adjacency in every mode. Central noise is
+independent of the number of contributions and is stated for add/remove adjacency,
+with the chance that a withheld round depends on the protected client added to delta
 (:func:`~veilfl.privacy.sampling.withheld_release_probability`).
 
 Everything here is a pure function of the ledger and the run's settings.
