@@ -304,3 +304,20 @@ def test_distributed_ftrl_needs_aggregators_that_deal_the_tree_noise() -> None:
     )
     with pytest.raises(ConfigurationError, match="needs secure aggregation"):
         build_coordinator(settings, initial_weights=START, run_id="r")
+
+
+@pytest.mark.parametrize("mechanism", ["fedavg", "ftrl"])
+def test_a_target_that_one_round_already_overspends_is_refused_before_training(
+    mechanism: str,
+) -> None:
+    dp = DpConfig(
+        placement="central",
+        noise_multiplier=0.5,
+        clip_norm=10.0,
+        min_clients=2,
+        target_epsilon=0.01,
+        mechanism=mechanism,  # type: ignore[arg-type]
+        max_participations=3 if mechanism == "ftrl" else None,
+    )
+    with pytest.raises(ConfigurationError, match=r"^One round already spends more than the target"):
+        _central(dp, rounds=3, population=2)

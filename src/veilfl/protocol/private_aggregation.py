@@ -38,7 +38,20 @@ from veilfl.protocol.messages import UpdateHeader
 from veilfl.protocol.secure_aggregation import SecureAggregation
 from veilfl.strategy.aggregate import Aggregate
 
-__all__ = ["PrivateAggregation", "PrivateJob"]
+__all__ = ["PrivateAggregation", "PrivateJob", "require_one_round"]
+
+
+def require_one_round(config: DpConfig, *, fits: bool) -> None:
+    """Refuse a fresh DP run whose first round would already overspend its target.
+
+    Raises:
+        ConfigurationError: unless ``fits`` (one round stays within the target).
+    """
+    if not fits:
+        raise ConfigurationError(
+            f"One round already spends more than the target epsilon "
+            f"{config.target_epsilon}; raise the noise multiplier or the target."
+        )
 
 
 class PrivateAggregation:
@@ -112,11 +125,8 @@ class PrivateAggregation:
         self._clip_norm = state.clip_norm
         self._participations: Counter[str] = Counter(participations or {})
         self._report = self._report_for(self._ledger, self._max_participations())
-        if self._ledger.rounds == 0 and not self.can_continue():
-            raise ConfigurationError(
-                f"One round already spends more than the target epsilon "
-                f"{config.target_epsilon}; raise the noise multiplier or the target."
-            )
+        if self._ledger.rounds == 0:
+            require_one_round(config, fits=self.can_continue())
 
     @property
     def config(self) -> DpConfig:

@@ -50,7 +50,7 @@ from veilfl.privacy.run_state import DpRunState
 from veilfl.protocol.aggregation import AggregationBackend, AggregationJob, PlaintextAggregation
 from veilfl.protocol.cohort import ClosedCohort
 from veilfl.protocol.messages import UpdateHeader
-from veilfl.protocol.private_aggregation import PrivateJob
+from veilfl.protocol.private_aggregation import PrivateJob, require_one_round
 from veilfl.protocol.secure_aggregation import SecureAggregation
 from veilfl.strategy.aggregate import Aggregate
 
@@ -124,11 +124,8 @@ class FtrlAggregation:
         self._state = state
         self._noise: CentralTreeNoise | None = None
         self._report = self._report_for(limits.steps)
-        if limits.steps == 0 and not self.can_continue():
-            raise ConfigurationError(
-                f"One round already spends more than the target epsilon "
-                f"{config.target_epsilon}; raise the noise multiplier or the target."
-            )
+        if limits.steps == 0:
+            require_one_round(config, fits=self.can_continue())
 
     # ----------------------------------------------------------------- queries
     @property
