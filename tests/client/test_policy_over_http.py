@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -26,6 +26,7 @@ from veilfl.aggregator.service import AggregatorService, create_aggregator_app
 from veilfl.auth.enrollment import EnrollmentPolicy
 from veilfl.auth.identity import Identity
 from veilfl.client.http_client import RetryPolicy, run_client
+from veilfl.client.participation_record import ParticipationRecord
 from veilfl.crypto.keys import AggregatorKeyPair, generate_keypair
 from veilfl.errors import PolicyRefusal
 from veilfl.ml.datasets import synthetic_dataset
@@ -160,7 +161,12 @@ def _fleet(
     return _Fleet(network, service, link)
 
 
-async def _clients(fleet: _Fleet, policy: ClientPolicy, count: int = 1) -> None:
+async def _clients(
+    fleet: _Fleet,
+    policy: ClientPolicy,
+    count: int = 1,
+    records: Sequence[ParticipationRecord] | None = None,
+) -> None:
     data = synthetic_dataset(num_examples=16, seed=0)
     await fleet.service.start(tick_interval_s=0.02)
     try:
@@ -173,6 +179,7 @@ async def _clients(fleet: _Fleet, policy: ClientPolicy, count: int = 1) -> None:
                     retry=RetryPolicy(max_attempts=2, initial_backoff_s=0.01),
                     transport=fleet.network,
                     policy=policy,
+                    record=None if records is None else records[i],
                 )
                 for i in range(count)
             ),
@@ -213,9 +220,16 @@ def _swap_key_2(run: dict[str, Any]) -> None:
     run["secure"]["aggregators"][1] = {**stranger.to_json(), "index": 2}
 
 
-async def _refused(fleet: _Fleet, policy: ClientPolicy, flag: str, *, count: int = 1) -> str:
+async def _refused(
+    fleet: _Fleet,
+    policy: ClientPolicy,
+    flag: str,
+    *,
+    count: int = 1,
+    records: Sequence[ParticipationRecord] | None = None,
+) -> str:
     with pytest.raises(PolicyRefusal) as caught:
-        await _clients(fleet, policy, count)
+        await _clients(fleet, policy, count, records)
     message = str(caught.value)
     assert flag in message and message.endswith("nothing was sent."), message
     assert fleet.network.data_requests() == []
@@ -367,3 +381,42 @@ async def test_another_run_returned_at_enrollment_is_refused(tmp_path: Path) -> 
     message = await _refused(fleet, ClientPolicy(), "returned a different run")
     assert fleet.network.enrolled()
     assert "Refused" in message
+
+
+# ------------------------------------------------------ DP-FTRL: at most K rounds
+PINNED = ClientPolicy(aggregator_fingerprints=PINS)
+FTRL_K1 = DpConfig(
+    placement="central",
+    noise_multiplier=1.0,
+    clip_norm=1.0,
+    min_clients=2,
+    mechanism="ftrl",
+    max_participations=1,
+)
+
+
+@pytest.mark.slow
+async def test_dp_ftrl_clients_count_their_rounds_and_refuse_one_beyond_k(
+    tmp_path: Path,
+) -> None:
+    """DP-FTRL's epsilon holds for clients in at most K rounds, and only the
+    coordinator's selection keeps to K. Each client counts for itself: with K = 1, a
+    client that already handed in a round of this run (kept in its record file across
+    restarts) refuses the coordinator's next one, and nothing is sent."""
+    # The control: two fresh clients train the run's one round and record it.
+    honest = _fleet(tmp_path / "honest", dp=FTRL_K1)
+    files = [tmp_path / f"client-{i}.rounds.json" for i in range(2)]
+    await _clients(honest, PINNED, 2, [ParticipationRecord(f) for f in files])
+    assert honest.service.core.model_version == 1
+    assert [ParticipationRecord(f).count(RUN_ID) for f in files] == [1, 1]
+    # The same clients, restarted, asked for another round of the same run.
+    again = _fleet(tmp_path / "again", dp=FTRL_K1)
+    message = await _refused(
+        again,
+        PINNED,
+        "--dp-max-participations",
+        count=2,
+        records=[ParticipationRecord(f) for f in files],
+    )
+    assert "already took part in 1 rounds" in message
+    assert again.network.enrolled()  # the run passed; the extra round did not

@@ -15,7 +15,7 @@ from veilfl.crypto.csprng import CsprngStream
 from veilfl.crypto.keys import AggregatorKeyPair, generate_keypair
 from veilfl.errors import ConfigurationError, PolicyRefusal
 from veilfl.privacy.dp_fedavg import ClientPrivacyPlan, DpConfig
-from veilfl.protocol.client_policy import ClientPolicy
+from veilfl.protocol.client_policy import ClientPolicy, check_participations
 from veilfl.protocol.hand_in import HandInContext, hand_in
 from veilfl.protocol.messages import DpRunInfo, RunInfo
 from veilfl.secagg.aggregator_policy import AggregatorPolicy
@@ -289,3 +289,28 @@ def test_the_policy_accepting_a_run_accepts_it_and_only_its_aggregators() -> Non
         "r1", config=CONFIG, keys=[generate_keypair() for _ in range(3)], model_size=4
     )
     _refusal(policy.check_run, _with_dp(other, DISTRIBUTED))
+
+
+def _ftrl(k: int) -> DpConfig:
+    return DpConfig(
+        placement="central",
+        noise_multiplier=1.0,
+        clip_norm=1.0,
+        mechanism="ftrl",
+        max_participations=k,
+    )
+
+
+def test_a_dp_ftrl_client_takes_part_in_at_most_k_rounds() -> None:
+    run = _with_dp(RUN, _ftrl(2))
+    for earlier in (0, 1):
+        check_participations(run, earlier_rounds=earlier, round_id=7)
+    message = _refusal(check_participations, run, earlier_rounds=2, round_id=7)
+    assert message.startswith("Refused round 7: this client already took part in 2 rounds")
+    assert "--dp-max-participations" in message
+
+
+def test_only_dp_ftrl_limits_a_clients_rounds() -> None:
+    dp_fedavg = DpConfig(placement="central", noise_multiplier=1.0, clip_norm=1.0)
+    for run in (RUN, _with_dp(RUN, dp_fedavg)):
+        check_participations(run, earlier_rounds=1000, round_id=1)

@@ -109,6 +109,7 @@ def run(args: argparse.Namespace) -> int:
 
     from veilfl.auth.identity import Identity
     from veilfl.client.http_client import run_client
+    from veilfl.client.participation_record import ParticipationRecord
     from veilfl.keyfiles import load_or_create_identity
     from veilfl.ml.dp_sgd import DpSgdConfig, DpSgdTrainer, dp_sgd_learner
 
@@ -173,6 +174,7 @@ def run(args: argparse.Namespace) -> int:
                 name=f"client-{args.client_index}",
                 model_name=model_name,
                 identity=identity,
+                record=ParticipationRecord.beside(args.identity),
                 enrollment_token=enrollment_token_from(
                     args.enrollment_token, args.enrollment_token_file
                 ),

@@ -18,6 +18,7 @@ import httpx
 
 from veilfl.auth.identity import Identity
 from veilfl.auth.signed_request import coordinator_audience
+from veilfl.client.participation_record import ParticipationRecord
 from veilfl.client.uploads import HttpDelivery, check_run_before_enrolling
 from veilfl.errors import PolicyRefusal
 from veilfl.ml.learner import Learner, LocalUpdate
@@ -62,6 +63,7 @@ async def run_client(
     policy: ClientPolicy | None = None,
     model_name: str | None = None,
     device: str | torch.device | None = None,
+    record: ParticipationRecord | None = None,
 ) -> ClientSummary:
     """Take part in a run until the coordinator says it is done.
 
@@ -91,6 +93,8 @@ async def run_client(
             refused before enrolling.
         device: Train there (``auto``, ``cpu``, ``cuda[:N]``); None keeps the
             learner's device. Updates leave as float32 arrays on the CPU either way.
+        record: The rounds this client has handed in, per run (default: in memory).
+            Under DP-FTRL a round beyond the run's K participations is refused.
 
     Raises:
         TransportError: if the coordinator cannot be reached after all retries, or
@@ -103,6 +107,7 @@ async def run_client(
     retrying = retry or RetryPolicy()
     policy = policy or ClientPolicy()
     identity = identity or Identity.generate()
+    record = record or ParticipationRecord()
     if device is not None:
         learner = learner.on(device)
     async with httpx.AsyncClient(
@@ -177,18 +182,24 @@ async def run_client(
                         update=update,
                     )
                 else:
-                    result = await delivery.deliver(
-                        update,
-                        context=HandInContext(
-                            client_id=client_id,
-                            run=run,
-                            round_id=round_id,
-                            base_version=version,
-                            admission=task.admission,
-                            privacy=task.privacy,
-                            aggregator_policies=delivery.aggregator_policies,
-                        ),
+                    context = HandInContext(
+                        client_id=client_id,
+                        run=run,
+                        round_id=round_id,
+                        base_version=version,
+                        admission=task.admission,
+                        privacy=task.privacy,
+                        aggregator_policies=delivery.aggregator_policies,
+                        earlier_rounds=record.count(run.run_id),
                     )
+                    try:
+                        result = await delivery.deliver(update, context=context)
+                    except PolicyRefusal:
+                        raise  # refused before anything was sent
+                    except BaseException:
+                        record.add(run.run_id, round_id)  # shares may have left
+                        raise
+                    record.add(run.run_id, round_id)
                 if not result.taken:
                     refused += 1
                     logger.warning(

@@ -44,7 +44,7 @@ from veilfl.protocol.aggregator_minimums import verified_minimums
 from veilfl.protocol.messages import RunInfo
 from veilfl.secagg.aggregator_policy import AggregatorPolicy
 
-__all__ = ["PLACEMENTS", "POLICY_FLAGS", "ClientPolicy"]
+__all__ = ["PLACEMENTS", "POLICY_FLAGS", "ClientPolicy", "check_participations"]
 
 PLACEMENTS = ("central", "distributed", "local")
 """The DP noise placements a client may accept."""
@@ -389,6 +389,7 @@ class ClientPolicy:
         weight: float | None,
         aggregator_policies: Sequence[AggregatorPolicy],
         round_id: int,
+        earlier_rounds: int = 0,
     ) -> None:
         """Every check, for one hand-in (what :func:`~veilfl.protocol.hand_in.hand_in`
         runs before its first request).
@@ -400,6 +401,7 @@ class ClientPolicy:
         cohort = self.check_aggregators(run, aggregator_policies)
         self.check_task(run, privacy, cohort=cohort, round_id=round_id)
         self.check_weight(weight, round_id=round_id)
+        check_participations(run, earlier_rounds=earlier_rounds, round_id=round_id)
 
     # ---------------------------------------------------------------- building
     @classmethod
@@ -502,3 +504,29 @@ def _parse(name: str, value: Any) -> Any:
     if not isinstance(items, list | tuple) or len(items) != 2:
         raise ValueError('two numbers, [LOW, HIGH] or "LOW,HIGH"')
     return (float(items[0]), float(items[1]))
+
+
+def check_participations(run: RunInfo, *, earlier_rounds: int, round_id: int) -> None:
+    """Under DP-FTRL, refuse a hand-in beyond the run's K participations: the epsilon,
+    against the coordinator too, holds only for clients in at most K released rounds,
+    and only the coordinator's selection keeps to K. Every client checks this; an honest
+    coordinator never asks for more.
+
+    Args:
+        run: The run's description.
+        earlier_rounds: Rounds of this run this client has already handed in.
+        round_id: The round asked for (for the message).
+
+    Raises:
+        PolicyRefusal: if the client has already taken part K times.
+    """
+    dp = run.dp
+    if dp is None or not dp.config.is_ftrl or dp.config.max_participations is None:
+        return
+    limit = dp.config.max_participations
+    if earlier_rounds >= limit:
+        raise PolicyRefusal(
+            f"Refused round {round_id}: this client already took part in {earlier_rounds} "
+            f"rounds of DP-FTRL run {run.run_id}, which allows {limit} "
+            "(--dp-max-participations); another would void its epsilon; nothing was sent."
+        )

@@ -69,6 +69,8 @@ class HandInContext:
         privacy: The round's DP plan, if any.
         aggregator_policies: The aggregators' signed policies (their minimum cohorts),
             as the client fetched them; the client's policy checks them.
+        earlier_rounds: Rounds of this run the client has already handed in (DP-FTRL
+            allows K in all).
     """
 
     client_id: str
@@ -79,6 +81,7 @@ class HandInContext:
     admission: str | None = None
     privacy: ClientPrivacyPlan | None = None
     aggregator_policies: tuple[AggregatorPolicy, ...] = field(default=())
+    earlier_rounds: int = 0
 
 
 # --------------------------------------------------------------------- requests
@@ -187,6 +190,7 @@ def hand_in(
         weight=context.weight,
         aggregator_policies=context.aggregator_policies,
         round_id=context.round_id,
+        earlier_rounds=context.earlier_rounds,
     )
     spec = spec_of(delta)
     plan = context.privacy
