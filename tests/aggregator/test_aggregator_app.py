@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import base64
 from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from dataclasses import replace
 from pathlib import Path
 
@@ -52,20 +53,29 @@ def _run() -> RunInfo:
     )
 
 
-@pytest.fixture
-async def api(tmp_path: Path) -> AsyncIterator[tuple[httpx.AsyncClient, AggregatorService]]:
-    service = AggregatorService(index=1, keypair=KEYS[0], spool=tmp_path, min_participants=2)
+@asynccontextmanager
+async def _served(
+    spool: Path, run: RunInfo
+) -> AsyncIterator[tuple[httpx.AsyncClient, AggregatorService]]:
+    """Aggregator 1 (operator minimum 2) serving ``run``, and a client of its API."""
+    service = AggregatorService(index=1, keypair=KEYS[0], spool=spool, min_participants=2)
     app = create_aggregator_app(
         service,
         coordinator_url=None,
         max_share_bytes=1 << 20,
         access=AggregatorAccess(index=1, rate_limit=RateLimit(per_second=5, burst=5)),
-        run=_run(),
+        run=run,
     )
     async with httpx.AsyncClient(
         transport=httpx.ASGITransport(app=app), base_url="http://agg"
     ) as client:
         yield client, service
+
+
+@pytest.fixture
+async def api(tmp_path: Path) -> AsyncIterator[tuple[httpx.AsyncClient, AggregatorService]]:
+    async with _served(tmp_path, _run()) as served:
+        yield served
 
 
 def _envelope(client_id: str, *, round_id: int = 1) -> bytes:
@@ -336,18 +346,9 @@ async def test_a_dp_run_s_sum_over_fewer_clients_than_a_release_needs_is_refused
     """The operator allows sums over 2, but the run's DP release needs 3 contributions
     (--dp-min-clients): the aggregator refuses to commit to 2, so the release is withheld."""
     dp = DpConfig(placement="central", noise_multiplier=1.0, clip_norm=1.0, min_clients=3)
-    service = AggregatorService(index=1, keypair=KEYS[0], spool=tmp_path, min_participants=2)
-    app = create_aggregator_app(
-        service,
-        coordinator_url=None,
-        max_share_bytes=1 << 20,
-        access=AggregatorAccess(index=1, rate_limit=RateLimit(per_second=5, burst=5)),
-        run=replace(_run(), dp=DpRunInfo(config=dp, sample_rate=0.5)),
-    )
     clients = [Identity.generate() for _ in range(3)]
-    async with httpx.AsyncClient(
-        transport=httpx.ASGITransport(app=app), base_url="http://agg"
-    ) as http:
+    run = replace(_run(), dp=DpRunInfo(config=dp, sample_rate=0.5))
+    async with _served(tmp_path, run) as (http, _):
         for client in clients:
             assert (await _upload(http, client)).status_code == 202
         ids = [c.client_id for c in clients]
