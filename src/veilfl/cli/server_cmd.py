@@ -342,7 +342,7 @@ def run(args: argparse.Namespace) -> int:
             gate,
             host=args.host,
             port=args.port,
-            lifespan="off",  # the run's app is started below, once it exists
+            lifespan="on",  # the gate's own; the run's app is started below, once it exists
             timeout_keep_alive=60,  # many clients poll: keep their connections open
             backlog=4096,
             **uvicorn_log_options(args.log_level),

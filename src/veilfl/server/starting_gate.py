@@ -31,11 +31,19 @@ class StartingGate:
         self.app: ASGIApp | None = None
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "lifespan":  # the run's app is started by its owner, not here
+            while True:
+                message = await receive()
+                if message["type"] == "lifespan.startup":
+                    await send({"type": "lifespan.startup.complete"})
+                elif message["type"] == "lifespan.shutdown":
+                    await send({"type": "lifespan.shutdown.complete"})
+                    return
         if self.app is not None:
             await self.app(scope, receive, send)
             return
         if scope["type"] != "http":
-            return  # no lifespan, no websockets while starting
+            return  # no websockets while starting
         if scope["method"] == "GET" and scope["path"] == "/v1/status":
             await _answer(send, 200, {"opened": False, "phase": "starting"})
         else:
