@@ -11,9 +11,11 @@ aggregators and their answers as events:
 2. **verify**: those aggregators answer one query seed for each candidate's proof; from
    t or more answers the job decides, client by client, whose contribution is within its
    bounds (:func:`~veilfl.secagg.bounds.decide`). Invalid ones are excluded.
-3. **commit**: every aggregator is asked to commit to the final list; a majority's
-   signatures make the certificate without which no aggregator releases a sum
-   (:mod:`veilfl.secagg.commitment`).
+3. **commit**: every aggregator is asked to commit to the final list; the signatures
+   of the run's quorum q (``ceil((m + t) / 2)`` by default, so that t - 1 colluding
+   aggregators cannot help certify a second list) make the certificate without which
+   no aggregator releases a sum (:mod:`veilfl.secagg.commitment`). So a round needs q
+   live aggregators: at m = 3, t = 2 all three.
 4. **deal** (distributed DP only): every one of the m aggregators deals its fresh
    noise for the round (:mod:`veilfl.secagg.dealt_noise`): one deal per other
    aggregator, sealed to it and signed by the dealer, which the job only relays. All m
@@ -64,7 +66,7 @@ from veilfl.protocol.effects import (
 from veilfl.protocol.messages import UpdateHeader
 from veilfl.secagg.bounds_messages import VerifierShare
 from veilfl.secagg.bounds_verifier import decide
-from veilfl.secagg.commitment import Commitment, CommitmentCertificate, quorum
+from veilfl.secagg.commitment import Commitment, CommitmentCertificate
 from veilfl.secagg.contribution import ContributionLayout
 from veilfl.secagg.reconstruction import plan_aggregation, reconstruct_aggregate
 from veilfl.strategy.aggregate import Aggregate
@@ -473,7 +475,9 @@ class SecureAggregationJob:
         certificate = CommitmentCertificate(commitment, dict(self._signatures))
         try:
             certificate.verify(
-                signing_keys=self._signing_keys, num_aggregators=self._config.num_aggregators
+                signing_keys=self._signing_keys,
+                num_aggregators=self._config.num_aggregators,
+                quorum=self._config.quorum,
             )
         except ProtocolError as exc:
             # Keep only valid signatures; ask the others again after the interval.
@@ -485,7 +489,7 @@ class SecureAggregationJob:
                     self._signing_keys[j], commitment.message(), signature
                 )
             }
-            needed = quorum(self._config.num_aggregators)
+            needed = self._config.quorum
             self._stall(f"{len(self._signatures)} of the {needed} commitments needed: {exc}")
             return
         self._certificate = certificate
