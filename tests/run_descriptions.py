@@ -15,7 +15,7 @@ from veilfl.protocol.messages import (
 )
 from veilfl.secagg.config import SecureAggregationConfig
 
-__all__ = ["published", "secure_run"]
+__all__ = ["pins", "published", "secure_run"]
 
 
 def published(
@@ -54,3 +54,9 @@ def secure_run(
             config=config, aggregators=published(keys, urls), model_size=model_size
         ),
     )
+
+
+def pins(run: RunInfo) -> list[str]:
+    """The ``--peer-fingerprint`` list of an operator who pinned ``run``'s aggregators."""
+    assert run.secure is not None
+    return [a.fingerprint for a in run.secure.aggregators]

@@ -148,6 +148,7 @@ def _fleet(
             keypair=key,
             spool=tmp_path / f"a{index}",
             min_participants=min_participants,
+            peer_fingerprints=[k.fingerprint for k in keys],
         )
         network.apps[f"aggregator-{index}"] = httpx.ASGITransport(
             app=create_aggregator_app(
@@ -211,7 +212,7 @@ def _drop_secure(run: dict[str, Any]) -> None:
 
 
 def _one_aggregator(run: dict[str, Any]) -> None:
-    run["secure"]["config"].update(threshold=1, num_aggregators=1)
+    run["secure"]["config"].update(threshold=1, num_aggregators=1, quorum=1)
     run["secure"]["aggregators"] = run["secure"]["aggregators"][:1]
 
 

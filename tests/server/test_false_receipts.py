@@ -107,7 +107,11 @@ async def test_false_receipts_cost_only_their_senders_exclusion(
         apps[f"aggregator-{index}"] = httpx.ASGITransport(
             app=create_aggregator_app(
                 AggregatorService(
-                    index=index, keypair=key, spool=tmp_path / f"a{index}", min_participants=2
+                    index=index,
+                    keypair=key,
+                    spool=tmp_path / f"a{index}",
+                    min_participants=2,
+                    peer_fingerprints=[k.fingerprint for k in keys],
                 ),
                 coordinator_url=None,
                 max_share_bytes=1 << 24,

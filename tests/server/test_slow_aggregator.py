@@ -112,7 +112,11 @@ async def test_status_tasks_and_uploads_are_answered_promptly_while_a_round_clos
     )
     for index, key in enumerate(keys, start=1):
         aggregator = AggregatorService(
-            index=index, keypair=key, spool=tmp_path / f"a{index}", min_participants=2
+            index=index,
+            keypair=key,
+            spool=tmp_path / f"a{index}",
+            min_participants=2,
+            peer_fingerprints=[k.fingerprint for k in keys],
         )
         apps[f"aggregator-{index}"] = httpx.ASGITransport(
             app=create_aggregator_app(

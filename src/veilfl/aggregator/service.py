@@ -130,8 +130,24 @@ class AggregatorService:
             loses the round's shares).
         min_participants: The fewest clients this aggregator will sum over (set by
             the aggregator's operator, not by the coordinator).
+        peer_fingerprints: Every aggregator's key fingerprint in index order, this one's
+            included (``--peer-fingerprint``): a run with other aggregators is refused,
+            and certificates are checked against these keys, so the coordinator cannot
+            show fake peers and forge their commitments. Required unless
+            ``trust_coordinator_peer_keys``.
+        trust_coordinator_peer_keys: Take the peers' keys from the coordinator's run
+            description, unchecked (``--trust-coordinator-peer-keys``): a coordinator
+            can then invent every peer and certify as many participant lists as it
+            likes, learning single clients' updates.
         min_noise_multiplier: If set, serve only runs with distributed DP whose noise
             multiplier is at least this (the operator's pin; see the module docstring).
+        allow_split_certificates: Serve a run whose certificate quorum lets two lists of
+            a round be certified (``--allow-split-certificates``; see
+            :class:`~veilfl.secagg.aggregator_node.AggregatorNode`).
+
+    Raises:
+        ConfigurationError: without ``peer_fingerprints`` or
+            ``trust_coordinator_peer_keys``, or with a minimum below 1.
     """
 
     def __init__(
@@ -142,16 +158,32 @@ class AggregatorService:
         spool: Path | None,
         min_participants: int = 2,
         peer_fingerprints: Sequence[str] | None = None,
+        trust_coordinator_peer_keys: bool = False,
         min_noise_multiplier: float | None = None,
+        allow_split_certificates: bool = False,
     ) -> None:
         if min_participants < 1:
             raise ConfigurationError(
                 f"--min-participants must be at least 1; got {min_participants}."
             )
+        if not peer_fingerprints and not trust_coordinator_peer_keys:
+            raise ConfigurationError(
+                "This aggregator does not know its peers' keys: pass --peer-fingerprint for "
+                "every aggregator of the run, this one included, in index order (`veilfl "
+                "keys` prints them), or take them from the coordinator unchecked with "
+                "--trust-coordinator-peer-keys."
+            )
+        pins = tuple(peer_fingerprints or ())
+        if pins and (len(pins) < index or pins[index - 1] != keypair.fingerprint):
+            raise ConfigurationError(
+                f"--peer-fingerprint number {index} is not this aggregator's own fingerprint "
+                f"{keypair.fingerprint}; list every aggregator's, in index order."
+            )
         self.index = index
+        self._allow_split_certificates = allow_split_certificates
         self._min_participants = min_participants
         self._min_noise_multiplier = min_noise_multiplier
-        self._peer_fingerprints = None if peer_fingerprints is None else tuple(peer_fingerprints)
+        self._peer_fingerprints = pins or None
         self._keypair = keypair
         self._spool_is_temporary = spool is None
         self._spool = spool or Path(tempfile.mkdtemp(prefix=f"veilfl-aggregator-{index}-"))
@@ -180,9 +212,9 @@ class AggregatorService:
         fingerprints = tuple(a.fingerprint for a in secure.aggregators)
         if self._peer_fingerprints is None:
             logger.warning(
-                "the other aggregators' keys are taken from the coordinator unverified; pass "
-                "--peer-fingerprint for each aggregator so that a coordinator cannot invent "
-                "the majority that certifies a participant list"
+                "--trust-coordinator-peer-keys: the other aggregators' keys are the "
+                "coordinator's word; it can invent peers, forge their commitments and learn "
+                "single clients' updates. Pin them with --peer-fingerprint."
             )
         elif fingerprints != self._peer_fingerprints:
             raise ConfigurationError(
@@ -212,6 +244,7 @@ class AggregatorService:
             noise=noise,
             save_noise=self._save_noise,
             peer_public_keys={a.index: a.hpke_key() for a in secure.aggregators},
+            allow_split_certificates=self._allow_split_certificates,
         )
         restored = node.restore(self._spooled_rounds())
         self._node = node
@@ -407,7 +440,7 @@ class AggregatorService:
 
 class AggregateRequest(BaseModel):
     """Body of ``POST /v1/rounds/{round_id}/aggregate``: the list, and the certificate
-    that a majority of the aggregators committed to it."""
+    that a quorum of the aggregators committed to it."""
 
     participants: list[str] = Field(min_length=1, max_length=1_000_000)
     certificate: dict[str, Any]
