@@ -6,6 +6,7 @@ aggregate shares of at least t aggregators that all hold every participant.
 
 from __future__ import annotations
 
+import math
 from collections import Counter
 from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
@@ -16,7 +17,13 @@ from veilfl.errors import ProtocolError, ReconstructionError
 from veilfl.secagg.contribution import ContributionLayout
 from veilfl.strategy.aggregate import Aggregate
 
-__all__ = ["AggregationPlan", "plan_aggregation", "reconstruct_aggregate"]
+__all__ = ["SPARE_KEEPING_SHARE", "AggregationPlan", "plan_aggregation", "reconstruct_aggregate"]
+
+SPARE_KEEPING_SHARE = 0.5
+"""An aggregator stays in a round's plan while the clients it holds in common with the
+others are at least this share of the most that any t aggregators hold: clients that
+reached fewer aggregators (a minority) are left out rather than the aggregator, so no
+client alone can shrink the set that verifies and sums (:func:`plan_aggregation`)."""
 
 
 @dataclass(frozen=True)
@@ -39,41 +46,61 @@ def plan_aggregation(
     threshold: int,
     min_participants: int,
 ) -> AggregationPlan:
-    """Choose aggregators and the largest participant list they all hold.
+    """Choose the aggregators first, then the participants they all hold.
+
+    Every aggregator of the plan verifies and can sum, so aggregators beyond t are the
+    round's spares: they let it survive a failure after the holdings, and their
+    answers are the consistency check of :func:`~veilfl.secagg.bounds.decide`. The
+    plan is the **largest** set of alive aggregators (at least t) that hold a common
+    list of at least :data:`SPARE_KEEPING_SHARE` of the most clients any t alive
+    aggregators hold in common (and at least ``min_participants``); among sets of that
+    size, the one that holds the most clients. The participants are the clients that
+    every aggregator of the plan holds.
+
+    So a client whose shares reached fewer aggregators than the others' (exactly t, say)
+    is left out, and cannot remove a spare: only when the clients an aggregator lacks are
+    more than half of the best list is the aggregator the one that failed (it was down
+    or lost its spool), and dropping it from the plan keeps the round's clients.
 
     Args:
-        acknowledged: For each reporting client, the aggregators that acknowledged its share.
+        acknowledged: For each reporting client, the aggregators that hold its share.
         alive: Aggregators believed reachable.
         threshold: t.
         min_participants: The smallest acceptable participant list.
 
     Returns:
-        The participant list that the most clients reach through some t aggregators,
-        and every alive aggregator holding all of it (the spares cover a failure
-        during collection).
+        The plan: its aggregators and the clients all of them hold.
 
     Raises:
         ProtocolError: if no t aggregators hold at least ``min_participants`` clients.
     """
     live = sorted(set(alive))
-    alive_set = frozenset(live)
-    by_ack_set = Counter(frozenset(acks) & alive_set for acks in acknowledged.values())
-    best_group: tuple[int, ...] | None = None
-    best_count = -1
-    for group in combinations(live, threshold):
+    by_ack_set = Counter(frozenset(acks) & frozenset(live) for acks in acknowledged.values())
+
+    def held_by_all(group: tuple[int, ...]) -> int:
         wanted = set(group)
-        count = sum(n for held, n in by_ack_set.items() if wanted <= held)
-        if count > best_count:
-            best_group, best_count = group, count
-    if best_group is None or best_count < min_participants:
+        return sum(n for held, n in by_ack_set.items() if wanted <= held)
+
+    def best_of(size: int) -> tuple[tuple[int, ...], int]:
+        return max(
+            ((group, held_by_all(group)) for group in combinations(live, size)),
+            key=lambda pair: pair[1],
+            default=((), -1),
+        )
+
+    _, best = best_of(threshold)
+    if best < min_participants:
         raise ProtocolError(
             f"No {threshold} reachable aggregators hold shares from {min_participants} common "
             "clients; the round cannot be aggregated."
         )
-    core = set(best_group)
-    members = tuple(sorted(c for c, acks in acknowledged.items() if core <= set(acks)))
-    spares = tuple(j for j in live if all(j in acknowledged[c] for c in members))
-    return AggregationPlan(aggregators=spares, participants=members)
+    enough = max(min_participants, math.ceil(SPARE_KEEPING_SHARE * best))
+    for size in range(len(live), threshold - 1, -1):
+        group, count = best_of(size)
+        if count >= enough:
+            break
+    members = tuple(sorted(c for c, acks in acknowledged.items() if set(group) <= set(acks)))
+    return AggregationPlan(aggregators=group, participants=members)
 
 
 def reconstruct_aggregate(
