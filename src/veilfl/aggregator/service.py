@@ -28,17 +28,19 @@ import logging
 import shutil
 import ssl
 import tempfile
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import httpx
 from fastapi import FastAPI, Request, Response
-from pydantic import BaseModel, Field
+from fastapi.exceptions import RequestValidationError
+from pydantic import BaseModel, Field, ValidationError
 
 from veilfl.aggregator.access import AggregatorAccess
 from veilfl.aggregator.aggregator_metrics import install_aggregator_metrics
+from veilfl.aggregator.body_limits import CoordinatorBodyLimits
 from veilfl.aggregator.run_follower import RunFollower
 from veilfl.aggregator.share_spool import FileShareArchive
 from veilfl.crypto.envelope import encode_share
@@ -58,6 +60,7 @@ from veilfl.secagg.commitment import CommitmentCertificate
 from veilfl.secagg.contribution import ContributionLayout
 from veilfl.secagg.dealt_noise import dealt_noise_config
 from veilfl.secagg.tree_noise import TreeNoiseAggregator
+from veilfl.transport.body_limit import read_limited_body
 from veilfl.transport.http_errors import install_error_handlers
 from veilfl.transport.peer import certificate_rejected
 
@@ -312,6 +315,15 @@ class AggregatorService:
             raise TransportError("The aggregator has not attached to a run yet; retry shortly.")
         return self._node
 
+    def coordinator_body_limits(self) -> CoordinatorBodyLimits:
+        """The largest body each coordinator-only endpoint accepts for the run served.
+
+        Raises:
+            TransportError: before the aggregator has attached to a run.
+        """
+        node = self._require_node()
+        return CoordinatorBodyLimits.for_run(node.layout, max_participants=node.max_participants)
+
     def policy(self) -> AggregatorPolicy:
         """This aggregator's policy (its operator's settings), signed with its key.
         Clients and the coordinator read it; it is served before any run is attached."""
@@ -405,12 +417,21 @@ class AggregatorService:
         }
 
 
+class CertificateBody(BaseModel):
+    """A commitment certificate as :meth:`CommitmentCertificate.to_json` writes it (a
+    round id that is not a 64-bit whole number, ``1e999`` say, is refused here)."""
+
+    round_id: int = Field(ge=0, lt=2**64)
+    digest: str = Field(pattern=r"^[0-9a-f]{64}$")
+    signatures: dict[str, str] = Field(max_length=16)
+
+
 class AggregateRequest(BaseModel):
     """Body of ``POST /v1/rounds/{round_id}/aggregate``: the list, and the certificate
     that a majority of the aggregators committed to it."""
 
     participants: list[str] = Field(min_length=1, max_length=1_000_000)
-    certificate: dict[str, Any]
+    certificate: CertificateBody
     noise_step: int | None = Field(default=None, ge=1)
     deals: list[str] = Field(default_factory=list, max_length=64)
 
@@ -479,6 +500,39 @@ class ShareAccepted(BaseModel):
     aggregator_index: int
     round_id: int
     duplicate: bool
+
+
+_Body = TypeVar("_Body", bound=BaseModel)
+
+
+def _inline_refs(schema: Any, definitions: dict[str, Any]) -> Any:
+    """``schema`` with every ``#/$defs/...`` reference replaced by its definition."""
+    if isinstance(schema, dict):
+        reference = schema.get("$ref", "")
+        if reference.startswith("#/$defs/"):
+            return _inline_refs(definitions[reference.removeprefix("#/$defs/")], definitions)
+        return {k: _inline_refs(v, definitions) for k, v in schema.items() if k != "$defs"}
+    if isinstance(schema, list):
+        return [_inline_refs(v, definitions) for v in schema]
+    return schema
+
+
+def _json_body(model: type[BaseModel]) -> dict[str, Any]:
+    """OpenAPI for an endpoint that reads ``model`` itself (after its signature check)."""
+    schema = model.model_json_schema()
+    inlined = _inline_refs(schema, schema.get("$defs", {}))
+    return {"requestBody": {"required": True, "content": {"application/json": {"schema": inlined}}}}
+
+
+def _parse_body(model: type[_Body], body: bytes) -> _Body:
+    """``body`` as ``model``; a body that does not validate is a 422, as FastAPI's own."""
+    try:
+        return model.model_validate_json(body)
+    except ValidationError as exc:
+        errors = exc.errors(include_url=False, include_input=False)
+        raise RequestValidationError(
+            [{**error, "loc": ("body", *error["loc"])} for error in errors]
+        ) from None
 
 
 def create_aggregator_app(
@@ -557,6 +611,18 @@ def create_aggregator_app(
     install_error_handlers(app)
     install_aggregator_metrics(app, service)
 
+    async def coordinator_body(
+        request: Request,
+        round_id: int,
+        model: type[_Body],
+        limit: Callable[[CoordinatorBodyLimits], int],
+    ) -> _Body:
+        """A coordinator request's body: at most its declared size (413, unread,
+        otherwise), signed by the coordinator, and only then parsed."""
+        body = await read_limited_body(request, limit=limit(service.coordinator_body_limits()))
+        await access.check_coordinator(request, round_id=round_id, body=body)
+        return _parse_body(model, body)
+
     @app.post(
         "/v1/rounds/{round_id}/shares",
         status_code=202,
@@ -569,20 +635,16 @@ def create_aggregator_app(
         },
     )
     async def upload_share(round_id: int, request: Request) -> ShareAccepted:
+        body = await read_limited_body(request, limit=max_share_bytes)
         try:
-            client_id = await access.share_sender(request, round_id=round_id)
+            client_id = await access.share_sender(request, round_id=round_id, body=body)
         except AuthenticationError:
             # Perhaps the coordinator started a new run: follow it, then check again.
             if follower is None or not await follower.check_soon():
                 raise
-            client_id = await access.share_sender(request, round_id=round_id)
-        body = await request.body()
+            client_id = await access.share_sender(request, round_id=round_id, body=body)
         if not body:
             raise WireFormatError("The share body is empty; send the sealed share bytes.")
-        if len(body) > max_share_bytes:
-            raise WireFormatError(
-                f"The share is {len(body)} bytes, more than the {max_share_bytes} accepted."
-            )
         receipt = await service.receive(round_id, client_id, body)
         return ShareAccepted(
             aggregator_index=receipt.aggregator_index,
@@ -594,11 +656,12 @@ def create_aggregator_app(
         "/v1/rounds/{round_id}/aggregate",
         response_class=Response,
         responses={200: {"content": {BINARY: {}}, "description": "the aggregate share"}},
+        openapi_extra=_json_body(AggregateRequest),
     )
-    async def aggregate(round_id: int, body: AggregateRequest, request: Request) -> Response:
-        await access.check_coordinator(request, round_id=round_id)
+    async def aggregate(round_id: int, request: Request) -> Response:
+        body = await coordinator_body(request, round_id, AggregateRequest, lambda b: b.aggregate)
         certificate = CommitmentCertificate.from_json(
-            body.certificate, run_id=service.run_id, participants=body.participants
+            body.certificate.model_dump(), run_id=service.run_id, participants=body.participants
         )
         try:
             deals = [base64.b64decode(d, validate=True) for d in body.deals]
@@ -609,31 +672,43 @@ def create_aggregator_app(
         )
         return Response(content=share, media_type=BINARY)
 
-    @app.post("/v1/rounds/{round_id}/noise-deals", response_model=NoiseDealsResponse)
-    async def noise_deals(
-        round_id: int, body: NoiseDealsRequest, request: Request
-    ) -> NoiseDealsResponse:
-        await access.check_coordinator(request, round_id=round_id)
+    @app.post(
+        "/v1/rounds/{round_id}/noise-deals",
+        response_model=NoiseDealsResponse,
+        openapi_extra=_json_body(NoiseDealsRequest),
+    )
+    async def noise_deals(round_id: int, request: Request) -> NoiseDealsResponse:
+        body = await coordinator_body(request, round_id, NoiseDealsRequest, lambda b: b.noise_deals)
         deals = await service.deal_noise(round_id, body.step)
         return NoiseDealsResponse(
             round_id=round_id,
             deals={str(j): base64.b64encode(d).decode() for j, d in deals.items()},
         )
 
-    @app.post("/v1/rounds/{round_id}/verify", response_model=VerifyResponse)
-    async def verify_contributions(
-        round_id: int, body: VerifyRequest, request: Request
-    ) -> VerifyResponse:
-        await access.check_coordinator(request, round_id=round_id)
+    @app.post(
+        "/v1/rounds/{round_id}/verify",
+        response_model=VerifyResponse,
+        openapi_extra=_json_body(VerifyRequest),
+    )
+    async def verify_contributions(round_id: int, request: Request) -> VerifyResponse:
+        body = await coordinator_body(
+            request, round_id, VerifyRequest, lambda b: b.participant_list
+        )
         answers = await service.verify(round_id, body.clients, bytes.fromhex(body.query_seed))
         return VerifyResponse(
             round_id=round_id,
             answers={c: base64.b64encode(a).decode() for c, a in answers.items()},
         )
 
-    @app.post("/v1/rounds/{round_id}/commit", response_model=CommitResponse)
-    async def commit(round_id: int, body: CommitRequest, request: Request) -> CommitResponse:
-        await access.check_coordinator(request, round_id=round_id)
+    @app.post(
+        "/v1/rounds/{round_id}/commit",
+        response_model=CommitResponse,
+        openapi_extra=_json_body(CommitRequest),
+    )
+    async def commit(round_id: int, request: Request) -> CommitResponse:
+        body = await coordinator_body(
+            request, round_id, CommitRequest, lambda b: b.participant_list
+        )
         signature = await service.commit(round_id, body.participants)
         return CommitResponse(round_id=round_id, signature=base64.b64encode(signature).decode())
 

@@ -95,7 +95,7 @@ class SecureAggregationConfig:
                 kem=kem,  # type: ignore[arg-type]
                 wraparound_checks=int(data.get("wraparound_checks", 136)),
             )
-        except (KeyError, TypeError, ValueError) as exc:
+        except (KeyError, TypeError, ValueError, OverflowError) as exc:
             raise ConfigurationError(
                 f"The secure-aggregation settings are malformed: {exc}."
             ) from exc
