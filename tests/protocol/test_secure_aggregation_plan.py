@@ -5,11 +5,17 @@ and in-process aggregators, without a socket."""
 
 from __future__ import annotations
 
+import itertools
+import math
+
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from tests.tiny_coordinator import settle
 
 from veilfl.crypto.csprng import CsprngStream
+from veilfl.errors import ProtocolError
 from veilfl.ml.learner import LocalUpdate
 from veilfl.protocol.assembly import build_coordinator, describe_run
 from veilfl.protocol.client_policy import ClientPolicy
@@ -26,7 +32,7 @@ from veilfl.protocol.settings import CoordinatorSettings, SecureSettings
 from veilfl.protocol.sync_round import RoundConfig
 from veilfl.secagg.config import SecureAggregationConfig
 from veilfl.secagg.contribution import ContributionLayout
-from veilfl.secagg.reconstruction import plan_aggregation
+from veilfl.secagg.reconstruction import SPARE_KEEPING_SHARE, AggregationPlan, plan_aggregation
 from veilfl.sim.hand_in import SimulatedHandIn
 from veilfl.sim.in_process_aggregators import InProcessAggregators
 
@@ -146,3 +152,54 @@ def test_one_short_client_never_shrinks_the_plan_but_a_failed_aggregator_is_drop
     held = {"a": five, "b": five, "c": five, "three": {1, 2, 3}, "four": {1, 2, 3, 4}}
     plan = plan_aggregation(held, alive=five, threshold=3, min_participants=2)
     assert plan.aggregators == (1, 2, 3, 4, 5) and plan.participants == ("a", "b", "c")
+
+
+def _slow_plan(
+    held: dict[str, set[int]], alive: set[int], t: int, minimum: int
+) -> AggregationPlan | None:
+    """The rule of plan_aggregation, one set of aggregators at a time."""
+    live = sorted(alive)
+
+    def count(group: tuple[int, ...]) -> int:
+        return sum(1 for acks in held.values() if set(group) <= acks)
+
+    best = max((count(g) for g in itertools.combinations(live, t)), default=-1)
+    if best < minimum:
+        return None
+    enough = max(minimum, math.ceil(SPARE_KEEPING_SHARE * best))
+    for size in range(len(live), t - 1, -1):
+        groups = list(itertools.combinations(live, size))
+        most = max(count(g) for g in groups)
+        if most >= enough:
+            group = min(g for g in groups if count(g) == most)
+            members = tuple(sorted(c for c, acks in held.items() if set(group) <= acks))
+            return AggregationPlan(aggregators=group, participants=members)
+    raise AssertionError("size t always holds the best list")
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    m=st.integers(1, 6),
+    data=st.data(),
+)
+def test_the_plan_equals_a_one_set_at_a_time_oracle(m: int, data: st.DataObject) -> None:
+    everyone = list(range(1, m + 1))
+    t = data.draw(st.integers(1, m), label="t")
+    alive = data.draw(st.sets(st.sampled_from(everyone)), label="alive")
+    held = data.draw(
+        st.dictionaries(
+            st.text("abcdefgh", min_size=1, max_size=2),
+            st.sets(st.sampled_from(everyone)),
+            max_size=12,
+        ),
+        label="held",
+    )
+    minimum = data.draw(st.integers(0, 4), label="minimum")
+    expected = _slow_plan(held, alive, t, minimum)
+    if expected is None:
+        with pytest.raises(ProtocolError, match="cannot be aggregated"):
+            plan_aggregation(held, alive=alive, threshold=t, min_participants=minimum)
+    else:
+        assert plan_aggregation(held, alive=alive, threshold=t, min_participants=minimum) == (
+            expected
+        )

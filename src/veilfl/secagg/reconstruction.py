@@ -7,10 +7,11 @@ aggregate shares of at least t aggregators that all hold every participant.
 from __future__ import annotations
 
 import math
-from collections import Counter
 from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
-from itertools import combinations
+
+import numpy as np
+import numpy.typing as npt
 
 from veilfl.crypto.shamir import Share
 from veilfl.errors import ProtocolError, ReconstructionError
@@ -75,20 +76,9 @@ def plan_aggregation(
         ProtocolError: if no t aggregators hold at least ``min_participants`` clients.
     """
     live = sorted(set(alive))
-    by_ack_set = Counter(frozenset(acks) & frozenset(live) for acks in acknowledged.values())
-
-    def held_by_all(group: tuple[int, ...]) -> int:
-        wanted = set(group)
-        return sum(n for held, n in by_ack_set.items() if wanted <= held)
-
-    def best_of(size: int) -> tuple[tuple[int, ...], int]:
-        return max(
-            ((group, held_by_all(group)) for group in combinations(live, size)),
-            key=lambda pair: pair[1],
-            default=((), -1),
-        )
-
-    _, best = best_of(threshold)
+    held = _held_by_every(acknowledged, live)
+    sizes = np.array([mask.bit_count() for mask in range(len(held))])
+    best = int(held[sizes == threshold].max(initial=-1))
     if best < min_participants:
         raise ProtocolError(
             f"No {threshold} reachable aggregators hold shares from {min_participants} common "
@@ -96,11 +86,33 @@ def plan_aggregation(
         )
     enough = max(min_participants, math.ceil(SPARE_KEEPING_SHARE * best))
     for size in range(len(live), threshold - 1, -1):
-        group, count = best_of(size)
-        if count >= enough:
+        masks = np.flatnonzero(sizes == size)
+        most = int(held[masks].max())
+        if most >= enough:
             break
+    group = min(  # of the sets that hold the most, the one of the lowest indices
+        tuple(j for i, j in enumerate(live) if mask >> i & 1)
+        for mask in masks[held[masks] == most].tolist()
+    )
     members = tuple(sorted(c for c, acks in acknowledged.items() if set(group) <= set(acks)))
     return AggregationPlan(aggregators=group, participants=members)
+
+
+def _held_by_every(
+    acknowledged: Mapping[str, Collection[int]], live: Sequence[int]
+) -> npt.NDArray[np.int64]:
+    """For every set S of ``live`` aggregators (bit i of the index: ``live[i]``), how
+    many clients every aggregator of S holds: the clients counted by the exact set of
+    live aggregators holding them, then summed over supersets (one pass per bit, so
+    m·2^m additions whatever the clients send)."""
+    bit = {j: 1 << i for i, j in enumerate(live)}
+    held = np.zeros(1 << len(live), dtype=np.int64)
+    for acks in acknowledged.values():
+        held[sum(bit[j] for j in set(acks) if j in bit)] += 1
+    for i in range(len(live)):
+        pairs = held.reshape(-1, 2, 1 << i)  # [:, 0] lacks bit i, [:, 1] is the same with it
+        pairs[:, 0, :] += pairs[:, 1, :]
+    return held
 
 
 def reconstruct_aggregate(
