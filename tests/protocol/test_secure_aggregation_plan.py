@@ -12,12 +12,13 @@ import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from tests.run_descriptions import run_info
 from tests.tiny_coordinator import settle
 
 from veilfl.crypto.csprng import CsprngStream
 from veilfl.errors import ProtocolError
 from veilfl.ml.learner import LocalUpdate
-from veilfl.protocol.assembly import build_coordinator, describe_run
+from veilfl.protocol.assembly import build_coordinator
 from veilfl.protocol.client_policy import ClientPolicy
 from veilfl.protocol.coordinator import Coordinator
 from veilfl.protocol.effects import (
@@ -28,7 +29,7 @@ from veilfl.protocol.effects import (
 )
 from veilfl.protocol.hand_in import HandInContext
 from veilfl.protocol.messages import RunInfo
-from veilfl.protocol.settings import CoordinatorSettings, SecureSettings
+from veilfl.protocol.run_spec import RunSpec, SecureSettings
 from veilfl.protocol.sync_round import RoundConfig
 from veilfl.secagg.config import SecureAggregationConfig
 from veilfl.secagg.contribution import ContributionLayout
@@ -46,7 +47,7 @@ def _secure_run(m: int) -> tuple[Coordinator, InProcessAggregators, RunInfo]:
         threshold=2, num_aggregators=m, norm_bound=10.0, max_samples_per_client=100
     )
     aggregators = InProcessAggregators(config, run_id="r", model_size=3)
-    settings = CoordinatorSettings(
+    settings = RunSpec(
         model_name="tiny",
         rounds=RoundConfig(
             num_rounds=1, clients_per_round=len(CLIENTS), min_clients=2, round_timeout_s=30.0
@@ -56,7 +57,7 @@ def _secure_run(m: int) -> tuple[Coordinator, InProcessAggregators, RunInfo]:
     core = build_coordinator(
         settings, initial_weights=START, run_id="r", retry_interval_s=1.0
     ).coordinator
-    return core, aggregators, describe_run(settings, run_id="r", coordinator_key="", spec=core.spec)
+    return core, aggregators, run_info(settings, run_id="r", model_size=core.spec.total_size)
 
 
 def _hand_in(

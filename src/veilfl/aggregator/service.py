@@ -34,7 +34,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import httpx
-from fastapi import FastAPI, Request, Response
+from fastapi import FastAPI, HTTPException, Request, Response
 from fastapi.exceptions import RequestValidationError
 from pydantic import BaseModel, Field, ValidationError
 
@@ -50,15 +50,18 @@ from veilfl.errors import (
     AuthenticationError,
     ConfigurationError,
     TransportError,
+    VeilflError,
     WireFormatError,
 )
 from veilfl.protocol.messages import RunInfo
+from veilfl.protocol.run_description import RunDescription, dealt_noise_profile
 from veilfl.secagg.aggregator_node import AggregatorNode
 from veilfl.secagg.aggregator_policy import AggregatorPolicy
 from veilfl.secagg.aggregator_state import ShareArchive, ShareReceipt
 from veilfl.secagg.commitment import CommitmentCertificate
 from veilfl.secagg.contribution import ContributionLayout
 from veilfl.secagg.dealt_noise import dealt_noise_config
+from veilfl.secagg.run_consent import RunConsent, sign_consent
 from veilfl.secagg.tree_noise import TreeNoiseAggregator
 from veilfl.transport.body_limit import read_limited_body
 from veilfl.transport.http_errors import install_error_handlers
@@ -78,10 +81,10 @@ async def fetch_run(
     verify: ssl.SSLContext | bool = True,
     wait_s: float = 300.0,
     transport: httpx.AsyncBaseTransport | None = None,
-) -> RunInfo:
-    """The coordinator's run description, asked every half second while the
-    coordinator starts up (it may take a while on a loaded machine), with a log line
-    every 30 s of waiting.
+) -> RunDescription:
+    """The coordinator's run description (its id recomputed from its spec), asked every
+    half second while the coordinator starts up (it may take a while on a loaded
+    machine), with a log line every 30 s of waiting.
 
     Raises:
         TransportError: if the coordinator does not answer within ``wait_s``, or its TLS
@@ -98,7 +101,7 @@ async def fetch_run(
             try:
                 response = await http.get("/v1/run")
                 if response.status_code == 200:
-                    return RunInfo.from_json(response.json())
+                    return RunDescription.from_json(response.json())
             except httpx.TransportError as exc:
                 if certificate_rejected(exc):
                     raise TransportError(
@@ -162,14 +165,44 @@ class AggregatorService:
         self._lock = asyncio.Lock()
         self._node: AggregatorNode | None = None
         self._marker: dict[str, object] = {}
+        self._consent: RunConsent | None = None
+        self._refusal: tuple[str, str] | None = None
 
     def attach(self, run: RunInfo) -> None:
-        """Serve the run described by the coordinator.
+        """Serve the run described by the coordinator, and consent to it (signed): only
+        after the run passed every check of this aggregator's operator.
 
         Raises:
-            ConfigurationError: if the run has no secure aggregation, or publishes
-                another key for this aggregator.
+            ConfigurationError: if the run has no secure aggregation, publishes another
+                key for this aggregator or other peers than pinned, or less noise than
+                pinned; the refusal is also what ``GET /v1/consent`` answers.
         """
+        try:
+            self._attach(run)
+        except ConfigurationError as exc:
+            self._refusal = (run.run_id, str(exc))
+            raise
+        self._refusal = None
+        self._consent = sign_consent(
+            self._keypair, index=self.index, run_id=run.run_id, noise=dealt_noise_profile(run)
+        )
+
+    def consent(self) -> RunConsent:
+        """This aggregator's signed consent to the run it serves.
+
+        Raises:
+            ConfigurationError: if it refused the coordinator's latest run (the message
+                names the run and the reason).
+            TransportError: if it has not attached to a run yet.
+        """
+        if self._refusal is not None:
+            run_id, reason = self._refusal
+            raise ConfigurationError(f"Aggregator {self.index} refused run {run_id}: {reason}")
+        if self._consent is None:
+            raise TransportError("The aggregator has not attached to a run yet; retry shortly.")
+        return self._consent
+
+    def _attach(self, run: RunInfo) -> None:
         secure = run.secure
         if secure is None:
             raise ConfigurationError("The coordinator's run does not use secure aggregation.")
@@ -577,19 +610,31 @@ def create_aggregator_app(
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         nonlocal follower
-        described = run
-        if described is None and coordinator_url is not None:
-            described = await fetch_run(
-                coordinator_url, verify=verify, transport=coordinator_transport
-            )
-            attach(described)
-        if follow_interval_s is None or coordinator_url is None or described is None:
+        if coordinator_url is None or (follow_interval_s is None and run is not None):
             yield
             return
+        if follow_interval_s is None:  # serve one run: learn it before serving
+            attach(
+                (
+                    await fetch_run(coordinator_url, verify=verify, transport=coordinator_transport)
+                ).info
+            )
+            yield
+            return
+        # Serve at once (the coordinator reads this aggregator's policy before it
+        # creates the run) and attach to the run as soon as the coordinator describes it.
+        initial = "" if run is None else run.run_id
+        if run is None:  # a coordinator that is up already is followed at once
+            with contextlib.suppress(VeilflError):
+                described = await fetch_run(
+                    coordinator_url, verify=verify, wait_s=0.0, transport=coordinator_transport
+                )
+                attach(described.info)  # a refusal is the follower's to report
+                initial = described.run_id
         follower = RunFollower(
             coordinator_url,
             attach=attach,
-            run_id=described.run_id,
+            run_id=initial,
             verify=verify,
             interval_s=follow_interval_s,
             transport=coordinator_transport,
@@ -715,6 +760,13 @@ def create_aggregator_app(
     @app.get("/v1/policy", response_model=PolicyResponse)
     async def policy() -> PolicyResponse:
         return PolicyResponse(**service.policy().to_json())
+
+    @app.get("/v1/consent")
+    async def consent() -> dict[str, Any]:
+        try:
+            return service.consent().to_json()
+        except ConfigurationError as exc:
+            raise HTTPException(status_code=409, detail=str(exc)) from None
 
     @app.get("/v1/rounds/{round_id}/holdings", response_model=Holdings)
     async def holdings(round_id: int, request: Request) -> Holdings:
