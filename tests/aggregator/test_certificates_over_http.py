@@ -14,7 +14,7 @@ import httpx
 import numpy as np
 import pytest
 from tests.contributions import seal
-from tests.run_descriptions import secure_run
+from tests.run_descriptions import secure_description, secure_run
 
 from veilfl.aggregator.access import AggregatorAccess
 from veilfl.aggregator.service import AggregatorService, create_aggregator_app
@@ -152,8 +152,8 @@ async def test_the_coordinator_and_t_minus_1_colluders_get_no_second_list_over_h
 class _Coordinator(httpx.AsyncBaseTransport):
     """Describes a run whose aggregators 2..4 are keys of the coordinator's own."""
 
-    def __init__(self, run: RunInfo) -> None:
-        self.run = run.to_json()
+    def __init__(self, description: dict[str, Any]) -> None:
+        self.run = description
 
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
         return httpx.Response(200, json=self.run)
@@ -168,16 +168,23 @@ async def test_a_pinned_aggregator_refuses_a_coordinator_showing_fake_peers(
     fakes = [generate_keypair() for _ in range(3)]
     shown = _run(config, [KEYS[0], *fakes])
     pins = [k.fingerprint for k in KEYS[:4]]
+    described = secure_description(
+        "fake-peers", config=config, keys=[KEYS[0], *fakes], model_size=4
+    )
     app = create_aggregator_app(
         AggregatorService(index=1, keypair=KEYS[0], spool=tmp_path, peer_fingerprints=pins),
         coordinator_url="http://coordinator",
         max_share_bytes=1 << 20,
         access=AggregatorAccess(index=1, rate_limit=None),
-        coordinator_transport=_Coordinator(shown),
+        coordinator_transport=_Coordinator(described.to_json()),
     )
-    with pytest.raises(ConfigurationError, match="--peer-fingerprint names; refusing to serve"):
-        async with app.router.lifespan_context(app):
-            pass
+    async with (
+        app.router.lifespan_context(app),
+        httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://a") as http,
+    ):
+        consent = await http.get("/v1/consent")  # what the coordinator would collect
+    assert consent.status_code == 409
+    assert "--peer-fingerprint names; refusing to serve" in consent.json()["message"]
 
     # What the pins prevent: trusting the coordinator's keys, aggregator 1 releases a
     # sum against commitments the coordinator forged with the fake peers' keys.

@@ -9,7 +9,7 @@ import httpx
 import numpy as np
 import pytest
 from tests.contributions import seal
-from tests.run_descriptions import secure_run
+from tests.run_descriptions import secure_description
 
 from veilfl.aggregator.access import AggregatorAccess
 from veilfl.aggregator.run_follower import RunFollower
@@ -35,15 +35,17 @@ class Coordinator(httpx.AsyncBaseTransport):
     def __init__(self) -> None:
         self.serve("run-a")
 
-    def serve(self, run_id: str, *, keys: list[AggregatorKeyPair] | None = None) -> None:
+    def serve(self, name: str, *, keys: list[AggregatorKeyPair] | None = None) -> str:
+        """Describe the run ``name`` (its id is the description's hash, returned)."""
         self.identity = Identity.generate()
-        self.run: dict[str, Any] = secure_run(
-            run_id,
+        self.run: dict[str, Any] = secure_description(
+            name,
             config=CONFIG,
             keys=keys or KEYS,
             model_size=D,
             coordinator_key=self.identity.public_key_text,
         ).to_json()
+        return str(self.run["run_id"])
 
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
         return httpx.Response(200, json=self.run)
@@ -97,9 +99,9 @@ async def test_a_share_of_the_coordinators_new_run_makes_the_aggregator_follow(
     async with app.router.lifespan_context(app):
         assert (await _upload(app, coordinator)).status_code == 202
         old = coordinator.identity, dict(coordinator.run)
-        coordinator.serve("run-b")  # the coordinator restarted on a new --run-dir
+        run_b = coordinator.serve("run-b")  # the coordinator restarted on a new --run-dir
         assert (await _upload(app, coordinator)).status_code == 202
-        assert (tmp_path / "run.json").read_text().count("run-b") == 1
+        assert (tmp_path / "run.json").read_text().count(run_b) == 1
         coordinator.identity, coordinator.run = old  # a straggler of the old run
         refused = await _upload(app, coordinator)
         assert refused.status_code == 401
@@ -121,18 +123,18 @@ async def test_a_new_run_without_this_aggregator_is_reported_once_and_not_attach
     follower = RunFollower(
         "http://coordinator",
         attach=attach,
-        run_id="run-a",
+        run_id=str(coordinator.run["run_id"]),
         transport=coordinator,
         clock=lambda: clock[0],
     )
     assert await follower.check() is False  # same run
-    coordinator.serve("run-c", keys=[generate_keypair(), generate_keypair()])
+    run_c = coordinator.serve("run-c", keys=[generate_keypair(), generate_keypair()])
     assert await follower.check() is False
     assert await follower.check() is False
     errors = [r for r in caplog.records if r.levelname == "ERROR"]
-    assert len(errors) == 1 and "run-c" in errors[0].getMessage()
-    coordinator.serve("run-d")
+    assert len(errors) == 1 and run_c in errors[0].getMessage()
+    run_d = coordinator.serve("run-d")
     assert await follower.check_soon() is False  # checked less than a second ago
     clock[0] += 1.5
     assert await follower.check_soon() is True
-    assert attached == ["run-d"] and follower.run_id == "run-d"
+    assert attached == [run_d] and follower.run_id == run_d

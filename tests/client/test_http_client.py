@@ -16,7 +16,7 @@ from veilfl.ml.learner import mnist_learner
 from veilfl.ml.partition import partition_iid
 from veilfl.protocol.client_policy import ClientPolicy
 from veilfl.protocol.messages import LocalTrainingPlan
-from veilfl.protocol.settings import CoordinatorSettings
+from veilfl.protocol.run_spec import RunSpec
 from veilfl.protocol.sync_round import RoundConfig
 from veilfl.server.app import create_app
 from veilfl.server.service import CoordinatorService
@@ -27,12 +27,12 @@ FAST = RetryPolicy(max_attempts=8, initial_backoff_s=0.01, max_backoff_s=0.05)
 
 def _service(rounds: int) -> CoordinatorService:
     learner = mnist_learner("simple-cnn", seed=0)
-    settings = CoordinatorSettings(
+    settings = RunSpec(
         model_name="simple-cnn",
         rounds=RoundConfig(num_rounds=rounds, clients_per_round=2, poll_interval_s=0.01),
         plan=LocalTrainingPlan(max_batches=2),
     )
-    return service_for(settings, learner.initial_weights(seed=0), run_id="r")
+    return service_for(settings, learner.initial_weights(seed=0))
 
 
 class _Flaky(httpx.AsyncBaseTransport):
@@ -54,7 +54,7 @@ class _Flaky(httpx.AsyncBaseTransport):
 @pytest.mark.parametrize("flaky", [False, True])
 async def test_two_clients_complete_every_round(flaky: bool) -> None:
     service = _service(rounds=2)
-    app = create_app(service, metrics=lambda: [], access=open_access("r"))
+    app = create_app(service, metrics=lambda: [], access=open_access(service.run_info.run_id))
     await service.start(tick_interval_s=0.01)
     data = synthetic_dataset(num_examples=200, seed=0)
     parts = partition_iid(len(data), 2, seed=0)

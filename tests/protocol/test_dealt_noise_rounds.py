@@ -8,13 +8,14 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from tests.run_descriptions import run_info
 from tests.tiny_coordinator import settle
 
 from veilfl.crypto.csprng import CsprngStream
 from veilfl.errors import ConfigurationError, ProtocolError
 from veilfl.ml.learner import LocalUpdate
 from veilfl.privacy.dp_fedavg import DpConfig
-from veilfl.protocol.assembly import build_coordinator, describe_run
+from veilfl.protocol.assembly import build_coordinator
 from veilfl.protocol.client_policy import ClientPolicy
 from veilfl.protocol.coordinator import Coordinator, CoordinatorPhase
 from veilfl.protocol.effects import (
@@ -27,8 +28,8 @@ from veilfl.protocol.effects import (
 from veilfl.protocol.hand_in import HandInContext
 from veilfl.protocol.messages import RunInfo
 from veilfl.protocol.private_aggregation import PrivateAggregation
+from veilfl.protocol.run_spec import RunSpec, SecureSettings
 from veilfl.protocol.secure_aggregation import SecureAggregation
-from veilfl.protocol.settings import CoordinatorSettings, SecureSettings
 from veilfl.protocol.sync_round import RoundConfig
 from veilfl.secagg.config import SecureAggregationConfig
 from veilfl.secagg.contribution import ContributionLayout
@@ -47,7 +48,7 @@ def _run(
     *, timeout_s: float = 30.0, config: SecureAggregationConfig = CONFIG
 ) -> tuple[Coordinator, InProcessAggregators, RunInfo]:
     aggregators = InProcessAggregators(config, run_id="r", model_size=3, noise_seed=b"seed")
-    settings = CoordinatorSettings(
+    settings = RunSpec(
         model_name="tiny",
         rounds=RoundConfig(
             num_rounds=1, clients_per_round=2, min_clients=2, round_timeout_s=timeout_s
@@ -58,7 +59,7 @@ def _run(
     core = build_coordinator(
         settings, initial_weights=START, run_id="r", retry_interval_s=1.0
     ).coordinator
-    run = describe_run(settings, run_id="r", coordinator_key="", spec=core.spec)
+    run = run_info(settings, run_id="r", coordinator_key="", model_size=core.spec.total_size)
     aggregators.attach(run)
     return core, aggregators, run
 

@@ -13,7 +13,7 @@ import httpx
 import numpy as np
 import pytest
 from tests.contributions import seal
-from tests.run_descriptions import pins, published, secure_run
+from tests.run_descriptions import pins, published, run_info, secure_run
 
 from veilfl.aggregator.access import AggregatorAccess
 from veilfl.aggregator.service import NOISE_STATE, AggregatorService, create_aggregator_app
@@ -21,7 +21,6 @@ from veilfl.auth.identity import Identity
 from veilfl.crypto.keys import AggregatorKeyPair, generate_keypair
 from veilfl.errors import ConfigurationError
 from veilfl.privacy.dp_fedavg import DpConfig
-from veilfl.protocol.assembly import describe_run
 from veilfl.protocol.effects import (
     AggregateShareReported,
     AggregatorFailed,
@@ -33,7 +32,7 @@ from veilfl.protocol.effects import (
     NoiseDealsReported,
 )
 from veilfl.protocol.messages import RunInfo
-from veilfl.protocol.settings import CoordinatorSettings, SecureSettings
+from veilfl.protocol.run_spec import RunSpec, SecureSettings
 from veilfl.protocol.sync_round import RoundConfig
 from veilfl.secagg.commitment import Commitment, CommitmentCertificate
 from veilfl.secagg.config import SecureAggregationConfig
@@ -59,17 +58,17 @@ class _Hosts(httpx.AsyncBaseTransport):
 
 def _run(identity: Identity, keys: list[AggregatorKeyPair]) -> RunInfo:
     urls = [f"http://aggregator-{j}" for j in (1, 2, 3)]
-    settings = CoordinatorSettings(
+    settings = RunSpec(
         model_name="tiny",
         rounds=RoundConfig(num_rounds=1, clients_per_round=2, min_clients=2),
         secure=SecureSettings(config=CONFIG, aggregators=published(keys, urls)),
         dp=DpConfig(placement="distributed", noise_multiplier=1.0, clip_norm=10.0, min_clients=2),
     )
-    return describe_run(
+    return run_info(
         settings,
         run_id=RUN_ID,
         coordinator_key=identity.public_key_text,
-        spec=spec_of({"w": np.zeros(3, np.float32)}),
+        model_size=spec_of({"w": np.zeros(3, np.float32)}).total_size,
     )
 
 

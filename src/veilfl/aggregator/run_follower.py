@@ -22,6 +22,7 @@ import httpx
 
 from veilfl.errors import VeilflError, WireFormatError
 from veilfl.protocol.messages import RunInfo
+from veilfl.protocol.run_description import RunDescription
 
 __all__ = ["RunFollower"]
 
@@ -79,7 +80,7 @@ class RunFollower:
                     response = await http.get("/v1/run")
                 if response.status_code != 200:
                     return False
-                run = RunInfo.from_json(response.json())
+                run = RunDescription.from_json(response.json()).info
                 run_id = run.run_id
             except (httpx.HTTPError, ValueError, WireFormatError) as exc:
                 logger.debug("the coordinator did not describe its run: %s", exc)
@@ -98,7 +99,9 @@ class RunFollower:
                 )
                 return False
             logger.info(
-                "the coordinator started run %s; following it (was %s)", run_id, self.run_id
+                "the coordinator started run %s; following it (was %s)",
+                run_id,
+                self.run_id or "none",
             )
             self.run_id = run_id
             return True
@@ -110,7 +113,11 @@ class RunFollower:
         return await self.check()
 
     async def follow(self) -> None:
-        """Check every ``interval_s`` seconds, until cancelled."""
+        """Check every ``interval_s`` seconds (every half second, at once, while no run
+        is attached yet), until cancelled."""
         while True:
-            await asyncio.sleep(self._interval_s)
-            await self.check()
+            if self.run_id:
+                await asyncio.sleep(self._interval_s)
+            if await self.check() or self.run_id:
+                continue
+            await asyncio.sleep(min(0.5, self._interval_s))

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import asyncio
 import logging
 from pathlib import Path
 
@@ -92,7 +91,7 @@ def run(args: argparse.Namespace) -> int:
     import uvicorn  # the web stack loads only for the command that serves
 
     from veilfl.aggregator.access import AggregatorAccess
-    from veilfl.aggregator.service import AggregatorService, create_aggregator_app, fetch_run
+    from veilfl.aggregator.service import AggregatorService, create_aggregator_app
 
     configure_logging(args.log_level, fmt=args.log_format, role=f"aggregator {args.index}")
     transport = transport_from_args(args, serves=True)
@@ -107,12 +106,13 @@ def run(args: argparse.Namespace) -> int:
         min_noise_multiplier=args.min_noise_multiplier,
         allow_split_certificates=args.allow_split_certificates,
     )
-    logger.info("asking the coordinator at %s for its run", args.coordinator)
-    run_description = asyncio.run(fetch_run(args.coordinator, verify=transport.verify))
+    logger.info(
+        "serving; the run comes from the coordinator at %s once it describes one",
+        args.coordinator,
+    )
     app = create_aggregator_app(
         service,
         coordinator_url=args.coordinator,
-        run=run_description,
         follow_interval_s=FOLLOW_INTERVAL_S,
         max_share_bytes=int(args.max_share_mb * 2**20),
         access=AggregatorAccess(index=args.index, rate_limit=rate_limit_from_args(args)),

@@ -69,7 +69,7 @@ def differing_settings(stored: Mapping[str, Any], wanted: Mapping[str, Any]) -> 
     """Each setting that differs, as ``FLAG: STORED (stored) vs NEW (now)``, in order.
 
     Args:
-        stored: The run's settings as stored (``CoordinatorSettings.to_json()``).
+        stored: The run's settings as stored (``RunSpec.to_json()``).
         wanted: The settings the command line asks for, in the same form.
     """
     out: list[str] = []
@@ -90,7 +90,7 @@ def check_resumable(run_dir: Path, wanted: Mapping[str, Any]) -> None:
     Raises:
         ConfigurationError: one line naming every differing setting.
     """
-    from veilfl.protocol.settings import CoordinatorSettings
+    from veilfl.protocol.run_spec import RunSpec
     from veilfl.server.run_store import RunStore
 
     state = run_dir / "run.sqlite"
@@ -100,7 +100,7 @@ def check_resumable(run_dir: Path, wanted: Mapping[str, Any]) -> None:
         run_id = store.run_id()
         if run_id is None:
             return
-        stored = CoordinatorSettings.from_json(store.config()).to_json()
+        stored = RunSpec.from_json(store.config()).unsealed().to_json()
     differences = differing_settings(_plain(stored), _plain(wanted))
     if differences:
         raise ConfigurationError(

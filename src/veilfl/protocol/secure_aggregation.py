@@ -5,9 +5,12 @@ aggregators and their answers as events:
 
 1. **holdings**: every aggregator says which clients' shares it actually holds. The
    candidates are built from those holdings, never from what clients' receipts claim, so
-   a false receipt costs nothing but its sender's exclusion. The job picks t or more
-   aggregators that all hold the largest set of reporting clients
-   (:func:`~veilfl.secagg.reconstruction.plan_aggregation`).
+   a false receipt costs nothing but its sender's exclusion. The job picks the
+   aggregators first, as many as hold a common list of at least half the clients (t at
+   least), then the clients they all hold
+   (:func:`~veilfl.secagg.reconstruction.plan_aggregation`): a client that uploaded to
+   fewer aggregators is left out, and cannot take the round's spare aggregator (its
+   fault tolerance and consistency check) with it.
 2. **verify**: those aggregators answer one query seed for each candidate's proof; from
    t or more answers the job decides, client by client, whose contribution is within its
    bounds (:func:`~veilfl.secagg.bounds.decide`). Invalid ones are excluded.
@@ -426,11 +429,12 @@ class SecureAggregationJob:
                 f"answered, and {str(exc).rstrip('.')}"
             )
             return
+        holders = ", ".join(str(j) for j in plan.aggregators)
         self._exclude(
             {
-                c: f"their shares are not held by {self._config.threshold} aggregators that hold "
-                "the others' (a receipt that named aggregators it never reached, or an upload "
-                "that failed)"
+                c: f"their shares are not held by every aggregator the round verifies with "
+                f"({holders}): a receipt that named aggregators it never reached, or an "
+                "upload that failed"
                 for c in reporters
                 if c not in set(plan.participants)
             }

@@ -125,6 +125,11 @@ class AggregatorNode:
         return {r: state.clients for r, state in self._rounds.items()}
 
     @property
+    def layout(self) -> ContributionLayout:
+        """The run's contribution encoding."""
+        return self._layout
+
+    @property
     def max_participants(self) -> int:
         """The most clients this aggregator sums (the encoding's limit)."""
         return self._layout.max_summands()

@@ -168,9 +168,20 @@ class CommitmentCertificate:
 
         Raises:
             WireFormatError: if it is malformed or its digest is not that of the list.
+                The round id must be a JSON integer in [0, 2^64) (what
+                :meth:`Commitment.message` can sign): a float such as ``1e999``, which
+                JSON decodes to infinity, is refused here rather than overflowing later.
         """
         try:
-            commitment = Commitment.of(run_id, int(data["round_id"]), participants)
+            round_id = data["round_id"]
+            if isinstance(round_id, bool) or not isinstance(round_id, int):
+                raise WireFormatError(
+                    f"The certificate's round_id must be a whole number; got a "
+                    f"{type(round_id).__name__}."
+                )
+            if not 0 <= round_id < 2**64:
+                raise WireFormatError("The certificate's round_id is outside [0, 2^64).")
+            commitment = Commitment.of(run_id, round_id, participants)
             if bytes.fromhex(str(data["digest"])) != commitment.digest:
                 raise WireFormatError(
                     "The certificate is for another participant list than the one asked for."
@@ -179,6 +190,6 @@ class CommitmentCertificate:
                 int(j): base64.b64decode(str(s), validate=True)
                 for j, s in dict(data["signatures"]).items()
             }
-        except (KeyError, TypeError, ValueError, binascii.Error) as exc:
+        except (KeyError, TypeError, ValueError, OverflowError, binascii.Error) as exc:
             raise WireFormatError(f"The commitment certificate does not parse: {exc}.") from exc
         return cls(commitment=commitment, signatures=signatures)

@@ -148,7 +148,7 @@ class SecureAggregationConfig:
                 quorum=int(data["quorum"]),
                 allow_split_certificates=_flag(data.get("allow_split_certificates", False)),
             )
-        except (KeyError, TypeError, ValueError) as exc:
+        except (KeyError, TypeError, ValueError, OverflowError) as exc:
             raise ConfigurationError(
                 f"The secure-aggregation settings are malformed: {exc}."
             ) from exc
