@@ -81,6 +81,7 @@ def in_process_fleet(
             keypair=key,
             spool=spool / f"a{index}",
             min_participants=min_participants,
+            peer_fingerprints=[k.fingerprint for k in keys],
         )
         apps[f"aggregator-{index}"] = httpx.ASGITransport(
             app=create_aggregator_app(

@@ -19,7 +19,7 @@ from veilfl.protocol.run_spec import RunSpec, SecureSettings
 from veilfl.protocol.sync_round import RoundConfig
 from veilfl.secagg.config import SecureAggregationConfig
 
-__all__ = ["published", "run_info", "secure_description", "secure_run"]
+__all__ = ["pins", "published", "run_info", "secure_description", "secure_run"]
 
 
 def published(
@@ -58,6 +58,12 @@ def secure_run(
             config=config, aggregators=published(keys, urls), model_size=model_size
         ),
     )
+
+
+def pins(run: RunInfo) -> list[str]:
+    """The ``--peer-fingerprint`` list of an operator who pinned ``run``'s aggregators."""
+    assert run.secure is not None
+    return [a.fingerprint for a in run.secure.aggregators]
 
 
 def run_info(

@@ -81,7 +81,13 @@ async def test_a_share_of_the_coordinators_new_run_makes_the_aggregator_follow(
     tmp_path: Path,
 ) -> None:
     coordinator = Coordinator()
-    service = AggregatorService(index=1, keypair=KEYS[0], spool=tmp_path, min_participants=2)
+    service = AggregatorService(
+        index=1,
+        keypair=KEYS[0],
+        spool=tmp_path,
+        min_participants=2,
+        peer_fingerprints=[key.fingerprint for key in KEYS],
+    )
     app = create_aggregator_app(
         service,
         coordinator_url="http://coordinator",

@@ -179,7 +179,7 @@ def _drop_secure(run: dict[str, Any]) -> None:
 
 
 def _one_aggregator(run: dict[str, Any]) -> None:
-    run["secure"]["config"].update(threshold=1, num_aggregators=1)
+    run["secure"]["config"].update(threshold=1, num_aggregators=1, quorum=1)
     run["secure"]["aggregators"] = run["secure"]["aggregators"][:1]
 
 
@@ -195,7 +195,7 @@ def _coordinator_keys(run: dict[str, Any]) -> None:
 
 
 def _two_of_two(run: dict[str, Any]) -> None:
-    run["secure"]["config"].update(threshold=2, num_aggregators=2)
+    run["secure"]["config"].update(threshold=2, num_aggregators=2, quorum=2)
     run["secure"]["aggregators"] = [
         a.to_json() for a in published([generate_keypair() for _ in URLS[:2]], URLS[:2])
     ]

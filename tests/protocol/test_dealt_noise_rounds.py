@@ -44,14 +44,16 @@ STEP = 1 / ContributionLayout(3, CONFIG).scale
 DP = DpConfig(placement="distributed", noise_multiplier=1.0, clip_norm=10.0, min_clients=2)
 
 
-def _run(*, timeout_s: float = 30.0) -> tuple[Coordinator, InProcessAggregators, RunInfo]:
-    aggregators = InProcessAggregators(CONFIG, run_id="r", model_size=3, noise_seed=b"seed")
+def _run(
+    *, timeout_s: float = 30.0, config: SecureAggregationConfig = CONFIG
+) -> tuple[Coordinator, InProcessAggregators, RunInfo]:
+    aggregators = InProcessAggregators(config, run_id="r", model_size=3, noise_seed=b"seed")
     settings = RunSpec(
         model_name="tiny",
         rounds=RoundConfig(
             num_rounds=1, clients_per_round=2, min_clients=2, round_timeout_s=timeout_s
         ),
-        secure=SecureSettings(config=CONFIG, aggregators=aggregators.published),
+        secure=SecureSettings(config=config, aggregators=aggregators.published),
         dp=DP,
     )
     core = build_coordinator(
@@ -122,9 +124,13 @@ def test_the_released_model_carries_the_dealt_noise() -> None:
 
 
 def test_a_missing_dealer_stalls_the_round_until_it_is_abandoned_and_run_again() -> None:
-    core, aggregators, run = _run(timeout_s=30.0)
+    # m = 4, t = 2: the quorum of 3 certifies the list without aggregator 4.
+    four = SecureAggregationConfig(
+        threshold=2, num_aggregators=4, norm_bound=10.0, max_samples_per_client=100
+    )
+    core, aggregators, run = _run(timeout_s=30.0, config=four)
     _train(core, aggregators, run, {"a": 1.0, "b": 3.0}, now=1.0)
-    aggregators.down = {3}  # it holds its shares, but cannot deal
+    aggregators.down = {4}  # it holds its shares, but cannot deal
     seen: list[Effect] = []
     settle(core, now=1.0, aggregators=aggregators, seen=seen)
     for now in (2.5, 4.0, 20.0):
@@ -132,7 +138,7 @@ def test_a_missing_dealer_stalls_the_round_until_it_is_abandoned_and_run_again()
         settle(core, now=now, aggregators=aggregators, seen=seen)
     assert core.phase is CoordinatorPhase.AGGREGATING and core.model_version == 0
     stalls = [e.reason for e in seen if isinstance(e, AggregationStalled)]
-    assert len(stalls) == 1 and "2 of the 3 aggregators dealt their noise" in stalls[0]
+    assert len(stalls) == 1 and "3 of the 4 aggregators dealt their noise" in stalls[0]
     assert not [e for e in seen if isinstance(e, CollectAggregateShares)]  # nothing released
     core.tick(now=31.5)
     (abandoned,) = [e for e in core.drain() if isinstance(e, RoundAbandoned)]

@@ -9,9 +9,9 @@ from typing import Any
 
 import numpy as np
 import pytest
+from tests.contributions import seal
 from tests.run_descriptions import published
 
-from veilfl.crypto.csprng import CsprngStream
 from veilfl.crypto.keys import generate_keypair
 from veilfl.errors import DecryptionError, WireFormatError
 from veilfl.privacy.clipping import AdaptiveClipping
@@ -23,7 +23,7 @@ from veilfl.protocol.run_spec import RunSpec, SecureSettings
 from veilfl.protocol.sync_round import RoundConfig
 from veilfl.secagg.aggregator_state import open_contribution
 from veilfl.secagg.config import SecureAggregationConfig
-from veilfl.secagg.contribution import ContributionLayout, seal_contribution
+from veilfl.secagg.contribution import ContributionLayout
 from veilfl.secagg.run_consent import sign_consent
 from veilfl.strategy.settings import ServerOptimizerConfig
 
@@ -127,14 +127,13 @@ def test_a_share_sealed_under_one_view_does_not_open_under_another() -> None:
         dataclasses.replace(BASE, dp=dataclasses.replace(BASE.dp, noise_multiplier=2.0))  # type: ignore[arg-type]
     )
     layout = ContributionLayout(3, CONFIG)
-    sealed = seal_contribution(
-        np.zeros(layout.measurement_length, dtype=np.int64),
-        layout=layout,
-        public_keys=[k.public_key for k in KEYS],
+    sealed = seal(
+        CONFIG,
+        KEYS,
         run_id=clients_view.run_id,
         round_id=1,
         client_id="c",
-        rng=CsprngStream(),
+        update=np.zeros(3),
     )
     opened = {
         "same view": clients_view.run_id,

@@ -99,8 +99,13 @@ def _closed_service(description: RunDescription) -> CoordinatorService:
 def _aggregator(
     hosts: _Hosts, tmp_path: Path, index: int, minimum: int, key: AggregatorKeyPair
 ) -> None:
+    keys = [key if j == index else k for j, k in enumerate(KEYS, start=1)]
     service = AggregatorService(
-        index=index, keypair=key, spool=tmp_path / f"a{index}", min_participants=minimum
+        index=index,
+        keypair=key,
+        spool=tmp_path / f"a{index}",
+        min_participants=minimum,
+        peer_fingerprints=[k.fingerprint for k in keys],
     )
     hosts.apps[f"aggregator-{index}"] = httpx.ASGITransport(
         app=create_aggregator_app(
@@ -108,7 +113,7 @@ def _aggregator(
             coordinator_url=None,
             max_share_bytes=1 << 20,
             access=AggregatorAccess(index=index, rate_limit=None),
-            run=_run([key if j == index else k for j, k in enumerate(KEYS, start=1)]),
+            run=_run(keys),
         )
     )
 
@@ -168,7 +173,11 @@ def _consenting_fleet(
     services = []
     for index, key in enumerate(KEYS, start=1):
         service = AggregatorService(
-            index=index, keypair=key, spool=tmp_path / f"a{index}", min_noise_multiplier=pin
+            index=index,
+            keypair=key,
+            spool=tmp_path / f"a{index}",
+            min_noise_multiplier=pin,
+            peer_fingerprints=[k.fingerprint for k in KEYS],
         )
         hosts.apps[f"aggregator-{index}"] = httpx.ASGITransport(
             app=create_aggregator_app(

@@ -13,7 +13,7 @@ import httpx
 import numpy as np
 import pytest
 from tests.contributions import seal
-from tests.run_descriptions import published, run_info, secure_run
+from tests.run_descriptions import pins, published, run_info, secure_run
 
 from veilfl.aggregator.access import AggregatorAccess
 from veilfl.aggregator.service import NOISE_STATE, AggregatorService, create_aggregator_app
@@ -79,7 +79,9 @@ async def _start(
     run: RunInfo,
     spool: Path,
 ) -> AggregatorService:
-    service = AggregatorService(index=index, keypair=key, spool=spool, min_participants=2)
+    service = AggregatorService(
+        index=index, keypair=key, spool=spool, min_participants=2, peer_fingerprints=pins(run)
+    )
     hosts.apps[f"aggregator-{index}"] = httpx.ASGITransport(
         app=create_aggregator_app(
             service,
@@ -178,7 +180,11 @@ def test_an_operator_pin_refuses_runs_with_less_noise(tmp_path: Path) -> None:
 
     def service(pin: float, folder: str) -> AggregatorService:
         return AggregatorService(
-            index=1, keypair=keys[0], spool=tmp_path / folder, min_noise_multiplier=pin
+            index=1,
+            keypair=keys[0],
+            spool=tmp_path / folder,
+            min_noise_multiplier=pin,
+            peer_fingerprints=[k.fingerprint for k in keys],
         )
 
     with pytest.raises(ConfigurationError, match="noise multiplier 1;"):

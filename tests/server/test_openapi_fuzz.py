@@ -171,7 +171,11 @@ def test_coordinator_with_buffers_never_fails_and_rejections_change_nothing(case
 
 KEY = generate_keypair()
 _AGGREGATOR = AggregatorService(
-    index=1, keypair=KEY, spool=Path(tempfile.mkdtemp()), min_participants=2
+    index=1,
+    keypair=KEY,
+    spool=Path(tempfile.mkdtemp()),
+    min_participants=2,
+    peer_fingerprints=[KEY.fingerprint],
 )
 AGGREGATOR = schemathesis.openapi.from_asgi(
     "/openapi.json",

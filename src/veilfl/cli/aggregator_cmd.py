@@ -55,8 +55,22 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
         default=[],
         metavar="FINGERPRINT",
         help="fingerprint of each aggregator of the run, this one included, in index order "
-        "(repeat; `veilfl keys` prints them): a run with other aggregators is refused, so "
-        "a coordinator cannot invent the majority that certifies a participant list",
+        "(repeat; `veilfl keys` prints them; required): a run with other aggregators is "
+        "refused, so a coordinator cannot invent the peers that certify a participant list",
+    )
+    parser.add_argument(
+        "--trust-coordinator-peer-keys",
+        action="store_true",
+        help="UNSAFE: without --peer-fingerprint, take the other aggregators' keys from the "
+        "coordinator unchecked; it can then invent them, forge their commitments and learn "
+        "single clients' updates",
+    )
+    parser.add_argument(
+        "--allow-split-certificates",
+        action="store_true",
+        help="UNSAFE: serve a run whose --quorum lets two certificates of a round share "
+        "fewer than t aggregators, so the coordinator and t - 1 colluding aggregators could "
+        "learn one client's update",
     )
     parser.add_argument(
         "--min-noise-multiplier",
@@ -88,7 +102,9 @@ def run(args: argparse.Namespace) -> int:
         spool=args.spool,
         min_participants=args.min_participants,
         peer_fingerprints=args.peer_fingerprint or None,
+        trust_coordinator_peer_keys=args.trust_coordinator_peer_keys,
         min_noise_multiplier=args.min_noise_multiplier,
+        allow_split_certificates=args.allow_split_certificates,
     )
     logger.info(
         "serving; the run comes from the coordinator at %s once it describes one",

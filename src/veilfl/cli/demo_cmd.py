@@ -27,12 +27,14 @@ from veilfl.cli.local_fleet import (
     server_aggregator_flags,
 )
 from veilfl.cli.progress import CoordinatorProgress, RoundProgress
+from veilfl.cli.quorum_options import add_quorum_options
 from veilfl.cli.security_options import TOKEN_ENV
 from veilfl.errors import TransportError
 from veilfl.protocol.aggregator_minimums import DEFAULT_MIN_PARTICIPANTS
 from veilfl.protocol.assembly import check_run_settings, privacy_warning
 from veilfl.protocol.metrics import RoundMetrics
 from veilfl.reporting import format_round_row, format_round_table_header
+from veilfl.secagg.commitment import default_quorum
 from veilfl.strategy.settings import SERVER_OPTIMIZER_CHOICES
 from veilfl.tensors import spec_of
 from veilfl.tls import client_ssl_context
@@ -86,7 +88,12 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
         action="store_true",
         help="plain FedAvg without secure aggregation (for comparison)",
     )
-    parser.add_argument("--aggregators", type=int, default=3, help="aggregator processes (m)")
+    parser.add_argument(
+        "--aggregators",
+        type=int,
+        default=4,
+        help="aggregator processes (m; with t = 2 and the default quorum 3, one may fail)",
+    )
     parser.add_argument(
         "--mode",
         choices=["sync", "fedbuff", "fedasync"],
@@ -117,6 +124,7 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
         help="how epsilon is computed (PLD: tighter, never looser than RDP)",
     )
     parser.add_argument("--threshold", type=int, default=2, help="shares to reconstruct (t)")
+    add_quorum_options(parser)
     add_log_option(parser)
     parser.set_defaults(func=run)
 
@@ -190,13 +198,16 @@ def run(args: argparse.Namespace) -> int:
     aggregator_cmds: list[list[str]] = []
     fingerprints: list[str] = []
     if not args.plaintext:
+        # The operator of every aggregator here is the demo's user: its consent to a
+        # splittable quorum is theirs to give, once.
+        split = ["--allow-split-certificates"] if args.allow_split_certificates else []
         fleet = local_aggregators(
             run_dir / "keys",
             count=args.aggregators,
             coordinator_url=url,
             trust=trust,
             spool_dir=run_dir / "spool",
-            extra=common,
+            extra=[*common, *split],
         )
         fingerprints = [a.fingerprint for a in fleet]
         aggregator_cmds = [a.command for a in fleet]
@@ -204,13 +215,16 @@ def run(args: argparse.Namespace) -> int:
         server_cmd += [
             "--threshold",
             str(args.threshold),
+            *([] if args.quorum is None else ["--quorum", str(args.quorum)]),
+            *split,
             "--max-samples-per-client",
             str(-(-50_000 // args.clients)),
         ]
     mode = (
         "plaintext FedAvg"
         if args.plaintext
-        else f"secure aggregation ({args.threshold} of {args.aggregators} aggregators)"
+        else f"secure aggregation ({args.threshold} of {args.aggregators} aggregators, "
+        f"{_quorum(args)} certify each round)"
     )
     warning = _check_server_settings(server_cmd[3:])
     print(
@@ -295,6 +309,13 @@ def run(args: argparse.Namespace) -> int:
     for name in ("metrics.json", "metrics.csv", "metrics.png"):
         print(f"  {run_dir / name}")
     return 0
+
+
+def _quorum(args: argparse.Namespace) -> int:
+    """The quorum the demo's server will use (``--quorum``, or the default)."""
+    if args.quorum is not None:
+        return int(args.quorum)
+    return default_quorum(num_aggregators=args.aggregators, threshold=args.threshold)
 
 
 _EVALUATION_WAIT_S = 60.0

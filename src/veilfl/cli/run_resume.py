@@ -35,6 +35,8 @@ SETTING_FLAGS: dict[str, str] = {
     "secure.config.num_aggregators": "--aggregator (count)",
     "secure.config.norm_bound": "--norm-bound",
     "secure.config.max_samples_per_client": "--max-samples-per-client",
+    "secure.config.quorum": "--quorum",
+    "secure.config.allow_split_certificates": "--allow-split-certificates",
     "dp": "--dp",
     "dp.placement": "--dp",
     "dp.noise_multiplier": "--noise-multiplier",

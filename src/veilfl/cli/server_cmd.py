@@ -18,6 +18,7 @@ from veilfl.cli.common import (
     test_dataset,
 )
 from veilfl.cli.learner_option import add_learner_option, learner_for, model_name_from_args
+from veilfl.cli.quorum_options import add_quorum_options, quorum_from_args
 from veilfl.cli.run_resume import check_resumable
 from veilfl.cli.security_options import (
     add_enrollment_options,
@@ -150,6 +151,7 @@ def secure_from_args(args: argparse.Namespace, dp: DpConfig | None = None) -> Se
         norm_bound=secure_norm_bound(args.norm_bound, dp),
         max_samples_per_client=args.max_samples_per_client,
         kem=endpoints[0].kem,
+        **quorum_from_args(args),
     )
     return SecureSettings(config=config, aggregators=tuple(endpoints))
 
@@ -281,6 +283,7 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
         help="an aggregator (repeat, in index order); none means plaintext FedAvg",
     )
     secure.add_argument("--threshold", type=int, default=2, help="shares needed (t)")
+    add_quorum_options(secure)
     secure.add_argument(
         "--norm-bound",
         type=float,

@@ -44,6 +44,7 @@ from veilfl.protocol.aggregator_minimums import verified_minimums
 from veilfl.protocol.messages import RunInfo
 from veilfl.protocol.run_description import RunDescription
 from veilfl.secagg.aggregator_policy import AggregatorPolicy
+from veilfl.secagg.commitment import default_quorum
 from veilfl.secagg.config import SecureAggregationConfig
 
 __all__ = [
@@ -639,10 +640,11 @@ def check_participations(run: RunInfo, *, earlier_rounds: int, round_id: int) ->
 
 
 def consent_quorum(config: SecureAggregationConfig) -> int:
-    """The consents a client needs: as many aggregators as certify a participant list,
-    ceil((m + t) / 2), so that every two such sets share t aggregators."""
+    """The consents a client needs: the run's certificate quorum, and never fewer than
+    ceil((m + t) / 2), so that every two such sets share t aggregators (a run that
+    announces a smaller, splittable quorum still needs that many consents)."""
     m, t = config.num_aggregators, config.threshold
-    return min(m, -(-(m + t) // 2))
+    return max(config.quorum, default_quorum(num_aggregators=m, threshold=t))
 
 
 def run_epsilon(run: RunInfo) -> float:

@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections.abc import Callable, Collection
 from dataclasses import dataclass
 
+from veilfl.errors import ConfigurationError
 from veilfl.protocol.assembly import AssembledRun, build_coordinator
 from veilfl.protocol.messages import PublishedAggregator, RunInfo
 from veilfl.protocol.run_description import RunDescription
@@ -67,8 +68,17 @@ def assemble_simulated_run(
 
     Raises:
         ConfigurationError: for settings that contradict each other or the
-            aggregators' minimums.
+            aggregators' minimums, or for so many aggregators down that fewer than the
+            quorum remain (no round could ever be certified).
     """
+    if secure is not None:
+        up = secure.num_aggregators - len(set(down))
+        if up < secure.quorum:
+            raise ConfigurationError(
+                f"With aggregators {sorted(set(down))} down for the whole simulation, {up} of "
+                f"{secure.num_aggregators} remain, fewer than the quorum of {secure.quorum} "
+                "that certifies a round's participant list: no round could be released."
+            )
     model_size = spec_of(weights).total_size
     aggregators = (
         None

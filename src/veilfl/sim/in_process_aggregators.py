@@ -155,6 +155,8 @@ class InProcessAggregators:
                     ),
                     save_noise=save,
                     peer_public_keys=public_keys,
+                    # One operator runs them all: the run's own setting is its consent.
+                    allow_split_certificates=layout.config.allow_split_certificates,
                 )
             )
         return nodes
