@@ -15,6 +15,7 @@ import time
 from datetime import datetime
 from pathlib import Path
 from typing import IO
+from urllib.parse import urlsplit
 
 import httpx
 
@@ -27,6 +28,7 @@ from veilfl.cli.local_fleet import (
     server_aggregator_flags,
 )
 from veilfl.cli.progress import CoordinatorProgress, RoundProgress
+from veilfl.cli.run_resume import check_resumable, stored_aggregator_urls
 from veilfl.cli.security_options import TOKEN_ENV
 from veilfl.errors import TransportError
 from veilfl.protocol.aggregator_minimums import DEFAULT_MIN_PARTICIPANTS
@@ -197,6 +199,7 @@ def run(args: argparse.Namespace) -> int:
             trust=trust,
             spool_dir=run_dir / "spool",
             extra=common,
+            ports=_resumed_ports(run_dir, args.aggregators),
         )
         fingerprints = [a.fingerprint for a in fleet]
         aggregator_cmds = [a.command for a in fleet]
@@ -229,7 +232,13 @@ def run(args: argparse.Namespace) -> int:
 
     def start(name: str, cmd: list[str], extra_env: dict[str, str] | None = None) -> None:
         log = (logs / f"{name}.log").open("wb")
-        process = subprocess.Popen(cmd, stdout=log, stderr=log, env={**env, **(extra_env or {})})
+        try:
+            process = subprocess.Popen(
+                cmd, stdout=log, stderr=log, env={**env, **(extra_env or {})}
+            )
+        except BaseException:
+            log.close()
+            raise
         processes.append((name, process, log))
 
     started = time.monotonic()
@@ -301,15 +310,28 @@ _EVALUATION_WAIT_S = 60.0
 """How long the demo waits for a completed round's evaluation before showing it."""
 
 
+def _resumed_ports(run_dir: Path, count: int) -> list[int] | None:
+    """The aggregators' ports of the run the folder holds (a resumed demo starts its
+    aggregators where the run expects them); None for a new folder, or when the count
+    differs (the resume check then names the count)."""
+    ports = [urlsplit(url).port for url in stored_aggregator_urls(run_dir)]
+    if len(ports) != count or None in ports:
+        return None
+    return [port for port in ports if port is not None]
+
+
 def _check_server_settings(server_args: list[str]) -> str | None:
     """The start-up checks of the server the demo is about to start, on the very
-    settings it will build from ``server_args``: refuse contradictory DP settings here,
-    in one line, rather than in the server's log; return the noise warning, if any."""
+    settings it will build from ``server_args``: refuse contradictory DP settings, or
+    a run folder that holds a run with other settings, here, in one line, rather than
+    in the server's log; return the noise warning, if any."""
     from veilfl.cli.main import build_parser  # main lists this command: import late
     from veilfl.cli.server_cmd import settings_from_args
 
-    settings = settings_from_args(build_parser().parse_args(server_args))
+    parsed = build_parser().parse_args(server_args)
+    settings = settings_from_args(parsed)
     check_run_settings(settings)
+    check_resumable(parsed.run_dir, settings.to_json())
     if settings.dp is None:
         return None
     learner = learner_for(settings.model_name, seed=settings.seed)
