@@ -59,7 +59,7 @@ from veilfl.secagg.contribution import ContributionLayout
 from veilfl.secagg.dealt_noise import dealt_noise_config
 from veilfl.secagg.tree_noise import TreeNoiseAggregator
 from veilfl.transport.http_errors import install_error_handlers
-from veilfl.transport.peer import certificate_rejected
+from veilfl.transport.peer import certificate_rejected, tls_spoken_instead
 
 __all__ = ["AggregatorService", "create_aggregator_app", "fetch_run"]
 
@@ -84,6 +84,8 @@ async def fetch_run(
         TransportError: if the coordinator does not answer within ``wait_s``, or its TLS
             certificate does not verify (not retried: nothing is sent to a server that
             fails it).
+        ConfigurationError: if ``coordinator_url`` is ``http://`` and the coordinator
+            speaks TLS (not retried either).
     """
     loop = asyncio.get_running_loop()
     started = loop.time()
@@ -102,6 +104,9 @@ async def fetch_run(
                         f"The coordinator at {coordinator_url} presented a TLS certificate that "
                         "does not verify against --ca-cert; refusing to attach."
                     ) from exc
+                hint = await tls_spoken_instead(coordinator_url, exc)
+                if hint is not None:
+                    raise ConfigurationError(f"--coordinator: {hint}") from exc
             now = loop.time()
             if now - started >= wait_s:
                 break

@@ -1,8 +1,13 @@
-"""One HTTP peer (coordinator or aggregator) with retries and backoff."""
+"""One HTTP peer (coordinator or aggregator) with retries and backoff.
+
+An ``http://`` URL pointed at a TLS server fails on its first attempt, in one line
+that says to use ``https://`` (:func:`tls_spoken_instead`), instead of being retried.
+"""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import random
 import ssl
@@ -12,9 +17,16 @@ from typing import Any
 
 import httpx
 
-from veilfl.errors import TransportError
+from veilfl.errors import ConfigurationError, TransportError
 
-__all__ = ["Peer", "RetryPolicy", "certificate_rejected", "error_message", "raise_for_status"]
+__all__ = [
+    "Peer",
+    "RetryPolicy",
+    "certificate_rejected",
+    "error_message",
+    "raise_for_status",
+    "tls_spoken_instead",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -47,6 +59,7 @@ class Peer:
     def __init__(self, http: httpx.AsyncClient, retry: RetryPolicy) -> None:
         self._http = http
         self._retry = retry
+        self._scheme_checked = False
 
     @property
     def base_url(self) -> str:
@@ -60,6 +73,7 @@ class Peer:
 
         Raises:
             TransportError: when every attempt failed.
+            ConfigurationError: if the URL is ``http://`` and the server speaks TLS.
         """
         last_problem = "no attempt was made"
         for attempt in range(1, self._retry.max_attempts + 1):
@@ -73,6 +87,11 @@ class Peer:
                         f"against the trusted CA ({exc}); nothing was sent. Check --ca-cert, "
                         "and that the server's certificate names this host."
                     ) from exc
+                if not self._scheme_checked:
+                    self._scheme_checked = True
+                    hint = await tls_spoken_instead(self._http.base_url, exc)
+                    if hint is not None:
+                        raise ConfigurationError(hint) from exc
                 last_problem = f"{type(exc).__name__}: {exc}"
             else:
                 if response.status_code in expect or (
@@ -112,6 +131,41 @@ def certificate_rejected(exc: httpx.TransportError) -> bool:
             return True
         cause = cause.__cause__ or cause.__context__
     return "CERTIFICATE_VERIFY_FAILED" in str(exc)
+
+
+async def tls_spoken_instead(
+    url: httpx.URL | str, exc: httpx.TransportError, *, timeout_s: float = 5.0
+) -> str | None:
+    """If ``url`` is ``http://`` and its server hung up because it speaks TLS, the
+    one-line message that says so; else None.
+
+    A plaintext request to a TLS server ends in a dropped connection, which would be
+    retried as a network failure. This probe opens one TLS handshake to the same
+    host and port and sends nothing over it; the server's certificate is not
+    checked, because the answer only words an error (nothing is trusted on it).
+    """
+    url = httpx.URL(str(url))
+    if url.scheme != "http" or not isinstance(exc, httpx.RemoteProtocolError | httpx.ReadError):
+        return None
+    host, port = url.host, url.port or 80
+    probe = ssl.create_default_context()
+    probe.check_hostname = False
+    probe.verify_mode = ssl.CERT_NONE  # see above: the handshake is the whole question
+    try:
+        _, writer = await asyncio.wait_for(
+            asyncio.open_connection(host, port, ssl=probe), timeout=timeout_s
+        )
+    except (OSError, ssl.SSLError, TimeoutError):
+        return None
+    writer.close()
+    with contextlib.suppress(OSError, ssl.SSLError):
+        await writer.wait_closed()
+    netloc = url.netloc.decode("ascii")
+    netloc = netloc if url.port else f"{netloc}:80"
+    return (
+        f"{netloc} speaks TLS, but its URL is plaintext http://; use https://{netloc} "
+        "(with --ca-cert, without --insecure)."
+    )
 
 
 def _retry_after(response: httpx.Response) -> float:
