@@ -64,6 +64,7 @@ async def run_client(
     model_name: str | None = None,
     device: str | torch.device | None = None,
     record: ParticipationRecord | None = None,
+    connect_timeout_s: float | None = None,
 ) -> ClientSummary:
     """Take part in a run until the coordinator says it is done.
 
@@ -95,10 +96,13 @@ async def run_client(
             learner's device. Updates leave as float32 arrays on the CPU either way.
         record: The rounds this client has handed in, per run (default: in memory).
             Under DP-FTRL a round beyond the run's K participations is refused.
+        connect_timeout_s: Wait this long for the coordinator's first answer (it may
+            start after the client), asking again with backoff; None: ``retry``'s
+            attempts, as for every later request.
 
     Raises:
-        TransportError: if the coordinator cannot be reached after all retries, or
-            refuses the client outright.
+        TransportError: if the coordinator cannot be reached after all retries (or
+            within ``connect_timeout_s``), or refuses the client outright.
         PolicyRefusal: if the run, or a task, asks for less than ``policy`` accepts;
             nothing was sent.
         ConfigurationError: if the run trains another model than ``model_name``, or
@@ -114,7 +118,12 @@ async def run_client(
         base_url=server_url, timeout=retrying.timeout_s, transport=transport, verify=verify
     ) as http:
         api = Peer(http, retrying)
-        response = await api.request("GET", "/v1/run")
+        if connect_timeout_s is None:
+            response = await api.request("GET", "/v1/run")
+        else:
+            response = await api.wait_for(
+                "GET", "/v1/run", wait_s=connect_timeout_s, longer="raise --connect-timeout"
+            )
         raise_for_status(response, "describe the run")
         described = RunInfo.from_json(response.json())
         aggregator_policies = await check_run_before_enrolling(
