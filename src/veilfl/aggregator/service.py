@@ -28,7 +28,7 @@ import logging
 import shutil
 import ssl
 import tempfile
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
@@ -496,6 +496,7 @@ def create_aggregator_app(
     verify: ssl.SSLContext | bool = True,
     follow_interval_s: float | None = None,
     coordinator_transport: httpx.AsyncBaseTransport | None = None,
+    on_run_done: Callable[[], None] | None = None,
 ) -> FastAPI:
     """The aggregator's FastAPI application.
 
@@ -513,6 +514,8 @@ def create_aggregator_app(
             started a new run, and follow it (see :mod:`veilfl.aggregator.run_follower`).
             None: serve the first run only.
         coordinator_transport: An httpx transport to the coordinator (tests).
+        on_run_done: Called once the coordinator reports the run done (when following
+            it); ``veilfl aggregator`` exits then. None: serve on.
     """
     if run is not None:
         access.attach(run)
@@ -545,7 +548,13 @@ def create_aggregator_app(
             interval_s=follow_interval_s,
             transport=coordinator_transport,
         )
-        following = asyncio.create_task(follower.follow())
+
+        async def follow(follower: RunFollower) -> None:
+            await follower.follow(until_done=on_run_done is not None)
+            if on_run_done is not None:
+                on_run_done()
+
+        following = asyncio.create_task(follow(follower))
         try:
             yield
         finally:

@@ -309,6 +309,9 @@ def run(args: argparse.Namespace) -> int:
 _EVALUATION_WAIT_S = 60.0
 """How long the demo waits for a completed round's evaluation before showing it."""
 
+_AGGREGATOR_EXIT_S = 20.0
+"""How long the demo waits for an aggregator to exit by itself after the run."""
+
 
 def _resumed_ports(run_dir: Path, count: int) -> list[int] | None:
     """The aggregators' ports of the run the folder holds (a resumed demo starts its
@@ -393,14 +396,19 @@ def _follow(
 
 
 def _wait_all(processes: list[tuple[str, subprocess.Popen[bytes], IO[bytes]]], logs: Path) -> bool:
-    """Wait for every process; print the log tail of any that failed."""
+    """Wait for every process; print the log tail of any that failed. Aggregators exit
+    by themselves once the coordinator reports the run done; one that missed it (the
+    coordinator serves only a few seconds more) is stopped by the caller, as before."""
     failed = False
     for name, process, _ in processes:
-        if name.startswith("aggregator"):
-            continue  # aggregators serve until stopped; the caller stops them
+        aggregator = name.startswith("aggregator")
+        if aggregator and failed:
+            continue  # the coordinator failed: no run to end; the caller stops them
         try:
-            code = process.wait(timeout=60)
+            code = process.wait(timeout=_AGGREGATOR_EXIT_S if aggregator else 60)
         except subprocess.TimeoutExpired:
+            if aggregator:
+                continue
             process.kill()
             code = -9
         if code != 0:
