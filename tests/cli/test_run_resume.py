@@ -109,6 +109,20 @@ def test_differing_aggregators_are_named_by_index_and_what_differs() -> None:
     ]
 
 
+def test_another_aggregator_count_is_named_once() -> None:
+    stored = _settings([])
+    now = _settings([])
+    stored["secure"] = {
+        "config": {"num_aggregators": 2},
+        "aggregators": [_published(1, 8091), _published(2, 8092)],
+    }
+    now["secure"] = {
+        "config": {"num_aggregators": 3},
+        "aggregators": [_published(1, 8091), _published(2, 8092), _published(3, 8093)],
+    }
+    assert differing_settings(stored, now) == ["--aggregator (count) 2 (stored) vs 3 (now)"]
+
+
 def _published(index: int, port: int) -> dict[str, object]:
     return {"index": index, "url": f"https://127.0.0.1:{port}", "public_key": "k"}
 
