@@ -60,7 +60,6 @@ class Peer:
     def __init__(self, http: httpx.AsyncClient, retry: RetryPolicy) -> None:
         self._http = http
         self._retry = retry
-        self._scheme_checked = False
 
     @property
     def base_url(self) -> str:
@@ -169,11 +168,9 @@ class Peer:
                     f"against the trusted CA ({exc}); nothing was sent. Check --ca-cert, "
                     "and that the server's certificate names this host."
                 ) from exc
-            if not self._scheme_checked:
-                self._scheme_checked = True
-                hint = await tls_spoken_instead(self._http.base_url, exc)
-                if hint is not None:
-                    raise ConfigurationError(hint) from exc
+            hint = await tls_spoken_instead(self._http.base_url, exc)
+            if hint is not None:
+                raise ConfigurationError(hint) from exc
             return None, f"{type(exc).__name__}: {exc}"
         if response.status_code in expect or (
             400 <= response.status_code < 500 and response.status_code != 429
