@@ -1,7 +1,9 @@
-"""An aggregator left running follows its coordinator into a new run."""
+"""An aggregator left running follows its coordinator into a new run, and ends when
+the coordinator reports its run done (unless told to stay)."""
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 from typing import Any
 
@@ -33,7 +35,22 @@ class Coordinator(httpx.AsyncBaseTransport):
     """Describes whichever run it serves now; a new run has a new coordinator key."""
 
     def __init__(self) -> None:
+        self.done = False
+        self.asked: dict[str, int] = {}
+        self._waiting: list[tuple[str, int, asyncio.Event]] = []
         self.serve("run-a")
+
+    async def asked_for(self, path: str, times: int) -> None:
+        """Return once ``path`` has been asked for ``times`` times in all."""
+        event = asyncio.Event()
+        self._waiting.append((path, times, event))
+        self._wake()
+        await asyncio.wait_for(event.wait(), timeout=10)
+
+    def _wake(self) -> None:
+        for path, times, event in self._waiting:
+            if self.asked.get(path, 0) >= times:
+                event.set()
 
     def serve(self, name: str, *, keys: list[AggregatorKeyPair] | None = None) -> str:
         """Describe the run ``name`` (its id is the description's hash, returned)."""
@@ -48,6 +65,10 @@ class Coordinator(httpx.AsyncBaseTransport):
         return str(self.run["run_id"])
 
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        self.asked[request.url.path] = self.asked.get(request.url.path, 0) + 1
+        self._wake()
+        if request.url.path == "/v1/status":
+            return httpx.Response(200, json={"run_id": self.run["run_id"], "done": self.done})
         return httpx.Response(200, json=self.run)
 
 
@@ -138,3 +159,60 @@ async def test_a_new_run_without_this_aggregator_is_reported_once_and_not_attach
     clock[0] += 1.5
     assert await follower.check_soon() is True
     assert attached == [run_d] and follower.run_id == run_d
+
+
+def _following_app(
+    tmp_path: Path, coordinator: Coordinator, on_run_done: Any, *, interval_s: float = 0.01
+) -> Any:
+    return create_aggregator_app(
+        AggregatorService(
+            index=1,
+            keypair=KEYS[0],
+            spool=tmp_path,
+            min_participants=2,
+            peer_fingerprints=[key.fingerprint for key in KEYS],
+        ),
+        coordinator_url="http://coordinator",
+        max_share_bytes=1 << 20,
+        access=AggregatorAccess(index=1, rate_limit=None),
+        follow_interval_s=interval_s,
+        coordinator_transport=coordinator,
+        on_run_done=on_run_done,
+    )
+
+
+async def test_the_aggregator_ends_once_the_coordinator_reports_its_run_done(
+    tmp_path: Path,
+) -> None:
+    coordinator = Coordinator()
+    ended = asyncio.Event()
+    app = _following_app(tmp_path, coordinator, ended.set)
+    async with app.router.lifespan_context(app):
+        await coordinator.asked_for("/v1/status", 3)  # checks of a run still going
+        assert not ended.is_set()
+        coordinator.done = True
+        await asyncio.wait_for(ended.wait(), timeout=10)
+
+
+async def test_a_done_run_that_is_not_the_aggregators_does_not_end_it() -> None:
+    coordinator = Coordinator()
+    run_a = str(coordinator.run["run_id"])
+    follower = RunFollower(
+        "http://coordinator", attach=lambda run: None, run_id=run_a, transport=coordinator
+    )
+    assert await follower.run_done() is False
+    coordinator.done = True
+    assert await follower.run_done() is True
+    follower.run_id = "run-b"  # an aggregator that serves another run
+    assert await follower.run_done() is False
+
+
+async def test_an_aggregator_told_to_stay_serves_on_after_the_run(tmp_path: Path) -> None:
+    coordinator = Coordinator()
+    coordinator.done = True
+    app = _following_app(tmp_path, coordinator, None)
+    async with app.router.lifespan_context(app):
+        await coordinator.asked_for("/v1/run", 3)  # following the done run
+        run_b = coordinator.serve("run-b")  # the coordinator's next run
+        await coordinator.asked_for("/v1/run", 5)
+    assert run_b in (tmp_path / "run.json").read_text()  # it followed

@@ -50,7 +50,6 @@ from veilfl.errors import (
     AuthenticationError,
     ConfigurationError,
     TransportError,
-    VeilflError,
     WireFormatError,
 )
 from veilfl.protocol.messages import RunInfo
@@ -65,7 +64,7 @@ from veilfl.secagg.run_consent import RunConsent, sign_consent
 from veilfl.secagg.tree_noise import TreeNoiseAggregator
 from veilfl.transport.body_limit import read_limited_body
 from veilfl.transport.http_errors import install_error_handlers
-from veilfl.transport.peer import certificate_rejected
+from veilfl.transport.peer import certificate_rejected, tls_spoken_instead
 
 __all__ = ["AggregatorService", "create_aggregator_app", "fetch_run"]
 
@@ -90,6 +89,8 @@ async def fetch_run(
         TransportError: if the coordinator does not answer within ``wait_s``, or its TLS
             certificate does not verify (not retried: nothing is sent to a server that
             fails it).
+        ConfigurationError: if ``coordinator_url`` is ``http://`` and the coordinator
+            speaks TLS (not retried either).
     """
     loop = asyncio.get_running_loop()
     started = loop.time()
@@ -108,6 +109,9 @@ async def fetch_run(
                         f"The coordinator at {coordinator_url} presented a TLS certificate that "
                         "does not verify against --ca-cert; refusing to attach."
                     ) from exc
+                hint = await tls_spoken_instead(coordinator_url, exc)
+                if hint is not None:
+                    raise ConfigurationError(f"--coordinator: {hint}") from exc
             now = loop.time()
             if now - started >= wait_s:
                 break
@@ -611,6 +615,7 @@ def create_aggregator_app(
     verify: ssl.SSLContext | bool = True,
     follow_interval_s: float | None = None,
     coordinator_transport: httpx.AsyncBaseTransport | None = None,
+    on_run_done: Callable[[], None] | None = None,
 ) -> FastAPI:
     """The aggregator's FastAPI application.
 
@@ -628,6 +633,8 @@ def create_aggregator_app(
             started a new run, and follow it (see :mod:`veilfl.aggregator.run_follower`).
             None: serve the first run only.
         coordinator_transport: An httpx transport to the coordinator (tests).
+        on_run_done: Called once the coordinator reports the run done (when following
+            it); ``veilfl aggregator`` exits then. None: serve on.
     """
     if run is not None:
         access.attach(run)
@@ -660,12 +667,18 @@ def create_aggregator_app(
         # creates the run) and attach to the run as soon as the coordinator describes it.
         initial = "" if run is None else run.run_id
         if run is None:  # a coordinator that is up already is followed at once
-            with contextlib.suppress(VeilflError):
+            try:
                 described = await fetch_run(
                     coordinator_url, verify=verify, wait_s=0.0, transport=coordinator_transport
                 )
-                attach(described.info)  # a refusal is the follower's to report
-                initial = described.run_id
+            except TransportError as exc:  # not up yet: the follower keeps asking
+                cause = exc.__cause__
+                if isinstance(cause, httpx.TransportError) and certificate_rejected(cause):
+                    raise  # a coordinator whose certificate fails: one line, at once
+            else:
+                with contextlib.suppress(ConfigurationError):
+                    attach(described.info)  # a refusal is the follower's to report
+                    initial = described.run_id
         follower = RunFollower(
             coordinator_url,
             attach=attach,
@@ -674,7 +687,13 @@ def create_aggregator_app(
             interval_s=follow_interval_s,
             transport=coordinator_transport,
         )
-        following = asyncio.create_task(follower.follow())
+
+        async def follow(follower: RunFollower) -> None:
+            await follower.follow(until_done=on_run_done is not None)
+            if on_run_done is not None:
+                on_run_done()
+
+        following = asyncio.create_task(follow(follower))
         try:
             yield
         finally:

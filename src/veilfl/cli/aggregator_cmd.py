@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
 from pathlib import Path
 
@@ -18,6 +19,9 @@ from veilfl.logging_setup import uvicorn_log_options
 from veilfl.protocol.aggregator_minimums import DEFAULT_MIN_PARTICIPANTS
 
 __all__ = ["FOLLOW_INTERVAL_S", "add_parser", "run"]
+
+STARTUP_FAILURE = 3
+"""The exit code when the server could not start (uvicorn's; say, the port is taken)."""
 
 FOLLOW_INTERVAL_S = 2.0
 """How often a running aggregator checks whether its coordinator started a new run."""
@@ -80,6 +84,12 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
         help="serve only runs with distributed DP noise of at least this multiplier "
         "(the aggregators deal it; pins it against the coordinator's run description)",
     )
+    parser.add_argument(
+        "--stay",
+        action="store_true",
+        help="keep serving after the coordinator reports the run done, and follow it into "
+        "its next run (default: exit at the end of the run)",
+    )
     add_tls_options(parser, serves=True)
     add_rate_limit_options(parser)
     add_log_option(parser)
@@ -87,7 +97,8 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
 
 
 def run(args: argparse.Namespace) -> int:
-    """Serve until stopped."""
+    """Serve until the coordinator reports the run done (or, with ``--stay``, until
+    stopped)."""
     import uvicorn  # the web stack loads only for the command that serves
 
     from veilfl.aggregator.access import AggregatorAccess
@@ -110,6 +121,13 @@ def run(args: argparse.Namespace) -> int:
         "serving; the run comes from the coordinator at %s once it describes one",
         args.coordinator,
     )
+    server: uvicorn.Server | None = None
+
+    def run_done() -> None:
+        logger.info("the run is done; exiting (pass --stay to serve on)")
+        if server is not None:
+            server.should_exit = True
+
     app = create_aggregator_app(
         service,
         coordinator_url=args.coordinator,
@@ -117,8 +135,9 @@ def run(args: argparse.Namespace) -> int:
         max_share_bytes=int(args.max_share_mb * 2**20),
         access=AggregatorAccess(index=args.index, rate_limit=rate_limit_from_args(args)),
         verify=transport.verify,
+        on_run_done=None if args.stay else run_done,
     )
-    uvicorn.run(
+    config = uvicorn.Config(
         app,
         host=args.host,
         port=args.port,
@@ -127,4 +146,7 @@ def run(args: argparse.Namespace) -> int:
         backlog=4096,
         **transport.uvicorn_options(),  # type: ignore[arg-type]
     )
-    return 0
+    server = uvicorn.Server(config)
+    with contextlib.suppress(KeyboardInterrupt):  # as uvicorn.run: main() reports a signal
+        server.run()
+    return 0 if server.started else STARTUP_FAILURE

@@ -15,6 +15,7 @@ import time
 from datetime import datetime
 from pathlib import Path
 from typing import IO
+from urllib.parse import urlsplit
 
 import httpx
 
@@ -28,6 +29,7 @@ from veilfl.cli.local_fleet import (
 )
 from veilfl.cli.progress import CoordinatorProgress, RoundProgress
 from veilfl.cli.quorum_options import add_quorum_options
+from veilfl.cli.run_resume import check_resumable, stored_aggregator_urls
 from veilfl.cli.security_options import TOKEN_ENV
 from veilfl.errors import TransportError
 from veilfl.protocol.aggregator_minimums import DEFAULT_MIN_PARTICIPANTS
@@ -208,6 +210,7 @@ def run(args: argparse.Namespace) -> int:
             trust=trust,
             spool_dir=run_dir / "spool",
             extra=[*common, *split],
+            ports=_resumed_ports(run_dir, args.aggregators),
         )
         fingerprints = [a.fingerprint for a in fleet]
         aggregator_cmds = [a.command for a in fleet]
@@ -243,7 +246,13 @@ def run(args: argparse.Namespace) -> int:
 
     def start(name: str, cmd: list[str], extra_env: dict[str, str] | None = None) -> None:
         log = (logs / f"{name}.log").open("wb")
-        process = subprocess.Popen(cmd, stdout=log, stderr=log, env={**env, **(extra_env or {})})
+        try:
+            process = subprocess.Popen(
+                cmd, stdout=log, stderr=log, env={**env, **(extra_env or {})}
+            )
+        except BaseException:
+            log.close()
+            raise
         processes.append((name, process, log))
 
     started = time.monotonic()
@@ -321,16 +330,32 @@ def _quorum(args: argparse.Namespace) -> int:
 _EVALUATION_WAIT_S = 60.0
 """How long the demo waits for a completed round's evaluation before showing it."""
 
+_AGGREGATOR_EXIT_S = 20.0
+"""How long the demo waits for an aggregator to exit by itself after the run."""
+
+
+def _resumed_ports(run_dir: Path, count: int) -> list[int] | None:
+    """The aggregators' ports of the run the folder holds (a resumed demo starts its
+    aggregators where the run expects them); None for a new folder, or when the count
+    differs (the resume check then names the count)."""
+    ports = [urlsplit(url).port for url in stored_aggregator_urls(run_dir)]
+    if len(ports) != count or None in ports:
+        return None
+    return [port for port in ports if port is not None]
+
 
 def _check_server_settings(server_args: list[str]) -> str | None:
     """The start-up checks of the server the demo is about to start, on the very
-    settings it will build from ``server_args``: refuse contradictory DP settings here,
-    in one line, rather than in the server's log; return the noise warning, if any."""
+    settings it will build from ``server_args``: refuse contradictory DP settings, or
+    a run folder that holds a run with other settings, here, in one line, rather than
+    in the server's log; return the noise warning, if any."""
     from veilfl.cli.main import build_parser  # main lists this command: import late
     from veilfl.cli.server_cmd import settings_from_args
 
-    settings = settings_from_args(build_parser().parse_args(server_args))
+    parsed = build_parser().parse_args(server_args)
+    settings = settings_from_args(parsed)
     check_run_settings(settings)
+    check_resumable(parsed.run_dir, settings.to_json())
     if settings.dp is None:
         return None
     learner = learner_for(settings.model_name, seed=settings.seed)
@@ -392,14 +417,19 @@ def _follow(
 
 
 def _wait_all(processes: list[tuple[str, subprocess.Popen[bytes], IO[bytes]]], logs: Path) -> bool:
-    """Wait for every process; print the log tail of any that failed."""
+    """Wait for every process; print the log tail of any that failed. Aggregators exit
+    by themselves once the coordinator reports the run done; one that missed it (the
+    coordinator serves only a few seconds more) is stopped by the caller, as before."""
     failed = False
     for name, process, _ in processes:
-        if name.startswith("aggregator"):
-            continue  # aggregators serve until stopped; the caller stops them
+        aggregator = name.startswith("aggregator")
+        if aggregator and failed:
+            continue  # the coordinator failed: no run to end; the caller stops them
         try:
-            code = process.wait(timeout=60)
+            code = process.wait(timeout=_AGGREGATOR_EXIT_S if aggregator else 60)
         except subprocess.TimeoutExpired:
+            if aggregator:
+                continue
             process.kill()
             code = -9
         if code != 0:

@@ -114,6 +114,7 @@ _RANGES: dict[str, _Range] = {
     **dict.fromkeys(
         (
             "round_timeout",
+            "connect_timeout",
             "lr",
             "server_lr",
             "timeout",

@@ -64,7 +64,7 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
         "--backend",
         choices=["inprocess", "ray"],
         default="inprocess",
-        help="in this process, or as Ray actors (pip install 'veilfl[ray]')",
+        help="in this process, or as Ray actors (pip install '.[ray]' in the checkout)",
     )
     execution.add_argument(
         "--batch-clients",

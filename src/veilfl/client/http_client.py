@@ -66,6 +66,7 @@ async def run_client(
     model_name: str | None = None,
     device: str | torch.device | None = None,
     record: ParticipationRecord | None = None,
+    connect_timeout_s: float | None = None,
 ) -> ClientSummary:
     """Take part in a run until the coordinator says it is done.
 
@@ -100,10 +101,13 @@ async def run_client(
             on, each run's epsilon (default: in memory). Under DP-FTRL a round beyond
             K participations with the coordinator is refused; a model already trained
             on is declined; ``max_epsilon`` adds the coordinator's earlier runs.
+        connect_timeout_s: Wait this long for the coordinator's first answer (it may
+            start after the client), asking again with backoff; None: ``retry``'s
+            attempts, as for every later request.
 
     Raises:
-        TransportError: if the coordinator cannot be reached after all retries, or
-            refuses the client outright.
+        TransportError: if the coordinator cannot be reached after all retries (or
+            within ``connect_timeout_s``), or refuses the client outright.
         PolicyRefusal: if the run, or a task, asks for less than ``policy`` accepts;
             nothing was sent.
         ConfigurationError: if the run trains another model than ``model_name``, or
@@ -119,7 +123,9 @@ async def run_client(
         base_url=server_url, timeout=retrying.timeout_s, transport=transport, verify=verify
     ) as http:
         api = Peer(http, retrying)
-        description = await _described_run(api, wait_s=retrying.timeout_s * 10)
+        description = await _described_run(
+            api, wait_s=retrying.timeout_s * 10, connect_timeout_s=connect_timeout_s
+        )
         described = description.info
         coordinator = described.coordinator_key
         spent_before = record.earlier_epsilon(coordinator, run_id=described.run_id)
@@ -323,15 +329,25 @@ async def _hand_in_buffered(
     return result
 
 
-async def _described_run(api: Peer, *, wait_s: float) -> RunDescription:
+async def _described_run(
+    api: Peer, *, wait_s: float, connect_timeout_s: float | None
+) -> RunDescription:
     """The coordinator's run description, once the run is open (a secure run opens when
     its aggregators' consents are in; the description is asked again every second until
-    then, for at most ``wait_s``, and then taken as it is)."""
+    then, for at most ``wait_s``, and then taken as it is). The first request waits up
+    to ``connect_timeout_s`` for a coordinator that is not up yet."""
     loop = asyncio.get_running_loop()
     deadline = loop.time() + wait_s
     said = False
+    first = connect_timeout_s is not None
     while True:
-        response = await api.request("GET", "/v1/run")
+        if first and connect_timeout_s is not None:
+            response = await api.wait_for(
+                "GET", "/v1/run", wait_s=connect_timeout_s, longer="raise --connect-timeout"
+            )
+            first = False
+        else:
+            response = await api.request("GET", "/v1/run")
         raise_for_status(response, "describe the run")
         data = response.json()
         if not isinstance(data, dict) or data.get("open", True) or loop.time() >= deadline:
