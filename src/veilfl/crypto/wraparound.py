@@ -158,7 +158,7 @@ class _Words:
         if not 1 <= count <= self._passes_per_draw:
             raise ConfigurationError(f"Draw 1 to {self._passes_per_draw} passes at once.")
         size = 2 * self._dimension * count
-        self._encryptor.update_into(memoryview(self._zeros)[:size], self._buffer)
+        self._encryptor.update_into(memoryview(self._zeros)[:size], self._buffer.data)
         words: npt.NDArray[np.uint16] = self._buffer[:size].view("<u2")
         return words.reshape(count, self._dimension)
 
