@@ -34,7 +34,7 @@ from veilfl.crypto.envelope import PublicKey, ShareContext, seal
 from veilfl.crypto.field import MERSENNE_31, FieldArray
 from veilfl.errors import ConfigurationError
 from veilfl.secagg.bounds_messages import ContributionShare
-from veilfl.secagg.bounds_parameters import BoundsParameters
+from veilfl.secagg.bounds_parameters import BoundsParameters, calls_for_dimension
 from veilfl.secagg.bounds_prover import prove_contribution
 from veilfl.secagg.config import SecureAggregationConfig
 
@@ -61,14 +61,19 @@ _ROUNDING_TRIES = 8
 
 @functools.lru_cache(maxsize=32)
 def _bounds(dimension: int, wraparound_checks: int) -> BoundsParameters:
+    calls = calls_for_dimension(dimension)
     bound = BoundsParameters.largest_norm_bound(
-        dimension=dimension, extra_ranges=_EXTRA_RANGES, wraparound_checks=wraparound_checks
+        dimension=dimension,
+        extra_ranges=_EXTRA_RANGES,
+        wraparound_checks=wraparound_checks,
+        calls=calls,
     )
     return BoundsParameters(
         dimension=dimension,
         norm_bound=bound,
         extra_ranges=_EXTRA_RANGES,
         wraparound_checks=wraparound_checks,
+        calls=calls,
     )
 
 
