@@ -54,6 +54,7 @@ from __future__ import annotations
 import functools
 import hashlib
 import math
+import threading
 from dataclasses import dataclass
 
 import numpy as np
@@ -133,17 +134,36 @@ def _zeros(size: int) -> bytes:
     return bytes(size)
 
 
+_scratch = threading.local()
+
+
+def _keystream_buffer(size: int) -> npt.NDArray[np.uint8]:
+    """This thread's keystream buffer of at least ``size`` bytes, reused from call to call
+    (a fresh 16 MB array costs thousands of page faults each time). Valid until the
+    thread's next :class:`_Words` that asks for one."""
+    buffer: npt.NDArray[np.uint8] | None = getattr(_scratch, "buffer", None)
+    if buffer is None or buffer.size < size:
+        buffer = np.empty(size, dtype=np.uint8)
+        _scratch.buffer = buffer
+    return buffer
+
+
 class _Words:
     """The public coins of one seed: AES-256-CTR keystream, one 16-bit word per coordinate
     and pass, pass after pass. The seed is public (a Fiat-Shamir output), so this is an
     extendable-output function, not a secret stream."""
 
-    def __init__(self, seed: bytes, dimension: int, passes_per_draw: int = 1) -> None:
+    def __init__(
+        self, seed: bytes, dimension: int, passes_per_draw: int = 1, *, reuse: bool = False
+    ) -> None:
         key = hashlib.sha256(_DOMAIN + seed).digest()
         self._encryptor = Cipher(algorithms.AES256(key), modes.CTR(bytes(16))).encryptor()
         size = 2 * dimension * passes_per_draw
         self._zeros = _zeros(size)
-        self._buffer = np.empty(size + 16, dtype=np.uint8)  # every byte is written first
+        # Every byte is written before it is read; ``reuse`` takes the thread's buffer.
+        self._buffer = (
+            _keystream_buffer(size + 16) if reuse else np.empty(size + 16, dtype=np.uint8)
+        )
         self._dimension = dimension
         self._passes_per_draw = passes_per_draw
 
@@ -204,8 +224,8 @@ class WraparoundChecks:
 
         Args:
             seed: The public seed the checks are drawn from.
-            values: d integer-valued floats with Σ|values| < 2**53 (centred field
-                elements below 2**30 qualify for d < 2**23).
+            values: d integer-valued floats with d · max|values| < 2**53 (centred
+                field elements below 2**30 qualify for d < 2**23).
 
         Raises:
             ConfigurationError: if ``values`` has the wrong length or is too large for
@@ -217,7 +237,9 @@ class WraparoundChecks:
                 f"Wraparound checks project vectors of length {self.dimension}; got "
                 f"shape {values.shape}."
             )
-        if float(np.abs(values).sum()) >= EXACT_SUM_LIMIT:
+        # Σ|values| <= d · max|values|: bounded without a temporary the size of d.
+        largest = max(abs(float(values.max())), abs(float(values.min()))) if values.size else 0.0
+        if not largest * self.dimension < EXACT_SUM_LIMIT:
             raise ConfigurationError("The values are too large for exact float64 projections.")
         if self.dimension < _EXPLICIT_BELOW:  # exact in int64: |<z, v>| <= Σ|v| < 2^53
             exact: npt.NDArray[np.int64] = self.vectors(seed).astype(np.int64) @ values.astype(
@@ -225,7 +247,7 @@ class WraparoundChecks:
             )
             return exact
         per_draw = min(self.passes, max(1, _KEYSTREAM_BYTES // (2 * self.dimension)))
-        words = _Words(seed, self.dimension, per_draw)
+        words = _Words(seed, self.dimension, per_draw, reuse=True)
         out = []
         for start in range(0, self.passes, per_draw):
             out.append(project_words(words.next_passes(min(per_draw, self.passes - start)), values))
