@@ -9,7 +9,7 @@ temporary per step; numba compiles each into one pass.
 
 Every kernel has a numpy twin that computes the same integers, bit for bit (both are
 exact integer arithmetic; ``tests/crypto/test_kernels.py`` compares them on random
-inputs). The compiled path runs when numba imports and ``VEILFL_JIT`` is not ``0``;
+inputs). The compiled path runs when numba is installed and ``VEILFL_JIT`` is not ``0``;
 set ``VEILFL_JIT=0`` to run the numpy twins. The first call of a kernel compiles it
 (about a second) and numba caches the machine code next to this file.
 
@@ -20,9 +20,10 @@ randomness.
 from __future__ import annotations
 
 import functools
+import importlib
+import importlib.util
 import os
 from collections.abc import Callable
-from types import ModuleType
 from typing import Any
 
 import numpy as np
@@ -37,16 +38,10 @@ __all__ = [
     "uniform_below",
 ]
 
-numba: ModuleType | None
-try:
-    import numba as _numba_module
-except ImportError:  # pragma: no cover - numba is a dependency; this is the fallback
-    numba = None
-else:
-    numba = _numba_module
-
-JIT_AVAILABLE = numba is not None
-"""Whether numba imported (the compiled kernels can run)."""
+JIT_AVAILABLE = importlib.util.find_spec("numba") is not None
+"""Whether numba is installed (the compiled kernels can run). numba itself is imported
+on a kernel's first compiled call: importing it costs about 0.4 s, which a process that
+never proves or verifies (the CLI's other commands) should not pay."""
 
 _CHECKS_PER_WORD = 8  # a 16-bit word holds 8 (a, b) bit pairs: z = a - b
 _BYTE_BINS_BELOW = 1 << 18  # numpy twin: bin by byte below this length, by word above
@@ -61,12 +56,18 @@ def _compiled(flag: bool | None) -> bool:
     return jit_enabled() if flag is None else flag and JIT_AVAILABLE
 
 
-def _jit(function: Callable[..., None]) -> Callable[..., None]:
-    """``function`` compiled by numba (lazily, on its first call), or as it is."""
-    if numba is None:  # pragma: no cover
-        return function
-    compiled: Callable[..., None] = numba.njit(cache=True, nogil=True, boundscheck=False)(function)
-    return compiled
+class _Kernel:
+    """A function compiled by numba on its first call (numba imported then)."""
+
+    def __init__(self, function: Callable[..., Any]) -> None:
+        self._function = function
+        self._compiled: Callable[..., Any] | None = None
+
+    def __call__(self, *args: Any) -> Any:
+        if self._compiled is None:
+            numba = importlib.import_module("numba")
+            self._compiled = numba.njit(cache=True, nogil=True, boundscheck=False)(self._function)
+        return self._compiled(*args)
 
 
 # --------------------------------------------------------------- projections
@@ -82,7 +83,7 @@ def _bin_bytes(words: Any, values: Any, bins: Any) -> None:
             bins[2 * u + 1, word >> 8] += value
 
 
-_bin_bytes_jit = _jit(_bin_bytes)
+_bin_bytes_jit = _Kernel(_bin_bytes)
 
 
 @functools.cache
@@ -154,7 +155,7 @@ def _centre(values: Any, modulus: int, out: Any) -> None:
         out[i] = np.float64(v - modulus if v > half else v)
 
 
-_centre_jit = _jit(_centre)
+_centre_jit = _Kernel(_centre)
 
 
 def centred_floats(
@@ -193,9 +194,7 @@ def _below(draw: Any, mask: int, modulus: int, out: Any) -> int:
     return rejected
 
 
-_below_jit: Callable[..., int] = (
-    numba.njit(cache=True, nogil=True, boundscheck=False)(_below) if numba else _below
-)
+_below_jit = _Kernel(_below)
 
 
 def uniform_below(
@@ -231,7 +230,7 @@ def _line(first: Any, second: Any, modulus: int, out: Any) -> None:
             out[k, i] = value
 
 
-_line_jit = _jit(_line)
+_line_jit = _Kernel(_line)
 
 
 def line_shares(
