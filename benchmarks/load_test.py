@@ -69,6 +69,7 @@ from veilfl.protocol.hand_in import (
     hand_in,
 )
 from veilfl.protocol.messages import RunInfo
+from veilfl.protocol.run_description import RunDescription
 from veilfl.tls import client_ssl_context
 from veilfl.transport.signing import SigningAuth, for_round
 from veilfl.wire.tensor_codec import decode_weights
@@ -411,11 +412,11 @@ async def _run(
     names = ["coordinator", "aggregator-1", "aggregator-2", "aggregator-3"]
     try:
         processes.append(subprocess.Popen(server, stdout=log, stderr=log, env=server_env))
-        await _wait_serving(url, verify)
-        for cmd in aggregator_cmds:
+        for cmd in aggregator_cmds:  # the coordinator reads their policies before it serves
             processes.append(subprocess.Popen(cmd, stdout=log, stderr=log, env=server_env))
+        await _wait_serving(url, verify)
         async with httpx.AsyncClient(verify=verify) as http:
-            run = RunInfo.from_json((await http.get(f"{url}/v1/run")).json())
+            run = RunDescription.from_json((await http.get(f"{url}/v1/run")).json()).info
         assert run.secure is not None
         for aggregator in run.secure.aggregators:
             await _wait_serving(aggregator.url, verify)

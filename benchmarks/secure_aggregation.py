@@ -15,7 +15,7 @@ updates and the same encoding:
   (aggregator 1 gets a 32-byte seed) and seals (``seal_contribution``); each aggregator
   opens and checks its share (part hash, κ wraparound projections) and adds it; at round
   close each answers one query per client, commits to the participant list and releases
-  its sum against a majority's certificate; the coordinator decides each client's
+  its sum against a quorum's certificate; the coordinator decides each client's
   validity and reconstructs. The round runs the real coordinator job
   (``SecureAggregation``) against in-process aggregators.
 

@@ -2,7 +2,8 @@
 (569 tumours, 30 measurements each, malignant or benign), split across 4 hospitals
 that train a small multilayer perceptron together, with secure aggregation.
 
-Run: python examples/tabular_breast_cancer.py   (needs `pip install veilfl[examples]`)
+Run: python examples/tabular_breast_cancer.py
+(needs scikit-learn: `pip install ".[examples]"` in the veilfl checkout)
 """
 
 import numpy as np

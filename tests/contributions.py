@@ -1,5 +1,5 @@
 """Test support: clients' contributions sealed through the real pipeline, aggregator
-nodes, and certificates from a majority's commitments."""
+nodes, and certificates from a quorum's commitments."""
 
 from __future__ import annotations
 
@@ -56,6 +56,7 @@ def make_nodes(
     dimension: int,
     min_participants: int = 1,
     archive_for_round: Callable[[int, int], ShareArchive] | None = None,
+    allow_split_certificates: bool = False,
 ) -> list[AggregatorNode]:
     """Aggregators 1..m of a run (archives in memory unless given, by (index, round))."""
     m = config.num_aggregators
@@ -74,6 +75,7 @@ def make_nodes(
                 else (lambda r, j=j: archive_for_round(j, r))  # type: ignore[misc]
             ),
             min_participants=min_participants,
+            allow_split_certificates=allow_split_certificates,
         )
         for j in range(1, m + 1)
     ]

@@ -67,8 +67,12 @@ def cheating_rest(
     for row in z:
         projection = sum(int(c) * x for c, x in zip(row, update, strict=True)) % P
         bits += decompose((projection + P // 2) % P - P // 2 + b, 2 * b)
-    for value, (lo, hi) in zip(centred_ints(measurement[d:]), params.extra_ranges, strict=True):
-        bits += decompose(value - lo, hi - lo)
+    extras = centred_ints(measurement[d:])
+    for value, step, (lo, hi) in zip(extras, params.steps, params.extra_ranges, strict=True):
+        bits += decompose((value - lo) // step, (hi - lo) // step)
+    for i, j in params.extra_order:
+        width = params.extra_ranges[j][1] - params.extra_ranges[i][0]
+        bits += decompose(extras[j] - extras[i], width)
     if adjust_bits is not None:
         adjust_bits(bits)
     bit_elements = np.array([v % P for v in bits], dtype=np.uint64)

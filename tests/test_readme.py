@@ -55,6 +55,21 @@ def test_every_name_the_readme_imports_or_mentions_is_exported() -> None:
         assert getattr(importlib.import_module("veilfl"), name) is not None
 
 
+def test_every_install_line_installs_from_the_checkout() -> None:
+    # veilfl is on no package index: `pip install veilfl[...]` would fail for a user.
+    from_index = re.compile(r"pip install [^\n`]*?(?<![\w./-])['\"]?veilfl\b")
+    files = [ROOT / "README.md", *(ROOT / "docs").glob("*.md"), *(ROOT / "examples").glob("*.py")]
+    files += (ROOT / "src" / "veilfl").rglob("*.py")
+    wrong = [
+        f"{path.name}: {m.group(0)}"
+        for path in files
+        for m in from_index.finditer(path.read_text())
+    ]
+    assert wrong == []
+    (install,) = _blocks(_section("Install as a library"), "bash")
+    assert 'pip install ".[mnist]"' in install
+
+
 def _stand_in_venv(folder: Path) -> Path:
     """A ``.venv`` whose ``veilfl`` runs this checkout, already "installed" for make."""
     bin_dir = folder / ".venv" / "bin"

@@ -6,7 +6,7 @@ from __future__ import annotations
 import random
 
 from veilfl.protocol.aggregation import AggregationBackend, PlaintextAggregation
-from veilfl.protocol.assembly import build_coordinator, describe_run
+from veilfl.protocol.assembly import build_coordinator
 from veilfl.protocol.coordinator import Coordinator
 from veilfl.protocol.effects import (
     CollectAggregateShares,
@@ -22,8 +22,9 @@ from veilfl.protocol.effects import (
     RoundOutcome,
     RoundPersisted,
 )
-from veilfl.protocol.messages import LocalTrainingPlan, RunInfo
-from veilfl.protocol.settings import CoordinatorSettings
+from veilfl.protocol.messages import LocalTrainingPlan
+from veilfl.protocol.run_description import RunDescription
+from veilfl.protocol.run_spec import RunSpec
 from veilfl.protocol.sync_round import RoundConfig, SyncRoundMachine
 from veilfl.server.service import CoordinatorService
 from veilfl.sim.in_process_aggregators import InProcessAggregators
@@ -31,7 +32,15 @@ from veilfl.strategy.base import ServerStrategy
 from veilfl.strategy.fedavg import FedAvg
 from veilfl.tensors import Weights, spec_of
 
-__all__ = ["MemoryCommands", "service_for", "settle", "sync_core", "sync_service"]
+__all__ = [
+    "MemoryCommands",
+    "described",
+    "service_for",
+    "settle",
+    "sync_core",
+    "sync_service",
+    "tiny_description",
+]
 
 
 def sync_core(
@@ -106,43 +115,59 @@ class MemoryCommands:
 def sync_service(
     core: Coordinator,
     *,
-    run_id: str,
     max_update_bytes: int = 1 << 20,
-    run_info: RunInfo | None = None,
+    description: RunDescription | None = None,
     performer: MemoryCommands | None = None,
 ) -> CoordinatorService:
-    """The async service around ``core`` for run ``run_id``."""
+    """The async service around ``core`` (a plaintext run of the tiny model, unless
+    ``description`` says otherwise); its run id is the description's hash."""
     return CoordinatorService(
         core,
-        run_info=run_info
-        or RunInfo(
-            run_id=run_id,
-            model_name="tiny",
-            num_rounds=int(core.schedule.describe()["num_rounds"]),  # type: ignore[call-overload]
-            plan=LocalTrainingPlan(),
-        ),
+        description=description or tiny_description(core),
         performer=performer or MemoryCommands(),
         max_update_bytes=max_update_bytes,
     )
 
 
+def tiny_description(core: Coordinator, **fields: object) -> RunDescription:
+    """A plaintext run of the tiny model over ``core`` (``fields`` change the spec)."""
+    rounds = int(core.schedule.describe()["num_rounds"])  # type: ignore[call-overload]
+    spec = RunSpec(
+        model_name="tiny",
+        rounds=RoundConfig(num_rounds=rounds, clients_per_round=1),
+        plan=LocalTrainingPlan(),
+        **fields,  # type: ignore[arg-type]
+    )
+    return described(spec, model_size=core.spec.total_size)
+
+
+def described(settings: RunSpec, *, model_size: int, coordinator_key: str = "") -> RunDescription:
+    """``settings`` sealed for a model of ``model_size`` parameters (no salt)."""
+    return RunDescription(
+        settings.sealed(coordinator_key=coordinator_key, salt="", model_size=model_size)
+    )
+
+
 def service_for(
-    settings: CoordinatorSettings,
+    settings: RunSpec,
     start: Weights,
     *,
-    run_id: str,
     aggregators: InProcessAggregators | None = None,
     max_update_bytes: int = 1 << 24,
 ) -> CoordinatorService:
     """The HTTP service of a run built from ``settings``, as ``veilfl server`` builds it,
-    with its commands performed in memory (and by in-process aggregators)."""
-    core = build_coordinator(settings, initial_weights=start, run_id=run_id).coordinator
-    run = describe_run(settings, run_id=run_id, coordinator_key="", spec=core.spec)
-    if aggregators is not None:
-        aggregators.attach(run)  # as HTTP aggregators learn the run (its noise, if any)
+    with its commands performed in memory (and by in-process aggregators, which consent
+    to the run)."""
+    description = described(settings, model_size=spec_of(start).total_size)
+    core = build_coordinator(
+        description.spec, initial_weights=start, run_id=description.run_id
+    ).coordinator
+    if aggregators is not None:  # as HTTP aggregators learn the run (its noise, if any)
+        consents = aggregators.attach(description.info)
+        description = RunDescription(description.spec, consents)
     return CoordinatorService(
         core,
-        run_info=run,
+        description=description,
         performer=MemoryCommands(aggregators),
         max_update_bytes=max_update_bytes,
     )

@@ -18,7 +18,7 @@ _EXPORTS: dict[str, str] = {
     "ClientPolicy": "veilfl.protocol.client_policy",
     "ClientSummary": "veilfl.client.http_client",
     "Coordinator": "veilfl.protocol.coordinator",
-    "CoordinatorSettings": "veilfl.protocol.settings",
+    "RunSpec": "veilfl.protocol.run_spec",
     "Evaluation": "veilfl.protocol.metrics",
     "ExecutionSettings": "veilfl.sim.backends",
     "FedAvg": "veilfl.strategy.fedavg",
@@ -51,7 +51,6 @@ __all__ = [
     "ClientPolicy",
     "ClientSummary",
     "Coordinator",
-    "CoordinatorSettings",
     "Evaluation",
     "ExecutionSettings",
     "FedAvg",
@@ -61,6 +60,7 @@ __all__ = [
     "RetryPolicy",
     "RoundConfig",
     "RoundMetrics",
+    "RunSpec",
     "SecureAggregationConfig",
     "ServerOptimizerConfig",
     "SimulationConfig",
@@ -90,7 +90,7 @@ if TYPE_CHECKING:
     from veilfl.protocol.coordinator import Coordinator
     from veilfl.protocol.messages import LocalTrainingPlan
     from veilfl.protocol.metrics import Evaluation, RoundMetrics
-    from veilfl.protocol.settings import CoordinatorSettings
+    from veilfl.protocol.run_spec import RunSpec
     from veilfl.protocol.sync_round import RoundConfig
     from veilfl.secagg.config import SecureAggregationConfig
     from veilfl.sim.async_simulator import simulate_async

@@ -12,6 +12,7 @@ Hierarchy::
     │   └── PolicyRefusal           the run asks for less than the client's security policy
     ├── DataError               a data set cannot be found, read or partitioned
     ├── WireFormatError         bytes on the wire do not decode (malformed body)
+    │   └── BodyTooLargeError       a request body exceeds the endpoint's declared limit
     ├── ProtocolError           a well-formed message that the protocol refuses
     │   ├── UnknownClientError      the client never joined this run
     │   ├── RoundMismatchError      the message names a round that is not open
@@ -33,6 +34,7 @@ from __future__ import annotations
 
 __all__ = [
     "AuthenticationError",
+    "BodyTooLargeError",
     "BufferFullError",
     "ConfigurationError",
     "CryptoError",
@@ -75,6 +77,11 @@ class DataError(VeilflError):
 
 class WireFormatError(VeilflError):
     """Bytes received from a peer do not decode into the expected message."""
+
+
+class BodyTooLargeError(WireFormatError):
+    """A request body is larger than the endpoint accepts; it was not read to the end,
+    and nothing in it was parsed."""
 
 
 class ProtocolError(VeilflError):

@@ -35,6 +35,7 @@ from veilfl.transport.signing import SigningAuth, for_round
 
 pytestmark = pytest.mark.timeout(60)
 KEYS = [generate_keypair() for _ in range(3)]
+PINS = [key.fingerprint for key in KEYS]
 CONFIG = SecureAggregationConfig(threshold=2, num_aggregators=3, max_samples_per_client=10)
 D = 5
 RUN = "run-1"
@@ -58,7 +59,9 @@ async def _served(
     spool: Path, run: RunInfo
 ) -> AsyncIterator[tuple[httpx.AsyncClient, AggregatorService]]:
     """Aggregator 1 (operator minimum 2) serving ``run``, and a client of its API."""
-    service = AggregatorService(index=1, keypair=KEYS[0], spool=spool, min_participants=2)
+    service = AggregatorService(
+        index=1, keypair=KEYS[0], spool=spool, min_participants=2, peer_fingerprints=PINS
+    )
     app = create_aggregator_app(
         service,
         coordinator_url=None,
@@ -123,9 +126,11 @@ async def _commit(
     )
 
 
-def _certificate(participants: list[str], *, signers: tuple[int, ...] = (2,)) -> dict[str, object]:
-    """A certificate for ``participants``: aggregator 1's own commitment is not in it
-    unless it answered; ``signers`` are the other aggregators whose keys the test holds."""
+def _certificate(
+    participants: list[str], *, signers: tuple[int, ...] = (1, 2, 3)
+) -> dict[str, object]:
+    """A certificate for ``participants`` signed by ``signers`` (the test holds every
+    aggregator's key; aggregator 1 under test has not committed itself)."""
     commitment = Commitment.of(RUN, 1, participants)
     signatures = {j: KEYS[j - 1].sign(commitment.message()) for j in signers}
     return CommitmentCertificate(commitment, signatures).to_json()
@@ -136,7 +141,7 @@ async def _aggregate(
     participants: list[str],
     auth: httpx.Auth = COORDINATOR_AUTH,
     *,
-    signers: tuple[int, ...] = (2, 3),
+    signers: tuple[int, ...] = (1, 2, 3),
 ) -> httpx.Response:
     return await http.post(
         "/v1/rounds/1/aggregate",
@@ -275,12 +280,14 @@ async def test_a_client_sending_too_fast_gets_429_with_retry_after(
 
 
 def test_attaching_to_a_run_that_publishes_another_key_is_refused(tmp_path: Path) -> None:
-    service = AggregatorService(index=2, keypair=KEYS[0], spool=tmp_path)
+    # Its operator pinned its own key as aggregator 2; the run publishes another there.
+    pins = [KEYS[1].fingerprint, KEYS[0].fingerprint, KEYS[2].fingerprint]
+    service = AggregatorService(index=2, keypair=KEYS[0], spool=tmp_path, peer_fingerprints=pins)
     with pytest.raises(ConfigurationError, match="does not publish this aggregator's key"):
         service.attach(_run())
 
 
-async def test_a_sum_is_released_only_against_a_majority_certificate(
+async def test_a_sum_is_released_only_against_a_quorum_certificate(
     api: tuple[httpx.AsyncClient, AggregatorService],
 ) -> None:
     http, _ = api
@@ -288,9 +295,9 @@ async def test_a_sum_is_released_only_against_a_majority_certificate(
     for client in clients:
         assert (await _upload(http, client)).status_code == 202
     ids = [c.client_id for c in clients]
-    # One other aggregator's signature is not a majority of three.
-    lone = await _aggregate(http, ids, signers=(2,))
-    assert lone.status_code == 409 and "2 of the 3" in lone.json()["message"]
+    # m = 3, t = 2: the quorum is ceil((3 + 2) / 2) = 3; a majority of two is not enough.
+    short = await _aggregate(http, ids, signers=(2, 3))
+    assert short.status_code == 409 and "3 of the 3" in short.json()["message"]
     # A certificate for another list than the one asked for does not parse as this one's.
     other = await http.post(
         "/v1/rounds/1/aggregate",
@@ -299,15 +306,21 @@ async def test_a_sum_is_released_only_against_a_majority_certificate(
         extensions=for_round(1),
     )
     assert other.status_code == 400 and "another participant list" in other.json()["message"]
-    # Its own commitment plus one peer's is a majority.
+    # Its own commitment plus both peers' is the quorum.
     committed = await _commit(http, ids)
     assert committed.status_code == 200
-    assert (await _aggregate(http, ids, signers=(2,))).status_code == 409  # own not included
     commitment = Commitment.of(RUN, 1, ids)
-    signatures = {
-        1: base64.b64decode(committed.json()["signature"]),
-        2: KEYS[1].sign(commitment.message()),
-    }
+    own = {1: base64.b64decode(committed.json()["signature"])}
+    one_peer = CommitmentCertificate(commitment, {**own, 2: KEYS[1].sign(commitment.message())})
+    assert (
+        await http.post(
+            "/v1/rounds/1/aggregate",
+            json={"participants": ids, "certificate": one_peer.to_json()},
+            auth=COORDINATOR_AUTH,
+            extensions=for_round(1),
+        )
+    ).status_code == 409
+    signatures = {**own, **{j: KEYS[j - 1].sign(commitment.message()) for j in (2, 3)}}
     response = await http.post(
         "/v1/rounds/1/aggregate",
         json={

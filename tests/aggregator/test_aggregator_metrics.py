@@ -82,7 +82,13 @@ def _get(samples: Samples, name: str, **labels: str) -> float:
 async def test_share_and_request_counters_and_the_spool_move_as_a_round_is_served(
     tmp_path: Path,
 ) -> None:
-    service = AggregatorService(index=1, keypair=KEYS[0], spool=tmp_path, min_participants=2)
+    service = AggregatorService(
+        index=1,
+        keypair=KEYS[0],
+        spool=tmp_path,
+        min_participants=2,
+        peer_fingerprints=[key.fingerprint for key in KEYS],
+    )
     run = RunInfo(
         run_id=RUN,
         model_name="tiny",

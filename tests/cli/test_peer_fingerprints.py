@@ -1,7 +1,9 @@
 """Aggregators pin their peers: ``veilfl keys`` prints each aggregator's fingerprint
 (covering its HPKE and its signing key), ``veilfl aggregator --peer-fingerprint`` takes
-them in index order and refuses a run whose aggregators differ, and the local fleet
-(``veilfl demo``) passes every aggregator all of them."""
+them in index order, is required (without it, or the loudly named
+``--trust-coordinator-peer-keys``, the aggregator refuses to start) and refuses a run
+whose aggregators differ, and the local fleet (``veilfl demo``) passes every aggregator
+all of them."""
 
 from __future__ import annotations
 
@@ -76,3 +78,21 @@ def test_the_local_fleet_pins_every_aggregator_s_peers(tmp_path: Path) -> None:
         command = aggregator.command
         pinned = [command[i + 1] for i, flag in enumerate(command) if flag == "--peer-fingerprint"]
         assert pinned == fingerprints
+
+
+def test_the_aggregator_command_refuses_to_start_without_pinned_peers(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["keys", "--out", str(tmp_path), "--count", "1"]) == 0
+    capsys.readouterr()
+    argv = [
+        *("aggregator", "--index", "1", "--key", str(tmp_path / "aggregator-1.key")),
+        *("--coordinator", "http://127.0.0.1:9", "--insecure"),  # never asked
+    ]
+    assert main(argv) == 1
+    errors = capsys.readouterr().err.strip().splitlines()
+    (line,) = [e for e in errors if "error" in e]  # beside --insecure's warning
+    assert line.startswith("veilfl: error: This aggregator does not know its peers' keys")
+    assert "--peer-fingerprint" in line and "`veilfl keys` prints them" in line
+    trusting = build_parser().parse_args([*argv, "--trust-coordinator-peer-keys"])
+    assert trusting.trust_coordinator_peer_keys is True

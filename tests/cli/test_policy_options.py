@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 import pytest
+from tests.tiny_coordinator import described
 
 from veilfl.cli import client_cmd
 from veilfl.cli.config_file import expand_config
@@ -19,10 +20,9 @@ from veilfl.cli.policy_options import policy_from_args
 from veilfl.errors import ConfigurationError
 from veilfl.ml.datasets import synthetic_dataset
 from veilfl.ml.learner import mnist_learner
-from veilfl.protocol.assembly import describe_run
 from veilfl.protocol.client_policy import ClientPolicy
 from veilfl.protocol.messages import LocalTrainingPlan
-from veilfl.protocol.settings import CoordinatorSettings
+from veilfl.protocol.run_spec import RunSpec
 from veilfl.protocol.sync_round import RoundConfig
 from veilfl.tensors import spec_of
 
@@ -122,13 +122,13 @@ class _Coordinator(BaseHTTPRequestHandler):
 @pytest.fixture
 def plaintext_coordinator() -> Iterator[tuple[str, list[tuple[str, str]]]]:
     learner = mnist_learner("simple-cnn", seed=0)
-    settings = CoordinatorSettings(
+    settings = RunSpec(
         model_name="simple-cnn",
         rounds=RoundConfig(num_rounds=1, clients_per_round=1),
         plan=LocalTrainingPlan(max_batches=1),
     )
     spec = spec_of(learner.initial_weights(seed=0))
-    run = describe_run(settings, run_id="plain", coordinator_key="", spec=spec)
+    run = described(settings, model_size=spec.total_size)
     seen: list[tuple[str, str]] = []
     handler = type("Handler", (_Coordinator,), {"run": run.to_json(), "seen": seen})
     server = ThreadingHTTPServer(("127.0.0.1", 0), handler)

@@ -43,6 +43,10 @@ def _check(argv: list[str]) -> None:
             "--threshold 4 is more than --aggregators 3; at most that many shares exist.",
         ),
         (
+            ["client", "--server", "https://h:1", "--client-index", "0", "--connect-timeout", "0"],
+            "--connect-timeout must be more than 0; got 0.",
+        ),
+        (
             ["client", "--server", "htps://127.0.0.1:8080", "--client-index", "0"],
             "--server htps://127.0.0.1:8080 is not an http:// or https:// URL; did you mean "
             "https://?",

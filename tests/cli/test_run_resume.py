@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 
+from veilfl.cli import demo_cmd
 from veilfl.cli.main import build_parser, main
 from veilfl.cli.run_resume import differing_settings
 from veilfl.cli.server_cmd import settings_from_args
@@ -96,3 +97,67 @@ def test_the_server_refuses_in_one_line_before_loading_anything(
         "--rounds 5 (stored) vs 10 (now); --epochs 1 (stored) vs 2 (now). Start with the "
         "stored settings to resume, or use a new --run-dir.\n"
     )
+
+
+def test_differing_aggregators_are_named_by_index_and_what_differs() -> None:
+    stored = _settings([])
+    now = _settings([])
+    stored["secure"] = {"aggregators": [_published(1, 8091), _published(2, 8092)]}
+    now["secure"] = {"aggregators": [_published(1, 8091), _published(2, 9092)]}
+    assert differing_settings(stored, now) == [
+        "--aggregator 2 URL https://127.0.0.1:8092 (stored) vs https://127.0.0.1:9092 (now)"
+    ]
+
+
+def test_another_aggregator_count_is_named_once() -> None:
+    stored = _settings([])
+    now = _settings([])
+    stored["secure"] = {
+        "config": {"num_aggregators": 2},
+        "aggregators": [_published(1, 8091), _published(2, 8092)],
+    }
+    now["secure"] = {
+        "config": {"num_aggregators": 3},
+        "aggregators": [_published(1, 8091), _published(2, 8092), _published(3, 8093)],
+    }
+    assert differing_settings(stored, now) == ["--aggregator (count) 2 (stored) vs 3 (now)"]
+
+
+def _published(index: int, port: int) -> dict[str, object]:
+    return {"index": index, "url": f"https://127.0.0.1:{port}", "public_key": "k"}
+
+
+class _StartedError(Exception):
+    """Raised where the demo would start its first process."""
+
+
+def _demo_server_command(run_dir: Path, monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """The coordinator command line `veilfl demo` plans for ``run_dir`` (nothing starts)."""
+    commands: list[list[str]] = []
+
+    def popen(command: list[str], **_: object) -> None:
+        commands.append(command)
+        raise _StartedError
+
+    monkeypatch.setattr(demo_cmd.subprocess, "Popen", popen)
+    with pytest.raises(_StartedError):
+        main(["demo", "--run-dir", str(run_dir), "--clients", "3", "--rounds", "1"])
+    return commands[0]
+
+
+def test_a_demo_resumed_on_its_folder_starts_the_run_it_stored(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    run_dir = tmp_path / "demo"
+    first = _demo_server_command(run_dir, monkeypatch)
+    settings = settings_from_args(build_parser().parse_args(first[3:]))
+    with RunStore(run_dir / "run.sqlite") as store:  # what the coordinator stored
+        store.initialise("run-1", settings.to_json())
+
+    again = _demo_server_command(run_dir, monkeypatch)  # the resume check passes
+
+    assert _aggregator_flags(again) == _aggregator_flags(first)
+
+
+def _aggregator_flags(command: list[str]) -> list[str]:
+    return [command[i + 1] for i, flag in enumerate(command) if flag == "--aggregator"]

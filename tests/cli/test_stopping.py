@@ -109,8 +109,10 @@ def test_an_aggregator_says_where_its_shares_are(
     tmp_path: Path, started: list[VeilflProcess], capsys: pytest.CaptureFixture[str]
 ) -> None:
     from veilfl.cli.local_fleet import free_port
+    from veilfl.keyfiles import read_public_key
 
     assert main(["keys", "--out", str(tmp_path / "keys"), "--count", "1"]) == 0
+    fingerprint = read_public_key(tmp_path / "keys" / "aggregator-1.pub").fingerprint
     aggregator = VeilflProcess(
         [
             "aggregator",
@@ -125,6 +127,8 @@ def test_an_aggregator_says_where_its_shares_are(
             str(free_port()),
             "--spool",
             "spool",
+            "--peer-fingerprint",
+            fingerprint,
         ],
         cwd=tmp_path,
     )

@@ -17,7 +17,7 @@ from veilfl.privacy.accountant import epsilon_for
 from veilfl.privacy.dp_fedavg import DpConfig
 from veilfl.protocol.client_policy import ClientPolicy
 from veilfl.protocol.messages import LocalTrainingPlan
-from veilfl.protocol.settings import CoordinatorSettings
+from veilfl.protocol.run_spec import RunSpec
 from veilfl.protocol.sync_round import RoundConfig
 from veilfl.server.app import create_app
 
@@ -28,16 +28,18 @@ pytestmark = pytest.mark.timeout(120)
 async def test_clients_follow_the_round_plan_and_epsilon_is_recorded(placement: str) -> None:
     learner = mnist_learner("simple-cnn", seed=0)
     dp = DpConfig(placement=placement, noise_multiplier=1.5, clip_norm=0.5)  # type: ignore[arg-type]
-    settings = CoordinatorSettings(
+    settings = RunSpec(
         model_name="simple-cnn",
         rounds=RoundConfig(num_rounds=2, clients_per_round=2, poll_interval_s=0.01),
         plan=LocalTrainingPlan(max_batches=2),
         dp=dp,
         population=2,
     )
-    service = service_for(settings, learner.initial_weights(seed=0), run_id="r")
+    service = service_for(settings, learner.initial_weights(seed=0))
     core = service.core
-    app = create_app(service, metrics=lambda: list(core.history), access=open_access("r"))
+    app = create_app(
+        service, metrics=lambda: list(core.history), access=open_access(service.run_info.run_id)
+    )
     await service.start(tick_interval_s=0.01)
     data = synthetic_dataset(num_examples=100, seed=0)
     try:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 
 import httpx
 import pytest
@@ -16,7 +17,7 @@ from veilfl.ml.learner import mnist_learner
 from veilfl.ml.partition import partition_iid
 from veilfl.protocol.client_policy import ClientPolicy
 from veilfl.protocol.messages import LocalTrainingPlan
-from veilfl.protocol.settings import CoordinatorSettings
+from veilfl.protocol.run_spec import RunSpec
 from veilfl.protocol.sync_round import RoundConfig
 from veilfl.server.app import create_app
 from veilfl.server.service import CoordinatorService
@@ -25,14 +26,14 @@ pytestmark = pytest.mark.timeout(120)
 FAST = RetryPolicy(max_attempts=8, initial_backoff_s=0.01, max_backoff_s=0.05)
 
 
-def _service(rounds: int) -> CoordinatorService:
+def _service(rounds: int, clients: int = 2) -> CoordinatorService:
     learner = mnist_learner("simple-cnn", seed=0)
-    settings = CoordinatorSettings(
+    settings = RunSpec(
         model_name="simple-cnn",
-        rounds=RoundConfig(num_rounds=rounds, clients_per_round=2, poll_interval_s=0.01),
+        rounds=RoundConfig(num_rounds=rounds, clients_per_round=clients, poll_interval_s=0.01),
         plan=LocalTrainingPlan(max_batches=2),
     )
-    return service_for(settings, learner.initial_weights(seed=0), run_id="r")
+    return service_for(settings, learner.initial_weights(seed=0))
 
 
 class _Flaky(httpx.AsyncBaseTransport):
@@ -54,7 +55,7 @@ class _Flaky(httpx.AsyncBaseTransport):
 @pytest.mark.parametrize("flaky", [False, True])
 async def test_two_clients_complete_every_round(flaky: bool) -> None:
     service = _service(rounds=2)
-    app = create_app(service, metrics=lambda: [], access=open_access("r"))
+    app = create_app(service, metrics=lambda: [], access=open_access(service.run_info.run_id))
     await service.start(tick_interval_s=0.01)
     data = synthetic_dataset(num_examples=200, seed=0)
     parts = partition_iid(len(data), 2, seed=0)
@@ -98,4 +99,60 @@ async def test_unreachable_coordinator_gives_up_with_a_clear_error() -> None:
             synthetic_dataset(num_examples=10, seed=0),
             retry=RetryPolicy(max_attempts=3, initial_backoff_s=0.001),
             transport=httpx.MockTransport(refuse),
+        )
+
+
+class _NotYetUp(httpx.AsyncBaseTransport):
+    """Refuses connections until ``down_for`` requests have been tried."""
+
+    def __init__(self, inner: httpx.AsyncBaseTransport, down_for: int) -> None:
+        self.inner = inner
+        self.down_for = down_for
+        self.calls = 0
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        self.calls += 1
+        if self.calls <= self.down_for:
+            raise httpx.ConnectError("connection refused", request=request)
+        return await self.inner.handle_async_request(request)
+
+
+async def test_a_client_started_before_its_coordinator_waits_for_it(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.INFO)
+    service = _service(rounds=1, clients=1)
+    app = create_app(service, metrics=lambda: [], access=open_access(service.run_info.run_id))
+    await service.start(tick_interval_s=0.01)
+    late = _NotYetUp(httpx.ASGITransport(app=app), down_for=3 * FAST.max_attempts)
+    try:
+        summary = await run_client(
+            "http://test",
+            mnist_learner("simple-cnn", seed=0),
+            synthetic_dataset(num_examples=50, seed=0),
+            retry=FAST,  # gives up after 8 attempts; the wait is by time instead
+            transport=late,
+            policy=ClientPolicy(allow_plaintext=True),
+            connect_timeout_s=60.0,
+        )
+    finally:
+        await service.stop()
+    assert summary.rounds_trained == 1
+    waiting = [r for r in caplog.records if "waiting for http://test" in r.getMessage()]
+    assert len(waiting) == 1  # progress now and then, not a line per attempt
+    assert not [r for r in caplog.records if r.levelno >= logging.WARNING]
+
+
+async def test_a_coordinator_that_never_answers_ends_the_wait_naming_the_flag() -> None:
+    def refuse(request: httpx.Request) -> httpx.Response:
+        raise httpx.ConnectError("connection refused", request=request)
+
+    with pytest.raises(TransportError, match=r"within 1 s .*--connect-timeout"):
+        await run_client(
+            "http://test",
+            mnist_learner(),
+            synthetic_dataset(num_examples=10, seed=0),
+            retry=FAST,
+            transport=httpx.MockTransport(refuse),
+            connect_timeout_s=1.0,
         )

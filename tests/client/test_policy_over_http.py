@@ -19,35 +19,29 @@ from typing import Any
 
 import httpx
 import pytest
+from tests.in_process_fleet import in_process_fleet
 from tests.run_descriptions import published
 
-from veilfl.aggregator.access import AggregatorAccess
-from veilfl.aggregator.service import AggregatorService, create_aggregator_app
-from veilfl.auth.enrollment import EnrollmentPolicy
 from veilfl.auth.identity import Identity
 from veilfl.client.http_client import RetryPolicy, run_client
-from veilfl.client.participation_record import ParticipationRecord
+from veilfl.client.participation_record import ParticipationRecord, model_digest
 from veilfl.crypto.keys import AggregatorKeyPair, generate_keypair
 from veilfl.errors import PolicyRefusal
 from veilfl.ml.datasets import synthetic_dataset
 from veilfl.ml.learner import mnist_learner
 from veilfl.privacy.dp_fedavg import DpConfig
-from veilfl.protocol.assembly import build_coordinator, describe_run
 from veilfl.protocol.buffered import BufferConfig
 from veilfl.protocol.client_policy import ClientPolicy
 from veilfl.protocol.messages import LocalTrainingPlan
-from veilfl.protocol.settings import CoordinatorSettings, SecureSettings
+from veilfl.protocol.run_spec import RunSpec, SecureSettings
 from veilfl.protocol.sync_round import RoundConfig
 from veilfl.secagg.config import SecureAggregationConfig
 from veilfl.server.aggregator_link import HttpAggregatorLink
-from veilfl.server.app import create_app
-from veilfl.server.client_access import ClientAccess
-from veilfl.server.commands import ServerCommands
 from veilfl.server.service import CoordinatorService
 
 pytestmark = pytest.mark.timeout(120)
 
-RUN_ID = "policy-run"
+START = mnist_learner("simple-cnn", seed=0).initial_weights(seed=0)
 KEYS = [generate_keypair() for _ in range(3)]
 URLS = [f"http://aggregator-{j}" for j in (1, 2, 3)]
 AGGREGATORS = published(KEYS, URLS)
@@ -103,10 +97,9 @@ def _fleet(
     dp: DpConfig | None = None,
     buffer: BufferConfig | None = None,
     keys: list[AggregatorKeyPair] = KEYS,
+    identity: Identity | None = None,
 ) -> _Fleet:
-    identity = Identity.generate()
-    learner = mnist_learner("simple-cnn", seed=0)
-    settings = CoordinatorSettings(
+    settings = RunSpec(
         model_name="simple-cnn",
         rounds=RoundConfig(num_rounds=1, clients_per_round=2, min_clients=2, poll_interval_s=0.1),
         plan=LocalTrainingPlan(max_batches=1, batch_size=8),
@@ -115,50 +108,18 @@ def _fleet(
         buffer=buffer,
         population=2,
     )
-    core = build_coordinator(
-        settings, initial_weights=learner.initial_weights(seed=0), run_id=RUN_ID
-    ).coordinator
-    run = describe_run(
-        settings, run_id=RUN_ID, coordinator_key=identity.public_key_text, spec=core.spec
-    )
     network = _Network()
-    assert run.secure is not None
-    link = HttpAggregatorLink(
-        dict(enumerate(URLS, start=1)),
-        vector_length=run.secure.layout.measurement_length,
-        run_id=RUN_ID,
-        identity=identity,
+    fleet = in_process_fleet(
+        settings,
+        keys=keys,
+        start=START,
+        apps=network.apps,
         transport=network,
+        spool=tmp_path,
+        identity=identity,
+        min_participants=min_participants,
     )
-    service = CoordinatorService(
-        core,
-        run_info=run,
-        performer=ServerCommands(link, lambda outcome: None),
-        max_update_bytes=1 << 24,
-    )
-    access = ClientAccess.create(
-        run_id=RUN_ID, policy=EnrollmentPolicy(open=True), coordinator=identity
-    )
-    network.apps["coordinator"] = httpx.ASGITransport(
-        app=create_app(service, metrics=lambda: [], access=access)
-    )
-    for index, key in enumerate(keys, start=1):
-        aggregator = AggregatorService(
-            index=index,
-            keypair=key,
-            spool=tmp_path / f"a{index}",
-            min_participants=min_participants,
-        )
-        network.apps[f"aggregator-{index}"] = httpx.ASGITransport(
-            app=create_aggregator_app(
-                aggregator,
-                coordinator_url=None,
-                max_share_bytes=1 << 24,
-                access=AggregatorAccess(index=index, rate_limit=None),
-                run=run,
-            )
-        )
-    return _Fleet(network, service, link)
+    return _Fleet(network, fleet.service, fleet.link)
 
 
 async def _clients(
@@ -198,12 +159,19 @@ def _on_run(change: Callable[[dict[str, Any]], None]) -> Tamper:
 
     def tamper(method: str, path: str, body: Any) -> Any:
         if path == "/v1/run":
-            change(body)
+            _restate(body, change)
         elif path == "/v1/clients" and method == "POST":
-            change(body["run"])
+            _restate(body["run"], change)
         return body
 
     return tamper
+
+
+def _restate(description: dict[str, Any], change: Callable[[dict[str, Any]], None]) -> None:
+    """Change the served spec and state its new id, as a malicious coordinator would
+    (the aggregators' consents stay those they signed for the honest run)."""
+    change(description["spec"])
+    description["run_id"] = RunSpec.from_json(description["spec"]).run_id
 
 
 def _drop_secure(run: dict[str, Any]) -> None:
@@ -211,13 +179,26 @@ def _drop_secure(run: dict[str, Any]) -> None:
 
 
 def _one_aggregator(run: dict[str, Any]) -> None:
-    run["secure"]["config"].update(threshold=1, num_aggregators=1)
+    run["secure"]["config"].update(threshold=1, num_aggregators=1, quorum=1)
     run["secure"]["aggregators"] = run["secure"]["aggregators"][:1]
 
 
 def _swap_key_2(run: dict[str, Any]) -> None:
     (stranger,) = published([generate_keypair()], [URLS[1]])
     run["secure"]["aggregators"][1] = {**stranger.to_json(), "index": 2}
+
+
+def _coordinator_keys(run: dict[str, Any]) -> None:
+    run["secure"]["aggregators"] = [
+        a.to_json() for a in published([generate_keypair() for _ in URLS], URLS)
+    ]
+
+
+def _two_of_two(run: dict[str, Any]) -> None:
+    run["secure"]["config"].update(threshold=2, num_aggregators=2, quorum=2)
+    run["secure"]["aggregators"] = [
+        a.to_json() for a in published([generate_keypair() for _ in URLS[:2]], URLS[:2])
+    ]
 
 
 async def _refused(
@@ -271,10 +252,22 @@ async def test_fedbuff_clients_queue_for_a_place_and_no_share_is_sent_for_nothin
         (_drop_secure, ClientPolicy(), "--allow-plaintext"),  # (i)
         (_drop_secure, ClientPolicy(aggregator_fingerprints=PINS), "--aggregator-fingerprint"),
         (_one_aggregator, ClientPolicy(aggregator_fingerprints=PINS), "--aggregator-fingerprint"),
-        (_one_aggregator, ClientPolicy(), "--min-threshold"),  # (ii), unpinned
+        (_one_aggregator, ClientPolicy(trust_coordinator_keys=True), "--min-threshold"),  # (ii)
         (_swap_key_2, ClientPolicy(aggregator_fingerprints=PINS), "--aggregator-fingerprint"),
+        # Issue 19 (1): the README's flags pin nothing; keys swapped for the
+        # coordinator's own, at 2-of-3 or 2-of-2, are refused before anything leaves.
+        (_coordinator_keys, ClientPolicy(), "--aggregator-fingerprint"),
+        (_two_of_two, ClientPolicy(), "--aggregator-fingerprint"),
     ],
-    ids=["no-secure", "no-secure-pinned", "t=m=1-pinned", "t=m=1", "swapped-key"],
+    ids=[
+        "no-secure",
+        "no-secure-pinned",
+        "t=m=1-pinned",
+        "t=m=1-trusting",
+        "swapped-key",
+        "coordinator-keys-unpinned",
+        "2-of-2-unpinned",
+    ],
 )
 async def test_a_downgraded_run_is_refused_before_enrolling(
     tmp_path: Path, change: Callable[[dict[str, Any]], None], policy: ClientPolicy, flag: str
@@ -307,7 +300,7 @@ async def test_a_policy_raised_on_the_way_without_its_aggregator_s_signature_is_
         return body
 
     fleet.network.tamper_aggregators = forge
-    message = await _refused(fleet, ClientPolicy(), "--min-cohort")
+    message = await _refused(fleet, PINNED, "--min-cohort")
     assert "not signed by its published key" in message
 
 
@@ -374,11 +367,11 @@ async def test_another_run_returned_at_enrollment_is_refused(tmp_path: Path) -> 
 
     def switch(method: str, path: str, body: Any) -> Any:
         if path == "/v1/clients" and method == "POST":
-            _swap_key_2(body["run"])
+            _restate(body["run"], _swap_key_2)
         return body
 
     fleet.network.tamper = switch
-    message = await _refused(fleet, ClientPolicy(), "returned a different run")
+    message = await _refused(fleet, PINNED, "returned a different run")
     assert fleet.network.enrolled()
     assert "Refused" in message
 
@@ -404,13 +397,15 @@ async def test_dp_ftrl_clients_count_their_rounds_and_refuse_one_beyond_k(
     client that already handed in a round of this run (kept in its record file across
     restarts) refuses the coordinator's next one, and nothing is sent."""
     # The control: two fresh clients train the run's one round and record it.
-    honest = _fleet(tmp_path / "honest", dp=FTRL_K1)
+    coordinator_identity = Identity.generate()
+    honest = _fleet(tmp_path / "honest", dp=FTRL_K1, identity=coordinator_identity)
     files = [tmp_path / f"client-{i}.rounds.json" for i in range(2)]
     await _clients(honest, PINNED, 2, [ParticipationRecord(f) for f in files])
     assert honest.service.core.model_version == 1
-    assert [ParticipationRecord(f).count(RUN_ID) for f in files] == [1, 1]
+    coordinator = honest.service.run_info.coordinator_key
+    assert [ParticipationRecord(f).count(coordinator) for f in files] == [1, 1]
     # The same clients, restarted, asked for another round of the same run.
-    again = _fleet(tmp_path / "again", dp=FTRL_K1)
+    again = _fleet(tmp_path / "again", dp=FTRL_K1, identity=coordinator_identity)
     message = await _refused(
         again,
         PINNED,
@@ -420,3 +415,84 @@ async def test_dp_ftrl_clients_count_their_rounds_and_refuse_one_beyond_k(
     )
     assert "already took part in 1 rounds" in message
     assert again.network.enrolled()  # the run passed; the extra round did not
+
+
+# ------------------------------------------- issue 19: the run every party agreed to
+async def test_a_view_the_aggregators_did_not_consent_to_is_refused(tmp_path: Path) -> None:
+    """(2) The aggregators consented to a run without DP; the clients are shown the same
+    run with distributed noise (so that no aggregator would deal any). The consents are
+    for another run id: the client refuses before anything leaves it."""
+    fleet = _fleet(tmp_path)
+
+    def add_noise(spec: dict[str, Any]) -> None:
+        spec["dp"] = DP.to_json()
+
+    fleet.network.tamper = _on_run(add_noise)
+    with pytest.raises(PolicyRefusal) as caught:
+        await _clients(fleet, PINNED)
+    assert "0 of the 3 aggregators" in str(caught.value)
+    assert "signed their consent" in str(caught.value)
+    assert fleet.network.data_requests() == [] and not fleet.network.enrolled()
+
+
+@pytest.mark.parametrize(
+    "dp",
+    [None, DpConfig(placement="distributed", noise_multiplier=0.01, clip_norm=100.0)],
+    ids=["no-dp", "z=0.01,C=100"],
+)
+async def test_dp_removed_or_weakened_is_refused_by_the_clients_own_epsilon(
+    tmp_path: Path, dp: DpConfig | None
+) -> None:
+    """(3) An honest-looking run, agreed to by every aggregator, without DP or with
+    negligible noise: the client computes its epsilon from the description itself."""
+    fleet = _fleet(tmp_path, dp=dp)
+    message = await _refused(fleet, replace(PINNED, max_epsilon=8.0), "--max-epsilon")
+    assert not fleet.network.enrolled()
+    reason = "no differential privacy" if dp is None else "epsilon this client computes as"
+    assert reason in message
+
+
+async def test_a_new_run_of_the_same_coordinator_does_not_reset_k(tmp_path: Path) -> None:
+    """(5) Two clients take part in K = 1 round of one run; the same coordinator starts
+    another run (a new id) and asks them again: each refuses before training."""
+    identity = Identity.generate()
+    first = _fleet(tmp_path / "first", dp=FTRL_K1, identity=identity)
+    records = [ParticipationRecord(tmp_path / f"client-{i}.rounds.json") for i in range(2)]
+    await _clients(first, PINNED, 2, records)
+    assert first.service.core.model_version == 1
+    second = _fleet(tmp_path / "second", dp=replace(FTRL_K1, delta=1e-6), identity=identity)
+    assert second.service.run_info.run_id != first.service.run_info.run_id
+    message = await _refused(second, PINNED, "--dp-max-participations", count=2, records=records)
+    assert "this coordinator's runs" in message
+
+
+async def test_a_ticket_weight_below_the_runs_floor_is_refused(tmp_path: Path) -> None:
+    """(6) A FedBuff ticket of weight 0, below the stalest weight the run declares."""
+    fleet = _fleet(tmp_path, buffer=BufferConfig(buffer_size=2, max_staleness=2, max_versions=1))
+
+    def zero(method: str, path: str, body: Any) -> Any:
+        if path == "/v1/tickets":
+            body["weight"] = 0.0
+        return body
+
+    fleet.network.tamper = zero
+    with pytest.raises(PolicyRefusal) as caught:
+        await _clients(fleet, PINNED)
+    assert "weighs this update 0" in str(caught.value)
+    assert fleet.network.data_requests() == []
+
+
+async def test_a_model_already_trained_on_is_declined(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """(7) Both clients already handed in an update trained on this very model to this
+    coordinator (their records say so): asked again, they decline and send nothing."""
+    identity = Identity.generate()
+    fleet = _fleet(tmp_path, identity=identity)
+    records = [ParticipationRecord() for _ in range(2)]
+    for record in records:
+        record.add(identity.public_key_text, "an-earlier-run", 1, model=model_digest(START))
+    with pytest.raises(TimeoutError):
+        await asyncio.wait_for(_clients(fleet, PINNED, 2, records), timeout=3.0)
+    assert fleet.network.data_requests() == []
+    assert any("declined" in r.getMessage() for r in caplog.records)

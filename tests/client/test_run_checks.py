@@ -17,6 +17,9 @@ from veilfl.ml.datasets import synthetic_dataset
 from veilfl.ml.learner import mnist_learner
 from veilfl.protocol.client_policy import ClientPolicy
 from veilfl.protocol.messages import RunInfo
+from veilfl.protocol.run_description import RunDescription
+from veilfl.protocol.run_spec import RunSpec, SecureSettings
+from veilfl.protocol.sync_round import RoundConfig
 from veilfl.secagg.config import SecureAggregationConfig
 
 CONFIG = SecureAggregationConfig(threshold=2, num_aggregators=2, max_samples_per_client=10)
@@ -42,7 +45,17 @@ class _Coordinator(httpx.AsyncBaseTransport):
 
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
         if request.method == "GET" and request.url.path == "/v1/run":
-            return httpx.Response(200, json=self.run.to_json())
+            spec = RunSpec(
+                model_name=self.run.model_name,
+                rounds=RoundConfig(num_rounds=1, clients_per_round=2),
+                secure=(
+                    None
+                    if self.run.secure is None
+                    else SecureSettings(self.run.secure.config, self.run.secure.aggregators)
+                ),
+                model_size=3,
+            )
+            return httpx.Response(200, json=RunDescription(spec).to_json())
         self.others.append(f"{request.method} {request.url.path}")
         return httpx.Response(500, json={"message": "not in this test"})
 
@@ -92,8 +105,8 @@ async def test_matching_fingerprints_and_model_pass() -> None:
     right = {a.index: a.fingerprint for a in run.secure.aggregators}
     pinned = ClientPolicy(aggregator_fingerprints=right, min_cohort=1)
     assert await check_run_before_enrolling(run, model_name="simple-cnn", policy=pinned) == ()
-    unpinned = ClientPolicy(min_cohort=1)
-    assert await check_run_before_enrolling(run, model_name=None, policy=unpinned) == ()
+    trusting = ClientPolicy(trust_coordinator_keys=True, min_cohort=1)
+    assert await check_run_before_enrolling(run, model_name=None, policy=trusting) == ()
 
 
 async def test_pinned_fingerprints_refuse_a_run_without_secure_aggregation() -> None:
@@ -123,7 +136,7 @@ async def test_a_401_from_an_aggregator_ends_the_client_instead_of_retraining() 
             Peer(http, RetryPolicy(max_attempts=1)),
             run,
             identity=Identity.generate(),
-            policy=ClientPolicy(min_cohort=1),
+            policy=ClientPolicy(trust_coordinator_keys=True, min_cohort=1),
             transport=refusing,
         )
         update = LocalUpdate(delta={"w": np.zeros(3, np.float32)}, num_samples=3, mean_loss=1.0)

@@ -1,9 +1,10 @@
-"""Secure aggregation over loopback with 3 aggregator processes, one killed mid-round.
+"""Secure aggregation over loopback with 4 aggregator processes, one killed mid-round.
 
 The test plays the clients itself, so it knows every delta: the model the coordinator
 reconstructs must equal the plaintext weighted mean within the quantisation bound,
-although aggregator 3 died halfway through the uploads and one client dropped out
-after reaching only aggregator 1.
+although aggregator 4 died halfway through the uploads and one client dropped out
+after reaching only aggregator 1. With m = 4, t = 2 the certificate quorum is 3, so
+the three survivors still certify the list.
 """
 
 from __future__ import annotations
@@ -19,17 +20,17 @@ pytestmark = [pytest.mark.slow, pytest.mark.timeout(300)]
 
 def test_round_completes_correctly_with_an_aggregator_killed_mid_round(tmp_path: Path) -> None:
     with ExitStack() as stack:
-        fleet = SecureFleet(tmp_path, stack, clients=5, aggregators=3, threshold=2, min_clients=3)
+        fleet = SecureFleet(tmp_path, stack, clients=5, aggregators=4, threshold=2, min_clients=3)
         clients = fleet.clients
-        # Two clients reach all three aggregators ...
+        # Two clients reach all four aggregators ...
         for client in clients[:2]:
-            fleet.report(client, fleet.upload(client, [1, 2, 3]))
-        # ... aggregator 3 dies mid-round ...
-        fleet.kill_aggregator(3)
+            fleet.report(client, fleet.upload(client, [1, 2, 3, 4]))
+        # ... aggregator 4 dies mid-round ...
+        fleet.kill_aggregator(4)
         # ... two more clients reach only the survivors ...
         for client in clients[2:4]:
-            acknowledged = fleet.upload(client, [1, 2, 3])
-            assert acknowledged == [1, 2]
+            acknowledged = fleet.upload(client, [1, 2, 3, 4])
+            assert acknowledged == [1, 2, 3]
             fleet.report(client, acknowledged)
         # ... and one drops out after reaching aggregator 1 alone (it never reports).
         assert fleet.upload(clients[4], [1]) == [1]

@@ -3,7 +3,7 @@ parsed from the README's block, in its order, each server in a process of its ow
 with two clients; the run trains. The same recipe with ``--clients-per-round 1`` is
 refused at start-up in one line naming both flags.
 
-What the reader fills in is filled in the same way: ``FP1``..``FP3`` from what
+What the reader fills in is filled in the same way: ``FP1``..``FP4`` from what
 ``veilfl keys`` prints, ``<line N of tokens.txt>`` from that file. The ports are
 swapped for free ones (other tests share the machine), and MNIST is the small one.
 """
@@ -48,12 +48,14 @@ class _Reader:
         self.folder = folder
         self.env = env
         self.stack = stack
-        self.ports = {port: str(free_port()) for port in ("8080", "8091", "8092", "8093")}
+        self.ports = {port: str(free_port()) for port in ("8080", "8091", "8092", "8093", "8094")}
         self.fingerprints: dict[str, str] = {}
 
     def fill_in(self, command: str) -> str:
-        command = re.sub(r"\b(8080|8091|8092|8093)\b", lambda m: self.ports[m.group(1)], command)
-        command = re.sub(r"\bFP[1-3]\b", lambda m: self.fingerprints[m.group(0)], command)
+        command = re.sub(
+            r"\b(8080|8091|8092|8093|8094)\b", lambda m: self.ports[m.group(1)], command
+        )
+        command = re.sub(r"\bFP[1-4]\b", lambda m: self.fingerprints[m.group(0)], command)
         tokens = (self.folder / "tokens.txt").read_text().split() if "<line" in command else []
         return re.sub(r"<line (\d+) of tokens.txt>", lambda m: tokens[int(m.group(1)) - 1], command)
 
@@ -144,7 +146,7 @@ def _follow(
 
 def test_the_readme_recipe_trains_with_two_clients(tmp_path: Path) -> None:
     roles = [m.group(3) for m in map(LONG_RUNNING.match, _recipe()) if m is not None]
-    assert roles == ["server", "aggregator", "aggregator", "aggregator", "client", "client"]
+    assert roles == ["server", *["aggregator"] * 4, "client", "client"]
     env = _env(tmp_path)
     with ExitStack() as stack:
         folder = tmp_path / "by-hand"

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+
 import dp_accounting
 import pytest
 from dp_accounting import gaussian_mechanism
@@ -105,3 +107,16 @@ def test_unknown_accounting_is_refused() -> None:
             delta=1e-5,
             accounting="guess",  # type: ignore[arg-type]
         )
+
+
+def test_the_librarys_convergence_warnings_are_silenced_but_no_others(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.WARNING)
+    # q = 0.5, z = 1: RDP order 1.75 does not converge, which dp-accounting logs.
+    sampled = dp_accounting.PoissonSampledDpEvent(0.5, dp_accounting.GaussianDpEvent(1.0))
+    epsilon = epsilon_of(dp_accounting.SelfComposedDpEvent(sampled, 5), delta=1e-5)
+    logging.getLogger("veilfl.privacy").warning("ours")
+    logging.getLogger("absl").warning("another absl user's")
+    assert epsilon > 0
+    assert [r.getMessage() for r in caplog.records] == ["ours", "another absl user's"]

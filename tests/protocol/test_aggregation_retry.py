@@ -6,18 +6,19 @@ is abandoned and run again under a new round id. All without a socket."""
 from __future__ import annotations
 
 import numpy as np
+from tests.run_descriptions import run_info
 from tests.tiny_coordinator import settle
 
 from veilfl.crypto.csprng import CsprngStream
 from veilfl.ml.learner import LocalUpdate
-from veilfl.protocol.assembly import build_coordinator, describe_run
+from veilfl.protocol.assembly import build_coordinator
 from veilfl.protocol.buffered import BufferConfig
 from veilfl.protocol.client_policy import ClientPolicy
 from veilfl.protocol.coordinator import Coordinator, CoordinatorPhase
 from veilfl.protocol.effects import AggregationStalled, ClientsExcluded, Effect, RoundAbandoned
 from veilfl.protocol.hand_in import HandInContext
 from veilfl.protocol.messages import RunInfo, UpdateHeader
-from veilfl.protocol.settings import CoordinatorSettings, SecureSettings
+from veilfl.protocol.run_spec import RunSpec, SecureSettings
 from veilfl.protocol.sync_round import RoundConfig
 from veilfl.secagg.config import SecureAggregationConfig
 from veilfl.secagg.contribution import ContributionLayout
@@ -37,7 +38,7 @@ def _secure_run(
     *, buffer: BufferConfig | None = None, timeout_s: float = 30.0, clients: int = 2
 ) -> tuple[Coordinator, InProcessAggregators, RunInfo]:
     aggregators = InProcessAggregators(CONFIG, run_id="r", model_size=3)
-    settings = CoordinatorSettings(
+    settings = RunSpec(
         model_name="tiny",
         rounds=RoundConfig(
             num_rounds=1 if buffer is None else buffer.max_versions,
@@ -51,7 +52,7 @@ def _secure_run(
     core = build_coordinator(
         settings, initial_weights=START, run_id="r", retry_interval_s=1.0
     ).coordinator
-    run = describe_run(settings, run_id="r", coordinator_key="", spec=core.spec)
+    run = run_info(settings, run_id="r", coordinator_key="", model_size=core.spec.total_size)
     return core, aggregators, run
 
 

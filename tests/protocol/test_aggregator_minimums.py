@@ -16,7 +16,7 @@ from veilfl.errors import ConfigurationError
 from veilfl.protocol.aggregator_minimums import fit_cohort, verified_minimums
 from veilfl.protocol.buffered import BufferConfig
 from veilfl.protocol.messages import LocalTrainingPlan
-from veilfl.protocol.settings import CoordinatorSettings
+from veilfl.protocol.run_spec import RunSpec
 from veilfl.protocol.sync_round import RoundConfig
 from veilfl.secagg.aggregator_policy import AggregatorPolicy
 
@@ -36,8 +36,8 @@ def _settings(
     min_clients: int = 1,
     population: int | None = None,
     buffer: BufferConfig | None = None,
-) -> CoordinatorSettings:
-    return CoordinatorSettings(
+) -> RunSpec:
+    return RunSpec(
         model_name="tiny",
         rounds=RoundConfig(
             num_rounds=1,
@@ -51,7 +51,7 @@ def _settings(
     )
 
 
-def _refused(settings: CoordinatorSettings, minimums: dict[int, int], **kwargs: bool) -> str:
+def _refused(settings: RunSpec, minimums: dict[int, int], **kwargs: bool) -> str:
     with pytest.raises(ConfigurationError) as caught:
         fit_cohort(settings, minimums, **{"min_clients_given": True, **kwargs})
     message = str(caught.value)

@@ -6,19 +6,19 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from tests.run_descriptions import run_info
 from tests.tiny_coordinator import settle
 
 from veilfl.errors import ConfigurationError
 from veilfl.protocol.assembly import (
     ResumePoint,
     build_coordinator,
-    describe_run,
     precision_warning,
 )
 from veilfl.protocol.buffered import BufferConfig, BufferMode
 from veilfl.protocol.effects import Effect, PersistRound
 from veilfl.protocol.messages import LocalTrainingPlan, UpdateHeader
-from veilfl.protocol.settings import CoordinatorSettings
+from veilfl.protocol.run_spec import RunSpec
 from veilfl.protocol.sync_round import RoundConfig
 from veilfl.secagg.config import SecureAggregationConfig
 from veilfl.secagg.contribution import ContributionLayout
@@ -30,7 +30,7 @@ START: Weights = {"w": np.array([1.0, -2.0, 0.5], dtype=np.float32)}
 DELTAS = {"a": (10, [2.0, 0.0, -1.0]), "b": (30, [-2.0, 4.0, 1.0])}
 
 
-def _settings(**changes: object) -> CoordinatorSettings:
+def _settings(**changes: object) -> RunSpec:
     fields: dict[str, object] = {
         "model_name": "tiny",
         "rounds": RoundConfig(num_rounds=2, clients_per_round=2, min_clients=2),
@@ -38,10 +38,10 @@ def _settings(**changes: object) -> CoordinatorSettings:
         "server_optimizer": ServerOptimizerConfig(name="fedadam", beta1=0.5, tau=0.5),
     }
     fields.update(changes)
-    return CoordinatorSettings(**fields)  # type: ignore[arg-type]
+    return RunSpec(**fields)  # type: ignore[arg-type]
 
 
-def _one_round(settings: CoordinatorSettings) -> tuple[np.ndarray, list[Effect]]:
+def _one_round(settings: RunSpec) -> tuple[np.ndarray, list[Effect]]:
     core = build_coordinator(settings, initial_weights=START, run_id="r").coordinator
     for client in DELTAS:
         core.join(client, now=0.0)
@@ -115,8 +115,8 @@ def test_the_optimiser_and_fedprox_are_stored_with_the_run_and_published() -> No
         server_optimizer=ServerOptimizerConfig(name="fedyogi", beta1=0.8, beta2=0.9, tau=0.1),
     )
 
-    restored = CoordinatorSettings.from_json(settings.to_json())
-    run = describe_run(settings, run_id="r", coordinator_key="", spec=spec_of(START))
+    restored = RunSpec.from_json(settings.to_json())
+    run = run_info(settings, run_id="r", coordinator_key="", model_size=spec_of(START).total_size)
 
     assert restored == settings
     assert run.plan.proximal_mu == 0.01
@@ -127,7 +127,7 @@ def test_settings_stored_before_server_optimisers_existed_read_as_fedavg() -> No
     del stored["server_optimizer"]
     del stored["plan"]["proximal_mu"]
 
-    restored = CoordinatorSettings.from_json(stored)
+    restored = RunSpec.from_json(stored)
 
     assert restored.server_optimizer is None and restored.plan.proximal_mu == 0.0
 

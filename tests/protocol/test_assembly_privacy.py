@@ -22,7 +22,7 @@ from veilfl.protocol.assembly import (
 )
 from veilfl.protocol.buffered import BufferConfig
 from veilfl.protocol.messages import TaskKind, UpdateHeader
-from veilfl.protocol.settings import CoordinatorSettings, SecureSettings
+from veilfl.protocol.run_spec import RunSpec, SecureSettings
 from veilfl.protocol.sync_round import RoundConfig
 from veilfl.secagg.config import SecureAggregationConfig
 from veilfl.secagg.contribution import ContributionLayout
@@ -30,7 +30,7 @@ from veilfl.secagg.contribution import ContributionLayout
 START = {"w": np.zeros(100, dtype=np.float32)}
 
 
-def _settings(dp: DpConfig | None, **changes: object) -> CoordinatorSettings:
+def _settings(dp: DpConfig | None, **changes: object) -> RunSpec:
     fields: dict[str, object] = {
         "model_name": "tiny",
         "rounds": RoundConfig(num_rounds=3, clients_per_round=5, min_clients=3),
@@ -38,7 +38,7 @@ def _settings(dp: DpConfig | None, **changes: object) -> CoordinatorSettings:
         "population": 20,
     }
     fields.update(changes)
-    return CoordinatorSettings(**fields)  # type: ignore[arg-type]
+    return RunSpec(**fields)  # type: ignore[arg-type]
 
 
 def _dp(placement: str = "central", **changes: object) -> DpConfig:

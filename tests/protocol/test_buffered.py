@@ -21,7 +21,7 @@ from veilfl.protocol.buffered import (
 )
 from veilfl.protocol.cohort import ClosedCohort
 from veilfl.protocol.messages import LocalTrainingPlan, TaskKind, UpdateHeader
-from veilfl.protocol.settings import CoordinatorSettings, SecureSettings
+from veilfl.protocol.run_spec import RunSpec, SecureSettings
 from veilfl.protocol.sync_round import RoundConfig
 from veilfl.secagg.config import SecureAggregationConfig
 from veilfl.sim.in_process_aggregators import InProcessAggregators
@@ -204,7 +204,7 @@ def test_fedasync_is_refused_when_updates_are_secret_shared() -> None:
     config = SecureAggregationConfig(threshold=2, num_aggregators=2)
     aggregators = InProcessAggregators(config, run_id="r", model_size=3)
     with pytest.raises(ConfigurationError, match="use --mode fedbuff"):
-        CoordinatorSettings(
+        RunSpec(
             model_name="tiny",
             rounds=RoundConfig(num_rounds=1, clients_per_round=1),
             plan=LocalTrainingPlan(),

@@ -9,17 +9,19 @@ import numpy as np
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
-from tests.run_descriptions import secure_run
+from tests.run_descriptions import secure_description, secure_run
 
 from veilfl.crypto.csprng import CsprngStream
 from veilfl.crypto.keys import AggregatorKeyPair, generate_keypair
 from veilfl.errors import ConfigurationError, PolicyRefusal
 from veilfl.privacy.dp_fedavg import ClientPrivacyPlan, DpConfig
-from veilfl.protocol.client_policy import ClientPolicy, check_participations
+from veilfl.protocol.client_policy import ClientPolicy, check_participations, run_epsilon
 from veilfl.protocol.hand_in import HandInContext, hand_in
 from veilfl.protocol.messages import DpRunInfo, RunInfo
+from veilfl.protocol.run_description import RunDescription, dealt_noise_profile
 from veilfl.secagg.aggregator_policy import AggregatorPolicy
 from veilfl.secagg.config import SecureAggregationConfig
+from veilfl.secagg.run_consent import sign_consent
 
 KEYS = [generate_keypair() for _ in range(3)]
 CONFIG = SecureAggregationConfig(threshold=2, num_aggregators=3)
@@ -93,12 +95,12 @@ def test_a_threshold_below_the_minimum_is_refused() -> None:
         keys=KEYS,
         model_size=4,
     )
-    message = _refusal(ClientPolicy().check_run, one_of_three)
+    message = _refusal(ClientPolicy(aggregator_fingerprints=PINS).check_run, one_of_three)
     assert message == (
         "Refused by --min-threshold: this client requires a threshold of at least 2, and the "
         "coordinator's run announces t = 1 of m = 3; nothing was sent."
     )
-    ClientPolicy(min_threshold=1).check_run(one_of_three)
+    ClientPolicy(aggregator_fingerprints=PINS, min_threshold=1).check_run(one_of_three)
 
 
 # -------------------------------------------------------------------- minimum cohort
@@ -122,7 +124,11 @@ DISTRIBUTED = DpConfig(placement="distributed", noise_multiplier=1.0, clip_norm=
 
 
 def test_a_dp_floor_refuses_a_run_without_dp_or_below_it() -> None:
-    floor = ClientPolicy(dp_placements=frozenset({"distributed"}), min_noise_multiplier=1.0)
+    floor = ClientPolicy(
+        aggregator_fingerprints=PINS,
+        dp_placements=frozenset({"distributed"}),
+        min_noise_multiplier=1.0,
+    )
     message = _refusal(floor.check_run, RUN)
     assert message.startswith("Refused by --require-dp:") and "no differential privacy" in message
     floor.check_run(_with_dp(RUN, DISTRIBUTED))
@@ -130,14 +136,14 @@ def test_a_dp_floor_refuses_a_run_without_dp_or_below_it() -> None:
     assert "central noise" in _refusal(floor.check_run, _with_dp(RUN, central))
     weak = replace(DISTRIBUTED, noise_multiplier=0.5)
     assert "announces 0.5" in _refusal(floor.check_run, _with_dp(RUN, weak))
-    loose = ClientPolicy(max_clip_norm=0.5)
+    loose = ClientPolicy(aggregator_fingerprints=PINS, max_clip_norm=0.5)
     assert "--max-clip-norm" in _refusal(loose.check_run, _with_dp(RUN, DISTRIBUTED))
     assert "--max-clip-norm" in _refusal(loose.check_run, RUN)  # a floor needs DP
 
 
 def test_distributed_noise_is_the_aggregators_so_the_floor_is_the_runs_multiplier() -> None:
     run = _with_dp(RUN, DISTRIBUTED)
-    floor = ClientPolicy(min_noise_multiplier=1.0, min_cohort=2)
+    floor = ClientPolicy(aggregator_fingerprints=PINS, min_noise_multiplier=1.0, min_cohort=2)
     # The aggregators deal the run's multiplier whatever the cohort they promise.
     assert floor.check_aggregators(run, _policies(2)) == 2
     weak = _with_dp(RUN, replace(DISTRIBUTED, noise_multiplier=0.5))
@@ -314,3 +320,87 @@ def test_only_dp_ftrl_limits_a_clients_rounds() -> None:
     dp_fedavg = DpConfig(placement="central", noise_multiplier=1.0, clip_norm=1.0)
     for run in (RUN, _with_dp(RUN, dp_fedavg)):
         check_participations(run, earlier_rounds=1000, round_id=1)
+
+
+# ----------------------------------------------- issue 19: the run every party agreed to
+def test_an_unpinned_secure_run_is_refused_in_one_line_that_says_how_to_pin() -> None:
+    message = _refusal(ClientPolicy().check_run, RUN)
+    assert "pinned no aggregator keys" in message
+    assert "--aggregator-fingerprint" in message and "--trust-coordinator-keys" in message
+    ClientPolicy(trust_coordinator_keys=True).check_run(RUN)  # the loud way round
+    with pytest.raises(ConfigurationError, match="contradicts"):
+        ClientPolicy(trust_coordinator_keys=True, aggregator_fingerprints=PINS)
+
+
+def _agreed(description: RunDescription, signers: list[int]) -> RunDescription:
+    noise = dealt_noise_profile(description.info)
+    consents = {
+        j: sign_consent(KEYS[j - 1], index=j, run_id=description.run_id, noise=noise)
+        for j in signers
+    }
+    return description.with_consents(consents)
+
+
+DESCRIPTION = secure_description("s", config=CONFIG, keys=KEYS, model_size=4)
+PINNED = ClientPolicy(
+    aggregator_fingerprints={
+        a.index: a.fingerprint
+        for a in DESCRIPTION.info.secure.aggregators  # type: ignore[union-attr]
+    }
+)
+
+
+def test_a_quorum_of_pinned_aggregators_must_have_consented_to_this_very_run() -> None:
+    # ceil((3 + 2) / 2) = 3 of 3: every aggregator must have consented.
+    PINNED.check_description(_agreed(DESCRIPTION, [1, 2, 3]))
+    message = _refusal(PINNED.check_description, _agreed(DESCRIPTION, [1, 2]))
+    assert "2 of the 3 aggregators ([1, 2]) signed their consent" in message
+    # Consents signed for another view of the run (another id) count for nothing.
+    other = secure_description("other", config=CONFIG, keys=KEYS, model_size=4)
+    shown = RunDescription(DESCRIPTION.spec, _agreed(other, [1, 2, 3]).consents)
+    assert "0 of the 3 aggregators" in _refusal(PINNED.check_description, shown)
+
+
+def test_max_epsilon_is_computed_by_the_client_from_the_declared_run() -> None:
+    spec = DESCRIPTION.spec
+    strong = DpConfig(placement="distributed", noise_multiplier=20.0, clip_norm=1.0, min_clients=2)
+    weak = replace(strong, noise_multiplier=0.01)
+    policy = replace(PINNED, max_epsilon=2.0)
+    for dp, refused in (
+        (None, True),
+        (weak, True),
+        (strong, False),
+        (replace(strong, placement="central"), True),
+    ):
+        description = _agreed(RunDescription(replace(spec, dp=dp)), [1, 2, 3])
+        if refused:
+            assert "--max-epsilon" in _refusal(policy.check_description, description)
+        else:
+            policy.check_description(description)
+    # What earlier runs of the same coordinator spent counts too.
+    honest = _agreed(RunDescription(replace(spec, dp=strong)), [1, 2, 3])
+    assert run_epsilon(honest.info) < 2.0
+    message = _refusal(policy.check_description, honest, earlier_epsilon=1.9)
+    assert "earlier runs" in message
+
+
+def test_k_for_dp_ftrl_is_counted_per_coordinator_whatever_the_mode() -> None:
+    ftrl = DpConfig(
+        placement="distributed",
+        noise_multiplier=1.0,
+        clip_norm=1.0,
+        min_clients=2,
+        mechanism="ftrl",
+        max_participations=2,
+    )
+    run = _with_dp(RUN, ftrl)
+    check_participations(run, earlier_rounds=1, round_id=5)
+    message = _refusal(check_participations, run, earlier_rounds=2, round_id=5)
+    assert "this coordinator's runs" in message
+
+
+def test_a_ticket_weight_below_the_runs_floor_is_refused() -> None:
+    policy = ClientPolicy(aggregator_fingerprints=PINS)
+    run = replace(RUN, weight_floor=0.5)
+    policy.check_weight(0.5, round_id=1, floor=run.weight_floor)
+    assert "below 0.5" in _refusal(policy.check_weight, 0.0, round_id=1, floor=run.weight_floor)

@@ -8,13 +8,14 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from tests.run_descriptions import run_info
 from tests.tiny_coordinator import settle
 
 from veilfl.crypto.csprng import CsprngStream
 from veilfl.errors import ConfigurationError, ProtocolError
 from veilfl.ml.learner import LocalUpdate
 from veilfl.privacy.dp_fedavg import DpConfig
-from veilfl.protocol.assembly import build_coordinator, describe_run
+from veilfl.protocol.assembly import build_coordinator
 from veilfl.protocol.client_policy import ClientPolicy
 from veilfl.protocol.coordinator import Coordinator, CoordinatorPhase
 from veilfl.protocol.effects import (
@@ -27,8 +28,8 @@ from veilfl.protocol.effects import (
 from veilfl.protocol.hand_in import HandInContext
 from veilfl.protocol.messages import RunInfo
 from veilfl.protocol.private_aggregation import PrivateAggregation
+from veilfl.protocol.run_spec import RunSpec, SecureSettings
 from veilfl.protocol.secure_aggregation import SecureAggregation
-from veilfl.protocol.settings import CoordinatorSettings, SecureSettings
 from veilfl.protocol.sync_round import RoundConfig
 from veilfl.secagg.config import SecureAggregationConfig
 from veilfl.secagg.contribution import ContributionLayout
@@ -43,20 +44,22 @@ STEP = 1 / ContributionLayout(3, CONFIG).scale
 DP = DpConfig(placement="distributed", noise_multiplier=1.0, clip_norm=10.0, min_clients=2)
 
 
-def _run(*, timeout_s: float = 30.0) -> tuple[Coordinator, InProcessAggregators, RunInfo]:
-    aggregators = InProcessAggregators(CONFIG, run_id="r", model_size=3, noise_seed=b"seed")
-    settings = CoordinatorSettings(
+def _run(
+    *, timeout_s: float = 30.0, config: SecureAggregationConfig = CONFIG
+) -> tuple[Coordinator, InProcessAggregators, RunInfo]:
+    aggregators = InProcessAggregators(config, run_id="r", model_size=3, noise_seed=b"seed")
+    settings = RunSpec(
         model_name="tiny",
         rounds=RoundConfig(
             num_rounds=1, clients_per_round=2, min_clients=2, round_timeout_s=timeout_s
         ),
-        secure=SecureSettings(config=CONFIG, aggregators=aggregators.published),
+        secure=SecureSettings(config=config, aggregators=aggregators.published),
         dp=DP,
     )
     core = build_coordinator(
         settings, initial_weights=START, run_id="r", retry_interval_s=1.0
     ).coordinator
-    run = describe_run(settings, run_id="r", coordinator_key="", spec=core.spec)
+    run = run_info(settings, run_id="r", coordinator_key="", model_size=core.spec.total_size)
     aggregators.attach(run)
     return core, aggregators, run
 
@@ -121,9 +124,13 @@ def test_the_released_model_carries_the_dealt_noise() -> None:
 
 
 def test_a_missing_dealer_stalls_the_round_until_it_is_abandoned_and_run_again() -> None:
-    core, aggregators, run = _run(timeout_s=30.0)
+    # m = 4, t = 2: the quorum of 3 certifies the list without aggregator 4.
+    four = SecureAggregationConfig(
+        threshold=2, num_aggregators=4, norm_bound=10.0, max_samples_per_client=100
+    )
+    core, aggregators, run = _run(timeout_s=30.0, config=four)
     _train(core, aggregators, run, {"a": 1.0, "b": 3.0}, now=1.0)
-    aggregators.down = {3}  # it holds its shares, but cannot deal
+    aggregators.down = {4}  # it holds its shares, but cannot deal
     seen: list[Effect] = []
     settle(core, now=1.0, aggregators=aggregators, seen=seen)
     for now in (2.5, 4.0, 20.0):
@@ -131,7 +138,7 @@ def test_a_missing_dealer_stalls_the_round_until_it_is_abandoned_and_run_again()
         settle(core, now=now, aggregators=aggregators, seen=seen)
     assert core.phase is CoordinatorPhase.AGGREGATING and core.model_version == 0
     stalls = [e.reason for e in seen if isinstance(e, AggregationStalled)]
-    assert len(stalls) == 1 and "2 of the 3 aggregators dealt their noise" in stalls[0]
+    assert len(stalls) == 1 and "3 of the 4 aggregators dealt their noise" in stalls[0]
     assert not [e for e in seen if isinstance(e, CollectAggregateShares)]  # nothing released
     core.tick(now=31.5)
     (abandoned,) = [e for e in core.drain() if isinstance(e, RoundAbandoned)]

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from tests.run_descriptions import run_info
 from tests.tiny_coordinator import settle
 
 from veilfl.crypto.csprng import CsprngStream
@@ -19,14 +20,14 @@ from veilfl.privacy.central_tree import CentralTreeNoise
 from veilfl.privacy.dp_fedavg import DpConfig
 from veilfl.privacy.dp_ftrl import dp_ftrl_epsilon
 from veilfl.privacy.tree import cover
-from veilfl.protocol.assembly import AssembledRun, ResumePoint, build_coordinator, describe_run
+from veilfl.protocol.assembly import AssembledRun, ResumePoint, build_coordinator
 from veilfl.protocol.client_policy import ClientPolicy
 from veilfl.protocol.coordinator import Coordinator
 from veilfl.protocol.effects import CollectNoiseDeals, Effect, RoundAbandoned
 from veilfl.protocol.hand_in import HandInContext
 from veilfl.protocol.messages import RunInfo, TaskKind, UpdateHeader
 from veilfl.protocol.private_ftrl import FtrlAggregation
-from veilfl.protocol.settings import CoordinatorSettings, SecureSettings
+from veilfl.protocol.run_spec import RunSpec, SecureSettings
 from veilfl.protocol.sync_round import RoundConfig
 from veilfl.secagg.config import SecureAggregationConfig
 from veilfl.secagg.contribution import ContributionLayout
@@ -51,7 +52,7 @@ def _ftrl(placement: str, *, z: float = 1.0, k: int = 3, b: int = 1) -> DpConfig
 
 
 def _central(dp: DpConfig, *, rounds: int, population: int, **options: object) -> AssembledRun:
-    settings = CoordinatorSettings(
+    settings = RunSpec(
         model_name="tiny",
         rounds=RoundConfig(num_rounds=rounds, clients_per_round=2, min_clients=2),
         server_learning_rate=0.5,
@@ -95,7 +96,7 @@ def test_with_negligible_noise_the_model_is_theta_0_plus_the_prefix_sum_over_n()
 def test_central_noise_is_exactly_the_covers_noise_of_the_coordinators_tree() -> None:
     dp = _ftrl("central", z=0.5, k=5)
     assembled = build_coordinator(
-        CoordinatorSettings(
+        RunSpec(
             model_name="tiny",
             rounds=RoundConfig(num_rounds=5, clients_per_round=2, min_clients=2),
             server_learning_rate=0.5,
@@ -173,7 +174,7 @@ LAYOUT = ContributionLayout(3, CONFIG)
 def _distributed(rounds: int) -> tuple[Coordinator, InProcessAggregators, RunInfo, DpConfig]:
     dp = _ftrl("distributed", z=1.0)
     aggregators = InProcessAggregators(CONFIG, run_id="r", model_size=3, noise_seed=b"seed")
-    settings = CoordinatorSettings(
+    settings = RunSpec(
         model_name="tiny",
         rounds=RoundConfig(
             num_rounds=rounds, clients_per_round=2, min_clients=2, round_timeout_s=30
@@ -184,7 +185,7 @@ def _distributed(rounds: int) -> tuple[Coordinator, InProcessAggregators, RunInf
         population=2,
     )
     core = build_coordinator(settings, initial_weights=START, run_id="r").coordinator
-    run = describe_run(settings, run_id="r", coordinator_key="", spec=core.spec)
+    run = run_info(settings, run_id="r", coordinator_key="", model_size=core.spec.total_size)
     aggregators.attach(run)
     return core, aggregators, run, dp
 
@@ -296,7 +297,7 @@ def test_an_abandoned_round_does_not_consume_its_step() -> None:
 
 
 def test_distributed_ftrl_needs_aggregators_that_deal_the_tree_noise() -> None:
-    settings = CoordinatorSettings(
+    settings = RunSpec(
         model_name="tiny",
         rounds=RoundConfig(num_rounds=1, clients_per_round=2, min_clients=2),
         dp=_ftrl("distributed"),

@@ -22,6 +22,7 @@ from veilfl.secagg.config import SecureAggregationConfig
 from veilfl.secagg.contribution import ContributionLayout
 
 KEYS = [generate_keypair() for _ in range(2)]
+PINS = [key.fingerprint for key in KEYS]
 CONFIG = SecureAggregationConfig(threshold=2, num_aggregators=2, max_samples_per_client=10)
 D = 6
 RUN = "run-r"
@@ -157,14 +158,20 @@ def _run(run_id: str = RUN) -> RunInfo:
 
 
 async def test_the_service_takes_its_round_back_but_not_another_runs(tmp_path: Path) -> None:
-    first = AggregatorService(index=1, keypair=KEYS[0], spool=tmp_path, min_participants=2)
+    first = AggregatorService(
+        index=1, keypair=KEYS[0], spool=tmp_path, min_participants=2, peer_fingerprints=PINS
+    )
     first.attach(_run())
     for client in ("ann", "bo"):
         await first.receive(1, client, _envelope(client))
-    restarted = AggregatorService(index=1, keypair=KEYS[0], spool=tmp_path, min_participants=2)
+    restarted = AggregatorService(
+        index=1, keypair=KEYS[0], spool=tmp_path, min_participants=2, peer_fingerprints=PINS
+    )
     restarted.attach(_run())
     assert restarted.status()["rounds"] == {"1": 2}
-    other = AggregatorService(index=1, keypair=KEYS[0], spool=tmp_path, min_participants=2)
+    other = AggregatorService(
+        index=1, keypair=KEYS[0], spool=tmp_path, min_participants=2, peer_fingerprints=PINS
+    )
     other.attach(_run("another-run"))
     assert other.status()["rounds"] == {}
     assert not list(tmp_path.glob("round-*"))

@@ -42,6 +42,19 @@ def make_params(d: int = 12, bound: int = 40, calls: int = 4) -> BoundsParameter
     return BoundsParameters(dimension=d, norm_bound=bound, extra_ranges=EXTRAS, calls=calls)
 
 
+def signed_params(d: int = 12, calls: int = 4) -> BoundsParameters:
+    """A weight in [0, 100], a weighted loss at most the weight, a sign bit in {-1, +1}:
+    the shape of a real contribution's extras (:mod:`veilfl.secagg.contribution`)."""
+    return BoundsParameters(
+        dimension=d,
+        norm_bound=40,
+        calls=calls,
+        extra_ranges=((0, 100), (0, 100), (-1, 1)),
+        extra_steps=(1, 1, 2),
+        extra_order=((1, 0),),
+    )
+
+
 def honest_measurement(params: BoundsParameters, rng: np.random.Generator) -> np.ndarray:
     """A random update with norm at most B (sometimes exactly at a coordinate bound)."""
     d, bound = params.dimension, params.norm_bound
@@ -212,6 +225,72 @@ def test_a_forged_or_negative_weight_is_excluded(weight: int) -> None:
     assert verify(forged, params, 2).reason is VerdictReason.BIT_GADGET
 
 
+@pytest.mark.parametrize(
+    ("weight", "loss", "sign"),
+    [(0, 0, -1), (0, 0, 1), (57, 0, 1), (57, 57, -1), (100, 99, 1), (100, 100, -1)],
+)
+def test_every_sign_bit_and_every_loss_up_to_the_weight_verifies(
+    weight: int, loss: int, sign: int
+) -> None:
+    params = signed_params()
+    shares = prove_contribution(
+        np.array([3] * 12 + [weight, loss, sign]),
+        params=params,
+        threshold=2,
+        num_shares=3,
+        binding=BINDING,
+        rng=CsprngStream(),
+    )
+    assert verify(shares, params, 2).valid
+    assert verify(cheat(params, [3] * 12 + [weight, loss, sign]), params, 2).valid
+
+
+@pytest.mark.parametrize(
+    "extras",
+    [
+        pytest.param([50, 20, 0], id="sign bit 0"),
+        pytest.param([50, 20, 3], id="sign bit 3"),
+        pytest.param([0, 100, 1], id="weight 0, largest loss"),
+        pytest.param([50, 51, 1], id="loss one unit above the weight"),
+        pytest.param([50, P - 1, 1], id="loss -1 (wraps below 0)"),
+    ],
+)
+def test_a_zero_sign_bit_or_a_loss_above_the_weight_is_excluded(extras: list[int]) -> None:
+    # The cheater's proof is honest for the bits it claims (its values clamped into
+    # range): only the circuit's range and order equations can catch it, and they do.
+    params = signed_params()
+    verdict = verify(cheat(params, [3] * 12 + extras), params, 2)
+    assert verdict == Verdict(False, VerdictReason.CIRCUIT_OUTPUT, (1, 2, 3))
+    with pytest.raises(ConfigurationError, match="Extra coordinate"):
+        prove_contribution(
+            np.array([3] * 12 + [v - P if v > P // 2 else v for v in extras]),
+            params=params,
+            threshold=2,
+            num_shares=3,
+            binding=BINDING,
+            rng=CsprngStream(),
+        )
+
+
+def test_a_sign_bit_of_zero_made_from_half_a_bit_is_excluded() -> None:
+    # 0 = -1 + 2·(1/2): the range equation holds with the field's 1/2 as the bit, so
+    # only s^2 = s stands between a client and a 0 "bit" that drops it from the count.
+    params = signed_params()
+    norm_bits = len(params.norm_weights)
+    wrap_bits = params.wraparound_checks * len(params.wraparound_weights)
+    sign_bit = norm_bits + wrap_bits + sum(len(w) for w in params.extra_weights[:2])
+    assert params.extra_weights[2] == (2,)
+
+    def halve(bits: list[int]) -> None:
+        bits[sign_bit] = (P + 1) // 2
+
+    measurement = [3] * 12 + [50, 20, 0]
+    verdict = verify(cheat(params, measurement, adjust_bits=halve), params, 2)
+    assert verdict.reason is VerdictReason.CIRCUIT_OUTPUT
+    forged = cheat(params, measurement, adjust_bits=halve, forge_bit_squares=True)
+    assert verify(forged, params, 2).reason is VerdictReason.BIT_GADGET
+
+
 def test_inconsistent_shares_are_excluded_whenever_more_than_t_answer() -> None:
     # Arrange: the client shifts aggregator 3's share of coordinate 0 before hashing,
     # so every part matches; shares 1, 2 give x_0 = 3, shares 1, 3 give x_0 = 3 + δ/2.
@@ -375,10 +454,18 @@ def ext_dot(coefficients: np.ndarray, values: list[int]) -> tuple[int, int]:
     return re, im
 
 
-def test_the_verifier_message_equals_a_slow_evaluation_on_the_plaintext_input() -> None:
+@pytest.mark.parametrize(
+    ("params", "extras"),
+    [
+        pytest.param(make_params(d=7, calls=3), [20, 7, 0], id="ranges"),
+        pytest.param(signed_params(d=7, calls=3), [20, 7, -1], id="steps and order"),
+    ],
+)
+def test_the_verifier_message_equals_a_slow_evaluation_on_the_plaintext_input(
+    params: BoundsParameters, extras: list[int]
+) -> None:
     # Arrange
-    params = make_params(d=7, calls=3)
-    measurement = np.array([2, -3, 0, 5, 1, -1, 4, 20, 7, 0])
+    measurement = np.array([2, -3, 0, 5, 1, -1, 4, *extras])
     shares = prove_contribution(
         measurement, params=params, threshold=2, num_shares=3, binding=BINDING, rng=CsprngStream()
     )
@@ -427,6 +514,11 @@ def test_the_verifier_message_equals_a_slow_evaluation_on_the_plaintext_input() 
     ):
         mine = bits[offset : offset + len(weights)]
         outputs.append((u[d + j] - lo - sum(w * s for w, s in zip(weights, mine, strict=True))) % P)
+        offset += len(weights)
+    for (i, j), weights in zip(params.extra_order, params.order_weights, strict=True):
+        mine = bits[offset : offset + len(weights)]
+        combined = sum(w * s for w, s in zip(weights, mine, strict=True))
+        outputs.append((u[d + j] - u[d + i] - combined) % P)
         offset += len(weights)
     for i, bit in enumerate(bits):
         outputs.append((bit_values[(i % gb.wires) * gb.gadget_nodes + i // gb.wires] - bit) % P)

@@ -87,8 +87,36 @@ def test_layout_adds_up_and_the_digest_binds_every_setting() -> None:
         BoundsParameters(
             dimension=100, norm_bound=50, extra_ranges=((0, 7), (3, 3)), query_points=3
         ),
+        BoundsParameters(
+            dimension=100, norm_bound=50, extra_ranges=((0, 7), (3, 3)), extra_steps=(7, 1)
+        ),
+        BoundsParameters(
+            dimension=100, norm_bound=50, extra_ranges=((0, 7), (3, 3)), extra_order=((0, 1),)
+        ),
+        BoundsParameters(
+            dimension=100, norm_bound=50, extra_ranges=((0, 7), (3, 3)), extra_order=((1, 0),)
+        ),
     ]
     assert len({params.digest, *(v.digest for v in variants)}) == 1 + len(variants)
+
+
+def test_steps_and_orders_add_their_bits_and_outputs() -> None:
+    # A sign bit in {-1, +1} is one proof bit of weight 2; 0 <= loss <= weight in
+    # [0, 1024] adds the 11 bits of the difference, in [0, 1024], and one output.
+    plain = BoundsParameters(dimension=10, norm_bound=50, extra_ranges=((0, 1024), (0, 1024)))
+    signed = BoundsParameters(
+        dimension=10, norm_bound=50, extra_ranges=((-1, 1),), extra_steps=(2,)
+    )
+    ordered = BoundsParameters(
+        dimension=10,
+        norm_bound=50,
+        extra_ranges=((0, 1024), (0, 1024)),
+        extra_order=((1, 0),),
+    )
+    assert signed.extra_weights == ((2,),)
+    assert ordered.order_weights == (range_weights(1024),)
+    assert ordered.bits == plain.bits + len(range_weights(1024))
+    assert ordered.outputs == plain.outputs + 1 + len(range_weights(1024))
 
 
 @pytest.mark.parametrize(
@@ -101,6 +129,44 @@ def test_layout_adds_up_and_the_digest_binds_every_setting() -> None:
         ({"dimension": 5, "norm_bound": 5, "extra_ranges": ((3, 2),)}, "extra range"),
         ({"dimension": 5, "norm_bound": 5, "extra_ranges": ((0, P),)}, "extra range"),
         ({"dimension": 5, "norm_bound": 5, "extra_ranges": ((0.5, 2),)}, "extra range"),
+        (
+            {"dimension": 5, "norm_bound": 5, "extra_ranges": ((-1, 1),), "extra_steps": (3,)},
+            "divides its range",
+        ),
+        (
+            {"dimension": 5, "norm_bound": 5, "extra_ranges": ((-1, 1),), "extra_steps": (0,)},
+            "at least 1",
+        ),
+        (
+            {"dimension": 5, "norm_bound": 5, "extra_ranges": ((-1, 1),), "extra_steps": (1, 1)},
+            "one extra step per extra",
+        ),
+        (
+            {"dimension": 5, "norm_bound": 5, "extra_ranges": ((0, 1),), "extra_order": ((0, 0),)},
+            "two different extra indices",
+        ),
+        (
+            {"dimension": 5, "norm_bound": 5, "extra_ranges": ((0, 1),), "extra_order": ((0, 1),)},
+            "two different extra indices",
+        ),
+        (
+            {
+                "dimension": 5,
+                "norm_bound": 5,
+                "extra_ranges": ((5, 9), (0, 4)),
+                "extra_order": ((0, 1),),
+            },
+            "must be satisfiable",
+        ),
+        (
+            {
+                "dimension": 5,
+                "norm_bound": 5,
+                "extra_ranges": ((-(P // 2), P // 2), (-(P // 2), P // 2)),
+                "extra_order": ((0, 1),),
+            },
+            "below p",
+        ),
         ({"dimension": 5, "norm_bound": 5, "wraparound_checks": 64}, "2\\^-64"),
         ({"dimension": 5, "norm_bound": 5, "query_points": 1}, "2\\^-64"),
         ({"dimension": 100_000, "norm_bound": 1_400, "calls": 100_000}, "exact float64"),

@@ -15,6 +15,7 @@ from hypothesis import strategies as st
 from tests import malicious
 from tests.contributions import certify, make_nodes, seal
 
+from veilfl.crypto.csprng import CsprngStream
 from veilfl.crypto.envelope import ShareContext
 from veilfl.crypto.envelope import seal as hpke_seal
 from veilfl.crypto.field import MERSENNE_31
@@ -33,6 +34,7 @@ from veilfl.secagg.commitment import Commitment, CommitmentCertificate
 from veilfl.secagg.config import SecureAggregationConfig
 from veilfl.secagg.contribution import ContributionLayout, contribution_binding
 from veilfl.secagg.reconstruction import plan_aggregation, reconstruct_aggregate
+from veilfl.strategy.aggregate import Aggregate
 
 KEYS = [generate_keypair("x25519") for _ in range(6)]
 RUN = "run"
@@ -51,6 +53,7 @@ def _upload(
     config: SecureAggregationConfig,
     weight: float = 0.5,
     loss: float = 1.0,
+    unclipped: bool | None = None,
     only: set[int] | None = None,
     round_id: int = 1,
 ) -> None:
@@ -63,6 +66,7 @@ def _upload(
         update=update,
         weight=weight,
         loss=loss,
+        unclipped=unclipped,
     ):
         if only is None or share.aggregator_index in only:
             nodes[share.aggregator_index - 1].receive(round_id, client, share.envelope)
@@ -131,7 +135,7 @@ def _poisoned(
     aggregator takes them): only the proof can catch it."""
     bounds = ContributionLayout(D, config).bounds
     binding = contribution_binding(RUN, 1, client)
-    honest = [100] * D + [512, 0, 0]
+    honest = [100] * D + [512, 0, 1]
     P = MERSENNE_31.modulus
 
     def cheat(measurement: list[int], **options: object) -> list[ContributionShare]:
@@ -153,7 +157,13 @@ def _poisoned(
     elif kind == "four halves (field norm 1)":
         shares = cheat([(P + 1) // 2] * 4 + [0] * (D - 4) + honest[D:])
     elif kind == "negative weight":
-        shares = cheat([*honest[:D], -excess, 0, 0])
+        shares = cheat([*honest[:D], -excess, 0, 1])
+    elif kind == "unclipped bit 0":
+        shares = cheat([*honest[:D], 512, 0, 0])
+    elif kind == "weight 0, largest loss":
+        shares = cheat([*honest[:D], 0, 1024, 1])
+    elif kind == "loss above its weight":
+        shares = cheat([*honest[:D], 512, 512 + excess % 512 + 1, 1])
     elif kind == "inconsistent shares":
 
         def shift(full: list[np.ndarray]) -> None:
@@ -183,6 +193,9 @@ POISONS = [
     "norm over the bound",
     "four halves (field norm 1)",
     "negative weight",
+    "unclipped bit 0",
+    "weight 0, largest loss",
+    "loss above its weight",
     "inconsistent shares",
     "a proof for other shares",
 ]
@@ -217,6 +230,66 @@ def test_a_poisoned_contribution_is_always_excluded_and_the_honest_sum_is_exact(
     np.testing.assert_allclose(
         result.mean_delta(), honest_value, atol=3 / ContributionLayout(D, config).scale
     )
+
+
+def _sum_of(
+    nodes: list[AggregatorNode], valid: list[str], config: SecureAggregationConfig
+) -> Aggregate:
+    certificate = certify(nodes, run_id=RUN, round_id=1, participants=valid)
+    return reconstruct_aggregate(
+        [node.aggregate(1, valid, certificate) for node in nodes],
+        layout=ContributionLayout(D, config),
+        participants=tuple(valid),
+        trained_versions=(0,) * len(valid),
+    )
+
+
+def test_an_unclipped_bit_of_zero_is_excluded_and_both_honest_bits_are_counted() -> None:
+    # Arrange: two honest clients under adaptive clipping, one clipped (-1/2) and one
+    # not (+1/2), and a client whose bit is 0 with an otherwise honest proof: it would
+    # stay out of the count it is charged for.
+    config = _config(2, 3)
+    nodes = make_nodes(config, KEYS, run_id=RUN, dimension=D)
+    _upload(nodes, "clipped", np.full(D, 0.2), config=config, unclipped=False)
+    _upload(nodes, "unclipped", np.full(D, 0.2), config=config, unclipped=True)
+    _upload(nodes, "plain", np.full(D, 0.2), config=config, unclipped=None)
+    for index, envelope in enumerate(_poisoned("unclipped bit 0", config, "mallory"), start=1):
+        nodes[index - 1].receive(1, "mallory", envelope)
+    # Act
+    valid = _valid(nodes, ["clipped", "unclipped", "plain", "mallory"], config)
+    result = _sum_of(nodes, valid, config)
+    # Assert: the aggregators' verification drops the 0; -1/2, +1/2 and the +1/2 of a
+    # client that reports no bit (a constant) pass and sum exactly.
+    assert valid == ["clipped", "unclipped", "plain"]
+    assert result.within_bound_count == 0.5
+
+
+def test_a_client_of_weight_zero_cannot_inflate_the_mean_loss() -> None:
+    # Arrange: three honest clients of weight 1 report loss 0.5; mallory, of weight 0,
+    # reports the largest loss coordinate (16), which alone would lift the mean loss
+    # from 0.5 to (1.5 + 16) / 3, about 12 times.
+    config = _config(2, 3)
+    nodes = make_nodes(config, KEYS, run_id=RUN, dimension=D)
+    honest = ["a", "b", "c"]
+    for name in honest:
+        _upload(nodes, name, np.full(D, 0.1), config=config, weight=1.0, loss=0.5)
+    poison = _poisoned("weight 0, largest loss", config, "mallory")
+    for index, envelope in enumerate(poison, start=1):
+        nodes[index - 1].receive(1, "mallory", envelope)
+    # Act
+    valid = _valid(nodes, [*honest, "mallory"], config)
+    result = _sum_of(nodes, valid, config)
+    # Assert
+    assert valid == honest
+    assert result.mean_loss == pytest.approx(0.5, abs=1e-3)
+
+
+def test_an_honest_client_of_weight_zero_encodes_no_loss() -> None:
+    layout = ContributionLayout(D, _config())
+    rng = CsprngStream()
+    for weight, loss, expected in ((0.0, 9.0, 0), (0.5, 100.0, 512), (1.0, 4.0, 256)):
+        encoded = layout.encode(np.zeros(D), weight=weight, loss=loss, unclipped=None, rng=rng)
+        assert encoded[D + 1] == expected <= encoded[D]
 
 
 def test_round_survives_a_client_that_reached_only_some_aggregators() -> None:

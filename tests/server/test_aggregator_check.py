@@ -1,8 +1,9 @@
-"""The coordinator learns every aggregator's signed minimum cohort at start-up, over
-HTTP (real aggregator apps, in process): it gives no training task until it has them
-all, waits for an aggregator that is not up yet, refuses a run that does not fit (one
-line, both flags) or a policy its published key did not sign, and raises an unset
-``--min-clients`` to the largest minimum."""
+"""The coordinator's start-up checks over HTTP (real aggregator apps, in process): it
+learns every aggregator's signed minimum cohort before it creates the run, waits for an
+aggregator that is not up yet, refuses a run that does not fit (one line, both flags)
+or a policy its published key did not sign, and raises an unset ``--min-clients`` to
+the largest minimum; then it gives no training task until every aggregator signed its
+consent to the very run id, and stops, with the aggregator's reason, when one refuses."""
 
 from __future__ import annotations
 
@@ -13,21 +14,23 @@ from pathlib import Path
 import httpx
 import numpy as np
 import pytest
-from tests.run_descriptions import published
-from tests.tiny_coordinator import MemoryCommands
+from tests.run_descriptions import published, run_info
+from tests.tiny_coordinator import MemoryCommands, described
 
 from veilfl.aggregator.access import AggregatorAccess
 from veilfl.aggregator.service import AggregatorService, create_aggregator_app
 from veilfl.auth.identity import Identity
 from veilfl.crypto.keys import AggregatorKeyPair, generate_keypair
 from veilfl.errors import ConfigurationError
-from veilfl.protocol.assembly import build_coordinator, describe_run
+from veilfl.privacy.dp_fedavg import DpConfig
+from veilfl.protocol.assembly import build_coordinator
 from veilfl.protocol.coordinator import Coordinator
 from veilfl.protocol.messages import LocalTrainingPlan, RunInfo, TaskKind
-from veilfl.protocol.settings import CoordinatorSettings, SecureSettings
+from veilfl.protocol.run_description import RunDescription
+from veilfl.protocol.run_spec import RunSpec, SecureSettings
 from veilfl.protocol.sync_round import RoundConfig
 from veilfl.secagg.config import SecureAggregationConfig
-from veilfl.server.aggregator_check import open_when_aggregators_fit
+from veilfl.server.aggregator_check import fit_to_aggregators, open_when_aggregators_consent
 from veilfl.server.service import CoordinatorService
 from veilfl.tensors import spec_of
 
@@ -54,8 +57,8 @@ class _Hosts(httpx.AsyncBaseTransport):
         return await app.handle_async_request(request)
 
 
-def _settings(*, per_round: int, min_clients: int = 1) -> CoordinatorSettings:
-    return CoordinatorSettings(
+def _settings(*, per_round: int, min_clients: int = 1) -> RunSpec:
+    return RunSpec(
         model_name="tiny",
         rounds=RoundConfig(num_rounds=1, clients_per_round=per_round, min_clients=min_clients),
         plan=LocalTrainingPlan(),
@@ -66,23 +69,27 @@ def _settings(*, per_round: int, min_clients: int = 1) -> CoordinatorSettings:
 COORDINATOR_KEY = Identity.generate().public_key_text
 
 
-def _run(keys: list[AggregatorKeyPair]) -> RunInfo:
+def _run(keys: list[AggregatorKeyPair]) -> RunInfo:  # an aggregator serves it
     settings = replace(
         _settings(per_round=2),
         secure=SecureSettings(config=CONFIG, aggregators=published(keys, URLS)),
     )
-    return describe_run(settings, run_id="r", coordinator_key=COORDINATOR_KEY, spec=spec_of(START))
+    return run_info(
+        settings, run_id="r", coordinator_key=COORDINATOR_KEY, model_size=spec_of(START).total_size
+    )
 
 
-def _core(settings: CoordinatorSettings) -> Coordinator:
+def _core(settings: RunSpec) -> Coordinator:
     return build_coordinator(settings, initial_weights=START, run_id="r").coordinator
 
 
-def _closed_service(settings: CoordinatorSettings) -> CoordinatorService:
-    core = _core(settings)
+def _closed_service(description: RunDescription) -> CoordinatorService:
+    core = build_coordinator(
+        description.spec, initial_weights=START, run_id=description.run_id
+    ).coordinator
     return CoordinatorService(
         core,
-        run_info=describe_run(settings, run_id="r", coordinator_key="", spec=core.spec),
+        description=description,
         performer=MemoryCommands(None),
         max_update_bytes=1 << 20,
         opened=False,
@@ -92,8 +99,13 @@ def _closed_service(settings: CoordinatorSettings) -> CoordinatorService:
 def _aggregator(
     hosts: _Hosts, tmp_path: Path, index: int, minimum: int, key: AggregatorKeyPair
 ) -> None:
+    keys = [key if j == index else k for j, k in enumerate(KEYS, start=1)]
     service = AggregatorService(
-        index=index, keypair=key, spool=tmp_path / f"a{index}", min_participants=minimum
+        index=index,
+        keypair=key,
+        spool=tmp_path / f"a{index}",
+        min_participants=minimum,
+        peer_fingerprints=[k.fingerprint for k in keys],
     )
     hosts.apps[f"aggregator-{index}"] = httpx.ASGITransport(
         app=create_aggregator_app(
@@ -101,34 +113,20 @@ def _aggregator(
             coordinator_url=None,
             max_share_bytes=1 << 20,
             access=AggregatorAccess(index=index, rate_limit=None),
-            run=_run([key if j == index else k for j, k in enumerate(KEYS, start=1)]),
+            run=_run(keys),
         )
     )
 
 
-async def test_no_task_until_every_policy_is_known_then_min_clients_takes_the_largest(
+async def test_policies_are_waited_for_then_min_clients_takes_the_largest(
     tmp_path: Path,
 ) -> None:
     hosts = _Hosts()
     for index in (1, 2):
         _aggregator(hosts, tmp_path, index, 2, KEYS[index - 1])
-    settings = _settings(per_round=3)
-    service = _closed_service(settings)
-    await service.join("c1")
-    assert (await service.task_for("c1")).kind is TaskKind.WAIT
-    rebuilt: list[tuple[CoordinatorSettings, Coordinator]] = []
-
-    def rebuild(fitted: CoordinatorSettings) -> Coordinator:
-        core = _core(fitted)
-        core.join("c1", now=0.0)
-        rebuilt.append((fitted, core))
-        return core
-
-    opening = asyncio.create_task(
-        open_when_aggregators_fit(
-            service,
-            settings,
-            rebuild=rebuild,
+    fitting = asyncio.create_task(
+        fit_to_aggregators(
+            _settings(per_round=3),
             min_clients_given=False,
             transport=hosts,
             retry_interval_s=0.01,
@@ -136,31 +134,22 @@ async def test_no_task_until_every_policy_is_known_then_min_clients_takes_the_la
     )
     while hosts.refused < 2:  # aggregator 3 is not up: it is asked again
         await asyncio.sleep(0.01)
-    assert not service.opened and (await service.task_for("c1")).kind is TaskKind.WAIT
+    assert not fitting.done()
     _aggregator(hosts, tmp_path, 3, 3, KEYS[2])  # it comes up, with a minimum of 3
-    fitted = await asyncio.wait_for(opening, 10)
-    assert service.opened and (await service.status())["opened"]
-    assert fitted.rounds.min_clients == 3 and [f for f, _ in rebuilt] == [fitted]
-    assert service.core is rebuilt[0][1]
+    fitted = await asyncio.wait_for(fitting, 10)
+    assert fitted.rounds.min_clients == 3
 
 
-async def test_a_run_below_an_aggregator_s_minimum_is_refused_and_stays_closed(
-    tmp_path: Path,
-) -> None:
+async def test_a_run_below_an_aggregator_s_minimum_is_refused(tmp_path: Path) -> None:
     hosts = _Hosts()
     for index in (1, 2, 3):
         _aggregator(hosts, tmp_path, index, 2, KEYS[index - 1])
-    settings = _settings(per_round=1)
-    service = _closed_service(settings)
     with pytest.raises(ConfigurationError) as caught:
-        await open_when_aggregators_fit(
-            service, settings, rebuild=_core, min_clients_given=False, transport=hosts
-        )
+        await fit_to_aggregators(_settings(per_round=1), min_clients_given=False, transport=hosts)
     assert str(caught.value) == (
         "--clients-per-round 1 is below aggregator 1's --min-participants 2; raise "
         "--clients-per-round or lower --min-participants."
     )
-    assert not service.opened
 
 
 async def test_an_aggregator_serving_another_key_s_policy_is_refused(tmp_path: Path) -> None:
@@ -168,10 +157,71 @@ async def test_an_aggregator_serving_another_key_s_policy_is_refused(tmp_path: P
     for index in (1, 3):
         _aggregator(hosts, tmp_path, index, 2, KEYS[index - 1])
     _aggregator(hosts, tmp_path, 2, 2, generate_keypair())  # not the published key
-    settings = _settings(per_round=2, min_clients=2)
-    service = _closed_service(settings)
     with pytest.raises(ConfigurationError, match="check the key file given with --aggregator"):
-        await open_when_aggregators_fit(
-            service, settings, rebuild=_core, min_clients_given=True, transport=hosts
+        await fit_to_aggregators(
+            _settings(per_round=2, min_clients=2), min_clients_given=True, transport=hosts
         )
+
+
+def _consenting_fleet(
+    tmp_path: Path, *, pin: float | None = None, **spec: object
+) -> tuple[_Hosts, CoordinatorService, list[AggregatorService]]:
+    """A closed coordinator service and three aggregator apps that have not attached."""
+    hosts = _Hosts()
+    settings = replace(_settings(per_round=2, min_clients=2), **spec)  # type: ignore[arg-type]
+    description = described(settings, model_size=4)
+    services = []
+    for index, key in enumerate(KEYS, start=1):
+        service = AggregatorService(
+            index=index,
+            keypair=key,
+            spool=tmp_path / f"a{index}",
+            min_noise_multiplier=pin,
+            peer_fingerprints=[k.fingerprint for k in KEYS],
+        )
+        hosts.apps[f"aggregator-{index}"] = httpx.ASGITransport(
+            app=create_aggregator_app(
+                service,
+                coordinator_url="http://coordinator",
+                max_share_bytes=1 << 20,
+                access=AggregatorAccess(index=index, rate_limit=None),
+            )
+        )
+        services.append(service)
+    return hosts, _closed_service(description), services
+
+
+async def test_no_task_until_every_aggregator_consented_to_this_run_id(tmp_path: Path) -> None:
+    hosts, service, aggregators = _consenting_fleet(tmp_path)
+    await service.join("c1")
+    opening = asyncio.create_task(
+        open_when_aggregators_consent(service, transport=hosts, retry_interval_s=0.01)
+    )
+    aggregators[0].attach(service.run_info)  # as its run follower attaches it
+    aggregators[1].attach(service.run_info)
+    await asyncio.sleep(0.1)  # aggregator 3 has not consented: the run stays closed
+    assert not opening.done() and (await service.task_for("c1")).kind is TaskKind.WAIT
+
+    aggregators[2].attach(service.run_info)
+    await asyncio.wait_for(opening, 10)
+
+    assert service.opened
+    keys = {j: k.signing_public_bytes for j, k in enumerate(KEYS, start=1)}
+    served = RunDescription.from_json(service.description.to_json())
+    assert served.consenting_aggregators(keys) == {1, 2, 3}
+
+
+async def test_an_aggregator_that_refuses_the_run_stops_it_with_its_reason(
+    tmp_path: Path,
+) -> None:
+    dp = DpConfig(placement="distributed", noise_multiplier=0.5, clip_norm=1.0, min_clients=2)
+    hosts, service, aggregators = _consenting_fleet(tmp_path, pin=1.0, dp=dp)
+    for aggregator in aggregators:
+        with pytest.raises(ConfigurationError):
+            aggregator.attach(service.run_info)  # z = 0.5 is below its operator's pin
+
+    with pytest.raises(ConfigurationError) as caught:
+        await open_when_aggregators_consent(service, transport=hosts, retry_interval_s=0.01)
+
+    assert "refused run" in str(caught.value) and "--min-noise-multiplier" in str(caught.value)
     assert not service.opened

@@ -49,7 +49,7 @@ class Api:
 async def api() -> AsyncIterator[Api]:
     start = _weights(0.0)
     core = sync_core(start, num_rounds=1, clients_per_round=2, min_clients=2, poll_interval_s=0.01)
-    service = sync_service(core, run_id="r1")
+    service = sync_service(core)
     app = create_app(service, metrics=lambda: list(core.history), access=open_access("r1"))
     await service.start(tick_interval_s=0.01)
     transport = httpx.ASGITransport(app=app)

@@ -35,7 +35,7 @@ def _app(
     access: ClientAccess, start: dict[str, np.ndarray] = START
 ) -> tuple[FastAPI, CoordinatorService]:
     core = sync_core(start, num_rounds=3, clients_per_round=1, min_clients=1, poll_interval_s=0.01)
-    service = sync_service(core, run_id=RUN, max_update_bytes=1 << 23)
+    service = sync_service(core, max_update_bytes=1 << 23)
     return create_app(service, metrics=lambda: [], access=access), service
 
 

@@ -27,7 +27,7 @@ async def test_hundreds_of_concurrent_clients_each_counted_once() -> None:
     core = sync_core(
         start, num_rounds=1, clients_per_round=CLIENTS, min_clients=CLIENTS, poll_interval_s=0.05
     )
-    service = sync_service(core, run_id="r", max_update_bytes=1 << 22)
+    service = sync_service(core, max_update_bytes=1 << 22)
     app = create_app(service, metrics=lambda: list(core.history), access=open_access("r"))
     await service.start(tick_interval_s=0.05)
 

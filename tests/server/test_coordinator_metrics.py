@@ -14,10 +14,10 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 from tests.run_descriptions import published
 from tests.signed_clients import enroll, open_access
-from tests.tiny_coordinator import service_for
+from tests.tiny_coordinator import described, service_for
 
 from veilfl.crypto.keys import generate_keypair
-from veilfl.protocol.assembly import build_coordinator, describe_run
+from veilfl.protocol.assembly import build_coordinator
 from veilfl.protocol.effects import (
     AggregatorFailed,
     CollectHoldings,
@@ -29,7 +29,7 @@ from veilfl.protocol.effects import (
 )
 from veilfl.protocol.messages import LocalTrainingPlan, UpdateHeader
 from veilfl.protocol.metrics import RoundMetrics
-from veilfl.protocol.settings import CoordinatorSettings, SecureSettings
+from veilfl.protocol.run_spec import RunSpec, SecureSettings
 from veilfl.protocol.sync_round import RoundConfig
 from veilfl.secagg.config import SecureAggregationConfig
 from veilfl.server.app import create_app
@@ -85,8 +85,8 @@ def _app(
 
 
 async def test_counters_move_as_updates_are_refused_and_accepted_and_a_round_completes() -> None:
-    settings = CoordinatorSettings(model_name="tiny", rounds=ROUNDS, plan=LocalTrainingPlan())
-    service = service_for(settings, _weights(0.0), run_id="m1")
+    settings = RunSpec(model_name="tiny", rounds=ROUNDS, plan=LocalTrainingPlan())
+    service = service_for(settings, _weights(0.0))
     transport, http = _app(service, lambda: service.core.history, "m1")
     await service.start(tick_interval_s=0.01)
     try:
@@ -152,8 +152,8 @@ async def test_counters_move_as_updates_are_refused_and_accepted_and_a_round_com
 
 
 async def test_epsilon_and_the_latest_evaluation_come_from_the_history() -> None:
-    settings = CoordinatorSettings(model_name="tiny", rounds=ROUNDS, plan=LocalTrainingPlan())
-    service = service_for(settings, _weights(0.0), run_id="m2")
+    settings = RunSpec(model_name="tiny", rounds=ROUNDS, plan=LocalTrainingPlan())
+    service = service_for(settings, _weights(0.0))
     history = [
         RoundMetrics(1, 3, 1.2, 1.1, 0.6, seconds=1.0, epsilon=0.4),
         RoundMetrics(2, 3, 0.9, None, None, seconds=1.0, epsilon=0.7),
@@ -191,7 +191,7 @@ class _FlakyAggregators:
 
 async def test_a_secure_round_shows_each_aggregators_answers_and_failures() -> None:
     keys = [generate_keypair() for _ in range(3)]
-    settings = CoordinatorSettings(
+    settings = RunSpec(
         model_name="tiny",
         rounds=ROUNDS,
         plan=LocalTrainingPlan(),
@@ -204,7 +204,7 @@ async def test_a_secure_round_shows_each_aggregators_answers_and_failures() -> N
     performer = _FlakyAggregators()
     service = CoordinatorService(
         core,
-        run_info=describe_run(settings, run_id="m3", coordinator_key="", spec=core.spec),
+        description=described(settings, model_size=core.spec.total_size),
         performer=performer,
         max_update_bytes=1 << 20,
     )

@@ -21,7 +21,7 @@ from tests.tiny_coordinator import service_for
 
 from veilfl.protocol.messages import LocalTrainingPlan, UpdateHeader
 from veilfl.protocol.metrics import RoundMetrics
-from veilfl.protocol.settings import CoordinatorSettings
+from veilfl.protocol.run_spec import RunSpec
 from veilfl.protocol.sync_round import RoundConfig
 from veilfl.server.app import create_app
 from veilfl.server.dashboard import DashboardPage, dashboard_page, describe_wait, public_settings
@@ -33,7 +33,7 @@ from veilfl.wire.tensor_codec import encode_weights
 
 pytestmark = pytest.mark.timeout(60)
 RUN = "dash-run"
-SETTINGS = CoordinatorSettings(
+SETTINGS = RunSpec(
     model_name="tiny",
     rounds=RoundConfig(
         num_rounds=1, clients_per_round=2, min_clients=2, round_timeout_s=60, poll_interval_s=0.01
@@ -69,7 +69,7 @@ class Coordinator:
 
 @pytest.fixture
 async def coordinator() -> AsyncIterator[Coordinator]:
-    service = service_for(SETTINGS, _weights(0.0), run_id=RUN)
+    service = service_for(SETTINGS, _weights(0.0))
     app = create_app(
         service,
         metrics=lambda: list(service.core.history),
@@ -132,7 +132,7 @@ async def test_the_dashboard_follows_a_round_from_joining_to_done(
 
 
 async def test_a_diverged_loss_is_shown_as_missing_not_a_broken_answer() -> None:
-    service = service_for(SETTINGS, _weights(0.0), run_id=RUN)
+    service = service_for(SETTINGS, _weights(0.0))
     diverged = RoundMetrics(1, 2, math.inf, math.nan, 0.1, seconds=1.0)
     app = create_app(service, metrics=lambda: [diverged], access=open_access(RUN))
     async with httpx.AsyncClient(

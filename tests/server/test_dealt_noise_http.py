@@ -13,7 +13,7 @@ import httpx
 import numpy as np
 import pytest
 from tests.contributions import seal
-from tests.run_descriptions import published, secure_run
+from tests.run_descriptions import pins, published, run_info, secure_run
 
 from veilfl.aggregator.access import AggregatorAccess
 from veilfl.aggregator.service import NOISE_STATE, AggregatorService, create_aggregator_app
@@ -21,7 +21,6 @@ from veilfl.auth.identity import Identity
 from veilfl.crypto.keys import AggregatorKeyPair, generate_keypair
 from veilfl.errors import ConfigurationError
 from veilfl.privacy.dp_fedavg import DpConfig
-from veilfl.protocol.assembly import describe_run
 from veilfl.protocol.effects import (
     AggregateShareReported,
     AggregatorFailed,
@@ -33,7 +32,7 @@ from veilfl.protocol.effects import (
     NoiseDealsReported,
 )
 from veilfl.protocol.messages import RunInfo
-from veilfl.protocol.settings import CoordinatorSettings, SecureSettings
+from veilfl.protocol.run_spec import RunSpec, SecureSettings
 from veilfl.protocol.sync_round import RoundConfig
 from veilfl.secagg.commitment import Commitment, CommitmentCertificate
 from veilfl.secagg.config import SecureAggregationConfig
@@ -59,17 +58,17 @@ class _Hosts(httpx.AsyncBaseTransport):
 
 def _run(identity: Identity, keys: list[AggregatorKeyPair]) -> RunInfo:
     urls = [f"http://aggregator-{j}" for j in (1, 2, 3)]
-    settings = CoordinatorSettings(
+    settings = RunSpec(
         model_name="tiny",
         rounds=RoundConfig(num_rounds=1, clients_per_round=2, min_clients=2),
         secure=SecureSettings(config=CONFIG, aggregators=published(keys, urls)),
         dp=DpConfig(placement="distributed", noise_multiplier=1.0, clip_norm=10.0, min_clients=2),
     )
-    return describe_run(
+    return run_info(
         settings,
         run_id=RUN_ID,
         coordinator_key=identity.public_key_text,
-        spec=spec_of({"w": np.zeros(3, np.float32)}),
+        model_size=spec_of({"w": np.zeros(3, np.float32)}).total_size,
     )
 
 
@@ -80,7 +79,9 @@ async def _start(
     run: RunInfo,
     spool: Path,
 ) -> AggregatorService:
-    service = AggregatorService(index=index, keypair=key, spool=spool, min_participants=2)
+    service = AggregatorService(
+        index=index, keypair=key, spool=spool, min_participants=2, peer_fingerprints=pins(run)
+    )
     hosts.apps[f"aggregator-{index}"] = httpx.ASGITransport(
         app=create_aggregator_app(
             service,
@@ -179,7 +180,11 @@ def test_an_operator_pin_refuses_runs_with_less_noise(tmp_path: Path) -> None:
 
     def service(pin: float, folder: str) -> AggregatorService:
         return AggregatorService(
-            index=1, keypair=keys[0], spool=tmp_path / folder, min_noise_multiplier=pin
+            index=1,
+            keypair=keys[0],
+            spool=tmp_path / folder,
+            min_noise_multiplier=pin,
+            peer_fingerprints=[k.fingerprint for k in keys],
         )
 
     with pytest.raises(ConfigurationError, match="noise multiplier 1;"):

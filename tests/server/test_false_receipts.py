@@ -14,34 +14,25 @@ from pathlib import Path
 
 import httpx
 import pytest
+from tests.in_process_fleet import in_process_fleet
 from tests.run_descriptions import published
 from tests.signed_clients import enroll
 
-from veilfl.aggregator.access import AggregatorAccess
-from veilfl.aggregator.service import AggregatorService, create_aggregator_app
-from veilfl.auth.enrollment import EnrollmentPolicy
 from veilfl.auth.identity import Identity
 from veilfl.client.http_client import RetryPolicy, run_client
 from veilfl.crypto.keys import generate_keypair
 from veilfl.ml.datasets import synthetic_dataset
 from veilfl.ml.learner import mnist_learner
 from veilfl.ml.partition import partition_iid
-from veilfl.protocol.assembly import build_coordinator, describe_run
 from veilfl.protocol.client_policy import ClientPolicy
 from veilfl.protocol.messages import LocalTrainingPlan
-from veilfl.protocol.settings import CoordinatorSettings, SecureSettings
+from veilfl.protocol.run_spec import RunSpec, SecureSettings
 from veilfl.protocol.sync_round import RoundConfig
 from veilfl.secagg.config import SecureAggregationConfig
-from veilfl.server.aggregator_link import HttpAggregatorLink
-from veilfl.server.app import create_app
-from veilfl.server.client_access import ClientAccess
-from veilfl.server.commands import ServerCommands
-from veilfl.server.service import CoordinatorService
 from veilfl.transport.signing import for_round
 
 pytestmark = pytest.mark.timeout(120)
 ROUND_TIMEOUT_S = 60.0
-RUN_ID = "receipts-run"
 
 
 class _Hosts(httpx.AsyncBaseTransport):
@@ -62,7 +53,7 @@ async def test_false_receipts_cost_only_their_senders_exclusion(
     config = SecureAggregationConfig(threshold=2, num_aggregators=3, max_samples_per_client=100)
     aggregators = published(keys, [f"http://aggregator-{j}" for j in (1, 2, 3)])
     learner = mnist_learner("simple-cnn", seed=0)
-    settings = CoordinatorSettings(
+    settings = RunSpec(
         model_name="simple-cnn",
         rounds=RoundConfig(
             num_rounds=1,
@@ -75,51 +66,25 @@ async def test_false_receipts_cost_only_their_senders_exclusion(
         plan=LocalTrainingPlan(max_batches=1, batch_size=8),
         secure=SecureSettings(config=config, aggregators=aggregators),
     )
-    core = build_coordinator(
-        settings, initial_weights=learner.initial_weights(seed=0), run_id=RUN_ID
-    ).coordinator
-    run = describe_run(
-        settings,
-        run_id=RUN_ID,
-        coordinator_key=coordinator_identity.public_key_text,
-        spec=core.spec,
-    )
     apps: dict[str, httpx.ASGITransport] = {}
     hosts = _Hosts(apps)
-    assert run.secure is not None
-    link = HttpAggregatorLink(
-        {a.index: a.url for a in run.secure.aggregators},
-        vector_length=run.secure.layout.measurement_length,
-        run_id=RUN_ID,
-        identity=coordinator_identity,
+    fleet = in_process_fleet(
+        settings,
+        keys=keys,
+        start=learner.initial_weights(seed=0),
+        apps=apps,
         transport=hosts,
+        spool=tmp_path,
+        identity=coordinator_identity,
     )
-    service = CoordinatorService(
-        core, run_info=run, performer=ServerCommands(link, lambda _: None), max_update_bytes=1 << 24
-    )
-    access = ClientAccess.create(
-        run_id=RUN_ID, policy=EnrollmentPolicy(open=True), coordinator=coordinator_identity
-    )
-    apps["coordinator"] = apps["test"] = httpx.ASGITransport(  # "test": enroll()'s host
-        app=create_app(service, metrics=lambda: [], access=access)
-    )
-    for index, key in enumerate(keys, start=1):
-        apps[f"aggregator-{index}"] = httpx.ASGITransport(
-            app=create_aggregator_app(
-                AggregatorService(
-                    index=index, keypair=key, spool=tmp_path / f"a{index}", min_participants=2
-                ),
-                coordinator_url=None,
-                max_share_bytes=1 << 24,
-                access=AggregatorAccess(index=index, rate_limit=None),
-                run=run,
-            )
-        )
+    apps["test"] = apps["coordinator"]  # enroll()'s host
+    service, link, run_id = fleet.service, fleet.link, fleet.run_id
+    core = service.core
     liars: list[str] = []
     refused_statuses: list[int] = []
 
     async def liar() -> None:
-        client_id, signed = await enroll(hosts, RUN_ID, name="liar")
+        client_id, signed = await enroll(hosts, run_id, name="liar")
         liars.append(client_id)
         async with signed:
             while (task := (await signed.get(f"/v1/clients/{client_id}/task")).json())[

@@ -22,7 +22,7 @@ from hypothesis import HealthCheck, settings
 from requests import PreparedRequest
 from tests.run_descriptions import secure_run
 from tests.signed_clients import open_access
-from tests.tiny_coordinator import sync_core, sync_service
+from tests.tiny_coordinator import sync_core, sync_service, tiny_description
 
 from veilfl.aggregator.access import AggregatorAccess
 from veilfl.aggregator.service import AggregatorService, create_aggregator_app
@@ -40,7 +40,7 @@ from veilfl.crypto.keys import generate_keypair
 from veilfl.protocol.aggregation import PlaintextAggregation
 from veilfl.protocol.buffered import BufferConfig, BufferedMachine
 from veilfl.protocol.coordinator import Coordinator
-from veilfl.protocol.messages import LocalTrainingPlan, RunInfo, RunMode
+from veilfl.protocol.messages import RunMode
 from veilfl.secagg.config import SecureAggregationConfig
 from veilfl.server.app import create_app
 from veilfl.strategy.buffered import FedBuff
@@ -112,14 +112,14 @@ def _buffered_core() -> Coordinator:
     )
 
 
+def _buffer(mode: RunMode) -> BufferConfig | None:
+    if mode is RunMode.SYNC:
+        return None
+    return BufferConfig(buffer_size=2, max_staleness=2, max_versions=3)
+
+
 def _coordinator_app(core: Coordinator, mode: RunMode) -> Any:
-    service = sync_service(
-        core,
-        run_id="r",
-        run_info=RunInfo(
-            run_id="r", model_name="m", num_rounds=2, plan=LocalTrainingPlan(), mode=mode
-        ),
-    )
+    service = sync_service(core, description=tiny_description(core, buffer=_buffer(mode)))
     app = create_app(
         service, metrics=lambda: list(core.history), access=open_access("r", rate_limit=None)
     )
@@ -171,7 +171,11 @@ def test_coordinator_with_buffers_never_fails_and_rejections_change_nothing(case
 
 KEY = generate_keypair()
 _AGGREGATOR = AggregatorService(
-    index=1, keypair=KEY, spool=Path(tempfile.mkdtemp()), min_participants=2
+    index=1,
+    keypair=KEY,
+    spool=Path(tempfile.mkdtemp()),
+    min_participants=2,
+    peer_fingerprints=[KEY.fingerprint],
 )
 AGGREGATOR = schemathesis.openapi.from_asgi(
     "/openapi.json",

@@ -12,7 +12,7 @@ from veilfl.errors import StorageError
 from veilfl.protocol.coordinator import Coordinator
 from veilfl.protocol.effects import PersistRound, RoundPersisted
 from veilfl.protocol.messages import UpdateHeader
-from veilfl.protocol.settings import CoordinatorSettings
+from veilfl.protocol.run_spec import RunSpec
 from veilfl.protocol.sync_round import RoundConfig
 from veilfl.server.run_setup import PreparedRun, prepare_run
 from veilfl.strategy.fedopt import FedOpt
@@ -22,8 +22,8 @@ from veilfl.tensors import Weights
 CLIENTS = ("a", "b")
 
 
-def _settings(optimizer: ServerOptimizerConfig | None) -> CoordinatorSettings:
-    return CoordinatorSettings(
+def _settings(optimizer: ServerOptimizerConfig | None) -> RunSpec:
+    return RunSpec(
         model_name="tiny",
         rounds=RoundConfig(num_rounds=4, clients_per_round=2, min_clients=2),
         server_learning_rate=0.1,
@@ -71,7 +71,7 @@ def _train(prepared: PreparedRun, rounds: int) -> None:
         _settle(prepared)
 
 
-def _run(folder: Path, settings: CoordinatorSettings, *, stop_after: int | None) -> Weights:
+def _run(folder: Path, settings: RunSpec, *, stop_after: int | None) -> Weights:
     prepared = prepare_run(folder, settings, initial_weights=_start)
     _train(prepared, stop_after or settings.rounds.num_rounds)
     if stop_after is not None:

@@ -18,7 +18,7 @@ from veilfl.privacy.dp_ftrl import dp_ftrl_epsilon
 from veilfl.privacy.ledger import PrivacyLedger
 from veilfl.protocol.effects import PersistRound, RoundCompleted, RoundOutcome, RoundPersisted
 from veilfl.protocol.messages import TaskKind, UpdateHeader
-from veilfl.protocol.settings import CoordinatorSettings
+from veilfl.protocol.run_spec import RunSpec
 from veilfl.protocol.sync_round import RoundConfig
 from veilfl.server.checkpoints import CheckpointStore
 from veilfl.server.run_setup import PreparedRun, metrics_from_store, prepare_run
@@ -29,8 +29,8 @@ SIZE = 16
 CLIENTS = [f"c{i}" for i in range(8)]
 
 
-def _settings(placement: str = "central", rounds: int = 6) -> CoordinatorSettings:
-    return CoordinatorSettings(
+def _settings(placement: str = "central", rounds: int = 6) -> RunSpec:
+    return RunSpec(
         model_name="tiny",
         rounds=RoundConfig(num_rounds=rounds, clients_per_round=4, min_clients=2),
         dp=DpConfig(
@@ -48,7 +48,7 @@ def _zeros(seed: int) -> Weights:
     return {"w": np.zeros(SIZE, dtype=np.float32)}
 
 
-def _open(run_dir: Path, settings: CoordinatorSettings) -> PreparedRun:
+def _open(run_dir: Path, settings: RunSpec) -> PreparedRun:
     prepared = prepare_run(run_dir, settings, initial_weights=_zeros)
     for client in CLIENTS:
         prepared.coordinator.join(client, now=0.0)

@@ -12,28 +12,21 @@ from pathlib import Path
 
 import httpx
 import pytest
+from tests.in_process_fleet import in_process_fleet
 from tests.run_descriptions import published
 from tests.signed_clients import enroll
 
-from veilfl.aggregator.access import AggregatorAccess
-from veilfl.aggregator.service import AggregatorService, create_aggregator_app
-from veilfl.auth.enrollment import EnrollmentPolicy
 from veilfl.auth.identity import Identity
 from veilfl.client.http_client import RetryPolicy, run_client
 from veilfl.crypto.keys import generate_keypair
 from veilfl.ml.datasets import synthetic_dataset
 from veilfl.ml.learner import mnist_learner
 from veilfl.ml.partition import partition_iid
-from veilfl.protocol.assembly import build_coordinator, describe_run
+from veilfl.protocol.client_policy import ClientPolicy
 from veilfl.protocol.messages import LocalTrainingPlan
-from veilfl.protocol.settings import CoordinatorSettings, SecureSettings
+from veilfl.protocol.run_spec import RunSpec, SecureSettings
 from veilfl.protocol.sync_round import RoundConfig
 from veilfl.secagg.config import SecureAggregationConfig
-from veilfl.server.aggregator_link import HttpAggregatorLink
-from veilfl.server.app import create_app
-from veilfl.server.client_access import ClientAccess
-from veilfl.server.commands import ServerCommands
-from veilfl.server.service import CoordinatorService
 from veilfl.transport.signing import for_round
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(180)]
@@ -58,13 +51,12 @@ class _Hosts(httpx.AsyncBaseTransport):
 async def test_status_tasks_and_uploads_are_answered_promptly_while_a_round_closes(
     tmp_path: Path,
 ) -> None:
-    run_id = "slow-run"
     coordinator_identity = Identity.generate()
     keys = [generate_keypair() for _ in range(2)]
     config = SecureAggregationConfig(threshold=2, num_aggregators=2, max_samples_per_client=100)
     aggregators = published(keys, ["http://aggregator-1", "http://aggregator-2"])
     learner = mnist_learner("simple-cnn", seed=0)
-    settings = CoordinatorSettings(
+    settings = RunSpec(
         model_name="simple-cnn",
         # Round 2 samples everyone, the probe included, which never trains: it closes at
         # its deadline with the two others (the aggregators sum over at least 2).
@@ -79,50 +71,21 @@ async def test_status_tasks_and_uploads_are_answered_promptly_while_a_round_clos
         plan=LocalTrainingPlan(max_batches=2),
         secure=SecureSettings(config=config, aggregators=aggregators),
     )
-    core = build_coordinator(
-        settings, initial_weights=learner.initial_weights(seed=0), run_id=run_id
-    ).coordinator
-    run = describe_run(
-        settings,
-        run_id=run_id,
-        coordinator_key=coordinator_identity.public_key_text,
-        spec=core.spec,
-    )
     apps: dict[str, httpx.ASGITransport] = {}
     hosts = _Hosts(apps)
-    assert run.secure is not None
-    link = HttpAggregatorLink(
-        {a.index: a.url for a in run.secure.aggregators},
-        vector_length=run.secure.layout.measurement_length,
-        run_id=run_id,
-        identity=coordinator_identity,
+    fleet = in_process_fleet(
+        settings,
+        keys=keys,
+        start=learner.initial_weights(seed=0),
+        apps=apps,
         transport=hosts,
+        spool=tmp_path,
+        identity=coordinator_identity,
     )
-    service = CoordinatorService(
-        core,
-        run_info=run,
-        performer=ServerCommands(link, lambda outcome: None),
-        max_update_bytes=1 << 24,
-    )
-    access = ClientAccess.create(
-        run_id=run_id, policy=EnrollmentPolicy(open=True), coordinator=coordinator_identity
-    )
-    apps["coordinator"] = apps["test"] = httpx.ASGITransport(  # "test": enroll()'s host
-        app=create_app(service, metrics=lambda: [], access=access)
-    )
-    for index, key in enumerate(keys, start=1):
-        aggregator = AggregatorService(
-            index=index, keypair=key, spool=tmp_path / f"a{index}", min_participants=2
-        )
-        apps[f"aggregator-{index}"] = httpx.ASGITransport(
-            app=create_aggregator_app(
-                aggregator,
-                coordinator_url=None,
-                max_share_bytes=1 << 24,
-                access=AggregatorAccess(index=index, rate_limit=None),
-                run=run,
-            )
-        )
+    apps["test"] = apps["coordinator"]  # enroll()'s host
+    pins = {a.index: a.fingerprint for a in aggregators}
+    service, link, run_id = fleet.service, fleet.link, fleet.run_id
+    core = service.core
     data = synthetic_dataset(num_examples=100, seed=0)
     probe_latencies: list[float] = []
 
@@ -166,6 +129,7 @@ async def test_status_tasks_and_uploads_are_answered_promptly_while_a_round_clos
                     data.subset(part),
                     retry=RetryPolicy(initial_backoff_s=0.01),
                     transport=hosts,
+                    policy=ClientPolicy(aggregator_fingerprints=pins),
                 )
                 for i, part in enumerate(partition_iid(len(data), 2, seed=0))
             ),

@@ -10,13 +10,13 @@ import httpx
 import numpy as np
 import pytest
 from tests.signed_clients import enroll, open_access
-from tests.tiny_coordinator import MemoryCommands
+from tests.tiny_coordinator import MemoryCommands, tiny_description
 
 from veilfl.errors import BufferFullError, RoundMismatchError
 from veilfl.protocol.aggregation import PlaintextAggregation
 from veilfl.protocol.buffered import BufferConfig, BufferedMachine
 from veilfl.protocol.coordinator import Coordinator
-from veilfl.protocol.messages import LocalTrainingPlan, RunInfo, RunMode, UpdateHeader
+from veilfl.protocol.messages import UpdateHeader
 from veilfl.server.app import create_app
 from veilfl.server.service import CoordinatorService
 from veilfl.strategy.buffered import FedBuff
@@ -38,15 +38,10 @@ def _service(*, buffer_size: int, ticket_wait_s: float, versions: int = 5) -> Co
         strategy=FedBuff(),
         round_timeout_s=60.0,
     )
+    buffer = BufferConfig(buffer_size=buffer_size, max_staleness=5, max_versions=versions)
     return CoordinatorService(
         core,
-        run_info=RunInfo(
-            run_id="r",
-            model_name="tiny",
-            num_rounds=5,
-            plan=LocalTrainingPlan(),
-            mode=RunMode.FEDBUFF,
-        ),
+        description=tiny_description(core, buffer=buffer),
         performer=MemoryCommands(),
         max_update_bytes=1 << 20,
         ticket_wait_s=ticket_wait_s,

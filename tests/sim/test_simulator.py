@@ -109,7 +109,8 @@ def test_secure_simulation_matches_plaintext_and_survives_a_down_aggregator() ->
             ),
         ).final_weights
 
-    config = SecureAggregationConfig(max_samples_per_client=100)  # every weight is 1
+    # m = 4, t = 2: the quorum of 3 certifies each round with aggregator 2 down.
+    config = SecureAggregationConfig(num_aggregators=4, max_samples_per_client=100)
     # Each round's mean is off by under one rounding step per coordinate (stochastic
     # rounding of each client's update); two rounds, with room for the second round's
     # training to carry the first one's difference.
@@ -306,4 +307,21 @@ def test_a_device_can_be_chosen_and_a_missing_gpu_is_one_clear_error() -> None:
             test_data=None,
             config=config,
             device="cuda",
+        )
+
+
+def test_a_simulation_with_fewer_aggregators_up_than_the_quorum_is_refused_at_once() -> None:
+    from veilfl.secagg.config import SecureAggregationConfig
+
+    # m = 3, t = 2: the quorum is all three, so one aggregator down stops every round.
+    with pytest.raises(ConfigurationError, match="fewer than the quorum of 3"):
+        simulate(
+            mnist_learner("simple-cnn", seed=1),
+            client_data=_clients(4),
+            test_data=None,
+            config=SimulationConfig(
+                rounds=RoundConfig(num_rounds=1, clients_per_round=4),
+                secure=SecureAggregationConfig(max_samples_per_client=100),
+                aggregators_down=frozenset({2}),
+            ),
         )

@@ -87,8 +87,11 @@ class AggregatorAccess:
             raise TransportError("The aggregator has not attached to a run yet; retry shortly.")
         return self._guard
 
-    async def share_sender(self, request: Request, *, round_id: int) -> str:
-        """The admitted client that signed this share upload for ``round_id``.
+    async def share_sender(
+        self, request: Request, *, round_id: int, body: bytes | None = None
+    ) -> str:
+        """The admitted client that signed this share upload (``body``, if read
+        already) for ``round_id``.
 
         Raises:
             AuthenticationError: (or a subclass) no valid admission to this round, or
@@ -105,10 +108,14 @@ class AggregatorAccess:
             request,
             public_key_for=lambda cid: admission.client_key if cid == admission.client_id else None,
             round_id=round_id,
+            body=body,
         )
 
-    async def check_coordinator(self, request: Request, *, round_id: int) -> None:
-        """Require that the coordinator signed this request about ``round_id``.
+    async def check_coordinator(
+        self, request: Request, *, round_id: int, body: bytes | None = None
+    ) -> None:
+        """Require that the coordinator signed this request (``body``, if read already)
+        about ``round_id``.
 
         Raises:
             AuthenticationError: (or a subclass) otherwise.
@@ -117,4 +124,5 @@ class AggregatorAccess:
             request,
             public_key_for=lambda cid: self._coordinator_key if cid == COORDINATOR_SIGNER else None,
             round_id=round_id,
+            body=body,
         )

@@ -8,6 +8,10 @@ at once (at most once a second) when a share's admission does not verify; when t
 run has changed it attaches to the new one (the aggregator's spool is cleared of the
 old run's shares). A new run that does not use this aggregator is reported once and
 not attached: its clients are refused, and stop with a message saying why.
+
+Following ``until_done``, the follower also asks the coordinator's ``/v1/status``
+and stops once the coordinator reports the run it serves done (``veilfl aggregator``
+then exits, unless ``--stay``).
 """
 
 from __future__ import annotations
@@ -22,6 +26,7 @@ import httpx
 
 from veilfl.errors import VeilflError, WireFormatError
 from veilfl.protocol.messages import RunInfo
+from veilfl.protocol.run_description import RunDescription
 
 __all__ = ["RunFollower"]
 
@@ -79,7 +84,7 @@ class RunFollower:
                     response = await http.get("/v1/run")
                 if response.status_code != 200:
                     return False
-                run = RunInfo.from_json(response.json())
+                run = RunDescription.from_json(response.json()).info
                 run_id = run.run_id
             except (httpx.HTTPError, ValueError, WireFormatError) as exc:
                 logger.debug("the coordinator did not describe its run: %s", exc)
@@ -98,7 +103,9 @@ class RunFollower:
                 )
                 return False
             logger.info(
-                "the coordinator started run %s; following it (was %s)", run_id, self.run_id
+                "the coordinator started run %s; following it (was %s)",
+                run_id,
+                self.run_id or "none",
             )
             self.run_id = run_id
             return True
@@ -109,8 +116,34 @@ class RunFollower:
             return False
         return await self.check()
 
-    async def follow(self) -> None:
-        """Check every ``interval_s`` seconds, until cancelled."""
+    async def run_done(self) -> bool:
+        """Whether the coordinator reports the run this aggregator serves done (False
+        when it cannot be asked)."""
+        try:
+            async with httpx.AsyncClient(
+                base_url=self._url, timeout=10.0, verify=self._verify, transport=self._transport
+            ) as http:
+                response = await http.get("/v1/status")
+            status = response.json() if response.status_code == 200 else None
+        except (httpx.HTTPError, ValueError) as exc:
+            logger.debug("the coordinator did not report its status: %s", exc)
+            return False
+        return (
+            isinstance(status, dict)
+            and status.get("done") is True
+            and status.get("run_id", self.run_id) == self.run_id
+        )
+
+    async def follow(self, *, until_done: bool = False) -> None:
+        """Check every ``interval_s`` seconds (every half second, at once, while no run
+        is attached yet), until cancelled or, ``until_done``, until the coordinator
+        reports the run done."""
         while True:
-            await asyncio.sleep(self._interval_s)
-            await self.check()
+            if self.run_id:
+                await asyncio.sleep(self._interval_s)
+            if not await self.check() and not self.run_id:
+                await asyncio.sleep(min(0.5, self._interval_s))
+                continue
+            if until_done and self.run_id and await self.run_done():
+                logger.info("the coordinator reports run %s done", self.run_id)
+                return

@@ -28,17 +28,19 @@ import logging
 import shutil
 import ssl
 import tempfile
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import httpx
-from fastapi import FastAPI, Request, Response
-from pydantic import BaseModel, Field
+from fastapi import FastAPI, HTTPException, Request, Response
+from fastapi.exceptions import RequestValidationError
+from pydantic import BaseModel, Field, ValidationError
 
 from veilfl.aggregator.access import AggregatorAccess
 from veilfl.aggregator.aggregator_metrics import install_aggregator_metrics
+from veilfl.aggregator.body_limits import CoordinatorBodyLimits
 from veilfl.aggregator.run_follower import RunFollower
 from veilfl.aggregator.share_spool import FileShareArchive
 from veilfl.crypto.envelope import encode_share
@@ -51,15 +53,18 @@ from veilfl.errors import (
     WireFormatError,
 )
 from veilfl.protocol.messages import RunInfo
+from veilfl.protocol.run_description import RunDescription, dealt_noise_profile
 from veilfl.secagg.aggregator_node import AggregatorNode
 from veilfl.secagg.aggregator_policy import AggregatorPolicy
 from veilfl.secagg.aggregator_state import ShareArchive, ShareReceipt
 from veilfl.secagg.commitment import CommitmentCertificate
 from veilfl.secagg.contribution import ContributionLayout
 from veilfl.secagg.dealt_noise import dealt_noise_config
+from veilfl.secagg.run_consent import RunConsent, sign_consent
 from veilfl.secagg.tree_noise import TreeNoiseAggregator
+from veilfl.transport.body_limit import read_limited_body
 from veilfl.transport.http_errors import install_error_handlers
-from veilfl.transport.peer import certificate_rejected
+from veilfl.transport.peer import certificate_rejected, tls_spoken_instead
 
 __all__ = ["AggregatorService", "create_aggregator_app", "fetch_run"]
 
@@ -75,15 +80,17 @@ async def fetch_run(
     verify: ssl.SSLContext | bool = True,
     wait_s: float = 300.0,
     transport: httpx.AsyncBaseTransport | None = None,
-) -> RunInfo:
-    """The coordinator's run description, asked every half second while the
-    coordinator starts up (it may take a while on a loaded machine), with a log line
-    every 30 s of waiting.
+) -> RunDescription:
+    """The coordinator's run description (its id recomputed from its spec), asked every
+    half second while the coordinator starts up (it may take a while on a loaded
+    machine), with a log line every 30 s of waiting.
 
     Raises:
         TransportError: if the coordinator does not answer within ``wait_s``, or its TLS
             certificate does not verify (not retried: nothing is sent to a server that
             fails it).
+        ConfigurationError: if ``coordinator_url`` is ``http://`` and the coordinator
+            speaks TLS (not retried either).
     """
     loop = asyncio.get_running_loop()
     started = loop.time()
@@ -95,13 +102,16 @@ async def fetch_run(
             try:
                 response = await http.get("/v1/run")
                 if response.status_code == 200:
-                    return RunInfo.from_json(response.json())
+                    return RunDescription.from_json(response.json())
             except httpx.TransportError as exc:
                 if certificate_rejected(exc):
                     raise TransportError(
                         f"The coordinator at {coordinator_url} presented a TLS certificate that "
                         "does not verify against --ca-cert; refusing to attach."
                     ) from exc
+                hint = await tls_spoken_instead(coordinator_url, exc)
+                if hint is not None:
+                    raise ConfigurationError(f"--coordinator: {hint}") from exc
             now = loop.time()
             if now - started >= wait_s:
                 break
@@ -130,8 +140,24 @@ class AggregatorService:
             loses the round's shares).
         min_participants: The fewest clients this aggregator will sum over (set by
             the aggregator's operator, not by the coordinator).
+        peer_fingerprints: Every aggregator's key fingerprint in index order, this one's
+            included (``--peer-fingerprint``): a run with other aggregators is refused,
+            and certificates are checked against these keys, so the coordinator cannot
+            show fake peers and forge their commitments. Required unless
+            ``trust_coordinator_peer_keys``.
+        trust_coordinator_peer_keys: Take the peers' keys from the coordinator's run
+            description, unchecked (``--trust-coordinator-peer-keys``): a coordinator
+            can then invent every peer and certify as many participant lists as it
+            likes, learning single clients' updates.
         min_noise_multiplier: If set, serve only runs with distributed DP whose noise
             multiplier is at least this (the operator's pin; see the module docstring).
+        allow_split_certificates: Serve a run whose certificate quorum lets two lists of
+            a round be certified (``--allow-split-certificates``; see
+            :class:`~veilfl.secagg.aggregator_node.AggregatorNode`).
+
+    Raises:
+        ConfigurationError: without ``peer_fingerprints`` or
+            ``trust_coordinator_peer_keys``, or with a minimum below 1.
     """
 
     def __init__(
@@ -142,16 +168,32 @@ class AggregatorService:
         spool: Path | None,
         min_participants: int = 2,
         peer_fingerprints: Sequence[str] | None = None,
+        trust_coordinator_peer_keys: bool = False,
         min_noise_multiplier: float | None = None,
+        allow_split_certificates: bool = False,
     ) -> None:
         if min_participants < 1:
             raise ConfigurationError(
                 f"--min-participants must be at least 1; got {min_participants}."
             )
+        if not peer_fingerprints and not trust_coordinator_peer_keys:
+            raise ConfigurationError(
+                "This aggregator does not know its peers' keys: pass --peer-fingerprint for "
+                "every aggregator of the run, this one included, in index order (`veilfl "
+                "keys` prints them), or take them from the coordinator unchecked with "
+                "--trust-coordinator-peer-keys."
+            )
+        pins = tuple(peer_fingerprints or ())
+        if pins and (len(pins) < index or pins[index - 1] != keypair.fingerprint):
+            raise ConfigurationError(
+                f"--peer-fingerprint number {index} is not this aggregator's own fingerprint "
+                f"{keypair.fingerprint}; list every aggregator's, in index order."
+            )
         self.index = index
+        self._allow_split_certificates = allow_split_certificates
         self._min_participants = min_participants
         self._min_noise_multiplier = min_noise_multiplier
-        self._peer_fingerprints = None if peer_fingerprints is None else tuple(peer_fingerprints)
+        self._peer_fingerprints = pins or None
         self._keypair = keypair
         self._spool_is_temporary = spool is None
         self._spool = spool or Path(tempfile.mkdtemp(prefix=f"veilfl-aggregator-{index}-"))
@@ -159,14 +201,44 @@ class AggregatorService:
         self._lock = asyncio.Lock()
         self._node: AggregatorNode | None = None
         self._marker: dict[str, object] = {}
+        self._consent: RunConsent | None = None
+        self._refusal: tuple[str, str] | None = None
 
     def attach(self, run: RunInfo) -> None:
-        """Serve the run described by the coordinator.
+        """Serve the run described by the coordinator, and consent to it (signed): only
+        after the run passed every check of this aggregator's operator.
 
         Raises:
-            ConfigurationError: if the run has no secure aggregation, or publishes
-                another key for this aggregator.
+            ConfigurationError: if the run has no secure aggregation, publishes another
+                key for this aggregator or other peers than pinned, or less noise than
+                pinned; the refusal is also what ``GET /v1/consent`` answers.
         """
+        try:
+            self._attach(run)
+        except ConfigurationError as exc:
+            self._refusal = (run.run_id, str(exc))
+            raise
+        self._refusal = None
+        self._consent = sign_consent(
+            self._keypair, index=self.index, run_id=run.run_id, noise=dealt_noise_profile(run)
+        )
+
+    def consent(self) -> RunConsent:
+        """This aggregator's signed consent to the run it serves.
+
+        Raises:
+            ConfigurationError: if it refused the coordinator's latest run (the message
+                names the run and the reason).
+            TransportError: if it has not attached to a run yet.
+        """
+        if self._refusal is not None:
+            run_id, reason = self._refusal
+            raise ConfigurationError(f"Aggregator {self.index} refused run {run_id}: {reason}")
+        if self._consent is None:
+            raise TransportError("The aggregator has not attached to a run yet; retry shortly.")
+        return self._consent
+
+    def _attach(self, run: RunInfo) -> None:
         secure = run.secure
         if secure is None:
             raise ConfigurationError("The coordinator's run does not use secure aggregation.")
@@ -180,9 +252,9 @@ class AggregatorService:
         fingerprints = tuple(a.fingerprint for a in secure.aggregators)
         if self._peer_fingerprints is None:
             logger.warning(
-                "the other aggregators' keys are taken from the coordinator unverified; pass "
-                "--peer-fingerprint for each aggregator so that a coordinator cannot invent "
-                "the majority that certifies a participant list"
+                "--trust-coordinator-peer-keys: the other aggregators' keys are the "
+                "coordinator's word; it can invent peers, forge their commitments and learn "
+                "single clients' updates. Pin them with --peer-fingerprint."
             )
         elif fingerprints != self._peer_fingerprints:
             raise ConfigurationError(
@@ -212,6 +284,7 @@ class AggregatorService:
             noise=noise,
             save_noise=self._save_noise,
             peer_public_keys={a.index: a.hpke_key() for a in secure.aggregators},
+            allow_split_certificates=self._allow_split_certificates,
         )
         restored = node.restore(self._spooled_rounds())
         self._node = node
@@ -312,6 +385,15 @@ class AggregatorService:
             raise TransportError("The aggregator has not attached to a run yet; retry shortly.")
         return self._node
 
+    def coordinator_body_limits(self) -> CoordinatorBodyLimits:
+        """The largest body each coordinator-only endpoint accepts for the run served.
+
+        Raises:
+            TransportError: before the aggregator has attached to a run.
+        """
+        node = self._require_node()
+        return CoordinatorBodyLimits.for_run(node.layout, max_participants=node.max_participants)
+
     def policy(self) -> AggregatorPolicy:
         """This aggregator's policy (its operator's settings), signed with its key.
         Clients and the coordinator read it; it is served before any run is attached."""
@@ -405,12 +487,21 @@ class AggregatorService:
         }
 
 
+class CertificateBody(BaseModel):
+    """A commitment certificate as :meth:`CommitmentCertificate.to_json` writes it (a
+    round id that is not a 64-bit whole number, ``1e999`` say, is refused here)."""
+
+    round_id: int = Field(ge=0, lt=2**64)
+    digest: str = Field(pattern=r"^[0-9a-f]{64}$")
+    signatures: dict[str, str] = Field(max_length=16)
+
+
 class AggregateRequest(BaseModel):
     """Body of ``POST /v1/rounds/{round_id}/aggregate``: the list, and the certificate
-    that a majority of the aggregators committed to it."""
+    that a quorum of the aggregators committed to it."""
 
     participants: list[str] = Field(min_length=1, max_length=1_000_000)
-    certificate: dict[str, Any]
+    certificate: CertificateBody
     noise_step: int | None = Field(default=None, ge=1)
     deals: list[str] = Field(default_factory=list, max_length=64)
 
@@ -481,6 +572,39 @@ class ShareAccepted(BaseModel):
     duplicate: bool
 
 
+_Body = TypeVar("_Body", bound=BaseModel)
+
+
+def _inline_refs(schema: Any, definitions: dict[str, Any]) -> Any:
+    """``schema`` with every ``#/$defs/...`` reference replaced by its definition."""
+    if isinstance(schema, dict):
+        reference = schema.get("$ref", "")
+        if reference.startswith("#/$defs/"):
+            return _inline_refs(definitions[reference.removeprefix("#/$defs/")], definitions)
+        return {k: _inline_refs(v, definitions) for k, v in schema.items() if k != "$defs"}
+    if isinstance(schema, list):
+        return [_inline_refs(v, definitions) for v in schema]
+    return schema
+
+
+def _json_body(model: type[BaseModel]) -> dict[str, Any]:
+    """OpenAPI for an endpoint that reads ``model`` itself (after its signature check)."""
+    schema = model.model_json_schema()
+    inlined = _inline_refs(schema, schema.get("$defs", {}))
+    return {"requestBody": {"required": True, "content": {"application/json": {"schema": inlined}}}}
+
+
+def _parse_body(model: type[_Body], body: bytes) -> _Body:
+    """``body`` as ``model``; a body that does not validate is a 422, as FastAPI's own."""
+    try:
+        return model.model_validate_json(body)
+    except ValidationError as exc:
+        errors = exc.errors(include_url=False, include_input=False)
+        raise RequestValidationError(
+            [{**error, "loc": ("body", *error["loc"])} for error in errors]
+        ) from None
+
+
 def create_aggregator_app(
     service: AggregatorService,
     *,
@@ -491,6 +615,7 @@ def create_aggregator_app(
     verify: ssl.SSLContext | bool = True,
     follow_interval_s: float | None = None,
     coordinator_transport: httpx.AsyncBaseTransport | None = None,
+    on_run_done: Callable[[], None] | None = None,
 ) -> FastAPI:
     """The aggregator's FastAPI application.
 
@@ -508,6 +633,8 @@ def create_aggregator_app(
             started a new run, and follow it (see :mod:`veilfl.aggregator.run_follower`).
             None: serve the first run only.
         coordinator_transport: An httpx transport to the coordinator (tests).
+        on_run_done: Called once the coordinator reports the run done (when following
+            it); ``veilfl aggregator`` exits then. None: serve on.
     """
     if run is not None:
         access.attach(run)
@@ -523,24 +650,50 @@ def create_aggregator_app(
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         nonlocal follower
-        described = run
-        if described is None and coordinator_url is not None:
+        if coordinator_url is None or (follow_interval_s is None and run is not None):
+            yield
+            return
+        if follow_interval_s is None:  # serve one run: learn it before serving
             described = await fetch_run(
                 coordinator_url, verify=verify, transport=coordinator_transport
             )
-            attach(described)
-        if follow_interval_s is None or coordinator_url is None or described is None:
+            try:
+                attach(described.info)
+            except ConfigurationError as exc:  # GET /v1/consent says so to the coordinator
+                logger.error("refusing run %s: %s", described.run_id, exc)
             yield
             return
+        # Serve at once (the coordinator reads this aggregator's policy before it
+        # creates the run) and attach to the run as soon as the coordinator describes it.
+        initial = "" if run is None else run.run_id
+        if run is None:  # a coordinator that is up already is followed at once
+            try:
+                described = await fetch_run(
+                    coordinator_url, verify=verify, wait_s=0.0, transport=coordinator_transport
+                )
+            except TransportError as exc:  # not up yet: the follower keeps asking
+                cause = exc.__cause__
+                if isinstance(cause, httpx.TransportError) and certificate_rejected(cause):
+                    raise  # a coordinator whose certificate fails: one line, at once
+            else:
+                with contextlib.suppress(ConfigurationError):
+                    attach(described.info)  # a refusal is the follower's to report
+                    initial = described.run_id
         follower = RunFollower(
             coordinator_url,
             attach=attach,
-            run_id=described.run_id,
+            run_id=initial,
             verify=verify,
             interval_s=follow_interval_s,
             transport=coordinator_transport,
         )
-        following = asyncio.create_task(follower.follow())
+
+        async def follow(follower: RunFollower) -> None:
+            await follower.follow(until_done=on_run_done is not None)
+            if on_run_done is not None:
+                on_run_done()
+
+        following = asyncio.create_task(follow(follower))
         try:
             yield
         finally:
@@ -557,6 +710,18 @@ def create_aggregator_app(
     install_error_handlers(app)
     install_aggregator_metrics(app, service)
 
+    async def coordinator_body(
+        request: Request,
+        round_id: int,
+        model: type[_Body],
+        limit: Callable[[CoordinatorBodyLimits], int],
+    ) -> _Body:
+        """A coordinator request's body: at most its declared size (413, unread,
+        otherwise), signed by the coordinator, and only then parsed."""
+        body = await read_limited_body(request, limit=limit(service.coordinator_body_limits()))
+        await access.check_coordinator(request, round_id=round_id, body=body)
+        return _parse_body(model, body)
+
     @app.post(
         "/v1/rounds/{round_id}/shares",
         status_code=202,
@@ -569,20 +734,16 @@ def create_aggregator_app(
         },
     )
     async def upload_share(round_id: int, request: Request) -> ShareAccepted:
+        body = await read_limited_body(request, limit=max_share_bytes)
         try:
-            client_id = await access.share_sender(request, round_id=round_id)
+            client_id = await access.share_sender(request, round_id=round_id, body=body)
         except AuthenticationError:
             # Perhaps the coordinator started a new run: follow it, then check again.
             if follower is None or not await follower.check_soon():
                 raise
-            client_id = await access.share_sender(request, round_id=round_id)
-        body = await request.body()
+            client_id = await access.share_sender(request, round_id=round_id, body=body)
         if not body:
             raise WireFormatError("The share body is empty; send the sealed share bytes.")
-        if len(body) > max_share_bytes:
-            raise WireFormatError(
-                f"The share is {len(body)} bytes, more than the {max_share_bytes} accepted."
-            )
         receipt = await service.receive(round_id, client_id, body)
         return ShareAccepted(
             aggregator_index=receipt.aggregator_index,
@@ -594,11 +755,12 @@ def create_aggregator_app(
         "/v1/rounds/{round_id}/aggregate",
         response_class=Response,
         responses={200: {"content": {BINARY: {}}, "description": "the aggregate share"}},
+        openapi_extra=_json_body(AggregateRequest),
     )
-    async def aggregate(round_id: int, body: AggregateRequest, request: Request) -> Response:
-        await access.check_coordinator(request, round_id=round_id)
+    async def aggregate(round_id: int, request: Request) -> Response:
+        body = await coordinator_body(request, round_id, AggregateRequest, lambda b: b.aggregate)
         certificate = CommitmentCertificate.from_json(
-            body.certificate, run_id=service.run_id, participants=body.participants
+            body.certificate.model_dump(), run_id=service.run_id, participants=body.participants
         )
         try:
             deals = [base64.b64decode(d, validate=True) for d in body.deals]
@@ -609,37 +771,56 @@ def create_aggregator_app(
         )
         return Response(content=share, media_type=BINARY)
 
-    @app.post("/v1/rounds/{round_id}/noise-deals", response_model=NoiseDealsResponse)
-    async def noise_deals(
-        round_id: int, body: NoiseDealsRequest, request: Request
-    ) -> NoiseDealsResponse:
-        await access.check_coordinator(request, round_id=round_id)
+    @app.post(
+        "/v1/rounds/{round_id}/noise-deals",
+        response_model=NoiseDealsResponse,
+        openapi_extra=_json_body(NoiseDealsRequest),
+    )
+    async def noise_deals(round_id: int, request: Request) -> NoiseDealsResponse:
+        body = await coordinator_body(request, round_id, NoiseDealsRequest, lambda b: b.noise_deals)
         deals = await service.deal_noise(round_id, body.step)
         return NoiseDealsResponse(
             round_id=round_id,
             deals={str(j): base64.b64encode(d).decode() for j, d in deals.items()},
         )
 
-    @app.post("/v1/rounds/{round_id}/verify", response_model=VerifyResponse)
-    async def verify_contributions(
-        round_id: int, body: VerifyRequest, request: Request
-    ) -> VerifyResponse:
-        await access.check_coordinator(request, round_id=round_id)
+    @app.post(
+        "/v1/rounds/{round_id}/verify",
+        response_model=VerifyResponse,
+        openapi_extra=_json_body(VerifyRequest),
+    )
+    async def verify_contributions(round_id: int, request: Request) -> VerifyResponse:
+        body = await coordinator_body(
+            request, round_id, VerifyRequest, lambda b: b.participant_list
+        )
         answers = await service.verify(round_id, body.clients, bytes.fromhex(body.query_seed))
         return VerifyResponse(
             round_id=round_id,
             answers={c: base64.b64encode(a).decode() for c, a in answers.items()},
         )
 
-    @app.post("/v1/rounds/{round_id}/commit", response_model=CommitResponse)
-    async def commit(round_id: int, body: CommitRequest, request: Request) -> CommitResponse:
-        await access.check_coordinator(request, round_id=round_id)
+    @app.post(
+        "/v1/rounds/{round_id}/commit",
+        response_model=CommitResponse,
+        openapi_extra=_json_body(CommitRequest),
+    )
+    async def commit(round_id: int, request: Request) -> CommitResponse:
+        body = await coordinator_body(
+            request, round_id, CommitRequest, lambda b: b.participant_list
+        )
         signature = await service.commit(round_id, body.participants)
         return CommitResponse(round_id=round_id, signature=base64.b64encode(signature).decode())
 
     @app.get("/v1/policy", response_model=PolicyResponse)
     async def policy() -> PolicyResponse:
         return PolicyResponse(**service.policy().to_json())
+
+    @app.get("/v1/consent")
+    async def consent() -> dict[str, Any]:
+        try:
+            return service.consent().to_json()
+        except ConfigurationError as exc:
+            raise HTTPException(status_code=409, detail=str(exc)) from None
 
     @app.get("/v1/rounds/{round_id}/holdings", response_model=Holdings)
     async def holdings(round_id: int, request: Request) -> Holdings:

@@ -25,6 +25,7 @@ from veilfl.errors import AuthenticationError
 
 __all__ = [
     "COORDINATOR_SIGNER",
+    "MAX_CLIENT_ID_LENGTH",
     "SIGNATURE_HEADER",
     "RequestSignature",
     "SignedRequest",
@@ -41,7 +42,9 @@ COORDINATOR_SIGNER = "coordinator"
 """The signer id of requests the coordinator itself sends (to the aggregators)."""
 _VERSION = "v1"
 _MAX_HEADER_CHARS = 512
-_CLIENT_ID = re.compile(r"[A-Za-z0-9_.-]{1,64}")
+MAX_CLIENT_ID_LENGTH = 64
+"""The longest client id a signature may name (ASCII letters, digits, ``_.-``)."""
+_CLIENT_ID = re.compile(rf"[A-Za-z0-9_.-]{{1,{MAX_CLIENT_ID_LENGTH}}}")
 _NONCE = re.compile(r"[0-9a-f]{32}")
 _DIGITS = re.compile(r"0|[1-9][0-9]{0,15}")
 _FIELDS = ("client", "ts", "nonce", "round", "sig")

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import argparse
-import asyncio
+import contextlib
 import logging
 from pathlib import Path
 
@@ -19,6 +19,9 @@ from veilfl.logging_setup import uvicorn_log_options
 from veilfl.protocol.aggregator_minimums import DEFAULT_MIN_PARTICIPANTS
 
 __all__ = ["FOLLOW_INTERVAL_S", "add_parser", "run"]
+
+STARTUP_FAILURE = 3
+"""The exit code when the server could not start (uvicorn's; say, the port is taken)."""
 
 FOLLOW_INTERVAL_S = 2.0
 """How often a running aggregator checks whether its coordinator started a new run."""
@@ -56,8 +59,22 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
         default=[],
         metavar="FINGERPRINT",
         help="fingerprint of each aggregator of the run, this one included, in index order "
-        "(repeat; `veilfl keys` prints them): a run with other aggregators is refused, so "
-        "a coordinator cannot invent the majority that certifies a participant list",
+        "(repeat; `veilfl keys` prints them; required): a run with other aggregators is "
+        "refused, so a coordinator cannot invent the peers that certify a participant list",
+    )
+    parser.add_argument(
+        "--trust-coordinator-peer-keys",
+        action="store_true",
+        help="UNSAFE: without --peer-fingerprint, take the other aggregators' keys from the "
+        "coordinator unchecked; it can then invent them, forge their commitments and learn "
+        "single clients' updates",
+    )
+    parser.add_argument(
+        "--allow-split-certificates",
+        action="store_true",
+        help="UNSAFE: serve a run whose --quorum lets two certificates of a round share "
+        "fewer than t aggregators, so the coordinator and t - 1 colluding aggregators could "
+        "learn one client's update",
     )
     parser.add_argument(
         "--min-noise-multiplier",
@@ -67,6 +84,12 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
         help="serve only runs with distributed DP noise of at least this multiplier "
         "(the aggregators deal it; pins it against the coordinator's run description)",
     )
+    parser.add_argument(
+        "--stay",
+        action="store_true",
+        help="keep serving after the coordinator reports the run done, and follow it into "
+        "its next run (default: exit at the end of the run)",
+    )
     add_tls_options(parser, serves=True)
     add_rate_limit_options(parser)
     add_log_option(parser)
@@ -74,11 +97,12 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
 
 
 def run(args: argparse.Namespace) -> int:
-    """Serve until stopped."""
+    """Serve until the coordinator reports the run done (or, with ``--stay``, until
+    stopped)."""
     import uvicorn  # the web stack loads only for the command that serves
 
     from veilfl.aggregator.access import AggregatorAccess
-    from veilfl.aggregator.service import AggregatorService, create_aggregator_app, fetch_run
+    from veilfl.aggregator.service import AggregatorService, create_aggregator_app
 
     configure_logging(args.log_level, fmt=args.log_format, role=f"aggregator {args.index}")
     transport = transport_from_args(args, serves=True)
@@ -89,20 +113,31 @@ def run(args: argparse.Namespace) -> int:
         spool=args.spool,
         min_participants=args.min_participants,
         peer_fingerprints=args.peer_fingerprint or None,
+        trust_coordinator_peer_keys=args.trust_coordinator_peer_keys,
         min_noise_multiplier=args.min_noise_multiplier,
+        allow_split_certificates=args.allow_split_certificates,
     )
-    logger.info("asking the coordinator at %s for its run", args.coordinator)
-    run_description = asyncio.run(fetch_run(args.coordinator, verify=transport.verify))
+    logger.info(
+        "serving; the run comes from the coordinator at %s once it describes one",
+        args.coordinator,
+    )
+    server: uvicorn.Server | None = None
+
+    def run_done() -> None:
+        logger.info("the run is done; exiting (pass --stay to serve on)")
+        if server is not None:
+            server.should_exit = True
+
     app = create_aggregator_app(
         service,
         coordinator_url=args.coordinator,
-        run=run_description,
         follow_interval_s=FOLLOW_INTERVAL_S,
         max_share_bytes=int(args.max_share_mb * 2**20),
         access=AggregatorAccess(index=args.index, rate_limit=rate_limit_from_args(args)),
         verify=transport.verify,
+        on_run_done=None if args.stay else run_done,
     )
-    uvicorn.run(
+    config = uvicorn.Config(
         app,
         host=args.host,
         port=args.port,
@@ -111,4 +146,7 @@ def run(args: argparse.Namespace) -> int:
         backlog=4096,
         **transport.uvicorn_options(),  # type: ignore[arg-type]
     )
-    return 0
+    server = uvicorn.Server(config)
+    with contextlib.suppress(KeyboardInterrupt):  # as uvicorn.run: main() reports a signal
+        server.run()
+    return 0 if server.started else STARTUP_FAILURE

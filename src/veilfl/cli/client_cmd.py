@@ -35,7 +35,10 @@ if TYPE_CHECKING:
     from veilfl.ml.training import TrainProgress
     from veilfl.protocol.messages import LocalTrainingPlan
 
-__all__ = ["add_parser", "run"]
+__all__ = ["CONNECT_TIMEOUT_S", "add_parser", "run"]
+
+CONNECT_TIMEOUT_S = 60.0
+"""How long ``veilfl client`` waits for its coordinator by default (``--connect-timeout``)."""
 
 logger = logging.getLogger("veilfl.client")
 
@@ -45,6 +48,14 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
     parser = subparsers.add_parser("client", help="run one federated client (HTTP)")
     parser.add_argument("--server", required=True, help="coordinator URL")
     parser.add_argument("--client-index", type=int, required=True, help="which partition")
+    parser.add_argument(
+        "--connect-timeout",
+        type=float,
+        default=CONNECT_TIMEOUT_S,
+        metavar="SECONDS",
+        help="wait this long for the coordinator to answer at start (it may start later "
+        "than the client), asking again with backoff",
+    )
     parser.add_argument("--model", default="simple-cnn", help="model (must match the run)")
     add_learner_option(parser)
     parser.add_argument("--seed", type=int, default=None, help="seed of local shuffling")
@@ -180,6 +191,7 @@ def run(args: argparse.Namespace) -> int:
                 ),
                 verify=transport.verify,
                 policy=policy,
+                connect_timeout_s=args.connect_timeout,
             )
         )
     finally:

@@ -15,6 +15,7 @@ import time
 from datetime import datetime
 from pathlib import Path
 from typing import IO
+from urllib.parse import urlsplit
 
 import httpx
 
@@ -27,12 +28,15 @@ from veilfl.cli.local_fleet import (
     server_aggregator_flags,
 )
 from veilfl.cli.progress import CoordinatorProgress, RoundProgress
+from veilfl.cli.quorum_options import add_quorum_options
+from veilfl.cli.run_resume import check_resumable, stored_aggregator_urls
 from veilfl.cli.security_options import TOKEN_ENV
 from veilfl.errors import TransportError
 from veilfl.protocol.aggregator_minimums import DEFAULT_MIN_PARTICIPANTS
 from veilfl.protocol.assembly import check_run_settings, privacy_warning
 from veilfl.protocol.metrics import RoundMetrics
 from veilfl.reporting import format_round_row, format_round_table_header
+from veilfl.secagg.commitment import default_quorum
 from veilfl.strategy.settings import SERVER_OPTIMIZER_CHOICES
 from veilfl.tensors import spec_of
 from veilfl.tls import client_ssl_context
@@ -86,7 +90,12 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
         action="store_true",
         help="plain FedAvg without secure aggregation (for comparison)",
     )
-    parser.add_argument("--aggregators", type=int, default=3, help="aggregator processes (m)")
+    parser.add_argument(
+        "--aggregators",
+        type=int,
+        default=4,
+        help="aggregator processes (m; with t = 2 and the default quorum 3, one may fail)",
+    )
     parser.add_argument(
         "--mode",
         choices=["sync", "fedbuff", "fedasync"],
@@ -117,6 +126,7 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
         help="how epsilon is computed (PLD: tighter, never looser than RDP)",
     )
     parser.add_argument("--threshold", type=int, default=2, help="shares to reconstruct (t)")
+    add_quorum_options(parser)
     add_log_option(parser)
     parser.set_defaults(func=run)
 
@@ -190,13 +200,17 @@ def run(args: argparse.Namespace) -> int:
     aggregator_cmds: list[list[str]] = []
     fingerprints: list[str] = []
     if not args.plaintext:
+        # The operator of every aggregator here is the demo's user: its consent to a
+        # splittable quorum is theirs to give, once.
+        split = ["--allow-split-certificates"] if args.allow_split_certificates else []
         fleet = local_aggregators(
             run_dir / "keys",
             count=args.aggregators,
             coordinator_url=url,
             trust=trust,
             spool_dir=run_dir / "spool",
-            extra=common,
+            extra=[*common, *split],
+            ports=_resumed_ports(run_dir, args.aggregators),
         )
         fingerprints = [a.fingerprint for a in fleet]
         aggregator_cmds = [a.command for a in fleet]
@@ -204,13 +218,16 @@ def run(args: argparse.Namespace) -> int:
         server_cmd += [
             "--threshold",
             str(args.threshold),
+            *([] if args.quorum is None else ["--quorum", str(args.quorum)]),
+            *split,
             "--max-samples-per-client",
             str(-(-50_000 // args.clients)),
         ]
     mode = (
         "plaintext FedAvg"
         if args.plaintext
-        else f"secure aggregation ({args.threshold} of {args.aggregators} aggregators)"
+        else f"secure aggregation ({args.threshold} of {args.aggregators} aggregators, "
+        f"{_quorum(args)} certify each round)"
     )
     warning = _check_server_settings(server_cmd[3:])
     print(
@@ -229,7 +246,13 @@ def run(args: argparse.Namespace) -> int:
 
     def start(name: str, cmd: list[str], extra_env: dict[str, str] | None = None) -> None:
         log = (logs / f"{name}.log").open("wb")
-        process = subprocess.Popen(cmd, stdout=log, stderr=log, env={**env, **(extra_env or {})})
+        try:
+            process = subprocess.Popen(
+                cmd, stdout=log, stderr=log, env={**env, **(extra_env or {})}
+            )
+        except BaseException:
+            log.close()
+            raise
         processes.append((name, process, log))
 
     started = time.monotonic()
@@ -297,19 +320,42 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
+def _quorum(args: argparse.Namespace) -> int:
+    """The quorum the demo's server will use (``--quorum``, or the default)."""
+    if args.quorum is not None:
+        return int(args.quorum)
+    return default_quorum(num_aggregators=args.aggregators, threshold=args.threshold)
+
+
 _EVALUATION_WAIT_S = 60.0
 """How long the demo waits for a completed round's evaluation before showing it."""
+
+_AGGREGATOR_EXIT_S = 20.0
+"""How long the demo waits for an aggregator to exit by itself after the run."""
+
+
+def _resumed_ports(run_dir: Path, count: int) -> list[int] | None:
+    """The aggregators' ports of the run the folder holds (a resumed demo starts its
+    aggregators where the run expects them); None for a new folder, or when the count
+    differs (the resume check then names the count)."""
+    ports = [urlsplit(url).port for url in stored_aggregator_urls(run_dir)]
+    if len(ports) != count or None in ports:
+        return None
+    return [port for port in ports if port is not None]
 
 
 def _check_server_settings(server_args: list[str]) -> str | None:
     """The start-up checks of the server the demo is about to start, on the very
-    settings it will build from ``server_args``: refuse contradictory DP settings here,
-    in one line, rather than in the server's log; return the noise warning, if any."""
+    settings it will build from ``server_args``: refuse contradictory DP settings, or
+    a run folder that holds a run with other settings, here, in one line, rather than
+    in the server's log; return the noise warning, if any."""
     from veilfl.cli.main import build_parser  # main lists this command: import late
     from veilfl.cli.server_cmd import settings_from_args
 
-    settings = settings_from_args(build_parser().parse_args(server_args))
+    parsed = build_parser().parse_args(server_args)
+    settings = settings_from_args(parsed)
     check_run_settings(settings)
+    check_resumable(parsed.run_dir, settings.to_json())
     if settings.dp is None:
         return None
     learner = learner_for(settings.model_name, seed=settings.seed)
@@ -371,14 +417,19 @@ def _follow(
 
 
 def _wait_all(processes: list[tuple[str, subprocess.Popen[bytes], IO[bytes]]], logs: Path) -> bool:
-    """Wait for every process; print the log tail of any that failed."""
+    """Wait for every process; print the log tail of any that failed. Aggregators exit
+    by themselves once the coordinator reports the run done; one that missed it (the
+    coordinator serves only a few seconds more) is stopped by the caller, as before."""
     failed = False
     for name, process, _ in processes:
-        if name.startswith("aggregator"):
-            continue  # aggregators serve until stopped; the caller stops them
+        aggregator = name.startswith("aggregator")
+        if aggregator and failed:
+            continue  # the coordinator failed: no run to end; the caller stops them
         try:
-            code = process.wait(timeout=60)
+            code = process.wait(timeout=_AGGREGATOR_EXIT_S if aggregator else 60)
         except subprocess.TimeoutExpired:
+            if aggregator:
+                continue
             process.kill()
             code = -9
         if code != 0:

@@ -20,7 +20,9 @@ EXAMPLES: dict[str, str] = {
     "aggregator": (
         "veilfl aggregator --index 1 --key keys/aggregator-1.key --port 8091 "
         "--tls-cert tls/aggregator-1.pem --tls-key tls/aggregator-1.key --ca-cert tls/ca.pem "
-        "--coordinator https://127.0.0.1:8080 --spool spool/aggregator-1"
+        "--coordinator https://127.0.0.1:8080 --spool spool/aggregator-1 "
+        "--peer-fingerprint FP1 --peer-fingerprint FP2 --peer-fingerprint FP3 "
+        "--peer-fingerprint FP4"
     ),
     "keys": "veilfl keys --out keys --count 3",
     "certs": "veilfl certs --out tls --name coordinator --name aggregator-1",

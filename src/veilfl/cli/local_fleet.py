@@ -6,12 +6,14 @@ from __future__ import annotations
 
 import socket
 import sys
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 from veilfl.auth.enrollment import generate_tokens
 from veilfl.cli.keys_cmd import key_paths
 from veilfl.crypto.keys import generate_keypair
+from veilfl.errors import ConfigurationError
 from veilfl.keyfiles import read_public_key, read_tokens, write_keypair, write_tokens
 from veilfl.tls import (
     issue_server_certificate,
@@ -26,6 +28,7 @@ __all__ = [
     "free_port",
     "local_aggregators",
     "local_trust",
+    "port_is_free",
     "server_aggregator_flags",
 ]
 
@@ -37,6 +40,17 @@ def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
+
+
+def port_is_free(port: int) -> bool:
+    """Whether a TCP port on loopback can be listened on now."""
+    with socket.socket() as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn binds
+        try:
+            sock.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
 
 
 @dataclass(frozen=True)
@@ -127,6 +141,7 @@ def local_aggregators(
     trust: LocalTrust | None,
     spool_dir: Path | None = None,
     extra: list[str] | None = None,
+    ports: Sequence[int] | None = None,
 ) -> list[LocalAggregator]:
     """Plan ``count`` aggregators: make missing key pairs in ``keys_dir``, pick ports.
     Each aggregator pins its peers (``--peer-fingerprint``, every aggregator's in
@@ -140,7 +155,19 @@ def local_aggregators(
         spool_dir: Where aggregator J spools its shares (``aggregator-J`` inside), so a
             restarted aggregator takes its round back (None: temporary folders).
         extra: More options for every aggregator command (``--log-level`` ...).
+        ports: The port of each aggregator, in index order (a resumed run keeps the
+            ones it was started with); None: free ports.
+
+    Raises:
+        ConfigurationError: if one of ``ports`` is in use now.
     """
+    if ports is not None:
+        for index, port in enumerate(ports, start=1):
+            if not port_is_free(port):
+                raise ConfigurationError(
+                    f"Aggregator {index}'s port {port}, which the run was started with, is "
+                    "in use; free it to resume the run, or use a new --run-dir."
+                )
     keys = []
     for index in range(1, count + 1):
         private, public = key_paths(keys_dir, index)
@@ -150,7 +177,7 @@ def local_aggregators(
     peers = [flag for _, _, fp in keys for flag in ("--peer-fingerprint", fp)]
     planned = []
     for index, (private, public, fingerprint) in enumerate(keys, start=1):
-        port = free_port()
+        port = free_port() if ports is None else ports[index - 1]
         planned.append(
             LocalAggregator(
                 index=index,

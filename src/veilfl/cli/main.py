@@ -26,6 +26,7 @@ from veilfl.cli.config_file import CONFIG_COMMANDS, add_config_option, expand_co
 from veilfl.cli.help_text import decorate
 from veilfl.cli.preflight import check_arguments
 from veilfl.cli.stopping import StopSignals, forget_handled_interrupt, stop_message
+from veilfl.cli.usage_errors import OneLineParser
 from veilfl.errors import VeilflError
 
 __all__ = ["build_parser", "main"]
@@ -37,7 +38,7 @@ EXIT_USAGE = 2
 
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser with every subcommand."""
-    parser = argparse.ArgumentParser(
+    parser: argparse.ArgumentParser = OneLineParser(
         prog="veilfl", description="Secure, asynchronous federated learning."
     )
     parser.add_argument("--version", action="version", version=f"veilfl {__version__}")
@@ -67,7 +68,9 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; return the exit code.
 
-    A ``veilfl.errors.VeilflError`` prints one line (``veilfl: error: ...``) and exits
+    A mistake in the command line prints one line (``veilfl server: unknown option
+    --rnds; did you mean --rounds?``) and exits with 2 (``SystemExit``); a
+    ``veilfl.errors.VeilflError`` prints one line (``veilfl: error: ...``) and exits
     with 1; SIGINT or SIGTERM prints one line saying what was saved and how to
     resume, and exits with 128 + the signal's number.
     """

@@ -12,7 +12,9 @@ given on the command line overrides the file's key::
     fedbuff-weights = [0.5, 1.0]
 
 Defaults: secure aggregation required (``--allow-plaintext`` to accept a plaintext
-run), threshold at least 2, aggregators promising to sum at least 2 clients, no DP
+run) with pinned aggregators (``--aggregator-fingerprint``, or the loudly named
+``--trust-coordinator-keys``) of which a quorum signed their consent to the run,
+threshold at least 2, aggregators promising to sum at least 2 clients, no DP
 floor, FedBuff weights in [0, 1]. See :class:`veilfl.protocol.client_policy.ClientPolicy`.
 """
 
@@ -51,6 +53,21 @@ def add_policy_options(parser: argparse.ArgumentParser) -> None:
         metavar="FINGERPRINT",
         help="expected key fingerprint of each aggregator, in index order (repeat); the run "
         "must have exactly these aggregators",
+    )
+    group.add_argument(
+        "--trust-coordinator-keys",
+        action="store_true",
+        default=None,
+        help="DANGEROUS: take the aggregator keys the coordinator publishes without pins "
+        "(a coordinator that publishes keys it holds opens every share); experiments only",
+    )
+    group.add_argument(
+        "--max-epsilon",
+        type=float,
+        default=None,
+        metavar="EPS",
+        help="refuse a run whose epsilon against the coordinator, as this client computes "
+        "it from the signed description (plus this coordinator's earlier runs), is larger",
     )
     group.add_argument(
         "--allow-plaintext",
@@ -119,6 +136,8 @@ def policy_from_args(args: argparse.Namespace) -> ClientPolicy:
     given: dict[str, Any] = {
         "aggregator_fingerprints": args.aggregator_fingerprint or None,
         "allow_plaintext": args.allow_plaintext,
+        "trust_coordinator_keys": args.trust_coordinator_keys,
+        "max_epsilon": args.max_epsilon,
         "min_threshold": args.min_threshold,
         "min_cohort": args.min_cohort,
         "dp_placements": args.require_dp or None,

@@ -89,6 +89,7 @@ _RANGES: dict[str, _Range] = {
             "dp_min_clients",
             "min_threshold",
             "min_cohort",
+            "quorum",
         ),
         AT_LEAST_1,
     ),
@@ -113,6 +114,7 @@ _RANGES: dict[str, _Range] = {
     **dict.fromkeys(
         (
             "round_timeout",
+            "connect_timeout",
             "lr",
             "server_lr",
             "timeout",
@@ -269,6 +271,32 @@ def _check_relations(values: dict[str, object]) -> None:
             f"--threshold {threshold} is more than --aggregators {aggregators}; at most "
             "that many shares exist."
         )
+    _check_quorum(values, threshold=threshold, aggregators=aggregators, listed=listed)
+
+
+def _check_quorum(
+    values: dict[str, object], *, threshold: object, aggregators: object, listed: object
+) -> None:
+    """A ``--quorum`` out of range, or one that lets certificates split without
+    ``--allow-split-certificates``, is refused here with the very check the run's
+    settings make (:class:`~veilfl.secagg.config.SecureAggregationConfig`)."""
+    from veilfl.secagg.config import SecureAggregationConfig
+
+    quorum = values.get("quorum")
+    if quorum is None or not isinstance(threshold, int):
+        return
+    m = len(listed) if isinstance(listed, list) and listed else aggregators
+    if values.get("command") == "server" and not listed:
+        return  # plaintext: no certificates
+    if not isinstance(m, int) or not 1 <= threshold <= m:
+        return  # reported above, or by the run's settings
+    assert isinstance(quorum, int)
+    SecureAggregationConfig(
+        threshold=threshold,
+        num_aggregators=m,
+        quorum=quorum,
+        allow_split_certificates=bool(values.get("allow_split_certificates")),
+    )
 
 
 def _flag(dest: str) -> str:

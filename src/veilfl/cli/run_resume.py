@@ -11,7 +11,7 @@ from typing import Any
 
 from veilfl.errors import ConfigurationError
 
-__all__ = ["SETTING_FLAGS", "check_resumable", "differing_settings"]
+__all__ = ["SETTING_FLAGS", "check_resumable", "differing_settings", "stored_aggregator_urls"]
 
 SETTING_FLAGS: dict[str, str] = {
     "model_name": "--model/--learner",
@@ -35,6 +35,8 @@ SETTING_FLAGS: dict[str, str] = {
     "secure.config.num_aggregators": "--aggregator (count)",
     "secure.config.norm_bound": "--norm-bound",
     "secure.config.max_samples_per_client": "--max-samples-per-client",
+    "secure.config.quorum": "--quorum",
+    "secure.config.allow_split_certificates": "--allow-split-certificates",
     "dp": "--dp",
     "dp.placement": "--dp",
     "dp.noise_multiplier": "--noise-multiplier",
@@ -62,21 +64,32 @@ SETTING_FLAGS: dict[str, str] = {
 }
 """Where each stored setting comes from on the command line."""
 
+_ITEM_FIELDS: dict[str, str] = {
+    "url": "URL",
+    "public_key": "key",
+    "signing_key": "signing key",
+    "kem": "key type",
+}
+"""How a field of one ``--aggregator`` is named in a difference."""
+
 
 def differing_settings(stored: Mapping[str, Any], wanted: Mapping[str, Any]) -> list[str]:
     """Each setting that differs, as ``FLAG: STORED (stored) vs NEW (now)``, in order.
 
     Args:
-        stored: The run's settings as stored (``CoordinatorSettings.to_json()``).
+        stored: The run's settings as stored (``RunSpec.to_json()``).
         wanted: The settings the command line asks for, in the same form.
     """
     out: list[str] = []
     seen: set[str] = set()
     for path, before, after in _differences(stored, wanted, ""):
         flag = _flag_for(path)
-        line = f"{flag} {_show(before)} (stored) vs {_show(after)} (now)"
+        show = _show_key if path.endswith("key") else _show
+        line = f"{flag} {show(before)} (stored) vs {show(after)} (now)"
         if flag in SETTING_FLAGS.values() and flag in seen:
             continue
+        if path == "secure.aggregators" and "--aggregator (count)" in seen:
+            continue  # "2 given vs 3 given" says the count again
         seen.add(flag)
         out.append(line)
     return out
@@ -88,7 +101,7 @@ def check_resumable(run_dir: Path, wanted: Mapping[str, Any]) -> None:
     Raises:
         ConfigurationError: one line naming every differing setting.
     """
-    from veilfl.protocol.settings import CoordinatorSettings
+    from veilfl.protocol.run_spec import RunSpec
     from veilfl.server.run_store import RunStore
 
     state = run_dir / "run.sqlite"
@@ -98,7 +111,7 @@ def check_resumable(run_dir: Path, wanted: Mapping[str, Any]) -> None:
         run_id = store.run_id()
         if run_id is None:
             return
-        stored = CoordinatorSettings.from_json(store.config()).to_json()
+        stored = RunSpec.from_json(store.config()).unsealed().to_json()
     differences = differing_settings(_plain(stored), _plain(wanted))
     if differences:
         raise ConfigurationError(
@@ -106,6 +119,23 @@ def check_resumable(run_dir: Path, wanted: Mapping[str, Any]) -> None:
             f"{'; '.join(differences)}. Start with the stored settings to resume, or use a "
             "new --run-dir."
         )
+
+
+def stored_aggregator_urls(run_dir: Path) -> list[str]:
+    """The aggregator URLs the run in ``run_dir`` was started with, in index order
+    (empty for a new folder or a plaintext run): what a resumed ``veilfl demo`` must
+    start its aggregators at."""
+    from veilfl.protocol.run_spec import RunSpec
+    from veilfl.server.run_store import RunStore
+
+    state = run_dir / "run.sqlite"
+    if not state.exists():
+        return []
+    with RunStore(state) as store:
+        if store.run_id() is None:
+            return []
+        secure = RunSpec.from_json(store.config()).secure
+    return [] if secure is None else [a.url for a in secure.aggregators]
 
 
 def _plain(settings: Mapping[str, Any]) -> dict[str, Any]:
@@ -121,12 +151,33 @@ def _differences(before: Any, after: Any, path: str) -> list[tuple[str, Any, Any
             sub = f"{path}.{key}" if path else key
             out += _differences(before.get(key), after.get(key), sub)
         return out
+    if _same_length_items(before, after):  # one --aggregator each: name what differs
+        out = []
+        for position, (old, new) in enumerate(zip(before, after, strict=True), start=1):
+            item = f"{path}[{old.get('index', position)}]"
+            for key in [*old, *(k for k in new if k not in old)]:
+                if old.get(key) != new.get(key):
+                    out.append((f"{item}.{key}", old.get(key), new.get(key)))
+        return out
     if before != after:
         return [(path, before, after)]
     return []
 
 
+def _same_length_items(before: Any, after: Any) -> bool:
+    return (
+        isinstance(before, list)
+        and isinstance(after, list)
+        and len(before) == len(after)
+        and all(isinstance(x, dict) for x in [*before, *after])
+    )
+
+
 def _flag_for(path: str) -> str:
+    head, bracket, rest = path.partition("[")
+    if bracket:  # secure.aggregators[2].url: "--aggregator 2 URL"
+        number, _, key = rest.partition("].")
+        return f"{_flag_for(head)} {number} {_ITEM_FIELDS.get(key, key)}"
     probe = path
     while probe:
         if probe in SETTING_FLAGS:
@@ -143,3 +194,9 @@ def _show(value: Any) -> str:
     if isinstance(value, list):
         return f"{len(value)} given" if value and isinstance(value[0], dict) else str(value)
     return str(value)
+
+
+def _show_key(value: Any) -> str:
+    """A public key, shortened: enough to tell two apart."""
+    text = _show(value)
+    return text if len(text) <= 24 else f"{text[:12]}...{text[-6:]}"

@@ -18,6 +18,7 @@ from veilfl.cli.common import (
     test_dataset,
 )
 from veilfl.cli.learner_option import add_learner_option, learner_for, model_name_from_args
+from veilfl.cli.quorum_options import add_quorum_options, quorum_from_args
 from veilfl.cli.run_resume import check_resumable
 from veilfl.cli.security_options import (
     add_enrollment_options,
@@ -40,7 +41,7 @@ from veilfl.protocol.assembly import (
 )
 from veilfl.protocol.buffered import BufferConfig, BufferMode
 from veilfl.protocol.messages import LocalTrainingPlan, PublishedAggregator
-from veilfl.protocol.settings import CoordinatorSettings, SecureSettings
+from veilfl.protocol.run_spec import RunSpec, SecureSettings
 from veilfl.protocol.sync_round import RoundConfig
 from veilfl.secagg.config import SecureAggregationConfig
 from veilfl.strategy.settings import SERVER_OPTIMIZER_CHOICES, ServerOptimizerConfig
@@ -150,6 +151,7 @@ def secure_from_args(args: argparse.Namespace, dp: DpConfig | None = None) -> Se
         norm_bound=secure_norm_bound(args.norm_bound, dp),
         max_samples_per_client=args.max_samples_per_client,
         kem=endpoints[0].kem,
+        **quorum_from_args(args),
     )
     return SecureSettings(config=config, aggregators=tuple(endpoints))
 
@@ -168,7 +170,7 @@ def provisional_min_clients(args: argparse.Namespace) -> int:
     return min(int(per_round), DEFAULT_MIN_PARTICIPANTS)
 
 
-def settings_from_args(args: argparse.Namespace) -> CoordinatorSettings:
+def settings_from_args(args: argparse.Namespace) -> RunSpec:
     """The run settings the round options describe.
 
     Under ``--target-epsilon`` the noise multiplier is derived for the sampling rate
@@ -202,8 +204,8 @@ def settings_from_args(args: argparse.Namespace) -> CoordinatorSettings:
     return replace(settings, secure=secure_from_args(args, dp), dp=dp)
 
 
-def _settings_without_dp(args: argparse.Namespace, rounds: RoundConfig) -> CoordinatorSettings:
-    return CoordinatorSettings(
+def _settings_without_dp(args: argparse.Namespace, rounds: RoundConfig) -> RunSpec:
+    return RunSpec(
         model_name=model_name_from_args(args),
         rounds=rounds,
         plan=LocalTrainingPlan(
@@ -281,6 +283,7 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
         help="an aggregator (repeat, in index order); none means plaintext FedAvg",
     )
     secure.add_argument("--threshold", type=int, default=2, help="shares needed (t)")
+    add_quorum_options(secure)
     secure.add_argument(
         "--norm-bound",
         type=float,
@@ -314,141 +317,177 @@ def run(args: argparse.Namespace) -> int:
     """Serve the run until its last round completes."""
     import uvicorn
 
-    from veilfl.server.aggregator_check import open_when_aggregators_fit
+    from veilfl.server.aggregator_check import fit_to_aggregators, open_when_aggregators_consent
     from veilfl.server.aggregator_link import HttpAggregatorLink
     from veilfl.server.app import create_app
     from veilfl.server.client_access import ClientAccess
     from veilfl.server.commands import ServerCommands
     from veilfl.server.round_reports import RoundReports
-    from veilfl.server.run_setup import metrics_from_store, prepare_run
+    from veilfl.server.run_setup import PreparedRun, metrics_from_store, prepare_run
     from veilfl.server.service import CoordinatorService
+    from veilfl.server.starting_gate import StartingGate
 
     configure_logging(args.log_level, fmt=args.log_format)
     settings = settings_from_args(args)
     check_run_settings(settings)  # contradictory DP settings: one line, before anything
     transport = transport_from_args(args, serves=True)
     policy = enrollment_from_args(args)
-    check_resumable(args.run_dir, settings.to_json())
-    if settings.secure is not None:
+    if settings.secure is None:
+        check_resumable(args.run_dir, settings.unsealed().to_json())
+    else:
         for endpoint in settings.secure.aggregators:
             transport.check_url(endpoint.url)
     learner = learner_for(settings.model_name, seed=settings.seed, device=args.device)
     test = test_dataset(args.mnist_dir, args.test_examples)
-    prepared = prepare_run(
-        args.run_dir,
-        settings,
-        initial_weights=lambda seed: learner.initial_weights(seed=seed),
-    )
-    run_info = prepared.run_info
-    if prepared.resumed_from_round is not None:
-        logger.info("resuming run %s after round %d", run_info.run_id, prepared.resumed_from_round)
-    model_size = prepared.coordinator.spec.total_size
-    for warning in (
-        privacy_warning(settings, model_size=model_size),
-        precision_warning(
-            None if settings.secure is None else settings.secure.config, model_size=model_size
-        ),
-    ):
-        if warning is not None:
-            logger.warning("%s", warning)
-    if prepared.privacy is not None:
-        logger.info("privacy so far: %s", prepared.privacy.report().summary())
-    link = (
-        None
-        if run_info.secure is None
-        else HttpAggregatorLink(
-            {a.index: a.url for a in run_info.secure.aggregators},
-            vector_length=run_info.secure.layout.measurement_length,
-            run_id=run_info.run_id,
-            identity=prepared.identity,
-            verify=transport.verify,
+    gate = StartingGate()  # listens at once; serves the run's app once the run exists
+    server = uvicorn.Server(
+        uvicorn.Config(
+            gate,
+            host=args.host,
+            port=args.port,
+            lifespan="on",  # the gate's own; the run's app is started below, once it exists
+            timeout_keep_alive=60,  # many clients poll: keep their connections open
+            backlog=4096,
+            **uvicorn_log_options(args.log_level),
+            **transport.uvicorn_options(),  # type: ignore[arg-type]
         )
     )
-    reports = RoundReports(
-        args.run_dir,
-        prepared.recorder,
-        spec=prepared.coordinator.spec,
-        evaluate=learner.evaluator(test),
-        history=metrics_from_store(prepared.store),
-        title=f"veilfl run {run_info.run_id}",
-    )
-    service = CoordinatorService(
-        prepared.coordinator,
-        run_info=run_info,
-        performer=ServerCommands(link, prepared.persist),
-        on_round=reports,
-        on_served=reports.note,
-        max_update_bytes=int(args.max_update_mb * 2**20),
-        opened=settings.secure is None,  # a secure run opens once its aggregators fit it
-    )
-    access = ClientAccess.create(
-        run_id=run_info.run_id,
-        policy=policy,
-        coordinator=prepared.identity,
-        store=prepared.store,
-        rate_limit=rate_limit_from_args(args),
-        max_skew_s=args.max_clock_skew,
-    )
-    app = create_app(
-        service, metrics=lambda: list(reports.history), access=access, settings=settings
-    )
-    config = uvicorn.Config(
-        app,
-        host=args.host,
-        port=args.port,
-        lifespan="on",
-        timeout_keep_alive=60,  # many clients poll: keep their connections open
-        backlog=4096,
-        **uvicorn_log_options(args.log_level),
-        **transport.uvicorn_options(),  # type: ignore[arg-type]
-    )
-    server = uvicorn.Server(config)
+
+    async def setup(settings: RunSpec) -> PreparedRun:
+        if settings.secure is not None:
+            # The run's id is the hash of its settings, so they are fitted to the
+            # aggregators' minimums before the run is created (or compared on resume).
+            settings = await fit_to_aggregators(
+                settings,
+                min_clients_given=args.min_clients is not None,
+                clients_per_round_given=args.clients_per_round is not None,
+                verify=transport.verify,
+            )
+            check_resumable(args.run_dir, settings.unsealed().to_json())
+        return await asyncio.to_thread(
+            prepare_run,
+            args.run_dir,
+            settings,
+            initial_weights=lambda seed: learner.initial_weights(seed=seed),
+        )
 
     async def serve() -> None:
         serving = asyncio.create_task(server.serve())
+        setting_up = asyncio.create_task(setup(settings))
+        await asyncio.wait({serving, setting_up}, return_when=asyncio.FIRST_COMPLETED)
+        if not setting_up.done() or setting_up.exception() is not None:
+            server.should_exit = True  # stopped, or the run was refused: in one line
+            setting_up.cancel()
+            await serving
+            if not setting_up.cancelled():
+                setting_up.result()
+            return
+        prepared = setting_up.result()
+        try:
+            await serve_run(prepared, serving)
+        finally:
+            prepared.store.close()
+
+    async def serve_run(prepared: PreparedRun, serving: asyncio.Task[None]) -> None:
+        run_info = prepared.run_info
+        spec = prepared.description.spec
+        if prepared.resumed_from_round is not None:
+            logger.info(
+                "resuming run %s after round %d", run_info.run_id, prepared.resumed_from_round
+            )
+        if prepared.coordinator.done:
+            logger.info("run %s is already complete", run_info.run_id)
+            server.should_exit = True
+            await serving
+            return
+        model_size = prepared.coordinator.spec.total_size
+        for warning in (
+            privacy_warning(spec, model_size=model_size),
+            precision_warning(
+                None if spec.secure is None else spec.secure.config, model_size=model_size
+            ),
+        ):
+            if warning is not None:
+                logger.warning("%s", warning)
+        if prepared.privacy is not None:
+            logger.info("privacy so far: %s", prepared.privacy.report().summary())
+        link = (
+            None
+            if run_info.secure is None
+            else HttpAggregatorLink(
+                {a.index: a.url for a in run_info.secure.aggregators},
+                vector_length=run_info.secure.layout.measurement_length,
+                run_id=run_info.run_id,
+                identity=prepared.identity,
+                verify=transport.verify,
+            )
+        )
+        reports = RoundReports(
+            args.run_dir,
+            prepared.recorder,
+            spec=prepared.coordinator.spec,
+            evaluate=learner.evaluator(test),
+            history=metrics_from_store(prepared.store),
+            title=f"veilfl run {run_info.run_id}",
+        )
+        service = CoordinatorService(
+            prepared.coordinator,
+            description=prepared.description,
+            performer=ServerCommands(link, prepared.persist),
+            on_round=reports,
+            on_served=reports.note,
+            max_update_bytes=int(args.max_update_mb * 2**20),
+            opened=spec.secure is None,  # a secure run opens once its aggregators consent
+        )
+        access = ClientAccess.create(
+            run_id=run_info.run_id,
+            policy=policy,
+            coordinator=prepared.identity,
+            store=prepared.store,
+            rate_limit=rate_limit_from_args(args),
+            max_skew_s=args.max_clock_skew,
+        )
+        app = create_app(
+            service, metrics=lambda: list(reports.history), access=access, settings=spec
+        )
+        try:
+            async with app.router.lifespan_context(app):
+                gate.app = app
+                await _until_done(service, serving, link, spec)
+        finally:
+            if link is not None:
+                await link.close()
+            reports.plot()
+
+    async def _until_done(
+        service: CoordinatorService,
+        serving: asyncio.Task[None],
+        link: HttpAggregatorLink | None,
+        spec: RunSpec,
+    ) -> None:
         finished = asyncio.create_task(service.finished.wait())
         waiting = {serving, finished}
-        if settings.secure is not None:
+        if spec.secure is not None:
             opening = asyncio.create_task(
-                open_when_aggregators_fit(
-                    service,
-                    settings,
-                    rebuild=prepared.rebuild,
-                    min_clients_given=args.min_clients is not None,
-                    clients_per_round_given=args.clients_per_round is not None,
-                    verify=transport.verify,
-                )
+                open_when_aggregators_consent(service, verify=transport.verify)
             )
             done, _ = await asyncio.wait({*waiting, opening}, return_when=asyncio.FIRST_COMPLETED)
             if opening in done and opening.exception() is not None:
-                server.should_exit = True  # the run does not fit: refuse it, in one line
+                server.should_exit = True  # an aggregator refused the run: in one line
                 await serving
-                if link is not None:
-                    await link.close()
                 opening.result()
             if not opening.done():
                 opening.cancel()
         done, _ = await asyncio.wait(waiting, return_when=asyncio.FIRST_COMPLETED)
         if finished in done:
             logger.info(
-                "all %d rounds complete; serving %.0f s more",
-                settings.num_releases,
-                args.linger,
+                "all %d rounds complete; serving %.0f s more", spec.num_releases, args.linger
             )
             await asyncio.sleep(args.linger)
             server.should_exit = True
         await serving
-        if link is not None:
-            await link.close()
 
-    if prepared.coordinator.done:
-        logger.info("run %s is already complete", run_info.run_id)
-        return 0
     base = f"{'https' if transport.certificate else 'http'}://{args.host}:{args.port}"
     logger.info("live dashboard at %s/dashboard; Prometheus metrics at %s/metrics", base, base)
-    try:
-        asyncio.run(serve())
-    finally:
-        reports.plot()
-        prepared.store.close()
+    asyncio.run(serve())
     return 0

@@ -19,6 +19,7 @@ from veilfl.cli.common import (
 )
 from veilfl.cli.learner_option import add_learner_option, learner_for
 from veilfl.cli.progress import RoundProgress, TrainedClients
+from veilfl.cli.quorum_options import add_quorum_options, quorum_from_args
 from veilfl.cli.server_cmd import add_round_options, settings_from_args
 from veilfl.privacy.report import PrivacyReport
 from veilfl.protocol.aggregator_minimums import DEFAULT_MIN_PARTICIPANTS, fit_cohort
@@ -63,7 +64,7 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
         "--backend",
         choices=["inprocess", "ray"],
         default="inprocess",
-        help="in this process, or as Ray actors (pip install 'veilfl[ray]')",
+        help="in this process, or as Ray actors (pip install '.[ray]' in the checkout)",
     )
     execution.add_argument(
         "--batch-clients",
@@ -97,6 +98,7 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
     secure.add_argument("--secure", action="store_true", help="aggregate with Shamir shares")
     secure.add_argument("--aggregators", type=int, default=3, help="aggregators (m)")
     secure.add_argument("--threshold", type=int, default=2, help="shares to reconstruct (t)")
+    add_quorum_options(secure)
     secure.add_argument(
         "--norm-bound",
         type=float,
@@ -186,6 +188,7 @@ def run(args: argparse.Namespace) -> int:
             num_aggregators=args.aggregators,
             norm_bound=secure_norm_bound(args.norm_bound, settings.dp),
             max_samples_per_client=int(client_data.sizes().max()),
+            **quorum_from_args(args),
         )
         if args.secure
         else None

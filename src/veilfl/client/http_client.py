@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import ssl
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, TypeVar
 
@@ -18,13 +19,14 @@ import httpx
 
 from veilfl.auth.identity import Identity
 from veilfl.auth.signed_request import coordinator_audience
-from veilfl.client.participation_record import ParticipationRecord
+from veilfl.client.participation_record import ParticipationRecord, model_digest
 from veilfl.client.uploads import HttpDelivery, check_run_before_enrolling
-from veilfl.errors import PolicyRefusal
+from veilfl.errors import PolicyRefusal, WireFormatError
 from veilfl.ml.learner import Learner, LocalUpdate
-from veilfl.protocol.client_policy import ClientPolicy
+from veilfl.protocol.client_policy import ClientPolicy, check_participations, run_epsilon
 from veilfl.protocol.hand_in import HandInContext, HandInResult
 from veilfl.protocol.messages import RunInfo, Task, TaskKind
+from veilfl.protocol.run_description import RunDescription
 from veilfl.tensors import Weights
 from veilfl.transport.peer import Peer, RetryPolicy, error_message, raise_for_status
 from veilfl.transport.signing import SigningAuth
@@ -64,6 +66,7 @@ async def run_client(
     model_name: str | None = None,
     device: str | torch.device | None = None,
     record: ParticipationRecord | None = None,
+    connect_timeout_s: float | None = None,
 ) -> ClientSummary:
     """Take part in a run until the coordinator says it is done.
 
@@ -82,23 +85,29 @@ async def run_client(
         transport: An httpx transport (tests use ``httpx.ASGITransport``).
         policy: What this client accepts from the coordinator (default
             ``ClientPolicy()``: secure aggregation with a threshold of at least 2, and
-            aggregators that each promise, signed, to sum at least 2 clients). Pin the
-            aggregators with ``aggregator_fingerprints``; without them, the keys the
-            coordinator publishes are trusted (and a warning says so). The policy is
-            checked on the public run description before the client enrolls (so a
-            refusal does not spend a one-time enrollment token), on the run returned
-            at enrollment, and before every hand-in.
+            aggregators that each promise, signed, to sum at least 2 clients). A secure
+            run needs the aggregators pinned (``aggregator_fingerprints``) or an
+            explicit ``trust_coordinator_keys``, and a quorum of them must have signed
+            their consent to the very run described. The policy is checked on the
+            public run description before the client enrolls (so a refusal does not
+            spend a one-time enrollment token), on the run returned at enrollment, and
+            before every hand-in.
         model_name: The model this learner builds, as the run records it (a built-in
             name or a ``--learner`` spec); when given, a run of another model is
             refused before enrolling.
         device: Train there (``auto``, ``cpu``, ``cuda[:N]``); None keeps the
             learner's device. Updates leave as float32 arrays on the CPU either way.
-        record: The rounds this client has handed in, per run (default: in memory).
-            Under DP-FTRL a round beyond the run's K participations is refused.
+        record: What this client gave each coordinator: rounds, the models it trained
+            on, each run's epsilon (default: in memory). Under DP-FTRL a round beyond
+            K participations with the coordinator is refused; a model already trained
+            on is declined; ``max_epsilon`` adds the coordinator's earlier runs.
+        connect_timeout_s: Wait this long for the coordinator's first answer (it may
+            start after the client), asking again with backoff; None: ``retry``'s
+            attempts, as for every later request.
 
     Raises:
-        TransportError: if the coordinator cannot be reached after all retries, or
-            refuses the client outright.
+        TransportError: if the coordinator cannot be reached after all retries (or
+            within ``connect_timeout_s``), or refuses the client outright.
         PolicyRefusal: if the run, or a task, asks for less than ``policy`` accepts;
             nothing was sent.
         ConfigurationError: if the run trains another model than ``model_name``, or
@@ -114,24 +123,32 @@ async def run_client(
         base_url=server_url, timeout=retrying.timeout_s, transport=transport, verify=verify
     ) as http:
         api = Peer(http, retrying)
-        response = await api.request("GET", "/v1/run")
-        raise_for_status(response, "describe the run")
-        described = RunInfo.from_json(response.json())
+        description = await _described_run(
+            api, wait_s=retrying.timeout_s * 10, connect_timeout_s=connect_timeout_s
+        )
+        described = description.info
+        coordinator = described.coordinator_key
+        spent_before = record.earlier_epsilon(coordinator, run_id=described.run_id)
         aggregator_policies = await check_run_before_enrolling(
             described, model_name=model_name, policy=policy, verify=verify, transport=transport
         )
+        policy.check_description(
+            description,
+            earlier_epsilon=spent_before,
+            source="the coordinator's public run description",
+        )
         http.auth = SigningAuth(identity, coordinator_audience(described.run_id))
+        epsilon = run_epsilon(described)
 
         async def join() -> tuple[str, RunInfo]:
-            client_id, run = await _join(api, identity, name=name, token=enrollment_token)
-            policy.check_run(run, source="the run returned at enrollment")
-            if run != described:
+            client_id, joined = await _join(api, identity, name=name, token=enrollment_token)
+            if joined.run_id != described.run_id:
                 raise PolicyRefusal(
                     f"Refused: the coordinator described run {described.run_id} publicly but "
-                    f"returned a different run ({run.run_id}) at enrollment; this client "
+                    f"returned a different run ({joined.run_id}) at enrollment; this client "
                     "checked only the one described; nothing was sent."
                 )
-            return client_id, run
+            return client_id, described
 
         client_id, run = await join()
         delivery = HttpDelivery(
@@ -163,14 +180,36 @@ async def run_client(
                     continue
                 assert task.round_id is not None and task.model_version is not None
                 round_id = task.round_id
+                # Beyond DP-FTRL's K the hand-in would be refused: say so before training.
+                check_participations(
+                    run, earlier_rounds=record.count(coordinator), round_id=round_id
+                )
                 fetched = await _fetch_model(api, task.model_version, any_version=run.buffered)
                 if fetched is None:
                     continue
                 version, global_weights = fetched
+                digest = model_digest(global_weights)
+                if record.trained_on(coordinator, digest):
+                    # Two certified sums over the same model differ by the updates of
+                    # those in one list only: never hand in twice on one model.
+                    logger.warning(
+                        "round %d: declined: this client already handed in an update "
+                        "trained on this very model (version %d) to this coordinator",
+                        round_id,
+                        version,
+                    )
+                    await asyncio.sleep(max(1.0, task.retry_after_s))
+                    continue
                 logger.info("round %d: training on model version %d", round_id, version)
                 update = await asyncio.to_thread(
                     learner.local_update, model, global_weights, data, run.plan
                 )
+
+                def note(round_id: int, digest: str = digest) -> None:
+                    record.add(
+                        coordinator, described.run_id, round_id, model=digest, epsilon=epsilon
+                    )
+
                 if run.buffered:
                     result = await _hand_in_buffered(
                         api,
@@ -180,6 +219,8 @@ async def run_client(
                         client_id=client_id,
                         version=version,
                         update=update,
+                        earlier_rounds=lambda: record.count(coordinator),
+                        note=note,
                     )
                 else:
                     context = HandInContext(
@@ -190,16 +231,9 @@ async def run_client(
                         admission=task.admission,
                         privacy=task.privacy,
                         aggregator_policies=delivery.aggregator_policies,
-                        earlier_rounds=record.count(run.run_id),
+                        earlier_rounds=record.count(coordinator),
                     )
-                    try:
-                        result = await delivery.deliver(update, context=context)
-                    except PolicyRefusal:
-                        raise  # refused before anything was sent
-                    except BaseException:
-                        record.add(run.run_id, round_id)  # shares may have left
-                        raise
-                    record.add(run.run_id, round_id)
+                    result = await _deliver_noted(delivery, update, context, note)
                 if not result.taken:
                     refused += 1
                     logger.warning(
@@ -226,7 +260,7 @@ async def _join(
     response = await api.request("POST", "/v1/clients", json=request, expect=(201,))
     raise_for_status(response, "enroll this client", expected=201)
     body = response.json()
-    return str(body["client_id"]), RunInfo.from_json(body["run"])
+    return str(body["client_id"]), _description(body["run"]).info
 
 
 async def _fetch_model(api: Peer, version: int, *, any_version: bool) -> tuple[int, Weights] | None:
@@ -250,6 +284,8 @@ async def _hand_in_buffered(
     client_id: str,
     version: int,
     update: LocalUpdate,
+    earlier_rounds: Callable[[], int],
+    note: Callable[[int], None],
     attempts: int = 3,
     max_place_wait_s: float = 600.0,
 ) -> HandInResult:
@@ -276,22 +312,80 @@ async def _hand_in_buffered(
             return HandInResult(taken=False, reason=error_message(response))
         raise_for_status(response, "issue a ticket")
         ticket = response.json()
-        result = await delivery.deliver(
-            update,
-            context=HandInContext(
-                client_id=client_id,
-                run=run,
-                round_id=int(ticket["buffer_id"]),
-                base_version=version,
-                weight=float(ticket["weight"]),
-                admission=ticket.get("admission"),
-                privacy=task.privacy,
-                aggregator_policies=delivery.aggregator_policies,
-            ),
+        context = HandInContext(
+            client_id=client_id,
+            run=run,
+            round_id=int(ticket["buffer_id"]),
+            base_version=version,
+            weight=float(ticket["weight"]),
+            admission=ticket.get("admission"),
+            privacy=task.privacy,
+            aggregator_policies=delivery.aggregator_policies,
+            earlier_rounds=earlier_rounds(),
         )
+        result = await _deliver_noted(delivery, update, context, note)
         if result.taken:
             return result
     return result
+
+
+async def _described_run(
+    api: Peer, *, wait_s: float, connect_timeout_s: float | None
+) -> RunDescription:
+    """The coordinator's run description, once the run is open (a secure run opens when
+    its aggregators' consents are in; the description is asked again every second until
+    then, for at most ``wait_s``, and then taken as it is). The first request waits up
+    to ``connect_timeout_s`` for a coordinator that is not up yet."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + wait_s
+    said = False
+    first = connect_timeout_s is not None
+    while True:
+        if first and connect_timeout_s is not None:
+            response = await api.wait_for(
+                "GET", "/v1/run", wait_s=connect_timeout_s, longer="raise --connect-timeout"
+            )
+            first = False
+        else:
+            response = await api.request("GET", "/v1/run")
+        raise_for_status(response, "describe the run")
+        data = response.json()
+        if not isinstance(data, dict) or data.get("open", True) or loop.time() >= deadline:
+            return _description(data)
+        if not said:
+            logger.info("the run is not open yet (its aggregators' consents are not in); waiting")
+            said = True
+        await asyncio.sleep(1.0)
+
+
+async def _deliver_noted(
+    delivery: HttpDelivery,
+    update: LocalUpdate,
+    context: HandInContext,
+    note: Callable[[int], None],
+) -> HandInResult:
+    """Hand in, noting the round in the client's record once shares may have left (a
+    refusal by the client's own policy sent nothing, and is not noted)."""
+    try:
+        result = await delivery.deliver(update, context=context)
+    except PolicyRefusal:
+        raise
+    except BaseException:
+        note(context.round_id)
+        raise
+    note(context.round_id)
+    return result
+
+
+def _description(data: object) -> RunDescription:
+    """The served run description, its id recomputed from its spec.
+
+    Raises:
+        WireFormatError: if it does not parse, or states another id than its hash.
+    """
+    if not isinstance(data, dict):
+        raise WireFormatError("The coordinator's run description is not a JSON object.")
+    return RunDescription.from_json(data)
 
 
 def _buffer_full(response: httpx.Response) -> bool:

@@ -1,26 +1,79 @@
-"""The rounds this client has handed in, per run: what its DP-FTRL check counts.
+"""What this client gave each coordinator: its rounds, the models it trained on, and
+the epsilon each run of that coordinator may spend.
 
-Under DP-FTRL a client's epsilon holds only if it takes part in at most K released
-rounds, and only the coordinator's selection keeps to K. The client therefore counts
-for itself (:func:`~veilfl.protocol.client_policy.check_participations`). With a key
-file (``veilfl client --identity F``) the count is kept next to it, in
-``F.rounds.json``, so that it survives restarts of the client; a fresh key is a new
-client, and its count lives in memory.
+A coordinator can start a new run, or announce another mode, to reset any count it
+keeps for the client; so the client keeps its own, per coordinator key (every run
+description names its coordinator's key, and the run id binds it), across run ids and
+in every mode:
+
+* the rounds (and buffers) it handed in, which DP-FTRL's K limit counts
+  (:func:`~veilfl.protocol.client_policy.check_participations`);
+* a digest of every global model it trained on: training twice on the same model lets
+  a coordinator that certifies two sums subtract them, so the client declines;
+* the epsilon (against the coordinator) of each run it took part in, which its
+  ``--max-epsilon`` adds up (basic composition: never less than the truth).
+
+With a key file (``veilfl client --identity F``) the record is kept next to it, in
+``F.rounds.json``, written durably before each hand-in leaves; a fresh key is a new
+client, and its record lives in memory.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
+
+import numpy as np
 
 from veilfl.durable_files import write_atomically
 from veilfl.errors import ConfigurationError
 
-__all__ = ["ParticipationRecord"]
+__all__ = ["ParticipationRecord", "model_digest"]
+
+_FORMAT = 2
+
+
+def model_digest(weights: Mapping[str, np.ndarray]) -> str:
+    """SHA-256 (hex) of a model's tensors, by name, as float32 little-endian bytes."""
+    digest = hashlib.sha256()
+    for name in sorted(weights):
+        digest.update(name.encode() + b"\x00")
+        digest.update(np.ascontiguousarray(weights[name], dtype="<f4").tobytes())
+    return digest.hexdigest()
+
+
+@dataclass
+class _Coordinator:
+    rounds: set[tuple[str, int]] = field(default_factory=set)
+    models: set[str] = field(default_factory=set)
+    epsilon: dict[str, float] = field(default_factory=dict)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "rounds": sorted([run, r] for run, r in self.rounds),
+            "models": sorted(self.models),
+            "epsilon": {run: (None if math.isinf(e) else e) for run, e in self.epsilon.items()},
+        }
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> _Coordinator:
+        return cls(
+            rounds={(str(run), int(r)) for run, r in data.get("rounds", ())},
+            models={str(m) for m in data.get("models", ())},
+            epsilon={
+                str(run): (math.inf if e is None else float(e))
+                for run, e in dict(data.get("epsilon", {})).items()
+            },
+        )
 
 
 class ParticipationRecord:
-    """Round ids handed in, per run id.
+    """This client's rounds, trained-on models and epsilons, per coordinator key.
 
     Args:
         path: The JSON file that keeps them, or None for memory only.
@@ -31,12 +84,20 @@ class ParticipationRecord:
 
     def __init__(self, path: Path | None = None) -> None:
         self._path = path
-        self._rounds: dict[str, set[int]] = {}
+        self._coordinators: dict[str, _Coordinator] = {}
         if path is not None and path.exists():
             try:
                 data = json.loads(path.read_text())
-                self._rounds = {str(run): {int(r) for r in rounds} for run, rounds in data.items()}
-            except (ValueError, TypeError, AttributeError) as exc:
+                if data.get("format") == _FORMAT:
+                    self._coordinators = {
+                        str(key): _Coordinator.from_json(entry)
+                        for key, entry in data["coordinators"].items()
+                    }
+                else:  # the first format: round ids per run id, coordinator unknown
+                    self._coordinators[""] = _Coordinator(
+                        rounds={(str(run), int(r)) for run, ids in data.items() for r in ids}
+                    )
+            except (ValueError, TypeError, AttributeError, KeyError) as exc:
                 raise ConfigurationError(
                     f"{path} is not a record of handed-in rounds ({exc}); move it away only "
                     "if this client's key is new, or DP-FTRL's limit could be exceeded."
@@ -47,16 +108,44 @@ class ParticipationRecord:
         """The record kept next to ``key_file`` (in memory without one)."""
         return cls(None if key_file is None else key_file.with_name(key_file.name + ".rounds.json"))
 
-    def count(self, run_id: str) -> int:
-        """Distinct rounds of ``run_id`` handed in."""
-        return len(self._rounds.get(run_id, ()))
+    def _entry(self, coordinator: str) -> _Coordinator:
+        return self._coordinators.get(coordinator, _Coordinator())
 
-    def add(self, run_id: str, round_id: int) -> None:
-        """Note a hand-in (durably, before returning, when kept in a file)."""
-        rounds = self._rounds.setdefault(run_id, set())
-        if round_id in rounds:
+    def count(self, coordinator: str) -> int:
+        """Distinct rounds handed in to ``coordinator`` (its key), in all its runs."""
+        return len(self._entry(coordinator).rounds)
+
+    def trained_on(self, coordinator: str, digest: str) -> bool:
+        """Whether this client handed in an update trained on the model ``digest``."""
+        return digest in self._entry(coordinator).models
+
+    def earlier_epsilon(self, coordinator: str, *, run_id: str) -> float:
+        """The epsilon of ``coordinator``'s other runs this client took part in, added."""
+        return sum(e for run, e in self._entry(coordinator).epsilon.items() if run != run_id)
+
+    def add(
+        self,
+        coordinator: str,
+        run_id: str,
+        round_id: int,
+        *,
+        model: str | None = None,
+        epsilon: float | None = None,
+    ) -> None:
+        """Note a hand-in to ``coordinator``'s run ``run_id`` on the model ``model``
+        (digest), and the run's ``epsilon`` (durably, before returning, when kept in a
+        file)."""
+        entry = self._coordinators.setdefault(coordinator, _Coordinator())
+        before = (len(entry.rounds), len(entry.models), dict(entry.epsilon))
+        entry.rounds.add((run_id, round_id))
+        if model is not None:
+            entry.models.add(model)
+        if epsilon is not None:
+            entry.epsilon[run_id] = epsilon
+        if self._path is None or before == (len(entry.rounds), len(entry.models), entry.epsilon):
             return
-        rounds.add(round_id)
-        if self._path is not None:
-            data = {run: sorted(ids) for run, ids in self._rounds.items()}
-            write_atomically(self._path, json.dumps(data).encode())
+        data = {
+            "format": _FORMAT,
+            "coordinators": {key: e.to_json() for key, e in self._coordinators.items()},
+        }
+        write_atomically(self._path, json.dumps(data).encode())

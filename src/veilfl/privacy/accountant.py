@@ -25,11 +25,19 @@ Adjacency: ``"add-remove"`` (one client's data present or absent) or ``"zero-out
 Private (Deep) Learning without Sampling or Shuffling", Definition 1.1). For the
 Poisson-subsampled Gaussian both give the same privacy curve; the report names the
 one its assumptions need (see :mod:`veilfl.privacy.report`).
+
+``dp-accounting`` logs a warning (through absl's ``absl`` logger) each time a
+fractional RDP order fails to converge and is left out, often a dozen times while a
+noise multiplier is searched for. Leaving out an order only loosens the bound, so
+this module drops the library's warnings at import (:class:`QuietDpAccounting`);
+its errors, and every other ``absl`` record, still show.
 """
 
 from __future__ import annotations
 
 import functools
+import logging
+from pathlib import Path
 from typing import Any, Literal, get_args
 
 import dp_accounting
@@ -45,12 +53,33 @@ __all__ = [
     "Accounting",
     "Adjacency",
     "ClientLevelAccountant",
+    "QuietDpAccounting",
     "epsilon_for",
     "epsilon_of",
     "exact_gaussian_epsilon",
     "noise_multiplier_for",
     "unsampled_noise_multiplier",
 ]
+
+
+class QuietDpAccounting(logging.Filter):
+    """Drops the ``dp-accounting`` library's log records below ERROR (its RDP orders
+    that fail to converge are left out, which only loosens the bound)."""
+
+    FOLDER = str(Path(dp_accounting.__file__).resolve().parent)
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        """Keep a record unless the library logged it, below ERROR."""
+        from_library = str(Path(record.pathname).resolve()).startswith(self.FOLDER)
+        return record.levelno >= logging.ERROR or not from_library
+
+
+def _quieten(logger: logging.Logger) -> None:
+    if not any(isinstance(f, QuietDpAccounting) for f in logger.filters):
+        logger.addFilter(QuietDpAccounting())
+
+
+_quieten(logging.getLogger("absl"))  # the logger absl's logging writes to
 
 Accounting = Literal["rdp", "pld"]
 """Which accountant computes epsilon."""

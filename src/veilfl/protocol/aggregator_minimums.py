@@ -23,7 +23,7 @@ from dataclasses import dataclass, replace
 
 from veilfl.errors import ConfigurationError
 from veilfl.protocol.messages import PublishedAggregator
-from veilfl.protocol.settings import CoordinatorSettings
+from veilfl.protocol.run_spec import RunSpec
 from veilfl.secagg.aggregator_policy import AggregatorPolicy
 
 __all__ = ["DEFAULT_MIN_PARTICIPANTS", "CohortFit", "fit_cohort", "verified_minimums"]
@@ -87,12 +87,12 @@ class CohortFit:
         note: What was raised and why, to log once; None when nothing changed.
     """
 
-    settings: CoordinatorSettings
+    settings: RunSpec
     note: str | None = None
 
 
 def fit_cohort(
-    settings: CoordinatorSettings,
+    settings: RunSpec,
     minimums: Mapping[int, int],
     *,
     min_clients_given: bool,

@@ -23,18 +23,17 @@ from veilfl.privacy.validation import check_dp_settings, check_ftrl_settings
 from veilfl.protocol.aggregation import AggregationBackend, PlaintextAggregation
 from veilfl.protocol.buffered import BufferedMachine, BufferMode
 from veilfl.protocol.coordinator import Coordinator, Schedule
-from veilfl.protocol.messages import DpRunInfo, RunInfo, SecureRunInfo
 from veilfl.protocol.private_aggregation import PrivateAggregation
 from veilfl.protocol.private_ftrl import FtrlAggregation
+from veilfl.protocol.run_spec import RunSpec
 from veilfl.protocol.secure_aggregation import SecureAggregation
-from veilfl.protocol.settings import CoordinatorSettings
 from veilfl.protocol.sync_round import SyncRoundMachine
 from veilfl.secagg.config import SecureAggregationConfig
 from veilfl.secagg.contribution import ContributionLayout
 from veilfl.strategy.base import ServerStrategy, StatefulStrategy
 from veilfl.strategy.buffered import FedAsync, FedBuff
 from veilfl.strategy.fedavg import FedAvg
-from veilfl.tensors import TensorSpec, Weights, spec_of
+from veilfl.tensors import Weights, spec_of
 
 __all__ = [
     "AssembledRun",
@@ -44,7 +43,6 @@ __all__ = [
     "build_coordinator",
     "check_run_settings",
     "cohort_plan",
-    "describe_run",
     "precision_warning",
     "privacy_warning",
 ]
@@ -108,7 +106,7 @@ class CohortPlan:
         return self.sample_rate if self.secret_sampling else 1.0
 
 
-def cohort_plan(settings: CoordinatorSettings) -> CohortPlan:
+def cohort_plan(settings: RunSpec) -> CohortPlan:
     """The cohort sizes that ``settings`` imply (the same on every path)."""
     population = settings.expected_population
     if settings.buffer is None:
@@ -130,7 +128,7 @@ def cohort_plan(settings: CoordinatorSettings) -> CohortPlan:
     )
 
 
-def check_run_settings(settings: CoordinatorSettings, *, secure: bool | None = None) -> None:
+def check_run_settings(settings: RunSpec, *, secure: bool | None = None) -> None:
     """Refuse settings under which a release could carry less noise than is charged
     (:func:`~veilfl.privacy.validation.check_dp_settings`), in one line naming the
     flags. Nothing to check without DP.
@@ -169,7 +167,7 @@ def check_run_settings(settings: CoordinatorSettings, *, secure: bool | None = N
     )
 
 
-def privacy_warning(settings: CoordinatorSettings, *, model_size: int) -> str | None:
+def privacy_warning(settings: RunSpec, *, model_size: int) -> str | None:
     """The warning to print before training when the DP noise will drown the signal
     (:func:`~veilfl.privacy.utility.noise_warning`), or None.
 
@@ -220,7 +218,7 @@ class AssembledRun:
     privacy: PrivacyBackend | None = None
 
 
-def _strategy(settings: CoordinatorSettings) -> ServerStrategy:
+def _strategy(settings: RunSpec) -> ServerStrategy:
     if settings.server_optimizer is not None:
         return settings.server_optimizer.build(server_learning_rate=settings.server_learning_rate)
     if settings.buffer is None:
@@ -231,7 +229,7 @@ def _strategy(settings: CoordinatorSettings) -> ServerStrategy:
 
 
 def build_coordinator(
-    settings: CoordinatorSettings,
+    settings: RunSpec,
     *,
     initial_weights: Weights,
     run_id: str,
@@ -367,36 +365,3 @@ def _restore_strategy(strategy: ServerStrategy, resume: ResumePoint | None) -> N
             "lost it, so the run cannot continue exactly. Start a new run folder."
         )
     strategy.restore(resume.strategy_state)
-
-
-def describe_run(
-    settings: CoordinatorSettings, *, run_id: str, coordinator_key: str, spec: TensorSpec
-) -> RunInfo:
-    """The run's public description (``GET /v1/run``) for ``settings``."""
-    secure = settings.secure
-    return RunInfo(
-        run_id=run_id,
-        model_name=settings.model_name,
-        num_rounds=settings.num_releases,
-        plan=settings.plan,
-        mode=settings.mode,
-        coordinator_key=coordinator_key,
-        secure=(
-            None
-            if secure is None
-            else SecureRunInfo(
-                config=secure.config,
-                aggregators=secure.aggregators,
-                model_size=spec.total_size,
-            )
-        ),
-        dp=(
-            None
-            if settings.dp is None
-            else DpRunInfo(
-                config=settings.dp,
-                sample_rate=cohort_plan(settings).sample_rate,
-                expected_clients=cohort_plan(settings).expected,
-            )
-        ),
-    )

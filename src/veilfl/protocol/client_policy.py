@@ -42,9 +42,19 @@ from veilfl.privacy.clipping import UNCLIPPED_BIT_SENSITIVITY
 from veilfl.privacy.dp_fedavg import ClientPrivacyPlan
 from veilfl.protocol.aggregator_minimums import verified_minimums
 from veilfl.protocol.messages import RunInfo
+from veilfl.protocol.run_description import RunDescription
 from veilfl.secagg.aggregator_policy import AggregatorPolicy
+from veilfl.secagg.commitment import default_quorum
+from veilfl.secagg.config import SecureAggregationConfig
 
-__all__ = ["PLACEMENTS", "POLICY_FLAGS", "ClientPolicy", "check_participations"]
+__all__ = [
+    "PLACEMENTS",
+    "POLICY_FLAGS",
+    "ClientPolicy",
+    "check_participations",
+    "consent_quorum",
+    "run_epsilon",
+]
 
 PLACEMENTS = ("central", "distributed", "local")
 """The DP noise placements a client may accept."""
@@ -52,6 +62,8 @@ PLACEMENTS = ("central", "distributed", "local")
 POLICY_FLAGS: dict[str, str] = {
     "allow_plaintext": "--allow-plaintext",
     "aggregator_fingerprints": "--aggregator-fingerprint",
+    "trust_coordinator_keys": "--trust-coordinator-keys",
+    "max_epsilon": "--max-epsilon",
     "min_threshold": "--min-threshold",
     "min_cohort": "--min-cohort",
     "dp_placements": "--require-dp",
@@ -83,9 +95,15 @@ class ClientPolicy:
         allow_plaintext: Accept a run without secure aggregation (the coordinator then
             sees each update). Off by default; contradicts pinned fingerprints.
         aggregator_fingerprints: Aggregator index (1..m) to the fingerprint the client
-            pinned. With them, the run must have exactly these aggregators: the same
-            indices, the same keys, none added or left out. Without them, the keys the
-            coordinator publishes are taken unverified (the edges warn).
+            pinned (given out of band). With them, the run must have exactly these
+            aggregators: the same indices, the same keys, none added or left out. A
+            secure run is refused without them, unless ``trust_coordinator_keys``.
+        trust_coordinator_keys: Take the aggregators' keys the coordinator publishes
+            without pins: the coordinator could then publish keys it holds and open
+            every share. For experiments only.
+        max_epsilon: Refuse a run whose epsilon against the coordinator, computed by
+            this client from the signed description (plus the runs of the same
+            coordinator it already took part in), exceeds this.
         min_threshold: The smallest threshold t accepted (default 2: no single
             aggregator can reconstruct an update).
         min_cohort: The fewest clients every aggregator must promise, in its signed
@@ -102,6 +120,8 @@ class ClientPolicy:
 
     allow_plaintext: bool = False
     aggregator_fingerprints: Mapping[int, str] = field(default_factory=dict)
+    trust_coordinator_keys: bool = False
+    max_epsilon: float | None = None
     min_threshold: int = 2
     min_cohort: int = 2
     dp_placements: frozenset[str] = frozenset()
@@ -127,6 +147,15 @@ class ClientPolicy:
             raise ConfigurationError(
                 "--allow-plaintext contradicts --aggregator-fingerprint: pinned aggregators "
                 "mean secure aggregation with exactly them; drop one of the two."
+            )
+        if self.trust_coordinator_keys and pins:
+            raise ConfigurationError(
+                "--trust-coordinator-keys contradicts --aggregator-fingerprint: the pinned "
+                "keys are checked, not trusted; drop one of the two."
+            )
+        if self.max_epsilon is not None and not self.max_epsilon > 0:
+            raise ConfigurationError(
+                f"--max-epsilon must be a positive number; got {self.max_epsilon}."
             )
         if self.min_threshold < 1:
             raise ConfigurationError(
@@ -163,7 +192,9 @@ class ClientPolicy:
     def requires_dp(self) -> bool:
         """Whether the policy sets a DP floor (then a run without DP is refused)."""
         return bool(self.dp_placements) or (
-            self.min_noise_multiplier is not None or self.max_clip_norm is not None
+            self.min_noise_multiplier is not None
+            or self.max_clip_norm is not None
+            or self.max_epsilon is not None
         )
 
     @property
@@ -203,6 +234,14 @@ class ClientPolicy:
                 )
         else:
             published = {a.index: a.fingerprint for a in secure.aggregators}
+            if not self.pinned and not self.trust_coordinator_keys:
+                raise PolicyRefusal(
+                    f"Refused: {source} uses secure aggregation, but this client pinned no "
+                    "aggregator keys, so the coordinator could publish keys it holds; pin "
+                    "each aggregator with --aggregator-fingerprint (from `veilfl keys` on "
+                    "its key file, given out of band), or pass --trust-coordinator-keys to "
+                    "take the coordinator's word; nothing was sent."
+                )
             if self.pinned:
                 pins = self.aggregator_fingerprints
                 if len(published) != len(pins):
@@ -364,14 +403,23 @@ class ClientPolicy:
                 + ("" if privacy.placement == "local" else f" over {cohort} client(s)"),
             )
 
-    def check_weight(self, weight: float | None, *, round_id: int) -> None:
-        """Check a buffered update's staleness weight (None: rounds, nothing to check).
+    def check_weight(self, weight: float | None, *, round_id: int, floor: float = 0.0) -> None:
+        """Check a buffered update's staleness weight (None: rounds, nothing to check):
+        within the policy's range and not below the run's ``floor``, the weight of an
+        update ``max_staleness`` versions old (a ticket weighing a client below it
+        could turn a buffer's sum into another client's update).
 
         Raises:
             PolicyRefusal: if the weight is outside the accepted range.
         """
         if weight is None:
             return
+        if not (math.isfinite(weight) and weight >= floor * (1 - _TOLERANCE)):
+            raise PolicyRefusal(
+                f"Refused: buffer {round_id}'s ticket weighs this update {_number(weight)}, "
+                f"below {_number(floor)}, the weight of the stalest update the run declares; "
+                "nothing was sent."
+            )
         low, high = self.staleness_weights
         if not (math.isfinite(weight) and low <= weight <= high):
             raise _refuse(
@@ -400,7 +448,7 @@ class ClientPolicy:
         self.check_run(run)
         cohort = self.check_aggregators(run, aggregator_policies)
         self.check_task(run, privacy, cohort=cohort, round_id=round_id)
-        self.check_weight(weight, round_id=round_id)
+        self.check_weight(weight, round_id=round_id, floor=run.weight_floor)
         check_participations(run, earlier_rounds=earlier_rounds, round_id=round_id)
 
     # ---------------------------------------------------------------- building
@@ -444,9 +492,66 @@ class ClientPolicy:
                 raise ConfigurationError(f"{source}: {key}: {exc}") from None
         return cls(**options)
 
+    def check_description(
+        self,
+        description: RunDescription,
+        *,
+        earlier_epsilon: float = 0.0,
+        source: str = "the coordinator's run",
+    ) -> None:
+        """Check a served run description: :meth:`check_run` on what it declares, that
+        a quorum of the pinned aggregators signed their consent to its very run id (and
+        to the noise it declares), and that its epsilon against the coordinator, as this
+        client computes it, stays within ``max_epsilon``.
+
+        Args:
+            description: The description as served (its id recomputed from its spec).
+            earlier_epsilon: The epsilon already spent in this coordinator's earlier
+                runs (what the client's record holds).
+            source: What served it (for messages).
+
+        Raises:
+            PolicyRefusal: naming what falls short; nothing was sent.
+        """
+        run = description.info
+        self.check_run(run, source=source)
+        secure = run.secure
+        if secure is not None:
+            # check_run verified the published keys against the pins (or trusts them).
+            keys = {a.index: a.signing_bytes() for a in secure.aggregators}
+            signers = description.consenting_aggregators(keys)
+            needed = consent_quorum(secure.config)
+            if len(signers) < needed:
+                raise PolicyRefusal(
+                    f"Refused: {len(signers)} of the {secure.config.num_aggregators} "
+                    f"aggregators ({sorted(signers) or 'none'}) signed their consent to run "
+                    f"{run.run_id} as {source} describes it, and {needed} must; the "
+                    "aggregators may have been shown another run; nothing was sent."
+                )
+        if self.max_epsilon is not None:
+            spent = earlier_epsilon + run_epsilon(run)
+            if not spent <= self.max_epsilon * (1 + _TOLERANCE):
+                earlier = (
+                    ""
+                    if earlier_epsilon == 0
+                    else f" (with {_number(earlier_epsilon)} spent "
+                    "in this coordinator's earlier runs)"
+                )
+                raise _refuse(
+                    "--max-epsilon",
+                    f"an epsilon against the coordinator of at most {_number(self.max_epsilon)}",
+                    source,
+                    f"a run whose epsilon this client computes as {_number(spent)}{earlier}",
+                )
+
     def _first_dp_floor(self) -> tuple[str, str]:
         if self.dp_placements:
             return "--require-dp", self._placements_text()
+        if self.max_epsilon is not None:
+            return (
+                "--max-epsilon",
+                f"an epsilon against the coordinator of at most {_number(self.max_epsilon)}",
+            )
         if self.min_noise_multiplier is not None:
             return (
                 "--min-noise-multiplier",
@@ -477,7 +582,7 @@ def _task_multiplier(plan: ClientPrivacyPlan, *, cohort: int) -> float | None:
 
 def _parse(name: str, value: Any) -> Any:
     """One policy-file value, as the :class:`ClientPolicy` field ``name`` takes it."""
-    if name == "allow_plaintext":
+    if name in ("allow_plaintext", "trust_coordinator_keys"):
         if not isinstance(value, bool):
             raise ValueError("write true or false")
         return value
@@ -495,7 +600,7 @@ def _parse(name: str, value: Any) -> Any:
         if not all(isinstance(item, str) for item in items):
             raise ValueError(f"a list of placements ({', '.join(PLACEMENTS)})")
         return frozenset(items)
-    if name in ("min_noise_multiplier", "max_clip_norm"):
+    if name in ("min_noise_multiplier", "max_clip_norm", "max_epsilon"):
         if isinstance(value, bool) or not isinstance(value, int | float):
             raise ValueError("a number")
         return float(value)
@@ -514,7 +619,9 @@ def check_participations(run: RunInfo, *, earlier_rounds: int, round_id: int) ->
 
     Args:
         run: The run's description.
-        earlier_rounds: Rounds of this run this client has already handed in.
+        earlier_rounds: Rounds this client has already handed in to the run's
+            coordinator (its key), in any of its runs and modes: a new run id or
+            another mode resets nothing.
         round_id: The round asked for (for the message).
 
     Raises:
@@ -527,6 +634,50 @@ def check_participations(run: RunInfo, *, earlier_rounds: int, round_id: int) ->
     if earlier_rounds >= limit:
         raise PolicyRefusal(
             f"Refused round {round_id}: this client already took part in {earlier_rounds} "
-            f"rounds of DP-FTRL run {run.run_id}, which allows {limit} "
+            f"rounds of this coordinator's runs, and DP-FTRL run {run.run_id} allows {limit} "
             "(--dp-max-participations); another would void its epsilon; nothing was sent."
         )
+
+
+def consent_quorum(config: SecureAggregationConfig) -> int:
+    """The consents a client needs: the run's certificate quorum, and never fewer than
+    ceil((m + t) / 2), so that every two such sets share t aggregators (a run that
+    announces a smaller, splittable quorum still needs that many consents)."""
+    m, t = config.num_aggregators, config.threshold
+    return max(config.quorum, default_quorum(num_aggregators=m, threshold=t))
+
+
+def run_epsilon(run: RunInfo) -> float:
+    """The epsilon against the coordinator of a client that takes part as often as the
+    run allows, from the run's declared settings alone (``inf`` when none holds).
+
+    The coordinator chooses who takes part, so no amplification by sampling is
+    assumed. Central noise is added by the coordinator after it saw the sum: no epsilon
+    holds against it. DP-FTRL bounds a client's rounds by K with separation b (which
+    the client also counts, :func:`check_participations`): the tree mechanism's
+    epsilon over the run's T rounds. DP-FedAvg bounds nothing: a client may be in every
+    release, each a Gaussian mechanism of the run's multiplier (local noise: the
+    client's own noise alone), composed over all releases (zero-out adjacency).
+    """
+    from veilfl.privacy.accountant import exact_gaussian_epsilon  # scipy: on demand
+    from veilfl.privacy.dp_ftrl import dp_ftrl_epsilon
+
+    dp = run.dp
+    if dp is None or dp.config.placement == "central":
+        return math.inf
+    config = dp.config
+    if config.is_ftrl:
+        return dp_ftrl_epsilon(
+            noise_multiplier=config.noise_multiplier,
+            rounds=run.num_rounds,
+            max_participations=config.max_participations or run.num_rounds,
+            min_separation=config.min_separation,
+            delta=config.delta,
+            accounting=config.accounting,
+        )
+    multiplier = config.noise_multiplier
+    if config.placement == "local":
+        multiplier = config.update_noise_multiplier(dp.expected_clients or 1.0)
+    if not multiplier > 0:
+        return math.inf
+    return exact_gaussian_epsilon(multiplier / math.sqrt(run.num_rounds), delta=config.delta)

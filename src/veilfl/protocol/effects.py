@@ -14,7 +14,7 @@ One secure round, as commands and events::
     verify -> CollectVerifierShares(r, clients, holders, query seed)
            <- VerifierSharesReported(r, j, answers)      the core decides who is valid
     commit -> CollectCommitments(r, participants, all aggregators)
-           <- CommitmentReported(r, j, signature)        a majority makes a certificate
+           <- CommitmentReported(r, j, signature)        a quorum makes a certificate
     deal   -> CollectNoiseDeals(r, step, all aggregators)     distributed DP only
            <- NoiseDealsReported(r, j, sealed deals by recipient)  every one must deal
     sum    -> CollectAggregateShares(r, participants, holders, certificate[, step, deals])
@@ -100,7 +100,7 @@ class CollectCommitments:
 @dataclass(frozen=True)
 class CollectAggregateShares:
     """Ask each of ``aggregators`` for its aggregate share of ``round_id`` over exactly
-    ``participants``, showing the certificate that a majority committed to that list.
+    ``participants``, showing the certificate that a quorum committed to that list.
 
     Under distributed DP also the noise step and, for each aggregator asked, the sealed
     deals addressed to it (every other aggregator's); it answers with its share of the

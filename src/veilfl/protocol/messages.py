@@ -117,7 +117,7 @@ class Task:
                 privacy=None if privacy is None else ClientPrivacyPlan.from_json(privacy),
                 admission=None if admission is None else str(admission),
             )
-        except (KeyError, TypeError, ValueError, ConfigurationError) as exc:
+        except (KeyError, TypeError, ValueError, OverflowError, ConfigurationError) as exc:
             raise WireFormatError(f"The server sent a task that does not parse: {exc}.") from exc
 
 
@@ -308,7 +308,7 @@ class SecureRunInfo:
                 ),
                 model_size=int(data["model_size"]),
             )
-        except (KeyError, TypeError, ValueError, ConfigurationError) as exc:
+        except (KeyError, TypeError, ValueError, OverflowError, ConfigurationError) as exc:
             raise WireFormatError(f"The secure-aggregation block does not parse: {exc}.") from exc
 
 
@@ -348,7 +348,7 @@ class DpRunInfo:
                 sample_rate=float(data["sample_rate"]),
                 expected_clients=None if expected is None else float(expected),
             )
-        except (KeyError, TypeError, ValueError, ConfigurationError) as exc:
+        except (KeyError, TypeError, ValueError, OverflowError, ConfigurationError) as exc:
             raise WireFormatError(f"The differential-privacy block does not parse: {exc}.") from exc
 
 
@@ -373,6 +373,8 @@ class RunInfo:
         coordinator_key: The coordinator's Ed25519 public key (signs round admissions).
         secure: Secure aggregation, if on.
         dp: Differential privacy, if on.
+        weight_floor: The smallest staleness weight a buffered run's ticket can carry,
+            ``(1 + max_staleness)^-a`` (0 in rounds): a client refuses a ticket below it.
     """
 
     run_id: str
@@ -383,6 +385,7 @@ class RunInfo:
     coordinator_key: str = ""
     secure: SecureRunInfo | None = field(default=None)
     dp: DpRunInfo | None = field(default=None)
+    weight_floor: float = 0.0
 
     @property
     def buffered(self) -> bool:
@@ -400,6 +403,7 @@ class RunInfo:
             "coordinator_key": self.coordinator_key,
             "secure": None if self.secure is None else self.secure.to_json(),
             "dp": None if self.dp is None else self.dp.to_json(),
+            "weight_floor": self.weight_floor,
         }
 
     @classmethod
@@ -420,8 +424,9 @@ class RunInfo:
                 coordinator_key=str(data.get("coordinator_key", "")),
                 secure=None if secure is None else SecureRunInfo.from_json(secure),
                 dp=None if dp is None else DpRunInfo.from_json(dp),
+                weight_floor=float(data.get("weight_floor", 0.0)),
             )
-        except (KeyError, TypeError, ValueError, ConfigurationError) as exc:
+        except (KeyError, TypeError, ValueError, OverflowError, ConfigurationError) as exc:
             raise WireFormatError(f"The run description does not parse: {exc}.") from exc
 
 

@@ -5,15 +5,20 @@ aggregators and their answers as events:
 
 1. **holdings**: every aggregator says which clients' shares it actually holds. The
    candidates are built from those holdings, never from what clients' receipts claim, so
-   a false receipt costs nothing but its sender's exclusion. The job picks t or more
-   aggregators that all hold the largest set of reporting clients
-   (:func:`~veilfl.secagg.reconstruction.plan_aggregation`).
+   a false receipt costs nothing but its sender's exclusion. The job picks the
+   aggregators first, as many as hold a common list of at least half the clients (t at
+   least), then the clients they all hold
+   (:func:`~veilfl.secagg.reconstruction.plan_aggregation`): a client that uploaded to
+   fewer aggregators is left out, and cannot take the round's spare aggregator (its
+   fault tolerance and consistency check) with it.
 2. **verify**: those aggregators answer one query seed for each candidate's proof; from
    t or more answers the job decides, client by client, whose contribution is within its
    bounds (:func:`~veilfl.secagg.bounds.decide`). Invalid ones are excluded.
-3. **commit**: every aggregator is asked to commit to the final list; a majority's
-   signatures make the certificate without which no aggregator releases a sum
-   (:mod:`veilfl.secagg.commitment`).
+3. **commit**: every aggregator is asked to commit to the final list; the signatures
+   of the run's quorum q (``ceil((m + t) / 2)`` by default, so that t - 1 colluding
+   aggregators cannot help certify a second list) make the certificate without which
+   no aggregator releases a sum (:mod:`veilfl.secagg.commitment`). So a round needs q
+   live aggregators: at m = 3, t = 2 all three.
 4. **deal** (distributed DP only): every one of the m aggregators deals its fresh
    noise for the round (:mod:`veilfl.secagg.dealt_noise`): one deal per other
    aggregator, sealed to it and signed by the dealer, which the job only relays. All m
@@ -64,7 +69,7 @@ from veilfl.protocol.effects import (
 from veilfl.protocol.messages import UpdateHeader
 from veilfl.secagg.bounds_messages import VerifierShare
 from veilfl.secagg.bounds_verifier import decide
-from veilfl.secagg.commitment import Commitment, CommitmentCertificate, quorum
+from veilfl.secagg.commitment import Commitment, CommitmentCertificate
 from veilfl.secagg.contribution import ContributionLayout
 from veilfl.secagg.reconstruction import plan_aggregation, reconstruct_aggregate
 from veilfl.strategy.aggregate import Aggregate
@@ -424,11 +429,12 @@ class SecureAggregationJob:
                 f"answered, and {str(exc).rstrip('.')}"
             )
             return
+        holders = ", ".join(str(j) for j in plan.aggregators)
         self._exclude(
             {
-                c: f"their shares are not held by {self._config.threshold} aggregators that hold "
-                "the others' (a receipt that named aggregators it never reached, or an upload "
-                "that failed)"
+                c: f"their shares are not held by every aggregator the round verifies with "
+                f"({holders}): a receipt that named aggregators it never reached, or an "
+                "upload that failed"
                 for c in reporters
                 if c not in set(plan.participants)
             }
@@ -473,7 +479,9 @@ class SecureAggregationJob:
         certificate = CommitmentCertificate(commitment, dict(self._signatures))
         try:
             certificate.verify(
-                signing_keys=self._signing_keys, num_aggregators=self._config.num_aggregators
+                signing_keys=self._signing_keys,
+                num_aggregators=self._config.num_aggregators,
+                quorum=self._config.quorum,
             )
         except ProtocolError as exc:
             # Keep only valid signatures; ask the others again after the interval.
@@ -485,7 +493,7 @@ class SecureAggregationJob:
                     self._signing_keys[j], commitment.message(), signature
                 )
             }
-            needed = quorum(self._config.num_aggregators)
+            needed = self._config.quorum
             self._stall(f"{len(self._signatures)} of the {needed} commitments needed: {exc}")
             return
         self._certificate = certificate

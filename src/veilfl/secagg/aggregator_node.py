@@ -24,7 +24,7 @@ from collections.abc import Callable, Iterable, Mapping
 from veilfl.crypto.envelope import PublicKey
 from veilfl.crypto.keys import AggregatorKeyPair
 from veilfl.crypto.shamir import Share
-from veilfl.errors import ProtocolError, RoundMismatchError
+from veilfl.errors import ConfigurationError, ProtocolError, RoundMismatchError
 from veilfl.secagg.aggregator_state import (
     AggregatorRound,
     OpenedShare,
@@ -60,6 +60,16 @@ class AggregatorNode:
             noised share leaves); required with ``noise``.
         peer_public_keys: Every aggregator's HPKE public key by index (deals are
             sealed to them); required with ``noise``.
+        allow_split_certificates: This aggregator's operator accepts a run whose
+            certificate quorum lets two lists of a round be certified by the coordinator
+            and t - 1 colluding aggregators (``2q - m < t``). Off, such a run is refused,
+            whatever the run's own setting says: the quorum comes from the
+            coordinator's description, the consent to its risk from the operator.
+
+    Raises:
+        ConfigurationError: for a run whose quorum lets certificates split, unless
+            ``allow_split_certificates``.
+        ProtocolError: for keys that do not fit (see above).
     """
 
     def __init__(
@@ -75,7 +85,17 @@ class AggregatorNode:
         noise: TreeNoiseAggregator | None = None,
         save_noise: Callable[[bytes], None] | None = None,
         peer_public_keys: Mapping[int, PublicKey] | None = None,
+        allow_split_certificates: bool = False,
     ) -> None:
+        config = layout.config
+        if config.certificates_can_split and not allow_split_certificates:
+            raise ConfigurationError(
+                f"The run certifies a participant list with {config.quorum} of "
+                f"{config.num_aggregators} aggregators at threshold {config.threshold}, so the "
+                "coordinator and colluding aggregators could certify two lists of a round; "
+                f"aggregator {index} refuses it unless its operator passes "
+                "--allow-split-certificates."
+            )
         if noise is not None and (
             save_noise is None or peer_public_keys is None or noise.index != index
         ):
@@ -103,6 +123,11 @@ class AggregatorNode:
     def open_rounds(self) -> dict[int, frozenset[str]]:
         """Each round held, with the clients summed so far."""
         return {r: state.clients for r, state in self._rounds.items()}
+
+    @property
+    def layout(self) -> ContributionLayout:
+        """The run's contribution encoding."""
+        return self._layout
 
     @property
     def max_participants(self) -> int:
@@ -202,7 +227,7 @@ class AggregatorNode:
     def commit(self, round_id: int, participants: Iterable[str]) -> bytes:
         """Commit to ``round_id``'s one list (see :meth:`AggregatorRound.commit`). An
         aggregator that holds no share of the round may commit too (it cannot release a
-        sum, but its word counts towards the majority)."""
+        sum, but its word counts towards the quorum)."""
         self._require_current_or_later(round_id)
         state = self._rounds.get(round_id)
         if state is not None:

@@ -71,5 +71,6 @@ class AggregatorPolicy:
                 min_participants=int(data["min_participants"]),
                 signature=base64.b64decode(str(data["signature"]), validate=True),
             )
-        except (KeyError, TypeError, ValueError, binascii.Error) as exc:
+        except (KeyError, TypeError, ValueError, OverflowError, binascii.Error) as exc:
+            # OverflowError: int() of a JSON number too large for a float (1e999 -> inf).
             raise WireFormatError(f"The aggregator's policy does not parse: {exc}.") from exc

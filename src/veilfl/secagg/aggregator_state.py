@@ -20,8 +20,9 @@ Closing a round takes three requests, all from the coordinator:
    at most ``max_participants`` (what the encoding can sum without wrapping), and records
    it durably before the signature leaves (:mod:`veilfl.secagg.commitment`).
 3. **aggregate**: its share of the sum over exactly that list, released only against a
-   certificate: a majority of the run's aggregators committed to the very same list. So
-   no two lists of one round ever both get a sum, whatever t and m.
+   certificate: a quorum of the run's aggregators (q with ``2q - m >= t``) committed to
+   the very same list. So no two lists of one round ever both get a sum, whatever t
+   and m, even if t - 1 aggregators sign whatever the coordinator asks.
 
 Clients summed but not in the list are subtracted again; their shares wait in a
 :class:`ShareArchive` (files at the edge), which also makes an aggregator restart-safe:
@@ -429,7 +430,7 @@ class AggregatorRound:
 
     def aggregate(self, participants: Iterable[str], certificate: CommitmentCertificate) -> Share:
         """The sum of exactly ``participants``' shares, against a certificate that a
-        majority of the run's aggregators committed to that list.
+        quorum of the run's aggregators (its config's ``quorum``) committed to that list.
 
         Raises:
             ProtocolError: without a valid certificate for this very list, for another
@@ -443,7 +444,12 @@ class AggregatorRound:
                 "The certificate commits to another run, round or participant list than the "
                 "one asked for."
             )
-        certificate.verify(signing_keys=self._keys.peers, num_aggregators=len(self._keys.peers))
+        config = self._layout.config
+        certificate.verify(
+            signing_keys=self._keys.peers,
+            num_aggregators=config.num_aggregators,
+            quorum=config.quorum,
+        )
         missing = wanted - set(self._checked)
         if missing:
             raise ProtocolError(
@@ -453,7 +459,7 @@ class AggregatorRound:
             )
         self._bind(wanted)
         total = self._sum.copy()
-        bounds, config = self._layout.bounds, self._layout.config
+        bounds = self._layout.bounds
         for client_id in sorted(set(self._checked) - wanted):
             total -= measurement_share(  # it is part of the raw sum
                 ContributionShare.from_bytes(self._archive.get(client_id)),

@@ -19,7 +19,9 @@ randomness:
   reach exactly [0, B^2] (:func:`~veilfl.secagg.bounds_parameters.range_weights`);
 * for each of κ wraparound checks h (PINE, :mod:`veilfl.crypto.wraparound`),
   <z_h, x> + b equals a bit combination in [0, 2b], so <z_h, x> mod p is in [-b, b];
-* each extra e_j minus lo_j is a bit combination in [0, hi_j - lo_j];
+* each extra e_j minus lo_j is its step s_j times a bit combination in
+  [0, (hi_j - lo_j) / s_j] (a step of 2 on [-1, 1] leaves exactly -1 and +1);
+* for each ordered pair (i, j), e_j - e_i is a bit combination in [0, hi_j - lo_i];
 * every bit s satisfies s^2 = s.
 
 Squares are gadget calls of a Fully Linear PCP (:mod:`veilfl.crypto.flp`). The z_h come

@@ -1,7 +1,9 @@
 """Parameters of verified bounds: what a contribution must satisfy, and the proof's shape.
 
 A contribution is an integer vector of length d + e: d update coordinates whose L2
-norm must be at most B, then e "extra" coordinates, each in its own range [lo, hi].
+norm must be at most B, then e "extra" coordinates, each in its own range [lo, hi]
+(optionally on a grid of step s: lo, lo + s, ..., hi), and optionally ordered pairs of
+extras (extra i at most extra j).
 :class:`BoundsParameters` fixes those bounds, the proof system's settings, and derives
 everything else: the wraparound bound b, the input layout, the two gadget blocks, and
 the soundness error. It refuses settings outside the conditions the security argument
@@ -108,6 +110,11 @@ class BoundsParameters:
         calls: The norm gadget's calls P (the update is arranged as P calls x
             ceil(d / P) wires): the prover costs about d·P, the verifier message about
             4k·d / P bytes.
+        extra_steps: One step s_j >= 1 per extra (empty: every step is 1): extra j must
+            be lo_j + s_j·k for a whole k in [0, (hi_j - lo_j) / s_j]. Step 2 on
+            (-1, 1) admits exactly -1 and +1 (a sign bit 2b - 1, never 0).
+        extra_order: Pairs (i, j) of extra indices: extra i must be at most extra j
+            (a weighted loss at most its weight).
 
     Raises:
         ConfigurationError: for settings outside the security argument's conditions,
@@ -120,6 +127,8 @@ class BoundsParameters:
     wraparound_checks: int = 136
     query_points: int = 2
     calls: int = 252
+    extra_steps: tuple[int, ...] = ()
+    extra_order: tuple[tuple[int, int], ...] = ()
 
     def __post_init__(self) -> None:
         self._check_types_and_ranges()
@@ -133,6 +142,8 @@ class BoundsParameters:
                 wraparound_checks=self.wraparound_checks,
                 query_points=self.query_points,
                 calls=self.calls,
+                extra_steps=self.extra_steps,
+                extra_order=self.extra_order,
             )
         except ConfigurationError:
             raise ConfigurationError(
@@ -190,6 +201,39 @@ class BoundsParameters:
                     f"Each extra range must be integers (lo, hi) with -(p-1)/2 <= lo <= hi <= "
                     f"(p-1)/2; got {pair!r}."
                 )
+        self._check_steps_and_order()
+
+    def _check_steps_and_order(self) -> None:
+        """Steps that divide their range, and ordered pairs whose check cannot wrap."""
+        if self.extra_steps and len(self.extra_steps) != self.extras:
+            raise ConfigurationError(
+                f"Give one extra step per extra coordinate ({self.extras}); got "
+                f"{len(self.extra_steps)}."
+            )
+        for step, (lo, hi) in zip(self.steps, self.extra_ranges, strict=True):
+            if not _is_int(step) or step < 1 or (hi - lo) % step:
+                raise ConfigurationError(
+                    f"An extra step must be a whole number of at least 1 that divides its "
+                    f"range; got {step!r} for ({lo}, {hi})."
+                )
+        for pair in self.extra_order:
+            if (
+                not isinstance(pair, tuple)
+                or len(pair) != 2
+                or not all(_is_int(v) and 0 <= v < self.extras for v in pair)
+                or pair[0] == pair[1]
+            ):
+                raise ConfigurationError(
+                    f"Each extra order is a pair (i, j) of two different extra indices below "
+                    f"{self.extras}; got {pair!r}."
+                )
+            (lo_i, hi_i), (lo_j, hi_j) = self.extra_ranges[pair[0]], self.extra_ranges[pair[1]]
+            if hi_j < lo_i or (hi_j - lo_i) + abs(hi_i - lo_j) >= FIELD.modulus:
+                raise ConfigurationError(
+                    f"Extras {pair[0]} <= {pair[1]} cannot be checked on ranges "
+                    f"({lo_i}, {hi_i}) and ({lo_j}, {hi_j}): the order must be satisfiable and "
+                    "the two ranges' spans together below p."
+                )
 
     @property
     def extras(self) -> int:
@@ -220,24 +264,45 @@ class BoundsParameters:
         """Bit weights of each shifted projection, in [0, 2b]."""
         return range_weights(2 * self.wraparound_bound)
 
+    @property
+    def steps(self) -> tuple[int, ...]:
+        """Each extra's step (1 unless ``extra_steps`` says otherwise)."""
+        return self.extra_steps or (1,) * self.extras
+
     @functools.cached_property
     def extra_weights(self) -> tuple[tuple[int, ...], ...]:
-        """Bit weights of each extra, shifted by lo, in [0, hi - lo]."""
-        return tuple(range_weights(hi - lo) for lo, hi in self.extra_ranges)
+        """Bit weights of each extra, shifted by lo: step s times weights that reach
+        exactly [0, (hi - lo) / s], so their 0/1 combinations are exactly
+        0, s, ..., hi - lo."""
+        return tuple(
+            tuple(step * w for w in range_weights((hi - lo) // step))
+            for step, (lo, hi) in zip(self.steps, self.extra_ranges, strict=True)
+        )
+
+    @functools.cached_property
+    def order_weights(self) -> tuple[tuple[int, ...], ...]:
+        """Bit weights of each ordered pair's difference extra_j - extra_i, in
+        [0, hi_j - lo_i]."""
+        return tuple(
+            range_weights(self.extra_ranges[j][1] - self.extra_ranges[i][0])
+            for i, j in self.extra_order
+        )
 
     @property
     def bits(self) -> int:
-        """Bits in the input: the norm's, then κ projections', then the extras'."""
+        """Bits in the input: the norm's, then κ projections', the extras', the orders'."""
         return (
             len(self.norm_weights)
             + self.wraparound_checks * len(self.wraparound_weights)
             + sum(len(w) for w in self.extra_weights)
+            + sum(len(w) for w in self.order_weights)
         )
 
     @property
     def outputs(self) -> int:
-        """Circuit outputs reduced by the verifiers: norm, κ projections, extras, bits."""
-        return 1 + self.wraparound_checks + self.extras + self.bits
+        """Circuit outputs reduced by the verifiers: norm, κ projections, extras,
+        ordered pairs, bits."""
+        return 1 + self.wraparound_checks + self.extras + len(self.extra_order) + self.bits
 
     @functools.cached_property
     def norm_gadget(self) -> SquareGadget:
@@ -293,6 +358,9 @@ class BoundsParameters:
             self.calls,
             self.extras,
             *(v for pair in self.extra_ranges for v in pair),
+            *self.steps,
+            len(self.extra_order),
+            *(v for pair in self.extra_order for v in pair),
         ]
         encoded = b"".join(v.to_bytes(9, "little", signed=True) for v in fields)
         return hashlib.sha256(b"veilfl/bounds/v1/parameters" + encoded).digest()
@@ -357,6 +425,8 @@ class BoundsParameters:
         calls: int = 252,
         trials: int = GRINDING_TRIALS,
         target: float = SOUNDNESS_TARGET,
+        extra_steps: tuple[int, ...] = (),
+        extra_order: tuple[tuple[int, int], ...] = (),
     ) -> int:
         """The largest B whose soundness error with ``trials`` trials is at most ``target``.
 
@@ -372,6 +442,8 @@ class BoundsParameters:
                 wraparound_checks=wraparound_checks,
                 query_points=query_points,
                 calls=calls,
+                extra_steps=extra_steps,
+                extra_order=extra_order,
             )
             try:
                 candidate._check_types_and_ranges()

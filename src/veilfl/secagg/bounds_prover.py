@@ -50,14 +50,20 @@ def _encode_bits(
     projections: npt.NDArray[np.int64],
     extras: npt.NDArray[np.int64],
 ) -> npt.NDArray[np.int64]:
-    """The bits of the squared norm, the shifted projections, then the shifted extras."""
+    """The bits of the squared norm, the shifted projections, the shifted extras (in
+    units of their steps), then the ordered pairs' differences."""
     b = params.wraparound_bound
     pieces = [
         _decompose(np.array([squared_norm], dtype=np.int64), params.norm_bound**2).ravel(),
         _decompose(projections + b, 2 * b).ravel(),
     ]
-    for value, (lo, hi) in zip(extras, params.extra_ranges, strict=True):
-        pieces.append(_decompose(np.array([int(value) - lo], dtype=np.int64), hi - lo).ravel())
+    for value, step, (lo, hi) in zip(extras, params.steps, params.extra_ranges, strict=True):
+        steps = np.array([(int(value) - lo) // step], dtype=np.int64)
+        pieces.append(_decompose(steps, (hi - lo) // step).ravel())
+    for i, j in params.extra_order:
+        width = params.extra_ranges[j][1] - params.extra_ranges[i][0]
+        difference = np.array([int(extras[j]) - int(extras[i])], dtype=np.int64)
+        pieces.append(_decompose(difference, width).ravel())
     return np.concatenate(pieces)
 
 
@@ -102,9 +108,20 @@ def _check_measurement(
             f"The update's squared L2 norm {squared_norm} exceeds B^2 = {params.norm_bound**2};"
             " clip the update (including any noise) to the bound before encoding it."
         )
-    for j, (value, (lo, hi)) in enumerate(zip(extras, params.extra_ranges, strict=True)):
-        if not lo <= int(value) <= hi:
-            raise ConfigurationError(f"Extra coordinate {j} is {value}, outside [{lo}, {hi}].")
+    for j, (value, step, (lo, hi)) in enumerate(
+        zip(extras, params.steps, params.extra_ranges, strict=True)
+    ):
+        if not lo <= int(value) <= hi or (int(value) - lo) % step:
+            on_grid = "" if step == 1 else f" in steps of {step}"
+            raise ConfigurationError(
+                f"Extra coordinate {j} is {value}, outside [{lo}, {hi}]{on_grid}."
+            )
+    for i, j in params.extra_order:
+        if int(extras[i]) > int(extras[j]):
+            raise ConfigurationError(
+                f"Extra coordinate {i} is {extras[i]}, above extra coordinate {j} "
+                f"({extras[j]}); the proof requires it to be at most that."
+            )
     return update, extras, squared_norm
 
 

@@ -212,8 +212,18 @@ def _outputs(
     bit_values: FieldArray,
 ) -> FieldArray:
     """Shares of the circuit outputs, each zero for a valid input: the norm, κ
-    projections, e extras, then one per bit. Constants are added by every aggregator
-    (Lagrange coefficients at 0 sum to 1)."""
+    projections, e extras, the ordered pairs, then one per bit. Constants are added by
+    every aggregator (Lagrange coefficients at 0 sum to 1).
+
+    An extra's output ``e_j - lo_j - Σ s_j·w_i·bit_i`` is zero only for e_j in
+    {lo_j, lo_j + s_j, ..., hi_j}: the bits are 0/1 (their own outputs) and the weights
+    reach exactly [0, (hi_j - lo_j) / s_j]
+    (:func:`~veilfl.secagg.bounds_parameters.range_weights`), and as every such
+    value lies in (-p/2, p/2) the field equation is the integer one. A pair (i, j)'s
+    output ``e_j - e_i - Σ w·bit`` is zero only if e_j - e_i is in [0, hi_j - lo_i]:
+    e_i and e_j are the integers of their ranges, and the parameters require
+    (hi_j - lo_i) + |hi_i - lo_j| < p, so the only multiple of p their difference minus
+    the bit sum can equal is 0."""
     p = np.uint64(_P)
     bits = share[params.bits_offset : params.proof_offset]
     out = np.empty(params.outputs, dtype=np.uint64)
@@ -232,10 +242,18 @@ def _outputs(
         value = int(share[params.dimension + j]) - lo
         out[1 + kappa + j] = (value - _weighted(bits[offset : offset + len(weights)], weights)) % _P
         offset += len(weights)
+    first = 1 + kappa + params.extras
+    for k, ((i, j), weights) in enumerate(
+        zip(params.extra_order, params.order_weights, strict=True)
+    ):
+        difference = int(share[params.dimension + j]) - int(share[params.dimension + i])
+        combined = _weighted(bits[offset : offset + len(weights)], weights)
+        out[first + k] = (difference - combined) % _P
+        offset += len(weights)
     wires = params.bit_gadget.wires
     index = np.arange(params.bits)
     squares = bit_values[index % wires, index // wires]
-    out[1 + kappa + params.extras :] = (squares + p - bits) % p
+    out[first + len(params.extra_order) :] = (squares + p - bits) % p
     return out
 
 

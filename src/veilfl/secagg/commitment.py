@@ -4,14 +4,25 @@ Each aggregator answers one participant list per round. That alone does not stop
 coordinator that holds ``m >= 2t`` aggregators from asking two disjoint groups of t for
 two different lists, whose difference is one client's update. So an aggregator releases
 its aggregate share of a round only against a **certificate**: signatures over the same
-list from a majority (more than m/2) of the run's aggregators, each of which signs at
-most one list per round (its commitment, recorded durably before the signature leaves).
-Two majorities of m always share an aggregator, so at most one list per round can ever
-have a certificate, and only that list's sum is ever released: enforced by the
-aggregators themselves, who check the certificate against the signing keys their
-operators pinned, never trusting the coordinator for it.
+list from a quorum of q of the run's m aggregators, each of which signs at most one list
+per round (its commitment, recorded durably before the signature leaves).
 
-The signed statement binds the run, the round and a digest of the sorted list.
+Two quorums of q share at least ``2q - m`` aggregators. Against a coordinator that
+colludes with up to t - 1 aggregators (who sign whatever it asks), two lists can both be
+certified only if every shared signer colludes; so ``2q - m >= t`` leaves at least one
+honest aggregator in every intersection, which signs one list only, and at most one
+list per round can ever have a certificate. The smallest such quorum,
+``ceil((m + t) / 2)`` (:func:`default_quorum`), is the default; a plain majority is not
+enough (at m = 3, t = 2 two majorities share one aggregator, which may be the
+colluding one). The price: releasing a round needs q live aggregators, not t (all
+three at m = 3, t = 2; three of four at m = 4, t = 2). See quorum systems in Malkhi
+and Reiter, "Byzantine quorum systems" (1998), and the check in
+:class:`~veilfl.secagg.config.SecureAggregationConfig`.
+
+The aggregators enforce it themselves: they check the certificate against the signing
+keys their operators pinned and the quorum of the run, never trusting the coordinator
+for either. The signed statement binds the run, the round and a digest of the sorted
+list.
 """
 
 from __future__ import annotations
@@ -26,14 +37,40 @@ from typing import Any
 from veilfl.crypto.keys import verify_aggregator_signature
 from veilfl.errors import ProtocolError, WireFormatError
 
-__all__ = ["Commitment", "CommitmentCertificate", "participants_digest", "quorum"]
+__all__ = [
+    "Commitment",
+    "CommitmentCertificate",
+    "certificates_can_split",
+    "default_quorum",
+    "participants_digest",
+]
 
 _DOMAIN = b"veilfl-participant-list-commitment-v1\x00"
 
 
-def quorum(num_aggregators: int) -> int:
-    """The signatures a certificate needs: a strict majority of the aggregators."""
-    return num_aggregators // 2 + 1
+def default_quorum(*, num_aggregators: int, threshold: int) -> int:
+    """The fewest signatures a certificate may need so that the coordinator and t - 1
+    colluding aggregators cannot certify two lists of one round: ``ceil((m + t) / 2)``.
+
+    Args:
+        num_aggregators: m.
+        threshold: t.
+    """
+    return (num_aggregators + threshold + 1) // 2
+
+
+def certificates_can_split(*, quorum: int, num_aggregators: int, threshold: int) -> bool:
+    """Whether two certificates of ``quorum`` signers can share fewer than t signers:
+    then the coordinator and t - 1 colluding aggregators can certify two different
+    lists of one round (``2q - m < t``), and their sums' difference is one client's
+    update.
+
+    Args:
+        quorum: q, the signatures a certificate needs.
+        num_aggregators: m.
+        threshold: t.
+    """
+    return 2 * quorum - num_aggregators < threshold
 
 
 def participants_digest(participants: Collection[str]) -> bytes:
@@ -84,12 +121,16 @@ class CommitmentCertificate:
     commitment: Commitment
     signatures: Mapping[int, bytes]
 
-    def verify(self, *, signing_keys: Mapping[int, bytes], num_aggregators: int) -> None:
-        """Check that a majority of the run's aggregators signed this very commitment.
+    def verify(
+        self, *, signing_keys: Mapping[int, bytes], num_aggregators: int, quorum: int
+    ) -> None:
+        """Check that ``quorum`` of the run's aggregators signed this very commitment.
 
         Args:
             signing_keys: Each aggregator's Ed25519 public key, as its operator pinned it.
             num_aggregators: m.
+            quorum: q, the signatures needed (the run's
+                :attr:`~veilfl.secagg.config.SecureAggregationConfig.quorum`).
 
         Raises:
             ProtocolError: naming how many valid signatures there are and how many are
@@ -101,11 +142,10 @@ class CommitmentCertificate:
             if j in signing_keys
             and verify_aggregator_signature(signing_keys[j], self.commitment.message(), signature)
         )
-        needed = quorum(num_aggregators)
-        if len(valid) < needed:
+        if len(valid) < quorum:
             raise ProtocolError(
                 f"The participant list of round {self.commitment.round_id} carries "
-                f"{len(valid)} valid aggregator commitments (from {valid}); {needed} of the "
+                f"{len(valid)} valid aggregator commitments (from {valid}); {quorum} of the "
                 f"{num_aggregators} aggregators must have committed to it before any sum is "
                 "released."
             )
@@ -128,9 +168,20 @@ class CommitmentCertificate:
 
         Raises:
             WireFormatError: if it is malformed or its digest is not that of the list.
+                The round id must be a JSON integer in [0, 2^64) (what
+                :meth:`Commitment.message` can sign): a float such as ``1e999``, which
+                JSON decodes to infinity, is refused here rather than overflowing later.
         """
         try:
-            commitment = Commitment.of(run_id, int(data["round_id"]), participants)
+            round_id = data["round_id"]
+            if isinstance(round_id, bool) or not isinstance(round_id, int):
+                raise WireFormatError(
+                    f"The certificate's round_id must be a whole number; got a "
+                    f"{type(round_id).__name__}."
+                )
+            if not 0 <= round_id < 2**64:
+                raise WireFormatError("The certificate's round_id is outside [0, 2^64).")
+            commitment = Commitment.of(run_id, round_id, participants)
             if bytes.fromhex(str(data["digest"])) != commitment.digest:
                 raise WireFormatError(
                     "The certificate is for another participant list than the one asked for."
@@ -139,6 +190,6 @@ class CommitmentCertificate:
                 int(j): base64.b64decode(str(s), validate=True)
                 for j, s in dict(data["signatures"]).items()
             }
-        except (KeyError, TypeError, ValueError, binascii.Error) as exc:
+        except (KeyError, TypeError, ValueError, OverflowError, binascii.Error) as exc:
             raise WireFormatError(f"The commitment certificate does not parse: {exc}.") from exc
         return cls(commitment=commitment, signatures=signatures)

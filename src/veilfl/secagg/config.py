@@ -10,6 +10,7 @@ from typing import Any, Literal
 from veilfl.crypto.field import MERSENNE_31
 from veilfl.crypto.shamir import ShamirScheme
 from veilfl.errors import ConfigurationError
+from veilfl.secagg.commitment import certificates_can_split, default_quorum
 
 __all__ = ["SecureAggregationConfig"]
 
@@ -31,6 +32,16 @@ class SecureAggregationConfig:
         kem: HPKE key-encapsulation mechanism of the aggregators' keys.
         wraparound_checks: κ, PINE-style wraparound checks per contribution; more
             checks allow a larger (more precise) integer norm bound and cost linearly.
+        quorum: q, the aggregators whose signatures certify a round's participant list
+            (an aggregator releases its sum only against such a certificate). Left at
+            0, it becomes ``ceil((m + t) / 2)``, the least q with ``2q - m >= t``: any
+            two certificates then share t signers, one of them honest even if t - 1
+            aggregators collude with the coordinator, so at most one list per round is
+            ever summed (:mod:`veilfl.secagg.commitment`). A round then needs q live
+            aggregators, not only t. After construction it holds the value in force.
+        allow_split_certificates: Accept a quorum with ``2q - m < t`` (refused
+            otherwise): the coordinator and t - 1 colluding aggregators could then
+            certify two lists of one round and learn one client's update.
     """
 
     threshold: int = 2
@@ -39,6 +50,8 @@ class SecureAggregationConfig:
     max_samples_per_client: int = 10_000
     kem: Literal["x25519", "mlkem768-x25519"] = "x25519"
     wraparound_checks: int = 136
+    quorum: int = 0
+    allow_split_certificates: bool = False
 
     def __post_init__(self) -> None:
         if not 1 <= self.threshold <= self.num_aggregators <= 16:
@@ -54,6 +67,42 @@ class SecureAggregationConfig:
             )
         if self.wraparound_checks < 1:
             raise ConfigurationError("wraparound_checks must be at least 1.")
+        self._check_quorum()
+
+    def _check_quorum(self) -> None:
+        """Resolve the default quorum, then refuse one out of range or one that lets
+        two certificates of a round be split (unless explicitly allowed)."""
+        m, t = self.num_aggregators, self.threshold
+        if self.quorum == 0:
+            object.__setattr__(self, "quorum", default_quorum(num_aggregators=m, threshold=t))
+        q = self.quorum
+        if not 1 <= q <= m:
+            raise ConfigurationError(
+                f"--quorum must be between 1 and the {m} aggregators; got {q}."
+            )
+        if not self.allow_split_certificates and certificates_can_split(
+            quorum=q, num_aggregators=m, threshold=t
+        ):
+            who = (
+                "the coordinator alone"
+                if t == 1
+                else f"the coordinator with {t - 1} colluding aggregator(s)"
+            )
+            raise ConfigurationError(
+                f"--quorum {q} with {m} aggregators and threshold {t} lets two certificates "
+                f"share only {max(2 * q - m, 0)} signer(s), so {who} could certify two "
+                "participant lists of one round and learn one client's update; use --quorum "
+                f"{default_quorum(num_aggregators=m, threshold=t)} or more, or accept that risk "
+                "with --allow-split-certificates."
+            )
+
+    @property
+    def certificates_can_split(self) -> bool:
+        """Whether two certificates of one round can share fewer than t signers
+        (possible only with :attr:`allow_split_certificates`)."""
+        return certificates_can_split(
+            quorum=self.quorum, num_aggregators=self.num_aggregators, threshold=self.threshold
+        )
 
     def scheme(self) -> ShamirScheme:
         """The t-of-m Shamir scheme."""
@@ -74,6 +123,8 @@ class SecureAggregationConfig:
             "max_samples_per_client": self.max_samples_per_client,
             "kem": self.kem,
             "wraparound_checks": self.wraparound_checks,
+            "quorum": self.quorum,
+            "allow_split_certificates": self.allow_split_certificates,
         }
 
     @classmethod
@@ -94,8 +145,17 @@ class SecureAggregationConfig:
                 max_samples_per_client=int(data["max_samples_per_client"]),
                 kem=kem,  # type: ignore[arg-type]
                 wraparound_checks=int(data.get("wraparound_checks", 136)),
+                quorum=int(data["quorum"]),
+                allow_split_certificates=_flag(data.get("allow_split_certificates", False)),
             )
-        except (KeyError, TypeError, ValueError) as exc:
+        except (KeyError, TypeError, ValueError, OverflowError) as exc:
             raise ConfigurationError(
                 f"The secure-aggregation settings are malformed: {exc}."
             ) from exc
+
+
+def _flag(value: Any) -> bool:
+    """A JSON boolean, strictly (``"false"`` is not false)."""
+    if not isinstance(value, bool):
+        raise ValueError(f"allow_split_certificates must be true or false, not {value!r}")
+    return value

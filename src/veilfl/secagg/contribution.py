@@ -7,12 +7,20 @@ A contribution is ``d + 3`` integers (the *measurement*):
   and rounded stochastically (unbiased), with L2 norm at most the integer bound B the
   field allows a sound proof for (:meth:`BoundsParameters.largest_norm_bound`);
 * the FedAvg weight w in [0, 1], as ``round(w · 1024)``;
-* the weighted, range-clipped training loss ``w · min(loss, 16) / 16``, likewise;
-* under adaptive DP clipping, the clipped-or-not bit as ``2b - 1`` (so the sum is twice
-  the sum of ``b - 1/2``, the sensitivity-1/2 form the accountant charges), else 0.
+* the weighted, range-clipped training loss ``w · min(loss, 16) / 16``, likewise, and
+  proven to be at most the weight coordinate: a client's loss moves the decoded
+  ``Σ w·loss`` by at most ``16·w``, as an honest client's worst loss would, so a
+  client of weight 0 adds no loss at all and the mean loss ``Σ w·loss / Σ w`` stays a
+  weighted mean of values in [0, 16];
+* the clipped-or-not bit as ``2b - 1``, exactly -1 or +1 (so the sum is twice the sum of
+  ``b - 1/2``, the sensitivity-1/2 form the accountant charges under adaptive DP
+  clipping). The proof admits nothing else: a 0 would let a client stay out of the
+  count it is charged for. Clients that report no bit (no adaptive clipping) send +1, a
+  constant that carries no information; the sum is then never read.
 
 None of it travels in the clear. The client proves, in zero knowledge, that the update's
-norm is at most B and each extra lies in its range (:mod:`veilfl.secagg.bounds`), shares
+norm is at most B, each extra lies in its range (on its step) and the loss is at most
+the weight (:mod:`veilfl.secagg.bounds`), shares
 the measurement t-of-m (t - 1 aggregators get a 32-byte seed) and seals aggregator j's
 share to j's HPKE key, binding run, round, client and j. Since every valid measurement is
 bounded, a sum of up to :meth:`ContributionLayout.max_summands` of them never wraps: the
@@ -56,6 +64,8 @@ EXTRA_UNITS = 1024
 #: Losses are clipped to [0, LOSS_RANGE] and divided by it before sharing.
 LOSS_RANGE = 16.0
 _EXTRA_RANGES = ((0, EXTRA_UNITS), (0, EXTRA_UNITS), (-1, 1))
+_EXTRA_STEPS = (1, 1, 2)  # the bit is -1 or +1, never 0
+_EXTRA_ORDER = ((1, 0),)  # the weighted loss is at most the weight
 _ROUNDING_TRIES = 8
 
 
@@ -65,6 +75,8 @@ def _bounds(dimension: int, wraparound_checks: int) -> BoundsParameters:
     bound = BoundsParameters.largest_norm_bound(
         dimension=dimension,
         extra_ranges=_EXTRA_RANGES,
+        extra_steps=_EXTRA_STEPS,
+        extra_order=_EXTRA_ORDER,
         wraparound_checks=wraparound_checks,
         calls=calls,
     )
@@ -72,6 +84,8 @@ def _bounds(dimension: int, wraparound_checks: int) -> BoundsParameters:
         dimension=dimension,
         norm_bound=bound,
         extra_ranges=_EXTRA_RANGES,
+        extra_steps=_EXTRA_STEPS,
+        extra_order=_EXTRA_ORDER,
         wraparound_checks=wraparound_checks,
         calls=calls,
     )
@@ -183,6 +197,14 @@ class ContributionLayout:
     ) -> npt.NDArray[np.int64]:
         """The measurement for ``w·Δ`` (already clipped to ``norm_bound``).
 
+        Args:
+            weighted_update: ``w·Δ``, clipped.
+            weight: w, in [0, 1].
+            loss: The training loss (clipped to [0, 16]; at most the weight once weighted).
+            unclipped: Under adaptive clipping, whether the update needed no clipping;
+                None when the run asks for no bit (then +1 is sent, a constant).
+            rng: Randomness for the stochastic rounding.
+
         Raises:
             ConfigurationError: if the update has the wrong length, its norm exceeds the
                 bound, or the weight is outside [0, 1].
@@ -212,12 +234,10 @@ class ContributionLayout:
                 float(np.linalg.norm(scaled)), 1e-300
             )
             rounded = np.rint(scaled * min(1.0, shrink)).astype(np.int64)
+        weight_units = round(weight * EXTRA_UNITS)
+        loss_units = round(weight * min(max(loss, 0.0), LOSS_RANGE) / LOSS_RANGE * EXTRA_UNITS)
         extras = np.array(
-            [
-                round(weight * EXTRA_UNITS),
-                round(weight * min(max(loss, 0.0), LOSS_RANGE) / LOSS_RANGE * EXTRA_UNITS),
-                0 if unclipped is None else (1 if unclipped else -1),
-            ],
+            [weight_units, min(loss_units, weight_units), -1 if unclipped is False else 1],
             dtype=np.int64,
         )
         return np.concatenate([rounded, extras])

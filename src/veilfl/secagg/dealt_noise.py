@@ -15,8 +15,8 @@ discrete Gaussians, Canonne, Kamath and Steinke 2020):
   telling clients how to clip) does; it is about 5% above ``norm_bound·scale``, and
   above z_Δ·C·scale whenever an adaptive C stays within ``norm_bound``;
 * the unclipped-bit coordinate (each client's 2b - 1, twice the +-1/2 bit the
-  accountant charges): sigma = 2·sigma_b under adaptive clipping, else 0 (the bit is
-  then not sent);
+  accountant charges, proven to be -1 or +1): sigma = 2·sigma_b under adaptive
+  clipping, else 0 (every client then sends the constant +1, and the sum is not read);
 * the weight and loss coordinates: none (under DP every weight is 1, so their sum is
   the participant count the coordinator knows, and the loss is sent as 0).
 
@@ -26,7 +26,7 @@ any coalition of t - 1 aggregators add at least sigma^2.
 Under DP-FTRL (``mechanism="ftrl"``; Kairouz et al. 2021) the same noise is dealt
 once per tree block rather than once per release (the ``"tree"`` schedule): sigma =
 z·B on the update coordinates, z being the block noise multiplier, and none on the
-three others (no adaptive clipping, so no bit is sent).
+three others (no adaptive clipping, so the bit is the constant +1).
 """
 
 from __future__ import annotations

@@ -6,17 +6,25 @@ aggregate shares of at least t aggregators that all hold every participant.
 
 from __future__ import annotations
 
-from collections import Counter
+import math
 from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
-from itertools import combinations
+
+import numpy as np
+import numpy.typing as npt
 
 from veilfl.crypto.shamir import Share
 from veilfl.errors import ProtocolError, ReconstructionError
 from veilfl.secagg.contribution import ContributionLayout
 from veilfl.strategy.aggregate import Aggregate
 
-__all__ = ["AggregationPlan", "plan_aggregation", "reconstruct_aggregate"]
+__all__ = ["SPARE_KEEPING_SHARE", "AggregationPlan", "plan_aggregation", "reconstruct_aggregate"]
+
+SPARE_KEEPING_SHARE = 0.5
+"""An aggregator stays in a round's plan while the clients it holds in common with the
+others are at least this share of the most that any t aggregators hold: clients that
+reached fewer aggregators (a minority) are left out rather than the aggregator, so no
+client alone can shrink the set that verifies and sums (:func:`plan_aggregation`)."""
 
 
 @dataclass(frozen=True)
@@ -39,41 +47,72 @@ def plan_aggregation(
     threshold: int,
     min_participants: int,
 ) -> AggregationPlan:
-    """Choose aggregators and the largest participant list they all hold.
+    """Choose the aggregators first, then the participants they all hold.
+
+    Every aggregator of the plan verifies and can sum, so aggregators beyond t are the
+    round's spares: they let it survive a failure after the holdings, and their
+    answers are the consistency check of :func:`~veilfl.secagg.bounds.decide`. The
+    plan is the **largest** set of alive aggregators (at least t) that hold a common
+    list of at least :data:`SPARE_KEEPING_SHARE` of the most clients any t alive
+    aggregators hold in common (and at least ``min_participants``); among sets of that
+    size, the one that holds the most clients. The participants are the clients that
+    every aggregator of the plan holds.
+
+    So a client whose shares reached fewer aggregators than the others' (exactly t, say)
+    is left out, and cannot remove a spare: only when the clients an aggregator lacks are
+    more than half of the best list is the aggregator the one that failed (it was down
+    or lost its spool), and dropping it from the plan keeps the round's clients.
 
     Args:
-        acknowledged: For each reporting client, the aggregators that acknowledged its share.
+        acknowledged: For each reporting client, the aggregators that hold its share.
         alive: Aggregators believed reachable.
         threshold: t.
         min_participants: The smallest acceptable participant list.
 
     Returns:
-        The participant list that the most clients reach through some t aggregators,
-        and every alive aggregator holding all of it (the spares cover a failure
-        during collection).
+        The plan: its aggregators and the clients all of them hold.
 
     Raises:
         ProtocolError: if no t aggregators hold at least ``min_participants`` clients.
     """
     live = sorted(set(alive))
-    alive_set = frozenset(live)
-    by_ack_set = Counter(frozenset(acks) & alive_set for acks in acknowledged.values())
-    best_group: tuple[int, ...] | None = None
-    best_count = -1
-    for group in combinations(live, threshold):
-        wanted = set(group)
-        count = sum(n for held, n in by_ack_set.items() if wanted <= held)
-        if count > best_count:
-            best_group, best_count = group, count
-    if best_group is None or best_count < min_participants:
+    held = _held_by_every(acknowledged, live)
+    sizes = np.array([mask.bit_count() for mask in range(len(held))])
+    best = int(held[sizes == threshold].max(initial=-1))
+    if best < min_participants:
         raise ProtocolError(
             f"No {threshold} reachable aggregators hold shares from {min_participants} common "
             "clients; the round cannot be aggregated."
         )
-    core = set(best_group)
-    members = tuple(sorted(c for c, acks in acknowledged.items() if core <= set(acks)))
-    spares = tuple(j for j in live if all(j in acknowledged[c] for c in members))
-    return AggregationPlan(aggregators=spares, participants=members)
+    enough = max(min_participants, math.ceil(SPARE_KEEPING_SHARE * best))
+    for size in range(len(live), threshold - 1, -1):
+        masks = np.flatnonzero(sizes == size)
+        most = int(held[masks].max())
+        if most >= enough:
+            break
+    group = min(  # of the sets that hold the most, the one of the lowest indices
+        tuple(j for i, j in enumerate(live) if mask >> i & 1)
+        for mask in masks[held[masks] == most].tolist()
+    )
+    members = tuple(sorted(c for c, acks in acknowledged.items() if set(group) <= set(acks)))
+    return AggregationPlan(aggregators=group, participants=members)
+
+
+def _held_by_every(
+    acknowledged: Mapping[str, Collection[int]], live: Sequence[int]
+) -> npt.NDArray[np.int64]:
+    """For every set S of ``live`` aggregators (bit i of the index: ``live[i]``), how
+    many clients every aggregator of S holds: the clients counted by the exact set of
+    live aggregators holding them, then summed over supersets (one pass per bit, so
+    m·2^m additions whatever the clients send)."""
+    bit = {j: 1 << i for i, j in enumerate(live)}
+    held = np.zeros(1 << len(live), dtype=np.int64)
+    for acks in acknowledged.values():
+        held[sum(bit[j] for j in set(acks) if j in bit)] += 1
+    for i in range(len(live)):
+        pairs = held.reshape(-1, 2, 1 << i)  # [:, 0] lacks bit i, [:, 1] is the same with it
+        pairs[:, 0, :] += pairs[:, 1, :]
+    return held
 
 
 def reconstruct_aggregate(

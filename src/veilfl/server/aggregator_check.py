@@ -1,14 +1,22 @@
-"""The coordinator's start-up check against its aggregators' signed minimum cohorts.
+"""The coordinator's start-up checks with its aggregators: their signed minimum cohorts,
+then their signed consents to the run.
 
-A secure run starts closed (:class:`~veilfl.server.service.CoordinatorService` with
-``opened=False``): it serves ``/v1/run`` at once, because each aggregator fetches the
-run from it before it serves, and it enrolls clients, but it gives no training task.
-Meanwhile :func:`open_when_aggregators_fit` asks every aggregator for its policy
-(``GET /v1/policy``) until all have answered, verifies each signature against the
-aggregator's published key, and fits the run to the largest minimum
-(:func:`veilfl.protocol.aggregator_minimums.fit_cohort`): a run whose clients per
-round, expected sample or buffer is below it is refused in one line naming both flags;
-an unset ``--min-clients`` takes it (logged once). Then the run opens.
+Before a secure run is created, :func:`fit_to_aggregators` asks every aggregator for
+its policy (``GET /v1/policy``; an aggregator serves it before it has a run) until all
+have answered, verifies each signature against the aggregator's published key, and fits
+the run to the largest minimum (:func:`veilfl.protocol.aggregator_minimums.fit_cohort`):
+a run whose clients per round, expected sample or buffer is below it is refused in one
+line naming both flags; an unset ``--min-clients`` takes it (logged once). The fitted
+settings are what the run's id is the hash of.
+
+The run then starts closed (:class:`~veilfl.server.service.CoordinatorService` with
+``opened=False``): it serves ``/v1/run`` at once, for the aggregators fetch it, check it
+against their operators' policies and sign their consent to its id. Meanwhile
+:func:`open_when_aggregators_consent` asks each aggregator for its consent
+(``GET /v1/consent``) until every one has consented to this very run id with the
+noise the run declares, then publishes the consents with the description and opens the
+run. An aggregator that refuses the run stops it, in one line with the aggregator's
+reason.
 """
 
 from __future__ import annotations
@@ -16,20 +24,26 @@ from __future__ import annotations
 import asyncio
 import logging
 import ssl
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 
 import httpx
 
 from veilfl.errors import ConfigurationError, TransportError, WireFormatError
 from veilfl.protocol.aggregator_minimums import fit_cohort, verified_minimums
-from veilfl.protocol.coordinator import Coordinator
 from veilfl.protocol.messages import PublishedAggregator
-from veilfl.protocol.settings import CoordinatorSettings
+from veilfl.protocol.run_description import RunDescription
+from veilfl.protocol.run_spec import RunSpec
+from veilfl.secagg.run_consent import RunConsent
 from veilfl.server.service import CoordinatorService
-from veilfl.transport.aggregator_policies import fetch_aggregator_policy
+from veilfl.transport.aggregator_policies import fetch_aggregator_policy, fetch_run_consent
 from veilfl.transport.peer import RetryPolicy
 
-__all__ = ["aggregator_minimums", "open_when_aggregators_fit"]
+__all__ = [
+    "aggregator_minimums",
+    "collect_consents",
+    "fit_to_aggregators",
+    "open_when_aggregators_consent",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -84,23 +98,19 @@ async def aggregator_minimums(
     return {a.index: minimum for a, minimum in zip(aggregators, found, strict=True)}
 
 
-async def open_when_aggregators_fit(
-    service: CoordinatorService,
-    settings: CoordinatorSettings,
+async def fit_to_aggregators(
+    settings: RunSpec,
     *,
-    rebuild: Callable[[CoordinatorSettings], Coordinator],
     min_clients_given: bool,
     clients_per_round_given: bool = True,
     verify: ssl.SSLContext | bool = True,
     transport: httpx.AsyncBaseTransport | None = None,
     retry_interval_s: float = 1.0,
-) -> CoordinatorSettings:
-    """Learn the aggregators' minimums, fit the run to them, and open it.
+) -> RunSpec:
+    """Learn the aggregators' minimums and fit the run's settings to them.
 
     Args:
-        service: The closed service of a secure run.
-        settings: The run's settings (as stored).
-        rebuild: Builds the core for fitted settings (when ``--min-clients`` rises).
+        settings: The run's settings, as the operator gave them.
         min_clients_given: ``--min-clients`` was set by the operator.
         clients_per_round_given: ``--clients-per-round`` was set by the operator.
         verify: How to verify the aggregators' TLS certificates.
@@ -108,15 +118,15 @@ async def open_when_aggregators_fit(
         retry_interval_s: Wait between asking an unreachable aggregator again.
 
     Returns:
-        The settings the run now follows.
+        The settings the run follows.
 
     Raises:
         ConfigurationError: (one line) if the run does not fit an aggregator's minimum,
-            or a policy does not verify; the run stays closed.
+            or a policy does not verify.
     """
     secure = settings.secure
     if secure is None:
-        raise ConfigurationError("Only a secure run waits for its aggregators' policies.")
+        raise ConfigurationError("Only a secure run is fitted to its aggregators' policies.")
     minimums = await aggregator_minimums(
         secure.aggregators, verify=verify, transport=transport, retry_interval_s=retry_interval_s
     )
@@ -128,10 +138,94 @@ async def open_when_aggregators_fit(
     )
     if fitted.note is not None:
         logger.info("%s", fitted.note)
-    changed = fitted.settings != settings
-    await service.open((lambda: rebuild(fitted.settings)) if changed else None)
     logger.info(
-        "the aggregators' signed minimum cohorts (%s) fit the run; it is open",
+        "the aggregators' signed minimum cohorts (%s) fit the run",
         ", ".join(f"aggregator {j}: {n}" for j, n in sorted(minimums.items())),
     )
     return fitted.settings
+
+
+async def collect_consents(
+    description: RunDescription,
+    *,
+    verify: ssl.SSLContext | bool = True,
+    transport: httpx.AsyncBaseTransport | None = None,
+    retry_interval_s: float = 0.5,
+) -> dict[int, RunConsent]:
+    """Every aggregator's signed consent to ``description``'s run id, asked again until
+    each has consented (an aggregator may still be on an earlier run, or starting).
+
+    Raises:
+        ConfigurationError: one line with the aggregator's reason, if one refused this
+            run.
+    """
+    secure = description.info.secure
+    if secure is None:
+        raise ConfigurationError("Only a secure run collects its aggregators' consents.")
+    one_try = RetryPolicy(max_attempts=1, timeout_s=10.0)
+    run_id = description.run_id
+
+    async def one(aggregator: PublishedAggregator) -> RunConsent:
+        waiting = False
+        while True:
+            try:
+                consent = await fetch_run_consent(
+                    aggregator, verify=verify, transport=transport, retry=one_try
+                )
+            except (TransportError, WireFormatError) as exc:
+                if run_id in str(exc) and "refused" in str(exc):
+                    raise ConfigurationError(
+                        f"Aggregator {aggregator.index} at {aggregator.url} refused run "
+                        f"{run_id}: {exc}"
+                    ) from None
+                consent = None
+                if not waiting:
+                    logger.info(
+                        "waiting for aggregator %d's consent to run %s (%s)",
+                        aggregator.index,
+                        run_id,
+                        exc,
+                    )
+                    waiting = True
+            if consent is not None and consent.run_id == run_id:
+                signers = RunDescription(description.spec, (consent,)).consenting_aggregators(
+                    {aggregator.index: aggregator.signing_bytes()}
+                )
+                if aggregator.index not in signers:
+                    raise ConfigurationError(
+                        f"Aggregator {aggregator.index} at {aggregator.url} served a consent to "
+                        f"run {run_id} that its published key did not sign, or for other "
+                        "noise; check the key file given with --aggregator."
+                    )
+                return consent
+            await asyncio.sleep(retry_interval_s)
+
+    found = await asyncio.gather(*(one(a) for a in secure.aggregators))
+    return {consent.index: consent for consent in found}
+
+
+async def open_when_aggregators_consent(
+    service: CoordinatorService,
+    *,
+    verify: ssl.SSLContext | bool = True,
+    transport: httpx.AsyncBaseTransport | None = None,
+    retry_interval_s: float = 0.5,
+) -> None:
+    """Collect every aggregator's consent to the service's run, publish them with its
+    description, and open the run.
+
+    Raises:
+        ConfigurationError: (one line) if an aggregator refused the run; it stays closed.
+    """
+    consents = await collect_consents(
+        service.description,
+        verify=verify,
+        transport=transport,
+        retry_interval_s=retry_interval_s,
+    )
+    await service.open(consents)
+    logger.info(
+        "aggregators %s consented to run %s; it is open",
+        ", ".join(str(j) for j in sorted(consents)),
+        service.run_info.run_id,
+    )

@@ -2,7 +2,9 @@
 
 Each request is signed with the coordinator's key (the aggregators answer no one else)
 and, over HTTPS, verified against the run's CA. Requests run concurrently, outside the
-coordinator's lock; every outcome comes back to the core as an event.
+coordinator's lock; every outcome comes back to the core as an event. The log says
+once when an aggregator becomes unreachable (no answer, or a 5xx), and once when it
+answers again.
 """
 
 from __future__ import annotations
@@ -10,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
+import logging
 import ssl
 from collections.abc import Mapping
 
@@ -38,6 +41,8 @@ from veilfl.secagg.bounds_messages import VerifierShare
 from veilfl.transport.signing import SigningAuth, for_round
 
 __all__ = ["HttpAggregatorLink"]
+
+logger = logging.getLogger("veilfl.server")
 
 
 class HttpAggregatorLink:
@@ -73,6 +78,7 @@ class HttpAggregatorLink:
             for index in self._urls
         }
         self._http = httpx.AsyncClient(timeout=timeout_s, verify=verify, transport=transport)
+        self._unreachable: set[int] = set()
 
     async def close(self) -> None:
         """Close the connections."""
@@ -215,8 +221,13 @@ class HttpAggregatorLink:
                 **kwargs,  # type: ignore[arg-type]
             )
         except httpx.HTTPError as exc:
+            self._note_down(index, f"{type(exc).__name__}: {exc}" if str(exc) else repr(exc))
             raise TransportError(f"Aggregator {index} at {url} is unreachable: {exc}.") from exc
-        if response.status_code >= 500 or response.status_code == 429:
+        if response.status_code >= 500:
+            self._note_down(index, f"HTTP {response.status_code}")
+            raise TransportError(f"Aggregator {index} failed (HTTP {response.status_code}).")
+        self._note_up(index)
+        if response.status_code == 429:
             raise TransportError(f"Aggregator {index} failed (HTTP {response.status_code}).")
         if response.status_code != 200:
             raise ProtocolError(
@@ -224,3 +235,19 @@ class HttpAggregatorLink:
                 f"(HTTP {response.status_code}): {response.text[:300]}"
             )
         return response
+
+    def _note_down(self, index: int, problem: str) -> None:
+        if index not in self._unreachable:
+            self._unreachable.add(index)
+            logger.warning(
+                "aggregator %d at %s is unreachable (%s); its rounds go on without it "
+                "while at least the threshold of aggregators answer",
+                index,
+                self._urls[index],
+                problem,
+            )
+
+    def _note_up(self, index: int) -> None:
+        if index in self._unreachable:
+            self._unreachable.discard(index)
+            logger.info("aggregator %d at %s answers again", index, self._urls[index])

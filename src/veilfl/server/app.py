@@ -38,7 +38,7 @@ from pydantic import BaseModel, Field
 from veilfl.errors import WireFormatError
 from veilfl.protocol.messages import TaskKind, UpdateHeader
 from veilfl.protocol.metrics import RoundMetrics
-from veilfl.protocol.settings import CoordinatorSettings
+from veilfl.protocol.run_spec import RunSpec
 from veilfl.server.client_access import ClientAccess
 from veilfl.server.coordinator_metrics import install_coordinator_metrics
 from veilfl.server.dashboard import install_dashboard
@@ -120,7 +120,7 @@ def create_app(
     *,
     metrics: Callable[[], list[RoundMetrics]],
     access: ClientAccess,
-    settings: CoordinatorSettings | None = None,
+    settings: RunSpec | None = None,
 ) -> FastAPI:
     """Build the coordinator's FastAPI application around ``service``.
 
@@ -132,7 +132,6 @@ def create_app(
             description only).
     """
     secure = service.run_info.secure is not None
-    run_json = service.run_info.to_json()
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -158,11 +157,13 @@ def create_app(
             request, public_key_text=body.public_key, token=body.enrollment_token, name=body.name
         )
         await service.join(client_id)
-        return JoinResponse(client_id=client_id, run=run_json)
+        return JoinResponse(client_id=client_id, run=service.description.to_json())
 
     @app.get("/v1/run")
     async def run() -> dict[str, Any]:
-        return run_json
+        # "open": whether the aggregators' consents are in (a client waits until then);
+        # not part of the spec: a false "open" only makes clients refuse the run.
+        return {**service.description.to_json(), "open": service.opened}
 
     @app.get("/v1/clients/{client_id}/task", response_model=TaskResponse)
     async def task(client_id: str, request: Request) -> TaskResponse:

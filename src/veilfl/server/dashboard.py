@@ -28,7 +28,7 @@ from typing import Any
 from fastapi import FastAPI, Query, Response
 
 from veilfl.protocol.metrics import RoundMetrics
-from veilfl.protocol.settings import CoordinatorSettings
+from veilfl.protocol.run_spec import RunSpec
 from veilfl.server.run_observer import AggregatorHealth, RunObserver
 from veilfl.server.service import CoordinatorService
 
@@ -115,7 +115,7 @@ def describe_wait(
     aggregators: Sequence[AggregatorHealth],
     *,
     now_s: float,
-    settings: CoordinatorSettings | None,
+    settings: RunSpec | None,
 ) -> str:
     """What the coordinator is waiting for now, in a few words.
 
@@ -166,7 +166,7 @@ async def dashboard_snapshot(
     service: CoordinatorService,
     *,
     history: Sequence[RoundMetrics],
-    settings: CoordinatorSettings | None,
+    settings: RunSpec | None,
     since: int = 0,
 ) -> dict[str, Any]:
     """What ``GET /v1/dashboard`` answers: the run now, and rounds changed after
@@ -226,7 +226,7 @@ def install_dashboard(
     service: CoordinatorService,
     *,
     history: Callable[[], Sequence[RoundMetrics]],
-    settings: CoordinatorSettings | None = None,
+    settings: RunSpec | None = None,
 ) -> None:
     """Serve ``GET /dashboard`` (the page) and ``GET /v1/dashboard`` (its data).
 

@@ -16,7 +16,7 @@ each client's participations counted from the completed rounds' participant list
 from __future__ import annotations
 
 import json
-import uuid
+import secrets
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,16 +30,16 @@ from veilfl.protocol.assembly import (
     PrivacyBackend,
     ResumePoint,
     build_coordinator,
-    describe_run,
 )
 from veilfl.protocol.coordinator import Coordinator
 from veilfl.protocol.effects import RoundOutcome
 from veilfl.protocol.messages import RunInfo
 from veilfl.protocol.metrics import RoundMetrics
-from veilfl.protocol.settings import CoordinatorSettings
+from veilfl.protocol.run_description import RunDescription
+from veilfl.protocol.run_spec import RunSpec
 from veilfl.server.checkpoints import CheckpointStore
 from veilfl.server.run_store import ParticipantRecord, RoundRecord, RunStore
-from veilfl.tensors import Weights, unflatten
+from veilfl.tensors import Weights, spec_of, unflatten
 
 __all__ = ["PreparedRun", "RunRecorder", "metrics_from_store", "prepare_run"]
 
@@ -141,7 +141,7 @@ class PreparedRun:
 
     coordinator: Coordinator
     cohort: CohortPlan
-    run_info: RunInfo
+    description: RunDescription
     store: RunStore
     checkpoints: CheckpointStore
     recorder: RunRecorder
@@ -150,21 +150,10 @@ class PreparedRun:
     privacy: PrivacyBackend | None = None
     resume: ResumePoint | None = None
 
-    def rebuild(self, settings: CoordinatorSettings) -> Coordinator:
-        """A new core for ``settings`` (the stored ones fitted to the aggregators'
-        minimums) from the same starting point, with every enrolled client joined.
-        Only before the first task was given; it replaces :attr:`coordinator`."""
-        assembled = build_coordinator(
-            settings,
-            initial_weights=self.coordinator.global_model().weights,
-            run_id=self.run_info.run_id,
-            resume=self.resume,
-        )
-        for client in self.store.clients():
-            assembled.coordinator.join(client.client_id, now=0.0)
-        self.coordinator, self.cohort = assembled.coordinator, assembled.cohort
-        self.privacy = assembled.privacy
-        return self.coordinator
+    @property
+    def run_info(self) -> RunInfo:
+        """The run as its parties read it."""
+        return self.description.info
 
     def persist(self, outcome: RoundOutcome) -> None:
         """Durably record a completed round (see :class:`RunRecorder`)."""
@@ -174,7 +163,7 @@ class PreparedRun:
 
 def prepare_run(
     run_dir: Path,
-    settings: CoordinatorSettings,
+    settings: RunSpec,
     *,
     initial_weights: Callable[[int], Weights],
 ) -> PreparedRun:
@@ -185,9 +174,14 @@ def prepare_run(
         settings: The run's settings. On resume they must match the stored ones.
         initial_weights: Builds the version-0 model from a seed (new runs only).
 
+    A new run's spec is sealed here: the coordinator's key, a fresh salt and the model's
+    size are fixed, and the run id is the spec's hash (stored with it).
+
     Raises:
-        ConfigurationError: if the folder holds a run with other settings.
-        StorageError: if the run state or a checkpoint cannot be read.
+        ConfigurationError: if the folder holds a run with other settings, or was
+            created with another coordinator key.
+        StorageError: if the run state or a checkpoint cannot be read, or the stored
+            run's id is not its spec's hash.
     """
     run_dir.mkdir(parents=True, exist_ok=True)
     identity = load_or_create_identity(run_dir / "coordinator.key")
@@ -195,15 +189,33 @@ def prepare_run(
     checkpoints = CheckpointStore(run_dir / "checkpoints", model_name=settings.model_name)
     stored_id = store.run_id()
     if stored_id is None:
-        run_id = uuid.uuid4().hex[:16]
-        store.initialise(run_id, settings.to_json())
+        start = initial_weights(settings.seed)
+        spec = settings.sealed(
+            coordinator_key=identity.public_key_text,
+            salt=secrets.token_hex(16),
+            model_size=spec_of(start).total_size,
+        )
+        run_id = spec.run_id
+        checkpoints.save(0, start)
+        store.initialise(run_id, spec.to_json())
     else:
         run_id = stored_id
-        stored = CoordinatorSettings.from_json(store.config())
-        if stored != settings:
+        spec = RunSpec.from_json(store.config())
+        if spec.run_id != run_id:
+            raise StorageError(
+                f"The run folder {run_dir} holds run {run_id}, whose stored description "
+                "does not hash to its id (made by an older veilfl, or altered); use a new "
+                "folder."
+            )
+        if spec.unsealed() != settings.unsealed():
             raise ConfigurationError(
                 f"The run folder {run_dir} holds run {run_id} with other settings; "
                 "use a new folder, or start with the same settings to resume."
+            )
+        if spec.coordinator_key != identity.public_key_text:
+            raise ConfigurationError(
+                f"The run folder {run_dir} holds run {run_id} of another coordinator key "
+                "than its coordinator.key; restore that key file, or use a new folder."
             )
     last = store.last_completed_round()
     resume: ResumePoint | None = None
@@ -232,19 +244,14 @@ def prepare_run(
             f"Run {run_id} is at model version {version}, but that checkpoint cannot be "
             f"loaded: {exc}"
         ) from exc
-    assembled = build_coordinator(settings, initial_weights=weights, run_id=run_id, resume=resume)
+    assembled = build_coordinator(spec, initial_weights=weights, run_id=run_id, resume=resume)
     coordinator = assembled.coordinator
     for client in store.clients():
         coordinator.join(client.client_id, now=0.0)
     return PreparedRun(
         coordinator=coordinator,
         cohort=assembled.cohort,
-        run_info=describe_run(
-            settings,
-            run_id=run_id,
-            coordinator_key=identity.public_key_text,
-            spec=coordinator.spec,
-        ),
+        description=RunDescription(spec),
         store=store,
         checkpoints=checkpoints,
         recorder=RunRecorder(store, checkpoints),

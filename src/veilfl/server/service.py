@@ -22,7 +22,7 @@ import contextlib
 import logging
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol, TypeVar
 
@@ -47,6 +47,8 @@ from veilfl.protocol.effects import (
     RoundOutcome,
 )
 from veilfl.protocol.messages import RunInfo, Task, UpdateHeader
+from veilfl.protocol.run_description import RunDescription
+from veilfl.secagg.run_consent import RunConsent
 from veilfl.server.run_observer import RunObserver
 from veilfl.tensors import Weights
 from veilfl.wire.tensor_codec import decode_weights, encode_weights
@@ -79,7 +81,8 @@ class CoordinatorService:
 
     Args:
         coordinator: The protocol core.
-        run_info: What joining clients are told about the run.
+        description: The run's declared spec (served at ``/v1/run``); a secure run's
+            aggregators' consents join it when it opens.
         performer: Carries out the core's commands.
         on_round: Called (in a worker thread, one round after another) with each
             completed round, to evaluate and record it; returns nothing.
@@ -88,9 +91,8 @@ class CoordinatorService:
         clock: Monotonic clock in seconds.
         opened: Whether training may start at once. A secure run starts closed: it
             enrolls clients and describes itself, but gives no training task (and no
-            ticket) until :meth:`open` is called, once the aggregators' signed minimum
-            cohorts are known and fit the run (see
-            :mod:`veilfl.server.aggregator_check`).
+            ticket) until :meth:`open` is called with the aggregators' signed consents
+            to the run (see :mod:`veilfl.server.aggregator_check`).
         ticket_wait_s: How long a ticket request waits for a free place in the open
             buffer before it is answered "ask again" (409 with Retry-After).
     """
@@ -99,7 +101,7 @@ class CoordinatorService:
         self,
         coordinator: Coordinator,
         *,
-        run_info: RunInfo,
+        description: RunDescription,
         performer: CommandPerformer,
         on_round: Callable[[RoundOutcome], None] | None = None,
         on_served: Callable[[RoundOutcome], None] | None = None,
@@ -113,7 +115,7 @@ class CoordinatorService:
         self._place_waiters: deque[asyncio.Future[None]] = deque()
         self._promised = 0  # waiters woken for a free place that have not asked again yet
         self._opened = opened
-        self._run_info = run_info
+        self._description = description
         self._performer = performer
         self._on_round = on_round
         self._on_served = on_served
@@ -127,7 +129,7 @@ class CoordinatorService:
         self._background: list[asyncio.Task[None]] = []
         self._in_flight: set[asyncio.Task[None]] = set()
         self.finished = asyncio.Event()
-        secure = run_info.secure
+        secure = description.info.secure
         self.observer = RunObserver(
             aggregators={} if secure is None else {a.index: a.url for a in secure.aggregators},
             clock=clock,
@@ -135,8 +137,13 @@ class CoordinatorService:
 
     @property
     def run_info(self) -> RunInfo:
-        """The run's public description."""
-        return self._run_info
+        """The run, as its parties read it."""
+        return self._description.info
+
+    @property
+    def description(self) -> RunDescription:
+        """The run's declared spec, with the consents its aggregators signed so far."""
+        return self._description
 
     @property
     def core(self) -> Coordinator:
@@ -148,19 +155,18 @@ class CoordinatorService:
         """Whether training tasks are given (see ``opened``)."""
         return self._opened
 
-    async def open(self, rebuild: Callable[[], Coordinator] | None = None) -> None:
-        """Start giving training tasks; with ``rebuild``, first replace the core by the
-        one it builds (the run's settings fitted to the aggregators), under the lock so
-        that no join is lost. Only before any task was given.
+    async def open(self, consents: Mapping[int, RunConsent] | None = None) -> None:
+        """Start giving training tasks; with ``consents``, first publish the aggregators'
+        signed consents with the run's description (clients check them).
 
         Raises:
             ProtocolError: if the run is open already.
         """
         async with self._lock:
             if self._opened:
-                raise ProtocolError("The run is open already; its core cannot be replaced.")
-            if rebuild is not None:
-                self._core = await asyncio.to_thread(rebuild)
+                raise ProtocolError("The run is open already.")
+            if consents is not None:
+                self._description = self._description.with_consents(consents)
             self._opened = True
         self._wake.set()
 
@@ -324,7 +330,7 @@ class CoordinatorService:
         """A JSON-ready snapshot of the run."""
         async with self._lock:
             return {
-                "run_id": self._run_info.run_id,
+                "run_id": self.run_info.run_id,
                 **self._core.status(),
                 "opened": self._opened,
             }
@@ -334,7 +340,7 @@ class CoordinatorService:
         collecting, aggregating, persisting or done) and the seconds until the open
         round closes at the latest (``closes_in_s``; None without a deadline)."""
         async with self._lock:
-            status = {"run_id": self._run_info.run_id, **self._core.status()}
+            status = {"run_id": self.run_info.run_id, **self._core.status()}
             status["coordinator_phase"] = self._core.phase.value
             deadline = self._core.schedule.deadline
             now = self._clock()

@@ -9,18 +9,17 @@ from __future__ import annotations
 from collections.abc import Callable, Collection
 from dataclasses import dataclass
 
-from veilfl.protocol.assembly import AssembledRun, build_coordinator, describe_run
+from veilfl.errors import ConfigurationError
+from veilfl.protocol.assembly import AssembledRun, build_coordinator
 from veilfl.protocol.messages import PublishedAggregator, RunInfo
-from veilfl.protocol.settings import CoordinatorSettings
+from veilfl.protocol.run_description import RunDescription
+from veilfl.protocol.run_spec import RunSpec
 from veilfl.secagg.aggregator_policy import AggregatorPolicy
 from veilfl.secagg.config import SecureAggregationConfig
 from veilfl.sim.in_process_aggregators import InProcessAggregators
 from veilfl.tensors import Weights, spec_of
 
-__all__ = ["RUN_ID", "SimulatedRun", "assemble_simulated_run"]
-
-RUN_ID = "simulation"
-"""The run id of every simulated run."""
+__all__ = ["SimulatedRun", "assemble_simulated_run"]
 
 
 @dataclass(frozen=True)
@@ -29,13 +28,19 @@ class SimulatedRun:
 
     Attributes:
         assembled: The coordinator core with its cohort figures and privacy backend.
-        run: The run description, as the coordinator would publish it.
+        description: The run's spec with the aggregators' consents, as the coordinator
+            would publish it.
         aggregators: The in-process aggregators, or None for plaintext aggregation.
     """
 
     assembled: AssembledRun
-    run: RunInfo
+    description: RunDescription
     aggregators: InProcessAggregators | None
+
+    @property
+    def run(self) -> RunInfo:
+        """The run, as its parties read it."""
+        return self.description.info
 
     @property
     def policies(self) -> tuple[AggregatorPolicy, ...]:
@@ -44,7 +49,7 @@ class SimulatedRun:
 
 
 def assemble_simulated_run(
-    settings_for: Callable[[tuple[PublishedAggregator, ...]], CoordinatorSettings],
+    settings_for: Callable[[tuple[PublishedAggregator, ...]], RunSpec],
     *,
     secure: SecureAggregationConfig | None,
     weights: Weights,
@@ -63,16 +68,24 @@ def assemble_simulated_run(
 
     Raises:
         ConfigurationError: for settings that contradict each other or the
-            aggregators' minimums.
+            aggregators' minimums, or for so many aggregators down that fewer than the
+            quorum remain (no round could ever be certified).
     """
-    spec = spec_of(weights)
+    if secure is not None:
+        up = secure.num_aggregators - len(set(down))
+        if up < secure.quorum:
+            raise ConfigurationError(
+                f"With aggregators {sorted(set(down))} down for the whole simulation, {up} of "
+                f"{secure.num_aggregators} remain, fewer than the quorum of {secure.quorum} "
+                "that certifies a round's participant list: no round could be released."
+            )
+    model_size = spec_of(weights).total_size
     aggregators = (
         None
         if secure is None
         else InProcessAggregators(
             secure,
-            run_id=RUN_ID,
-            model_size=spec.total_size,
+            model_size=model_size,
             down=down,
             min_participants=min_participants,
         )
@@ -80,8 +93,10 @@ def assemble_simulated_run(
     settings = settings_for(() if aggregators is None else aggregators.published)
     if aggregators is not None:
         settings = aggregators.fit(settings)
-    assembled = build_coordinator(settings, initial_weights=weights, run_id=RUN_ID)
-    run = describe_run(settings, run_id=RUN_ID, coordinator_key="", spec=spec)
-    if aggregators is not None:
-        aggregators.attach(run)  # under distributed DP they deal the noise
-    return SimulatedRun(assembled=assembled, run=run, aggregators=aggregators)
+    spec = settings.sealed(coordinator_key="", salt="", model_size=model_size)
+    description = RunDescription(spec)
+    assembled = build_coordinator(spec, initial_weights=weights, run_id=description.run_id)
+    if aggregators is not None:  # they consent; under distributed DP they deal the noise
+        consents = aggregators.attach(description.info)
+        description = RunDescription(spec, consents)
+    return SimulatedRun(assembled=assembled, description=description, aggregators=aggregators)

@@ -36,7 +36,7 @@ from veilfl.protocol.effects import RoundOutcome
 from veilfl.protocol.hand_in import HandInContext
 from veilfl.protocol.messages import LocalTrainingPlan, PublishedAggregator, TaskKind
 from veilfl.protocol.metrics import RoundMetrics
-from veilfl.protocol.settings import CoordinatorSettings, SecureSettings
+from veilfl.protocol.run_spec import RunSpec, SecureSettings
 from veilfl.protocol.sync_round import RoundConfig
 from veilfl.secagg.config import SecureAggregationConfig
 from veilfl.sim.assembly import assemble_simulated_run
@@ -95,9 +95,9 @@ class AsyncSimulationConfig:
 
     def settings(
         self, *, population: int, aggregators: tuple[PublishedAggregator, ...] = ()
-    ) -> CoordinatorSettings:
+    ) -> RunSpec:
         """The coordinator settings this simulation runs, for ``population`` clients."""
-        return CoordinatorSettings(
+        return RunSpec(
             model_name="simulation",
             rounds=RoundConfig(
                 num_rounds=self.buffer.max_versions,

@@ -32,13 +32,15 @@ from veilfl.protocol.effects import (
     VerifierSharesReported,
 )
 from veilfl.protocol.messages import PublishedAggregator, RunInfo
-from veilfl.protocol.settings import CoordinatorSettings
+from veilfl.protocol.run_description import dealt_noise_profile
+from veilfl.protocol.run_spec import RunSpec
 from veilfl.secagg.aggregator_node import AggregatorNode
 from veilfl.secagg.aggregator_policy import AggregatorPolicy
 from veilfl.secagg.aggregator_state import InMemoryShareArchive, ShareArchive
 from veilfl.secagg.config import SecureAggregationConfig
 from veilfl.secagg.contribution import ContributionLayout, SealedShare
 from veilfl.secagg.dealt_noise import dealt_noise_config
+from veilfl.secagg.run_consent import RunConsent, sign_consent
 from veilfl.secagg.tree_noise import TreeNoiseAggregator
 
 __all__ = ["InProcessAggregators"]
@@ -67,7 +69,8 @@ class InProcessAggregators:
 
     Args:
         config: Secure-aggregation parameters (m aggregators are made).
-        run_id: The simulated run.
+        run_id: The simulated run until :meth:`attach` names one (tests that drive the
+            aggregators by hand).
         model_size: Parameters in the model.
         down: Aggregators that are unreachable for the whole simulation.
         min_participants: The fewest clients each aggregator sums over (its operator's
@@ -80,7 +83,7 @@ class InProcessAggregators:
         self,
         config: SecureAggregationConfig,
         *,
-        run_id: str,
+        run_id: str = "",
         model_size: int,
         down: Collection[int] = (),
         min_participants: int = DEFAULT_MIN_PARTICIPANTS,
@@ -152,6 +155,8 @@ class InProcessAggregators:
                     ),
                     save_noise=save,
                     peer_public_keys=public_keys,
+                    # One operator runs them all: the run's own setting is its consent.
+                    allow_split_certificates=layout.config.allow_split_certificates,
                 )
             )
         return nodes
@@ -161,19 +166,27 @@ class InProcessAggregators:
             return None
         return CsprngStream(key=hashlib.sha256(self._noise_seed + bytes([index])).digest())
 
-    def attach(self, run: RunInfo) -> None:
+    def attach(self, run: RunInfo) -> tuple[RunConsent, ...]:
         """Serve ``run`` as its coordinator describes it (an HTTP aggregator learns the
         run the same way): under distributed DP each aggregator starts the run's noise
         state and deals noise into every sum. Shares already received are dropped.
 
+        Returns:
+            Each aggregator's signed consent to the run (what clients check).
+
         Raises:
-            ConfigurationError: for another run than these aggregators were made for.
+            ConfigurationError: for a run whose aggregators are not these.
         """
-        if run.run_id != self._run_id:
-            raise ConfigurationError(
-                f"These aggregators serve run {self._run_id!r}, not {run.run_id!r}."
-            )
+        secure = run.secure
+        if secure is None or secure.aggregators != self._published:
+            raise ConfigurationError("The run does not name these aggregators.")
+        self._run_id = run.run_id
         self._nodes = self._make_nodes(run)
+        noise = dealt_noise_profile(run)
+        return tuple(
+            sign_consent(pair, index=index, run_id=run.run_id, noise=noise)
+            for index, pair in enumerate(self._keypairs, start=1)
+        )
 
     def node(self, index: int) -> AggregatorNode:
         """Aggregator ``index`` itself (tests)."""
@@ -199,7 +212,7 @@ class InProcessAggregators:
         """Each aggregator's minimum cohort, by index."""
         return {policy.index: policy.min_participants for policy in self._policies}
 
-    def fit(self, settings: CoordinatorSettings) -> CoordinatorSettings:
+    def fit(self, settings: RunSpec) -> RunSpec:
         """The simulated run's settings checked against these aggregators' minimums, as
         ``veilfl server`` checks its aggregators' at start-up: a smaller round, sample
         or buffer is refused; a smaller ``min_clients`` is raised to the largest minimum

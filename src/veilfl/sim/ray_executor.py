@@ -1,14 +1,14 @@
 """Local training on a Ray cluster: virtual clients beyond one machine.
 
-``pip install 'veilfl[ray]'`` brings Ray (the engine Flower's simulation uses). A
-:class:`RayExecutor` starts a pool of Ray actors, each holding the learner, a scratch
-model and (once, through Ray's object store) the population's data; each training
-job names its client by index, and each global model version is put in the object
-store once (while the caller passes the same weights object for it), so a task
-carries only indices, plans and seeds. Every actor
-reserves the resources of one client (``cpus_per_client``, ``gpus_per_client``, which
-may be a fraction of a GPU); actors with a GPU train on it, and may train their
-share of the jobs batched (:class:`~veilfl.sim.executor.BatchedExecutor`).
+``pip install '.[ray]'`` (in the veilfl checkout) brings Ray (the engine Flower's
+simulation uses). A :class:`RayExecutor` starts a pool of Ray actors, each holding the
+learner, a scratch model and (once, through Ray's object store) the population's
+data; each training job names its client by index, and each global model version is
+put in the object store once (while the caller passes the same weights object for
+it), so a task carries only indices, plans and seeds. Every actor reserves the
+resources of one client (``cpus_per_client``, ``gpus_per_client``, which may be a
+fraction of a GPU); actors with a GPU train on it, and may train their share of the
+jobs batched (:class:`~veilfl.sim.executor.BatchedExecutor`).
 
 With the same seeds a Ray run trains the same updates as an in-process one: the
 actors run the very executors of :mod:`veilfl.sim.executor`. Updates come back in
@@ -48,7 +48,7 @@ __all__ = ["RayExecutor"]
 
 DataT = TypeVar("DataT")
 
-_INSTALL = "Ray is not installed; install it with `pip install 'veilfl[ray]'`."
+_INSTALL = "Ray is not installed; install it with `pip install '.[ray]'` in the veilfl checkout."
 _CACHED_VERSIONS = 8
 
 

@@ -33,7 +33,7 @@ from veilfl.protocol.effects import RoundOutcome
 from veilfl.protocol.hand_in import HandInContext
 from veilfl.protocol.messages import LocalTrainingPlan, PublishedAggregator, Task, TaskKind
 from veilfl.protocol.metrics import RoundMetrics
-from veilfl.protocol.settings import CoordinatorSettings, SecureSettings
+from veilfl.protocol.run_spec import RunSpec, SecureSettings
 from veilfl.protocol.sync_round import RoundConfig
 from veilfl.secagg.config import SecureAggregationConfig
 from veilfl.sim.assembly import assemble_simulated_run
@@ -99,7 +99,7 @@ class SimulationConfig:
             raise ConfigurationError("dropout_probability must be in [0, 1).")
 
     @classmethod
-    def from_settings(cls, settings: CoordinatorSettings, **options: object) -> SimulationConfig:
+    def from_settings(cls, settings: RunSpec, **options: object) -> SimulationConfig:
         """The simulation of a run with these settings (the server's settings, say);
         ``options`` sets the simulation-only fields."""
         if settings.buffer is not None:
@@ -119,9 +119,9 @@ class SimulationConfig:
 
     def settings(
         self, *, population: int, aggregators: tuple[PublishedAggregator, ...] = ()
-    ) -> CoordinatorSettings:
+    ) -> RunSpec:
         """The coordinator settings this simulation runs, for ``population`` clients."""
-        return CoordinatorSettings(
+        return RunSpec(
             model_name="simulation",
             rounds=self.rounds,
             plan=self.plan,

@@ -3,7 +3,7 @@
 ``--server-optimizer fedadam|fedyogi|fedadagrad`` (with ``--server-beta1``,
 ``--server-beta2`` and ``--server-tau``; η is the run's ``--server-lr``) becomes a
 :class:`ServerOptimizerConfig` in the run's
-:class:`~veilfl.protocol.settings.CoordinatorSettings`; plain FedAvg (or FedBuff) is no
+:class:`~veilfl.protocol.run_spec.RunSpec`; plain FedAvg (or FedBuff) is no
 config at all. :meth:`ServerOptimizerConfig.build` makes the optimiser of Reddi et al.
 2021 (:mod:`veilfl.strategy.fedopt`).
 """

@@ -18,6 +18,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from veilfl.errors import (
     AuthenticationError,
+    BodyTooLargeError,
     BufferFullError,
     ConfigurationError,
     CryptoError,
@@ -56,6 +57,7 @@ STATUS_BY_ERROR: tuple[tuple[type[VeilflError], int], ...] = (
     (RoundMismatchError, 409),
     (StaleUpdateError, 409),
     (UpdateRejectedError, 422),
+    (BodyTooLargeError, 413),
     (WireFormatError, 400),
     (DecryptionError, 400),
     (CryptoError, 400),

@@ -56,13 +56,22 @@ class RequestGuard:
         *,
         public_key_for: Callable[[str], bytes | None],
         round_id: int | None,
+        body: bytes | None = None,
     ) -> str:
         """The verified client id of ``request`` (which is then rate-limited).
+
+        Args:
+            request: The request.
+            public_key_for: The public key of a signer id (None: unknown).
+            round_id: The round the request acts on.
+            body: The body, when the caller read it already (with a size limit,
+                :func:`~veilfl.transport.body_limit.read_limited_body`); else it is read.
 
         Raises:
             AuthenticationError: (or a subclass) saying what is wrong.
         """
-        body = await request.body()
+        if body is None:
+            body = await request.body()
         digest = (
             await asyncio.to_thread(body_digest, body)
             if len(body) > _HASH_OFF_LOOP_BYTES

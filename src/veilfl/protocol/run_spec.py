@@ -1,14 +1,23 @@
-"""Everything that defines a run, as one typed value.
+"""Everything that defines a run, as one typed, versioned value: the :class:`RunSpec`.
 
-The server stores these settings with the run (a restart must find the same ones), the
-simulators take them, and :func:`veilfl.protocol.assembly.build_coordinator` turns them
-into a coordinator core: one assembly, one set of rules, on every path.
+The server stores the spec with the run (a restart must find the same one), the
+simulators take it, and :func:`veilfl.protocol.assembly.build_coordinator` turns it into
+a coordinator core: one assembly, one set of rules, on every path.
+
+The run id is not chosen: it is the SHA-256 of the spec's canonical JSON
+(:attr:`RunSpec.run_id`), as DAP derives a task id from its configuration. Every share's
+HPKE context, every commitment, certificate and noise deal carries the run id, so a
+party shown a different description (other aggregators, other noise, another cohort
+rule) works on another run id: its shares do not open, its signatures do not verify,
+and a split view costs nothing but a refused round.
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
 from collections.abc import Mapping
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
 from veilfl.errors import ConfigurationError
@@ -19,7 +28,21 @@ from veilfl.protocol.sync_round import RoundConfig
 from veilfl.secagg.config import SecureAggregationConfig
 from veilfl.strategy.settings import ServerOptimizerConfig
 
-__all__ = ["CoordinatorSettings", "SecureSettings"]
+__all__ = ["RUN_SPEC_VERSION", "RunSpec", "SecureSettings", "canonical_json"]
+
+RUN_SPEC_VERSION = 1
+"""The version of the run description's format; part of every run id."""
+
+
+def canonical_json(data: Any) -> bytes:
+    """The one byte string a JSON value hashes as: keys sorted, no spaces, ASCII, no NaN.
+
+    Raises:
+        ValueError: for a value JSON cannot hold exactly (NaN, infinity).
+    """
+    return json.dumps(
+        data, sort_keys=True, separators=(",", ":"), ensure_ascii=True, allow_nan=False
+    ).encode("ascii")
 
 
 @dataclass(frozen=True)
@@ -59,7 +82,7 @@ class SecureSettings:
 
 
 @dataclass(frozen=True)
-class CoordinatorSettings:
+class RunSpec:
     """Everything that defines a run; stored with it so a restart resumes the same run.
 
     Attributes:
@@ -77,6 +100,13 @@ class CoordinatorSettings:
         server_optimizer: An adaptive server optimiser (FedAdam, FedYogi, FedAdagrad;
             Reddi et al. 2021) with ``server_learning_rate`` as its η; None for FedAvg
             (or FedBuff).
+        coordinator_key: The coordinator's Ed25519 public key (signs round admissions).
+            Filled when the run is created (:meth:`sealed`); clients count their
+            participations per coordinator key, across runs.
+        salt: Random hex chosen when the run is created, so that two runs with the same
+            settings have different ids (a share of one never opens in the other).
+        model_size: Parameters in the model: the length every contribution proves.
+            Filled when the run is created, from the model.
     """
 
     model_name: str
@@ -90,8 +120,13 @@ class CoordinatorSettings:
     fedasync_mixing: float = 0.6
     population: int | None = None
     server_optimizer: ServerOptimizerConfig | None = None
+    coordinator_key: str = ""
+    salt: str = ""
+    model_size: int | None = None
 
     def __post_init__(self) -> None:
+        if self.model_size is not None and self.model_size < 1:
+            raise ConfigurationError(f"model_size must be at least 1; got {self.model_size}.")
         if self.population is not None and self.population < 1:
             raise ConfigurationError(f"--population must be at least 1; got {self.population}.")
         if self.buffer is not None and self.buffer.mode is BufferMode.FEDASYNC:
@@ -112,6 +147,25 @@ class CoordinatorSettings:
                 )
 
     @property
+    def run_id(self) -> str:
+        """SHA-256 (hex) of the canonical JSON of this description: the run's id.
+
+        The JSON is taken after one parse (so ``1`` and ``1.0`` given for a float hash
+        alike): what a party recomputes from the JSON it was served is this id.
+        """
+        normal = type(self).from_json(self.to_json()).to_json()
+        return hashlib.sha256(canonical_json(normal)).hexdigest()
+
+    def sealed(self, *, coordinator_key: str, salt: str, model_size: int) -> RunSpec:
+        """This spec with the fields fixed when a run is created (its id follows)."""
+        return replace(self, coordinator_key=coordinator_key, salt=salt, model_size=model_size)
+
+    def unsealed(self) -> RunSpec:
+        """This spec without the fields fixed at creation: the settings an operator
+        gives (what a restart compares with the stored run)."""
+        return replace(self, coordinator_key="", salt="", model_size=None)
+
+    @property
     def mode(self) -> RunMode:
         """Rounds, FedBuff or FedAsync."""
         return RunMode.SYNC if self.buffer is None else RunMode(self.buffer.mode.value)
@@ -129,6 +183,7 @@ class CoordinatorSettings:
     def to_json(self) -> dict[str, Any]:
         """A JSON-ready dict."""
         return {
+            "version": RUN_SPEC_VERSION,
             "model_name": self.model_name,
             "rounds": asdict(self.rounds),
             "plan": asdict(self.plan),
@@ -146,11 +201,24 @@ class CoordinatorSettings:
             "server_optimizer": (
                 None if self.server_optimizer is None else self.server_optimizer.to_json()
             ),
+            "coordinator_key": self.coordinator_key,
+            "salt": self.salt,
+            "model_size": self.model_size,
         }
 
     @classmethod
-    def from_json(cls, data: Mapping[str, Any]) -> CoordinatorSettings:
-        """Inverse of :meth:`to_json`."""
+    def from_json(cls, data: Mapping[str, Any]) -> RunSpec:
+        """Inverse of :meth:`to_json`.
+
+        Raises:
+            ConfigurationError: for a description of another format version.
+        """
+        version = data.get("version", RUN_SPEC_VERSION)
+        if version != RUN_SPEC_VERSION:
+            raise ConfigurationError(
+                f"The run description is of format version {version}; this veilfl reads "
+                f"version {RUN_SPEC_VERSION}. Use the same veilfl version on every party."
+            )
         buffer = data.get("buffer")
         return cls(
             model_name=str(data["model_name"]),
@@ -172,4 +240,7 @@ class CoordinatorSettings:
                 if data.get("server_optimizer") is None
                 else ServerOptimizerConfig.from_json(data["server_optimizer"])
             ),
+            coordinator_key=str(data.get("coordinator_key", "")),
+            salt=str(data.get("salt", "")),
+            model_size=None if data.get("model_size") is None else int(data["model_size"]),
         )
