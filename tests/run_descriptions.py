@@ -57,6 +57,7 @@ def secure_run(
         secure=SecureRunInfo(
             config=config, aggregators=published(keys, urls), model_size=model_size
         ),
+        min_cohort=2,  # what an aggregator sums at least, by default
     )
 
 

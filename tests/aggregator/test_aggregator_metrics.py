@@ -96,6 +96,7 @@ async def test_share_and_request_counters_and_the_spool_move_as_a_round_is_serve
         plan=LocalTrainingPlan(),
         coordinator_key=COORDINATOR.public_key_text,
         secure=SecureRunInfo(config=CONFIG, aggregators=published(KEYS), model_size=D),
+        min_cohort=2,
     )
     app = create_aggregator_app(
         service,

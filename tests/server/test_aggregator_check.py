@@ -71,7 +71,7 @@ COORDINATOR_KEY = Identity.generate().public_key_text
 
 def _run(keys: list[AggregatorKeyPair]) -> RunInfo:  # an aggregator serves it
     settings = replace(
-        _settings(per_round=2),
+        _settings(per_round=3, min_clients=3),  # the largest minimum these tests give
         secure=SecureSettings(config=CONFIG, aggregators=published(keys, URLS)),
     )
     return run_info(

@@ -272,6 +272,7 @@ class AggregatorService:
             )
         self._check_noise_pin(run)
         self._check_epsilon(run)
+        self._check_cohort(run)
         layout = secure.layout
         run_id = run.run_id
         self._marker = {
@@ -314,6 +315,16 @@ class AggregatorService:
         so the release is withheld)."""
         needed = 0 if run.dp is None else run.dp.config.min_contributions
         return max(self._min_participants, needed)
+
+    def _check_cohort(self, run: RunInfo) -> None:
+        """Refuse a run whose releases may sum fewer clients than this aggregator's
+        operator allows (it would refuse to commit to such a list anyway)."""
+        if run.min_cohort < self._min_participants:
+            raise ConfigurationError(
+                f"This aggregator sums at least {self._min_participants} clients "
+                f"(--min-participants); the coordinator's run releases sums of "
+                f"{run.min_cohort}; refusing to serve it."
+            )
 
     def _check_epsilon(self, run: RunInfo) -> None:
         """Refuse a run whose epsilon against the coordinator exceeds the operator's

@@ -375,6 +375,9 @@ class RunInfo:
         dp: Differential privacy, if on.
         weight_floor: The smallest staleness weight a buffered run's ticket can carry,
             ``(1 + max_staleness)^-a`` (0 in rounds): a client refuses a ticket below it.
+        min_cohort: The fewest clients a release of the run sums (its minimum clients
+            per round or buffer, and the DP minimum): an aggregator whose operator set a
+            larger ``--min-participants`` refuses to consent.
     """
 
     run_id: str
@@ -386,6 +389,7 @@ class RunInfo:
     secure: SecureRunInfo | None = field(default=None)
     dp: DpRunInfo | None = field(default=None)
     weight_floor: float = 0.0
+    min_cohort: int = 1
 
     @property
     def buffered(self) -> bool:
@@ -404,6 +408,7 @@ class RunInfo:
             "secure": None if self.secure is None else self.secure.to_json(),
             "dp": None if self.dp is None else self.dp.to_json(),
             "weight_floor": self.weight_floor,
+            "min_cohort": self.min_cohort,
         }
 
     @classmethod
@@ -425,6 +430,7 @@ class RunInfo:
                 secure=None if secure is None else SecureRunInfo.from_json(secure),
                 dp=None if dp is None else DpRunInfo.from_json(dp),
                 weight_floor=float(data.get("weight_floor", 0.0)),
+                min_cohort=int(data.get("min_cohort", 1)),
             )
         except (KeyError, TypeError, ValueError, OverflowError, ConfigurationError) as exc:
             raise WireFormatError(f"The run description does not parse: {exc}.") from exc

@@ -59,6 +59,7 @@ def describe_run(spec: RunSpec) -> RunInfo:
                 config=spec.dp, sample_rate=plan.sample_rate, expected_clients=plan.expected
             )
         ),
+        min_cohort=plan.minimum,
         weight_floor=(
             0.0 if spec.buffer is None else spec.buffer.weight(spec.buffer.max_staleness)
         ),
