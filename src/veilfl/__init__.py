@@ -10,7 +10,8 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING, Any
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"
+"""The release (PEP 440): the one place it is declared; pyproject.toml reads it from here."""
 
 _EXPORTS: dict[str, str] = {
     "Aggregate": "veilfl.strategy.aggregate",

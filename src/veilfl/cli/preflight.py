@@ -17,6 +17,7 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 from veilfl.errors import ConfigurationError
+from veilfl.tracking import check_sinks
 
 __all__ = ["check_arguments"]
 
@@ -201,6 +202,7 @@ def check_arguments(args: argparse.Namespace) -> None:
     for dest in _INPUT_FOLDERS:
         if isinstance(values.get(dest), Path):
             _check_input(values[dest], _flag(dest), folder=True)
+    check_sinks(values.get("metrics_sink") or [])  # unknown, or its extra not installed
     _check_relations(values)
     command = values.get("command")
     outputs = [d for d in _OUTPUT_FOLDERS if isinstance(values.get(d), Path)]

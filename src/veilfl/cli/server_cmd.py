@@ -28,6 +28,7 @@ from veilfl.cli.security_options import (
     rate_limit_from_args,
     transport_from_args,
 )
+from veilfl.cli.tracking_options import add_metrics_sink_option
 from veilfl.errors import ConfigurationError
 from veilfl.keyfiles import read_public_key
 from veilfl.logging_setup import uvicorn_log_options
@@ -309,6 +310,7 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
         default=120.0,
         help="refuse requests signed further than this from the server's clock (s)",
     )
+    add_metrics_sink_option(parser)
     add_log_option(parser)
     parser.set_defaults(func=run)
 
@@ -429,6 +431,7 @@ def run(args: argparse.Namespace) -> int:
             evaluate=learner.evaluator(test),
             history=metrics_from_store(prepared.store),
             title=f"veilfl run {run_info.run_id}",
+            sinks=args.metrics_sink,
         )
         service = CoordinatorService(
             prepared.coordinator,
@@ -457,7 +460,7 @@ def run(args: argparse.Namespace) -> int:
         finally:
             if link is not None:
                 await link.close()
-            reports.plot()
+            reports.close()
 
     async def _until_done(
         service: CoordinatorService,

@@ -21,18 +21,15 @@ from veilfl.cli.learner_option import add_learner_option, learner_for
 from veilfl.cli.progress import RoundProgress, TrainedClients
 from veilfl.cli.quorum_options import add_quorum_options, quorum_from_args
 from veilfl.cli.server_cmd import add_round_options, settings_from_args
+from veilfl.cli.tracking_options import add_metrics_sink_option
 from veilfl.privacy.report import PrivacyReport
 from veilfl.protocol.aggregator_minimums import DEFAULT_MIN_PARTICIPANTS, fit_cohort
 from veilfl.protocol.assembly import check_run_settings, precision_warning, privacy_warning
 from veilfl.protocol.metrics import RoundMetrics
-from veilfl.reporting import (
-    format_round_row,
-    format_round_table_header,
-    plot_metrics,
-    write_metrics,
-)
+from veilfl.reporting import format_round_row, format_round_table_header
 from veilfl.secagg.config import SecureAggregationConfig
 from veilfl.tensors import Weights, spec_of
+from veilfl.tracking import SinkContext, open_sinks
 
 __all__ = ["add_parser", "run"]
 
@@ -109,6 +106,7 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
     add_learner_option(parser)
     add_dp_options(parser)
     add_data_options(parser)
+    add_metrics_sink_option(parser)
     add_log_option(parser)
     parser.set_defaults(func=run)
 
@@ -174,13 +172,13 @@ def run(args: argparse.Namespace) -> int:
         f"{learner.device} ({args.backend}); run folder {run_dir}"
     )
 
-    shown: list[RoundMetrics] = []
+    title = f"veilfl simulation, {args.num_clients} clients"
+    sinks = open_sinks(args.metrics_sink, SinkContext(run_dir=run_dir, title=title))
 
     def show(metrics: RoundMetrics) -> None:
         counter.round_done(metrics.round_id)
         print(format_round_row(metrics), flush=True)
-        shown.append(metrics)
-        write_metrics(run_dir, shown)  # kept if the simulation is stopped
+        sinks.round(metrics)  # metrics.json and .csv kept if the simulation is stopped
 
     secure = (
         SecureAggregationConfig(
@@ -210,7 +208,7 @@ def run(args: argparse.Namespace) -> int:
         seed=settings.seed,
     )
     test = test_dataset(args.mnist_dir, args.test_examples)
-    with build_executor(learner, client_data, execution) as executor:
+    with build_executor(learner, client_data, execution) as executor, sinks:
         if settings.buffer is not None:
             outcome = simulate_async(
                 learner,
@@ -272,7 +270,7 @@ def run(args: argparse.Namespace) -> int:
             )
             show_privacy(result.privacy)
             final = result.final_weights
-    write_and_plot(run_dir, history, args.num_clients)
+    print(f"wrote metrics.json, metrics.csv and metrics.png in {run_dir}")
     save_final_model(run_dir, settings.model_name, len(history), final)
     return 0
 
@@ -281,13 +279,6 @@ def show_privacy(report: PrivacyReport | None) -> None:
     """Print the run's final privacy report: both observers and the accounting."""
     if report is not None:
         print(f"privacy: {report.summary()}")
-
-
-def write_and_plot(run_dir: Path, history: list[RoundMetrics], num_clients: int) -> None:
-    """Write the metrics files and the plot, and say where."""
-    json_path, csv_path = write_metrics(run_dir, history)
-    png = plot_metrics(run_dir, history, title=f"veilfl simulation, {num_clients} clients")
-    print(f"wrote {json_path}, {csv_path}, {png}")
 
 
 def save_final_model(run_dir: Path, model_name: str, version: int, weights: Weights) -> None:

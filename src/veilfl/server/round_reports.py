@@ -2,24 +2,27 @@
 
 :class:`RoundReports` consumes ``RoundCompleted`` notices one after another, in a worker
 thread, off the request path: it evaluates the new model (server-side), adds the result
-to the round's row, rewrites ``metrics.json`` and ``metrics.csv`` from the history it
-keeps in memory (no re-read of the database) and logs one line. ``metrics.png`` is
+to the round's row, hands the row to the run's metrics sinks (:mod:`veilfl.tracking`:
+``metrics.json`` and ``metrics.csv`` rewritten from the rows in memory, no re-read of
+the database; TensorBoard or MLflow where chosen) and logs one line. ``metrics.png`` is
 drawn on demand (``GET /v1/metrics.png``, :mod:`veilfl.server.metrics_plot`) and
-written by :meth:`RoundReports.plot` at the end of the run.
+written when :meth:`RoundReports.close` closes the sinks at the end of the run.
 """
 
 from __future__ import annotations
 
 import logging
 import threading
+from collections.abc import Sequence
 from dataclasses import replace
 from pathlib import Path
 
 from veilfl.protocol.effects import RoundOutcome
 from veilfl.protocol.metrics import EvaluateFn, RoundMetrics
-from veilfl.reporting import format_round_fields, plot_metrics, round_fields, write_metrics
+from veilfl.reporting import format_round_fields, round_fields
 from veilfl.server.run_setup import RunRecorder
 from veilfl.tensors import TensorSpec, unflatten
+from veilfl.tracking import SinkContext, open_sinks
 
 __all__ = ["RoundReports"]
 
@@ -35,7 +38,11 @@ class RoundReports:
         spec: The model's tensors.
         evaluate: Server-side evaluation, or None.
         history: Metrics of rounds completed before this process started.
-        title: The plot's title.
+        title: The plot's title (and the tracked run's name).
+        sinks: Metrics sinks beside the run folder's files (``--metrics-sink``).
+
+    Raises:
+        ConfigurationError: if a sink is unknown or its extra is not installed.
     """
 
     def __init__(
@@ -47,14 +54,16 @@ class RoundReports:
         evaluate: EvaluateFn | None,
         history: list[RoundMetrics],
         title: str,
+        sinks: Sequence[str] = (),
     ) -> None:
-        self._run_dir = run_dir
         self._recorder = recorder
         self._spec = spec
         self._evaluate = evaluate
         self._history = list(history)
-        self._title = title
         self._lock = threading.Lock()
+        self._sinks = open_sinks(
+            sinks, SinkContext(run_dir=run_dir, title=title, history=tuple(history))
+        )
 
     @property
     def history(self) -> tuple[RoundMetrics, ...]:
@@ -79,15 +88,14 @@ class RoundReports:
             metrics = replace(metrics, test_loss=evaluation.loss, test_accuracy=evaluation.accuracy)
             self._recorder.record_evaluation(metrics)
         self._keep(metrics)
-        write_metrics(self._run_dir, self.history)
+        self._sinks.round(metrics)
         logger.info(
             "round complete: %s",
             format_round_fields(metrics),
             extra={"fields": round_fields(metrics)},
         )
 
-    def plot(self) -> None:
-        """Write ``metrics.png`` from the history in memory."""
-        history = self.history
-        if history:
-            plot_metrics(self._run_dir, history, title=self._title)
+    def close(self) -> None:
+        """The run is over (or this process stops): write ``metrics.png`` and close the
+        metrics sinks."""
+        self._sinks.close()
