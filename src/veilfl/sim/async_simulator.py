@@ -36,6 +36,7 @@ from veilfl.protocol.effects import RoundOutcome
 from veilfl.protocol.hand_in import HandInContext
 from veilfl.protocol.messages import LocalTrainingPlan, PublishedAggregator, TaskKind
 from veilfl.protocol.metrics import RoundMetrics
+from veilfl.protocol.run_description import RunDescription
 from veilfl.protocol.run_spec import RunSpec, SecureSettings
 from veilfl.protocol.sync_round import RoundConfig
 from veilfl.secagg.config import SecureAggregationConfig
@@ -78,6 +79,9 @@ class AsyncSimulationConfig:
             over (an aggregator operator's setting).
         server_optimizer: An adaptive server optimiser applied to each released
             buffer's mean delta (FedBuff only), with ``server_learning_rate`` as its η.
+        spec: The run description this simulation was made from
+            (:meth:`from_settings`): the simulated run is that run, with this
+            population and the in-process aggregators.
     """
 
     buffer: BufferConfig
@@ -92,11 +96,52 @@ class AsyncSimulationConfig:
     min_clients: int = 1
     aggregator_min_participants: int = DEFAULT_MIN_PARTICIPANTS
     server_optimizer: ServerOptimizerConfig | None = None
+    spec: RunSpec | None = None
+
+    @classmethod
+    def from_settings(
+        cls,
+        settings: RunSpec,
+        *,
+        secure: SecureAggregationConfig | None = None,
+        **options: object,
+    ) -> AsyncSimulationConfig:
+        """The simulation of a buffered run with these settings; ``secure`` sets the
+        in-process aggregators' parameters (default: the settings'), ``options`` the
+        simulation-only fields.
+
+        Raises:
+            ConfigurationError: for settings of synchronous rounds.
+        """
+        if settings.buffer is None:
+            raise ConfigurationError(
+                "These settings describe synchronous rounds; simulate them with simulate."
+            )
+        return cls(
+            buffer=settings.buffer,
+            plan=settings.plan,
+            server_learning_rate=settings.server_learning_rate,
+            fedasync_mixing=settings.fedasync_mixing,
+            secure=secure or (None if settings.secure is None else settings.secure.config),
+            dp=settings.dp,
+            seed=settings.seed,
+            min_clients=settings.rounds.min_clients,
+            server_optimizer=settings.server_optimizer,
+            spec=settings,
+            **options,  # type: ignore[arg-type]
+        )
 
     def settings(
         self, *, population: int, aggregators: tuple[PublishedAggregator, ...] = ()
     ) -> RunSpec:
         """The coordinator settings this simulation runs, for ``population`` clients."""
+        secure = (
+            None
+            if self.secure is None
+            else SecureSettings(config=self.secure, aggregators=aggregators)
+        )
+        if self.spec is not None:
+            return replace(self.spec, population=population, secure=secure)
         return RunSpec(
             model_name="simulation",
             rounds=RoundConfig(
@@ -133,6 +178,7 @@ class AsyncSimulationResult:
         dropped: Tasks never finished.
         wall_seconds: Real time the simulation took.
         privacy: Under DP, the final privacy report (both observers).
+        description: The run description the simulated parties agreed to.
     """
 
     history: tuple[RoundMetrics, ...]
@@ -142,6 +188,7 @@ class AsyncSimulationResult:
     dropped: int
     wall_seconds: float
     privacy: PrivacyReport | None = None
+    description: RunDescription | None = None
 
 
 @dataclass(order=True)
@@ -384,6 +431,7 @@ def _simulate_async(
         dropped=dropped,
         wall_seconds=time.perf_counter() - started,
         privacy=None if assembled.privacy is None else assembled.privacy.report(),
+        description=simulated.description,
     )
 
 

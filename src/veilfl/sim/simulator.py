@@ -33,6 +33,7 @@ from veilfl.protocol.effects import RoundOutcome
 from veilfl.protocol.hand_in import HandInContext
 from veilfl.protocol.messages import LocalTrainingPlan, PublishedAggregator, Task, TaskKind
 from veilfl.protocol.metrics import RoundMetrics
+from veilfl.protocol.run_description import RunDescription
 from veilfl.protocol.run_spec import RunSpec, SecureSettings
 from veilfl.protocol.sync_round import RoundConfig
 from veilfl.secagg.config import SecureAggregationConfig
@@ -79,6 +80,10 @@ class SimulationConfig:
         server_optimizer: An adaptive server optimiser (FedAdam, FedYogi, FedAdagrad)
             with ``server_learning_rate`` as its η; None for FedAvg. FedProx is the
             plan's ``proximal_mu``.
+        spec: The run description this simulation was made from
+            (:meth:`from_settings`): the simulated run is that run, every setting of it
+            (the run settings above are read from it), with this population and the
+            in-process aggregators.
     """
 
     rounds: RoundConfig
@@ -93,15 +98,23 @@ class SimulationConfig:
     profiles: ClientProfiles | None = None
     aggregator_min_participants: int = DEFAULT_MIN_PARTICIPANTS
     server_optimizer: ServerOptimizerConfig | None = None
+    spec: RunSpec | None = None
 
     def __post_init__(self) -> None:
         if not 0 <= self.dropout_probability < 1:
             raise ConfigurationError("dropout_probability must be in [0, 1).")
 
     @classmethod
-    def from_settings(cls, settings: RunSpec, **options: object) -> SimulationConfig:
+    def from_settings(
+        cls,
+        settings: RunSpec,
+        *,
+        secure: SecureAggregationConfig | None = None,
+        **options: object,
+    ) -> SimulationConfig:
         """The simulation of a run with these settings (the server's settings, say);
-        ``options`` sets the simulation-only fields."""
+        ``secure`` sets the in-process aggregators' parameters (default: the
+        settings'), ``options`` the simulation-only fields."""
         if settings.buffer is not None:
             raise ConfigurationError(
                 "These settings describe a buffered run; simulate it with simulate_async."
@@ -111,9 +124,10 @@ class SimulationConfig:
             plan=settings.plan,
             server_learning_rate=settings.server_learning_rate,
             seed=settings.seed,
-            secure=None if settings.secure is None else settings.secure.config,
+            secure=secure or (None if settings.secure is None else settings.secure.config),
             dp=settings.dp,
             server_optimizer=settings.server_optimizer,
+            spec=settings,
             **options,  # type: ignore[arg-type]
         )
 
@@ -121,6 +135,13 @@ class SimulationConfig:
         self, *, population: int, aggregators: tuple[PublishedAggregator, ...] = ()
     ) -> RunSpec:
         """The coordinator settings this simulation runs, for ``population`` clients."""
+        secure = (
+            None
+            if self.secure is None
+            else SecureSettings(config=self.secure, aggregators=aggregators)
+        )
+        if self.spec is not None:
+            return replace(self.spec, population=population, secure=secure)
         return RunSpec(
             model_name="simulation",
             rounds=self.rounds,
@@ -149,6 +170,7 @@ class SimulationResult(Generic[DataT]):
         excluded: Clients left out of each round's sum, by round.
         cohort: The cohort sizes and sampling rate the run was assembled with.
         privacy: Under DP, the final privacy report (both observers).
+        description: The run description the simulated parties agreed to.
     """
 
     history: tuple[RoundMetrics, ...]
@@ -157,6 +179,7 @@ class SimulationResult(Generic[DataT]):
     excluded: dict[int, tuple[str, ...]] = field(default_factory=dict)
     cohort: CohortPlan | None = None
     privacy: PrivacyReport | None = None
+    description: RunDescription | None = None
 
 
 class _VirtualClock:
@@ -396,4 +419,5 @@ def _simulate(
         excluded=dict(effects.excluded),
         cohort=assembled.cohort,
         privacy=None if assembled.privacy is None else assembled.privacy.report(),
+        description=simulated.description,
     )
