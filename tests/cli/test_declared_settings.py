@@ -120,13 +120,13 @@ def test_a_declared_setting_reaches_the_run_both_simulators_describe() -> None:
         learner,
         client_data=_clients(2),
         test_data=None,
-        config=SimulationConfig.from_settings(spec, through_wire=False),
+        config=SimulationConfig(spec, through_wire=False),
     )
     buffered = simulate_async(
         learner,
         client_data=_clients(2),
         test_data=None,
-        config=AsyncSimulationConfig.from_settings(
+        config=AsyncSimulationConfig(
             replace(spec, buffer=BufferConfig(buffer_size=2, max_staleness=1, max_versions=1))
         ),
     )

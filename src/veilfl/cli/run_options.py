@@ -64,7 +64,7 @@ def add_run_options(
         flag = declared.setting.flag
         if flag is None or _skipped(declared.path, skip):
             continue
-        group = _group(parser, declared.setting.group or "run")
+        group = _group(parser, declared.setting.group or "rounds")
         group.add_argument(flag, **_argument(declared, own.get(declared.path, declared.default)))
         if declared.path == "dp.placement":
             group.add_argument(

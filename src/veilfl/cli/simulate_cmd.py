@@ -210,9 +210,7 @@ def run(args: argparse.Namespace) -> int:
                 learner,
                 client_data=client_data,
                 test_data=test,
-                config=AsyncSimulationConfig.from_settings(
-                    settings, secure=secure, profiles=profiles
-                ),
+                config=AsyncSimulationConfig(settings, secure=secure, profiles=profiles),
                 on_release=show,
                 executor=executor,
                 on_client_trained=counter.trained,
@@ -232,7 +230,7 @@ def run(args: argparse.Namespace) -> int:
                 learner,
                 client_data=client_data,
                 test_data=test,
-                config=SimulationConfig.from_settings(
+                config=SimulationConfig(
                     settings,
                     secure=secure,
                     dropout_probability=0.0 if args.profiles else args.dropout,
