@@ -8,29 +8,26 @@ check, the resume messages, the run id and the run description of both simulator
 from __future__ import annotations
 
 import argparse
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import Any
 
 import pytest
+from tests.cli.processes import write_tiny_mnist
 
 from veilfl.cli import run_options
 from veilfl.cli.config_file import expand_config
 from veilfl.cli.demo_cmd import DEMO_SETS
-from veilfl.cli.main import build_parser
+from veilfl.cli.main import build_parser, main
 from veilfl.cli.run_options import declared_run_settings, setting_argv, setting_flags
 from veilfl.cli.run_resume import differing_settings
 from veilfl.cli.server_cmd import settings_from_args
 from veilfl.declared import setting
 from veilfl.errors import ConfigurationError
-from veilfl.ml.datasets import synthetic_dataset
-from veilfl.ml.learner import mnist_learner
-from veilfl.ml.partition import partition_iid
-from veilfl.protocol.buffered import BufferConfig
-from veilfl.protocol.messages import LocalTrainingPlan
+from veilfl.protocol.run_description import RunDescription
 from veilfl.protocol.run_spec import RunSpec
-from veilfl.protocol.sync_round import RoundConfig
-from veilfl.sim.async_simulator import AsyncSimulationConfig, simulate_async
-from veilfl.sim.simulator import SimulationConfig, simulate
+from veilfl.sim import async_simulator, simulator
 
 
 @dataclass(frozen=True)
@@ -102,42 +99,36 @@ def test_a_declared_setting_is_part_of_the_run_id_and_named_on_resume(tmp_path: 
     ]
 
 
-def _clients(count: int) -> list:  # type: ignore[type-arg]
-    data = synthetic_dataset(num_examples=20 * count, seed=0)
-    return [data.subset(p) for p in partition_iid(len(data), count, seed=0)]
+@pytest.mark.usefixtures("throwaway")
+@pytest.mark.parametrize("mode", [[], ["--mode", "fedbuff", "--buffer-size", "2"]])
+def test_a_declared_setting_reaches_the_run_veilfl_simulate_describes(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, mode: list[str]
+) -> None:
+    described: list[RunDescription] = []
 
+    def recording(real: Callable[..., Any]) -> Callable[..., Any]:
+        def run(*args: Any, **kwargs: Any) -> Any:
+            result = real(*args, **kwargs)
+            described.append(result.description)
+            return result
 
-def test_a_declared_setting_reaches_the_run_both_simulators_describe() -> None:
-    spec = _WithThrowaway(
-        model_name="simple-cnn",
-        rounds=RoundConfig(num_rounds=1, clients_per_round=2),
-        plan=LocalTrainingPlan(max_batches=1),
-        throwaway=3,
+        return run
+
+    monkeypatch.setattr(simulator, "simulate", recording(simulator.simulate))
+    monkeypatch.setattr(
+        async_simulator, "simulate_async", recording(async_simulator.simulate_async)
     )
-    learner = mnist_learner("simple-cnn", seed=0)
+    argv = ["simulate", "--mnist-dir", str(write_tiny_mnist(tmp_path / "mnist"))]
+    argv += ["--num-clients", "2", "--clients-per-round", "2", "--rounds", "1"]
+    argv += ["--max-batches", "1", "--test-examples", "10", "--run-dir", str(tmp_path / "run")]
 
-    synced = simulate(
-        learner,
-        client_data=_clients(2),
-        test_data=None,
-        config=SimulationConfig(spec, through_wire=False),
-    )
-    buffered = simulate_async(
-        learner,
-        client_data=_clients(2),
-        test_data=None,
-        config=AsyncSimulationConfig(
-            replace(spec, buffer=BufferConfig(buffer_size=2, max_staleness=1, max_versions=1))
-        ),
-    )
+    assert main([*argv, *mode, "--throwaway", "3"]) == 0
 
-    for described in (synced.description, buffered.description):
-        assert described is not None
-        assert isinstance(described.spec, _WithThrowaway)
-        assert described.spec.throwaway == 3
-        assert described.run_id == described.spec.run_id
-    assert synced.description is not None
-    assert synced.description.run_id != replace(synced.description.spec, throwaway=4).run_id
+    [description] = described
+    assert isinstance(description.spec, _WithThrowaway)
+    assert description.spec.throwaway == 3
+    assert description.run_id == description.spec.run_id
+    assert description.run_id != replace(description.spec, throwaway=4).run_id
 
 
 def test_every_declared_setting_has_help_a_name_and_a_place_in_the_commands() -> None:
