@@ -113,7 +113,10 @@ class Setting:
 
     def range_error(self, value: Any) -> str | None:
         """Why ``value`` is out of the declared range, or None when it is within."""
-        if value is None or isinstance(value, bool) or not isinstance(value, int | float):
+        bounds = (self.at_least, self.above, self.below, self.at_most)
+        if all(b is None for b in bounds) or value is None or isinstance(value, bool):
+            return None
+        if not isinstance(value, int | float):
             return None
         number = float(value)
         limits: tuple[tuple[float | None, bool, str], ...] = (
@@ -125,7 +128,7 @@ class Setting:
         wanted = [f"{words} {_number(limit)}" for limit, _, words in limits if limit is not None]
         if all(ok for _, ok, _ in limits) and math.isfinite(number):
             return None
-        return f"{self.name} must be {' and '.join(wanted) or 'a finite number'}; got {value}."
+        return f"{self.name} must be {' and '.join(wanted)}; got {value}."
 
 
 @dataclass(frozen=True)

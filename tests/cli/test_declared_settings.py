@@ -180,3 +180,10 @@ def _command(parser: argparse.ArgumentParser, command: str) -> argparse.Argument
 
 def _options(parser: argparse.ArgumentParser, command: str) -> set[str]:
     return {flag for a in _command(parser, command)._actions for flag in a.option_strings}
+
+
+def test_a_range_declared_on_a_field_is_checked_on_construction_naming_its_flag(
+    tmp_path: Path,
+) -> None:
+    with pytest.raises(ConfigurationError, match=r"^--fedasync-mixing must be more than 0 and"):
+        settings_from_args(_parse(["server", "--run-dir", str(tmp_path), "--fedasync-mixing", "0"]))
