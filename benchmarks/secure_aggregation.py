@@ -30,11 +30,21 @@ It prints, for each model size d:
    round's split by phase, the overhead with every client's training counted, and the
    largest error of the reconstructed sum against the exact float sum (the encoding's
    rounding step is 1/scale per coordinate and client);
-3. request signing: an Ed25519 signature over the SHA-256 of each share upload (client)
+3. per round, Flower's SecAgg+ on the same d and n in Flower's simulation engine
+   (``benchmarks/flower_secaggplus.py``, run with ``--flower-python``, the interpreter
+   of a virtual environment with the ``flower`` extra; flwr pins other versions of
+   packages veilfl uses, so it gets its own environment): its fit round's compute, the
+   server's unmasking plus every client's time in ``secaggplus_mod``;
+4. the goals of issue 20, as ratios measured in this run: the verified round against
+   plaintext, the aggregator's work per update against the no-proof open-check-add,
+   the client's proof, sharing and sealing against Flower's SecAgg+ client, and the
+   upload against the float32 update;
+5. request signing: an Ed25519 signature over the SHA-256 of each share upload (client)
    and its verification (aggregator), at the verified envelopes' sizes.
 
 Run: OPENBLAS_NUM_THREADS=1 PYTHONPATH=src .venv/bin/python benchmarks/secure_aggregation.py
-[--quick] [--dims D ...] [--clients N ...] [--repeats R] [--out results.json]
+[--quick] [--dims D ...] [--clients N ...] [--repeats R] [--flower-python PATH]
+[--out results.json]
 """
 
 from __future__ import annotations
@@ -47,6 +57,8 @@ import argparse
 import json
 import platform
 import statistics
+import subprocess
+import sys
 import time
 from collections import defaultdict
 from pathlib import Path
@@ -587,6 +599,73 @@ def print_round(row: dict[str, Any]) -> None:
     )
 
 
+# ------------------------------------------------------------ Flower SecAgg+
+def flower_round(python: str, d: int, n: int, config: SecureAggregationConfig) -> dict[str, Any]:
+    """Flower's SecAgg+ and plain rounds at d and n, t-of-m like veilfl's aggregators,
+    run by ``python`` (an interpreter with flwr[simulation]); raises RuntimeError with
+    Flower's last output lines if it fails."""
+    script = Path(__file__).with_name("flower_secaggplus.py")
+    command = [python, str(script), "--dim", str(d), "--clients", str(n)]
+    command += ["--shares", str(config.num_aggregators), "--threshold", str(config.threshold)]
+    done = subprocess.run(command, capture_output=True, text=True, check=False)
+    lines = done.stdout.strip().splitlines()
+    if done.returncode != 0 or not lines:
+        tail = " | ".join((done.stdout + done.stderr).strip().splitlines()[-3:])
+        raise RuntimeError(f"Flower exited with {done.returncode}: {tail}")
+    row: dict[str, Any] = json.loads(lines[-1])
+    row["round_compute_s"] = row["secaggplus_server_s"] + row["clients_total_s"]
+    return row
+
+
+def print_flower(row: dict[str, Any]) -> None:
+    print(
+        f"  d = {row['dim']:>9,} n = {row['clients']:>4}: Flower SecAgg+ "
+        f"({row['threshold']}-of-{row['shares']}, no verification) compute "
+        f"{row['round_compute_s']:.2f} s (server {row['secaggplus_server_s']:.2f} s, clients "
+        f"{row['clients_total_s']:.2f} s, median client {1000 * row['client_s']:.0f} ms); "
+        f"Flower plaintext server {row['plaintext_server_s']:.2f} s; wall time with Flower's "
+        f"scheduling {row['secaggplus_wall_s']:.1f} s (plain {row['plaintext_wall_s']:.1f} s)"
+    )
+
+
+def print_goals(results: dict[str, Any]) -> None:
+    """Issue 20's goals, each a ratio of two figures measured in this run."""
+    print("\nissue 20's goals (ratios of figures measured side by side in this run)")
+    for row in results["per_update"]:
+        med, agg, d = row["medians_s"], row["aggregator_verified_s"], row["d"]
+        base = med["no proof aggregator/total"]
+        per_update = agg["total"] + med["verified verify/total"]
+        client = med["verified client/total"] - med.get("verified client/encode", 0.0)
+        upload = row["upload_bytes"]["verified"] / (4 * d)
+        print(
+            f"  d = {d:,}: aggregator per update (receive + verify answer) "
+            f"{1000 * per_update:.1f} ms = {per_update / base:.1f}x the no-proof "
+            f"open-check-add {1000 * base:.1f} ms (goal <= 3x); upload {upload:.2f}x the "
+            "float32 update (goal <= 2.04x)"
+        )
+        for flower in results["flower"]:
+            if flower["dim"] == d and flower.get("client_s"):
+                ratio = client / flower["client_s"]
+                print(
+                    f"  d = {d:,}: client prove, share and seal {1000 * client:.0f} ms = "
+                    f"{ratio:.1f}x Flower's SecAgg+ client {1000 * flower['client_s']:.0f} ms "
+                    f"at n = {flower['clients']} (goal <= 2x)"
+                )
+    for row in results["rounds"]:
+        total, plain = row["verified"]["total"], row["plaintext_s"]
+        line = (
+            f"  d = {row['d']:,} n = {row['n']}: verified round {total:.2f} s = "
+            f"{total / plain:.1f}x plaintext {plain:.2f} s (goal <= 12x)"
+        )
+        for flower in results["flower"]:
+            if (flower["dim"], flower["clients"]) == (row["d"], row["n"]):
+                line += (
+                    f"; Flower SecAgg+ compute {flower['round_compute_s']:.2f} s = "
+                    f"{flower['round_compute_s'] / plain:.1f}x the same plaintext"
+                )
+        print(line)
+
+
 # -------------------------------------------------------------- request signing
 def signing_costs(body_sizes: list[int], *, repeats: int = 10) -> tuple[float, float]:
     """Seconds to hash and sign one update's share uploads (of ``body_sizes`` bytes) at
@@ -625,6 +704,15 @@ def signing_costs(body_sizes: list[int], *, repeats: int = 10) -> tuple[float, f
     return sign_s, verify_s
 
 
+def _flower_here() -> str | None:
+    """This interpreter, if flwr imports in it."""
+    try:
+        import flwr  # noqa: F401
+    except ImportError:
+        return None
+    return sys.executable
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="time 30 training steps, scaled")
@@ -638,6 +726,12 @@ def main() -> None:
         "parameter and aggregator on a quiet core)",
     )
     parser.add_argument("--repeats", type=int, default=5, help="per-update repetitions")
+    parser.add_argument(
+        "--flower-python",
+        default=None,
+        help="Python of a virtual environment with flwr[simulation] (the flower extra), for "
+        "the Flower SecAgg+ rows; default: this interpreter if flwr imports here, else none",
+    )
     parser.add_argument("--out", type=Path, default=None, help="JSON results path")
     args = parser.parse_args()
     torch.set_num_threads(1)
@@ -654,7 +748,12 @@ def main() -> None:
         f"({steps} of {FULL_STEPS} steps timed{', scaled' if steps < FULL_STEPS else ''})",
         flush=True,
     )
-    results: dict[str, Any] = {"local_training_s": train_s, "per_update": [], "rounds": []}
+    results: dict[str, Any] = {
+        "local_training_s": train_s,
+        "per_update": [],
+        "rounds": [],
+        "flower": [],
+    }
     for d in args.dims:
         layout = ContributionLayout(d, config)
         bounds = layout.bounds
@@ -676,6 +775,23 @@ def main() -> None:
             row = per_round(d, n, config, train_s)
             results["rounds"].append(row)
             print_round(row)
+    flower_python = args.flower_python or _flower_here()
+    if flower_python is None:
+        print(
+            "\nFlower SecAgg+: skipped (flwr does not import here; pass --flower-python with "
+            "the interpreter of an environment that has the flower extra)"
+        )
+    else:
+        print(f"\nFlower SecAgg+ per round ({flower_python})", flush=True)
+        for row in list(results["rounds"]):
+            try:
+                flower = flower_round(flower_python, row["d"], row["n"], config)
+            except RuntimeError as error:
+                print(f"  d = {row['d']:>9,} n = {row['n']:>4}: Flower failed: {error}")
+                continue
+            results["flower"].append(flower)
+            print_flower(flower)
+    print_goals(results)
     signing = {}
     for row in results["per_update"]:
         d = row["d"]

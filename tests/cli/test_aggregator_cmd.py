@@ -28,9 +28,6 @@ def _serve(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, *flags: str) -> _See
     seen = _Seen()
     assert main(["keys", "--out", str(tmp_path), "--count", "1"]) == 0
 
-    async def fetch_run(url: str, **_: Any) -> object:
-        return object()
-
     def create_app(service: object, **kwargs: Any) -> object:
         seen.on_run_done = kwargs["on_run_done"]
         return object()
@@ -45,11 +42,11 @@ def _serve(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, *flags: str) -> _See
                 seen.on_run_done()  # the follower saw the run done
             seen.stopped_at_run_end = self.should_exit
 
-    monkeypatch.setattr(aggregator_service, "fetch_run", fetch_run)
     monkeypatch.setattr(aggregator_service, "create_aggregator_app", create_app)
     monkeypatch.setattr(uvicorn, "Server", Server)
     argv = ["aggregator", "--index", "1", "--key", str(tmp_path / "aggregator-1.key")]
     argv += ["--coordinator", "http://127.0.0.1:1", "--insecure", *flags]
+    argv += ["--trust-coordinator-peer-keys"]  # no peers in this test
     assert main(argv) == 0
     return seen
 

@@ -70,7 +70,7 @@ def test_the_server_says_what_its_run_folder_keeps(
     assert server.stop(signum) == 128 + signum
     line = _last_line(server)
     assert re.fullmatch(
-        rf"veilfl server: stopped by {signum.name}; no round of run [0-9a-f]{{16}} had "
+        rf"veilfl server: stopped by {signum.name}; no round of run [0-9a-f]{{64}} had "
         r"completed \(its settings are kept in run\); run the same command again to resume\.",
         line,
     ), line
@@ -97,7 +97,7 @@ def test_a_client_says_where_its_key_is(
         cwd=tmp_path,
     )
     started.append(client)
-    client.wait_for("retrying")  # nothing listens there: it is retrying
+    client.wait_for("waiting for")  # nothing listens there: it waits for the server
     assert client.stop(signal.SIGINT) == 130
     assert _last_line(client) == (
         "veilfl client: stopped by SIGINT; its key is in me.key; run the same command again "
@@ -133,7 +133,7 @@ def test_an_aggregator_says_where_its_shares_are(
         cwd=tmp_path,
     )
     started.append(aggregator)
-    aggregator.wait_for("asking the coordinator")
+    aggregator.wait_for("the run comes from the coordinator")
     assert aggregator.stop(signal.SIGTERM) == 143
     assert _last_line(aggregator) == (
         "veilfl aggregator: stopped by SIGTERM; the open round's shares are in spool; start "

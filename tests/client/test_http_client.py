@@ -122,7 +122,7 @@ async def test_a_client_started_before_its_coordinator_waits_for_it(
 ) -> None:
     caplog.set_level(logging.INFO)
     service = _service(rounds=1, clients=1)
-    app = create_app(service, metrics=lambda: [], access=open_access("r"))
+    app = create_app(service, metrics=lambda: [], access=open_access(service.run_info.run_id))
     await service.start(tick_interval_s=0.01)
     late = _NotYetUp(httpx.ASGITransport(app=app), down_for=3 * FAST.max_attempts)
     try:

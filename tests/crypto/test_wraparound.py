@@ -183,3 +183,50 @@ def test_pine_field_conditions_alone_admit_a_wrapped_vector_at_31_bits() -> None
     inside = sums[2_148 - b // 1_000 : 2_148 + b // 1_000 + 1].sum()
     assert inside > 1 - 1e-9
     assert check_pass_bound(modulus=q, bound=b) > 1  # Lemma W gives nothing there
+
+
+def _parity_dependency(patterns: np.ndarray) -> list[np.ndarray]:
+    """Sets S of columns whose 0/1 columns sum to zero over GF(2) (a null-space basis)."""
+    rows, cols = patterns.shape
+    matrix = patterns.astype(np.uint8) % 2
+    pivots: list[int] = []
+    row = 0
+    for col in range(cols):
+        hits = np.nonzero(matrix[row:, col])[0]
+        if row == rows or not hits.size:
+            continue
+        matrix[[row, row + hits[0]]] = matrix[[row + hits[0], row]]
+        others = np.nonzero(matrix[:, col])[0]
+        matrix[others[others != row]] ^= matrix[row]
+        pivots.append(col)
+        row += 1
+    basis = []
+    for free in (c for c in range(cols) if c not in pivots):
+        member = np.zeros(cols, dtype=bool)
+        member[free] = True
+        for r, pivot in enumerate(pivots):
+            member[pivot] = bool(matrix[r, free])
+        basis.append(member)
+    return basis
+
+
+def test_checks_known_before_the_update_is_fixed_are_evaded_by_linear_algebra() -> None:
+    # Why the checks' vectors must be drawn after a client's shares are fixed (per
+    # client, by Fiat-Shamir) and cannot be one set per round known in advance: given
+    # the 136 vectors, a client finds a set S, |S| divisible by 4, on which every z_h
+    # has an even number of non-zero entries (a GF(2) dependency among d > 136
+    # patterns), and sends x = (p+1)/2 on S.
+    p, d, kappa, b = MERSENNE_31.modulus, 600, 136, 10_313
+    z = WraparoundChecks(count=kappa, dimension=d).vectors(bytes(32)).astype(np.int64)
+    basis = _parity_dependency(z != 0)
+    chosen = next(a ^ c for a in basis for c in basis if (a ^ c).any() and (a ^ c).sum() % 4 == 0)
+    x = np.where(chosen, (p + 1) // 2, 0).astype(np.int64)
+    # Act
+    projections = [int(v) for v in (z @ x) % p]
+    centred = [(v + p // 2) % p - p // 2 for v in projections]
+    field_norm = int(sum(int(v) * int(v) for v in x) % p)
+    # Assert: every check passes and the field norm is tiny, but the integer norm is
+    # |S| · 2^60, far beyond any bound.
+    assert max(abs(v) for v in centred) <= b
+    assert field_norm == int(chosen.sum()) // 4 <= 1_459**2
+    assert int(chosen.sum()) * ((p + 1) // 2) ** 2 > 2**64

@@ -19,7 +19,7 @@ from veilfl.cli.local_fleet import local_aggregators, local_trust, server_aggreg
 from veilfl.crypto.csprng import CsprngStream
 from veilfl.crypto.envelope import ShareContext
 from veilfl.crypto.envelope import seal as hpke_seal
-from veilfl.protocol.messages import RunInfo
+from veilfl.protocol.run_description import RunDescription
 from veilfl.secagg.contribution import (
     EXTRA_UNITS,
     SealedShare,
@@ -110,7 +110,7 @@ class SecureFleet:
         while not self.http.get("/v1/status").json()["opened"]:
             assert time.monotonic() < deadline, "the run never opened"
             time.sleep(0.1)
-        self.run = RunInfo.from_json(self.http.get("/v1/run").json())
+        self.run = RunDescription.from_json(self.http.get("/v1/run").json()).info
         assert self.run.secure is not None
         self.config = self.run.secure.config
         self._keys = [a.hpke_key() for a in self.run.secure.aggregators]

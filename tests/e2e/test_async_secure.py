@@ -9,7 +9,12 @@ from pathlib import Path
 import pytest
 from tests.e2e.processes import free_port, running, veilfl_command, wait_until_serving
 
-from veilfl.cli.local_fleet import local_aggregators, local_trust, server_aggregator_flags
+from veilfl.cli.local_fleet import (
+    client_pin_flags,
+    local_aggregators,
+    local_trust,
+    server_aggregator_flags,
+)
 from veilfl.tls import client_ssl_context
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(300)]
@@ -77,6 +82,7 @@ def test_fedbuff_with_secure_aggregation_and_slow_clients(tmp_path: Path) -> Non
                 str(trust.ca_file),
                 "--enrollment-token",
                 trust.tokens[index],
+                *client_pin_flags(fleet),
             )
             clients.append((stack.enter_context(running(cmd, log)), log))
         for process, log in clients:

@@ -10,7 +10,12 @@ from pathlib import Path
 import pytest
 from tests.e2e.processes import free_port, running, veilfl_command, wait_until_serving
 
-from veilfl.cli.local_fleet import local_aggregators, local_trust, server_aggregator_flags
+from veilfl.cli.local_fleet import (
+    client_pin_flags,
+    local_aggregators,
+    local_trust,
+    server_aggregator_flags,
+)
 from veilfl.tls import client_ssl_context
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(300)]
@@ -81,6 +86,7 @@ def test_dp_ftrl_with_distributed_tree_noise_trains_and_reports_one_epsilon(
                 str(trust.ca_file),
                 "--enrollment-token",
                 trust.tokens[index],
+                *client_pin_flags(fleet),
             )
             clients.append((stack.enter_context(running(cmd, log)), log))
         for process, log in clients:

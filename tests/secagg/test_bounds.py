@@ -21,7 +21,7 @@ from veilfl.crypto.field_ext import MERSENNE_31_EXT
 from veilfl.crypto.flp import lagrange_basis, prove_gadget
 from veilfl.crypto.shamir import ShamirScheme, Share
 from veilfl.crypto.wraparound import WraparoundChecks
-from veilfl.errors import ConfigurationError, ProtocolError, UpdateRejectedError
+from veilfl.errors import ConfigurationError, CryptoError, ProtocolError, UpdateRejectedError
 from veilfl.secagg import bounds_prover, bounds_transcript
 from veilfl.secagg.bounds import decide, prepare_share, prove_contribution, verifier_share
 from veilfl.secagg.bounds_messages import (
@@ -622,3 +622,95 @@ def test_seeded_and_full_shares_go_to_the_right_aggregators() -> None:
     np.testing.assert_array_equal(
         prove_gadget(gadget, wires, seeds), malicious.exact_gadget_values(gadget, wires, seeds)
     )
+
+
+# --- one failing projection among κ ------------------------------------------------------
+
+
+def claimed_projections(params: BoundsParameters, bits: list[int]) -> list[int]:
+    """The projections a bit vector claims (the circuit's κ combinations, shifted by -b)."""
+    n_norm, weights = len(params.norm_weights), params.wraparound_weights
+    b = params.wraparound_bound
+    return [
+        sum(w * s for w, s in zip(weights, bits[at : at + len(weights)], strict=True)) - b
+        for at in range(n_norm, n_norm + params.wraparound_checks * len(weights), len(weights))
+    ]
+
+
+@pytest.mark.parametrize("wrong", [0, 67, 135])
+def test_one_claimed_projection_off_by_one_is_caught_by_the_combined_check(wrong: int) -> None:
+    # Arrange: an honest update whose bits claim the true projection for every check but
+    # one, which claims its true value plus one (still inside [-b, b]).
+    params = make_params()
+    seen: list[list[int]] = []
+
+    def lie_once(bits: list[int]) -> None:
+        claimed = claimed_projections(params, bits)
+        at = len(params.norm_weights) + wrong * len(params.wraparound_weights)
+        value = (
+            claimed[wrong] + 1 if claimed[wrong] < params.wraparound_bound else claimed[wrong] - 1
+        )
+        width = 2 * params.wraparound_bound
+        bits[at : at + len(params.wraparound_weights)] = malicious.decompose(
+            value + params.wraparound_bound, width
+        )
+        seen.append(
+            [a - c for a, c in zip(claimed_projections(params, bits), claimed, strict=True)]
+        )
+
+    # Act
+    verdict = verify(cheat(params, [3, -2] * 6 + valid_extras(), adjust_bits=lie_once), params, 2)
+    # Assert: exactly one claim differs from the truth, and the contribution is refused.
+    assert [i for i, diff in enumerate(seen[-1]) if diff] == [wrong]
+    assert verdict == Verdict(False, VerdictReason.CIRCUIT_OUTPUT, (1, 2, 3))
+
+
+def test_a_wrapped_update_that_passes_all_but_one_projection_is_excluded() -> None:
+    # Arrange: with κ = 4 checks (far too few for soundness; the class refuses it, so the
+    # test builds it unchecked), regrind the four-halves vector, field norm 1, until
+    # exactly one of its true projections falls outside [-b, b].
+    sound = make_params()
+    params = BoundsParameters._unchecked(
+        dimension=sound.dimension,
+        norm_bound=sound.norm_bound,
+        extra_ranges=sound.extra_ranges,
+        wraparound_checks=4,
+        query_points=sound.query_points,
+        calls=sound.calls,
+    )
+    measurement = [(P + 1) // 2] * 4 + [0] * 8 + valid_extras()
+    elements = np.array([v % P for v in measurement], dtype=np.uint64)
+    b, checks = params.wraparound_bound, WraparoundChecks(count=4, dimension=12)
+    failing: list[int] = []
+
+    def complete(seed: bytes) -> np.ndarray | None:
+        update = malicious.centred_ints(elements[:12])
+        true = [
+            (sum(int(z) * x for z, x in zip(row, update, strict=True)) + P // 2) % P - P // 2
+            for row in checks.vectors(seed)
+        ]
+        if sum(abs(v) > b for v in true) != 1:
+            return None  # ask for new blinds, as a grinding client would
+        failing[:] = [h for h, v in enumerate(true) if abs(v) > b]
+        return malicious.cheating_rest(params, elements, seed)
+
+    shares = None
+    for _ in range(40):  # each seed has exactly one failing check with probability 1/4
+        try:
+            shares = bounds_prover._deal(
+                elements,
+                params=params,
+                threshold=2,
+                num_shares=3,
+                binding=BINDING,
+                rng=CsprngStream(),
+                complete=complete,
+            )
+            break
+        except CryptoError:
+            continue
+    assert shares is not None and len(failing) == 1
+    # Act
+    verdict = verify(shares, params, 2)
+    # Assert
+    assert verdict == Verdict(False, VerdictReason.CIRCUIT_OUTPUT, (1, 2, 3))

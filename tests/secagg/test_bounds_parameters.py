@@ -12,10 +12,14 @@ from hypothesis import strategies as st
 from veilfl.errors import ConfigurationError
 from veilfl.secagg.bounds_parameters import (
     GRINDING_TRIALS,
+    MAX_DIMENSION,
     SOUNDNESS_TARGET,
     BoundsParameters,
+    calls_for_dimension,
     range_weights,
 )
+from veilfl.secagg.config import SecureAggregationConfig
+from veilfl.secagg.contribution import ContributionLayout
 
 P = 2**31 - 1
 
@@ -171,3 +175,17 @@ def test_steps_and_orders_add_their_bits_and_outputs() -> None:
 def test_settings_outside_the_argument_are_refused(settings_: dict, message: str) -> None:
     with pytest.raises(ConfigurationError, match=message):
         BoundsParameters(**settings_)
+
+
+@pytest.mark.parametrize(
+    ("dimension", "calls"),
+    [(12, 4), (21_840, 28), (100_000, 60), (1_663_370, 252), (MAX_DIMENSION, 508)],
+)
+def test_runs_size_the_norm_gadget_to_the_model(dimension: int, calls: int) -> None:
+    # Arrange: the layout both clients and aggregators derive from the model size.
+    config = SecureAggregationConfig(norm_bound=10.0, max_samples_per_client=600)
+    # Act
+    bounds = ContributionLayout(dimension, config).bounds
+    # Assert: n = P + 2k is a power of two near sqrt(d) / 5, and the run stays sound.
+    assert calls_for_dimension(dimension) == calls == bounds.calls
+    assert bounds.soundness_error(trials=GRINDING_TRIALS) <= SOUNDNESS_TARGET

@@ -22,6 +22,7 @@ import httpx
 from veilfl.cli.common import add_device_option, add_log_option
 from veilfl.cli.learner_option import add_learner_option, learner_for, load_learner
 from veilfl.cli.local_fleet import (
+    client_pin_flags,
     free_port,
     local_aggregators,
     local_trust,
@@ -141,7 +142,7 @@ def run(args: argparse.Namespace) -> int:
     ]
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
     aggregator_cmds: list[list[str]] = []
-    fingerprints: list[str] = []
+    pins: list[str] = []
     if not args.plaintext:
         # The operator of every aggregator here is the demo's user: its consent to a
         # splittable quorum is theirs to give, once.
@@ -155,7 +156,7 @@ def run(args: argparse.Namespace) -> int:
             extra=[*common, *split],
             ports=_resumed_ports(run_dir, args.aggregators),
         )
-        fingerprints = [a.fingerprint for a in fleet]
+        pins = client_pin_flags(fleet)
         aggregator_cmds = [a.command for a in fleet]
         server_cmd += server_aggregator_flags(fleet)
         server_cmd += [
@@ -200,7 +201,7 @@ def run(args: argparse.Namespace) -> int:
         for index, cmd in enumerate(aggregator_cmds, start=1):
             start(f"aggregator-{index}", cmd)
         # Secure: each client pins the aggregators; plaintext: each opts in explicitly.
-        verify = [flag for fp in fingerprints for flag in ("--aggregator-fingerprint", fp)]
+        verify = pins
         if args.plaintext:
             verify = ["--allow-plaintext"]
         for index in range(args.clients):

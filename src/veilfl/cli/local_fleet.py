@@ -25,6 +25,7 @@ __all__ = [
     "LOOPBACK_HOSTS",
     "LocalAggregator",
     "LocalTrust",
+    "client_pin_flags",
     "free_port",
     "local_aggregators",
     "local_trust",
@@ -219,3 +220,9 @@ def local_aggregators(
 def server_aggregator_flags(aggregators: list[LocalAggregator]) -> list[str]:
     """The coordinator's ``--aggregator URL,PUBLIC_KEY_FILE`` options, in index order."""
     return [flag for a in aggregators for flag in ("--aggregator", f"{a.url},{a.public_key}")]
+
+
+def client_pin_flags(aggregators: list[LocalAggregator]) -> list[str]:
+    """A client's ``--aggregator-fingerprint FP`` options pinning these aggregators, in
+    index order (what an operator hands each client out of band)."""
+    return [flag for a in aggregators for flag in ("--aggregator-fingerprint", a.fingerprint)]

@@ -10,6 +10,7 @@
 * :mod:`~veilfl.crypto.seeded_shares`: Shamir sharing with t - 1 shares sent as seeds.
 * :mod:`~veilfl.crypto.flp`: a Fully Linear PCP for square gadgets (BBCGGI19).
 * :mod:`~veilfl.crypto.wraparound`: PINE's wraparound checks and Lemma W.
+* :mod:`~veilfl.crypto.kernels`: compiled (numba) hot loops with exact numpy twins.
 """
 
 from veilfl.crypto.csprng import CsprngStream

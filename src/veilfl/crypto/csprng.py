@@ -24,6 +24,7 @@ import numpy.typing as npt
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 
 from veilfl.crypto.field import FieldArray, PrimeField
+from veilfl.crypto.kernels import uniform_below
 from veilfl.errors import ConfigurationError, CryptoError
 
 __all__ = ["KEY_LENGTH", "CsprngStream"]
@@ -103,19 +104,18 @@ class CsprngStream:
         the refills of rejected positions loop; for 2**31 - 1 a draw is rejected with
         probability 2**-31, so a refill is rare.
         """
-        modulus = np.uint32(field.modulus)
-        mask = np.uint32((1 << field.modulus.bit_length()) - 1)
-        draw = self.random_uint32(count)
-        draw &= mask
-        keep = draw < modulus
-        if keep.all():  # the common case for 2**31 - 1
-            return draw.astype(np.uint64)
-        accepted = draw[keep]
+        modulus = field.modulus
+        mask = (1 << modulus.bit_length()) - 1
+        values, rejected = uniform_below(self.random_uint32(count), mask=mask, modulus=modulus)
+        if not rejected:  # the common case for 2**31 - 1
+            return values
+        accepted = values[values < np.uint64(modulus)]
         while accepted.size < count:
             # Each draw is accepted with probability p / 2**bits > 1/2: ask for a little
             # more than the expected need so that one refill almost always suffices.
             missing = count - accepted.size
-            refill = self.random_uint32(2 * missing + 16)
-            refill &= mask
-            accepted = np.concatenate([accepted, refill[refill < modulus][:missing]])
-        return accepted.astype(np.uint64)
+            refill, _ = uniform_below(
+                self.random_uint32(2 * missing + 16), mask=mask, modulus=modulus
+            )
+            accepted = np.concatenate([accepted, refill[refill < np.uint64(modulus)][:missing]])
+        return accepted

@@ -44,6 +44,7 @@ import numpy.typing as npt
 
 from veilfl.crypto.field import MERSENNE_31, FieldArray, PrimeField
 from veilfl.crypto.field_ext import MERSENNE_31_EXT, ExtArray, QuadraticExtension, base_inverse
+from veilfl.crypto.kernels import centred_floats
 from veilfl.errors import ConfigurationError
 
 __all__ = [
@@ -112,10 +113,10 @@ class SquareGadget:
 
 
 def centred(values: FieldArray, field: PrimeField = MERSENNE_31) -> npt.NDArray[np.float64]:
-    """Field elements as floats in (-p/2, p/2)."""
-    floats = np.asarray(values, dtype=np.uint64).astype(np.float64)
-    np.subtract(floats, field.modulus, out=floats, where=floats > (field.modulus - 1) // 2)
-    return floats
+    """Field elements as floats in (-p/2, p/2), in the shape of ``values``."""
+    values = np.asarray(values, dtype=np.uint64)
+    flat = centred_floats(np.ascontiguousarray(values).ravel(), field.modulus)
+    return flat.reshape(values.shape)
 
 
 def reduce_signed(values: npt.NDArray[np.int64], field: PrimeField = MERSENNE_31) -> FieldArray:

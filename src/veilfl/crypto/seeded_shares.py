@@ -28,6 +28,7 @@ import numpy as np
 
 from veilfl.crypto.csprng import CsprngStream
 from veilfl.crypto.field import MERSENNE_31, FieldArray, PrimeField
+from veilfl.crypto.kernels import line_shares
 from veilfl.crypto.shamir import MAX_SHARES
 from veilfl.errors import ConfigurationError, CryptoError
 
@@ -165,15 +166,9 @@ class SeededSharing:
         if t == 1:
             return [secret.copy() for _ in range(self.num_shares)]
         if t == 2:  # f(j + 1) = f(j) + slope: additions only
-            slope = points[1] + (p - points[0])  # below 2p
-            np.minimum(slope, slope - p, out=slope)  # slope - p wraps around when slope < p
-            shares, previous = [], points[1]
-            for _ in range(2, self.num_shares + 1):
-                value = previous + slope
-                np.minimum(value, value - p, out=value)  # value - p wraps when value < p
-                shares.append(value)
-                previous = value
-            return shares
+            return line_shares(
+                points[0], points[1], self.num_shares - 1, modulus=self.field.modulus
+            )
         shares = []
         for j in range(t, self.num_shares + 1):
             total = np.zeros_like(secret)

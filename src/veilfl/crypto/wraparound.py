@@ -40,14 +40,13 @@ and b = 2**18; there a vector of 2,148 coordinates equal to 1,000 (N = q + 516,3
 field norm in range, integer norm 1.73 B) passes each check with probability
 1 - 10**-15: b must stay well below sqrt(q), which those conditions do not enforce.
 
-Projections are computed without Python loops over d: one uniform 16-bit word per
-coordinate and pass carries (a, b) bit pairs for eight checks (z = a - b), and
-``np.bincount`` sums the values per word; the eight projections are then dot products
-of the bin sums with fixed {-1, 0, 1} rows. Below 2**18 coordinates the values are
-binned by each byte of the word (two passes over d into 256 bins each, which stay in
-the L1 cache; each byte holds four checks); above, by the whole word (one pass over d
-into 65,536 bins). Every partial sum is an integer below Σ|x_i| < 2**53, so the float64
-arithmetic is exact.
+Projections are computed without a loop over checks: one uniform 16-bit word per
+coordinate and pass carries (a, b) bit pairs for eight checks (z = a - b). The values
+are summed into bins by each byte of the word (each byte holds four checks; 256 bins
+stay in the L1 cache), and the projections are dot products of the bins with fixed
+{-1, 0, 1} rows (:func:`veilfl.crypto.kernels.project_words`, compiled, one pass over
+d for several passes of words; its numpy twin uses ``np.bincount``). Every partial sum
+is an integer below Σ|x_i| < 2**53, so the arithmetic is exact in int64 and float64.
 """
 
 from __future__ import annotations
@@ -55,12 +54,14 @@ from __future__ import annotations
 import functools
 import hashlib
 import math
+import threading
 from dataclasses import dataclass
 
 import numpy as np
 import numpy.typing as npt
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 
+from veilfl.crypto.kernels import project_words
 from veilfl.errors import ConfigurationError
 
 __all__ = [
@@ -75,10 +76,9 @@ EXACT_SUM_LIMIT = 2**53
 """Σ|values| must stay below this for projections to be exact in float64."""
 
 _DOMAIN = b"veilfl/wraparound/v1"
-_EXPLICIT_BELOW = 1 << 14  # shorter vectors: build z explicitly (65,536 bins cost more)
-_BYTE_BINS_BELOW = 1 << 18  # shorter vectors: bin by byte (2 x 256 bins), else by word
+_EXPLICIT_BELOW = 1 << 10  # shorter vectors: build z explicitly
 _CHECKS_PER_PASS = 8  # a 16-bit word holds 8 (a, b) bit pairs
-_WORD_VALUES = 1 << 16
+_KEYSTREAM_BYTES = 1 << 24  # draw at most this much keystream at once (several passes)
 _SAFETY = 1 + 1e-9  # covers float rounding in check_pass_bound's sums (each term > 0)
 
 
@@ -128,26 +128,24 @@ def smallest_honest_bound(*, norm_bound: int, checks: int, failure: float) -> in
     return bound
 
 
-@functools.cache
-def _byte_sign_rows() -> npt.NDArray[np.float64]:
-    """Row u holds z = a - b of the u-th check a byte carries: bits 2u (a), 2u+1 (b)."""
-    values = np.arange(256, dtype=np.int64)
-    rows = np.empty((_CHECKS_PER_PASS // 2, 256), dtype=np.float64)
-    for u in range(_CHECKS_PER_PASS // 2):
-        rows[u] = ((values >> (2 * u)) & 1) - ((values >> (2 * u + 1)) & 1)
-    rows.flags.writeable = False
-    return rows
+@functools.lru_cache(maxsize=4)
+def _zeros(size: int) -> bytes:
+    """``size`` zero bytes, the plaintext of the keystream (immutable, so shared)."""
+    return bytes(size)
 
 
-@functools.cache
-def _sign_rows() -> npt.NDArray[np.float64]:
-    """Row u holds z = a - b of check u for each 16-bit word: bits 2u (a) and 2u+1 (b)."""
-    words = np.arange(_WORD_VALUES, dtype=np.int64)
-    rows = np.empty((_CHECKS_PER_PASS, _WORD_VALUES), dtype=np.float64)
-    for u in range(_CHECKS_PER_PASS):
-        rows[u] = ((words >> (2 * u)) & 1) - ((words >> (2 * u + 1)) & 1)
-    rows.flags.writeable = False
-    return rows
+_scratch = threading.local()
+
+
+def _keystream_buffer(size: int) -> npt.NDArray[np.uint8]:
+    """This thread's keystream buffer of at least ``size`` bytes, reused from call to call
+    (a fresh 16 MB array costs thousands of page faults each time). Valid until the
+    thread's next :class:`_Words` that asks for one."""
+    buffer: npt.NDArray[np.uint8] | None = getattr(_scratch, "buffer", None)
+    if buffer is None or buffer.size < size:
+        buffer = np.empty(size, dtype=np.uint8)
+        _scratch.buffer = buffer
+    return buffer
 
 
 class _Words:
@@ -155,17 +153,34 @@ class _Words:
     and pass, pass after pass. The seed is public (a Fiat-Shamir output), so this is an
     extendable-output function, not a secret stream."""
 
-    def __init__(self, seed: bytes, dimension: int) -> None:
+    def __init__(
+        self, seed: bytes, dimension: int, passes_per_draw: int = 1, *, reuse: bool = False
+    ) -> None:
         key = hashlib.sha256(_DOMAIN + seed).digest()
         self._encryptor = Cipher(algorithms.AES256(key), modes.CTR(bytes(16))).encryptor()
-        self._zeros = bytes(2 * dimension)
-        self._buffer = bytearray(2 * dimension + 16)
+        size = 2 * dimension * passes_per_draw
+        self._zeros = _zeros(size)
+        # Every byte is written before it is read; ``reuse`` takes the thread's buffer.
+        self._buffer = (
+            _keystream_buffer(size + 16) if reuse else np.empty(size + 16, dtype=np.uint8)
+        )
         self._dimension = dimension
+        self._passes_per_draw = passes_per_draw
 
     def next_pass(self) -> npt.NDArray[np.uint16]:
         """The next pass's words (valid until the next call)."""
-        self._encryptor.update_into(self._zeros, self._buffer)
-        return np.frombuffer(self._buffer, dtype="<u2", count=self._dimension)
+        words: npt.NDArray[np.uint16] = self.next_passes(1)[0]
+        return words
+
+    def next_passes(self, count: int) -> npt.NDArray[np.uint16]:
+        """The next ``count`` passes' words, shape (count, d), valid until the next call:
+        pass after pass of the keystream, whatever the count."""
+        if not 1 <= count <= self._passes_per_draw:
+            raise ConfigurationError(f"Draw 1 to {self._passes_per_draw} passes at once.")
+        size = 2 * self._dimension * count
+        self._encryptor.update_into(memoryview(self._zeros)[:size], self._buffer.data)
+        words: npt.NDArray[np.uint16] = self._buffer[:size].view("<u2")
+        return words.reshape(count, self._dimension)
 
 
 @dataclass(frozen=True)
@@ -209,8 +224,8 @@ class WraparoundChecks:
 
         Args:
             seed: The public seed the checks are drawn from.
-            values: d integer-valued floats with Σ|values| < 2**53 (centred field
-                elements below 2**30 qualify for d < 2**23).
+            values: d integer-valued floats with d · max|values| < 2**53 (centred
+                field elements below 2**30 qualify for d < 2**23).
 
         Raises:
             ConfigurationError: if ``values`` has the wrong length or is too large for
@@ -222,26 +237,18 @@ class WraparoundChecks:
                 f"Wraparound checks project vectors of length {self.dimension}; got "
                 f"shape {values.shape}."
             )
-        if float(np.abs(values).sum()) >= EXACT_SUM_LIMIT:
+        # Σ|values| <= d · max|values|: bounded without a temporary the size of d.
+        largest = max(abs(float(values.max())), abs(float(values.min()))) if values.size else 0.0
+        if not largest * self.dimension < EXACT_SUM_LIMIT:
             raise ConfigurationError("The values are too large for exact float64 projections.")
         if self.dimension < _EXPLICIT_BELOW:  # exact in int64: |<z, v>| <= Σ|v| < 2^53
             exact: npt.NDArray[np.int64] = self.vectors(seed).astype(np.int64) @ values.astype(
                 np.int64
             )
             return exact
-        words = _Words(seed, self.dimension)
-        out = np.empty(self.passes * _CHECKS_PER_PASS, dtype=np.float64)
-        half = _CHECKS_PER_PASS // 2
-        for pass_index in range(self.passes):
-            start = pass_index * _CHECKS_PER_PASS
-            word = words.next_pass()
-            if self.dimension < _BYTE_BINS_BELOW:
-                byte = word.view(np.uint8)  # little-endian: low byte first (checks 0-3)
-                for half_index, lane in enumerate((byte[0::2], byte[1::2])):
-                    sums = np.bincount(lane, weights=values, minlength=256)
-                    at = start + half_index * half
-                    out[at : at + half] = _byte_sign_rows() @ sums
-            else:
-                sums = np.bincount(word, weights=values, minlength=_WORD_VALUES)
-                out[start : start + _CHECKS_PER_PASS] = _sign_rows() @ sums
-        return out[: self.count].astype(np.int64)
+        per_draw = min(self.passes, max(1, _KEYSTREAM_BYTES // (2 * self.dimension)))
+        words = _Words(seed, self.dimension, per_draw, reuse=True)
+        out = []
+        for start in range(0, self.passes, per_draw):
+            out.append(project_words(words.next_passes(min(per_draw, self.passes - start)), values))
+        return np.concatenate(out)[: self.count]

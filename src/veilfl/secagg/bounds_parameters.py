@@ -32,6 +32,7 @@ __all__ = [
     "MAX_DIMENSION",
     "SOUNDNESS_TARGET",
     "BoundsParameters",
+    "calls_for_dimension",
     "range_weights",
 ]
 
@@ -70,6 +71,27 @@ def range_weights(width: int) -> tuple[int, ...]:
     if n == 0:
         return ()
     return (*(1 << i for i in range(n - 1)), width - (1 << (n - 1)) + 1)
+
+
+def calls_for_dimension(dimension: int, *, query_points: int = 2) -> int:
+    """The norm gadget's calls P for d update coordinates: nodes n = P + 2k the power of
+    two nearest sqrt(d) / 5, between 8 and 1,024.
+
+    The prover's Gram product costs about d·P and its extension about n^3, the
+    verifier message about 4k·d / P bytes; this balances them. It gives P = 252 at
+    d = 1,663,370 (the McMahan CNN, where the sweep in docs/verified-bounds.md put
+    the optimum), P = 28 at d = 21,840 (the small CNN: a third of P = 252's proving
+    time) and P = 60 at d = 100,000. Soundness does not depend on the choice: the
+    FLP's error grows with n but stays below 2^-100 for every n here.
+
+    Raises:
+        ConfigurationError: unless d and k are at least 1.
+    """
+    if dimension < 1 or query_points < 1:
+        raise ConfigurationError("The dimension and the query points must be at least 1.")
+    target = max(math.sqrt(dimension) / 5, 1.0)
+    nodes = min(max(1 << round(math.log2(target)), 8), 1024)
+    return max(1, min(nodes - 2 * query_points, dimension))
 
 
 @dataclass(frozen=True)

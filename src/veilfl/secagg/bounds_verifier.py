@@ -20,6 +20,7 @@ import numpy.typing as npt
 from veilfl.crypto.field import MERSENNE_31, FieldArray
 from veilfl.crypto.field_ext import MERSENNE_31_EXT
 from veilfl.crypto.flp import centred, combine_rows, gadget_holds
+from veilfl.crypto.kernels import centred_floats
 from veilfl.crypto.seeded_shares import SeededShare
 from veilfl.crypto.shamir import MAX_SHARES, ShamirScheme, Share
 from veilfl.crypto.wraparound import WraparoundChecks
@@ -188,10 +189,12 @@ def _norm_rows(values: FieldArray, params: BoundsParameters) -> npt.NDArray[np.f
     """The norm gadget's wire matrix on a share (update, zero padding, seeds), centred."""
     d = params.dimension
     gadget = params.norm_gadget
-    rows = np.zeros((gadget.nodes, gadget.wires), dtype=np.float64)
-    rows.ravel()[:d] = centred(values[:d])
+    rows = np.empty((gadget.nodes, gadget.wires), dtype=np.float64)
+    flat = rows.ravel()  # a view: rows is C-contiguous
+    centred_floats(values[:d], _P, out=flat[:d])
+    flat[d : gadget.calls * gadget.wires] = 0.0
     seeds = values[params.proof_offset : params.proof_offset + gadget.seeds * gadget.wires]
-    rows[gadget.calls :] = centred(seeds).reshape(gadget.seeds, gadget.wires)
+    centred_floats(seeds, _P, out=flat[gadget.calls * gadget.wires :])
     return rows
 
 

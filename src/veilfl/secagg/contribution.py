@@ -42,7 +42,7 @@ from veilfl.crypto.envelope import PublicKey, ShareContext, seal
 from veilfl.crypto.field import MERSENNE_31, FieldArray
 from veilfl.errors import ConfigurationError
 from veilfl.secagg.bounds_messages import ContributionShare
-from veilfl.secagg.bounds_parameters import BoundsParameters
+from veilfl.secagg.bounds_parameters import BoundsParameters, calls_for_dimension
 from veilfl.secagg.bounds_prover import prove_contribution
 from veilfl.secagg.config import SecureAggregationConfig
 
@@ -71,12 +71,14 @@ _ROUNDING_TRIES = 8
 
 @functools.lru_cache(maxsize=32)
 def _bounds(dimension: int, wraparound_checks: int) -> BoundsParameters:
+    calls = calls_for_dimension(dimension)
     bound = BoundsParameters.largest_norm_bound(
         dimension=dimension,
         extra_ranges=_EXTRA_RANGES,
         extra_steps=_EXTRA_STEPS,
         extra_order=_EXTRA_ORDER,
         wraparound_checks=wraparound_checks,
+        calls=calls,
     )
     return BoundsParameters(
         dimension=dimension,
@@ -85,6 +87,7 @@ def _bounds(dimension: int, wraparound_checks: int) -> BoundsParameters:
         extra_steps=_EXTRA_STEPS,
         extra_order=_EXTRA_ORDER,
         wraparound_checks=wraparound_checks,
+        calls=calls,
     )
 
 
