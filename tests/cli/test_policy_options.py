@@ -6,24 +6,28 @@ from __future__ import annotations
 import json
 import threading
 from collections.abc import Iterator
+from contextlib import contextmanager
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any, ClassVar
 
 import pytest
+from tests.run_descriptions import published
 from tests.tiny_coordinator import described
 
 from veilfl.cli import client_cmd
 from veilfl.cli.config_file import expand_config
 from veilfl.cli.main import build_parser, main
 from veilfl.cli.policy_options import policy_from_args
+from veilfl.crypto.keys import generate_keypair
 from veilfl.errors import ConfigurationError
 from veilfl.ml.datasets import synthetic_dataset
 from veilfl.ml.learner import mnist_learner
 from veilfl.protocol.client_policy import ClientPolicy
 from veilfl.protocol.messages import LocalTrainingPlan
-from veilfl.protocol.run_spec import RunSpec
+from veilfl.protocol.run_spec import RunSpec, SecureSettings
 from veilfl.protocol.sync_round import RoundConfig
+from veilfl.secagg.config import SecureAggregationConfig
 from veilfl.tensors import spec_of
 
 CLIENT = ["client", "--server", "https://h", "--client-index", "0"]
@@ -119,13 +123,21 @@ class _Coordinator(BaseHTTPRequestHandler):
         return
 
 
-@pytest.fixture
-def plaintext_coordinator() -> Iterator[tuple[str, list[tuple[str, str]]]]:
+@contextmanager
+def _coordinator(secure: bool) -> Iterator[tuple[str, list[tuple[str, str]]]]:
+    """A coordinator that describes a run of the small CNN (plaintext, or secure with
+    three aggregators) and answers nothing else; what it was asked is recorded."""
     learner = mnist_learner("simple-cnn", seed=0)
+    keys = [generate_keypair() for _ in range(3)]
     settings = RunSpec(
         model_name="simple-cnn",
         rounds=RoundConfig(num_rounds=1, clients_per_round=1),
         plan=LocalTrainingPlan(max_batches=1),
+        secure=(
+            SecureSettings(config=SecureAggregationConfig(), aggregators=published(keys))
+            if secure
+            else None
+        ),
     )
     spec = spec_of(learner.initial_weights(seed=0))
     run = described(settings, model_size=spec.total_size)
@@ -139,6 +151,18 @@ def plaintext_coordinator() -> Iterator[tuple[str, list[tuple[str, str]]]]:
     finally:
         server.shutdown()
         server.server_close()
+
+
+@pytest.fixture
+def plaintext_coordinator() -> Iterator[tuple[str, list[tuple[str, str]]]]:
+    with _coordinator(secure=False) as coordinator:
+        yield coordinator
+
+
+@pytest.fixture
+def secure_coordinator() -> Iterator[tuple[str, list[tuple[str, str]]]]:
+    with _coordinator(secure=True) as coordinator:
+        yield coordinator
 
 
 def test_a_client_refuses_a_plaintext_run_in_one_line_and_sends_nothing(
@@ -157,3 +181,21 @@ def test_a_client_refuses_a_plaintext_run_in_one_line_and_sends_nothing(
     assert lines[0].startswith("veilfl: error: Refused by --allow-plaintext:")
     assert lines[0].endswith("nothing was sent.")
     assert seen == [("GET", "/v1/run")]  # no enrollment, no update
+
+
+def test_a_client_with_the_readmes_flags_refuses_an_unpinned_secure_run_in_one_line(
+    secure_coordinator: tuple[str, list[tuple[str, str]]],
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    url, seen = secure_coordinator
+    monkeypatch.setattr(
+        client_cmd, "client_dataset", lambda args, index: synthetic_dataset(num_examples=8, seed=0)
+    )
+    argv = ["client", "--server", url, "--insecure", "--client-index", "0", "--log-level", "error"]
+    assert main(argv) == 1
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert len(lines) == 1, lines
+    assert "pinned no aggregator keys" in lines[0] and "--aggregator-fingerprint" in lines[0]
+    assert lines[0].endswith("nothing was sent.")
+    assert seen == [("GET", "/v1/run")]  # no enrollment, no policy fetch, no update

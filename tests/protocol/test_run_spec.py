@@ -135,31 +135,22 @@ def test_a_share_sealed_under_one_view_does_not_open_under_another() -> None:
         client_id="c",
         update=np.zeros(3),
     )
-    opened = {
-        "same view": clients_view.run_id,
-        "other view": aggregators_view.run_id,
-    }
 
-    # Act / Assert: the same view opens it; the other does not.
-    open_contribution(
-        sealed[0].envelope,
-        run_id=opened["same view"],
-        round_id=1,
-        index=1,
-        client_id="c",
-        layout=layout,
-        private_key=KEYS[0].private_key,
-    )
-    with pytest.raises(DecryptionError):
+    def open_under(run_id: str) -> None:
         open_contribution(
             sealed[0].envelope,
-            run_id=opened["other view"],
+            run_id=run_id,
             round_id=1,
             index=1,
             client_id="c",
             layout=layout,
             private_key=KEYS[0].private_key,
         )
+
+    # Act / Assert: the same view opens it; the other does not.
+    open_under(clients_view.run_id)
+    with pytest.raises(DecryptionError):
+        open_under(aggregators_view.run_id)
 
 
 def _keys() -> dict[int, bytes]:

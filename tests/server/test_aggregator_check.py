@@ -164,7 +164,7 @@ async def test_an_aggregator_serving_another_key_s_policy_is_refused(tmp_path: P
 
 
 def _consenting_fleet(
-    tmp_path: Path, *, pin: float | None = None, **spec: object
+    tmp_path: Path, *, pin: float | None = None, max_epsilon: float | None = None, **spec: object
 ) -> tuple[_Hosts, CoordinatorService, list[AggregatorService]]:
     """A closed coordinator service and three aggregator apps that have not attached."""
     hosts = _Hosts()
@@ -177,6 +177,7 @@ def _consenting_fleet(
             keypair=key,
             spool=tmp_path / f"a{index}",
             min_noise_multiplier=pin,
+            max_epsilon=max_epsilon,
             peer_fingerprints=[k.fingerprint for k in KEYS],
         )
         hosts.apps[f"aggregator-{index}"] = httpx.ASGITransport(
@@ -225,3 +226,21 @@ async def test_an_aggregator_that_refuses_the_run_stops_it_with_its_reason(
 
     assert "refused run" in str(caught.value) and "--min-noise-multiplier" in str(caught.value)
     assert not service.opened
+
+
+@pytest.mark.parametrize(
+    "dp",
+    [None, DpConfig(placement="central", noise_multiplier=5.0, clip_norm=1.0, min_clients=2)],
+    ids=["no-dp", "central"],
+)
+async def test_an_aggregator_with_max_epsilon_refuses_a_run_it_cannot_bound(
+    tmp_path: Path, dp: DpConfig | None
+) -> None:
+    """Without DP, or with noise the coordinator adds after it saw the sum, no epsilon
+    holds against the coordinator: an operator who set --max-epsilon never consents."""
+    _, service, aggregators = _consenting_fleet(tmp_path, max_epsilon=8.0, dp=dp)
+    with pytest.raises(ConfigurationError, match="--max-epsilon"):
+        aggregators[0].attach(service.run_info)
+    strong = DpConfig(placement="distributed", noise_multiplier=5.0, clip_norm=1.0, min_clients=2)
+    _, agreeable, others = _consenting_fleet(tmp_path / "strong", max_epsilon=8.0, dp=strong)
+    others[0].attach(agreeable.run_info)  # z = 5 over one round: well within 8

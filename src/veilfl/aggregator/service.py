@@ -52,6 +52,7 @@ from veilfl.errors import (
     TransportError,
     WireFormatError,
 )
+from veilfl.protocol.client_policy import run_epsilon
 from veilfl.protocol.messages import RunInfo
 from veilfl.protocol.run_description import RunDescription, dealt_noise_profile
 from veilfl.secagg.aggregator_node import AggregatorNode
@@ -151,6 +152,9 @@ class AggregatorService:
             likes, learning single clients' updates.
         min_noise_multiplier: If set, serve only runs with distributed DP whose noise
             multiplier is at least this (the operator's pin; see the module docstring).
+        max_epsilon: If set, consent only to runs whose epsilon against the coordinator,
+            computed from the run's description as a client computes it
+            (:func:`~veilfl.protocol.client_policy.run_epsilon`), is at most this.
         allow_split_certificates: Serve a run whose certificate quorum lets two lists of
             a round be certified (``--allow-split-certificates``; see
             :class:`~veilfl.secagg.aggregator_node.AggregatorNode`).
@@ -170,8 +174,11 @@ class AggregatorService:
         peer_fingerprints: Sequence[str] | None = None,
         trust_coordinator_peer_keys: bool = False,
         min_noise_multiplier: float | None = None,
+        max_epsilon: float | None = None,
         allow_split_certificates: bool = False,
     ) -> None:
+        if max_epsilon is not None and not max_epsilon > 0:
+            raise ConfigurationError(f"--max-epsilon must be positive; got {max_epsilon}.")
         if min_participants < 1:
             raise ConfigurationError(
                 f"--min-participants must be at least 1; got {min_participants}."
@@ -193,6 +200,7 @@ class AggregatorService:
         self._allow_split_certificates = allow_split_certificates
         self._min_participants = min_participants
         self._min_noise_multiplier = min_noise_multiplier
+        self._max_epsilon = max_epsilon
         self._peer_fingerprints = pins or None
         self._keypair = keypair
         self._spool_is_temporary = spool is None
@@ -263,6 +271,7 @@ class AggregatorService:
                 "refusing to serve it."
             )
         self._check_noise_pin(run)
+        self._check_epsilon(run)
         layout = secure.layout
         run_id = run.run_id
         self._marker = {
@@ -305,6 +314,20 @@ class AggregatorService:
         so the release is withheld)."""
         needed = 0 if run.dp is None else run.dp.config.min_contributions
         return max(self._min_participants, needed)
+
+    def _check_epsilon(self, run: RunInfo) -> None:
+        """Refuse a run whose epsilon against the coordinator exceeds the operator's
+        ``--max-epsilon`` (if it set one)."""
+        ceiling = self._max_epsilon
+        if ceiling is None:
+            return
+        epsilon = run_epsilon(run)
+        if not epsilon <= ceiling:
+            raise ConfigurationError(
+                f"This aggregator serves runs of epsilon at most {ceiling:g} against the "
+                f"coordinator (--max-epsilon); the coordinator's run has {epsilon:.4g}; "
+                "refusing to serve it."
+            )
 
     def _check_noise_pin(self, run: RunInfo) -> None:
         """Refuse a run with less noise than the operator pinned (if it pinned any)."""

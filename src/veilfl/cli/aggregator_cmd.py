@@ -85,6 +85,14 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
         "(the aggregators deal it; pins it against the coordinator's run description)",
     )
     parser.add_argument(
+        "--max-epsilon",
+        type=float,
+        default=None,
+        metavar="EPS",
+        help="consent only to runs whose epsilon against the coordinator, computed from "
+        "the run's description as clients compute it, is at most this",
+    )
+    parser.add_argument(
         "--stay",
         action="store_true",
         help="keep serving after the coordinator reports the run done, and follow it into "
@@ -115,6 +123,7 @@ def run(args: argparse.Namespace) -> int:
         peer_fingerprints=args.peer_fingerprint or None,
         trust_coordinator_peer_keys=args.trust_coordinator_peer_keys,
         min_noise_multiplier=args.min_noise_multiplier,
+        max_epsilon=args.max_epsilon,
         allow_split_certificates=args.allow_split_certificates,
     )
     logger.info(
