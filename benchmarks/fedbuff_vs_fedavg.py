@@ -28,8 +28,9 @@ from veilfl.ml.partition import partition_iid
 from veilfl.protocol.buffered import BufferConfig
 from veilfl.protocol.messages import LocalTrainingPlan
 from veilfl.protocol.metrics import RoundMetrics
+from veilfl.protocol.run_spec import RunSpec
 from veilfl.protocol.sync_round import RoundConfig
-from veilfl.sim.async_simulator import AsyncSimulationConfig, simulate_async
+from veilfl.sim.async_simulator import AsyncSimulationConfig, buffered_spec, simulate_async
 from veilfl.sim.profiles import ClientProfiles
 from veilfl.sim.simulator import SimulationConfig, simulate
 
@@ -79,13 +80,16 @@ def main() -> None:
         client_data=clients,
         test_data=test,
         config=SimulationConfig(
-            rounds=RoundConfig(
-                num_rounds=args.max_updates,
-                clients_per_round=10,
-                min_clients=5,
-                round_timeout_s=10 * profiles.base_seconds,
+            RunSpec(
+                model_name="simulation",
+                rounds=RoundConfig(
+                    num_rounds=args.max_updates,
+                    clients_per_round=10,
+                    min_clients=5,
+                    round_timeout_s=10 * profiles.base_seconds,
+                ),
+                plan=plan,
             ),
-            plan=plan,
             profiles=profiles,
             through_wire=False,
         ),
@@ -96,14 +100,16 @@ def main() -> None:
         client_data=clients,
         test_data=test,
         config=AsyncSimulationConfig(
-            buffer=BufferConfig(
-                buffer_size=10,
-                max_staleness=5,
-                max_versions=args.max_updates,
-                max_concurrency=20,
+            buffered_spec(
+                BufferConfig(
+                    buffer_size=10,
+                    max_staleness=5,
+                    max_versions=args.max_updates,
+                    max_concurrency=20,
+                ),
+                plan=plan,
             ),
             profiles=profiles,
-            plan=plan,
         ),
         stop_when=lambda m: (m.test_accuracy or 0.0) >= stop,
     )

@@ -30,6 +30,7 @@ from veilfl.ml.learner import mnist_learner
 from veilfl.ml.partition import partition
 from veilfl.protocol.messages import LocalTrainingPlan
 from veilfl.protocol.metrics import RoundMetrics
+from veilfl.protocol.run_spec import RunSpec
 from veilfl.protocol.sync_round import RoundConfig
 from veilfl.reporting import format_round_row, format_round_table_header
 from veilfl.sim.simulator import SimulationConfig, simulate
@@ -86,15 +87,18 @@ def main() -> None:
         client_data=clients,
         test_data=test,
         config=SimulationConfig(
-            rounds=RoundConfig(
-                num_rounds=args.max_rounds,
-                fraction=args.fraction,
-                min_clients=1,
-            ),
-            plan=LocalTrainingPlan(
-                learning_rate=args.lr, epochs=args.epochs, batch_size=args.batch_size
-            ),
-            seed=args.seed,
+            RunSpec(
+                model_name="simulation",
+                rounds=RoundConfig(
+                    num_rounds=args.max_rounds,
+                    fraction=args.fraction,
+                    min_clients=1,
+                ),
+                plan=LocalTrainingPlan(
+                    learning_rate=args.lr, epochs=args.epochs, batch_size=args.batch_size
+                ),
+                seed=args.seed,
+            )
         ),
         on_round=on_round,
         stop_when=lambda m: (m.test_accuracy or 0.0) >= args.stop_at,

@@ -45,6 +45,7 @@ from veilfl.privacy.dp_fedavg import DpConfig, NoisePlacement
 from veilfl.privacy.dp_ftrl import dp_ftrl_noise_multiplier_for
 from veilfl.privacy.tree import cover
 from veilfl.protocol.messages import LocalTrainingPlan
+from veilfl.protocol.run_spec import RunSpec
 from veilfl.protocol.sync_round import RoundConfig
 from veilfl.secagg.config import SecureAggregationConfig
 from veilfl.sim.simulator import SimulationConfig, simulate
@@ -79,12 +80,13 @@ def client_level(
         client_data=clients,
         test_data=test,
         config=SimulationConfig(
-            rounds=RoundConfig(num_rounds=rounds, fraction=0.1),
-            plan=_plan(quick),
-            dp=(
-                None
+            RunSpec(
+                model_name="simulation",
+                rounds=RoundConfig(num_rounds=rounds, fraction=0.1),
+                plan=_plan(quick),
+                dp=None
                 if noise is None
-                else DpConfig(placement="central", noise_multiplier=noise, clip_norm=clip)
+                else DpConfig(placement="central", noise_multiplier=noise, clip_norm=clip),
             ),
             through_wire=False,
         ),
@@ -136,23 +138,26 @@ def ftrl_level(
         client_data=clients,
         test_data=test,
         config=SimulationConfig(
-            rounds=RoundConfig(
-                num_rounds=rounds if max_rounds is None else min(rounds, max_rounds),
-                clients_per_round=per_round,
-                min_clients=per_round,
+            RunSpec(
+                model_name="simulation",
+                rounds=RoundConfig(
+                    num_rounds=rounds if max_rounds is None else min(rounds, max_rounds),
+                    clients_per_round=per_round,
+                    min_clients=per_round,
+                ),
+                plan=_plan(quick),
+                dp=DpConfig(
+                    placement=placement,
+                    noise_multiplier=noise,
+                    clip_norm=clip,
+                    min_clients=per_round,
+                    mechanism="ftrl",
+                    max_participations=participations,
+                    min_separation=separation,
+                    accounting="pld",
+                ),
             ),
-            plan=_plan(quick),
             secure=SecureAggregationConfig(norm_bound=clip) if secure else None,
-            dp=DpConfig(
-                placement=placement,
-                noise_multiplier=noise,
-                clip_norm=clip,
-                min_clients=per_round,
-                mechanism="ftrl",
-                max_participations=participations,
-                min_separation=separation,
-                accounting="pld",
-            ),
             through_wire=False,
         ),
     )

@@ -87,6 +87,7 @@ def _child(args: argparse.Namespace) -> None:
     from veilfl.ml.learner import mnist_learner
     from veilfl.ml.partition import partition
     from veilfl.protocol.messages import LocalTrainingPlan
+    from veilfl.protocol.run_spec import RunSpec
     from veilfl.protocol.sync_round import RoundConfig
     from veilfl.sim.backends import ExecutionSettings, build_executor
     from veilfl.sim.simulator import SimulationConfig, simulate
@@ -124,9 +125,12 @@ def _child(args: argparse.Namespace) -> None:
             client_data=clients,
             test_data=None,
             config=SimulationConfig(
-                rounds=RoundConfig(num_rounds=args.rounds, clients_per_round=args.per_round),
-                plan=LocalTrainingPlan(learning_rate=0.05, epochs=1, batch_size=10),
-                seed=0,
+                RunSpec(
+                    model_name="simulation",
+                    rounds=RoundConfig(num_rounds=args.rounds, clients_per_round=args.per_round),
+                    plan=LocalTrainingPlan(learning_rate=0.05, epochs=1, batch_size=10),
+                    seed=0,
+                )
             ),
             executor=executor,
             on_round=lap,

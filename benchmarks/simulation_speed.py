@@ -51,6 +51,7 @@ from veilfl.ml.partition import partition
 from veilfl.ml.training import TrainConfig, train_local
 from veilfl.ml.weights import set_weights
 from veilfl.protocol.messages import LocalTrainingPlan
+from veilfl.protocol.run_spec import RunSpec
 from veilfl.protocol.sync_round import RoundConfig
 from veilfl.sim.executor import BatchedExecutor, SequentialExecutor, TrainingExecutor, TrainingJob
 from veilfl.sim.simulator import SimulationConfig, simulate
@@ -98,9 +99,12 @@ def _simulated(
         client_data=clients,
         test_data=None,
         config=SimulationConfig(
-            rounds=RoundConfig(num_rounds=1, fraction=1.0, min_clients=len(clients)),
-            plan=plan,
-            seed=0,
+            RunSpec(
+                model_name="simulation",
+                rounds=RoundConfig(num_rounds=1, fraction=1.0, min_clients=len(clients)),
+                plan=plan,
+                seed=0,
+            )
         ),
         executor=executor,
     )

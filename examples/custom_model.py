@@ -33,7 +33,7 @@ def model():
 learner = veilfl.Learner(model, train, evaluate)
 rounds = veilfl.RoundConfig(num_rounds=5, clients_per_round=5)
 plan = veilfl.LocalTrainingPlan(learning_rate=0.5, epochs=5)
-config = veilfl.SimulationConfig(rounds, plan)
+config = veilfl.SimulationConfig(veilfl.RunSpec(model_name="custom", rounds=rounds, plan=plan))
 result = veilfl.simulate(learner, client_data=parts[:5], test_data=parts[5], config=config)
 for metrics in result.history:
     print(f"round {metrics.round_id}: accuracy {metrics.test_accuracy:.3f}")

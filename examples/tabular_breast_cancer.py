@@ -35,11 +35,11 @@ result = veilfl.simulate(
     client_data=hospitals,
     test_data=ArrayDataset(images=features[test], labels=labels[test]),
     config=veilfl.SimulationConfig(
-        rounds=veilfl.RoundConfig(num_rounds=10, clients_per_round=4),
-        plan=veilfl.LocalTrainingPlan(learning_rate=0.05, epochs=2, batch_size=16),
-        # Each hospital's update is weighted by its rows over the largest hospital's rows
-        # (weights near 1 keep the most precision), and clipped to norm 2: aggregators
-        # check that bound on every update without seeing it.
+        veilfl.RunSpec(
+            model_name="simulation",
+            rounds=veilfl.RoundConfig(num_rounds=10, clients_per_round=4),
+            plan=veilfl.LocalTrainingPlan(learning_rate=0.05, epochs=2, batch_size=16),
+        ),
         secure=veilfl.SecureAggregationConfig(
             threshold=2,
             num_aggregators=3,

@@ -20,7 +20,7 @@ import veilfl
 
 PACKAGE = Path(veilfl.__file__).parent
 CORE = ("protocol", "strategy", "crypto", "secagg", "privacy", "auth")
-CORE_FILES = ("tensors.py", "errors.py")
+CORE_FILES = ("tensors.py", "errors.py", "declared.py")
 FORBIDDEN_IN_CORE = {
     "asyncio",
     "socket",
@@ -46,12 +46,22 @@ FORBIDDEN_IN_CORE = {
 CORE_LAYERS: dict[str, set[str]] = {
     "tensors": {"errors"},
     "errors": set(),
+    "declared": {"errors"},
     "crypto": {"errors"},
-    "strategy": {"errors", "tensors"},
-    "privacy": {"errors", "crypto"},
+    "strategy": {"errors", "tensors", "declared"},
+    "privacy": {"errors", "crypto", "declared"},
     "auth": {"errors", "crypto"},
-    "secagg": {"errors", "tensors", "crypto", "privacy", "strategy"},
-    "protocol": {"errors", "tensors", "crypto", "privacy", "strategy", "secagg", "auth"},
+    "secagg": {"errors", "tensors", "crypto", "privacy", "strategy", "declared"},
+    "protocol": {
+        "errors",
+        "tensors",
+        "declared",
+        "crypto",
+        "privacy",
+        "strategy",
+        "secagg",
+        "auth",
+    },
 }
 EDGES = ("server", "aggregator", "client", "sim")
 SECRET_RANDOMNESS = ("secagg", "privacy", "crypto", "auth")

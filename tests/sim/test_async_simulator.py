@@ -14,7 +14,12 @@ from veilfl.protocol.buffered import BufferConfig, BufferMode
 from veilfl.protocol.messages import LocalTrainingPlan
 from veilfl.secagg.config import SecureAggregationConfig
 from veilfl.secagg.contribution import ContributionLayout
-from veilfl.sim.async_simulator import AsyncSimulationConfig, AsyncSimulationResult, simulate_async
+from veilfl.sim.async_simulator import (
+    AsyncSimulationConfig,
+    AsyncSimulationResult,
+    buffered_spec,
+    simulate_async,
+)
 from veilfl.sim.executor import SequentialExecutor
 from veilfl.sim.profiles import ClientProfiles
 from veilfl.strategy.settings import ServerOptimizerConfig
@@ -29,18 +34,21 @@ def _clients(count: int) -> list:  # type: ignore[type-arg]
     return [data.subset(p) for p in partition_iid(len(data), count, seed=0)]
 
 
-def _run(**overrides: object):  # type: ignore[no-untyped-def]
-    settings: dict[str, object] = {
-        "buffer": BufferConfig(buffer_size=4, max_staleness=2, max_versions=5, max_concurrency=10),
-        "profiles": PROFILES,
-        "plan": LocalTrainingPlan(max_batches=2),
-    }
-    settings.update(overrides)
+def _run(
+    *,
+    buffer: BufferConfig | None = None,
+    secure: SecureAggregationConfig | None = None,
+    **settings: object,
+) -> AsyncSimulationResult:
+    spec = buffered_spec(
+        buffer or BufferConfig(buffer_size=4, max_staleness=2, max_versions=5, max_concurrency=10),
+        **{"plan": LocalTrainingPlan(max_batches=2), **settings},
+    )
     return simulate_async(
         mnist_learner("simple-cnn", seed=0),
         client_data=_clients(30),
         test_data=None,
-        config=AsyncSimulationConfig(**settings),  # type: ignore[arg-type]
+        config=AsyncSimulationConfig(spec, secure=secure, profiles=PROFILES),
     )
 
 
@@ -116,9 +124,11 @@ def test_training_finishing_tasks_ahead_together_changes_nothing() -> None:
     learner = mnist_learner("simple-cnn")
     data = _clients(30)
     config = AsyncSimulationConfig(
-        buffer=BufferConfig(buffer_size=3, max_staleness=1, max_versions=5, max_concurrency=10),
+        buffered_spec(
+            BufferConfig(buffer_size=3, max_staleness=1, max_versions=5, max_concurrency=10),
+            plan=LocalTrainingPlan(max_batches=2),
+        ),
         profiles=PROFILES,
-        plan=LocalTrainingPlan(max_batches=2),
     )
 
     def run(executor: SequentialExecutor) -> AsyncSimulationResult:  # type: ignore[type-arg]
@@ -143,9 +153,11 @@ def test_the_default_executor_trains_batched_to_the_same_model() -> None:
     learner = mnist_learner("simple-cnn")
     data = _clients(30)
     config = AsyncSimulationConfig(
-        buffer=BufferConfig(buffer_size=4, max_staleness=2, max_versions=3, max_concurrency=8),
+        buffered_spec(
+            BufferConfig(buffer_size=4, max_staleness=2, max_versions=3, max_concurrency=8),
+            plan=LocalTrainingPlan(max_batches=2),
+        ),
         profiles=PROFILES,
-        plan=LocalTrainingPlan(max_batches=2),
     )
 
     batched = simulate_async(learner, client_data=data, test_data=None, config=config)

@@ -12,10 +12,11 @@ from veilfl.ml.learner import mnist_learner
 from veilfl.ml.partition import partition_iid
 from veilfl.protocol.buffered import BufferConfig
 from veilfl.protocol.messages import LocalTrainingPlan
+from veilfl.protocol.run_spec import RunSpec
 from veilfl.protocol.sync_round import RoundConfig
 from veilfl.secagg.config import SecureAggregationConfig
 from veilfl.secagg.contribution import ContributionLayout
-from veilfl.sim.async_simulator import AsyncSimulationConfig, simulate_async
+from veilfl.sim.async_simulator import AsyncSimulationConfig, buffered_spec, simulate_async
 from veilfl.sim.backends import ExecutionSettings, build_executor
 from veilfl.sim.executor import BatchedExecutor, SequentialExecutor
 from veilfl.sim.profiles import ClientProfiles
@@ -69,17 +70,22 @@ def test_a_ray_simulation_ends_on_the_in_process_model(local_ray: None) -> None:
     data = _population(8)
     plan = LocalTrainingPlan(learning_rate=0.05, momentum=0.5, max_batches=2, batch_size=10)
     rounds = SimulationConfig(
-        rounds=RoundConfig(num_rounds=2, clients_per_round=4),
-        plan=plan,
-        seed=3,
+        RunSpec(
+            model_name="simulation",
+            rounds=RoundConfig(num_rounds=2, clients_per_round=4),
+            plan=plan,
+            seed=3,
+            server_optimizer=ServerOptimizerConfig(name="fedyogi", tau=0.1),
+            server_learning_rate=0.02,
+        ),
         secure=SECURE,
-        server_optimizer=ServerOptimizerConfig(name="fedyogi", tau=0.1),
-        server_learning_rate=0.02,
     )
     buffers = AsyncSimulationConfig(
-        buffer=BufferConfig(buffer_size=3, max_staleness=2, max_versions=3, max_concurrency=5),
+        buffered_spec(
+            BufferConfig(buffer_size=3, max_staleness=2, max_versions=3, max_concurrency=5),
+            plan=plan,
+        ),
         profiles=ClientProfiles(base_seconds=5, speed_sigma=0.8, seed=1),
-        plan=plan,
     )
     settings = ExecutionSettings(backend="ray", batched=False, ray_workers=2)
 

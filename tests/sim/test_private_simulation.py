@@ -12,6 +12,7 @@ from veilfl.privacy.accountant import epsilon_for
 from veilfl.privacy.clipping import AdaptiveClipping
 from veilfl.privacy.dp_fedavg import DpConfig
 from veilfl.protocol.messages import LocalTrainingPlan
+from veilfl.protocol.run_spec import RunSpec
 from veilfl.protocol.sync_round import RoundConfig
 from veilfl.secagg.config import SecureAggregationConfig
 from veilfl.sim.simulator import SimulationConfig, SimulationResult, simulate
@@ -25,10 +26,13 @@ def _run(dp: DpConfig, *, secure: bool, rounds: int = 3) -> SimulationResult:  #
         client_data=clients,
         test_data=synthetic_dataset(num_examples=200, seed=1),
         config=SimulationConfig(
-            rounds=RoundConfig(num_rounds=rounds, fraction=0.5, min_clients=5),
-            plan=LocalTrainingPlan(max_batches=2),
-            secure=(SecureAggregationConfig(norm_bound=dp.clip_norm) if secure else None),
-            dp=dp,
+            RunSpec(
+                model_name="simulation",
+                rounds=RoundConfig(num_rounds=rounds, fraction=0.5, min_clients=5),
+                plan=LocalTrainingPlan(max_batches=2),
+                dp=dp,
+            ),
+            secure=SecureAggregationConfig(norm_bound=dp.clip_norm) if secure else None,
         ),
     )
 

@@ -11,6 +11,7 @@ from veilfl.ml.datasets import ArrayDataset, ClientPartitions, synthetic_dataset
 from veilfl.ml.learner import mnist_learner
 from veilfl.ml.partition import partition_iid
 from veilfl.protocol.messages import LocalTrainingPlan
+from veilfl.protocol.run_spec import RunSpec
 from veilfl.protocol.sync_round import RoundConfig
 from veilfl.sim.executor import SequentialExecutor
 from veilfl.sim.simulator import SimulationConfig, SimulationResult, simulate
@@ -34,8 +35,11 @@ def test_simulation_learns_and_reports_every_round() -> None:
         client_data=_clients(5),
         test_data=synthetic_dataset(num_examples=300, seed=9),
         config=SimulationConfig(
-            rounds=RoundConfig(num_rounds=4, clients_per_round=5),
-            plan=LocalTrainingPlan(learning_rate=0.05, momentum=0.5, batch_size=20, epochs=4),
+            RunSpec(
+                model_name="simulation",
+                rounds=RoundConfig(num_rounds=4, clients_per_round=5),
+                plan=LocalTrainingPlan(learning_rate=0.05, momentum=0.5, batch_size=20, epochs=4),
+            )
         ),
         on_round=seen.append,
     )
@@ -52,10 +56,13 @@ def test_dropouts_close_rounds_at_the_deadline_with_fewer_clients() -> None:
         client_data=_clients(20),
         test_data=None,
         config=SimulationConfig(
-            rounds=RoundConfig(num_rounds=3, fraction=0.5, min_clients=2, round_timeout_s=5.0),
-            plan=LocalTrainingPlan(max_batches=1),
+            RunSpec(
+                model_name="simulation",
+                rounds=RoundConfig(num_rounds=3, fraction=0.5, min_clients=2, round_timeout_s=5.0),
+                plan=LocalTrainingPlan(max_batches=1),
+                seed=4,
+            ),
             dropout_probability=0.3,
-            seed=4,
         ),
     )
     assert len(result.history) == 3
@@ -70,9 +77,12 @@ def test_same_seed_gives_the_same_model() -> None:
             client_data=_clients(4),
             test_data=None,
             config=SimulationConfig(
-                rounds=RoundConfig(num_rounds=2, clients_per_round=2),
-                plan=LocalTrainingPlan(max_batches=2),
-                seed=3,
+                RunSpec(
+                    model_name="simulation",
+                    rounds=RoundConfig(num_rounds=2, clients_per_round=2),
+                    plan=LocalTrainingPlan(max_batches=2),
+                    seed=3,
+                )
             ),
         ).final_weights
 
@@ -87,7 +97,11 @@ def test_no_clients_is_refused() -> None:
             mnist_learner(),
             client_data=[],
             test_data=None,
-            config=SimulationConfig(rounds=RoundConfig(num_rounds=1, clients_per_round=1)),
+            config=SimulationConfig(
+                RunSpec(
+                    model_name="simulation", rounds=RoundConfig(num_rounds=1, clients_per_round=1)
+                )
+            ),
         )
 
 
@@ -101,9 +115,12 @@ def test_secure_simulation_matches_plaintext_and_survives_a_down_aggregator() ->
             client_data=_clients(4),
             test_data=None,
             config=SimulationConfig(
-                rounds=RoundConfig(num_rounds=2, clients_per_round=4),
-                plan=LocalTrainingPlan(max_batches=2),
-                seed=3,
+                RunSpec(
+                    model_name="simulation",
+                    rounds=RoundConfig(num_rounds=2, clients_per_round=4),
+                    plan=LocalTrainingPlan(max_batches=2),
+                    seed=3,
+                ),
                 secure=secure,
                 aggregators_down=down,
             ),
@@ -136,8 +153,11 @@ def test_a_secure_simulation_applies_the_aggregators_minimum_as_veilfl_server_do
                 client_data=_clients(2),
                 test_data=None,
                 config=SimulationConfig(
-                    rounds=RoundConfig(num_rounds=1, clients_per_round=per_round),
-                    plan=LocalTrainingPlan(max_batches=1),
+                    RunSpec(
+                        model_name="simulation",
+                        rounds=RoundConfig(num_rounds=1, clients_per_round=per_round),
+                        plan=LocalTrainingPlan(max_batches=1),
+                    ),
                     secure=SecureAggregationConfig(max_samples_per_client=100),
                 ),
             )
@@ -162,10 +182,13 @@ def test_rounds_in_virtual_time_wait_for_the_slowest_client_or_the_deadline() ->
         client_data=_clients(12),
         test_data=None,
         config=SimulationConfig(
-            rounds=RoundConfig(
-                num_rounds=4, clients_per_round=6, min_clients=2, round_timeout_s=20.0
+            RunSpec(
+                model_name="simulation",
+                rounds=RoundConfig(
+                    num_rounds=4, clients_per_round=6, min_clients=2, round_timeout_s=20.0
+                ),
+                plan=LocalTrainingPlan(max_batches=1),
             ),
-            plan=LocalTrainingPlan(max_batches=1),
             profiles=profiles,
         ),
     )
@@ -177,20 +200,23 @@ def test_rounds_in_virtual_time_wait_for_the_slowest_client_or_the_deadline() ->
     assert any(m.num_clients < 6 for m in result.history)
 
 
-def _one_round(**config: object) -> SimulationResult:  # type: ignore[type-arg]
-    settings: dict[str, object] = {
-        "rounds": RoundConfig(num_rounds=1, clients_per_round=3),
-        "plan": LocalTrainingPlan(learning_rate=0.1, max_batches=2, batch_size=10),
-        "seed": 5,
-    }
-    settings.update(config)
+def _one_round(**settings: object) -> SimulationResult:  # type: ignore[type-arg]
+    spec = RunSpec(
+        model_name="simulation",
+        rounds=RoundConfig(num_rounds=1, clients_per_round=3),
+        **{  # type: ignore[arg-type]
+            "plan": LocalTrainingPlan(learning_rate=0.1, max_batches=2, batch_size=10),
+            "seed": 5,
+            **settings,
+        },
+    )
     data = _clients(4)
     learner = mnist_learner("simple-cnn")
     return simulate(
         learner,
         client_data=data,
         test_data=None,
-        config=SimulationConfig(**settings),  # type: ignore[arg-type]
+        config=SimulationConfig(spec),
         executor=SequentialExecutor(learner, data),
     )
 
@@ -225,9 +251,12 @@ def test_rounds_train_batched_by_default_and_match_one_at_a_time() -> None:
     data = _clients(6)
     learner = mnist_learner("simple-cnn")
     config = SimulationConfig(
-        rounds=RoundConfig(num_rounds=2, clients_per_round=4),
-        plan=LocalTrainingPlan(learning_rate=0.05, momentum=0.5, max_batches=3, batch_size=8),
-        seed=2,
+        RunSpec(
+            model_name="simulation",
+            rounds=RoundConfig(num_rounds=2, clients_per_round=4),
+            plan=LocalTrainingPlan(learning_rate=0.05, momentum=0.5, max_batches=3, batch_size=8),
+            seed=2,
+        )
     )
     trained: list[int] = []
 
@@ -276,8 +305,11 @@ def test_only_the_clients_a_round_trains_have_their_data_taken_out() -> None:
         client_data=population,
         test_data=None,
         config=SimulationConfig(
-            rounds=RoundConfig(num_rounds=2, clients_per_round=5),
-            plan=LocalTrainingPlan(max_batches=1),
+            RunSpec(
+                model_name="simulation",
+                rounds=RoundConfig(num_rounds=2, clients_per_round=5),
+                plan=LocalTrainingPlan(max_batches=1),
+            )
         ),
         executor=SequentialExecutor(learner, population),
     )
@@ -288,7 +320,11 @@ def test_only_the_clients_a_round_trains_have_their_data_taken_out() -> None:
 
 def test_a_device_can_be_chosen_and_a_missing_gpu_is_one_clear_error() -> None:
     config = SimulationConfig(
-        rounds=RoundConfig(num_rounds=1, clients_per_round=2), plan=LocalTrainingPlan(max_batches=1)
+        RunSpec(
+            model_name="simulation",
+            rounds=RoundConfig(num_rounds=1, clients_per_round=2),
+            plan=LocalTrainingPlan(max_batches=1),
+        )
     )
     result = simulate(
         mnist_learner("simple-cnn"),
@@ -320,7 +356,9 @@ def test_a_simulation_with_fewer_aggregators_up_than_the_quorum_is_refused_at_on
             client_data=_clients(4),
             test_data=None,
             config=SimulationConfig(
-                rounds=RoundConfig(num_rounds=1, clients_per_round=4),
+                RunSpec(
+                    model_name="simulation", rounds=RoundConfig(num_rounds=1, clients_per_round=4)
+                ),
                 secure=SecureAggregationConfig(max_samples_per_client=100),
                 aggregators_down=frozenset({2}),
             ),

@@ -29,7 +29,7 @@ from veilfl.cli.local_fleet import (
     server_aggregator_flags,
 )
 from veilfl.cli.progress import CoordinatorProgress, RoundProgress
-from veilfl.cli.quorum_options import add_quorum_options
+from veilfl.cli.run_options import add_run_options, setting_argv
 from veilfl.cli.run_resume import check_resumable, stored_aggregator_urls
 from veilfl.cli.security_options import TOKEN_ENV
 from veilfl.errors import TransportError
@@ -38,11 +38,21 @@ from veilfl.protocol.assembly import check_run_settings, privacy_warning
 from veilfl.protocol.metrics import RoundMetrics
 from veilfl.reporting import format_round_row, format_round_table_header
 from veilfl.secagg.commitment import default_quorum
-from veilfl.strategy.settings import SERVER_OPTIMIZER_CHOICES
 from veilfl.tensors import spec_of
 from veilfl.tls import client_ssl_context
 
-__all__ = ["add_parser", "run"]
+__all__ = ["DEMO_SETS", "add_parser", "run"]
+
+DEMO_SETS = (
+    "rounds.clients_per_round",
+    "rounds.min_clients",
+    "rounds.fraction",
+    "rounds.min_available_clients",
+    "population",
+    "secure.config.max_samples_per_client",
+)
+"""The run settings the demo sets itself, from ``--clients``: every other run setting
+is an option of the demo, passed on to its server."""
 
 
 def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -52,28 +62,7 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
     )
     parser.add_argument("--run-dir", type=Path, default=None, help="run folder")
     parser.add_argument("--clients", type=int, default=4, help="client processes")
-    parser.add_argument("--rounds", type=int, default=5, help="rounds")
-    parser.add_argument("--model", default="simple-cnn", help="simple-cnn or mnist-cnn")
     add_learner_option(parser)
-    parser.add_argument("--epochs", type=int, default=1, help="local epochs per round")
-    parser.add_argument("--batch-size", type=int, default=32, help="local batch size")
-    parser.add_argument("--lr", type=float, default=0.05, help="local learning rate")
-    parser.add_argument(
-        "--proximal-mu", type=float, default=0.0, help="FedProx's mu on the clients (0: off)"
-    )
-    parser.add_argument(
-        "--server-optimizer",
-        choices=SERVER_OPTIMIZER_CHOICES,
-        default="fedavg",
-        type=str.lower,
-        help="the coordinator's server optimiser",
-    )
-    parser.add_argument(
-        "--server-lr",
-        type=float,
-        default=None,
-        help="server learning rate (default 1 for fedavg, 0.01 for the adaptive optimisers)",
-    )
     parser.add_argument(
         "--examples-per-client", type=int, default=None, help="cap on each client's examples"
     )
@@ -98,36 +87,13 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
         help="aggregator processes (m; with t = 2 and the default quorum 3, one may fail)",
     )
     parser.add_argument(
-        "--mode",
-        choices=["sync", "fedbuff", "fedasync"],
-        default="sync",
-        help="synchronous rounds or buffered asynchronous aggregation",
-    )
-    parser.add_argument("--buffer-size", type=int, default=2, help="FedBuff's K (demo)")
-    parser.add_argument(
         "--slow-clients",
         type=int,
         default=0,
         help="how many clients act as slow devices (extra seconds per training)",
     )
     parser.add_argument("--slowdown", type=float, default=5.0, help="extra seconds when slow")
-    parser.add_argument(
-        "--dp",
-        choices=["off", "central", "distributed", "local"],
-        default="off",
-        help="client-level differential privacy (epsilon is printed per round)",
-    )
-    parser.add_argument("--noise-multiplier", type=float, default=None, help="DP noise z")
-    parser.add_argument("--target-epsilon", type=float, default=None, help="DP budget")
-    parser.add_argument("--clip-norm", type=float, default=1.0, help="DP clipping norm")
-    parser.add_argument(
-        "--accounting",
-        choices=["rdp", "pld"],
-        default="rdp",
-        help="how epsilon is computed (PLD: tighter, never looser than RDP)",
-    )
-    parser.add_argument("--threshold", type=int, default=2, help="shares to reconstruct (t)")
-    add_quorum_options(parser)
+    add_run_options(parser, skip=DEMO_SETS, defaults={"buffer.buffer_size": 2})
     add_log_option(parser)
     parser.set_defaults(func=run)
 
@@ -162,41 +128,18 @@ def run(args: argparse.Namespace) -> int:
         str(run_dir),
         "--port",
         str(port),
-        "--model",
-        args.model,
         *learner,
-        "--rounds",
-        str(args.rounds),
+        *setting_argv(args, skip=DEMO_SETS),
+        *(["--allow-no-privacy"] if args.allow_no_privacy else []),
         "--clients-per-round",
         str(args.clients),
         "--min-clients",  # under secure aggregation, at least the aggregators' minimum
         str(max(1 if args.plaintext else DEFAULT_MIN_PARTICIPANTS, args.clients - 1)),
-        "--epochs",
-        str(args.epochs),
-        "--batch-size",
-        str(args.batch_size),
-        "--lr",
-        str(args.lr),
         *(["--test-examples", str(args.test_examples)] if args.test_examples else []),
         *device,
         *trust.coordinator_flags(),
         *common,
     ]
-    if args.proximal_mu:
-        server_cmd += ["--proximal-mu", str(args.proximal_mu)]
-    if args.server_optimizer != "fedavg":
-        server_cmd += ["--server-optimizer", args.server_optimizer]
-    if args.server_lr is not None:
-        server_cmd += ["--server-lr", str(args.server_lr)]
-    if args.mode != "sync":
-        server_cmd += ["--mode", args.mode, "--buffer-size", str(args.buffer_size)]
-    if args.dp != "off":
-        server_cmd += ["--dp", args.dp, "--clip-norm", str(args.clip_norm)]
-        if args.noise_multiplier is not None:
-            server_cmd += ["--noise-multiplier", str(args.noise_multiplier)]
-        if args.target_epsilon is not None:
-            server_cmd += ["--target-epsilon", str(args.target_epsilon)]
-        server_cmd += ["--accounting", args.accounting]
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
     aggregator_cmds: list[list[str]] = []
     pins: list[str] = []
@@ -217,10 +160,6 @@ def run(args: argparse.Namespace) -> int:
         aggregator_cmds = [a.command for a in fleet]
         server_cmd += server_aggregator_flags(fleet)
         server_cmd += [
-            "--threshold",
-            str(args.threshold),
-            *([] if args.quorum is None else ["--quorum", str(args.quorum)]),
-            *split,
             "--max-samples-per-client",
             str(-(-50_000 // args.clients)),
         ]

@@ -9,60 +9,14 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from veilfl.cli.run_options import setting_flags
 from veilfl.errors import ConfigurationError
 
 __all__ = ["SETTING_FLAGS", "check_resumable", "differing_settings", "stored_aggregator_urls"]
 
-SETTING_FLAGS: dict[str, str] = {
-    "model_name": "--model/--learner",
-    "rounds.num_rounds": "--rounds",
-    "rounds.clients_per_round": "--clients-per-round",
-    "rounds.fraction": "--fraction",
-    "rounds.min_clients": "--min-clients",
-    "rounds.min_available_clients": "--min-available",
-    "rounds.round_timeout_s": "--round-timeout",
-    "plan.learning_rate": "--lr",
-    "plan.momentum": "--momentum",
-    "plan.epochs": "--epochs",
-    "plan.batch_size": "--batch-size",
-    "plan.max_batches": "--max-batches",
-    "plan.proximal_mu": "--proximal-mu",
-    "server_learning_rate": "--server-lr",
-    "seed": "--seed",
-    "secure": "--aggregator",
-    "secure.aggregators": "--aggregator",
-    "secure.config.threshold": "--threshold",
-    "secure.config.num_aggregators": "--aggregator (count)",
-    "secure.config.norm_bound": "--norm-bound",
-    "secure.config.max_samples_per_client": "--max-samples-per-client",
-    "secure.config.quorum": "--quorum",
-    "secure.config.allow_split_certificates": "--allow-split-certificates",
-    "dp": "--dp",
-    "dp.placement": "--dp",
-    "dp.noise_multiplier": "--noise-multiplier",
-    "dp.clip_norm": "--clip-norm",
-    "dp.delta": "--delta",
-    "dp.target_epsilon": "--target-epsilon",
-    "dp.min_clients": "--dp-min-clients",
-    "dp.adaptive": "--adaptive-clipping",
-    "dp.accounting": "--accounting",
-    "dp.mechanism": "--dp-mechanism",
-    "dp.max_participations": "--dp-max-participations",
-    "dp.min_separation": "--dp-min-separation",
-    "buffer": "--mode",
-    "buffer.mode": "--mode",
-    "buffer.buffer_size": "--buffer-size",
-    "buffer.max_staleness": "--max-staleness",
-    "buffer.max_versions": "--rounds",
-    "buffer.max_concurrency": "--max-concurrency",
-    "fedasync_mixing": "--fedasync-mixing",
-    "server_optimizer": "--server-optimizer",
-    "server_optimizer.name": "--server-optimizer",
-    "server_optimizer.beta1": "--server-beta1",
-    "server_optimizer.beta2": "--server-beta2",
-    "server_optimizer.tau": "--server-tau",
-}
-"""Where each stored setting comes from on the command line."""
+SETTING_FLAGS: dict[str, str] = setting_flags()
+"""Where each stored setting comes from on the command line (derived from the
+settings' declarations, :func:`~veilfl.cli.run_options.setting_flags`)."""
 
 _ITEM_FIELDS: dict[str, str] = {
     "url": "URL",
@@ -82,11 +36,12 @@ def differing_settings(stored: Mapping[str, Any], wanted: Mapping[str, Any]) -> 
     """
     out: list[str] = []
     seen: set[str] = set()
+    flags = setting_flags()
     for path, before, after in _differences(stored, wanted, ""):
-        flag = _flag_for(path)
+        flag = _flag_for(path, flags)
         show = _show_key if path.endswith("key") else _show
         line = f"{flag} {show(before)} (stored) vs {show(after)} (now)"
-        if flag in SETTING_FLAGS.values() and flag in seen:
+        if flag in flags.values() and flag in seen:
             continue
         if path == "secure.aggregators" and "--aggregator (count)" in seen:
             continue  # "2 given vs 3 given" says the count again
@@ -173,15 +128,15 @@ def _same_length_items(before: Any, after: Any) -> bool:
     )
 
 
-def _flag_for(path: str) -> str:
+def _flag_for(path: str, flags: Mapping[str, str]) -> str:
     head, bracket, rest = path.partition("[")
     if bracket:  # secure.aggregators[2].url: "--aggregator 2 URL"
         number, _, key = rest.partition("].")
-        return f"{_flag_for(head)} {number} {_ITEM_FIELDS.get(key, key)}"
+        return f"{_flag_for(head, flags)} {number} {_ITEM_FIELDS.get(key, key)}"
     probe = path
     while probe:
-        if probe in SETTING_FLAGS:
-            return SETTING_FLAGS[probe]
+        if probe in flags:
+            return flags[probe]
         probe = probe.rpartition(".")[0]
     return path
 

@@ -5,20 +5,17 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
-from dataclasses import replace
 from pathlib import Path
 
 from veilfl.cli.common import (
     add_device_option,
-    add_dp_options,
     add_log_option,
     configure_logging,
-    dp_from_args,
     secure_norm_bound,
     test_dataset,
 )
-from veilfl.cli.learner_option import add_learner_option, learner_for, model_name_from_args
-from veilfl.cli.quorum_options import add_quorum_options, quorum_from_args
+from veilfl.cli.learner_option import add_learner_option, learner_for
+from veilfl.cli.run_options import add_run_options, given_settings, run_spec_from_args
 from veilfl.cli.run_resume import check_resumable
 from veilfl.cli.security_options import (
     add_enrollment_options,
@@ -29,102 +26,23 @@ from veilfl.cli.security_options import (
     transport_from_args,
 )
 from veilfl.cli.tracking_options import add_metrics_sink_option
+from veilfl.declared import build_config
 from veilfl.errors import ConfigurationError
 from veilfl.keyfiles import read_public_key
 from veilfl.logging_setup import uvicorn_log_options
 from veilfl.privacy.dp_fedavg import DpConfig
-from veilfl.protocol.aggregator_minimums import DEFAULT_MIN_PARTICIPANTS
 from veilfl.protocol.assembly import (
     check_run_settings,
-    cohort_plan,
     precision_warning,
     privacy_warning,
 )
-from veilfl.protocol.buffered import BufferConfig, BufferMode
-from veilfl.protocol.messages import LocalTrainingPlan, PublishedAggregator
+from veilfl.protocol.messages import PublishedAggregator
 from veilfl.protocol.run_spec import RunSpec, SecureSettings
-from veilfl.protocol.sync_round import RoundConfig
 from veilfl.secagg.config import SecureAggregationConfig
-from veilfl.strategy.settings import SERVER_OPTIMIZER_CHOICES, ServerOptimizerConfig
 
 __all__ = ["add_parser", "run"]
 
 logger = logging.getLogger("veilfl.server")
-
-
-def add_round_options(parser: argparse.ArgumentParser) -> None:
-    """Options that define the rounds and local training (shared with simulate)."""
-    group = parser.add_argument_group("rounds")
-    group.add_argument("--model", default="simple-cnn", help="simple-cnn or mnist-cnn")
-    group.add_argument("--rounds", type=int, default=5, help="number of rounds")
-    group.add_argument("--clients-per-round", type=int, default=None, help="clients sampled")
-    group.add_argument("--fraction", type=float, default=None, help="fraction C sampled")
-    group.add_argument(
-        "--min-clients",
-        type=int,
-        default=None,
-        help="reports needed to close (default 1; under secure aggregation, the "
-        "aggregators' largest --min-participants)",
-    )
-    group.add_argument("--min-available", type=int, default=None, help="joins before round 1")
-    group.add_argument("--round-timeout", type=float, default=120.0, help="round deadline (s)")
-    group.add_argument("--lr", type=float, default=0.05, help="local SGD learning rate")
-    group.add_argument("--momentum", type=float, default=0.9, help="local SGD momentum")
-    group.add_argument("--epochs", type=int, default=1, help="local epochs E")
-    group.add_argument("--batch-size", type=int, default=32, help="local batch size B")
-    group.add_argument("--max-batches", type=int, default=None, help="cap batches per epoch")
-    group.add_argument(
-        "--proximal-mu",
-        type=float,
-        default=0.0,
-        help="FedProx's mu: clients add mu/2 ||w - w_global||^2 to their loss (0: off)",
-    )
-    group.add_argument(
-        "--server-lr",
-        type=float,
-        default=None,
-        help="server learning rate (default 1 for fedavg, 0.01 for the adaptive optimisers)",
-    )
-    group.add_argument(
-        "--server-optimizer",
-        choices=SERVER_OPTIMIZER_CHOICES,
-        default="fedavg",
-        type=str.lower,
-        help="how the server applies a round's mean update: FedAvg, or an adaptive "
-        "optimiser of Reddi et al. 2021",
-    )
-    group.add_argument(
-        "--server-beta1", type=float, default=0.9, help="adaptive optimisers' first-moment decay"
-    )
-    group.add_argument(
-        "--server-beta2",
-        type=float,
-        default=0.99,
-        help="FedAdam's and FedYogi's second-moment decay",
-    )
-    group.add_argument(
-        "--server-tau", type=float, default=1e-3, help="adaptive optimisers' tau (adaptivity)"
-    )
-    group.add_argument("--seed", type=int, default=0, help="seed for model init and sampling")
-    group.add_argument(
-        "--population",
-        type=int,
-        default=None,
-        help="clients the run draws from (fixes the DP sampling rate; default: --min-available)",
-    )
-    buffered = parser.add_argument_group("asynchronous aggregation")
-    buffered.add_argument(
-        "--mode",
-        choices=["sync", "fedbuff", "fedasync"],
-        default="sync",
-        help="synchronous rounds, or buffered asynchronous aggregation (--rounds = versions)",
-    )
-    buffered.add_argument("--buffer-size", type=int, default=10, help="FedBuff's K")
-    buffered.add_argument("--max-staleness", type=int, default=5, help="refuse staler updates")
-    buffered.add_argument(
-        "--max-concurrency", type=int, default=None, help="most clients training at once"
-    )
-    buffered.add_argument("--fedasync-mixing", type=float, default=0.6, help="FedAsync's alpha")
 
 
 def secure_from_args(args: argparse.Namespace, dp: DpConfig | None = None) -> SecureSettings | None:
@@ -146,116 +64,20 @@ def secure_from_args(args: argparse.Namespace, dp: DpConfig | None = None) -> Se
                 signing_key=key.to_json()["signing_key"],
             )
         )
-    config = SecureAggregationConfig(
-        threshold=args.threshold,
-        num_aggregators=len(endpoints),
-        norm_bound=secure_norm_bound(args.norm_bound, dp),
-        max_samples_per_client=args.max_samples_per_client,
-        kem=endpoints[0].kem,
-        **quorum_from_args(args),
-    )
+    derived = {
+        "secure.config.num_aggregators": len(endpoints),
+        "secure.config.norm_bound": secure_norm_bound(args.norm_bound, dp),
+        "secure.config.kem": endpoints[0].kem,
+    }
+    values = {**given_settings(args), **derived}
+    config = build_config(SecureAggregationConfig, values, "secure.config.")
     return SecureSettings(config=config, aggregators=tuple(endpoints))
 
 
-def provisional_min_clients(args: argparse.Namespace) -> int:
-    """``--min-clients``, or when unset: 1 for a plaintext run; under secure aggregation
-    an aggregator's default minimum (2, at most ``--clients-per-round``), until the
-    aggregators' signed minimums are known (:mod:`veilfl.server.aggregator_check`)."""
-    if args.min_clients is not None:
-        return int(args.min_clients)
-    if not getattr(args, "aggregator", None):
-        return 1
-    per_round = args.clients_per_round
-    if per_round is None:
-        return DEFAULT_MIN_PARTICIPANTS
-    return min(int(per_round), DEFAULT_MIN_PARTICIPANTS)
-
-
 def settings_from_args(args: argparse.Namespace) -> RunSpec:
-    """The run settings the round options describe.
-
-    Under ``--target-epsilon`` the noise multiplier is derived for the sampling rate
-    and the number of releases that :func:`~veilfl.protocol.assembly.cohort_plan`
-    gives for these settings, the figures every path charges (q = 1 for buffered runs,
-    whose sample is not secret).
-    """
-    min_clients = provisional_min_clients(args)
-    per_round = args.clients_per_round
-    if per_round is None and args.fraction is None:
-        per_round = min_clients
-    rounds = RoundConfig(
-        num_rounds=args.rounds,
-        clients_per_round=per_round,
-        fraction=args.fraction,
-        min_clients=min_clients,
-        min_available_clients=args.min_available,
-        round_timeout_s=args.round_timeout,
-    )
-    settings = _settings_without_dp(args, rounds)
-    dp = None
-    if hasattr(args, "dp"):
-        # Rounds are Poisson-sampled under DP; a buffer's sample may be known (q = 1).
-        secret = settings.buffer is None
-        dp = dp_from_args(
-            args,
-            sample_rate=cohort_plan(settings).sample_rate if secret else 1.0,
-            rounds=settings.num_releases,
-            min_clients=rounds.min_clients,
-        )
-    return replace(settings, secure=secure_from_args(args, dp), dp=dp)
-
-
-def _settings_without_dp(args: argparse.Namespace, rounds: RoundConfig) -> RunSpec:
-    return RunSpec(
-        model_name=model_name_from_args(args),
-        rounds=rounds,
-        plan=LocalTrainingPlan(
-            learning_rate=args.lr,
-            momentum=args.momentum,
-            epochs=args.epochs,
-            batch_size=args.batch_size,
-            max_batches=args.max_batches,
-            proximal_mu=getattr(args, "proximal_mu", 0.0),
-        ),
-        server_learning_rate=server_learning_rate(args),
-        seed=args.seed,
-        buffer=buffer_from_args(args),
-        fedasync_mixing=getattr(args, "fedasync_mixing", 0.6),
-        population=getattr(args, "population", None),
-        server_optimizer=server_optimizer_from_args(args),
-    )
-
-
-def server_optimizer_from_args(args: argparse.Namespace) -> ServerOptimizerConfig | None:
-    """The adaptive server optimiser ``--server-optimizer`` names (None for fedavg)."""
-    name = getattr(args, "server_optimizer", "fedavg")
-    if name == "fedavg":
-        return None
-    return ServerOptimizerConfig(
-        name=name, beta1=args.server_beta1, beta2=args.server_beta2, tau=args.server_tau
-    )
-
-
-def server_learning_rate(args: argparse.Namespace) -> float:
-    """``--server-lr``, else 1 for FedAvg and 0.01 for an adaptive optimiser (which
-    moves each coordinate by about η per round, so 1 would be far too large)."""
-    if args.server_lr is not None:
-        return float(args.server_lr)
-    return 1.0 if getattr(args, "server_optimizer", "fedavg") == "fedavg" else 0.01
-
-
-def buffer_from_args(args: argparse.Namespace) -> BufferConfig | None:
-    """Buffered asynchronous settings (None for synchronous rounds)."""
-    mode = getattr(args, "mode", "sync")
-    if mode == "sync":
-        return None
-    return BufferConfig(
-        buffer_size=1 if mode == "fedasync" else args.buffer_size,
-        max_staleness=args.max_staleness,
-        max_versions=args.rounds,
-        mode=BufferMode(mode),
-        max_concurrency=args.max_concurrency,
-    )
+    """The run ``veilfl server``'s options describe (:func:`run_spec_from_args`, with
+    the aggregators of ``--aggregator``)."""
+    return run_spec_from_args(args, secure=lambda dp: secure_from_args(args, dp))
 
 
 def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -283,24 +105,8 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
         metavar="URL,PUBLIC_KEY_FILE",
         help="an aggregator (repeat, in index order); none means plaintext FedAvg",
     )
-    secure.add_argument("--threshold", type=int, default=2, help="shares needed (t)")
-    add_quorum_options(secure)
-    secure.add_argument(
-        "--norm-bound",
-        type=float,
-        default=None,
-        help="L2 norm each client's weighted update is clipped to, and proves in zero "
-        "knowledge (default 10, or the DP clipping norm)",
-    )
-    secure.add_argument(
-        "--max-samples-per-client",
-        type=int,
-        default=10_000,
-        help="sample count that gets the full FedAvg weight",
-    )
-    add_round_options(parser)
+    add_run_options(parser)
     add_learner_option(parser)
-    add_dp_options(parser)
     add_tls_options(parser, serves=True)
     add_enrollment_options(parser)
     add_rate_limit_options(parser)

@@ -10,7 +10,6 @@ from pathlib import Path
 from veilfl.cli.common import (
     add_data_options,
     add_device_option,
-    add_dp_options,
     add_log_option,
     configure_logging,
     partitioned_clients,
@@ -19,9 +18,9 @@ from veilfl.cli.common import (
 )
 from veilfl.cli.learner_option import add_learner_option, learner_for
 from veilfl.cli.progress import RoundProgress, TrainedClients
-from veilfl.cli.quorum_options import add_quorum_options, quorum_from_args
-from veilfl.cli.server_cmd import add_round_options, settings_from_args
+from veilfl.cli.run_options import add_run_options, given_settings, run_spec_from_args
 from veilfl.cli.tracking_options import add_metrics_sink_option
+from veilfl.declared import build_config
 from veilfl.privacy.report import PrivacyReport
 from veilfl.protocol.aggregator_minimums import DEFAULT_MIN_PARTICIPANTS, fit_cohort
 from veilfl.protocol.assembly import check_run_settings, precision_warning, privacy_warning
@@ -94,17 +93,9 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
     secure = parser.add_argument_group("secure aggregation")
     secure.add_argument("--secure", action="store_true", help="aggregate with Shamir shares")
     secure.add_argument("--aggregators", type=int, default=3, help="aggregators (m)")
-    secure.add_argument("--threshold", type=int, default=2, help="shares to reconstruct (t)")
-    add_quorum_options(secure)
-    secure.add_argument(
-        "--norm-bound",
-        type=float,
-        default=None,
-        help="L2 norm each weighted update is clipped to and proves (default 10, or C)",
-    )
-    add_round_options(parser)
+    # Each in-process client's full FedAvg weight is the largest partition.
+    add_run_options(parser, skip=("secure.config.max_samples_per_client",))
     add_learner_option(parser)
-    add_dp_options(parser)
     add_data_options(parser)
     add_metrics_sink_option(parser)
     add_log_option(parser)
@@ -124,7 +115,7 @@ def run(args: argparse.Namespace) -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
     args.population = args.num_clients  # the simulated population is all of it
-    settings = settings_from_args(args)
+    settings = run_spec_from_args(args)
     if args.secure:  # the in-process aggregators keep an aggregator's default minimum
         fitted = fit_cohort(
             settings,
@@ -181,12 +172,15 @@ def run(args: argparse.Namespace) -> int:
         sinks.round(metrics)  # metrics.json and .csv kept if the simulation is stopped
 
     secure = (
-        SecureAggregationConfig(
-            threshold=args.threshold,
-            num_aggregators=args.aggregators,
-            norm_bound=secure_norm_bound(args.norm_bound, settings.dp),
-            max_samples_per_client=int(client_data.sizes().max()),
-            **quorum_from_args(args),
+        build_config(
+            SecureAggregationConfig,
+            {
+                **given_settings(args),
+                "secure.config.num_aggregators": args.aggregators,
+                "secure.config.norm_bound": secure_norm_bound(args.norm_bound, settings.dp),
+                "secure.config.max_samples_per_client": int(client_data.sizes().max()),
+            },
+            "secure.config.",
         )
         if args.secure
         else None
@@ -214,18 +208,7 @@ def run(args: argparse.Namespace) -> int:
                 learner,
                 client_data=client_data,
                 test_data=test,
-                config=AsyncSimulationConfig(
-                    buffer=settings.buffer,
-                    profiles=profiles,
-                    plan=settings.plan,
-                    server_learning_rate=settings.server_learning_rate,
-                    fedasync_mixing=settings.fedasync_mixing,
-                    secure=secure,
-                    dp=settings.dp,
-                    seed=settings.seed,
-                    min_clients=settings.rounds.min_clients,
-                    server_optimizer=settings.server_optimizer,
-                ),
+                config=AsyncSimulationConfig(settings, secure=secure, profiles=profiles),
                 on_release=show,
                 executor=executor,
                 on_client_trained=counter.trained,
@@ -246,15 +229,10 @@ def run(args: argparse.Namespace) -> int:
                 client_data=client_data,
                 test_data=test,
                 config=SimulationConfig(
-                    rounds=settings.rounds,
-                    plan=settings.plan,
-                    server_learning_rate=settings.server_learning_rate,
-                    dropout_probability=0.0 if args.profiles else args.dropout,
-                    seed=settings.seed,
-                    dp=settings.dp,
+                    settings,
                     secure=secure,
+                    dropout_probability=0.0 if args.profiles else args.dropout,
                     profiles=profiles if args.profiles else None,
-                    server_optimizer=settings.server_optimizer,
                 ),
                 on_round=show,
                 executor=executor,

@@ -47,6 +47,7 @@ import numpy as np
 import numpy.typing as npt
 
 from veilfl.crypto.csprng import CsprngStream
+from veilfl.declared import check_declared, setting
 from veilfl.errors import ConfigurationError
 from veilfl.privacy.clipping import (
     UNCLIPPED_BIT_SENSITIVITY,
@@ -105,18 +106,74 @@ class DpConfig:
         ConfigurationError: for invalid or contradictory values, naming the flag.
     """
 
-    placement: NoisePlacement
-    noise_multiplier: float
-    clip_norm: float
-    delta: float = 1e-5
-    target_epsilon: float | None = None
-    min_clients: int = 1
-    adaptive: AdaptiveClipping | None = None
-    count_stddev: float | None = None
-    accounting: Accounting = "rdp"
-    mechanism: DpMechanism = "fedavg"
-    max_participations: int | None = None
-    min_separation: int = 1
+    placement: NoisePlacement = setting(
+        flag="--dp",
+        help="where DP noise is added (distributed: dealt by the aggregators into every "
+        "secure sum; needs secure aggregation)",
+    )
+    noise_multiplier: float = setting(
+        flag="--noise-multiplier", help="z (noise / C)", above=0, cli_default=None
+    )
+    clip_norm: float = setting(
+        flag="--clip-norm", help="L2 clipping norm C", above=0, cli_default=1.0
+    )
+    delta: float = setting(default=1e-5, flag="--delta", help="delta for epsilon", above=0, below=1)
+    target_epsilon: float | None = setting(
+        default=None,
+        flag="--target-epsilon",
+        help="privacy budget; derives z when --noise-multiplier is not given, and "
+        "training stops once it is spent",
+    )
+    min_clients: int = setting(
+        default=1,
+        flag="--dp-min-clients",
+        help="a release sums at least this many clients, or is withheld "
+        "(default: the minimum clients per round)",
+        at_least=1,
+        cli_default=None,
+    )
+    adaptive: AdaptiveClipping | None = setting(
+        default=None,
+        flag="--adaptive-clipping",
+        help="adapt C toward this quantile of update norms (Andrew et al. 2021)",
+        metavar="QUANTILE",
+        cli_type=float,
+        to_value=lambda quantile: AdaptiveClipping(target_quantile=quantile),
+    )
+    count_stddev: float | None = setting(
+        default=None,
+        flag=None,
+        help="noise on the count of unclipped updates (default: expected clients / 20)",
+    )
+    accounting: Accounting = setting(
+        default="rdp",
+        flag="--accounting",
+        help="how epsilon is computed: Renyi DP, or privacy loss distributions (tighter, "
+        "never looser than RDP)",
+        choices=("rdp", "pld"),
+    )
+    mechanism: DpMechanism = setting(
+        default="fedavg",
+        flag="--dp-mechanism",
+        help="fedavg: DP-FedAvg, Poisson-sampled rounds; ftrl: DP-FTRL with tree "
+        "aggregation (Kairouz et al. 2021), no sampling, the same epsilon against the "
+        "coordinator and the public (with --dp distributed)",
+    )
+    max_participations: int | None = setting(
+        default=None,
+        flag="--dp-max-participations",
+        help="DP-FTRL: the most rounds one client takes part in (default: the fewest "
+        "that fill every round, ceil(rounds x clients per round / population))",
+        metavar="K",
+    )
+    min_separation: int = setting(
+        default=1,
+        flag="--dp-min-separation",
+        help="DP-FTRL: the fewest rounds between two of a client's rounds (default: "
+        "population // clients per round)",
+        metavar="B",
+        cli_default=None,
+    )
 
     def __post_init__(self) -> None:
         self._check_mechanism()
@@ -144,6 +201,7 @@ class DpConfig:
                 "Adaptive clipping needs a noised count of clipped updates, which local "
                 "noise does not provide; use a fixed clipping norm or central/distributed noise."
             )
+        check_declared(self)
 
     def _check_mechanism(self) -> None:
         if self.mechanism not in ("fedavg", "ftrl"):

@@ -22,6 +22,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from enum import StrEnum
 
+from veilfl.declared import check_declared, setting
 from veilfl.errors import (
     BufferFullError,
     ConfigurationError,
@@ -76,14 +77,28 @@ class BufferConfig:
             arrives while the buffer is open.
     """
 
-    buffer_size: int
-    max_staleness: int
-    max_versions: int
-    mode: BufferMode = BufferMode.FEDBUFF
-    staleness_exponent: float = 0.5
-    max_concurrency: int | None = None
-    poll_interval_s: float = 0.5
-    ticket_timeout_s: float = 120.0
+    buffer_size: int = setting(flag="--buffer-size", help="FedBuff's K", at_least=1, cli_default=10)
+    max_staleness: int = setting(
+        flag="--max-staleness", help="refuse staler updates", at_least=0, cli_default=5
+    )
+    max_versions: int = setting(flag=None, help="buffers released", shown_as="--rounds")
+    mode: BufferMode = setting(
+        default=BufferMode.FEDBUFF,
+        flag="--mode",
+        help="synchronous rounds, or buffered asynchronous aggregation (--rounds = versions)",
+    )
+    staleness_exponent: float = setting(
+        default=0.5, flag=None, help="a in the staleness weight (1 + s)^-a", at_least=0
+    )
+    max_concurrency: int | None = setting(
+        default=None, flag="--max-concurrency", help="most clients training at once", at_least=1
+    )
+    poll_interval_s: float = setting(
+        default=0.5, flag=None, help="how long a client that is not needed is told to wait (s)"
+    )
+    ticket_timeout_s: float = setting(
+        default=120.0, flag=None, help="how long a ticket holds a place in the buffer (s)"
+    )
 
     def __post_init__(self) -> None:
         if self.buffer_size < 1:
@@ -100,6 +115,7 @@ class BufferConfig:
             raise ConfigurationError("max_concurrency must be at least 1, or None.")
         if not (self.ticket_timeout_s > 0 and math.isfinite(self.ticket_timeout_s)):
             raise ConfigurationError("The ticket timeout must be a positive number of seconds.")
+        check_declared(self)
 
     def weight(self, staleness: int) -> float:
         """The weight of an update with this staleness."""

@@ -19,6 +19,7 @@ from veilfl.auth.identity import decode_public_key
 from veilfl.crypto.envelope import KemChoice, PublicKey
 from veilfl.crypto.keys import fingerprint, load_public_key, verify_aggregator_signature
 from veilfl.crypto.shamir import MAX_SHARES
+from veilfl.declared import check_declared, setting
 from veilfl.errors import AuthenticationError, ConfigurationError, WireFormatError
 from veilfl.privacy.dp_fedavg import ClientPrivacyPlan, DpConfig
 from veilfl.secagg.config import SecureAggregationConfig
@@ -135,12 +136,30 @@ class LocalTrainingPlan:
             ``loss(w) + mu/2 ||w - w_global||^2``; 0 is plain FedAvg training.
     """
 
-    learning_rate: float = 0.05
-    momentum: float = 0.0
-    epochs: int = 1
-    batch_size: int = 32
-    max_batches: int | None = None
-    proximal_mu: float = 0.0
+    learning_rate: float = setting(
+        default=0.05, flag="--lr", help="local SGD learning rate", above=0
+    )
+    momentum: float = setting(
+        default=0.0,
+        flag="--momentum",
+        help="local SGD momentum",
+        at_least=0,
+        below=1,
+        cli_default=0.9,
+    )
+    epochs: int = setting(default=1, flag="--epochs", help="local epochs E", at_least=1)
+    batch_size: int = setting(
+        default=32, flag="--batch-size", help="local batch size B", at_least=1
+    )
+    max_batches: int | None = setting(
+        default=None, flag="--max-batches", help="cap batches per epoch", at_least=1
+    )
+    proximal_mu: float = setting(
+        default=0.0,
+        flag="--proximal-mu",
+        help="FedProx's mu: clients add mu/2 ||w - w_global||^2 to their loss (0: off)",
+        at_least=0,
+    )
 
     def __post_init__(self) -> None:
         if not (self.learning_rate > 0 and math.isfinite(self.learning_rate)):
@@ -153,6 +172,7 @@ class LocalTrainingPlan:
             raise ConfigurationError("max_batches must be at least 1, or None for no cap.")
         if not (self.proximal_mu >= 0 and math.isfinite(self.proximal_mu)):
             raise ConfigurationError("FedProx's proximal_mu must be a number of at least 0.")
+        check_declared(self)
 
 
 @dataclass(frozen=True)

@@ -17,9 +17,10 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Mapping
-from dataclasses import asdict, dataclass, field, replace
-from typing import Any
+from dataclasses import dataclass, fields, replace
+from typing import Any, Self
 
+from veilfl.declared import check_declared, config_from_json, nested, setting, to_json_value
 from veilfl.errors import ConfigurationError
 from veilfl.privacy.dp_fedavg import DpConfig
 from veilfl.protocol.buffered import BufferConfig, BufferMode
@@ -54,8 +55,10 @@ class SecureSettings:
         aggregators: Aggregators 1..m (URL and public key each).
     """
 
-    config: SecureAggregationConfig
-    aggregators: tuple[PublishedAggregator, ...]
+    config: SecureAggregationConfig = nested()
+    aggregators: tuple[PublishedAggregator, ...] = setting(
+        flag=None, help="the aggregators, in index order", shown_as="--aggregator"
+    )
 
     def __post_init__(self) -> None:
         indices = [a.index for a in self.aggregators]
@@ -109,17 +112,49 @@ class RunSpec:
             Filled when the run is created, from the model.
     """
 
-    model_name: str
-    rounds: RoundConfig
-    plan: LocalTrainingPlan = field(default_factory=LocalTrainingPlan)
-    server_learning_rate: float = 1.0
-    seed: int = 0
-    secure: SecureSettings | None = None
-    dp: DpConfig | None = None
-    buffer: BufferConfig | None = None
-    fedasync_mixing: float = 0.6
-    population: int | None = None
-    server_optimizer: ServerOptimizerConfig | None = None
+    model_name: str = setting(
+        flag="--model",
+        help="simple-cnn or mnist-cnn",
+        cli_default="simple-cnn",
+        shown_as="--model/--learner",
+    )
+    rounds: RoundConfig = nested(group="rounds")
+    plan: LocalTrainingPlan = nested(default_factory=LocalTrainingPlan, group="rounds")
+    server_learning_rate: float = setting(
+        default=1.0,
+        flag="--server-lr",
+        help="server learning rate (default 1 for fedavg, 0.01 for the adaptive optimisers)",
+        above=0,
+        cli_default=None,
+    )
+    seed: int = setting(default=0, flag="--seed", help="seed for model init and sampling")
+    secure: SecureSettings | None = nested(
+        default=None, shown_as="--aggregator", group="secure aggregation"
+    )
+    dp: DpConfig | None = nested(
+        default=None, switch="placement", off="off", group="differential privacy"
+    )
+    buffer: BufferConfig | None = nested(
+        default=None, switch="mode", off="sync", group="asynchronous aggregation"
+    )
+    fedasync_mixing: float = setting(
+        default=0.6,
+        flag="--fedasync-mixing",
+        help="FedAsync's alpha",
+        above=0,
+        at_most=1,
+        group="asynchronous aggregation",
+    )
+    population: int | None = setting(
+        default=None,
+        flag="--population",
+        help="clients the run draws from (fixes the DP sampling rate; default: --min-available)",
+        at_least=1,
+    )
+    server_optimizer: ServerOptimizerConfig | None = nested(
+        default=None, switch="name", off="fedavg", group="rounds"
+    )
+    # Fixed when the run is created, not given by an operator: no declaration.
     coordinator_key: str = ""
     salt: str = ""
     model_size: int | None = None
@@ -145,6 +180,7 @@ class RunSpec:
                     "FedAsync mixes single client models into the global model and takes no "
                     "server optimiser; use --mode fedbuff or sync with --server-optimizer."
                 )
+        check_declared(self)
 
     @property
     def run_id(self) -> str:
@@ -181,34 +217,13 @@ class RunSpec:
         return self.rounds.num_rounds if self.buffer is None else self.buffer.max_versions
 
     def to_json(self) -> dict[str, Any]:
-        """A JSON-ready dict."""
-        return {
-            "version": RUN_SPEC_VERSION,
-            "model_name": self.model_name,
-            "rounds": asdict(self.rounds),
-            "plan": asdict(self.plan),
-            "server_learning_rate": self.server_learning_rate,
-            "seed": self.seed,
-            "secure": None if self.secure is None else self.secure.to_json(),
-            "dp": None if self.dp is None else self.dp.to_json(),
-            "buffer": (
-                None
-                if self.buffer is None
-                else {**asdict(self.buffer), "mode": self.buffer.mode.value}
-            ),
-            "fedasync_mixing": self.fedasync_mixing,
-            "population": self.population,
-            "server_optimizer": (
-                None if self.server_optimizer is None else self.server_optimizer.to_json()
-            ),
-            "coordinator_key": self.coordinator_key,
-            "salt": self.salt,
-            "model_size": self.model_size,
-        }
+        """A JSON-ready dict: every field, each nested config by its own ``to_json``."""
+        fields_json = {f.name: to_json_value(getattr(self, f.name)) for f in fields(self)}
+        return {"version": RUN_SPEC_VERSION, **fields_json}
 
     @classmethod
-    def from_json(cls, data: Mapping[str, Any]) -> RunSpec:
-        """Inverse of :meth:`to_json`.
+    def from_json(cls, data: Mapping[str, Any]) -> Self:
+        """Inverse of :meth:`to_json` (a field left out takes its default).
 
         Raises:
             ConfigurationError: for a description of another format version.
@@ -219,28 +234,4 @@ class RunSpec:
                 f"The run description is of format version {version}; this veilfl reads "
                 f"version {RUN_SPEC_VERSION}. Use the same veilfl version on every party."
             )
-        buffer = data.get("buffer")
-        return cls(
-            model_name=str(data["model_name"]),
-            rounds=RoundConfig(**data["rounds"]),
-            plan=LocalTrainingPlan(**data["plan"]),
-            server_learning_rate=float(data["server_learning_rate"]),
-            seed=int(data["seed"]),
-            secure=None if data.get("secure") is None else SecureSettings.from_json(data["secure"]),
-            dp=None if data.get("dp") is None else DpConfig.from_json(data["dp"]),
-            buffer=(
-                None
-                if buffer is None
-                else BufferConfig(**{**buffer, "mode": BufferMode(buffer["mode"])})
-            ),
-            fedasync_mixing=float(data.get("fedasync_mixing", 0.6)),
-            population=None if data.get("population") is None else int(data["population"]),
-            server_optimizer=(
-                None
-                if data.get("server_optimizer") is None
-                else ServerOptimizerConfig.from_json(data["server_optimizer"])
-            ),
-            coordinator_key=str(data.get("coordinator_key", "")),
-            salt=str(data.get("salt", "")),
-            model_size=None if data.get("model_size") is None else int(data["model_size"]),
-        )
+        return config_from_json(cls, {k: v for k, v in data.items() if k != "version"})

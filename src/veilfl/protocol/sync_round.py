@@ -35,6 +35,7 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import TYPE_CHECKING
 
+from veilfl.declared import check_declared, setting
 from veilfl.errors import (
     ConfigurationError,
     ProtocolError,
@@ -77,13 +78,30 @@ class RoundConfig:
         poll_interval_s: How long a client not needed now is told to wait.
     """
 
-    num_rounds: int
-    clients_per_round: int | None = None
-    fraction: float | None = None
-    min_clients: int = 1
-    min_available_clients: int | None = None
-    round_timeout_s: float = 120.0
-    poll_interval_s: float = 0.5
+    num_rounds: int = setting(flag="--rounds", help="number of rounds", at_least=1, cli_default=5)
+    clients_per_round: int | None = setting(
+        default=None, flag="--clients-per-round", help="clients sampled", at_least=1
+    )
+    fraction: float | None = setting(
+        default=None, flag="--fraction", help="fraction C sampled", above=0, at_most=1
+    )
+    min_clients: int = setting(
+        default=1,
+        flag="--min-clients",
+        help="reports needed to close (default 1; under secure aggregation, the "
+        "aggregators' largest --min-participants)",
+        at_least=1,
+        cli_default=None,
+    )
+    min_available_clients: int | None = setting(
+        default=None, flag="--min-available", help="joins before round 1"
+    )
+    round_timeout_s: float = setting(
+        default=120.0, flag="--round-timeout", help="round deadline (s)", above=0
+    )
+    poll_interval_s: float = setting(
+        default=0.5, flag=None, help="how long a client not needed now is told to wait (s)"
+    )
 
     def __post_init__(self) -> None:
         if self.num_rounds < 1:
@@ -105,6 +123,7 @@ class RoundConfig:
             )
         if self.round_timeout_s <= 0 or self.poll_interval_s <= 0:
             raise ConfigurationError("round_timeout_s and poll_interval_s must be positive.")
+        check_declared(self)
 
     @property
     def clients_needed_to_start(self) -> int:

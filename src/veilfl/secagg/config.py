@@ -9,6 +9,7 @@ from typing import Any, Literal
 
 from veilfl.crypto.field import MERSENNE_31
 from veilfl.crypto.shamir import ShamirScheme
+from veilfl.declared import check_declared, setting
 from veilfl.errors import ConfigurationError
 from veilfl.secagg.commitment import certificates_can_split, default_quorum
 
@@ -44,14 +45,47 @@ class SecureAggregationConfig:
             certify two lists of one round and learn one client's update.
     """
 
-    threshold: int = 2
-    num_aggregators: int = 3
-    norm_bound: float = 1.0
-    max_samples_per_client: int = 10_000
-    kem: Literal["x25519", "mlkem768-x25519"] = "x25519"
-    wraparound_checks: int = 136
-    quorum: int = 0
-    allow_split_certificates: bool = False
+    threshold: int = setting(default=2, flag="--threshold", help="shares needed (t)")
+    num_aggregators: int = setting(
+        default=3, flag=None, help="aggregators (m)", shown_as="--aggregator (count)"
+    )
+    norm_bound: float = setting(
+        default=1.0,
+        flag="--norm-bound",
+        help="L2 norm each client's weighted update is clipped to, and proves in zero "
+        "knowledge (default 10, or the DP clipping norm)",
+        cli_default=None,
+    )
+    max_samples_per_client: int = setting(
+        default=10_000,
+        flag="--max-samples-per-client",
+        help="sample count that gets the full FedAvg weight",
+    )
+    kem: Literal["x25519", "mlkem768-x25519"] = setting(
+        default="x25519",
+        flag=None,
+        help="the aggregators' key type",
+        shown_as="--aggregator key type",
+    )
+    wraparound_checks: int = setting(
+        default=136, flag=None, help="wraparound checks per contribution", at_least=1
+    )
+    quorum: int = setting(
+        default=0,
+        flag="--quorum",
+        help="aggregators whose signatures certify a round's participant list (default "
+        "ceil((m + t) / 2): then t - 1 colluding aggregators cannot help the coordinator "
+        "certify a second list; a round needs Q live aggregators)",
+        metavar="Q",
+        cli_default=None,
+    )
+    allow_split_certificates: bool = setting(
+        default=False,
+        flag="--allow-split-certificates",
+        help="UNSAFE: accept a --quorum Q with 2Q - m < t, with which the coordinator and "
+        "t - 1 colluding aggregators can certify two participant lists of one round and "
+        "learn one client's update from their difference",
+    )
 
     def __post_init__(self) -> None:
         if not 1 <= self.threshold <= self.num_aggregators <= 16:
@@ -68,6 +102,7 @@ class SecureAggregationConfig:
         if self.wraparound_checks < 1:
             raise ConfigurationError("wraparound_checks must be at least 1.")
         self._check_quorum()
+        check_declared(self)
 
     def _check_quorum(self) -> None:
         """Resolve the default quorum, then refuse one out of range or one that lets

@@ -23,20 +23,21 @@ import heapq
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
-from typing import TYPE_CHECKING, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from veilfl.errors import BufferFullError, ConfigurationError, StaleUpdateError
 from veilfl.ml.learner import Learner, LocalUpdate, derive_seed
-from veilfl.privacy.dp_fedavg import ClientPrivacyPlan, DpConfig
+from veilfl.privacy.dp_fedavg import ClientPrivacyPlan
 from veilfl.privacy.report import PrivacyReport
 from veilfl.protocol.aggregator_minimums import DEFAULT_MIN_PARTICIPANTS
 from veilfl.protocol.buffered import BufferConfig
 from veilfl.protocol.client_policy import ClientPolicy
 from veilfl.protocol.effects import RoundOutcome
 from veilfl.protocol.hand_in import HandInContext
-from veilfl.protocol.messages import LocalTrainingPlan, PublishedAggregator, TaskKind
+from veilfl.protocol.messages import PublishedAggregator, TaskKind
 from veilfl.protocol.metrics import RoundMetrics
-from veilfl.protocol.run_spec import RunSpec, SecureSettings
+from veilfl.protocol.run_description import RunDescription
+from veilfl.protocol.run_spec import RunSpec
 from veilfl.protocol.sync_round import RoundConfig
 from veilfl.secagg.config import SecureAggregationConfig
 from veilfl.sim.assembly import assemble_simulated_run
@@ -45,14 +46,18 @@ from veilfl.sim.effects import InProcessEffects
 from veilfl.sim.executor import TrainingExecutor, TrainingJob
 from veilfl.sim.hand_in import SimulatedHandIn
 from veilfl.sim.profiles import ClientProfiles
-from veilfl.sim.simulator import client_id
-from veilfl.strategy.settings import ServerOptimizerConfig
+from veilfl.sim.simulator import client_id, simulated_spec
 from veilfl.tensors import Weights, spec_of, unflatten
 
 if TYPE_CHECKING:
     import torch
 
-__all__ = ["AsyncSimulationConfig", "AsyncSimulationResult", "simulate_async"]
+__all__ = [
+    "AsyncSimulationConfig",
+    "AsyncSimulationResult",
+    "buffered_spec",
+    "simulate_async",
+]
 
 
 DataT = TypeVar("DataT")
@@ -60,64 +65,76 @@ DataT = TypeVar("DataT")
 
 @dataclass(frozen=True)
 class AsyncSimulationConfig:
-    """Settings of an asynchronous simulation.
+    """A simulated buffered run: the run's description, and what only a simulation has.
 
     Attributes:
-        buffer: Buffer size, staleness bound, versions to release, mode, concurrency.
+        spec: The run (:class:`~veilfl.protocol.run_spec.RunSpec`), with its
+            ``buffer`` (size K, staleness bound, versions, mode, concurrency), local
+            training, server learning rate (η for FedBuff) or FedAsync's α, DP, seed,
+            and ``rounds.min_clients`` (the fewest clients a release sums over). Its
+            population is the clients simulated; its aggregators are the in-process
+            ones (``secure``).
+        secure: The in-process aggregators' secure-aggregation parameters (default:
+            the spec's, when it has secure aggregation); None aggregates in plaintext.
         profiles: Client speeds, dropouts and join times.
-        plan: Local training hyper-parameters.
-        server_learning_rate: η for FedBuff.
-        fedasync_mixing: α for FedAsync.
-        secure: Secure aggregation per buffer, or None.
-        dp: DP per released buffer, or None.
         poll_seconds: Virtual wait of a client told to wait (default: half the median
             training time).
-        seed: Seeds the initial model and each task's local training.
-        min_clients: The fewest clients a release sums over.
         aggregator_min_participants: The fewest clients each in-process aggregator sums
             over (an aggregator operator's setting).
-        server_optimizer: An adaptive server optimiser applied to each released
-            buffer's mean delta (FedBuff only), with ``server_learning_rate`` as its η.
+
+    Raises:
+        ConfigurationError: for a run of synchronous rounds (simulate it with
+            ``simulate``).
     """
 
-    buffer: BufferConfig
-    profiles: ClientProfiles = field(default_factory=ClientProfiles)
-    plan: LocalTrainingPlan = field(default_factory=LocalTrainingPlan)
-    server_learning_rate: float = 1.0
-    fedasync_mixing: float = 0.6
+    spec: RunSpec
     secure: SecureAggregationConfig | None = None
-    dp: DpConfig | None = None
+    profiles: ClientProfiles = field(default_factory=ClientProfiles)
     poll_seconds: float | None = None
-    seed: int = 0
-    min_clients: int = 1
     aggregator_min_participants: int = DEFAULT_MIN_PARTICIPANTS
-    server_optimizer: ServerOptimizerConfig | None = None
+
+    def __post_init__(self) -> None:
+        if self.spec.buffer is None:
+            raise ConfigurationError(
+                "This run has synchronous rounds (no buffer); simulate it with simulate."
+            )
+        if self.secure is None and self.spec.secure is not None:
+            object.__setattr__(self, "secure", self.spec.secure.config)
 
     def settings(
         self, *, population: int, aggregators: tuple[PublishedAggregator, ...] = ()
     ) -> RunSpec:
-        """The coordinator settings this simulation runs, for ``population`` clients."""
-        return RunSpec(
-            model_name="simulation",
-            rounds=RoundConfig(
-                num_rounds=self.buffer.max_versions,
-                clients_per_round=max(self.buffer.buffer_size, self.min_clients),
-                min_clients=self.min_clients,
-            ),
-            plan=self.plan,
-            server_learning_rate=self.server_learning_rate,
-            seed=self.seed,
-            secure=(
-                None
-                if self.secure is None
-                else SecureSettings(config=self.secure, aggregators=aggregators)
-            ),
-            dp=self.dp,
-            buffer=self.buffer,
-            fedasync_mixing=self.fedasync_mixing,
-            population=population,
-            server_optimizer=self.server_optimizer,
+        """The run this simulation runs, for ``population`` clients and the in-process
+        ``aggregators``."""
+        return simulated_spec(
+            self.spec, self.secure, population=population, aggregators=aggregators
         )
+
+
+def buffered_spec(
+    buffer: BufferConfig,
+    *,
+    min_clients: int = 1,
+    model_name: str = "simulation",
+    **settings: Any,
+) -> RunSpec:
+    """A run of buffered aggregation whose rounds settings follow from its buffer: as
+    many versions as ``buffer.max_versions``, K clients per release (at least
+    ``min_clients``).
+
+    Args:
+        buffer: Buffer size K, staleness bound, versions, mode, concurrency.
+        min_clients: The fewest clients a release sums over.
+        model_name: What the run records as its model.
+        settings: Any other :class:`~veilfl.protocol.run_spec.RunSpec` field (``plan``,
+            ``dp``, ``server_learning_rate``, ...).
+    """
+    rounds = RoundConfig(
+        num_rounds=buffer.max_versions,
+        clients_per_round=max(buffer.buffer_size, min_clients),
+        min_clients=min_clients,
+    )
+    return RunSpec(model_name=model_name, rounds=rounds, buffer=buffer, **settings)
 
 
 @dataclass(frozen=True)
@@ -133,6 +150,7 @@ class AsyncSimulationResult:
         dropped: Tasks never finished.
         wall_seconds: Real time the simulation took.
         privacy: Under DP, the final privacy report (both observers).
+        description: The run description the simulated parties agreed to.
     """
 
     history: tuple[RoundMetrics, ...]
@@ -142,6 +160,7 @@ class AsyncSimulationResult:
     dropped: int
     wall_seconds: float
     privacy: PrivacyReport | None = None
+    description: RunDescription | None = None
 
 
 @dataclass(order=True)
@@ -219,7 +238,7 @@ def _simulate_async(
 ) -> AsyncSimulationResult:
     started = time.perf_counter()
     population = len(client_data)
-    weights = learner.initial_weights(seed=config.seed)
+    weights = learner.initial_weights(seed=config.spec.seed)
     spec = spec_of(weights)
     simulated = assemble_simulated_run(
         lambda published: config.settings(population=population, aggregators=published),
@@ -275,7 +294,7 @@ def _simulate_async(
             model_version=finish.version,
             weights=versions[finish.version],
             plan=run.plan,
-            seed=derive_seed(config.seed, "task", finish.sequence, finish.client),
+            seed=derive_seed(config.spec.seed, "task", finish.sequence, finish.client),
         )
 
     def train(finish: _Event) -> LocalUpdate:
@@ -384,6 +403,7 @@ def _simulate_async(
         dropped=dropped,
         wall_seconds=time.perf_counter() - started,
         privacy=None if assembled.privacy is None else assembled.privacy.report(),
+        description=simulated.description,
     )
 
 

@@ -24,17 +24,16 @@ from typing import TYPE_CHECKING, Generic, TypeVar
 
 from veilfl.errors import ConfigurationError
 from veilfl.ml.learner import Learner, derive_seed
-from veilfl.privacy.dp_fedavg import DpConfig
 from veilfl.privacy.report import PrivacyReport
 from veilfl.protocol.aggregator_minimums import DEFAULT_MIN_PARTICIPANTS
 from veilfl.protocol.assembly import CohortPlan
 from veilfl.protocol.client_policy import ClientPolicy
 from veilfl.protocol.effects import RoundOutcome
 from veilfl.protocol.hand_in import HandInContext
-from veilfl.protocol.messages import LocalTrainingPlan, PublishedAggregator, Task, TaskKind
+from veilfl.protocol.messages import PublishedAggregator, Task, TaskKind
 from veilfl.protocol.metrics import RoundMetrics
+from veilfl.protocol.run_description import RunDescription
 from veilfl.protocol.run_spec import RunSpec, SecureSettings
-from veilfl.protocol.sync_round import RoundConfig
 from veilfl.secagg.config import SecureAggregationConfig
 from veilfl.sim.assembly import assemble_simulated_run
 from veilfl.sim.backends import build_executor
@@ -42,32 +41,38 @@ from veilfl.sim.effects import InProcessEffects
 from veilfl.sim.executor import TrainingExecutor, TrainingJob
 from veilfl.sim.hand_in import PhaseTimings, SimulatedHandIn
 from veilfl.sim.profiles import ClientProfiles
-from veilfl.strategy.settings import ServerOptimizerConfig
 from veilfl.tensors import Weights, spec_of, unflatten
 
 if TYPE_CHECKING:
     import torch
 
-__all__ = ["PhaseTimings", "SimulationConfig", "SimulationResult", "client_id", "simulate"]
+__all__ = [
+    "PhaseTimings",
+    "SimulationConfig",
+    "SimulationResult",
+    "client_id",
+    "simulate",
+    "simulated_spec",
+]
 
 DataT = TypeVar("DataT")
 
 
 @dataclass(frozen=True)
 class SimulationConfig:
-    """Settings of a simulated run.
+    """A simulated run: the run's description, and what only a simulation has.
 
     Attributes:
-        rounds: Round settings (sampling, minimum clients, deadline).
-        plan: Local training hyper-parameters.
-        server_learning_rate: FedAvg server learning rate.
+        spec: The run (:class:`~veilfl.protocol.run_spec.RunSpec`): rounds, local
+            training, server learning rate and optimiser, seed, DP and every other
+            setting, as ``veilfl server`` would run it. Its population is the clients
+            simulated; its aggregators are the in-process ones (``secure``).
+        secure: The in-process aggregators' secure-aggregation parameters (default:
+            the spec's, when it has secure aggregation); None aggregates in plaintext.
         dropout_probability: Chance that a sampled client never reports in a round.
-        seed: Seeds client sampling, dropouts and the initial model.
         through_wire: Encode and decode every update with the wire codec, to count
             (in-process) transfer cost.
-        secure: Secure-aggregation parameters; None aggregates in plaintext.
         aggregators_down: Aggregators that are unreachable for the whole simulation.
-        dp: Client-level differential privacy, or None.
         profiles: Heterogeneous client speeds and dropouts; the clock is then virtual
             and a round lasts until its slowest reporting client finishes (or its
             deadline, when a sampled client dropped out).
@@ -76,66 +81,50 @@ class SimulationConfig:
             As ``veilfl server`` does at start-up, a run whose clients per round (or
             expected sample) is smaller is refused, and a smaller ``min_clients`` is
             raised to it.
-        server_optimizer: An adaptive server optimiser (FedAdam, FedYogi, FedAdagrad)
-            with ``server_learning_rate`` as its η; None for FedAvg. FedProx is the
-            plan's ``proximal_mu``.
+
+    Raises:
+        ConfigurationError: for a buffered run (simulate it with ``simulate_async``) or
+            a dropout probability outside [0, 1).
     """
 
-    rounds: RoundConfig
-    plan: LocalTrainingPlan = field(default_factory=LocalTrainingPlan)
-    server_learning_rate: float = 1.0
-    dropout_probability: float = 0.0
-    seed: int = 0
-    through_wire: bool = True
+    spec: RunSpec
     secure: SecureAggregationConfig | None = None
+    dropout_probability: float = 0.0
+    through_wire: bool = True
     aggregators_down: frozenset[int] = frozenset()
-    dp: DpConfig | None = None
     profiles: ClientProfiles | None = None
     aggregator_min_participants: int = DEFAULT_MIN_PARTICIPANTS
-    server_optimizer: ServerOptimizerConfig | None = None
 
     def __post_init__(self) -> None:
+        if self.spec.buffer is not None:
+            raise ConfigurationError(
+                "This run is buffered (FedBuff or FedAsync); simulate it with simulate_async."
+            )
         if not 0 <= self.dropout_probability < 1:
             raise ConfigurationError("dropout_probability must be in [0, 1).")
-
-    @classmethod
-    def from_settings(cls, settings: RunSpec, **options: object) -> SimulationConfig:
-        """The simulation of a run with these settings (the server's settings, say);
-        ``options`` sets the simulation-only fields."""
-        if settings.buffer is not None:
-            raise ConfigurationError(
-                "These settings describe a buffered run; simulate it with simulate_async."
-            )
-        return cls(
-            rounds=settings.rounds,
-            plan=settings.plan,
-            server_learning_rate=settings.server_learning_rate,
-            seed=settings.seed,
-            secure=None if settings.secure is None else settings.secure.config,
-            dp=settings.dp,
-            server_optimizer=settings.server_optimizer,
-            **options,  # type: ignore[arg-type]
-        )
+        if self.secure is None and self.spec.secure is not None:
+            object.__setattr__(self, "secure", self.spec.secure.config)
 
     def settings(
         self, *, population: int, aggregators: tuple[PublishedAggregator, ...] = ()
     ) -> RunSpec:
-        """The coordinator settings this simulation runs, for ``population`` clients."""
-        return RunSpec(
-            model_name="simulation",
-            rounds=self.rounds,
-            plan=self.plan,
-            server_learning_rate=self.server_learning_rate,
-            seed=self.seed,
-            secure=(
-                None
-                if self.secure is None
-                else SecureSettings(config=self.secure, aggregators=aggregators)
-            ),
-            dp=self.dp,
-            population=population,
-            server_optimizer=self.server_optimizer,
+        """The run this simulation runs, for ``population`` clients and the in-process
+        ``aggregators``."""
+        return simulated_spec(
+            self.spec, self.secure, population=population, aggregators=aggregators
         )
+
+
+def simulated_spec(
+    spec: RunSpec,
+    secure: SecureAggregationConfig | None,
+    *,
+    population: int,
+    aggregators: tuple[PublishedAggregator, ...],
+) -> RunSpec:
+    """``spec`` with the simulation's population and in-process aggregators."""
+    secured = None if secure is None else SecureSettings(config=secure, aggregators=aggregators)
+    return replace(spec, population=population, secure=secured)
 
 
 @dataclass(frozen=True)
@@ -149,6 +138,7 @@ class SimulationResult(Generic[DataT]):
         excluded: Clients left out of each round's sum, by round.
         cohort: The cohort sizes and sampling rate the run was assembled with.
         privacy: Under DP, the final privacy report (both observers).
+        description: The run description the simulated parties agreed to.
     """
 
     history: tuple[RoundMetrics, ...]
@@ -157,6 +147,7 @@ class SimulationResult(Generic[DataT]):
     excluded: dict[int, tuple[str, ...]] = field(default_factory=dict)
     cohort: CohortPlan | None = None
     privacy: PrivacyReport | None = None
+    description: RunDescription | None = None
 
 
 class _VirtualClock:
@@ -257,7 +248,7 @@ def _simulate(
     on_client_trained: Callable[[], None] | None,
 ) -> SimulationResult[DataT]:
     population = len(client_data)
-    weights = initial_weights or learner.initial_weights(seed=config.seed)
+    weights = initial_weights or learner.initial_weights(seed=config.spec.seed)
     spec = spec_of(weights)
     timings = PhaseTimings()
     evaluator = learner.evaluator(test_data) if test_data is not None else None
@@ -308,7 +299,7 @@ def _simulate(
     task_rng = config.profiles.task_rng() if config.profiles else None
     for index in range(population):
         core.join(client_id(index), now=now)
-    dropouts = random.Random(config.seed + 1)
+    dropouts = random.Random(config.spec.seed + 1)
     while not core.done and not stop[0]:
         now = clock.now()
         core.tick(now=now)
@@ -349,7 +340,7 @@ def _simulate(
                 model_version=global_model.version,
                 weights=global_model.weights,
                 plan=run.plan,
-                seed=derive_seed(config.seed, "train", task.round_id or 0, index),
+                seed=derive_seed(config.spec.seed, "train", task.round_id or 0, index),
             )
             for _, index, task in finishing
         ]
@@ -381,7 +372,7 @@ def _simulate(
             # Some sampled clients dropped out or straggled: let the deadline pass.
             round_deadline = core.schedule.deadline
             wait = (
-                config.rounds.round_timeout_s
+                config.spec.rounds.round_timeout_s
                 if round_deadline is None
                 else round_deadline - clock.now()
             )
@@ -396,4 +387,5 @@ def _simulate(
         excluded=dict(effects.excluded),
         cohort=assembled.cohort,
         privacy=None if assembled.privacy is None else assembled.privacy.report(),
+        description=simulated.description,
     )

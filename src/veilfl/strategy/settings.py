@@ -14,6 +14,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from veilfl.declared import check_declared, setting
 from veilfl.errors import ConfigurationError
 from veilfl.strategy.fedopt import SERVER_OPTIMIZERS, FedAdagrad, FedOpt
 
@@ -40,10 +41,22 @@ class ServerOptimizerConfig:
         ConfigurationError: for an unknown name or a value out of range, naming the flag.
     """
 
-    name: str
-    beta1: float = 0.9
-    beta2: float = 0.99
-    tau: float = 1e-3
+    name: str = setting(
+        flag="--server-optimizer",
+        help="how the server applies a round's mean update: FedAvg, or an adaptive "
+        "optimiser of Reddi et al. 2021",
+        choices=tuple(sorted(SERVER_OPTIMIZERS)),
+        lowercase=True,
+    )
+    beta1: float = setting(
+        default=0.9, flag="--server-beta1", help="adaptive optimisers' first-moment decay"
+    )
+    beta2: float = setting(
+        default=0.99, flag="--server-beta2", help="FedAdam's and FedYogi's second-moment decay"
+    )
+    tau: float = setting(
+        default=1e-3, flag="--server-tau", help="adaptive optimisers' tau (adaptivity)"
+    )
 
     def __post_init__(self) -> None:
         if self.name == "fedavg":
@@ -60,6 +73,7 @@ class ServerOptimizerConfig:
                 raise ConfigurationError(f"{flag} must lie in [0, 1); got {value}.")
         if not self.tau > 0:
             raise ConfigurationError(f"--server-tau must be more than 0; got {self.tau}.")
+        check_declared(self)
 
     def build(self, *, server_learning_rate: float) -> FedOpt:
         """A fresh optimiser with these hyper-parameters and η = ``server_learning_rate``.
