@@ -24,7 +24,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import ssl
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
+from typing import TypeVar
 
 import httpx
 
@@ -47,6 +48,48 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
+_ONE_TRY = RetryPolicy(max_attempts=1, timeout_s=10.0)
+"""One request per ask: an aggregator that does not answer is asked again later."""
+
+T = TypeVar("T")
+
+
+async def _ask_each(
+    aggregators: Sequence[PublishedAggregator],
+    ask: Callable[[PublishedAggregator], Awaitable[T | None]],
+    what: str,
+    retry_interval_s: float,
+) -> dict[int, T]:
+    """``ask`` every aggregator, concurrently, until each gives an answer (not None).
+
+    An aggregator that cannot be reached or answers nonsense (it may still be
+    starting) is asked again every ``retry_interval_s``; that it is waited for is
+    logged once. A :class:`ConfigurationError` from ``ask`` ends the wait.
+    """
+
+    async def one(aggregator: PublishedAggregator) -> T:
+        waiting = False
+        while True:
+            try:
+                answer = await ask(aggregator)
+            except (TransportError, WireFormatError) as exc:
+                answer = None
+                if not waiting:
+                    logger.info(
+                        "waiting for aggregator %d's %s at %s (%s)",
+                        aggregator.index,
+                        what,
+                        aggregator.url,
+                        exc,
+                    )
+                    waiting = True
+            if answer is not None:
+                return answer
+            await asyncio.sleep(retry_interval_s)
+
+    found = await asyncio.gather(*(one(a) for a in aggregators))
+    return {a.index: answer for a, answer in zip(aggregators, found, strict=True)}
+
 
 async def aggregator_minimums(
     aggregators: Sequence[PublishedAggregator],
@@ -66,36 +109,20 @@ async def aggregator_minimums(
             published key (the run is refused: the key file given with
             ``--aggregator`` does not match the aggregator at that URL).
     """
-    one_try = RetryPolicy(max_attempts=1, timeout_s=10.0)
 
-    async def one(aggregator: PublishedAggregator) -> int:
-        waiting = False
-        while True:
-            try:
-                policy = await fetch_aggregator_policy(
-                    aggregator, verify=verify, transport=transport, retry=one_try
-                )
-            except (TransportError, WireFormatError) as exc:
-                if not waiting:
-                    logger.info(
-                        "waiting for aggregator %d's signed policy at %s (%s)",
-                        aggregator.index,
-                        aggregator.url,
-                        exc,
-                    )
-                    waiting = True
-                await asyncio.sleep(retry_interval_s)
-                continue
-            try:
-                return verified_minimums([aggregator], [policy])[aggregator.index]
-            except ConfigurationError as exc:
-                raise ConfigurationError(
-                    f"{exc} Refusing the run: check the key file given with --aggregator "
-                    f"for {aggregator.url}."
-                ) from None
+    async def minimum(aggregator: PublishedAggregator) -> int | None:
+        policy = await fetch_aggregator_policy(
+            aggregator, verify=verify, transport=transport, retry=_ONE_TRY
+        )
+        try:
+            return verified_minimums([aggregator], [policy])[aggregator.index]
+        except ConfigurationError as exc:
+            raise ConfigurationError(
+                f"{exc} Refusing the run: check the key file given with --aggregator "
+                f"for {aggregator.url}."
+            ) from None
 
-    found = await asyncio.gather(*(one(a) for a in aggregators))
-    return {a.index: minimum for a, minimum in zip(aggregators, found, strict=True)}
+    return await _ask_each(aggregators, minimum, "signed policy", retry_interval_s)
 
 
 async def fit_to_aggregators(
@@ -162,46 +189,35 @@ async def collect_consents(
     secure = description.info.secure
     if secure is None:
         raise ConfigurationError("Only a secure run collects its aggregators' consents.")
-    one_try = RetryPolicy(max_attempts=1, timeout_s=10.0)
     run_id = description.run_id
 
-    async def one(aggregator: PublishedAggregator) -> RunConsent:
-        waiting = False
-        while True:
-            try:
-                consent = await fetch_run_consent(
-                    aggregator, verify=verify, transport=transport, retry=one_try
-                )
-            except (TransportError, WireFormatError) as exc:
-                if run_id in str(exc) and "refused" in str(exc):
-                    raise ConfigurationError(
-                        f"Aggregator {aggregator.index} at {aggregator.url} refused run "
-                        f"{run_id}: {exc}"
-                    ) from None
-                consent = None
-                if not waiting:
-                    logger.info(
-                        "waiting for aggregator %d's consent to run %s (%s)",
-                        aggregator.index,
-                        run_id,
-                        exc,
-                    )
-                    waiting = True
-            if consent is not None and consent.run_id == run_id:
-                signers = RunDescription(description.spec, (consent,)).consenting_aggregators(
-                    {aggregator.index: aggregator.signing_bytes()}
-                )
-                if aggregator.index not in signers:
-                    raise ConfigurationError(
-                        f"Aggregator {aggregator.index} at {aggregator.url} served a consent to "
-                        f"run {run_id} that its published key did not sign, or for other "
-                        "noise; check the key file given with --aggregator."
-                    )
-                return consent
-            await asyncio.sleep(retry_interval_s)
+    async def consent(aggregator: PublishedAggregator) -> RunConsent | None:
+        try:
+            given = await fetch_run_consent(
+                aggregator, verify=verify, transport=transport, retry=_ONE_TRY
+            )
+        except TransportError as exc:
+            if run_id in str(exc) and "refused" in str(exc):
+                raise ConfigurationError(
+                    f"Aggregator {aggregator.index} at {aggregator.url} refused run {run_id}: {exc}"
+                ) from None
+            raise
+        if given.run_id != run_id:
+            return None  # still on an earlier run: it follows this one shortly
+        signers = RunDescription(description.spec, (given,)).consenting_aggregators(
+            {aggregator.index: aggregator.signing_bytes()}
+        )
+        if aggregator.index not in signers:
+            raise ConfigurationError(
+                f"Aggregator {aggregator.index} at {aggregator.url} served a consent to "
+                f"run {run_id} that its published key did not sign, or for other noise; "
+                "check the key file given with --aggregator."
+            )
+        return given
 
-    found = await asyncio.gather(*(one(a) for a in secure.aggregators))
-    return {consent.index: consent for consent in found}
+    return await _ask_each(
+        secure.aggregators, consent, f"consent to run {run_id}", retry_interval_s
+    )
 
 
 async def open_when_aggregators_consent(
