@@ -100,9 +100,8 @@ async def aggregator_minimums(
 ) -> dict[int, int]:
     """Every aggregator's verified minimum cohort, asked again until each has answered.
 
-    An aggregator that cannot be reached yet (it may still be starting: it fetches the
-    run from this coordinator first) is asked again every ``retry_interval_s``; that
-    it is waited for is logged once.
+    An aggregator that cannot be reached yet (it may still be starting) is asked again
+    every ``retry_interval_s``; that it is waited for is logged once.
 
     Raises:
         ConfigurationError: if a policy is for another key, or not signed by the
