@@ -94,12 +94,14 @@ def _cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / _TICK  # utime, stime
 
 
-async def _wait_serving(url: str, verify: ssl.SSLContext, timeout_s: float = 60) -> None:
+async def _wait_serving(
+    url: str, verify: ssl.SSLContext, timeout_s: float = 60, *, path: str = "/v1/status"
+) -> None:
     deadline = time.monotonic() + timeout_s
     async with httpx.AsyncClient(verify=verify) as http:
         while time.monotonic() < deadline:
             try:
-                if (await http.get(f"{url}/v1/status", timeout=1)).status_code == 200:
+                if (await http.get(f"{url}{path}", timeout=1)).status_code == 200:
                     return
             except httpx.HTTPError:
                 pass
@@ -414,7 +416,7 @@ async def _run(
         processes.append(subprocess.Popen(server, stdout=log, stderr=log, env=server_env))
         for cmd in aggregator_cmds:  # the coordinator reads their policies before it serves
             processes.append(subprocess.Popen(cmd, stdout=log, stderr=log, env=server_env))
-        await _wait_serving(url, verify)
+        await _wait_serving(url, verify, path="/v1/run")  # the run exists (not "starting")
         async with httpx.AsyncClient(verify=verify) as http:
             run = RunDescription.from_json((await http.get(f"{url}/v1/run")).json()).info
         assert run.secure is not None

@@ -11,6 +11,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import httpx
 
@@ -22,6 +23,7 @@ from veilfl.transport.signing import SigningAuth
 __all__ = [
     "PLAINTEXT",
     "HandClient",
+    "described_run",
     "free_port",
     "running",
     "veilfl_command",
@@ -51,7 +53,7 @@ class HandClient:
         cls, http: httpx.Client, url: str, *, name: str, token: str | None = None
     ) -> HandClient:
         """Enroll a new client with the coordinator at ``url``."""
-        client = cls(run_id=str(http.get(f"{url}/v1/run").json()["run_id"]))
+        client = cls(run_id=str(described_run(http, url)["run_id"]))
         response = http.post(
             f"{url}/v1/clients",
             json={
@@ -91,6 +93,19 @@ def running(cmd: list[str], log: Path) -> Iterator[subprocess.Popen[bytes]]:
             if process.poll() is None:
                 process.kill()
                 process.wait(timeout=30)
+
+
+def described_run(http: httpx.Client, url: str, *, timeout_s: float = 60.0) -> dict[str, Any]:
+    """The coordinator's run description, once it has one (while it sets its run up it
+    answers 503 and says when to ask again, as a real client retries)."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        response = http.get(f"{url}/v1/run")
+        if response.status_code == 200:
+            described: dict[str, Any] = response.json()
+            return described
+        assert time.monotonic() < deadline, f"no run description: {response.text}"
+        time.sleep(0.2)
 
 
 def wait_until_serving(

@@ -12,7 +12,14 @@ from pathlib import Path
 import httpx
 import numpy as np
 from tests import malicious
-from tests.e2e.processes import HandClient, free_port, running, veilfl_command, wait_until_serving
+from tests.e2e.processes import (
+    HandClient,
+    described_run,
+    free_port,
+    running,
+    veilfl_command,
+    wait_until_serving,
+)
 
 from veilfl.auth.admission import ADMISSION_HEADER
 from veilfl.cli.local_fleet import local_aggregators, local_trust, server_aggregator_flags
@@ -110,7 +117,7 @@ class SecureFleet:
         while not self.http.get("/v1/status").json()["opened"]:
             assert time.monotonic() < deadline, "the run never opened"
             time.sleep(0.1)
-        self.run = RunDescription.from_json(self.http.get("/v1/run").json()).info
+        self.run = RunDescription.from_json(described_run(self.http, self.url)).info
         assert self.run.secure is not None
         self.config = self.run.secure.config
         self._keys = [a.hpke_key() for a in self.run.secure.aggregators]
