@@ -22,3 +22,12 @@ def test_every_module_declares_all_and_its_names_exist() -> None:
         assert exported is not None, f"{info.name} has no __all__"
         for name in exported:
             assert hasattr(module, name), f"{info.name}.__all__ names missing {name!r}"
+
+
+def test_every_role_has_a_public_entry_point() -> None:
+    roles = {"run_coordinator", "run_aggregator", "run_client"}
+
+    exported = set(veilfl.__all__)
+
+    assert roles <= exported
+    assert all(callable(getattr(veilfl, name)) for name in roles)

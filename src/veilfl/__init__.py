@@ -19,7 +19,7 @@ _EXPORTS: dict[str, str] = {
     "ClientPolicy": "veilfl.protocol.client_policy",
     "ClientSummary": "veilfl.client.http_client",
     "Coordinator": "veilfl.protocol.coordinator",
-    "RunSpec": "veilfl.protocol.run_spec",
+    "EnrollmentPolicy": "veilfl.auth.enrollment",
     "Evaluation": "veilfl.protocol.metrics",
     "ExecutionSettings": "veilfl.sim.backends",
     "FedAvg": "veilfl.strategy.fedavg",
@@ -29,7 +29,9 @@ _EXPORTS: dict[str, str] = {
     "RetryPolicy": "veilfl.client.http_client",
     "RoundConfig": "veilfl.protocol.sync_round",
     "RoundMetrics": "veilfl.protocol.metrics",
+    "RunSpec": "veilfl.protocol.run_spec",
     "SecureAggregationConfig": "veilfl.secagg.config",
+    "SecureSettings": "veilfl.protocol.run_spec",
     "ServerOptimizerConfig": "veilfl.strategy.settings",
     "SimulationConfig": "veilfl.sim.simulator",
     "SimulationResult": "veilfl.sim.simulator",
@@ -38,9 +40,14 @@ _EXPORTS: dict[str, str] = {
     "build_coordinator": "veilfl.protocol.assembly",
     "build_executor": "veilfl.sim.backends",
     "client_ssl_context": "veilfl.tls",
+    "generate_keypair": "veilfl.crypto.keys",
+    "issue_server_certificate": "veilfl.tls",
     "load_or_create_identity": "veilfl.keyfiles",
+    "make_certificate_authority": "veilfl.tls",
     "mnist_learner": "veilfl.ml.learner",
+    "run_aggregator": "veilfl.aggregator.api",
     "run_client": "veilfl.client.http_client",
+    "run_coordinator": "veilfl.server.api",
     "sgd_learner": "veilfl.ml.learner",
     "simulate": "veilfl.sim.simulator",
     "simulate_async": "veilfl.sim.async_simulator",
@@ -52,6 +59,7 @@ __all__ = [
     "ClientPolicy",
     "ClientSummary",
     "Coordinator",
+    "EnrollmentPolicy",
     "Evaluation",
     "ExecutionSettings",
     "FedAvg",
@@ -63,6 +71,7 @@ __all__ = [
     "RoundMetrics",
     "RunSpec",
     "SecureAggregationConfig",
+    "SecureSettings",
     "ServerOptimizerConfig",
     "SimulationConfig",
     "SimulationResult",
@@ -72,16 +81,24 @@ __all__ = [
     "build_coordinator",
     "build_executor",
     "client_ssl_context",
+    "generate_keypair",
+    "issue_server_certificate",
     "load_or_create_identity",
+    "make_certificate_authority",
     "mnist_learner",
+    "run_aggregator",
     "run_client",
+    "run_coordinator",
     "sgd_learner",
     "simulate",
     "simulate_async",
 ]
 
 if TYPE_CHECKING:
+    from veilfl.aggregator.api import run_aggregator
+    from veilfl.auth.enrollment import EnrollmentPolicy
     from veilfl.client.http_client import ClientSummary, RetryPolicy, run_client
+    from veilfl.crypto.keys import generate_keypair
     from veilfl.errors import VeilflError
     from veilfl.keyfiles import load_or_create_identity
     from veilfl.ml.datasets import ArrayDataset
@@ -91,16 +108,17 @@ if TYPE_CHECKING:
     from veilfl.protocol.coordinator import Coordinator
     from veilfl.protocol.messages import LocalTrainingPlan
     from veilfl.protocol.metrics import Evaluation, RoundMetrics
-    from veilfl.protocol.run_spec import RunSpec
+    from veilfl.protocol.run_spec import RunSpec, SecureSettings
     from veilfl.protocol.sync_round import RoundConfig
     from veilfl.secagg.config import SecureAggregationConfig
+    from veilfl.server.api import run_coordinator
     from veilfl.sim.async_simulator import simulate_async
     from veilfl.sim.backends import ExecutionSettings, build_executor
     from veilfl.sim.simulator import SimulationConfig, SimulationResult, simulate
     from veilfl.strategy.aggregate import Aggregate
     from veilfl.strategy.fedavg import FedAvg
     from veilfl.strategy.settings import ServerOptimizerConfig
-    from veilfl.tls import client_ssl_context
+    from veilfl.tls import client_ssl_context, issue_server_certificate, make_certificate_authority
 
 
 def __getattr__(name: str) -> Any:

@@ -40,6 +40,7 @@ __all__ = [
     "load_certificate_authority",
     "make_certificate_authority",
     "server_certificate",
+    "uvicorn_tls_options",
 ]
 
 INSECURE_WARNING = (
@@ -244,6 +245,14 @@ def client_ssl_context(ca_file: Path) -> ssl.SSLContext:
         ) from None
     context.minimum_version = ssl.TLSVersion.TLSv1_2
     return context
+
+
+def uvicorn_tls_options(certificate: ServerCertificate | None) -> dict[str, str]:
+    """``ssl_certfile``/``ssl_keyfile`` for uvicorn to serve ``certificate`` (empty for
+    plaintext HTTP)."""
+    if certificate is None:
+        return {}
+    return {"ssl_certfile": str(certificate.cert_file), "ssl_keyfile": str(certificate.key_file)}
 
 
 def check_url_scheme(url: str, *, insecure: bool) -> None:

@@ -37,7 +37,7 @@ def _serve(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, *flags: str) -> _See
             self.should_exit = False
             self.started = True
 
-        def run(self) -> None:
+        async def serve(self) -> None:
             if seen.on_run_done is not None:
                 seen.on_run_done()  # the follower saw the run done
             seen.stopped_at_run_end = self.should_exit

@@ -52,3 +52,16 @@ def test_tabular_example_learns_the_breast_cancer_set() -> None:
     accuracies = _run("tabular_breast_cancer.py")
     assert len(accuracies) == 10
     assert max(accuracies[-3:]) > 0.9
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(180)
+def test_secure_federation_example_runs_two_secure_rounds_through_the_public_api() -> None:
+    source = (EXAMPLES / "secure_federation.py").read_text()
+    internal = [line for line in source.splitlines() if line.startswith("from veilfl")]
+
+    accuracies = _run("secure_federation.py")
+
+    assert internal == []  # `import veilfl` names only
+    assert len(accuracies) == 2
+    assert all(0.0 <= accuracy <= 1.0 for accuracy in accuracies)

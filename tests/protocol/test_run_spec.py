@@ -13,7 +13,7 @@ from tests.contributions import seal
 from tests.run_descriptions import published
 
 from veilfl.crypto.keys import generate_keypair
-from veilfl.errors import DecryptionError, WireFormatError
+from veilfl.errors import ConfigurationError, DecryptionError, WireFormatError
 from veilfl.privacy.clipping import AdaptiveClipping
 from veilfl.privacy.dp_fedavg import DpConfig
 from veilfl.protocol.buffered import BufferConfig
@@ -186,3 +186,20 @@ def test_a_buffered_run_declares_its_weight_floor() -> None:
 
     assert floor == pytest.approx(spec.buffer.weight(3))  # type: ignore[union-attr]
     assert 0 < floor < 1
+
+
+def test_secure_settings_for_aggregators_publishes_each_key_in_index_order() -> None:
+    urls = [f"http://aggregator-{j}/" for j in range(1, 4)]
+
+    settings = SecureSettings.for_aggregators(
+        list(zip(urls, KEYS, strict=True)), threshold=2, max_samples_per_client=100
+    )
+
+    assert settings == SecureSettings(config=CONFIG, aggregators=published(KEYS))
+
+
+def test_secure_settings_for_no_aggregators_is_refused_in_one_line() -> None:
+    with pytest.raises(ConfigurationError, match="at least one aggregator") as raised:
+        SecureSettings.for_aggregators([], threshold=2)
+
+    assert "\n" not in str(raised.value)

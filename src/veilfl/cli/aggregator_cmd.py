@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import argparse
+import asyncio
 import contextlib
-import logging
 from pathlib import Path
 
 from veilfl.cli.common import add_log_option, configure_logging
@@ -14,19 +14,9 @@ from veilfl.cli.security_options import (
     rate_limit_from_args,
     transport_from_args,
 )
-from veilfl.keyfiles import read_private_key
-from veilfl.logging_setup import uvicorn_log_options
 from veilfl.protocol.aggregator_minimums import DEFAULT_MIN_PARTICIPANTS
 
-__all__ = ["FOLLOW_INTERVAL_S", "add_parser", "run"]
-
-STARTUP_FAILURE = 3
-"""The exit code when the server could not start (uvicorn's; say, the port is taken)."""
-
-FOLLOW_INTERVAL_S = 2.0
-"""How often a running aggregator checks whether its coordinator started a new run."""
-
-logger = logging.getLogger("veilfl.aggregator")
+__all__ = ["add_parser", "run"]
 
 
 def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -106,56 +96,33 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
 
 def run(args: argparse.Namespace) -> int:
     """Serve until the coordinator reports the run done (or, with ``--stay``, until
-    stopped)."""
-    import uvicorn  # the web stack loads only for the command that serves
-
-    from veilfl.aggregator.access import AggregatorAccess
-    from veilfl.aggregator.service import AggregatorService, create_aggregator_app
+    stopped): :func:`veilfl.aggregator.api.run_aggregator` with the options' values."""
+    from veilfl.aggregator.api import run_aggregator
 
     configure_logging(args.log_level, fmt=args.log_format, role=f"aggregator {args.index}")
     transport = transport_from_args(args, serves=True)
-    transport.check_url(args.coordinator)
-    service = AggregatorService(
-        index=args.index,
-        keypair=read_private_key(args.key),
-        spool=args.spool,
-        min_participants=args.min_participants,
-        peer_fingerprints=args.peer_fingerprint or None,
-        trust_coordinator_peer_keys=args.trust_coordinator_peer_keys,
-        min_noise_multiplier=args.min_noise_multiplier,
-        max_epsilon=args.max_epsilon,
-        allow_split_certificates=args.allow_split_certificates,
-    )
-    logger.info(
-        "serving; the run comes from the coordinator at %s once it describes one",
-        args.coordinator,
-    )
-    server: uvicorn.Server | None = None
-
-    def run_done() -> None:
-        logger.info("the run is done; exiting (pass --stay to serve on)")
-        if server is not None:
-            server.should_exit = True
-
-    app = create_aggregator_app(
-        service,
-        coordinator_url=args.coordinator,
-        follow_interval_s=FOLLOW_INTERVAL_S,
-        max_share_bytes=int(args.max_share_mb * 2**20),
-        access=AggregatorAccess(index=args.index, rate_limit=rate_limit_from_args(args)),
-        verify=transport.verify,
-        on_run_done=None if args.stay else run_done,
-    )
-    config = uvicorn.Config(
-        app,
-        host=args.host,
-        port=args.port,
-        timeout_keep_alive=60,
-        **uvicorn_log_options(args.log_level),
-        backlog=4096,
-        **transport.uvicorn_options(),  # type: ignore[arg-type]
-    )
-    server = uvicorn.Server(config)
     with contextlib.suppress(KeyboardInterrupt):  # as uvicorn.run: main() reports a signal
-        server.run()
-    return 0 if server.started else STARTUP_FAILURE
+        asyncio.run(
+            run_aggregator(
+                index=args.index,
+                key=args.key,
+                coordinator_url=args.coordinator,
+                peer_fingerprints=args.peer_fingerprint or None,
+                host=args.host,
+                port=args.port,
+                certificate=transport.certificate,
+                verify=transport.verify,
+                insecure=transport.insecure,
+                spool=args.spool,
+                min_participants=args.min_participants,
+                max_share_bytes=int(args.max_share_mb * 2**20),
+                trust_coordinator_peer_keys=args.trust_coordinator_peer_keys,
+                min_noise_multiplier=args.min_noise_multiplier,
+                max_epsilon=args.max_epsilon,
+                allow_split_certificates=args.allow_split_certificates,
+                rate_limit=rate_limit_from_args(args),
+                stay=args.stay,
+                log_level=args.log_level,
+            )
+        )
+    return 0

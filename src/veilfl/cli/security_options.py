@@ -20,6 +20,7 @@ from veilfl.tls import (
     check_url_scheme,
     client_ssl_context,
     server_certificate,
+    uvicorn_tls_options,
 )
 
 __all__ = [
@@ -55,12 +56,7 @@ class TransportSecurity:
 
     def uvicorn_options(self) -> dict[str, str]:
         """``ssl_certfile``/``ssl_keyfile`` for uvicorn (empty for plaintext)."""
-        if self.certificate is None:
-            return {}
-        return {
-            "ssl_certfile": str(self.certificate.cert_file),
-            "ssl_keyfile": str(self.certificate.key_file),
-        }
+        return uvicorn_tls_options(self.certificate)
 
     def check_url(self, url: str) -> None:
         """Refuse an ``http://`` peer unless plaintext was chosen.

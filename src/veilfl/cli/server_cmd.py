@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import logging
 from pathlib import Path
 
 from veilfl.cli.common import (
@@ -29,20 +28,13 @@ from veilfl.cli.tracking_options import add_metrics_sink_option
 from veilfl.declared import build_config
 from veilfl.errors import ConfigurationError
 from veilfl.keyfiles import read_public_key
-from veilfl.logging_setup import uvicorn_log_options
 from veilfl.privacy.dp_fedavg import DpConfig
-from veilfl.protocol.assembly import (
-    check_run_settings,
-    precision_warning,
-    privacy_warning,
-)
+from veilfl.protocol.assembly import check_run_settings
 from veilfl.protocol.messages import PublishedAggregator
 from veilfl.protocol.run_spec import RunSpec, SecureSettings
 from veilfl.secagg.config import SecureAggregationConfig
 
 __all__ = ["add_parser", "run"]
-
-logger = logging.getLogger("veilfl.server")
 
 
 def secure_from_args(args: argparse.Namespace, dp: DpConfig | None = None) -> SecureSettings | None:
@@ -122,181 +114,37 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
 
 
 def run(args: argparse.Namespace) -> int:
-    """Serve the run until its last round completes."""
-    import uvicorn
-
-    from veilfl.server.aggregator_check import fit_to_aggregators, open_when_aggregators_consent
-    from veilfl.server.aggregator_link import HttpAggregatorLink
-    from veilfl.server.app import create_app
-    from veilfl.server.client_access import ClientAccess
-    from veilfl.server.commands import ServerCommands
-    from veilfl.server.round_reports import RoundReports
-    from veilfl.server.run_setup import PreparedRun, metrics_from_store, prepare_run
-    from veilfl.server.service import CoordinatorService
-    from veilfl.server.starting_gate import StartingGate
+    """Serve the run until its last round completes: :func:`veilfl.server.api.run_coordinator`
+    with the run the options describe."""
+    from veilfl.server.api import run_coordinator
 
     configure_logging(args.log_level, fmt=args.log_format)
     settings = settings_from_args(args)
     check_run_settings(settings)  # contradictory DP settings: one line, before anything
     transport = transport_from_args(args, serves=True)
     policy = enrollment_from_args(args)
-    if settings.secure is None:
-        check_resumable(args.run_dir, settings.unsealed().to_json())
-    else:
-        for endpoint in settings.secure.aggregators:
-            transport.check_url(endpoint.url)
     learner = learner_for(settings.model_name, seed=settings.seed, device=args.device)
-    test = test_dataset(args.mnist_dir, args.test_examples)
-    gate = StartingGate()  # listens at once; serves the run's app once the run exists
-    server = uvicorn.Server(
-        uvicorn.Config(
-            gate,
+    asyncio.run(
+        run_coordinator(
+            settings,
+            run_dir=args.run_dir,
+            learner=learner,
+            enrollment=policy,
+            eval_data=test_dataset(args.mnist_dir, args.test_examples),
             host=args.host,
             port=args.port,
-            lifespan="on",  # the gate's own; the run's app is started below, once it exists
-            timeout_keep_alive=60,  # many clients poll: keep their connections open
-            backlog=4096,
-            **uvicorn_log_options(args.log_level),
-            **transport.uvicorn_options(),  # type: ignore[arg-type]
+            certificate=transport.certificate,
+            verify=transport.verify,
+            insecure=transport.insecure,
+            rate_limit=rate_limit_from_args(args),
+            max_update_bytes=int(args.max_update_mb * 2**20),
+            max_clock_skew_s=args.max_clock_skew,
+            linger_s=args.linger,
+            metrics_sinks=args.metrics_sink,
+            min_clients_fixed=args.min_clients is not None,
+            clients_per_round_fixed=args.clients_per_round is not None,
+            before_create=lambda fitted: check_resumable(args.run_dir, fitted.unsealed().to_json()),
+            log_level=args.log_level,
         )
     )
-
-    async def setup(settings: RunSpec) -> PreparedRun:
-        if settings.secure is not None:
-            # The run's id is the hash of its settings, so they are fitted to the
-            # aggregators' minimums before the run is created (or compared on resume).
-            settings = await fit_to_aggregators(
-                settings,
-                min_clients_given=args.min_clients is not None,
-                clients_per_round_given=args.clients_per_round is not None,
-                verify=transport.verify,
-            )
-            check_resumable(args.run_dir, settings.unsealed().to_json())
-        return await asyncio.to_thread(
-            prepare_run,
-            args.run_dir,
-            settings,
-            initial_weights=lambda seed: learner.initial_weights(seed=seed),
-        )
-
-    async def serve() -> None:
-        serving = asyncio.create_task(server.serve())
-        setting_up = asyncio.create_task(setup(settings))
-        await asyncio.wait({serving, setting_up}, return_when=asyncio.FIRST_COMPLETED)
-        if not setting_up.done() or setting_up.exception() is not None:
-            server.should_exit = True  # stopped, or the run was refused: in one line
-            setting_up.cancel()
-            await serving
-            if not setting_up.cancelled():
-                setting_up.result()
-            return
-        prepared = setting_up.result()
-        try:
-            await serve_run(prepared, serving)
-        finally:
-            prepared.store.close()
-
-    async def serve_run(prepared: PreparedRun, serving: asyncio.Task[None]) -> None:
-        run_info = prepared.run_info
-        spec = prepared.description.spec
-        if prepared.resumed_from_round is not None:
-            logger.info(
-                "resuming run %s after round %d", run_info.run_id, prepared.resumed_from_round
-            )
-        if prepared.coordinator.done:
-            logger.info("run %s is already complete", run_info.run_id)
-            server.should_exit = True
-            await serving
-            return
-        model_size = prepared.coordinator.spec.total_size
-        for warning in (
-            privacy_warning(spec, model_size=model_size),
-            precision_warning(
-                None if spec.secure is None else spec.secure.config, model_size=model_size
-            ),
-        ):
-            if warning is not None:
-                logger.warning("%s", warning)
-        if prepared.privacy is not None:
-            logger.info("privacy so far: %s", prepared.privacy.report().summary())
-        link = (
-            None
-            if run_info.secure is None
-            else HttpAggregatorLink(
-                {a.index: a.url for a in run_info.secure.aggregators},
-                vector_length=run_info.secure.layout.measurement_length,
-                run_id=run_info.run_id,
-                identity=prepared.identity,
-                verify=transport.verify,
-            )
-        )
-        reports = RoundReports(
-            args.run_dir,
-            prepared.recorder,
-            spec=prepared.coordinator.spec,
-            evaluate=learner.evaluator(test),
-            history=metrics_from_store(prepared.store),
-            title=f"veilfl run {run_info.run_id}",
-            sinks=args.metrics_sink,
-        )
-        service = CoordinatorService(
-            prepared.coordinator,
-            description=prepared.description,
-            performer=ServerCommands(link, prepared.persist),
-            on_round=reports,
-            on_served=reports.note,
-            max_update_bytes=int(args.max_update_mb * 2**20),
-            opened=spec.secure is None,  # a secure run opens once its aggregators consent
-        )
-        access = ClientAccess.create(
-            run_id=run_info.run_id,
-            policy=policy,
-            coordinator=prepared.identity,
-            store=prepared.store,
-            rate_limit=rate_limit_from_args(args),
-            max_skew_s=args.max_clock_skew,
-        )
-        app = create_app(
-            service, metrics=lambda: list(reports.history), access=access, settings=spec
-        )
-        try:
-            async with app.router.lifespan_context(app):
-                gate.app = app
-                await _until_done(service, serving, link, spec)
-        finally:
-            if link is not None:
-                await link.close()
-            reports.close()
-
-    async def _until_done(
-        service: CoordinatorService,
-        serving: asyncio.Task[None],
-        link: HttpAggregatorLink | None,
-        spec: RunSpec,
-    ) -> None:
-        finished = asyncio.create_task(service.finished.wait())
-        waiting = {serving, finished}
-        if spec.secure is not None:
-            opening = asyncio.create_task(
-                open_when_aggregators_consent(service, verify=transport.verify)
-            )
-            done, _ = await asyncio.wait({*waiting, opening}, return_when=asyncio.FIRST_COMPLETED)
-            if opening in done and opening.exception() is not None:
-                server.should_exit = True  # an aggregator refused the run: in one line
-                await serving
-                opening.result()
-            if not opening.done():
-                opening.cancel()
-        done, _ = await asyncio.wait(waiting, return_when=asyncio.FIRST_COMPLETED)
-        if finished in done:
-            logger.info(
-                "all %d rounds complete; serving %.0f s more", spec.num_releases, args.linger
-            )
-            await asyncio.sleep(args.linger)
-            server.should_exit = True
-        await serving
-
-    base = f"{'https' if transport.certificate else 'http'}://{args.host}:{args.port}"
-    logger.info("live dashboard at %s/dashboard; Prometheus metrics at %s/metrics", base, base)
-    asyncio.run(serve())
     return 0

@@ -14,12 +14,15 @@ and a split view costs nothing but a refused round.
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import json
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, fields, replace
-from typing import Any, Self
+from typing import Any, Protocol, Self
 
+from veilfl.auth.identity import encode_public_key
+from veilfl.crypto.envelope import KemChoice
 from veilfl.declared import check_declared, config_from_json, nested, setting, to_json_value
 from veilfl.errors import ConfigurationError
 from veilfl.privacy.dp_fedavg import DpConfig
@@ -29,7 +32,13 @@ from veilfl.protocol.sync_round import RoundConfig
 from veilfl.secagg.config import SecureAggregationConfig
 from veilfl.strategy.settings import ServerOptimizerConfig
 
-__all__ = ["RUN_SPEC_VERSION", "RunSpec", "SecureSettings", "canonical_json"]
+__all__ = [
+    "RUN_SPEC_VERSION",
+    "AggregatorPublicKeys",
+    "RunSpec",
+    "SecureSettings",
+    "canonical_json",
+]
 
 RUN_SPEC_VERSION = 1
 """The version of the run description's format; part of every run id."""
@@ -44,6 +53,22 @@ def canonical_json(data: Any) -> bytes:
     return json.dumps(
         data, sort_keys=True, separators=(",", ":"), ensure_ascii=True, allow_nan=False
     ).encode("ascii")
+
+
+class AggregatorPublicKeys(Protocol):
+    """An aggregator's public keys, as :meth:`SecureSettings.for_aggregators` reads them."""
+
+    @property
+    def kem(self) -> KemChoice:
+        """The HPKE key-encapsulation mechanism."""
+
+    @property
+    def public_bytes(self) -> bytes:
+        """The raw HPKE public key."""
+
+    @property
+    def signing_public_bytes(self) -> bytes:
+        """The raw Ed25519 public key."""
 
 
 @dataclass(frozen=True)
@@ -67,6 +92,46 @@ class SecureSettings:
                 f"Secure aggregation with {self.config.num_aggregators} aggregators needs "
                 f"aggregators 1..{self.config.num_aggregators}; got {sorted(indices)}."
             )
+
+    @classmethod
+    def for_aggregators(
+        cls, aggregators: Sequence[tuple[str, AggregatorPublicKeys]], **config: Any
+    ) -> SecureSettings:
+        """Secure aggregation over these aggregators, in index order.
+
+        Args:
+            aggregators: Each aggregator's base URL and public keys (an
+                :class:`~veilfl.crypto.keys.AggregatorKeyPair`, or anything with its
+                ``kem``, ``public_bytes`` and ``signing_public_bytes``).
+            **config: Other :class:`SecureAggregationConfig` fields (``threshold``,
+                ``norm_bound``, ``quorum`` ...); ``num_aggregators`` and ``kem`` follow
+                from ``aggregators``.
+
+        Raises:
+            ConfigurationError: if no aggregator is given, their keys are of different
+                kinds, or ``config`` does not make a valid configuration.
+        """
+        if not aggregators:
+            raise ConfigurationError("Secure aggregation needs at least one aggregator.")
+        kems = {key.kem for _, key in aggregators}
+        if len(kems) != 1:
+            raise ConfigurationError(
+                f"Every aggregator's key must be of one kind; got {sorted(kems)}."
+            )
+        published = tuple(
+            PublishedAggregator(
+                index=index,
+                url=url.rstrip("/"),
+                kem=key.kem,
+                public_key=base64.b64encode(key.public_bytes).decode(),
+                signing_key=encode_public_key(key.signing_public_bytes),
+            )
+            for index, (url, key) in enumerate(aggregators, start=1)
+        )
+        settings = SecureAggregationConfig(
+            **{**config, "num_aggregators": len(published), "kem": published[0].kem}
+        )
+        return cls(config=settings, aggregators=published)
 
     def to_json(self) -> dict[str, Any]:
         """A JSON-ready dict."""
