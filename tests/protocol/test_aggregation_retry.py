@@ -6,23 +6,19 @@ is abandoned and run again under a new round id. All without a socket."""
 from __future__ import annotations
 
 import numpy as np
+from tests.in_process_hand_in import hand_in
 from tests.run_descriptions import run_info
 from tests.tiny_coordinator import settle
 
-from veilfl.crypto.csprng import CsprngStream
-from veilfl.ml.learner import LocalUpdate
 from veilfl.protocol.assembly import build_coordinator
 from veilfl.protocol.buffered import BufferConfig
-from veilfl.protocol.client_policy import ClientPolicy
 from veilfl.protocol.coordinator import Coordinator, CoordinatorPhase
 from veilfl.protocol.effects import AggregationStalled, ClientsExcluded, Effect, RoundAbandoned
-from veilfl.protocol.hand_in import HandInContext
 from veilfl.protocol.messages import RunInfo, UpdateHeader
 from veilfl.protocol.run_spec import RunSpec, SecureSettings
 from veilfl.protocol.sync_round import RoundConfig
 from veilfl.secagg.config import SecureAggregationConfig
 from veilfl.secagg.contribution import ContributionLayout
-from veilfl.sim.hand_in import SimulatedHandIn
 from veilfl.sim.in_process_aggregators import InProcessAggregators
 
 START = {"w": np.zeros(3, np.float32)}
@@ -56,40 +52,6 @@ def _secure_run(
     return core, aggregators, run
 
 
-def _hand_in(
-    core: Coordinator,
-    aggregators: InProcessAggregators,
-    run: RunInfo,
-    client: str,
-    value: float,
-    *,
-    now: float,
-    round_id: int = 1,
-    weight: float | None = None,
-) -> bool:
-    hand = SimulatedHandIn(
-        core,
-        core.spec,
-        aggregators=aggregators,
-        csprng=CsprngStream(),
-        policy=ClientPolicy.accepting(run, min_cohort=2),
-    )
-    result = hand.deliver(
-        LocalUpdate(delta={"w": np.full(3, value, np.float32)}, num_samples=100, mean_loss=0.5),
-        context=HandInContext(
-            client_id=client,
-            run=run,
-            round_id=round_id,
-            base_version=0,
-            weight=weight,
-            admission="in-process",
-            aggregator_policies=aggregators.policies,
-        ),
-        now=now,
-    )
-    return result.taken
-
-
 def _stalls(effects: list[Effect]) -> list[str]:
     return [e.reason for e in effects if isinstance(e, AggregationStalled)]
 
@@ -105,7 +67,7 @@ def test_a_round_whose_aggregator_is_down_is_finished_once_it_is_back() -> None:
     core, aggregators, run = _secure_run()
     _start(core)
     for client, value in (("a", 1.0), ("b", 3.0)):
-        assert _hand_in(core, aggregators, run, client, value, now=1.0)
+        assert hand_in(core, aggregators, run, client, value, now=1.0)
     aggregators.down = {2}  # it took both shares, then went down before the round closed
     seen: list[Effect] = []
     settle(core, now=1.0, aggregators=aggregators, seen=seen)
@@ -126,7 +88,7 @@ def test_a_round_that_cannot_be_aggregated_is_abandoned_and_run_again() -> None:
     core, aggregators, run = _secure_run(timeout_s=30.0)
     _start(core)
     for client, value in (("a", 5.0), ("b", 7.0)):
-        assert _hand_in(core, aggregators, run, client, value, now=1.0)
+        assert hand_in(core, aggregators, run, client, value, now=1.0)
     aggregators.down = {2}
     settle(core, now=1.0, aggregators=aggregators)
     core.tick(now=20.0)  # within the round timeout: stalled, still round 1
@@ -141,7 +103,7 @@ def test_a_round_that_cannot_be_aggregated_is_abandoned_and_run_again() -> None:
     assert [(t.kind.value, t.round_id, t.model_version) for t in tasks] == [("train", 2, 0)] * 2
     assert not core.done and core.history == ()
     for client, value in (("a", 1.0), ("b", 3.0)):
-        assert _hand_in(core, aggregators, run, client, value, now=33.0, round_id=2)
+        assert hand_in(core, aggregators, run, client, value, now=33.0, round_id=2)
     settle(core, now=33.0, aggregators=aggregators)
     assert [m.round_id for m in core.history] == [2] and core.done
     np.testing.assert_allclose(core.global_model().weights["w"], 2.0, atol=STEP)
@@ -151,7 +113,7 @@ def test_a_false_receipt_gets_its_sender_excluded_and_recorded() -> None:
     core, aggregators, run = _secure_run(clients=3)
     _start(core, ("a", "b", "liar"))
     for client, value in (("a", 1.0), ("b", 3.0)):
-        assert _hand_in(core, aggregators, run, client, value, now=1.0)
+        assert hand_in(core, aggregators, run, client, value, now=1.0)
     # "liar" says its shares reached every aggregator; none did.
     assert core.record_receipt(
         UpdateHeader(
@@ -173,7 +135,7 @@ def test_a_buffer_whose_release_stalls_is_released_by_a_later_tick() -> None:
     )
     _start(core)
     for client, value in (("a", 0.25), ("b", 0.75)):  # inside the norm bound
-        assert _hand_in(core, aggregators, run, client, value, now=0.0, weight=1.0)
+        assert hand_in(core, aggregators, run, client, value, now=0.0, weight=1.0)
     aggregators.down = {2}
     settle(core, now=0.0, aggregators=aggregators)
     assert core.model_version == 0  # the release stalled; the updates are kept

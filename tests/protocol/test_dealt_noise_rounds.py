@@ -8,15 +8,13 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from tests.in_process_hand_in import hand_in
 from tests.run_descriptions import run_info
 from tests.tiny_coordinator import settle
 
-from veilfl.crypto.csprng import CsprngStream
 from veilfl.errors import ConfigurationError, ProtocolError
-from veilfl.ml.learner import LocalUpdate
 from veilfl.privacy.dp_fedavg import DpConfig
 from veilfl.protocol.assembly import build_coordinator
-from veilfl.protocol.client_policy import ClientPolicy
 from veilfl.protocol.coordinator import Coordinator, CoordinatorPhase
 from veilfl.protocol.effects import (
     AggregationStalled,
@@ -25,7 +23,6 @@ from veilfl.protocol.effects import (
     Effect,
     RoundAbandoned,
 )
-from veilfl.protocol.hand_in import HandInContext
 from veilfl.protocol.messages import RunInfo
 from veilfl.protocol.private_aggregation import PrivateAggregation
 from veilfl.protocol.run_spec import RunSpec, SecureSettings
@@ -33,7 +30,6 @@ from veilfl.protocol.secure_aggregation import SecureAggregation
 from veilfl.protocol.sync_round import RoundConfig
 from veilfl.secagg.config import SecureAggregationConfig
 from veilfl.secagg.contribution import ContributionLayout
-from veilfl.sim.hand_in import SimulatedHandIn
 from veilfl.sim.in_process_aggregators import InProcessAggregators
 
 START = {"w": np.zeros(3, np.float32)}
@@ -78,28 +74,18 @@ def _train(
     for client, value in values.items():
         task = tasks[client]
         assert task.kind.value == "train" and task.privacy is not None
+        assert task.round_id is not None
         assert task.privacy.update_stddev == 0 and task.privacy.count_stddev == 0
-        hand = SimulatedHandIn(
+        assert hand_in(
             core,
-            core.spec,
-            aggregators=aggregators,
-            csprng=CsprngStream(),
-            policy=ClientPolicy.accepting(run, min_cohort=2),
-        )
-        result = hand.deliver(
-            LocalUpdate(delta={"w": np.full(3, value, np.float32)}, num_samples=100, mean_loss=0.5),
-            context=HandInContext(
-                client_id=client,
-                run=run,
-                round_id=task.round_id,
-                base_version=0,
-                admission="in-process",
-                privacy=task.privacy,
-                aggregator_policies=aggregators.policies,
-            ),
+            aggregators,
+            run,
+            client,
+            value,
             now=now,
+            round_id=task.round_id,
+            privacy=task.privacy,
         )
-        assert result.taken
 
 
 def test_the_released_model_carries_the_dealt_noise() -> None:

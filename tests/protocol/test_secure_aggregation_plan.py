@@ -12,14 +12,12 @@ import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from tests.in_process_hand_in import hand_in
 from tests.run_descriptions import run_info
 from tests.tiny_coordinator import settle
 
-from veilfl.crypto.csprng import CsprngStream
 from veilfl.errors import ProtocolError
-from veilfl.ml.learner import LocalUpdate
 from veilfl.protocol.assembly import build_coordinator
-from veilfl.protocol.client_policy import ClientPolicy
 from veilfl.protocol.coordinator import Coordinator
 from veilfl.protocol.effects import (
     ClientsExcluded,
@@ -27,14 +25,12 @@ from veilfl.protocol.effects import (
     CollectVerifierShares,
     Effect,
 )
-from veilfl.protocol.hand_in import HandInContext
 from veilfl.protocol.messages import RunInfo
 from veilfl.protocol.run_spec import RunSpec, SecureSettings
 from veilfl.protocol.sync_round import RoundConfig
 from veilfl.secagg.config import SecureAggregationConfig
 from veilfl.secagg.contribution import ContributionLayout
 from veilfl.secagg.reconstruction import SPARE_KEEPING_SHARE, AggregationPlan, plan_aggregation
-from veilfl.sim.hand_in import SimulatedHandIn
 from veilfl.sim.in_process_aggregators import InProcessAggregators
 
 START = {"w": np.zeros(3, np.float32)}
@@ -60,32 +56,6 @@ def _secure_run(m: int) -> tuple[Coordinator, InProcessAggregators, RunInfo]:
     return core, aggregators, run_info(settings, run_id="r", model_size=core.spec.total_size)
 
 
-def _hand_in(
-    core: Coordinator, aggregators: InProcessAggregators, run: RunInfo, client: str, value: float
-) -> bool:
-    hand = SimulatedHandIn(
-        core,
-        core.spec,
-        aggregators=aggregators,
-        csprng=CsprngStream(),
-        policy=ClientPolicy.accepting(run, min_cohort=2),
-    )
-    result = hand.deliver(
-        LocalUpdate(delta={"w": np.full(3, value, np.float32)}, num_samples=100, mean_loss=0.5),
-        context=HandInContext(
-            client_id=client,
-            run=run,
-            round_id=1,
-            base_version=0,
-            weight=None,
-            admission="in-process",
-            aggregator_policies=aggregators.policies,
-        ),
-        now=1.0,
-    )
-    return result.taken
-
-
 @pytest.mark.parametrize(
     ("m", "fails_after_holdings"),
     [
@@ -108,9 +78,9 @@ def test_a_client_held_by_only_t_aggregators_is_left_out_and_the_spares_stay(
     for client in CLIENTS:
         assert core.task_for(client, now=0.0).kind.value == "train"
     for client, value in (("a", 1.0), ("b", 2.0), ("c", 3.0)):
-        assert _hand_in(core, aggregators, run, client, value)
+        assert hand_in(core, aggregators, run, client, value, now=1.0)
     aggregators.down = set(everyone[2:])
-    assert _hand_in(core, aggregators, run, "short", 50.0)
+    assert hand_in(core, aggregators, run, "short", 50.0, now=1.0)
     aggregators.down = set()
     seen: list[Effect] = []
     # Act: the aggregators say what they hold; then (in some cases) one of them fails
