@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from torch import nn
@@ -85,7 +86,8 @@ def test_batched_equals_sequential_for_each_client(
 
 
 def test_a_convolutional_net_with_uneven_clients_momentum_and_fedprox() -> None:
-    model = SimpleCNN()
+    torch.manual_seed(0)  # one initial model every run: float32 sums in another order
+    model = SimpleCNN()  # differ by a few 1e-6 on some draws, so the draw is fixed
     start = get_weights(model)
     batch = [
         BatchedClient(
