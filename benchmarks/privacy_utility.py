@@ -41,7 +41,7 @@ from veilfl.ml.datasets import ArrayDataset, load_mnist
 from veilfl.ml.dp_sgd import DpSgdConfig, dp_sgd_learner
 from veilfl.ml.learner import mnist_learner
 from veilfl.ml.partition import partition_iid
-from veilfl.privacy.dp_fedavg import DpConfig, NoisePlacement
+from veilfl.privacy.dp_config import DpConfig, NoisePlacement
 from veilfl.privacy.dp_ftrl import dp_ftrl_noise_multiplier_for
 from veilfl.privacy.tree import cover
 from veilfl.protocol.messages import LocalTrainingPlan

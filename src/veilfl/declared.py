@@ -65,7 +65,9 @@ class Setting:
     Attributes:
         flag: The long option (``--rounds``); None for a setting with no flag of its own.
         help: The option's help text.
-        choices: The values it takes (default: a ``Literal`` or enum annotation's).
+        choices: The values it takes (default: a ``Literal`` or enum annotation's), or
+            a function that lists them when the command line is built (a registry's
+            names, which can grow after the declaration).
         at_least: Smallest valid value (inclusive).
         above: Valid values are larger than this.
         below: Valid values are smaller than this.
@@ -83,7 +85,7 @@ class Setting:
 
     flag: str | None
     help: str
-    choices: tuple[str, ...] = ()
+    choices: tuple[str, ...] | Callable[[], tuple[str, ...]] = ()
     at_least: float | None = None
     above: float | None = None
     below: float | None = None
@@ -255,7 +257,8 @@ def declared_settings(cls: type, prefix: str = "") -> list[Declared]:
                 field=item,
                 setting=declared,
                 kind=kind,
-                choices=declared.choices or choices,
+                choices=(declared.choices() if callable(declared.choices) else declared.choices)
+                or choices,
                 optional=optional,
             )
         )

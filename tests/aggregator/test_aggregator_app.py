@@ -25,7 +25,7 @@ from veilfl.crypto.envelope import decode_share
 from veilfl.crypto.field import MERSENNE_31
 from veilfl.crypto.keys import generate_keypair
 from veilfl.errors import ConfigurationError
-from veilfl.privacy.dp_fedavg import DpConfig
+from veilfl.privacy.dp_config import DpConfig
 from veilfl.protocol.messages import DpRunInfo, RunInfo
 from veilfl.secagg.aggregator_policy import AggregatorPolicy
 from veilfl.secagg.commitment import Commitment, CommitmentCertificate

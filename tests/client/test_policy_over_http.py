@@ -29,7 +29,7 @@ from veilfl.crypto.keys import AggregatorKeyPair, generate_keypair
 from veilfl.errors import PolicyRefusal
 from veilfl.ml.datasets import synthetic_dataset
 from veilfl.ml.learner import mnist_learner
-from veilfl.privacy.dp_fedavg import DpConfig
+from veilfl.privacy.dp_config import DpConfig
 from veilfl.protocol.buffered import BufferConfig
 from veilfl.protocol.client_policy import ClientPolicy
 from veilfl.protocol.messages import LocalTrainingPlan

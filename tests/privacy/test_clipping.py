@@ -9,7 +9,7 @@ from hypothesis import strategies as st
 
 from veilfl.privacy.accountant import RDP_ORDERS, epsilon_for
 from veilfl.privacy.clipping import AdaptiveClipping, unclipped_bit, unclipped_fraction
-from veilfl.privacy.dp_fedavg import DpConfig
+from veilfl.privacy.dp_config import DpConfig
 
 # (q, rounds, expected clients per round, z): the issue's settings, sigma_b = n / 20.
 ISSUE_SETTINGS = [(0.01, 1000, 100, 1.0), (0.1, 100, 50, 0.8)]

@@ -126,7 +126,8 @@ def test_invalid_settings_are_refused() -> None:
 
 def test_a_runs_dp_settings_select_dp_ftrl_and_refuse_what_it_cannot_do() -> None:
     from veilfl.privacy.clipping import AdaptiveClipping
-    from veilfl.privacy.dp_fedavg import DpConfig
+    from veilfl.privacy.dp_config import DpConfig
+    from veilfl.privacy.mechanisms import DpFtrlTree
 
     dp = DpConfig(
         placement="distributed",
@@ -138,7 +139,7 @@ def test_a_runs_dp_settings_select_dp_ftrl_and_refuse_what_it_cannot_do() -> Non
         accounting="pld",
     )
     assert DpConfig.from_json(dp.to_json()) == dp
-    assert dp.tree_config(rounds=30).epsilon() == pytest.approx(
+    assert DpFtrlTree().tree_config(dp, rounds=30).epsilon() == pytest.approx(
         dp_ftrl_epsilon(
             noise_multiplier=8.46,
             rounds=30,

@@ -7,7 +7,8 @@ import pytest
 
 from veilfl.errors import ConfigurationError
 from veilfl.privacy.clipping import AdaptiveClipping
-from veilfl.privacy.dp_fedavg import ClientPrivacyPlan, DpConfig, NoisePlacement
+from veilfl.privacy.dp_config import DpConfig, NoisePlacement
+from veilfl.privacy.dp_fedavg import ClientPrivacyPlan
 from veilfl.privacy.validation import check_dp_settings, effective_noise_multiplier
 
 

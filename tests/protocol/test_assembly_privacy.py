@@ -12,7 +12,7 @@ from veilfl.crypto.csprng import CsprngStream
 from veilfl.crypto.keys import generate_keypair
 from veilfl.errors import ConfigurationError
 from veilfl.privacy.accountant import epsilon_for
-from veilfl.privacy.dp_fedavg import DpConfig
+from veilfl.privacy.dp_config import DpConfig
 from veilfl.privacy.utility import noise_warning
 from veilfl.protocol.assembly import (
     build_coordinator,

@@ -14,7 +14,8 @@ from tests.run_descriptions import secure_description, secure_run
 from veilfl.crypto.csprng import CsprngStream
 from veilfl.crypto.keys import AggregatorKeyPair, generate_keypair
 from veilfl.errors import ConfigurationError, PolicyRefusal
-from veilfl.privacy.dp_fedavg import ClientPrivacyPlan, DpConfig
+from veilfl.privacy.dp_config import DpConfig
+from veilfl.privacy.dp_fedavg import ClientPrivacyPlan
 from veilfl.protocol.client_policy import ClientPolicy, check_participations, run_epsilon
 from veilfl.protocol.hand_in import HandInContext, hand_in
 from veilfl.protocol.messages import DpRunInfo, RunInfo

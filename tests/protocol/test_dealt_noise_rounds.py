@@ -13,7 +13,7 @@ from tests.run_descriptions import run_info
 from tests.tiny_coordinator import settle
 
 from veilfl.errors import ConfigurationError, ProtocolError
-from veilfl.privacy.dp_fedavg import DpConfig
+from veilfl.privacy.dp_config import DpConfig
 from veilfl.protocol.assembly import build_coordinator
 from veilfl.protocol.coordinator import Coordinator, CoordinatorPhase
 from veilfl.protocol.effects import (

@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 from veilfl.crypto.csprng import CsprngStream
 from veilfl.privacy.accountant import RDP_ORDERS, epsilon_for
 from veilfl.privacy.clipping import AdaptiveClipping
-from veilfl.privacy.dp_fedavg import DpConfig
+from veilfl.privacy.dp_config import DpConfig
 from veilfl.protocol.aggregation import PlaintextAggregation
 from veilfl.protocol.cohort import ClosedCohort
 from veilfl.protocol.messages import ClientReport, UpdateHeader

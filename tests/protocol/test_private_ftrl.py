@@ -17,7 +17,7 @@ from veilfl.crypto.shamir import ShamirScheme
 from veilfl.errors import ConfigurationError
 from veilfl.ml.learner import LocalUpdate
 from veilfl.privacy.central_tree import CentralTreeNoise
-from veilfl.privacy.dp_fedavg import DpConfig
+from veilfl.privacy.dp_config import DpConfig
 from veilfl.privacy.dp_ftrl import dp_ftrl_epsilon
 from veilfl.privacy.tree import cover
 from veilfl.protocol.assembly import AssembledRun, ResumePoint, build_coordinator

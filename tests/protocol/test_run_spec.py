@@ -15,7 +15,7 @@ from tests.run_descriptions import published
 from veilfl.crypto.keys import generate_keypair
 from veilfl.errors import ConfigurationError, DecryptionError, WireFormatError
 from veilfl.privacy.clipping import AdaptiveClipping
-from veilfl.privacy.dp_fedavg import DpConfig
+from veilfl.privacy.dp_config import DpConfig
 from veilfl.protocol.buffered import BufferConfig
 from veilfl.protocol.messages import LocalTrainingPlan
 from veilfl.protocol.run_description import RunDescription, dealt_noise_profile

@@ -16,7 +16,7 @@ from veilfl.crypto.field import MERSENNE_31
 from veilfl.crypto.shamir import ShamirScheme, Share
 from veilfl.errors import ProtocolError
 from veilfl.privacy.clipping import AdaptiveClipping
-from veilfl.privacy.dp_fedavg import DpConfig
+from veilfl.privacy.dp_config import DpConfig
 from veilfl.secagg.config import SecureAggregationConfig
 from veilfl.secagg.contribution import ContributionLayout
 from veilfl.secagg.dealt_noise import dealt_noise_config

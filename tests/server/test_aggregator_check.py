@@ -22,7 +22,7 @@ from veilfl.aggregator.service import AggregatorService, create_aggregator_app
 from veilfl.auth.identity import Identity
 from veilfl.crypto.keys import AggregatorKeyPair, generate_keypair
 from veilfl.errors import ConfigurationError
-from veilfl.privacy.dp_fedavg import DpConfig
+from veilfl.privacy.dp_config import DpConfig
 from veilfl.protocol.assembly import build_coordinator
 from veilfl.protocol.coordinator import Coordinator
 from veilfl.protocol.messages import LocalTrainingPlan, RunInfo, TaskKind

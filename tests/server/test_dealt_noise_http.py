@@ -20,7 +20,7 @@ from veilfl.aggregator.service import NOISE_STATE, AggregatorService, create_agg
 from veilfl.auth.identity import Identity
 from veilfl.crypto.keys import AggregatorKeyPair, generate_keypair
 from veilfl.errors import ConfigurationError
-from veilfl.privacy.dp_fedavg import DpConfig
+from veilfl.privacy.dp_config import DpConfig
 from veilfl.protocol.effects import (
     AggregateShareReported,
     AggregatorFailed,

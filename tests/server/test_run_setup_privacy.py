@@ -13,7 +13,7 @@ import pytest
 
 from veilfl.privacy.accountant import epsilon_of
 from veilfl.privacy.clipping import AdaptiveClipping
-from veilfl.privacy.dp_fedavg import DpConfig
+from veilfl.privacy.dp_config import DpConfig
 from veilfl.privacy.dp_ftrl import dp_ftrl_epsilon
 from veilfl.privacy.ledger import PrivacyLedger
 from veilfl.protocol.effects import PersistRound, RoundCompleted, RoundOutcome, RoundPersisted

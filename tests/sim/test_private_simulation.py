@@ -10,7 +10,7 @@ from veilfl.ml.learner import mnist_learner
 from veilfl.ml.partition import partition_iid
 from veilfl.privacy.accountant import epsilon_for
 from veilfl.privacy.clipping import AdaptiveClipping
-from veilfl.privacy.dp_fedavg import DpConfig
+from veilfl.privacy.dp_config import DpConfig
 from veilfl.protocol.messages import LocalTrainingPlan
 from veilfl.protocol.run_spec import RunSpec
 from veilfl.protocol.sync_round import RoundConfig

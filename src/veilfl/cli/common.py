@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING
 from veilfl.errors import ConfigurationError
 from veilfl.logging_setup import LOG_FORMATS, LOG_LEVELS
 from veilfl.logging_setup import configure_logging as setup_logging
-from veilfl.privacy.dp_fedavg import DpConfig
+from veilfl.privacy.dp_config import DpConfig
 
 if TYPE_CHECKING:
     from veilfl.ml.datasets import ArrayDataset, ClientPartitions

@@ -10,9 +10,9 @@ here when its flag is not given:
 * ``--server-lr``: 1 for FedAvg, 0.01 for an adaptive server optimiser;
 * ``--buffer-size``: 1 under FedAsync; a buffered run's versions are ``--rounds``;
 * ``--model``: the ``--learner`` spec, when one is given;
-* ``--noise-multiplier``: derived from ``--target-epsilon``; ``--dp-min-clients``: the
-  minimum clients; DP-FTRL's K and b: what round-robin selection needs
-  (:func:`dp_settings`);
+* ``--noise-multiplier``: derived from ``--target-epsilon`` by the run's mechanism;
+  ``--dp-min-clients``: the minimum clients; K and b of a mechanism that limits
+  participation (DP-FTRL): what round-robin selection needs (:func:`dp_settings`);
 * ``--norm-bound``: the DP clipping norm, else
   :data:`~veilfl.cli.common.DEFAULT_NORM_BOUND` (:func:`~veilfl.cli.common.secure_norm_bound`).
 """
@@ -21,14 +21,15 @@ from __future__ import annotations
 
 import argparse
 import logging
-import math
 from collections.abc import Mapping
+from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
 from veilfl.cli.learner_option import model_name_from_args
 from veilfl.declared import build_config
 from veilfl.errors import ConfigurationError
-from veilfl.privacy.dp_fedavg import DpConfig
+from veilfl.privacy.dp_config import DpConfig
+from veilfl.privacy.mechanisms import mechanism_named
 from veilfl.protocol.aggregator_minimums import DEFAULT_MIN_PARTICIPANTS
 
 if TYPE_CHECKING:
@@ -98,61 +99,44 @@ def dp_settings(
     Raises:
         ConfigurationError: for a setting that gives no guarantee, unless allowed.
     """
-    mechanism = given.get("dp.mechanism", "fedavg")
+    name = given.get("dp.mechanism", "fedavg")
     given_k = given.get("dp.max_participations")
     given_b = given.get("dp.min_separation")
     if given.get("dp.placement", "off") == "off":
-        if mechanism != "fedavg" or given_k is not None or given_b is not None:
+        if name != "fedavg" or given_k is not None or given_b is not None:
             raise ConfigurationError(
                 "--dp-mechanism, --dp-max-participations and --dp-min-separation need "
                 "--dp central or distributed; with --dp off nothing is private."
             )
         return None
-    from veilfl.privacy.accountant import noise_multiplier_for  # scipy: seconds to import
-
+    mechanism = mechanism_named(name)
     accounting: Accounting = "pld" if given.get("dp.accounting") == "pld" else "rdp"
     target = given.get("dp.target_epsilon")
-    delta = given.get("dp.delta", 1e-5)
     noise = given.get("dp.noise_multiplier")
-    k, b = _participation_limits(given, sample_rate=sample_rate, rounds=rounds)
-    log = logging.getLogger("veilfl")
-    if mechanism == "ftrl" and noise is None and target is not None:
-        from veilfl.privacy.dp_ftrl import dp_ftrl_noise_multiplier_for
-
-        noise = dp_ftrl_noise_multiplier_for(
-            target_epsilon=target,
-            rounds=rounds,
-            max_participations=k or 1,
-            min_separation=b,
-            delta=delta,
-            accounting=accounting,
-        )
-        log.info(
-            "block noise multiplier %.4f spends epsilon %.3f over %d DP-FTRL rounds "
-            "(K %d, b %d, %s)",
-            noise,
-            target,
-            rounds,
-            k or 1,
-            b,
-            accounting.upper(),
-        )
+    k, b = mechanism.participation_defaults(
+        max_participations=given_k, min_separation=given_b, rounds=rounds, sample_rate=sample_rate
+    )
+    values = {
+        **given,
+        "dp.accounting": accounting,
+        "dp.min_clients": given.get("dp.min_clients") or min_clients,
+        "dp.max_participations": k,
+        "dp.min_separation": b,
+    }
     if noise is None and target is not None:
-        noise = noise_multiplier_for(
-            target_epsilon=target,
-            sample_rate=sample_rate,
-            rounds=rounds,
-            delta=delta,
-            accounting=accounting,
+        # The mechanism's own accounting, on the settings with a placeholder z.
+        provisional = build_config(DpConfig, {**values, "dp.noise_multiplier": 1.0}, "dp.")
+        noise = mechanism.noise_multiplier_for(
+            provisional, target_epsilon=target, rounds=rounds, sample_rate=sample_rate
         )
-        log.info(
-            "noise multiplier %.4f spends epsilon %.3f against the public over %d rounds "
-            "(q %.4g, %s)",
-            noise,
-            target,
-            rounds,
-            sample_rate,
-            accounting.upper(),
+        logging.getLogger("veilfl").info(
+            "%s",
+            mechanism.derivation_note(
+                replace(provisional, noise_multiplier=noise),
+                target_epsilon=target,
+                rounds=rounds,
+                sample_rate=sample_rate,
+            ),
         )
     if noise is None:
         raise ConfigurationError(
@@ -164,28 +148,8 @@ def dp_settings(
                 "A zero noise multiplier gives no privacy guarantee; refusing. Pass "
                 "--allow-no-privacy to run it anyway, or --dp off."
             )
-        log.warning("differential privacy requested with no noise: there is NO privacy guarantee")
+        logging.getLogger("veilfl").warning(
+            "differential privacy requested with no noise: there is NO privacy guarantee"
+        )
         return None
-    derived = {
-        "dp.noise_multiplier": noise,
-        "dp.accounting": accounting,
-        "dp.min_clients": given.get("dp.min_clients") or min_clients,
-        "dp.max_participations": k,
-        "dp.min_separation": b,
-    }
-    return build_config(DpConfig, {**given, **derived}, "dp.")
-
-
-def _participation_limits(
-    given: Mapping[str, Any], *, sample_rate: float, rounds: int
-) -> tuple[int | None, int]:
-    """DP-FTRL's (K, b) from the flags, defaulting to what round-robin selection of
-    ``sample_rate`` of the population needs; (flags as given) under DP-FedAvg, whose
-    config refuses them."""
-    given_k = given.get("dp.max_participations")
-    given_b = given.get("dp.min_separation")
-    if given.get("dp.mechanism", "fedavg") != "ftrl":
-        return given_k, 1 if given_b is None else int(given_b)
-    k = given_k if given_k is not None else max(1, math.ceil(rounds * sample_rate - 1e-9))
-    b = given_b if given_b is not None else max(1, math.floor(1 / sample_rate + 1e-9))
-    return int(k), int(b)
+    return build_config(DpConfig, {**values, "dp.noise_multiplier": noise}, "dp.")

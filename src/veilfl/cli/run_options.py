@@ -23,7 +23,7 @@ from typing import Any
 
 from veilfl.cli.derived_settings import derived_run_values, dp_settings
 from veilfl.declared import Declared, build_config, declared_settings, nested_fields
-from veilfl.privacy.dp_fedavg import DpConfig
+from veilfl.privacy.dp_config import DpConfig
 from veilfl.protocol.run_spec import RunSpec, SecureSettings
 
 __all__ = [

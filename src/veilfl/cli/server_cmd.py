@@ -28,7 +28,7 @@ from veilfl.cli.tracking_options import add_metrics_sink_option
 from veilfl.declared import build_config
 from veilfl.errors import ConfigurationError
 from veilfl.keyfiles import read_public_key
-from veilfl.privacy.dp_fedavg import DpConfig
+from veilfl.privacy.dp_config import DpConfig
 from veilfl.protocol.assembly import check_run_settings
 from veilfl.protocol.messages import PublishedAggregator
 from veilfl.protocol.run_spec import RunSpec, SecureSettings

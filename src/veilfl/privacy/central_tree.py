@@ -29,8 +29,9 @@ import numpy.typing as npt
 
 from veilfl.crypto.csprng import KEY_LENGTH, CsprngStream
 from veilfl.errors import ConfigurationError
+from veilfl.privacy.mechanisms.schedule import ReleaseSchedule, TreeNoiseSchedule
 from veilfl.privacy.noise import gaussian
-from veilfl.privacy.tree import TreeNode, cover, cover_change
+from veilfl.privacy.tree import TreeNode, cover
 
 __all__ = ["CentralTreeNoise"]
 
@@ -42,13 +43,22 @@ class CentralTreeNoise:
         key: The run's 32-byte secret.
         stddev: Each block's noise standard deviation (z·C, in update units).
         length: Coordinates per vector.
+        schedule: Which blocks each release adds and removes (default: the tree's;
+            a window-1 schedule, :mod:`veilfl.privacy.mechanisms.schedule`).
 
     Raises:
         ConfigurationError: for a key that is not 32 bytes, a negative or non-finite
             standard deviation or a length below 1.
     """
 
-    def __init__(self, *, key: bytes, stddev: float, length: int) -> None:
+    def __init__(
+        self,
+        *,
+        key: bytes,
+        stddev: float,
+        length: int,
+        schedule: ReleaseSchedule | None = None,
+    ) -> None:
         if len(key) != KEY_LENGTH:
             raise ConfigurationError(f"The tree-noise secret must be {KEY_LENGTH} bytes.")
         if not (stddev >= 0 and math.isfinite(stddev)) or length < 1:
@@ -58,6 +68,7 @@ class CentralTreeNoise:
         self._key = key
         self._stddev = stddev
         self._length = length
+        self._schedule = schedule or TreeNoiseSchedule()
 
     def __repr__(self) -> str:  # never print the secret
         return f"CentralTreeNoise(stddev={self._stddev:g}, length={self._length})"
@@ -71,9 +82,11 @@ class CentralTreeNoise:
     def change(self, step: int) -> npt.NDArray[np.float64]:
         """How the noise of the released prefix sum changes at ``step``: the entering
         block's noise minus the leaving blocks'."""
-        changed = cover_change(step)
-        total = self.block(changed.added)
-        for node in changed.removed:
+        terms = self._schedule.terms(step)
+        total = np.zeros(self._length, dtype=np.float64)
+        for node in terms.added:
+            total = total + self.block(node)
+        for node in terms.removed:
             total = total - self.block(node)
         return total
 

@@ -38,7 +38,7 @@ from typing import Any
 
 from veilfl.errors import ConfigurationError
 from veilfl.privacy.accountant import Accounting, Adjacency, epsilon_of
-from veilfl.privacy.dp_fedavg import NoisePlacement
+from veilfl.privacy.dp_config import NoisePlacement
 from veilfl.privacy.ledger import PrivacyLedger
 
 __all__ = ["PrivacyReport", "coordinator_ledger", "dp_fedavg_report"]

@@ -25,7 +25,7 @@ construction, would be withheld.
 from __future__ import annotations
 
 from veilfl.errors import ConfigurationError
-from veilfl.privacy.dp_fedavg import DpConfig
+from veilfl.privacy.dp_config import DpConfig
 
 __all__ = ["FLAGS", "check_dp_settings", "check_ftrl_settings", "effective_noise_multiplier"]
 
@@ -148,8 +148,9 @@ def check_ftrl_settings(
     server_optimizer: str | None,
 ) -> None:
     """Refuse DP-FTRL settings under which the selection cannot fill the rounds or
-    the model would not follow the noised prefix sums (nothing to check under
-    DP-FedAvg).
+    the model would not follow the noised prefix sums (DP-FTRL's
+    :meth:`~veilfl.privacy.mechanisms.base.PrivacyMechanism.check_run`; nothing to
+    check without participation limits).
 
     Each released round takes ``expected_clients`` clients within the participation
     limits. Those that took part in the last b - 1 rounds are not eligible, so a round
@@ -159,9 +160,8 @@ def check_ftrl_settings(
     Raises:
         ConfigurationError: in one line naming the flags and values.
     """
-    if not dp.is_ftrl:
+    if dp.max_participations is None:
         return
-    assert dp.max_participations is not None
     k, b = dp.max_participations, dp.min_separation
     if buffered:
         raise ConfigurationError(

@@ -19,7 +19,7 @@ from veilfl.privacy.participation import ParticipationLimits
 from veilfl.privacy.run_state import DpRunState
 from veilfl.privacy.sampling import PoissonSampler
 from veilfl.privacy.utility import noise_warning
-from veilfl.privacy.validation import check_dp_settings, check_ftrl_settings
+from veilfl.privacy.validation import check_dp_settings
 from veilfl.protocol.aggregation import AggregationBackend, PlaintextAggregation
 from veilfl.protocol.buffered import BufferedMachine, BufferMode
 from veilfl.protocol.coordinator import Coordinator, Schedule
@@ -123,7 +123,9 @@ def cohort_plan(settings: RunSpec) -> CohortPlan:
         minimum=minimum,
         sample_rate=min(1.0, expected / population),
         secret_sampling=(
-            settings.dp is not None and not settings.dp.is_ftrl and settings.buffer is None
+            settings.dp is not None
+            and settings.dp.privacy_mechanism.samples_clients
+            and settings.buffer is None
         ),
     )
 
@@ -155,8 +157,8 @@ def check_run_settings(settings: RunSpec, *, secure: bool | None = None) -> None
         secure_aggregation=settings.secure is not None if secure is None else secure,
     )
     cohort = cohort_plan(settings)
-    check_ftrl_settings(
-        dp=settings.dp,
+    settings.dp.privacy_mechanism.check_run(
+        settings.dp,
         rounds=settings.num_releases,
         expected_clients=cohort.expected,
         population=cohort.population,
@@ -277,7 +279,8 @@ def build_coordinator(
     privacy: PrivacyBackend | None = None
     sampler: PoissonSampler | None = None
     limits: ParticipationLimits | None = None
-    if settings.dp is not None and settings.dp.is_ftrl:
+    if settings.dp is not None and not settings.dp.privacy_mechanism.samples_clients:
+        # A public selection within K participations b apart (DP-FTRL and its kin).
         state = None if resume is None else resume.privacy
         assert settings.dp.max_participations is not None
         limits = ParticipationLimits(
@@ -300,6 +303,7 @@ def build_coordinator(
         )
         aggregation = privacy
     elif settings.dp is not None:
+        # Secret Poisson sampling (DP-FedAvg).
         state = None if resume is None else resume.privacy
         if cohort.secret_sampling:
             sampler = PoissonSampler(

@@ -612,7 +612,8 @@ def _parse(name: str, value: Any) -> Any:
 
 
 def check_participations(run: RunInfo, *, earlier_rounds: int, round_id: int) -> None:
-    """Under DP-FTRL, refuse a hand-in beyond the run's K participations: the epsilon,
+    """Under a mechanism that limits participation instead of sampling (DP-FTRL),
+    refuse a hand-in beyond the run's K participations: the epsilon,
     against the coordinator too, holds only for clients in at most K released rounds,
     and only the coordinator's selection keeps to K. Every client checks this; an honest
     coordinator never asks for more.
@@ -628,13 +629,18 @@ def check_participations(run: RunInfo, *, earlier_rounds: int, round_id: int) ->
         PolicyRefusal: if the client has already taken part K times.
     """
     dp = run.dp
-    if dp is None or not dp.config.is_ftrl or dp.config.max_participations is None:
+    if (
+        dp is None
+        or dp.config.privacy_mechanism.samples_clients
+        or dp.config.max_participations is None
+    ):
         return
     limit = dp.config.max_participations
     if earlier_rounds >= limit:
         raise PolicyRefusal(
             f"Refused round {round_id}: this client already took part in {earlier_rounds} "
-            f"rounds of this coordinator's runs, and DP-FTRL run {run.run_id} allows {limit} "
+            f"rounds of this coordinator's runs, and {dp.config.privacy_mechanism.title} "
+            f"run {run.run_id} allows {limit} "
             "(--dp-max-participations); another would void its epsilon; nothing was sent."
         )
 
@@ -652,32 +658,16 @@ def run_epsilon(run: RunInfo) -> float:
     run allows, from the run's declared settings alone (``inf`` when none holds).
 
     The coordinator chooses who takes part, so no amplification by sampling is
-    assumed. Central noise is added by the coordinator after it saw the sum: no epsilon
-    holds against it. DP-FTRL bounds a client's rounds by K with separation b (which
-    the client also counts, :func:`check_participations`): the tree mechanism's
-    epsilon over the run's T rounds. DP-FedAvg bounds nothing: a client may be in every
-    release, each a Gaussian mechanism of the run's multiplier (local noise: the
-    client's own noise alone), composed over all releases (zero-out adjacency).
+    assumed. The run's mechanism computes it
+    (:meth:`~veilfl.privacy.mechanisms.base.PrivacyMechanism.epsilon_against_coordinator`):
+    central noise is added by the coordinator after it saw the sum, so no epsilon holds
+    against it; DP-FTRL bounds a client's rounds by K with separation b (which the
+    client also counts, :func:`check_participations`); DP-FedAvg bounds nothing, so a
+    client may be in every release.
     """
-    from veilfl.privacy.accountant import exact_gaussian_epsilon  # scipy: on demand
-    from veilfl.privacy.dp_ftrl import dp_ftrl_epsilon
-
     dp = run.dp
-    if dp is None or dp.config.placement == "central":
+    if dp is None:
         return math.inf
-    config = dp.config
-    if config.is_ftrl:
-        return dp_ftrl_epsilon(
-            noise_multiplier=config.noise_multiplier,
-            rounds=run.num_rounds,
-            max_participations=config.max_participations or run.num_rounds,
-            min_separation=config.min_separation,
-            delta=config.delta,
-            accounting=config.accounting,
-        )
-    multiplier = config.noise_multiplier
-    if config.placement == "local":
-        multiplier = config.update_noise_multiplier(dp.expected_clients or 1.0)
-    if not multiplier > 0:
-        return math.inf
-    return exact_gaussian_epsilon(multiplier / math.sqrt(run.num_rounds), delta=config.delta)
+    return dp.config.privacy_mechanism.epsilon_against_coordinator(
+        dp.config, rounds=run.num_rounds, expected_clients=dp.expected_clients or 1.0
+    )

@@ -21,7 +21,8 @@ from veilfl.crypto.keys import fingerprint, load_public_key, verify_aggregator_s
 from veilfl.crypto.shamir import MAX_SHARES
 from veilfl.declared import check_declared, setting
 from veilfl.errors import AuthenticationError, ConfigurationError, WireFormatError
-from veilfl.privacy.dp_fedavg import ClientPrivacyPlan, DpConfig
+from veilfl.privacy.dp_config import DpConfig
+from veilfl.privacy.dp_fedavg import ClientPrivacyPlan
 from veilfl.secagg.config import SecureAggregationConfig
 from veilfl.secagg.contribution import ContributionLayout
 

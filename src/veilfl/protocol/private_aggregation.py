@@ -25,10 +25,12 @@ from dataclasses import replace
 from veilfl.crypto.csprng import CsprngStream
 from veilfl.errors import ConfigurationError, PrivacyError
 from veilfl.privacy.clipping import unclipped_fraction
-from veilfl.privacy.dp_fedavg import ClientPrivacyPlan, DpConfig
+from veilfl.privacy.dp_config import DpConfig
+from veilfl.privacy.dp_fedavg import ClientPrivacyPlan
 from veilfl.privacy.ledger import PrivacyLedger
+from veilfl.privacy.mechanisms import PrivacyFacts
 from veilfl.privacy.noise import gaussian
-from veilfl.privacy.report import PrivacyReport, dp_fedavg_report
+from veilfl.privacy.report import PrivacyReport
 from veilfl.privacy.run_state import DpRunState
 from veilfl.privacy.sampling import PoissonSampler
 from veilfl.protocol.aggregation import AggregationBackend, AggregationJob, PlaintextAggregation
@@ -254,15 +256,16 @@ class PrivateAggregation:
 
     def _report_for(self, ledger: PrivacyLedger, participations: int) -> PrivacyReport:
         sampler = self._sampler
-        return dp_fedavg_report(
-            placement=self._config.placement,
-            ledger=ledger,
-            delta=self._config.delta,
-            accounting=self._config.accounting,
-            max_participations=min(participations, ledger.rounds),
-            secret_poisson_sampling=sampler is not None,
-            secure_aggregation=not self._plaintext,
-            withheld_probability=0.0 if sampler is None else sampler.withheld_probability,
+        return self._config.privacy_mechanism.report(
+            self._config,
+            PrivacyFacts(
+                ledger=ledger,
+                rounds_released=ledger.rounds,
+                max_participations=participations,
+                secret_sampling=sampler is not None,
+                secure_aggregation=not self._plaintext,
+                withheld_probability=0.0 if sampler is None else sampler.withheld_probability,
+            ),
         )
 
 

@@ -41,9 +41,10 @@ from dataclasses import replace
 from veilfl.crypto.csprng import KEY_LENGTH, CsprngStream
 from veilfl.errors import ConfigurationError, PrivacyError, ProtocolError
 from veilfl.privacy.central_tree import CentralTreeNoise
-from veilfl.privacy.dp_fedavg import ClientPrivacyPlan, DpConfig
-from veilfl.privacy.dp_ftrl import TreeDpConfig, dp_ftrl_report
+from veilfl.privacy.dp_config import DpConfig
+from veilfl.privacy.dp_fedavg import ClientPrivacyPlan
 from veilfl.privacy.ledger import PrivacyLedger
+from veilfl.privacy.mechanisms import PrivacyFacts
 from veilfl.privacy.participation import ParticipationLimits
 from veilfl.privacy.report import PrivacyReport
 from veilfl.privacy.run_state import DpRunState
@@ -88,7 +89,13 @@ class FtrlAggregation:
         rng: CsprngStream | None = None,
         state: DpRunState | None = None,
     ) -> None:
-        self._tree: TreeDpConfig = config.tree_config(rounds=rounds)
+        self._mechanism = config.privacy_mechanism
+        self._schedule = self._mechanism.release_schedule(config, rounds=rounds)
+        if self._schedule.window != 1:
+            raise ConfigurationError(
+                f"--dp-mechanism {config.mechanism} releases combinations of several rounds' "
+                "sums, which this backend cannot decode yet; choose another mechanism."
+            )
         self._plaintext = inner.plaintext() is not None
         self._distributed = config.placement == "distributed"
         if self._distributed and not (isinstance(inner, SecureAggregation) and inner.dealt_noise):
@@ -134,11 +141,6 @@ class FtrlAggregation:
         return self._config
 
     @property
-    def tree(self) -> TreeDpConfig:
-        """The tree mechanism's settings."""
-        return self._tree
-
-    @property
     def limits(self) -> ParticipationLimits:
         """The participation limits (and counts) the selection enforces."""
         return self._limits
@@ -177,7 +179,10 @@ class FtrlAggregation:
         target = self._config.target_epsilon
         if target is None:
             return True
-        return self._tree.epsilon(self._limits.steps + 1) <= target * (1 + 1e-9)
+        epsilon = self._mechanism.planned_epsilon(
+            self._config, rounds=self._limits.steps + 1, sample_rate=1.0
+        )
+        return epsilon <= target * (1 + 1e-9)
 
     # ---------------------------------------------------------------- backend
     def open_cohort(self, round_id: int) -> None:
@@ -260,11 +265,21 @@ class FtrlAggregation:
             key = self._state.tree_noise_key
             assert key is not None
             self._noise = CentralTreeNoise(
-                key=key, stddev=self._tree.block_stddev(self._config.clip_norm), length=length
+                key=key,
+                stddev=self._config.noise_multiplier * self._config.clip_norm,
+                length=length,
+                schedule=self._schedule,
             )
         return self._noise
 
     def _report_for(self, steps: int) -> PrivacyReport:
-        return dp_ftrl_report(
-            self._tree, rounds_released=steps, noise_from_aggregators=self._distributed
+        return self._mechanism.report(
+            self._config,
+            PrivacyFacts(
+                ledger=self._state.ledger,
+                rounds_released=steps,
+                max_participations=min(self._limits.max_participations, steps),
+                secret_sampling=False,
+                secure_aggregation=not self._plaintext,
+            ),
         )

@@ -25,7 +25,7 @@ from veilfl.auth.identity import encode_public_key
 from veilfl.crypto.envelope import KemChoice
 from veilfl.declared import check_declared, config_from_json, nested, setting, to_json_value
 from veilfl.errors import ConfigurationError
-from veilfl.privacy.dp_fedavg import DpConfig
+from veilfl.privacy.dp_config import DpConfig
 from veilfl.protocol.buffered import BufferConfig, BufferMode
 from veilfl.protocol.messages import LocalTrainingPlan, PublishedAggregator, RunMode
 from veilfl.protocol.sync_round import RoundConfig

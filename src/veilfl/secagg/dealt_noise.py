@@ -31,7 +31,7 @@ three others (no adaptive clipping, so the bit is the constant +1).
 
 from __future__ import annotations
 
-from veilfl.privacy.dp_fedavg import DpConfig
+from veilfl.privacy.dp_config import DpConfig
 from veilfl.secagg.contribution import EXTRA_COORDINATES, ContributionLayout
 from veilfl.secagg.tree_noise import TreeNoiseConfig
 
@@ -41,8 +41,9 @@ __all__ = ["dealt_noise_config"]
 def dealt_noise_config(
     dp: DpConfig, *, layout: ContributionLayout, expected_clients: float
 ) -> TreeNoiseConfig:
-    """The noise settings every aggregator of a distributed DP run shares: fresh noise
-    per release under DP-FedAvg, tree noise under DP-FTRL.
+    """The noise settings every aggregator of a distributed DP run shares, as the run's
+    mechanism plans them (:meth:`~veilfl.privacy.mechanisms.base.PrivacyMechanism.dealt_noise`):
+    fresh noise per release under DP-FedAvg, tree noise under DP-FTRL.
 
     Args:
         dp: The run's DP settings (placement ``distributed``).
@@ -53,24 +54,14 @@ def dealt_noise_config(
         ConfigurationError: if the settings leave no budget for the update noise.
     """
     config = layout.config
-    d = layout.dimension
-    if dp.is_ftrl:
-        sigma_block = dp.noise_multiplier * layout.bounds.norm_bound
-        return TreeNoiseConfig(
-            num_aggregators=config.num_aggregators,
-            threshold=config.threshold,
-            length=layout.measurement_length,
-            block_stddev=sigma_block,
-            schedule="tree",
-            profile=((d, sigma_block), (EXTRA_COORDINATES, 0.0)),
-        )
-    sigma_update = dp.update_noise_multiplier(expected_clients) * layout.bounds.norm_bound
-    sigma_bit = 2.0 * dp.count_noise(expected_clients)
+    plan = dp.privacy_mechanism.dealt_noise(
+        dp, per_update_bound=layout.bounds.norm_bound, expected_clients=expected_clients
+    )
     return TreeNoiseConfig(
         num_aggregators=config.num_aggregators,
         threshold=config.threshold,
         length=layout.measurement_length,
-        block_stddev=sigma_update,
-        schedule="fresh",
-        profile=((d, sigma_update), (EXTRA_COORDINATES - 1, 0.0), (1, sigma_bit)),
+        block_stddev=plan.update_stddev,
+        schedule=plan.schedule,
+        profile=plan.profile(dimension=layout.dimension, extra=EXTRA_COORDINATES),
     )

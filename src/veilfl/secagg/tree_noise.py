@@ -81,7 +81,7 @@ import math
 import struct
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
 
@@ -89,12 +89,15 @@ from veilfl.crypto.csprng import KEY_LENGTH, CsprngStream
 from veilfl.crypto.field import MERSENNE_31, FieldArray, PrimeField
 from veilfl.crypto.shamir import MAX_SHARES, Share
 from veilfl.errors import ConfigurationError, ProtocolError, StorageError, WireFormatError
+from veilfl.privacy.mechanisms.schedule import ReleaseTerms, dealt_schedule_named
 from veilfl.privacy.noise import discrete_gaussian
-from veilfl.privacy.tree import TreeNode, cover, cover_change
+from veilfl.privacy.tree import TreeNode, cover
 
 __all__ = ["NoiseDeal", "NoiseSchedule", "TreeNoiseAggregator", "TreeNoiseConfig"]
 
-NoiseSchedule = Literal["tree", "fresh"]
+NoiseSchedule = str
+"""A dealt schedule's name: ``"tree"`` or ``"fresh"``
+(:func:`~veilfl.privacy.mechanisms.schedule.dealt_schedule_named`)."""
 
 _DEAL_MAGIC = b"VFND"
 _STATE_MAGIC = b"VFTN"
@@ -140,10 +143,7 @@ class TreeNoiseConfig:
     profile: tuple[tuple[int, float], ...] = ()
 
     def __post_init__(self) -> None:
-        if self.schedule not in ("tree", "fresh"):
-            raise ConfigurationError(
-                f"Unknown noise schedule {self.schedule!r}; use 'tree' or 'fresh'."
-            )
+        dealt_schedule_named(self.schedule)  # refuses an unknown name
         if self.profile and (
             sum(count for count, _ in self.profile) != self.length
             or any(
@@ -190,19 +190,21 @@ class TreeNoiseConfig:
             return self.profile
         return ((self.noised, self.block_stddev), (self.length - self.noised, 0.0))
 
+    def terms(self, step: int) -> ReleaseTerms:
+        """What release ``step`` combines, as the schedule says
+        (:mod:`veilfl.privacy.mechanisms.schedule`)."""
+        if isinstance(step, bool) or not isinstance(step, int) or step < 1:
+            raise ConfigurationError(f"Noise steps count from 1; got {step!r}.")
+        return dealt_schedule_named(self.schedule).terms(step)
+
     def added(self, step: int) -> TreeNode:
         """The block whose noise enters at ``step``."""
-        if self.schedule == "fresh":
-            if isinstance(step, bool) or not isinstance(step, int) or step < 1:
-                raise ConfigurationError(f"Noise steps count from 1; got {step!r}.")
-            return TreeNode(0, step)
-        return cover_change(step).added
+        (added,) = self.terms(step).added
+        return added
 
     def removed(self, step: int) -> tuple[TreeNode, ...]:
         """The blocks whose noise leaves at ``step`` (none under ``fresh``)."""
-        if self.schedule == "fresh":
-            return ()
-        return cover_change(step).removed
+        return self.terms(step).removed
 
     def release_stddev(self, step: int) -> float:
         """The noise standard deviation per coordinate in step ``step``'s release: one

@@ -234,7 +234,9 @@ def prepare_run(
             privacy=None if stored_privacy is None else DpRunState.from_json(stored_privacy),
             participations=store.participations() if settings.dp is not None else {},
             last_steps=(
-                _last_steps(store) if settings.dp is not None and settings.dp.is_ftrl else {}
+                _last_steps(store)
+                if settings.dp is not None and not settings.dp.privacy_mechanism.samples_clients
+                else {}
             ),
         )
     try:

@@ -1,0 +1,202 @@
+"""What each release of a linear noise mechanism is: a release schedule.
+
+Every mechanism here releases, at step t (the t-th released round, counted from 1),
+
+    r_t = (sum_{j=0}^{w-1} c_{t,j} * x_{t-j}) / s  +  noise(added blocks) - noise(removed blocks),
+
+with x_t the round's clipped sum, w the schedule's window (how many past round sums a
+release combines), c_{t,j} integer coefficients and s an integer scale (a fixed-point
+scaled strategy matrix, exact in the aggregators' field; s = 1 when the coefficients
+are whole), and noise blocks that are each drawn once, from a run secret or by the
+aggregators, and reused where several releases carry them. The coordinator turns the
+release into the round's estimate with a stateful :class:`ReleaseDecoder`.
+
+* DP-FedAvg's fresh noise (McMahan et al. 2018): window 1, c = (1,), block (0, t)
+  added at step t, nothing removed.
+* DP-FTRL's tree (Kairouz et al. 2021): window 1, c = (1,), the block entering the
+  cover added and the blocks leaving it removed (:func:`~veilfl.privacy.tree.cover_change`):
+  the releases are the changes of the noised prefix sum.
+* A banded matrix factorisation (Choquette-Choo et al. 2023) with a b-banded lower
+  triangular C: window b, c_{t,j} = round(s * C[t, t-j]), fresh block (0, t) per step,
+  and a decoder ``xhat_t = (s * r_t - sum_{j>=1} c_{t,j} xhat_{t-j}) / c_{t,0}`` with
+  O(b d) state (the last b - 1 estimates); a BLT strategy is the Toeplitz case.
+
+This module is pure: no I/O, no randomness. The noise itself is drawn in one place
+per placement (the coordinator's central noise, the aggregators' dealing, or the
+client under local noise).
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+from veilfl.errors import ConfigurationError
+from veilfl.privacy.tree import TreeNode, cover_change
+
+__all__ = [
+    "FreshNoiseSchedule",
+    "ReleaseDecoder",
+    "ReleaseSchedule",
+    "ReleaseTerms",
+    "StatelessDecoder",
+    "TreeNoiseSchedule",
+    "dealt_schedule_named",
+]
+
+
+@dataclass(frozen=True)
+class ReleaseTerms:
+    """What release ``step`` combines.
+
+    Attributes:
+        step: The release (the t-th released round, from 1).
+        coefficients: c_{t,0}, c_{t,1}, ...: integer weights of this round's sum and
+            of the previous rounds' sums (at most the schedule's window).
+        scale: s, the integer the coefficients were scaled by (1: whole coefficients).
+        added: Noise blocks this release adds.
+        removed: Noise blocks this release subtracts (drawn for earlier releases).
+    """
+
+    step: int
+    coefficients: tuple[int, ...]
+    scale: int
+    added: tuple[TreeNode, ...]
+    removed: tuple[TreeNode, ...] = ()
+
+    def __post_init__(self) -> None:
+        if self.step < 1 or not self.coefficients or self.coefficients[0] == 0 or self.scale < 1:
+            raise ConfigurationError(
+                "A release needs a step >= 1, a non-zero coefficient on its own round's "
+                "sum and a positive scale."
+            )
+
+
+class ReleaseDecoder(ABC):
+    """The coordinator's side of a schedule: turns releases into round estimates.
+
+    It is stateful (a banded schedule keeps its last estimates); :meth:`to_json` and
+    :meth:`restore` carry that state across a restart.
+    """
+
+    @abstractmethod
+    def decode(
+        self, terms: ReleaseTerms, release: npt.NDArray[np.float64]
+    ) -> npt.NDArray[np.float64]:
+        """The round's estimate from release ``terms.step`` (steps in order)."""
+
+    @abstractmethod
+    def to_json(self) -> dict[str, Any]:
+        """The decoder's state, JSON-ready."""
+
+    @abstractmethod
+    def restore(self, state: dict[str, Any]) -> None:
+        """Continue from :meth:`to_json`'s state."""
+
+
+class StatelessDecoder(ReleaseDecoder):
+    """The decoder of a window-1 schedule with unit coefficient: the release is the
+    estimate (the tree's prefix-sum change, or a fresh-noise sum)."""
+
+    def decode(
+        self, terms: ReleaseTerms, release: npt.NDArray[np.float64]
+    ) -> npt.NDArray[np.float64]:
+        """``release`` itself (after checking the schedule is window 1, c = (1,))."""
+        if terms.coefficients != (1,) or terms.scale != 1:
+            raise ConfigurationError("A stateless decoder needs a unit, window-1 release.")
+        return release
+
+    def to_json(self) -> dict[str, Any]:
+        """No state."""
+        return {}
+
+    def restore(self, state: dict[str, Any]) -> None:
+        """No state to restore."""
+
+
+class ReleaseSchedule(ABC):
+    """Which round sums and which noise blocks each release combines.
+
+    Implementations are pure and deterministic: the aggregators, the coordinator and a
+    test's oracle all ask the same object.
+    """
+
+    name: str
+    """How the aggregators' noise state names it (``"tree"``, ``"fresh"``)."""
+
+    @property
+    @abstractmethod
+    def window(self) -> int:
+        """How many round sums (this one and earlier ones) a release combines."""
+
+    @abstractmethod
+    def terms(self, step: int) -> ReleaseTerms:
+        """What release ``step`` combines."""
+
+    def decoder(self) -> ReleaseDecoder:
+        """A new coordinator-side decoder (stateless for window-1 schedules)."""
+        return StatelessDecoder()
+
+
+class FreshNoiseSchedule(ReleaseSchedule):
+    """Every release carries its own noise block (0, step): DP-FedAvg's schedule.
+
+    Steps need only increase (a DP-FedAvg release is numbered by its round id).
+    """
+
+    name = "fresh"
+
+    @property
+    def window(self) -> int:
+        """1."""
+        return 1
+
+    def terms(self, step: int) -> ReleaseTerms:
+        """Round ``step``'s sum plus block (0, step)."""
+        return ReleaseTerms(step=step, coefficients=(1,), scale=1, added=(TreeNode(0, step),))
+
+
+class TreeNoiseSchedule(ReleaseSchedule):
+    """The binary tree's prefix-sum changes: DP-FTRL's schedule."""
+
+    name = "tree"
+
+    @property
+    def window(self) -> int:
+        """1."""
+        return 1
+
+    def terms(self, step: int) -> ReleaseTerms:
+        """Round ``step``'s sum plus the entering block minus the leaving ones."""
+        change = cover_change(step)
+        return ReleaseTerms(
+            step=step,
+            coefficients=(1,),
+            scale=1,
+            added=(change.added,),
+            removed=tuple(change.removed),
+        )
+
+
+_DEALT_SCHEDULES: dict[str, ReleaseSchedule] = {
+    FreshNoiseSchedule.name: FreshNoiseSchedule(),
+    TreeNoiseSchedule.name: TreeNoiseSchedule(),
+}
+
+
+def dealt_schedule_named(name: str) -> ReleaseSchedule:
+    """The window-1 schedule the aggregators deal by ``name`` (``"tree"``, ``"fresh"``).
+
+    Raises:
+        ConfigurationError: for another name, listing the known ones.
+    """
+    try:
+        return _DEALT_SCHEDULES[name]
+    except KeyError:
+        raise ConfigurationError(
+            f"Unknown noise schedule {name!r}; use {' or '.join(map(repr, _DEALT_SCHEDULES))}."
+        ) from None
