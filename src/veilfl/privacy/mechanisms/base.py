@@ -131,10 +131,17 @@ class PrivacyMechanism(ABC):
             )
         if self.samples_clients:
             if config.max_participations is not None or config.min_separation != 1:
+                from veilfl.privacy.mechanisms.registry import mechanism_named, mechanism_names
+
+                limited = [
+                    mechanism_named(name)
+                    for name in mechanism_names()
+                    if not mechanism_named(name).samples_clients
+                ]
                 raise ConfigurationError(
-                    "--dp-max-participations and --dp-min-separation limit the "
-                    f"participations of unsampled mechanisms; --dp-mechanism {self.name} "
-                    "samples clients: drop them or choose another mechanism."
+                    "--dp-max-participations and --dp-min-separation are "
+                    f"{' and '.join(m.title for m in limited)}'s participation limits; add "
+                    f"--dp-mechanism {' or '.join(m.name for m in limited)} or drop them."
                 )
             return
         if config.max_participations is None or config.max_participations < 1:

@@ -121,39 +121,35 @@ class DpFtrlTree(PrivacyMechanism):
             accounting=config.accounting,
         )
 
-    def noise_multiplier_for(
-        self, config: DpConfig, *, target_epsilon: float, rounds: int, sample_rate: float
-    ) -> float:
-        """:func:`~veilfl.privacy.dp_ftrl.dp_ftrl_noise_multiplier_for`."""
-        from veilfl.privacy.dp_ftrl import dp_ftrl_noise_multiplier_for
-
-        return dp_ftrl_noise_multiplier_for(
-            target_epsilon=target_epsilon,
-            rounds=rounds,
-            max_participations=config.max_participations or 1,
-            min_separation=config.min_separation,
-            delta=config.delta,
-            accounting=config.accounting,
-        )
-
     def derivation_note(
         self, config: DpConfig, *, target_epsilon: float, rounds: int, sample_rate: float
     ) -> str:
         """What the derived block multiplier spends."""
         return (
             f"block noise multiplier {config.noise_multiplier:.4f} spends epsilon "
-            f"{target_epsilon:.3f} over {rounds} DP-FTRL rounds (K "
+            f"{target_epsilon:.3f} over {rounds} {self.title} rounds (K "
             f"{config.max_participations or 1}, b {config.min_separation}, "
             f"{config.accounting.upper()})"
         )
 
     def report(self, config: DpConfig, facts: PrivacyFacts) -> PrivacyReport:
-        """:func:`~veilfl.privacy.dp_ftrl.dp_ftrl_report` (the tree's length is the
-        releases so far at least; epsilon depends only on the releases)."""
+        """:func:`~veilfl.privacy.dp_ftrl.dp_ftrl_report`'s assumptions, with this
+        mechanism's :meth:`planned_epsilon` after the releases so far (one number for
+        both observers under distributed noise)."""
+        from dataclasses import replace
+
         from veilfl.privacy.dp_ftrl import dp_ftrl_report
 
-        return dp_ftrl_report(
+        distributed = config.placement == "distributed"
+        report = dp_ftrl_report(
             self.tree_config(config, rounds=max(1, facts.rounds_released)),
             rounds_released=facts.rounds_released,
-            noise_from_aggregators=config.placement == "distributed",
+            noise_from_aggregators=distributed,
+        )
+        epsilon = self.planned_epsilon(config, rounds=facts.rounds_released, sample_rate=1.0)
+        return replace(
+            report,
+            mechanism=report.mechanism.replace("DP-FTRL", self.title, 1),
+            epsilon_public=epsilon,
+            epsilon_coordinator=epsilon if distributed else None,
         )
