@@ -45,6 +45,11 @@ class DpRunState:
             (:class:`~veilfl.privacy.sampling.PoissonSampler`).
         tree_noise_key: Under central DP-FTRL, the 32-byte secret of the tree's block
             noise; None otherwise.
+        mechanism_state: The mechanism's release state beyond the key (JSON): a
+            decoder's state, and under central noise the last round sums a release
+            combines (schedules of window > 1, :mod:`veilfl.privacy.mechanisms.schedule`).
+            Empty for DP-FedAvg and the tree. Secret like the key: it may hold
+            noiseless sums.
 
     Raises:
         ConfigurationError: for a clipping norm that is not positive and finite, or
@@ -56,6 +61,7 @@ class DpRunState:
     sampling_attempts: int = 0
     withheld_probability: float = 0.0
     tree_noise_key: bytes | None = field(default=None, repr=False)
+    mechanism_state: dict[str, Any] = field(default_factory=dict, repr=False)
 
     def __post_init__(self) -> None:
         if not (self.clip_norm > 0 and math.isfinite(self.clip_norm)):
@@ -76,6 +82,7 @@ class DpRunState:
             **(
                 {} if self.tree_noise_key is None else {"tree_noise_key": self.tree_noise_key.hex()}
             ),
+            **({"mechanism_state": self.mechanism_state} if self.mechanism_state else {}),
         }
 
     @classmethod
@@ -101,6 +108,7 @@ class DpRunState:
                     if data.get("tree_noise_key") is None
                     else bytes.fromhex(str(data["tree_noise_key"]))
                 ),
+                mechanism_state=dict(data.get("mechanism_state", {})),
             )
         except (KeyError, TypeError, ValueError, ConfigurationError) as error:
             raise StorageError(f"The stored privacy state is malformed ({error}).") from None

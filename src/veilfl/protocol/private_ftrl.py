@@ -37,6 +37,10 @@ from __future__ import annotations
 
 import functools
 from dataclasses import replace
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
 
 from veilfl.crypto.csprng import KEY_LENGTH, CsprngStream
 from veilfl.errors import ConfigurationError, PrivacyError, ProtocolError
@@ -44,7 +48,7 @@ from veilfl.privacy.central_tree import CentralTreeNoise
 from veilfl.privacy.dp_config import DpConfig
 from veilfl.privacy.dp_fedavg import ClientPrivacyPlan
 from veilfl.privacy.ledger import PrivacyLedger
-from veilfl.privacy.mechanisms import PrivacyFacts
+from veilfl.privacy.mechanisms import PrivacyFacts, ReleaseTerms
 from veilfl.privacy.participation import ParticipationLimits
 from veilfl.privacy.report import PrivacyReport
 from veilfl.privacy.run_state import DpRunState
@@ -91,11 +95,6 @@ class FtrlAggregation:
     ) -> None:
         self._mechanism = config.privacy_mechanism
         self._schedule = self._mechanism.release_schedule(config, rounds=rounds)
-        if self._schedule.window != 1:
-            raise ConfigurationError(
-                f"--dp-mechanism {config.mechanism} releases combinations of several rounds' "
-                "sums, which this backend cannot decode yet; choose another mechanism."
-            )
         self._plaintext = inner.plaintext() is not None
         self._distributed = config.placement == "distributed"
         if self._distributed and not (isinstance(inner, SecureAggregation) and inner.dealt_noise):
@@ -129,6 +128,11 @@ class FtrlAggregation:
                 "secret, so the noise already in the model cannot be continued; start a new run."
             )
         self._state = state
+        self._decoder = self._schedule.decoder()
+        self._decoder.restore(dict(state.mechanism_state.get("decoder", {})))
+        self._recent_sums = [
+            np.asarray(v, dtype=np.float64) for v in state.mechanism_state.get("recent_sums", [])
+        ]
         self._noise: CentralTreeNoise | None = None
         self._report = self._report_for(limits.steps)
         if limits.steps == 0:
@@ -239,15 +243,19 @@ class FtrlAggregation:
                 f"Releasing step {step} would spend more than epsilon "
                 f"{self._config.target_epsilon}; training stops here."
             )
-        total = inner.weighted_delta_sum.copy()
+        terms = self._schedule.terms(step)
+        release = inner.weighted_delta_sum.copy()
         self._limits.record(inner.participants)
         if not self._distributed:
-            total += self._central_noise(total.size).change(step)
+            release = self._combine(terms, release)
+            release += self._central_noise(release.size).change(step)
+        total = self._decoder.decode(terms, release)
         self._state = replace(
             self._state,
             ledger=self._state.ledger.record(
                 noise_multiplier=self._config.noise_multiplier, sample_rate=1.0
             ),
+            mechanism_state=self._mechanism_state(),
         )
         self._report = self._report_for(step)
         return replace(
@@ -260,6 +268,31 @@ class FtrlAggregation:
         )
 
     # ----------------------------------------------------------------- private
+    def _combine(
+        self, terms: ReleaseTerms, round_sum: npt.NDArray[np.float64]
+    ) -> npt.NDArray[np.float64]:
+        """Central noise: ``sum_j c_j x_{t-j} / s`` over this round's sum and the last
+        ones the schedule's window holds (the round sum itself for window 1)."""
+        window = self._schedule.window
+        if window == 1:
+            return round_sum
+        self._recent_sums = [round_sum, *self._recent_sums][:window]
+        combined = np.zeros_like(round_sum)
+        for coefficient, earlier in zip(terms.coefficients, self._recent_sums, strict=False):
+            combined += coefficient * earlier
+        return combined / terms.scale
+
+    def _mechanism_state(self) -> dict[str, Any]:
+        """The decoder's state and the central window's recent sums (empty for the tree)."""
+        state: dict[str, Any] = {}
+        decoder = self._decoder.to_json()
+        if decoder:
+            state["decoder"] = decoder
+        if self._schedule.window > 1 and self._recent_sums:
+            kept = self._recent_sums[: self._schedule.window - 1]
+            state["recent_sums"] = [v.tolist() for v in kept]
+        return state
+
     def _central_noise(self, length: int) -> CentralTreeNoise:
         if self._noise is None:
             key = self._state.tree_noise_key
