@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING, Any
 from veilfl.cli.learner_option import model_name_from_args
 from veilfl.declared import build_config
 from veilfl.errors import ConfigurationError
-from veilfl.privacy.dp_config import DpConfig
+from veilfl.privacy.dp_config import DEFAULT_MECHANISM, DpConfig
 from veilfl.privacy.mechanisms import mechanism_named
 from veilfl.protocol.aggregator_minimums import DEFAULT_MIN_PARTICIPANTS
 
@@ -99,11 +99,11 @@ def dp_settings(
     Raises:
         ConfigurationError: for a setting that gives no guarantee, unless allowed.
     """
-    name = given.get("dp.mechanism", "fedavg")
+    name = given.get("dp.mechanism", DEFAULT_MECHANISM)
     given_k = given.get("dp.max_participations")
     given_b = given.get("dp.min_separation")
     if given.get("dp.placement", "off") == "off":
-        if name != "fedavg" or given_k is not None or given_b is not None:
+        if name != DEFAULT_MECHANISM or given_k is not None or given_b is not None:
             raise ConfigurationError(
                 "--dp-mechanism, --dp-max-participations and --dp-min-separation need "
                 "--dp central or distributed; with --dp off nothing is private."

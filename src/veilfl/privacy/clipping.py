@@ -6,7 +6,7 @@ Adaptive clipping releases, next to the update sum, a noised count of the client
 whose update needed no clipping. Each client contributes :func:`unclipped_bit`, its
 bit shifted to +-1/2 as TensorFlow Privacy's quantile estimator does, so that adding
 or removing one client moves the sum by at most 1/2: that is the sensitivity the
-noise split in :meth:`veilfl.privacy.dp_fedavg.DpConfig.update_noise_multiplier`
+noise split in :meth:`veilfl.privacy.dp_config.DpConfig.update_noise_multiplier`
 assumes. A bit in {0, 1} would have sensitivity 1 and be charged for half its cost.
 The coordinator turns the noised sum back into a fraction with
 :func:`unclipped_fraction`, using the fixed denominator (the expected number of

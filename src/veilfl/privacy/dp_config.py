@@ -24,11 +24,14 @@ if TYPE_CHECKING:  # the accountant imports dp-accounting (scipy): clients need 
     from veilfl.privacy.accountant import Accounting
     from veilfl.privacy.mechanisms.base import PrivacyMechanism
 
-__all__ = ["PLACEMENTS", "DpConfig", "NoisePlacement"]
+__all__ = ["DEFAULT_MECHANISM", "PLACEMENTS", "DpConfig", "NoisePlacement"]
 
 NoisePlacement = Literal["central", "distributed", "local"]
 
 PLACEMENTS: tuple[NoisePlacement, ...] = ("central", "distributed", "local")
+
+DEFAULT_MECHANISM = "fedavg"
+"""The mechanism of a run that names none (DP-FedAvg, the run JSON's oldest layout)."""
 
 
 def _mechanism_names() -> tuple[str, ...]:
@@ -116,7 +119,7 @@ class DpConfig:
         choices=("rdp", "pld"),
     )
     mechanism: str = setting(
-        default="fedavg",
+        default=DEFAULT_MECHANISM,
         flag="--dp-mechanism",
         help="fedavg: DP-FedAvg, Poisson-sampled rounds; ftrl: DP-FTRL with tree "
         "aggregation (Kairouz et al. 2021), no sampling, the same epsilon against the "
@@ -249,7 +252,7 @@ class DpConfig:
             adaptive=None if adaptive is None else AdaptiveClipping(**adaptive),
             count_stddev=data.get("count_stddev"),
             accounting=data.get("accounting", "rdp"),
-            mechanism=data.get("mechanism", "fedavg"),
+            mechanism=data.get("mechanism", DEFAULT_MECHANISM),
             max_participations=(
                 None if data.get("max_participations") is None else int(data["max_participations"])
             ),

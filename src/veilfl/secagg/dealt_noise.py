@@ -10,7 +10,7 @@ Per coordinate of the d + 3 measurement (Gaussian mechanism, McMahan et al. 2018
 discrete Gaussians, Canonne, Kamath and Steinke 2020):
 
 * the d update coordinates: sigma = z_Δ·B integer units, z_Δ the update's noise
-  multiplier (:meth:`~veilfl.privacy.dp_fedavg.DpConfig.update_noise_multiplier`). B is
+  multiplier (:meth:`~veilfl.privacy.dp_config.DpConfig.update_noise_multiplier`). B is
   the *verified* bound, so the guarantee holds whatever a client (or a coordinator
   telling clients how to clip) does; it is about 5% above ``norm_bound·scale``, and
   above z_Δ·C·scale whenever an adaptive C stays within ``norm_bound``;
