@@ -8,6 +8,7 @@ the same releases from its stored state."""
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterator
 from typing import Any, ClassVar
 
@@ -16,9 +17,11 @@ import numpy.typing as npt
 import pytest
 
 from veilfl.crypto.csprng import CsprngStream
+from veilfl.errors import ConfigurationError
+from veilfl.privacy.accountant import exact_gaussian_epsilon
 from veilfl.privacy.dp_config import DpConfig
 from veilfl.privacy.mechanisms import (
-    DpFtrlTree,
+    DealtNoisePlan,
     PrivacyMechanism,
     ReleaseDecoder,
     ReleaseSchedule,
@@ -74,12 +77,35 @@ class _TwoBandSchedule(ReleaseSchedule):
         return _TwoBandDecoder()
 
 
-class _TwoBand(DpFtrlTree):
+class _TwoBand(PrivacyMechanism):
+    """A mechanism as small as a plug-in can be: its schedule, its noise and its
+    accounting; the checks, z's derivation, the report and the coordinator's epsilon
+    are the interface's defaults for a mechanism that limits participation."""
+
     name: ClassVar[str] = "two-band"
     title: ClassVar[str] = "Two-band"
+    summary: ClassVar[str] = "a throwaway two-band mechanism"
+    samples_clients: ClassVar[bool] = False
+    placements: ClassVar[frozenset[str]] = frozenset({"central"})
 
     def release_schedule(self, config: DpConfig, *, rounds: int) -> ReleaseSchedule:
         return _TwoBandSchedule()
+
+    def dealt_noise(
+        self, config: DpConfig, *, per_update_bound: float, expected_clients: float
+    ) -> DealtNoisePlan:
+        raise ConfigurationError("The two-band mechanism adds central noise only.")
+
+    def sensitivity(self, config: DpConfig, *, rounds: int) -> float:
+        b, k = config.min_separation, config.max_participations or rounds
+        column = math.hypot(*COEFFICIENTS) / SCALE
+        return math.sqrt(min(k, math.ceil(rounds / b))) * column
+
+    def planned_epsilon(self, config: DpConfig, *, rounds: int, sample_rate: float) -> float:
+        sensitivity = self.sensitivity(config, rounds=rounds)
+        if sensitivity == 0:
+            return 0.0
+        return exact_gaussian_epsilon(config.noise_multiplier / sensitivity, delta=config.delta)
 
 
 @pytest.fixture
@@ -139,3 +165,8 @@ def test_a_windowed_schedule_decodes_the_round_sums_and_resumes_from_its_state(
         np.testing.assert_allclose(ours - theirs, x - y, atol=1e-9)
     assert not np.allclose(decoded[0], sums[0])  # and there is noise
     assert set(stored.mechanism_state) == {"decoder", "recent_sums"}
+    # ... and the interface's defaults report the mechanism's own accounting.
+    report = resumed.report()
+    assert report.epsilon_public == two_band.planned_epsilon(dp, rounds=5, sample_rate=1.0)
+    assert report.epsilon_coordinator is None  # central noise: the coordinator sees sums
+    assert math.isinf(two_band.epsilon_against_coordinator(dp, rounds=5, expected_clients=1))

@@ -165,12 +165,12 @@ def check_ftrl_settings(
     k, b = dp.max_participations, dp.min_separation
     if buffered:
         raise ConfigurationError(
-            "--dp-mechanism ftrl releases synchronous rounds in order; --mode fedbuff "
+            f"--dp-mechanism {dp.mechanism} releases synchronous rounds in order; --mode fedbuff "
             "takes DP-FedAvg (--dp-mechanism fedavg)."
         )
     if server_optimizer is not None:
         raise ConfigurationError(
-            f"--dp-mechanism ftrl follows the noised prefix sums with FedAvg's server "
+            f"--dp-mechanism {dp.mechanism} follows the noised prefix sums with FedAvg's server "
             f"step (no momentum); drop --server-optimizer {server_optimizer}."
         )
     if population < b * expected_clients:

@@ -200,12 +200,25 @@ class PrivacyMechanism(ABC):
         server_optimizer: str | None,
     ) -> None:
         """Refuse run settings under which the mechanism's guarantee or its model
-        update cannot hold (nothing by default).
+        update cannot hold. By default nothing for a sampling mechanism; for one that
+        limits participation, :func:`~veilfl.privacy.validation.check_ftrl_settings`
+        (synchronous rounds, FedAvg's server step, rounds that can fill within K and b).
 
         Raises:
             ConfigurationError: in one line naming the flags and values.
         """
-        return None
+        if self.samples_clients:
+            return
+        from veilfl.privacy.validation import check_ftrl_settings
+
+        check_ftrl_settings(
+            dp=config,
+            rounds=rounds,
+            expected_clients=expected_clients,
+            population=population,
+            buffered=buffered,
+            server_optimizer=server_optimizer,
+        )
 
     # ------------------------------------------------------------ noise
     @abstractmethod
@@ -225,14 +238,23 @@ class PrivacyMechanism(ABC):
         """The L2 sensitivity of ``rounds`` releases to one client, in units of C,
         under the participation rule (1 for one fresh-noise release)."""
 
-    @abstractmethod
     def epsilon_against_coordinator(
         self, config: DpConfig, *, rounds: int, expected_clients: float
     ) -> float:
         """Epsilon, against a coordinator that chooses who takes part, of a client that
         takes part as often as the settings allow, over ``rounds`` releases (``inf``
         where nothing holds against it, as under central noise). What a client's policy
-        check computes from the run's description alone."""
+        check computes from the run's description alone.
+
+        The default fits a mechanism that limits participation: its
+        :meth:`planned_epsilon` (no sampling to amplify it), ``inf`` under central
+        noise. A sampling mechanism overrides it.
+        """
+        import math
+
+        if config.placement == "central":
+            return math.inf
+        return self.planned_epsilon(config, rounds=rounds, sample_rate=1.0)
 
     @abstractmethod
     def planned_epsilon(self, config: DpConfig, *, rounds: int, sample_rate: float) -> float:
@@ -280,9 +302,39 @@ class PrivacyMechanism(ABC):
             f"{config.accounting.upper()})"
         )
 
-    @abstractmethod
     def report(self, config: DpConfig, facts: PrivacyFacts) -> PrivacyReport:
-        """Epsilon against each observer, with the assumptions they rest on."""
+        """Epsilon against each observer, with the assumptions they rest on.
+
+        The default fits a mechanism that limits participation: :meth:`planned_epsilon`
+        after the releases so far against the public, and the same against the
+        coordinator under distributed noise (none under central noise), for zero-out
+        adjacency. A sampling mechanism overrides it.
+        """
+        from veilfl.privacy.report import PrivacyReport
+
+        distributed = config.placement == "distributed"
+        epsilon = self.planned_epsilon(config, rounds=facts.rounds_released, sample_rate=1.0)
+        assumptions = [
+            f"Each client takes part in at most {config.max_participations} rounds, at "
+            f"least {config.min_separation} rounds apart; its updates are clipped to C.",
+            "Zero-out adjacency: the noise protects what a client sent, not that it sent.",
+            "No sampling assumption: the same epsilon holds against an observer who knows "
+            "who took part.",
+            "Fewer than t aggregators collude with the coordinator; the honest ones add all "
+            "of every release's noise."
+            if distributed
+            else "The coordinator adds the noise and sees noiseless sums: trust it.",
+        ]
+        return PrivacyReport(
+            mechanism=f"{self.title}, "
+            + ("noise from the aggregators" if distributed else "central noise"),
+            accounting=config.accounting,
+            delta=config.delta,
+            epsilon_public=epsilon,
+            epsilon_coordinator=epsilon if distributed else None,
+            adjacency="zero-out",
+            assumptions=tuple(assumptions),
+        )
 
     def describes(self, placement: NoisePlacement) -> str:
         """How messages name this mechanism under ``placement``."""

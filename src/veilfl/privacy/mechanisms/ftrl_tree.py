@@ -52,28 +52,6 @@ class DpFtrlTree(PrivacyMechanism):
             accounting=config.accounting,
         )
 
-    def check_run(
-        self,
-        config: DpConfig,
-        *,
-        rounds: int,
-        expected_clients: int,
-        population: int,
-        buffered: bool,
-        server_optimizer: str | None,
-    ) -> None:
-        """:func:`~veilfl.privacy.validation.check_ftrl_settings`."""
-        from veilfl.privacy.validation import check_ftrl_settings
-
-        check_ftrl_settings(
-            dp=config,
-            rounds=rounds,
-            expected_clients=expected_clients,
-            population=population,
-            buffered=buffered,
-            server_optimizer=server_optimizer,
-        )
-
     def release_schedule(self, config: DpConfig, *, rounds: int) -> ReleaseSchedule:
         """The tree's prefix-sum changes."""
         return TreeNoiseSchedule()
@@ -96,17 +74,6 @@ class DpFtrlTree(PrivacyMechanism):
             max_participations=config.max_participations or rounds,
             min_separation=config.min_separation,
         )
-
-    def epsilon_against_coordinator(
-        self, config: DpConfig, *, rounds: int, expected_clients: float
-    ) -> float:
-        """The tree's epsilon over ``rounds`` (no sampling is assumed anyway); ``inf``
-        under central noise."""
-        import math
-
-        if config.placement == "central":
-            return math.inf
-        return self.planned_epsilon(config, rounds=rounds, sample_rate=1.0)
 
     def planned_epsilon(self, config: DpConfig, *, rounds: int, sample_rate: float) -> float:
         """:func:`~veilfl.privacy.dp_ftrl.dp_ftrl_epsilon` (``sample_rate`` unused)."""
