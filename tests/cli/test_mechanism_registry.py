@@ -10,7 +10,7 @@ from __future__ import annotations
 import argparse
 import json
 from collections.abc import Iterator
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -20,7 +20,10 @@ from tests.cli.test_one_epsilon import FTRL_FLAGS, POPULATION, _release_rounds, 
 
 from veilfl.cli.config_file import expand_config
 from veilfl.cli.main import build_parser, main
+from veilfl.cli.run_options import setting_flags
 from veilfl.cli.server_cmd import settings_from_args
+from veilfl.declared import setting
+from veilfl.errors import ConfigurationError
 from veilfl.privacy.dp_config import DpConfig
 from veilfl.privacy.mechanisms import (
     DpFtrlTree,
@@ -50,6 +53,29 @@ class _HalfTree(DpFtrlTree):
 
     def settings_json(self, config: DpConfig) -> dict[str, Any]:
         return PrivacyMechanism.settings_json(self, config)
+
+
+@dataclass(frozen=True)
+class _BandOptions:
+    """A throwaway mechanism's own setting, declared once."""
+
+    bands: int = setting(
+        default=2, flag="--dp-throwaway-bands", help="bands of a throwaway mechanism", at_least=1
+    )
+
+
+class _Banded(_HalfTree):
+    """A throwaway mechanism with a setting of its own."""
+
+    name: ClassVar[str] = "throwaway-banded"
+    options: ClassVar[type[Any] | None] = _BandOptions
+
+
+@pytest.fixture
+def banded() -> Iterator[PrivacyMechanism]:
+    mechanism = register_mechanism(_Banded())
+    yield mechanism
+    unregister_mechanism(mechanism.name)
 
 
 @pytest.fixture
@@ -138,3 +164,31 @@ def test_simulate_and_the_server_give_a_registered_mechanism_one_epsilon(
         config, rounds=2, sample_rate=1.0
     )
     served.store.close()
+
+
+def test_a_mechanisms_own_setting_is_an_option_a_range_and_part_of_the_run_id(
+    tmp_path: Path, banded: PrivacyMechanism
+) -> None:
+    base = ("--dp-mechanism", banded.name, "--noise-multiplier", "1")
+
+    three = _spec(tmp_path, *base, "--dp-throwaway-bands", "3")
+    default = _spec(tmp_path, *base)
+
+    assert three.dp is not None and default.dp is not None
+    assert three.dp.options == _BandOptions(bands=3)
+    assert default.dp.options == _BandOptions()
+    assert three.to_json()["dp"]["options"] == {"bands": 3}
+    assert RunSpec.from_json(three.to_json()) == three
+    assert three.run_id != default.run_id
+    assert setting_flags()["dp.options.bands"] == "--dp-throwaway-bands"
+    with pytest.raises(ConfigurationError, match=r"^--dp-throwaway-bands must be at least 1"):
+        _spec(tmp_path, *base, "--dp-throwaway-bands", "0")
+
+
+def test_a_mechanisms_own_setting_is_no_option_while_it_is_unregistered(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    with pytest.raises(SystemExit):
+        _parse(["simulate", "--dp-throwaway-bands", "3"])
+
+    assert "unknown option --dp-throwaway-bands" in capsys.readouterr().err

@@ -123,6 +123,8 @@ def dp_settings(
         "dp.max_participations": k,
         "dp.min_separation": b,
     }
+    if mechanism.options is not None:  # its own settings, declared on its options class
+        values["dp.options"] = build_config(mechanism.options, given, "dp.options.")
     if noise is None and target is not None:
         # The mechanism's own accounting, on the settings with a placeholder z.
         provisional = build_config(DpConfig, {**values, "dp.noise_multiplier": 1.0}, "dp.")

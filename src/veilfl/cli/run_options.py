@@ -24,6 +24,7 @@ from typing import Any
 from veilfl.cli.derived_settings import derived_run_values, dp_settings
 from veilfl.declared import Declared, build_config, declared_settings, nested_fields
 from veilfl.privacy.dp_config import DpConfig
+from veilfl.privacy.mechanisms import mechanism_named, mechanism_names
 from veilfl.protocol.run_spec import RunSpec, SecureSettings
 
 __all__ = [
@@ -40,9 +41,26 @@ RUN_SPEC: type[RunSpec] = RunSpec
 one more setting here)."""
 
 
+MECHANISM_OPTIONS = "dp.options."
+"""Where the registered privacy mechanisms' own settings sit in the run's JSON."""
+
+
 def declared_run_settings() -> list[Declared]:
-    """Every setting of the run description, in field order."""
-    return declared_settings(RUN_SPEC)
+    """Every setting of the run description, in field order, then the own settings of
+    every registered privacy mechanism (:attr:`PrivacyMechanism.options
+    <veilfl.privacy.mechanisms.base.PrivacyMechanism.options>`; a flag two mechanisms
+    share is one option)."""
+    found = declared_settings(RUN_SPEC)
+    flags = {d.setting.flag for d in found}
+    for name in mechanism_names():
+        options = mechanism_named(name).options
+        for declared in [] if options is None else declared_settings(options, MECHANISM_OPTIONS):
+            if declared.setting.flag in flags:
+                continue
+            flags.add(declared.setting.flag)
+            group = declared.setting.group or "differential privacy"
+            found.append(replace(declared, setting=replace(declared.setting, group=group)))
+    return found
 
 
 def add_run_options(

@@ -13,10 +13,10 @@ themselves (the client's plan, clipping, local noise) are in
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal
 
-from veilfl.declared import check_declared, setting
+from veilfl.declared import check_declared, config_from_json, setting
 from veilfl.errors import ConfigurationError
 from veilfl.privacy.clipping import UNCLIPPED_BIT_SENSITIVITY, AdaptiveClipping
 
@@ -67,6 +67,10 @@ class DpConfig:
             DP-FedAvg).
         min_separation: b, the fewest released rounds between two of a client's rounds
             (1 allows consecutive rounds), for the same mechanisms.
+        options: The mechanism's own settings: an instance of its
+            :attr:`~veilfl.privacy.mechanisms.base.PrivacyMechanism.options` class
+            (declared there with ``setting(...)``; flags ``--dp-...``), filled with its
+            defaults when not given; None for a mechanism without any.
 
     Raises:
         ConfigurationError: for invalid or contradictory values, naming the flag.
@@ -143,6 +147,7 @@ class DpConfig:
         metavar="B",
         cli_default=None,
     )
+    options: Any = field(default=None, compare=True)
 
     def __post_init__(self) -> None:
         self._check_mechanism()
@@ -173,7 +178,23 @@ class DpConfig:
         check_declared(self)
 
     def _check_mechanism(self) -> None:
-        self.privacy_mechanism.check(self)
+        mechanism = self.privacy_mechanism
+        if mechanism.options is not None and self.options is None:
+            object.__setattr__(self, "options", mechanism.options())
+        if (mechanism.options is None) != (self.options is None) or (
+            mechanism.options is not None and not isinstance(self.options, mechanism.options)
+        ):
+            raise ConfigurationError(
+                f"--dp-mechanism {self.mechanism} takes "
+                + (
+                    "no options of its own."
+                    if mechanism.options is None
+                    else f"its own options ({mechanism.options.__name__})."
+                )
+            )
+        if self.options is not None:
+            check_declared(self.options)
+        mechanism.check(self)
 
     @property
     def privacy_mechanism(self) -> PrivacyMechanism:
@@ -257,4 +278,19 @@ class DpConfig:
                 None if data.get("max_participations") is None else int(data["max_participations"])
             ),
             min_separation=int(data.get("min_separation", 1)),
+            options=_options_from_json(
+                data.get("mechanism", DEFAULT_MECHANISM), data.get("options")
+            ),
         )
+
+
+def _options_from_json(mechanism: str, data: Any) -> Any:
+    """The mechanism's options from the run's JSON (None when absent)."""
+    if data is None:
+        return None
+    from veilfl.privacy.mechanisms import mechanism_named
+
+    options = mechanism_named(mechanism).options
+    if options is None:
+        raise ConfigurationError(f"--dp-mechanism {mechanism} takes no options of its own.")
+    return config_from_json(options, data)

@@ -1,5 +1,8 @@
-"""DP-FTRL around an aggregation backend (Kairouz et al. 2021, "Practical and Private
-(Deep) Learning without Sampling or Shuffling").
+"""The private backend of every mechanism that limits participation instead of
+sampling (``samples_clients`` False; :mod:`veilfl.privacy.mechanisms`), driven by the
+mechanism's release schedule; DP-FTRL (Kairouz et al. 2021, "Practical and Private
+(Deep) Learning without Sampling or Shuffling") is the one built in, and what follows
+describes it.
 
 The model follows FTRL on noised prefix sums, without momentum:
 
@@ -25,6 +28,15 @@ nothing and does not consume its step: the next round is aggregated at the same 
 The aggregators deal a step's block once and release a step over one aggregate only,
 so an aggregator that released its share of an abandoned round's step refuses that
 step for another round (it is left out; the others release it; see docs/privacy.md).
+
+Generally, release t is what the mechanism's schedule says
+(:class:`~veilfl.privacy.mechanisms.schedule.ReleaseTerms`): under central noise this
+backend combines the round sums of the schedule's window with its coefficients and
+adds the noise of the blocks it names; under distributed noise the aggregators do
+(window-1 schedules only, so far). The schedule's decoder turns the release into the
+round's estimate (for the tree, the release itself). The decoder's state and the
+window's recent sums are kept in
+:attr:`~veilfl.privacy.run_state.DpRunState.mechanism_state`.
 
 Clients are selected by a public rule that enforces the participation limits
 (:class:`~veilfl.privacy.participation.ParticipationLimits`), so the guarantee needs no
@@ -63,11 +75,13 @@ __all__ = ["FtrlAggregation"]
 
 
 class FtrlAggregation:
-    """DP-FTRL: clipping, tree noise, fixed denominator, accounting and the report.
+    """A mechanism within K participations b apart (DP-FTRL's tree, or any other whose
+    ``samples_clients`` is False): clipping, the schedule's noise and decoding, fixed
+    denominator, accounting and the report.
 
     Args:
         inner: The backend that sums the clipped updates.
-        config: The DP settings (``mechanism="ftrl"``).
+        config: The DP settings (a mechanism that limits participation).
         rounds: The releases the run plans (the tree's length T).
         expected_clients: Clients expected per round (the fixed denominator).
         limits: The participation limits the rounds' selection enforces (shared with

@@ -99,6 +99,11 @@ class PrivacyMechanism(ABC):
             a public rule within ``max_participations`` (K) and ``min_separation`` (b).
         placements: Where its noise may be added.
         adaptive_clipping: Whether it accepts ``--adaptive-clipping``.
+        options: A frozen dataclass of the mechanism's own settings, each declared
+            with :func:`veilfl.declared.setting` (its flag, help, range, default), or
+            None. Its settings become options of every command that builds a run and
+            keys of ``--config`` files, and the instance is ``DpConfig.options``, in the
+            run's JSON and so its run id.
     """
 
     name: ClassVar[str]
@@ -107,6 +112,7 @@ class PrivacyMechanism(ABC):
     samples_clients: ClassVar[bool]
     placements: ClassVar[frozenset[str]] = frozenset({"central", "distributed", "local"})
     adaptive_clipping: ClassVar[bool] = False
+    options: ClassVar[type[Any] | None] = None
 
     # ------------------------------------------------------------ settings
     def check(self, config: DpConfig) -> None:
@@ -156,10 +162,13 @@ class PrivacyMechanism(ABC):
 
     def settings_json(self, config: DpConfig) -> dict[str, Any]:
         """The mechanism's keys in the run's JSON (and so in its run id)."""
+        from veilfl.declared import to_json_value
+
         return {
             "mechanism": self.name,
             "max_participations": config.max_participations,
             "min_separation": config.min_separation,
+            **({} if config.options is None else {"options": to_json_value(config.options)}),
         }
 
     def participation_defaults(
