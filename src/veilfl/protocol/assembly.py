@@ -24,6 +24,7 @@ from veilfl.protocol.aggregation import AggregationBackend, PlaintextAggregation
 from veilfl.protocol.buffered import BufferedMachine, BufferMode
 from veilfl.protocol.coordinator import Coordinator, Schedule
 from veilfl.protocol.private_aggregation import PrivateAggregation
+from veilfl.protocol.private_backend import PrivacyBackend
 from veilfl.protocol.private_ftrl import FtrlAggregation
 from veilfl.protocol.run_spec import RunSpec
 from veilfl.protocol.secure_aggregation import SecureAggregation
@@ -46,10 +47,6 @@ __all__ = [
     "precision_warning",
     "privacy_warning",
 ]
-
-
-PrivacyBackend = PrivateAggregation | FtrlAggregation
-"""The private backend of a DP run: DP-FedAvg's or DP-FTRL's."""
 
 
 @dataclass(frozen=True)

@@ -42,8 +42,7 @@ from veilfl.strategy.base import ServerStrategy, StatefulStrategy
 from veilfl.tensors import FloatArray, TensorSpec, Weights, flatten, unflatten
 
 if TYPE_CHECKING:  # the accountant behind it imports dp-accounting (scipy)
-    from veilfl.protocol.private_aggregation import PrivateAggregation
-    from veilfl.protocol.private_ftrl import FtrlAggregation
+    from veilfl.protocol.private_backend import PrivacyBackend
 
 __all__ = ["Coordinator", "CoordinatorPhase", "GlobalModel", "Schedule"]
 
@@ -174,7 +173,7 @@ class Coordinator:
         strategy: ServerStrategy,
         round_timeout_s: float,
         keep_versions: int = 1,
-        privacy: PrivateAggregation | FtrlAggregation | None = None,
+        privacy: PrivacyBackend | None = None,
     ) -> None:
         spec.check(initial_weights)
         self._schedule = schedule
