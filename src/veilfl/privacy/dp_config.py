@@ -150,7 +150,6 @@ class DpConfig:
     options: Any = field(default=None, compare=True)
 
     def __post_init__(self) -> None:
-        self._check_mechanism()
         if self.accounting not in ("rdp", "pld"):
             raise ConfigurationError(
                 f"Unknown accounting {self.accounting!r}; use --accounting rdp or pld."
@@ -159,6 +158,7 @@ class DpConfig:
             raise ConfigurationError(
                 f"Unknown noise placement {self.placement!r}; use central, distributed or local."
             )
+        self._check_mechanism()
         if not (self.noise_multiplier > 0 and math.isfinite(self.noise_multiplier)):
             raise ConfigurationError(
                 "A DP run needs a positive noise multiplier; to train without noise, turn "
