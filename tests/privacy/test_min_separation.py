@@ -16,6 +16,7 @@ from veilfl.privacy.min_separation import (
     fitting_participations,
     minsep_sensitivity,
     participation_patterns,
+    toeplitz_minsep_sensitivity,
 )
 
 
@@ -150,3 +151,27 @@ def test_a_malformed_strategy_is_refused(strategy: npt.NDArray[np.float64]) -> N
 def test_invalid_participation_limits_are_refused() -> None:
     with pytest.raises(ConfigurationError, match="separation"):
         minsep_sensitivity(np.eye(3), max_participations=0, min_separation=1)
+
+
+@pytest.mark.parametrize(
+    ("rounds", "most", "separation"), [(12, 3, 2), (10, 2, 1), (11, 4, 3), (7, 3, 5)]
+)
+def test_a_decreasing_toeplitz_strategy_peaks_at_rounds_b_apart(
+    rounds: int, most: int, separation: int
+) -> None:
+    decreasing = np.sort(np.random.default_rng(rounds).uniform(size=rounds))[::-1]
+
+    closed = toeplitz_minsep_sensitivity(
+        decreasing, rounds=rounds, max_participations=most, min_separation=separation
+    )
+
+    strategy = toeplitz_matrix(decreasing, rounds)
+    assert closed == pytest.approx(_column_sum_norm(strategy, most, separation))
+
+
+@pytest.mark.parametrize("coefficients", [[1.0, 1.2], [1.0, -0.1], []])
+def test_the_toeplitz_closed_form_refuses_what_it_does_not_cover(
+    coefficients: list[float],
+) -> None:
+    with pytest.raises(ConfigurationError, match="non-increasing"):
+        toeplitz_minsep_sensitivity(coefficients, rounds=5, max_participations=2, min_separation=2)

@@ -43,10 +43,13 @@ class StreamState:
     """Where a stream stands.
 
     Attributes:
-        coefficients: The strategy's coefficients (ints for an encoder).
+        coefficients: The strategy's parameters: its coefficients (ints for an
+            encoder), or a BLT's weights then decays.
         steps: Vectors processed so far.
-        window: The last min(steps, b - 1) inputs (encoder) or outputs (decoder),
-            most recent first, shape (rows, d); dtype uint64 or float64.
+        window: The stream's memory, shape (rows, d), dtype uint64 or float64: the
+            last min(steps, b - 1) inputs (encoder) or outputs (decoder), most
+            recent first, or a BLT stream's k buffers
+            (:class:`~veilfl.privacy.blt.BltNoiseStream`).
     """
 
     coefficients: tuple[float, ...]

@@ -32,6 +32,13 @@ Its maximum over unit u's is the sensitivity squared. Three cases:
   g_i = max over patterns P' containing i of sum_{j in P'} |X_ij|, both maxima by
   the same dynamic programme.
 
+For a lower-triangular Toeplitz C with non-negative, non-increasing coefficients
+(a BLT strategy, for one) X >= 0 and the worst pattern is rounds 0, b, 2b, ...
+(McMahan, Pillutla, Steinke and Thakurta 2024, in Dvijotham et al., "Efficient and
+Near-Optimal Noise Generation for Streaming Differential Privacy", Theorem 2): the
+sensitivity is ||sum_{m < K'} C[:, m b]||, in O(n K)
+(:func:`toeplitz_minsep_sensitivity`).
+
 The sensitivity must come from C's *columns*: a factor with unit *row* norms (a
 Cholesky factor L of a Gram matrix, L L^T = X) has columns of other norms, and the
 sensitivity is then not sqrt(K).
@@ -52,6 +59,7 @@ __all__ = [
     "fitting_participations",
     "minsep_sensitivity",
     "participation_patterns",
+    "toeplitz_minsep_sensitivity",
 ]
 
 ENUMERATION_LIMIT = 20_000
@@ -198,3 +206,39 @@ def minsep_sensitivity(
     magnitude = np.abs(gram) * far + np.diag(np.abs(np.diag(gram)))
     through = _best_sums_through(magnitude, most, min_separation)
     return math.sqrt(_best_pattern_sum(through, most, min_separation))
+
+
+def toeplitz_minsep_sensitivity(
+    coefficients: npt.ArrayLike, *, rounds: int, max_participations: int, min_separation: int
+) -> float:
+    """The sensitivity of the lower-triangular Toeplitz strategy with first column c
+    (zero-padded or cut to n), for non-negative, non-increasing c: the norm of the
+    sum of columns 0, b, ..., (K' - 1) b (module docstring).
+
+    Raises:
+        ConfigurationError: for coefficients that are empty, negative or increasing
+            (use :func:`minsep_sensitivity`), rounds < 1 or invalid limits.
+    """
+    c = np.asarray(coefficients, dtype=np.float64)
+    if (
+        c.ndim != 1
+        or c.size == 0
+        or not np.all(np.isfinite(c))
+        or np.any(c < 0)
+        or np.any(np.diff(c) > 0)
+    ):
+        raise ConfigurationError(
+            "The closed-form Toeplitz sensitivity needs non-negative, non-increasing "
+            "coefficients; use minsep_sensitivity on the matrix otherwise."
+        )
+    if rounds < 1:
+        raise ConfigurationError(f"A strategy needs at least one round; got {rounds}.")
+    most = fitting_participations(
+        rounds=rounds, max_participations=max_participations, min_separation=min_separation
+    )
+    column = np.zeros(rounds)
+    first = c[:rounds]
+    for m in range(most):
+        start = m * min_separation
+        column[start:] += first[: rounds - start]
+    return float(np.linalg.norm(column))
