@@ -175,3 +175,16 @@ def test_the_toeplitz_closed_form_refuses_what_it_does_not_cover(
 ) -> None:
     with pytest.raises(ConfigurationError, match="non-increasing"):
         toeplitz_minsep_sensitivity(coefficients, rounds=5, max_participations=2, min_separation=2)
+
+
+@pytest.mark.parametrize(("rounds", "most", "separation"), [(10, 3, 2), (9, 2, 1), (12, 4, 3)])
+def test_without_enumeration_the_bound_holds_and_stays_within_sqrt_k(
+    rounds: int, most: int, separation: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    strategy = np.tril(np.random.default_rng(rounds + 3).uniform(size=(rounds, rounds)))
+    monkeypatch.setattr("veilfl.privacy.min_separation.ENUMERATION_LIMIT", 0)
+
+    bound = minsep_sensitivity(strategy, max_participations=most, min_separation=separation)
+
+    exact = _column_sum_norm(strategy, most, separation)
+    assert exact - 1e-9 <= bound <= math.sqrt(most) * exact + 1e-9
