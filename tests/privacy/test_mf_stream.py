@@ -7,6 +7,8 @@ import json
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from veilfl.crypto.field import MERSENNE_31
 from veilfl.crypto.flp import reduce_signed
@@ -108,3 +110,29 @@ def test_vectors_of_the_wrong_shape_or_outside_the_field_are_refused() -> None:
 def test_a_decoder_needs_an_invertible_strategy(coefficients: tuple[float, ...]) -> None:
     with pytest.raises(ConfigurationError):
         StreamingDecoder(coefficients=coefficients, length=1)
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    tail=st.lists(st.integers(-(2**16), 2**16), max_size=5),
+    margin=st.integers(1, 2**16),
+    inputs=st.lists(
+        st.lists(st.integers(-(2**8), 2**8), min_size=2, max_size=2), min_size=1, max_size=12
+    ),
+)
+def test_encoding_then_decoding_is_the_identity_and_encoding_is_the_product(
+    tail: list[int], margin: int, inputs: list[list[int]]
+) -> None:
+    # c_0 > sum |c_j|: C^-1's series is absolutely summable, so decoding is stable;
+    # |sum c_j x_j| < 2^19 * 2^8 * 2 < p / 2: no wrap-around, the field result is exact.
+    coefficients = [sum(abs(c) for c in tail) + margin, *tail]
+    rows = np.array(inputs, dtype=np.int64)
+    encoder = StreamingEncoder(coefficients=coefficients, field=MERSENNE_31, length=2)
+    decoder = StreamingDecoder(coefficients=[float(c) for c in coefficients], length=2)
+
+    encoded = np.stack([_signed(encoder.release(reduce_signed(row))) for row in rows])
+    decoded = np.stack([decoder.decode(row) for row in encoded])
+
+    strategy = toeplitz_matrix(coefficients, len(rows)).astype(np.int64)
+    assert np.array_equal(encoded, strategy @ rows)
+    assert np.allclose(decoded, rows, rtol=0, atol=1e-6)
