@@ -13,6 +13,7 @@ import pytest
 from veilfl.errors import ConfigurationError
 from veilfl.privacy.banded_toeplitz import optimize_banded_toeplitz, toeplitz_matrix
 from veilfl.privacy.min_separation import (
+    cyclic_sensitivity,
     fitting_participations,
     minsep_sensitivity,
     participation_patterns,
@@ -188,3 +189,30 @@ def test_without_enumeration_the_bound_holds_and_stays_within_sqrt_k(
 
     exact = _column_sum_norm(strategy, most, separation)
     assert exact - 1e-9 <= bound <= math.sqrt(most) * exact + 1e-9
+
+
+@pytest.mark.parametrize(("rounds", "period"), [(12, 4), (10, 3), (6, 1), (5, 8)])
+def test_the_cyclic_schema_checks_every_epoch_offset(rounds: int, period: int) -> None:
+    strategy = np.tril(np.random.default_rng(rounds * period).uniform(size=(rounds, rounds)))
+
+    sensitivity = cyclic_sensitivity(strategy, period=period)
+
+    offsets = [list(range(i, rounds, period)) for i in range(min(period, rounds))]
+    brute = max(float(np.linalg.norm(strategy[:, rows].sum(axis=1))) for rows in offsets)
+    assert sensitivity == pytest.approx(brute)
+    most = -(-rounds // period)
+    assert (
+        sensitivity
+        <= minsep_sensitivity(strategy, max_participations=most, min_separation=period) + 1e-9
+    )
+
+
+def test_a_signed_strategy_gets_a_cyclic_upper_bound() -> None:
+    strategy = np.tril(np.random.default_rng(5).normal(size=(9, 9)))
+    offsets = [list(range(i, 9, 3)) for i in range(3)]
+    signed = max(
+        float(np.linalg.norm(strategy[:, rows] @ np.array(signs)))
+        for rows in offsets
+        for signs in itertools.product((1.0, -1.0), repeat=len(rows))
+    )
+    assert cyclic_sensitivity(strategy, period=3) >= signed - 1e-9

@@ -39,6 +39,11 @@ Near-Optimal Noise Generation for Streaming Differential Privacy", Theorem 2): t
 sensitivity is ||sum_{m < K'} C[:, m b]||, in O(n K)
 (:func:`toeplitz_minsep_sensitivity`).
 
+The cyclic (fixed-epoch-order) schema is the special case in which a client takes
+part in exactly the rounds i, i + b, i + 2b, ... for one i < b (b = n / K rounds an
+epoch): only b patterns, so :func:`cyclic_sensitivity` checks them all. Every cyclic
+pattern is a min-separation pattern, so the min-separation value bounds it.
+
 The sensitivity must come from C's *columns*: a factor with unit *row* norms (a
 Cholesky factor L of a Gram matrix, L L^T = X) has columns of other norms, and the
 sensitivity is then not sqrt(K).
@@ -56,6 +61,7 @@ from veilfl.errors import ConfigurationError
 
 __all__ = [
     "ENUMERATION_LIMIT",
+    "cyclic_sensitivity",
     "fitting_participations",
     "minsep_sensitivity",
     "participation_patterns",
@@ -253,3 +259,26 @@ def toeplitz_minsep_sensitivity(
         start = m * min_separation
         column[start:] += first[: rounds - start]
     return float(np.linalg.norm(column))
+
+
+def cyclic_sensitivity(strategy: npt.ArrayLike, *, period: int) -> float:
+    """The sensitivity of ``strategy @ x`` (units of the clipping norm) when a client
+    takes part in exactly the rounds i, i + period, i + 2 period, ... for one
+    i < period (the cyclic schema). Exact when C^T C >= 0 on those rounds (always for
+    a banded strategy with at most ``period`` bands); otherwise the valid upper bound
+    sqrt(max_i sum_{j, k in P_i} |X_jk|).
+
+    Raises:
+        ConfigurationError: for a matrix that is not square and finite, or a period
+            below 1.
+    """
+    matrix = np.asarray(strategy, dtype=np.float64)
+    if matrix.ndim != 2 or matrix.shape[0] != matrix.shape[1] or not np.all(np.isfinite(matrix)):
+        raise ConfigurationError("The strategy matrix must be square with finite entries.")
+    if isinstance(period, bool) or not isinstance(period, int) or period < 1:
+        raise ConfigurationError(f"The cyclic schema needs a period of at least 1; got {period!r}.")
+    gram = np.abs(matrix.T @ matrix)
+    rounds = matrix.shape[0]
+    offsets = [np.arange(i, rounds, period) for i in range(min(period, rounds))]
+    worst = max((float(gram[np.ix_(rows, rows)].sum()) for rows in offsets), default=0.0)
+    return math.sqrt(worst)
