@@ -27,8 +27,8 @@ form.)
 
 Sensitivity. With sum_j w_j <= 1 the coefficients are non-negative and
 non-increasing, so the worst client under (K, b) min-separation takes part in rounds
-0, b, 2b, ... (Theorem 2 of the paper above;
-:func:`~veilfl.privacy.min_separation.toeplitz_minsep_sensitivity`). This module
+0, b, 2b, ... (:func:`~veilfl.privacy.min_separation.toeplitz_minsep_sensitivity`
+and its sources). This module
 keeps every strategy in that set.
 
 Optimisation. :func:`optimize_blt` minimises sens^2 · error (the mean or the last

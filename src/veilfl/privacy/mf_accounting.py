@@ -6,7 +6,7 @@ multiplier* of each release. For a client whose contributions can move C x by at
 most sens·clip in L2 (:mod:`veilfl.privacy.min_separation`), the whole release is
 one Gaussian mechanism with noise multiplier z / sens. That holds even though each
 round's updates depend on the models released before it: Denisov et al. 2022
-(Theorem 2.1) show that a linear mechanism with Gaussian noise on adaptively chosen
+show that a linear mechanism with Gaussian noise on adaptively chosen
 inputs is as private as the non-adaptive one with the same sensitivity.
 
 Epsilon comes from :func:`veilfl.privacy.accountant.epsilon_of` on a one-round

@@ -34,9 +34,9 @@ Its maximum over unit u's is the sensitivity squared. Three cases:
 
 For a lower-triangular Toeplitz C with non-negative, non-increasing coefficients
 (a BLT strategy, for one) X >= 0 and the worst pattern is rounds 0, b, 2b, ...
-(McMahan, Pillutla, Steinke and Thakurta 2024, in Dvijotham et al., "Efficient and
-Near-Optimal Noise Generation for Streaming Differential Privacy", Theorem 2): the
-sensitivity is ||sum_{m < K'} C[:, m b]||, in O(n K)
+(arXiv:2405.13763, Theorem 2, the result behind jax-privacy's
+``toeplitz.minsep_sensitivity_squared``; our tests also check it by brute force):
+the sensitivity is ||sum_{m < K'} C[:, m b]||, in O(n K)
 (:func:`toeplitz_minsep_sensitivity`).
 
 The cyclic (fixed-epoch-order) schema is the special case in which a client takes
