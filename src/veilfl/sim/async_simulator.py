@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 from veilfl.errors import BufferFullError, ConfigurationError, StaleUpdateError
 from veilfl.ml.learner import Learner, LocalUpdate, derive_seed
+from veilfl.ml.local_data import LocalData
 from veilfl.privacy.dp_fedavg import ClientPrivacyPlan
 from veilfl.privacy.report import PrivacyReport
 from veilfl.protocol.aggregator_minimums import DEFAULT_MIN_PARTICIPANTS
@@ -176,7 +177,7 @@ class _Event:
 def simulate_async(
     learner: Learner[DataT],
     *,
-    client_data: Sequence[DataT],
+    client_data: Sequence[DataT | LocalData[DataT]],
     test_data: DataT | None,
     config: AsyncSimulationConfig,
     on_release: Callable[[RoundMetrics], None] | None = None,
@@ -189,7 +190,9 @@ def simulate_async(
 
     Args:
         learner: How to build, train and evaluate the model.
-        client_data: Each virtual client's local data.
+        client_data: Each virtual client's local data (a data set, or a
+            :class:`~veilfl.ml.local_data.LocalData` whose evaluation split the client
+            evaluates the model it received on: federated evaluation).
         test_data: Server-side evaluation data, or None to skip evaluation.
         config: Simulation settings.
         on_release: Called with each released buffer's metrics.
@@ -229,7 +232,7 @@ def _simulate_async(
     learner: Learner[DataT],
     executor: TrainingExecutor,
     *,
-    client_data: Sequence[DataT],
+    client_data: Sequence[DataT | LocalData[DataT]],
     test_data: DataT | None,
     config: AsyncSimulationConfig,
     on_release: Callable[[RoundMetrics], None] | None,

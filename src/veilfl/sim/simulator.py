@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Generic, TypeVar
 
 from veilfl.errors import ConfigurationError
 from veilfl.ml.learner import Learner, derive_seed
+from veilfl.ml.local_data import LocalData
 from veilfl.privacy.report import PrivacyReport
 from veilfl.protocol.aggregator_minimums import DEFAULT_MIN_PARTICIPANTS
 from veilfl.protocol.assembly import CohortPlan
@@ -175,7 +176,7 @@ def client_id(index: int) -> str:
 def simulate(
     learner: Learner[DataT],
     *,
-    client_data: Sequence[DataT],
+    client_data: Sequence[DataT | LocalData[DataT]],
     test_data: DataT | None,
     config: SimulationConfig,
     initial_weights: Weights | None = None,
@@ -191,7 +192,10 @@ def simulate(
         learner: How to build, train and evaluate the model.
         client_data: Each virtual client's local data (any sequence: a list, or a
             :class:`~veilfl.ml.datasets.ClientPartitions` that copies a client's data
-            out only when it trains).
+            out only when it trains). An entry may be a
+            :class:`~veilfl.ml.local_data.LocalData`: its client then trains on
+            ``train`` and, before training, evaluates the model it received on
+            ``evaluation`` (federated evaluation, in the round's metrics).
         test_data: Server-side evaluation data, or None to skip evaluation.
         config: Simulation settings.
         initial_weights: Starting model (default: ``learner.initial_weights(seed)``).
@@ -239,7 +243,7 @@ def _simulate(
     learner: Learner[DataT],
     executor: TrainingExecutor,
     *,
-    client_data: Sequence[DataT],
+    client_data: Sequence[DataT | LocalData[DataT]],
     test_data: DataT | None,
     config: SimulationConfig,
     initial_weights: Weights | None,
