@@ -185,6 +185,7 @@ def simulate_async(
     executor: TrainingExecutor | None = None,
     device: str | torch.device | None = None,
     on_client_trained: Callable[[], None] | None = None,
+    on_model: Callable[[int, Weights], None] | None = None,
 ) -> AsyncSimulationResult:
     """Run buffered asynchronous training over ``client_data`` in virtual time.
 
@@ -202,6 +203,9 @@ def simulate_async(
             An executor given here is left open; one made here is closed.
         device: Train and evaluate there; None keeps the learner's device.
         on_client_trained: Called as each trained update is handed in.
+        on_model: Called with each model version the run serves and its weights:
+            version 0 (the initial model) first, then each completed round's model,
+            before ``on_release`` (``veilfl simulate`` keeps the best one by it).
 
     Raises:
         ConfigurationError: for no clients, or settings that contradict each other.
@@ -222,6 +226,7 @@ def simulate_async(
             on_release=on_release,
             stop_when=stop_when,
             on_client_trained=on_client_trained,
+            on_model=on_model,
         )
     finally:
         if owned:
@@ -238,6 +243,7 @@ def _simulate_async(
     on_release: Callable[[RoundMetrics], None] | None,
     stop_when: Callable[[RoundMetrics], bool] | None,
     on_client_trained: Callable[[], None] | None,
+    on_model: Callable[[int, Weights], None] | None = None,
 ) -> AsyncSimulationResult:
     started = time.perf_counter()
     population = len(client_data)
@@ -257,8 +263,13 @@ def _simulate_async(
     history: list[RoundMetrics] = []
     stop = [False]
 
+    if on_model is not None:
+        on_model(0, weights)
+
     def completed(outcome: RoundOutcome) -> None:
         metrics = outcome.metrics
+        if on_model is not None:
+            on_model(outcome.new_version, unflatten(outcome.weights, spec))
         if evaluator is not None:
             evaluation = evaluator(unflatten(outcome.weights, spec))
             metrics = replace(metrics, test_loss=evaluation.loss, test_accuracy=evaluation.accuracy)

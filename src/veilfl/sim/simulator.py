@@ -185,6 +185,7 @@ def simulate(
     executor: TrainingExecutor | None = None,
     device: str | torch.device | None = None,
     on_client_trained: Callable[[], None] | None = None,
+    on_model: Callable[[int, Weights], None] | None = None,
 ) -> SimulationResult[DataT]:
     """Run federated training with one virtual client per entry of ``client_data``.
 
@@ -209,6 +210,9 @@ def simulate(
             the learner's device.
         on_client_trained: Called as each client's update comes back from training
             (progress displays).
+        on_model: Called with each model version the run serves and its weights:
+            version 0 (the initial model) first, then each completed round's model,
+            before ``on_round`` (``veilfl simulate`` keeps the best one by it).
 
     Returns:
         The history, the final weights and where the time went.
@@ -233,6 +237,7 @@ def simulate(
             on_round=on_round,
             stop_when=stop_when,
             on_client_trained=on_client_trained,
+            on_model=on_model,
         )
     finally:
         if owned:
@@ -250,6 +255,7 @@ def _simulate(
     on_round: Callable[[RoundMetrics], None] | None,
     stop_when: Callable[[RoundMetrics], bool] | None,
     on_client_trained: Callable[[], None] | None,
+    on_model: Callable[[int, Weights], None] | None = None,
 ) -> SimulationResult[DataT]:
     population = len(client_data)
     weights = initial_weights or learner.initial_weights(seed=config.spec.seed)
@@ -270,8 +276,13 @@ def _simulate(
     history: list[RoundMetrics] = []
     stop = [False]
 
+    if on_model is not None:
+        on_model(0, weights)
+
     def completed(outcome: RoundOutcome) -> None:
         metrics = outcome.metrics
+        if on_model is not None:
+            on_model(outcome.new_version, unflatten(outcome.weights, spec))
         if evaluator is not None:
             started = time.perf_counter()
             evaluation = evaluator(unflatten(outcome.weights, spec))
