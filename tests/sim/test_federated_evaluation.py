@@ -13,6 +13,7 @@ from veilfl.ml.learner import Learner, sgd_learner
 from veilfl.ml.local_data import LocalData, hold_out
 from veilfl.ml.partition import partition_iid
 from veilfl.ml.weights import set_weights
+from veilfl.privacy.dp_fedavg import DpConfig
 from veilfl.protocol.messages import LocalTrainingPlan
 from veilfl.protocol.run_spec import RunSpec
 from veilfl.protocol.sync_round import RoundConfig
@@ -30,7 +31,7 @@ def _clients(count: int, *, fraction: float) -> list[LocalData[ArrayDataset]]:
     data = synthetic_dataset(num_examples=60 * count, seed=0)
     # Uneven splits, so an unweighted mean of the clients' accuracies would differ.
     return [
-        hold_out(data.subset(p), fraction=fraction + 0.1 * i, seed=i)
+        hold_out(data.subset(p), fraction=fraction + 0.1 * (i % 4), seed=i)
         for i, p in enumerate(partition_iid(len(data), count, seed=0))
     ]
 
@@ -108,3 +109,27 @@ def test_clients_without_an_evaluation_split_report_no_federated_metrics() -> No
     (metrics,) = result.history
     assert metrics.federated_examples is None
     assert metrics.federated_accuracy is None and metrics.federated_loss is None
+
+
+@pytest.mark.parametrize(("secure", "reported"), [(True, False), (False, True)])
+def test_under_dp_only_a_plaintext_run_reports_the_evaluation(secure: bool, reported: bool) -> None:
+    # Under DP with secure aggregation the evaluation, like the training loss, is not
+    # reported (nothing noises it); a plaintext run's trusted coordinator sees both.
+    dp = DpConfig(placement="central", noise_multiplier=1.0, clip_norm=1.0, min_clients=5)
+    result = simulate(
+        sgd_learner(_linear, seed=0),
+        client_data=_clients(10, fraction=0.2),
+        test_data=None,
+        config=SimulationConfig(
+            RunSpec(
+                model_name="simulation",
+                rounds=RoundConfig(num_rounds=1, fraction=0.5, min_clients=5),
+                plan=LocalTrainingPlan(max_batches=1),
+                dp=dp,
+            ),
+            secure=SecureAggregationConfig(norm_bound=dp.clip_norm) if secure else None,
+        ),
+    )
+    (metrics,) = result.history
+    assert (metrics.federated_accuracy is not None) is reported
+    assert (metrics.train_loss is not None) is reported
