@@ -78,3 +78,8 @@ def test_no_examples_give_no_total_and_leave_the_metrics_alone() -> None:
         0.25,
     )
     assert math.isnan(FederatedEvaluation(examples=0, loss_sum=0, correct=0).accuracy)
+
+
+def test_sums_that_overflow_lose_the_metric_not_the_round() -> None:
+    huge = FederatedEvaluation(examples=1e308, loss_sum=1e308, correct=0)
+    assert FederatedEvaluation.total([huge, huge]) is None

@@ -19,6 +19,7 @@ from collections.abc import Sequence
 from dataclasses import replace
 from pathlib import Path
 
+from veilfl.errors import StorageError
 from veilfl.protocol.best_model import BestMetric, BestModelKeeper
 from veilfl.protocol.effects import RoundOutcome
 from veilfl.protocol.metrics import EvaluateFn, RoundMetrics
@@ -117,12 +118,16 @@ class RoundReports:
         best = self._best.offer(metrics, version=outcome.new_version)
         if best is None:
             return
-        weights: Weights = (
-            unflatten(outcome.weights, self._spec)
-            if best.version == outcome.new_version
-            else self._checkpoints.load(best.version)
-        )
-        self._checkpoints.save_best(best, weights)
+        try:
+            weights: Weights = (
+                unflatten(outcome.weights, self._spec)
+                if best.version == outcome.new_version
+                else self._checkpoints.load(best.version)
+            )
+            self._checkpoints.save_best(best, weights)
+        except StorageError as exc:  # the round stands; only its best copy is missing
+            logger.warning("could not keep the best model, %s: %s", best.describe(), exc)
+            return
         logger.info("best model so far: %s", best.describe())
 
     def close(self) -> None:

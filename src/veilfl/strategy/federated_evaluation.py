@@ -63,13 +63,14 @@ class FederatedEvaluation:
 
     @classmethod
     def total(cls, parts: Iterable[FederatedEvaluation]) -> FederatedEvaluation | None:
-        """The sum of ``parts``; None when they evaluated no example."""
+        """The sum of ``parts``; None when they evaluated no example, or when the sums
+        overflow (plaintext clients state their own: a metric is lost, never a round)."""
         examples = loss_sum = correct = 0.0
         for part in parts:
             examples += part.examples
             loss_sum += part.loss_sum
             correct += part.correct
-        if examples <= 0:
+        if examples <= 0 or not all(map(math.isfinite, (examples, loss_sum, correct))):
             return None
         return cls(examples=examples, loss_sum=loss_sum, correct=min(correct, examples))
 
