@@ -210,7 +210,9 @@ def plot_metrics(run_dir: Path, metrics: Sequence[RoundMetrics], *, title: str) 
 
 def render_metrics(metrics: Sequence[RoundMetrics], *, title: str) -> bytes:
     """A PNG of test accuracy, losses and (when present) epsilon per round: against the
-    public and, where it is protected against, the coordinator."""
+    public and, where it is protected against, the coordinator. Federated accuracy and
+    loss, where clients evaluate, are drawn at the round whose model they measured
+    (one before the round that reported them)."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
@@ -225,12 +227,35 @@ def render_metrics(metrics: Sequence[RoundMetrics], *, title: str) -> bytes:
         kept = [(m.round_id, v) for m, v in zip(metrics, values, strict=True) if v is not None]
         return [r for r, _ in kept], [v for _, v in kept]
 
+    def started_from(values: Sequence[float | None]) -> tuple[list[int], list[float]]:
+        """Federated metrics, at the round whose model they measured (one earlier)."""
+        rounds, kept = series(values)
+        return [r - 1 for r in rounds], kept
+
+    federated = any(m.federated_accuracy is not None for m in metrics)
     accuracy = [None if m.test_accuracy is None else 100 * m.test_accuracy for m in metrics]
-    axes[0].plot(*series(accuracy), marker="o", color="tab:blue")
-    axes[0].set(title="test accuracy", xlabel="round", ylabel="%")
+    axes[0].plot(*series(accuracy), marker="o", color="tab:blue", label="test")
+    if federated:
+        axes[0].plot(
+            *started_from(
+                [
+                    None if m.federated_accuracy is None else 100 * m.federated_accuracy
+                    for m in metrics
+                ]
+            ),
+            marker="^",
+            color="tab:green",
+            label="federated (clients' data)",
+        )
+        axes[0].legend()
+    axes[0].set(title="accuracy" if federated else "test accuracy", xlabel="round", ylabel="%")
     axes[0].grid(alpha=0.3)
     axes[1].plot(*series([m.train_loss for m in metrics]), marker="o", label="train (clients)")
     axes[1].plot(*series([m.test_loss for m in metrics]), marker="s", label="test")
+    if federated:
+        axes[1].plot(
+            *started_from([m.federated_loss for m in metrics]), marker="^", label="federated"
+        )
     axes[1].set(title="loss", xlabel="round")
     axes[1].legend()
     axes[1].grid(alpha=0.3)
