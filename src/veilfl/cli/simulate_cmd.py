@@ -7,6 +7,7 @@ import logging
 from datetime import datetime
 from pathlib import Path
 
+from veilfl.cli.best_model import SimulatedBestModel, add_best_metric_option
 from veilfl.cli.common import (
     add_data_options,
     add_device_option,
@@ -24,9 +25,11 @@ from veilfl.declared import build_config
 from veilfl.privacy.report import PrivacyReport
 from veilfl.protocol.aggregator_minimums import DEFAULT_MIN_PARTICIPANTS, fit_cohort
 from veilfl.protocol.assembly import check_run_settings, precision_warning, privacy_warning
+from veilfl.protocol.best_model import BestMetric
 from veilfl.protocol.metrics import RoundMetrics
 from veilfl.reporting import format_round_row, format_round_table_header
 from veilfl.secagg.config import SecureAggregationConfig
+from veilfl.server.checkpoints import BEST_FILE, CheckpointStore
 from veilfl.tensors import Weights, spec_of
 from veilfl.tracking import SinkContext, open_sinks
 
@@ -98,6 +101,7 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
     add_learner_option(parser)
     add_data_options(parser)
     add_metrics_sink_option(parser)
+    add_best_metric_option(parser)
     add_log_option(parser)
     parser.set_defaults(func=run)
 
@@ -165,11 +169,16 @@ def run(args: argparse.Namespace) -> int:
 
     title = f"veilfl simulation, {args.num_clients} clients"
     sinks = open_sinks(args.metrics_sink, SinkContext(run_dir=run_dir, title=title))
+    best = SimulatedBestModel(
+        CheckpointStore(run_dir / "checkpoints", model_name=settings.model_name),
+        BestMetric.parse(args.best_metric),
+    )
 
     def show(metrics: RoundMetrics) -> None:
         counter.round_done(metrics.round_id)
         print(format_round_row(metrics), flush=True)
         sinks.round(metrics)  # metrics.json and .csv kept if the simulation is stopped
+        best.round(metrics)
 
     secure = (
         build_config(
@@ -212,6 +221,7 @@ def run(args: argparse.Namespace) -> int:
                 on_release=show,
                 executor=executor,
                 on_client_trained=counter.trained,
+                on_model=best.model,
             )
             progress.close()
             history = list(outcome.history)
@@ -237,6 +247,7 @@ def run(args: argparse.Namespace) -> int:
                 on_round=show,
                 executor=executor,
                 on_client_trained=counter.trained,
+                on_model=best.model,
             )
             progress.close()
             history = list(result.history)
@@ -250,6 +261,11 @@ def run(args: argparse.Namespace) -> int:
             final = result.final_weights
     print(f"wrote metrics.json, metrics.csv and metrics.png in {run_dir}")
     save_final_model(run_dir, settings.model_name, len(history), final)
+    if best.best is not None:
+        print(
+            f"kept the best model, {best.best.describe()}, in "
+            f"{run_dir / 'checkpoints' / BEST_FILE} (export it with veilfl export --best)"
+        )
     return 0
 
 
