@@ -26,6 +26,7 @@ from veilfl.privacy.mechanisms import (
     ReleaseDecoder,
     ReleaseSchedule,
     ReleaseTerms,
+    ToeplitzReleaseSchedule,
     register_mechanism,
     unregister_mechanism,
 )
@@ -88,8 +89,11 @@ class _TwoBand(PrivacyMechanism):
     samples_clients: ClassVar[bool] = False
     placements: ClassVar[frozenset[str]] = frozenset({"central"})
 
+    def __init__(self, schedule: ReleaseSchedule) -> None:
+        self.schedule = schedule
+
     def release_schedule(self, config: DpConfig, *, rounds: int) -> ReleaseSchedule:
-        return _TwoBandSchedule()
+        return self.schedule
 
     def dealt_noise(
         self, config: DpConfig, *, per_update_bound: float, expected_clients: float
@@ -108,9 +112,12 @@ class _TwoBand(PrivacyMechanism):
         return exact_gaussian_epsilon(config.noise_multiplier / sensitivity, delta=config.delta)
 
 
-@pytest.fixture
-def two_band() -> Iterator[PrivacyMechanism]:
-    mechanism = register_mechanism(_TwoBand())
+@pytest.fixture(
+    params=[_TwoBandSchedule(), ToeplitzReleaseSchedule(coefficients=COEFFICIENTS, scale=SCALE)],
+    ids=["by-hand", "toeplitz"],
+)
+def two_band(request: pytest.FixtureRequest) -> Iterator[PrivacyMechanism]:
+    mechanism = register_mechanism(_TwoBand(request.param))
     yield mechanism
     unregister_mechanism(mechanism.name)
 
@@ -170,3 +177,32 @@ def test_a_windowed_schedule_decodes_the_round_sums_and_resumes_from_its_state(
     assert report.epsilon_public == two_band.planned_epsilon(dp, rounds=5, sample_rate=1.0)
     assert report.epsilon_coordinator is None  # central noise: the coordinator sees sums
     assert math.isinf(two_band.epsilon_against_coordinator(dp, rounds=5, expected_clients=1))
+
+
+@pytest.mark.parametrize("restart_after", [0, 1, 2, 4])
+def test_the_toeplitz_decoder_is_the_forward_substitution_across_a_restart(
+    restart_after: int,
+) -> None:
+    # Arrange: the by-hand decoder is the oracle.
+    schedule = ToeplitzReleaseSchedule(coefficients=(8, -3, 2), scale=8)
+    rng = np.random.default_rng(restart_after)
+    releases = [rng.normal(size=4) for _ in range(6)]
+    oracle: list[np.ndarray] = []
+    for step, release in enumerate(releases, start=1):
+        numerator = 8 * release
+        for j, c in enumerate((-3, 2), start=1):
+            if step - j >= 1:
+                numerator = numerator - c * oracle[step - j - 1]
+        oracle.append(numerator / 8)
+    # Act
+    decoder = schedule.decoder()
+    decoded = []
+    for step, release in enumerate(releases, start=1):
+        if step == restart_after + 1:
+            state = decoder.to_json()
+            decoder = schedule.decoder()
+            decoder.restore(state)
+        decoded.append(decoder.decode(schedule.terms(step), release))
+    # Assert
+    np.testing.assert_allclose(np.array(decoded), np.array(oracle), rtol=1e-12, atol=1e-12)
+    assert schedule.terms(1).coefficients == (8,) and schedule.terms(5).coefficients == (8, -3, 2)

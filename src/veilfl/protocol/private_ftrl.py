@@ -47,6 +47,8 @@ noiseless sums and nothing protects against it).
 
 from __future__ import annotations
 
+import base64
+import binascii
 import functools
 from dataclasses import replace
 from typing import Any
@@ -55,7 +57,7 @@ import numpy as np
 import numpy.typing as npt
 
 from veilfl.crypto.csprng import KEY_LENGTH, CsprngStream
-from veilfl.errors import ConfigurationError, PrivacyError, ProtocolError
+from veilfl.errors import ConfigurationError, PrivacyError, ProtocolError, StorageError
 from veilfl.privacy.central_tree import CentralTreeNoise
 from veilfl.privacy.dp_config import DpConfig
 from veilfl.privacy.dp_fedavg import ClientPrivacyPlan
@@ -144,9 +146,7 @@ class FtrlAggregation:
         self._state = state
         self._decoder = self._schedule.decoder()
         self._decoder.restore(dict(state.mechanism_state.get("decoder", {})))
-        self._recent_sums = [
-            np.asarray(v, dtype=np.float64) for v in state.mechanism_state.get("recent_sums", [])
-        ]
+        self._recent_sums = _vectors_from_json(state.mechanism_state.get("recent_sums"))
         self._noise: CentralTreeNoise | None = None
         self._report = self._report_for(limits.steps)
         if limits.steps == 0:
@@ -305,7 +305,7 @@ class FtrlAggregation:
             state["decoder"] = decoder
         if self._schedule.window > 1 and self._recent_sums:
             kept = self._recent_sums[: self._schedule.window - 1]
-            state["recent_sums"] = [v.tolist() for v in kept]
+            state["recent_sums"] = _vectors_to_json(kept)
         return state
 
     def _central_noise(self, length: int) -> CentralTreeNoise:
@@ -331,3 +331,26 @@ class FtrlAggregation:
                 secure_aggregation=not self._plaintext,
             ),
         )
+
+
+def _vectors_to_json(vectors: list[npt.NDArray[np.float64]]) -> dict[str, Any]:
+    """Vectors of one length as JSON: their shape and base64 of little-endian float64."""
+    stacked = np.ascontiguousarray(np.stack(vectors), dtype="<f8")
+    return {"shape": list(stacked.shape), "float64": base64.b64encode(stacked.tobytes()).decode()}
+
+
+def _vectors_from_json(data: Any) -> list[npt.NDArray[np.float64]]:
+    """Inverse of :func:`_vectors_to_json` (no vectors for None).
+
+    Raises:
+        StorageError: for a malformed value.
+    """
+    if data is None:
+        return []
+    try:
+        rows, length = (int(n) for n in data["shape"])
+        raw = np.frombuffer(base64.b64decode(data["float64"], validate=True), dtype="<f8")
+        stacked = raw.reshape(rows, length).astype(np.float64)
+    except (KeyError, TypeError, ValueError, binascii.Error) as error:
+        raise StorageError(f"The stored recent round sums are malformed ({error}).") from None
+    return list(stacked)

@@ -23,6 +23,7 @@ from veilfl.privacy.mechanisms.schedule import (
     ReleaseSchedule,
     ReleaseTerms,
     StatelessDecoder,
+    ToeplitzReleaseSchedule,
     TreeNoiseSchedule,
 )
 
@@ -37,6 +38,7 @@ __all__ = [
     "ReleaseSchedule",
     "ReleaseTerms",
     "StatelessDecoder",
+    "ToeplitzReleaseSchedule",
     "TreeNoiseSchedule",
     "mechanism_named",
     "mechanism_names",

@@ -19,7 +19,8 @@ release into the round's estimate with a stateful :class:`ReleaseDecoder`.
 * A banded matrix factorisation (Choquette-Choo et al. 2023) with a b-banded lower
   triangular C: window b, c_{t,j} = round(s * C[t, t-j]), fresh block (0, t) per step,
   and a decoder ``xhat_t = (s * r_t - sum_{j>=1} c_{t,j} xhat_{t-j}) / c_{t,0}`` with
-  O(b d) state (the last b - 1 estimates); a BLT strategy is the Toeplitz case.
+  O(b d) state (the last b - 1 estimates): :class:`ToeplitzReleaseSchedule` for a
+  Toeplitz C (banded Toeplitz, or a BLT's coefficients).
 
 This module is pure: no I/O, no randomness. The noise itself is drawn in one place
 per placement (the coordinator's central noise, the aggregators' dealing, or the
@@ -36,6 +37,7 @@ import numpy as np
 import numpy.typing as npt
 
 from veilfl.errors import ConfigurationError
+from veilfl.privacy.mf_stream import StreamingDecoder, StreamState
 from veilfl.privacy.tree import TreeNode, cover_change
 
 __all__ = [
@@ -44,6 +46,7 @@ __all__ = [
     "ReleaseSchedule",
     "ReleaseTerms",
     "StatelessDecoder",
+    "ToeplitzReleaseSchedule",
     "TreeNoiseSchedule",
     "dealt_schedule_named",
 ]
@@ -179,6 +182,81 @@ class TreeNoiseSchedule(ReleaseSchedule):
             scale=1,
             added=(change.added,),
             removed=tuple(change.removed),
+        )
+
+
+class ToeplitzReleaseSchedule(ReleaseSchedule):
+    """A lower-triangular Toeplitz strategy in fixed point: release t is
+    ``(sum_j c_j x_{t-j}) / scale + z_t`` with a fresh block z_t, decoded by forward
+    substitution (:class:`~veilfl.privacy.mf_stream.StreamingDecoder`, O(b d) state).
+
+    The coefficients are the integer ones the field uses (``round(scale · C)``, see
+    :class:`~veilfl.privacy.integer_strategy.IntegerToeplitzStrategy`), so central and
+    distributed noise release the same rounded strategy, whose sensitivity is what the
+    mechanism must account for. A banded strategy has b coefficients; a BLT's Toeplitz
+    coefficients truncated to the rounds planned are one too.
+
+    Args:
+        coefficients: c_0 .. c_(b-1), integers, c_0 > 0.
+        scale: The fixed-point scale (2^bits); 1 for whole coefficients.
+
+    Raises:
+        ConfigurationError: for no coefficients, c_0 <= 0 or a scale below 1.
+    """
+
+    name = "toeplitz"
+
+    def __init__(self, *, coefficients: tuple[int, ...], scale: int) -> None:
+        if not coefficients or coefficients[0] <= 0 or scale < 1:
+            raise ConfigurationError(
+                "A Toeplitz schedule needs integer coefficients with c_0 > 0 and a scale >= 1."
+            )
+        self._coefficients = tuple(int(c) for c in coefficients)
+        self._scale = int(scale)
+
+    @property
+    def window(self) -> int:
+        """b, the strategy's bands."""
+        return len(self._coefficients)
+
+    def terms(self, step: int) -> ReleaseTerms:
+        """This round's and the last b - 1 rounds' sums with the coefficients, and
+        fresh block (0, step)."""
+        return ReleaseTerms(
+            step=step,
+            coefficients=self._coefficients[: min(step, self.window)],
+            scale=self._scale,
+            added=(TreeNode(0, step),),
+        )
+
+    def decoder(self) -> ReleaseDecoder:
+        """Forward substitution over the last b - 1 estimates."""
+        return _ToeplitzDecoder(self._coefficients)
+
+
+class _ToeplitzDecoder(ReleaseDecoder):
+    """:class:`~veilfl.privacy.mf_stream.StreamingDecoder` on ``scale · release``."""
+
+    def __init__(self, coefficients: tuple[int, ...]) -> None:
+        self._coefficients = coefficients
+        self._stream: StreamingDecoder | None = None
+
+    def decode(
+        self, terms: ReleaseTerms, release: npt.NDArray[np.float64]
+    ) -> npt.NDArray[np.float64]:
+        """xhat_t = (scale · r_t - sum_{j>=1} c_j xhat_{t-j}) / c_0."""
+        if self._stream is None:
+            self._stream = StreamingDecoder(coefficients=self._coefficients, length=release.size)
+        return self._stream.decode(terms.scale * release)
+
+    def to_json(self) -> dict[str, Any]:
+        """The stream's state (nothing before the first release)."""
+        return {} if self._stream is None else self._stream.state().to_json()
+
+    def restore(self, state: dict[str, Any]) -> None:
+        """Continue the stream :meth:`to_json` described."""
+        self._stream = (
+            None if not state else StreamingDecoder.from_state(StreamState.from_json(state))
         )
 
 
