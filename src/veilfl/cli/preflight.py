@@ -79,7 +79,6 @@ _RANGES: dict[str, _Range] = {
             "max_concurrency",
             "max_samples_per_client",
             "examples_per_client",
-            "test_examples",
             "max_batches",
             "count",
             "threads",
@@ -97,6 +96,7 @@ _RANGES: dict[str, _Range] = {
     **dict.fromkeys(
         (
             "client_index",
+            "test_examples",
             "max_staleness",
             "linger",
             "slowdown",
