@@ -116,8 +116,8 @@ class ParquetSource:
             import pyarrow.parquet as pq
         except ImportError:
             raise ConfigurationError(
-                f"Reading {self.path} needs pyarrow: pip install '.[tables]' in the veilfl "
-                "checkout (or pip install pyarrow)."
+                f"Reading {self.path} needs pyarrow: pip install pyarrow (or the tables "
+                "extra of the checkout, pip install '.[tables]')."
             ) from None
         try:
             table = pq.read_table(self.path)
