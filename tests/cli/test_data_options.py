@@ -288,3 +288,12 @@ def test_the_demo_splits_one_table_into_a_file_per_client(project: Path, tmp_pat
     assert all(part_header == header for part_header, _ in parts)
     assert sorted(map(tuple, rows)) == sorted(tuple(r) for _, part in parts for r in part)
     assert len(CsvSource(files[0]).load()) in (13, 14)
+
+
+def test_an_evaluation_fraction_outside_the_unit_interval_is_one_line(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    code = main(["client", "--server", "http://127.0.0.1:9", "--insecure", "--eval-fraction", "1"])
+
+    assert code == 1
+    assert _one_error_line(capsys) == ("veilfl: error: --eval-fraction must lie in [0, 1); got 1.")

@@ -79,6 +79,7 @@ _RANGES: dict[str, _Range] = {
             "max_concurrency",
             "max_samples_per_client",
             "examples_per_client",
+            "image_size",
             "max_batches",
             "count",
             "threads",
@@ -140,6 +141,7 @@ _RANGES: dict[str, _Range] = {
     **dict.fromkeys(
         (
             "dropout",
+            "eval_fraction",
             "late_fraction",
             "delta",
             "dp_sgd_delta",
