@@ -297,3 +297,32 @@ def test_an_evaluation_fraction_outside_the_unit_interval_is_one_line(
 
     assert code == 1
     assert _one_error_line(capsys) == ("veilfl: error: --eval-fraction must lie in [0, 1); got 1.")
+
+
+def test_every_data_setting_is_an_option_of_the_commands_that_read_data() -> None:
+    from veilfl.declared import declared_settings
+
+    commands = {
+        name: {flag for action in parser._actions for flag in action.option_strings}
+        for name, parser in _subcommands().items()
+    }
+    wanted = {
+        "client": {"data", "eval_fraction", "label_column", "image_size", "image_mode"},
+        "simulate": {"data", "eval_data", "eval_fraction", "label_column", "image_size"},
+        "demo": {"data", "eval_data", "eval_fraction", "label_column", "image_mode"},
+        "server": {"eval_data", "label_column", "image_size", "image_mode"},
+    }
+
+    for declared in declared_settings(DataSettings):
+        assert declared.setting.help and declared.setting.flag, declared.path
+        for command, paths in wanted.items():
+            if declared.path in paths:
+                assert declared.setting.flag in commands[command], (command, declared.path)
+    assert "--data" not in commands["server"] and "--eval-data" not in commands["client"]
+
+
+def _subcommands() -> dict[str, argparse.ArgumentParser]:
+    for action in build_parser()._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            return dict(action.choices)
+    raise AssertionError("no subcommands")
