@@ -83,7 +83,12 @@ def add_data_options(parser: argparse.ArgumentParser) -> None:
         help="how the training set is split across clients",
     )
     group.add_argument("--alpha", type=float, default=0.5, help="Dirichlet concentration")
-    group.add_argument("--data-seed", type=int, default=0, help="seed of the partition")
+    group.add_argument(
+        "--data-seed",
+        type=int,
+        default=0,
+        help="seed of the partition and of the evaluation hold-out",
+    )
     group.add_argument(
         "--examples-per-client",
         type=int,

@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from veilfl.cli.run_options import add_declared_options
-from veilfl.declared import build_config, declared_settings
+from veilfl.declared import Declared, build_config, declared_settings
 from veilfl.errors import ConfigurationError, VeilflError
 
 if TYPE_CHECKING:
@@ -31,6 +31,7 @@ if TYPE_CHECKING:
     from veilfl.ml.datasets import ArrayDataset
     from veilfl.ml.learner import Learner
     from veilfl.ml.local_data import LocalData
+    from veilfl.ml.partition import IndexArray
 
 __all__ = [
     "ClientData",
@@ -44,7 +45,7 @@ __all__ = [
 logger = logging.getLogger("veilfl")
 
 
-def _declared() -> list:  # type: ignore[type-arg]
+def _declared() -> list[Declared]:
     from veilfl.ml.data_sources.settings import DataSettings
 
     return declared_settings(DataSettings)
@@ -219,7 +220,7 @@ def _name(spec: str | None) -> str:
     return "MNIST" if spec is None else f"--data {spec}"
 
 
-def _parts(args: argparse.Namespace, data: ArrayDataset) -> list:  # type: ignore[type-arg]
+def _parts(args: argparse.Namespace, data: ArrayDataset) -> list[IndexArray]:
     from veilfl.ml.partition import partition
 
     parts = partition(

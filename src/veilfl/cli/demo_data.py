@@ -12,9 +12,13 @@ from __future__ import annotations
 
 import csv
 from pathlib import Path
+from typing import TYPE_CHECKING, cast
 
 from veilfl.errors import ConfigurationError
 from veilfl.ml.data_sources import CsvSource, DataSettings, read_csv_rows
+
+if TYPE_CHECKING:
+    from veilfl.ml.partition import PartitionScheme
 
 __all__ = ["TABLE_SUFFIXES", "demo_client_files"]
 
@@ -64,7 +68,7 @@ def demo_client_files(
 
     header, rows = read_csv_rows(path)
     labels = CsvSource(path, label_column=settings.label_column).load().labels
-    parts = partition(scheme, labels, clients, seed=seed)  # type: ignore[arg-type]
+    parts = partition(cast("PartitionScheme", scheme), labels, clients, seed=seed)
     folder = run_dir / "data"
     folder.mkdir(parents=True, exist_ok=True)
     delimiter = "\t" if path.suffix.lower() == ".tsv" else ","

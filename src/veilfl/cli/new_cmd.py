@@ -58,6 +58,7 @@ _CONFIG = """# Options of veilfl commands run with --config veilfl.toml (flags o
 
 [simulate]
 learner = "{package}.learner:learner"
+# data = "my_table.csv"   # your own data (a table, an image folder); default: MNIST
 num-clients = 10
 fraction = 0.5
 rounds = 5
