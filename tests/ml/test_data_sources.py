@@ -234,3 +234,20 @@ def test_labels_beyond_the_models_outputs_are_refused() -> None:
     with pytest.raises(ConfigurationError, match=r"labels up to 5.*outputs 2 classes"):
         check_model_takes(lambda: _mlp(4), data, data_name="d", model_name="m")
     check_model_takes(lambda: _mlp(4, 6), data, data_name="d", model_name="m")
+
+
+def test_a_registered_kind_reads_what_kind_path_names(tmp_path: Path) -> None:
+    import uuid
+
+    from veilfl.ml.data_sources import register_data_source
+
+    kind = f"kind{uuid.uuid4().hex[:8]}"
+    dataset = torch.utils.data.TensorDataset(torch.ones(3, 2), torch.tensor([0, 1, 0]))
+    register_data_source(kind, lambda location, _: TorchDatasetSource(dataset, name=location))
+
+    source = data_source(f"{kind}:somewhere")
+    with pytest.raises(ConfigurationError, match="registered already"):
+        register_data_source(kind, lambda location, _: TorchDatasetSource(dataset))
+
+    assert source.description == "somewhere"
+    assert source.load().labels.tolist() == [0, 1, 0]
