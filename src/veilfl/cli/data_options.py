@@ -22,6 +22,7 @@ import logging
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from veilfl.cli.learner_option import is_learner_spec
 from veilfl.cli.run_options import add_declared_options
 from veilfl.declared import Declared, build_config, declared_settings
 from veilfl.errors import ConfigurationError, VeilflError
@@ -191,7 +192,7 @@ def server_evaluation_data(
         return None
     folder = getattr(trains_on, "folder", None) or getattr(args, "mnist_dir", None)
     mnist = MnistSource(folder=folder, split="test")
-    if learner.load_data is None and ":" not in model_name:
+    if learner.load_data is None and not is_learner_spec(model_name):
         return _capped(mnist.load(), cap)  # a built-in MNIST model: as before
     try:
         data = _capped(mnist.load(), cap)
