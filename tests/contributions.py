@@ -15,6 +15,7 @@ from veilfl.secagg.aggregator_state import InMemoryShareArchive, ShareArchive
 from veilfl.secagg.commitment import Commitment, CommitmentCertificate
 from veilfl.secagg.config import SecureAggregationConfig
 from veilfl.secagg.contribution import ContributionLayout, SealedShare, seal_contribution
+from veilfl.strategy.federated_evaluation import FederatedEvaluation
 
 __all__ = ["certify", "make_nodes", "seal"]
 
@@ -30,13 +31,17 @@ def seal(
     weight: float = 0.5,
     loss: float = 1.0,
     unclipped: bool | None = None,
+    evaluation: FederatedEvaluation | None = None,
 ) -> list[SealedShare]:
     """One client's weighted update ``weight · update`` (clipped to the norm bound),
-    encoded, proven, shared and sealed as a real client does."""
+    with its federated ``evaluation`` if any, encoded, proven, shared and sealed as a
+    real client does."""
     layout = ContributionLayout(update.size, config)
     weighted = clip_l2(update.astype(np.float64) * weight, clip_norm=config.norm_bound).vector
     rng = CsprngStream()
-    measurement = layout.encode(weighted, weight=weight, loss=loss, unclipped=unclipped, rng=rng)
+    measurement = layout.encode(
+        weighted, weight=weight, loss=loss, unclipped=unclipped, rng=rng, evaluation=evaluation
+    )
     return seal_contribution(
         measurement,
         layout=layout,

@@ -101,6 +101,9 @@ def test_round_fields_line_is_key_value() -> None:
         test_loss=None,
         test_accuracy=0.93125,
         seconds=3.21,
+        federated_loss=0.51234,
+        federated_accuracy=0.875,
+        federated_examples=480.0,
     )
     line = format_round_fields(metrics)
     pairs = dict(part.split("=") for part in line.split(" "))
@@ -110,6 +113,9 @@ def test_round_fields_line_is_key_value() -> None:
         "train_loss": "0.4879",
         "test_loss": "-",
         "test_accuracy": "0.9313",
+        "federated_loss": "0.5123",
+        "federated_accuracy": "0.8750",
+        "federated_examples": "480",
         "epsilon": "-",
         "epsilon_coordinator": "-",
         "accounting": "-",

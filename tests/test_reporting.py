@@ -34,6 +34,9 @@ _ROWS = [
         epsilon_coordinator=7.5,
         accounting="pld",
         excluded=("mallory", "trudy"),
+        federated_loss=0.375,
+        federated_accuracy=0.875,
+        federated_examples=480.0,
     ),
 ]
 
@@ -51,6 +54,7 @@ def test_the_header_names_the_columns_over_a_rule() -> None:
         "train loss",
         "test loss",
         "test acc",
+        "fed acc",
         "eps public",
         "eps coord",
         "acct",
@@ -72,23 +76,35 @@ def test_a_full_row_formats_each_column() -> None:
             epsilon=1.2345,
             epsilon_coordinator=9.87654,
             accounting="pld",
+            federated_accuracy=0.625,
         )
     )
 
-    assert row.split() == ["7", "10", "0.1235", "0.5000", "81.00%", "1.234", "9.877", "pld", "2.0"]
+    assert row.split() == [
+        "7",
+        "10",
+        "0.1235",
+        "0.5000",
+        "81.00%",
+        "62.50%",
+        "1.234",
+        "9.877",
+        "pld",
+        "2.0",
+    ]
 
 
 def test_central_noise_shows_the_coordinator_as_not_protected() -> None:
     row = format_round_row(RoundMetrics(1, 4, None, None, None, 1.0, epsilon=0.5, accounting="rdp"))
 
-    assert row.split()[5:8] == ["0.500", "none", "rdp"]
+    assert row.split()[6:9] == ["0.500", "none", "rdp"]
 
 
 def test_missing_values_show_as_dashes_and_rows_line_up_with_the_header() -> None:
     header = format_round_table_header().splitlines()[0]
     row = format_round_row(RoundMetrics(12, 3, None, None, None, 2.5))
 
-    assert row.split() == ["12", "3", "-", "-", "-", "-", "-", "-", "2.5"]
+    assert row.split() == ["12", "3", "-", "-", "-", "-", "-", "-", "-", "2.5"]
     assert len(row) == len(header)
     for column in ("clients", "seconds"):  # right-aligned under the column name
         end = header.index(column) + len(column)
@@ -115,6 +131,9 @@ def test_metrics_files_round_trip(tmp_path: Path) -> None:
             accounting=r["accounting"] or None,
             delta=_optional(r["delta"]),
             excluded=tuple(r["excluded"].split()),
+            federated_loss=_optional(r["federated_loss"]),
+            federated_accuracy=_optional(r["federated_accuracy"]),
+            federated_examples=_optional(r["federated_examples"]),
         )
         for r in rows
     ]

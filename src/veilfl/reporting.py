@@ -39,6 +39,7 @@ _COLUMNS = (
     ("train loss", 10),
     ("test loss", 9),
     ("test acc", 8),
+    ("fed acc", 8),
     ("eps public", 10),
     ("eps coord", 9),
     ("acct", 4),
@@ -53,9 +54,11 @@ is on, but the coordinator sees the noiseless sum, so nothing protects against i
 def format_round_table_header() -> str:
     """The per-round table's header: the column names and a rule under them (two lines).
 
-    The columns are ``round  clients  train loss  test loss  test acc  eps public
-    eps coord  acct  seconds`` (epsilon against the public and against the coordinator,
-    and the accounting, RDP or PLD, that computed them), right-aligned to the widths
+    The columns are ``round  clients  train loss  test loss  test acc  fed acc
+    eps public  eps coord  acct  seconds`` (``fed acc``: the federated evaluation's
+    accuracy, of the model the round started from, on the clients' own evaluation
+    splits; epsilon against the public and against the coordinator, and the
+    accounting, RDP or PLD, that computed them), right-aligned to the widths
     :func:`format_round_row` uses.
     """
     head = "  ".join(f"{name:>{width}}" for name, width in _COLUMNS)
@@ -73,19 +76,23 @@ def format_round_row(metrics: RoundMetrics) -> str:
     1; a missing value shows as ``-``, and the coordinator's epsilon under central noise
     (not protected against) as ``none``.
     """
-    accuracy = None if metrics.test_accuracy is None else 100 * metrics.test_accuracy
     cells = (
         str(metrics.round_id),
         str(metrics.num_clients),
         _number(metrics.train_loss, ".4f"),
         _number(metrics.test_loss, ".4f"),
-        "-" if accuracy is None else f"{accuracy:.2f}%",
+        _percent(metrics.test_accuracy),
+        _percent(metrics.federated_accuracy),
         _number(metrics.epsilon, ".3f"),
         _coordinator_epsilon(metrics, ".3f"),
         metrics.accounting or "-",
         _number(metrics.seconds, ".1f"),
     )
     return "  ".join(f"{cell:>{width}}" for cell, (_, width) in zip(cells, _COLUMNS, strict=True))
+
+
+def _percent(fraction: float | None) -> str:
+    return "-" if fraction is None else f"{100 * fraction:.2f}%"
 
 
 def _coordinator_epsilon(metrics: RoundMetrics, spec: str) -> str:
@@ -97,14 +104,18 @@ def _coordinator_epsilon(metrics: RoundMetrics, spec: str) -> str:
 def round_fields(metrics: RoundMetrics) -> dict[str, float | int | str | None]:
     """A round's metrics as named fields (for structured log lines): ``round``,
     ``clients``, ``train_loss``, ``test_loss``, ``test_accuracy`` (a fraction),
-    ``epsilon`` (against the public), ``epsilon_coordinator``, ``accounting``,
-    ``delta`` and ``seconds``; missing or non-finite values are None."""
+    ``federated_loss``, ``federated_accuracy`` and ``federated_examples`` (federated
+    evaluation), ``epsilon`` (against the public), ``epsilon_coordinator``,
+    ``accounting``, ``delta`` and ``seconds``; missing or non-finite values are None."""
     values: dict[str, float | int | str | None] = {
         "round": metrics.round_id,
         "clients": metrics.num_clients,
         "train_loss": metrics.train_loss,
         "test_loss": metrics.test_loss,
         "test_accuracy": metrics.test_accuracy,
+        "federated_loss": metrics.federated_loss,
+        "federated_accuracy": metrics.federated_accuracy,
+        "federated_examples": metrics.federated_examples,
         "epsilon": metrics.epsilon,
         "epsilon_coordinator": metrics.epsilon_coordinator,
         "accounting": metrics.accounting,
@@ -126,6 +137,9 @@ def format_round_fields(metrics: RoundMetrics) -> str:
         "train_loss": ".4f",
         "test_loss": ".4f",
         "test_accuracy": ".4f",
+        "federated_loss": ".4f",
+        "federated_accuracy": ".4f",
+        "federated_examples": ".0f",
         "epsilon": ".3f",
         "delta": ".3g",
     }
@@ -196,7 +210,9 @@ def plot_metrics(run_dir: Path, metrics: Sequence[RoundMetrics], *, title: str) 
 
 def render_metrics(metrics: Sequence[RoundMetrics], *, title: str) -> bytes:
     """A PNG of test accuracy, losses and (when present) epsilon per round: against the
-    public and, where it is protected against, the coordinator."""
+    public and, where it is protected against, the coordinator. Federated accuracy and
+    loss, where clients evaluate, are drawn at the round whose model they measured
+    (one before the round that reported them)."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
@@ -211,12 +227,35 @@ def render_metrics(metrics: Sequence[RoundMetrics], *, title: str) -> bytes:
         kept = [(m.round_id, v) for m, v in zip(metrics, values, strict=True) if v is not None]
         return [r for r, _ in kept], [v for _, v in kept]
 
+    def started_from(values: Sequence[float | None]) -> tuple[list[int], list[float]]:
+        """Federated metrics, at the round whose model they measured (one earlier)."""
+        rounds, kept = series(values)
+        return [r - 1 for r in rounds], kept
+
+    federated = any(m.federated_accuracy is not None for m in metrics)
     accuracy = [None if m.test_accuracy is None else 100 * m.test_accuracy for m in metrics]
-    axes[0].plot(*series(accuracy), marker="o", color="tab:blue")
-    axes[0].set(title="test accuracy", xlabel="round", ylabel="%")
+    axes[0].plot(*series(accuracy), marker="o", color="tab:blue", label="test")
+    if federated:
+        axes[0].plot(
+            *started_from(
+                [
+                    None if m.federated_accuracy is None else 100 * m.federated_accuracy
+                    for m in metrics
+                ]
+            ),
+            marker="^",
+            color="tab:green",
+            label="federated (clients' data)",
+        )
+        axes[0].legend()
+    axes[0].set(title="accuracy" if federated else "test accuracy", xlabel="round", ylabel="%")
     axes[0].grid(alpha=0.3)
     axes[1].plot(*series([m.train_loss for m in metrics]), marker="o", label="train (clients)")
     axes[1].plot(*series([m.test_loss for m in metrics]), marker="s", label="test")
+    if federated:
+        axes[1].plot(
+            *started_from([m.federated_loss for m in metrics]), marker="^", label="federated"
+        )
     axes[1].set(title="loss", xlabel="round")
     axes[1].legend()
     axes[1].grid(alpha=0.3)

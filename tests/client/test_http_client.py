@@ -14,7 +14,9 @@ from veilfl.client.http_client import RetryPolicy, run_client
 from veilfl.errors import TransportError
 from veilfl.ml.datasets import synthetic_dataset
 from veilfl.ml.learner import mnist_learner
+from veilfl.ml.local_data import hold_out
 from veilfl.ml.partition import partition_iid
+from veilfl.ml.weights import set_weights
 from veilfl.protocol.client_policy import ClientPolicy
 from veilfl.protocol.messages import LocalTrainingPlan
 from veilfl.protocol.run_spec import RunSpec
@@ -156,3 +158,48 @@ async def test_a_coordinator_that_never_answers_ends_the_wait_naming_the_flag() 
             transport=httpx.MockTransport(refuse),
             connect_timeout_s=1.0,
         )
+
+
+async def test_clients_with_an_evaluation_split_report_the_model_they_received() -> None:
+    # Arrange: two clients over HTTP hold out 20 and 40 of their examples.
+    service = _service(rounds=1)
+    app = create_app(service, metrics=lambda: [], access=open_access(service.run_info.run_id))
+    data = synthetic_dataset(num_examples=200, seed=0)
+    clients = [
+        hold_out(data.subset(part), fraction=fraction, seed=i)
+        for i, (part, fraction) in enumerate(
+            zip(partition_iid(len(data), 2, seed=0), (0.2, 0.4), strict=True)
+        )
+    ]
+    learner = mnist_learner("simple-cnn", seed=0)
+    await service.start(tick_interval_s=0.01)
+    # Act
+    try:
+        await asyncio.gather(
+            *(
+                run_client(
+                    "http://test",
+                    learner,
+                    local,
+                    retry=FAST,
+                    transport=httpx.ASGITransport(app=app),
+                    policy=ClientPolicy(allow_plaintext=True),
+                )
+                for local in clients
+            )
+        )
+        await asyncio.wait_for(service.finished.wait(), timeout=30)
+    finally:
+        await service.stop()
+    # Assert: the round reports the example-weighted evaluation of the initial model.
+    model = learner.new_model()
+    set_weights(model, learner.initial_weights(seed=0))
+    counts, correct = [], []
+    for local in clients:
+        assert local.evaluation is not None
+        result = learner.evaluate_fn(model, local.evaluation)
+        counts.append(len(local.evaluation))
+        correct.append(round(result.accuracy * len(local.evaluation)))
+    (metrics,) = service.core.history
+    assert metrics.federated_examples == sum(counts) == 60
+    assert metrics.federated_accuracy == pytest.approx(sum(correct) / sum(counts))

@@ -28,6 +28,7 @@ from veilfl.crypto.envelope import ShareContext
 from veilfl.crypto.envelope import seal as hpke_seal
 from veilfl.protocol.run_description import RunDescription
 from veilfl.secagg.contribution import (
+    EXTRA_COORDINATES,
     EXTRA_UNITS,
     SealedShare,
     contribution_binding,
@@ -186,7 +187,7 @@ class SecureFleet:
         assert secure is not None
         layout = secure.layout
         d = layout.dimension
-        measurement = [0] * d + [EXTRA_UNITS // 2, 0, 0]
+        measurement = [0] * d + [EXTRA_UNITS // 2] + [0] * (EXTRA_COORDINATES - 2) + [1]
         measurement[0] = 1000 * layout.bounds.norm_bound  # 1000 times the bound
         shares = malicious.cheat(
             layout.bounds,

@@ -78,6 +78,9 @@ def test_the_breast_cancer_csv_simulation_learns_under_secure_aggregation(
     assert code == 0
     assert [r["round_id"] for r in rounds] == [1, 2, 3]
     assert rounds[-1]["test_accuracy"] > 0.85
+    # The sampled clients evaluated each round's starting model on their held-out fifth.
+    assert all(r["federated_examples"] > 0 for r in rounds)
+    assert rounds[-1]["federated_accuracy"] > 0.85
 
 
 def test_the_image_folder_example_runs_through_simulate(tmp_path: Path) -> None:
@@ -160,6 +163,9 @@ def test_the_breast_cancer_demo_clients_train_on_their_own_csv_files(
     for number in range(3):
         own = breast_cancer / "hospitals" / f"hospital-{number}.csv"
         assert f"loaded {own}:" in logs[f"client-{number}.log"]
-    # TODO(fedeval): once federated evaluation lands, assert that metrics.json holds the
-    # clients' `federated` metrics (example-weighted loss and accuracy on their own
-    # held-out rows) for every round.
+    # Federated evaluation: each client evaluated the model it received on its own
+    # held-out fifth (30 of its 151 or 152 rows), and the aggregators summed it securely.
+    for metrics in rounds:
+        assert metrics["federated_examples"] in (60, 90)  # two or three clients' 30 rows
+        assert 0.0 <= metrics["federated_accuracy"] <= 1.0
+        assert metrics["federated_loss"] > 0.0

@@ -18,7 +18,7 @@ from veilfl.errors import ProtocolError
 from veilfl.privacy.clipping import AdaptiveClipping
 from veilfl.privacy.dp_fedavg import DpConfig
 from veilfl.secagg.config import SecureAggregationConfig
-from veilfl.secagg.contribution import ContributionLayout
+from veilfl.secagg.contribution import EXTRA_COORDINATES, ContributionLayout
 from veilfl.secagg.dealt_noise import dealt_noise_config
 from veilfl.secagg.tree_noise import NoiseDeal, TreeNoiseAggregator, TreeNoiseConfig
 
@@ -86,8 +86,12 @@ def test_the_profile_follows_the_verified_bound_and_the_count_noise() -> None:
     config = dealt_noise_config(DP, layout=LAYOUT, expected_clients=100)
     d, bound = LAYOUT.dimension, LAYOUT.bounds.norm_bound
     z_update = DP.update_noise_multiplier(100)
-    assert config.schedule == "fresh" and config.length == d + 3
-    assert config.segments == ((d, z_update * bound), (2, 0.0), (1, 2 * 40.0))
+    assert config.schedule == "fresh" and config.length == d + EXTRA_COORDINATES
+    assert config.segments == (
+        (d, z_update * bound),
+        (EXTRA_COORDINATES - 1, 0.0),
+        (1, 2 * 40.0),
+    )
     # The verified bound covers every encoded update: at least C·scale in integer units.
     assert bound >= DP.clip_norm * LAYOUT.scale
 
@@ -105,8 +109,8 @@ def test_a_release_carries_the_noise_and_a_coalition_of_t_minus_1_still_faces_si
     assert stats.normaltest(update).pvalue > 1e-4
     assert abs(update.mean()) < 4 * sigma * math.sqrt(m / h) / math.sqrt(d)
     assert 0.9 < update.var() / (sigma**2 * m / h) < 1.1
-    # Weight and loss coordinates get none; the count coordinate has some.
-    assert extras[0] == 0 and extras[1] == 0 and extras[2] != 0
+    # Weight, loss and evaluation coordinates get none; the count (last) has some.
+    assert not extras[:-1].any() and extras[-1] != 0
     # Aggregator 1 (t - 1 = 1 of them) with the coordinator subtracts its own noise:
     # the others' noise, variance (m - 1)/h sigma^2 >= sigma^2, remains.
     rest = (noise - _dealer_noise(config, dealt[1], dealer=1))[:d].astype(np.float64)

@@ -32,9 +32,15 @@ from veilfl.secagg.bounds_messages import ContributionShare
 from veilfl.secagg.bounds_verifier import decide
 from veilfl.secagg.commitment import Commitment, CommitmentCertificate
 from veilfl.secagg.config import SecureAggregationConfig
-from veilfl.secagg.contribution import ContributionLayout, contribution_binding
+from veilfl.secagg.contribution import (
+    EVAL_MAX_EXAMPLES,
+    EVAL_UNITS,
+    ContributionLayout,
+    contribution_binding,
+)
 from veilfl.secagg.reconstruction import plan_aggregation, reconstruct_aggregate
 from veilfl.strategy.aggregate import Aggregate
+from veilfl.strategy.federated_evaluation import FederatedEvaluation
 
 KEYS = [generate_keypair("x25519") for _ in range(6)]
 RUN = "run"
@@ -135,7 +141,8 @@ def _poisoned(
     aggregator takes them): only the proof can catch it."""
     bounds = ContributionLayout(D, config).bounds
     binding = contribution_binding(RUN, 1, client)
-    honest = [100] * D + [512, 0, 1]
+    honest = [100] * D + [512, 0, 0, 0, 0, 1]
+    count = 10 * EVAL_UNITS  # an evaluation over 10 examples
     P = MERSENNE_31.modulus
 
     def cheat(measurement: list[int], **options: object) -> list[ContributionShare]:
@@ -157,13 +164,22 @@ def _poisoned(
     elif kind == "four halves (field norm 1)":
         shares = cheat([(P + 1) // 2] * 4 + [0] * (D - 4) + honest[D:])
     elif kind == "negative weight":
-        shares = cheat([*honest[:D], -excess, 0, 1])
+        shares = cheat([*honest[:D], -excess, 0, 0, 0, 0, 1])
     elif kind == "unclipped bit 0":
-        shares = cheat([*honest[:D], 512, 0, 0])
+        shares = cheat([*honest[:D], 512, 0, 0, 0, 0, 0])
     elif kind == "weight 0, largest loss":
-        shares = cheat([*honest[:D], 0, 1024, 1])
+        shares = cheat([*honest[:D], 0, 1024, 0, 0, 0, 1])
     elif kind == "loss above its weight":
-        shares = cheat([*honest[:D], 512, 512 + excess % 512 + 1, 1])
+        shares = cheat([*honest[:D], 512, 512 + excess % 512 + 1, 0, 0, 0, 1])
+    elif kind == "more correct than evaluated":
+        correct = count + EVAL_UNITS * (1 + excess % 1000)
+        shares = cheat([*honest[:D], 512, 0, count, 0, correct, 1])
+    elif kind == "evaluation loss above 16 per example":
+        shares = cheat([*honest[:D], 512, 0, count, count + 1 + excess % 1000, 0, 1])
+    elif kind == "evaluation count off whole examples":
+        shares = cheat([*honest[:D], 512, 0, count + 1 + excess % (EVAL_UNITS - 1), 0, 0, 1])
+    elif kind == "correct count off whole examples":
+        shares = cheat([*honest[:D], 512, 0, count, 0, 1 + excess % (EVAL_UNITS - 1), 1])
     elif kind == "inconsistent shares":
 
         def shift(full: list[np.ndarray]) -> None:
@@ -196,6 +212,10 @@ POISONS = [
     "unclipped bit 0",
     "weight 0, largest loss",
     "loss above its weight",
+    "more correct than evaluated",
+    "evaluation loss above 16 per example",
+    "evaluation count off whole examples",
+    "correct count off whole examples",
     "inconsistent shares",
     "a proof for other shares",
 ]
@@ -475,3 +495,99 @@ def test_an_aggregator_answers_one_query_seed_per_round() -> None:
     nodes[0].verify(1, ["a"], seed)  # the same query again: harmless
     with pytest.raises(ProtocolError, match="another query"):
         nodes[0].verify(1, ["a"], os.urandom(32))
+
+
+@settings(max_examples=6, deadline=None)
+@given(
+    evaluations=st.lists(
+        st.tuples(st.integers(1, 300), st.floats(0.0, 20.0), st.floats(0.0, 1.0)),
+        min_size=1,
+        max_size=4,
+    )
+)
+def test_the_federated_evaluation_sums_to_the_example_weighted_means(
+    evaluations: list[tuple[int, float, float]],
+) -> None:
+    # Arrange: each client evaluated the model it received on its own examples, with a
+    # mean loss (above 16 is range-clipped) and an accuracy; one more sends none.
+    config = _config(2, 3)
+    nodes = make_nodes(config, KEYS, run_id=RUN, dimension=D)
+    names = [f"c{i}" for i in range(len(evaluations))]
+    for name, (examples, loss, accuracy) in zip(names, evaluations, strict=True):
+        evaluation = FederatedEvaluation.of_means(loss=loss, accuracy=accuracy, examples=examples)
+        for share in seal(
+            config,
+            KEYS,
+            run_id=RUN,
+            round_id=1,
+            client_id=name,
+            update=np.full(D, 0.1),
+            evaluation=evaluation,
+        ):
+            nodes[share.aggregator_index - 1].receive(1, name, share.envelope)
+    _upload(nodes, "silent", np.full(D, 0.1), config=config)
+    # Act
+    valid = _valid(nodes, [*names, "silent"], config)
+    result = _sum_of(nodes, valid, config)
+    # Assert: against the one-client-at-a-time oracle (losses clipped to [0, 16]; the
+    # loss sum is rounded to 16 / EVAL_UNITS per client).
+    counts = np.array([e[0] for e in evaluations], dtype=np.float64)
+    corrects = np.array([round(e[2] * e[0]) for e in evaluations], dtype=np.float64)
+    losses = np.array([min(e[1], 16.0) for e in evaluations])
+    assert valid == [*names, "silent"]
+    assert result.evaluation is not None
+    assert result.evaluation.examples == counts.sum()
+    assert result.evaluation.accuracy == pytest.approx(corrects.sum() / counts.sum())
+    assert result.evaluation.loss == pytest.approx(
+        float(np.average(losses, weights=counts)), abs=len(names) * 16 / EVAL_UNITS / counts.sum()
+    )
+
+
+def test_without_evaluations_the_aggregate_carries_none() -> None:
+    config = _config(2, 3)
+    nodes = make_nodes(config, KEYS, run_id=RUN, dimension=D)
+    _upload(nodes, "a", np.full(D, 0.1), config=config)
+    assert _sum_of(nodes, _valid(nodes, ["a"], config), config).evaluation is None
+
+
+def test_a_client_that_claims_more_correct_than_evaluated_is_excluded() -> None:
+    # Arrange: two honest clients evaluated 10 examples, 5 right each; mallory claims
+    # 1,000 right answers out of 10 examples, which would lift the accuracy to ~33.
+    config = _config(2, 3)
+    nodes = make_nodes(config, KEYS, run_id=RUN, dimension=D)
+    honest = ["a", "b"]
+    for name in honest:
+        evaluation = FederatedEvaluation(examples=10, loss_sum=5.0, correct=5)
+        for share in seal(
+            config,
+            KEYS,
+            run_id=RUN,
+            round_id=1,
+            client_id=name,
+            update=np.full(D, 0.1),
+            evaluation=evaluation,
+        ):
+            nodes[share.aggregator_index - 1].receive(1, name, share.envelope)
+    poison = _poisoned("more correct than evaluated", config, "mallory", excess=999)
+    for index, envelope in enumerate(poison, start=1):
+        nodes[index - 1].receive(1, "mallory", envelope)
+    # Act
+    valid = _valid(nodes, [*honest, "mallory"], config)
+    result = _sum_of(nodes, valid, config)
+    # Assert
+    assert valid == honest
+    assert result.evaluation is not None
+    assert result.evaluation.examples == 20
+    assert result.evaluation.accuracy == pytest.approx(0.5)
+
+
+def test_a_large_evaluation_counts_as_at_most_eval_max_examples_with_its_means() -> None:
+    layout = ContributionLayout(D, _config())
+    big = FederatedEvaluation.of_means(loss=2.0, accuracy=0.75, examples=EVAL_MAX_EXAMPLES * 3)
+    encoded = layout.encode(
+        np.zeros(D), weight=0.5, loss=1.0, unclipped=None, rng=CsprngStream(), evaluation=big
+    )
+    count, loss, correct = (int(v) for v in encoded[D + 2 : D + 5])
+    assert count == EVAL_MAX_EXAMPLES * EVAL_UNITS
+    assert correct == round(0.75 * EVAL_MAX_EXAMPLES) * EVAL_UNITS
+    assert loss == pytest.approx(EVAL_MAX_EXAMPLES * 2.0 / 16 * EVAL_UNITS, abs=1)

@@ -28,7 +28,7 @@ from veilfl.protocol.effects import (
     RoundPersisted,
 )
 from veilfl.protocol.messages import LocalTrainingPlan, UpdateHeader
-from veilfl.protocol.metrics import RoundMetrics
+from veilfl.protocol.metrics import FederatedEvaluation, RoundMetrics
 from veilfl.protocol.run_spec import RunSpec, SecureSettings
 from veilfl.protocol.sync_round import RoundConfig
 from veilfl.secagg.config import SecureAggregationConfig
@@ -48,13 +48,20 @@ def _weights(value: float) -> Weights:
     return {"w": np.full((3, 2), value, np.float32), "b": np.full(2, value, np.float32)}
 
 
-def _update(client_id: str, *, round_id: int = 1, claimed_round: int | None = None) -> bytes:
+def _update(
+    client_id: str,
+    *,
+    round_id: int = 1,
+    claimed_round: int | None = None,
+    evaluation: FederatedEvaluation | None = None,
+) -> bytes:
     header = UpdateHeader(
         client_id=client_id,
         round_id=claimed_round or round_id,
         base_version=round_id - 1,
         num_samples=4,
         loss=0.5,
+        evaluation=evaluation,
     )
     return encode_weights(_weights(1.0), metadata=header.to_metadata())
 
@@ -110,9 +117,18 @@ async def test_counters_move_as_updates_are_refused_and_accepted_and_a_round_com
             == 1
         )
         assert _get(during, "veilfl_updates_accepted_total", kind="update") == 0
-        for client_id, client in clients:
+        # Each client evaluated the model it received: (examples, mean loss, accuracy).
+        evaluations = {"a": (10, 2.0, 0.5), "b": (30, 0.4, 0.9)}
+        for (client_id, client), (examples, loss, accuracy) in zip(
+            clients, evaluations.values(), strict=True
+        ):
+            evaluation = FederatedEvaluation.of_means(
+                loss=loss, accuracy=accuracy, examples=examples
+            )
             await client.post(
-                "/v1/rounds/1/updates", content=_update(client_id), extensions=for_round(1)
+                "/v1/rounds/1/updates",
+                content=_update(client_id, evaluation=evaluation),
+                extensions=for_round(1),
             )
         for _ in range(200):
             after = await _scrape(http)
@@ -126,6 +142,15 @@ async def test_counters_move_as_updates_are_refused_and_accepted_and_a_round_com
         assert _get(after, "veilfl_round") == 2
         assert _get(after, "veilfl_clients_joined") == 2
         assert _get(after, "veilfl_train_loss") == pytest.approx(0.5)
+        # Federated evaluation, weighted by the examples each client evaluated.
+        counts = [e[0] for e in evaluations.values()]
+        assert _get(after, "veilfl_federated_examples") == sum(counts)
+        assert _get(after, "veilfl_federated_accuracy") == pytest.approx(
+            sum(n * acc for n, _, acc in evaluations.values()) / sum(counts)
+        )
+        assert _get(after, "veilfl_federated_loss") == pytest.approx(
+            sum(n * loss for n, loss, _ in evaluations.values()) / sum(counts)
+        )
         route = "/v1/rounds/{round_id}/updates"
         timed = _get(
             after,

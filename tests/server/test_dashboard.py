@@ -265,3 +265,31 @@ def test_settings_are_flattened_with_aggregators_keyed_by_index() -> None:
         "secure.aggregators.2.url": "https://a2",
         "tags": "1, 2",
     }
+
+
+async def test_the_rounds_carry_the_federated_evaluation() -> None:
+    service = service_for(SETTINGS, _weights(0.0))
+    evaluated = RoundMetrics(
+        1,
+        2,
+        0.5,
+        None,
+        None,
+        seconds=1.0,
+        federated_loss=0.25,
+        federated_accuracy=0.75,
+        federated_examples=40.0,
+    )
+    app = create_app(service, metrics=lambda: [evaluated], access=open_access(RUN))
+    async with httpx.AsyncClient(
+        transport=httpx.ASGITransport(app=app), base_url="http://test"
+    ) as http:
+        response = await http.get("/v1/dashboard")
+        page = await http.get("/dashboard")
+    (row,) = response.json()["rounds"]
+    assert (row["federated_loss"], row["federated_accuracy"], row["federated_examples"]) == (
+        0.25,
+        0.75,
+        40.0,
+    )
+    assert "federated accuracy" in page.text

@@ -21,6 +21,8 @@ from veilfl.ml.learner import (
     sgd_learner,
     sgd_train,
 )
+from veilfl.ml.local_data import as_local_data, hold_out
+from veilfl.ml.weights import set_weights
 from veilfl.protocol.messages import LocalTrainingPlan
 from veilfl.sim.executor import BatchedExecutor, SequentialExecutor, TrainingJob
 
@@ -69,6 +71,32 @@ def test_batched_executor_matches_sequential_for_the_same_seeds() -> None:
     assert batched.batched
     _assert_close(batched.train(jobs), sequential)
     assert [u.num_samples for u in sequential] == [30, 5, 12, 17]
+
+
+def test_both_executors_train_on_the_split_and_evaluate_the_received_model() -> None:
+    # Arrange: clients holding evaluation splits (and one bare data set).
+    learner = sgd_learner(_tiny)
+    bare = _population([5, 17, 9, 30])
+    data = [hold_out(d, fraction=0.25, seed=k) for k, d in enumerate(bare[:3])] + [bare[3]]
+    jobs = _jobs(learner, [0, 3, 2, 1])
+    # Act
+    batched = BatchedExecutor(learner, data, max_clients=3).train(jobs)
+    sequential = SequentialExecutor(learner, data).train(jobs)
+    # Assert: training used the train split only; the evaluation is of the job's weights.
+    _assert_close(batched, sequential)
+    model = learner.new_model()
+    set_weights(model, jobs[0].weights)
+    for job, update in zip(jobs, batched, strict=True):
+        local = as_local_data(data[job.client_index])
+        assert update.num_samples == len(local.train)
+        if local.evaluation is None:
+            assert update.evaluation is None
+            continue
+        expected = learner.evaluate_fn(model, local.evaluation)
+        assert update.evaluation is not None
+        assert update.evaluation.examples == len(local.evaluation)
+        assert update.evaluation.loss == pytest.approx(expected.loss, rel=1e-5)
+        assert update.evaluation == sequential[jobs.index(job)].evaluation
 
 
 def test_sequential_executor_is_repeatable_and_seeds_each_job() -> None:

@@ -21,7 +21,20 @@ from veilfl.tracking.files import FilesSink
 
 ROUNDS = (
     RoundMetrics(1, 3, 0.9, 0.8, 0.5, seconds=1.5, epsilon=0.7, accounting="pld", delta=1e-5),
-    RoundMetrics(2, 2, 0.6, 0.4, 0.75, seconds=1.0, epsilon=1.1, accounting="pld", delta=1e-5),
+    RoundMetrics(
+        2,
+        2,
+        0.6,
+        0.4,
+        0.75,
+        seconds=1.0,
+        epsilon=1.1,
+        accounting="pld",
+        delta=1e-5,
+        federated_loss=0.45,
+        federated_accuracy=0.625,
+        federated_examples=96.0,
+    ),
 )
 
 
@@ -164,6 +177,9 @@ def test_the_mlflow_sink_logs_each_round_at_its_step_and_ends_the_run(
     assert logged[("test/accuracy", 2)] == 0.75
     assert logged[("privacy/epsilon", 2)] == 1.1
     assert logged[("train/loss", 1)] == 0.9
+    assert logged[("federated/accuracy", 2)] == 0.625
+    assert logged[("federated/examples", 2)] == 96.0
+    assert ("federated/accuracy", 1) not in logged  # round 1 had no federated evaluation
     assert calls[-1] == ("end", "r1")
 
 

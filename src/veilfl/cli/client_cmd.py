@@ -201,7 +201,7 @@ def run(args: argparse.Namespace) -> int:
             run_client(
                 args.server,
                 learner,
-                local.train,  # federated evaluation: the evaluation split (local.evaluation)
+                local,  # trains on local.train, evaluates the global model on local.evaluation
                 name=name,
                 model_name=model_name,
                 identity=identity,

@@ -6,6 +6,7 @@ import argparse
 import asyncio
 from pathlib import Path
 
+from veilfl.cli.best_model import add_best_metric_option
 from veilfl.cli.common import (
     add_device_option,
     add_log_option,
@@ -113,6 +114,7 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
         help="refuse requests signed further than this from the server's clock (s)",
     )
     add_metrics_sink_option(parser)
+    add_best_metric_option(parser)
     add_log_option(parser)
     parser.set_defaults(func=run)
 
@@ -145,6 +147,7 @@ def run(args: argparse.Namespace) -> int:
             max_clock_skew_s=args.max_clock_skew,
             linger_s=args.linger,
             metrics_sinks=args.metrics_sink,
+            best_metric=args.best_metric,
             min_clients_fixed=args.min_clients is not None,
             clients_per_round_fixed=args.clients_per_round is not None,
             before_create=lambda fitted: check_resumable(args.run_dir, fitted.unsealed().to_json()),

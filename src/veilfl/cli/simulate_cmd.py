@@ -7,6 +7,7 @@ import logging
 from datetime import datetime
 from pathlib import Path
 
+from veilfl.cli.best_model import SimulatedBestModel, add_best_metric_option
 from veilfl.cli.common import (
     add_data_options,
     add_device_option,
@@ -27,9 +28,11 @@ from veilfl.declared import build_config
 from veilfl.privacy.report import PrivacyReport
 from veilfl.protocol.aggregator_minimums import DEFAULT_MIN_PARTICIPANTS, fit_cohort
 from veilfl.protocol.assembly import check_run_settings, precision_warning, privacy_warning
+from veilfl.protocol.best_model import BestMetric
 from veilfl.protocol.metrics import RoundMetrics
 from veilfl.reporting import format_round_row, format_round_table_header
 from veilfl.secagg.config import SecureAggregationConfig
+from veilfl.server.checkpoints import BEST_FILE, CheckpointStore
 from veilfl.tensors import Weights, spec_of
 from veilfl.tracking import SinkContext, open_sinks
 
@@ -107,6 +110,7 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
     add_data_options(parser)
     add_data_source_options(parser)
     add_metrics_sink_option(parser)
+    add_best_metric_option(parser)
     add_log_option(parser)
     parser.set_defaults(func=run)
 
@@ -158,7 +162,9 @@ def run(args: argparse.Namespace) -> int:
         settings.model_name, seed=settings.seed, progress=counter.batch, device=args.device
     )
     clients = simulated_clients(args, learner, model_name=settings.model_name)
-    client_data = clients.train  # federated evaluation: clients.evaluation, the held-out parts
+    # Each client trains on its part and evaluates on what it holds out (if anything);
+    # without held-out parts, the bare partitions (which Ray ships as index arrays).
+    client_data = clients.train if clients.evaluation is None else clients
     test = server_evaluation_data(args, learner, model_name=settings.model_name)
     run_dir = args.run_dir or Path("runs") / f"sim-{datetime.now():%Y%m%d-%H%M%S}"
     run_dir.mkdir(parents=True, exist_ok=True)
@@ -176,11 +182,16 @@ def run(args: argparse.Namespace) -> int:
 
     title = f"veilfl simulation, {args.num_clients} clients"
     sinks = open_sinks(args.metrics_sink, SinkContext(run_dir=run_dir, title=title))
+    best = SimulatedBestModel(
+        CheckpointStore(run_dir / "checkpoints", model_name=settings.model_name),
+        BestMetric.parse(args.best_metric),
+    )
 
     def show(metrics: RoundMetrics) -> None:
         counter.round_done(metrics.round_id)
         print(format_round_row(metrics), flush=True)
         sinks.round(metrics)  # metrics.json and .csv kept if the simulation is stopped
+        best.round(metrics)
 
     secure = (
         build_config(
@@ -189,7 +200,7 @@ def run(args: argparse.Namespace) -> int:
                 **given_settings(args),
                 "secure.config.num_aggregators": args.aggregators,
                 "secure.config.norm_bound": secure_norm_bound(args.norm_bound, settings.dp),
-                "secure.config.max_samples_per_client": int(client_data.sizes().max()),
+                "secure.config.max_samples_per_client": int(clients.train.sizes().max()),
             },
             "secure.config.",
         )
@@ -222,6 +233,7 @@ def run(args: argparse.Namespace) -> int:
                 on_release=show,
                 executor=executor,
                 on_client_trained=counter.trained,
+                on_model=best.model,
             )
             progress.close()
             history = list(outcome.history)
@@ -247,6 +259,7 @@ def run(args: argparse.Namespace) -> int:
                 on_round=show,
                 executor=executor,
                 on_client_trained=counter.trained,
+                on_model=best.model,
             )
             progress.close()
             history = list(result.history)
@@ -260,6 +273,11 @@ def run(args: argparse.Namespace) -> int:
             final = result.final_weights
     print(f"wrote metrics.json, metrics.csv and metrics.png in {run_dir}")
     save_final_model(run_dir, settings.model_name, len(history), final)
+    if best.best is not None:
+        print(
+            f"kept the best model, {best.best.describe()}, in "
+            f"{run_dir / 'checkpoints' / BEST_FILE} (export it with veilfl export --best)"
+        )
     return 0
 
 

@@ -9,6 +9,7 @@ asks for a new task; the loop ends cleanly when the coordinator says the run is 
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import ssl
 from collections.abc import Callable
@@ -23,6 +24,7 @@ from veilfl.client.participation_record import ParticipationRecord, model_digest
 from veilfl.client.uploads import HttpDelivery, check_run_before_enrolling
 from veilfl.errors import PolicyRefusal, WireFormatError
 from veilfl.ml.learner import Learner, LocalUpdate
+from veilfl.ml.local_data import LocalData, as_local_data
 from veilfl.protocol.client_policy import ClientPolicy, check_participations, run_epsilon
 from veilfl.protocol.hand_in import HandInContext, HandInResult
 from veilfl.protocol.messages import RunInfo, Task, TaskKind
@@ -54,7 +56,7 @@ class ClientSummary:
 async def run_client(
     server_url: str,
     learner: Learner[DataT],
-    data: DataT,
+    data: DataT | LocalData[DataT],
     *,
     name: str = "",
     identity: Identity | None = None,
@@ -73,7 +75,11 @@ async def run_client(
     Args:
         server_url: The coordinator's base URL, e.g. ``https://127.0.0.1:8080``.
         learner: How to build and train the model (its architecture must match the run's).
-        data: This client's local data; it never leaves this process.
+        data: This client's local data; it never leaves this process. A
+            :class:`~veilfl.ml.local_data.LocalData` with an evaluation split makes the
+            client evaluate each model it receives on that split before it trains
+            (federated evaluation: only the example count, summed loss and correct
+            count are reported, inside the secure sum where the run is secure).
         name: A label the coordinator shows in its records.
         identity: This client's Ed25519 key; every request is signed with it (default:
             a fresh key, so the client is a new one each time it starts).
@@ -117,6 +123,7 @@ async def run_client(
     policy = policy or ClientPolicy()
     identity = identity or Identity.generate()
     record = record or ParticipationRecord()
+    local = as_local_data(data)
     if device is not None:
         learner = learner.on(device)
     async with httpx.AsyncClient(
@@ -202,7 +209,14 @@ async def run_client(
                     continue
                 logger.info("round %d: training on model version %d", round_id, version)
                 update = await asyncio.to_thread(
-                    learner.local_update, model, global_weights, data, run.plan
+                    functools.partial(
+                        learner.local_update,
+                        model,
+                        global_weights,
+                        local.train,
+                        run.plan,
+                        evaluate_on=local.evaluation,
+                    )
                 )
 
                 def note(round_id: int, digest: str = digest) -> None:
@@ -242,11 +256,15 @@ async def run_client(
                     continue
                 trained += 1
                 logger.info(
-                    "round %d: uploaded (%d samples, loss %.4f%s)",
+                    "round %d: uploaded (%d samples, loss %.4f%s%s)",
                     round_id,
                     update.num_samples,
                     update.mean_loss,
                     "" if update.epsilon is None else f", own epsilon {update.epsilon:.3f}",
+                    ""
+                    if update.evaluation is None
+                    else f", received model's accuracy {update.evaluation.accuracy:.4f} on "
+                    f"{update.evaluation.examples:.0f} held-out examples",
                 )
         finally:
             await delivery.close()

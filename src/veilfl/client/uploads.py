@@ -162,6 +162,7 @@ class HttpDelivery:
             update.delta,
             num_samples=update.num_samples,
             loss=update.mean_loss,
+            evaluation=update.evaluation,
             context=context,
             rng=self._csprng,
             policy=self._policy,

@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
-from collections.abc import Callable
+from collections.abc import Callable, Sized
 from dataclasses import dataclass, field
 from typing import Generic, TypeVar
 
@@ -35,6 +35,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from veilfl.errors import ConfigurationError
 from veilfl.ml.datasets import ArrayDataset
 from veilfl.ml.device import resolve_device
 from veilfl.ml.local_data import LocalData
@@ -42,7 +43,7 @@ from veilfl.ml.models import build_model
 from veilfl.ml.training import TrainConfig, TrainProgress, evaluate, train_local
 from veilfl.ml.weights import get_weights, set_weights
 from veilfl.protocol.messages import LocalTrainingPlan
-from veilfl.protocol.metrics import Evaluation
+from veilfl.protocol.metrics import Evaluation, FederatedEvaluation
 from veilfl.tensors import Weights
 
 __all__ = [
@@ -79,12 +80,15 @@ class LocalUpdate:
         num_samples: Examples trained on.
         mean_loss: Mean local training loss.
         epsilon: The client's sample-level epsilon so far (DP-SGD), if any.
+        evaluation: The client's federated evaluation of the global weights it started
+            from, on its own evaluation split; None when it has none.
     """
 
     delta: Weights
     num_samples: int
     mean_loss: float
     epsilon: float | None = None
+    evaluation: FederatedEvaluation | None = None
 
 
 TrainFn = Callable[[nn.Module, DataT, LocalTrainingPlan], TrainOutcome]
@@ -162,8 +166,13 @@ class Learner(Generic[DataT]):
         plan: LocalTrainingPlan,
         *,
         seed: int | None = None,
+        evaluate_on: DataT | None = None,
     ) -> LocalUpdate:
         """Train ``model`` from ``global_weights`` on ``data``; return the delta.
+
+        With ``evaluate_on``, the global weights are first evaluated on it (federated
+        evaluation, :meth:`evaluate_received`), so the update carries the evaluation
+        of the model the client received.
 
         ``model`` is a scratch instance from :attr:`model_fn` (or :meth:`new_model`),
         reused across rounds; it is moved to :attr:`device` if it is elsewhere.
@@ -175,10 +184,16 @@ class Learner(Generic[DataT]):
             plan: The coordinator's hyper-parameters.
             seed: Seeds veilfl's own trainer for this call (learners with
                 :attr:`local_sgd`); None, or a custom ``train_fn``, seeds as it does.
+            evaluate_on: The client's evaluation split, or None.
 
         Returns:
             The delta as float32 numpy arrays on the CPU, with the sample count.
         """
+        evaluation = (
+            None
+            if evaluate_on is None
+            else self.evaluate_received(model, global_weights, evaluate_on)
+        )
         model.to(self.device)
         set_weights(model, global_weights)
         if self.local_sgd is not None and seed is not None:
@@ -201,6 +216,35 @@ class Learner(Generic[DataT]):
             num_samples=outcome.num_samples,
             mean_loss=outcome.mean_loss,
             epsilon=outcome.epsilon,
+            evaluation=evaluation,
+        )
+
+    def evaluate_received(
+        self, model: nn.Module, global_weights: Weights, data: DataT
+    ) -> FederatedEvaluation | None:
+        """Federated evaluation: ``global_weights`` on a client's own evaluation
+        ``data``, as sums (examples, summed loss, correct predictions); None for
+        empty data.
+
+        ``model`` is a scratch instance from :attr:`model_fn`; ``data`` must have a
+        length (its examples).
+
+        Raises:
+            ConfigurationError: if ``data`` has no length.
+        """
+        if not isinstance(data, Sized):
+            raise ConfigurationError(
+                f"Federated evaluation counts examples with len(); the evaluation data is a "
+                f"{type(data).__name__}, which has no length. Give a data set with __len__."
+            )
+        examples = len(data)
+        if examples == 0:
+            return None
+        model.to(self.device)
+        set_weights(model, global_weights)
+        result = self.evaluate_fn(model, data)
+        return FederatedEvaluation.of_means(
+            loss=result.loss, accuracy=result.accuracy, examples=examples
         )
 
     def evaluator(self, data: DataT) -> Callable[[Weights], Evaluation]:

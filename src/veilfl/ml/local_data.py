@@ -17,7 +17,7 @@ import numpy as np
 from veilfl.errors import DataError
 from veilfl.ml.datasets import ArrayDataset
 
-__all__ = ["LocalData", "hold_out"]
+__all__ = ["LocalData", "as_local_data", "hold_out"]
 
 DataT = TypeVar("DataT")
 
@@ -53,3 +53,11 @@ def hold_out(data: ArrayDataset, *, fraction: float, seed: int = 0) -> LocalData
         return LocalData(train=data, evaluation=None)
     order = np.random.default_rng(seed).permutation(len(data))
     return LocalData(train=data.subset(order[count:]), evaluation=data.subset(order[:count]))
+
+
+def as_local_data(data: DataT | LocalData[DataT]) -> LocalData[DataT]:
+    """``data`` as a :class:`LocalData`: a bare data set trains and evaluates nothing
+    (``LocalData(train=data, evaluation=None)``)."""
+    if isinstance(data, LocalData):
+        return data
+    return LocalData(train=data, evaluation=None)

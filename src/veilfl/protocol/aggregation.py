@@ -21,6 +21,7 @@ from veilfl.protocol.cohort import ClosedCohort
 from veilfl.protocol.effects import Effect, Event
 from veilfl.protocol.messages import ClientReport, UpdateHeader
 from veilfl.strategy.aggregate import Aggregate, WeightedSum
+from veilfl.strategy.federated_evaluation import FederatedEvaluation
 from veilfl.tensors import TensorSpec, Weights, flatten
 
 __all__ = [
@@ -231,5 +232,8 @@ class PlaintextAggregation:
                 trained_versions=tuple(p.trained_version for p in cohort.participants),
                 mean_loss=weighted_mean_loss(cohort.participants),
                 within_bound_count=self._bit_sum if self._clip_norm else None,
+                evaluation=FederatedEvaluation.total(
+                    p.evaluation for p in cohort.participants if p.evaluation is not None
+                ),
             ),
         )

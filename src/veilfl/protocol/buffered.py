@@ -367,6 +367,7 @@ class BufferedMachine:
             loss=header.loss,
             aggregators=header.aggregators,
             trained_version=placement.trained_version,
+            evaluation=header.evaluation,
             weight=weight,
         )
         self._counted.add((placement.round_id, header.client_id))

@@ -423,7 +423,7 @@ class Coordinator:
             seconds=now - cohort.opened_at,
             epsilon=aggregate.epsilon,
             excluded=excluded,
-        )
+        ).with_federated(aggregate.evaluation)
         privacy = self._privacy
         if privacy is not None:
             report = privacy.report()

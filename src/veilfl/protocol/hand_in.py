@@ -4,7 +4,8 @@
 work (clip and noise under DP, encode, share and seal under secure aggregation), yields
 each request it needs sent, and is resumed with the answer::
 
-    flow = hand_in(delta, num_samples=..., loss=..., context=..., rng=..., policy=...)
+    flow = hand_in(delta, num_samples=..., loss=..., context=..., rng=..., policy=...,
+                   evaluation=...)
     request = next(flow)
     while True:
         try:
@@ -39,6 +40,7 @@ from veilfl.protocol.client_policy import ClientPolicy
 from veilfl.protocol.messages import RunInfo, UpdateHeader
 from veilfl.secagg.aggregator_policy import AggregatorPolicy
 from veilfl.secagg.contribution import SealedShare, seal_contribution
+from veilfl.strategy.federated_evaluation import FederatedEvaluation
 from veilfl.tensors import Weights, flatten, spec_of, unflatten
 
 __all__ = [
@@ -168,6 +170,7 @@ def hand_in(
     context: HandInContext,
     rng: CsprngStream,
     policy: ClientPolicy,
+    evaluation: FederatedEvaluation | None = None,
 ) -> HandInFlow:
     """Privatize, protect and deliver one update (see the module docstring).
 
@@ -178,6 +181,11 @@ def hand_in(
         context: Where the update goes.
         rng: CSPRNG for DP noise and secret sharing.
         policy: What this client accepts; checked before the first request.
+        evaluation: The client's federated evaluation of the model it received (on
+            its own evaluation split), or None. It travels in the update's metadata in
+            plaintext runs and inside the proven, secret-shared contribution under
+            secure aggregation; under DP with secure aggregation it is not reported,
+            like the training loss.
 
     Raises:
         PolicyRefusal: if the run, the privacy plan or the weight falls short of
@@ -207,6 +215,7 @@ def hand_in(
             base_version=context.base_version,
             num_samples=num_samples,
             loss=loss,
+            evaluation=evaluation,
         )
         answer = yield SendUpdate(header, delta if plan is None else unflatten(flat, spec))
         return _result(answer)
@@ -230,6 +239,7 @@ def hand_in(
         # Only under adaptive clipping, whose count is noised and charged.
         unclipped=within_bound if plan is not None and plan.reports_bit else None,
         rng=rng,
+        evaluation=None if plan is not None else evaluation,  # not reported under DP
     )
     sealed = seal_contribution(
         measurement,

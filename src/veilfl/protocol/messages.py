@@ -24,6 +24,7 @@ from veilfl.errors import AuthenticationError, ConfigurationError, WireFormatErr
 from veilfl.privacy.dp_fedavg import ClientPrivacyPlan, DpConfig
 from veilfl.secagg.config import SecureAggregationConfig
 from veilfl.secagg.contribution import ContributionLayout
+from veilfl.strategy.federated_evaluation import FederatedEvaluation
 
 __all__ = [
     "ClientReport",
@@ -471,6 +472,8 @@ class UpdateHeader:
         num_samples: Local examples used (plaintext mode only).
         loss: Mean local training loss (plaintext mode only).
         aggregators: Indices of the aggregators holding this client's shares (secure mode).
+        evaluation: The client's federated evaluation of the model it received
+            (plaintext mode only; None when it evaluated nothing).
     """
 
     client_id: str
@@ -479,6 +482,7 @@ class UpdateHeader:
     num_samples: int | None = None
     loss: float | None = None
     aggregators: tuple[int, ...] = ()
+    evaluation: FederatedEvaluation | None = None
 
     def __post_init__(self) -> None:
         if not self.client_id:
@@ -507,6 +511,10 @@ class UpdateHeader:
             metadata["num_samples"] = str(self.num_samples)
         if self.loss is not None:
             metadata["loss"] = repr(float(self.loss))
+        if self.evaluation is not None:
+            metadata["eval_examples"] = repr(float(self.evaluation.examples))
+            metadata["eval_loss_sum"] = repr(float(self.evaluation.loss_sum))
+            metadata["eval_correct"] = repr(float(self.evaluation.correct))
         return metadata
 
     @classmethod
@@ -523,6 +531,15 @@ class UpdateHeader:
                 base_version=int(metadata["base_version"]),
                 num_samples=(int(metadata["num_samples"]) if "num_samples" in metadata else None),
                 loss=float(metadata["loss"]) if "loss" in metadata else None,
+                evaluation=(
+                    FederatedEvaluation(
+                        examples=float(metadata["eval_examples"]),
+                        loss_sum=float(metadata["eval_loss_sum"]),
+                        correct=float(metadata["eval_correct"]),
+                    )
+                    if "eval_examples" in metadata
+                    else None
+                ),
             )
         except KeyError as exc:
             raise WireFormatError(f"The update's metadata lacks the field {exc}.") from exc
@@ -543,6 +560,7 @@ class ClientReport:
         trained_version: The model version it trained from.
         weight: A weight fixed by the protocol (a buffered update's staleness weight);
             None where the client's own weight applies.
+        evaluation: Its federated evaluation of the model it received (plaintext only).
     """
 
     client_id: str
@@ -551,3 +569,4 @@ class ClientReport:
     aggregators: tuple[int, ...] = ()
     trained_version: int = 0
     weight: float | None = None
+    evaluation: FederatedEvaluation | None = None

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from veilfl.strategy.federated_evaluation import FederatedEvaluation
 from veilfl.tensors import Weights
 
-__all__ = ["EvaluateFn", "Evaluation", "RoundMetrics"]
+__all__ = ["EvaluateFn", "Evaluation", "FederatedEvaluation", "RoundMetrics"]
 
 
 @dataclass(frozen=True)
@@ -46,6 +48,11 @@ class RoundMetrics:
         excluded: Clients that reported for the round but were left out of its sum
             (a contribution that failed verification, a receipt for shares the
             aggregators do not hold), sorted.
+        federated_loss: Federated evaluation: the example-weighted mean loss of the
+            model this round started from (the previous round's model), evaluated by
+            the round's clients on their own evaluation splits; None when none did.
+        federated_accuracy: The same evaluation's example-weighted accuracy.
+        federated_examples: How many examples it covered.
     """
 
     round_id: int
@@ -59,10 +66,24 @@ class RoundMetrics:
     accounting: str | None = None
     delta: float | None = None
     excluded: tuple[str, ...] = ()
+    federated_loss: float | None = None
+    federated_accuracy: float | None = None
+    federated_examples: float | None = None
 
     def __post_init__(self) -> None:
         # Rows read back from JSON give a list: keep one representation.
         object.__setattr__(self, "excluded", tuple(self.excluded))
+
+    def with_federated(self, evaluation: FederatedEvaluation | None) -> RoundMetrics:
+        """These metrics with ``evaluation``'s means (unchanged when it is None)."""
+        if evaluation is None or evaluation.examples <= 0:
+            return self
+        return dataclasses.replace(
+            self,
+            federated_loss=evaluation.loss,
+            federated_accuracy=evaluation.accuracy,
+            federated_examples=evaluation.examples,
+        )
 
 
 EvaluateFn = Callable[[Weights], Evaluation]

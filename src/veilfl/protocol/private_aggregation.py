@@ -245,6 +245,7 @@ class PrivateAggregation:
             weighted_delta_sum=total,
             total_weight=self._expected,
             mean_loss=inner.mean_loss if self._plaintext else None,
+            evaluation=inner.evaluation if self._plaintext else None,
             within_bound_count=bit_sum,
             epsilon=self._report.epsilon_public,
         )

@@ -250,6 +250,7 @@ class FtrlAggregation:
             weighted_delta_sum=total,
             total_weight=self._expected,
             mean_loss=inner.mean_loss if self._plaintext else None,
+            evaluation=inner.evaluation if self._plaintext else None,
             within_bound_count=None,
             epsilon=self._report.epsilon_public,
         )

@@ -380,6 +380,7 @@ class SyncRoundMachine:
             loss=header.loss,
             aggregators=header.aggregators,
             trained_version=placement.trained_version,
+            evaluation=header.evaluation,
             weight=placement.weight,
         )
         return True

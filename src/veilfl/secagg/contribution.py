@@ -1,7 +1,7 @@
 """A client's contribution to a secure sum: what it holds, how it is encoded, proven,
 shared and sealed, and how a sum of contributions decodes.
 
-A contribution is ``d + 3`` integers (the *measurement*):
+A contribution is ``d + 6`` integers (the *measurement*):
 
 * the weighted update ``w·Δ``, clipped to L2 norm ``norm_bound``, scaled to integer units
   and rounded stochastically (unbiased), with L2 norm at most the integer bound B the
@@ -12,6 +12,15 @@ A contribution is ``d + 3`` integers (the *measurement*):
   ``Σ w·loss`` by at most ``16·w``, as an honest client's worst loss would, so a
   client of weight 0 adds no loss at all and the mean loss ``Σ w·loss / Σ w`` stays a
   weighted mean of values in [0, 16];
+* the client's federated evaluation of the model it received (zeros when it evaluated
+  nothing, and under DP, where it is not reported): the examples n, at most
+  :data:`EVAL_MAX_EXAMPLES` (a larger evaluation counts as that many examples, its
+  means unchanged), the summed loss with the mean loss range-clipped to [0, 16], and
+  the correct predictions, all three in units of ``1/EVAL_UNITS`` of an example (the
+  loss in units of ``16/EVAL_UNITS``), with the count and the correct predictions on
+  whole examples; the loss sum and the correct count are proven to be at most the
+  count, so a client can neither claim more right answers than examples nor a loss
+  above 16 per example, and its evaluation weighs as many examples as it says;
 * the clipped-or-not bit as ``2b - 1``, exactly -1 or +1 (so the sum is twice the sum of
   ``b - 1/2``, the sensitivity-1/2 form the accountant charges under adaptive DP
   clipping). The proof admits nothing else: a 0 would let a client stay out of the
@@ -20,7 +29,8 @@ A contribution is ``d + 3`` integers (the *measurement*):
 
 None of it travels in the clear. The client proves, in zero knowledge, that the update's
 norm is at most B, each extra lies in its range (on its step) and the loss is at most
-the weight (:mod:`veilfl.secagg.bounds`), shares
+the weight, the evaluation's loss sum and correct count at most its count
+(:mod:`veilfl.secagg.bounds`), shares
 the measurement t-of-m (t - 1 aggregators get a 32-byte seed) and seals aggregator j's
 share to j's HPKE key, binding run, round, client and j. Since every valid measurement is
 bounded, a sum of up to :meth:`ContributionLayout.max_summands` of them never wraps: the
@@ -45,8 +55,11 @@ from veilfl.secagg.bounds_messages import ContributionShare
 from veilfl.secagg.bounds_parameters import BoundsParameters, calls_for_dimension
 from veilfl.secagg.bounds_prover import prove_contribution
 from veilfl.secagg.config import SecureAggregationConfig
+from veilfl.strategy.federated_evaluation import FederatedEvaluation
 
 __all__ = [
+    "EVAL_MAX_EXAMPLES",
+    "EVAL_UNITS",
     "EXTRA_COORDINATES",
     "EXTRA_UNITS",
     "LOSS_RANGE",
@@ -57,15 +70,25 @@ __all__ = [
     "seal_contribution",
 ]
 
-#: Coordinates after the update: the FedAvg weight, the weighted loss, the clipped bit.
-EXTRA_COORDINATES = 3
+#: Coordinates after the update: the FedAvg weight, the weighted loss, the evaluation's
+#: count, loss sum and correct count, the clipped bit (last).
+EXTRA_COORDINATES = 6
 #: Integer units of 1.0 in the weight and loss coordinates.
 EXTRA_UNITS = 1024
 #: Losses are clipped to [0, LOSS_RANGE] and divided by it before sharing.
 LOSS_RANGE = 16.0
-_EXTRA_RANGES = ((0, EXTRA_UNITS), (0, EXTRA_UNITS), (-1, 1))
-_EXTRA_STEPS = (1, 1, 2)  # the bit is -1 or +1, never 0
-_EXTRA_ORDER = ((1, 0),)  # the weighted loss is at most the weight
+#: Integer units of one example in the evaluation coordinates.
+EVAL_UNITS = 8
+#: The most examples one client's federated evaluation counts for under secure
+#: aggregation (its coordinates then reach 2^15, so 32,767 contributions sum unwrapped).
+EVAL_MAX_EXAMPLES = 4096
+_EVAL_RANGE = (0, EVAL_MAX_EXAMPLES * EVAL_UNITS)
+_EXTRA_RANGES = ((0, EXTRA_UNITS), (0, EXTRA_UNITS), _EVAL_RANGE, _EVAL_RANGE, _EVAL_RANGE, (-1, 1))
+# Whole examples for the count and the correct count; the bit is -1 or +1, never 0.
+_EXTRA_STEPS = (1, 1, EVAL_UNITS, 1, EVAL_UNITS, 2)
+# The weighted loss is at most the weight; the evaluation's loss sum (at most 16 per
+# example) and correct count are at most its count.
+_EXTRA_ORDER = ((1, 0), (3, 2), (4, 2))
 _ROUNDING_TRIES = 8
 
 
@@ -107,12 +130,14 @@ class DecodedSum:
         total_weight: ``Σ w``.
         weighted_loss: ``Σ w·min(loss, 16)``.
         unclipped_sum: ``Σ (b - 1/2)`` of the clipped-or-not bits (0 without them).
+        evaluation: The summed federated evaluations; None when no client evaluated.
     """
 
     weighted_delta_sum: npt.NDArray[np.float64]
     total_weight: float
     weighted_loss: float
     unclipped_sum: float
+    evaluation: FederatedEvaluation | None = None
 
 
 @dataclass(frozen=True)
@@ -140,7 +165,7 @@ class ContributionLayout:
 
     @property
     def measurement_length(self) -> int:
-        """``d + 3``: what aggregators sum."""
+        """``d + 6``: what aggregators sum."""
         return self.dimension + EXTRA_COORDINATES
 
     @property
@@ -194,6 +219,7 @@ class ContributionLayout:
         loss: float,
         unclipped: bool | None,
         rng: CsprngStream,
+        evaluation: FederatedEvaluation | None = None,
     ) -> npt.NDArray[np.int64]:
         """The measurement for ``w·Δ`` (already clipped to ``norm_bound``).
 
@@ -204,6 +230,9 @@ class ContributionLayout:
             unclipped: Under adaptive clipping, whether the update needed no clipping;
                 None when the run asks for no bit (then +1 is sent, a constant).
             rng: Randomness for the stochastic rounding.
+            evaluation: The client's federated evaluation of the model it received,
+                or None (zeros are sent). Over more than :data:`EVAL_MAX_EXAMPLES`
+                examples it counts as that many, with the same means.
 
         Raises:
             ConfigurationError: if the update has the wrong length, its norm exceeds the
@@ -237,7 +266,12 @@ class ContributionLayout:
         weight_units = round(weight * EXTRA_UNITS)
         loss_units = round(weight * min(max(loss, 0.0), LOSS_RANGE) / LOSS_RANGE * EXTRA_UNITS)
         extras = np.array(
-            [weight_units, min(loss_units, weight_units), -1 if unclipped is False else 1],
+            [
+                weight_units,
+                min(loss_units, weight_units),
+                *_evaluation_units(evaluation, rng),
+                -1 if unclipped is False else 1,
+            ],
             dtype=np.int64,
         )
         return np.concatenate([rounded, extras])
@@ -248,13 +282,36 @@ class ContributionLayout:
         half = (MERSENNE_31.modulus - 1) // 2
         np.subtract(signed, MERSENNE_31.modulus, out=signed, where=signed > half)
         d = self.dimension
-        weight, loss, bits = (float(v) for v in signed[d:])
+        weight, loss, count, loss_sum, correct, bits = (float(v) for v in signed[d:])
+        evaluation = None
+        if count > 0:
+            evaluation = FederatedEvaluation(
+                examples=count / EVAL_UNITS,
+                loss_sum=loss_sum / EVAL_UNITS * LOSS_RANGE,
+                correct=min(correct, count) / EVAL_UNITS,
+            )
         return DecodedSum(
             weighted_delta_sum=signed[:d].astype(np.float64) / self.scale,
             total_weight=weight / EXTRA_UNITS,
             weighted_loss=loss / EXTRA_UNITS * LOSS_RANGE,
             unclipped_sum=bits / 2,
+            evaluation=evaluation,
         )
+
+
+def _evaluation_units(
+    evaluation: FederatedEvaluation | None, rng: CsprngStream
+) -> tuple[int, int, int]:
+    """The count, loss-sum and correct-count coordinates of one client's evaluation."""
+    if evaluation is None or evaluation.examples < 1:
+        return 0, 0, 0
+    examples = min(round(evaluation.examples), EVAL_MAX_EXAMPLES)
+    mean_loss = min(max(evaluation.loss, 0.0), LOSS_RANGE)  # finite, as loss_sum is
+    correct = min(round(evaluation.accuracy * examples), examples)
+    count_units = examples * EVAL_UNITS
+    scaled_loss = np.array([examples * mean_loss / LOSS_RANGE * EVAL_UNITS])
+    loss_units = min(int(_stochastic_round(scaled_loss, rng)[0]), count_units)
+    return count_units, loss_units, correct * EVAL_UNITS
 
 
 def _stochastic_round(values: npt.NDArray[np.float64], rng: CsprngStream) -> npt.NDArray[np.int64]:

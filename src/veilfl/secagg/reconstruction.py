@@ -149,4 +149,5 @@ def reconstruct_aggregate(
         trained_versions=trained_versions,
         mean_loss=decoded.weighted_loss / decoded.total_weight,
         within_bound_count=decoded.unclipped_sum,
+        evaluation=decoded.evaluation,
     )

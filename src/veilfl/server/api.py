@@ -14,6 +14,7 @@ from veilfl.auth.rate_limit import DEFAULT_RATE_LIMIT, RateLimit
 from veilfl.errors import ConfigurationError, TransportError
 from veilfl.logging_setup import uvicorn_log_options
 from veilfl.protocol.assembly import check_run_settings, precision_warning, privacy_warning
+from veilfl.protocol.best_model import BestMetric
 from veilfl.protocol.metrics import EvaluateFn, RoundMetrics
 from veilfl.protocol.run_spec import RunSpec
 from veilfl.tls import ServerCertificate, check_url_scheme, uvicorn_tls_options
@@ -50,6 +51,7 @@ async def run_coordinator(
     max_clock_skew_s: float = 120.0,
     linger_s: float = 3.0,
     metrics_sinks: Sequence[str] = (),
+    best_metric: BestMetric | str = BestMetric.AUTO,
     min_clients_fixed: bool = False,
     clients_per_round_fixed: bool = False,
     before_create: Callable[[RunSpec], None] | None = None,
@@ -83,6 +85,9 @@ async def run_coordinator(
             run is done).
         metrics_sinks: Metrics sinks beside the run folder's JSON and CSV (by name,
             e.g. ``tensorboard``).
+        best_metric: The metric by which the best model is kept in
+            ``checkpoints/best.safetensors`` (:class:`~veilfl.protocol.best_model.BestMetric`;
+            ``auto``: federated accuracy where clients evaluate, else test accuracy).
         min_clients_fixed: ``spec.rounds.min_clients`` was chosen: refuse a run below an
             aggregator's minimum instead of raising it.
         clients_per_round_fixed: The same for ``spec.rounds.clients_per_round``.
@@ -105,6 +110,7 @@ async def run_coordinator(
     from veilfl.server.starting_gate import StartingGate
 
     check_run_settings(spec)  # contradictory DP settings: one line, before anything
+    best = BestMetric.parse(best_metric) if isinstance(best_metric, str) else best_metric
     if certificate is None and not insecure:
         raise ConfigurationError(
             "The coordinator needs a TLS certificate, or insecure=True for plaintext HTTP "
@@ -185,6 +191,7 @@ async def run_coordinator(
             max_clock_skew_s=max_clock_skew_s,
             linger_s=linger_s,
             metrics_sinks=metrics_sinks,
+            best_metric=best,
         )
     finally:
         prepared.store.close()
@@ -214,6 +221,7 @@ async def _serve_run(
     max_clock_skew_s: float,
     linger_s: float,
     metrics_sinks: Sequence[str],
+    best_metric: BestMetric,
 ) -> tuple[RoundMetrics, ...]:
     from veilfl.server.aggregator_link import HttpAggregatorLink
     from veilfl.server.app import create_app
@@ -262,6 +270,8 @@ async def _serve_run(
         history=metrics_from_store(prepared.store),
         title=f"veilfl run {run_info.run_id}",
         sinks=metrics_sinks,
+        checkpoints=prepared.checkpoints,
+        best_metric=best_metric,
     )
     service = CoordinatorService(
         prepared.coordinator,

@@ -1,6 +1,8 @@
 """Global model checkpoints: one safetensors file per version, written atomically.
 
-Version ``v`` lives in ``model_v{v:06d}.safetensors`` (more digits past 999999). A file
+Version ``v`` lives in ``model_v{v:06d}.safetensors`` (more digits past 999999), and the
+best version by the run's ``--best-metric`` is copied to ``best.safetensors`` with its
+score in the metadata (:mod:`veilfl.protocol.best_model`). A file
 is written to a temporary name in the same folder, flushed and fsynced, renamed over the
 final name and the folder fsynced, so a crash at any moment leaves either no file or the
 whole file under the final name; a leftover temporary file never looks like a version.
@@ -14,10 +16,11 @@ from pathlib import Path
 
 from veilfl.durable_files import write_atomically
 from veilfl.errors import StorageError, WireFormatError
+from veilfl.protocol.best_model import BestModel
 from veilfl.tensors import Weights
 from veilfl.wire.tensor_codec import decode_weights, encode_weights
 
-__all__ = ["MODEL_KEY", "VERSION_KEY", "CheckpointStore"]
+__all__ = ["BEST_FILE", "MODEL_KEY", "VERSION_KEY", "CheckpointStore"]
 
 VERSION_KEY = "version"
 """Metadata key under which :meth:`CheckpointStore.save` records the version."""
@@ -25,6 +28,9 @@ VERSION_KEY = "version"
 MODEL_KEY = "model_name"
 """Metadata key under which :meth:`CheckpointStore.save` records the run's model (a
 built-in model name or a ``--learner`` spec)."""
+
+BEST_FILE = "best.safetensors"
+"""The best version's copy, in the checkpoint folder (never taken for a version)."""
 
 _NAME = re.compile(r"^model_v(\d{6,})\.safetensors$")
 
@@ -125,6 +131,58 @@ class CheckpointStore:
                 "it was copied from another run."
             )
         return weights, dict(metadata)
+
+    @property
+    def best_path(self) -> Path:
+        """Where the best version's copy lives (whether or not it exists)."""
+        return self._directory / BEST_FILE
+
+    def save_best(self, best: BestModel, weights: Weights) -> Path:
+        """Write ``weights`` (version ``best.version``) as the best model, atomically,
+        with ``best``'s score in the metadata.
+
+        Raises:
+            StorageError: if the file cannot be written.
+        """
+        recorded = {**best.to_metadata(), VERSION_KEY: str(best.version)}
+        if self._model_name is not None:
+            recorded[MODEL_KEY] = self._model_name
+        write_atomically(self.best_path, encode_weights(weights, metadata=recorded))
+        return self.best_path
+
+    def load_best(self) -> tuple[Weights, BestModel, dict[str, str]] | None:
+        """The best model, its score and its metadata; None when none was saved.
+
+        Raises:
+            StorageError: if the file is unreadable, or of another model than the store's.
+        """
+        path = self.best_path
+        try:
+            weights, metadata = decode_weights(path.read_bytes())
+        except FileNotFoundError:
+            return None
+        except (OSError, WireFormatError) as exc:
+            raise StorageError(
+                f"The best checkpoint {path} cannot be read ({exc}); delete it (the next "
+                "better round writes it again) or restore it from a backup."
+            ) from exc
+        model = metadata.get(MODEL_KEY)
+        if self._model_name is not None and model is not None and model != self._model_name:
+            raise StorageError(
+                f"Checkpoint {path} belongs to the model {model}, not {self._model_name}; "
+                "it was copied from another run."
+            )
+        try:
+            version = int(metadata[VERSION_KEY])
+        except (KeyError, ValueError):
+            version = -1
+        best = BestModel.from_metadata(dict(metadata), version=version)
+        if best is None or version < 0:
+            raise StorageError(
+                f"The best checkpoint {path} records no version or score; delete it (the "
+                "next better round writes it again)."
+            )
+        return weights, best, dict(metadata)
 
     def latest_version(self) -> int | None:
         """The highest version on disk, or None if there is none.

@@ -18,6 +18,8 @@ Besides the request metrics every edge has (:mod:`veilfl.transport.http_metrics`
 ``veilfl_epsilon``                             privacy spent so far (DP runs, at the run's delta)
 ``veilfl_train_loss`` / ``veilfl_test_loss``   of the latest round that has them
 ``veilfl_test_accuracy``                       of the latest evaluated round
+``veilfl_federated_loss`` / ``_accuracy``      federated evaluation of the latest round with one
+``veilfl_federated_examples``                  the examples that evaluation covered
 =============================================  ==================================================
 
 Counters are read from the service's :class:`~veilfl.server.run_observer.RunObserver`
@@ -186,6 +188,20 @@ def _history_gauges(history: Sequence[RoundMetrics]) -> Iterator[Metric]:
         "veilfl_test_accuracy": (
             "Server-side test accuracy (0 to 1) of the latest evaluated round.",
             [m.test_accuracy for m in history],
+        ),
+        "veilfl_federated_loss": (
+            "Federated evaluation: example-weighted mean loss, on the clients' own "
+            "evaluation splits, of the model the latest round reporting one started from.",
+            [m.federated_loss for m in history],
+        ),
+        "veilfl_federated_accuracy": (
+            "Federated evaluation: example-weighted accuracy (0 to 1), on the clients' own "
+            "evaluation splits, of the model the latest round reporting one started from.",
+            [m.federated_accuracy for m in history],
+        ),
+        "veilfl_federated_examples": (
+            "Examples the latest round's federated evaluation covered.",
+            [m.federated_examples for m in history],
         ),
     }
     for name, (documentation, values) in latest.items():

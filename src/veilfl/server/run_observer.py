@@ -141,6 +141,9 @@ class RoundView:
     test_accuracy: float | None
     epsilon: float | None
     seconds: float | None
+    federated_loss: float | None = None
+    federated_accuracy: float | None = None
+    federated_examples: float | None = None
 
 
 @dataclass(frozen=True)
@@ -259,6 +262,9 @@ class _Round:
             test_accuracy=None if m is None else m.test_accuracy,
             epsilon=None if m is None else m.epsilon,
             seconds=None if m is None else m.seconds,
+            federated_loss=None if m is None else m.federated_loss,
+            federated_accuracy=None if m is None else m.federated_accuracy,
+            federated_examples=None if m is None else m.federated_examples,
         )
 
 

@@ -86,6 +86,9 @@ class RunRecorder:
                         "delta": metrics.delta,
                         "sampled": cohort.sampled,
                         "excluded": list(metrics.excluded),
+                        "federated_loss": metrics.federated_loss,
+                        "federated_accuracy": metrics.federated_accuracy,
+                        "federated_examples": metrics.federated_examples,
                     }
                 ),
             ),
@@ -129,6 +132,9 @@ def metrics_from_store(store: RunStore) -> list[RoundMetrics]:
                 accounting=extra.get("accounting"),
                 delta=extra.get("delta"),
                 excluded=tuple(extra.get("excluded", ())),
+                federated_loss=extra.get("federated_loss"),
+                federated_accuracy=extra.get("federated_accuracy"),
+                federated_examples=extra.get("federated_examples"),
             )
         )
     return out

@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 from veilfl.errors import BufferFullError, ConfigurationError, StaleUpdateError
 from veilfl.ml.learner import Learner, LocalUpdate, derive_seed
+from veilfl.ml.local_data import LocalData
 from veilfl.privacy.dp_fedavg import ClientPrivacyPlan
 from veilfl.privacy.report import PrivacyReport
 from veilfl.protocol.aggregator_minimums import DEFAULT_MIN_PARTICIPANTS
@@ -176,7 +177,7 @@ class _Event:
 def simulate_async(
     learner: Learner[DataT],
     *,
-    client_data: Sequence[DataT],
+    client_data: Sequence[DataT | LocalData[DataT]],
     test_data: DataT | None,
     config: AsyncSimulationConfig,
     on_release: Callable[[RoundMetrics], None] | None = None,
@@ -184,12 +185,15 @@ def simulate_async(
     executor: TrainingExecutor | None = None,
     device: str | torch.device | None = None,
     on_client_trained: Callable[[], None] | None = None,
+    on_model: Callable[[int, Weights], None] | None = None,
 ) -> AsyncSimulationResult:
     """Run buffered asynchronous training over ``client_data`` in virtual time.
 
     Args:
         learner: How to build, train and evaluate the model.
-        client_data: Each virtual client's local data.
+        client_data: Each virtual client's local data (a data set, or a
+            :class:`~veilfl.ml.local_data.LocalData` whose evaluation split the client
+            evaluates the model it received on: federated evaluation).
         test_data: Server-side evaluation data, or None to skip evaluation.
         config: Simulation settings.
         on_release: Called with each released buffer's metrics.
@@ -199,6 +203,9 @@ def simulate_async(
             An executor given here is left open; one made here is closed.
         device: Train and evaluate there; None keeps the learner's device.
         on_client_trained: Called as each trained update is handed in.
+        on_model: Called with each model version the run serves and its weights:
+            version 0 (the initial model) first, then each completed round's model,
+            before ``on_release`` (``veilfl simulate`` keeps the best one by it).
 
     Raises:
         ConfigurationError: for no clients, or settings that contradict each other.
@@ -219,6 +226,7 @@ def simulate_async(
             on_release=on_release,
             stop_when=stop_when,
             on_client_trained=on_client_trained,
+            on_model=on_model,
         )
     finally:
         if owned:
@@ -229,12 +237,13 @@ def _simulate_async(
     learner: Learner[DataT],
     executor: TrainingExecutor,
     *,
-    client_data: Sequence[DataT],
+    client_data: Sequence[DataT | LocalData[DataT]],
     test_data: DataT | None,
     config: AsyncSimulationConfig,
     on_release: Callable[[RoundMetrics], None] | None,
     stop_when: Callable[[RoundMetrics], bool] | None,
     on_client_trained: Callable[[], None] | None,
+    on_model: Callable[[int, Weights], None] | None = None,
 ) -> AsyncSimulationResult:
     started = time.perf_counter()
     population = len(client_data)
@@ -254,8 +263,13 @@ def _simulate_async(
     history: list[RoundMetrics] = []
     stop = [False]
 
+    if on_model is not None:
+        on_model(0, weights)
+
     def completed(outcome: RoundOutcome) -> None:
         metrics = outcome.metrics
+        if on_model is not None:
+            on_model(outcome.new_version, unflatten(outcome.weights, spec))
         if evaluator is not None:
             evaluation = evaluator(unflatten(outcome.weights, spec))
             metrics = replace(metrics, test_loss=evaluation.loss, test_accuracy=evaluation.accuracy)

@@ -28,6 +28,7 @@ from typing import Any, Literal, TypeVar
 
 from veilfl.errors import ConfigurationError
 from veilfl.ml.learner import Learner
+from veilfl.ml.local_data import LocalData
 from veilfl.sim.executor import (
     BatchedExecutor,
     SequentialExecutor,
@@ -97,7 +98,7 @@ class ExecutionSettings:
 
 def build_executor(
     learner: Learner[DataT],
-    client_data: Sequence[DataT],
+    client_data: Sequence[DataT | LocalData[DataT]],
     settings: ExecutionSettings | None = None,
 ) -> TrainingExecutor:
     """The executor ``settings`` describe, for ``learner`` and ``client_data``.

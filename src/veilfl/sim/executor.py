@@ -42,8 +42,10 @@ from veilfl.errors import ConfigurationError
 from veilfl.ml.batched_training import BatchedClient, batching_obstacle, train_batched
 from veilfl.ml.datasets import ArrayDataset
 from veilfl.ml.learner import Learner, LocalUpdate
+from veilfl.ml.local_data import LocalData, as_local_data
 from veilfl.ml.training import TrainConfig
 from veilfl.protocol.messages import LocalTrainingPlan
+from veilfl.protocol.metrics import FederatedEvaluation
 from veilfl.tensors import Weights
 
 __all__ = [
@@ -141,10 +143,14 @@ class SequentialExecutor(TrainingExecutor, Generic[DataT]):
 
     Args:
         learner: How to build and train the model.
-        client_data: Every client's data, by index.
+        client_data: Every client's data, by index: a bare data set, or a
+            :class:`~veilfl.ml.local_data.LocalData` whose evaluation split (if any)
+            the client evaluates the global model on before it trains.
     """
 
-    def __init__(self, learner: Learner[DataT], client_data: Sequence[DataT]) -> None:
+    def __init__(
+        self, learner: Learner[DataT], client_data: Sequence[DataT | LocalData[DataT]]
+    ) -> None:
         self.learner = learner
         self.client_data = client_data
         self._scratch: nn.Module | None = None
@@ -155,20 +161,24 @@ class SequentialExecutor(TrainingExecutor, Generic[DataT]):
         if self._scratch is None:
             self._scratch = self.learner.new_model()
         for job in jobs:
+            local = as_local_data(self.client_data[job.client_index])
             yield self.learner.local_update(
                 self._scratch,
                 job.weights,
-                self.client_data[job.client_index],
+                local.train,
                 job.plan,
                 seed=job.seed,
+                evaluate_on=local.evaluation,
             )
 
 
-def learner_batching_obstacle(learner: Learner[DataT], client_data: Sequence[DataT]) -> str | None:
+def learner_batching_obstacle(
+    learner: Learner[DataT], client_data: Sequence[DataT | LocalData[DataT]]
+) -> str | None:
     """Why ``learner``'s clients cannot train together, in a phrase; None if they can."""
     if learner.local_sgd is None:
         return "the learner's train_fn is not veilfl's SGD trainer (use sgd_learner)"
-    if len(client_data) and not isinstance(client_data[0], ArrayDataset):
+    if len(client_data) and not isinstance(as_local_data(client_data[0]).train, ArrayDataset):
         return "the client data are not ArrayDataset"
     reason = batching_obstacle(learner.model_fn())
     return None if reason is None else f"the model cannot be batched: {reason}"
@@ -209,7 +219,7 @@ class BatchedExecutor(TrainingExecutor, Generic[DataT]):
     def __init__(
         self,
         learner: Learner[DataT],
-        client_data: Sequence[DataT],
+        client_data: Sequence[DataT | LocalData[DataT]],
         *,
         max_clients: int = 100,
     ) -> None:
@@ -220,6 +230,7 @@ class BatchedExecutor(TrainingExecutor, Generic[DataT]):
         self.max_clients = max_clients
         self._sequential = SequentialExecutor(learner, client_data)
         self._model: nn.Module | None = None
+        self._evaluator: nn.Module | None = None
         self.obstacle = self._obstacle()
         if self.obstacle is not None:
             logger.info("Training clients one at a time, not batched: %s.", self.obstacle)
@@ -255,15 +266,27 @@ class BatchedExecutor(TrainingExecutor, Generic[DataT]):
                 )
                 for job in chunk
             ]
-            for result in train_batched(self._model, clients, device=self.learner.device):
+            # Federated evaluation of the weights each client received, before training.
+            evaluations = [self._evaluation(job) for job in chunk]
+            results = train_batched(self._model, clients, device=self.learner.device)
+            for result, evaluation in zip(results, evaluations, strict=True):
                 yield LocalUpdate(
                     delta=result.delta,
                     num_samples=result.num_samples,
                     mean_loss=result.mean_loss,
+                    evaluation=evaluation,
                 )
 
+    def _evaluation(self, job: TrainingJob) -> FederatedEvaluation | None:
+        held_out = as_local_data(self.client_data[job.client_index]).evaluation
+        if held_out is None:
+            return None
+        if self._evaluator is None:
+            self._evaluator = self.learner.new_model()
+        return self.learner.evaluate_received(self._evaluator, job.weights, held_out)
+
     def _data(self, index: int) -> ArrayDataset:
-        data: Any = self.client_data[index]
+        data: Any = as_local_data(self.client_data[index]).train
         if not isinstance(data, ArrayDataset):
             raise ConfigurationError(
                 f"Client {index}'s data is a {type(data).__name__}, not an ArrayDataset; "

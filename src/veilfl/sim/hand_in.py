@@ -73,6 +73,7 @@ class SimulatedHandIn:
             update.delta,
             num_samples=update.num_samples,
             loss=update.mean_loss,
+            evaluation=update.evaluation,
             context=context,
             rng=self.csprng,
             policy=self.policy,

@@ -34,6 +34,7 @@ import numpy as np
 from veilfl.errors import ConfigurationError
 from veilfl.ml.datasets import ClientPartitions
 from veilfl.ml.learner import Learner, LocalUpdate
+from veilfl.ml.local_data import LocalData
 from veilfl.protocol.messages import LocalTrainingPlan
 from veilfl.sim.executor import (
     BatchedExecutor,
@@ -68,7 +69,7 @@ class _Worker(Generic[DataT]):
     def __init__(
         self,
         learner: Learner[DataT],
-        client_data: Sequence[DataT],
+        client_data: Sequence[DataT | LocalData[DataT]],
         *,
         device: str,
         batched: bool,
@@ -135,7 +136,7 @@ class RayExecutor(TrainingExecutor, Generic[DataT]):
     def __init__(
         self,
         learner: Learner[DataT],
-        client_data: Sequence[DataT],
+        client_data: Sequence[DataT | LocalData[DataT]],
         *,
         address: str | None = None,
         num_workers: int | None = None,
@@ -257,7 +258,9 @@ class RayExecutor(TrainingExecutor, Generic[DataT]):
         self._owns_ray = False
 
 
-def _shippable(client_data: Sequence[DataT]) -> Sequence[DataT]:
+def _shippable(
+    client_data: Sequence[DataT | LocalData[DataT]],
+) -> Sequence[DataT | LocalData[DataT]]:
     """The data as it goes to the object store: a list, tuple or
     :class:`~veilfl.ml.datasets.ClientPartitions` (a data set and index arrays) as it
     is, any other sequence as a list."""
@@ -274,4 +277,5 @@ def _owned(updates: list[LocalUpdate]) -> Iterator[LocalUpdate]:
             num_samples=update.num_samples,
             mean_loss=update.mean_loss,
             epsilon=update.epsilon,
+            evaluation=update.evaluation,
         )

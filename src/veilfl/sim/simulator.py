@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Generic, TypeVar
 
 from veilfl.errors import ConfigurationError
 from veilfl.ml.learner import Learner, derive_seed
+from veilfl.ml.local_data import LocalData
 from veilfl.privacy.report import PrivacyReport
 from veilfl.protocol.aggregator_minimums import DEFAULT_MIN_PARTICIPANTS
 from veilfl.protocol.assembly import CohortPlan
@@ -175,7 +176,7 @@ def client_id(index: int) -> str:
 def simulate(
     learner: Learner[DataT],
     *,
-    client_data: Sequence[DataT],
+    client_data: Sequence[DataT | LocalData[DataT]],
     test_data: DataT | None,
     config: SimulationConfig,
     initial_weights: Weights | None = None,
@@ -184,6 +185,7 @@ def simulate(
     executor: TrainingExecutor | None = None,
     device: str | torch.device | None = None,
     on_client_trained: Callable[[], None] | None = None,
+    on_model: Callable[[int, Weights], None] | None = None,
 ) -> SimulationResult[DataT]:
     """Run federated training with one virtual client per entry of ``client_data``.
 
@@ -191,7 +193,10 @@ def simulate(
         learner: How to build, train and evaluate the model.
         client_data: Each virtual client's local data (any sequence: a list, or a
             :class:`~veilfl.ml.datasets.ClientPartitions` that copies a client's data
-            out only when it trains).
+            out only when it trains). An entry may be a
+            :class:`~veilfl.ml.local_data.LocalData`: its client then trains on
+            ``train`` and, before training, evaluates the model it received on
+            ``evaluation`` (federated evaluation, in the round's metrics).
         test_data: Server-side evaluation data, or None to skip evaluation.
         config: Simulation settings.
         initial_weights: Starting model (default: ``learner.initial_weights(seed)``).
@@ -205,6 +210,9 @@ def simulate(
             the learner's device.
         on_client_trained: Called as each client's update comes back from training
             (progress displays).
+        on_model: Called with each model version the run serves and its weights:
+            version 0 (the initial model) first, then each completed round's model,
+            before ``on_round`` (``veilfl simulate`` keeps the best one by it).
 
     Returns:
         The history, the final weights and where the time went.
@@ -229,6 +237,7 @@ def simulate(
             on_round=on_round,
             stop_when=stop_when,
             on_client_trained=on_client_trained,
+            on_model=on_model,
         )
     finally:
         if owned:
@@ -239,13 +248,14 @@ def _simulate(
     learner: Learner[DataT],
     executor: TrainingExecutor,
     *,
-    client_data: Sequence[DataT],
+    client_data: Sequence[DataT | LocalData[DataT]],
     test_data: DataT | None,
     config: SimulationConfig,
     initial_weights: Weights | None,
     on_round: Callable[[RoundMetrics], None] | None,
     stop_when: Callable[[RoundMetrics], bool] | None,
     on_client_trained: Callable[[], None] | None,
+    on_model: Callable[[int, Weights], None] | None = None,
 ) -> SimulationResult[DataT]:
     population = len(client_data)
     weights = initial_weights or learner.initial_weights(seed=config.spec.seed)
@@ -266,8 +276,13 @@ def _simulate(
     history: list[RoundMetrics] = []
     stop = [False]
 
+    if on_model is not None:
+        on_model(0, weights)
+
     def completed(outcome: RoundOutcome) -> None:
         metrics = outcome.metrics
+        if on_model is not None:
+            on_model(outcome.new_version, unflatten(outcome.weights, spec))
         if evaluator is not None:
             started = time.perf_counter()
             evaluation = evaluator(unflatten(outcome.weights, spec))

@@ -15,6 +15,7 @@ import numpy as np
 import numpy.typing as npt
 
 from veilfl.errors import ProtocolError, UpdateRejectedError
+from veilfl.strategy.federated_evaluation import FederatedEvaluation
 from veilfl.tensors import FloatArray
 
 __all__ = ["Aggregate", "Float64Array", "WeightedSum"]
@@ -37,6 +38,9 @@ class Aggregate:
             sum of the participants' unclipped bits, each +1/2 if the update needed
             no clipping and -1/2 if it did (``veilfl.privacy.clipping.unclipped_bit``).
         epsilon: Under DP, the privacy spent once this aggregate is released.
+        evaluation: The participants' federated evaluation of the model they received,
+            summed; None when none evaluated (or, under DP with secure aggregation,
+            where it is not reported).
     """
 
     weighted_delta_sum: Float64Array
@@ -46,6 +50,7 @@ class Aggregate:
     mean_loss: float | None = None
     within_bound_count: float | None = None
     epsilon: float | None = None
+    evaluation: FederatedEvaluation | None = None
 
     def __post_init__(self) -> None:
         if not (self.total_weight > 0 and math.isfinite(self.total_weight)):

@@ -49,13 +49,18 @@ def round_scalars(metrics: RoundMetrics) -> dict[str, float]:
     """A round's numbers as tracker tags, leaving out missing and non-finite values.
 
     The tags are ``train/loss``, ``test/loss``, ``test/accuracy`` (a fraction),
-    ``privacy/epsilon`` (against the public), ``privacy/epsilon_coordinator``,
-    ``privacy/delta``, ``round/clients``, ``round/excluded`` and ``round/seconds``.
+    ``federated/loss``, ``federated/accuracy``, ``federated/examples`` (federated
+    evaluation of the model the round started from), ``privacy/epsilon`` (against the
+    public), ``privacy/epsilon_coordinator``, ``privacy/delta``, ``round/clients``,
+    ``round/excluded`` and ``round/seconds``.
     """
     values: dict[str, float | None] = {
         "train/loss": metrics.train_loss,
         "test/loss": metrics.test_loss,
         "test/accuracy": metrics.test_accuracy,
+        "federated/loss": metrics.federated_loss,
+        "federated/accuracy": metrics.federated_accuracy,
+        "federated/examples": metrics.federated_examples,
         "privacy/epsilon": metrics.epsilon,
         "privacy/epsilon_coordinator": metrics.epsilon_coordinator,
         "privacy/delta": metrics.delta,

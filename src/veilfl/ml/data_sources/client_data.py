@@ -4,7 +4,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from typing import overload
 
 import numpy as np
 import numpy.typing as npt
@@ -29,21 +29,36 @@ def local_data_from(
     return hold_out(source.load(), fraction=fraction, seed=seed)
 
 
-@dataclass(frozen=True, eq=False)
-class PartitionedData:
-    """Every simulated client's data, as index arrays into one data set.
+class PartitionedData(Sequence[LocalData[ArrayDataset]]):
+    """Every simulated client's data, as index arrays into one data set: client ``i``'s
+    :class:`~veilfl.ml.local_data.LocalData` is made (copied out) only when asked for,
+    so a simulator or executor takes this sequence as its ``client_data``.
 
-    Attributes:
+    Args:
         train: Client ``i``'s training examples at position ``i``.
         evaluation: Client ``i``'s held-out examples at position ``i`` (None when no
             client holds any out).
     """
 
-    train: ClientPartitions
-    evaluation: ClientPartitions | None
+    def __init__(self, train: ClientPartitions, evaluation: ClientPartitions | None) -> None:
+        self.train = train
+        self.evaluation = evaluation
 
     def __len__(self) -> int:
         return len(self.train)
+
+    @overload
+    def __getitem__(self, index: int) -> LocalData[ArrayDataset]: ...
+
+    @overload
+    def __getitem__(self, index: slice) -> list[LocalData[ArrayDataset]]: ...
+
+    def __getitem__(
+        self, index: int | slice
+    ) -> LocalData[ArrayDataset] | list[LocalData[ArrayDataset]]:
+        if isinstance(index, slice):
+            return [self.client(i) for i in range(len(self))[index]]
+        return self.client(index)
 
     def client(self, index: int) -> LocalData[ArrayDataset]:
         """Client ``index``'s data."""
