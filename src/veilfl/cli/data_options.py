@@ -18,9 +18,11 @@ Each checks at once that the model takes the data (one line naming both shapes).
 from __future__ import annotations
 
 import argparse
+import hashlib
 import logging
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from pathlib import Path
+from typing import TYPE_CHECKING, cast
 
 from veilfl.cli.learner_option import is_learner_spec
 from veilfl.cli.run_options import add_declared_options
@@ -78,7 +80,9 @@ class ClientData:
         local: Its training and evaluation splits.
         description: Names the data in log lines.
         digest: The data set's identity (:func:`~veilfl.ml.data_sources.data_set_digest`
-            of every example it read, both splits), which keys its participation record.
+            of every example it read, both splits; for a learner's ``load_data`` that
+            returns its own data type, SHA-256 of the resolved path), which keys its
+            participation record.
     """
 
     local: LocalData[ArrayDataset]
@@ -99,6 +103,7 @@ def client_data(
         DataError: if the data cannot be read.
     """
     from veilfl.ml.data_sources import data_set_digest
+    from veilfl.ml.datasets import ArrayDataset
     from veilfl.ml.local_data import hold_out
 
     settings = data_settings_from_args(args)
@@ -115,7 +120,13 @@ def client_data(
                 "reads this client's own --data: drop --client-index."
             )
         local = learner.load_data(settings.data)
-        whole = local.train if local.evaluation is None else local.train.concat(local.evaluation)
+        train: object = local.train  # a --learner may hold any data type
+        if not isinstance(train, ArrayDataset):
+            # Named by its resolved path: veilfl cannot read the examples themselves.
+            path = str(Path(settings.data).expanduser().resolve())
+            return ClientData(local, settings.data, hashlib.sha256(path.encode()).hexdigest())
+        held = local.evaluation
+        whole = local.train if held is None else local.train.concat(held)
         _check(learner, local.train, f"--data {settings.data}", model_name)
         return ClientData(local, settings.data, data_set_digest(whole))
     source = _source(args, settings.data, settings)
@@ -145,10 +156,18 @@ def simulated_clients(
         DataError: if the data cannot be read or partitioned.
     """
     from veilfl.ml.data_sources import partitioned_local_data
+    from veilfl.ml.datasets import ArrayDataset
 
     settings = data_settings_from_args(args)
     if settings.data is not None and learner.load_data is not None:
-        data = learner.load_data(settings.data).train
+        loaded: object = learner.load_data(settings.data).train
+        if not isinstance(loaded, ArrayDataset):
+            raise ConfigurationError(
+                f"veilfl simulate splits a veilfl.ArrayDataset, but the learner's load_data "
+                f"gives a {type(loaded).__name__}; call veilfl.simulate from Python with "
+                "each client's data instead."
+            )
+        data = loaded
         fraction = settings.eval_fraction or 0.0
     else:
         source = _source(args, settings.data, settings)
@@ -172,6 +191,7 @@ def server_evaluation_data(
         DataError: if ``--eval-data`` cannot be read.
     """
     from veilfl.ml.data_sources import MnistSource
+    from veilfl.ml.datasets import ArrayDataset
 
     settings = data_settings_from_args(args)
     cap = args.test_examples
@@ -182,6 +202,8 @@ def server_evaluation_data(
         if learner.load_data is not None:
             local = learner.load_data(settings.eval_data)
             data = local.evaluation if local.evaluation is not None else local.train
+            if not isinstance(cast(object, data), ArrayDataset):
+                return data  # the learner's own data type: evaluated whole, unchecked
         else:
             data = _source(args, settings.eval_data, settings).load()
         _check(learner, data, f"--eval-data {settings.eval_data}", model_name)
