@@ -17,12 +17,14 @@ from tests.tiny_coordinator import described
 
 from veilfl.cli import client_cmd
 from veilfl.cli.config_file import expand_config
+from veilfl.cli.data_options import ClientData
 from veilfl.cli.main import build_parser, main
 from veilfl.cli.policy_options import policy_from_args
 from veilfl.crypto.keys import generate_keypair
 from veilfl.errors import ConfigurationError
 from veilfl.ml.datasets import synthetic_dataset
 from veilfl.ml.learner import mnist_learner
+from veilfl.ml.local_data import LocalData
 from veilfl.protocol.client_policy import ClientPolicy
 from veilfl.protocol.messages import LocalTrainingPlan
 from veilfl.protocol.run_spec import RunSpec, SecureSettings
@@ -168,9 +170,8 @@ def test_a_client_refuses_in_one_line_and_sends_nothing(
     capsys: pytest.CaptureFixture[str],
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    monkeypatch.setattr(
-        client_cmd, "client_dataset", lambda args, index: synthetic_dataset(num_examples=8, seed=0)
-    )
+    data = ClientData(LocalData(synthetic_dataset(num_examples=8, seed=0)), "synthetic", "d")
+    monkeypatch.setattr(client_cmd, "client_data", lambda args, learner, model_name: data)
     with _coordinator(secure=secure) as (url, seen):
         argv = ["client", "--server", url, "--insecure", "--client-index", "0"]
         assert main([*argv, "--log-level", "error"]) == 1

@@ -57,3 +57,37 @@ def test_a_damaged_record_is_refused_rather_than_reset(tmp_path: Path) -> None:
     path.write_text("[1, 2")
     with pytest.raises(ConfigurationError, match="is not a record of handed-in rounds"):
         ParticipationRecord(path)
+
+
+def test_the_record_counts_per_coordinator_and_data_set(tmp_path: Path) -> None:
+    key = tmp_path / "client.key"
+    model = model_digest({"w": np.ones(3, np.float32)})
+    first = ParticipationRecord.beside(key, data_set="data-a")
+    first.add("x", "run-a", 1, model=model, epsilon=2.0)
+    first.add("x", "run-a", 2)
+
+    same = ParticipationRecord.beside(key, data_set="data-a")
+    other = ParticipationRecord.beside(key, data_set="data-b")
+    other.add("x", "run-b", 1)
+    both = ParticipationRecord.beside(key, data_set="data-a")
+
+    assert same.count("x") == 2 and same.trained_on("x", model)
+    assert same.earlier_epsilon("x", run_id="run-z") == 2.0
+    assert other.count("x") == 1 and not other.trained_on("x", model)
+    assert other.earlier_epsilon("x", run_id="run-z") == 0
+    assert both.count("x") == 2  # data-b's round stays data-b's, across a rewrite
+
+
+def test_a_record_from_before_data_sets_counts_for_every_data_set(tmp_path: Path) -> None:
+    path = tmp_path / "client.key.rounds.json"
+    path.write_text(
+        '{"format": 2, "coordinators": {"x": {"rounds": [["run-a", 1]], "models": [], '
+        '"epsilon": {"run-a": 1.0}}}}'
+    )
+
+    record = ParticipationRecord(path, data_set="data-a")
+    record.add("x", "run-b", 1)
+    reopened = ParticipationRecord(path, data_set="data-b")
+
+    assert record.count("x") == 2
+    assert reopened.count("x") == 1 and reopened.earlier_epsilon("x", run_id="r") == 1.0

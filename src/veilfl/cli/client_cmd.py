@@ -1,4 +1,5 @@
-"""``veilfl client``: one federated client training on its MNIST partition."""
+"""``veilfl client``: one federated client training on its own data (``--data``), or on
+its part of a shared data set (``--client-index``; MNIST by default)."""
 
 from __future__ import annotations
 
@@ -13,9 +14,9 @@ from veilfl.cli.common import (
     add_data_options,
     add_device_option,
     add_log_option,
-    client_dataset,
     configure_logging,
 )
+from veilfl.cli.data_options import add_data_source_options, client_data
 from veilfl.cli.learner_option import add_learner_option, learner_for, model_name_from_args
 from veilfl.cli.policy_options import add_policy_options, policy_from_args
 from veilfl.cli.progress import RoundProgress, train_progress
@@ -47,7 +48,13 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
     """Register ``veilfl client``."""
     parser = subparsers.add_parser("client", help="run one federated client (HTTP)")
     parser.add_argument("--server", required=True, help="coordinator URL")
-    parser.add_argument("--client-index", type=int, required=True, help="which partition")
+    parser.add_argument(
+        "--client-index",
+        type=int,
+        default=None,
+        help="train on this part of a shared data set (MNIST unless --data names one); "
+        "without it, --data is this client's own data",
+    )
     parser.add_argument(
         "--connect-timeout",
         type=float,
@@ -97,6 +104,7 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
     add_policy_options(parser)
     add_tls_options(parser, serves=False)
     add_data_options(parser)
+    add_data_source_options(parser, skip=("eval_data",))
     add_log_option(parser)
     parser.set_defaults(func=run)
 
@@ -124,7 +132,10 @@ def run(args: argparse.Namespace) -> int:
     from veilfl.keyfiles import load_or_create_identity
     from veilfl.ml.dp_sgd import DpSgdConfig, DpSgdTrainer, dp_sgd_learner
 
-    configure_logging(args.log_level, fmt=args.log_format, role=f"client {args.client_index}")
+    index = args.client_index
+    configure_logging(
+        args.log_level, fmt=args.log_format, role="client" if index is None else f"client {index}"
+    )
     policy = policy_from_args(args)
     transport = transport_from_args(args, serves=False)
     transport.check_url(args.server)
@@ -174,18 +185,27 @@ def run(args: argparse.Namespace) -> int:
         learner = learner_for(model_name, seed=args.seed, progress=show, device=args.device)
     if args.slowdown > 0:
         learner = slowed_down(learner, args.slowdown)
-    data = client_dataset(args, args.client_index)
-    logger.info("loaded %d local examples; training on %s", len(data), learner.device)
+    data = client_data(args, learner, model_name=model_name)
+    local = data.local
+    held = 0 if local.evaluation is None else len(local.evaluation)
+    logger.info(
+        "loaded %s: %d examples to train on, %d held out to evaluate on; training on %s",
+        data.description,
+        len(local.train),
+        held,
+        learner.device,
+    )
+    name = f"client-{index}" if index is not None else Path(str(args.data)).stem
     try:
         summary = asyncio.run(
             run_client(
                 args.server,
                 learner,
-                data,
-                name=f"client-{args.client_index}",
+                local,  # trains on local.train, evaluates the global model on local.evaluation
+                name=name,
                 model_name=model_name,
                 identity=identity,
-                record=ParticipationRecord.beside(args.identity),
+                record=ParticipationRecord.beside(args.identity, data_set=data.digest),
                 enrollment_token=enrollment_token_from(
                     args.enrollment_token, args.enrollment_token_file
                 ),

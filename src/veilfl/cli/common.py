@@ -5,15 +5,10 @@ from __future__ import annotations
 import argparse
 import os
 from pathlib import Path
-from typing import TYPE_CHECKING
 
-from veilfl.errors import ConfigurationError
 from veilfl.logging_setup import LOG_FORMATS, LOG_LEVELS
 from veilfl.logging_setup import configure_logging as setup_logging
 from veilfl.privacy.dp_config import DpConfig
-
-if TYPE_CHECKING:
-    from veilfl.ml.datasets import ArrayDataset, ClientPartitions
 
 __all__ = [
     "DEFAULT_NORM_BOUND",
@@ -21,11 +16,8 @@ __all__ = [
     "add_data_options",
     "add_device_option",
     "add_log_option",
-    "client_dataset",
     "configure_logging",
-    "partitioned_clients",
     "secure_norm_bound",
-    "test_dataset",
 ]
 
 DEVICE_HELP = (
@@ -74,7 +66,8 @@ def configure_logging(level: str, *, fmt: str = "text", role: str = "") -> None:
 
 
 def add_data_options(parser: argparse.ArgumentParser) -> None:
-    """Where MNIST comes from and how it is split across clients."""
+    """Where MNIST comes from and how a shared data set (``--data``, MNIST by default) is
+    split across clients."""
     group = parser.add_argument_group("data")
     group.add_argument(
         "--mnist-dir",
@@ -90,42 +83,18 @@ def add_data_options(parser: argparse.ArgumentParser) -> None:
         help="how the training set is split across clients",
     )
     group.add_argument("--alpha", type=float, default=0.5, help="Dirichlet concentration")
-    group.add_argument("--data-seed", type=int, default=0, help="seed of the partition")
+    group.add_argument(
+        "--data-seed",
+        type=int,
+        default=0,
+        help="seed of the partition and of the evaluation hold-out",
+    )
     group.add_argument(
         "--examples-per-client",
         type=int,
         default=None,
         help="cap on each client's examples (default: its whole partition)",
     )
-
-
-def client_dataset(args: argparse.Namespace, client_index: int) -> ArrayDataset:
-    """Client ``client_index``'s partition of the MNIST training set."""
-    if not 0 <= client_index < args.num_clients:
-        raise ConfigurationError(
-            f"Client index {client_index} is outside 0..{args.num_clients - 1}."
-        )
-    return partitioned_clients(args, only=client_index)[0]
-
-
-def partitioned_clients(args: argparse.Namespace, *, only: int | None = None) -> ClientPartitions:
-    """Every client's partition of the MNIST training set (or just client ``only``'s),
-    as index arrays into the one training set: a client's examples are copied out only
-    when it trains."""
-    from veilfl.ml.datasets import ClientPartitions, load_mnist  # torch: commands that train
-    from veilfl.ml.partition import partition
-
-    splits = load_mnist(source=args.mnist_dir)
-    parts = partition(
-        args.partition,
-        splits.train.labels,
-        args.num_clients,
-        seed=args.data_seed,
-        alpha=args.alpha,
-    )
-    chosen = parts if only is None else [parts[only]]
-    cap = args.examples_per_client
-    return ClientPartitions(splits.train, [p if cap is None else p[:cap] for p in chosen])
 
 
 #: The default L2 norm bound of a client's weighted update without DP (a typical first
@@ -140,13 +109,3 @@ def secure_norm_bound(explicit: float | None, dp: DpConfig | None) -> float:
     if explicit is not None:
         return explicit
     return DEFAULT_NORM_BOUND if dp is None else dp.clip_norm
-
-
-def test_dataset(mnist_dir: Path | None, examples: int | None) -> ArrayDataset:
-    """The MNIST test set, or its first ``examples`` examples."""
-    from veilfl.ml.datasets import load_mnist
-
-    test = load_mnist(source=mnist_dir).test
-    if examples is not None and examples < len(test):
-        return test.subset(list(range(examples)))
-    return test

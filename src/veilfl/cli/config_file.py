@@ -19,10 +19,11 @@ role (top-level keys must then be options of every command that reads the file):
     num-clients = 4
 
 A flag is ``true`` or ``false``; a repeatable option is a list. Relative paths
-(including the key file of ``aggregator = ["URL,KEY_FILE"]``) are taken from the
-file's folder. A flag given on the command line overrides the file
-(a repeatable one replaces the file's whole list). A key that is not an option of the
-command, or a table that is not a command, is an error naming the key and the file.
+(including the key file of ``aggregator = ["URL,KEY_FILE"]`` and the path of
+``data = "KIND:PATH"``) are taken from the file's folder. A flag given on the command
+line overrides the file (a repeatable one replaces the file's whole list). A key that
+is not an option of the command, or a table that is not a command, is an error naming
+the key and the file.
 """
 
 from __future__ import annotations
@@ -184,10 +185,23 @@ def _text(value: Any, action: argparse.Action, where: str, path: Path) -> str:
     text = str(value)
     if action.type is Path:
         return _relative_to(path, text)
+    if action.dest in ("data", "eval_data"):  # a data source: KIND:PATH, a path, or a kind
+        return _relative_data(path, text)
     if action.dest == "aggregator" and "," in text:  # URL,PUBLIC_KEY_FILE
         url, _, key_file = text.partition(",")
         return f"{url},{_relative_to(path, key_file)}"
     return text
+
+
+def _relative_data(config: Path, text: str) -> str:
+    from veilfl.ml.data_sources import data_source_names
+
+    kind, colon, location = text.partition(":")
+    if text in data_source_names():
+        return text
+    if colon and kind in data_source_names():
+        return f"{kind}:{_relative_to(config, location)}" if location else text
+    return _relative_to(config, text)
 
 
 def _relative_to(config: Path, text: str) -> str:

@@ -1,4 +1,5 @@
-"""``veilfl demo``: a coordinator and several client processes on loopback, training MNIST.
+"""``veilfl demo``: a coordinator and several client processes on loopback, training MNIST
+(or, with ``--data``, each client on a file of its own: :mod:`veilfl.cli.demo_data`).
 
 Prints a table row per round as rounds complete, and leaves ``metrics.json``,
 ``metrics.csv``, ``metrics.png`` and every process's log in the run folder.
@@ -14,12 +15,13 @@ import sys
 import time
 from datetime import datetime
 from pathlib import Path
-from typing import IO
+from typing import IO, TYPE_CHECKING
 from urllib.parse import urlsplit
 
 import httpx
 
 from veilfl.cli.common import add_device_option, add_log_option
+from veilfl.cli.data_options import add_data_source_options, data_settings_from_args
 from veilfl.cli.learner_option import add_learner_option, learner_for, load_learner
 from veilfl.cli.local_fleet import (
     client_pin_flags,
@@ -40,6 +42,9 @@ from veilfl.reporting import format_round_row, format_round_table_header
 from veilfl.secagg.commitment import default_quorum
 from veilfl.tensors import spec_of
 from veilfl.tls import client_ssl_context
+
+if TYPE_CHECKING:
+    from veilfl.ml.data_sources import DataSettings
 
 __all__ = ["DEMO_SETS", "add_parser", "run"]
 
@@ -72,7 +77,12 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
         default="iid",
         help="how the training set is split across clients",
     )
-    parser.add_argument("--test-examples", type=int, default=None, help="test subset size")
+    parser.add_argument(
+        "--test-examples",
+        type=int,
+        default=None,
+        help="the server evaluates on this many examples (0: no server-side evaluation)",
+    )
     add_device_option(parser, what=" (for the server's evaluation and every client)")
     parser.add_argument("--timeout", type=float, default=1800.0, help="give up after (s)")
     parser.add_argument(
@@ -94,6 +104,13 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
     )
     parser.add_argument("--slowdown", type=float, default=5.0, help="extra seconds when slow")
     add_run_options(parser, skip=DEMO_SETS, defaults={"buffer.buffer_size": 2})
+    add_data_source_options(parser)
+    for action in parser._actions:
+        if action.dest == "data":
+            action.help = (
+                "each client's own data: one CSV table the demo splits per client, or a "
+                "folder of per-client tables (default: MNIST partitions)"
+            )
     add_log_option(parser)
     parser.set_defaults(func=run)
 
@@ -119,6 +136,15 @@ def run(args: argparse.Namespace) -> int:
     learner = ["--learner", args.learner] if args.learner else []
     if args.examples_per_client is not None:
         data += ["--examples-per-client", str(args.examples_per_client)]
+    settings = data_settings_from_args(args)
+    reading = _reading_flags(settings)
+    client_files = _client_files(args, run_dir)
+    evaluated = args.test_examples != 0 and (args.data is None or args.eval_data is not None)
+    server_eval = [*reading, *(["--eval-data", args.eval_data] if args.eval_data else [])]
+    if not evaluated:
+        server_eval = ["--test-examples", "0"]
+    elif args.test_examples is not None:
+        server_eval += ["--test-examples", str(args.test_examples)]
     server_cmd = [
         sys.executable,
         "-m",
@@ -135,7 +161,7 @@ def run(args: argparse.Namespace) -> int:
         str(args.clients),
         "--min-clients",  # under secure aggregation, at least the aggregators' minimum
         str(max(1 if args.plaintext else DEFAULT_MIN_PARTICIPANTS, args.clients - 1)),
-        *(["--test-examples", str(args.test_examples)] if args.test_examples else []),
+        *server_eval,
         *device,
         *trust.coordinator_flags(),
         *common,
@@ -161,7 +187,11 @@ def run(args: argparse.Namespace) -> int:
         server_cmd += server_aggregator_flags(fleet)
         server_cmd += [
             "--max-samples-per-client",
-            str(-(-50_000 // args.clients)),
+            str(
+                -(-50_000 // args.clients)
+                if client_files is None
+                else max(_rows(path, settings) for path in client_files)
+            ),
         ]
     mode = (
         "plaintext FedAvg"
@@ -214,12 +244,20 @@ def run(args: argparse.Namespace) -> int:
                     "client",
                     "--server",
                     url,
-                    "--client-index",
-                    str(index),
+                    *(
+                        ["--client-index", str(index), *data]
+                        if client_files is None
+                        else ["--data", str(client_files[index])]
+                    ),
+                    *reading,
+                    *(
+                        []
+                        if args.eval_fraction is None
+                        else ["--eval-fraction", str(args.eval_fraction)]
+                    ),
                     "--model",
                     args.model,
                     *learner,
-                    *data,
                     *device,
                     *verify,
                     "--ca-cert",
@@ -236,7 +274,9 @@ def run(args: argparse.Namespace) -> int:
                 {TOKEN_ENV: trust.tokens[index]},
             )
         print(format_round_table_header(), flush=True)
-        shown = _follow(url, client_ssl_context(trust.ca_file), args, processes, started)
+        shown = _follow(
+            url, client_ssl_context(trust.ca_file), args, processes, started, evaluated=evaluated
+        )
         failed = _wait_all(processes, logs)
     finally:  # also on SIGINT or SIGTERM, before `veilfl` says what was saved
         for _, process, log in processes:
@@ -258,6 +298,48 @@ def run(args: argparse.Namespace) -> int:
     for name in ("metrics.json", "metrics.csv", "metrics.png"):
         print(f"  {run_dir / name}")
     return 0
+
+
+def _reading_flags(settings: DataSettings) -> list[str]:
+    """The options that read data as ``settings`` does, for the processes the demo starts."""
+    flags = ["--image-size", str(settings.image_size), "--image-mode", settings.image_mode]
+    if settings.label_column is not None:
+        flags += ["--label-column", settings.label_column]
+    return flags
+
+
+def _client_files(args: argparse.Namespace, run_dir: Path) -> list[Path] | None:
+    """Each client's own data file (``--data``), checked against the model; None for
+    MNIST partitions."""
+    if args.data is None:
+        return None
+    from veilfl.cli.demo_data import demo_client_files
+    from veilfl.ml.data_check import check_model_takes
+    from veilfl.ml.data_sources import data_source
+
+    settings = data_settings_from_args(args)
+    files = demo_client_files(
+        args.data,
+        clients=args.clients,
+        run_dir=run_dir,
+        settings=settings,
+        scheme=args.partition,
+    )
+    learner = learner_for(args.learner or args.model)
+    first = data_source(str(files[0]), settings).load()
+    check_model_takes(
+        learner.model_fn,
+        first,
+        data_name=f"--data {files[0]}",
+        model_name=args.learner or args.model,
+    )
+    return files
+
+
+def _rows(path: Path, settings: DataSettings) -> int:
+    from veilfl.ml.data_sources import data_source
+
+    return len(data_source(str(path), settings).load())
 
 
 def _quorum(args: argparse.Namespace) -> int:
@@ -309,10 +391,13 @@ def _follow(
     args: argparse.Namespace,
     processes: list[tuple[str, subprocess.Popen[bytes], IO[bytes]]],
     started: float,
+    *,
+    evaluated: bool = True,
 ) -> list[RoundMetrics]:
     """Print each round once the coordinator has completed and evaluated it (the
-    evaluation runs off the request path, so a round's row waits for its accuracy),
-    until the run is done."""
+    evaluation runs off the request path, so a round's row waits for its accuracy;
+    without server-side evaluation it is shown at once), until the run is done."""
+    evaluation_wait_s = _EVALUATION_WAIT_S if evaluated else 0.0
     shown: list[RoundMetrics] = []
     server = processes[0][1]
     watcher = CoordinatorProgress(RoundProgress(unit="updates received"))
@@ -338,7 +423,7 @@ def _follow(
             ready = 0
             while ready < len(fresh) and (
                 fresh[ready].test_accuracy is not None
-                or now - seen_at[fresh[ready].round_id] > _EVALUATION_WAIT_S
+                or now - seen_at[fresh[ready].round_id] >= evaluation_wait_s
             ):
                 ready += 1
             if ready:

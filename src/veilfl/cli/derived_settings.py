@@ -13,6 +13,8 @@ here when its flag is not given:
 * ``--noise-multiplier``: derived from ``--target-epsilon`` by the run's mechanism;
   ``--dp-min-clients``: the minimum clients; K and b of a mechanism that limits
   participation (DP-FTRL): what round-robin selection needs (:func:`dp_settings`);
+* ``--eval-fraction`` (a party's data setting, not the run's): the data source's own
+  default (:mod:`veilfl.cli.data_options`);
 * ``--norm-bound``: the DP clipping norm, else
   :data:`~veilfl.cli.common.DEFAULT_NORM_BOUND` (:func:`~veilfl.cli.common.secure_norm_bound`).
 """

@@ -3,9 +3,10 @@
 The attribute is a :class:`~veilfl.ml.learner.Learner`, or a function returning one
 (called with ``seed=`` when it takes a ``seed`` parameter, else with no arguments).
 The module is imported with the current folder on ``sys.path``, as ``python -m`` would.
-The data the commands hand the learner is the MNIST partition of ``--num-clients``
-(an :class:`~veilfl.ml.datasets.ArrayDataset` of ``(N, 1, 28, 28)`` images), so the
-learner's model must take such images.
+The data the commands hand the learner is what ``--data`` names, read by veilfl's data
+sources (:mod:`veilfl.ml.data_sources`; MNIST's partition of ``--num-clients`` by
+default) as an :class:`~veilfl.ml.datasets.ArrayDataset`; a module that defines
+``load_data(path) -> LocalData`` (or a learner with ``load_data`` set) reads it itself.
 
 The run's settings record the spec (``model_name``), so every party builds the same
 model and a restart with another one is refused.
@@ -104,7 +105,7 @@ def load_learner(spec: str, *, seed: int | None = None) -> Learner[ArrayDataset]
             )
         value = getattr(value, part)
     if isinstance(value, Learner):
-        return value
+        return _with_module_loader(value, module)
     if not callable(value):
         raise ConfigurationError(
             f"--learner {spec}: {attribute} is a {type(value).__name__}, not a veilfl.Learner "
@@ -125,7 +126,18 @@ def load_learner(spec: str, *, seed: int | None = None) -> Learner[ArrayDataset]
             f"--learner {spec}: {attribute}() returned a {type(made).__name__}, not a "
             "veilfl.Learner."
         )
-    return made
+    return _with_module_loader(made, module)
+
+
+def _with_module_loader(learner: Learner[ArrayDataset], module: Any) -> Learner[ArrayDataset]:
+    """The learner, reading ``--data`` with its module's ``load_data(path)`` if it has
+    one and the learner sets none."""
+    import dataclasses
+
+    loader = getattr(module, "load_data", None)
+    if learner.load_data is not None or not callable(loader):
+        return learner
+    return dataclasses.replace(learner, load_data=loader)
 
 
 def _one_line(exc: BaseException) -> str:

@@ -21,7 +21,9 @@ _LEARNER = '''"""The model {package} federates, and how each client trains it.
 
 Every party imports this module: the coordinator (to build the first model and to
 evaluate each new one) and every client (to train). Clients get their own part of
-MNIST as a veilfl.ml.ArrayDataset of (N, 1, 28, 28) float32 images and int64 labels.
+MNIST as a veilfl.ml.ArrayDataset of (N, 1, 28, 28) float32 images and int64 labels,
+or what --data names (a CSV or Parquet table, a folder of class sub-folders); to read
+another format, define load_data(path) here, returning a veilfl.LocalData.
 """
 
 import torch
@@ -56,6 +58,7 @@ _CONFIG = """# Options of veilfl commands run with --config veilfl.toml (flags o
 
 [simulate]
 learner = "{package}.learner:learner"
+# data = "my_table.csv"   # your own data (a table, an image folder); default: MNIST
 num-clients = 10
 fraction = 0.5
 rounds = 5

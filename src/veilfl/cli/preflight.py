@@ -79,7 +79,7 @@ _RANGES: dict[str, _Range] = {
             "max_concurrency",
             "max_samples_per_client",
             "examples_per_client",
-            "test_examples",
+            "image_size",
             "max_batches",
             "count",
             "threads",
@@ -97,6 +97,7 @@ _RANGES: dict[str, _Range] = {
     **dict.fromkeys(
         (
             "client_index",
+            "test_examples",
             "max_staleness",
             "linger",
             "slowdown",
@@ -140,6 +141,7 @@ _RANGES: dict[str, _Range] = {
     **dict.fromkeys(
         (
             "dropout",
+            "eval_fraction",
             "late_fraction",
             "delta",
             "dp_sgd_delta",

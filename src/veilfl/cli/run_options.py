@@ -28,6 +28,7 @@ from veilfl.privacy.mechanisms import mechanism_named, mechanism_names
 from veilfl.protocol.run_spec import RunSpec, SecureSettings
 
 __all__ = [
+    "add_declared_options",
     "add_run_options",
     "declared_run_settings",
     "given_settings",
@@ -90,6 +91,19 @@ def add_run_options(
                 action="store_true",
                 help="accept --dp with a zero noise multiplier (no guarantee; for experiments)",
             )
+
+
+def add_declared_options(
+    parser: argparse.ArgumentParser, settings: list[Declared], *, skip: Collection[str] = ()
+) -> None:
+    """Add an option for each of ``settings`` (declared on any config, not only the
+    run's: a party's data settings, say), in the section each declares."""
+    for declared in settings:
+        flag = declared.setting.flag
+        if flag is None or _skipped(declared.path, skip):
+            continue
+        group = _group(parser, declared.setting.group or "options")
+        group.add_argument(flag, **_argument(declared, declared.default))
 
 
 def given_settings(args: argparse.Namespace) -> dict[str, Any]:

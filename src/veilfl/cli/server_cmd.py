@@ -12,8 +12,8 @@ from veilfl.cli.common import (
     add_log_option,
     configure_logging,
     secure_norm_bound,
-    test_dataset,
 )
+from veilfl.cli.data_options import add_data_source_options, server_evaluation_data
 from veilfl.cli.learner_option import add_learner_option, learner_for
 from veilfl.cli.run_options import add_run_options, given_settings, run_spec_from_args
 from veilfl.cli.run_resume import check_resumable
@@ -81,8 +81,12 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
     parser.add_argument("--port", type=int, default=8080, help="port to listen on")
     parser.add_argument("--mnist-dir", type=Path, default=None, help="MNIST IDX folder")
     parser.add_argument(
-        "--test-examples", type=int, default=None, help="evaluate on this many test examples"
+        "--test-examples",
+        type=int,
+        default=None,
+        help="evaluate on the first this many examples (0: no server-side evaluation)",
     )
+    add_data_source_options(parser, skip=("data", "eval_fraction"))
     add_device_option(parser, what=" (the server evaluates each round's model there)")
     parser.add_argument(
         "--max-update-mb", type=float, default=64.0, help="largest update body accepted (MiB)"
@@ -132,7 +136,7 @@ def run(args: argparse.Namespace) -> int:
             run_dir=args.run_dir,
             learner=learner,
             enrollment=policy,
-            eval_data=test_dataset(args.mnist_dir, args.test_examples),
+            eval_data=server_evaluation_data(args, learner, model_name=settings.model_name),
             host=args.host,
             port=args.port,
             certificate=transport.certificate,

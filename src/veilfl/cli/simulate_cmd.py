@@ -13,9 +13,12 @@ from veilfl.cli.common import (
     add_device_option,
     add_log_option,
     configure_logging,
-    partitioned_clients,
     secure_norm_bound,
-    test_dataset,
+)
+from veilfl.cli.data_options import (
+    add_data_source_options,
+    server_evaluation_data,
+    simulated_clients,
 )
 from veilfl.cli.learner_option import add_learner_option, learner_for
 from veilfl.cli.progress import RoundProgress, TrainedClients
@@ -45,7 +48,12 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
         default=None,
         help="where metrics and the final model go (default: runs/sim-<time>)",
     )
-    parser.add_argument("--test-examples", type=int, default=None, help="test subset size")
+    parser.add_argument(
+        "--test-examples",
+        type=int,
+        default=None,
+        help="evaluate on the first this many examples (0: no server-side evaluation)",
+    )
     parser.add_argument("--dropout", type=float, default=0.0, help="per-task dropout chance")
     hetero = parser.add_argument_group("heterogeneous clients")
     hetero.add_argument(
@@ -100,6 +108,7 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
     add_run_options(parser, skip=("secure.config.max_samples_per_client",))
     add_learner_option(parser)
     add_data_options(parser)
+    add_data_source_options(parser)
     add_metrics_sink_option(parser)
     add_best_metric_option(parser)
     add_log_option(parser)
@@ -152,7 +161,11 @@ def run(args: argparse.Namespace) -> int:
     learner = learner_for(
         settings.model_name, seed=settings.seed, progress=counter.batch, device=args.device
     )
-    client_data = partitioned_clients(args)
+    clients = simulated_clients(args, learner, model_name=settings.model_name)
+    # Each client trains on its part and evaluates on what it holds out (if anything);
+    # without held-out parts, the bare partitions (which Ray ships as index arrays).
+    client_data = clients.train if clients.evaluation is None else clients
+    test = server_evaluation_data(args, learner, model_name=settings.model_name)
     run_dir = args.run_dir or Path("runs") / f"sim-{datetime.now():%Y%m%d-%H%M%S}"
     run_dir.mkdir(parents=True, exist_ok=True)
     args.shown_run_dir = run_dir  # for the line printed if a signal stops the simulation
@@ -187,7 +200,7 @@ def run(args: argparse.Namespace) -> int:
                 **given_settings(args),
                 "secure.config.num_aggregators": args.aggregators,
                 "secure.config.norm_bound": secure_norm_bound(args.norm_bound, settings.dp),
-                "secure.config.max_samples_per_client": int(client_data.sizes().max()),
+                "secure.config.max_samples_per_client": int(clients.train.sizes().max()),
             },
             "secure.config.",
         )
@@ -210,7 +223,6 @@ def run(args: argparse.Namespace) -> int:
         late_by_seconds=10 * args.base_seconds,
         seed=settings.seed,
     )
-    test = test_dataset(args.mnist_dir, args.test_examples)
     with build_executor(learner, client_data, execution) as executor, sinks:
         if settings.buffer is not None:
             outcome = simulate_async(

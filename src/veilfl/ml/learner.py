@@ -38,6 +38,7 @@ from torch import nn
 from veilfl.errors import ConfigurationError
 from veilfl.ml.datasets import ArrayDataset
 from veilfl.ml.device import resolve_device
+from veilfl.ml.local_data import LocalData
 from veilfl.ml.models import build_model
 from veilfl.ml.training import TrainConfig, TrainProgress, evaluate, train_local
 from veilfl.ml.weights import get_weights, set_weights
@@ -123,6 +124,10 @@ class Learner(Generic[DataT]):
         evaluate_fn: Loss and accuracy of a model on some data.
         device: Where models train and evaluate (see :meth:`on`); CPU by default.
         local_sgd: Set when ``train_fn`` is veilfl's SGD trainer (:func:`sgd_learner`).
+        load_data: How a client reads its own data from what ``--data`` names (its
+            training and evaluation splits); None: veilfl's data sources
+            (:mod:`veilfl.ml.data_sources`) read it. A ``--learner`` module may define
+            ``load_data(path)`` instead.
     """
 
     model_fn: Callable[[], nn.Module]
@@ -130,6 +135,7 @@ class Learner(Generic[DataT]):
     evaluate_fn: EvaluateModelFn[DataT]
     device: torch.device = field(default_factory=_cpu)
     local_sgd: LocalSgd | None = None
+    load_data: Callable[[str], LocalData[DataT]] | None = None
 
     def on(self, device: str | torch.device) -> Learner[DataT]:
         """The same learner on ``device`` (``auto``, ``cpu``, ``cuda`` or ``cuda:N``).
