@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from veilfl.errors import ConfigurationError, StorageError, UpdateRejectedError
 from veilfl.strategy import Aggregate, FedAvg, FedBuff, LearningRateSchedule, ServerSgd
@@ -154,3 +156,32 @@ def test_a_non_finite_aggregate_is_refused_and_leaves_the_buffer() -> None:
 def test_a_momentum_out_of_range_is_refused_in_one_line(beta: float) -> None:
     with pytest.raises(ConfigurationError, match=r"^--server-momentum must lie in \[0, 1\)"):
         ServerSgd(FedAvg(), momentum=beta)
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    rounds=st.lists(st.lists(st.floats(-10, 10), min_size=3, max_size=3), min_size=1, max_size=6),
+    beta=st.floats(0, 0.99),
+    nesterov=st.booleans(),
+    rate=st.floats(0.01, 2),
+)
+def test_momentum_equals_a_one_coordinate_at_a_time_loop(
+    rounds: list[list[float]], beta: float, nesterov: bool, rate: float
+) -> None:
+    schedule = LearningRateSchedule(name="cosine", total_steps=len(rounds), final_fraction=0.1)
+    strategy = ServerSgd(
+        FedAvg(server_learning_rate=rate), momentum=beta, nesterov=nesterov, schedule=schedule
+    )
+    model = np.zeros(3, dtype=np.float32)
+    expected = [0.0, 0.0, 0.0]
+    buffer = [0.0, 0.0, 0.0]
+
+    for t, mean in enumerate(rounds):
+        model = strategy.apply(model, _aggregate([2 * x for x in mean]), history=_NoHistory())
+        eta = rate * schedule.multiplier(t)
+        for i, g in enumerate(mean):
+            buffer[i] = beta * buffer[i] + g
+            step = (g + beta * buffer[i]) if nesterov and beta > 0 else buffer[i]
+            expected[i] = float(np.float32(expected[i] + eta * step))
+
+    np.testing.assert_allclose(model, expected, rtol=1e-5, atol=1e-4)
