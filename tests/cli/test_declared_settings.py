@@ -187,3 +187,27 @@ def test_a_range_declared_on_a_field_is_checked_on_construction_naming_its_flag(
 ) -> None:
     with pytest.raises(ConfigurationError, match=r"^--fedasync-mixing must be more than 0 and"):
         settings_from_args(_parse(["server", "--run-dir", str(tmp_path), "--fedasync-mixing", "0"]))
+
+
+def test_server_momentum_and_schedule_flags_reach_the_run_and_its_id(tmp_path: Path) -> None:
+    argv = ["--server-momentum", "0.9", "--server-nesterov", "--server-lr-schedule", "Cosine"]
+    argv += ["--server-lr-warmup", "2", "--server-lr-final-fraction", "0.1"]
+
+    spec = settings_from_args(_parse(["server", "--run-dir", str(tmp_path), *argv]))
+    plain = settings_from_args(_parse(["server", "--run-dir", str(tmp_path)]))
+
+    assert (spec.server_momentum, spec.server_nesterov) == (0.9, True)
+    schedule = spec.server_lr_schedule
+    assert (schedule.name, schedule.warmup_rounds, schedule.final_fraction) == ("cosine", 2, 0.1)
+    assert spec.run_id != plain.run_id
+    assert (plain.server_momentum, plain.server_lr_schedule.name) == (0, "constant")
+    assert "--server-momentum 0.9 (stored) vs 0.0 (now)" in differing_settings(
+        spec.to_json(), plain.to_json()
+    )
+
+
+def test_server_momentum_with_an_adaptive_optimiser_is_refused_in_one_line(tmp_path: Path) -> None:
+    argv = ["--server-momentum", "0.9", "--server-optimizer", "fedyogi"]
+    with pytest.raises(ConfigurationError, match=r"^--server-momentum is FedAvg's") as raised:
+        settings_from_args(_parse(["server", "--run-dir", str(tmp_path), *argv]))
+    assert "\n" not in str(raised.value)

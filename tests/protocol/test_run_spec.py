@@ -25,7 +25,7 @@ from veilfl.secagg.aggregator_state import open_contribution
 from veilfl.secagg.config import SecureAggregationConfig
 from veilfl.secagg.contribution import ContributionLayout
 from veilfl.secagg.run_consent import sign_consent
-from veilfl.strategy.settings import ServerOptimizerConfig
+from veilfl.strategy.settings import LrScheduleConfig, ServerOptimizerConfig
 
 KEYS = [generate_keypair() for _ in range(3)]
 CONFIG = SecureAggregationConfig(threshold=2, num_aggregators=3, max_samples_per_client=100)
@@ -202,4 +202,59 @@ def test_secure_settings_for_no_aggregators_is_refused_in_one_line() -> None:
     with pytest.raises(ConfigurationError, match="at least one aggregator") as raised:
         SecureSettings.for_aggregators([], threshold=2)
 
+    assert "\n" not in str(raised.value)
+
+
+@pytest.mark.parametrize(
+    "changes",
+    [
+        {"server_momentum": 0.9},
+        {"server_momentum": 0.9, "server_nesterov": True},
+        {"server_lr_schedule": LrScheduleConfig(name="cosine")},
+        {"server_lr_schedule": LrScheduleConfig(warmup_rounds=1)},
+        {"server_lr_schedule": LrScheduleConfig(final_fraction=0.1)},
+        {"server_lr_schedule": LrScheduleConfig(decay_factor=0.9)},
+        {"server_lr_schedule": LrScheduleConfig(step_rounds=2)},
+    ],
+)
+def test_server_momentum_and_schedule_settings_change_the_run_id(changes: dict[str, Any]) -> None:
+    changed = dataclasses.replace(BASE, **changes)
+
+    assert changed.run_id != BASE.run_id
+    assert RunSpec.from_json(json.loads(json.dumps(changed.to_json()))) == changed
+    assert RunSpec.from_json(changed.to_json()).run_id == changed.run_id
+
+
+def test_a_description_stored_before_momentum_existed_reads_as_none() -> None:
+    stored = BASE.to_json()
+    for key in ("server_momentum", "server_nesterov", "server_lr_schedule"):
+        del stored[key]
+
+    restored = RunSpec.from_json(stored)
+
+    assert restored == BASE
+    assert restored.server_momentum == 0 and restored.server_lr_schedule.is_constant
+
+
+@pytest.mark.parametrize(
+    ("changes", "message"),
+    [
+        ({"server_momentum": 1.0}, r"^--server-momentum must be at least 0 and less than 1; got"),
+        ({"server_momentum": -0.5}, r"^--server-momentum must be at least 0 and less than 1; got"),
+        (
+            {"server_momentum": 0.9, "server_optimizer": ServerOptimizerConfig(name="fedadam")},
+            r"^--server-momentum is FedAvg's and FedBuff's; --server-optimizer fedadam keeps",
+        ),
+        ({"server_nesterov": True}, r"^--server-nesterov needs server momentum; give"),
+        (
+            {"server_lr_schedule": LrScheduleConfig(warmup_rounds=3)},
+            r"^--server-lr-warmup 3 covers all 3 rounds; give fewer",
+        ),
+    ],
+)
+def test_bad_server_step_settings_are_refused_in_one_line(
+    changes: dict[str, Any], message: str
+) -> None:
+    with pytest.raises(ConfigurationError, match=message) as raised:
+        dataclasses.replace(BASE, **changes)
     assert "\n" not in str(raised.value)

@@ -1,8 +1,10 @@
-"""A run folder resumes the run it holds: with an adaptive server optimiser, a run stopped
-after round 2 and restarted ends on exactly the model of a run never stopped."""
+"""A run folder resumes the run it holds: with an adaptive server optimiser, or with server
+momentum and a learning-rate schedule, a run stopped after round 2 and restarted ends on
+exactly the model of a run never stopped."""
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -16,7 +18,8 @@ from veilfl.protocol.run_spec import RunSpec
 from veilfl.protocol.sync_round import RoundConfig
 from veilfl.server.run_setup import PreparedRun, prepare_run
 from veilfl.strategy.fedopt import FedOpt
-from veilfl.strategy.settings import ServerOptimizerConfig
+from veilfl.strategy.momentum import ServerSgd
+from veilfl.strategy.settings import LrScheduleConfig, ServerOptimizerConfig
 from veilfl.tensors import Weights
 
 CLIENTS = ("a", "b")
@@ -149,4 +152,78 @@ def test_a_resume_whose_optimiser_state_is_lost_is_refused(tmp_path: Path) -> No
     prepared.store.close()
 
     with pytest.raises(StorageError, match="no saved state of it was found"):
+        prepare_run(tmp_path, settings, initial_weights=_start)
+
+
+MOMENTUM_RUNS = {
+    "heavy ball": dict(server_momentum=0.9),
+    "nesterov with cosine": dict(
+        server_momentum=0.8,
+        server_nesterov=True,
+        server_lr_schedule=LrScheduleConfig(name="cosine", warmup_rounds=1),
+    ),
+    "step schedule alone": dict(server_lr_schedule=LrScheduleConfig(name="step", step_rounds=2)),
+}
+
+
+@pytest.mark.parametrize("changes", MOMENTUM_RUNS.values(), ids=MOMENTUM_RUNS.keys())
+def test_a_resumed_run_continues_the_server_momentum_exactly(
+    tmp_path: Path, changes: dict[str, object]
+) -> None:
+    settings = replace(_settings(None), **changes)  # type: ignore[arg-type]
+
+    straight = _run(tmp_path / "straight", settings, stop_after=None)
+    resumed = _run(tmp_path / "resumed", settings, stop_after=2)
+
+    for key in straight:
+        np.testing.assert_array_equal(resumed[key], straight[key])
+
+
+def test_the_resumed_coordinator_holds_the_buffer_saved_with_the_last_round(
+    tmp_path: Path,
+) -> None:
+    settings = replace(_settings(None), server_momentum=0.9)
+    prepared = prepare_run(tmp_path, settings, initial_weights=_start)
+    _train(prepared, 2)
+    before = prepared.coordinator.strategy
+    assert isinstance(before, ServerSgd)
+    saved = before.state()
+    prepared.store.close()
+
+    prepared = prepare_run(tmp_path, settings, initial_weights=_start)
+    after = prepared.coordinator.strategy
+
+    assert isinstance(after, ServerSgd) and after.steps == 2
+    assert saved.buffer is not None and after.state().buffer is not None
+    np.testing.assert_array_equal(after.state().buffer, saved.buffer)  # type: ignore[arg-type]
+    prepared.store.close()
+
+
+def test_a_fresh_momentum_buffer_after_the_restart_would_have_diverged(tmp_path: Path) -> None:
+    """The resume tests above can fail: losing the buffer changes the model."""
+    settings = replace(_settings(None), server_momentum=0.9)
+    straight = _run(tmp_path / "straight", settings, stop_after=None)
+
+    prepared = prepare_run(tmp_path / "forgetful", settings, initial_weights=_start)
+    _train(prepared, 2)
+    prepared.store.close()
+    prepared = prepare_run(tmp_path / "forgetful", settings, initial_weights=_start)
+    strategy = prepared.coordinator.strategy
+    assert isinstance(strategy, ServerSgd)
+    prepared.coordinator._strategy = ServerSgd(strategy.inner, momentum=0.9)  # buffer lost
+    _train(prepared, 2)
+    forgetful = prepared.coordinator.global_model().weights
+    prepared.store.close()
+
+    assert not np.array_equal(forgetful["w"], straight["w"])
+
+
+def test_a_resume_whose_momentum_buffer_is_lost_is_refused(tmp_path: Path) -> None:
+    settings = replace(_settings(None), server_momentum=0.9)
+    prepared = prepare_run(tmp_path, settings, initial_weights=_start)
+    _train(prepared, 2)
+    prepared.store._db.execute("DELETE FROM strategy_states")
+    prepared.store.close()
+
+    with pytest.raises(StorageError, match="fedavgm, but no saved state of it was found"):
         prepare_run(tmp_path, settings, initial_weights=_start)

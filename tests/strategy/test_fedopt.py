@@ -20,6 +20,7 @@ from veilfl.strategy.fedopt import (
     FedYogi,
     server_optimizer,
 )
+from veilfl.strategy.schedule import LearningRateSchedule
 
 
 def _vec(*values: float) -> np.ndarray:
@@ -256,3 +257,17 @@ def test_damaged_state_bytes_are_a_storage_error(cut: int) -> None:
     data = saved.state().to_bytes()
     with pytest.raises(StorageError):
         FedAdagrad(server_learning_rate=0.1).restore(data[:cut])
+
+
+def test_the_schedule_scales_each_adaptive_step_by_its_multiplier() -> None:
+    """The moments do not depend on η, so each scheduled step is the constant one times
+    the schedule's multiplier at that step."""
+    schedule = LearningRateSchedule(name="step", total_steps=4, decay_factor=0.5, step_size=1)
+    scheduled = FedAdam(server_learning_rate=0.1, tau=0.01, schedule=schedule)
+    constant = FedAdam(server_learning_rate=0.1, tau=0.01)
+    x = np.zeros(3, dtype=np.float32)
+    for t, delta in enumerate(([1.0, -2.0, 0.5], [0.5, 1.0, -1.0], [2.0, 0.0, 1.0])):
+        mean = np.array(delta, dtype=np.float64)
+        with_schedule = scheduled.step(x, mean).astype(np.float64) - x
+        without = constant.step(x, mean).astype(np.float64) - x
+        np.testing.assert_allclose(with_schedule, 0.5**t * without, rtol=1e-5)

@@ -175,6 +175,11 @@ def run(args: argparse.Namespace) -> int:
         else "plaintext aggregation"
     )
     strategy = settings.server_optimizer.name if settings.server_optimizer else "fedavg"
+    if settings.server_momentum:
+        nesterov = " Nesterov" if settings.server_nesterov else ""
+        strategy += f" with{nesterov} momentum {settings.server_momentum:g}"
+    if not settings.server_lr_schedule.is_constant:
+        strategy += f", {settings.server_lr_schedule.name} learning-rate schedule"
     print(
         f"simulating {args.num_clients} clients, {mode}, server {strategy}; training on "
         f"{learner.device} ({args.backend}); run folder {run_dir}"

@@ -34,6 +34,7 @@ from veilfl.secagg.contribution import ContributionLayout
 from veilfl.strategy.base import ServerStrategy, StatefulStrategy
 from veilfl.strategy.buffered import FedAsync, FedBuff
 from veilfl.strategy.fedavg import FedAvg
+from veilfl.strategy.momentum import ServerSgd
 from veilfl.tensors import Weights, spec_of
 
 __all__ = [
@@ -218,13 +219,26 @@ class AssembledRun:
 
 
 def _strategy(settings: RunSpec) -> ServerStrategy:
+    schedule = settings.server_lr_schedule.build(total_steps=settings.num_releases)
     if settings.server_optimizer is not None:
-        return settings.server_optimizer.build(server_learning_rate=settings.server_learning_rate)
-    if settings.buffer is None:
-        return FedAvg(server_learning_rate=settings.server_learning_rate)
-    if settings.buffer.mode is BufferMode.FEDASYNC:
+        return settings.server_optimizer.build(
+            server_learning_rate=settings.server_learning_rate, schedule=schedule
+        )
+    if settings.buffer is not None and settings.buffer.mode is BufferMode.FEDASYNC:
         return FedAsync(mixing=settings.fedasync_mixing)
-    return FedBuff(server_learning_rate=settings.server_learning_rate)
+    inner = (
+        FedAvg(server_learning_rate=settings.server_learning_rate)
+        if settings.buffer is None
+        else FedBuff(server_learning_rate=settings.server_learning_rate)
+    )
+    if settings.server_momentum == 0 and schedule.is_constant:
+        return inner  # stateless: nothing to persist
+    return ServerSgd(
+        inner,
+        momentum=settings.server_momentum,
+        nesterov=settings.server_nesterov,
+        schedule=schedule,
+    )
 
 
 def build_coordinator(
@@ -362,7 +376,7 @@ def _restore_strategy(strategy: ServerStrategy, resume: ResumePoint | None) -> N
             return
         raise StorageError(
             f"The run resumes after {resume.releases} released rounds with the server "
-            f"optimiser {strategy.name}, but no saved state of it was found; the run store "
+            f"strategy {strategy.name}, but no saved state of it was found; the run store "
             "lost it, so the run cannot continue exactly. Start a new run folder."
         )
     strategy.restore(resume.strategy_state)

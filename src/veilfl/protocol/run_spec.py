@@ -30,7 +30,7 @@ from veilfl.protocol.buffered import BufferConfig, BufferMode
 from veilfl.protocol.messages import LocalTrainingPlan, PublishedAggregator, RunMode
 from veilfl.protocol.sync_round import RoundConfig
 from veilfl.secagg.config import SecureAggregationConfig
-from veilfl.strategy.settings import ServerOptimizerConfig
+from veilfl.strategy.settings import LrScheduleConfig, ServerOptimizerConfig
 
 __all__ = [
     "RUN_SPEC_VERSION",
@@ -168,6 +168,10 @@ class RunSpec:
         server_optimizer: An adaptive server optimiser (FedAdam, FedYogi, FedAdagrad;
             Reddi et al. 2021) with ``server_learning_rate`` as its η; None for FedAvg
             (or FedBuff).
+        server_momentum: β of the server's heavy-ball momentum over FedAvg's or
+            FedBuff's step (FedAvgM, Hsu et al. 2019); 0 for none.
+        server_nesterov: Whether the momentum step is Nesterov's.
+        server_lr_schedule: How the server learning rate changes over the releases.
         coordinator_key: The coordinator's Ed25519 public key (signs round admissions).
             Filled when the run is created (:meth:`sealed`); clients count their
             participations per coordinator key, across runs.
@@ -219,6 +223,22 @@ class RunSpec:
     server_optimizer: ServerOptimizerConfig | None = nested(
         default=None, switch="name", off="fedavg", group="rounds"
     )
+    server_momentum: float = setting(
+        default=0.0,
+        flag="--server-momentum",
+        help="server momentum beta over FedAvg's or FedBuff's step (FedAvgM; 0: none)",
+        at_least=0,
+        below=1,
+        metavar="BETA",
+        group="rounds",
+    )
+    server_nesterov: bool = setting(
+        default=False,
+        flag="--server-nesterov",
+        help="take the server momentum step in Nesterov's form",
+        group="rounds",
+    )
+    server_lr_schedule: LrScheduleConfig = nested(default_factory=LrScheduleConfig, group="rounds")
     # Fixed when the run is created, not given by an operator: no declaration.
     coordinator_key: str = ""
     salt: str = ""
@@ -245,7 +265,23 @@ class RunSpec:
                     "FedAsync mixes single client models into the global model and takes no "
                     "server optimiser; use --mode fedbuff or sync with --server-optimizer."
                 )
+            if self.server_momentum or not self.server_lr_schedule.is_constant:
+                raise ConfigurationError(
+                    "FedAsync mixes single client models in with --fedasync-mixing and takes "
+                    "no server momentum or learning-rate schedule; use --mode fedbuff."
+                )
         check_declared(self)
+        if self.server_momentum and self.server_optimizer is not None:
+            raise ConfigurationError(
+                f"--server-momentum is FedAvg's and FedBuff's; --server-optimizer "
+                f"{self.server_optimizer.name} keeps its own first moment (--server-beta1): "
+                "drop one of them."
+            )
+        if self.server_nesterov and not self.server_momentum:
+            raise ConfigurationError(
+                "--server-nesterov needs server momentum; give --server-momentum BETA too."
+            )
+        self.server_lr_schedule.build(total_steps=self.num_releases)  # refuses bad warm-up
 
     @property
     def run_id(self) -> str:

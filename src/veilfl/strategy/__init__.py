@@ -13,9 +13,16 @@ from veilfl.strategy.fedopt import (
     FedYogi,
     server_optimizer,
 )
-from veilfl.strategy.settings import SERVER_OPTIMIZER_CHOICES, ServerOptimizerConfig
+from veilfl.strategy.momentum import PseudoGradientStrategy, ServerSgd, ServerSgdState
+from veilfl.strategy.schedule import LR_SCHEDULES, LearningRateSchedule
+from veilfl.strategy.settings import (
+    SERVER_OPTIMIZER_CHOICES,
+    LrScheduleConfig,
+    ServerOptimizerConfig,
+)
 
 __all__ = [
+    "LR_SCHEDULES",
     "SERVER_OPTIMIZERS",
     "SERVER_OPTIMIZER_CHOICES",
     "Aggregate",
@@ -27,8 +34,13 @@ __all__ = [
     "FedOpt",
     "FedOptState",
     "FedYogi",
+    "LearningRateSchedule",
+    "LrScheduleConfig",
     "ModelHistory",
+    "PseudoGradientStrategy",
     "ServerOptimizerConfig",
+    "ServerSgd",
+    "ServerSgdState",
     "ServerStrategy",
     "StatefulStrategy",
     "StrategyState",

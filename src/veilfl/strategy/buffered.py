@@ -16,7 +16,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from veilfl.errors import ConfigurationError, ProtocolError
-from veilfl.strategy.aggregate import Aggregate
+from veilfl.strategy.aggregate import Aggregate, Float64Array
 from veilfl.strategy.base import ModelHistory
 from veilfl.strategy.fedavg import check_fits, positive_rate
 from veilfl.tensors import FloatArray
@@ -42,12 +42,16 @@ class FedBuff:
         """``fedbuff``."""
         return "fedbuff"
 
+    def pseudo_gradient(self, aggregate: Aggregate) -> Float64Array:
+        """``Σ s(τᵢ)Δᵢ / K``: the step at rate 1."""
+        return aggregate.weighted_delta_sum / aggregate.num_contributors
+
     def apply(
         self, current: FloatArray, aggregate: Aggregate, *, history: ModelHistory
     ) -> FloatArray:
         """``w + η · Σ s(τᵢ)Δᵢ / K`` as float32."""
         check_fits(current, aggregate)
-        step = self.server_learning_rate * aggregate.weighted_delta_sum / aggregate.num_contributors
+        step = self.server_learning_rate * self.pseudo_gradient(aggregate)
         return (current.astype(np.float64) + step).astype(np.float32)
 
 

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from veilfl.errors import ConfigurationError, UpdateRejectedError
-from veilfl.strategy.aggregate import Aggregate
+from veilfl.strategy.aggregate import Aggregate, Float64Array
 from veilfl.strategy.base import ModelHistory
 from veilfl.tensors import FloatArray
 
@@ -60,10 +60,14 @@ class FedAvg:
         """``fedavg``."""
         return "fedavg"
 
+    def pseudo_gradient(self, aggregate: Aggregate) -> Float64Array:
+        """The weighted mean delta ``Σ w_k Δ_k / Σ w_k``: the step at rate 1."""
+        return aggregate.mean_delta()
+
     def apply(
         self, current: FloatArray, aggregate: Aggregate, *, history: ModelHistory
     ) -> FloatArray:
         """The next global model as float32."""
         check_fits(current, aggregate)
-        step = self.server_learning_rate * aggregate.mean_delta()
+        step = self.server_learning_rate * self.pseudo_gradient(aggregate)
         return (current.astype(np.float64) + step).astype(np.float32)

@@ -12,7 +12,8 @@ pseudo-gradient and takes one step of an adaptive optimiser with it::
 
 with ``m_{-1} = 0`` and ``v_{-1} = τ²`` (the paper asks for ``v_{-1} ≥ τ²``), and,
 as in the paper, no bias correction. ``τ`` bounds the adaptivity; ``η`` is the
-server learning rate.
+server learning rate, scaled at step t by the run's learning-rate schedule
+(:mod:`veilfl.strategy.schedule`; constant unless one is given).
 
 Only the mean delta is needed, so the optimisers compose with secure aggregation
 (which releases only the sum) and with DP (whose noise is already in the sum).
@@ -40,6 +41,7 @@ import numpy.typing as npt
 from veilfl.errors import ConfigurationError, StorageError, UpdateRejectedError
 from veilfl.strategy.aggregate import Aggregate
 from veilfl.strategy.base import ModelHistory
+from veilfl.strategy.schedule import LearningRateSchedule
 from veilfl.tensors import FloatArray
 
 __all__ = [
@@ -170,6 +172,7 @@ class FedOpt(ABC):
         server_learning_rate: η.
         beta1: β1, the first moment's decay, in [0, 1).
         tau: τ, the adaptivity (added to √v; also ``v_{-1} = τ²``).
+        schedule: η_t / η by step (default: constant).
 
     Raises:
         ConfigurationError: for a hyper-parameter out of range, saying which.
@@ -177,13 +180,21 @@ class FedOpt(ABC):
 
     kind: ClassVar[str]
 
-    def __init__(self, *, server_learning_rate: float, beta1: float = 0.9, tau: float = 1e-3):
+    def __init__(
+        self,
+        *,
+        server_learning_rate: float,
+        beta1: float = 0.9,
+        tau: float = 1e-3,
+        schedule: LearningRateSchedule | None = None,
+    ):
         _check_rate("The server learning rate", server_learning_rate)
         _check_decay("beta1", beta1)
         _check_rate("tau", tau)
         self.server_learning_rate = server_learning_rate
         self.beta1 = beta1
         self.tau = tau
+        self.schedule = schedule or LearningRateSchedule()
         self.steps = 0
         self._m: Float64Array | None = None
         self._v: Float64Array | None = None
@@ -243,7 +254,8 @@ class FedOpt(ABC):
             )
         m = self.beta1 * self._m + (1.0 - self.beta1) * delta
         v = self._second_moment(self._v, delta * delta)
-        step = self.server_learning_rate * m / (np.sqrt(v) + self.tau)
+        rate = self.schedule.rate(self.server_learning_rate, self.steps)
+        step = rate * m / (np.sqrt(v) + self.tau)
         # Fresh arrays each step, never changed after: snapshots share them.
         self._m, self._v = _frozen(m), _frozen(v)
         self.steps += 1
@@ -290,7 +302,10 @@ class FedOpt(ABC):
         """
         try:
             kind = SERVER_OPTIMIZERS[str(data["kind"])]
-            optimizer = kind(**{k: float(v) for k, v in data["hyperparameters"].items()})
+            hyperparameters: dict[str, Any] = {
+                k: float(v) for k, v in data["hyperparameters"].items()
+            }
+            optimizer = kind(**hyperparameters)
             steps = int(data["steps"])
             size = data["size"]
         except (KeyError, TypeError, ValueError, AttributeError) as exc:
@@ -324,8 +339,11 @@ class _WithBeta2(FedOpt):
         beta1: float = 0.9,
         beta2: float = 0.99,
         tau: float = 1e-3,
+        schedule: LearningRateSchedule | None = None,
     ):
-        super().__init__(server_learning_rate=server_learning_rate, beta1=beta1, tau=tau)
+        super().__init__(
+            server_learning_rate=server_learning_rate, beta1=beta1, tau=tau, schedule=schedule
+        )
         _check_decay("beta2", beta2)
         self.beta2 = beta2
 
@@ -375,8 +393,9 @@ def server_optimizer(name: str, **hyperparameters: float) -> FedOpt:
             f"Unknown server optimiser {name!r}; choose one of "
             f"{', '.join(sorted(SERVER_OPTIMIZERS))} (or plain FedAvg)."
         ) from None
+    given: dict[str, Any] = dict(hyperparameters)
     try:
-        return kind(**hyperparameters)
+        return kind(**given)
     except TypeError as exc:
         raise ConfigurationError(
             f"{name} takes server_learning_rate, beta1"
