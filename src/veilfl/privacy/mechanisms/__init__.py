@@ -8,6 +8,7 @@ means its module, its line below, and its tests (docs/privacy.md).
 
 from __future__ import annotations
 
+from veilfl.privacy.mechanisms.banded_mf import BandedMatrixFactorization, BandedOptions
 from veilfl.privacy.mechanisms.base import DealtNoisePlan, PrivacyFacts, PrivacyMechanism
 from veilfl.privacy.mechanisms.fedavg import DpFedAvg
 from veilfl.privacy.mechanisms.ftrl_tree import DpFtrlTree
@@ -28,6 +29,8 @@ from veilfl.privacy.mechanisms.schedule import (
 )
 
 __all__ = [
+    "BandedMatrixFactorization",
+    "BandedOptions",
     "DealtNoisePlan",
     "DpFedAvg",
     "DpFtrlTree",
@@ -48,3 +51,4 @@ __all__ = [
 
 register_mechanism(DpFedAvg())
 register_mechanism(DpFtrlTree())
+register_mechanism(BandedMatrixFactorization())

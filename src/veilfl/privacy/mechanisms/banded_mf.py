@@ -1,0 +1,172 @@
+"""Banded matrix factorisation as a :class:`~veilfl.privacy.mechanisms.base.PrivacyMechanism`.
+
+Banded MF (Choquette-Choo et al. 2023, "(Amplified) Banded Matrix Factorization: A
+unified approach to private training"; McKenna 2024): no sampling; every client takes
+part in at most K released rounds at least b apart (``--dp-max-participations``,
+``--dp-min-separation``, as DP-FTRL), and release t is
+
+    r_t = (sum_{j<b} c_j x_{t-j}) / 2^bits + z_t,   z_t ~ N(0, (z·C)^2 I) fresh,
+
+with b bands (b = the minimum separation, so two participations never share a
+release) and c = round(2^bits · c*) the integer scaling of the strategy c* that
+:func:`~veilfl.privacy.banded_toeplitz.optimize_banded_toeplitz` finds. The
+coordinator decodes the round sums by forward substitution
+(:class:`~veilfl.privacy.mechanisms.schedule.ToeplitzReleaseSchedule`).
+
+The strategy is a deterministic function of the run's description alone (K, b and
+this mechanism's options, all in the run's JSON and so its run id): it is optimised
+for the K·b rounds over which the most frequent participant takes its K turns (the
+run's rounds under round-robin selection; at most :data:`STRATEGY_HORIZON_CAP`), once
+per process (cached), so a resumed run, a client's policy check and the report all
+use the same one. Every sensitivity and epsilon is the *rounded* strategy's
+(:class:`~veilfl.privacy.integer_strategy.IntegerToeplitzStrategy`), which is also what
+the aggregators apply in the field under distributed noise; epsilon is the matrix
+mechanism's (:func:`~veilfl.privacy.mf_accounting.matrix_mechanism_epsilon`), the same
+number against the coordinator and the public under distributed noise.
+"""
+
+from __future__ import annotations
+
+import functools
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, ClassVar
+
+from veilfl.declared import setting
+from veilfl.errors import ConfigurationError
+from veilfl.privacy.mechanisms.base import DealtNoisePlan, PrivacyMechanism
+from veilfl.privacy.mechanisms.schedule import ReleaseSchedule, ToeplitzReleaseSchedule
+
+if TYPE_CHECKING:
+    from veilfl.privacy.dp_config import DpConfig
+    from veilfl.privacy.integer_strategy import IntegerToeplitzStrategy
+
+__all__ = ["STRATEGY_HORIZON_CAP", "BandedMatrixFactorization", "BandedOptions"]
+
+STRATEGY_HORIZON_CAP = 2048
+"""The most rounds a strategy is optimised over (its coefficients settle long before)."""
+
+
+@dataclass(frozen=True)
+class BandedOptions:
+    """Banded MF's own settings.
+
+    Attributes:
+        scale_bits: The fixed-point scale of the strategy's coefficients (2^bits):
+            more bits follow the optimised strategy more closely; fewer keep the
+            aggregators' releases inside the field under distributed noise.
+    """
+
+    scale_bits: int = setting(
+        default=10,
+        flag="--dp-banded-scale-bits",
+        help="banded MF: bits of fixed-point scale of the strategy's integer coefficients "
+        "(fewer keep distributed releases inside the field)",
+        at_least=1,
+        at_most=30,
+    )
+
+
+@functools.lru_cache(maxsize=32)
+def _rounded_strategy(
+    *, horizon: int, bands: int, participations: int, bits: int
+) -> IntegerToeplitzStrategy:
+    from veilfl.privacy.banded_toeplitz import optimize_banded_toeplitz
+    from veilfl.privacy.integer_strategy import IntegerToeplitzStrategy
+
+    optimal = optimize_banded_toeplitz(
+        rounds=horizon, bands=bands, max_participations=participations
+    )
+    return IntegerToeplitzStrategy.rounded(optimal, bits)
+
+
+class BandedMatrixFactorization(PrivacyMechanism):
+    """A b-banded Toeplitz strategy, at most K participations b apart."""
+
+    name: ClassVar[str] = "banded"
+    title: ClassVar[str] = "Banded MF"
+    summary: ClassVar[str] = (
+        "banded matrix factorisation (Choquette-Choo et al. 2023), no sampling, bands = "
+        "--dp-min-separation, the same epsilon against the coordinator and the public "
+        "(with --dp distributed)"
+    )
+    samples_clients: ClassVar[bool] = False
+    placements: ClassVar[frozenset[str]] = frozenset({"central"})
+    options: ClassVar[type[Any] | None] = BandedOptions
+
+    def strategy(self, config: DpConfig) -> IntegerToeplitzStrategy:
+        """The run's rounded strategy (module docstring), optimised once per process.
+
+        Raises:
+            ConfigurationError: without ``--dp-max-participations``.
+        """
+        if config.max_participations is None:
+            raise ConfigurationError("--dp-mechanism banded needs --dp-max-participations.")
+        options = config.options if isinstance(config.options, BandedOptions) else BandedOptions()
+        k, b = config.max_participations, config.min_separation
+        return _rounded_strategy(
+            horizon=min(k * b, STRATEGY_HORIZON_CAP),
+            bands=b,
+            participations=k,
+            bits=options.scale_bits,
+        )
+
+    def release_schedule(self, config: DpConfig, *, rounds: int) -> ReleaseSchedule:
+        """The rounded strategy's coefficients over the scale 2^bits (central noise)."""
+        strategy = self.strategy(config)
+        return ToeplitzReleaseSchedule(coefficients=strategy.coefficients, scale=2**strategy.bits)
+
+    def dealt_noise(
+        self, config: DpConfig, *, per_update_bound: float, expected_clients: float
+    ) -> DealtNoisePlan:
+        """Refused: the aggregators deal tree or fresh noise only so far."""
+        raise ConfigurationError(
+            "--dp-mechanism banded adds central noise only so far; use --dp central, or "
+            "--dp-mechanism ftrl for noise from the aggregators."
+        )
+
+    def sensitivity(self, config: DpConfig, *, rounds: int) -> float:
+        """The rounded strategy's min-separation sensitivity over ``rounds`` releases."""
+        if rounds < 1:
+            return 0.0
+        return self.strategy(config).sensitivity(
+            rounds=rounds,
+            max_participations=config.max_participations or rounds,
+            min_separation=config.min_separation,
+        )
+
+    def planned_epsilon(self, config: DpConfig, *, rounds: int, sample_rate: float) -> float:
+        """:func:`~veilfl.privacy.mf_accounting.matrix_mechanism_epsilon` of the rounded
+        strategy's sensitivity (``sample_rate`` unused: no amplification)."""
+        from veilfl.privacy.mf_accounting import matrix_mechanism_epsilon
+
+        return matrix_mechanism_epsilon(
+            noise_multiplier=config.noise_multiplier,
+            sensitivity=self.sensitivity(config, rounds=rounds),
+            delta=config.delta,
+            accounting=config.accounting,
+        )
+
+    def noise_multiplier_for(
+        self, config: DpConfig, *, target_epsilon: float, rounds: int, sample_rate: float
+    ) -> float:
+        """:func:`~veilfl.privacy.mf_accounting.matrix_mechanism_noise_multiplier_for`
+        at the rounded strategy's sensitivity over ``rounds``."""
+        from veilfl.privacy.mf_accounting import matrix_mechanism_noise_multiplier_for
+
+        return matrix_mechanism_noise_multiplier_for(
+            target_epsilon=target_epsilon,
+            sensitivity=self.sensitivity(config, rounds=rounds),
+            delta=config.delta,
+            accounting=config.accounting,
+        )
+
+    def derivation_note(
+        self, config: DpConfig, *, target_epsilon: float, rounds: int, sample_rate: float
+    ) -> str:
+        """What the derived multiplier spends, and the strategy's shape."""
+        return (
+            f"noise multiplier {config.noise_multiplier:.4f} spends epsilon "
+            f"{target_epsilon:.3f} over {rounds} {self.title} rounds (K "
+            f"{config.max_participations or 1}, b {config.min_separation} bands, sensitivity "
+            f"{self.sensitivity(config, rounds=rounds):.3f}, {config.accounting.upper()})"
+        )
