@@ -15,7 +15,6 @@ import pytest
 from dp_accounting.pld import pld_privacy_accountant
 from tests.protocol.test_private_ftrl import START, _plaintext_round
 
-from veilfl.errors import ConfigurationError
 from veilfl.ml.datasets import synthetic_dataset
 from veilfl.ml.learner import mnist_learner
 from veilfl.ml.partition import partition_iid
@@ -119,11 +118,6 @@ def test_the_strategy_depends_on_the_runs_description_alone() -> None:
     first = _banded(k=3, b=4).privacy_mechanism.release_schedule(_banded(k=3, b=4), rounds=12)
     resumed = BandedMatrixFactorization().release_schedule(_banded(k=3, b=4), rounds=5)
     assert first.terms(12) == resumed.terms(12)
-
-
-def test_distributed_banded_is_refused_until_the_aggregators_deal_it() -> None:
-    with pytest.raises(ConfigurationError, match="--dp-mechanism banded takes --dp central"):
-        _banded("distributed", k=2, b=2)
 
 
 def test_with_negligible_noise_the_decoded_model_is_theta_0_plus_the_prefix_sum_over_n() -> None:

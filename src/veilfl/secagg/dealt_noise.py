@@ -27,15 +27,34 @@ Under DP-FTRL (``mechanism="ftrl"``; Kairouz et al. 2021) the same noise is deal
 once per tree block rather than once per release (the ``"tree"`` schedule): sigma =
 z·B on the update coordinates, z being the block noise multiplier, and none on the
 three others (no adaptive clipping, so the bit is the constant +1).
+
+Under a Toeplitz strategy (banded matrix factorisation, ``mechanism="banded"``) a fresh
+block is dealt per release, and each aggregator releases its share of
+``sum_j c_j a_(t-j) + z_t`` with the strategy's integer coefficients (the ``"toeplitz"``
+schedule): sigma = z·B·2^bits on the update coordinates
+(:meth:`~veilfl.privacy.integer_strategy.IntegerToeplitzStrategy.noise_stddev`). The
+release must stay inside the field to be read as a signed integer:
+:func:`dealt_noise_config` refuses settings where
+:meth:`~veilfl.privacy.integer_strategy.IntegerToeplitzStrategy.release_bound` (the
+coefficients' weight on the largest aggregate plus :data:`NOISE_TAIL_STDDEVS` standard
+deviations of the release's noise) reaches (p - 1) / 2.
 """
 
 from __future__ import annotations
 
+import math
+
+from veilfl.errors import ConfigurationError
 from veilfl.privacy.dp_config import DpConfig
+from veilfl.privacy.integer_strategy import IntegerToeplitzStrategy
 from veilfl.secagg.contribution import EXTRA_COORDINATES, ContributionLayout
 from veilfl.secagg.tree_noise import TreeNoiseConfig
 
-__all__ = ["dealt_noise_config"]
+__all__ = ["NOISE_TAIL_STDDEVS", "dealt_noise_config"]
+
+NOISE_TAIL_STDDEVS = 10
+"""How many standard deviations of a release's noise the field must hold beyond the
+signal (a Gaussian coordinate exceeds 10 sigma with probability about 1.5e-23)."""
 
 
 def dealt_noise_config(
@@ -51,17 +70,40 @@ def dealt_noise_config(
         expected_clients: Clients expected per release (sets sigma_b's default).
 
     Raises:
-        ConfigurationError: if the settings leave no budget for the update noise.
+        ConfigurationError: if the settings leave no budget for the update noise, or a
+            Toeplitz strategy's release could wrap around the field.
     """
     config = layout.config
     plan = dp.privacy_mechanism.dealt_noise(
         dp, per_update_bound=layout.bounds.norm_bound, expected_clients=expected_clients
     )
-    return TreeNoiseConfig(
+    noise = TreeNoiseConfig(
         num_aggregators=config.num_aggregators,
         threshold=config.threshold,
         length=layout.measurement_length,
         block_stddev=plan.update_stddev,
         schedule=plan.schedule,
         profile=plan.profile(dimension=layout.dimension, extra=EXTRA_COORDINATES),
+        coefficients=plan.coefficients,
     )
+    if plan.coefficients:
+        _check_release_fits(dp, noise, layout=layout, expected_clients=expected_clients)
+    return noise
+
+
+def _check_release_fits(
+    dp: DpConfig, noise: TreeNoiseConfig, *, layout: ContributionLayout, expected_clients: float
+) -> None:
+    """Refuse a Toeplitz strategy whose release could wrap around the field."""
+    bounds = layout.bounds
+    largest = max([bounds.norm_bound, *(max(-lo, hi) for lo, hi in bounds.extra_ranges)])
+    aggregate_bound = max(1, math.ceil(expected_clients)) * largest
+    noise_bound = math.ceil(NOISE_TAIL_STDDEVS * noise.release_stddev(1))
+    strategy = IntegerToeplitzStrategy(noise.coefficients, bits=0)
+    reach = strategy.release_bound(aggregate_bound=aggregate_bound, noise_bound=noise_bound)
+    if reach >= (noise.field.modulus - 1) // 2:
+        raise ConfigurationError(
+            f"--dp-mechanism {dp.mechanism}'s releases could reach {reach:.3g}, beyond the "
+            f"field's {(noise.field.modulus - 1) // 2:.3g}; lower its scale bits, the noise "
+            "multiplier (raise --target-epsilon) or the clients per round."
+        )

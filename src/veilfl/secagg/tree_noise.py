@@ -58,6 +58,14 @@ Two schedules share this machinery (:attr:`TreeNoiseConfig.schedule`):
   abandoned round's id is never reused), only increasing; a block is forgotten once a
   later step is released.
 
+* ``"toeplitz"`` (a banded matrix factorisation, or any lower-triangular Toeplitz
+  strategy with integer coefficients c_0 .. c_(b-1), :attr:`TreeNoiseConfig.coefficients`):
+  step t adds block (0, t) like ``fresh``, but releases the share of
+  ``sum_j c_j a_(t-j) + noise(0, t)`` (:class:`~veilfl.privacy.mf_stream.StreamingEncoder`:
+  each aggregator keeps its shares of the last b - 1 aggregates). Steps are
+  consecutive, as under ``tree``, since the strategy combines consecutive rounds
+  (:mod:`veilfl.privacy.integer_strategy` gives the design and its privacy).
+
 A per-coordinate noise profile (:attr:`TreeNoiseConfig.profile`) lets the update
 coordinates, the count of unclipped updates and the weight and loss coordinates get
 different standard deviations (none for the last two).
@@ -90,18 +98,23 @@ from veilfl.crypto.field import MERSENNE_31, FieldArray, PrimeField
 from veilfl.crypto.shamir import MAX_SHARES, Share
 from veilfl.errors import ConfigurationError, ProtocolError, StorageError, WireFormatError
 from veilfl.privacy.mechanisms.schedule import ReleaseTerms, dealt_schedule_named
+from veilfl.privacy.mf_stream import StreamingEncoder, StreamState
 from veilfl.privacy.noise import discrete_gaussian
 from veilfl.privacy.tree import TreeNode, cover
 
 __all__ = ["NoiseDeal", "NoiseSchedule", "TreeNoiseAggregator", "TreeNoiseConfig"]
 
 NoiseSchedule = str
-"""A dealt schedule's name: ``"tree"`` or ``"fresh"``
+"""A dealt schedule's name: ``"tree"``, ``"fresh"`` or ``"toeplitz"``
 (:func:`~veilfl.privacy.mechanisms.schedule.dealt_schedule_named`)."""
 
 _DEAL_MAGIC = b"VFND"
 _STATE_MAGIC = b"VFTN"
 _FORMAT_VERSION = 2
+"""The noise deals' wire format."""
+_STATE_VERSION = 3
+"""The stored state's format: 3 adds the Toeplitz coefficients and encoder."""
+_READABLE_STATE_VERSIONS = (2, 3)
 _DEAL_HEADER = struct.Struct(
     "<4sBBIBBBI"
 )  # magic, version, level, index, dealer, recipient, kind, length
@@ -128,6 +141,8 @@ class TreeNoiseConfig:
             segments in order, covering all ``length`` coordinates; overrides
             ``block_stddev``/``noised_length`` for what is drawn (``block_stddev``
             then names the largest sigma, for reporting).
+        coefficients: The integer coefficients c_0 .. c_(b-1) of the ``"toeplitz"``
+            schedule (none for the others).
 
     Raises:
         ConfigurationError: for invalid values.
@@ -141,9 +156,11 @@ class TreeNoiseConfig:
     field: PrimeField = MERSENNE_31
     schedule: NoiseSchedule = "tree"
     profile: tuple[tuple[int, float], ...] = ()
+    coefficients: tuple[int, ...] = ()
 
     def __post_init__(self) -> None:
-        dealt_schedule_named(self.schedule)  # refuses an unknown name
+        # refuses an unknown name, and coefficients that do not fit the schedule
+        dealt_schedule_named(self.schedule, coefficients=self.coefficients)
         if self.profile and (
             sum(count for count, _ in self.profile) != self.length
             or any(
@@ -195,7 +212,13 @@ class TreeNoiseConfig:
         (:mod:`veilfl.privacy.mechanisms.schedule`)."""
         if isinstance(step, bool) or not isinstance(step, int) or step < 1:
             raise ConfigurationError(f"Noise steps count from 1; got {step!r}.")
-        return dealt_schedule_named(self.schedule).terms(step)
+        return dealt_schedule_named(self.schedule, coefficients=self.coefficients).terms(step)
+
+    @property
+    def fresh_blocks(self) -> bool:
+        """Whether every step adds its own block (0, step) and removes none
+        (``"fresh"`` and ``"toeplitz"``)."""
+        return self.schedule != "tree"
 
     def added(self, step: int) -> TreeNode:
         """The block whose noise enters at ``step``."""
@@ -203,7 +226,7 @@ class TreeNoiseConfig:
         return added
 
     def removed(self, step: int) -> tuple[TreeNode, ...]:
-        """The blocks whose noise leaves at ``step`` (none under ``fresh``)."""
+        """The blocks whose noise leaves at ``step`` (none under ``fresh`` or ``toeplitz``)."""
         return self.terms(step).removed
 
     def release_stddev(self, step: int) -> float:
@@ -367,6 +390,13 @@ class TreeNoiseAggregator:
         self._shares: dict[TreeNode, FieldArray] = {}
         self._dealers: dict[TreeNode, dict[int, str]] = {}
         self._seeds: dict[TreeNode, bytes] = {}
+        self._encoder: StreamingEncoder | None = (
+            StreamingEncoder(
+                coefficients=config.coefficients, field=config.field, length=config.length
+            )
+            if config.schedule == "toeplitz"
+            else None
+        )
 
     @property
     def config(self) -> TreeNoiseConfig:
@@ -390,7 +420,7 @@ class TreeNoiseAggregator:
         return self._last_round
 
     def _check_live(self, node: TreeNode) -> None:
-        if self._config.schedule == "fresh":
+        if self._config.fresh_blocks:
             if node.level != 0 or node.index < self._released:
                 raise ProtocolError(
                     f"Block ({node.level}, {node.index}) is not a fresh block after step "
@@ -539,7 +569,8 @@ class TreeNoiseAggregator:
                 each round is released at one step only, and rounds only increase.
 
         Returns:
-            Its share of ``aggregate + noise(added block) - noise(removed blocks)``.
+            Its share of ``aggregate + noise(added block) - noise(removed blocks)``,
+            or under ``toeplitz`` of ``sum_j c_j aggregate_(t-j) + noise(0, t)``.
 
         Raises:
             ProtocolError: for a step out of order, a step already released with a
@@ -583,7 +614,10 @@ class TreeNoiseAggregator:
                 "dealt their noise for it."
             )
         added, removed = config.added(step), config.removed(step)
-        value = (aggregate + self._shares[added]) % config.field.p
+        if self._encoder is not None:
+            value = self._encoder.release(aggregate, self._shares[added])
+        else:
+            value = (aggregate + self._shares[added]) % config.field.p
         for node in removed:
             value = config.field.sub(value, self._shares[node])
         self._released = step
@@ -592,7 +626,7 @@ class TreeNoiseAggregator:
         self._last_values = value
         stale = (
             [node for node in self._dealers if node.index < step]
-            if config.schedule == "fresh"
+            if config.fresh_blocks
             else list(removed)
         )
         for node in stale:
@@ -610,7 +644,7 @@ class TreeNoiseAggregator:
         config = self._config
         nodes = sorted(self._dealers)
         return {
-            "version": _FORMAT_VERSION,
+            "version": _STATE_VERSION,
             "index": self._index,
             "num_aggregators": config.num_aggregators,
             "threshold": config.threshold,
@@ -620,6 +654,8 @@ class TreeNoiseAggregator:
             "modulus": config.field.modulus,
             "schedule": config.schedule,
             "profile": [[count, sigma] for count, sigma in config.segments],
+            "coefficients": list(config.coefficients),
+            "encoder": None if self._encoder is None else self._encoder.state().to_json(),
             "released": self._released,
             "last_round": self._last_round,
             "last_digest": self._last_digest,
@@ -663,8 +699,9 @@ class TreeNoiseAggregator:
                 raise ValueError("not a tree-noise state")
             (size,) = struct.unpack_from("<I", data, 4)
             header = json.loads(data[8 : 8 + size])
+            if header.get("version") not in _READABLE_STATE_VERSIONS:
+                raise ValueError(f"format version {header.get('version')!r} is not readable")
             expected = {
-                "version": _FORMAT_VERSION,
                 "index": index,
                 "num_aggregators": config.num_aggregators,
                 "threshold": config.threshold,
@@ -674,7 +711,9 @@ class TreeNoiseAggregator:
                 "modulus": config.field.modulus,
                 "schedule": config.schedule,
                 "profile": [[count, sigma] for count, sigma in config.segments],
+                "coefficients": list(config.coefficients),
             }
+            header.setdefault("coefficients", [])  # version 2: no Toeplitz schedule
             differing = sorted(k for k, v in expected.items() if header.get(k) != v)
             if differing:
                 raise ConfigurationError(f"it was written with other {', '.join(differing)}")
@@ -691,13 +730,26 @@ class TreeNoiseAggregator:
                 state._dealers[node] = {int(j): str(d) for j, d in entry["dealers"].items()}
                 if entry["seed"] is not None:
                     state._seeds[node] = bytes.fromhex(entry["seed"])
+            if state._encoder is not None and header.get("encoder") is not None:
+                state._encoder = StreamingEncoder.from_state(
+                    StreamState.from_json(header["encoder"]), field=config.field
+                )
             state._released = int(header["released"])
+            if state._encoder is not None and state._encoder.steps != state._released:
+                raise ValueError("the encoder's steps do not match the released steps")
             last_round = header["last_round"]
             state._last_round = None if last_round is None else int(last_round)
             if header["last_digest"] is not None:
                 state._last_digest = str(header["last_digest"])
                 state._last_values = vectors[-1].copy()
-        except (ValueError, KeyError, TypeError, struct.error, ConfigurationError) as error:
+        except (
+            ValueError,
+            KeyError,
+            TypeError,
+            struct.error,
+            ConfigurationError,
+            StorageError,
+        ) as error:
             raise StorageError(
                 f"The stored tree-noise state cannot be used ({error}); restore the file this "
                 "aggregator wrote for this run, with the run's settings."

@@ -116,7 +116,18 @@ class InProcessAggregators:
         """Each aggregator's last saved noise state (what a spool would hold)."""
         self._nodes = self._make_nodes(None)
 
-    def _make_nodes(self, run: RunInfo | None) -> list[AggregatorNode]:
+    def restart(self, run: RunInfo) -> None:
+        """Every aggregator's process restarts and serves ``run`` again, its noise state
+        read back from what it last saved (:attr:`saved_noise`, as a spool would hold
+        it); shares received before are dropped.
+
+        Raises:
+            StorageError: if a saved noise state does not fit the run.
+        """
+        self._run_id = run.run_id
+        self._nodes = self._make_nodes(run, restore=True)
+
+    def _make_nodes(self, run: RunInfo | None, *, restore: bool = False) -> list[AggregatorNode]:
         keypairs, layout = self._keypairs, self._layout
         peers = {j: pair.signing_public_bytes for j, pair in enumerate(keypairs, start=1)}
         public_keys = {j: pair.public_key for j, pair in enumerate(keypairs, start=1)}
@@ -149,6 +160,13 @@ class InProcessAggregators:
                     noise=(
                         None
                         if noise_config is None
+                        else TreeNoiseAggregator.from_bytes(
+                            self.saved_noise[index],
+                            config=noise_config,
+                            index=index,
+                            rng=self._noise_rng(index),
+                        )
+                        if restore and index in self.saved_noise
                         else TreeNoiseAggregator(
                             noise_config, index=index, rng=self._noise_rng(index)
                         )

@@ -90,7 +90,7 @@ class BandedMatrixFactorization(PrivacyMechanism):
         "(with --dp distributed)"
     )
     samples_clients: ClassVar[bool] = False
-    placements: ClassVar[frozenset[str]] = frozenset({"central"})
+    placements: ClassVar[frozenset[str]] = frozenset({"central", "distributed"})
     options: ClassVar[type[Any] | None] = BandedOptions
 
     def strategy(self, config: DpConfig) -> IntegerToeplitzStrategy:
@@ -111,17 +111,27 @@ class BandedMatrixFactorization(PrivacyMechanism):
         )
 
     def release_schedule(self, config: DpConfig, *, rounds: int) -> ReleaseSchedule:
-        """The rounded strategy's coefficients over the scale 2^bits (central noise)."""
+        """The rounded strategy's integer coefficients, over the scale 2^bits under
+        central noise (the coordinator releases C' x + z) and over 1 under distributed
+        noise (the aggregators release C_int a + z_int and do not divide: the decoder's
+        forward substitution then needs no scale)."""
         strategy = self.strategy(config)
-        return ToeplitzReleaseSchedule(coefficients=strategy.coefficients, scale=2**strategy.bits)
+        scale = 1 if config.placement == "distributed" else 2**strategy.bits
+        return ToeplitzReleaseSchedule(coefficients=strategy.coefficients, scale=scale)
 
     def dealt_noise(
         self, config: DpConfig, *, per_update_bound: float, expected_clients: float
     ) -> DealtNoisePlan:
-        """Refused: the aggregators deal tree or fresh noise only so far."""
-        raise ConfigurationError(
-            "--dp-mechanism banded adds central noise only so far; use --dp central, or "
-            "--dp-mechanism ftrl for noise from the aggregators."
+        """A fresh block per release of sigma = z·B·2^bits on the update coordinates
+        (the integer strategy's scale), combined by the ``"toeplitz"`` schedule; no bit
+        (fixed C)."""
+        strategy = self.strategy(config)
+        return DealtNoisePlan(
+            schedule=ToeplitzReleaseSchedule.name,
+            update_stddev=strategy.noise_stddev(
+                noise_multiplier=config.noise_multiplier, per_update_bound=per_update_bound
+            ),
+            coefficients=strategy.coefficients,
         )
 
     def sensitivity(self, config: DpConfig, *, rounds: int) -> float:

@@ -51,11 +51,14 @@ class DealtNoisePlan:
             contributions' integer units.
         bit_stddev: sigma on the unclipped-bit coordinate (2·sigma_b under adaptive
             clipping, 0 without), or None for a mechanism that never reads the bit.
+        coefficients: The integer strategy coefficients of a ``"toeplitz"`` schedule
+            (empty for the window-1 schedules).
     """
 
     schedule: str
     update_stddev: float
     bit_stddev: float | None = None
+    coefficients: tuple[int, ...] = ()
 
     def profile(self, *, dimension: int, extra: int) -> tuple[tuple[int, float], ...]:
         """The (count, sigma) segments over the d update coordinates and the ``extra``

@@ -266,15 +266,25 @@ _DEALT_SCHEDULES: dict[str, ReleaseSchedule] = {
 }
 
 
-def dealt_schedule_named(name: str) -> ReleaseSchedule:
-    """The window-1 schedule the aggregators deal by ``name`` (``"tree"``, ``"fresh"``).
+def dealt_schedule_named(name: str, *, coefficients: tuple[int, ...] = ()) -> ReleaseSchedule:
+    """The schedule the aggregators deal by ``name``: ``"tree"``, ``"fresh"``, or
+    ``"toeplitz"`` with its integer ``coefficients`` (at scale 1: the aggregators
+    release ``sum_j c_j a_(t-j) + z_t`` and never divide).
 
     Raises:
-        ConfigurationError: for another name, listing the known ones.
+        ConfigurationError: for another name, listing the known ones; for coefficients
+            with a window-1 schedule, or a ``"toeplitz"`` schedule without them.
     """
+    if name == ToeplitzReleaseSchedule.name:
+        return ToeplitzReleaseSchedule(coefficients=coefficients, scale=1)
+    if coefficients:
+        raise ConfigurationError(
+            f"The {name!r} noise schedule takes no coefficients; only 'toeplitz' does."
+        )
     try:
         return _DEALT_SCHEDULES[name]
     except KeyError:
+        known = [*_DEALT_SCHEDULES, ToeplitzReleaseSchedule.name]
         raise ConfigurationError(
-            f"Unknown noise schedule {name!r}; use {' or '.join(map(repr, _DEALT_SCHEDULES))}."
+            f"Unknown noise schedule {name!r}; use {' or '.join(map(repr, known))}."
         ) from None
