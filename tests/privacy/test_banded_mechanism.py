@@ -30,6 +30,7 @@ from veilfl.protocol.assembly import build_coordinator
 from veilfl.protocol.messages import LocalTrainingPlan
 from veilfl.protocol.run_spec import RunSpec
 from veilfl.protocol.sync_round import RoundConfig
+from veilfl.secagg.config import SecureAggregationConfig
 from veilfl.sim.simulator import SimulationConfig, simulate
 
 DELTA = 1e-5
@@ -139,8 +140,9 @@ def test_with_negligible_noise_the_decoded_model_is_theta_0_plus_the_prefix_sum_
     np.testing.assert_allclose(core.global_model().weights["w"], [1.0, 2.0, 0.0], atol=1e-5)
 
 
-def test_a_simulated_central_run_trains_and_reports_the_mechanisms_epsilon() -> None:
-    dp = _banded(z=0.5, k=2, b=2, min_clients=5)
+@pytest.mark.parametrize("placement", ["central", "distributed"])
+def test_a_simulated_run_trains_and_reports_the_mechanisms_epsilon(placement: str) -> None:
+    dp = _banded(placement, z=0.5, k=2, b=2, min_clients=5)
     data = synthetic_dataset(num_examples=1000, seed=0)
     clients = [data.subset(p) for p in partition_iid(len(data), 20, seed=0)]
     result = simulate(
@@ -153,12 +155,20 @@ def test_a_simulated_central_run_trains_and_reports_the_mechanisms_epsilon() -> 
                 rounds=RoundConfig(num_rounds=3, fraction=0.5, min_clients=5),
                 plan=LocalTrainingPlan(max_batches=2),
                 dp=dp,
-            )
+            ),
+            secure=(
+                SecureAggregationConfig(norm_bound=dp.clip_norm)
+                if placement == "distributed"
+                else None
+            ),
         ),
     )
     assert len(result.history) == 3
-    assert all(math.isfinite(m.test_loss) for m in result.history)
-    assert [m.epsilon for m in result.history] == pytest.approx(
-        [dp.privacy_mechanism.planned_epsilon(dp, rounds=r, sample_rate=1.0) for r in (1, 2, 3)]
-    )
+    assert all(m.test_loss is not None and math.isfinite(m.test_loss) for m in result.history)
+    planned = [
+        dp.privacy_mechanism.planned_epsilon(dp, rounds=r, sample_rate=1.0) for r in (1, 2, 3)
+    ]
+    assert [m.epsilon for m in result.history] == pytest.approx(planned)
+    coordinator = [m.epsilon_coordinator for m in result.history]
+    assert coordinator == (pytest.approx(planned) if placement == "distributed" else [None] * 3)
     assert result.history[0].epsilon < result.history[-1].epsilon
