@@ -33,7 +33,8 @@ Generally, release t is what the mechanism's schedule says
 (:class:`~veilfl.privacy.mechanisms.schedule.ReleaseTerms`): under central noise this
 backend combines the round sums of the schedule's window with its coefficients and
 adds the noise of the blocks it names; under distributed noise the aggregators do
-(window-1 schedules only, so far). The schedule's decoder turns the release into the
+(:mod:`veilfl.secagg.tree_noise`: the tree's, or a Toeplitz strategy's through their
+streaming encoders). The schedule's decoder turns the release into the
 round's estimate (for the tree, the release itself). The decoder's state and the
 window's recent sums are kept in
 :attr:`~veilfl.privacy.run_state.DpRunState.mechanism_state`.
@@ -115,8 +116,8 @@ class FtrlAggregation:
         self._distributed = config.placement == "distributed"
         if self._distributed and not (isinstance(inner, SecureAggregation) and inner.dealt_noise):
             raise ConfigurationError(
-                "DP-FTRL with distributed noise needs secure aggregation whose aggregators "
-                "deal the tree noise; use --dp central or add aggregators."
+                f"{self._mechanism.title} with distributed noise needs secure aggregation "
+                "whose aggregators deal the noise; use --dp central or add aggregators."
             )
         if expected_clients <= 0:
             raise ConfigurationError("The expected number of clients must be positive.")

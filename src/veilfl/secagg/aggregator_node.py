@@ -11,8 +11,8 @@ recipient, :mod:`veilfl.secagg.noise_envelope`) and releases its aggregate share
 with the noise added (:meth:`AggregatorNode.aggregate` with the deals addressed to it).
 Under DP-FedAvg each round is released at the step equal to its round id (round ids
 are never reused, an abandoned round's included, so no block of noise ever covers two
-sums). Under DP-FTRL (``"tree"`` schedule) the steps are consecutive released rounds
-that the coordinator names; the noise state releases each step over one aggregate and
+sums). Under DP-FTRL (``"tree"`` schedule) and banded matrix factorisation
+(``"toeplitz"``) the steps are consecutive released rounds that the coordinator names; the noise state releases each step over one aggregate and
 one round only. The state is
 saved (``save_noise``, durably) before any deal or noised share leaves.
 """
