@@ -12,8 +12,9 @@ with the noise added (:meth:`AggregatorNode.aggregate` with the deals addressed 
 Under DP-FedAvg each round is released at the step equal to its round id (round ids
 are never reused, an abandoned round's included, so no block of noise ever covers two
 sums). Under DP-FTRL (``"tree"`` schedule) and banded matrix factorisation
-(``"toeplitz"``) the steps are consecutive released rounds that the coordinator names; the noise state releases each step over one aggregate and
-one round only. The state is
+(``"toeplitz"``) the steps are consecutive released rounds that the coordinator
+names; the noise state releases each step over one aggregate and one round only. The
+state is
 saved (``save_noise``, durably) before any deal or noised share leaves.
 """
 
