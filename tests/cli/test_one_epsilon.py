@@ -51,6 +51,9 @@ FTRL_FLAGS = [*FLAGS[:2], "--dp-mechanism", "ftrl", *FLAGS[2:]]
 BANDED_FLAGS = [*FLAGS[:2], "--dp-mechanism", "banded", *FLAGS[2:]]
 """The same run under banded matrix factorisation (K 1, b 2 bands, defaulted the same way)."""
 
+BLT_FLAGS = [*FLAGS[:2], "--dp-mechanism", "blt", *FLAGS[2:]]
+"""The same run under BLT (central noise)."""
+
 LOCAL_FLAGS = [FLAGS[0], "local", *FLAGS[2:8], "--clients-per-round", "6", *FLAGS[10:]]
 """Local noise, every client in every round (q = 1): the coordinator's epsilon is finite
 and does not depend on which clients the sampling drew."""
@@ -101,8 +104,8 @@ def _release_rounds(prepared: PreparedRun, rounds: int) -> list[dict[str, Any]]:
 
 @pytest.mark.parametrize(
     "flags",
-    [FLAGS, LOCAL_FLAGS, FTRL_FLAGS, BANDED_FLAGS, FEDBUFF_FLAGS],
-    ids=["dp-fedavg", "dp-fedavg-local", "dp-ftrl", "banded-mf", "dp-fedbuff"],
+    [FLAGS, LOCAL_FLAGS, FTRL_FLAGS, BANDED_FLAGS, BLT_FLAGS, FEDBUFF_FLAGS],
+    ids=["dp-fedavg", "dp-fedavg-local", "dp-ftrl", "banded-mf", "blt", "dp-fedbuff"],
 )
 def test_server_and_simulate_give_one_epsilon_for_one_set_of_flags(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, flags: list[str]
@@ -196,7 +199,7 @@ def test_server_and_simulate_give_one_epsilon_for_one_set_of_flags(
         ),
         (
             ["simulate", "--secure", "--clients-per-round", "4", "--dp-max-participations", "2"],
-            "--dp-max-participations and --dp-min-separation are DP-FTRL and Banded MF's",
+            "--dp-max-participations and --dp-min-separation are DP-FTRL and Banded MF and BLT's",
         ),
         (
             [

@@ -148,6 +148,9 @@ class FtrlAggregation:
         self._decoder = self._schedule.decoder()
         self._decoder.restore(dict(state.mechanism_state.get("decoder", {})))
         self._recent_sums = _vectors_from_json(state.mechanism_state.get("recent_sums"))
+        self._encoder = self._schedule.encoder()
+        if self._encoder is not None:
+            self._encoder.restore(dict(state.mechanism_state.get("encoder", {})))
         self._noise: CentralTreeNoise | None = None
         self._report = self._report_for(limits.steps)
         if limits.steps == 0:
@@ -289,6 +292,8 @@ class FtrlAggregation:
     ) -> npt.NDArray[np.float64]:
         """Central noise: ``sum_j c_j x_{t-j} / s`` over this round's sum and the last
         ones the schedule's window holds (the round sum itself for window 1)."""
+        if self._encoder is not None:
+            return self._encoder.encode(round_sum)
         window = self._schedule.window
         if window == 1:
             return round_sum
@@ -304,6 +309,10 @@ class FtrlAggregation:
         decoder = self._decoder.to_json()
         if decoder:
             state["decoder"] = decoder
+        if self._encoder is not None:
+            encoder = self._encoder.to_json()
+            if encoder:
+                state["encoder"] = encoder
         if self._schedule.window > 1 and self._recent_sums:
             kept = self._recent_sums[: self._schedule.window - 1]
             state["recent_sums"] = _vectors_to_json(kept)

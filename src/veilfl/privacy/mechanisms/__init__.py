@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from veilfl.privacy.mechanisms.banded_mf import BandedMatrixFactorization, BandedOptions
 from veilfl.privacy.mechanisms.base import DealtNoisePlan, PrivacyFacts, PrivacyMechanism
+from veilfl.privacy.mechanisms.blt_mf import BltMatrixFactorization, BltOptions, BltReleaseSchedule
 from veilfl.privacy.mechanisms.fedavg import DpFedAvg
 from veilfl.privacy.mechanisms.ftrl_tree import DpFtrlTree
 from veilfl.privacy.mechanisms.registry import (
@@ -21,6 +22,7 @@ from veilfl.privacy.mechanisms.registry import (
 from veilfl.privacy.mechanisms.schedule import (
     FreshNoiseSchedule,
     ReleaseDecoder,
+    ReleaseEncoder,
     ReleaseSchedule,
     ReleaseTerms,
     StatelessDecoder,
@@ -31,6 +33,9 @@ from veilfl.privacy.mechanisms.schedule import (
 __all__ = [
     "BandedMatrixFactorization",
     "BandedOptions",
+    "BltMatrixFactorization",
+    "BltOptions",
+    "BltReleaseSchedule",
     "DealtNoisePlan",
     "DpFedAvg",
     "DpFtrlTree",
@@ -38,6 +43,7 @@ __all__ = [
     "PrivacyFacts",
     "PrivacyMechanism",
     "ReleaseDecoder",
+    "ReleaseEncoder",
     "ReleaseSchedule",
     "ReleaseTerms",
     "StatelessDecoder",
@@ -52,3 +58,4 @@ __all__ = [
 register_mechanism(DpFedAvg())
 register_mechanism(DpFtrlTree())
 register_mechanism(BandedMatrixFactorization())
+register_mechanism(BltMatrixFactorization())

@@ -43,6 +43,7 @@ from veilfl.privacy.tree import TreeNode, cover_change
 __all__ = [
     "FreshNoiseSchedule",
     "ReleaseDecoder",
+    "ReleaseEncoder",
     "ReleaseSchedule",
     "ReleaseTerms",
     "StatelessDecoder",
@@ -101,6 +102,25 @@ class ReleaseDecoder(ABC):
         """Continue from :meth:`to_json`'s state."""
 
 
+class ReleaseEncoder(ABC):
+    """The central combination of round sums for a schedule whose strategy is not a
+    finite window of coefficients (a BLT's reaches back over the whole run, in O(k d)
+    state): release t's signal ``(C x)_t``, computed by the coordinator under central
+    noise. :meth:`to_json` and :meth:`restore` carry its state across a restart."""
+
+    @abstractmethod
+    def encode(self, round_sum: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:
+        """``(C x)_t`` from this round's sum (steps in order)."""
+
+    @abstractmethod
+    def to_json(self) -> dict[str, Any]:
+        """The encoder's state, JSON-ready (secret: it sums past round sums)."""
+
+    @abstractmethod
+    def restore(self, state: dict[str, Any]) -> None:
+        """Continue from :meth:`to_json`'s state."""
+
+
 class StatelessDecoder(ReleaseDecoder):
     """The decoder of a window-1 schedule with unit coefficient: the release is the
     estimate (the tree's prefix-sum change, or a fresh-noise sum)."""
@@ -143,6 +163,11 @@ class ReleaseSchedule(ABC):
     def decoder(self) -> ReleaseDecoder:
         """A new coordinator-side decoder (stateless for window-1 schedules)."""
         return StatelessDecoder()
+
+    def encoder(self) -> ReleaseEncoder | None:
+        """A new central encoder, for a strategy that no window of coefficients
+        describes; None (the default): the terms' coefficients over the window."""
+        return None
 
 
 class FreshNoiseSchedule(ReleaseSchedule):
