@@ -15,6 +15,7 @@ import pytest
 from dp_accounting.pld import pld_privacy_accountant
 from tests.protocol.test_private_ftrl import START, _plaintext_round
 
+from veilfl.errors import StorageError
 from veilfl.ml.datasets import synthetic_dataset
 from veilfl.ml.learner import mnist_learner
 from veilfl.ml.partition import partition_iid
@@ -172,3 +173,17 @@ def test_a_simulated_run_trains_and_reports_the_mechanisms_epsilon(placement: st
     coordinator = [m.epsilon_coordinator for m in result.history]
     assert coordinator == (pytest.approx(planned) if placement == "distributed" else [None] * 3)
     assert result.history[0].epsilon < result.history[-1].epsilon
+
+
+def test_a_decoder_state_of_another_strategy_is_refused_on_resume() -> None:
+    # Arrange: the state of a run whose strategy came out differently.
+    ours = _banded(k=2, b=3, options=BandedOptions(scale_bits=10))
+    other = _banded(k=2, b=3, options=BandedOptions(scale_bits=6))
+    schedule = other.privacy_mechanism.release_schedule(other, rounds=4)
+    decoder = schedule.decoder()
+    decoder.decode(schedule.terms(1), np.ones(3))
+    stored = decoder.to_json()
+    # Act / Assert
+    resumed = ours.privacy_mechanism.release_schedule(ours, rounds=4).decoder()
+    with pytest.raises(StorageError, match="another strategy"):
+        resumed.restore(stored)

@@ -14,7 +14,7 @@ import pytest
 from dp_accounting.pld import pld_privacy_accountant
 from tests.protocol.test_correlated_release import _backend, _release
 
-from veilfl.errors import ConfigurationError
+from veilfl.errors import ConfigurationError, StorageError
 from veilfl.privacy.accountant import RDP_ORDERS
 from veilfl.privacy.banded_toeplitz import toeplitz_matrix
 from veilfl.privacy.central_tree import CentralTreeNoise
@@ -111,3 +111,19 @@ def test_the_decoded_round_is_the_sum_plus_the_inverse_strategy_of_the_fresh_blo
         np.array(decoded) - np.array(sums), inverse @ blocks, rtol=1e-9, atol=1e-9
     )
     assert not np.allclose(inverse, np.eye(5))  # the noise is correlated
+
+
+def test_encoder_and_decoder_states_of_another_strategy_are_refused_on_resume() -> None:
+    ours = _blt(k=2, b=2, options=BltOptions(buffers=2))
+    other = _blt(k=2, b=2, options=BltOptions(buffers=3))
+    schedule = other.privacy_mechanism.release_schedule(other, rounds=4)
+    encoder, decoder = schedule.encoder(), schedule.decoder()
+    assert encoder is not None
+    decoder.decode(schedule.terms(1), encoder.encode(np.ones(3)))
+    resumed = ours.privacy_mechanism.release_schedule(ours, rounds=4)
+    resumed_encoder = resumed.encoder()
+    assert resumed_encoder is not None
+    with pytest.raises(StorageError, match="another strategy"):
+        resumed_encoder.restore(encoder.to_json())
+    with pytest.raises(StorageError, match="another strategy"):
+        resumed.decoder().restore(decoder.to_json())

@@ -34,7 +34,7 @@ import numpy as np
 import numpy.typing as npt
 
 from veilfl.declared import setting
-from veilfl.errors import ConfigurationError
+from veilfl.errors import ConfigurationError, StorageError
 from veilfl.privacy.mechanisms.banded_mf import STRATEGY_HORIZON_CAP
 from veilfl.privacy.mechanisms.base import DealtNoisePlan, PrivacyMechanism
 from veilfl.privacy.mechanisms.schedule import (
@@ -103,13 +103,14 @@ class _BltEncoder(ReleaseEncoder):
         Raises:
             StorageError: for buffers of another strategy.
         """
-        from veilfl.errors import StorageError
-
         if not state:
             return
         stream = StreamState.from_json(state)
         if stream.coefficients != self._parameters or stream.window.shape[0] != self._weights.size:
-            raise StorageError("The stored BLT encoder state belongs to another strategy.")
+            raise StorageError(
+                "The stored BLT encoder state was written for another strategy than this "
+                "run's; resume with the veilfl version that started the run."
+            )
         self._steps = stream.steps
         self._buffers = np.array(stream.window, dtype=np.float64)
 
@@ -136,12 +137,23 @@ class _BltDecoder(ReleaseDecoder):
         return {} if self._stream is None else self._stream.state().to_json()
 
     def restore(self, state: dict[str, Any]) -> None:
-        """Continue the stream :meth:`to_json` described."""
+        """Continue the stream :meth:`to_json` described.
+
+        Raises:
+            StorageError: for the state of another strategy.
+        """
         from veilfl.privacy.blt import BltNoiseStream
 
-        self._stream = (
-            None if not state else BltNoiseStream.from_state(StreamState.from_json(state))
-        )
+        if not state:
+            self._stream = None
+            return
+        stream = StreamState.from_json(state)
+        if stream.coefficients != (*self._strategy.weights, *self._strategy.decays):
+            raise StorageError(
+                "The stored BLT decoder state was written for another strategy than this "
+                "run's; resume with the veilfl version that started the run."
+            )
+        self._stream = BltNoiseStream.from_state(stream)
 
 
 class BltReleaseSchedule(ReleaseSchedule):

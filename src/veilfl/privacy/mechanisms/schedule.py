@@ -36,7 +36,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from veilfl.errors import ConfigurationError
+from veilfl.errors import ConfigurationError, StorageError
 from veilfl.privacy.mf_stream import StreamingDecoder, StreamState
 from veilfl.privacy.tree import TreeNode, cover_change
 
@@ -279,10 +279,22 @@ class _ToeplitzDecoder(ReleaseDecoder):
         return {} if self._stream is None else self._stream.state().to_json()
 
     def restore(self, state: dict[str, Any]) -> None:
-        """Continue the stream :meth:`to_json` described."""
-        self._stream = (
-            None if not state else StreamingDecoder.from_state(StreamState.from_json(state))
-        )
+        """Continue the stream :meth:`to_json` described.
+
+        Raises:
+            StorageError: for the state of another strategy (a resumed run whose
+                strategy came out differently).
+        """
+        if not state:
+            self._stream = None
+            return
+        stream = StreamState.from_json(state)
+        if stream.coefficients != self._coefficients:
+            raise StorageError(
+                "The stored decoder state was written for another strategy than this run's; "
+                "resume with the veilfl version that started the run."
+            )
+        self._stream = StreamingDecoder.from_state(stream)
 
 
 _DEALT_SCHEDULES: dict[str, ReleaseSchedule] = {
