@@ -6,12 +6,15 @@ the same epsilon as one that ran straight through, against both observers."""
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 import pytest
 from tests.run_descriptions import run_info
 from tests.tiny_coordinator import settle
 
 from veilfl.crypto.csprng import CsprngStream
+from veilfl.errors import ConfigurationError
 from veilfl.ml.learner import LocalUpdate
 from veilfl.privacy.dp_config import DpConfig
 from veilfl.privacy.mechanisms import BandedOptions
@@ -162,3 +165,10 @@ def test_a_killed_run_resumes_the_aggregators_encoders_and_reports_the_same_epsi
     )
     last, straight_last = resumed.history[-1], straight.coordinator.history[-1]
     assert last.epsilon == straight_last.epsilon == last.epsilon_coordinator
+
+
+def test_a_strategy_whose_releases_could_wrap_is_refused_before_the_run_starts() -> None:
+    aggregators = InProcessAggregators(CONFIG, run_id="r", model_size=3)
+    wide = replace(_spec(aggregators), dp=replace(DP, options=BandedOptions(scale_bits=26)))
+    with pytest.raises(ConfigurationError, match=r"could reach .* lower its scale bits"):
+        build_coordinator(wide, initial_weights=START, run_id="r")

@@ -31,6 +31,7 @@ from veilfl.protocol.secure_aggregation import SecureAggregation
 from veilfl.protocol.sync_round import SyncRoundMachine
 from veilfl.secagg.config import SecureAggregationConfig
 from veilfl.secagg.contribution import ContributionLayout
+from veilfl.secagg.dealt_noise import dealt_noise_config
 from veilfl.strategy.base import ServerStrategy, StatefulStrategy
 from veilfl.strategy.buffered import FedAsync, FedBuff
 from veilfl.strategy.fedavg import FedAvg
@@ -277,8 +278,12 @@ def build_coordinator(
     version = 0 if resume is None else resume.model_version
     aggregation: AggregationBackend
     if settings.secure is not None:
+        layout = ContributionLayout(spec.total_size, settings.secure.config)
+        if settings.dp is not None and settings.dp.placement == "distributed":
+            # The aggregators' noise plan, refused here as they would refuse it later.
+            dealt_noise_config(settings.dp, layout=layout, expected_clients=cohort.expected)
         aggregation = SecureAggregation(
-            ContributionLayout(spec.total_size, settings.secure.config),
+            layout,
             run_id=run_id,
             signing_keys={a.index: a.signing_bytes() for a in settings.secure.aggregators},
             min_participants=cohort.minimum,
