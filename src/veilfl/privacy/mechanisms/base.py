@@ -348,3 +348,25 @@ class PrivacyMechanism(ABC):
     def describes(self, placement: NoisePlacement) -> str:
         """How messages name this mechanism under ``placement``."""
         return f"{self.name} ({placement} noise)"
+
+    def equivalent_noise_multiplier(
+        self, config: DpConfig, *, rounds: int, expected_clients: float
+    ) -> float:
+        """The per-round multiplier of independent Gaussian noise whose prefix sums
+        (what the model accumulates) have the same mean squared error, over ``rounds``
+        releases, as this mechanism's noise: what the noise advisor's threshold reads
+        (:mod:`veilfl.privacy.noise_advisor`).
+
+        The default decodes :meth:`release_schedule` (one block of standard deviation
+        :meth:`dealt_noise`'s ``update_stddev`` for a unit bound), so it holds for any
+        linear mechanism whose two agree: z for fresh noise (z_Δ under adaptive
+        clipping), z·sqrt(mean |cover(t)| / mean t) for the tree, and a matrix
+        mechanism's prefix-sum error for its Toeplitz schedule. Override it where a
+        closed form is cheaper.
+        """
+        from veilfl.privacy.noise_advisor import equivalent_multiplier
+
+        block = self.dealt_noise(config, per_update_bound=1.0, expected_clients=expected_clients)
+        return equivalent_multiplier(
+            block.update_stddev, self.release_schedule(config, rounds=rounds), rounds=rounds
+        )
