@@ -12,8 +12,10 @@ import pytest
 from veilfl.errors import ConfigurationError
 from veilfl.privacy.dp_config import DpConfig
 from veilfl.privacy.mechanisms import mechanism_named
+from veilfl.privacy.mechanisms.base import DealtNoisePlan, PrivacyMechanism
 from veilfl.privacy.mechanisms.schedule import (
     FreshNoiseSchedule,
+    ReleaseSchedule,
     ToeplitzReleaseSchedule,
     TreeNoiseSchedule,
 )
@@ -85,6 +87,41 @@ def test_toeplitz_prefix_error_matches_the_explicit_matrix(
     expected = float(np.mean(np.sum(prefix_noise**2, axis=1)))
     schedule = ToeplitzReleaseSchedule(coefficients=coefficients, scale=scale)
     assert prefix_noise_mean_square(schedule, rounds=rounds) == pytest.approx(expected)
+
+
+class _CentralToeplitz(PrivacyMechanism):
+    """A central-only matrix mechanism: its aggregators cannot deal its noise."""
+
+    name = "test-toeplitz"
+    title = "test Toeplitz"
+    summary = "a throwaway Toeplitz mechanism"
+    samples_clients = False
+
+    def release_schedule(self, config: DpConfig, *, rounds: int) -> ReleaseSchedule:
+        return ToeplitzReleaseSchedule(coefficients=(8, 4, 2), scale=8)
+
+    def dealt_noise(
+        self, config: DpConfig, *, per_update_bound: float, expected_clients: float
+    ) -> DealtNoisePlan:
+        raise ConfigurationError("central noise only")
+
+    def sensitivity(self, config: DpConfig, *, rounds: int) -> float:
+        return 1.0
+
+    def planned_epsilon(self, config: DpConfig, *, rounds: int, sample_rate: float) -> float:
+        return 1.0
+
+
+def test_a_central_matrix_mechanism_is_from_its_decoded_prefix_errors() -> None:
+    rounds = 9
+    strategy = sum(c * np.eye(rounds, k=-j) for j, c in enumerate((1.0, 0.5, 0.25)))
+    prefix_noise = np.tril(np.ones((rounds, rounds))) @ np.linalg.inv(strategy)
+    mean_square = float(np.mean(np.sum(prefix_noise**2, axis=1)))
+    expected = 1.5 * math.sqrt(mean_square / np.mean(range(1, rounds + 1)))
+    config = ftrl_config(z=1.5)
+    assert _CentralToeplitz().equivalent_noise_multiplier(
+        config, rounds=rounds, expected_clients=10
+    ) == pytest.approx(expected)
 
 
 def test_prefix_error_needs_a_round() -> None:

@@ -361,12 +361,19 @@ class PrivacyMechanism(ABC):
         :meth:`dealt_noise`'s ``update_stddev`` for a unit bound), so it holds for any
         linear mechanism whose two agree: z for fresh noise (z_Δ under adaptive
         clipping), z·sqrt(mean |cover(t)| / mean t) for the tree, and a matrix
-        mechanism's prefix-sum error for its Toeplitz schedule. Override it where a
-        closed form is cheaper.
+        mechanism's prefix-sum error for its Toeplitz schedule. A mechanism whose
+        aggregators cannot deal its noise (:meth:`dealt_noise` refuses) is taken to draw
+        blocks of z·C centrally, as :mod:`veilfl.protocol.private_ftrl` does. Override
+        it where a closed form is cheaper.
         """
+        from veilfl.errors import ConfigurationError
         from veilfl.privacy.noise_advisor import equivalent_multiplier
 
-        block = self.dealt_noise(config, per_update_bound=1.0, expected_clients=expected_clients)
+        try:
+            plan = self.dealt_noise(config, per_update_bound=1.0, expected_clients=expected_clients)
+            block = plan.update_stddev
+        except ConfigurationError:
+            block = config.noise_multiplier
         return equivalent_multiplier(
-            block.update_stddev, self.release_schedule(config, rounds=rounds), rounds=rounds
+            block, self.release_schedule(config, rounds=rounds), rounds=rounds
         )
