@@ -62,6 +62,8 @@ def prefix_noise_mean_square(schedule: ReleaseSchedule, *, rounds: int) -> float
     """
     if rounds < 1:
         raise ConfigurationError("The noise advisor needs at least one round.")
+    if schedule.window == 1:
+        return _window_one_mean_square(schedule, rounds=rounds)
     index: dict[TreeNode, int] = {}
     earlier: deque[npt.NDArray[np.float64]] = deque(maxlen=max(schedule.window - 1, 1))
     prefix: npt.NDArray[np.float64] = np.zeros(0)
@@ -83,6 +85,25 @@ def prefix_noise_mean_square(schedule: ReleaseSchedule, *, rounds: int) -> float
         total += float(prefix @ prefix)
         if schedule.window > 1:
             earlier.appendleft(decoded)
+    return total / rounds
+
+
+def _window_one_mean_square(schedule: ReleaseSchedule, *, rounds: int) -> float:
+    """:func:`prefix_noise_mean_square` for a window-1 schedule, in O(blocks touched):
+    each decoded round is its release's blocks times ``scale / c_0``, so the prefix's
+    weights change only where a release adds or removes a block."""
+    prefix: dict[TreeNode, float] = {}
+    square = 0.0
+    total = 0.0
+    for step in range(1, rounds + 1):
+        terms = schedule.terms(step)
+        weight = terms.scale / terms.coefficients[0]
+        for node, sign in (*((n, 1.0) for n in terms.added), *((n, -1.0) for n in terms.removed)):
+            before = prefix.get(node, 0.0)
+            after = before + sign * weight
+            square += after * after - before * before
+            prefix[node] = after
+        total += square
     return total / rounds
 
 
