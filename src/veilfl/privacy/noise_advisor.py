@@ -244,7 +244,8 @@ def advise_cohort(
     re-planned by :func:`cohort_noise_to_signal`: the search doubles the cohort until
     the ratio is under ``limit`` (at most the population), then bisects, so the cohort
     it returns is under the limit and the one below it is not (the ratio falls as the
-    cohort grows, for every mechanism here).
+    cohort grows, for every mechanism here). A cohort that cannot be planned (no z
+    reaches the target epsilon there) counts as over the limit.
 
     Args:
         mechanism: The run's mechanism.
@@ -280,15 +281,18 @@ def advise_cohort(
         return advice
 
     def ratio_at(cohort: int) -> float:
-        return cohort_noise_to_signal(
-            mechanism,
-            config,
-            model_size=model_size,
-            population=population,
-            clients_per_round=cohort,
-            rounds=rounds,
-            secret_sampling=secret_sampling,
-        )
+        try:
+            return cohort_noise_to_signal(
+                mechanism,
+                config,
+                model_size=model_size,
+                population=population,
+                clients_per_round=cohort,
+                rounds=rounds,
+                secret_sampling=secret_sampling,
+            )
+        except ConfigurationError:  # no z reaches the epsilon there: no fix either
+            return math.inf
 
     over, under = clients_per_round, None
     candidate = clients_per_round

@@ -254,7 +254,8 @@ async def _serve_run(
     ):
         if warning is not None:
             logger.warning("%s", warning)
-    advice = privacy_advice(spec, model_size=model_size)
+    # The cohort search re-derives z a few dozen times: off the serving loop.
+    advice = await asyncio.to_thread(privacy_advice, spec, model_size=model_size)
     if advice is not None:
         (logger.warning if advice.over else logger.info)("%s", advice.summary())
     if prepared.privacy is not None:
