@@ -19,6 +19,7 @@ from veilfl.privacy.mechanisms.schedule import (
     ToeplitzReleaseSchedule,
     TreeNoiseSchedule,
 )
+from veilfl.privacy.mf_error import toeplitz_prefix_sum_rmse
 from veilfl.privacy.noise_advisor import (
     advise_cohort,
     cohort_noise_to_signal,
@@ -222,3 +223,14 @@ def test_a_cohort_above_the_population_is_refused() -> None:
             rounds=3,
             secret_sampling=True,
         )
+
+
+def test_a_toeplitz_schedule_agrees_with_the_strategy_error_of_its_coefficients() -> None:
+    # The fixed-point schedule (scale 2^16) against mf_error's real-valued strategy.
+    coefficients = (1.0, -0.4, 0.15, 0.05)
+    scale = 2**16
+    schedule = ToeplitzReleaseSchedule(
+        coefficients=tuple(round(scale * c) for c in coefficients), scale=scale
+    )
+    rmse = toeplitz_prefix_sum_rmse(coefficients, rounds=40, noise_multiplier=1.0)
+    assert prefix_noise_mean_square(schedule, rounds=40) == pytest.approx(rmse**2, rel=1e-4)
