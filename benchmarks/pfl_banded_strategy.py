@@ -21,6 +21,8 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
+import tempfile
 from pathlib import Path
 
 
@@ -32,6 +34,8 @@ def main() -> None:
     parser.add_argument("--delta", type=float, default=1e-5)
     parser.add_argument("--out", type=Path, required=True)
     args = parser.parse_args()
+    out = args.out.resolve()
+    os.chdir(tempfile.mkdtemp())  # pfl writes its optimised matrix under the working folder
 
     from pfl.internal.ops import pytorch_ops  # type: ignore[import-not-found]
     from pfl.internal.ops.selector import (  # type: ignore[import-not-found]
@@ -57,7 +61,7 @@ def main() -> None:
             delta=args.delta,
         ),
     )
-    args.out.write_text(
+    out.write_text(
         json.dumps(
             {
                 "source": "pfl 0.6 BandedMatrixFactorizationMechanism",

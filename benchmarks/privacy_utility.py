@@ -289,9 +289,9 @@ def correlated_row(
         test=test,
         quick=quick,
         max_rounds=max_rounds,
-        equivalent=chosen.equivalent_noise_multiplier(config, rounds=rounds)
-        if hasattr(chosen, "equivalent_noise_multiplier")
-        else noise,
+        equivalent=chosen.equivalent_noise_multiplier(
+            config, rounds=rounds, expected_clients=population // GRID_SEPARATION
+        ),
     )
 
 
@@ -498,7 +498,11 @@ def pfl_rows(
                     test=test,
                     quick=quick,
                     max_rounds=max_rounds,
-                    equivalent=noise,
+                    equivalent=mechanism.equivalent_noise_multiplier(
+                        replace(config, noise_multiplier=noise),
+                        rounds=rounds,
+                        expected_clients=100,
+                    ),
                     extra={
                         "pfl_stated_epsilon": stated,
                         "sensitivity": mechanism.sensitivity(config, rounds=rounds),
