@@ -12,6 +12,22 @@
   public.
 * Sample-level DP-SGD (Abadi et al. 2016) through Opacus, one client holding all the
   data, for a few epochs.
+* Issue 21's grid (``--grid``): correlated-noise mechanisms chosen by name from the
+  registry (``ftrl``: the tree; ``banded``: banded matrix factorisation, Choquette-Choo
+  et al. 2023), noise dealt by the in-process aggregators under secure aggregation (so
+  the coordinator's epsilon is the public's), K = 3 participations b = 10 rounds apart
+  (30 rounds), at epsilon 1, 2, 4 and 8, over 1,000 clients (100 a round, 60 images
+  each) and 10,000 clients (1,000 a round, 6 images each), with and without server
+  momentum.
+* pfl's banded MF beside ours (``--pfl-strategy FILE``, written by
+  ``benchmarks/pfl_banded_strategy.py`` under a Python with pfl 0.6): the strategy
+  matrix and noise pfl's own ``BandedMatrixFactorizationMechanism`` computes, applied
+  through veilfl's simulator on the same partition, model and training (central noise,
+  as pfl simulates it). pfl takes C = cholesky(X), whose *rows* have unit norm, and
+  calibrates its noise for sensitivity sqrt(K); the epsilon its noise really spends is
+  computed here from C's columns (:func:`veilfl.privacy.min_separation.minsep_sensitivity`).
+  Two rows: pfl's noise as it calibrates it (stated epsilon E, true epsilon above E), and
+  pfl's strategy with its noise raised to spend E truly.
 
 Every row gives epsilon against both observers (the public, and the coordinator,
 which knows who took part: "none" where it sees noiseless sums, as under central
@@ -24,6 +40,9 @@ Published reference points (MNIST):
 
 Run: .venv/bin/python benchmarks/privacy_utility.py [--rounds 30] [--out results.json]
 Smoke (a minute or two): ... privacy_utility.py --rounds 2 --quick
+Issue 21's grid: ... privacy_utility.py --grid [--populations 1000 10000]
+    [--mechanisms ftrl banded] [--epsilons 1 2 4 8] [--momenta 0 0.5]
+    [--pfl-strategy /tmp/pfl_strategy.json] --out docs/results/privacy_utility_mf.json
 """
 
 from __future__ import annotations
@@ -32,18 +51,35 @@ import argparse
 import json
 import time
 import warnings
+from dataclasses import replace
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
+import numpy as np
+import numpy.typing as npt
 import torch
 
+from veilfl.errors import ConfigurationError
 from veilfl.ml.datasets import ArrayDataset, load_mnist
 from veilfl.ml.dp_sgd import DpSgdConfig, dp_sgd_learner
 from veilfl.ml.learner import mnist_learner
 from veilfl.ml.partition import partition_iid
 from veilfl.privacy.dp_config import DpConfig, NoisePlacement
 from veilfl.privacy.dp_ftrl import dp_ftrl_noise_multiplier_for
-from veilfl.privacy.tree import cover
+from veilfl.privacy.mechanisms import (
+    DealtNoisePlan,
+    PrivacyMechanism,
+    ReleaseDecoder,
+    ReleaseSchedule,
+    ReleaseTerms,
+    mechanism_named,
+    register_mechanism,
+    unregister_mechanism,
+)
+from veilfl.privacy.mf_accounting import matrix_mechanism_epsilon
+from veilfl.privacy.min_separation import minsep_sensitivity
+from veilfl.privacy.tree import TreeNode, cover
+from veilfl.privacy.utility import noise_to_signal
 from veilfl.protocol.messages import LocalTrainingPlan
 from veilfl.protocol.run_spec import RunSpec
 from veilfl.protocol.sync_round import RoundConfig
@@ -205,6 +241,279 @@ def sample_level(noise: float, *, epochs: int, test: Any) -> dict[str, Any]:
     }
 
 
+GRID_PARTICIPATIONS = 3  # K
+GRID_SEPARATION = 10  # b: the population over the clients per round
+GRID_CLIP = 0.5
+GRID_SERVER_STEP = 2.0  # the server's effective step, lr / (1 - momentum)
+PFL_SCALE_BITS = 16
+
+
+def correlated_row(
+    *,
+    mechanism: str,
+    population: int,
+    target_epsilon: float,
+    momentum: float,
+    placement: NoisePlacement,
+    test: Any,
+    quick: bool,
+    max_rounds: int | None,
+) -> dict[str, Any]:
+    """One row of issue 21's grid: ``mechanism`` (a registered name) over
+    ``population`` clients, ``population / b`` a round, K passes, at ``target_epsilon``
+    against both observers (distributed noise), with server momentum ``momentum``."""
+    per_round = population // GRID_SEPARATION
+    rounds = GRID_PARTICIPATIONS * GRID_SEPARATION
+    chosen = mechanism_named(mechanism)
+    config = DpConfig(
+        placement=placement,
+        noise_multiplier=1.0,
+        clip_norm=GRID_CLIP,
+        min_clients=per_round,
+        mechanism=mechanism,
+        max_participations=GRID_PARTICIPATIONS,
+        min_separation=GRID_SEPARATION,
+        accounting="pld",
+    )
+    noise = chosen.noise_multiplier_for(
+        config, target_epsilon=target_epsilon, rounds=rounds, sample_rate=1.0
+    )
+    config = replace(config, noise_multiplier=noise)
+    return _run_limited(
+        kind=f"{chosen.title} K={GRID_PARTICIPATIONS} {placement}"
+        + (f" +mom {momentum:g}" if momentum else ""),
+        config=config,
+        population=population,
+        rounds=rounds,
+        momentum=momentum,
+        test=test,
+        quick=quick,
+        max_rounds=max_rounds,
+        equivalent=chosen.equivalent_noise_multiplier(
+            config, rounds=rounds, expected_clients=population // GRID_SEPARATION
+        ),
+    )
+
+
+def _run_limited(
+    *,
+    kind: str,
+    config: DpConfig,
+    population: int,
+    rounds: int,
+    momentum: float,
+    test: Any,
+    quick: bool,
+    max_rounds: int | None,
+    equivalent: float,
+    extra: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    per_round = population // GRID_SEPARATION
+    secure = config.placement == "distributed"
+    started = time.perf_counter()
+    result = simulate(
+        mnist_learner("simple-cnn", seed=0),
+        client_data=_clients(population),
+        test_data=test,
+        config=SimulationConfig(
+            RunSpec(
+                model_name="simulation",
+                rounds=RoundConfig(
+                    num_rounds=rounds if max_rounds is None else min(rounds, max_rounds),
+                    clients_per_round=per_round,
+                    min_clients=per_round,
+                ),
+                plan=_plan(quick),
+                dp=config,
+                server_learning_rate=GRID_SERVER_STEP * (1 - momentum),
+                server_momentum=momentum,
+            ),
+            secure=SecureAggregationConfig(norm_bound=config.clip_norm) if secure else None,
+            through_wire=False,
+        ),
+    )
+    last = result.history[-1]
+    return {
+        "kind": kind,
+        "clients": population,
+        "noise_multiplier": config.noise_multiplier,
+        "rounds": len(result.history),
+        "epsilon": last.epsilon,
+        "epsilon_coordinator": last.epsilon_coordinator,
+        "accuracy": last.test_accuracy,
+        "seconds": time.perf_counter() - started,
+        "momentum": momentum,
+        "noise_ratio": noise_to_signal(
+            model_size=MODEL_SIZE, clients_per_round=per_round, noise_multiplier=equivalent
+        ),
+        **(extra or {}),
+    }
+
+
+class _BandedRowsSchedule(ReleaseSchedule):
+    """A banded, lower-triangular (not necessarily Toeplitz) strategy in fixed point:
+    release t is ``(sum_j C_int[t, t-j] x_{t-j}) / scale + z_t``, fresh z_t."""
+
+    name = "banded-rows"
+
+    def __init__(self, integer_strategy: npt.NDArray[np.int64], *, scale: int, window: int) -> None:
+        self._strategy = integer_strategy
+        self._scale = scale
+        self._window = window
+
+    @property
+    def window(self) -> int:
+        return self._window
+
+    def terms(self, step: int) -> ReleaseTerms:
+        row = step - 1
+        width = min(step, self._window)
+        return ReleaseTerms(
+            step=step,
+            coefficients=tuple(int(self._strategy[row, row - j]) for j in range(width)),
+            scale=self._scale,
+            added=(TreeNode(0, step),),
+        )
+
+    def decoder(self) -> ReleaseDecoder:
+        return _BandedRowsDecoder()
+
+
+class _BandedRowsDecoder(ReleaseDecoder):
+    """Forward substitution: xhat_t = (scale r_t - sum_{j>=1} c_{t,j} xhat_{t-j}) / c_{t,0}
+    (in memory only: the benchmark never restarts a run)."""
+
+    def __init__(self) -> None:
+        self._estimates: list[npt.NDArray[np.float64]] = []
+
+    def decode(
+        self, terms: ReleaseTerms, release: npt.NDArray[np.float64]
+    ) -> npt.NDArray[np.float64]:
+        total = terms.scale * release
+        for j, coefficient in enumerate(terms.coefficients[1:], start=1):
+            total = total - coefficient * self._estimates[-j]
+        estimate = total / terms.coefficients[0]
+        self._estimates = [*self._estimates[-(len(terms.coefficients) + 1) :], estimate]
+        return estimate
+
+    def to_json(self) -> dict[str, Any]:
+        return {}
+
+    def restore(self, state: dict[str, Any]) -> None:
+        self._estimates = []
+
+
+class PflBandedMechanism(PrivacyMechanism):
+    """pfl 0.6's banded MF strategy, as a veilfl mechanism (central noise only), with
+    its sensitivity computed from the columns of the (rounded) strategy it releases."""
+
+    name: ClassVar[str] = "pfl-banded"
+    title: ClassVar[str] = "pfl banded MF"
+    summary: ClassVar[str] = "pfl 0.6's banded matrix factorisation (benchmark only)"
+    samples_clients: ClassVar[bool] = False
+    placements: ClassVar[frozenset[str]] = frozenset({"central"})
+
+    def __init__(self, strategy: npt.NDArray[np.float64], *, window: int) -> None:
+        scale = 2**PFL_SCALE_BITS
+        self._integer = np.rint(strategy * scale).astype(np.int64)
+        self._scale = scale
+        self._window = window
+
+    @property
+    def released_strategy(self) -> npt.NDArray[np.float64]:
+        """The strategy the releases really apply (rounded to the fixed point)."""
+        released: npt.NDArray[np.float64] = self._integer.astype(np.float64) / self._scale
+        return released
+
+    def release_schedule(self, config: DpConfig, *, rounds: int) -> ReleaseSchedule:
+        return _BandedRowsSchedule(self._integer, scale=self._scale, window=self._window)
+
+    def dealt_noise(
+        self, config: DpConfig, *, per_update_bound: float, expected_clients: float
+    ) -> DealtNoisePlan:
+        raise ConfigurationError("The pfl comparison row runs with central noise only.")
+
+    def sensitivity(self, config: DpConfig, *, rounds: int) -> float:
+        return minsep_sensitivity(
+            self.released_strategy[:rounds, :rounds],
+            max_participations=config.max_participations or rounds,
+            min_separation=config.min_separation,
+        )
+
+    def planned_epsilon(self, config: DpConfig, *, rounds: int, sample_rate: float) -> float:
+        if rounds == 0:
+            return 0.0
+        return matrix_mechanism_epsilon(
+            noise_multiplier=config.noise_multiplier,
+            sensitivity=self.sensitivity(config, rounds=rounds),
+            delta=config.delta,
+            accounting=config.accounting,
+        )
+
+
+def pfl_rows(
+    strategy_file: Path, *, momentum: float, test: Any, quick: bool, max_rounds: int | None
+) -> list[dict[str, Any]]:
+    """pfl's strategy at its own noise (its stated epsilon and the true one), and at the
+    noise that truly spends its stated epsilon; 1,000 clients, central noise."""
+    exported = json.loads(strategy_file.read_text())
+    rounds = int(exported["rounds"])
+    separation = int(exported["min_separation"])
+    if separation != GRID_SEPARATION or rounds != GRID_PARTICIPATIONS * GRID_SEPARATION:
+        raise SystemExit(
+            f"{strategy_file} holds pfl's strategy for {rounds} rounds b = {separation}; "
+            f"export it with --rounds {GRID_PARTICIPATIONS * GRID_SEPARATION} "
+            f"--min-separation {GRID_SEPARATION}."
+        )
+    mechanism = PflBandedMechanism(
+        np.asarray(exported["strategy"], dtype=np.float64), window=separation
+    )
+    register_mechanism(mechanism)
+    try:
+        config = DpConfig(
+            placement="central",
+            noise_multiplier=float(exported["noise_stddev_over_clip"]),
+            clip_norm=GRID_CLIP,
+            min_clients=100,
+            mechanism=mechanism.name,
+            max_participations=GRID_PARTICIPATIONS,
+            min_separation=separation,
+            delta=float(exported["delta"]),
+            accounting="pld",
+        )
+        stated = float(exported["stated_epsilon"])
+        truthful = mechanism.noise_multiplier_for(
+            config, target_epsilon=stated, rounds=rounds, sample_rate=1.0
+        )
+        rows = []
+        settings = (("as pfl calibrates", config.noise_multiplier), ("true eps", truthful))
+        for label, noise in settings:
+            rows.append(
+                _run_limited(
+                    kind=f"pfl banded MF, {label}",
+                    config=replace(config, noise_multiplier=noise),
+                    population=1000,
+                    rounds=rounds,
+                    momentum=momentum,
+                    test=test,
+                    quick=quick,
+                    max_rounds=max_rounds,
+                    equivalent=mechanism.equivalent_noise_multiplier(
+                        replace(config, noise_multiplier=noise),
+                        rounds=rounds,
+                        expected_clients=100,
+                    ),
+                    extra={
+                        "pfl_stated_epsilon": stated,
+                        "sensitivity": mechanism.sensitivity(config, rounds=rounds),
+                    },
+                )
+            )
+        return rows
+    finally:
+        unregister_mechanism(mechanism.name)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--rounds", type=int, default=30, help="DP-FedAvg rounds")
@@ -232,11 +541,32 @@ def main() -> None:
     parser.add_argument("--dp-sgd-epochs", type=int, default=3)
     parser.add_argument("--test-examples", type=int, default=10_000)
     parser.add_argument("--out", type=Path, default=None)
+    parser.add_argument(
+        "--grid",
+        action="store_true",
+        help="issue 21's grid of correlated-noise rows (instead of the rows above)",
+    )
+    parser.add_argument("--populations", type=int, nargs="+", default=[1000, 10_000])
+    parser.add_argument("--mechanisms", nargs="*", default=["ftrl", "banded"])
+    parser.add_argument("--epsilons", type=float, nargs="+", default=[1.0, 2.0, 4.0, 8.0])
+    parser.add_argument("--momenta", type=float, nargs="+", default=[0.0, 0.5])
+    parser.add_argument(
+        "--grid-placement", choices=["central", "distributed"], default="distributed"
+    )
+    parser.add_argument(
+        "--pfl-strategy",
+        type=Path,
+        default=None,
+        help="pfl's strategy (benchmarks/pfl_banded_strategy.py) for its rows beside ours",
+    )
     args = parser.parse_args()
     torch.set_num_threads(1)
     examples = min(args.test_examples, 500) if args.quick else args.test_examples
     test = load_mnist().test.subset(range(examples))
     rows = []
+    if args.grid:
+        grid(args, test)
+        return
     print(
         f"{'kind':<28} {'clients':>7} {'z':>6} {'rounds':>6} {'eps public':>10} "
         f"{'eps coord':>9} {'accuracy':>8}"
@@ -279,6 +609,100 @@ def main() -> None:
     print(goal_line(rows))
     if args.out:
         args.out.write_text(json.dumps(rows, indent=2))
+
+
+def grid(args: argparse.Namespace, test: Any) -> None:
+    """Issue 21's rows, one line each as they finish, then its goal lines."""
+    rows: list[dict[str, Any]] = []
+    print(
+        f"{'kind':<34} {'clients':>7} {'z':>6} {'rounds':>6} {'eps public':>10} "
+        f"{'eps coord':>9} {'accuracy':>8} {'noise/signal':>12} {'seconds':>8}"
+    )
+
+    def show(row: dict[str, Any]) -> None:
+        rows.append(row)
+        print(f"{_format(row, width=34)} {row['noise_ratio']:>12.2f} {row['seconds']:>8.0f}")
+        if args.out:
+            args.out.write_text(json.dumps(rows, indent=2))
+
+    max_rounds = args.rounds if args.quick else None
+    for population in args.populations:
+        for epsilon in args.epsilons:
+            for mechanism in args.mechanisms:
+                for momentum in args.momenta:
+                    show(
+                        correlated_row(
+                            mechanism=mechanism,
+                            population=population,
+                            target_epsilon=epsilon,
+                            momentum=momentum,
+                            placement=args.grid_placement,
+                            test=test,
+                            quick=args.quick,
+                            max_rounds=max_rounds,
+                        )
+                    )
+    if args.pfl_strategy is not None:
+        for momentum in args.momenta:
+            for row in pfl_rows(
+                args.pfl_strategy,
+                momentum=momentum,
+                test=test,
+                quick=args.quick,
+                max_rounds=max_rounds,
+            ):
+                show(row)
+    for line in grid_goal_lines(rows):
+        print(line)
+
+
+def grid_goal_lines(rows: list[dict[str, Any]]) -> list[str]:
+    """Issue 21's three goals against the rows measured (a goal with no row to judge
+    it says so)."""
+
+    def best(population: int, at_most: float) -> dict[str, Any] | None:
+        eligible = [
+            r
+            for r in rows
+            if r["clients"] == population
+            and not r["kind"].startswith("pfl")
+            and (e := _protected(r)) is not None
+            and e <= at_most * 1.001
+        ]
+        return max(eligible, key=lambda r: r["accuracy"]) if eligible else None
+
+    lines = []
+    for population, goal, at_most in ((10_000, 0.95, 2.0), (1000, 0.91, 2.0)):
+        top = best(population, at_most)
+        head = f"goal: >= {100 * goal:.0f}% at epsilon <= {at_most:g}, {population:,} clients"
+        if top is None:
+            lines.append(f"{head}: NOT RUN (no row protected against both at that epsilon)")
+            continue
+        verdict = "MET" if top["accuracy"] >= goal else "MISSED"
+        lines.append(
+            f"{head}: {verdict}, best {100 * top['accuracy']:.2f}% ({top['kind']}, "
+            f"noise/signal {top['noise_ratio']:.2f})"
+        )
+    for pfl in (r for r in rows if r["kind"].startswith("pfl") and "true" in r["kind"]):
+        ours = [
+            r
+            for r in rows
+            if r["kind"].startswith("banded")
+            and r["clients"] == pfl["clients"]
+            and r["momentum"] == pfl["momentum"]
+            and abs((r["epsilon"] or 0) - (pfl["epsilon"] or 0)) < 0.01 * (pfl["epsilon"] or 1)
+        ]
+        if not ours:
+            lines.append(f"goal: ours >= pfl ({pfl['kind']}): no banded row at its epsilon")
+            continue
+        mine = ours[0]
+        verdict = "MET" if mine["accuracy"] >= pfl["accuracy"] else "MISSED"
+        lines.append(
+            f"goal: ours >= pfl at epsilon {pfl['epsilon']:.2f}, momentum "
+            f"{pfl['momentum']:g}: {verdict}, {100 * mine['accuracy']:.2f}% against "
+            f"{100 * pfl['accuracy']:.2f}%"
+        )
+    return lines
 
 
 def _protected(row: dict[str, Any]) -> float | None:
@@ -332,7 +756,7 @@ def _rounds_without_dp(rows: list[dict[str, Any]]) -> int:
     return max(int(r["rounds"]) for r in rows if r["epsilon"] is None and r["clients"] > 1)
 
 
-def _format(row: dict[str, Any]) -> str:
+def _format(row: dict[str, Any], *, width: int = 28) -> str:
     z = "-" if row["noise_multiplier"] is None else f"{row['noise_multiplier']:.2f}"
     eps = "inf" if row["epsilon"] is None else f"{row['epsilon']:.2f}"
     if row["epsilon"] is None:
@@ -342,7 +766,7 @@ def _format(row: dict[str, Any]) -> str:
     else:
         coordinator = f"{row['epsilon_coordinator']:.2f}"
     return (
-        f"{row['kind']:<28} {row['clients']:>7} {z:>6} {row['rounds']:>6} {eps:>10} "
+        f"{row['kind']:<{width}} {row['clients']:>7} {z:>6} {row['rounds']:>6} {eps:>10} "
         f"{coordinator:>9} {100 * row['accuracy']:>7.2f}%"
     )
 

@@ -27,7 +27,12 @@ from veilfl.cli.tracking_options import add_metrics_sink_option
 from veilfl.declared import build_config
 from veilfl.privacy.report import PrivacyReport
 from veilfl.protocol.aggregator_minimums import DEFAULT_MIN_PARTICIPANTS, fit_cohort
-from veilfl.protocol.assembly import check_run_settings, precision_warning, privacy_warning
+from veilfl.protocol.assembly import (
+    check_run_settings,
+    precision_warning,
+    privacy_advice,
+    privacy_warning,
+)
 from veilfl.protocol.best_model import BestMetric
 from veilfl.protocol.metrics import RoundMetrics
 from veilfl.reporting import format_round_row, format_round_table_header
@@ -219,6 +224,9 @@ def run(args: argparse.Namespace) -> int:
     ):
         if warning is not None:
             print(f"warning: {warning}", flush=True)
+    advice = privacy_advice(settings, model_size=model_size)
+    if advice is not None:
+        print(advice.summary(), flush=True)
     print(format_round_table_header(), flush=True)
     profiles = ClientProfiles(
         base_seconds=args.base_seconds,

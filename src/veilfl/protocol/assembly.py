@@ -3,8 +3,8 @@
 ``veilfl server``, ``veilfl simulate`` and the asynchronous simulator all call
 :func:`build_coordinator`, so the same settings give the same sampling rate, the same
 minimum cohort, the same aggregation rules, the same privacy report and the same
-epsilon wherever they run. :func:`check_run_settings` and :func:`privacy_warning` are
-the start-up checks every path runs before training.
+epsilon wherever they run. :func:`check_run_settings`, :func:`privacy_warning` and
+:func:`privacy_advice` are the start-up checks every path runs before training.
 """
 
 from __future__ import annotations
@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 
 from veilfl.crypto.csprng import CsprngStream
 from veilfl.errors import ConfigurationError, StorageError
+from veilfl.privacy.noise_advisor import NoiseAdvice, advise_cohort
 from veilfl.privacy.participation import ParticipationLimits
 from veilfl.privacy.run_state import DpRunState
 from veilfl.privacy.sampling import PoissonSampler
@@ -47,6 +48,7 @@ __all__ = [
     "check_run_settings",
     "cohort_plan",
     "precision_warning",
+    "privacy_advice",
     "privacy_warning",
 ]
 
@@ -191,6 +193,29 @@ def privacy_warning(settings: RunSpec, *, model_size: int) -> str | None:
         clients_per_round=expected,
         noise_multiplier=z,
         clip_norm=clip_norm,
+    )
+
+
+def privacy_advice(settings: RunSpec, *, model_size: int) -> NoiseAdvice | None:
+    """The noise advisor's verdict to print before training
+    (:func:`~veilfl.privacy.noise_advisor.advise_cohort`): the noise-to-signal ratio of
+    the run's mechanism at its expected cohort, with its noise's equivalent per-round
+    multiplier, and the smallest cohort from the same population under the threshold.
+    None without DP and for buffered runs (whose cohort is the buffer, not a sample).
+    """
+    dp = settings.dp
+    if dp is None or settings.buffer is not None:
+        return None
+    cohort = cohort_plan(settings)
+    return advise_cohort(
+        dp.privacy_mechanism,
+        dp,
+        model_size=model_size,
+        population=cohort.population,
+        clients_per_round=max(1, min(round(cohort.expected), cohort.population)),
+        rounds=settings.num_releases,
+        # As :func:`veilfl.cli.run_options.run_spec_from_args` derives z: q = n / N.
+        secret_sampling=True,
     )
 
 

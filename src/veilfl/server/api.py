@@ -13,7 +13,12 @@ from veilfl.auth.enrollment import EnrollmentPolicy
 from veilfl.auth.rate_limit import DEFAULT_RATE_LIMIT, RateLimit
 from veilfl.errors import ConfigurationError, TransportError
 from veilfl.logging_setup import uvicorn_log_options
-from veilfl.protocol.assembly import check_run_settings, precision_warning, privacy_warning
+from veilfl.protocol.assembly import (
+    check_run_settings,
+    precision_warning,
+    privacy_advice,
+    privacy_warning,
+)
 from veilfl.protocol.best_model import BestMetric
 from veilfl.protocol.metrics import EvaluateFn, RoundMetrics
 from veilfl.protocol.run_spec import RunSpec
@@ -249,6 +254,10 @@ async def _serve_run(
     ):
         if warning is not None:
             logger.warning("%s", warning)
+    # The cohort search re-derives z a few dozen times: off the serving loop.
+    advice = await asyncio.to_thread(privacy_advice, spec, model_size=model_size)
+    if advice is not None:
+        (logger.warning if advice.over else logger.info)("%s", advice.summary())
     if prepared.privacy is not None:
         logger.info("privacy so far: %s", prepared.privacy.report().summary())
     link = (

@@ -351,3 +351,32 @@ class PrivacyMechanism(ABC):
     def describes(self, placement: NoisePlacement) -> str:
         """How messages name this mechanism under ``placement``."""
         return f"{self.name} ({placement} noise)"
+
+    def equivalent_noise_multiplier(
+        self, config: DpConfig, *, rounds: int, expected_clients: float
+    ) -> float:
+        """The per-round multiplier of independent Gaussian noise whose prefix sums
+        (what the model accumulates) have the same mean squared error, over ``rounds``
+        releases, as this mechanism's noise: what the noise advisor's threshold reads
+        (:mod:`veilfl.privacy.noise_advisor`).
+
+        The default decodes :meth:`release_schedule` (one block of standard deviation
+        :meth:`dealt_noise`'s ``update_stddev`` for a unit bound), so it holds for any
+        linear mechanism whose two agree: z for fresh noise (z_Δ under adaptive
+        clipping), z·sqrt(mean |cover(t)| / mean t) for the tree, and a matrix
+        mechanism's prefix-sum error for its Toeplitz schedule. A mechanism whose
+        aggregators cannot deal its noise (:meth:`dealt_noise` refuses) is taken to draw
+        blocks of z·C centrally, as :mod:`veilfl.protocol.private_ftrl` does. Override
+        it where a closed form is cheaper.
+        """
+        from veilfl.errors import ConfigurationError
+        from veilfl.privacy.noise_advisor import equivalent_multiplier
+
+        try:
+            plan = self.dealt_noise(config, per_update_bound=1.0, expected_clients=expected_clients)
+            block = plan.update_stddev
+        except ConfigurationError:
+            block = config.noise_multiplier
+        return equivalent_multiplier(
+            block, self.release_schedule(config, rounds=rounds), rounds=rounds
+        )
