@@ -187,3 +187,26 @@ def test_a_decoder_state_of_another_strategy_is_refused_on_resume() -> None:
     resumed = ours.privacy_mechanism.release_schedule(ours, rounds=4).decoder()
     with pytest.raises(StorageError, match="another strategy"):
         resumed.restore(stored)
+
+
+@pytest.mark.parametrize("placement", ["central", "distributed"])
+def test_the_equivalent_noise_multiplier_is_the_decoded_prefix_noise_of_the_rounded_strategy(
+    placement: str,
+) -> None:
+    # Arrange: the oracle decodes with dense matrices: prefix noise A C'^-1 z.
+    dp = _banded(placement, z=1.5, k=2, b=3, options=BandedOptions(scale_bits=5))
+    rounds = 9
+    schedule = dp.privacy_mechanism.release_schedule(dp, rounds=rounds)
+    terms = schedule.terms(rounds)
+    bits_scale = 2**5
+    strategy = np.zeros((rounds, rounds))
+    for row in range(rounds):
+        for j, c in enumerate(terms.coefficients):
+            if row - j >= 0:
+                strategy[row, row - j] = c / bits_scale
+    prefix = np.tril(np.ones((rounds, rounds))) @ np.linalg.inv(strategy)
+    expected = 1.5 * math.sqrt(np.mean((prefix**2).sum(axis=1)) / ((rounds + 1) / 2))
+    # Act
+    ours = dp.privacy_mechanism.equivalent_noise_multiplier(dp, rounds=rounds, expected_clients=2)
+    # Assert
+    assert ours == pytest.approx(expected, rel=1e-9)

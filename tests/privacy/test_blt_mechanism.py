@@ -127,3 +127,15 @@ def test_encoder_and_decoder_states_of_another_strategy_are_refused_on_resume() 
         resumed_encoder.restore(encoder.to_json())
     with pytest.raises(StorageError, match="another strategy"):
         resumed.decoder().restore(decoder.to_json())
+
+
+def test_the_equivalent_noise_multiplier_is_the_decoded_prefix_noise() -> None:
+    dp = _blt(z=1.5, k=2, b=3, options=BltOptions(buffers=2))
+    rounds = 9
+    mechanism = dp.privacy_mechanism
+    strategy = toeplitz_matrix(mechanism.strategy(dp).coefficients(rounds), rounds)  # type: ignore[attr-defined]
+    prefix = np.tril(np.ones((rounds, rounds))) @ np.linalg.inv(strategy)
+    expected = 1.5 * np.sqrt(np.mean((prefix**2).sum(axis=1)) / ((rounds + 1) / 2))
+    ours = mechanism.equivalent_noise_multiplier(dp, rounds=rounds, expected_clients=2)
+    assert ours == pytest.approx(expected, rel=1e-9)
+    assert ours < 1.5  # less than fresh noise's, which the window-1 default would claim

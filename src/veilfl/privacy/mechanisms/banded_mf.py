@@ -170,6 +170,21 @@ class BandedMatrixFactorization(PrivacyMechanism):
             accounting=config.accounting,
         )
 
+    def equivalent_noise_multiplier(
+        self, config: DpConfig, *, rounds: int, expected_clients: float
+    ) -> float:
+        """The decoded noise is C'^-1 z under either placement (the aggregators' C_int^-1
+        z_int is the same in units of the bound), so: blocks of z through the rounded
+        strategy at its fixed-point scale (the interface's default would read the
+        dealt blocks' 2^bits scale against the central schedule)."""
+        from veilfl.privacy.noise_advisor import equivalent_multiplier
+
+        strategy = self.strategy(config)
+        schedule = ToeplitzReleaseSchedule(
+            coefficients=strategy.coefficients, scale=2**strategy.bits
+        )
+        return equivalent_multiplier(config.noise_multiplier, schedule, rounds=rounds)
+
     def derivation_note(
         self, config: DpConfig, *, target_epsilon: float, rounds: int, sample_rate: float
     ) -> str:

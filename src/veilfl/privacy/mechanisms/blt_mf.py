@@ -276,6 +276,16 @@ class BltMatrixFactorization(PrivacyMechanism):
             accounting=config.accounting,
         )
 
+    def equivalent_noise_multiplier(
+        self, config: DpConfig, *, rounds: int, expected_clients: float
+    ) -> float:
+        """z · sqrt(mean_t ||row t of A C^-1||^2 / mean_t t): the decoded noise is
+        C^-1 z, which the interface's default (window 1, fresh blocks) would miss."""
+        import math
+
+        errors = self.strategy(config).prefix_squared_errors(rounds)
+        return config.noise_multiplier * math.sqrt(float(np.mean(errors)) / ((rounds + 1) / 2))
+
     def noise_multiplier_for(
         self, config: DpConfig, *, target_epsilon: float, rounds: int, sample_rate: float
     ) -> float:
