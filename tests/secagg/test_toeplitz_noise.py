@@ -48,9 +48,9 @@ def _fleet(config: TreeNoiseConfig) -> dict[int, TreeNoiseAggregator]:
     }
 
 
-@pytest.mark.parametrize("restart_after", [None, 1, 3])
+@pytest.mark.parametrize(("restart_after", "encoded"), [(None, 6), (1, 6), (3, 4)])
 def test_released_minus_the_strategy_times_the_aggregates_is_the_dealt_noise(
-    restart_after: int | None,
+    restart_after: int | None, encoded: int
 ) -> None:
     # Arrange: three aggregators, threshold 2, and integer aggregates to share.
     config = TreeNoiseConfig(
@@ -60,6 +60,7 @@ def test_released_minus_the_strategy_times_the_aggregates_is_the_dealt_noise(
         block_stddev=40.0,
         schedule="toeplitz",
         coefficients=COEFFICIENTS,
+        encoded_length=encoded,
     )
     fleet = _fleet(config)
     rng = np.random.default_rng(1)  # test data only
@@ -83,18 +84,31 @@ def test_released_minus_the_strategy_times_the_aggregates_is_the_dealt_noise(
                 j: TreeNoiseAggregator.from_bytes(a.to_bytes(), config=config, index=j)
                 for j, a in fleet.items()
             }
-    # Assert: r = C_int a + z exactly, and the decoder recovers a + C_int^-1 z.
+    # Assert: r = C_int a + z exactly on the encoded coordinates, a + z on the others,
+    # and the decoder recovers a + C_int^-1 z.
     strategy = toeplitz_matrix(np.array(COEFFICIENTS, float), steps).astype(np.int64)
     noise = np.array(noises)
-    np.testing.assert_array_equal(np.array(released) - strategy @ aggregates, noise)
+    released_array = np.array(released)
+    np.testing.assert_array_equal(
+        released_array[:, :encoded] - strategy @ aggregates[:, :encoded], noise[:, :encoded]
+    )
+    np.testing.assert_array_equal(
+        released_array[:, encoded:] - aggregates[:, encoded:], noise[:, encoded:]
+    )
     assert np.any(noise != 0)
     schedule = dealt_schedule_named("toeplitz", coefficients=COEFFICIENTS)
     decoder = schedule.decoder()
     decoded = np.array(
-        [decoder.decode(schedule.terms(t), r.astype(float)) for t, r in enumerate(released, 1)]
+        [
+            decoder.decode(schedule.terms(t), r[:encoded].astype(float))
+            for t, r in enumerate(released, 1)
+        ]
     )
     np.testing.assert_allclose(
-        decoded - aggregates, np.linalg.solve(strategy, noise), rtol=1e-9, atol=1e-9
+        decoded - aggregates[:, :encoded],
+        np.linalg.solve(strategy, noise[:, :encoded]),
+        rtol=1e-9,
+        atol=1e-9,
     )
 
 
@@ -196,6 +210,7 @@ def test_the_banded_mechanism_plans_the_toeplitz_schedule_the_aggregators_deal()
     schedule = mechanism.release_schedule(dp, rounds=4)
     assert isinstance(schedule, ToeplitzReleaseSchedule)
     assert config.schedule == "toeplitz" and config.coefficients == strategy.coefficients
+    assert config.encoded == LAYOUT.dimension  # the extra coordinates stay plain sums
     assert schedule.terms(4).scale == 1  # the aggregators never divide
     assert schedule.terms(4).coefficients == strategy.coefficients
     assert config.block_stddev == pytest.approx(1.0 * LAYOUT.bounds.norm_bound * 2**6)

@@ -30,14 +30,16 @@ three others (no adaptive clipping, so the bit is the constant +1).
 
 Under a Toeplitz strategy (banded matrix factorisation, ``mechanism="banded"``) a fresh
 block is dealt per release, and each aggregator releases its share of
-``sum_j c_j a_(t-j) + z_t`` with the strategy's integer coefficients (the ``"toeplitz"``
-schedule): sigma = z·B·2^bits on the update coordinates
+``sum_j c_j a_(t-j) + z_t`` on the d update coordinates with the strategy's integer
+coefficients (the ``"toeplitz"`` schedule; the extra coordinates are released as plain
+sums): sigma = z·B·2^bits on the update coordinates
 (:meth:`~veilfl.privacy.integer_strategy.IntegerToeplitzStrategy.noise_stddev`). The
 release must stay inside the field to be read as a signed integer:
 :func:`dealt_noise_config` refuses settings where
 :meth:`~veilfl.privacy.integer_strategy.IntegerToeplitzStrategy.release_bound` (the
-coefficients' weight on the largest aggregate plus :data:`NOISE_TAIL_STDDEVS` standard
-deviations of the release's noise) reaches (p - 1) / 2.
+coefficients' weight on n clients' updates of at most B each, plus
+:data:`NOISE_TAIL_STDDEVS` standard deviations of the release's noise) reaches
+(p - 1) / 2.
 """
 
 from __future__ import annotations
@@ -85,6 +87,7 @@ def dealt_noise_config(
         schedule=plan.schedule,
         profile=plan.profile(dimension=layout.dimension, extra=EXTRA_COORDINATES),
         coefficients=plan.coefficients,
+        encoded_length=layout.dimension if plan.coefficients else None,
     )
     if plan.coefficients:
         _check_release_fits(dp, noise, layout=layout, expected_clients=expected_clients)
@@ -95,9 +98,9 @@ def _check_release_fits(
     dp: DpConfig, noise: TreeNoiseConfig, *, layout: ContributionLayout, expected_clients: float
 ) -> None:
     """Refuse a Toeplitz strategy whose release could wrap around the field."""
-    bounds = layout.bounds
-    largest = max([bounds.norm_bound, *(max(-lo, hi) for lo, hi in bounds.extra_ranges)])
-    aggregate_bound = max(1, math.ceil(expected_clients)) * largest
+    # The strategy combines the d update coordinates only (each client's at most B);
+    # the extra ones are released as plain sums, which the encoding keeps unwrapped.
+    aggregate_bound = max(1, math.ceil(expected_clients)) * layout.bounds.norm_bound
     noise_bound = math.ceil(NOISE_TAIL_STDDEVS * noise.release_stddev(1))
     strategy = IntegerToeplitzStrategy(noise.coefficients, bits=0)
     reach = strategy.release_bound(aggregate_bound=aggregate_bound, noise_bound=noise_bound)

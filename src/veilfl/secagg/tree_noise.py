@@ -62,7 +62,9 @@ Two schedules share this machinery (:attr:`TreeNoiseConfig.schedule`):
   strategy with integer coefficients c_0 .. c_(b-1), :attr:`TreeNoiseConfig.coefficients`):
   step t adds block (0, t) like ``fresh``, but releases the share of
   ``sum_j c_j a_(t-j) + noise(0, t)`` (:class:`~veilfl.privacy.mf_stream.StreamingEncoder`:
-  each aggregator keeps its shares of the last b - 1 aggregates). Steps are
+  each aggregator keeps its shares of the last b - 1 aggregates) on the leading
+  :attr:`TreeNoiseConfig.encoded_length` coordinates (the update), and of the plain
+  ``a_t + noise(0, t)`` on the others (weight, loss, evaluation). Steps are
   consecutive, as under ``tree``, since the strategy combines consecutive rounds
   (:mod:`veilfl.privacy.integer_strategy` gives the design and its privacy).
 
@@ -143,6 +145,10 @@ class TreeNoiseConfig:
             then names the largest sigma, for reporting).
         coefficients: The integer coefficients c_0 .. c_(b-1) of the ``"toeplitz"``
             schedule (none for the others).
+        encoded_length: How many leading coordinates the ``"toeplitz"`` strategy
+            combines (default: all); the others are released as the round's plain sum
+            plus its block, as under ``fresh`` (a contribution's weight, loss and
+            evaluation coordinates, which the decoder does not read).
 
     Raises:
         ConfigurationError: for invalid values.
@@ -157,6 +163,7 @@ class TreeNoiseConfig:
     schedule: NoiseSchedule = "tree"
     profile: tuple[tuple[int, float], ...] = ()
     coefficients: tuple[int, ...] = ()
+    encoded_length: int | None = None
 
     def __post_init__(self) -> None:
         # refuses an unknown name, and coefficients that do not fit the schedule
@@ -179,6 +186,8 @@ class TreeNoiseConfig:
             )
         if self.length < 1:
             raise ConfigurationError("The shared vectors need at least one coordinate.")
+        if self.encoded_length is not None and not 1 <= self.encoded_length <= self.length:
+            raise ConfigurationError("encoded_length must be between 1 and the vector length.")
         if self.noised_length is not None and not 0 <= self.noised_length <= self.length:
             raise ConfigurationError("noised_length must be between 0 and the vector length.")
         if not (self.block_stddev > 0 and math.isfinite(self.block_stddev)):
@@ -198,6 +207,11 @@ class TreeNoiseConfig:
     def noised(self) -> int:
         """Leading coordinates that get noise."""
         return self.length if self.noised_length is None else self.noised_length
+
+    @property
+    def encoded(self) -> int:
+        """Leading coordinates the ``"toeplitz"`` strategy combines."""
+        return self.length if self.encoded_length is None else self.encoded_length
 
     @property
     def segments(self) -> tuple[tuple[int, float], ...]:
@@ -392,7 +406,7 @@ class TreeNoiseAggregator:
         self._seeds: dict[TreeNode, bytes] = {}
         self._encoder: StreamingEncoder | None = (
             StreamingEncoder(
-                coefficients=config.coefficients, field=config.field, length=config.length
+                coefficients=config.coefficients, field=config.field, length=config.encoded
             )
             if config.schedule == "toeplitz"
             else None
@@ -615,7 +629,13 @@ class TreeNoiseAggregator:
             )
         added, removed = config.added(step), config.removed(step)
         if self._encoder is not None:
-            value = self._encoder.release(aggregate, self._shares[added])
+            noise, head = self._shares[added], config.encoded
+            value = np.concatenate(
+                [
+                    self._encoder.release(aggregate[:head], noise[:head]),
+                    (aggregate[head:] + noise[head:]) % config.field.p,
+                ]
+            )
         else:
             value = (aggregate + self._shares[added]) % config.field.p
         for node in removed:
@@ -655,6 +675,7 @@ class TreeNoiseAggregator:
             "schedule": config.schedule,
             "profile": [[count, sigma] for count, sigma in config.segments],
             "coefficients": list(config.coefficients),
+            "encoded_length": config.encoded,
             "encoder": None if self._encoder is None else self._encoder.state().to_json(),
             "released": self._released,
             "last_round": self._last_round,
@@ -712,8 +733,10 @@ class TreeNoiseAggregator:
                 "schedule": config.schedule,
                 "profile": [[count, sigma] for count, sigma in config.segments],
                 "coefficients": list(config.coefficients),
+                "encoded_length": config.encoded,
             }
             header.setdefault("coefficients", [])  # version 2: no Toeplitz schedule
+            header.setdefault("encoded_length", config.length)
             differing = sorted(k for k, v in expected.items() if header.get(k) != v)
             if differing:
                 raise ConfigurationError(f"it was written with other {', '.join(differing)}")

@@ -57,7 +57,7 @@ class BandedOptions:
     """
 
     scale_bits: int = setting(
-        default=10,
+        default=8,
         flag="--dp-banded-scale-bits",
         help="banded MF: bits of fixed-point scale of the strategy's integer coefficients "
         "(fewer keep distributed releases inside the field)",
