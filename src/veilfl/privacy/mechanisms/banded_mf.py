@@ -33,7 +33,8 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 from veilfl.declared import setting
 from veilfl.errors import ConfigurationError
-from veilfl.privacy.mechanisms.base import DealtNoisePlan, PrivacyMechanism
+from veilfl.privacy.mechanisms.base import DealtNoisePlan
+from veilfl.privacy.mechanisms.matrix_mechanism import MatrixMechanism
 from veilfl.privacy.mechanisms.schedule import ReleaseSchedule, ToeplitzReleaseSchedule
 
 if TYPE_CHECKING:
@@ -79,7 +80,7 @@ def _rounded_strategy(
     return IntegerToeplitzStrategy.rounded(optimal, bits)
 
 
-class BandedMatrixFactorization(PrivacyMechanism):
+class BandedMatrixFactorization(MatrixMechanism):
     """A b-banded Toeplitz strategy, at most K participations b apart."""
 
     name: ClassVar[str] = "banded"
@@ -132,42 +133,6 @@ class BandedMatrixFactorization(PrivacyMechanism):
                 noise_multiplier=config.noise_multiplier, per_update_bound=per_update_bound
             ),
             coefficients=strategy.coefficients,
-        )
-
-    def sensitivity(self, config: DpConfig, *, rounds: int) -> float:
-        """The rounded strategy's min-separation sensitivity over ``rounds`` releases."""
-        if rounds < 1:
-            return 0.0
-        return self.strategy(config).sensitivity(
-            rounds=rounds,
-            max_participations=config.max_participations or rounds,
-            min_separation=config.min_separation,
-        )
-
-    def planned_epsilon(self, config: DpConfig, *, rounds: int, sample_rate: float) -> float:
-        """:func:`~veilfl.privacy.mf_accounting.matrix_mechanism_epsilon` of the rounded
-        strategy's sensitivity (``sample_rate`` unused: no amplification)."""
-        from veilfl.privacy.mf_accounting import matrix_mechanism_epsilon
-
-        return matrix_mechanism_epsilon(
-            noise_multiplier=config.noise_multiplier,
-            sensitivity=self.sensitivity(config, rounds=rounds),
-            delta=config.delta,
-            accounting=config.accounting,
-        )
-
-    def noise_multiplier_for(
-        self, config: DpConfig, *, target_epsilon: float, rounds: int, sample_rate: float
-    ) -> float:
-        """:func:`~veilfl.privacy.mf_accounting.matrix_mechanism_noise_multiplier_for`
-        at the rounded strategy's sensitivity over ``rounds``."""
-        from veilfl.privacy.mf_accounting import matrix_mechanism_noise_multiplier_for
-
-        return matrix_mechanism_noise_multiplier_for(
-            target_epsilon=target_epsilon,
-            sensitivity=self.sensitivity(config, rounds=rounds),
-            delta=config.delta,
-            accounting=config.accounting,
         )
 
     def equivalent_noise_multiplier(

@@ -36,7 +36,8 @@ import numpy.typing as npt
 from veilfl.declared import setting
 from veilfl.errors import ConfigurationError, StorageError
 from veilfl.privacy.mechanisms.banded_mf import STRATEGY_HORIZON_CAP
-from veilfl.privacy.mechanisms.base import DealtNoisePlan, PrivacyMechanism
+from veilfl.privacy.mechanisms.base import DealtNoisePlan
+from veilfl.privacy.mechanisms.matrix_mechanism import MatrixMechanism
 from veilfl.privacy.mechanisms.schedule import (
     ReleaseDecoder,
     ReleaseEncoder,
@@ -198,7 +199,7 @@ def _strategy(*, horizon: int, buffers: int, participations: int, separation: in
     )
 
 
-class BltMatrixFactorization(PrivacyMechanism):
+class BltMatrixFactorization(MatrixMechanism):
     """A BLT strategy under central noise, at most K participations b apart."""
 
     name: ClassVar[str] = "blt"
@@ -254,28 +255,6 @@ class BltMatrixFactorization(PrivacyMechanism):
             "--dp distributed."
         )
 
-    def sensitivity(self, config: DpConfig, *, rounds: int) -> float:
-        """The strategy's (K, b) min-separation sensitivity over ``rounds`` releases."""
-        if rounds < 1:
-            return 0.0
-        return self.strategy(config).sensitivity(
-            rounds=rounds,
-            max_participations=config.max_participations or rounds,
-            min_separation=config.min_separation,
-        )
-
-    def planned_epsilon(self, config: DpConfig, *, rounds: int, sample_rate: float) -> float:
-        """:func:`~veilfl.privacy.mf_accounting.matrix_mechanism_epsilon` at the
-        strategy's sensitivity (``sample_rate`` unused: no amplification)."""
-        from veilfl.privacy.mf_accounting import matrix_mechanism_epsilon
-
-        return matrix_mechanism_epsilon(
-            noise_multiplier=config.noise_multiplier,
-            sensitivity=self.sensitivity(config, rounds=rounds),
-            delta=config.delta,
-            accounting=config.accounting,
-        )
-
     def equivalent_noise_multiplier(
         self, config: DpConfig, *, rounds: int, expected_clients: float
     ) -> float:
@@ -285,17 +264,3 @@ class BltMatrixFactorization(PrivacyMechanism):
 
         errors = self.strategy(config).prefix_squared_errors(rounds)
         return config.noise_multiplier * math.sqrt(float(np.mean(errors)) / ((rounds + 1) / 2))
-
-    def noise_multiplier_for(
-        self, config: DpConfig, *, target_epsilon: float, rounds: int, sample_rate: float
-    ) -> float:
-        """:func:`~veilfl.privacy.mf_accounting.matrix_mechanism_noise_multiplier_for`
-        at the strategy's sensitivity over ``rounds``."""
-        from veilfl.privacy.mf_accounting import matrix_mechanism_noise_multiplier_for
-
-        return matrix_mechanism_noise_multiplier_for(
-            target_epsilon=target_epsilon,
-            sensitivity=self.sensitivity(config, rounds=rounds),
-            delta=config.delta,
-            accounting=config.accounting,
-        )
